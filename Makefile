@@ -1,0 +1,43 @@
+# probe: two commands do all the set-up on a fresh machine:
+#   make demo   installs, then probes the seed's Lab 1 networks
+#   make test   installs, then runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU wheel of this torch lies on the team's machines; elsewhere pip fetches it (any torch>=2.1 works).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: help install demo test lint typecheck check bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## create .venv with torch, probe and the dev tools
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "torch>=2.1"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install  ## probe the seed's Lab 1 networks side by side, then one network layer by layer
+	$(VENV)/bin/probe compare tiny:relu large:tanh xavier:tanh he:relu
+	$(VENV)/bin/probe run configs/lab1_tiny_relu.yaml
+
+test: install  ## run the test suite
+	$(PY) -m pytest -q
+
+lint: install  ## ruff lint + format check
+	$(VENV)/bin/ruff check probe tests benchmarks
+	$(VENV)/bin/ruff format --check probe tests benchmarks
+
+typecheck: install  ## mypy
+	$(VENV)/bin/mypy probe
+
+check: lint typecheck test  ## everything CI should care about
+
+bench: install  ## benchmarks: probe overhead vs. a bare forward/backward pass
+	$(PY) benchmarks/run.py
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,43 @@
+"""probe: a signal-probe diagnostic for neural-network initialization in PyTorch.
+
+The Python API mirrors the CLI (nothing here imports torch until a probe runs)::
+
+    import probe
+    spec = probe.load("configs/lab1_he_relu.yaml")
+    report = probe.run_probe(spec)
+    verdict = probe.evaluate(report)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["ProbeError", "__version__", "check", "compare", "evaluate", "load", "loads", "parse", "run_probe"]
+
+if TYPE_CHECKING:
+    from probe.batch import check, compare
+    from probe.errors import ProbeError
+    from probe.rules import evaluate
+    from probe.run import run_probe
+    from probe.spec import load, loads, parse
+
+_LAZY = {
+    "load": "probe.spec",
+    "loads": "probe.spec",
+    "parse": "probe.spec",
+    "run_probe": "probe.run",
+    "evaluate": "probe.rules",
+    "compare": "probe.batch",
+    "check": "probe.batch",
+    "ProbeError": "probe.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'probe' has no attribute {name!r}")

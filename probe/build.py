@@ -1,0 +1,98 @@
+"""Spec -> an initialized ``nn.Module`` plus the list of layers to watch.
+
+The network is built and initialized on the CPU in float32 under the run's seed, then moved to
+the run's device and dtype, so the same spec and seed give the same weights on every device.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from probe import activations, inits
+from probe.activations import Saturation
+from probe.errors import BuildError
+from probe.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass
+class Watched:
+    """A layer whose output is measured, and the weight whose gradient is reported with it."""
+
+    name: str
+    index: int
+    kind: str  # "hidden" or "output"
+    module: nn.Module  # its forward output is the measured activation
+    weight: torch.Tensor | None
+    units: int
+    unit_dim: int  # the dimension that indexes units (features, channels)
+    saturation: Saturation | None
+
+
+@dataclass
+class Built:
+    model: nn.Module
+    watched: list[Watched]
+
+
+def build(spec: Spec) -> Built:
+    """Build the spec's network on the CPU (float32) with its init applied."""
+    if spec.model.kind == "mlp":
+        built = _mlp(spec)
+    else:  # pragma: no cover - the spec rejects other kinds
+        raise BuildError(f"model.kind: '{spec.model.kind}' is not supported")
+    return built
+
+
+def _mlp(spec: Spec) -> Built:
+    from torch import nn
+
+    m = spec.model
+    act = m.activation
+    saturation = activations.saturation(act.name, act.params)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    watched: list[Watched] = []
+    fan_in = m.input_dim
+    linears: list[nn.Linear] = []
+    for i in range(1, m.depth + 1):
+        linear = nn.Linear(fan_in, m.width, bias=m.bias)
+        linears.append(linear)
+        layers[f"linear{i}"] = linear
+        if m.norm == "batchnorm":
+            layers[f"norm{i}"] = nn.BatchNorm1d(m.width)
+        elif m.norm == "layernorm":
+            layers[f"norm{i}"] = nn.LayerNorm(m.width)
+        module = activations.make_module(act.name, act.params)
+        layers[f"act{i}"] = module
+        watched.append(Watched(f"layer{i}", i, "hidden", module, linear.weight, m.width, -1, saturation))
+        fan_in = m.width
+    if m.output_dim is not None:
+        head = nn.Linear(fan_in, m.output_dim, bias=m.bias)
+        linears.append(head)
+        layers["head"] = head
+        watched.append(Watched("output", m.depth + 1, "output", head, head.weight, m.output_dim, -1, None))
+    model = nn.Sequential(layers)
+    ctx = inits.InitContext(act.name, act.params)
+    for linear in linears:
+        inits.apply(linear.weight, spec.init.weight.name, spec.init.weight.params, ctx)
+        if linear.bias is not None:
+            inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
+    _reset_norms(model)
+    return Built(model, watched)
+
+
+def _reset_norms(model: nn.Module) -> None:
+    """Normalization layers start at scale 1, shift 0 (identity after normalizing)."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -1,0 +1,84 @@
+"""Plain typed objects passed between stages: per-layer statistics, the report, the verdict.
+
+No torch here: a ``Report`` is numbers, so rules and renderers can be tested without a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from probe.spec import Spec
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Statistics of one watched layer's output, accumulated over every batch of a run.
+
+    ``None`` means "does not apply": no saturating tail, no backward pass, no weight.
+    """
+
+    name: str
+    index: int  # 1-based position among the watched layers
+    kind: str  # "hidden" or "output"
+    units: int
+    count: int  # values measured (all batches)
+    mean: float
+    std: float
+    zero_ratio: float  # fraction of values exactly 0
+    dead_units: float  # fraction of units that are 0 on every sample
+    saturation_ratio: float | None  # fraction of values on a flat tail of the activation
+    nonfinite: int  # count of nan/inf values
+    unit_spread: float | None  # sqrt(mean over samples of variance across units / variance)
+    grad_std: float | None  # std of d loss / d (this output)
+    weight_grad_norm: float | None  # norm of d loss / d weight, RMS over batches
+    weight_grad_std: float | None
+
+
+@dataclass(frozen=True)
+class Report:
+    spec: Spec
+    layers: tuple[LayerStats, ...]
+    device: str
+    dtype: str
+    torch_version: str
+    elapsed_s: float
+
+    @property
+    def first(self) -> LayerStats:
+        return self.layers[0]
+
+    @property
+    def last(self) -> LayerStats:
+        return self.layers[-1]
+
+    def std_ratio(self) -> float | None:
+        """Last layer's activation std over the first layer's."""
+        return _ratio(self.last.std, self.first.std)
+
+    def grad_ratio(self) -> float | None:
+        """First layer's gradient std over the last layer's (how much backward signal survives)."""
+        return _ratio(self.first.grad_std, self.last.grad_std)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0 or den != den or num != num:
+        return None
+    return num / den
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken health rule: where, how much, and against which threshold."""
+
+    rule: str
+    layer: str
+    value: float
+    threshold: float
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    healthy: bool
+    problems: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = field(default=())

@@ -1,0 +1,361 @@
+"""Report/Verdict -> renderables and text: table, JSON, CSV, Markdown, JUnit. Never prints.
+
+Rows are computed by plain functions (``layer_row``, ``compare_row``) so that tests check numbers
+without parsing output; the renderers only lay those rows out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from probe import rules
+from probe.records import LayerStats, Problem, Report, Verdict
+from probe.spec import summary, to_dict
+
+FORMAT = "probe.report/1"
+FORMATS = ("table", "json", "csv", "markdown")
+
+LAYER_FIELDS = (
+    "name",
+    "index",
+    "kind",
+    "units",
+    "mean",
+    "std",
+    "zero_ratio",
+    "dead_units",
+    "saturation_ratio",
+    "nonfinite",
+    "unit_spread",
+    "grad_std",
+    "weight_grad_norm",
+    "weight_grad_std",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One labeled probe result, as ``compare`` and ``check`` produce several of them."""
+
+    label: str
+    report: Report
+    verdict: Verdict
+    strategy: str = ""
+    activation: str = ""
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe value: non-finite floats become ``None`` (strict JSON has no nan/inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def fmt(value: float | int | None) -> str:
+    """4 significant digits; '-' for a value that does not apply."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.4g}"
+
+
+def fmt_fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# ---- rows ------------------------------------------------------------------------------------
+
+
+def layer_row(layer: LayerStats) -> dict[str, Any]:
+    return {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
+
+
+def problem_dict(p: Problem) -> dict[str, Any]:
+    return {"rule": p.rule, "layer": p.layer, "value": clean(p.value), "threshold": p.threshold, "message": p.message}
+
+
+def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
+    """The machine-readable report (``probe.report/1``)."""
+    return {
+        "format": FORMAT,
+        "spec": to_dict(report.spec),
+        "environment": {
+            "device": report.device,
+            "dtype": report.dtype,
+            "torch": report.torch_version,
+            "elapsed_s": round(report.elapsed_s, 4),
+        },
+        "summary": {
+            "first_std": clean(report.first.std),
+            "last_std": clean(report.last.std),
+            "std_ratio": clean(report.std_ratio()),
+            "grad_ratio": clean(report.grad_ratio()),
+        },
+        "layers": [layer_row(layer) for layer in report.layers],
+        "verdict": {
+            "healthy": verdict.healthy,
+            "problems": [problem_dict(p) for p in verdict.problems],
+            "warnings": [problem_dict(p) for p in verdict.warnings],
+        },
+    }
+
+
+def compare_row(run: Run) -> dict[str, Any]:
+    """The side-by-side summary ``compare`` prints for one strategy."""
+    r = run.report
+    sat = [x.saturation_ratio for x in r.layers if x.saturation_ratio is not None]
+    return {
+        "run": run.label,
+        "strategy": run.strategy,
+        "activation": run.activation,
+        "first_std": clean(r.first.std),
+        "last_std": clean(r.last.std),
+        "std_ratio": clean(r.std_ratio()),
+        "last_zero_ratio": clean(r.last.zero_ratio),
+        "dead_units": clean(max(x.dead_units for x in r.layers)),
+        "saturation_ratio": clean(max(sat)) if sat else None,
+        "grad_ratio": clean(r.grad_ratio()),
+        "healthy": run.verdict.healthy,
+        "problems": sorted({p.rule for p in run.verdict.problems}),
+    }
+
+
+def verdict_text(verdict: Verdict) -> str:
+    if verdict.healthy:
+        return "healthy"
+    return "UNHEALTHY: " + ", ".join(dict.fromkeys(p.rule for p in verdict.problems))
+
+
+# ---- JSON / CSV / Markdown -------------------------------------------------------------------
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def run_json(report: Report, verdict: Verdict) -> str:
+    return dumps(report_dict(report, verdict))
+
+
+def runs_json(runs: Sequence[Run]) -> str:
+    return dumps(
+        {
+            "format": FORMAT,
+            "healthy": all(r.verdict.healthy for r in runs),
+            "runs": [
+                {
+                    "label": r.label,
+                    "strategy": r.strategy,
+                    "activation": r.activation,
+                    **report_dict(r.report, r.verdict),
+                }
+                for r in runs
+            ],
+        }
+    )
+
+
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (";".join(v) if isinstance(v, list) else ("" if v is None else v)) for k, v in row.items()})
+    return out.getvalue()
+
+
+def layers_csv(runs: Sequence[Run]) -> str:
+    """One row per layer per run; the first column names the run."""
+    rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
+    return _csv(rows, ("run", *LAYER_FIELDS))
+
+
+def compare_csv(runs: Sequence[Run]) -> str:
+    rows = [compare_row(r) for r in runs]
+    return _csv(rows, list(rows[0]))
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "grad std", "W grad norm")
+
+
+def _layer_cells(x: LayerStats) -> list[str]:
+    return [
+        x.name,
+        fmt(x.mean),
+        fmt(x.std),
+        fmt_fraction(x.zero_ratio),
+        fmt_fraction(x.dead_units),
+        fmt_fraction(x.saturation_ratio),
+        str(x.nonfinite),
+        fmt(x.grad_std),
+        fmt(x.weight_grad_norm),
+    ]
+
+
+def _problem_lines(verdict: Verdict) -> list[str]:
+    return [f"- `{p.rule}` at {p.layer}: {p.message}" for p in verdict.problems]
+
+
+def run_markdown(report: Report, verdict: Verdict) -> str:
+    parts = [
+        f"### {report.spec.name}\n",
+        f"`{summary(report.spec)}`\n",
+        _md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
+        f"**Verdict: {verdict_text(verdict)}**\n",
+    ]
+    lines = _problem_lines(verdict)
+    if lines:
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+_COMPARE_COLUMNS = (
+    "run",
+    "first std",
+    "last std",
+    "last/first",
+    "last zero",
+    "dead",
+    "sat",
+    "grad first/last",
+    "verdict",
+)
+
+
+def _compare_cells(run: Run) -> list[str]:
+    row = compare_row(run)
+    return [
+        run.label,
+        fmt(row["first_std"]),
+        fmt(row["last_std"]),
+        fmt(row["std_ratio"]),
+        fmt_fraction(row["last_zero_ratio"]),
+        fmt_fraction(row["dead_units"]),
+        fmt_fraction(row["saturation_ratio"]),
+        fmt(row["grad_ratio"]),
+        "healthy" if run.verdict.healthy else ", ".join(dict.fromkeys(p.rule for p in run.verdict.problems)),
+    ]
+
+
+def compare_markdown(runs: Sequence[Run]) -> str:
+    return _md_table(_COMPARE_COLUMNS, [_compare_cells(r) for r in runs])
+
+
+def check_lines(runs: Sequence[Run]) -> list[str]:
+    """One line per problem (``SPEC: rule at layer: message``), then one summary line."""
+    lines = [f"{r.label}: {p.rule}: {p.message}" for r in runs for p in r.verdict.problems]
+    bad = sum(not r.verdict.healthy for r in runs)
+    lines.append(f"{len(runs) - bad} healthy, {bad} unhealthy")
+    return lines
+
+
+def junit_xml(runs: Sequence[Run]) -> str:
+    """A JUnit XML document: one test case per spec, failed when the spec breaks a rule."""
+    failures = sum(not r.verdict.healthy for r in runs)
+    total_time = sum(r.report.elapsed_s for r in runs)
+    out = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuites name="probe" tests="{len(runs)}" failures="{failures}" time="{total_time:.3f}">',
+        f'  <testsuite name="probe.check" tests="{len(runs)}" failures="{failures}" errors="0" time="{total_time:.3f}">',
+    ]
+    for r in runs:
+        attrs = f'classname="probe.check" name={quoteattr(r.label)} time="{r.report.elapsed_s:.3f}"'
+        if r.verdict.healthy:
+            out.append(f"    <testcase {attrs}/>")
+            continue
+        rules_broken = ", ".join(dict.fromkeys(p.rule for p in r.verdict.problems))
+        body = "\n".join(f"{p.rule} at {p.layer}: {p.message}" for p in r.verdict.problems)
+        out.append(f"    <testcase {attrs}>")
+        out.append(
+            f'      <failure message={quoteattr("broken rules: " + rules_broken)} type="probe.unhealthy">'
+            f"{_xml_text(body)}</failure>"
+        )
+        out.append("    </testcase>")
+    out += ["  </testsuite>", "</testsuites>", ""]
+    return "\n".join(out)
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---- rich renderables ------------------------------------------------------------------------
+
+_STYLE = {"fail": "bold red", "warn": "yellow", "ok": "green"}
+
+
+def run_renderable(report: Report, verdict: Verdict) -> Any:
+    """Spec line, per-layer colored table and verdict, as one rich renderable."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    flags = rules.layer_flags(report, verdict)
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in _RUN_COLUMNS:
+        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+    cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
+    for x in report.layers:
+        layer_flags = flags.get(x.name, {})
+        row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
+        cells = []
+        for text, f in zip(_layer_cells(x), cell_fields, strict=False):
+            level = layer_flags.get(f) if f else None
+            if f is None and text == x.name:
+                level = row_level
+            cells.append(Text(text, style=_STYLE[level]) if level else Text(text))
+        table.add_row(*cells)
+    return Group(Text(summary(report.spec), style="dim"), table, verdict_renderable(verdict))
+
+
+def verdict_renderable(verdict: Verdict) -> Any:
+    from rich.text import Text
+
+    text = Text()
+    if verdict.healthy:
+        text.append("verdict: healthy", style="bold green")
+        for w in verdict.warnings:
+            text.append(f"\n  near {w.rule}: {w.message}", style="yellow")
+        return text
+    text.append("verdict: " + verdict_text(verdict), style="bold red")
+    for p in verdict.problems:
+        text.append(f"\n  {p.rule}: {p.message}", style="red")
+    return text
+
+
+def compare_renderable(runs: Sequence[Run], title: str) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in _COMPARE_COLUMNS:
+        table.add_column(col, justify="left" if col in ("run", "verdict") else "right", no_wrap=col != "verdict")
+    for r in runs:
+        cells = _compare_cells(r)
+        style = "green" if r.verdict.healthy else "red"
+        table.add_row(Text(cells[0], style=style), *cells[1:-1], Text(cells[-1], style=style))
+    return Group(Text(title, style="dim"), table)

@@ -1,0 +1,140 @@
+"""Spec -> Report: seed, build, draw batches, run forward and backward, read statistics once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from probe.build import build
+from probe.collect import Collector
+from probe.errors import ProbeError, RunError
+from probe.records import Report
+from probe.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+
+Progress = Callable[[int, int], None]  # (batches done, batches total)
+
+# Random streams derived from run.seed, so that changing one never shifts another.
+_DATA_STREAM = 1
+_DIRECTION_STREAM = 2
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is not there is a RunError."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(
+                f"device '{name}' requested but CUDA is not available "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                "use run.device: cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RunError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RunError(f"device '{name}' requested but MPS is not available on this machine")
+    return device
+
+
+def run_probe(spec: Spec, progress: Progress | None = None) -> Report:
+    """Probe the spec's network and return its per-layer statistics.
+
+    The caller's global random state is left untouched; the run's own randomness comes from
+    ``spec.run.seed`` alone, so the same spec gives the same numbers.
+    """
+    import torch
+
+    started = time.perf_counter()
+    device = resolve_device(spec.run.device)
+    dtype: torch.dtype = getattr(torch, spec.run.dtype)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.run.seed)
+            built = build(spec)
+            model = built.model.to(device=device, dtype=dtype)
+            layers = _probe(model, built.watched, spec, device, dtype, progress)
+    except ProbeError:
+        raise
+    except torch.OutOfMemoryError as exc:
+        raise RunError(f"out of memory on {device}: {_first_line(exc)}; try a smaller data.batch_size") from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise RunError(f"out of memory on {device}: {_first_line(exc)}") from None
+        raise RunError(f"the probe failed on {device} ({spec.run.dtype}): {_first_line(exc)}") from None
+    return Report(
+        spec=spec,
+        layers=tuple(layers),
+        device=str(device),
+        dtype=spec.run.dtype,
+        torch_version=torch.__version__,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def draw_batch(spec: Spec, generator: torch.Generator) -> torch.Tensor:
+    """One unit-variance input batch on the CPU (identical on every device)."""
+    import torch
+
+    shape = (spec.data.batch_size, spec.model.input_dim)
+    if spec.data.distribution == "uniform":
+        limit = 3.0**0.5  # U(-sqrt 3, sqrt 3) has variance 1
+        return torch.rand(shape, generator=generator) * (2 * limit) - limit
+    return torch.randn(shape, generator=generator)
+
+
+def _probe(
+    model: torch.nn.Module,
+    watched: list,  # list[Watched]
+    spec: Spec,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: Progress | None,
+) -> list:
+    import torch
+
+    collector = Collector(watched, device)
+    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
+    dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
+    direction: torch.Tensor | None = None
+    was_training = model.training
+    model.train()  # as at the first training step: BatchNorm uses batch statistics
+    total = spec.data.batches
+    try:
+        with collector.hooks():
+            for i in range(total):
+                x = draw_batch(spec, data_gen).to(device=device, dtype=dtype)
+                if spec.run.backward:
+                    out = model(x)
+                    if direction is None:
+                        # a fixed random direction: d loss / d output = r, unit variance
+                        direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
+                    (out * direction).sum().backward()
+                    collector.after_backward()
+                    model.zero_grad(set_to_none=True)
+                else:
+                    with torch.no_grad():
+                        model(x)
+                if progress is not None:
+                    progress(i + 1, total)
+        return collector.finish()
+    finally:
+        model.train(was_training)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

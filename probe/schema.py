@@ -1,0 +1,128 @@
+"""Small validation primitives shared by the spec and the registries.
+
+Kept free of torch and YAML so that registries (activations, init strategies) can declare their
+parameters as data and the spec can validate them before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from probe.errors import SpecError
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"did you mean 'relu'? "`` when a close match exists, else an empty string."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def unknown(kind: str, word: object, choices: Iterable[str], path: str, owner: str = "") -> SpecError:
+    """The error for an unknown name or key, with a suggestion and the valid choices."""
+    options = sorted(choices)
+    hint = did_you_mean(str(word), options)
+    of = f" of {owner}" if owner else ""
+    sep = f"; {hint}" if hint else " "
+    return SpecError(f"unknown {kind} '{word}'{of}{sep}(valid: {', '.join(options)})", path)
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Param:
+    """One named parameter of an activation or init strategy.
+
+    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"str"`` or ``"float_or_auto"``.
+    """
+
+    kind: str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    exclusive_minimum: bool = False
+    maximum: float | None = None
+    nullable: bool = False
+    help: str = ""
+
+    def check(self, value: Any, path: str) -> Any:
+        """Return ``value`` converted to this parameter's type, or raise ``SpecError``."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise SpecError(f"must not be null (expected {self.kind})", path)
+        if self.kind == "float_or_auto" and value == "auto":
+            return "auto"
+        if self.kind in ("float", "float_or_auto"):
+            value = as_float(value, path)
+        elif self.kind == "int":
+            value = as_int(value, path)
+        elif self.kind == "bool":
+            if not isinstance(value, bool):
+                raise SpecError(f"expected true or false, got {type_name(value)} {value!r}", path)
+        elif self.kind == "str":
+            if not isinstance(value, str):
+                raise SpecError(f"expected a string, got {type_name(value)} {value!r}", path)
+            if self.choices and value not in self.choices:
+                raise unknown("value", value, self.choices, path)
+        if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum and value == self.minimum)):
+            bound = ">" if self.exclusive_minimum else ">="
+            raise SpecError(f"must be {bound} {self.minimum:g}, got {value!r}", path)
+        if self.maximum is not None and value > self.maximum:
+            raise SpecError(f"must be <= {self.maximum:g}, got {value!r}", path)
+        return value
+
+
+def as_float(value: Any, path: str) -> float:
+    # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings for convenience.
+    if isinstance(value, bool):
+        raise SpecError(f"expected a number, got {type_name(value)} {value!r}", path)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise SpecError(f"expected a number, got {type_name(value)} {value!r}", path)
+
+
+def as_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise SpecError(f"expected an integer, got {type_name(value)} {value!r}", path)
+    return value
+
+
+def check_params(params: Mapping[str, Any], schema: Mapping[str, Param], owner: str, path: str) -> dict[str, Any]:
+    """Validate a mapping of parameters against ``schema`` and fill in defaults."""
+    out: dict[str, Any] = {}
+    for key in params:
+        if key not in schema:
+            sub = f"{path}.{key}" if path else str(key)
+            if not schema:
+                raise SpecError(f"{owner} takes no parameters, got '{key}'", sub)
+            raise unknown("key", key, schema.keys(), sub, owner)
+    for key, param in schema.items():
+        sub = f"{path}.{key}" if path else key
+        out[key] = param.check(params[key], sub) if key in params else param.default
+    return out
