@@ -112,6 +112,7 @@ def _probe(
     direction: torch.Tensor | None = None
     was_training = model.training
     model.train()  # as at the first training step: BatchNorm uses batch statistics
+    model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
     total = spec.data.batches
     try:
         with collector.hooks():

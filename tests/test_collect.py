@@ -1,0 +1,179 @@
+"""The collector's statistics against a direct (slow, plain torch) computation on a small net."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from probe import activations
+from probe.build import Watched
+from probe.collect import Collector
+
+ACTS = {
+    "relu": (nn.ReLU, {}),
+    "tanh": (nn.Tanh, {}),
+    "sigmoid": (nn.Sigmoid, {}),
+    "elu": (nn.ELU, {"alpha": 1.0}),
+    "gelu": (nn.GELU, {"approximate": "none"}),
+    "softplus": (nn.Softplus, {"beta": 1.0}),
+}
+
+
+def _net(act: str, inplace: bool = False) -> tuple[nn.Sequential, list[Watched]]:
+    torch.manual_seed(0)
+    cls, params = ACTS[act]
+    mods: list[nn.Module] = []
+    watched = []
+    fan = 6
+    for i in range(3):
+        lin = nn.Linear(fan, 10)
+        nn.init.normal_(lin.weight, std=1.5)  # large enough that tails saturate
+        a = cls(inplace=True) if inplace else cls()
+        mods += [lin, a]
+        sat = activations.saturation(act, params)
+        watched.append(Watched(f"layer{i + 1}", i + 1, "hidden", a, lin.weight, 10, -1, sat))
+        fan = 10
+    return nn.Sequential(*mods), watched
+
+
+def _reference(model: nn.Sequential, watched: list[Watched], batches: list[torch.Tensor], direction: torch.Tensor):
+    """Plain computation: keep every activation and its gradient, then reduce."""
+    outs: dict[str, list[torch.Tensor]] = {w.name: [] for w in watched}
+    grads: dict[str, list[torch.Tensor]] = {w.name: [] for w in watched}
+    wgrads: dict[str, list[torch.Tensor]] = {w.name: [] for w in watched}
+    ins: dict[str, list[torch.Tensor]] = {w.name: [] for w in watched}
+    for x in batches:
+        h = x
+        kept = []
+        for lin, act in zip(model[0::2], model[1::2], strict=False):
+            z = lin(h)
+            ins_name = watched[len(kept)].name
+            ins[ins_name].append(z.detach().clone())
+            h = act(z)
+            h.retain_grad()
+            kept.append(h)
+        model.zero_grad()
+        (h * direction).sum().backward()
+        for w, t in zip(watched, kept, strict=False):
+            outs[w.name].append(t.detach())
+            grads[w.name].append(t.grad.detach())
+            wgrads[w.name].append(w.weight.grad.detach().clone())
+    ref = {}
+    for w in watched:
+        y = torch.cat(outs[w.name]).double()
+        g = torch.cat(grads[w.name]).double()
+        z = torch.cat(ins[w.name]).double()
+        sat = w.saturation
+        if sat is None:
+            saturation = None
+        else:
+            src = z if sat.space == "input" else y
+            mask = torch.zeros_like(src, dtype=torch.bool)
+            if sat.low is not None:
+                mask |= src < sat.low
+            if sat.high is not None:
+                mask |= src > sat.high
+            saturation = mask.double().mean().item()
+        ref[w.name] = {
+            "mean": y.mean().item(),
+            "std": y.std().item(),
+            "zero_ratio": (y == 0).double().mean().item(),
+            "dead_units": (~(y != 0).any(dim=0)).double().mean().item(),
+            "saturation_ratio": saturation,
+            "unit_spread": (y.var(dim=1, correction=0).mean() / y.var(correction=0)).sqrt().item(),
+            "grad_std": g.std().item(),
+            "weight_grad_norm": torch.stack([wg.double().pow(2).sum() for wg in wgrads[w.name]]).mean().sqrt().item(),
+        }
+    return ref
+
+
+def _collect(model: nn.Sequential, watched: list[Watched], batches: list[torch.Tensor], direction: torch.Tensor):
+    model.zero_grad(set_to_none=True)
+    collector = Collector(watched, torch.device("cpu"))
+    with collector.hooks():
+        for x in batches:
+            (model(x) * direction).sum().backward()
+            collector.after_backward()
+            model.zero_grad(set_to_none=True)
+    return {s.name: s for s in collector.finish()}
+
+
+@pytest.mark.parametrize("act", list(ACTS))
+@pytest.mark.parametrize("n_batches", [1, 3])
+def test_statistics_match_direct_computation(act: str, n_batches: int) -> None:
+    model, watched = _net(act)
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(40, 6, generator=gen) for _ in range(n_batches)]
+    direction = torch.randn(40, 10, generator=gen)
+    ref = _reference(model, watched, batches, direction)
+    got = _collect(model, watched, batches, direction)
+    for name, expected in ref.items():
+        stats = got[name]
+        assert stats.count == 40 * 10 * n_batches
+        for key, value in expected.items():
+            measured = getattr(stats, key)
+            if value is None:
+                assert measured is None, (name, key)
+            else:
+                assert measured == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)
+
+
+def test_saturation_is_exactly_the_seed_tanh_rule() -> None:
+    sat = activations.saturation("tanh", {})
+    assert sat is not None and sat.space == "output"
+    assert (sat.low, sat.high) == pytest.approx((-0.98, 0.98))
+
+
+def test_piecewise_linear_activations_have_no_saturation() -> None:
+    for name in ("relu", "leaky_relu", "identity"):
+        assert activations.saturation(name, {"negative_slope": 0.01}) is None
+
+
+def test_inplace_activations_work_and_match_out_of_place() -> None:
+    gen = torch.Generator().manual_seed(2)
+    batches = [torch.randn(32, 6, generator=gen)]
+    direction = torch.randn(32, 10, generator=gen)
+    plain = _collect(*_net("relu"), batches, direction)
+    inplace = _collect(*_net("relu", inplace=True), batches, direction)
+    for name in plain:
+        assert inplace[name] == plain[name]
+
+
+def test_hooks_are_removed_afterwards() -> None:
+    _model, watched = _net("tanh")
+    collector = Collector(watched, torch.device("cpu"))
+    with collector.hooks():
+        assert all(len(w.module._forward_hooks) == 1 for w in watched)
+    assert all(len(w.module._forward_hooks) == 0 for w in watched)
+
+
+def test_nonfinite_values_are_counted() -> None:
+    lin = nn.Linear(4, 3)
+    act = nn.Identity()
+    watched = [Watched("layer1", 1, "hidden", act, lin.weight, 3, -1, None)]
+    model = nn.Sequential(lin, act)
+    x = torch.randn(5, 4)
+    x[0, 0] = float("nan")  # poisons every unit of sample 0
+    x[1, 1] = float("inf")
+    collector = Collector(watched, torch.device("cpu"))
+    with collector.hooks(), torch.no_grad():
+        model(x)
+    (stats,) = collector.finish()
+    assert stats.nonfinite == 6
+    assert stats.grad_std is None  # no backward pass ran
+
+
+def test_dead_units_and_symmetry_of_an_all_zero_layer() -> None:
+    lin = nn.Linear(4, 8)
+    nn.init.zeros_(lin.weight)
+    nn.init.zeros_(lin.bias)
+    act = nn.ReLU()
+    watched = [Watched("layer1", 1, "hidden", act, lin.weight, 8, -1, None)]
+    collector = Collector(watched, torch.device("cpu"))
+    with collector.hooks():
+        nn.Sequential(lin, act)(torch.randn(16, 4))
+    (stats,) = collector.finish()
+    assert stats.dead_units == 1.0
+    assert stats.zero_ratio == 1.0
+    assert stats.unit_spread == 0.0

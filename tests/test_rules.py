@@ -1,0 +1,140 @@
+"""Each health rule fires on a report that breaks it, and stays quiet on a healthy one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from probe import rules
+from probe import spec as spec_mod
+from probe.records import LayerStats, Report
+
+
+def _layer(i: int, **changes: Any) -> LayerStats:
+    base = LayerStats(
+        name=f"layer{i}",
+        index=i,
+        kind="hidden",
+        units=16,
+        count=1600,
+        mean=0.5,
+        std=0.8,
+        zero_ratio=0.5,
+        dead_units=0.0,
+        saturation_ratio=0.0,
+        nonfinite=0,
+        unit_spread=1.0,
+        grad_std=1.0,
+        weight_grad_norm=10.0,
+        weight_grad_std=0.1,
+    )
+    return replace(base, **changes)
+
+
+def _report(layers: list[LayerStats], gate: dict[str, Any] | None = None) -> Report:
+    spec = spec_mod.parse({"gate": gate or {}})
+    return Report(spec, tuple(layers), "cpu", "float32", "test", 0.0)
+
+
+HEALTHY = [_layer(i) for i in range(1, 5)]
+
+
+def test_a_healthy_report_breaks_no_rule() -> None:
+    verdict = rules.evaluate(_report(HEALTHY))
+    assert verdict.healthy and not verdict.problems and not verdict.warnings
+
+
+# (rule, change to layer 3 that breaks it)
+BREAKS: list[tuple[str, dict[str, Any]]] = [
+    ("vanishing", {"std": 1e-3}),
+    ("exploding", {"std": 1e3}),
+    ("saturation", {"saturation_ratio": 0.8}),
+    ("dead_units", {"dead_units": 0.5}),
+    ("symmetry", {"unit_spread": 0.0}),
+    ("nonfinite", {"nonfinite": 3}),
+    ("gradient_vanishing", {"grad_std": 1e-4}),
+    ("gradient_exploding", {"grad_std": 1e4}),
+]
+
+
+@pytest.mark.parametrize(("rule", "change"), BREAKS, ids=[b[0] for b in BREAKS])
+def test_each_rule_fires_at_the_breaking_layer(rule: str, change: dict[str, Any]) -> None:
+    layers = list(HEALTHY)
+    layers[2] = _layer(3, **change)
+    verdict = rules.evaluate(_report(layers))
+    assert not verdict.healthy
+    hits = [p for p in verdict.problems if p.rule == rule]
+    assert hits, verdict.problems
+    assert hits[0].layer == "layer3"
+    # gradient rules divide by the output layer's grad std, which is 1.0 here
+    assert hits[0].value == pytest.approx(float(next(iter(change.values()))))
+
+
+@pytest.mark.parametrize(("rule", "change"), BREAKS, ids=[b[0] for b in BREAKS])
+def test_a_disabled_rule_does_not_fire(rule: str, change: dict[str, Any]) -> None:
+    layers = list(HEALTHY)
+    layers[2] = _layer(3, **change)
+    verdict = rules.evaluate(_report(layers, {"disable": [rule]}))
+    assert rule not in {p.rule for p in verdict.problems}
+
+
+def test_thresholds_come_from_the_gate() -> None:
+    layers = [_layer(1, std=1.0), _layer(2, std=0.05)]
+    assert "vanishing" not in {p.rule for p in rules.evaluate(_report(layers)).problems}
+    strict = rules.evaluate(_report(layers, {"min_std": 0.1}))
+    (problem,) = [p for p in strict.problems if p.rule == "vanishing"]
+    assert (problem.layer, problem.value, problem.threshold) == ("layer2", 0.05, 0.1)
+
+
+def test_last_over_first_ratio_is_a_vanishing_problem() -> None:
+    layers = [_layer(1, std=5.0), _layer(2, std=0.5), _layer(3, std=0.02)]
+    problems = [p for p in rules.evaluate(_report(layers)).problems if p.rule == "vanishing"]
+    assert [p.layer for p in problems] == ["layer3"]
+    assert problems[0].value == pytest.approx(0.02 / 5.0)
+    assert "last/first" in problems[0].message
+
+
+def test_gradient_ratio_is_relative_to_the_output_layer() -> None:
+    # every gradient is tiny in absolute terms but the same as the output's: nothing vanished
+    layers = [_layer(i, grad_std=1e-6) for i in range(1, 4)]
+    assert rules.evaluate(_report(layers)).healthy
+
+
+def test_message_names_first_and_worst_layers() -> None:
+    layers = [_layer(1), _layer(2, std=5e-3), _layer(3, std=1e-6), _layer(4, std=1e-3)]
+    (problem,) = [
+        p for p in rules.evaluate(_report(layers)).problems if p.rule == "vanishing" and "last" not in p.message
+    ]
+    assert problem.layer == "layer2"
+    assert "3 layers" in problem.message and "worst 1e-06 at layer3" in problem.message
+
+
+def test_non_finite_values_do_not_trigger_scale_rules() -> None:
+    layers = [_layer(1), _layer(2, std=float("nan"), nonfinite=100)]
+    found = {p.rule for p in rules.evaluate(_report(layers)).problems}
+    assert found == {"nonfinite"}
+
+
+def test_near_misses_are_warnings_not_problems() -> None:
+    layers = [_layer(1), _layer(2, std=0.05)]  # within 10x of min_std = 0.01
+    verdict = rules.evaluate(_report(layers))
+    assert verdict.healthy
+    assert "vanishing" in {w.rule for w in verdict.warnings}
+    flags = rules.layer_flags(_report(layers), verdict)
+    assert flags == {"layer2": {"std": "warn"}}
+
+
+def test_layer_flags_mark_failing_cells() -> None:
+    layers = [_layer(1), _layer(2, saturation_ratio=0.9)]
+    report = _report(layers)
+    flags = rules.layer_flags(report, rules.evaluate(report))
+    assert flags["layer2"]["saturation_ratio"] == "fail"
+
+
+def test_rule_registry_matches_the_spec() -> None:
+    assert tuple(rules.RULES) == spec_mod.RULE_NAMES
+    for rule in rules.RULES.values():
+        for key in rule.thresholds:
+            assert key in spec_mod.GATE_PARAMS
