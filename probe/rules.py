@@ -52,8 +52,10 @@ def _first_and_worst(
     worst_layer, worst_value = (min if below else max)(bad, key=lambda item: item[1])
     sign = "<" if below else ">"
     msg = f"{what} {_fmt(first_value)} {sign} {_fmt(threshold)} at {first_layer.name}"
-    if len(bad) > 1:
+    if len(bad) > 1 and worst_layer is not first_layer:
         msg += f" ({len(bad)} layers; worst {_fmt(worst_value)} at {worst_layer.name})"
+    elif len(bad) > 1:
+        msg += f" ({len(bad)} layers)"
     return [Problem(rule, first_layer.name, float(first_value), threshold, msg)]
 
 
