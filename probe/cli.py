@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -211,6 +212,20 @@ class _Steps:
             self.status.stop()
 
 
+@contextmanager
+def _batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for runs of several batches (only on a terminal)."""
+    console = _err_console()
+    if total < 2 or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("probing batches", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
 # ---- commands --------------------------------------------------------------------------------
 
 
@@ -237,7 +252,8 @@ def run(
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         spec = spec_mod.load(spec_path, overrides)
-        result = run_probe(spec)
+        with _batch_progress(spec.data.batches) as progress:
+            result = run_probe(spec, progress)
         verdict = evaluate(result)
         if fmt is Format.table:
             _show(rp.run_renderable(result, verdict), output)

@@ -184,7 +184,11 @@ def _near_misses(report: Report, gate: GateSpec, failed: set[str]) -> list[Probl
     for rule in RULES.values():
         if rule.name in gate.disable or rule.name in failed or rule.name == "nonfinite":
             continue
-        out.extend(rule.check(report, loose))
+        for p in rule.check(report, loose):
+            key = next(k for k in rule.thresholds if getattr(loose, k) == p.threshold)
+            real = float(getattr(gate, key))
+            message = f"{_fmt(p.value)} at {p.layer} is near the {key} threshold {_fmt(real)}"
+            out.append(Problem(p.rule, p.layer, p.value, real, message))
     return out
 
 

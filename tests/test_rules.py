@@ -138,3 +138,10 @@ def test_rule_registry_matches_the_spec() -> None:
     for rule in rules.RULES.values():
         for key in rule.thresholds:
             assert key in spec_mod.GATE_PARAMS
+
+
+def test_warnings_cite_the_real_threshold() -> None:
+    layers = [_layer(1), _layer(2, std=0.05)]
+    (warning,) = rules.evaluate(_report(layers)).warnings
+    assert warning.threshold == 0.01
+    assert "min_std threshold 0.01" in warning.message
