@@ -75,6 +75,7 @@ class Problem:
     value: float
     threshold: float
     message: str
+    gate_key: str = ""  # the GateSpec field holding the threshold (what to override)
 
 
 @dataclass(frozen=True)
