@@ -454,6 +454,56 @@ def fix_cmd(
     _guard(body)
 
 
+@app.command("depth")
+def depth_cmd(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec (activation, widths, gate).")],
+    strategy: Annotated[
+        Optional[list[str]],
+        typer.Option("--strategy", help="Strategies to compare with the spec's own (default: every i.i.d. one)."),
+    ] = None,
+    max_depth: Annotated[int, typer.Option("--max-depth", min=2, help="Deepest network considered.")] = 500,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Mean-field depth limits: where the signal or the gradient crosses the gate, per strategy;
+    and for tanh/sigmoid the edge of chaos (chi = 1).
+
+    Example: probe depth configs/lab1_xavier_tanh.yaml
+    """
+
+    def body() -> int:
+        from probe import depth
+        from probe import report as rp
+        from probe import report_theory as rt
+        from probe import spec as spec_mod
+
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        spec = spec_mod.load(spec_path, overrides)
+        for name in strategy or []:
+            spec_mod.parse({"init": {"weight": name}})  # unknown names fail before the analysis
+        result = depth.analyze(spec, strategy, max_depth)
+        if fmt is Format.table:
+            _show(rt.depth_renderable(result), output)
+        elif fmt is Format.json:
+            _emit(rp.dumps(rt.depth_dict(result)), output)
+        elif fmt is Format.csv:
+            rows = rt.depth_rows(result)
+            _emit(rp._csv(rows, list(rows[0])), output)
+        else:
+            rows = rt.depth_rows(result)
+            _emit(
+                rp._md_table(
+                    list(rows[0]), [[rp.fmt(v) if not isinstance(v, str) else v for v in r.values()] for r in rows]
+                ),
+                output,
+            )
+        return EXIT_OK
+
+    _guard(body)
+
+
 @app.command("rules")
 def rules_cmd() -> None:
     """List the health rules, their gate thresholds and defaults."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from probe.depth import DepthReport
 from probe.fix import FixResult
 from probe.records import Report, Verdict
 from probe.report import FORMAT, Run, clean, compare_renderable, fmt, report_dict, verdict_renderable
-from probe.spec import summary
+from probe.spec import summary, to_dict
 from probe.theory import DEPARTURE_Z, Comparison, Prediction
 
 THEORY_COLUMNS = ("layer", "std", "expected", "+-se", "z", "grad std", "expected", "+-se", "z", "chi", "")
@@ -162,4 +163,96 @@ def fix_renderable(fixed: FixResult, saved: str | None) -> Any:
     parts = [title, table, compare_renderable(fix_runs(fixed), summary(fixed.before.spec))]
     if saved:
         parts.append(Text(f"saved the fixed state dict to {saved}", style="dim"))
+    return Group(*parts)
+
+
+# ---- probe depth -----------------------------------------------------------------------------
+
+DEPTH_COLUMNS = ("strategy", "sigma_w^2", "q deep", "chi deep", "forward breaks at", "gradient breaks at")
+
+
+def depth_rows(result: DepthReport) -> list[dict[str, Any]]:
+    """One row per strategy: the first depth at which each gate rule breaks (``None``: not up to max_depth)."""
+    return [
+        {
+            "strategy": x.strategy,
+            "sigma_w2": clean(x.sigma_w2),
+            "q_deep": clean(x.q_deep),
+            "chi_deep": clean(x.chi_deep),
+            "forward_depth": x.forward_depth,
+            "forward_rule": x.forward_rule,
+            "gradient_depth": x.gradient_depth,
+            "gradient_rule": x.gradient_rule,
+            "reason": x.reason,
+        }
+        for x in result.limits
+    ]
+
+
+def edge_rows(result: DepthReport) -> list[dict[str, Any]]:
+    return [
+        {"sigma_b2": e.sigma_b2, "sigma_w2": clean(e.sigma_w2), "gain": clean(e.gain), "q_star": clean(e.q_star)}
+        for e in result.edge
+    ]
+
+
+def depth_dict(result: DepthReport) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "spec": to_dict(result.spec),
+        "max_depth": result.max_depth,
+        "limits": depth_rows(result),
+        "edge_of_chaos": edge_rows(result) if result.edge else None,
+        "edge_reason": result.edge_reason,
+    }
+
+
+def _breaks(depth: int | None, rule: str | None, max_depth: int) -> str:
+    return f"> {max_depth}" if depth is None else f"{depth} ({rule})"
+
+
+def depth_renderable(result: DepthReport) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in DEPTH_COLUMNS:
+        table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+    for x in result.limits:
+        if x.reason is not None:
+            table.add_row(x.strategy, Text(x.reason, style="dim"), "", "", "", "")
+            continue
+        table.add_row(
+            x.strategy,
+            fmt(x.sigma_w2),
+            fmt(x.q_deep),
+            fmt(x.chi_deep),
+            _breaks(x.forward_depth, x.forward_rule, result.max_depth),
+            _breaks(x.gradient_depth, x.gradient_rule, result.max_depth),
+        )
+    parts: list[Any] = [
+        Text(summary(result.spec), style="dim"),
+        Text(f"mean-field depth limits (hidden layers, up to {result.max_depth}) against the spec's gate", style="dim"),
+        table,
+    ]
+    if result.edge:
+        edge = Table(show_edge=False, header_style="bold", pad_edge=False)
+        for col in ("sigma_b^2", "sigma_w^2 (chi = 1)", "gain", "q*"):
+            edge.add_column(col, justify="right", no_wrap=True)
+        for e in result.edge:
+            edge.add_row(f"{e.sigma_b2:g}", fmt(e.sigma_w2), fmt(e.gain), fmt(e.q_star))
+        act = result.spec.model.activation.name
+        parts += [
+            Text(f"edge of chaos for {act}: chi = sigma_w^2 E[phi'(z)^2] = 1 at the fixed point q*", style="dim"),
+            edge,
+            Text(
+                "sigma_w^2 below the edge: ordered (signal and gradient fade); above: chaotic (gradients grow). "
+                "With sigma_b^2 = 0 the edge has q* = 0, so gain 1 (Xavier with fan_in = fan_out) decays "
+                "slowly (q ~ 1/(2 l)) but really; a flat signal and gradient need sigma_b^2 > 0 and the gain above.",
+                style="dim",
+            ),
+        ]
+    elif result.edge_reason:
+        parts.append(Text(result.edge_reason, style="dim"))
     return Group(*parts)

@@ -106,14 +106,15 @@ class Comparison:
 
 
 @cache
-def _legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Gauss-Legendre nodes and weights on [-1, 1] (Golub-Welsch: eigenvalues of the Jacobi matrix)."""
+def _legendre(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (Golub-Welsch: eigenvalues of the Jacobi matrix).
+    Cached: callers must not modify them."""
     import torch
 
     k = torch.arange(1, n, dtype=torch.float64)
     off = k / torch.sqrt(4 * k * k - 1)
     nodes, vectors = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
-    return tuple(nodes.tolist()), tuple((2 * vectors[0] ** 2).tolist())
+    return nodes, 2 * vectors[0] ** 2
 
 
 def _gauss_points(mean: float, var: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +124,7 @@ def _gauss_points(mean: float, var: float) -> tuple[torch.Tensor, torch.Tensor]:
     sd = math.sqrt(var)
     if sd == 0.0:
         return torch.tensor([mean], dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-    nodes, weights = (torch.tensor(v, dtype=torch.float64) for v in _legendre(QUADRATURE_NODES))
+    nodes, weights = _legendre(QUADRATURE_NODES)
     lo, hi = mean - SPAN_SD * sd, mean + SPAN_SD * sd
     pieces = [(lo, 0.0), (0.0, hi)] if lo < 0.0 < hi else [(lo, hi)]
     zs, ws = [], []
@@ -138,8 +139,12 @@ def _gauss_points(mean: float, var: float) -> tuple[torch.Tensor, torch.Tensor]:
 def activation_fn(act: Choice) -> Callable[[torch.Tensor], torch.Tensor]:
     """The same torch module the network uses (never in place, so autograd can differentiate it)."""
     params = {**act.params, "inplace": False} if "inplace" in act.params else dict(act.params)
-    module = activations.make_module(act.name, params)
-    return module  # type: ignore[no-any-return]
+    return _module(act.name, tuple(sorted(params.items())))
+
+
+@cache
+def _module(name: str, params: tuple[tuple[str, Any], ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    return activations.make_module(name, dict(params))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -315,7 +320,8 @@ def predict(spec: Spec) -> Prediction:
     for (name, index, kind, _, _), (sigma_w2, q, b_mean, act, _), gv in zip(shapes, forward, grad_var, strict=True):
         if act is not None:
             mean, std, chi = act.mean, math.sqrt(act.var), sigma_w2 * act.grad2
-            kurtosis = act.central4 / act.var**2 if act.var > 0 else 3.0
+            # divided twice: var**2 underflows for deep vanishing networks
+            kurtosis = (act.central4 / act.var) / act.var if act.var > 0 and act.central4 > 0 else 3.0
         else:  # the linear head: Gaussian output
             mean, std, chi, kurtosis = b_mean, math.sqrt(q), sigma_w2, 3.0
         grad_std = math.sqrt(gv) if spec.run.backward else None
