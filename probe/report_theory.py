@@ -117,7 +117,7 @@ def fix_runs(fixed: FixResult) -> list[Run]:
     before = fixed.before.spec.init.weight
     return [
         Run(f"before ({before.name})", fixed.before, fixed.before_verdict, before.name),
-        Run(f"after (lsuv from {fixed.lsuv.start})", fixed.after, fixed.after_verdict, "lsuv"),
+        Run("after (lsuv)", fixed.after, fixed.after_verdict, "lsuv"),
     ]
 
 

@@ -128,7 +128,9 @@ def test_cli_fix_saves_and_run_reproduces(tmp_path: Path) -> None:
     path = tmp_path / "w.pt"
     result = runner.invoke(app, ["fix", "configs/lab1_tiny_relu.yaml", "--save", str(path)])
     assert result.exit_code == 0, result.output
-    assert "before (tiny)" in result.stdout and "after (lsuv from orthogonal)" in result.stdout
+    assert (
+        "before (tiny)" in result.stdout and "after (lsuv)" in result.stdout and "LSUV from orthogonal" in result.stdout
+    )
     assert path.exists()
     fixed = runner.invoke(app, ["fix", "configs/lab1_tiny_relu.yaml", "-f", "json"])
     assert fixed.exit_code == 0
