@@ -60,7 +60,7 @@ class DepthReport:
 
 def depth_limit(spec: Spec, weight: Choice, max_depth: int) -> DepthLimit:
     """Where the spec's network with ``weight`` first breaks vanishing/exploding or the gradient rules."""
-    label = weight.name
+    label = weight.label(inits.STRATEGIES[weight.name].params)
     stretched = replace(
         spec,
         model=replace(spec.model, depth=max_depth, output_dim=None),
@@ -145,12 +145,8 @@ def analyze(spec: Spec, strategies: Sequence[str] | None = None, max_depth: int 
     """Depth limits for the spec's own strategy and ``strategies`` (default: every i.i.d. one)."""
     from probe import spec as spec_mod
 
-    names = list(strategies) if strategies else [s for s in theory.IID_STRATEGIES]
-    choices = [spec.init.weight] + [
-        spec_mod.parse({"init": {"weight": n}}).init.weight
-        for n in names
-        if inits.canonical(n) != spec.init.weight.name or spec.init.weight.params != {}
-    ]
+    names = list(strategies) if strategies else list(theory.IID_STRATEGIES)
+    choices = [spec.init.weight] + [spec_mod.parse({"init": {"weight": n}}).init.weight for n in names]
     seen: set[str] = set()
     limits = []
     for choice in choices:

@@ -101,10 +101,11 @@ def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
 
 
 def _weight_owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
+    """``id(weight) -> (module name, module)`` for every module with a weight tensor."""
+    import torch
+
     return {
-        id(m.weight): (n, m)
-        for n, m in model.named_modules()
-        if isinstance(getattr(m, "weight", None), __import__("torch").Tensor)
+        id(m.weight): (n, m) for n, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
     }
 
 
