@@ -236,6 +236,14 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    theory: Annotated[
+        bool,
+        typer.Option("--theory", help="Show the mean-field prediction beside each measurement and flag departures."),
+    ] = False,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
+    ] = None,
 ) -> None:
     """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
 
@@ -252,9 +260,16 @@ def run(
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         spec = spec_mod.load(spec_path, overrides)
+        state = None
+        if weights is not None:
+            from probe.fix import load_weights
+
+            state = load_weights(weights)
         with _batch_progress(spec.data.batches) as progress:
-            result = run_probe(spec, progress)
+            result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
+        if theory:
+            return _run_theory(result, verdict, fmt, output, weights is not None)
         if fmt is Format.table:
             _show(rp.run_renderable(result, verdict), output)
         elif fmt is Format.json:
@@ -266,6 +281,28 @@ def run(
         return EXIT_OK
 
     _guard(body)
+
+
+def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loaded: bool) -> int:
+    """``probe run --theory``: the measurement beside the mean-field prediction."""
+    from probe import report as rp
+    from probe import report_theory as rt
+    from probe import theory as th
+
+    prediction = th.predict(result.spec)
+    if loaded and prediction.available:
+        prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
+    comparisons = th.compare(result, prediction)
+    if fmt is Format.table:
+        _show(rt.theory_renderable(result, verdict, prediction, comparisons), output)
+    elif fmt is Format.json:
+        _emit(rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)), output)
+    elif fmt is Format.csv:
+        rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
+        _emit(rp._csv(rows, list(rows[0])), output)
+    else:
+        _emit(rt.theory_markdown(result, verdict, prediction, comparisons), output)
+    return EXIT_OK
 
 
 @app.command()
@@ -379,6 +416,106 @@ def check(
         else:
             _emit(rp.compare_markdown(runs), output)
         return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
+
+    _guard(body)
+
+
+@app.command("fix")
+def fix_cmd(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec whose init to fix.")],
+    save: Annotated[
+        Optional[Path],
+        typer.Option("--save", help="Write the fixed state dict here (torch.save of model.state_dict())."),
+    ] = None,
+    start: Annotated[
+        Optional[str], typer.Option("--start", help="Init drawn before rescaling (default: orthogonal).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """LSUV: rescale each layer to unit output variance, then probe before and after side by side.
+
+    Exits 0 when the fixed network is healthy, 1 when it still breaks a rule.
+
+    Example: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt
+    """
+
+    def body() -> int:
+        from probe import fix
+        from probe import report as rp
+        from probe import report_theory as rt
+        from probe import spec as spec_mod
+
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        spec = spec_mod.load(spec_path, overrides)
+        fixed = fix.fix(spec, start, tolerance, max_iter)
+        if save is not None:
+            fix.save_weights(fixed.state_dict, save)
+        saved = str(save) if save is not None else None
+        if fmt is Format.table:
+            _show(rt.fix_renderable(fixed, saved), output)
+        elif fmt is Format.json:
+            _emit(rp.dumps(rt.fix_dict(fixed, saved)), output)
+        elif fmt is Format.csv:
+            rows = rt.scale_rows(fixed)
+            _emit(rp._csv(rows, list(rows[0])), output)
+        else:
+            _emit(rp.compare_markdown(rt.fix_runs(fixed)), output)
+        return EXIT_OK if fixed.after_verdict.healthy else EXIT_UNHEALTHY
+
+    _guard(body)
+
+
+@app.command("depth")
+def depth_cmd(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec (activation, widths, gate).")],
+    strategy: Annotated[
+        Optional[list[str]],
+        typer.Option("--strategy", help="Strategies to compare with the spec's own (default: every i.i.d. one)."),
+    ] = None,
+    max_depth: Annotated[int, typer.Option("--max-depth", min=2, help="Deepest network considered.")] = 500,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Mean-field depth limits: where the signal or the gradient crosses the gate, per strategy;
+    and for tanh/sigmoid the edge of chaos (chi = 1).
+
+    Example: probe depth configs/lab1_xavier_tanh.yaml
+    """
+
+    def body() -> int:
+        from probe import depth
+        from probe import report as rp
+        from probe import report_theory as rt
+        from probe import spec as spec_mod
+
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        spec = spec_mod.load(spec_path, overrides)
+        for name in strategy or []:
+            spec_mod.parse({"init": {"weight": name}})  # unknown names fail before the analysis
+        result = depth.analyze(spec, strategy, max_depth)
+        if fmt is Format.table:
+            _show(rt.depth_renderable(result), output)
+        elif fmt is Format.json:
+            _emit(rp.dumps(rt.depth_dict(result)), output)
+        elif fmt is Format.csv:
+            rows = rt.depth_rows(result)
+            _emit(rp._csv(rows, list(rows[0])), output)
+        else:
+            rows = rt.depth_rows(result)
+            _emit(
+                rp._md_table(
+                    list(rows[0]), [[rp.fmt(v) if not isinstance(v, str) else v for v in r.values()] for r in rows]
+                ),
+                output,
+            )
+        return EXIT_OK
 
     _guard(body)
 

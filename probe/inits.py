@@ -212,3 +212,27 @@ def apply(tensor: torch.Tensor, name: str, params: dict[str, Any], ctx: InitCont
 
     with torch.no_grad():
         STRATEGIES[canonical(name)].fill(tensor, params, ctx)
+
+
+# ---- lsuv: a data-dependent strategy ---------------------------------------------------------
+# Its fill draws the starting init; run.py then rescales each layer on the probe's batches
+# (probe.fix.lsuv_built), since a fill function sees one tensor and no data.
+_LSUV_STARTS = tuple(STRATEGIES)
+
+
+def _lsuv_start(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+    start = STRATEGIES[p["start"]]
+    start.fill(t, {k: param.default for k, param in start.params.items()}, ctx)
+
+
+STRATEGIES["lsuv"] = Strategy(
+    "lsuv",
+    {
+        "start": Param("str", "orthogonal", choices=_LSUV_STARTS, help="init drawn before rescaling"),
+        "tolerance": Param("float", 0.1, minimum=0.0, exclusive_minimum=True, help="accept |variance - 1| below this"),
+        "max_iter": Param("int", 10, minimum=1, help="rescaling passes per layer at most"),
+    },
+    _lsuv_start,
+    True,
+    "LSUV (Mishkin & Matas 2015): start init, then each layer rescaled to unit output variance",
+)

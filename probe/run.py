@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from probe.build import build
 from probe.collect import Collector
-from probe.errors import ProbeError, RunError
+from probe.errors import BuildError, ProbeError, RunError
 from probe.records import Report
 from probe.spec import Spec
 
@@ -50,11 +50,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_probe(spec: Spec, progress: Progress | None = None) -> Report:
+def run_probe(
+    spec: Spec, progress: Progress | None = None, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> Report:
     """Probe the spec's network and return its per-layer statistics.
 
     The caller's global random state is left untouched; the run's own randomness comes from
-    ``spec.run.seed`` alone, so the same spec gives the same numbers.
+    ``spec.run.seed`` alone, so the same spec gives the same numbers. ``state_dict`` (e.g. saved
+    by ``probe fix``) replaces the initialized weights before probing.
     """
     import torch
 
@@ -65,6 +68,12 @@ def run_probe(spec: Spec, progress: Progress | None = None) -> Report:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.run.seed)
             built = build(spec)
+            if state_dict is not None:
+                _load_state(built.model, state_dict)
+            elif spec.init.weight.name == "lsuv":  # data-dependent init: a post-build step
+                from probe.fix import lsuv_built
+
+                lsuv_built(built, spec)
             model = built.model.to(device=device, dtype=dtype)
             layers = _probe(model, built.watched, spec, device, dtype, progress)
     except ProbeError:
@@ -83,6 +92,13 @@ def run_probe(spec: Spec, progress: Progress | None = None) -> Report:
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
     )
+
+
+def _load_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise BuildError(f"the saved weights do not fit this spec's network: {_first_line(exc)}") from None
 
 
 def draw_batch(spec: Spec, generator: torch.Generator) -> torch.Tensor:

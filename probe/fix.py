@@ -1,0 +1,204 @@
+"""LSUV (layer-sequential unit variance, Mishkin & Matas 2015): turn a failing init into one that passes.
+
+Starting from an init (orthogonal by default), each weighted layer, in execution order, has its
+weight rescaled until the variance of its output on the probe's batches is 1 within a tolerance,
+for at most ``max_iter`` passes. A layer whose output is all zero or not finite cannot be rescaled:
+it is reported with that status and left as it is (never divided by zero).
+
+``lsuv_built`` is also the post-build step behind the ``lsuv`` init strategy (see ``run.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probe.errors import BuildError, SpecError
+from probe.records import Report, Verdict
+from probe.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from probe.build import Built
+
+
+@dataclass(frozen=True)
+class LayerScale:
+    """What LSUV did to one layer: the total factor applied to its weight and the variances."""
+
+    name: str  # watched layer name
+    module: str  # the module whose weight was rescaled, e.g. "linear3"
+    scale: float
+    variance_before: float
+    variance_after: float
+    iterations: int
+    status: str  # "ok", "capped" (max_iter reached), "zero" or "nonfinite"
+
+
+@dataclass(frozen=True)
+class LsuvResult:
+    layers: tuple[LayerScale, ...]
+    start: str
+    tolerance: float
+    max_iter: int
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """The spec as written (``before``) beside the LSUV-fixed network (``after``)."""
+
+    before: Report
+    before_verdict: Verdict
+    after: Report
+    after_verdict: Verdict
+    lsuv: LsuvResult
+    fixed_spec: Spec
+    state_dict: dict[str, Any]
+
+
+def lsuv_spec(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: int = 10) -> Spec:
+    """``spec`` with the ``lsuv`` weight strategy (validated like any spec)."""
+    from probe import spec as spec_mod
+
+    raw: dict[str, Any] = {"name": "lsuv", "tolerance": tolerance, "max_iter": max_iter}
+    if start is not None:
+        raw["start"] = start
+    weight = spec_mod.parse({"init": {"weight": raw}}).init.weight
+    return replace(spec, init=replace(spec.init, weight=weight))
+
+
+def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
+    """Rescale ``built.model`` in place, layer by layer, to unit output variance on the probe's batches."""
+    import torch
+
+    from probe.run import _DATA_STREAM, draw_batch
+
+    params = spec.init.weight.params if spec.init.weight.name == "lsuv" else {}
+    start = str(params.get("start", "orthogonal"))
+    tolerance = float(params.get("tolerance", 0.1))
+    max_iter = int(params.get("max_iter", 10))
+    model = built.model
+    gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
+    x = torch.cat([draw_batch(spec, gen) for _ in range(spec.data.batches)])
+    owners = _weight_owners(model)
+    targets = [(w.name, owners[id(w.weight)]) for w in built.watched if w.weight is not None and id(w.weight) in owners]
+    if not targets:
+        raise BuildError("lsuv: the network has no weighted layer to rescale")
+    was_training = model.training
+    model.train()  # as the probe runs it: BatchNorm uses batch statistics
+    layers = []
+    try:
+        with torch.no_grad():
+            for name, (module_name, module) in targets:
+                layers.append(_rescale(model, x, name, module_name, module, tolerance, max_iter))
+    finally:
+        model.train(was_training)
+    return LsuvResult(tuple(layers), start, tolerance, max_iter)
+
+
+def _weight_owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
+    """``id(weight) -> (module name, module)`` for every module with a weight tensor."""
+    import torch
+
+    return {
+        id(m.weight): (n, m) for n, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
+    }
+
+
+def _output_variance(model: nn.Module, x: torch.Tensor, module: nn.Module) -> float:
+    seen: list[float] = []
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        seen.append(float(out.detach().double().var(correction=0)))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _rescale(
+    model: nn.Module, x: torch.Tensor, name: str, module_name: str, module: Any, tolerance: float, max_iter: int
+) -> LayerScale:
+    first = var = _output_variance(model, x, module)
+    scale, iterations, status = 1.0, 0, "ok"
+    while True:
+        if not math.isfinite(var):
+            status = "nonfinite"
+            break
+        if var == 0.0:
+            status = "zero"
+            break
+        if abs(var - 1.0) <= tolerance:
+            break
+        if iterations == max_iter:
+            status = "capped"
+            break
+        factor = 1.0 / math.sqrt(var)
+        module.weight.mul_(factor)
+        scale *= factor
+        iterations += 1
+        var = _output_variance(model, x, module)
+    return LayerScale(name, module_name, scale, first, var, iterations, status)
+
+
+def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: int = 10) -> FixResult:
+    """Probe ``spec`` as written, then LSUV from ``start`` (default orthogonal), and probe the result."""
+    import torch
+
+    from probe.build import build
+    from probe.rules import evaluate
+    from probe.run import run_probe
+
+    before = run_probe(spec)
+    fixed = lsuv_spec(spec, start, tolerance, max_iter)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
+        built = build(fixed)
+        result = lsuv_built(built, fixed)
+    state = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
+    after = run_probe(fixed, state_dict=state)
+    return FixResult(before, evaluate(before), after, evaluate(after), result, fixed, state)
+
+
+def save_weights(state_dict: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never half a file)."""
+    import os
+    import tempfile
+
+    import torch
+
+    path = path.expanduser()
+    if path.is_dir():
+        raise SpecError(f"--save {path} is a directory; give a file path")
+    if not path.parent.exists():
+        raise SpecError(f"--save: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state_dict, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """A state dict saved by ``probe fix`` (or any ``torch.save(model.state_dict())``)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SpecError(f"weights file not found: {path}") from None
+    except Exception as exc:
+        raise SpecError(f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if not isinstance(state, dict):
+        raise SpecError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    return state

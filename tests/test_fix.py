@@ -1,0 +1,163 @@
+"""LSUV: failing specs pass after the fix, degenerate layers are reported, saved weights reproduce."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from probe import fix
+from probe.build import build
+from probe.cli import app
+from probe.records import Report
+from probe.rules import evaluate
+from probe.run import run_probe
+from probe.spec import load, parse
+
+SMALL = {"input_dim": 32, "width": 64, "data": 256}
+
+
+def _same_numbers(a: Report, b: Report) -> None:
+    for x, y in zip(a.layers, b.layers, strict=True):
+        for f in fields(x):
+            assert getattr(x, f.name) == getattr(y, f.name), (x.name, f.name)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"model": {"activation": "relu"}, "init": {"weight": "tiny"}},
+        {"model": {"activation": "tanh", "depth": 20}, "init": {"weight": "large"}},
+        {"model": {"activation": "tanh", "depth": 20}, "init": {"weight": "tiny"}},
+    ],
+    ids=["tiny-relu", "large-tanh-deep", "tiny-tanh-deep"],
+)
+def test_a_failing_spec_passes_after_the_fix(raw: dict[str, dict[str, object]]) -> None:
+    raw = {**raw, "model": {"input_dim": 32, "width": 64, **raw["model"]}, "data": {"batch_size": 256}}
+    spec = parse(raw)
+    fixed = fix.fix(spec)
+    assert not fixed.before_verdict.healthy
+    assert fixed.after_verdict.healthy, fixed.after_verdict.problems
+    tol = fixed.lsuv.tolerance
+    for layer in fixed.lsuv.layers:
+        assert layer.status == "ok"
+        assert abs(layer.variance_after - 1.0) <= tol
+        assert math.isfinite(layer.scale) and layer.scale > 0
+
+
+def test_layers_are_rescaled_in_execution_order_to_unit_variance() -> None:
+    spec = parse({"model": {"depth": 4, "width": 64, "activation": "relu"}, "init": {"bias": "ones"}})
+    fixed = fix.fix(spec, tolerance=1e-3, max_iter=50)
+    assert [x.module for x in fixed.lsuv.layers] == ["linear1", "linear2", "linear3", "linear4"]
+    # the network's own pre-activations on the probe's batch have unit variance
+    model = build(spec).model
+    model.load_state_dict(fixed.state_dict)
+    x = torch.Generator().manual_seed(spec.run.seed * 1000 + 1)
+    h = torch.randn((spec.data.batch_size, spec.model.input_dim), generator=x)
+    with torch.no_grad():
+        for i in range(1, 5):
+            z = getattr(model, f"linear{i}")(h)
+            assert z.double().var(correction=0).item() == pytest.approx(1.0, abs=1e-3)
+            h = getattr(model, f"act{i}")(z)
+
+
+def test_capped_iterations_are_reported() -> None:
+    spec = parse({"model": {"depth": 2, "width": 32}, "init": {"bias": {"name": "normal", "std": 1.0}}})
+    fixed = fix.fix(spec, tolerance=1e-12, max_iter=1)
+    assert {x.status for x in fixed.lsuv.layers} == {"capped"}
+    assert all(x.iterations == 1 for x in fixed.lsuv.layers)
+
+
+def test_zero_layers_are_reported_never_divided() -> None:
+    spec = parse({"model": {"depth": 3, "width": 32}, "init": {"bias": "zeros"}})
+    fixed = fix.fix(spec, start="zeros")
+    assert [x.status for x in fixed.lsuv.layers] == ["zero", "zero", "zero"]
+    assert all(x.scale == 1.0 and x.iterations == 0 for x in fixed.lsuv.layers)
+    assert not fixed.after_verdict.healthy
+
+
+def test_nonfinite_layers_are_reported_and_left_alone() -> None:
+    spec = fix.lsuv_spec(parse({"model": {"depth": 2, "width": 32}}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        built = build(spec)
+    built.model.linear1.weight.data.fill_(float("inf"))
+    result = fix.lsuv_built(built, spec)
+    assert result.layers[0].status == "nonfinite" and result.layers[0].scale == 1.0
+    assert torch.isinf(built.model.linear1.weight).all()
+
+
+def test_saved_weights_reload_and_reproduce(tmp_path: Path) -> None:
+    spec = load("configs/lab1_tiny_relu.yaml")
+    fixed = fix.fix(spec)
+    path = tmp_path / "fixed.pt"
+    fix.save_weights(fixed.state_dict, path)
+    model = build(spec).model
+    model.load_state_dict(torch.load(path))  # the plain torch way works
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, fixed.state_dict[name])
+    _same_numbers(run_probe(spec, state_dict=torch.load(path)), fixed.after)
+    # the lsuv strategy rebuilds the very same network
+    _same_numbers(run_probe(fixed.fixed_spec), fixed.after)
+
+
+def test_lsuv_strategy_in_a_spec() -> None:
+    spec = parse(
+        {
+            "model": {"depth": 12, "width": 64, "activation": "tanh"},
+            "init": {"weight": {"name": "lsuv", "start": "large", "tolerance": 0.05}},
+        }
+    )
+    assert evaluate(run_probe(spec)).healthy
+    assert not evaluate(
+        run_probe(parse({"model": {"depth": 12, "width": 64, "activation": "tanh"}, "init": {"weight": "large"}}))
+    ).healthy
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_cli_fix_saves_and_run_reproduces(tmp_path: Path) -> None:
+    path = tmp_path / "w.pt"
+    result = runner.invoke(app, ["fix", "configs/lab1_tiny_relu.yaml", "--save", str(path)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "before (tiny)" in result.stdout and "after (lsuv)" in result.stdout and "LSUV from orthogonal" in result.stdout
+    )
+    assert path.exists()
+    fixed = runner.invoke(app, ["fix", "configs/lab1_tiny_relu.yaml", "-f", "json"])
+    assert fixed.exit_code == 0
+    after = json.loads(fixed.stdout)["after"]
+    rerun = runner.invoke(app, ["run", "configs/lab1_tiny_relu.yaml", "--weights", str(path), "-f", "json"])
+    assert rerun.exit_code == 0, rerun.output
+    assert json.loads(rerun.stdout)["layers"] == after["layers"]
+    assert json.loads(fixed.stdout)["lsuv"]["layers"][0]["status"] == "ok"
+
+
+def test_cli_fix_exit_codes(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["fix", "configs/zeros_relu.yaml", "--start", "zeros"]).exit_code == 1
+    bad = runner.invoke(app, ["fix", "configs/lab1_tiny_relu.yaml", "--start", "orthogonl"])
+    assert bad.exit_code == 2 and "did you mean 'orthogonal'" in " ".join(bad.output.split())
+    missing = runner.invoke(app, ["run", "configs/lab1_tiny_relu.yaml", "--weights", str(tmp_path / "no.pt")])
+    assert missing.exit_code == 2 and "weights file not found" in " ".join(missing.output.split())
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"linear1.weight": torch.zeros(3, 3)}, wrong)
+    mismatch = runner.invoke(app, ["run", "configs/lab1_tiny_relu.yaml", "--weights", str(wrong)])
+    assert mismatch.exit_code == 2 and "do not fit" in " ".join(mismatch.output.split())
+
+
+def test_lsuv_is_a_strategy_for_compare_and_check(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["compare", "tiny:tanh", "lsuv:tanh", "--depth", "10", "--width", "64", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["verdict"]["healthy"] for r in runs] == [False, True]
+    spec = tmp_path / "lsuv.yaml"
+    spec.write_text("model: {depth: 10, width: 64, activation: tanh}\ninit: {weight: lsuv}\n")
+    assert runner.invoke(app, ["check", str(spec)]).exit_code == 0
