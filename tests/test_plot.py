@@ -1,0 +1,117 @@
+"""--plot: pictures written as real image files (read back, not sized), and the missing-extra hint."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from probe import plot, spark
+from probe import spec as spec_mod
+from probe import sweep as sw
+from probe import train as tr
+from probe.batch import compare, parse_entry
+from probe.cli import app
+from probe.errors import SpecError
+
+pytest.importorskip("matplotlib")
+
+SMALL = spec_mod.parse({"model": {"width": 16, "depth": 3}, "data": {"batch_size": 32}})
+
+
+def _check_png(path: Path) -> None:
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels.min() < pixels.max()  # something is drawn
+
+
+def _check_svg(path: Path) -> None:
+    root = ET.parse(path).getroot()
+    assert root.tag.endswith("svg")
+    assert any(el.tag.endswith("path") for el in root.iter())
+
+
+def _check_pdf(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert data.rstrip().endswith(b"%%EOF")
+    assert b"trailer" in data or b"/Root" in data
+
+
+CHECKS = {"png": _check_png, "svg": _check_svg, "pdf": _check_pdf}
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+def test_runs_figure_is_a_valid_image(tmp_path: Path, fmt: str) -> None:
+    runs = compare(SMALL, [parse_entry("tiny"), parse_entry("he")])
+    out = plot.runs_figure(runs, tmp_path / f"runs.{fmt}")
+    CHECKS[fmt](out)
+
+
+def test_sweep_and_train_figures(tmp_path: Path) -> None:
+    depth = sw.sweep(SMALL, ["tiny", "he"], depths=[2, 4])
+    _check_svg(plot.sweep_figure(depth, tmp_path / "depth.svg"))
+    width = sw.sweep(SMALL, ["he"], depths=[2], widths=[8, 16])
+    _check_png(plot.sweep_figure(width, tmp_path / "width.png"))
+    results = tr.train_many(tr.lab2_spec(), ["zeros", "he"], tr.TrainSettings(steps=5))
+    _check_pdf(plot.train_figure(results, tmp_path / "loss.pdf"))
+
+
+def test_unknown_suffix_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"\.png, \.svg or \.pdf"):
+        plot.check_path(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "tiny", "he", "--depth", "3", "--width", "16", "--batch-size", "32"],
+        ["sweep", "--depth", "2,3", "he", "--set", "model.width=16", "--set", "data.batch_size=32"],
+        ["train", "zeros", "he", "--steps", "3"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_cli_plot(tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "pic.png"
+    result = CliRunner().invoke(app, [*args, "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    _check_png(out)
+
+
+def test_cli_run_plot_svg(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: {depth: 3, width: 16}\ndata: {batch_size: 32}\n")
+    out = tmp_path / "run.svg"
+    result = CliRunner().invoke(app, ["run", str(spec), "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    _check_svg(out)
+
+
+def test_cli_plot_without_matplotlib_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = tmp_path / "pic.png"
+    result = CliRunner().invoke(app, ["train", "he", "--steps", "2", "--plot", str(out)])
+    assert result.exit_code == 2
+    assert "pip install 'probe[plot]'" in result.output
+    assert not out.exists()
+
+
+def test_sparkline_on_a_log_scale() -> None:
+    # one decade per step on a 3-decade scale: floor, a third, two thirds, top
+    assert spark.sparkline([1e-3, 1e-2, 1e-1, 1.0]) == "▁▃▆█"
+    assert spark.std_sparkline([1.0, 1.0]) == spark.std_sparkline([0.9, 1.1])  # same block near 1
+    assert spark.std_sparkline([0.0])[0] == "▁" and spark.sparkline([float("nan")]) == " "
+    assert len(spark.sparkline(list(range(1, 200)))) == spark.MAX_POINTS
+
+
+def test_std_bar_grows_with_log_std() -> None:
+    lengths = [len(spark.std_bar(v)) for v in (1e-6, 1e-3, 1.0, 1e3)]
+    assert lengths == sorted(lengths) and lengths[0] == 1 and lengths[-1] == spark.BAR_WIDTH
+    assert spark.std_bar(None) == ""
