@@ -1,7 +1,8 @@
 """A short training run per init strategy on a toy two-class problem (the seed's Lab 2).
 
-The data is two interleaving half circles ("two moons", generated here so scikit-learn is not
-needed), split into train and validation sets with a seeded, stratified split. The network is
+The data is two interleaving half circles ("two moons"), split into train and validation sets
+with a seeded, stratified split; ``moons.py`` makes both exactly as the seed's scikit-learn calls
+do, without scikit-learn. The network is
 built by ``build.build(spec)``, so any spec can be trained briefly; the spec's input and output
 sizes are set to the data's (2 features, 2 classes).
 
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from probe import moons
 from probe import spec as spec_mod
 from probe.build import build
 from probe.errors import RunError, SpecError
@@ -96,37 +98,19 @@ def lab2_spec(seed: int = 9) -> Spec:
 
 
 def two_moons(samples: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two interleaving half circles with Gaussian noise (as scikit-learn's ``make_moons``)."""
+    """scikit-learn's ``make_moons(samples, noise=noise, random_state=seed)``, point for point."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    n_outer = samples // 2
-    n_inner = samples - n_outer
-    t_outer = torch.linspace(0.0, math.pi, n_outer)
-    t_inner = torch.linspace(0.0, math.pi, n_inner)
-    outer = torch.stack([torch.cos(t_outer), torch.sin(t_outer)], dim=1)
-    inner = torch.stack([1.0 - torch.cos(t_inner), 0.5 - torch.sin(t_inner)], dim=1)
-    x = torch.cat([outer, inner])
-    y = torch.cat([torch.zeros(n_outer, dtype=torch.long), torch.ones(n_inner, dtype=torch.long)])
-    order = torch.randperm(samples, generator=gen)
-    x, y = x[order], y[order]
-    x = x + noise * torch.randn(x.shape, generator=gen)
-    return x, y
+    data = moons.make_moons(samples, noise, seed)
+    return torch.tensor(data.points, dtype=torch.float32), torch.tensor(data.labels, dtype=torch.long)
 
 
 def stratified_split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and validation indices, each class split in the same proportion (seeded)."""
+    """Train and validation indices as scikit-learn's stratified ``train_test_split`` gives them."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for cls in torch.unique(y):
-        idx = torch.nonzero(y == cls).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        n_val = round(len(idx) * val_fraction)
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+    train, val = moons.stratified_split(y.tolist(), val_fraction, seed)
+    return torch.tensor(train, dtype=torch.long), torch.tensor(val, dtype=torch.long)
 
 
 def train_spec(base: Spec, strategy: str, activation: str | None = None) -> Spec:
