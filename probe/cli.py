@@ -27,6 +27,7 @@ class Format(str, Enum):
     json = "json"
     csv = "csv"
     markdown = "markdown"
+    html = "html"
 
 
 app = typer.Typer(
@@ -273,6 +274,11 @@ def run(
             _emit(rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}), output)
         elif fmt is Format.csv:
             _emit(rp.layers_csv([rp.Run(spec.name, result, verdict)]), output)
+        elif fmt is Format.html:
+            from probe.html import run_page
+
+            lines = advice.lines() if advice.mismatch or advice.suggestion else []
+            _emit(run_page(result, verdict, lines), output)
         else:
             _emit(rp.run_markdown(result, verdict), output)
         if plot is not None:
@@ -348,6 +354,10 @@ def compare(
             _emit(rp.runs_json(runs), output)
         elif fmt is Format.csv:
             _emit(rp.compare_csv(runs), output)
+        elif fmt is Format.html:
+            from probe.html import runs_page
+
+            _emit(runs_page(runs, spec_mod.summary(base)), output)
         else:
             _emit(rp.compare_markdown(runs), output)
         if plot is not None:
@@ -399,6 +409,10 @@ def check(
             _emit(rp.runs_json(runs), output)
         elif fmt is Format.csv:
             _emit(rp.compare_csv(runs), output)
+        elif fmt is Format.html:
+            from probe.html import runs_page
+
+            _emit(runs_page(runs, "probe check"), output)
         else:
             _emit(rp.compare_markdown(runs), output)
         return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
@@ -499,6 +513,11 @@ def train(
             _emit(views.train_json(results, settings), output)
         elif fmt is Format.csv:
             _emit(views.train_csv(results), output)
+        elif fmt is Format.html:
+            from probe.html import train_page
+
+            network = views.train_network_line(tr.train_spec(base, base.init.weight.name))
+            _emit(train_page(results, views.train_settings_line(settings), network), output)
         else:
             _emit(views.train_markdown(results), output)
         if plot is not None:
@@ -565,6 +584,11 @@ def sweep(
             _emit(views.sweep_json(result), output)
         elif fmt is Format.csv:
             _emit(views.sweep_csv(result), output)
+        elif fmt is Format.html:
+            from probe.html import sweep_page
+
+            notes = (views.first_failing_lines(result) if len(result.depths) > 1 else []) + views.slope_lines(result)
+            _emit(sweep_page(result, spec_mod.summary(base), notes), output)
         else:
             _emit(views.sweep_markdown(result), output)
         if plot is not None:
@@ -603,6 +627,10 @@ def inspect(
             _emit(views.inspect_json(ins), output)
         elif fmt is Format.csv:
             _emit(views.inspect_csv(ins), output)
+        elif fmt is Format.html:
+            from probe.html import inspect_page
+
+            _emit(inspect_page(ins, spec_mod.summary(spec)), output)
         else:
             _emit(views.inspect_markdown(ins), output)
         return EXIT_UNHEALTHY if ins.mismatches else EXIT_OK

@@ -158,7 +158,7 @@ def _sweep_cells(result: SweepResult) -> list[list[str]]:
     return out
 
 
-def _first_failing_text(result: SweepResult) -> list[str]:
+def first_failing_lines(result: SweepResult) -> list[str]:
     lines = []
     for row in first_failing_rows(result):
         depth = row["first_failing_depth"]
@@ -169,7 +169,7 @@ def _first_failing_text(result: SweepResult) -> list[str]:
     return lines
 
 
-def _slope_text(result: SweepResult) -> list[str]:
+def slope_lines(result: SweepResult) -> list[str]:
     lines = []
     for s in result.width_slopes():
         slopes = " ".join(f"{x:+.2f}" if math.isfinite(x) else "nan" for x in s.slopes)
@@ -192,11 +192,11 @@ def sweep_renderable(result: SweepResult, title: str) -> Any:
         table.add_row(Text(cells[0], style=style), *cells[1:-1], Text(cells[-1], style=style))
     parts: list[Any] = [Text(title, style="dim"), table]
     if len(result.depths) > 1:
-        parts.append(Text("\n".join(_first_failing_text(result)), style="bold"))
+        parts.append(Text("\n".join(first_failing_lines(result)), style="bold"))
     slopes = result.width_slopes()
     if slopes:
         text = Text()
-        for s, line in zip(slopes, _slope_text(result), strict=True):
+        for s, line in zip(slopes, slope_lines(result), strict=True):
             text.append(line + "\n", style="red" if s.drifts else "green")
         parts.append(text)
     return Group(*parts)
@@ -222,7 +222,7 @@ def sweep_csv(result: SweepResult) -> str:
 
 def sweep_markdown(result: SweepResult) -> str:
     out = _md_table(_SWEEP_COLUMNS, _sweep_cells(result))
-    extra = (_first_failing_text(result) if len(result.depths) > 1 else []) + _slope_text(result)
+    extra = (first_failing_lines(result) if len(result.depths) > 1 else []) + slope_lines(result)
     if extra:
         out += "\n" + "\n".join(f"- {line}" for line in extra) + "\n"
     return out

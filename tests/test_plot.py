@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,39 @@ def test_std_bar_grows_with_log_std() -> None:
     lengths = [len(spark.std_bar(v)) for v in (1e-6, 1e-3, 1.0, 1e3)]
     assert lengths == sorted(lengths) and lengths[0] == 1 and lengths[-1] == spark.BAR_WIDTH
     assert spark.std_bar(None) == ""
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for key, value in attrs:
+            if key in ("src", "href") and value and not value.startswith("#"):
+                self.external.append(value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "tiny", "he", "--depth", "3", "--width", "16", "--batch-size", "32"],
+        ["train", "zeros", "he", "--steps", "3"],
+        ["sweep", "--depth", "2,3", "tiny", "--set", "model.width=16", "--set", "data.batch_size=32"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_cli_html_is_one_self_contained_page(tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, [*args, "--format", "html", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    page = _Page()
+    page.feed(text)
+    assert {"table", "svg", "style"} <= set(page.tags)
+    assert "script" not in page.tags and page.external == []
+    svg = text[text.index("<svg") : text.index("</svg>") + len("</svg>")]
+    assert ET.fromstring(svg).tag.endswith("svg")  # the inlined picture is well-formed SVG
