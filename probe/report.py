@@ -363,7 +363,7 @@ def compare_renderable(runs: Sequence[Run], title: str) -> Any:
         table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
     # per-layer activation std as a sparkline on spark's fixed log scale
     table.add_column("std/layer", justify="left", no_wrap=True)
-    table.add_column(_COMPARE_COLUMNS[-1], justify="left")
+    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold")
     for r in runs:
         cells = _compare_cells(r)
         style = "green" if r.verdict.healthy else "red"

@@ -38,13 +38,19 @@ def train_row(r: TrainResult) -> dict[str, Any]:
     }
 
 
-def _train_cells(r: TrainResult) -> list[str]:
+def _loss_scale(results: Sequence[TrainResult]) -> tuple[float | None, float | None]:
+    """One log scale for every loss curve of a table, so a flat curve looks flat."""
+    losses = [x for r in results for x in r.losses if math.isfinite(x) and x > 0]
+    return (min(losses), max(losses)) if losses else (None, None)
+
+
+def _train_cells(r: TrainResult, scale: tuple[float | None, float | None] = (None, None)) -> list[str]:
     return [
         r.label,
         f"{r.start_loss:.3f}",
         f"{r.end_loss:.3f}",
         f"{r.val_accuracy:.3f}",
-        spark.sparkline(r.losses, log=True),
+        spark.sparkline(r.losses, log=True, lo=scale[0], hi=scale[1]),
         ", ".join(r.flags) or "ok",
     ]
 
@@ -62,7 +68,7 @@ def train_settings_line(s: TrainSettings) -> str:
 def train_network_line(spec: Spec) -> str:
     m = spec.model
     norm = f" +{m.norm}" if m.norm != "none" else ""
-    return f"network: {m.kind} {m.input_dim} -> {m.width} x {m.depth} -> {m.output_dim} {m.activation.name}{norm}; bias init {spec.init.bias.name} (default: torch's)"
+    return f"network: {m.kind} {m.input_dim} -> {m.width} x {m.depth} -> {m.output_dim} {m.activation.name}{norm}; bias init {spec.init.bias.name} (torch's own for 'default')"
 
 
 def train_renderable(results: Sequence[TrainResult], settings: TrainSettings, title: str) -> Any:
@@ -73,8 +79,9 @@ def train_renderable(results: Sequence[TrainResult], settings: TrainSettings, ti
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for col in _TRAIN_COLUMNS:
         table.add_column(col, justify="left" if col in ("run", "flags", "loss curve") else "right", no_wrap=True)
+    scale = _loss_scale(results)
     for r in results:
-        cells = _train_cells(r)
+        cells = _train_cells(r, scale)
         style = "red" if r.stuck else ("yellow" if r.warning_start else "green")
         table.add_row(Text(cells[0], style=style), *cells[1:-1], Text(cells[-1], style=style))
     return Group(Text(title, style="dim"), Text(train_settings_line(settings), style="dim"), table)
@@ -96,7 +103,8 @@ def train_csv(results: Sequence[TrainResult]) -> str:
 
 
 def train_markdown(results: Sequence[TrainResult]) -> str:
-    return _md_table(_TRAIN_COLUMNS, [_train_cells(r) for r in results])
+    scale = _loss_scale(results)
+    return _md_table(_TRAIN_COLUMNS, [_train_cells(r, scale) for r in results])
 
 
 # ---- sweep -----------------------------------------------------------------------------------
@@ -257,8 +265,8 @@ def _param_cells(ins: Inspection) -> list[list[str]]:
         [
             p.name,
             "x".join(str(d) for d in p.shape),
-            str(p.fan_in),
-            str(p.fan_out),
+            str(p.fan_in) if len(p.shape) > 1 else "-",
+            str(p.fan_out) if len(p.shape) > 1 else "-",
             p.rule,
             fmt(p.mean),
             fmt(p.std),
@@ -270,8 +278,7 @@ def _param_cells(ins: Inspection) -> list[list[str]]:
 
 
 def _act_cells(ins: Inspection) -> list[list[str]]:
-    stds = [x.std for x in ins.activations]
-    return [[x.name, fmt(x.mean), fmt(x.std), spark.bar(x.std, stds)] for x in ins.activations]
+    return [[x.name, fmt(x.mean), fmt(x.std), spark.std_bar(x.std)] for x in ins.activations]
 
 
 def inspect_renderable(ins: Inspection, title: str) -> Any:
