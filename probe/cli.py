@@ -282,9 +282,10 @@ def run(
         else:
             _emit(rp.run_markdown(result, verdict), output)
         if plot is not None:
+            from probe.histograms import histograms
             from probe.plot import runs_figure
 
-            _wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot))
+            _wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [histograms(spec)]))
         return EXIT_OK
 
     _guard(body)
@@ -361,9 +362,11 @@ def compare(
         else:
             _emit(rp.compare_markdown(runs), output)
         if plot is not None:
+            from probe.histograms import histograms
             from probe.plot import runs_figure
 
-            _wrote(runs_figure(runs, plot))
+            hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
+            _wrote(runs_figure(runs, plot, hists))
         return EXIT_OK
 
     _guard(body)

@@ -1,7 +1,7 @@
 """Pictures as files (png, svg or pdf, from the path's suffix) with matplotlib, an optional extra.
 
 ``runs_figure``: activation std and gradient std per layer, log scale, one line per run (for
-``run`` and ``compare``). ``sweep_figure``: last-layer std against depth or per-layer std against
+``run`` and ``compare``), and a heat map per run of its per-layer activation histograms. ``sweep_figure``: last-layer std against depth or per-layer std against
 width (log-log). ``train_figure``: loss curves. matplotlib is imported only here, only when a
 picture is asked for; without it, ``PlotError`` says how to install it.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import SpecError
+from probe.histograms import LayerHistograms
 from probe.report import Run
 from probe.sweep import SweepResult
 from probe.train import TrainResult
@@ -58,11 +59,17 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def runs_figure(runs: Sequence[Run], path: Path) -> Path:
-    """Activation std and gradient std per layer (log scale), one line per run."""
+def runs_figure(runs: Sequence[Run], path: Path, hists: Sequence[LayerHistograms] = ()) -> Path:
+    """Activation std and gradient std per layer (log scale), one line per run; below them, with
+    ``hists``, one heat map per run of the activation magnitudes over layers."""
     check_path(path)
     plt = _pyplot()
-    fig, (ax_std, ax_grad) = plt.subplots(1, 2, figsize=(10, 4))
+    rows = 1 + (len(hists) + 1) // 2 if hists else 1
+    fig = plt.figure(figsize=(10, 4 * rows), layout="constrained")
+    grid = fig.add_gridspec(rows, 2)
+    ax_std, ax_grad = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    for i, h in enumerate(hists):
+        _heat_map(fig, fig.add_subplot(grid[1 + i // 2, i % 2]), h)
     for run in runs:
         layers = run.report.layers
         xs = [x.index for x in layers]
@@ -77,6 +84,22 @@ def runs_figure(runs: Sequence[Run], path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     ax_std.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _heat_map(fig: Any, ax: Any, h: LayerHistograms) -> None:
+    """Layers on x, log10 |activation| on y, color = fraction of the layer's values (log color)."""
+    from matplotlib.colors import LogNorm
+
+    grid = [[h.fractions[layer][b] or math.nan for layer in range(len(h.layers))] for b in range(len(h.edges) - 1)]
+    xs = [i + 0.5 for i in range(len(h.layers) + 1)]
+    image = ax.pcolormesh(xs, list(h.edges), grid, norm=LogNorm(vmin=1e-4, vmax=1.0), cmap="viridis", shading="flat")
+    ax.set_xticks(range(1, len(h.layers) + 1))
+    ax.set_xticklabels([str(i) for i in range(1, len(h.layers) + 1)])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("log10 |activation|")
+    zeros = max(h.zero_fractions) if h.zero_fractions else 0.0
+    ax.set_title(f"{h.label}: activation histogram" + (f" (up to {zeros:.0%} exact zeros)" if zeros else ""))
+    fig.colorbar(image, ax=ax, label="fraction of values")
 
 
 def sweep_figure(result: SweepResult, path: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from probe import plot, spark
+from probe import histograms, plot, spark
 from probe import spec as spec_mod
 from probe import sweep as sw
 from probe import train as tr
@@ -152,3 +152,28 @@ def test_cli_html_is_one_self_contained_page(tmp_path: Path, args: list[str]) ->
     assert "script" not in page.tags and page.external == []
     svg = text[text.index("<svg") : text.index("</svg>") + len("</svg>")]
     assert ET.fromstring(svg).tag.endswith("svg")  # the inlined picture is well-formed SVG
+
+
+def _mean_log(h: histograms.LayerHistograms, layer: int) -> float:
+    centers = [(a + b) / 2 for a, b in zip(h.edges, h.edges[1:], strict=False)]
+    mass = sum(h.fractions[layer])
+    return sum(c * f for c, f in zip(centers, h.fractions[layer], strict=True)) / mass
+
+
+def test_histograms_account_for_every_value_and_show_vanishing() -> None:
+    he = histograms.histograms(SMALL)
+    for layer in range(len(he.layers)):
+        # every value is either an exact zero or in a bin (an O(1) signal stays inside 1e-12..1e4)
+        assert sum(he.fractions[layer]) + he.zero_fractions[layer] == pytest.approx(1.0, abs=1e-6)
+    # ReLU zeroes about half of its inputs
+    assert 0.35 < he.zero_fractions[0] < 0.65
+    tiny = histograms.histograms(spec_mod.parse({"model": {"width": 16, "depth": 3}, "init": {"weight": "tiny"}}))
+    # N(0, 0.01^2) on 16 ReLU units: each layer shrinks magnitudes by ~0.01 * sqrt(8), 1.5 decades
+    drop = _mean_log(tiny, 0) - _mean_log(tiny, 2)
+    assert 2.0 < drop < 4.0
+
+
+def test_runs_figure_with_heat_maps(tmp_path: Path) -> None:
+    runs = compare(SMALL, [parse_entry("tiny"), parse_entry("he")])
+    hists = [histograms.histograms(r.report.spec, r.label) for r in runs]
+    _check_png(plot.runs_figure(runs, tmp_path / "heat.png", hists))
