@@ -649,8 +649,10 @@ def advise(
         bool, typer.Option("--run/--no-run", help="Also probe the network and suggest a fix if it fails.")
     ] = True,
 ) -> None:
-    """Does the init fit the activation? The advice alone: a `mismatch` note naming the better init
-    and its gain (torch.nn.init.calculate_gain), and a one-line suggestion if the probe fails.
+    """Does the init fit the activation? Init advice alone, with a fix to try if the probe fails.
+
+    Prints a `mismatch` note naming the better init and its gain (torch.nn.init.calculate_gain)
+    when the spec's init does not fit its activation, and a one-line suggestion when it fails.
 
     Exits 0 (advice is never a failure; use `probe check` to gate). Example: probe advise configs/lab1_tiny_relu.yaml
     """
