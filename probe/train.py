@@ -130,7 +130,10 @@ def train_spec(base: Spec, strategy: str, activation: str | None = None) -> Spec
 
 
 def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> TrainResult:
-    """Train the spec's network on two moons; same data and seed for every strategy."""
+    """Train the spec's network on two moons; same data and seed for every strategy.
+
+    Runs on the spec's ``run.device`` and ``run.dtype`` (the Lab 2 spec: CPU, float32).
+    """
     import torch
     from torch import nn
 
@@ -138,9 +141,15 @@ def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> 
     x, y = two_moons(settings.samples, settings.noise, settings.seed)
     train_idx, val_idx = stratified_split(y, settings.val_fraction, settings.seed)
     x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    from probe.run import resolve_device
+
+    device = resolve_device(spec.run.device)
+    dtype: torch.dtype = getattr(torch, spec.run.dtype)
+    x_train, x_val = x_train.to(device=device, dtype=dtype), x_val.to(device=device, dtype=dtype)
+    y_train, y_val = y_train.to(device), y_val.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = build(spec).model
+        model = build(spec).model.to(device=device, dtype=dtype)  # built on the CPU, like probe run
         params = list(model.parameters())
         if settings.optimizer == "adam":
             optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=settings.lr)
