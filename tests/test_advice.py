@@ -123,3 +123,12 @@ def test_cli_run_json_carries_advice(tmp_path) -> None:  # type: ignore[no-untyp
     assert doc["format"] == "probe.report/1"
     assert "he_normal" in doc["advice"]["mismatch"]
     assert doc["advice"]["recommended"]["strategy"] == "he_normal"
+
+
+def test_cli_run_table_shows_the_mismatch_under_the_verdict(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "tanh_he.yaml"
+    path.write_text("model: {activation: tanh, depth: 3, width: 32}\ninit: {weight: he}\ndata: {batch_size: 64}\n")
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.index("verdict:") < out.index("mismatch: he_normal does not fit tanh")

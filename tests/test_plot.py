@@ -177,3 +177,17 @@ def test_runs_figure_with_heat_maps(tmp_path: Path) -> None:
     runs = compare(SMALL, [parse_entry("tiny"), parse_entry("he")])
     hists = [histograms.histograms(r.report.spec, r.label) for r in runs]
     _check_png(plot.runs_figure(runs, tmp_path / "heat.png", hists))
+
+
+def test_cli_compare_and_run_tables_draw_log_scale_pictures(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", "tiny", "he", "--depth", "4", "--width", "32", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(("tiny", "he "))}
+    # he keeps an O(1) std: a flat line high on the scale; tiny falls toward the floor
+    assert spark.std_sparkline([1.0] * 4)[0] in lines["he"]
+    assert "▁" in lines["tiny"] and "▁" not in lines["he"]
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: {depth: 3, width: 16}\ninit: {weight: tiny}\ndata: {batch_size: 32}\n")
+    run = runner.invoke(app, ["run", str(spec)])
+    assert run.exit_code == 0 and "std (log)" in run.stdout and "grad (log)" in run.stdout
