@@ -96,8 +96,8 @@ def runs_page(runs: Sequence[Run], title: str) -> str:
     cols = [c for c in rows[0] if c not in ("healthy", "problems")] if rows else None
     parts = [section("summary", table(rows, cols))]
     parts += [section(r.label, _verdict(r.verdict), table([layer_row(x) for x in r.report.layers])) for r in runs]
-    return page("probe: compare", f"<p class=dim>{html.escape(title)}</p>", *parts,
-                section("pictures", figure(plot_mod.runs_figure, runs)))  # fmt: skip
+    pictures = section("pictures", figure(plot_mod.runs_figure, runs))
+    return page("probe: compare", f"<p class=dim>{html.escape(title)}</p>", *parts, pictures)
 
 
 def train_page(results: Sequence[Any], settings_line: str, network_line: str) -> str:
