@@ -28,6 +28,7 @@ class Format(str, Enum):
     json = "json"
     csv = "csv"
     markdown = "markdown"
+    html = "html"
 
 
 app = typer.Typer(
@@ -75,6 +76,10 @@ GateOpt = Annotated[
     typer.Option(
         "--gate", "-g", metavar="KEY=VALUE", help="Override a gate threshold, e.g. --gate min_std=1e-3 (repeatable)."
     ),
+]
+PlotOpt = Annotated[
+    Optional[Path],
+    typer.Option("--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe[plot])."),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -226,6 +231,18 @@ def _batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
         yield lambda done, _total: bar.update(task, completed=done)
 
 
+def _check_plot(path: Path) -> None:
+    """Fail on a bad --plot path or a missing matplotlib before any work is done."""
+    from probe.plot import _pyplot, check_path
+
+    check_path(path)
+    _pyplot()
+
+
+def _wrote(path: Path) -> None:
+    _err_console().print(f"wrote {path}", style="dim")
+
+
 # ---- commands --------------------------------------------------------------------------------
 
 
@@ -244,6 +261,7 @@ def run(
         Optional[Path],
         typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
     ] = None,
+    plot: PlotOpt = None,
 ) -> None:
     """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
 
@@ -255,11 +273,14 @@ def run(
     def body() -> int:
         from probe import report as rp
         from probe import spec as spec_mod
+        from probe.advice import advise
         from probe.rules import evaluate
         from probe.run import run_probe
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         spec = spec_mod.load(spec_path, overrides)
+        if plot is not None:
+            _check_plot(plot)
         state = None
         if weights is not None:
             from probe.fix import load_weights
@@ -269,18 +290,44 @@ def run(
             result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
         if theory:
-            return _run_theory(result, verdict, fmt, output, weights is not None)
+            code = _run_theory(result, verdict, fmt, output, weights is not None)
+            _plot_run(spec, result, verdict, plot)
+            return code
+        advice = advise(spec, verdict)
         if fmt is Format.table:
-            _show(rp.run_renderable(result, verdict), output)
+            from rich.console import Group
+
+            from probe.views import advice_renderable
+
+            parts = [rp.run_renderable(result, verdict)]
+            if advice.mismatch or advice.suggestion:
+                parts.append(advice_renderable(advice))
+            _show(Group(*parts), output)
         elif fmt is Format.json:
-            _emit(rp.run_json(result, verdict), output)
+            _emit(rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}), output)
         elif fmt is Format.csv:
             _emit(rp.layers_csv([rp.Run(spec.name, result, verdict)]), output)
+        elif fmt is Format.html:
+            from probe.html import run_page
+
+            lines = advice.lines() if advice.mismatch or advice.suggestion else []
+            _emit(run_page(result, verdict, lines), output)
         else:
             _emit(rp.run_markdown(result, verdict), output)
+        _plot_run(spec, result, verdict, plot)
         return EXIT_OK
 
     _guard(body)
+
+
+def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None) -> None:
+    if plot is None:
+        return
+    from probe import report as rp
+    from probe.histograms import histograms
+    from probe.plot import runs_figure
+
+    _wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [histograms(spec)]))
 
 
 def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loaded: bool) -> int:
@@ -289,6 +336,8 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     from probe import report_theory as rt
     from probe import theory as th
 
+    if fmt is Format.html:
+        raise SpecError("--theory does not support --format html yet; use table, json, csv or markdown")
     prediction = th.predict(result.spec)
     if loaded and prediction.available:
         prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
@@ -331,6 +380,7 @@ def compare(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    plot: PlotOpt = None,
 ) -> None:
     """Probe the same network once per init strategy, same seed, side by side.
 
@@ -355,6 +405,8 @@ def compare(
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(_pairs(gate, "gate", "--gate"))
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
+        if plot is not None:
+            _check_plot(plot)
         steps = _Steps(len(parsed), "probing")
         try:
             runs = batch.compare(base, parsed, steps)
@@ -366,8 +418,18 @@ def compare(
             _emit(rp.runs_json(runs), output)
         elif fmt is Format.csv:
             _emit(rp.compare_csv(runs), output)
+        elif fmt is Format.html:
+            from probe.html import runs_page
+
+            _emit(runs_page(runs, spec_mod.summary(base)), output)
         else:
             _emit(rp.compare_markdown(runs), output)
+        if plot is not None:
+            from probe.histograms import histograms
+            from probe.plot import runs_figure
+
+            hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
+            _wrote(runs_figure(runs, plot, hists))
         return EXIT_OK
 
     _guard(body)
@@ -413,6 +475,10 @@ def check(
             _emit(rp.runs_json(runs), output)
         elif fmt is Format.csv:
             _emit(rp.compare_csv(runs), output)
+        elif fmt is Format.html:
+            from probe.html import runs_page
+
+            _emit(runs_page(runs, "probe check"), output)
         else:
             _emit(rp.compare_markdown(runs), output)
         return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
@@ -536,6 +602,240 @@ def rules_cmd() -> None:
             p = GATE_PARAMS[key]
             table.add_row(rule.name if i == 0 else "", key, f"{p.default:g}", p.help.split(": ", 1)[-1])
     _show(table, None)
+
+
+# ---- the seeds' experiments: train, sweep, inspect, advise (issue 4) -------------------------
+
+EntriesArg = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="STRATEGY[:ACTIVATION]...",
+        help="Init strategies, each optionally with an activation, e.g. he xavier:tanh.",
+    ),
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="Base spec (default: see the command's help).")
+]
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+@app.command()
+def train(
+    entries: EntriesArg,
+    config: ConfigOpt = None,
+    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.", case_sensitive=False)] = Optimizer.adam,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
+    steps: Annotated[int, typer.Option(help="Full-batch training steps.")] = 120,
+    samples: Annotated[int, typer.Option(help="Two-moons samples (train + validation).")] = 600,
+    noise: Annotated[float, typer.Option(help="Std of the Gaussian noise on the moons.")] = 0.22,
+    seed: Annotated[int, typer.Option(help="Seed of the data, the split and the weights.")] = 9,
+    activation: Annotated[
+        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+    ] = None,
+    set_: SetOpt = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+) -> None:
+    """Train the same network briefly once per init strategy (the seed's Lab 2, two moons).
+
+    Reports start loss, end loss, validation accuracy and a loss curve; flags `stuck` (the loss
+    does not improve) and `warning start` (start loss far above ln 2). The default network is the
+    seed's 2 -> 64 -> 64 -> 2 ReLU MLP; --config trains any spec (its input/output sizes are set to 2).
+
+    Example: probe train default zeros tiny large xavier he
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe import train as tr
+        from probe import views
+
+        overrides = _pairs(set_, "", "--set")
+        if activation is not None:
+            overrides["model.activation"] = activation
+        base = (
+            spec_mod.load(config, overrides)
+            if config
+            else spec_mod.parse(spec_mod.to_dict(tr.lab2_spec()), overrides, "lab2")
+        )
+        settings = tr.TrainSettings(samples, noise, 0.25, optimizer.value, lr, steps, seed)
+        settings.check()
+        if plot is not None:
+            _check_plot(plot)
+        progress = _Steps(len(entries), "training")
+        try:
+            results = tr.train_many(base, entries, settings, progress)
+        finally:
+            progress.close()
+        if fmt is Format.table:
+            title = views.train_network_line(tr.train_spec(base, base.init.weight.name))
+            _show(views.train_renderable(results, settings, title), output)
+        elif fmt is Format.json:
+            _emit(views.train_json(results, settings), output)
+        elif fmt is Format.csv:
+            _emit(views.train_csv(results), output)
+        elif fmt is Format.html:
+            from probe.html import train_page
+
+            network = views.train_network_line(tr.train_spec(base, base.init.weight.name))
+            _emit(train_page(results, views.train_settings_line(settings), network), output)
+        else:
+            _emit(views.train_markdown(results), output)
+        if plot is not None:
+            from probe.plot import train_figure
+
+            _wrote(train_figure(results, plot))
+        return EXIT_OK
+
+    _guard(body)
+
+
+@app.command()
+def sweep(
+    entries: EntriesArg,
+    depth: Annotated[
+        Optional[str], typer.Option(metavar="D1,D2,...", help="Depths to sweep, e.g. 4,8,16,32,64.")
+    ] = None,
+    width: Annotated[
+        Optional[str], typer.Option(metavar="W1,W2,...", help="Widths to sweep, e.g. 64,128,256,512.")
+    ] = None,
+    config: ConfigOpt = None,
+    activation: Annotated[
+        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+    ] = None,
+    set_: SetOpt = None,
+    gate: GateOpt = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+) -> None:
+    """Probe a grid of depths and/or widths for each init strategy.
+
+    A depth sweep names, per strategy, the first depth that breaks a health rule; a width sweep
+    reports each layer's log-log slope of activation std against width (a muP-style coordinate
+    check: near 0 means the scale does not drift with width).
+
+    Example: probe sweep --depth 4,8,16,32,64 tiny xavier he
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe import sweep as sw
+        from probe import views
+
+        depths = sw.parse_ints(depth, "--depth") if depth else None
+        widths = sw.parse_ints(width, "--width") if width else None
+        if depths is None and widths is None:
+            raise SpecError("give --depth D1,D2,... and/or --width W1,W2,...")
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        if activation is not None:
+            overrides["model.activation"] = activation
+        base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
+        if plot is not None:
+            _check_plot(plot)
+        total = len(entries) * len(depths or (1,)) * len(widths or (1,))
+        progress = _Steps(total, "probing")
+        try:
+            result = sw.sweep(base, entries, depths, widths, progress)
+        finally:
+            progress.close()
+        if fmt is Format.table:
+            _show(views.sweep_renderable(result, spec_mod.summary(base)), output)
+        elif fmt is Format.json:
+            _emit(views.sweep_json(result), output)
+        elif fmt is Format.csv:
+            _emit(views.sweep_csv(result), output)
+        elif fmt is Format.html:
+            from probe.html import sweep_page
+
+            notes = (views.first_failing_lines(result) if len(result.depths) > 1 else []) + views.slope_lines(result)
+            _emit(sweep_page(result, spec_mod.summary(base), notes), output)
+        else:
+            _emit(views.sweep_markdown(result), output)
+        if plot is not None:
+            from probe.plot import sweep_figure
+
+            _wrote(sweep_figure(result, plot))
+        return EXIT_OK
+
+    _guard(body)
+
+
+@app.command()
+def inspect(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec whose network to inspect.")],
+    set_: SetOpt = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+) -> None:
+    """Per parameter: shape, fan_in, fan_out, mean, std and the std its init rule should give.
+
+    Exits 1 if a parameter differs from its rule. Also shows a forward-only pass of activation scales.
+
+    Example: probe inspect configs/lab1_he_relu.yaml
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe import views
+        from probe.inspect_params import inspect as inspect_spec
+
+        spec = spec_mod.load(spec_path, _pairs(set_, "", "--set"))
+        ins = inspect_spec(spec)
+        if fmt is Format.table:
+            _show(views.inspect_renderable(ins, spec_mod.summary(spec)), output)
+        elif fmt is Format.json:
+            _emit(views.inspect_json(ins), output)
+        elif fmt is Format.csv:
+            _emit(views.inspect_csv(ins), output)
+        elif fmt is Format.html:
+            from probe.html import inspect_page
+
+            _emit(inspect_page(ins, spec_mod.summary(spec)), output)
+        else:
+            _emit(views.inspect_markdown(ins), output)
+        return EXIT_UNHEALTHY if ins.mismatches else EXIT_OK
+
+    _guard(body)
+
+
+@app.command()
+def advise(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
+    set_: SetOpt = None,
+    probe_run: Annotated[
+        bool, typer.Option("--run/--no-run", help="Also probe the network and suggest a fix if it fails.")
+    ] = True,
+) -> None:
+    """Does the init fit the activation? Init advice alone, with a fix to try if the probe fails.
+
+    Prints a `mismatch` note naming the better init and its gain (torch.nn.init.calculate_gain)
+    when the spec's init does not fit its activation, and a one-line suggestion when it fails.
+
+    Exits 0 (advice is never a failure; use `probe check` to gate). Example: probe advise configs/lab1_tiny_relu.yaml
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe import views
+        from probe.advice import advise as advise_spec
+
+        spec = spec_mod.load(spec_path, _pairs(set_, "", "--set"))
+        verdict = None
+        if probe_run:
+            from probe.rules import evaluate
+            from probe.run import run_probe
+
+            verdict = evaluate(run_probe(spec))
+        _show(views.advice_renderable(advise_spec(spec, verdict)), None, soft_wrap=True)
+        return EXIT_OK
+
+    _guard(body)
 
 
 def entry() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from probe import rules
+from probe import rules, spark
 from probe.records import LayerStats, Problem, Report, Verdict
 from probe.spec import summary, to_dict
 
@@ -317,6 +317,9 @@ def run_renderable(report: Report, verdict: Verdict) -> Any:
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for col in _RUN_COLUMNS:
         table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+    # bars on spark's fixed log scale, so vanishing shows without reading numbers
+    table.add_column("std (log)", justify="left", no_wrap=True)
+    table.add_column("grad (log)", justify="left", no_wrap=True)
     cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
     for x in report.layers:
         layer_flags = flags.get(x.name, {})
@@ -327,6 +330,10 @@ def run_renderable(report: Report, verdict: Verdict) -> Any:
             if f is None and text == x.name:
                 level = row_level
             cells.append(Text(text, style=_STYLE[level]) if level else Text(text))
+        std_level = layer_flags.get("std")
+        cells.append(Text(spark.std_bar(x.std, 10), style=_STYLE[std_level] if std_level else "cyan"))
+        grad_level = layer_flags.get("grad_std")
+        cells.append(Text(spark.std_bar(x.grad_std, 10), style=_STYLE[grad_level] if grad_level else "cyan"))
         table.add_row(*cells)
     return Group(Text(summary(report.spec), style="dim"), table, verdict_renderable(verdict))
 
@@ -352,10 +359,15 @@ def compare_renderable(runs: Sequence[Run], title: str) -> Any:
     from rich.text import Text
 
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _COMPARE_COLUMNS:
-        table.add_column(col, justify="left" if col in ("run", "verdict") else "right", no_wrap=col != "verdict")
+    for col in _COMPARE_COLUMNS[:-1]:
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
+    # per-layer activation std as a sparkline on spark's fixed log scale
+    table.add_column("std/layer", justify="left", no_wrap=True)
+    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold")
     for r in runs:
         cells = _compare_cells(r)
         style = "green" if r.verdict.healthy else "red"
-        table.add_row(Text(cells[0], style=style), *cells[1:-1], Text(cells[-1], style=style))
+        layers = r.report.layers
+        line = spark.std_sparkline([x.std for x in layers])
+        table.add_row(Text(cells[0], style=style), *cells[1:-1], line, Text(cells[-1], style=style))
     return Group(Text(title, style="dim"), table)

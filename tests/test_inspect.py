@@ -1,0 +1,95 @@
+"""probe inspect: per-parameter fans and std against the std the init rule gives (seed 002)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from probe import inspect_params as ip
+from probe import spec as spec_mod
+from probe.build import build
+from probe.cli import app
+
+
+def _spec(weight: str | dict, activation: str = "relu", **model: object) -> spec_mod.Spec:
+    raw = {"model": {"activation": activation, "width": 64, "depth": 3, "output_dim": 10, **model}}
+    return spec_mod.parse({**raw, "init": {"weight": weight}, "data": {"batch_size": 64}})
+
+
+@pytest.mark.parametrize(
+    ("weight", "activation", "std_of"),
+    [
+        ("he", "relu", lambda fi, fo: math.sqrt(2.0 / fi)),
+        ("he", "tanh", lambda fi, fo: (5 / 3) / math.sqrt(fi)),  # He's gain follows the activation
+        ("xavier", "relu", lambda fi, fo: math.sqrt(2.0 / (fi + fo))),
+        ("xavier_uniform", "tanh", lambda fi, fo: math.sqrt(2.0 / (fi + fo))),
+        ("lecun_normal", "selu", lambda fi, fo: 1 / math.sqrt(fi)),
+        ("tiny", "relu", lambda fi, fo: 0.01),
+        ("default", "relu", lambda fi, fo: 1 / math.sqrt(3 * fi)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_expected_std_follows_the_rule_and_matches(weight: str, activation: str, std_of) -> None:  # type: ignore[no-untyped-def]
+    ins = ip.inspect(_spec(weight, activation), activations_pass=False)
+    weights = [p for p in ins.params if p.name.endswith("weight")]
+    assert len(weights) == 4  # 3 hidden layers and the head
+    for p in weights:
+        assert p.expected_std == pytest.approx(std_of(p.fan_in, p.fan_out))
+        assert not p.mismatch, p
+    assert ins.mismatches == ()
+
+
+def test_fans_of_a_linear_layer_and_a_conv_shape() -> None:
+    assert ip.fans((64, 32)) == (32, 64)
+    assert ip.fans((64, 3, 3, 3)) == (27, 576)  # seed 002's conv example
+
+
+def test_rows_name_shape_and_bias() -> None:
+    ins = ip.inspect(_spec("he"), activations_pass=False)
+    first = ins.params[0]
+    assert first.name == "linear1.weight" and first.shape == (64, 32)
+    assert (first.fan_in, first.fan_out) == (32, 64)
+    bias = next(p for p in ins.params if p.name == "linear1.bias")
+    assert bias.rule == "zeros" and bias.std == 0.0 and bias.expected_std == 0.0 and not bias.mismatch
+
+
+def test_a_tampered_weight_is_flagged() -> None:
+    spec = _spec("he")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build(spec).model
+    with torch.no_grad():
+        model.linear2.weight.mul_(2.0)  # twice the He std: far outside sampling noise
+    rows = {p.name: p for p in ip.inspect_module(model, spec)}
+    assert rows["linear2.weight"].mismatch
+    assert not rows["linear1.weight"].mismatch and not rows["linear3.weight"].mismatch
+
+
+def test_norm_parameters_are_ones_and_zeros() -> None:
+    ins = ip.inspect(_spec("he", norm="layernorm"), activations_pass=False)
+    norm = [p for p in ins.params if p.name.startswith("norm")]
+    assert norm and all(p.rule in ("ones", "zeros") and not p.mismatch for p in norm)
+
+
+def test_activation_pass_is_forward_only() -> None:
+    ins = ip.inspect(_spec("tiny"))
+    assert len(ins.activations) == 4
+    assert all(x.grad_std is None for x in ins.activations)
+    # tiny: every layer shrinks the signal
+    assert ins.activations[2].std < ins.activations[0].std
+
+
+def test_cli_inspect_table_and_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "net.yaml"
+    path.write_text("model: {depth: 2, width: 16}\ninit: {weight: xavier}\ndata: {batch_size: 32}\n")
+    runner = CliRunner()
+    table = runner.invoke(app, ["inspect", str(path)])
+    assert table.exit_code == 0, table.output
+    assert "linear1.weight" in table.stdout and "every parameter matches its init rule" in table.stdout
+    doc = json.loads(runner.invoke(app, ["inspect", str(path), "-f", "json"]).stdout)
+    assert doc["format"] == "probe.inspect/1" and doc["mismatches"] == 0
+    assert doc["parameters"][0]["expected_std"] == pytest.approx(math.sqrt(2 / (32 + 16)))
