@@ -110,6 +110,24 @@ def _pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
     return out
 
 
+def _model_overrides(
+    model: str | None, model_args: list[str] | None, input_shape: str | None, inputs: str | None
+) -> dict[str, Any]:
+    """``--model`` and friends as spec overrides (``model.import``, ``model.kwargs``, ...)."""
+    out: dict[str, Any] = {}
+    if model is not None:
+        out["model.import"] = model
+    if model_args:
+        if model is None:
+            raise SpecError("--model-arg needs --model")
+        out["model.kwargs"] = {k.partition(".")[2]: v for k, v in _pairs(model_args, "kwargs", "--model-arg").items()}
+    if input_shape is not None:
+        out["model.input_shape"] = input_shape
+    if inputs is not None:
+        out["model.inputs"] = inputs
+    return out
+
+
 def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
@@ -216,17 +234,44 @@ class _Steps:
 
 @app.command()
 def run(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to probe (see configs/).")],
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec to probe (see configs/); optional with --model."),
+    ] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
+    ] = None,
+    model_arg: Annotated[
+        Optional[list[str]],
+        typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
+    ] = None,
+    input_shape: Annotated[
+        Optional[str],
+        typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
+    ] = None,
+    inputs: Annotated[
+        Optional[str],
+        typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
+    ] = None,
+    layers: Annotated[
+        Optional[str],
+        typer.Option("--layers", "-l", metavar="PATTERN", help="Only rows whose name matches (glob or substring)."),
+    ] = None,
+    all_layers: Annotated[
+        bool, typer.Option("--all-layers", help="Show every row (large reports are summarized by default).")
+    ] = False,
 ) -> None:
     """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
 
     Exits 0 when a report was made, healthy or not (use `probe check` to gate).
 
-    Example: probe run configs/lab1_tiny_relu.yaml --set model.depth=20
+    Examples: probe run configs/lab1_tiny_relu.yaml --set model.depth=20;
+    probe run --model tests.models_for_tests:tiny_cnn --input-shape 3,16,16
     """
 
     def body() -> int:
@@ -236,11 +281,19 @@ def run(
         from probe.run import run_probe
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        spec = spec_mod.load(spec_path, overrides)
+        overrides.update(_model_overrides(model, model_arg, input_shape, inputs))
+        if spec_path is None:
+            if model is None:
+                raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
+            spec = spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
+        else:
+            spec = spec_mod.load(spec_path, overrides)
         result = run_probe(spec)
         verdict = evaluate(result)
+        if layers is not None:
+            result = rp.select_layers(result, layers)
         if fmt is Format.table:
-            _show(rp.run_renderable(result, verdict), output)
+            _show(rp.run_renderable(result, verdict, None if all_layers else rp.SUMMARY_ROWS), output)
         elif fmt is Format.json:
             _emit(rp.run_json(result, verdict), output)
         elif fmt is Format.csv:
