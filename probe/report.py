@@ -234,7 +234,8 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
     rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
-    return _csv(rows, ("run", *LAYER_FIELDS))
+    extra = [c for c in ("module_type", "init_rule") if any(c in row for row in rows)]
+    return _csv([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
 
 
 def compare_csv(runs: Sequence[Run]) -> str:
