@@ -149,7 +149,9 @@ def recurrent(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
 
     Rows ``t0 .. t{T-1}`` come first: the gradient at input step t is what survived the way back
     through time, so the report's grad ratio (first row / last row) is the gradient through time.
-    Rows ``layer1 ..`` are the per-layer outputs over all steps.
+    Rows ``h0 .. h{T-1}`` are the last layer's hidden state at each step (forward signal over
+    time; no gradient column), rows ``layer1 ..`` the per-layer outputs over all steps. Sequences
+    longer than ``MAX_TIME_ROWS`` show that many evenly spaced steps, always the first and last.
     """
     from torch import nn
 
@@ -159,9 +161,13 @@ def recurrent(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
     rnns = [cls(m.input_dim if i == 0 else m.width, m.width, batch_first=True, bias=m.bias) for i in range(m.depth)]
     head = nn.Linear(m.width, m.output_dim, bias=m.bias) if m.output_dim is not None else None
     model = RecurrentNet(m.seq_len, rnns, head)
+    steps = time_steps(m.seq_len)
     watched = [
-        Watched(f"t{t}", t + 1, "hidden", step, None, m.input_dim, -1, None, "input step")
-        for t, step in enumerate(model.steps)
+        Watched(f"t{t}", t + 1, "hidden", model.steps[t], None, m.input_dim, -1, None, "input step") for t in steps
+    ]
+    watched += [
+        Watched(f"h{t}", len(watched) + 1, "hidden", model.hidden[t], None, m.width, -1, None, "hidden state")
+        for t in steps
     ]
     for i, rnn in enumerate(rnns, start=1):
         weight_hh = getattr(rnn, "weight_hh_l0", None)
@@ -171,6 +177,16 @@ def recurrent(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
     if head is not None:
         watched.append(_output(head, len(watched) + 1, m.output_dim or 1))
     return model, watched, InputSpec("shape", (m.seq_len, m.input_dim), requires_grad=True)
+
+
+MAX_TIME_ROWS = 8
+
+
+def time_steps(seq_len: int) -> list[int]:
+    """The steps given rows: all of them, or ``MAX_TIME_ROWS`` evenly spaced from 0 to T - 1."""
+    if seq_len <= MAX_TIME_ROWS:
+        return list(range(seq_len))
+    return sorted({round(i * (seq_len - 1) / (MAX_TIME_ROWS - 1)) for i in range(MAX_TIME_ROWS)})
 
 
 BUILDERS = {"conv": conv, "residual": residual, "transformer": transformer, "lstm": recurrent, "gru": recurrent}

@@ -74,12 +74,15 @@ class RecurrentNet(nn.Module):
     """Stacked single-layer LSTMs/GRUs read as a sequence-to-one model (the last step's output).
 
     Each input time step passes through its own ``nn.Identity`` (``steps.t``), so a hook there
-    sees d loss / d x_t: the gradient that survived the way back through time.
+    sees d loss / d x_t: the gradient that survived the way back through time. The last layer's
+    hidden state at each step passes, detached, through ``hidden.t``: the forward signal over
+    time, observed without adding to the loss.
     """
 
     def __init__(self, seq_len: int, rnns: Sequence[nn.Module], head: nn.Module | None) -> None:
         super().__init__()
         self.steps = nn.ModuleList(nn.Identity() for _ in range(seq_len))
+        self.hidden = nn.ModuleList(nn.Identity() for _ in range(seq_len))
         self.rnns = nn.ModuleList(rnns)
         self.head = head
 
@@ -87,5 +90,7 @@ class RecurrentNet(nn.Module):
         x = torch.stack([step(x[:, t]) for t, step in enumerate(self.steps)], dim=1)
         for rnn in self.rnns:
             x, _ = rnn(x)
+        for t, observe in enumerate(self.hidden):
+            observe(x[:, t].detach())
         last = x[:, -1]
         return self.head(last) if self.head is not None else last

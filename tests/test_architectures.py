@@ -142,8 +142,19 @@ def test_forget_bias_one_keeps_lstm_gradients_through_time() -> None:
 
 def test_gru_runs_over_time() -> None:
     report = run_probe(spec_mod.parse({"model": {"kind": "gru", "depth": 2, "width": 8, "seq_len": 5}}))
-    assert [x.name for x in report.layers] == ["t0", "t1", "t2", "t3", "t4", "layer1", "layer2"]
-    assert all(x.grad_std is not None and x.grad_std > 0 for x in report.layers)
+    names = [x.name for x in report.layers]
+    assert names == ["t0", "t1", "t2", "t3", "t4", "h0", "h1", "h2", "h3", "h4", "layer1", "layer2"]
+    for x in report.layers:
+        # hidden-state rows observe the forward signal only; every other row has a gradient
+        assert (x.grad_std is None) if x.name.startswith("h") else (x.grad_std is not None and x.grad_std > 0)
+
+
+def test_long_sequences_show_evenly_spaced_steps() -> None:
+    from probe.arch import MAX_TIME_ROWS, time_steps
+
+    steps = time_steps(50)
+    assert len(steps) == MAX_TIME_ROWS and steps[0] == 0 and steps[-1] == 49
+    assert time_steps(3) == [0, 1, 2]
 
 
 # ---- transformer ---------------------------------------------------------------------------------
