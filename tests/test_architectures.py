@@ -16,6 +16,10 @@ from probe.build import build
 from probe.rules import evaluate
 from probe.run import run_probe
 
+# Tiny networks on a shared machine: one intra-op thread avoids oversubscription (a 40x slowdown
+# was measured under load) and changes no result beyond float rounding.
+torch.set_num_threads(1)
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -29,19 +33,21 @@ def probe_std_ratio(raw: dict) -> float:
 DEPTH = 100
 
 
-def residual(**model: object) -> dict:
+def residual(dtype: str = "float64", **model: object) -> dict:
     base = {"kind": "residual", "depth": DEPTH, "width": 32, "input_dim": 32}
     return {
         "model": {**base, **model},
         "data": {"batch_size": 64},
-        "run": {"device": "cpu", "dtype": "float64", "seed": 3},
+        "run": {"device": "cpu", "dtype": dtype, "seed": 3},
     }
 
 
 def test_unscaled_residual_stack_explodes() -> None:
     # branch = Linear(He) -> ReLU -> Linear(He): E[branch^2] = 2 E[x^2], so each block multiplies
-    # E[x^2] by 3 and 100 blocks give a std ratio of 3^50 ~ 7e23.
-    assert probe_std_ratio(residual()) > 1e15
+    # E[x^2] by 3 and L blocks give a std ratio of 3^(L/2) (3^20 ~ 3.5e9 for L = 40; the 100-block
+    # stack of the other tests reaches 3^50 ~ 7e23). Allow a factor 100 for finite width.
+    depth = 40
+    assert probe_std_ratio(residual(depth=depth)) > 3 ** (depth / 2) / 100
 
 
 def test_depth_scaled_residual_stack_stays_bounded() -> None:
@@ -59,7 +65,7 @@ def test_depth_scaled_residual_stack_stays_bounded() -> None:
 )
 def test_zero_initialized_branches_make_the_stack_an_identity(model: dict) -> None:
     # alpha = 0 or a last-norm gamma = 0: every block returns its input unchanged
-    assert probe_std_ratio(residual(**model)) == pytest.approx(1.0, rel=1e-12)
+    assert probe_std_ratio(residual("float32", **model)) == 1.0  # exactly: x + 0 is x
 
 
 def test_branch_scale_number_multiplies_the_branch() -> None:
