@@ -271,7 +271,7 @@ def run(
     Exits 0 when a report was made, healthy or not (use `probe check` to gate).
 
     Examples: probe run configs/lab1_tiny_relu.yaml --set model.depth=20;
-    probe run --model tests.models_for_tests:tiny_cnn --input-shape 3,16,16
+    probe run --model tests.models_for_tests:awkward --input-shape 3,8,8
     """
 
     def body() -> int:

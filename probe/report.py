@@ -116,14 +116,15 @@ def select_layers(report: Report, pattern: str) -> Report:
 
 def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) -> list[LayerStats]:
     """The rows a summarized table shows: all of them up to ``limit``; beyond, the first and last,
-    every row a rule flags, and the ``EXTREME_ROWS`` rows whose std is farthest (in log scale)
-    from the first row's."""
+    the first offender of each broken rule, the ``EXTREME_ROWS`` rows whose std is farthest (in
+    log scale) from the first row's, then other flagged rows in order while fewer than ``limit``."""
     layers = list(report.layers)
     if len(layers) <= limit:
         return layers
     flags = rules.layer_flags(report, verdict)
     keep = {0, len(layers) - 1}
-    keep.update(i for i, x in enumerate(layers) if x.name in flags)
+    index = {x.name: i for i, x in enumerate(layers)}
+    keep.update(index[p.layer] for p in verdict.problems if p.layer in index)
     ref = layers[0].std if layers[0].std and math.isfinite(layers[0].std) else 1.0
 
     def distance(i: int) -> float:
@@ -133,6 +134,11 @@ def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) 
         return abs(math.log10(std / ref))
 
     keep.update(sorted(range(len(layers)), key=distance, reverse=True)[:EXTREME_ROWS])
+    for i, x in enumerate(layers):
+        if len(keep) >= limit:
+            break
+        if x.name in flags:
+            keep.add(i)
     return [layers[i] for i in sorted(keep)]
 
 
@@ -390,7 +396,7 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
     if len(shown) < len(report.layers):
         parts.append(
             Text(
-                f"showing {len(shown)} of {len(report.layers)} layers: the first and last, every flagged layer and "
+                f"showing {len(shown)} of {len(report.layers)} layers: the first and last, flagged layers and "
                 f"the {EXTREME_ROWS} most extreme stds (--all-layers or --format json for every row)",
                 style="dim",
             )

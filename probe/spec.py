@@ -540,9 +540,14 @@ def summary(spec: Spec) -> str:
         shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth} layers, {m.seq_len} steps{head}"
     else:
         shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth}{head}"
+    # recurrent cells have their own nonlinearities; a user model its own modules
+    act = (
+        ""
+        if m.kind in ("lstm", "gru") or m.factory is not None
+        else " " + m.activation.label(activations.ACTIVATIONS[m.activation.name].params)
+    )
     return (
-        f"{spec.name}: {shape} "
-        f"{m.activation.label(activations.ACTIVATIONS[m.activation.name].params)}{norm}; "
+        f"{spec.name}: {shape}{act}{norm}; "
         f"{init}{rules}; "
         f"data {d.batches} x {d.batch_size} {d.distribution}; {r.device} {r.dtype} seed {r.seed}"
     )

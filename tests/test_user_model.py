@@ -199,3 +199,22 @@ def test_python_m_probe_imports_from_the_working_directory() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0].startswith("run,name,")
+
+
+def test_summary_keeps_first_last_offenders_and_stays_bounded() -> None:
+    from probe import report as rp
+    from probe import spec as spec_mod
+    from probe.rules import evaluate
+    from probe.run import run_probe
+
+    # an exploding 60-block residual stack: most rows break a rule, the summary stays short
+    spec = spec_mod.parse(
+        {"model": {"kind": "residual", "depth": 60, "width": 8}, "data": {"batch_size": 8}, "run": {"dtype": "float64"}}
+    )
+    report = run_probe(spec)
+    verdict = evaluate(report)
+    shown = [x.name for x in rp.summary_layers(report, verdict, limit=20)]
+    assert len(report.layers) == 61 and len(shown) <= 20 + len(verdict.problems)
+    assert shown[0] == "stem" and shown[-1] == "block60"
+    assert {p.layer for p in verdict.problems} <= set(shown)
+    assert [x.name for x in rp.summary_layers(report, verdict, limit=100)] == [x.name for x in report.layers]
