@@ -129,7 +129,9 @@ class InitSpec:
     weight: Choice
     bias: Choice
     rules: tuple[InitRule, ...] = ()
-    explicit: bool = False  # weight or bias was written in the spec (user models keep their init otherwise)
+    # weight or bias was written in the spec (user models keep their own init otherwise); not part
+    # of equality, so a spec equals its to_dict round trip
+    explicit: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -486,6 +488,8 @@ def to_dict(spec: Spec) -> dict[str, Any]:
         if value != default and not (isinstance(value, list) and tuple(value) == default):
             model["import" if f.name == "factory" else f.name] = value
     init: dict[str, Any] = {"weight": choice(spec.init.weight), "bias": choice(spec.init.bias)}
+    if spec.model.factory is not None and not spec.init.explicit:
+        init = {}  # a user model keeps its own init: writing the defaults would override it
     if spec.init.rules:
         init["rules"] = [_rule_dict(r) for r in spec.init.rules]
     return {

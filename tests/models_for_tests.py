@@ -13,27 +13,31 @@ from torch import nn
 class AwkwardBlock(nn.Module):
     """In-place ops, a reused module, functional activations and BatchNorm in one block."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, inplace: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         out = self.relu(self.bn(self.conv(x)))
         out = self.conv(out)  # the same conv, reused
-        out += shortcut  # in-place residual add
+        if self.inplace:
+            out += shortcut  # in-place residual add
+        else:
+            out = out + shortcut
         return F.relu(out)  # functional activation: no module to hook
 
 
 class AwkwardNet(nn.Module):
     """Conv stem, two awkward blocks, a head; returns a dict (or a tuple) of outputs."""
 
-    def __init__(self, channels: int = 4, classes: int = 5, output: str = "dict") -> None:
+    def __init__(self, channels: int = 4, classes: int = 5, output: str = "dict", inplace: bool = True) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, channels, 3, padding=1)
-        self.blocks = nn.Sequential(AwkwardBlock(channels), AwkwardBlock(channels))
+        self.blocks = nn.Sequential(AwkwardBlock(channels, inplace), AwkwardBlock(channels, inplace))
         self.unused = nn.Linear(3, 3)  # never called in forward
         self.head = nn.Linear(channels, classes)
         self.output = output
@@ -47,8 +51,8 @@ class AwkwardNet(nn.Module):
         return logits, pooled
 
 
-def awkward(channels: int = 4, classes: int = 5, output: str = "dict") -> nn.Module:
-    return AwkwardNet(channels, classes, output)
+def awkward(channels: int = 4, classes: int = 5, output: str = "dict", inplace: bool = True) -> nn.Module:
+    return AwkwardNet(channels, classes, output, inplace)
 
 
 def awkward_eval(channels: int = 4) -> nn.Module:

@@ -136,5 +136,15 @@ def test_rule_spec_errors(rules: object, message: str) -> None:
 def test_rules_round_trip_through_to_dict() -> None:
     spec = spec_mod.parse(CNN)
     again = spec_mod.parse(spec_mod.to_dict(spec))
-    assert again.init.rules == spec.init.rules
-    assert again.model == spec.model
+    assert again == spec
+    mlp = spec_mod.parse({})
+    assert spec_mod.parse(spec_mod.to_dict(mlp)) == mlp
+
+
+def test_user_model_spec_round_trip_keeps_its_own_init() -> None:
+    spec = spec_mod.parse({"model": {"import": "tests.models_for_tests:awkward", "input_shape": [3, 8, 8]}})
+    data = spec_mod.to_dict(spec)
+    assert data["init"] == {} and data["model"]["import"] == "tests.models_for_tests:awkward"
+    assert data["model"]["input_shape"] == [3, 8, 8]
+    again = spec_mod.parse(data)
+    assert again == spec and not again.init.explicit

@@ -74,6 +74,20 @@ def test_awkward_model_with_dict_output() -> None:
     assert by_name["stem"]["init_rule"] == "own"
 
 
+def test_in_place_ops_measure_the_same_as_out_of_place() -> None:
+    # the same weights, inputs and directions with nn.ReLU(inplace=False) and `out = out + x`:
+    # hooks must see identical values and gradients (the hook's gradient is with respect to the
+    # value the module returned, before the in-place op changed it)
+    args = ["--model", f"{M}:awkward", "--input-shape", "3,8,8", "--set", "run.dtype=float64"]
+    inplace = rows(probe_json(*args))
+    plain = rows(probe_json(*args, "--model-arg", "inplace=false"))
+    assert list(inplace) == list(plain)
+    for name, row in inplace.items():
+        for key in ("mean", "std", "zero_ratio", "grad_std", "weight_grad_norm"):
+            expected = plain[name][key]
+            assert row[key] == (None if expected is None else pytest.approx(expected, rel=1e-9, abs=1e-12)), (name, key)
+
+
 def test_tuple_output_and_factory_kwargs() -> None:
     report = probe_json(
         "--model", f"{M}:awkward", "--model-arg", "output=tuple", "--model-arg", "classes=3", "--input-shape", "3,8,8"
