@@ -232,3 +232,17 @@ def test_summary_keeps_first_last_offenders_and_stays_bounded() -> None:
     assert shown[0] == "stem" and shown[-1] == "block60"
     assert {p.layer for p in verdict.problems} <= set(shown)
     assert [x.name for x in rp.summary_layers(report, verdict, limit=100)] == [x.name for x in report.layers]
+
+
+def test_compare_applies_each_strategy_to_a_user_model() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["compare", "zeros", "he_normal", "--config", str(ROOT / "tests" / "awkward.yaml"), "-f", "json"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    by_label = {r["label"]: rows(r) for r in runs}
+    # zero weights in every conv and linear: the stem outputs only its (zero) bias
+    assert by_label["zeros"]["stem"]["std"] == 0.0
+    assert by_label["he_normal"]["stem"]["std"] > 0.1
