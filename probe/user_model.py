@@ -143,9 +143,11 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     was_training = model.training
     model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
-        batch = draw(
-            inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), torch.device("cpu"), torch.float32
-        )
+        # a factory may return a model already on a GPU or in float64: feed it there
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
         with torch.no_grad():
             model(*batch.args, **batch.kwargs)
     except BuildError:
