@@ -46,7 +46,8 @@ def entry_spec(base: Spec, entry: Entry) -> Spec:
         act_params = spec_mod.parse({"model": {"activation": entry.activation}}).model.activation.params
         model = replace(model, activation=Choice(entry.activation, act_params))
     weight = spec_mod.parse({"init": {"weight": entry.strategy}}).init.weight
-    return replace(base, model=model, init=replace(base.init, weight=weight), name=entry.text)
+    # explicit: a user model (--model) gets the strategy too instead of keeping its own init
+    return replace(base, model=model, init=replace(base.init, weight=weight, explicit=True), name=entry.text)
 
 
 def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None) -> list[Run]:

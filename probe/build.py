@@ -7,12 +7,12 @@ the run's device and dtype, so the same spec and seed give the same weights on e
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from probe import activations, inits
 from probe.activations import Saturation
-from probe.errors import BuildError
+from probe.inputs import InputSpec
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -32,21 +32,41 @@ class Watched:
     units: int
     unit_dim: int  # the dimension that indexes units (features, channels)
     saturation: Saturation | None
+    module_type: str = ""  # for the report of non-MLP models: Conv2d, Linear, LSTM, ...
+    init_rule: str | None = None  # what initialized ``weight`` (set by ``build``)
 
 
 @dataclass
 class Built:
     model: nn.Module
     watched: list[Watched]
+    inputs: InputSpec | None = None  # None: the MLP's (batch_size, input_dim) features
+    notes: list[str] = field(default_factory=list)  # what could not be hooked, and why
+    keep_mode: bool = False  # a user model runs in the train/eval mode its factory left it in
 
 
 def build(spec: Spec) -> Built:
     """Build the spec's network on the CPU (float32) with its init applied."""
+    if spec.model.factory is not None:
+        from probe import user_model
+
+        return user_model.build(spec)
     if spec.model.kind == "mlp":
-        built = _mlp(spec)
-    else:  # pragma: no cover - the spec rejects other kinds
-        raise BuildError(f"model.kind: '{spec.model.kind}' is not supported")
-    return built
+        return _mlp(spec)
+    from probe import arch, init_rules
+
+    m = spec.model
+    model, watched, inputs = arch.BUILDERS[m.kind](m)
+    log = init_rules.InitLog()
+    ctx = inits.InitContext(m.activation.name, m.activation.params)
+    init_rules.apply_flat(model, spec.init, ctx, log)
+    _reset_norms(model)
+    if m.zero_init == "last_norm":
+        arch.zero_last_norms(model)
+    init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, log)
+    for w in watched:
+        w.init_rule = log.for_tensor(model, w.weight) or ("default" if w.weight is not None else None)
+    return Built(model, watched, inputs)
 
 
 def _mlp(spec: Spec) -> Built:
@@ -83,6 +103,10 @@ def _mlp(spec: Spec) -> Built:
         if linear.bias is not None:
             inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
     _reset_norms(model)
+    if spec.init.rules:
+        from probe import init_rules
+
+        init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, init_rules.InitLog())
     return Built(model, watched)
 
 
@@ -91,7 +115,7 @@ def _reset_norms(model: nn.Module) -> None:
     from torch import nn
 
     for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
             if module.weight is not None:
                 nn.init.ones_(module.weight)
             if module.bias is not None:

@@ -116,6 +116,24 @@ def _pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
     return out
 
 
+def _model_overrides(
+    model: str | None, model_args: list[str] | None, input_shape: str | None, inputs: str | None
+) -> dict[str, Any]:
+    """``--model`` and friends as spec overrides (``model.import``, ``model.kwargs``, ...)."""
+    out: dict[str, Any] = {}
+    if model is not None:
+        out["model.import"] = model
+    if model_args:
+        if model is None:
+            raise SpecError("--model-arg needs --model")
+        out["model.kwargs"] = {k.partition(".")[2]: v for k, v in _pairs(model_args, "kwargs", "--model-arg").items()}
+    if input_shape is not None:
+        out["model.input_shape"] = input_shape
+    if inputs is not None:
+        out["model.inputs"] = inputs
+    return out
+
+
 def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
@@ -248,11 +266,37 @@ def _wrote(path: Path) -> None:
 
 @app.command()
 def run(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to probe (see configs/).")],
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec to probe (see configs/); optional with --model."),
+    ] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
+    ] = None,
+    model_arg: Annotated[
+        Optional[list[str]],
+        typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
+    ] = None,
+    input_shape: Annotated[
+        Optional[str],
+        typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
+    ] = None,
+    inputs: Annotated[
+        Optional[str],
+        typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
+    ] = None,
+    layers: Annotated[
+        Optional[str],
+        typer.Option("--layers", "-l", metavar="PATTERN", help="Only rows whose name matches (glob or substring)."),
+    ] = None,
+    all_layers: Annotated[
+        bool, typer.Option("--all-layers", help="Show every row (large reports are summarized by default).")
+    ] = False,
     theory: Annotated[
         bool,
         typer.Option("--theory", help="Show the mean-field prediction beside each measurement and flag departures."),
@@ -267,7 +311,8 @@ def run(
 
     Exits 0 when a report was made, healthy or not (use `probe check` to gate).
 
-    Example: probe run configs/lab1_tiny_relu.yaml --set model.depth=20
+    Examples: probe run configs/lab1_tiny_relu.yaml --set model.depth=20;
+    probe run --model tests.models_for_tests:awkward --input-shape 3,8,8
     """
 
     def body() -> int:
@@ -278,7 +323,13 @@ def run(
         from probe.run import run_probe
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        spec = spec_mod.load(spec_path, overrides)
+        overrides.update(_model_overrides(model, model_arg, input_shape, inputs))
+        if spec_path is None:
+            if model is None:
+                raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
+            spec = spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
+        else:
+            spec = spec_mod.load(spec_path, overrides)
         if plot is not None:
             _check_plot(plot)
         state = None
@@ -289,17 +340,19 @@ def run(
         with _batch_progress(spec.data.batches) as progress:
             result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
-        if theory:
+        if theory:  # the prediction is per layer of the whole network: --layers does not apply
             code = _run_theory(result, verdict, fmt, output, weights is not None)
             _plot_run(spec, result, verdict, plot)
             return code
+        if layers is not None:
+            result = rp.select_layers(result, layers)
         advice = advise(spec, verdict)
         if fmt is Format.table:
             from rich.console import Group
 
             from probe.views import advice_renderable
 
-            parts = [rp.run_renderable(result, verdict)]
+            parts = [rp.run_renderable(result, verdict, None if all_layers else rp.SUMMARY_ROWS)]
             if advice.mismatch or advice.suggestion:
                 parts.append(advice_renderable(advice))
             _show(Group(*parts), output)

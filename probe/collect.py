@@ -73,6 +73,8 @@ class _LayerAccumulator:
     def forward(self, inputs: tuple[Any, ...], output: Any) -> None:
         import torch
 
+        if isinstance(output, (tuple, list)):  # LSTM, MultiheadAttention: measure the first tensor
+            output = next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
         if not isinstance(output, torch.Tensor) or not output.is_floating_point():
             return
         y = output.detach()

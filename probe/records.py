@@ -32,6 +32,8 @@ class LayerStats:
     grad_std: float | None  # std of d loss / d (this output)
     weight_grad_norm: float | None  # norm of d loss / d weight, RMS over batches
     weight_grad_std: float | None
+    module_type: str | None = None  # non-MLP models: the class of the watched module
+    init_rule: str | None = None  # non-MLP models: what initialized its weight
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Report:
     dtype: str
     torch_version: str
     elapsed_s: float
+    notes: tuple[str, ...] = ()  # what could not be watched, and why
 
     @property
     def first(self) -> LayerStats:

@@ -84,7 +84,62 @@ def fmt_fraction(value: float | None) -> str:
 
 
 def layer_row(layer: LayerStats) -> dict[str, Any]:
-    return {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
+    row = {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
+    # architectures and user models also say what each row is and what initialized it
+    for extra in ("module_type", "init_rule"):
+        value = getattr(layer, extra)
+        if value is not None:
+            row[extra] = value
+    return row
+
+
+SUMMARY_ROWS = 40  # the table summarizes reports with more rows than this
+EXTREME_ROWS = 5  # ... showing the first and last rows, every flagged row and this many extremes
+
+
+def select_layers(report: Report, pattern: str) -> Report:
+    """The report with only the rows whose name matches ``pattern`` (fnmatch; a plain word
+    matches as a substring). The verdict should be evaluated before selecting."""
+    import fnmatch
+    from dataclasses import replace
+
+    from probe.errors import SpecError
+
+    glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    kept = tuple(x for x in report.layers if fnmatch.fnmatchcase(x.name, glob))
+    if not kept:
+        names = [x.name for x in report.layers]
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        raise SpecError(f"--layers '{pattern}' matches no layer (layers: {shown})")
+    return replace(report, layers=kept)
+
+
+def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) -> list[LayerStats]:
+    """The rows a summarized table shows: all of them up to ``limit``; beyond, the first and last,
+    the first offender of each broken rule, the ``EXTREME_ROWS`` rows whose std is farthest (in
+    log scale) from the first row's, then other flagged rows in order while fewer than ``limit``."""
+    layers = list(report.layers)
+    if len(layers) <= limit:
+        return layers
+    flags = rules.layer_flags(report, verdict)
+    keep = {0, len(layers) - 1}
+    index = {x.name: i for i, x in enumerate(layers)}
+    keep.update(index[p.layer] for p in verdict.problems if p.layer in index)
+    ref = layers[0].std if layers[0].std and math.isfinite(layers[0].std) else 1.0
+
+    def distance(i: int) -> float:
+        std = layers[i].std
+        if std is None or not math.isfinite(std) or std <= 0:
+            return math.inf
+        return abs(math.log10(std / ref))
+
+    keep.update(sorted(range(len(layers)), key=distance, reverse=True)[:EXTREME_ROWS])
+    for i, x in enumerate(layers):
+        if len(keep) >= limit:
+            break
+        if x.name in flags:
+            keep.add(i)
+    return [layers[i] for i in sorted(keep)]
 
 
 def problem_dict(p: Problem) -> dict[str, Any]:
@@ -114,6 +169,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "problems": [problem_dict(p) for p in verdict.problems],
             "warnings": [problem_dict(p) for p in verdict.warnings],
         },
+        **({"notes": list(report.notes)} if report.notes else {}),
     }
 
 
@@ -184,7 +240,8 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
     rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
-    return _csv(rows, ("run", *LAYER_FIELDS))
+    extra = [c for c in ("module_type", "init_rule") if any(c in row for row in rows)]
+    return _csv([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
 
 
 def compare_csv(runs: Sequence[Run]) -> str:
@@ -307,21 +364,26 @@ def _xml_text(text: str) -> str:
 _STYLE = {"fail": "bold red", "warn": "yellow", "ok": "green"}
 
 
-def run_renderable(report: Report, verdict: Verdict) -> Any:
-    """Spec line, per-layer colored table and verdict, as one rich renderable."""
+def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Any:
+    """Spec line, per-layer colored table and verdict, as one rich renderable. Reports with more
+    than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows every row."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     flags = rules.layer_flags(report, verdict)
+    shown = list(report.layers) if max_rows is None else summary_layers(report, verdict, max_rows)
+    typed = any(x.module_type for x in report.layers)
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for col in _RUN_COLUMNS:
         table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+        if col == "layer" and typed:
+            table.add_column("type", justify="left", no_wrap=True)
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     table.add_column("std (log)", justify="left", no_wrap=True)
     table.add_column("grad (log)", justify="left", no_wrap=True)
     cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
-    for x in report.layers:
+    for x in shown:
         layer_flags = flags.get(x.name, {})
         row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
         cells = []
@@ -334,8 +396,22 @@ def run_renderable(report: Report, verdict: Verdict) -> Any:
         cells.append(Text(spark.std_bar(x.std, 10), style=_STYLE[std_level] if std_level else "cyan"))
         grad_level = layer_flags.get("grad_std")
         cells.append(Text(spark.std_bar(x.grad_std, 10), style=_STYLE[grad_level] if grad_level else "cyan"))
+        if typed:
+            cells.insert(1, Text(x.module_type or "", style="dim"))
         table.add_row(*cells)
-    return Group(Text(summary(report.spec), style="dim"), table, verdict_renderable(verdict))
+    parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
+    if len(shown) < len(report.layers):
+        parts.append(
+            Text(
+                f"showing {len(shown)} of {len(report.layers)} layers: the first and last, flagged layers and "
+                f"the {EXTREME_ROWS} most extreme stds (--all-layers or --format json for every row)",
+                style="dim",
+            )
+        )
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="yellow"))
+    parts.append(verdict_renderable(verdict))
+    return Group(*parts)
 
 
 def verdict_renderable(verdict: Verdict) -> Any:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from probe.build import build
+from probe.build import Built, build
 from probe.collect import Collector
 from probe.errors import BuildError, ProbeError, RunError
+from probe.inputs import Batch, draw
 from probe.records import Report
 from probe.spec import Spec
 
@@ -75,7 +77,7 @@ def run_probe(
 
                 lsuv_built(built, spec)
             model = built.model.to(device=device, dtype=dtype)
-            layers = _probe(model, built.watched, spec, device, dtype, progress)
+            layers = _probe(model, built, spec, device, dtype, progress)
     except ProbeError:
         raise
     except torch.OutOfMemoryError as exc:
@@ -91,6 +93,7 @@ def run_probe(
         dtype=spec.run.dtype,
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
+        notes=tuple(built.notes),
     )
 
 
@@ -114,7 +117,7 @@ def draw_batch(spec: Spec, generator: torch.Generator) -> torch.Tensor:
 
 def _probe(
     model: torch.nn.Module,
-    watched: list,  # list[Watched]
+    built: Built,
     spec: Spec,
     device: torch.device,
     dtype: torch.dtype,
@@ -122,34 +125,81 @@ def _probe(
 ) -> list:
     import torch
 
-    collector = Collector(watched, device)
+    collector = Collector(built.watched, device)
     data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
+    directions: list[torch.Tensor] | None = None
     was_training = model.training
-    model.train()  # as at the first training step: BatchNorm uses batch statistics
+    if not built.keep_mode:
+        model.train()  # as at the first training step: BatchNorm uses batch statistics
     model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
     total = spec.data.batches
     try:
         with collector.hooks():
             for i in range(total):
-                x = draw_batch(spec, data_gen).to(device=device, dtype=dtype)
+                if built.inputs is None:
+                    batch = Batch((draw_batch(spec, data_gen).to(device=device, dtype=dtype),), {})
+                else:
+                    batch = draw(built.inputs, spec.data.batch_size, spec.data.distribution, data_gen, device, dtype)
                 if spec.run.backward:
-                    out = model(x)
-                    if direction is None:
-                        # a fixed random direction: d loss / d output = r, unit variance
-                        direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
-                    (out * direction).sum().backward()
+                    out = _forward(model, batch, built)
+                    if isinstance(out, torch.Tensor):
+                        if direction is None:
+                            # a fixed random direction: d loss / d output = r, unit variance
+                            direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
+                        (out * direction).sum().backward()
+                    else:
+                        # tuple/dict outputs: every floating-point output gets its own direction
+                        outs = float_outputs(out)
+                        if not outs:
+                            raise RunError("the model's output holds no floating-point tensor with a gradient")
+                        if directions is None:
+                            directions = [
+                                torch.randn(o.shape, generator=dir_gen).to(device=device, dtype=o.dtype) for o in outs
+                            ]
+                        if [d.shape for d in directions] != [o.shape for o in outs]:
+                            raise RunError("the model's outputs changed shape between batches")
+                        sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
                     collector.after_backward()
                     model.zero_grad(set_to_none=True)
                 else:
                     with torch.no_grad():
-                        model(x)
+                        _forward(model, batch, built)
                 if progress is not None:
                     progress(i + 1, total)
-        return collector.finish()
+        layers = collector.finish()
     finally:
         model.train(was_training)
+    # the collector's records know statistics; the report also says what each row is and how it was initialized
+    return [
+        replace(x, module_type=w.module_type, init_rule=w.init_rule) if w.module_type else x
+        for x, w in zip(layers, built.watched, strict=True)
+    ]
+
+
+def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
+    try:
+        return model(*batch.args, **batch.kwargs)
+    except RuntimeError:
+        raise
+    except Exception as exc:
+        if built.inputs is None:
+            raise
+        raise RunError(f"the model's forward pass raised {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def float_outputs(out: Any) -> list[torch.Tensor]:
+    """Every floating-point tensor with a gradient in a model output (tensor, tuple/list, dict)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() and out.requires_grad else []
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in float_outputs(item)]
+    return []
 
 
 def _first_line(exc: BaseException) -> str:

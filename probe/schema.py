@@ -51,7 +51,8 @@ def type_name(value: object) -> str:
 class Param:
     """One named parameter of an activation or init strategy.
 
-    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"str"`` or ``"float_or_auto"``.
+    ``kind`` is ``"float"``, ``"int"``, ``"bool"``, ``"str"``, ``"float_or_auto"``, ``"mapping"``
+    (string keys) or ``"shape"`` (a list of positive integers, or ``"3,32,32"``).
     """
 
     kind: str
@@ -78,6 +79,12 @@ class Param:
         elif self.kind == "bool":
             if not isinstance(value, bool):
                 raise SpecError(f"expected true or false, got {type_name(value)} {value!r}", path)
+        elif self.kind == "mapping":
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+                raise SpecError(f"expected a mapping with string keys, got {type_name(value)}", path)
+            value = dict(value)
+        elif self.kind == "shape":
+            value = as_shape(value, path)
         elif self.kind == "str":
             if not isinstance(value, str):
                 raise SpecError(f"expected a string, got {type_name(value)} {value!r}", path)
@@ -103,6 +110,25 @@ def as_float(value: Any, path: str) -> float:
         except ValueError:
             pass
     raise SpecError(f"expected a number, got {type_name(value)} {value!r}", path)
+
+
+def as_shape(value: Any, path: str) -> tuple[int, ...]:
+    """``[3, 32, 32]``, ``"3,32,32"`` or ``128`` -> ``(3, 32, 32)``: one sample's shape, no batch."""
+    if isinstance(value, str):
+        parts: list[Any] = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            parts = [int(p) for p in parts]
+        except ValueError:
+            raise SpecError(f"expected comma-separated integers like 3,32,32, got {value!r}", path) from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parts = [value]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise SpecError(f"expected a list of integers like [3, 32, 32], got {type_name(value)}", path)
+    if not parts or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in parts):
+        raise SpecError(f"expected positive integers like [3, 32, 32], got {value!r}", path)
+    return tuple(parts)
 
 
 def as_int(value: Any, path: str) -> int:

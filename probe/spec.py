@@ -28,8 +28,13 @@ RULE_NAMES = (
     "gradient_exploding",
 )
 
-MODEL_KINDS = ("mlp",)
+MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
 NORMS = ("none", "batchnorm", "layernorm")
+BLOCKS = ("mlp", "conv")
+NORM_POSITIONS = ("post", "pre")
+ZERO_INITS = ("none", "rezero", "last_norm")
+POOLS = ("none", "max", "avg")
+RULE_TARGETS = ("weight", "bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 DISTRIBUTIONS = ("normal", "uniform")
 BIAS_STRATEGIES = tuple(n for n, s in inits.STRATEGIES.items() if not s.needs_fan)
@@ -66,12 +71,67 @@ class ModelSpec:
     activation: Choice
     bias: bool
     norm: str
+    # conv and residual-conv (width is the channel count)
+    in_channels: int = 3
+    image_size: int = 32
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int | None = None
+    pool: str = "none"
+    pool_every: int = 2
+    # residual
+    block: str = "mlp"
+    norm_position: str = "post"
+    branch_scale: float | str = 1.0  # a number, or "depth" = 1/sqrt(2 * depth)
+    zero_init: str = "none"
+    # transformer (width is d_model) and lstm/gru (width is the hidden size)
+    heads: int = 4
+    ff_width: int | None = None
+    norm_first: bool = True
+    dropout: float = 0.0
+    vocab_size: int | None = None
+    seq_len: int = 16
+    # a user model: "package.module:factory" with keyword arguments, and its inputs
+    factory: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    inputs: str | None = None
+
+    def branch_multiplier(self) -> float:
+        """The number residual branches are multiplied by (``depth`` -> 1/sqrt(2 depth))."""
+        if self.branch_scale == "depth":
+            return float((2 * self.depth) ** -0.5)
+        return float(self.branch_scale)
+
+
+@dataclass(frozen=True)
+class RuleTarget:
+    """One parameter family of a matched module and the strategy that fills it."""
+
+    target: str  # one of RULE_TARGETS
+    strategy: Choice
+    depth_scale: float | bool = False  # true: divide by sqrt(2 L); a number: divide by sqrt(number)
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """``init.rules[i]``: modules matched by type and/or qualified-name pattern, and what to fill."""
+
+    label: str  # "init.rules[0]"
+    match_type: str | None
+    match_name: str | None
+    targets: tuple[RuleTarget, ...]
+    forget_bias: float | None = None  # LSTM: the forget-gate quarter of bias_ih
 
 
 @dataclass(frozen=True)
 class InitSpec:
     weight: Choice
     bias: Choice
+    rules: tuple[InitRule, ...] = ()
+    # weight or bias was written in the spec (user models keep their own init otherwise); not part
+    # of equality, so a spec equals its to_dict round trip
+    explicit: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -126,7 +186,27 @@ _MODEL: dict[str, Param] = {
     "output_dim": Param("int", None, nullable=True, minimum=1, help="null: no head; else a final Linear"),
     "bias": Param("bool", True, help="Linear layers have a bias"),
     "norm": Param("str", "none", choices=NORMS, help="normalization after each Linear"),
+    "in_channels": Param("int", 3, minimum=1, help="conv: channels of each random input image"),
+    "image_size": Param("int", 32, minimum=1, help="conv: height and width of each input image"),
+    "kernel_size": Param("int", 3, minimum=1, help="conv: kernel size"),
+    "stride": Param("int", 1, minimum=1, help="conv: stride"),
+    "padding": Param("int", None, nullable=True, minimum=0, help="conv: null = kernel_size // 2"),
+    "pool": Param("str", "none", choices=POOLS, help="conv: 2x2 pooling after every pool_every layers"),
+    "pool_every": Param("int", 2, minimum=1, help="conv: layers between poolings"),
+    "block": Param("str", "mlp", choices=BLOCKS, help="residual: branch made of Linear or Conv2d layers"),
+    "norm_position": Param("str", "post", choices=NORM_POSITIONS, help="residual: norm inside the branch"),
+    "zero_init": Param("str", "none", choices=ZERO_INITS, help="residual: rezero alpha = 0 or last norm gamma = 0"),
+    "heads": Param("int", 4, minimum=1, help="transformer: attention heads"),
+    "ff_width": Param("int", None, nullable=True, minimum=1, help="transformer: null = 4 * width"),
+    "norm_first": Param("bool", True, help="transformer: pre-LN blocks"),
+    "dropout": Param("float", 0.0, minimum=0.0, maximum=1.0, help="transformer: dropout (0 for the probe)"),
+    "vocab_size": Param("int", None, nullable=True, minimum=2, help="token-id inputs (transformer, user model)"),
+    "seq_len": Param("int", 16, minimum=1, help="transformer/lstm/gru/token inputs: time steps"),
+    "kwargs": Param("mapping", {}, help="user model: keyword arguments of the factory"),
+    "input_shape": Param("shape", None, nullable=True, help="user model: one sample's shape, e.g. [3, 32, 32]"),
+    "inputs": Param("str", None, nullable=True, help="user model: 'module:function' returning example inputs"),
 }
+MODEL_KEYS = (*_MODEL, "activation", "branch_scale", "import")
 _DATA: dict[str, Param] = {
     "batch_size": Param("int", 512, minimum=2, help="samples per batch (a std needs 2)"),
     "batches": Param("int", 1, minimum=1, help="statistics accumulate over all batches"),
@@ -212,16 +292,16 @@ def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, de
     if not isinstance(name, str) or not name:
         raise SpecError(f"expected a non-empty string, got {type_name(name)}", "name")
 
-    model_raw = _section(data, "model")
-    activation = _choice(model_raw.pop("activation", "relu"), activations.ACTIVATIONS, "activation", "model.activation")
-    model = ModelSpec(activation=activation, **check_params(model_raw, _MODEL, "model", "model"))
+    model = _model(_section(data, "model"))
 
     init_raw = _section(data, "init")
     for key in init_raw:
-        if key not in ("weight", "bias"):
-            raise unknown("key", key, ("weight", "bias"), f"init.{key}", "init")
+        if key not in ("weight", "bias", "rules"):
+            raise unknown("key", key, ("weight", "bias", "rules"), f"init.{key}", "init")
     weight = _strategy(init_raw.get("weight", "he_normal"), "init.weight", bias=False)
     bias = _strategy(init_raw.get("bias", "zeros"), "init.bias", bias=True)
+    rules = _rules(init_raw.get("rules"))
+    init = InitSpec(weight, bias, rules, explicit="weight" in init_raw or "bias" in init_raw)
 
     data_spec = DataSpec(**check_params(_section(data, "data"), _DATA, "data", "data"))
 
@@ -242,7 +322,78 @@ def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, de
             raise unknown("rule", rule, RULE_NAMES, f"gate.disable[{i}]")
     gate = GateSpec(disable=tuple(disable), **check_params(gate_raw, GATE_PARAMS, "gate", "gate"))
 
-    return Spec(model=model, init=InitSpec(weight, bias), data=data_spec, run=run, gate=gate, name=name)
+    return Spec(model=model, init=init, data=data_spec, run=run, gate=gate, name=name)
+
+
+def _model(raw: dict[str, Any]) -> ModelSpec:
+    activation = _choice(raw.pop("activation", "relu"), activations.ACTIVATIONS, "activation", "model.activation")
+    factory = raw.pop("import", None)
+    if factory is not None and (not isinstance(factory, str) or ":" not in factory):
+        raise SpecError(f"expected 'package.module:factory', got {factory!r}", "model.import")
+    branch_scale: float | str = raw.pop("branch_scale", 1.0)
+    if branch_scale != "depth":
+        branch_scale = Param("float", minimum=0.0).check(branch_scale, "model.branch_scale")
+    for key in raw:
+        if key not in _MODEL:
+            raise unknown("key", key, MODEL_KEYS, f"model.{key}", "model")
+    values = check_params(raw, _MODEL, "model", "model")
+    if values["input_shape"] is not None:
+        values["input_shape"] = tuple(values["input_shape"])
+    model = ModelSpec(activation=activation, branch_scale=branch_scale, factory=factory, **values)
+    if model.zero_init == "last_norm" and (model.norm == "none" or model.norm_position != "post"):
+        raise SpecError(
+            "last_norm zeroes the last norm of each branch: it needs model.norm batchnorm or layernorm "
+            "and model.norm_position post",
+            "model.zero_init",
+        )
+    if model.kind == "transformer" and model.width % model.heads:
+        raise SpecError(f"width {model.width} is not divisible by heads {model.heads}", "model.heads")
+    return model
+
+
+def _rules(raw: Any) -> tuple[InitRule, ...]:
+    """``init.rules``: a list of ``{match: {type, name}, weight: ..., bias: ..., ...}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(f"expected a list of rules, got {type_name(raw)}", "init.rules")
+    rules = []
+    keys = ("match", *RULE_TARGETS, "forget_bias")
+    for i, item in enumerate(raw):
+        path = f"init.rules[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(f"expected a mapping with 'match', got {type_name(item)}", path)
+        for key in item:
+            if key not in keys:
+                raise unknown("key", key, keys, f"{path}.{key}", "a rule")
+        match = item.get("match")
+        if not isinstance(match, Mapping) or not match:
+            raise SpecError("needs 'match: {type: Conv2d}' and/or 'match: {name: \"*.out_proj\"}'", f"{path}.match")
+        for key, value in match.items():
+            if key not in ("type", "name"):
+                raise unknown("key", key, ("type", "name"), f"{path}.match.{key}", "match")
+            if not isinstance(value, str) or not value:
+                raise SpecError(f"expected a non-empty string, got {type_name(value)}", f"{path}.match.{key}")
+        targets = []
+        for target in RULE_TARGETS:
+            if target not in item:
+                continue
+            value = item[target]
+            depth_scale: float | bool = False
+            if isinstance(value, Mapping) and "depth_scale" in value:
+                value = dict(value)
+                depth_scale = value.pop("depth_scale")
+                if not isinstance(depth_scale, bool):
+                    depth_scale = Param("float", minimum=1.0).check(depth_scale, f"{path}.{target}.depth_scale")
+            strategy = _strategy(value, f"{path}.{target}", bias=target.startswith("bias"))
+            targets.append(RuleTarget(target, strategy, depth_scale))
+        forget_bias = item.get("forget_bias")
+        if forget_bias is not None:
+            forget_bias = Param("float").check(forget_bias, f"{path}.forget_bias")
+        if not targets and forget_bias is None:
+            raise SpecError(f"a rule needs at least one of {', '.join(RULE_TARGETS)} or forget_bias", path)
+        rules.append(InitRule(path, match.get("type"), match.get("name"), tuple(targets), forget_bias))
+    return tuple(rules)
 
 
 def _merge_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,14 +478,44 @@ def to_dict(spec: Spec) -> dict[str, Any]:
             out[f.name] = choice(v) if isinstance(v, Choice) else (list(v) if isinstance(v, tuple) else v)
         return out
 
+    model = plain(spec.model)
+    # keys added for other architectures appear only when set, so an MLP spec reads as before
+    for f in fields(ModelSpec):
+        if f.name in _MLP_KEYS:
+            continue
+        value = model.pop(f.name)
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if value != default and not (isinstance(value, list) and tuple(value) == default):
+            model["import" if f.name == "factory" else f.name] = value
+    init: dict[str, Any] = {"weight": choice(spec.init.weight), "bias": choice(spec.init.bias)}
+    if spec.model.factory is not None and not spec.init.explicit:
+        init = {}  # a user model keeps its own init: writing the defaults would override it
+    if spec.init.rules:
+        init["rules"] = [_rule_dict(r) for r in spec.init.rules]
     return {
         "name": spec.name,
-        "model": plain(spec.model),
-        "init": {"weight": choice(spec.init.weight), "bias": choice(spec.init.bias)},
+        "model": model,
+        "init": init,
         "data": plain(spec.data),
         "run": plain(spec.run),
         "gate": plain(spec.gate),
     }
+
+
+_MLP_KEYS = ("kind", "input_dim", "width", "depth", "output_dim", "activation", "bias", "norm")
+
+
+def _rule_dict(rule: InitRule) -> dict[str, Any]:
+    match = {k: v for k, v in (("type", rule.match_type), ("name", rule.match_name)) if v is not None}
+    out: dict[str, Any] = {"match": match}
+    for t in rule.targets:
+        entry: dict[str, Any] = {"name": t.strategy.name, **t.strategy.params}
+        if t.depth_scale is not False:
+            entry["depth_scale"] = t.depth_scale
+        out[t.target] = entry
+    if rule.forget_bias is not None:
+        out["forget_bias"] = rule.forget_bias
+    return out
 
 
 def summary(spec: Spec) -> str:
@@ -342,11 +523,36 @@ def summary(spec: Spec) -> str:
     m, d, r = spec.model, spec.data, spec.run
     head = f" -> {m.output_dim}" if m.output_dim else ""
     norm = f" +{m.norm}" if m.norm != "none" else ""
-    return (
-        f"{spec.name}: {m.kind} {m.input_dim} -> {m.width} x {m.depth}{head} "
-        f"{m.activation.label(activations.ACTIVATIONS[m.activation.name].params)}{norm}; "
+    rules = f" + {len(spec.init.rules)} rule(s)" if spec.init.rules else ""
+    init = (
         f"init {spec.init.weight.label(inits.STRATEGIES[spec.init.weight.name].params)}, "
-        f"bias {spec.init.bias.label(inits.STRATEGIES[spec.init.bias.name].params)}; "
+        f"bias {spec.init.bias.label(inits.STRATEGIES[spec.init.bias.name].params)}"
+    )
+    if m.factory is not None:
+        shape = f"model {m.factory}"
+        init = "init: the model's own" if not spec.init.explicit else init
+    elif m.kind == "conv":
+        shape = f"conv {m.in_channels}x{m.image_size}x{m.image_size} -> {m.width} ch x {m.depth}{head} k{m.kernel_size}"
+    elif m.kind == "residual":
+        shape = (
+            f"residual {m.block} {m.width} x {m.depth} blocks{head} branch_scale {m.branch_scale} "
+            f"zero_init {m.zero_init}"
+        )
+    elif m.kind == "transformer":
+        shape = f"transformer d_model {m.width} x {m.depth} blocks, {m.heads} heads, {m.seq_len} tokens{head}"
+    elif m.kind in ("lstm", "gru"):
+        shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth} layers, {m.seq_len} steps{head}"
+    else:
+        shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth}{head}"
+    # recurrent cells have their own nonlinearities; a user model its own modules
+    act = (
+        ""
+        if m.kind in ("lstm", "gru") or m.factory is not None
+        else " " + m.activation.label(activations.ACTIVATIONS[m.activation.name].params)
+    )
+    return (
+        f"{spec.name}: {shape}{act}{norm}; "
+        f"{init}{rules}; "
         f"data {d.batches} x {d.batch_size} {d.distribution}; {r.device} {r.dtype} seed {r.seed}"
     )
 

@@ -1,0 +1,112 @@
+"""Small models with the features that break naive hook code, for ``--model`` tests.
+
+Each factory is importable as ``tests.models_for_tests:NAME`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AwkwardBlock(nn.Module):
+    """In-place ops, a reused module, functional activations and BatchNorm in one block."""
+
+    def __init__(self, channels: int, inplace: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        out = self.relu(self.bn(self.conv(x)))
+        out = self.conv(out)  # the same conv, reused
+        if self.inplace:
+            out += shortcut  # in-place residual add
+        else:
+            out = out + shortcut
+        return F.relu(out)  # functional activation: no module to hook
+
+
+class AwkwardNet(nn.Module):
+    """Conv stem, two awkward blocks, a head; returns a dict (or a tuple) of outputs."""
+
+    def __init__(self, channels: int = 4, classes: int = 5, output: str = "dict", inplace: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1)
+        self.blocks = nn.Sequential(AwkwardBlock(channels, inplace), AwkwardBlock(channels, inplace))
+        self.unused = nn.Linear(3, 3)  # never called in forward
+        self.head = nn.Linear(channels, classes)
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> object:
+        features = self.blocks(F.relu(self.stem(x)))
+        pooled = features.mean(dim=(2, 3))
+        logits = self.head(pooled)
+        if self.output == "dict":
+            return {"logits": logits, "features": pooled, "count": torch.tensor(3)}
+        return logits, pooled
+
+
+def awkward(channels: int = 4, classes: int = 5, output: str = "dict", inplace: bool = True) -> nn.Module:
+    return AwkwardNet(channels, classes, output, inplace)
+
+
+def awkward_eval(channels: int = 4) -> nn.Module:
+    return AwkwardNet(channels).eval()
+
+
+def deep_tanh_mlp(depth: int = 60, width: int = 16) -> nn.Module:
+    """Many rows: for the summarized table and --layers."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+class TokenLSTM(nn.Module):
+    """Token ids -> embedding -> LSTM (tuple output) -> head."""
+
+    def __init__(self, vocab: int = 50, width: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.lstm = nn.LSTM(width, width, batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(ids))
+        return self.head(out)
+
+
+def token_lstm(vocab: int = 50, width: int = 8) -> nn.Module:
+    return TokenLSTM(vocab, width)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(6, 8)
+
+    def forward(self, x: torch.Tensor, *, context: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.a(x) + self.b(context))
+
+
+def two_inputs() -> nn.Module:
+    return TwoInputs()
+
+
+def make_two_inputs(batch_size: int) -> dict[str, torch.Tensor]:
+    """Keyword inputs for ``two_inputs``."""
+    return {"x": torch.randn(batch_size, 4), "context": torch.randn(batch_size, 6)}
+
+
+def failing(size: int = 3) -> nn.Module:
+    raise ValueError(f"cannot build a model of size {size}")
+
+
+def not_a_module() -> object:
+    return "a string"

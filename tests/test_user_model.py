@@ -1,0 +1,248 @@
+"""``probe run --model module:factory``: models written elsewhere, with the features that break
+naive hooks (in-place ops, reused modules, functional activations, BatchNorm, dict/tuple outputs,
+eval mode), token and function inputs, ``--layers``, the summarized table and exit-2 errors.
+
+The models live in ``tests/models_for_tests.py``; the CLI runs from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from probe.cli import app
+
+# Tiny networks on a shared machine: one intra-op thread avoids oversubscription (a 40x slowdown
+# was measured under load) and changes no result beyond float rounding.
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parent.parent
+M = "tests.models_for_tests"
+SMALL = ["--set", "data.batch_size=8", "--set", "run.device=cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+def probe(*args: str) -> Any:
+    return CliRunner().invoke(app, ["run", *args], env={"COLUMNS": "200"})
+
+
+def probe_json(*args: str) -> dict[str, Any]:
+    result = probe(*args, *SMALL, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in report["layers"]}
+
+
+def test_awkward_model_with_dict_output() -> None:
+    report = probe_json("--model", f"{M}:awkward", "--input-shape", "3,8,8")
+    by_name = rows(report)
+    # every module with parameters and every activation module that ran, in forward order
+    assert list(by_name) == [
+        "stem",
+        "blocks.0.conv",
+        "blocks.0.bn",
+        "blocks.0.relu",
+        "blocks.1.conv",
+        "blocks.1.bn",
+        "blocks.1.relu",
+        "head",
+    ]
+    # the reused conv pools both calls: 2 x (8 samples x 4 channels x 8 x 8) values
+    assert by_name["blocks.0.conv"]["module_type"] == "Conv2d"
+    # BatchNorm in train mode normalizes with the batch statistics: std 1 up to n/(n-1)
+    assert by_name["blocks.0.bn"]["std"] == pytest.approx(1.0, abs=0.01)
+    # the in-place ReLU zeroes about half of its (symmetric) input
+    assert 0.3 < by_name["blocks.0.relu"]["zero_ratio"] < 0.7
+    # every row got a gradient: the loss used both floating-point outputs (logits, features)
+    assert all(r["grad_std"] and r["grad_std"] > 0 for r in report["layers"])
+    notes = " ".join(report["notes"])
+    assert "blocks.0.conv runs 2 times" in notes
+    assert "not watched: unused" in notes
+    assert by_name["stem"]["init_rule"] == "own"
+
+
+def test_in_place_ops_measure_the_same_as_out_of_place() -> None:
+    # the same weights, inputs and directions with nn.ReLU(inplace=False) and `out = out + x`:
+    # hooks must see identical values and gradients (the hook's gradient is with respect to the
+    # value the module returned, before the in-place op changed it)
+    args = ["--model", f"{M}:awkward", "--input-shape", "3,8,8", "--set", "run.dtype=float64"]
+    inplace = rows(probe_json(*args))
+    plain = rows(probe_json(*args, "--model-arg", "inplace=false"))
+    assert list(inplace) == list(plain)
+    for name, row in inplace.items():
+        for key in ("mean", "std", "zero_ratio", "grad_std", "weight_grad_norm"):
+            expected = plain[name][key]
+            assert row[key] == (None if expected is None else pytest.approx(expected, rel=1e-9, abs=1e-12)), (name, key)
+
+
+def test_tuple_output_and_factory_kwargs() -> None:
+    report = probe_json(
+        "--model", f"{M}:awkward", "--model-arg", "output=tuple", "--model-arg", "classes=3", "--input-shape", "3,8,8"
+    )
+    assert rows(report)["head"]["units"] == 3
+
+
+def test_eval_mode_model_keeps_its_mode() -> None:
+    # in eval mode BatchNorm uses its running statistics (mean 0, var 1 at init): the output is
+    # not renormalized to std 1 as in train mode
+    report = probe_json("--model", f"{M}:awkward_eval", "--input-shape", "3,8,8")
+    assert abs(rows(report)["blocks.0.bn"]["std"] - 1.0) > 0.05
+
+
+def test_token_inputs_and_tuple_returning_lstm() -> None:
+    report = probe_json("--model", f"{M}:token_lstm", "--set", "model.vocab_size=50", "--set", "model.seq_len=6")
+    by_name = rows(report)
+    assert list(by_name) == ["embed", "lstm", "head"]
+    assert by_name["lstm"]["units"] == 8 and by_name["lstm"]["grad_std"] > 0
+
+
+def test_inputs_function_with_keyword_arguments() -> None:
+    report = probe_json("--model", f"{M}:two_inputs", "--inputs", f"{M}:make_two_inputs")
+    assert set(rows(report)) == {"a", "b"}
+
+
+def test_spec_file_with_model_import(tmp_path: Path) -> None:
+    spec = tmp_path / "user.yaml"
+    spec.write_text(
+        f"model:\n  import: {M}:awkward\n  kwargs: {{channels: 6}}\n  input_shape: [3, 8, 8]\n"
+        "init:\n  rules:\n    - {match: {type: Conv2d}, weight: he_normal}\n"
+    )
+    report = probe_json(str(spec))
+    assert rows(report)["stem"]["units"] == 6
+    assert rows(report)["stem"]["init_rule"] == "init.rules[0] he_normal"
+    assert rows(report)["head"]["init_rule"] == "own"
+
+
+def test_layers_filter_keeps_matching_rows() -> None:
+    report = probe_json("--model", f"{M}:awkward", "--input-shape", "3,8,8", "--layers", "blocks.1.*")
+    assert list(rows(report)) == ["blocks.1.conv", "blocks.1.bn", "blocks.1.relu"]
+    report = probe_json("--model", f"{M}:awkward", "--input-shape", "3,8,8", "--layers", "bn")
+    assert list(rows(report)) == ["blocks.0.bn", "blocks.1.bn"]
+
+
+def test_large_models_get_a_summarized_table() -> None:
+    args = ["--model", f"{M}:deep_tanh_mlp", "--input-shape", "16", *SMALL]
+    summarized, full = probe(*args), probe(*args, "--all-layers")
+    assert summarized.exit_code == 0 and full.exit_code == 0, summarized.output
+    assert "showing" in summarized.stdout and "of 120 layers" in summarized.stdout
+    assert "showing" not in full.stdout
+    # 120 rows (60 Linear + 60 Tanh) in the full table; the summary keeps first, last and extremes
+    assert full.stdout.count("│ Tanh") == 60
+    assert summarized.stdout.count("│") < full.stdout.count("│")
+    names = [line.split(" ", 1)[0] for line in summarized.stdout.splitlines()]
+    assert "0" in names and "119" in names  # the first and last rows are always kept
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no_such_pkg.mod:f", "--input-shape", "3"], "model.import: cannot import 'no_such_pkg.mod'"),
+        (["--model", f"{M}:awkwrd", "--input-shape", "3"], "has no attribute 'awkwrd'; did you mean 'awkward'"),
+        (["--model", f"{M}", "--input-shape", "3"], "expected 'package.module:factory'"),
+        (
+            ["--model", f"{M}:failing", "--model-arg", "size=7", "--input-shape", "3"],
+            "raised ValueError: cannot build a model of size 7",
+        ),
+        (["--model", f"{M}:not_a_module", "--input-shape", "3"], "returned a str, not an nn.Module"),
+        (["--model", f"{M}:awkward", "--input-shape", "5,8,8"], "the model rejected its inputs (shape [5, 8, 8])"),
+        (["--model", f"{M}:awkward"], "a user model needs its inputs"),
+        (["--model", f"{M}:awkward", "--input-shape", "3,x"], "model.input_shape: expected comma-separated integers"),
+        (["--model", f"{M}:two_inputs", "--inputs", f"{M}:nothing"], "model.inputs: 'tests.models_for_tests' has no"),
+        (["--model", f"{M}:awkward", "--input-shape", "3,8,8", "--layers", "zzz"], "--layers 'zzz' matches no layer"),
+        ([], "give a SPEC.yaml or --model"),
+    ],
+    ids=[
+        "no-module",
+        "typo",
+        "no-colon",
+        "factory-raises",
+        "not-module",
+        "bad-shape",
+        "no-inputs",
+        "shape-syntax",
+        "inputs-missing",
+        "layers-none",
+        "nothing",
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_line(args: list[str], message: str) -> None:
+    result = probe(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_python_m_probe_imports_from_the_working_directory() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "probe",
+            "run",
+            "--model",
+            f"{M}:two_inputs",
+            "--inputs",
+            f"{M}:make_two_inputs",
+            "-f",
+            "csv",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith("run,name,")
+
+
+def test_summary_keeps_first_last_offenders_and_stays_bounded() -> None:
+    from probe import report as rp
+    from probe import spec as spec_mod
+    from probe.rules import evaluate
+    from probe.run import run_probe
+
+    # an exploding 60-block residual stack: most rows break a rule, the summary stays short
+    spec = spec_mod.parse(
+        {"model": {"kind": "residual", "depth": 60, "width": 8}, "data": {"batch_size": 8}, "run": {"dtype": "float64"}}
+    )
+    report = run_probe(spec)
+    verdict = evaluate(report)
+    shown = [x.name for x in rp.summary_layers(report, verdict, limit=20)]
+    assert len(report.layers) == 61 and len(shown) <= 20 + len(verdict.problems)
+    assert shown[0] == "stem" and shown[-1] == "block60"
+    assert {p.layer for p in verdict.problems} <= set(shown)
+    assert [x.name for x in rp.summary_layers(report, verdict, limit=100)] == [x.name for x in report.layers]
+
+
+def test_compare_applies_each_strategy_to_a_user_model() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["compare", "zeros", "he_normal", "--config", str(ROOT / "tests" / "awkward.yaml"), "-f", "json"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    by_label = {r["label"]: rows(r) for r in runs}
+    # zero weights in every conv and linear: the stem outputs only its (zero) bias
+    assert by_label["zeros"]["stem"]["std"] == 0.0
+    assert by_label["he_normal"]["stem"]["std"] > 0.1
