@@ -46,8 +46,18 @@ def entry_spec(base: Spec, entry: Entry) -> Spec:
         act_params = spec_mod.parse({"model": {"activation": entry.activation}}).model.activation.params
         model = replace(model, activation=Choice(entry.activation, act_params))
     weight = spec_mod.parse({"init": {"weight": entry.strategy}}).init.weight
+    # Per-module rules keep their matching and their bias/scale settings, but every weight they
+    # fill takes the entry's strategy: otherwise the rules would hide the difference compared.
+    rules = tuple(
+        replace(
+            rule,
+            targets=tuple(replace(t, strategy=weight) if t.target.startswith("weight") else t for t in rule.targets),
+        )
+        for rule in base.init.rules
+    )
     # explicit: a user model (--model) gets the strategy too instead of keeping its own init
-    return replace(base, model=model, init=replace(base.init, weight=weight, explicit=True), name=entry.text)
+    init = replace(base.init, weight=weight, rules=rules, explicit=True)
+    return replace(base, model=model, init=init, name=entry.text)
 
 
 def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None) -> list[Run]:

@@ -182,6 +182,28 @@ def test_compare_with_a_config(cli: Any) -> None:
     assert result.stdout.splitlines()[0].startswith("run,strategy,activation,first_std")
 
 
+def test_compare_replaces_the_weights_of_init_rules(cli: Any) -> None:
+    # cnn_he.yaml initializes by per-module rules; compare must still apply each strategy
+    result = cli(
+        "compare",
+        "he",
+        "tiny",
+        "--config",
+        str(CONFIGS / "cnn_he.yaml"),
+        "--depth",
+        "4",
+        "--batch-size",
+        "8",
+        "-f",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    he, tiny = json.loads(result.stdout)["runs"]
+    assert tiny["summary"]["last_std"] < 0.1 * he["summary"]["last_std"]
+    applied = [x["init_rule"] for x in tiny["layers"] if x.get("init_rule")]
+    assert applied and all(rule.startswith("init.rules[") and rule.endswith(" tiny") for rule in applied)
+
+
 def test_compare_unknown_strategy_exits_2(cli: Any) -> None:
     result = cli("compare", "xavir:tanh")
     assert result.exit_code == 2
