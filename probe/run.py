@@ -10,6 +10,7 @@ from probe.build import build
 from probe.collect import Collector
 from probe.errors import ProbeError, RunError
 from probe.records import Report
+from probe.scale import intra_op_threads, threads_for
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ def run_probe(spec: Spec, progress: Progress | None = None) -> Report:
             torch.manual_seed(spec.run.seed)
             built = build(spec)
             model = built.model.to(device=device, dtype=dtype)
-            layers = _probe(model, built.watched, spec, device, dtype, progress)
+            with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
+                layers = _probe(model, built.watched, spec, device, dtype, progress)
     except ProbeError:
         raise
     except torch.OutOfMemoryError as exc:
