@@ -82,6 +82,28 @@ SetOpt = Annotated[
     ),
 ]
 
+# -- issue 6: scale options (--jobs, --max-memory) --
+JobsOpt = Annotated[
+    int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side (default 1).")
+]
+MaxMemoryOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-memory",
+        metavar="GIB",
+        min=0.0,
+        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
+    ),
+]
+
+
+def _memory_guard(specs: list[Any], max_memory: float | None, jobs: int = 1) -> None:
+    """Print the estimate of large runs and refuse those over --max-memory, before any run."""
+    from probe.scale import guard_memory
+
+    for line in guard_memory(specs, max_memory, jobs):
+        _err_console().print(line, style="dim", markup=False)
+
 
 def _err_console() -> Any:
     from rich.console import Console
@@ -221,6 +243,7 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
 
@@ -237,6 +260,7 @@ def run(
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         spec = spec_mod.load(spec_path, overrides)
+        _memory_guard([spec], max_memory)
         result = run_probe(spec)
         verdict = evaluate(result)
         if fmt is Format.table:
@@ -278,6 +302,8 @@ def compare(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Probe the same network once per init strategy, same seed, side by side.
 
@@ -302,9 +328,10 @@ def compare(
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(_pairs(gate, "gate", "--gate"))
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
+        _memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         steps = _Steps(len(parsed), "probing")
         try:
-            runs = batch.compare(base, parsed, steps)
+            runs = batch.compare(base, parsed, steps, jobs)
         finally:
             steps.close()
         if fmt is Format.table:
@@ -328,6 +355,8 @@ def check(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """The CI gate: exit 1 if any spec breaks a health rule, 0 if all are healthy, 2 on bad input.
 
@@ -339,9 +368,12 @@ def check(
         from probe import report as rp
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        from probe import spec as spec_mod
+
+        _memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
         steps = _Steps(len(spec_paths), "checking")
         try:
-            runs = batch.check(spec_paths, overrides, steps)
+            runs = batch.check(spec_paths, overrides, steps, jobs)
         finally:
             steps.close()
         if junit is not None:

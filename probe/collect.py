@@ -43,6 +43,8 @@ _F_MEAN, _F_M2, _F_UNIT_VAR, _F_NONZERO, _F_NONFINITE, _F_SATURATED = range(6)
 _PENDING_PER_LAYER = 4
 # Below this many values one var_mean call is cheaper than mean + subtract + dot.
 _SMALL = 4096
+# Scratch buffers kept at once (two per activation shape in use).
+_MAX_BUFFERS = 8
 # Float32 sums of 0/1 values are exact below 2**24 elements; above, count in float64.
 _EXACT_F32_COUNT = 2**24
 
@@ -120,8 +122,9 @@ def _count_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.numel() >= _EXACT_F32_COUNT else t.dtype
 
 
-def _mean_m2(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and sum of squared deviations of all values (two-pass: centered, then a dot product)."""
+def _mean_m2(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and sum of squared deviations of all values (two-pass: centered, then a dot product).
+    ``scratch`` (same number of values) receives the centered values instead of a new tensor."""
     import torch
 
     flat = t.reshape(-1)
@@ -130,7 +133,7 @@ def _mean_m2(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         var, mean = torch.var_mean(flat, correction=0)
         return mean, var * flat.numel()
     mean = flat.mean()
-    centered = flat - mean
+    centered = flat - mean if scratch is None else torch.sub(flat, mean, out=scratch.view(-1))
     return mean, torch.dot(centered, centered)
 
 
@@ -151,6 +154,7 @@ class Collector:
         # per layer: [unit variance sum, nonzero count, nonfinite count, saturated count, weight grad sum of squares]
         self.sums = torch.zeros(n, 5, dtype=self.acc_dtype, device=device)
         self._zero = torch.zeros((), device=device)
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         # records not yet merged, one per layer call: its layer, its number of values, its 0-d stats
         self._fwd_index: list[int] = []
         self._fwd_n: list[int] = []
@@ -158,6 +162,19 @@ class Collector:
         self._grad = _Pending()
         self._wgrad = _Pending()
         self.backward_done = False
+
+    def _scratch(self, like: torch.Tensor, slot: int) -> torch.Tensor:
+        """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
+        instead of each allocating (and fragmenting the heap with) activation-sized tensors."""
+        import torch
+
+        key = (slot, tuple(like.shape), like.dtype, like.device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) >= _MAX_BUFFERS:  # many distinct shapes: keep memory bounded
+                self._buffers.clear()
+            buf = self._buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -189,7 +206,7 @@ class Collector:
         units = y.shape[unit_dim]
         # mean and M2 via the law of total variance over samples (rows across units)
         row_mean = y.mean(dim=unit_dim, keepdim=True)
-        within = y - row_mean
+        within = torch.sub(y, row_mean, out=self._scratch(y, 0))
         within_m2 = torch.dot(within.reshape(-1), within.reshape(-1))
         mean, between_m2 = _mean_m2(row_mean)
         m2 = within_m2 + between_m2 * units
@@ -202,7 +219,8 @@ class Collector:
             # y - y is 0 where y is finite and nan where it is not
             nonfinite = torch.nan_to_num_(y - y, nan=1.0).sum(dtype=count_dtype)
         else:
-            nonzero = y.sign().abs_()  # 1 on nonzero values, 0 on zeros (faster than y != 0)
+            # 1 on nonzero values, 0 on zeros (faster than y != 0)
+            nonzero = torch.sign(y, out=self._scratch(y, 1)).abs_()
             nonfinite = self._zero
         # nonzero values per unit: a unit is dead if its total stays 0 over every batch
         other_dims = [d for d in range(y.dim()) if d != unit_dim]
@@ -250,7 +268,7 @@ class Collector:
             g = _float(grad.detach())
             if g.numel() == 0:
                 return
-            self._grad.add(i, g.numel(), _mean_m2(g))
+            self._grad.add(i, g.numel(), _mean_m2(g, self._scratch(g, 0)))
             self.layers[i].grads += g.numel()
 
         return hook
@@ -264,7 +282,7 @@ class Collector:
             if p is None or p.grad is None or p.grad.numel() == 0:
                 continue
             g = _float(p.grad.detach())
-            self._wgrad.add(i, g.numel(), _mean_m2(g))
+            self._wgrad.add(i, g.numel(), _mean_m2(g, self._scratch(g, 0)))
             layer.weight_grad_batches += 1
         self._merge()
 

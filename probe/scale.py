@@ -114,3 +114,28 @@ def check_memory(spec: Spec, max_memory_gib: float) -> MemoryEstimate:
             "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
         )
     return est
+
+
+# A run whose estimate is at least this large gets its estimate printed before it starts.
+LARGE_RUN_BYTES = 2**30
+
+
+def guard_memory(specs: list[Spec], max_memory_gib: float | None, jobs: int = 1) -> list[str]:
+    """Lines worth printing before the runs (estimates of large runs); a RunError (exit 3) when a
+    run, or the ``jobs`` largest runs side by side, would exceed ``max_memory_gib``."""
+    lines = []
+    estimates = []
+    for spec in specs:
+        if spec.model.kind != "mlp":
+            continue
+        est = check_memory(spec, max_memory_gib) if max_memory_gib is not None else estimate_memory(spec)
+        estimates.append(est.total)
+        if est.total >= LARGE_RUN_BYTES:
+            lines.append(f"{spec.name}: {est.line()}")
+    side_by_side = sum(sorted(estimates, reverse=True)[: max(jobs, 1)])
+    if max_memory_gib is not None and jobs > 1 and side_by_side > max_memory_gib * 2**30:
+        raise RunError(
+            f"{min(jobs, len(estimates))} runs side by side (--jobs {jobs}) need an estimated "
+            f"{side_by_side / 2**30:.2f} GiB, over --max-memory {max_memory_gib:g} GiB; lower --jobs"
+        )
+    return lines
