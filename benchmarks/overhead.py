@@ -13,6 +13,8 @@ import argparse
 import torch
 from common import Result, bare_pass, built_model, interleaved_ratio, mlp_spec, probed_pass
 
+from probe.scale import intra_op_threads, threads_for
+
 # (label, depth, width, batch, target ratio, repeats)
 CASES = [
     ("small: depth 8, width 128, batch 512", 8, 128, 512, 1.5, 21),
@@ -20,12 +22,16 @@ CASES = [
 ]
 
 
-def measure(depth: int, width: int, batch: int, repeats: int, device: str = "cpu") -> tuple[float, float, float]:
-    """(median ratio, median bare seconds, median probed seconds)."""
+def measure(
+    depth: int, width: int, batch: int, repeats: int, device: str = "cpu", threads: int | None = None
+) -> tuple[float, float, float]:
+    """(median ratio, median bare seconds, median probed seconds), both passes run with
+    ``threads`` intra-op threads (None: torch's default)."""
     spec = mlp_spec(depth, width, batch)
     built = built_model(spec, device)
     dev = torch.device(device)
-    return interleaved_ratio(lambda: bare_pass(built, spec, dev), lambda: probed_pass(built, spec, dev), repeats)
+    with intra_op_threads(threads):
+        return interleaved_ratio(lambda: bare_pass(built, spec, dev), lambda: probed_pass(built, spec, dev), repeats)
 
 
 def results(quick: bool = False) -> list[Result]:
@@ -35,9 +41,15 @@ def results(quick: bool = False) -> list[Result]:
         for label, depth, width, batch, target, repeats in CASES:
             if quick:
                 repeats = max(3, repeats // 3)
-            ratio, bare_s, probed_s = measure(depth, width, batch, repeats, device)
-            note = f"bare {bare_s * 1e3:.1f} ms, probed {probed_s * 1e3:.1f} ms, median of {repeats}"
-            out.append(Result(f"overhead {device} {label}", ratio, target, note=note))
+            # the thread count probe itself runs this network with (run.py), then torch's default
+            chosen = threads_for(mlp_spec(depth, width, batch)) if device == "cpu" else None
+            for threads in [chosen] + ([None] if chosen is not None else []):
+                ratio, bare_s, probed_s = measure(depth, width, batch, repeats, device, threads)
+                where = f"{threads or torch.get_num_threads()} thread(s)" + (
+                    ", as probe runs it" if threads == chosen else ", torch default"
+                )
+                note = f"{where}; bare {bare_s * 1e3:.1f} ms, probed {probed_s * 1e3:.1f} ms, median of {repeats}"
+                out.append(Result(f"overhead {device} {label}", ratio, target, note=note))
     if not torch.cuda.is_available():
         out.append(Result("overhead cuda", 0.0, 0.0, skipped=True, note="no CUDA device: skipped"))
     return out
