@@ -10,6 +10,8 @@ from typing import Any
 
 from probe import activations, inits
 from probe import spec as spec_mod
+from probe.parallel import parallel_map
+from probe.records import Report, Verdict
 from probe.report import Run
 from probe.rules import evaluate
 from probe.run import run_probe
@@ -60,25 +62,37 @@ def entry_spec(base: Spec, entry: Entry) -> Spec:
     return replace(base, model=model, init=init, name=entry.text)
 
 
-def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None) -> list[Run]:
-    """Probe ``base`` once per entry with the same seed, data and gate."""
-    runs = []
-    for entry in entries:
-        if step:
-            step(entry.text)
-        spec = entry_spec(base, entry)
-        report = run_probe(spec)
-        runs.append(Run(entry.text, report, evaluate(report), entry.strategy, spec.model.activation.name))
-    return runs
+def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1) -> list[Run]:
+    """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes)."""
+    specs = [entry_spec(base, entry) for entry in entries]
+    labels = [entry.text for entry in entries]
+    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs)
 
 
-def check(paths: Sequence[str | Path], overrides: dict[str, Any] | None = None, step: Step | None = None) -> list[Run]:
+def check(
+    paths: Sequence[str | Path], overrides: dict[str, Any] | None = None, step: Step | None = None, jobs: int = 1
+) -> list[Run]:
     """Load every spec first (so bad input fails before any run), then probe each."""
     specs = [spec_mod.load(p, overrides) for p in paths]
-    runs = []
-    for path, spec in zip(paths, specs, strict=False):
-        if step:
-            step(str(path))
-        report = run_probe(spec)
-        runs.append(Run(str(path), report, evaluate(report), spec.init.weight.name, spec.model.activation.name))
-    return runs
+    return _run_all(specs, [str(p) for p in paths], [s.init.weight.name for s in specs], step, jobs)
+
+
+def probe_and_evaluate(spec: Spec) -> tuple[Report, Verdict]:
+    """One spec's report and verdict (module-level, so worker processes can run it)."""
+    report = run_probe(spec)
+    return report, evaluate(report)
+
+
+def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+    if step and jobs == 1:
+        # serial: say which run starts; parallel: say which finished (in order)
+        results = []
+        for spec, label in zip(specs, labels, strict=True):
+            step(label)
+            results.append(probe_and_evaluate(spec))
+    else:
+        results = parallel_map(probe_and_evaluate, specs, jobs, (lambda i: step(labels[i])) if step else None)
+    return [
+        Run(label, report, verdict, strategy, spec.model.activation.name)
+        for label, strategy, spec, (report, verdict) in zip(labels, strategies, specs, results, strict=True)
+    ]

@@ -88,6 +88,28 @@ SetOpt = Annotated[
     ),
 ]
 
+# -- issue 6: scale options (--jobs, --max-memory) --
+JobsOpt = Annotated[
+    int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side (default 1).")
+]
+MaxMemoryOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-memory",
+        metavar="GIB",
+        min=0.0,
+        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
+    ),
+]
+
+
+def _memory_guard(specs: list[Any], max_memory: float | None, jobs: int = 1) -> None:
+    """Print the estimate of large runs and refuse those over --max-memory, before any run."""
+    from probe.scale import guard_memory
+
+    for line in guard_memory(specs, max_memory, jobs):
+        _err_console().print(line, style="dim", markup=False)
+
 
 def _err_console() -> Any:
     from rich.console import Console
@@ -306,6 +328,7 @@ def run(
         typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
     ] = None,
     plot: PlotOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
 
@@ -330,6 +353,7 @@ def run(
             spec = spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
         else:
             spec = spec_mod.load(spec_path, overrides)
+        _memory_guard([spec], max_memory)
         if plot is not None:
             _check_plot(plot)
         state = None
@@ -434,6 +458,8 @@ def compare(
     output: OutputOpt = None,
     gate: GateOpt = None,
     plot: PlotOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Probe the same network once per init strategy, same seed, side by side.
 
@@ -460,9 +486,10 @@ def compare(
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
         if plot is not None:
             _check_plot(plot)
+        _memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         steps = _Steps(len(parsed), "probing")
         try:
-            runs = batch.compare(base, parsed, steps)
+            runs = batch.compare(base, parsed, steps, jobs)
         finally:
             steps.close()
         if fmt is Format.table:
@@ -496,6 +523,8 @@ def check(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """The CI gate: exit 1 if any spec breaks a health rule, 0 if all are healthy, 2 on bad input.
 
@@ -507,9 +536,12 @@ def check(
         from probe import report as rp
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        from probe import spec as spec_mod
+
+        _memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
         steps = _Steps(len(spec_paths), "checking")
         try:
-            runs = batch.check(spec_paths, overrides, steps)
+            runs = batch.check(spec_paths, overrides, steps, jobs)
         finally:
             steps.close()
         if junit is not None:

@@ -12,6 +12,7 @@ from probe.collect import Collector
 from probe.errors import BuildError, ProbeError, RunError
 from probe.inputs import Batch, draw
 from probe.records import Report
+from probe.scale import intra_op_threads, threads_for
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ def run_probe(
 
                 lsuv_built(built, spec)
             model = built.model.to(device=device, dtype=dtype)
-            layers = _probe(model, built, spec, device, dtype, progress)
+            with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
+                layers = _probe(model, built, spec, device, dtype, progress)
     except ProbeError:
         raise
     except torch.OutOfMemoryError as exc:

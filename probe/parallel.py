@@ -1,0 +1,61 @@
+"""Run independent probes in worker processes: ``parallel_map`` for ``compare``, ``check`` and,
+later, ``sweep`` (any list of picklable work items and a module-level function).
+
+Workers are started with ``spawn`` (a fresh interpreter: safe whether or not the parent already
+imported torch or started threads) and each gets an equal share of the CPU's intra-op threads, so
+``--jobs N`` does not oversubscribe the machine. Results come back in input order; the first
+error raised by a worker is re-raised in the parent (a ``ProbeError`` keeps its exit code).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def parallel_map(
+    fn: Callable[[T], R], items: Sequence[T], jobs: int = 1, done: Callable[[int], None] | None = None
+) -> list[R]:
+    """``[fn(x) for x in items]``, in up to ``jobs`` worker processes when ``jobs > 1``.
+
+    ``done(i)`` is called in the parent as item ``i`` finishes (in input order). With one job or
+    one item everything runs in this process (no start-up cost).
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs == 1 or len(items) <= 1:
+        out = []
+        for i, item in enumerate(items):
+            out.append(fn(item))
+            if done:
+                done(i)
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(jobs, len(items))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        results = []
+        try:
+            for i, future in enumerate(futures):
+                results.append(future.result())
+                if done:
+                    done(i)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return results
