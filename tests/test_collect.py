@@ -177,3 +177,24 @@ def test_dead_units_and_symmetry_of_an_all_zero_layer() -> None:
     assert stats.dead_units == 1.0
     assert stats.zero_ratio == 1.0
     assert stats.unit_spread == 0.0
+
+
+def test_hooks_never_read_a_value_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 2: statistics stay on the device; the host reads them once, in finish()."""
+    model, watched = _net("tanh")
+    x = torch.randn(16, 6)
+    x[0, 0] = float("nan")  # the non-finite path too
+    collector = Collector(watched, torch.device("cpu"))
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a hook read a tensor value to the host")
+
+    with collector.hooks(), monkeypatch.context() as m:
+        for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+            m.setattr(torch.Tensor, name, forbidden)
+        out = model(x)
+        loss = (out * torch.ones_like(out)).sum()
+        loss.backward()
+        collector.after_backward()
+    stats = collector.finish()
+    assert stats[0].nonfinite > 0
