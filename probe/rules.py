@@ -58,7 +58,8 @@ def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[LayerS
     return [
         (layer, v)
         for layer, v in check.values(report)
-        if v is not None and math.isfinite(v) and (v < threshold if check.below else v > threshold)
+        # nan says nothing (the nonfinite rule reports it); inf is a real overflow: std > max_std
+        if v is not None and not math.isnan(v) and (v < threshold if check.below else v > threshold)
     ]
 
 

@@ -111,10 +111,17 @@ def test_message_names_first_and_worst_layers() -> None:
     assert "3 layers" in problem.message and "worst 1e-06 at layer3" in problem.message
 
 
-def test_non_finite_values_do_not_trigger_scale_rules() -> None:
+def test_nan_statistics_do_not_trigger_scale_rules() -> None:
     layers = [_layer(1), _layer(2, std=float("nan"), nonfinite=100)]
     found = {p.rule for p in rules.evaluate(_report(layers)).problems}
     assert found == {"nonfinite"}
+
+
+def test_an_overflowing_std_is_exploding() -> None:
+    # float32 values near 1e20 are finite but their squares overflow: std = inf, nonfinite = 0
+    layers = [_layer(1), _layer(2, std=float("inf"))]
+    found = {p.rule for p in rules.evaluate(_report(layers)).problems}
+    assert found == {"exploding"}
 
 
 def test_near_misses_are_warnings_not_problems() -> None:
