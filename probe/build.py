@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from probe.init_rules import InitLog
+
 
 @dataclass
 class Watched:
@@ -43,6 +45,7 @@ class Built:
     inputs: InputSpec | None = None  # None: the MLP's (batch_size, input_dim) features
     notes: list[str] = field(default_factory=list)  # what could not be hooked, and why
     keep_mode: bool = False  # a user model runs in the train/eval mode its factory left it in
+    init_log: InitLog | None = None  # which init filled each parameter (``probe inspect``)
 
 
 def build(spec: Spec) -> Built:
@@ -66,7 +69,7 @@ def build(spec: Spec) -> Built:
     init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, log)
     for w in watched:
         w.init_rule = log.for_tensor(model, w.weight) or ("default" if w.weight is not None else None)
-    return Built(model, watched, inputs)
+    return Built(model, watched, inputs, init_log=log)
 
 
 def _mlp(spec: Spec) -> Built:
@@ -103,11 +106,17 @@ def _mlp(spec: Spec) -> Built:
         if linear.bias is not None:
             inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
     _reset_norms(model)
-    if spec.init.rules:
-        from probe import init_rules
+    from probe import init_rules
 
-        init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, init_rules.InitLog())
-    return Built(model, watched)
+    log = init_rules.InitLog()
+    for qual, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            log.strategies[f"{qual}.weight"] = (spec.init.weight, 1.0)
+            if module.bias is not None:
+                log.strategies[f"{qual}.bias"] = (spec.init.bias, 1.0)
+    if spec.init.rules:
+        init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, log)
+    return Built(model, watched, init_log=log)
 
 
 def _reset_norms(model: nn.Module) -> None:

@@ -156,6 +156,35 @@ def _model_overrides(
     return out
 
 
+def _load_or_model(spec_path: Path | None, model: str | None, overrides: dict[str, Any]) -> Any:
+    """The spec from SPEC.yaml, or from ``--model`` alone (``run``, ``inspect``)."""
+    from probe import spec as spec_mod
+
+    if spec_path is None:
+        if model is None:
+            raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
+        return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
+    return spec_mod.load(spec_path, overrides)
+
+
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
+]
+ModelArgOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
+]
+InputShapeOpt = Annotated[
+    Optional[str],
+    typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
+]
+InputsOpt = Annotated[
+    Optional[str],
+    typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
+]
+
+
 def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
@@ -296,22 +325,10 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
-    ] = None,
-    model_arg: Annotated[
-        Optional[list[str]],
-        typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
-    ] = None,
-    input_shape: Annotated[
-        Optional[str],
-        typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
-    ] = None,
-    inputs: Annotated[
-        Optional[str],
-        typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
-    ] = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
     layers: Annotated[
         Optional[str],
         typer.Option("--layers", "-l", metavar="PATTERN", help="Only rows whose name matches (glob or substring)."),
@@ -340,19 +357,13 @@ def run(
 
     def body() -> int:
         from probe import report as rp
-        from probe import spec as spec_mod
         from probe.advice import advise
         from probe.rules import evaluate
         from probe.run import run_probe
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         overrides.update(_model_overrides(model, model_arg, input_shape, inputs))
-        if spec_path is None:
-            if model is None:
-                raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
-            spec = spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
-        else:
-            spec = spec_mod.load(spec_path, overrides)
+        spec = _load_or_model(spec_path, model, overrides)
         _memory_guard([spec], max_memory)
         if plot is not None:
             _check_plot(plot)
@@ -366,7 +377,7 @@ def run(
         verdict = evaluate(result)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             code = _run_theory(result, verdict, fmt, output, weights is not None)
-            _plot_run(spec, result, verdict, plot)
+            _plot_run(spec, result, verdict, plot, state)
             return code
         if layers is not None:
             result = rp.select_layers(result, layers)
@@ -391,20 +402,21 @@ def run(
             _emit(run_page(result, verdict, lines), output)
         else:
             _emit(rp.run_markdown(result, verdict), output)
-        _plot_run(spec, result, verdict, plot)
+        _plot_run(spec, result, verdict, plot, state)
         return EXIT_OK
 
     _guard(body)
 
 
-def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None) -> None:
+def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: Any = None) -> None:
     if plot is None:
         return
     from probe import report as rp
     from probe.histograms import histograms
     from probe.plot import runs_figure
 
-    _wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [histograms(spec)]))
+    hist = histograms(spec, state_dict=state, only={x.name for x in result.layers})
+    _wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [hist]))
 
 
 def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loaded: bool) -> int:
@@ -853,16 +865,24 @@ def sweep(
 
 @app.command()
 def inspect(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec whose network to inspect.")],
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec whose network to inspect; optional with --model."),
+    ] = None,
     set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
 ) -> None:
     """Per parameter: shape, fan_in, fan_out, mean, std and the std its init rule should give.
 
     Exits 1 if a parameter differs from its rule. Also shows a forward-only pass of activation scales.
 
-    Example: probe inspect configs/lab1_he_relu.yaml
+    Examples: probe inspect configs/lab1_he_relu.yaml;
+    probe inspect --model tests.models_for_tests:awkward --input-shape 3,8,8
     """
 
     def body() -> int:
@@ -870,7 +890,8 @@ def inspect(
         from probe import views
         from probe.inspect_params import inspect as inspect_spec
 
-        spec = spec_mod.load(spec_path, _pairs(set_, "", "--set"))
+        overrides = {**_pairs(set_, "", "--set"), **_model_overrides(model, model_arg, input_shape, inputs)}
+        spec = _load_or_model(spec_path, model, overrides)
         ins = inspect_spec(spec)
         if fmt is Format.table:
             _show(views.inspect_renderable(ins, spec_mod.summary(spec)), output)

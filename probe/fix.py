@@ -83,7 +83,16 @@ def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
     max_iter = int(params.get("max_iter", 10))
     model = built.model
     gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
-    x = torch.cat([draw_batch(spec, gen) for _ in range(spec.data.batches)])
+    if built.inputs is None:  # the MLP's feature vectors, exactly as always
+        x = torch.cat([draw_batch(spec, gen) for _ in range(spec.data.batches)])
+    elif built.inputs.kind in ("shape", "tokens"):  # images, sequences, token ids of the other kinds
+        from probe.inputs import draw
+
+        total = spec.data.batch_size * spec.data.batches
+        cpu = torch.device("cpu")
+        x = draw(built.inputs, total, spec.data.distribution, gen, cpu, torch.float32).args[0]
+    else:
+        raise BuildError("lsuv: needs continuous or token inputs (--input-shape), not an --inputs function")
     owners = _weight_owners(model)
     targets = [(w.name, owners[id(w.weight)]) for w in built.watched if w.weight is not None and id(w.weight) in owners]
     if not targets:

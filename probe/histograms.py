@@ -9,11 +9,18 @@ counted apart.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from probe.build import build
+from probe.build import Built, build
+from probe.errors import RunError
 from probe.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+
+    from probe.inputs import Batch
 
 LOG10_LOW = -12.0
 LOG10_HIGH = 4.0
@@ -29,22 +36,62 @@ class LayerHistograms:
     zero_fractions: tuple[float, ...]  # per layer: fraction of exact zeros
 
 
-def histograms(spec: Spec, label: str | None = None) -> LayerHistograms:
-    """Bin every watched layer's output on the run's first batch (CPU, float32, no gradients)."""
+def histograms(
+    spec: Spec,
+    label: str | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    only: Collection[str] | None = None,
+) -> LayerHistograms:
+    """Bin every watched layer's output on the run's first batch (CPU, float32, no gradients).
+
+    The network, its weights (LSUV and ``state_dict`` included) and the batch are those of
+    ``run_probe``'s first step, for every model kind; ``only`` keeps the rows a report shows.
+    """
     import torch
 
-    from probe.run import _DATA_STREAM, draw_batch
+    from probe.inputs import Batch, draw
+    from probe.run import _DATA_STREAM, _load_state, draw_batch
 
+    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)
         built = build(spec)
-    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
-    x = draw_batch(spec, data_gen)
-    found: dict[str, Any] = {}
+        if state_dict is not None:
+            _load_state(built.model, state_dict)
+        elif spec.init.weight.name == "lsuv":
+            from probe.fix import lsuv_built
+
+            lsuv_built(built, spec)
+        cpu = torch.device("cpu")
+        if built.inputs is None:
+            batch = Batch((draw_batch(spec, data_gen),), {})
+        else:
+            batch = draw(built.inputs, spec.data.batch_size, spec.data.distribution, data_gen, cpu, torch.float32)
+        found = _binned(built, batch)
+    step = (LOG10_HIGH - LOG10_LOW) / BINS
+    names = tuple(w.name for w in built.watched if w.name in found and (only is None or w.name in only))
+    return LayerHistograms(
+        label=label or spec.name,
+        layers=names,
+        edges=tuple(LOG10_LOW + i * step for i in range(BINS + 1)),
+        fractions=tuple(tuple(found[n][0]) for n in names),
+        zero_fractions=tuple(found[n][1] for n in names),
+    )
+
+
+def _binned(built: Built, batch: Batch) -> dict[str, tuple[list[float], float]]:
+    """One forward pass with a histogram hook on every watched layer."""
+    import torch
+
+    found: dict[str, tuple[list[float], float]] = {}
     handles = []
     for w in built.watched:
 
         def hook(_module: Any, _inputs: Any, output: Any, name: str = w.name) -> None:
+            if isinstance(output, (tuple, list)):  # LSTM, attention: the first tensor, as the collector
+                output = next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                return
             values = output.detach().float().flatten()
             nonzero = values[values != 0].abs()
             counts = torch.histc(torch.log10(nonzero), bins=BINS, min=LOG10_LOW, max=LOG10_HIGH)
@@ -53,19 +100,18 @@ def histograms(spec: Spec, label: str | None = None) -> LayerHistograms:
 
         handles.append(w.module.register_forward_hook(hook))
     model = built.model
+    was_training = model.training
     try:
-        model.train()
+        if not built.keep_mode:
+            model.train()
         with torch.no_grad():
-            model(x)
+            model(*batch.args, **batch.kwargs)
+    except RuntimeError as exc:
+        raise RunError(
+            f"the histogram pass failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from None
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
-    step = (LOG10_HIGH - LOG10_LOW) / BINS
-    names = tuple(w.name for w in built.watched)
-    return LayerHistograms(
-        label=label or spec.name,
-        layers=names,
-        edges=tuple(LOG10_LOW + i * step for i in range(BINS + 1)),
-        fractions=tuple(tuple(found[n][0]) for n in names),
-        zero_fractions=tuple(found[n][1] for n in names),
-    )
+    return found

@@ -35,6 +35,8 @@ class InitLog:
     """Parameter qualified name -> what initialized it (``init.rules[0] he_normal``)."""
 
     by_param: dict[str, str] = field(default_factory=dict)
+    # parameter -> (strategy, factor it was multiplied by); None: no single strategy gives its std
+    strategies: dict[str, tuple[Choice, float] | None] = field(default_factory=dict)
 
     def for_tensor(self, model: nn.Module, tensor: torch.Tensor | None) -> str | None:
         if tensor is None:
@@ -59,9 +61,11 @@ def apply_flat(model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: In
             continue
         inits.apply(module.weight, init.weight.name, init.weight.params, ctx)
         log.by_param[_join(qual, "weight")] = f"init.weight {init.weight.name}"
+        log.strategies[_join(qual, "weight")] = (init.weight, 1.0)
         if module.bias is not None:
             inits.apply(module.bias, init.bias.name, init.bias.params, ctx)
             log.by_param[_join(qual, "bias")] = f"init.bias {init.bias.name}"
+            log.strategies[_join(qual, "bias")] = (init.bias, 1.0)
 
 
 def apply_rules(
@@ -120,12 +124,15 @@ def _fill(
             )
         inits.apply(p, strategy.name, strategy.params, ctx)
         label = f"{rule.label} {strategy.name}"
+        factor = 1.0
         if target.depth_scale is not False:
             n = 2 * depth if target.depth_scale is True else float(target.depth_scale)
+            factor = n**-0.5
             with torch.no_grad():
-                p.mul_(n**-0.5)
+                p.mul_(factor)
             label += f" / sqrt({n:g})"
         log.by_param[_join(qual, pname)] = label
+        log.strategies[_join(qual, pname)] = (strategy, factor)
 
 
 def _forget_bias(rule: InitRule, qual: str, module: nn.Module, log: InitLog) -> None:
@@ -141,6 +148,7 @@ def _forget_bias(rule: InitRule, qual: str, module: nn.Module, log: InitLog) -> 
                 p[n : 2 * n].fill_(float(rule.forget_bias or 0.0))
             name = _join(qual, pname)
             log.by_param[name] = log.by_param.get(name, "default") + f", {rule.label} forget_bias {rule.forget_bias:g}"
+            log.strategies[name] = None  # one gate's quarter differs from the rest
 
 
 def _join(qual: str, pname: str) -> str:

@@ -21,6 +21,8 @@ from probe.spec import Choice, Spec
 if TYPE_CHECKING:
     import torch
 
+    from probe.init_rules import InitLog
+
 SIGMA_TOLERANCE = 6.0
 # a few percent on top of sampling noise, for uniform/truncated shapes and orthogonal matrices
 RELATIVE_TOLERANCE = 0.05
@@ -124,40 +126,87 @@ def inspect(spec: Spec, activations_pass: bool = True) -> Inspection:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)
-        model = build(spec).model
+        built = build(spec)
     layers: tuple[LayerStats, ...] = ()
     if activations_pass:
         forward_only = replace(spec, run=replace(spec.run, backward=False))
         layers = run_probe(forward_only).layers
-    return Inspection(spec, inspect_module(model, spec), layers)
+    return Inspection(spec, inspect_module(built.model, spec, built.init_log), layers)
 
 
-def inspect_module(model: torch.nn.Module, spec: Spec) -> tuple[ParamRow, ...]:
-    """One row per parameter of ``model``, judged against the init rules of ``spec``."""
-    from torch import nn
+def inspect_module(model: torch.nn.Module, spec: Spec, log: InitLog | None = None) -> tuple[ParamRow, ...]:
+    """One row per parameter of ``model``, judged against the init that filled it.
 
+    ``log`` (from ``build``) says which strategy filled which parameter; without it every
+    Linear/Conv weight and bias is taken to hold ``init.weight``/``init.bias`` (an MLP spec).
+    """
     rows = []
-    act = spec.model.activation
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
             shape = tuple(param.shape)
-            rule, expected = _rule(module, param_name, shape, spec, act, nn)
+            rule, expected = _rule(module, param_name, full, param, spec, log)
             rows.append(_row(full, param.detach(), shape, rule, expected))
     return tuple(rows)
 
 
-def _rule(module: Any, param_name: str, shape: tuple[int, ...], spec: Spec, act: Choice, nn: Any) -> tuple[str, Any]:
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
-        return ("ones" if param_name == "weight" else "zeros"), 0.0
-    layer_fan_in = getattr(module, "in_features", None) or (fans(tuple(module.weight.shape))[0])
-    if param_name == "weight":
-        choice = spec.init.weight
-    elif param_name == "bias":
-        choice = spec.init.bias
-    else:
-        return "?", None
-    return choice.name, expected_std(choice, shape, act, layer_fan_in)
+def _rule(
+    module: Any, param_name: str, full: str, param: torch.Tensor, spec: Spec, log: InitLog | None
+) -> tuple[str, float | None]:
+    """(what initialized the parameter, the std that gives it or None where none can be derived)."""
+    from torch import nn
+
+    act = spec.model.activation
+    shape = tuple(param.shape)
+    if log is not None and full in log.strategies:
+        entry = log.strategies[full]
+        label = log.by_param.get(full, "")
+        if entry is None:  # e.g. an LSTM bias with its forget-gate quarter set apart
+            return label or "?", None
+        choice, factor = entry
+        rule = choice.name if not label or label.startswith(("init.weight ", "init.bias ")) else label
+        if choice.name == "default" and isinstance(module, nn.RNNBase):
+            return rule, 1.0 / math.sqrt(3.0 * module.hidden_size)
+        expected = expected_std(choice, shape, act, _layer_fan_in(module, shape))
+        return rule, None if expected is None else expected * factor
+    if log is None and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        choice = spec.init.weight if param_name == "weight" else spec.init.bias
+        return choice.name, expected_std(choice, shape, act, _layer_fan_in(module, shape))
+    if spec.model.factory is not None:
+        return "own", None  # the factory's own init: nothing to hold it to
+    return _torch_default(module, param_name, param)
+
+
+def _layer_fan_in(module: Any, shape: tuple[int, ...]) -> int:
+    weight = getattr(module, "weight", None)
+    if weight is not None and weight.dim() >= 2:
+        return fans(tuple(weight.shape))[0]
+    return fans(shape)[0]
+
+
+def _torch_default(module: Any, param_name: str, param: torch.Tensor) -> tuple[str, float | None]:
+    """What torch (or the builder) left in a parameter no init of the spec touched."""
+    from torch import nn
+
+    from probe.nets import ResidualBlock
+
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+        if param_name == "weight":
+            return ("zeros" if not bool(param.detach().any()) else "ones"), 0.0  # zero_init: last_norm
+        return "zeros", 0.0
+    if isinstance(module, ResidualBlock) and param_name == "alpha":
+        return "zeros", 0.0
+    if isinstance(module, nn.RNNBase):
+        return "default", 1.0 / math.sqrt(3.0 * module.hidden_size)  # U(+-1/sqrt(hidden))
+    if isinstance(module, nn.Embedding):
+        return "default", 1.0  # N(0, 1)
+    if isinstance(module, nn.MultiheadAttention):
+        if param_name == "in_proj_weight":
+            fan_in, fan_out = fans(tuple(param.shape))
+            return "default", math.sqrt(2.0 / (fan_in + fan_out))  # xavier_uniform on (3 E, E)
+        if param_name == "in_proj_bias":
+            return "zeros", 0.0
+    return "?", None
 
 
 def _row(name: str, t: torch.Tensor, shape: tuple[int, ...], rule: str, expected: float | None) -> ParamRow:

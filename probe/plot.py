@@ -64,15 +64,19 @@ def runs_figure(runs: Sequence[Run], path: Path, hists: Sequence[LayerHistograms
     ``hists``, one heat map per run of the activation magnitudes over layers."""
     check_path(path)
     plt = _pyplot()
-    rows = 1 + (len(hists) + 1) // 2 if hists else 1
+    drawable = [h for h in hists if h.layers]
+    rows = 1 + (len(drawable) + 1) // 2 if drawable else 1
     fig = plt.figure(figsize=(10, 4 * rows), layout="constrained")
     grid = fig.add_gridspec(rows, 2)
     ax_std, ax_grad = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
-    for i, h in enumerate(hists):
+    for i, h in enumerate(drawable):
         _heat_map(fig, fig.add_subplot(grid[1 + i // 2, i % 2]), h)
+    missing = [h.label for h in hists if not h.layers]
+    if missing:
+        fig.suptitle(f"no activation histogram for {', '.join(missing)}: no watched layer gave a tensor")
     for run in runs:
         layers = run.report.layers
-        xs = [x.index for x in layers]
+        xs = list(range(1, len(layers) + 1))  # report rows in order, as the heat map's columns
         ax_std.plot(xs, _positive([x.std for x in layers]), marker="o", label=run.label)
         grads = [x.grad_std for x in layers]
         if any(g is not None for g in grads):

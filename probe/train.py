@@ -113,6 +113,22 @@ def stratified_split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[t
     return torch.tensor(train, dtype=torch.long), torch.tensor(val, dtype=torch.long)
 
 
+def check_trainable(spec: Spec) -> None:
+    """Raise ``SpecError`` unless the spec's network takes the two-moons points (2 features).
+
+    The MLP and the residual stack of Linear blocks take a feature vector; conv, transformer and
+    recurrent kinds want images, sequences or tokens, and a user model its own inputs.
+    """
+    m = spec.model
+    supported = "probe train supports model.kind mlp and residual with block: mlp"
+    if m.factory is not None:
+        raise SpecError(f"a user model (model.import) cannot take the two-moons points; {supported}", "model.import")
+    if m.kind == "residual" and m.block != "mlp":
+        raise SpecError(f"residual block '{m.block}' cannot take 2 input features; {supported}", "model.block")
+    if m.kind not in ("mlp", "residual"):
+        raise SpecError(f"kind '{m.kind}' cannot take 2 input features; {supported}", "model.kind")
+
+
 def train_spec(base: Spec, strategy: str, activation: str | None = None) -> Spec:
     """``base`` with the data set's input/output sizes and the strategy's weight init.
 
@@ -204,6 +220,7 @@ def train_many(
     from probe import batch
 
     settings.check()
+    check_trainable(base)
     parsed = [batch.parse_entry(e) for e in entries]  # all bad names fail before any training
     results = []
     for entry in parsed:

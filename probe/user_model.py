@@ -108,7 +108,7 @@ def build(spec: Spec) -> Built:
     watched, notes = discover(model, inputs, spec.data.distribution)
     for w in watched:
         w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
-    return Built(model, watched, inputs, notes, keep_mode=True)
+    return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
 
 
 @dataclass

@@ -161,3 +161,12 @@ def test_lsuv_is_a_strategy_for_compare_and_check(tmp_path: Path) -> None:
     spec = tmp_path / "lsuv.yaml"
     spec.write_text("model: {depth: 10, width: 64, activation: tanh}\ninit: {weight: lsuv}\n")
     assert runner.invoke(app, ["check", str(spec)]).exit_code == 0
+
+
+@pytest.mark.parametrize("config", ["cnn_he.yaml", "transformer_vit.yaml"])
+def test_cli_lsuv_on_image_and_sequence_kinds(config: str) -> None:
+    args = ["run", f"configs/{config}", "--set", "init.weight=lsuv", "--set", "model.depth=2"]
+    result = CliRunner().invoke(app, [*args, "--set", "data.batch_size=4", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)["layers"]
+    assert layers and all(math.isfinite(x["std"]) and x["std"] > 0.0 for x in layers)

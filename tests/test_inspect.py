@@ -93,3 +93,52 @@ def test_cli_inspect_table_and_json(tmp_path) -> None:  # type: ignore[no-untype
     doc = json.loads(runner.invoke(app, ["inspect", str(path), "-f", "json"]).stdout)
     assert doc["format"] == "probe.inspect/1" and doc["mismatches"] == 0
     assert doc["parameters"][0]["expected_std"] == pytest.approx(math.sqrt(2 / (32 + 16)))
+
+
+def test_cli_inspect_lstm_judges_each_gate_block(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli("inspect", "configs/lstm_forget_bias.yaml", "--set", "data.batch_size=4", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = {p["name"]: p for p in json.loads(result.stdout)["parameters"]}
+    ih, hh = rows["rnns.0.weight_ih_l0"], rows["rnns.0.weight_hh_l0"]
+    assert (ih["fan_in"], ih["fan_out"]) == (16, 256)  # torch: fan_in = input size, fan_out = 4 gates x hidden
+    assert ih["expected_std"] == pytest.approx(math.sqrt(2.0 / (16 + 256)))  # xavier_uniform, gain 1
+    assert hh["expected_std"] == pytest.approx(1.0 / math.sqrt(256))  # orthogonal (256, 64): unit columns
+    assert rows["rnns.0.bias_ih_l0"]["expected_std"] is None  # the forget-gate quarter is set apart
+    assert rows["rnns.0.bias_hh_l0"]["expected_std"] == 0.0
+    assert not any(p["mismatch"] for p in rows.values())
+
+
+def test_a_tampered_recurrent_weight_is_flagged() -> None:
+    spec = spec_mod.load("configs/gru.yaml", {"data.batch_size": 4})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        built = build(spec)
+    with torch.no_grad():
+        built.model.rnns[1].weight_hh_l0.mul_(2.0)
+    rows = {p.name: p for p in ip.inspect_module(built.model, spec, built.init_log)}
+    assert rows["rnns.1.weight_hh_l0"].mismatch
+    assert not rows["rnns.0.weight_hh_l0"].mismatch and not rows["rnns.1.weight_ih_l0"].mismatch
+
+
+@pytest.mark.parametrize(
+    "config", ["cnn_he.yaml", "resnet_fixup.yaml", "residual_depth_scaled.yaml", "transformer_gpt.yaml"]
+)
+def test_cli_inspect_every_kind_holds_its_rules(cli, config: str) -> None:  # type: ignore[no-untyped-def]
+    args = ["inspect", f"configs/{config}", "--set", "data.batch_size=4", "--set", "model.depth=2"]
+    result = cli(*args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    params = json.loads(result.stdout)["parameters"]
+    assert params and not any(p["mismatch"] for p in params)
+    weights = [p for p in params if len(p["shape"]) > 1]
+    assert all(p["expected_std"] is not None for p in weights)  # every weight matrix has a rule to hold
+
+
+def test_cli_inspect_user_model_has_no_expectation(cli) -> None:  # type: ignore[no-untyped-def]
+    args = ["inspect", "--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8", "--format", "json"]
+    result = cli(*args, "--set", "data.batch_size=2")
+    assert result.exit_code == 0, result.output
+    params = json.loads(result.stdout)["parameters"]
+    assert {p["name"] for p in params} >= {"stem.weight", "head.weight"}
+    assert all(p["rule"] == "own" and p["expected_std"] is None and not p["mismatch"] for p in params)
+    bad = cli("inspect")
+    assert bad.exit_code == 2 and "give a SPEC.yaml or --model" in bad.output

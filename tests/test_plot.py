@@ -191,3 +191,31 @@ def test_cli_compare_and_run_tables_draw_log_scale_pictures(tmp_path: Path) -> N
     spec.write_text("model: {depth: 3, width: 16}\ninit: {weight: tiny}\ndata: {batch_size: 32}\n")
     run = runner.invoke(app, ["run", str(spec)])
     assert run.exit_code == 0 and "std (log)" in run.stdout and "grad (log)" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "config", ["cnn_he.yaml", "resnet_fixup.yaml", "transformer_gpt.yaml", "lstm_forget_bias.yaml", "gru.yaml"]
+)
+def test_cli_run_plot_every_kind(tmp_path: Path, config: str) -> None:
+    import matplotlib.image as mpimg
+
+    out = tmp_path / "kind.png"
+    args = ["run", f"configs/{config}", "--set", "data.batch_size=4", "--set", "model.depth=2", "--plot", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "unexpected error" not in result.output
+    image = mpimg.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert float(image[..., :3].std()) > 0.0  # something was drawn
+
+
+@pytest.mark.parametrize("config", ["cnn_he.yaml", "transformer_vit.yaml", "lstm_forget_bias.yaml"])
+def test_histograms_cover_the_report_rows(config: str) -> None:
+    from probe.run import run_probe
+
+    spec = spec_mod.load(Path("configs") / config, {"data.batch_size": 4, "model.depth": 2})
+    report = run_probe(spec)
+    h = histograms.histograms(spec)
+    assert h.layers == tuple(x.name for x in report.layers)
+    for fractions, zeros in zip(h.fractions, h.zero_fractions, strict=True):
+        assert sum(fractions) + zeros == pytest.approx(1.0, abs=1e-4)  # every value binned once

@@ -158,3 +158,22 @@ def test_cli_train_any_spec_via_config(tmp_path) -> None:  # type: ignore[no-unt
     result = CliRunner().invoke(app, ["train", "xavier", "--config", str(spec), "--steps", "5", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].startswith("xavier,xavier_normal,tanh,")
+
+
+@pytest.mark.parametrize(
+    "config", ["cnn_he.yaml", "lstm_forget_bias.yaml", "transformer_gpt.yaml", "resnet_fixup.yaml"]
+)
+def test_cli_train_refuses_kinds_without_two_features(config: str) -> None:
+    result = CliRunner().invoke(app, ["train", "he", "--config", f"configs/{config}", "--steps", "2"])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())  # rich wraps the line at the terminal width
+    assert message.startswith("probe: error: model.")
+    assert "probe train supports model.kind mlp and residual with block: mlp" in message
+
+
+def test_cli_train_residual_mlp_takes_the_moons() -> None:
+    args = ["train", "he", "--config", "configs/resnet_rezero.yaml", "--set", "model.depth=3", "--steps", "5"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (run,) = json.loads(result.stdout)["runs"]
+    assert len(run["losses"]) == 6 and all(math.isfinite(x) for x in run["losses"])
