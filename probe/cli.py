@@ -134,6 +134,43 @@ def _model_overrides(
     return out
 
 
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
+]
+ModelArgOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
+]
+InputShapeOpt = Annotated[
+    Optional[str],
+    typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
+]
+InputsOpt = Annotated[
+    Optional[str],
+    typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
+]
+
+
+def _load_spec(
+    spec_path: Path | None,
+    overrides: dict[str, Any],
+    model: str | None,
+    model_args: list[str] | None,
+    input_shape: str | None,
+    inputs: str | None,
+) -> Any:
+    """The spec from SPEC.yaml and/or ``--model`` and friends, with ``overrides`` applied."""
+    from probe import spec as spec_mod
+
+    overrides = {**overrides, **_model_overrides(model, model_args, input_shape, inputs)}
+    if spec_path is None:
+        if model is None:
+            raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
+        return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
+    return spec_mod.load(spec_path, overrides)
+
+
 def _emit(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
@@ -274,22 +311,10 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
-    ] = None,
-    model_arg: Annotated[
-        Optional[list[str]],
-        typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
-    ] = None,
-    input_shape: Annotated[
-        Optional[str],
-        typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
-    ] = None,
-    inputs: Annotated[
-        Optional[str],
-        typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
-    ] = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
     layers: Annotated[
         Optional[str],
         typer.Option("--layers", "-l", metavar="PATTERN", help="Only rows whose name matches (glob or substring)."),
@@ -317,19 +342,12 @@ def run(
 
     def body() -> int:
         from probe import report as rp
-        from probe import spec as spec_mod
         from probe.advice import advise
         from probe.rules import evaluate
         from probe.run import run_probe
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        overrides.update(_model_overrides(model, model_arg, input_shape, inputs))
-        if spec_path is None:
-            if model is None:
-                raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
-            spec = spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
-        else:
-            spec = spec_mod.load(spec_path, overrides)
+        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         if plot is not None:
             _check_plot(plot)
         state = None
@@ -541,7 +559,10 @@ def check(
 
 @app.command("fix")
 def fix_cmd(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec whose init to fix.")],
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec whose init to fix; optional with --model."),
+    ] = None,
     save: Annotated[
         Optional[Path],
         typer.Option("--save", help="Write the fixed state dict here (torch.save of model.state_dict())."),
@@ -555,22 +576,26 @@ def fix_cmd(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
 ) -> None:
     """LSUV: rescale each layer to unit output variance, then probe before and after side by side.
 
     Exits 0 when the fixed network is healthy, 1 when it still breaks a rule.
 
-    Example: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt
+    Examples: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt;
+    probe fix --model tests.models_for_tests:deep_tanh_mlp --input-shape 16
     """
 
     def body() -> int:
         from probe import fix
         from probe import report as rp
         from probe import report_theory as rt
-        from probe import spec as spec_mod
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        spec = spec_mod.load(spec_path, overrides)
+        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:
             fix.save_weights(fixed.state_dict, save)
