@@ -76,9 +76,9 @@ def lsuv_spec(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_
 def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
     """Rescale ``built.model`` in place, layer by layer, to unit output variance on the probe's batches.
 
-    The batches are the run's own (``run.py``'s data stream and the model's inputs), on the CPU in
-    float32; torch's global random state is left as it was, so a user ``--inputs`` function draws
-    the same batches in the probe that follows."""
+    The batches are the run's own (``run.py``'s data stream and the model's inputs), before the
+    model moves to the run's device; torch's global random state is left as it was, so a user
+    ``--inputs`` function draws the same batches in the probe that follows."""
     import torch
 
     params = spec.init.weight.params if spec.init.weight.name == "lsuv" else {}
@@ -121,19 +121,23 @@ def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
 
 
 def _batches(built: Built, spec: Spec) -> list[Batch]:
-    """The probe's ``data.batches`` batches (CPU, float32); one batch when they can be concatenated."""
+    """The probe's ``data.batches`` batches, on the model's device and dtype (a spec model: the CPU,
+    float32); one batch when they can be concatenated."""
     import torch
 
     from probe.inputs import Batch, draw
     from probe.run import _DATA_STREAM, draw_batch
 
     gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
-    cpu = torch.device("cpu")
     if built.inputs is None:
         batches = [Batch((draw_batch(spec, gen),), {}) for _ in range(spec.data.batches)]
     else:
+        # a user factory may return a model already on a GPU or in float64: feed it there (as discovery does)
+        first = next(built.model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
         batches = [
-            draw(built.inputs, spec.data.batch_size, spec.data.distribution, gen, cpu, torch.float32)
+            draw(built.inputs, spec.data.batch_size, spec.data.distribution, gen, device, dtype)
             for _ in range(spec.data.batches)
         ]
     if all(len(b.args) == 1 and not b.kwargs and isinstance(b.args[0], torch.Tensor) for b in batches):

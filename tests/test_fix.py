@@ -262,3 +262,17 @@ def test_lsuv_is_no_advice_mismatch() -> None:
     result = runner.invoke(app, ["run", "configs/lab1_tiny_relu.yaml", "--set", "init.weight=lsuv", "-f", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["advice"]["mismatch"] is None
+
+
+def test_lsuv_strategy_on_a_user_model_with_an_inputs_function_matches_the_fix() -> None:
+    # the --inputs function draws from torch's global generator: LSUV must leave it as it found it
+    overrides = {
+        "model.import": "tests.models_for_tests:two_inputs",
+        "model.inputs": "tests.models_for_tests:make_two_inputs",
+    }
+    spec = parse({"data": {"batch_size": 8, "batches": 2}}, overrides)
+    fixed = fix.fix(spec)
+    assert all(abs(x.variance_after - 1) <= fixed.lsuv.tolerance for x in fixed.lsuv.layers)
+    again = run_probe(fixed.fixed_spec)
+    for x, y in zip(again.layers, fixed.after.layers, strict=True):
+        assert (x.std, x.mean, x.grad_std) == (y.std, y.mean, y.grad_std), x.name
