@@ -419,7 +419,8 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
         _emit(rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)), output)
     elif fmt is Format.csv:
         rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
-        _emit(rp._csv(rows, list(rows[0])), output)
+        columns = list(dict.fromkeys(k for row in rows for k in row))  # a row may lack init_rule (no weight)
+        _emit(rp._csv(rows, columns), output)
     else:
         _emit(rt.theory_markdown(result, verdict, prediction, comparisons), output)
     return EXIT_OK

@@ -84,8 +84,12 @@ def theory_renderable(
 
 
 def theory_markdown(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
-    from probe.report import _md_table, verdict_text
+    from probe.report import _md_table, run_markdown, verdict_text
 
+    if not prediction.available:  # probe run's own table, the reason above the verdict
+        text = run_markdown(report, verdict)
+        verdict_line = f"**Verdict: {verdict_text(verdict)}**\n"
+        return text.replace(verdict_line, theory_note(prediction, comparisons) + "\n\n" + verdict_line, 1)
     chis = _chis(prediction)
     rows = [theory_cells(c, chis.get(c.name)) for c in comparisons]
     return "\n".join(

@@ -158,3 +158,11 @@ def test_cli_train_any_spec_via_config(tmp_path) -> None:  # type: ignore[no-unt
     result = CliRunner().invoke(app, ["train", "xavier", "--config", str(spec), "--steps", "5", "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[1].startswith("xavier,xavier_normal,tanh,")
+
+
+def test_train_lsuv_starts_from_the_rescaled_network_not_its_start_init() -> None:
+    result = CliRunner().invoke(app, ["train", "orthogonal", "lsuv", "--steps", "1", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    orthogonal, lsuv = json.loads(result.stdout)["runs"]
+    # lsuv's start init is orthogonal under the same seed: only the rescaling can change the start loss
+    assert abs(lsuv["start_loss"] - orthogonal["start_loss"]) > 1e-3
