@@ -33,18 +33,32 @@ def histograms(spec: Spec, label: str | None = None) -> LayerHistograms:
     """Bin every watched layer's output on the run's first batch (CPU, float32, no gradients)."""
     import torch
 
+    from probe.inputs import Batch, draw
     from probe.run import _DATA_STREAM, draw_batch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)
         built = build(spec)
-    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
-    x = draw_batch(spec, data_gen)
+        if spec.init.weight.name == "lsuv":  # data-dependent init: the post-build step, as in run_probe
+            from probe.fix import lsuv_built
+
+            lsuv_built(built, spec)
+        data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
+        if built.inputs is None:
+            batch = Batch((draw_batch(spec, data_gen),), {})
+        else:  # the model's own inputs (images, token ids, a user function), on the CPU in float32
+            batch = draw(
+                built.inputs, spec.data.batch_size, spec.data.distribution, data_gen, torch.device("cpu"), torch.float32
+            )
     found: dict[str, Any] = {}
     handles = []
     for w in built.watched:
 
         def hook(_module: Any, _inputs: Any, output: Any, name: str = w.name) -> None:
+            if isinstance(output, (tuple, list)):  # e.g. an LSTM's (output, (h, c)): the output
+                output = output[0]
+            if not isinstance(output, torch.Tensor):
+                return
             values = output.detach().float().flatten()
             nonzero = values[values != 0].abs()
             counts = torch.histc(torch.log10(nonzero), bins=BINS, min=LOG10_LOW, max=LOG10_HIGH)
@@ -56,7 +70,7 @@ def histograms(spec: Spec, label: str | None = None) -> LayerHistograms:
     try:
         model.train()
         with torch.no_grad():
-            model(x)
+            model(*batch.args, **batch.kwargs)
     finally:
         for h in handles:
             h.remove()
@@ -66,6 +80,6 @@ def histograms(spec: Spec, label: str | None = None) -> LayerHistograms:
         label=label or spec.name,
         layers=names,
         edges=tuple(LOG10_LOW + i * step for i in range(BINS + 1)),
-        fractions=tuple(tuple(found[n][0]) for n in names),
-        zero_fractions=tuple(found[n][1] for n in names),
+        fractions=tuple(tuple(found.get(n, ([0.0] * BINS, 0.0))[0]) for n in names),
+        zero_fractions=tuple(found.get(n, ([0.0] * BINS, 0.0))[1] for n in names),
     )

@@ -276,3 +276,23 @@ def test_lsuv_strategy_on_a_user_model_with_an_inputs_function_matches_the_fix()
     again = run_probe(fixed.fixed_spec)
     for x, y in zip(again.layers, fixed.after.layers, strict=True):
         assert (x.std, x.mean, x.grad_std) == (y.std, y.mean, y.grad_std), x.name
+
+
+def test_inspect_lsuv_shows_the_rescaled_weights() -> None:
+    def weight_std(strategy: str) -> float:
+        args = ["inspect", "configs/lab1_tiny_relu.yaml", "--set", f"init.weight={strategy}", "-f", "json"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return float(json.loads(result.stdout)["parameters"][0]["std"])
+
+    scale = fix.fix(load("configs/lab1_tiny_relu.yaml")).lsuv.layers[0].scale
+    assert weight_std("lsuv") / weight_std("orthogonal") == pytest.approx(scale, rel=1e-4)
+
+
+@pytest.mark.parametrize("config", ["configs/cnn_he.yaml", "configs/gru.yaml", "configs/transformer_gpt.yaml"])
+def test_run_plot_on_other_kinds_feeds_their_own_inputs(config: str, tmp_path: Path) -> None:
+    out = tmp_path / "p.png"
+    args = ["run", config, "--set", "model.depth=2", "--set", "data.batch_size=4", "--plot", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
