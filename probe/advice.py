@@ -156,6 +156,8 @@ def mismatch(spec: Spec) -> str | None:
         return None
     if name in CONSTANT or name in FIXED_SCALE:
         return None
+    if name == "lsuv":
+        return None  # data-dependent: each layer is rescaled to unit variance, whatever the activation
     if name in XAVIER or name == "orthogonal":
         gain = weight.params.get("gain", 1.0)
         if gain == "auto" or _close(float(gain), rec.gain):

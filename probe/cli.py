@@ -156,17 +156,6 @@ def _model_overrides(
     return out
 
 
-def _load_or_model(spec_path: Path | None, model: str | None, overrides: dict[str, Any]) -> Any:
-    """The spec from SPEC.yaml, or from ``--model`` alone (``run``, ``inspect``)."""
-    from probe import spec as spec_mod
-
-    if spec_path is None:
-        if model is None:
-            raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
-        return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
-    return spec_mod.load(spec_path, overrides)
-
-
 ModelOpt = Annotated[
     Optional[str],
     typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
@@ -183,6 +172,25 @@ InputsOpt = Annotated[
     Optional[str],
     typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
 ]
+
+
+def _load_spec(
+    spec_path: Path | None,
+    overrides: dict[str, Any],
+    model: str | None,
+    model_args: list[str] | None,
+    input_shape: str | None,
+    inputs: str | None,
+) -> Any:
+    """The spec from SPEC.yaml and/or ``--model`` and friends, with ``overrides`` applied."""
+    from probe import spec as spec_mod
+
+    overrides = {**overrides, **_model_overrides(model, model_args, input_shape, inputs)}
+    if spec_path is None:
+        if model is None:
+            raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
+        return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
+    return spec_mod.load(spec_path, overrides)
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -362,8 +370,7 @@ def run(
         from probe.run import run_probe
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        overrides.update(_model_overrides(model, model_arg, input_shape, inputs))
-        spec = _load_or_model(spec_path, model, overrides)
+        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         _memory_guard([spec], max_memory)
         if plot is not None:
             _check_plot(plot)
@@ -437,7 +444,8 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
         _emit(rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)), output)
     elif fmt is Format.csv:
         rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
-        _emit(rp._csv(rows, list(rows[0])), output)
+        columns = list(dict.fromkeys(k for row in rows for k in row))  # a row may lack init_rule (no weight)
+        _emit(rp._csv(rows, columns), output)
     else:
         _emit(rt.theory_markdown(result, verdict, prediction, comparisons), output)
     return EXIT_OK
@@ -585,7 +593,10 @@ def check(
 
 @app.command("fix")
 def fix_cmd(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec whose init to fix.")],
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec whose init to fix; optional with --model."),
+    ] = None,
     save: Annotated[
         Optional[Path],
         typer.Option("--save", help="Write the fixed state dict here (torch.save of model.state_dict())."),
@@ -599,22 +610,26 @@ def fix_cmd(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
 ) -> None:
     """LSUV: rescale each layer to unit output variance, then probe before and after side by side.
 
     Exits 0 when the fixed network is healthy, 1 when it still breaks a rule.
 
-    Example: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt
+    Examples: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt;
+    probe fix --model tests.models_for_tests:deep_tanh_mlp --input-shape 16
     """
 
     def body() -> int:
         from probe import fix
         from probe import report as rp
         from probe import report_theory as rt
-        from probe import spec as spec_mod
 
         overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        spec = spec_mod.load(spec_path, overrides)
+        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:
             fix.save_weights(fixed.state_dict, save)
@@ -890,8 +905,7 @@ def inspect(
         from probe import views
         from probe.inspect_params import inspect as inspect_spec
 
-        overrides = {**_pairs(set_, "", "--set"), **_model_overrides(model, model_arg, input_shape, inputs)}
-        spec = _load_or_model(spec_path, model, overrides)
+        spec = _load_spec(spec_path, _pairs(set_, "", "--set"), model, model_arg, input_shape, inputs)
         ins = inspect_spec(spec)
         if fmt is Format.table:
             _show(views.inspect_renderable(ins, spec_mod.summary(spec)), output)

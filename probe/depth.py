@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from probe import inits, theory
+from probe.errors import SpecError
 from probe.spec import Choice, GateSpec, Spec
 
 EDGE_ACTIVATIONS = ("tanh", "sigmoid")  # bounded: the variance map has a finite fixed point
@@ -145,6 +146,9 @@ def analyze(spec: Spec, strategies: Sequence[str] | None = None, max_depth: int 
     """Depth limits for the spec's own strategy and ``strategies`` (default: every i.i.d. one)."""
     from probe import spec as spec_mod
 
+    reason = theory.network_reason(spec)
+    if reason is not None:  # the same for every strategy: one line, not a table of it
+        raise SpecError(f"probe depth: {reason}")
     names = list(strategies) if strategies else list(theory.IID_STRATEGIES)
     choices = [spec.init.weight] + [spec_mod.parse({"init": {"weight": n}}).init.weight for n in names]
     seen: set[str] = set()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import BuildError, SpecError
+from probe.errors import BuildError, RunError, SpecError
 from probe.records import Report, Verdict
 from probe.spec import Spec
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from probe.build import Built
+    from probe.inputs import Batch
 
 
 @dataclass(frozen=True)
@@ -68,45 +69,81 @@ def lsuv_spec(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_
     if start is not None:
         raw["start"] = start
     weight = spec_mod.parse({"init": {"weight": raw}}).init.weight
-    return replace(spec, init=replace(spec.init, weight=weight))
+    # explicit: a user model gets the start init too, as with ``--set init.weight=lsuv``
+    return replace(spec, init=replace(spec.init, weight=weight, explicit=True))
 
 
 def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
-    """Rescale ``built.model`` in place, layer by layer, to unit output variance on the probe's batches."""
-    import torch
+    """Rescale ``built.model`` in place, layer by layer, to unit output variance on the probe's batches.
 
-    from probe.run import _DATA_STREAM, draw_batch
+    The batches are the run's own (``run.py``'s data stream and the model's inputs), before the
+    model moves to the run's device; torch's global random state is left as it was, so a user
+    ``--inputs`` function draws the same batches in the probe that follows."""
+    import torch
 
     params = spec.init.weight.params if spec.init.weight.name == "lsuv" else {}
     start = str(params.get("start", "orthogonal"))
     tolerance = float(params.get("tolerance", 0.1))
     max_iter = int(params.get("max_iter", 10))
+    if spec.model.factory is None and spec.model.kind in ("lstm", "gru"):
+        raise BuildError(
+            f"lsuv does not support model.kind '{spec.model.kind}': a recurrent layer has several weights "
+            "and a tuple output; use another init (e.g. orthogonal)"
+        )
     model = built.model
-    gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
-    if built.inputs is None:  # the MLP's feature vectors, exactly as always
-        x = torch.cat([draw_batch(spec, gen) for _ in range(spec.data.batches)])
-    elif built.inputs.kind in ("shape", "tokens"):  # images, sequences, token ids of the other kinds
-        from probe.inputs import draw
-
-        total = spec.data.batch_size * spec.data.batches
-        cpu = torch.device("cpu")
-        x = draw(built.inputs, total, spec.data.distribution, gen, cpu, torch.float32).args[0]
-    else:
-        raise BuildError("lsuv: needs continuous or token inputs (--input-shape), not an --inputs function")
     owners = _weight_owners(model)
-    targets = [(w.name, owners[id(w.weight)]) for w in built.watched if w.weight is not None and id(w.weight) in owners]
+    targets: list[tuple[str, tuple[str, nn.Module]]] = []
+    for w in built.watched:
+        if (
+            w.weight is not None
+            and id(w.weight) in owners
+            and all(owners[id(w.weight)][1] is not m for _, (_, m) in targets)
+        ):
+            targets.append((w.name, owners[id(w.weight)]))
     if not targets:
         raise BuildError("lsuv: the network has no weighted layer to rescale")
     was_training = model.training
-    model.train()  # as the probe runs it: BatchNorm uses batch statistics
+    if not built.keep_mode:
+        model.train()  # as the probe runs it: BatchNorm uses batch statistics
     layers = []
     try:
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            batches = _batches(built, spec)
             for name, (module_name, module) in targets:
-                layers.append(_rescale(model, x, name, module_name, module, tolerance, max_iter))
+                layers.append(_rescale(model, batches, name, module_name, module, tolerance, max_iter))
     finally:
         model.train(was_training)
+    rescaled = {id(m.weight) for _, (_, m) in targets}
+    for w in built.watched:  # the report's "init" column says the weights were rescaled
+        if w.init_rule is not None and w.weight is not None and id(w.weight) in rescaled:
+            w.init_rule += ", lsuv-rescaled"
     return LsuvResult(tuple(layers), start, tolerance, max_iter)
+
+
+def _batches(built: Built, spec: Spec) -> list[Batch]:
+    """The probe's ``data.batches`` batches, on the model's device and dtype (a spec model: the CPU,
+    float32); one batch when they can be concatenated."""
+    import torch
+
+    from probe.inputs import Batch, draw
+    from probe.run import _DATA_STREAM, draw_batch
+
+    gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
+    if built.inputs is None:
+        batches = [Batch((draw_batch(spec, gen),), {}) for _ in range(spec.data.batches)]
+    else:
+        # a user factory may return a model already on a GPU or in float64: feed it there (as discovery does)
+        first = next(built.model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        batches = [
+            draw(built.inputs, spec.data.batch_size, spec.data.distribution, gen, device, dtype)
+            for _ in range(spec.data.batches)
+        ]
+    if all(len(b.args) == 1 and not b.kwargs and isinstance(b.args[0], torch.Tensor) for b in batches):
+        # a tensor each (features, images, token ids): one forward pass over all of them
+        return [Batch((torch.cat([b.args[0].detach() for b in batches]),), {})]
+    return batches
 
 
 def _weight_owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
@@ -118,24 +155,35 @@ def _weight_owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
     }
 
 
-def _output_variance(model: nn.Module, x: torch.Tensor, module: nn.Module) -> float:
-    seen: list[float] = []
+def _output_variance(model: nn.Module, batches: list[Batch], module: nn.Module, module_name: str) -> float:
+    """The variance of ``module``'s output over every value it produced on ``batches``."""
+    import torch
+
+    seen: list[torch.Tensor] = []
 
     def hook(_m: Any, _i: Any, out: Any) -> None:
-        seen.append(float(out.detach().double().var(correction=0)))
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            raise BuildError(
+                f"lsuv: module '{module_name}' ({type(module).__name__}) returns a {type(out).__name__}, "
+                "not one floating-point tensor; LSUV rescales layers with a single output"
+            )
+        seen.append(out.detach().double().flatten())
 
     handle = module.register_forward_hook(hook)
     try:
-        model(x)
+        for b in batches:
+            model(*b.args, **b.kwargs)
     finally:
         handle.remove()
-    return seen[0]
+    if not seen:
+        raise BuildError(f"lsuv: module '{module_name}' did not run in the forward pass")
+    return float(torch.cat(seen).var(correction=0))
 
 
 def _rescale(
-    model: nn.Module, x: torch.Tensor, name: str, module_name: str, module: Any, tolerance: float, max_iter: int
+    model: nn.Module, batches: list[Batch], name: str, module_name: str, module: Any, tolerance: float, max_iter: int
 ) -> LayerScale:
-    first = var = _output_variance(model, x, module)
+    first = var = _output_variance(model, batches, module, module_name)
     scale, iterations, status = 1.0, 0, "ok"
     while True:
         if not math.isfinite(var):
@@ -153,7 +201,7 @@ def _rescale(
         module.weight.mul_(factor)
         scale *= factor
         iterations += 1
-        var = _output_variance(model, x, module)
+        var = _output_variance(model, batches, module, module_name)
     return LayerScale(name, module_name, scale, first, var, iterations, status)
 
 
@@ -167,10 +215,14 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
 
     before = run_probe(spec)
     fixed = lsuv_spec(spec, start, tolerance, max_iter)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
-        built = build(fixed)
-        result = lsuv_built(built, fixed)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
+            built = build(fixed)
+            result = lsuv_built(built, fixed)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"lsuv failed on this network: {first}") from None
     state = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
     after = run_probe(fixed, state_dict=state)
     return FixResult(before, evaluate(before), after, evaluate(after), result, fixed, state)

@@ -127,6 +127,10 @@ def inspect(spec: Spec, activations_pass: bool = True) -> Inspection:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)
         built = build(spec)
+        if spec.init.weight.name == "lsuv":  # data-dependent init: the post-build step, as in run_probe
+            from probe.fix import lsuv_built
+
+            lsuv_built(built, spec)
     layers: tuple[LayerStats, ...] = ()
     if activations_pass:
         forward_only = replace(spec, run=replace(spec.run, backward=False))

@@ -58,10 +58,18 @@ def theory_note(prediction: Prediction, comparisons: Sequence[Comparison]) -> st
 def theory_renderable(
     report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]
 ) -> Any:
-    """Spec line, measured vs predicted per layer, the theory note and the verdict."""
+    """Spec line, measured vs predicted per layer, the theory note and the verdict. Without a
+    prediction: ``probe run``'s own table, with the reason above the verdict."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
+
+    if not prediction.available:
+        from probe.report import run_renderable
+
+        group = run_renderable(report, verdict)
+        group.renderables.insert(len(group.renderables) - 1, Text(theory_note(prediction, comparisons), style="dim"))
+        return group
 
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for col in THEORY_COLUMNS:
@@ -76,8 +84,12 @@ def theory_renderable(
 
 
 def theory_markdown(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
-    from probe.report import _md_table, verdict_text
+    from probe.report import _md_table, run_markdown, verdict_text
 
+    if not prediction.available:  # probe run's own table, the reason above the verdict
+        text = run_markdown(report, verdict)
+        verdict_line = f"**Verdict: {verdict_text(verdict)}**\n"
+        return text.replace(verdict_line, theory_note(prediction, comparisons) + "\n\n" + verdict_line, 1)
     chis = _chis(prediction)
     rows = [theory_cells(c, chis.get(c.name)) for c in comparisons]
     return "\n".join(
@@ -114,9 +126,10 @@ def scale_rows(fixed: FixResult) -> list[dict[str, Any]]:
 
 def fix_runs(fixed: FixResult) -> list[Run]:
     """Before and after as two ``compare`` rows."""
-    before = fixed.before.spec.init.weight
+    spec = fixed.before.spec
+    before = "own init" if spec.model.factory is not None and not spec.init.explicit else spec.init.weight.name
     return [
-        Run(f"before ({before.name})", fixed.before, fixed.before_verdict, before.name),
+        Run(f"before ({before})", fixed.before, fixed.before_verdict, before),
         Run("after (lsuv)", fixed.after, fixed.after_verdict, "lsuv"),
     ]
 
@@ -156,8 +169,10 @@ def fix_renderable(fixed: FixResult, saved: str | None) -> Any:
             status,
         )
     lsuv = fixed.lsuv
+    ruled = any(t.target.startswith("weight") for r in fixed.fixed_spec.init.rules for t in r.targets)
+    start = f"{lsuv.start} (init.rules' weights where they match)" if ruled else lsuv.start
     title = Text(
-        f"LSUV from {lsuv.start}: unit output variance within {lsuv.tolerance:g}, at most {lsuv.max_iter} passes a layer",
+        f"LSUV from {start}: unit output variance within {lsuv.tolerance:g}, at most {lsuv.max_iter} passes a layer",
         style="dim",
     )
     parts = [title, table, compare_renderable(fix_runs(fixed), summary(fixed.before.spec))]

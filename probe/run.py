@@ -73,6 +73,8 @@ def run_probe(
             built = build(spec)
             if state_dict is not None:
                 _load_state(built.model, state_dict)
+                for w in built.watched:  # the report's "init" column: not the spec's init any more
+                    w.init_rule = "loaded weights" if w.init_rule is not None else None
             elif spec.init.weight.name == "lsuv":  # data-dependent init: a post-build step
                 from probe.fix import lsuv_built
 

@@ -259,13 +259,24 @@ def entry_moments(choice: Choice, ctx: inits.InitContext, fan_in: int, fan_out: 
 # ---- the prediction --------------------------------------------------------------------------
 
 
-def unavailable_reason(spec: Spec) -> str | None:
-    """Why no mean-field prediction exists for ``spec``, or ``None`` when one does."""
+def network_reason(spec: Spec) -> str | None:
+    """Why the spec's network, whatever its init, has no mean-field prediction (``None``: it has one)."""
     m = spec.model
+    if m.factory is not None:
+        return "no prediction for a user model (model.import): the mean-field theory here covers spec MLPs"
     if m.kind != "mlp":
         return f"no prediction for model.kind '{m.kind}': the mean-field theory here covers fully connected networks"
     if m.norm != "none":
         return f"no prediction with model.norm '{m.norm}': normalization makes the variance map data-dependent"
+    return None
+
+
+def unavailable_reason(spec: Spec) -> str | None:
+    """Why no mean-field prediction exists for ``spec``, or ``None`` when one does."""
+    m = spec.model
+    reason = network_reason(spec)
+    if reason is not None:
+        return reason
     weight = inits.canonical(spec.init.weight.name)
     if weight == "lsuv":
         return "no prediction for 'lsuv': its scales are fitted to data, not drawn from a variance rule"

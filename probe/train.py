@@ -165,7 +165,12 @@ def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> 
     y_train, y_val = y_train.to(device), y_val.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = build(spec).model.to(device=device, dtype=dtype)  # built on the CPU, like probe run
+        built = build(spec)
+        if spec.init.weight.name == "lsuv":  # data-dependent: rescaled on the probe's batches, as probe run does
+            from probe.fix import lsuv_built
+
+            lsuv_built(built, spec)
+        model = built.model.to(device=device, dtype=dtype)  # built on the CPU, like probe run
         params = list(model.parameters())
         if settings.optimizer == "adam":
             optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=settings.lr)

@@ -103,3 +103,20 @@ def test_cli_depth() -> None:
     assert table.exit_code == 0 and "no edge of chaos" in table.stdout
     bad = runner.invoke(app, ["depth", "configs/lab1_he_relu.yaml", "--strategy", "tinyy"])
     assert bad.exit_code == 2 and "did you mean 'tiny'" in " ".join(bad.output.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["configs/transformer_gpt.yaml"], "no prediction for model.kind 'transformer'"),
+        (["configs/cnn_he.yaml"], "no prediction for model.kind 'conv'"),
+        (["configs/lab1_he_relu.yaml", "--set", "model.norm=layernorm"], "no prediction with model.norm 'layernorm'"),
+    ],
+    ids=["transformer", "conv", "mlp-layernorm"],
+)
+def test_cli_depth_without_a_theory_is_one_clear_line(args: list[str], reason: str) -> None:
+    result = runner.invoke(app, ["depth", *args])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"probe depth: {reason}" in text
+    assert "strategy" not in text and text.count("no prediction") == 1  # no table of the same reason

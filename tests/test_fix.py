@@ -170,3 +170,138 @@ def test_cli_lsuv_on_image_and_sequence_kinds(config: str) -> None:
     assert result.exit_code == 0, result.output
     layers = json.loads(result.stdout)["layers"]
     assert layers and all(math.isfinite(x["std"]) and x["std"] > 0.0 for x in layers)
+
+
+# ---- other model kinds and --model (LSUV feeds the run's own inputs) ------------------------
+
+CONV_TINY = (
+    "model: {kind: conv, in_channels: 3, image_size: 8, width: 8, depth: 6, kernel_size: 3, pool: none,\n"
+    "        output_dim: 4, activation: relu}\n"
+    "init: {weight: tiny, bias: zeros}\n"
+    "data: {batch_size: 16}\n"
+)
+
+
+def test_cli_fix_a_conv_spec_passes_and_the_weights_reproduce(tmp_path: Path) -> None:
+    spec = tmp_path / "conv.yaml"
+    spec.write_text(CONV_TINY)
+    path = tmp_path / "w.pt"
+    result = runner.invoke(app, ["fix", str(spec), "--save", str(path), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    fixed = json.loads(result.stdout)
+    assert not fixed["before"]["verdict"]["healthy"] and fixed["after"]["verdict"]["healthy"]
+    scaled = fixed["lsuv"]["layers"]
+    assert [x["module"] for x in scaled][:6] == [f"conv{i}" for i in range(1, 7)]
+    assert all(x["status"] == "ok" and abs(x["variance_after"] - 1) <= 0.1 for x in scaled)
+    rerun = runner.invoke(app, ["run", str(spec), "--weights", str(path), "-f", "json"])
+    assert rerun.exit_code == 0, rerun.output
+    loaded = json.loads(rerun.stdout)["layers"]
+    assert {x["init_rule"] for x in loaded} == {"loaded weights"}
+
+    def numbers(layers: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in x.items() if k != "init_rule"} for x in layers]
+
+    assert numbers(loaded) == numbers(fixed["after"]["layers"])
+    # the lsuv strategy builds the very same network
+    strategy = runner.invoke(app, ["run", str(spec), "--set", "init.weight=lsuv", "-f", "json"])
+    assert strategy.exit_code == 0, strategy.output
+    by_strategy = json.loads(strategy.stdout)["layers"]
+    assert numbers(by_strategy) == numbers(fixed["after"]["layers"])
+    assert by_strategy[0]["init_rule"] == "init.weight lsuv, lsuv-rescaled"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "configs/resnet_fixup.yaml",
+            "--set",
+            "model.depth=2",
+            "--set",
+            "model.width=8",
+            "--set",
+            "model.image_size=8",
+        ],
+        [
+            "configs/transformer_gpt.yaml",
+            "--set",
+            "model.depth=2",
+            "--set",
+            "model.width=32",
+            "--set",
+            "model.seq_len=8",
+        ],
+        ["configs/transformer_vit.yaml", "--set", "model.depth=2", "--set", "model.seq_len=8"],
+        ["--model", "tests.models_for_tests:deep_tanh_mlp", "--model-arg", "depth=6", "--input-shape", "16"],
+        ["--model", "tests.models_for_tests:two_inputs", "--inputs", "tests.models_for_tests:make_two_inputs"],
+    ],
+    ids=["residual-conv", "transformer-tokens", "transformer-continuous", "user-model", "user-model-kwargs"],
+)
+def test_cli_fix_other_kinds_rescale_to_unit_variance(args: list[str]) -> None:
+    result = runner.invoke(app, ["fix", *args, "--set", "data.batch_size=8", "-f", "json"])
+    assert result.exit_code in (0, 1), result.output
+    scaled = json.loads(result.stdout)["lsuv"]["layers"]
+    assert scaled and all(x["status"] == "ok" and abs(x["variance_after"] - 1) <= 0.1 for x in scaled)
+
+
+@pytest.mark.parametrize("config", ["configs/lstm_forget_bias.yaml", "configs/gru.yaml"])
+def test_lsuv_on_recurrent_kinds_is_a_clear_error(config: str) -> None:
+    kind = load(config).model.kind
+    for args in (["fix", config], ["run", config, "--set", "init.weight=lsuv"]):
+        result = runner.invoke(app, [*args, "--set", "data.batch_size=4"])
+        assert result.exit_code == 2, result.output
+        assert f"lsuv does not support model.kind '{kind}'" in " ".join(result.output.split())
+
+
+def test_init_rules_set_the_start_of_the_modules_they_match(tmp_path: Path) -> None:
+    spec = tmp_path / "rules.yaml"
+    spec.write_text(
+        CONV_TINY.replace("init: {weight: tiny, bias: zeros}", "init: {rules: [{match: {type: Conv2d}, weight: tiny}]}")
+    )
+    result = runner.invoke(app, ["fix", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "LSUV from orthogonal (init.rules' weights where they match)" in " ".join(result.stdout.split())
+    # the rule's tiny start is rescaled like any other: every conv needed a large factor
+    fixed = fix.fix(load(spec))
+    assert all(x.scale > 10 for x in fixed.lsuv.layers if x.module.startswith("conv"))
+    assert fixed.after_verdict.healthy
+
+
+def test_lsuv_is_no_advice_mismatch() -> None:
+    result = runner.invoke(app, ["run", "configs/lab1_tiny_relu.yaml", "--set", "init.weight=lsuv", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["advice"]["mismatch"] is None
+
+
+def test_lsuv_strategy_on_a_user_model_with_an_inputs_function_matches_the_fix() -> None:
+    # the --inputs function draws from torch's global generator: LSUV must leave it as it found it
+    overrides = {
+        "model.import": "tests.models_for_tests:two_inputs",
+        "model.inputs": "tests.models_for_tests:make_two_inputs",
+    }
+    spec = parse({"data": {"batch_size": 8, "batches": 2}}, overrides)
+    fixed = fix.fix(spec)
+    assert all(abs(x.variance_after - 1) <= fixed.lsuv.tolerance for x in fixed.lsuv.layers)
+    again = run_probe(fixed.fixed_spec)
+    for x, y in zip(again.layers, fixed.after.layers, strict=True):
+        assert (x.std, x.mean, x.grad_std) == (y.std, y.mean, y.grad_std), x.name
+
+
+def test_inspect_lsuv_shows_the_rescaled_weights() -> None:
+    def weight_std(strategy: str) -> float:
+        args = ["inspect", "configs/lab1_tiny_relu.yaml", "--set", f"init.weight={strategy}", "-f", "json"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return float(json.loads(result.stdout)["parameters"][0]["std"])
+
+    scale = fix.fix(load("configs/lab1_tiny_relu.yaml")).lsuv.layers[0].scale
+    assert weight_std("lsuv") / weight_std("orthogonal") == pytest.approx(scale, rel=1e-4)
+
+
+@pytest.mark.parametrize("config", ["configs/cnn_he.yaml", "configs/gru.yaml", "configs/transformer_gpt.yaml"])
+def test_run_plot_on_other_kinds_feeds_their_own_inputs(config: str, tmp_path: Path) -> None:
+    out = tmp_path / "p.png"
+    args = ["run", config, "--set", "model.depth=2", "--set", "data.batch_size=4", "--plot", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0

@@ -229,3 +229,33 @@ def test_run_without_theory_keeps_the_plain_report() -> None:
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert "theory" not in data and "expected_std" not in data["layers"][0]
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["configs/cnn_he.yaml", "--set", "model.depth=2", "--set", "data.batch_size=4"], "model.kind 'conv'"),
+        (["--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8"], "a user model (model.import)"),
+    ],
+    ids=["conv", "user-model"],
+)
+def test_cli_theory_without_a_prediction_shows_the_run_table_and_the_reason(args: list[str], reason: str) -> None:
+    result = runner.invoke(app, ["run", *args, "--theory"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert f"theory: no prediction for {reason}" in text
+    assert "grad std" in text and "expected" not in text  # the measured table, no empty prediction columns
+    data = json.loads(runner.invoke(app, ["run", *args, "--theory", "-f", "json"]).stdout)
+    assert data["theory"]["available"] is False and all(x["expected_std"] is None for x in data["layers"])
+    markdown = runner.invoke(app, ["run", *args, "--theory", "-f", "markdown"]).stdout
+    assert f"theory: no prediction for {reason}" in markdown and "| expected" not in markdown
+
+
+def test_cli_theory_csv_with_rows_that_have_no_init_rule() -> None:
+    # a GRU's per-step rows have no weight (no init_rule), its cell rows do
+    result = runner.invoke(app, ["run", "configs/gru.yaml", "--set", "data.batch_size=4", "--theory", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = lines[0].split(",")
+    assert "init_rule" in header and "expected_std" in header
+    assert all(len(line.split(",")) == len(header) for line in lines[1:])

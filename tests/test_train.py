@@ -177,3 +177,11 @@ def test_cli_train_residual_mlp_takes_the_moons() -> None:
     assert result.exit_code == 0, result.output
     (run,) = json.loads(result.stdout)["runs"]
     assert len(run["losses"]) == 6 and all(math.isfinite(x) for x in run["losses"])
+
+
+def test_train_lsuv_starts_from_the_rescaled_network_not_its_start_init() -> None:
+    result = CliRunner().invoke(app, ["train", "orthogonal", "lsuv", "--steps", "1", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    orthogonal, lsuv = json.loads(result.stdout)["runs"]
+    # lsuv's start init is orthogonal under the same seed: only the rescaling can change the start loss
+    assert abs(lsuv["start_loss"] - orthogonal["start_loss"]) > 1e-3
