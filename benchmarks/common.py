@@ -80,7 +80,7 @@ def bare_pass(built: Built, spec: Spec, device: torch.device) -> None:
 
 def probed_pass(built: Built, spec: Spec, device: torch.device) -> list:
     """probe's own loop: forward + backward + every statistic + the one host read."""
-    return _probe(built.model, built.watched, spec, device, torch.float32, None)
+    return _probe(built.model, built, spec, device, torch.float32, None)
 
 
 def interleaved_ratio(

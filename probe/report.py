@@ -293,11 +293,11 @@ _COMPARE_COLUMNS = (
     "run",
     "first std",
     "last std",
-    "last/first",
-    "last zero",
+    "last/1st",
+    "last 0s",
     "dead",
     "sat",
-    "grad first/last",
+    "grad 1st/last",
     "verdict",
 )
 
@@ -439,7 +439,9 @@ def compare_renderable(runs: Sequence[Run], title: str) -> Any:
         table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
     # per-layer activation std as a sparkline on spark's fixed log scale
     table.add_column("std/layer", justify="left", no_wrap=True)
-    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold")
+    # wide enough for the longest rule name, so names wrap between words, never inside one
+    longest = max(len(name) for name in rules.RULES) + 1
+    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold", min_width=longest)
     for r in runs:
         cells = _compare_cells(r)
         style = "green" if r.verdict.healthy else "red"

@@ -144,7 +144,7 @@ def test_compare_with_the_base_activation_and_table(cli: Any) -> None:
     out = result.stdout
     for label in ("tiny", "large", "xavier", "he"):
         assert label in out
-    assert "first std" in out and "grad first/last" in out
+    assert "first std" in out and "grad 1st/last" in out
 
 
 def test_compare_overrides_apply_to_every_run(cli: Any) -> None:
