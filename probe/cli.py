@@ -246,6 +246,34 @@ def _out_console() -> Any:
     return console
 
 
+def _render(
+    fmt: Format,
+    output: Path | None,
+    *,
+    table: Callable[[], Any],
+    json: Callable[[], str],
+    csv: Callable[[], str],
+    markdown: Callable[[], str],
+    html: Callable[[], str] | None = None,
+    soft_wrap: bool = False,
+) -> None:
+    """Write one result in the chosen format: ``table`` makes a rich renderable, the others text.
+    A command without an ``html`` renderer refuses ``--format html`` instead of writing another format."""
+    if fmt is Format.table:
+        _show(table(), output, soft_wrap=soft_wrap)
+        return
+    makers: dict[Format, Callable[[], str] | None] = {
+        Format.json: json,
+        Format.csv: csv,
+        Format.markdown: markdown,
+        Format.html: html,
+    }
+    make = makers[fmt]
+    if make is None:
+        raise SpecError(f"--format {fmt.value} is not available for this command (use table, json, csv or markdown)")
+    _emit(make(), output)
+
+
 def _guard(fn: Callable[[], int]) -> None:
     """Run a command body; turn expected errors into one red line and an exit code."""
     try:
@@ -389,7 +417,8 @@ def run(
         if layers is not None:
             result = rp.select_layers(result, layers)
         advice = advise(spec, verdict)
-        if fmt is Format.table:
+
+        def table() -> Any:
             from rich.console import Group
 
             from probe.views import advice_renderable
@@ -397,18 +426,22 @@ def run(
             parts = [rp.run_renderable(result, verdict, None if all_layers else rp.SUMMARY_ROWS)]
             if advice.mismatch or advice.suggestion:
                 parts.append(advice_renderable(advice))
-            _show(Group(*parts), output)
-        elif fmt is Format.json:
-            _emit(rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}), output)
-        elif fmt is Format.csv:
-            _emit(rp.layers_csv([rp.Run(spec.name, result, verdict)]), output)
-        elif fmt is Format.html:
+            return Group(*parts)
+
+        def html() -> str:
             from probe.html import run_page
 
-            lines = advice.lines() if advice.mismatch or advice.suggestion else []
-            _emit(run_page(result, verdict, lines), output)
-        else:
-            _emit(rp.run_markdown(result, verdict), output)
+            return run_page(result, verdict, advice.lines() if advice.mismatch or advice.suggestion else [])
+
+        _render(
+            fmt,
+            output,
+            table=table,
+            json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
+            csv=lambda: rp.layers_csv([rp.Run(spec.name, result, verdict)]),
+            markdown=lambda: rp.run_markdown(result, verdict),
+            html=html,
+        )
         _plot_run(spec, result, verdict, plot, state)
         return EXIT_OK
 
@@ -438,16 +471,20 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     if loaded and prediction.available:
         prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
     comparisons = th.compare(result, prediction)
-    if fmt is Format.table:
-        _show(rt.theory_renderable(result, verdict, prediction, comparisons), output)
-    elif fmt is Format.json:
-        _emit(rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)), output)
-    elif fmt is Format.csv:
-        rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
-        columns = list(dict.fromkeys(k for row in rows for k in row))  # a row may lack init_rule (no weight)
-        _emit(rp._csv(rows, columns), output)
-    else:
-        _emit(rt.theory_markdown(result, verdict, prediction, comparisons), output)
+
+    def rows() -> str:
+        table_rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
+        columns = list(dict.fromkeys(k for row in table_rows for k in row))  # a row may lack init_rule (no weight)
+        return rp._csv(table_rows, columns)
+
+    _render(
+        fmt,
+        output,
+        table=lambda: rt.theory_renderable(result, verdict, prediction, comparisons),
+        json=lambda: rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)),
+        csv=rows,
+        markdown=lambda: rt.theory_markdown(result, verdict, prediction, comparisons),
+    )
     return EXIT_OK
 
 
@@ -512,18 +549,21 @@ def compare(
             runs = batch.compare(base, parsed, steps, jobs)
         finally:
             steps.close()
-        if fmt is Format.table:
-            _show(rp.compare_renderable(runs, spec_mod.summary(base)), output)
-        elif fmt is Format.json:
-            _emit(rp.runs_json(runs), output)
-        elif fmt is Format.csv:
-            _emit(rp.compare_csv(runs), output)
-        elif fmt is Format.html:
+
+        def html() -> str:
             from probe.html import runs_page
 
-            _emit(runs_page(runs, spec_mod.summary(base)), output)
-        else:
-            _emit(rp.compare_markdown(runs), output)
+            return runs_page(runs, spec_mod.summary(base))
+
+        _render(
+            fmt,
+            output,
+            table=lambda: rp.compare_renderable(runs, spec_mod.summary(base)),
+            json=lambda: rp.runs_json(runs),
+            csv=lambda: rp.compare_csv(runs),
+            markdown=lambda: rp.compare_markdown(runs),
+            html=html,
+        )
         if plot is not None:
             from probe.histograms import histograms
             from probe.plot import runs_figure
@@ -566,26 +606,33 @@ def check(
             steps.close()
         if junit is not None:
             _write_atomic(junit, rp.junit_xml(runs))
-        if fmt is Format.table:
+
+        def table() -> Any:
             from rich.text import Text
 
+            lines = rp.check_lines(runs)
             text = Text()
-            for line in rp.check_lines(runs)[:-1]:
+            for line in lines[:-1]:
                 text.append(line + "\n", style="red")
-            summary = rp.check_lines(runs)[-1]
             healthy = all(r.verdict.healthy for r in runs)
-            text.append(summary, style="bold green" if healthy else "bold red")
-            _show(text, output, soft_wrap=True)
-        elif fmt is Format.json:
-            _emit(rp.runs_json(runs), output)
-        elif fmt is Format.csv:
-            _emit(rp.compare_csv(runs), output)
-        elif fmt is Format.html:
+            text.append(lines[-1], style="bold green" if healthy else "bold red")
+            return text
+
+        def html() -> str:
             from probe.html import runs_page
 
-            _emit(runs_page(runs, "probe check"), output)
-        else:
-            _emit(rp.compare_markdown(runs), output)
+            return runs_page(runs, "probe check")
+
+        _render(
+            fmt,
+            output,
+            table=table,
+            json=lambda: rp.runs_json(runs),
+            csv=lambda: rp.compare_csv(runs),
+            markdown=lambda: rp.compare_markdown(runs),
+            html=html,
+            soft_wrap=True,
+        )
         return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
 
     _guard(body)
@@ -634,15 +681,14 @@ def fix_cmd(
         if save is not None:
             fix.save_weights(fixed.state_dict, save)
         saved = str(save) if save is not None else None
-        if fmt is Format.table:
-            _show(rt.fix_renderable(fixed, saved), output)
-        elif fmt is Format.json:
-            _emit(rp.dumps(rt.fix_dict(fixed, saved)), output)
-        elif fmt is Format.csv:
-            rows = rt.scale_rows(fixed)
-            _emit(rp._csv(rows, list(rows[0])), output)
-        else:
-            _emit(rp.compare_markdown(rt.fix_runs(fixed)), output)
+        _render(
+            fmt,
+            output,
+            table=lambda: rt.fix_renderable(fixed, saved),
+            json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
+            csv=lambda: rp._csv(rt.scale_rows(fixed), list(rt.scale_rows(fixed)[0])),
+            markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),
+        )
         return EXIT_OK if fixed.after_verdict.healthy else EXIT_UNHEALTHY
 
     _guard(body)
@@ -678,21 +724,16 @@ def depth_cmd(
         for name in strategy or []:
             spec_mod.parse({"init": {"weight": name}})  # unknown names fail before the analysis
         result = depth.analyze(spec, strategy, max_depth)
-        if fmt is Format.table:
-            _show(rt.depth_renderable(result), output)
-        elif fmt is Format.json:
-            _emit(rp.dumps(rt.depth_dict(result)), output)
-        elif fmt is Format.csv:
-            rows = rt.depth_rows(result)
-            _emit(rp._csv(rows, list(rows[0])), output)
-        else:
-            rows = rt.depth_rows(result)
-            _emit(
-                rp._md_table(
-                    list(rows[0]), [[rp.fmt(v) if not isinstance(v, str) else v for v in r.values()] for r in rows]
-                ),
-                output,
-            )
+        rows = rt.depth_rows(result)
+        cells = [[rp.fmt(v) if not isinstance(v, str) else v for v in r.values()] for r in rows]
+        _render(
+            fmt,
+            output,
+            table=lambda: rt.depth_renderable(result),
+            json=lambda: rp.dumps(rt.depth_dict(result)),
+            csv=lambda: rp._csv(rows, list(rows[0])),
+            markdown=lambda: rp._md_table(list(rows[0]), cells),
+        )
         return EXIT_OK
 
     _guard(body)
@@ -784,20 +825,22 @@ def train(
             results = tr.train_many(base, entries, settings, progress)
         finally:
             progress.close()
-        if fmt is Format.table:
-            title = views.train_network_line(tr.train_spec(base, base.init.weight.name))
-            _show(views.train_renderable(results, settings, title), output)
-        elif fmt is Format.json:
-            _emit(views.train_json(results, settings), output)
-        elif fmt is Format.csv:
-            _emit(views.train_csv(results), output)
-        elif fmt is Format.html:
+        network = views.train_network_line(tr.train_spec(base, base.init.weight.name))
+
+        def html() -> str:
             from probe.html import train_page
 
-            network = views.train_network_line(tr.train_spec(base, base.init.weight.name))
-            _emit(train_page(results, views.train_settings_line(settings), network), output)
-        else:
-            _emit(views.train_markdown(results), output)
+            return train_page(results, views.train_settings_line(settings), network)
+
+        _render(
+            fmt,
+            output,
+            table=lambda: views.train_renderable(results, settings, network),
+            json=lambda: views.train_json(results, settings),
+            csv=lambda: views.train_csv(results),
+            markdown=lambda: views.train_markdown(results),
+            html=html,
+        )
         if plot is not None:
             from probe.plot import train_figure
 
@@ -856,19 +899,22 @@ def sweep(
             result = sw.sweep(base, entries, depths, widths, progress)
         finally:
             progress.close()
-        if fmt is Format.table:
-            _show(views.sweep_renderable(result, spec_mod.summary(base)), output)
-        elif fmt is Format.json:
-            _emit(views.sweep_json(result), output)
-        elif fmt is Format.csv:
-            _emit(views.sweep_csv(result), output)
-        elif fmt is Format.html:
+
+        def html() -> str:
             from probe.html import sweep_page
 
             notes = (views.first_failing_lines(result) if len(result.depths) > 1 else []) + views.slope_lines(result)
-            _emit(sweep_page(result, spec_mod.summary(base), notes), output)
-        else:
-            _emit(views.sweep_markdown(result), output)
+            return sweep_page(result, spec_mod.summary(base), notes)
+
+        _render(
+            fmt,
+            output,
+            table=lambda: views.sweep_renderable(result, spec_mod.summary(base)),
+            json=lambda: views.sweep_json(result),
+            csv=lambda: views.sweep_csv(result),
+            markdown=lambda: views.sweep_markdown(result),
+            html=html,
+        )
         if plot is not None:
             from probe.plot import sweep_figure
 
@@ -907,18 +953,21 @@ def inspect(
 
         spec = _load_spec(spec_path, _pairs(set_, "", "--set"), model, model_arg, input_shape, inputs)
         ins = inspect_spec(spec)
-        if fmt is Format.table:
-            _show(views.inspect_renderable(ins, spec_mod.summary(spec)), output)
-        elif fmt is Format.json:
-            _emit(views.inspect_json(ins), output)
-        elif fmt is Format.csv:
-            _emit(views.inspect_csv(ins), output)
-        elif fmt is Format.html:
+
+        def html() -> str:
             from probe.html import inspect_page
 
-            _emit(inspect_page(ins, spec_mod.summary(spec)), output)
-        else:
-            _emit(views.inspect_markdown(ins), output)
+            return inspect_page(ins, spec_mod.summary(spec))
+
+        _render(
+            fmt,
+            output,
+            table=lambda: views.inspect_renderable(ins, spec_mod.summary(spec)),
+            json=lambda: views.inspect_json(ins),
+            csv=lambda: views.inspect_csv(ins),
+            markdown=lambda: views.inspect_markdown(ins),
+            html=html,
+        )
         return EXIT_UNHEALTHY if ins.mismatches else EXIT_OK
 
     _guard(body)

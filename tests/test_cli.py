@@ -283,3 +283,14 @@ def test_help_and_bad_input_do_not_import_torch(args: list[str]) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["fix", str(CONFIGS / "lab1_tiny_relu.yaml")], ["depth", str(CONFIGS / "lab1_xavier_tanh.yaml")]]
+)
+def test_commands_without_an_html_page_refuse_it(cli: Any, command: list[str], tmp_path: Path) -> None:
+    target = tmp_path / "page.html"
+    result = cli(*command, "--format", "html", "-o", str(target))
+    assert result.exit_code == 2
+    assert "--format html is not available for this command" in result.stderr
+    assert not target.exists()
