@@ -17,7 +17,7 @@ import torch
 
 from probe import spec as spec_mod
 from probe.build import Built, build
-from probe.run import _probe, draw_batch
+from probe.run import _probe, data_stream, draw_batch
 from probe.spec import Spec
 
 
@@ -66,7 +66,7 @@ def bare_pass(built: Built, spec: Spec, device: torch.device) -> None:
     """forward + backward with no hooks: the physical limit of a probe."""
     model = built.model
     model.train()
-    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + 1)
+    data_gen = data_stream(spec)  # the same inputs as the probed pass
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + 2)
     for _ in range(spec.data.batches):
         x = draw_batch(spec, data_gen).to(device)

@@ -125,21 +125,16 @@ def _batches(built: Built, spec: Spec) -> list[Batch]:
     float32); one batch when they can be concatenated."""
     import torch
 
-    from probe.inputs import Batch, draw
-    from probe.run import _DATA_STREAM, draw_batch
+    from probe.inputs import Batch
+    from probe.run import data_stream, next_batch
 
-    gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
-    if built.inputs is None:
-        batches = [Batch((draw_batch(spec, gen),), {}) for _ in range(spec.data.batches)]
-    else:
-        # a user factory may return a model already on a GPU or in float64: feed it there (as discovery does)
-        first = next(built.model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-        batches = [
-            draw(built.inputs, spec.data.batch_size, spec.data.distribution, gen, device, dtype)
-            for _ in range(spec.data.batches)
-        ]
+    # a user factory may return a model already on a GPU or in float64: feed it there (as discovery
+    # does); a spec model is still on the CPU in float32 here
+    first = next(built.model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    gen = data_stream(spec)
+    batches = [next_batch(spec, built, gen, device, dtype) for _ in range(spec.data.batches)]
     if all(len(b.args) == 1 and not b.kwargs and isinstance(b.args[0], torch.Tensor) for b in batches):
         # a tensor each (features, images, token ids): one forward pass over all of them
         return [Batch((torch.cat([b.args[0].detach() for b in batches]),), {})]

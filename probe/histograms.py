@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from probe.build import Built, build
+from probe.build import Built
 from probe.errors import RunError
 from probe.spec import Spec
 
@@ -49,24 +49,11 @@ def histograms(
     """
     import torch
 
-    from probe.inputs import Batch, draw
-    from probe.run import _DATA_STREAM, _load_state, draw_batch
+    from probe.run import build_initialized, data_stream, next_batch
 
-    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.run.seed)
-        built = build(spec)
-        if state_dict is not None:
-            _load_state(built.model, state_dict)
-        elif spec.init.weight.name == "lsuv":
-            from probe.fix import lsuv_built
-
-            lsuv_built(built, spec)
-        cpu = torch.device("cpu")
-        if built.inputs is None:
-            batch = Batch((draw_batch(spec, data_gen),), {})
-        else:
-            batch = draw(built.inputs, spec.data.batch_size, spec.data.distribution, data_gen, cpu, torch.float32)
+        built = build_initialized(spec, state_dict)
+        batch = next_batch(spec, built, data_stream(spec), torch.device("cpu"), torch.float32)
         found = _binned(built, batch)
     step = (LOG10_HIGH - LOG10_LOW) / BINS
     names = tuple(w.name for w in built.watched if w.name in found and (only is None or w.name in only))

@@ -69,16 +69,7 @@ def run_probe(
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.run.seed)
-            built = build(spec)
-            if state_dict is not None:
-                _load_state(built.model, state_dict)
-                for w in built.watched:  # the report's "init" column: not the spec's init any more
-                    w.init_rule = "loaded weights" if w.init_rule is not None else None
-            elif spec.init.weight.name == "lsuv":  # data-dependent init: a post-build step
-                from probe.fix import lsuv_built
-
-                lsuv_built(built, spec)
+            built = build_initialized(spec, state_dict)
             model = built.model.to(device=device, dtype=dtype)
             with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
                 layers = _probe(model, built, spec, device, dtype, progress)
@@ -99,6 +90,39 @@ def run_probe(
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
     )
+
+
+def build_initialized(spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:
+    """The spec's network as a run probes it: built under ``run.seed``, then given the saved
+    weights or, for the data-dependent ``lsuv`` strategy, rescaled. Seeds torch's global
+    generator: callers fork it first."""
+    import torch
+
+    torch.manual_seed(spec.run.seed)
+    built = build(spec)
+    if state_dict is not None:
+        _load_state(built.model, state_dict)
+        for w in built.watched:  # the report's "init" column: not the spec's init any more
+            w.init_rule = "loaded weights" if w.init_rule is not None else None
+    elif spec.init.weight.name == "lsuv":
+        from probe.fix import lsuv_built
+
+        lsuv_built(built, spec)
+    return built
+
+
+def data_stream(spec: Spec) -> torch.Generator:
+    """The generator every input batch of a run is drawn from (seeded from ``run.seed``)."""
+    import torch
+
+    return torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
+
+
+def next_batch(spec: Spec, built: Built, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> Batch:
+    """The run's next input batch: the MLP's feature vectors, or the model's own inputs."""
+    if built.inputs is None:
+        return Batch((draw_batch(spec, generator).to(device=device, dtype=dtype),), {})
+    return draw(built.inputs, spec.data.batch_size, spec.data.distribution, generator, device, dtype)
 
 
 def _load_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -130,7 +154,7 @@ def _probe(
     import torch
 
     collector = Collector(built.watched, device)
-    data_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DATA_STREAM)
+    data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
     directions: list[torch.Tensor] | None = None
@@ -142,10 +166,7 @@ def _probe(
     try:
         with collector.hooks():
             for i in range(total):
-                if built.inputs is None:
-                    batch = Batch((draw_batch(spec, data_gen).to(device=device, dtype=dtype),), {})
-                else:
-                    batch = draw(built.inputs, spec.data.batch_size, spec.data.distribution, data_gen, device, dtype)
+                batch = next_batch(spec, built, data_gen, device, dtype)
                 if spec.run.backward:
                     out = _forward(model, batch, built)
                     if isinstance(out, torch.Tensor):
