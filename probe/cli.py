@@ -475,7 +475,7 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     def rows() -> str:
         table_rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
         columns = list(dict.fromkeys(k for row in table_rows for k in row))  # a row may lack init_rule (no weight)
-        return rp._csv(table_rows, columns)
+        return rp.csv_text(table_rows, columns)
 
     _render(
         fmt,
@@ -681,12 +681,13 @@ def fix_cmd(
         if save is not None:
             fix.save_weights(fixed.state_dict, save)
         saved = str(save) if save is not None else None
+        scales = rt.scale_rows(fixed)
         _render(
             fmt,
             output,
             table=lambda: rt.fix_renderable(fixed, saved),
             json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
-            csv=lambda: rp._csv(rt.scale_rows(fixed), list(rt.scale_rows(fixed)[0])),
+            csv=lambda: rp.csv_text(scales, list(scales[0])),
             markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),
         )
         return EXIT_OK if fixed.after_verdict.healthy else EXIT_UNHEALTHY
@@ -731,8 +732,8 @@ def depth_cmd(
             output,
             table=lambda: rt.depth_renderable(result),
             json=lambda: rp.dumps(rt.depth_dict(result)),
-            csv=lambda: rp._csv(rows, list(rows[0])),
-            markdown=lambda: rp._md_table(list(rows[0]), cells),
+            csv=lambda: rp.csv_text(rows, list(rows[0])),
+            markdown=lambda: rp.md_table(list(rows[0]), cells),
         )
         return EXIT_OK
 

@@ -228,7 +228,8 @@ def runs_json(runs: Sequence[Run]) -> str:
     )
 
 
-def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV with a header; lists are joined with ';' and None is empty."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
@@ -241,15 +242,16 @@ def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
     rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
     extra = [c for c in ("module_type", "init_rule") if any(c in row for row in rows)]
-    return _csv([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
+    return csv_text([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
 
 
 def compare_csv(runs: Sequence[Run]) -> str:
     rows = [compare_row(r) for r in runs]
-    return _csv(rows, list(rows[0]))
+    return csv_text(rows, list(rows[0]))
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -280,7 +282,7 @@ def run_markdown(report: Report, verdict: Verdict) -> str:
     parts = [
         f"### {report.spec.name}\n",
         f"`{summary(report.spec)}`\n",
-        _md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
+        md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
         f"**Verdict: {verdict_text(verdict)}**\n",
     ]
     lines = _problem_lines(verdict)
@@ -318,7 +320,7 @@ def _compare_cells(run: Run) -> list[str]:
 
 
 def compare_markdown(runs: Sequence[Run]) -> str:
-    return _md_table(_COMPARE_COLUMNS, [_compare_cells(r) for r in runs])
+    return md_table(_COMPARE_COLUMNS, [_compare_cells(r) for r in runs])
 
 
 def check_lines(runs: Sequence[Run]) -> list[str]:

@@ -84,7 +84,7 @@ def theory_renderable(
 
 
 def theory_markdown(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
-    from probe.report import _md_table, run_markdown, verdict_text
+    from probe.report import md_table, run_markdown, verdict_text
 
     if not prediction.available:  # probe run's own table, the reason above the verdict
         text = run_markdown(report, verdict)
@@ -96,7 +96,7 @@ def theory_markdown(report: Report, verdict: Verdict, prediction: Prediction, co
         [
             f"### {report.spec.name}\n",
             f"`{summary(report.spec)}`\n",
-            _md_table([*THEORY_COLUMNS[:-1], "departs"], rows),
+            md_table([*THEORY_COLUMNS[:-1], "departs"], rows),
             theory_note(prediction, comparisons) + "\n",
             f"**Verdict: {verdict_text(verdict)}**\n",
         ]

@@ -13,7 +13,7 @@ from typing import Any
 from probe import spark
 from probe.advice import Advice
 from probe.inspect_params import Inspection
-from probe.report import _csv, _md_table, clean, dumps, fmt
+from probe.report import clean, csv_text, dumps, fmt, md_table
 from probe.spec import Spec
 from probe.sweep import SweepResult
 from probe.train import TrainResult, TrainSettings
@@ -99,12 +99,12 @@ def train_json(results: Sequence[TrainResult], settings: TrainSettings) -> str:
 
 def train_csv(results: Sequence[TrainResult]) -> str:
     rows = [train_row(r) for r in results]
-    return _csv(rows, list(rows[0]))
+    return csv_text(rows, list(rows[0]))
 
 
 def train_markdown(results: Sequence[TrainResult]) -> str:
     scale = _loss_scale(results)
-    return _md_table(_TRAIN_COLUMNS, [_train_cells(r, scale) for r in results])
+    return md_table(_TRAIN_COLUMNS, [_train_cells(r, scale) for r in results])
 
 
 # ---- sweep -----------------------------------------------------------------------------------
@@ -225,11 +225,11 @@ def sweep_json(result: SweepResult) -> str:
 
 def sweep_csv(result: SweepResult) -> str:
     rows = sweep_rows(result)
-    return _csv(rows, list(rows[0]))
+    return csv_text(rows, list(rows[0]))
 
 
 def sweep_markdown(result: SweepResult) -> str:
-    out = _md_table(_SWEEP_COLUMNS, _sweep_cells(result))
+    out = md_table(_SWEEP_COLUMNS, _sweep_cells(result))
     extra = (first_failing_lines(result) if len(result.depths) > 1 else []) + slope_lines(result)
     if extra:
         out += "\n" + "\n".join(f"- {line}" for line in extra) + "\n"
@@ -333,13 +333,13 @@ def inspect_json(ins: Inspection) -> str:
 
 def inspect_csv(ins: Inspection) -> str:
     rows = [{**r, "shape": "x".join(str(d) for d in r["shape"])} for r in param_rows(ins)]
-    return _csv(rows, list(rows[0]))
+    return csv_text(rows, list(rows[0]))
 
 
 def inspect_markdown(ins: Inspection) -> str:
-    out = _md_table((*_PARAM_COLUMNS[:-1], "mismatch"), _param_cells(ins))
+    out = md_table((*_PARAM_COLUMNS[:-1], "mismatch"), _param_cells(ins))
     if ins.activations:
-        out += "\n" + _md_table(_ACT_COLUMNS[:-1], [c[:-1] for c in _act_cells(ins)])
+        out += "\n" + md_table(_ACT_COLUMNS[:-1], [c[:-1] for c in _act_cells(ins)])
     return out
 
 
