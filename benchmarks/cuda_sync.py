@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from common import Result, built_model, mlp_spec
 
-from probe.collect import Collector
+from probe.collect import _PENDING_PER_LAYER, Collector
 
 
 def results() -> list[Result]:
@@ -22,19 +22,31 @@ def results() -> list[Result]:
     torch.cuda.synchronize()
     syncs = 0
     torch.cuda.set_sync_debug_mode("error")
+    batches = 3 * _PENDING_PER_LAYER  # several device merges run inside the checked region too
     try:
         with collector.hooks():
-            for _ in range(3):  # several batches: the merges run inside the checked region too
+            for _ in range(batches):
                 (built.model(x) * direction).sum().backward()
                 collector.after_backward()
                 built.model.zero_grad(set_to_none=True)
+            with torch.no_grad():  # forward-only: merges are triggered from inside a forward hook
+                for _ in range(batches):
+                    built.model(x)
     except RuntimeError as exc:
         syncs = 1
         print(f"    sync inside hooks: {exc}")
     finally:
         torch.cuda.set_sync_debug_mode("default")
     collector.finish()
-    return [Result("cuda: host syncs inside hooks (3 batches)", float(syncs), 0.0, unit="", note="set_sync_debug_mode")]
+    return [
+        Result(
+            f"cuda: host syncs inside hooks ({2 * batches} batches)",
+            float(syncs),
+            0.0,
+            unit="",
+            note="set_sync_debug_mode",
+        )
+    ]
 
 
 if __name__ == "__main__":

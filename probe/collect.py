@@ -1,12 +1,13 @@
 """Hooks: tensors -> on-device running statistics.
 
 Every statistic is a reduction of a tensor the forward or backward pass already produced. The
-reductions stay on the device as 0-d tensors (no ``.item()``, so no host synchronization inside a
-hook) and are merged across batches in O(layers) memory; ``finish`` reads them all to the host
-in one transfer.
+reductions stay on the device as 0-d tensors: no hook reads a value to the host (no ``.item()``)
+or copies host data to the device (no ``torch.tensor(list)``), so no hook synchronizes with the
+device. Records are merged across batches in O(layers) memory, and ``finish`` reads everything
+to the host in one transfer.
 
 Why the reductions look the way they do (measured with torch.profiler, see benchmarks/README.md):
-on the CPU, ``var_mean``/``var`` (Welford), ``count_nonzero`` on random data and comparisons that
+on the CPU, ``var_mean``/``var`` (Welford), ``count_nonzero``, ``isfinite`` and comparisons that
 produce bool tensors are 5-30x slower per element than plain sums, BLAS dot products and
 elementwise float ops. So each hook uses only the fast kind:
 
@@ -14,18 +15,27 @@ elementwise float ops. So each hook uses only the fast kind:
   elementwise op), and a dot product give the within-sample sum of squares; the law of total
   variance adds the between-sample part from the small vector of per-sample means. One pass pair
   yields mean, M2 and the unit spread, all computed from centered values (no cancellation).
-- zeros and dead units: ``y != 0`` as floats; its sums over samples count nonzero values per
-  unit (a unit whose count stays 0 is dead), and their sum counts zeros.
-- non-finite values: ``y - y`` is 0 exactly where ``y`` is finite and nan elsewhere; counted on
-  the device at every call, so no hook ever reads a value to the host (that costs about 0.1x of a
-  bare pass on the seed's small network, against a host-read shortcut we measured and dropped).
+- non-finite values: ``y - y`` is 0 exactly where ``y`` is finite and nan elsewhere, so
+  ``nan_to_num(y - y, nan=1)`` marks them with 1.
+- zeros and dead units: ``|sign(y)|`` is 1 where ``y`` is nonzero (inf included) and 0 where it
+  is 0 (and, on the CPU, where it is nan); its ``fmax`` (which ignores a nan) with the
+  non-finite mark counts a nan as nonzero on every device. Its sums over samples count nonzero
+  values per unit; a unit whose count stays 0 over every batch is dead, and the counts' total
+  is the number of nonzero values.
+- gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
+  merge (see ``_add_raw`` for the precision this keeps).
 
-Per-batch results of all layers are stacked and merged into per-layer accumulators with a few
-vector ops (Chan et al.'s pairwise update, in float64) instead of a dozen scalar ops per layer.
+Each record is five 0-d tensors plus three host integers (slot, number of values, a
+multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
+per-slot accumulators with a few vector ops (Chan et al.'s pairwise update, in float64); the
+host integers reach the device as cached tensors built by fill kernels, never by a copy.
+``finish`` reads the accumulators and the records still pending in one transfer and merges
+those on the host, which for a short run is cheaper than the dozen tiny device ops of a merge.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -36,64 +46,41 @@ from probe.records import LayerStats
 if TYPE_CHECKING:
     import torch
 
-# Field order of a forward record (one row per layer call).
-_F_MEAN, _F_M2, _F_UNIT_VAR, _F_NONZERO, _F_NONFINITE, _F_SATURATED = range(6)
-# Merge pending records once this many per layer have piled up (bounds memory for forward-only runs).
-_PENDING_PER_LAYER = 4
+# A record's device values: c0, c1, c2 (a mean and an M2, see _host_numbers), non-finite count,
+# saturated count. c1 of a forward record is the within-sample M2 (for the spread).
+_WIDTH = 5
+# Merge once this many records per layer have piled up (bounds memory whatever the batch count).
+_PENDING_PER_LAYER = 12
 # Below this many values one var_mean call is cheaper than mean + subtract + dot.
 _SMALL = 4096
 # Scratch buffers kept at once (two per activation shape in use).
 _MAX_BUFFERS = 8
 # Float32 sums of 0/1 values are exact below 2**24 elements; above, count in float64.
 _EXACT_F32_COUNT = 2**24
+# Cached host-integer vectors (one per distinct sequence of records between merges).
+_MAX_KEYS = 16
 
 
 class _Moments:
-    """Per-layer count, mean and centered second moment, merged from per-call records."""
+    """Per-slot count, mean and centered second moment, merged from per-call records."""
 
-    def __init__(self, layers: int, acc_dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, slots: int, acc_dtype: torch.dtype, device: torch.device) -> None:
         import torch
 
-        self.count = torch.zeros(layers, dtype=acc_dtype, device=device)
-        self.mean = torch.zeros(layers, dtype=acc_dtype, device=device)
-        self.m2 = torch.zeros(layers, dtype=acc_dtype, device=device)
+        self.count = torch.zeros(slots, dtype=acc_dtype, device=device)
+        self.mean = torch.zeros(slots, dtype=acc_dtype, device=device)
+        self.m2 = torch.zeros(slots, dtype=acc_dtype, device=device)
 
-    def merge(self, index: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        """Fold in groups ``i`` (layer ``index[i]``, ``n[i]`` values with ``mean[i]``, ``m2[i]``):
-        the pooled mean is a weighted mean, and M2 adds each group's spread around it."""
-        import torch
-
-        layers = self.count.shape[0]
-        own = torch.arange(layers, device=index.device)
-        index = torch.cat([own, index])
-        n = torch.cat([self.count, n])
-        mean = torch.cat([self.mean, mean])
-        m2 = torch.cat([self.m2, m2])
-        count = torch.zeros_like(self.count).index_add_(0, index, n)
-        total = torch.zeros_like(self.mean).index_add_(0, index, n * mean)
-        pooled = total / count.clamp_min(1)
-        delta = mean - pooled[index]
-        self.m2 = torch.zeros_like(self.m2).index_add_(0, index, m2 + n * delta * delta)
+    def merge(self, slot: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Fold in records ``r`` (slot ``slot[r]``, ``n[r]`` values with ``mean[r]`` and ``m2[r]``):
+        the pooled mean is a weighted mean, and M2 adds each part's spread around it."""
+        count = self.count.index_add(0, slot, n)
+        pooled = (self.count * self.mean).index_add_(0, slot, n * mean) / count.clamp_min(1)
+        own = self.mean - pooled
+        delta = mean - pooled[slot]
+        self.m2 = (self.m2 + self.count * own * own).index_add_(0, slot, m2 + n * delta * delta)
         self.mean = pooled
         self.count = count
-
-    def std(self) -> torch.Tensor:
-        """Sample standard deviation (n - 1 in the denominator, like ``Tensor.std``)."""
-        return (self.m2 / (self.count - 1).clamp_min(1)).sqrt()
-
-
-class _Pending:
-    """Gradient records not yet merged: layer index, number of values, (mean, M2) as 0-d tensors."""
-
-    def __init__(self) -> None:
-        self.index: list[int] = []
-        self.n: list[int] = []
-        self.stats: list[torch.Tensor] = []
-
-    def add(self, i: int, n: int, mean_m2: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self.index.append(i)
-        self.n.append(n)
-        self.stats += mean_m2
 
 
 class _Layer:
@@ -105,8 +92,16 @@ class _Layer:
         self.values = 0  # values measured
         self.grads = 0  # gradient values measured
         self.weight_grad_batches = 0
-        self.unit_var_count = 0  # samples whose variance across units was measured
+        self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
+        self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
+
+    def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
+        dims = self.dims.get(ndim)
+        if dims is None:
+            unit = self.watched.unit_dim % ndim
+            dims = self.dims[ndim] = (unit, [d for d in range(ndim) if d != unit])
+        return dims
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:
@@ -137,7 +132,10 @@ def _mean_m2(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[torc
 
 
 class Collector:
-    """Attach with ``hooks()``, call ``after_backward()`` after each backward, then ``finish()``."""
+    """Attach with ``hooks()``, call ``after_backward()`` after each backward, then ``finish()``.
+
+    Statistics live in three slots per layer: its output values (slot ``i``), their gradient
+    (``L + i``) and its weight's gradient (``2L + i``)."""
 
     def __init__(self, watched: list[Watched], device: torch.device) -> None:
         import torch
@@ -147,19 +145,15 @@ class Collector:
         self.device = device
         self.layers = [_Layer(w) for w in watched]
         n = len(self.layers)
-        self.values = _Moments(n, self.acc_dtype, device)
-        self.grads = _Moments(n, self.acc_dtype, device)
-        self.weight_grads = _Moments(n, self.acc_dtype, device)
-        # per layer: [unit variance sum, nonzero count, nonfinite count, saturated count, weight grad sum of squares]
-        self.sums = torch.zeros(n, 5, dtype=self.acc_dtype, device=device)
+        self.moments = _Moments(3 * n, self.acc_dtype, device)
+        # per slot: sums of [M2 part a, non-finite count, saturated count]
+        self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
-        # records not yet merged, one per layer call: its layer, its number of values, its 0-d stats
-        self._fwd_index: list[int] = []
-        self._fwd_n: list[int] = []
-        self._fwd_stats: list[torch.Tensor] = []
-        self._grad = _Pending()
-        self._wgrad = _Pending()
+        self._consts: dict[float, torch.Tensor] = {}
+        self._keyed: dict[tuple[tuple[int, int, int], ...], torch.Tensor] = {}
+        self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
+        self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
 
     def _scratch(self, like: torch.Tensor, slot: int) -> torch.Tensor:
@@ -167,13 +161,30 @@ class Collector:
         instead of each allocating (and fragmenting the heap with) activation-sized tensors."""
         import torch
 
-        key = (slot, tuple(like.shape), like.dtype, like.device)
+        key = (slot, like.shape, like.dtype)
         buf = self._buffers.get(key)
         if buf is None:
             if len(self._buffers) >= _MAX_BUFFERS:  # many distinct shapes: keep memory bounded
                 self._buffers.clear()
             buf = self._buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
         return buf
+
+    def _add(self, key: tuple[int, int, int], *stats: torch.Tensor) -> None:
+        self._keys.append(key)
+        self._stats += stats
+        if len(self._keys) >= _PENDING_PER_LAYER * len(self.layers):
+            self._merge()
+
+    def _add_raw(self, slot: int, g: torch.Tensor) -> None:
+        """A gradient's record from its sum and sum of squares (two reads, nothing written); the
+        merge centres them in float64. Gradients of a random-direction loss have mean ~0, so
+        M2 = sum of squares - sum^2 / n loses nothing to cancellation here; a gradient whose
+        mean is k standard deviations from 0 loses about log10(1 + k^2) digits of its M2."""
+        import torch
+
+        flat = g.reshape(-1)
+        n = flat.numel()
+        self._add((slot, n, -1), flat.sum(), torch.dot(flat, flat), self._zero, self._zero, self._zero)
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -200,37 +211,39 @@ class Collector:
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
             return
         layer = self.layers[i]
-        w = layer.watched
         y = _float(output.detach())
+        numel = y.numel()
         count_dtype = _count_dtype(y)
-        unit_dim = w.unit_dim % y.dim()
+        unit_dim, other_dims = layer.unit_dims(y.dim())
         units = y.shape[unit_dim]
         # mean and M2 via the law of total variance over samples (rows across units)
         row_mean = y.mean(dim=unit_dim, keepdim=True)
         within = torch.sub(y, row_mean, out=self._scratch(y, 0))
-        within_m2 = torch.dot(within.reshape(-1), within.reshape(-1))
-        mean, between_m2 = _mean_m2(row_mean)
-        m2 = within_m2 + between_m2 * units
-        # Counted on the device at every call: no hook reads a value to the host (one read per run,
-        # in finish). A nan is nonzero (torch.sign(nan) is 0 on the CPU, so compare instead).
-        nonzero = (y != 0).to(y.dtype)
-        # y - y is 0 where y is finite and nan where it is not
-        nonfinite = torch.nan_to_num_(torch.sub(y, y, out=self._scratch(y, 1)), nan=1.0).sum(dtype=count_dtype)
-        # nonzero values per unit: a unit is dead if its total stays 0 over every batch
-        other_dims = [d for d in range(y.dim()) if d != unit_dim]
+        within_m2 = torch.dot(within.view(-1), within.view(-1))
+        rows = row_mean.numel()
+        if rows <= _SMALL:
+            between_var, mean = torch.var_mean(row_mean.view(-1), correction=0)
+            key = (i, numel, numel)  # between-sample M2 = var * rows * units
+        else:
+            mean, between_var = _mean_m2(row_mean)  # here: the M2 of the row means
+            key = (i, numel, units)
+        # 1 where y is inf or nan, 0 elsewhere
+        nonfinite_mark = torch.sub(y, y, out=self._scratch(y, 1)).nan_to_num_(nan=1.0)
+        # 1 where y is nonzero (nan included), 0 where it is 0; reuses the centered values' buffer
+        nonzero = torch.fmax(torch.sign(y, out=within).abs_(), nonfinite_mark, out=within)
         per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype)
-        layer.alive = per_unit if layer.alive is None else layer.alive + per_unit
+        if layer.alive is None:
+            layer.alive = per_unit.to(self.acc_dtype)
+        else:
+            layer.alive.add_(per_unit)
+        nonfinite = nonfinite_mark.sum(dtype=count_dtype)
         saturated = self._saturated(layer, inputs, output, y, count_dtype)
-        self._fwd_stats += (mean, m2, within_m2 / units, per_unit.sum(), nonfinite, saturated)
-        self._fwd_index.append(i)
-        self._fwd_n.append(y.numel())
-        layer.values += y.numel()
+        layer.values += numel
         if units > 1:
-            layer.unit_var_count += y.numel() // units
+            layer.spread_values += numel
         if output.requires_grad:
             output.register_hook(self._backward_hook(i))
-        if len(self._fwd_index) > _PENDING_PER_LAYER * len(self.layers):
-            self._merge()
+        self._add(key, mean, within_m2, between_var, nonfinite, saturated)
 
     def _saturated(
         self, layer: _Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
@@ -258,127 +271,188 @@ class Collector:
 
     def _backward_hook(self, i: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
-
             g = _float(grad.detach())
             if g.numel() == 0:
                 return
-            self._grad.add(i, g.numel(), _mean_m2(g, self._scratch(g, 0)))
             self.layers[i].grads += g.numel()
+            self._add_raw(len(self.layers) + i, g)
 
         return hook
 
     def after_backward(self) -> None:
         """Fold in the gradient of each watched weight after one backward pass."""
-
         self.backward_done = True
+        base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):
             p = layer.watched.weight
             if p is None or p.grad is None or p.grad.numel() == 0:
                 continue
-            g = _float(p.grad.detach())
-            self._wgrad.add(i, g.numel(), _mean_m2(g, self._scratch(g, 0)))
             layer.weight_grad_batches += 1
-        self._merge()
+            self._add_raw(base + i, _float(p.grad.detach()))
+
+    def _const(self, value: float) -> torch.Tensor:
+        """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
+        import torch
+
+        t = self._consts.get(value)
+        if t is None:
+            t = self._consts[value] = torch.full((), value, dtype=self.acc_dtype, device=self.device)
+        return t
+
+    def _key_columns(self) -> torch.Tensor:
+        """The pending records' host numbers (``_host_numbers``) as a device matrix, cached: the
+        same layers report in the same order every batch, so it is built once per run."""
+        import torch
+
+        key = tuple(self._keys)
+        columns = self._keyed.get(key)
+        if columns is None:
+            if len(self._keyed) >= _MAX_KEYS:
+                self._keyed.clear()
+            numbers = [_host_numbers(k) for k in key]
+            if self.device.type == "cpu":  # host memory is device memory: nothing to copy
+                columns = torch.tensor(numbers, dtype=self.acc_dtype)
+            else:
+                columns = torch.stack([self._const(v) for row in numbers for v in row]).view(len(numbers), -1)
+            self._keyed[key] = columns
+        return columns
 
     def _merge(self) -> None:
-        """Fold every pending record into the per-layer accumulators (a few vector ops in all)."""
-        if self._fwd_index:
-            index, n = self._vectors(self._fwd_index, self._fwd_n)
-            rows = self._rows(self._fwd_stats, 6)
-            self.values.merge(index, n, rows[:, _F_MEAN], rows[:, _F_M2])
-            self.sums[:, :4].index_add_(0, index, rows[:, _F_UNIT_VAR:])
-            self._fwd_index, self._fwd_n, self._fwd_stats = [], [], []
-        if self._grad.index:
-            index, n = self._vectors(self._grad.index, self._grad.n)
-            rows = self._rows(self._grad.stats, 2)
-            self.grads.merge(index, n, rows[:, 0], rows[:, 1])
-            self._grad = _Pending()
-        if self._wgrad.index:
-            index, n = self._vectors(self._wgrad.index, self._wgrad.n)
-            rows = self._rows(self._wgrad.stats, 2)
-            self.weight_grads.merge(index, n, rows[:, 0], rows[:, 1])
-            # sum of squares = M2 + n * mean^2 (both terms >= 0: no cancellation)
-            self.sums[:, 4].index_add_(0, index, rows[:, 1] + n * rows[:, 0] * rows[:, 0])
-            self._wgrad = _Pending()
-
-    def _vectors(self, index: list[int], n: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold every pending record into the per-slot accumulators on the device (a few vector
+        ops in all; runs every few batches to keep memory O(layers))."""
         import torch
 
-        return (
-            torch.tensor(index, device=self.device),
-            torch.tensor(n, dtype=self.acc_dtype, device=self.device),
-        )
-
-    def _rows(self, stats: list[torch.Tensor], width: int) -> torch.Tensor:
-        import torch
-
+        if not self._keys:
+            return
+        slot, n, mult, mean_scale, sq_scale = self._key_columns().unbind(1)
         # stack promotes mixed float32/float64 records to the wider type
-        return torch.stack(stats).to(self.acc_dtype).view(-1, width)
+        rows = torch.stack(self._stats).to(self.acc_dtype).view(-1, _WIDTH)
+        c0, c1, c2 = rows[:, 0], rows[:, 1], rows[:, 2]
+        m2 = (c1 + c2 * mult - sq_scale * c0 * c0).clamp_min(0)
+        self.moments.merge(slot.long(), n, c0 * mean_scale, m2)
+        self.sums.index_add_(0, slot.long(), rows[:, [1, 3, 4]])
+        self._keys, self._stats = [], []
 
     def finish(self) -> list[LayerStats]:
-        """Read every statistic to the host at once and return one record per layer."""
+        """Read every statistic to the host at once and return one record per layer. Records
+        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops)."""
         import torch
 
         if not self.layers:
             return []
-        self._merge()
-        v = self.values
-        count = v.count.clamp_min(1)
-        unit_var_sum, nonzero, nonfinite, saturated, weight_grad_sq = self.sums.unbind(1)
-        dead = torch.stack(
-            [
-                torch.zeros((), dtype=self.acc_dtype, device=self.device)
-                if layer.alive is None
-                else (layer.alive == 0).sum().to(self.acc_dtype) / max(layer.alive.numel(), 1)
-                for layer in self.layers
-            ]
-        )
-        var_total = v.m2 / count
-        unit_var_count = torch.tensor(
-            [max(layer.unit_var_count, 1) for layer in self.layers], dtype=self.acc_dtype, device=self.device
-        )
-        mean_unit_var = unit_var_sum / unit_var_count
-        spread = torch.where(
-            var_total > 0, (mean_unit_var / var_total.clamp_min(1e-300)).sqrt(), torch.zeros_like(var_total)
-        )
-        batches = torch.tensor(
-            [max(layer.weight_grad_batches, 1) for layer in self.layers], dtype=self.acc_dtype, device=self.device
-        )
-        columns = [
-            v.mean,
-            v.std(),
-            (v.count - nonzero) / count,
-            dead,
-            saturated / count,
-            nonfinite,
-            spread,
-            self.grads.std(),
-            (weight_grad_sq / batches).sqrt(),
-            self.weight_grads.std(),
-        ]
-        table = torch.stack(columns, dim=1).cpu().tolist()
-        return [_to_stats(layer, row, self.backward_done) for layer, row in zip(self.layers, table, strict=True)]
+        m = self.moments
+        alive = [layer.alive for layer in self.layers if layer.alive is not None]
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1)]
+        if alive:
+            # per layer: its units' nonzero counts summed (L1) and its units ever nonzero (L0)
+            parts += [torch.stack(torch._foreach_norm(alive, 1)), torch.stack(torch._foreach_norm(alive, 0))]
+        if self._stats:
+            parts.append(torch.stack(self._stats))
+        flat = torch.cat([p.to(self.acc_dtype) for p in parts]).cpu().tolist()
+        slots = len(self.layers) * 3
+        count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
+        sums = flat[3 * slots : 6 * slots]
+        live_end = 6 * slots + 2 * len(alive)
+        nonzero, ever_nonzero = flat[6 * slots : 6 * slots + len(alive)], flat[6 * slots + len(alive) : live_end]
+        pending = flat[live_end:]
+        for r, key in enumerate(self._keys):
+            _merge_host(key, pending[r * _WIDTH : (r + 1) * _WIDTH], count, mean, m2, sums)
+        self._keys, self._stats = [], []
+        out = []
+        seen = 0
+        for i, layer in enumerate(self.layers):
+            live = None
+            if layer.alive is not None:
+                live = (nonzero[seen], ever_nonzero[seen], layer.alive.numel())
+                seen += 1
+            out.append(_to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done))
+        return out
 
 
-def _to_stats(layer: _Layer, row: list[float], backward: bool) -> LayerStats:
+def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:
+    """A record's host numbers: slot, values n, M2 multiplier, and how its first two device values
+    become a mean and an M2: mean = c0 * mean_scale, M2 = c1 + c2 * multiplier - sq_scale * c0^2.
+    A forward record holds (mean, within-sample M2, between-sample part); a gradient record
+    (multiplier -1) holds (sum, sum of squares)."""
+    slot, n, mult = key
+    if mult == -1:
+        return float(slot), float(n), 0.0, 1.0 / n, 1.0 / n
+    return float(slot), float(n), float(mult), 1.0, 0.0
+
+
+def _merge_host(
+    key: tuple[int, int, int],
+    row: list[float],
+    count: list[float],
+    mean: list[float],
+    m2: list[float],
+    sums: list[float],
+) -> None:
+    """``Collector._merge`` for one record, on the host (Chan et al.'s pairwise update)."""
+    slot_f, n, mult, mean_scale, sq_scale = _host_numbers(key)
+    slot = int(slot_f)
+    c0, c1, c2, nonfinite, saturated = row
+    mean_r = c0 * mean_scale
+    m2_r = max(c1 + c2 * mult - sq_scale * c0 * c0, 0.0)  # a nan stays nan
+    before = count[slot]
+    if before == 0:
+        mean[slot], m2[slot] = mean_r, m2_r
+    else:
+        total = before + n
+        delta = mean_r - mean[slot]
+        mean[slot] += delta * n / total
+        m2[slot] += m2_r + delta * delta * before * n / total
+    count[slot] = before + n
+    sums[3 * slot] += c1
+    sums[3 * slot + 1] += nonfinite
+    sums[3 * slot + 2] += saturated
+
+
+def _std(m2: float, count: float) -> float:
+    """Sample standard deviation (n - 1 in the denominator, like ``Tensor.std``)."""
+    return math.sqrt(m2 / max(count - 1, 1)) if m2 == m2 else math.nan
+
+
+def _to_stats(
+    layer: _Layer,
+    i: int,
+    layers: int,
+    count: list[float],
+    mean: list[float],
+    m2: list[float],
+    sums: list[float],
+    live: tuple[float, float, int] | None,
+    backward: bool,
+) -> LayerStats:
     w = layer.watched
-    mean, std, zero_ratio, dead, saturation, nonfinite, spread, grad_std, wg_norm, wg_std = row
+    n = max(count[i], 1)
+    within_m2, nonfinite, saturated = sums[3 * i : 3 * i + 3]
+    var_total = m2[i] / n
+    nonzero, ever_nonzero, units = live if live is not None else (0.0, 0.0, 0)
+    spread = 0.0
+    if layer.spread_values and var_total > 0:
+        spread = math.sqrt(within_m2 / layer.spread_values / var_total)
+    elif var_total != var_total:
+        spread = math.nan
+    g, wg = layers + i, 2 * layers + i
     has_grads = backward and layer.grads > 0
     has_wgrad = backward and layer.weight_grad_batches > 0
+    # the mean squared norm per batch: all batches' sum of squares = M2 + n * mean^2 (no cancellation)
+    wg_sq = m2[wg] + count[wg] * mean[wg] * mean[wg]
     return LayerStats(
         name=w.name,
         index=w.index,
         kind=w.kind,
         units=w.units,
         count=layer.values,
-        mean=mean,
-        std=std,
-        zero_ratio=zero_ratio,
-        dead_units=dead,
-        saturation_ratio=saturation if layer.saturation_known else None,
+        mean=mean[i],
+        std=_std(m2[i], count[i]),
+        zero_ratio=(count[i] - nonzero) / n,
+        dead_units=(units - ever_nonzero) / units if units else 0.0,
+        saturation_ratio=saturated / n if layer.saturation_known else None,
         nonfinite=int(nonfinite),
         unit_spread=spread if w.units > 1 else None,
-        grad_std=grad_std if has_grads else None,
-        weight_grad_norm=wg_norm if has_wgrad else None,
-        weight_grad_std=wg_std if has_wgrad else None,
+        grad_std=_std(m2[g], count[g]) if has_grads else None,
+        weight_grad_norm=math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None,
+        weight_grad_std=_std(m2[wg], count[wg]) if has_wgrad else None,
     )

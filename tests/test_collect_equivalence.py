@@ -186,13 +186,25 @@ def test_nonfinite_values_are_counted_exactly(monkeypatch: pytest.MonkeyPatch) -
 def test_memory_stays_bounded_over_many_batches() -> None:
     """Pending per-call records are merged at least every few batches: O(layers), not O(batches)."""
     from probe.build import build
-    from probe.collect import Collector
+    from probe.collect import _PENDING_PER_LAYER, Collector
 
     spec = _spec(run={"backward": False})
     built = build(spec)
+    bound = _PENDING_PER_LAYER * len(built.watched)
     collector = Collector(built.watched, torch.device("cpu"))
     with collector.hooks(), torch.no_grad():
         for _ in range(200):
             built.model(torch.randn(8, 10))
-            assert len(collector._fwd_index) <= 5 * len(built.watched) + 1
+            assert len(collector._keys) < bound
+            assert len(collector._stats) < bound * 5
     assert collector.finish()[0].count == 200 * 8 * 24
+    # with backward: three records per layer and batch (values, their gradient, the weight's)
+    collector = Collector(built.watched, torch.device("cpu"))
+    with collector.hooks():
+        for _ in range(200):
+            (built.model(torch.randn(8, 10)) ** 2).sum().backward()
+            collector.after_backward()
+            assert len(collector._keys) < bound
+    stats = collector.finish()
+    assert stats[0].count == 200 * 8 * 24
+    assert stats[0].grad_std is not None and stats[0].weight_grad_norm is not None
