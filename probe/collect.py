@@ -17,11 +17,10 @@ elementwise float ops. So each hook uses only the fast kind:
   yields mean, M2 and the unit spread, all computed from centered values (no cancellation).
 - non-finite values: ``y - y`` is 0 exactly where ``y`` is finite and nan elsewhere, so
   ``nan_to_num(y - y, nan=1)`` marks them with 1.
-- zeros and dead units: ``|sign(y)|`` is 1 where ``y`` is nonzero (inf included) and 0 where it
-  is 0 (and, on the CPU, where it is nan); its ``fmax`` (which ignores a nan) with the
-  non-finite mark counts a nan as nonzero on every device. Its sums over samples count nonzero
-  values per unit; a unit whose count stays 0 over every batch is dead, and the counts' total
-  is the number of nonzero values.
+- zeros and dead units: ``|sign(nan_to_num(y, nan=1))|`` is 1 where ``y`` is nonzero (nan and
+  inf included) and 0 where it is 0 (``sign(nan)`` alone is 0 on the CPU). Its sums over
+  samples count nonzero values per unit; a unit whose count stays 0 over every batch is dead,
+  and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
 
@@ -53,7 +52,7 @@ _WIDTH = 5
 _PENDING_PER_LAYER = 12
 # Below this many values one var_mean call is cheaper than mean + subtract + dot.
 _SMALL = 4096
-# Scratch buffers kept at once (two per activation shape in use).
+# Scratch buffers kept at once (one per activation shape and dtype in use).
 _MAX_BUFFERS = 8
 # Float32 sums of 0/1 values are exact below 2**24 elements; above, count in float64.
 _EXACT_F32_COUNT = 2**24
@@ -156,12 +155,12 @@ class Collector:
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
 
-    def _scratch(self, like: torch.Tensor, slot: int) -> torch.Tensor:
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
         instead of each allocating (and fragmenting the heap with) activation-sized tensors."""
         import torch
 
-        key = (slot, like.shape, like.dtype)
+        key = (like.shape, like.dtype, like.device)
         buf = self._buffers.get(key)
         if buf is None:
             if len(self._buffers) >= _MAX_BUFFERS:  # many distinct shapes: keep memory bounded
@@ -218,7 +217,7 @@ class Collector:
         units = y.shape[unit_dim]
         # mean and M2 via the law of total variance over samples (rows across units)
         row_mean = y.mean(dim=unit_dim, keepdim=True)
-        within = torch.sub(y, row_mean, out=self._scratch(y, 0))
+        within = torch.sub(y, row_mean, out=self._scratch(y))
         within_m2 = torch.dot(within.view(-1), within.view(-1))
         rows = row_mean.numel()
         if rows <= _SMALL:
@@ -227,16 +226,17 @@ class Collector:
         else:
             mean, between_var = _mean_m2(row_mean)  # here: the M2 of the row means
             key = (i, numel, units)
+        # One scratch buffer serves every temporary in turn: with a second, the activation and two
+        # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
         # 1 where y is inf or nan, 0 elsewhere
-        nonfinite_mark = torch.sub(y, y, out=self._scratch(y, 1)).nan_to_num_(nan=1.0)
-        # 1 where y is nonzero (nan included), 0 where it is 0; reuses the centered values' buffer
-        nonzero = torch.fmax(torch.sign(y, out=within).abs_(), nonfinite_mark, out=within)
+        nonfinite = torch.sub(y, y, out=within).nan_to_num_(nan=1.0).sum(dtype=count_dtype)
+        # 1 where y is nonzero (nan and inf included), 0 where it is 0
+        nonzero = torch.nan_to_num(y, nan=1.0, out=within).sign_().abs_()
         per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype)
         if layer.alive is None:
             layer.alive = per_unit.to(self.acc_dtype)
         else:
             layer.alive.add_(per_unit)
-        nonfinite = nonfinite_mark.sum(dtype=count_dtype)
         saturated = self._saturated(layer, inputs, output, y, count_dtype)
         layer.values += numel
         if units > 1:
