@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from probe import activations
 from probe.records import Verdict
@@ -142,15 +143,30 @@ def recommend(activation: str, params: dict[str, object] | None = None) -> Recom
     )
 
 
+def network_activation(spec: Spec) -> tuple[str, dict[str, Any]] | None:
+    """The nonlinearity the init has to suit: ``model.activation`` for probe's own feed-forward
+    kinds, the cell's tanh for LSTM and GRU (which ignore ``model.activation``), and ``None`` for
+    a user model (``--model``), whose nonlinearities are its own modules."""
+    m = spec.model
+    if m.factory is not None:
+        return None
+    if m.kind in ("lstm", "gru"):
+        return "tanh", {}
+    return m.activation.name, dict(m.activation.params)
+
+
 def mismatch(spec: Spec) -> str | None:
     """A note when the spec's weight init does not fit its activation, else ``None``.
 
     Only fan-based strategies are judged here: a fixed-scale init (tiny, large, normal) is judged
-    by the health rules, whose failure gets its own suggestion.
+    by the health rules, whose failure gets its own suggestion. A user model is not judged.
     """
-    act = spec.model.activation
+    found = network_activation(spec)
+    if found is None:
+        return None
+    act_name, act_params = found
     weight = spec.init.weight
-    rec = recommend(act.name, act.params)
+    rec = recommend(act_name, act_params)
     name = weight.name
     if name in rec.fits:
         return None
@@ -164,14 +180,15 @@ def mismatch(spec: Spec) -> str | None:
             return None  # scaled for this activation: fits
     better = rec.describe()
     if name in HE:
-        why = f"He is derived for ReLU-like activations, not {act.name}"
+        why = f"He is derived for ReLU-like activations, not {act_name}"
     elif name in XAVIER:
-        why = f"Xavier (gain {weight.params.get('gain', 1.0)}) assumes a linear-like activation, not {act.name}"
+        why = f"Xavier (gain {weight.params.get('gain', 1.0)}) assumes a linear-like activation, not {act_name}"
     elif name in LECUN:
-        why = f"LeCun (variance 1/fan_in) is meant for SELU or linear layers, not {act.name}"
+        why = f"LeCun (variance 1/fan_in) is meant for SELU or linear layers, not {act_name}"
     else:
-        why = f"it is not the usual init for {act.name}"
-    return f"{name} does not fit {act.name}: {why}; use {better}"
+        why = f"it is not the usual init for {act_name}"
+    cell = f" (the {spec.model.kind} cell's)" if spec.model.kind in ("lstm", "gru") else ""
+    return f"{name} does not fit {act_name}{cell}: {why}; use {better}"
 
 
 def _close(a: float, b: float) -> bool:
@@ -183,8 +200,8 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
     if verdict.healthy:
         return None
     broken = [p.rule for p in verdict.problems]
-    act = spec.model.activation.name
-    rec = recommend(act, spec.model.activation.params)
+    act, act_params = network_activation(spec) or (spec.model.activation.name, dict(spec.model.activation.params))
+    rec = recommend(act, act_params)
     name = spec.init.weight.name
     better = rec.describe()
     if "nonfinite" in broken:
@@ -211,10 +228,10 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
 
 def advise(spec: Spec, verdict: Verdict | None = None) -> Advice:
     """The mismatch note and, given a failing verdict, the one-line suggestion."""
-    act = spec.model.activation
+    act, act_params = network_activation(spec) or (spec.model.activation.name, dict(spec.model.activation.params))
     return Advice(
         spec_name=spec.name,
-        recommendation=recommend(act.name, act.params),
+        recommendation=recommend(act, act_params),
         mismatch=mismatch(spec),
         suggestion=suggestion(spec, verdict) if verdict is not None else None,
     )

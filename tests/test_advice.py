@@ -132,3 +132,24 @@ def test_cli_run_table_shows_the_mismatch_under_the_verdict(tmp_path) -> None:  
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.index("verdict:") < out.index("mismatch: he_normal does not fit tanh")
+
+
+def test_recurrent_cells_are_judged_by_their_own_tanh_not_model_activation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """LSTM and GRU ignore model.activation (default relu): advice judges the cell's tanh."""
+    lstm = _spec("relu", "xavier", kind="lstm", depth=1, seq_len=4)
+    assert advice.mismatch(lstm) is None  # xavier fits tanh, whatever model.activation says
+    note = advice.mismatch(_spec("relu", "he", kind="gru", depth=1, seq_len=4))
+    assert note is not None and "does not fit tanh (the gru cell's)" in note
+    path = tmp_path / "lstm_he.yaml"
+    path.write_text("model: {kind: lstm, width: 16, depth: 1, seq_len: 4}\ninit: {weight: he}\n")
+    result = CliRunner().invoke(app, ["advise", str(path), "--no-run"])
+    assert result.exit_code == 0, result.output
+    assert "mismatch: he_normal does not fit tanh (the lstm cell's)" in result.stdout
+    assert "xavier" in result.stdout
+
+
+def test_a_user_model_is_not_judged_by_model_activation() -> None:
+    spec = spec_mod.parse(
+        {"model": {"import": "tests.models_for_tests:deep_tanh_mlp", "activation": "tanh"}, "init": {"weight": "he"}}
+    )
+    assert advice.mismatch(spec) is None
