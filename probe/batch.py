@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from probe import activations, inits
 from probe import spec as spec_mod
@@ -19,6 +19,7 @@ from probe.schema import unknown
 from probe.spec import Choice, Spec
 
 Step = Callable[[str], None]  # called with the label of each run as it starts
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,22 @@ def probe_and_evaluate(spec: Spec) -> tuple[Report, Verdict]:
     return report, evaluate(report)
 
 
-def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+def run_each(
+    fn: Callable[[Spec], R], specs: Sequence[Spec], labels: Sequence[str], step: Step | None, jobs: int
+) -> list[R]:
+    """``[fn(spec) for spec in specs]`` in ``jobs`` worker processes, with progress: serially,
+    ``step`` names each run as it starts; in parallel, each run as it finishes (in order)."""
     if step and jobs == 1:
-        # serial: say which run starts; parallel: say which finished (in order)
         results = []
         for spec, label in zip(specs, labels, strict=True):
             step(label)
-            results.append(probe_and_evaluate(spec))
-    else:
-        results = parallel_map(probe_and_evaluate, specs, jobs, (lambda i: step(labels[i])) if step else None)
+            results.append(fn(spec))
+        return results
+    return parallel_map(fn, specs, jobs, (lambda i: step(labels[i])) if step else None)
+
+
+def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+    results = run_each(probe_and_evaluate, specs, labels, step, jobs)
     return [
         Run(label, report, verdict, strategy, spec.model.activation.name)
         for label, strategy, spec, (report, verdict) in zip(labels, strategies, specs, results, strict=True)

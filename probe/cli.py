@@ -869,6 +869,8 @@ def sweep(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     plot: PlotOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Probe a grid of depths and/or widths for each init strategy.
 
@@ -894,10 +896,11 @@ def sweep(
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
         if plot is not None:
             _check_plot(plot)
+        _memory_guard(sw.grid(base, entries, depths, widths), max_memory, jobs)
         total = len(entries) * len(depths or (1,)) * len(widths or (1,))
         progress = _Steps(total, "probing")
         try:
-            result = sw.sweep(base, entries, depths, widths, progress)
+            result = sw.sweep(base, entries, depths, widths, progress, jobs)
         finally:
             progress.close()
 

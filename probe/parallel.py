@@ -1,5 +1,5 @@
-"""Run independent probes in worker processes: ``parallel_map`` for ``compare``, ``check`` and,
-later, ``sweep`` (any list of picklable work items and a module-level function).
+"""Run independent probes in worker processes: ``parallel_map`` for ``compare``, ``check`` and
+``sweep`` (any list of picklable work items and a module-level function).
 
 Workers are started with ``spawn`` (a fresh interpreter: safe whether or not the parent already
 imported torch or started threads) and each gets an equal share of the CPU's intra-op threads, so

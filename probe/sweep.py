@@ -122,38 +122,47 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def grid(base: Spec, entries: Sequence[str], depths: Sequence[int] | None, widths: Sequence[int] | None) -> list[Spec]:
+    """One spec per (depth, width, entry) cell, depth-major; every bad name fails before any run."""
+    parsed = [batch.parse_entry(e) for e in entries]
+    specs: list[Spec] = []
+    for depth in depths or (base.model.depth,):
+        for width in widths or (base.model.width,):
+            sized = replace(base, model=replace(base.model, depth=depth, width=width))
+            specs.extend(batch.entry_spec(sized, entry) for entry in parsed)
+    return specs
+
+
+def probe_cell(spec: Spec) -> Cell:
+    """Probe one cell (module-level, so worker processes can run it)."""
+    report = run_probe(spec)
+    verdict = evaluate(report)
+    return Cell(
+        label=spec.name,  # entry_spec names the spec after its entry
+        depth=spec.model.depth,
+        width=spec.model.width,
+        last_std=report.last.std,
+        grad_ratio=report.grad_ratio(),
+        healthy=verdict.healthy,
+        problems=tuple(dict.fromkeys(p.rule for p in verdict.problems)),
+        layer_stds=tuple(x.std for x in report.layers),
+        layer_grad_stds=tuple(x.grad_std for x in report.layers),
+    )
+
+
 def sweep(
     base: Spec,
     entries: Sequence[str],
     depths: Sequence[int] | None = None,
     widths: Sequence[int] | None = None,
     step: Step | None = None,
+    jobs: int = 1,
 ) -> SweepResult:
-    """Probe every (depth, width, entry) cell with the base spec's seed, data and gate."""
-    parsed = [batch.parse_entry(e) for e in entries]  # all bad names fail before any run
+    """Probe every (depth, width, entry) cell with the base spec's seed, data and gate, in ``jobs``
+    worker processes (the cells are independent; the result is the same for any ``jobs``)."""
+    specs = grid(base, entries, depths, widths)
+    labels = [f"{s.name} depth {s.model.depth} width {s.model.width}" for s in specs]
+    cells = batch.run_each(probe_cell, specs, labels, step, jobs)
     depth_list = tuple(depths or (base.model.depth,))
     width_list = tuple(widths or (base.model.width,))
-    cells = []
-    for depth in depth_list:
-        for width in width_list:
-            sized = replace(base, model=replace(base.model, depth=depth, width=width))
-            for entry in parsed:
-                if step:
-                    step(f"{entry.text} depth {depth} width {width}")
-                spec = batch.entry_spec(sized, entry)
-                report = run_probe(spec)
-                verdict = evaluate(report)
-                cells.append(
-                    Cell(
-                        label=entry.text,
-                        depth=depth,
-                        width=width,
-                        last_std=report.last.std,
-                        grad_ratio=report.grad_ratio(),
-                        healthy=verdict.healthy,
-                        problems=tuple(dict.fromkeys(p.rule for p in verdict.problems)),
-                        layer_stds=tuple(x.std for x in report.layers),
-                        layer_grad_stds=tuple(x.grad_std for x in report.layers),
-                    )
-                )
-    return SweepResult(tuple(e.text for e in parsed), depth_list, width_list, tuple(cells))
+    return SweepResult(tuple(entries), depth_list, width_list, tuple(cells))

@@ -53,3 +53,25 @@ def test_cli_jobs_option() -> None:
     assert [r["label"] for r in json.loads(result.stdout)["runs"]] == ["tiny:relu", "he:relu"]
     bad = runner.invoke(app, ["compare", "he:relu", "--jobs", "0"])
     assert bad.exit_code == 2
+
+
+def test_cli_sweep_in_two_workers_gives_the_serial_grid() -> None:
+    runner = CliRunner()
+    args = ["sweep", "--depth", "2,4", "tiny:relu", "he:relu", "--width", "16", "-f", "json"]
+    serial = runner.invoke(app, args)
+    parallel = runner.invoke(app, [*args, "--jobs", "2"])
+    assert serial.exit_code == 0 and parallel.exit_code == 0, parallel.output
+    cells = json.loads(parallel.stdout)["cells"]
+    assert [(c["run"], c["depth"]) for c in cells] == [
+        ("tiny:relu", 2),
+        ("he:relu", 2),
+        ("tiny:relu", 4),
+        ("he:relu", 4),
+    ]
+    assert json.loads(parallel.stdout) == json.loads(serial.stdout)
+
+
+def test_cli_sweep_max_memory_refuses_before_any_run() -> None:
+    result = CliRunner().invoke(app, ["sweep", "--depth", "8,64", "--width", "8192", "he", "--max-memory", "1"])
+    assert result.exit_code == 3
+    assert "exceeds --max-memory 1 GiB" in result.output
