@@ -45,8 +45,9 @@ from probe.records import LayerStats
 if TYPE_CHECKING:
     import torch
 
-# A record's device values: c0, c1, c2 (a mean and an M2, see _host_numbers), non-finite count,
-# saturated count. c1 of a forward record is the within-sample M2 (for the spread).
+# A record's device values: c0, b, a (a mean and an M2, see _host_numbers), non-finite count,
+# saturated count. a of a forward record is the within-sample M2 (for the spread); the last three
+# are summed per slot.
 _WIDTH = 5
 # Merge once this many records per layer have piled up (bounds memory whatever the batch count).
 _PENDING_PER_LAYER = 12
@@ -183,7 +184,8 @@ class Collector:
 
         flat = g.reshape(-1)
         n = flat.numel()
-        self._add((slot, n, -1), flat.sum(), torch.dot(flat, flat), self._zero, self._zero, self._zero)
+        zero = self._zero
+        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), zero, zero)
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -243,7 +245,7 @@ class Collector:
             layer.spread_values += numel
         if output.requires_grad:
             output.register_hook(self._backward_hook(i))
-        self._add(key, mean, within_m2, between_var, nonfinite, saturated)
+        self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
     def _saturated(
         self, layer: _Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
@@ -327,10 +329,11 @@ class Collector:
         slot, n, mult, mean_scale, sq_scale = self._key_columns().unbind(1)
         # stack promotes mixed float32/float64 records to the wider type
         rows = torch.stack(self._stats).to(self.acc_dtype).view(-1, _WIDTH)
-        c0, c1, c2 = rows[:, 0], rows[:, 1], rows[:, 2]
-        m2 = (c1 + c2 * mult - sq_scale * c0 * c0).clamp_min(0)
-        self.moments.merge(slot.long(), n, c0 * mean_scale, m2)
-        self.sums.index_add_(0, slot.long(), rows[:, [1, 3, 4]])
+        c0, b, a = rows[:, 0], rows[:, 1], rows[:, 2]
+        m2 = (a + b * mult - sq_scale * c0 * c0).clamp_min(0)
+        index = slot.long()
+        self.moments.merge(index, n, c0 * mean_scale, m2)
+        self.sums.index_add_(0, index, rows[:, 2:])  # a slice: a list index would be copied from the host
         self._keys, self._stats = [], []
 
     def finish(self) -> list[LayerStats]:
@@ -370,10 +373,10 @@ class Collector:
 
 
 def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:
-    """A record's host numbers: slot, values n, M2 multiplier, and how its first two device values
-    become a mean and an M2: mean = c0 * mean_scale, M2 = c1 + c2 * multiplier - sq_scale * c0^2.
-    A forward record holds (mean, within-sample M2, between-sample part); a gradient record
-    (multiplier -1) holds (sum, sum of squares)."""
+    """A record's host numbers: slot, values n, M2 multiplier, and how its first three device
+    values (c0, b, a) become a mean and an M2: mean = c0 * mean_scale and
+    M2 = a + b * multiplier - sq_scale * c0^2. A forward record holds (mean, between-sample part,
+    within-sample M2); a gradient record (multiplier -1) holds (sum, 0, sum of squares)."""
     slot, n, mult = key
     if mult == -1:
         return float(slot), float(n), 0.0, 1.0 / n, 1.0 / n
@@ -391,9 +394,9 @@ def _merge_host(
     """``Collector._merge`` for one record, on the host (Chan et al.'s pairwise update)."""
     slot_f, n, mult, mean_scale, sq_scale = _host_numbers(key)
     slot = int(slot_f)
-    c0, c1, c2, nonfinite, saturated = row
+    c0, b, a, nonfinite, saturated = row
     mean_r = c0 * mean_scale
-    m2_r = max(c1 + c2 * mult - sq_scale * c0 * c0, 0.0)  # a nan stays nan
+    m2_r = max(a + b * mult - sq_scale * c0 * c0, 0.0)  # a nan stays nan
     before = count[slot]
     if before == 0:
         mean[slot], m2[slot] = mean_r, m2_r
@@ -403,7 +406,7 @@ def _merge_host(
         mean[slot] += delta * n / total
         m2[slot] += m2_r + delta * delta * before * n / total
     count[slot] = before + n
-    sums[3 * slot] += c1
+    sums[3 * slot] += a
     sums[3 * slot + 1] += nonfinite
     sums[3 * slot + 2] += saturated
 
