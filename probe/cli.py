@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
 from probe.errors import ProbeError, SpecError
@@ -31,8 +33,99 @@ class Format(str, Enum):
     html = "html"
 
 
+# ---- start-up: keep pydantic off the parse path ------------------------------------------------
+# typer 0.29 (not 0.24 and older) coerces every parameter of the invoked command, even an absent
+# option, through a pydantic TypeAdapter built on first use: importing pydantic and building ~15
+# adapters costs ~0.1 s, a quarter of `probe run missing.yaml`, and no annotation or option avoids
+# it. Values whose coerced result is already known (an absent option, a string, a default, a choice,
+# a path) are converted here exactly as typer's adapter would; anything else (numbers typed on the
+# command line, bad values and their messages) goes to typer's own coercion. On a typer without
+# that layer (click converts, no pydantic) this does nothing.
+try:
+    from typer._coercion import RuntimeParam, build_runtime_param
+    from typer._param_types import coerce_cli_choice, coerce_cli_path
+
+    _TYPER_COERCES = hasattr(RuntimeParam, "_coerce_value")
+except ImportError:
+    _TYPER_COERCES = False
+
+_SLOW = object()  # "ask typer": the quick path does not know this value's result
+
+
+def _quick_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
+    """``value`` coerced as typer's pydantic adapter would, or ``_SLOW`` when not sure."""
+    if info.parser is not None:
+        return _SLOW
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, (list, tuple)):
+            return _SLOW
+        (item_type,) = typing.get_args(annotation)
+        items = [_quick_value(item_type, info, item, param, ctx) for item in value]
+        return _SLOW if any(item is _SLOW for item in items) else items
+    if not isinstance(annotation, type):
+        return _SLOW
+    if annotation is str:
+        return value if type(value) is str else _SLOW
+    if annotation in (int, float):  # a default; numbers typed by the user go to pydantic
+        if type(value) is not annotation:
+            return _SLOW
+        in_range = (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
+        return value if in_range else _SLOW
+    if issubclass(annotation, Enum):
+        if isinstance(value, annotation):
+            return value
+        try:
+            return coerce_cli_choice(value, choices=tuple(annotation), case_sensitive=info.case_sensitive, ctx=ctx)
+        except ValueError:  # typer words the error
+            return _SLOW
+    if issubclass(annotation, Path) and info.path_type is None and type(value) is str and "\0" not in value:
+        # pydantic's part of typer's path coercion is annotation(value); typer's checks follow
+        return coerce_cli_path(annotation(value), info, path_type=annotation, param=param, ctx=ctx)
+    return _SLOW
+
+
+if _TYPER_COERCES:
+
+    class _QuickParam(RuntimeParam):
+        """typer's runtime coercion, building the pydantic adapter only for values that need it."""
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            quick = _quick_value(self.annotation, self.parameter_info, value, param, ctx)
+            if quick is not _SLOW:
+                return quick
+            param._runtime_param = build_runtime_param(param.type_descriptor)
+            return param._runtime_param._coerce_value(value, param=param, ctx=ctx)
+
+
+def _prime(params: list[Any]) -> None:
+    """Give typer's parameters the quick coercion before they parse anything."""
+    if not _TYPER_COERCES:
+        return
+    for param in params:
+        if getattr(param, "_runtime_param", _SLOW) is None and hasattr(param, "type_descriptor"):
+            desc = param.type_descriptor
+            param._runtime_param = _QuickParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
+
+
+class _Group(TyperGroup):
+    """typer's group, whose parameters (``--debug``, ``--version``, ``--help``) take the quick coercion."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _prime(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
+class _Command(TyperCommand):
+    """typer's command, whose parameters take the quick coercion."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _prime(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     name="probe",
+    cls=_Group,
     help=(
         "Signal-probe diagnostic for neural-network initialization: does the forward signal and "
         "the backward gradient survive the depth of your network, and if not, why?\n\n"
@@ -351,7 +444,7 @@ def _wrote(path: Path) -> None:
 # ---- commands --------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     spec_path: Annotated[
         Optional[Path],
@@ -488,7 +581,7 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     return EXIT_OK
 
 
-@app.command()
+@app.command(cls=_Command)
 def compare(
     entries: Annotated[
         list[str],
@@ -575,7 +668,7 @@ def compare(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
     junit: Annotated[Optional[Path], typer.Option(help="Also write a JUnit XML file (one test case per spec).")] = None,
@@ -638,7 +731,7 @@ def check(
     _guard(body)
 
 
-@app.command("fix")
+@app.command("fix", cls=_Command)
 def fix_cmd(
     spec_path: Annotated[
         Optional[Path],
@@ -695,7 +788,7 @@ def fix_cmd(
     _guard(body)
 
 
-@app.command("depth")
+@app.command("depth", cls=_Command)
 def depth_cmd(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec (activation, widths, gate).")],
     strategy: Annotated[
@@ -740,7 +833,7 @@ def depth_cmd(
     _guard(body)
 
 
-@app.command("rules")
+@app.command("rules", cls=_Command)
 def rules_cmd() -> None:
     """List the health rules, their gate thresholds and defaults."""
     from rich.table import Table
@@ -777,7 +870,7 @@ class Optimizer(str, Enum):
     sgd = "sgd"
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     entries: EntriesArg,
     config: ConfigOpt = None,
@@ -851,7 +944,7 @@ def train(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def sweep(
     entries: EntriesArg,
     depth: Annotated[
@@ -925,7 +1018,7 @@ def sweep(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     spec_path: Annotated[
         Optional[Path],
@@ -974,7 +1067,7 @@ def inspect(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def advise(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
     set_: SetOpt = None,
