@@ -207,15 +207,17 @@ def _memory_guard(specs: list[Any], max_memory: float | None, jobs: int = 1) -> 
 def _err_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
 
 
 def _pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
     """``["min_std=1e-3"]`` -> ``{"gate.min_std": 0.001}``; values are read as YAML scalars."""
+    if not items:
+        return {}  # without importing yaml
     import yaml
 
     out: dict[str, Any] = {}
-    for item in items or []:
+    for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -485,13 +487,13 @@ def run(
     """
 
     def body() -> int:
-        from probe import report as rp
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        from probe import report as rp  # after the spec: bad input fails without loading these
         from probe.advice import advise
         from probe.rules import evaluate
         from probe.run import run_probe
 
-        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         _memory_guard([spec], max_memory)
         if plot is not None:
             _check_plot(plot)
@@ -618,7 +620,6 @@ def compare(
 
     def body() -> int:
         from probe import batch
-        from probe import report as rp
         from probe import spec as spec_mod
 
         parsed = [batch.parse_entry(e) for e in entries]
@@ -637,6 +638,8 @@ def compare(
         if plot is not None:
             _check_plot(plot)
         _memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
+        from probe import report as rp  # after the input checks: bad input fails without loading it
+
         steps = _Steps(len(parsed), "probing")
         try:
             runs = batch.compare(base, parsed, steps, jobs)
@@ -686,12 +689,12 @@ def check(
 
     def body() -> int:
         from probe import batch
-        from probe import report as rp
-
-        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         from probe import spec as spec_mod
 
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         _memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
+        from probe import report as rp  # after the specs: bad input fails without loading it
+
         steps = _Steps(len(spec_paths), "checking")
         try:
             runs = batch.check(spec_paths, overrides, steps, jobs)
