@@ -4,8 +4,8 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer would evaluate every annotation string of
+# every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 import sys
 import tempfile
