@@ -34,13 +34,13 @@ class Format(str, Enum):
 
 
 # ---- start-up: keep pydantic off the parse path ------------------------------------------------
-# typer 0.29 (not 0.24 and older) coerces every parameter of the invoked command, even an absent
-# option, through a pydantic TypeAdapter built on first use: importing pydantic and building ~15
-# adapters costs ~0.1 s, a quarter of `probe run missing.yaml`, and no annotation or option avoids
-# it. Values whose coerced result is already known (an absent option, a string, a default, a choice,
-# a path) are converted here exactly as typer's adapter would; anything else (numbers typed on the
-# command line, bad values and their messages) goes to typer's own coercion. On a typer without
-# that layer (click converts, no pydantic) this does nothing.
+# typer 0.29 coerces every parameter of the invoked command, even an absent option, through a
+# pydantic TypeAdapter built on first use: importing pydantic and building ~15 adapters cost ~0.1 s,
+# a quarter of `probe run missing.yaml`, and no annotation or option avoids it. Values whose coerced
+# result is already known (an absent option, a string, a default, a choice, a path) are converted
+# here exactly as typer's adapter would; anything else (numbers typed on the command line, bad
+# values and their messages) goes to typer's own coercion. typer 0.28 and older have no such layer
+# (click converts, no pydantic) and this does nothing there (checked with 0.12.5 and 0.28.0).
 try:
     from typer._coercion import RuntimeParam, build_runtime_param
     from typer._param_types import coerce_cli_choice, coerce_cli_path
