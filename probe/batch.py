@@ -6,17 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from probe import activations, inits
 from probe import spec as spec_mod
-from probe.parallel import parallel_map
-from probe.records import Report, Verdict
-from probe.report import Run
-from probe.rules import evaluate
-from probe.run import run_probe
 from probe.schema import unknown
 from probe.spec import Choice, Spec
+
+if TYPE_CHECKING:  # imported where used: a bad entry fails without loading the probe machinery
+    from probe.records import Report, Verdict
+    from probe.report import Run
 
 Step = Callable[[str], None]  # called with the label of each run as it starts
 R = TypeVar("R")
@@ -80,6 +79,9 @@ def check(
 
 def probe_and_evaluate(spec: Spec) -> tuple[Report, Verdict]:
     """One spec's report and verdict (module-level, so worker processes can run it)."""
+    from probe.rules import evaluate
+    from probe.run import run_probe
+
     report = run_probe(spec)
     return report, evaluate(report)
 
@@ -89,6 +91,8 @@ def run_each(
 ) -> list[R]:
     """``[fn(spec) for spec in specs]`` in ``jobs`` worker processes, with progress: serially,
     ``step`` names each run as it starts; in parallel, each run as it finishes (in order)."""
+    from probe.parallel import parallel_map
+
     if step and jobs == 1:
         results = []
         for spec, label in zip(specs, labels, strict=True):
@@ -99,6 +103,8 @@ def run_each(
 
 
 def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+    from probe.report import Run
+
     results = run_each(probe_and_evaluate, specs, labels, step, jobs)
     return [
         Run(label, report, verdict, strategy, spec.model.activation.name)

@@ -4,11 +4,12 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer would evaluate every annotation string of
+# every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 import sys
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
 from probe.errors import ProbeError, SpecError
@@ -31,8 +33,99 @@ class Format(str, Enum):
     html = "html"
 
 
+# ---- start-up: keep pydantic off the parse path ------------------------------------------------
+# typer 0.29 coerces every parameter of the invoked command, even an absent option, through a
+# pydantic TypeAdapter built on first use: importing pydantic and building ~15 adapters cost ~0.1 s,
+# a quarter of `probe run missing.yaml`, and no annotation or option avoids it. Values whose coerced
+# result is already known (an absent option, a string, a default, a choice, a path) are converted
+# here exactly as typer's adapter would; anything else (numbers typed on the command line, bad
+# values and their messages) goes to typer's own coercion. typer 0.28 and older have no such layer
+# (click converts, no pydantic) and this does nothing there (checked with 0.12.5 and 0.28.0).
+try:
+    from typer._coercion import RuntimeParam, build_runtime_param
+    from typer._param_types import coerce_cli_choice, coerce_cli_path
+
+    _TYPER_COERCES = hasattr(RuntimeParam, "_coerce_value")
+except ImportError:
+    _TYPER_COERCES = False
+
+_SLOW = object()  # "ask typer": the quick path does not know this value's result
+
+
+def _quick_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
+    """``value`` coerced as typer's pydantic adapter would, or ``_SLOW`` when not sure."""
+    if info.parser is not None:
+        return _SLOW
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, (list, tuple)):
+            return _SLOW
+        (item_type,) = typing.get_args(annotation)
+        items = [_quick_value(item_type, info, item, param, ctx) for item in value]
+        return _SLOW if any(item is _SLOW for item in items) else items
+    if not isinstance(annotation, type):
+        return _SLOW
+    if annotation is str:
+        return value if type(value) is str else _SLOW
+    if annotation in (int, float):  # a default; numbers typed by the user go to pydantic
+        if type(value) is not annotation:
+            return _SLOW
+        in_range = (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
+        return value if in_range else _SLOW
+    if issubclass(annotation, Enum):
+        if isinstance(value, annotation):
+            return value
+        try:
+            return coerce_cli_choice(value, choices=tuple(annotation), case_sensitive=info.case_sensitive, ctx=ctx)
+        except ValueError:  # typer words the error
+            return _SLOW
+    if issubclass(annotation, Path) and info.path_type is None and type(value) is str and "\0" not in value:
+        # pydantic's part of typer's path coercion is annotation(value); typer's checks follow
+        return coerce_cli_path(annotation(value), info, path_type=annotation, param=param, ctx=ctx)
+    return _SLOW
+
+
+if _TYPER_COERCES:
+
+    class _QuickParam(RuntimeParam):
+        """typer's runtime coercion, building the pydantic adapter only for values that need it."""
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            quick = _quick_value(self.annotation, self.parameter_info, value, param, ctx)
+            if quick is not _SLOW:
+                return quick
+            param._runtime_param = build_runtime_param(param.type_descriptor)
+            return param._runtime_param._coerce_value(value, param=param, ctx=ctx)
+
+
+def _prime(params: list[Any]) -> None:
+    """Give typer's parameters the quick coercion before they parse anything."""
+    if not _TYPER_COERCES:
+        return
+    for param in params:
+        if getattr(param, "_runtime_param", _SLOW) is None and hasattr(param, "type_descriptor"):
+            desc = param.type_descriptor
+            param._runtime_param = _QuickParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
+
+
+class _Group(TyperGroup):
+    """typer's group, whose parameters (``--debug``, ``--version``, ``--help``) take the quick coercion."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _prime(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
+class _Command(TyperCommand):
+    """typer's command, whose parameters take the quick coercion."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _prime(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
     name="probe",
+    cls=_Group,
     help=(
         "Signal-probe diagnostic for neural-network initialization: does the forward signal and "
         "the backward gradient survive the depth of your network, and if not, why?\n\n"
@@ -114,15 +207,17 @@ def _memory_guard(specs: list[Any], max_memory: float | None, jobs: int = 1) -> 
 def _err_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
 
 
 def _pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
     """``["min_std=1e-3"]`` -> ``{"gate.min_std": 0.001}``; values are read as YAML scalars."""
+    if not items:
+        return {}  # without importing yaml
     import yaml
 
     out: dict[str, Any] = {}
-    for item in items or []:
+    for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -351,7 +446,7 @@ def _wrote(path: Path) -> None:
 # ---- commands --------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     spec_path: Annotated[
         Optional[Path],
@@ -392,13 +487,13 @@ def run(
     """
 
     def body() -> int:
-        from probe import report as rp
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
+        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        from probe import report as rp  # after the spec: bad input fails without loading these
         from probe.advice import advise
         from probe.rules import evaluate
         from probe.run import run_probe
 
-        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
-        spec = _load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         _memory_guard([spec], max_memory)
         if plot is not None:
             _check_plot(plot)
@@ -488,7 +583,7 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     return EXIT_OK
 
 
-@app.command()
+@app.command(cls=_Command)
 def compare(
     entries: Annotated[
         list[str],
@@ -525,7 +620,6 @@ def compare(
 
     def body() -> int:
         from probe import batch
-        from probe import report as rp
         from probe import spec as spec_mod
 
         parsed = [batch.parse_entry(e) for e in entries]
@@ -544,6 +638,8 @@ def compare(
         if plot is not None:
             _check_plot(plot)
         _memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
+        from probe import report as rp  # after the input checks: bad input fails without loading it
+
         steps = _Steps(len(parsed), "probing")
         try:
             runs = batch.compare(base, parsed, steps, jobs)
@@ -575,7 +671,7 @@ def compare(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
     junit: Annotated[Optional[Path], typer.Option(help="Also write a JUnit XML file (one test case per spec).")] = None,
@@ -593,12 +689,12 @@ def check(
 
     def body() -> int:
         from probe import batch
-        from probe import report as rp
-
-        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         from probe import spec as spec_mod
 
+        overrides = {**_pairs(set_, "", "--set"), **_pairs(gate, "gate", "--gate")}
         _memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
+        from probe import report as rp  # after the specs: bad input fails without loading it
+
         steps = _Steps(len(spec_paths), "checking")
         try:
             runs = batch.check(spec_paths, overrides, steps, jobs)
@@ -638,7 +734,7 @@ def check(
     _guard(body)
 
 
-@app.command("fix")
+@app.command("fix", cls=_Command)
 def fix_cmd(
     spec_path: Annotated[
         Optional[Path],
@@ -695,7 +791,7 @@ def fix_cmd(
     _guard(body)
 
 
-@app.command("depth")
+@app.command("depth", cls=_Command)
 def depth_cmd(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec (activation, widths, gate).")],
     strategy: Annotated[
@@ -740,7 +836,7 @@ def depth_cmd(
     _guard(body)
 
 
-@app.command("rules")
+@app.command("rules", cls=_Command)
 def rules_cmd() -> None:
     """List the health rules, their gate thresholds and defaults."""
     from rich.table import Table
@@ -777,7 +873,7 @@ class Optimizer(str, Enum):
     sgd = "sgd"
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     entries: EntriesArg,
     config: ConfigOpt = None,
@@ -851,7 +947,7 @@ def train(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def sweep(
     entries: EntriesArg,
     depth: Annotated[
@@ -928,7 +1024,7 @@ def sweep(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     spec_path: Annotated[
         Optional[Path],
@@ -977,7 +1073,7 @@ def inspect(
     _guard(body)
 
 
-@app.command()
+@app.command(cls=_Command)
 def advise(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
     set_: SetOpt = None,

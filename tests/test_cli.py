@@ -271,18 +271,83 @@ def test_python_dash_m_probe_and_version() -> None:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["run", "missing.yaml"], ["compare", "nosuch"]])
-def test_help_and_bad_input_do_not_import_torch(args: list[str]) -> None:
+def test_help_and_bad_input_import_neither_torch_nor_pydantic(args: list[str]) -> None:
+    # pydantic: typer >= 0.25 builds its adapters on demand; probe's quick coercion needs none here
     code = (
         "import sys\n"
         "from probe.cli import app\n"
+        "typer_imports_pydantic = 'pydantic' in sys.modules\n"
         "try:\n"
         f"    app({args!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print('torch' in sys.modules)\n"
+        "print('torch' in sys.modules, 'pydantic' in sys.modules and not typer_imports_pydantic)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr
+
+
+# The quick coercion (cli._prime) must hand every command the values typer's own coercion would.
+PARSED = [
+    ["run", str(CONFIGS / "lab1_tiny_relu.yaml")],
+    ["run", "missing.yaml", "-f", "JSON", "-o", "out.txt", "-g", "min_std=1e-3", "-s", "model.depth=3"],
+    ["run", "--max-memory", "1.5", "--plot", "x.png", "--weights", "w.pt", "--all-layers", "--theory", "-l", "fc*"],
+    ["run", "--model", "m:f", "--model-arg", "a=1", "--input-shape", "3,8,8", "--inputs", "m:g", str(CONFIGS)],
+    ["compare", "he", "xavier:tanh", "--depth", "5", "--width", "64", "--seed", "3", "-j", "2", "--batch-size", "8"],
+    ["compare", "he", "--device", "cpu", "--dtype", "float64", "-c", str(CONFIGS / "lab1_he_relu.yaml"), "-f", "csv"],
+    ["check", str(CONFIGS / "lab1_tiny_relu.yaml"), "b.yaml", "--junit", "j.xml", "--max-memory", "2"],
+    ["fix", "a.yaml", "--tolerance", "0.2", "--max-iter", "3", "--start", "orthogonal", "--save", "f.pt"],
+    ["depth", "a.yaml", "--strategy", "he", "--strategy", "tiny", "--max-depth", "50"],
+    ["train", "he", "tiny", "--optimizer", "SGD", "--lr", "0.1", "--steps", "5", "--samples", "100", "--noise", "0"],
+    ["train", "he", "--seed", "1", "--activation", "tanh", "--config", "a.yaml", "-f", "markdown"],
+    ["sweep", "he", "--depth", "4,8", "--width", "8", "-c", "a.yaml", "--activation", "tanh"],
+    ["inspect", "a.yaml", "-s", "model.depth=2"],
+    ["advise", "a.yaml", "--no-run"],
+    ["rules"],
+]
+
+
+def _parsed(argv: list[str]) -> dict[str, Any]:
+    import typer.main
+
+    from probe.cli import app
+
+    command = typer.main.get_command(app).commands[argv[0]]  # type: ignore[attr-defined]
+    params = command.make_context(argv[0], argv[1:]).params
+    return {name: (type(value), value) for name, value in params.items()}
+
+
+@pytest.mark.parametrize("argv", PARSED, ids=lambda argv: " ".join(argv)[:40])
+def test_quick_coercion_parses_as_typer_does(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from probe import cli
+
+    quick = _parsed(argv)
+    monkeypatch.setattr(cli, "_prime", lambda params: None)
+    assert quick == _parsed(argv)
+
+
+BAD = [
+    ["compare", "he", "--jobs", "0"],
+    ["compare", "he", "--depth", "five"],
+    ["run", "a.yaml", "--format", "xml"],
+    ["run", "a.yaml", "--max-memory", "-1"],
+    ["fix", "a.yaml", "--tolerance", "abc"],
+    ["train", "he", "--optimizer", "rmsprop"],
+    ["depth", "a.yaml", "--max-depth", "1"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=lambda argv: " ".join(argv))
+def test_quick_coercion_reports_bad_values_as_typer_does(
+    cli: Any, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe import cli as cli_mod
+
+    quick = cli(*argv)
+    monkeypatch.setattr(cli_mod, "_prime", lambda params: None)
+    plain = cli(*argv)
+    assert quick.exit_code == plain.exit_code == 2
+    assert quick.stderr == plain.stderr and "Invalid value" in quick.stderr
 
 
 @pytest.mark.parametrize(
