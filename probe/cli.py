@@ -90,7 +90,10 @@ if _TYPER_COERCES:
         """typer's runtime coercion, building the pydantic adapter only for values that need it."""
 
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
-            quick = _quick_value(self.annotation, self.parameter_info, value, param, ctx)
+            try:
+                quick = _quick_value(self.annotation, self.parameter_info, value, param, ctx)
+            except (TypeError, AttributeError):  # typer's private helpers changed: ask typer itself
+                quick = _SLOW
             if quick is not _SLOW:
                 return quick
             param._runtime_param = build_runtime_param(param.type_descriptor)
@@ -104,7 +107,10 @@ def _prime(params: list[Any]) -> None:
     for param in params:
         if getattr(param, "_runtime_param", _SLOW) is None and hasattr(param, "type_descriptor"):
             desc = param.type_descriptor
-            param._runtime_param = _QuickParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
+            try:
+                param._runtime_param = _QuickParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
+            except (TypeError, AttributeError):  # a typer whose internals differ: its own coercion runs
+                return
 
 
 class _Group(TyperGroup):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from probe import cli as cli_mod
 from tests.conftest import CONFIGS, REPO
 
 LAB1 = ["tiny:relu", "large:tanh", "xavier:tanh", "he:relu"]
@@ -284,7 +285,12 @@ def test_help_and_bad_input_import_neither_torch_nor_pydantic(args: list[str]) -
         "print('torch' in sys.modules, 'pydantic' in sys.modules and not typer_imports_pydantic)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr
+    torch_seen, pydantic_seen = out.stdout.strip().splitlines()[-1].split()
+    assert torch_seen == "False", out.stdout + out.stderr
+    # the quick coercion rides on typer's private API: where a typer release changes it, probe falls
+    # back to typer's own coercion (slower start-up, same behaviour) and only the benchmark notices
+    if cli_mod._TYPER_COERCES:
+        assert pydantic_seen == "False", out.stdout + out.stderr
 
 
 # The quick coercion (cli._prime) must hand every command the values typer's own coercion would.
