@@ -1,0 +1,251 @@
+"""Layer-by-layer mode: probe an MLP's forward signal one block at a time, on the meta device.
+
+The network's structure is built on ``torch.device("meta")`` (shapes, no storage). Each block
+(``linear_i`` with its norm and activation; the head) is then materialized on the CPU, initialized,
+moved to the run's device and dtype, given the current activations, and freed before the next.
+Peak memory is one block's weights plus one batch's activations, whatever the depth.
+
+Same weights as a normal run: ``build`` draws every weight from torch's global generator in a fixed
+order (each Linear's constructor draws, then ``init.weight``/``init.bias`` per Linear, then each
+``init.rules`` fill). A first sweep runs that program one module at a time, only to record the
+generator's state before each step; materializing a block then replays its own steps from their
+recorded states, so each block gets exactly the numbers a whole build would have given it.
+
+Forward only: a backward pass needs every block's activations at once, which is what this mode
+avoids keeping. Where it applies: probe's own MLP (``model.kind: mlp``) with any init strategy
+except ``lsuv`` (data-dependent: it rescales layers on the probe's batches) and any ``init.rules``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING
+
+from probe import inits
+from probe.build import Built, build, reset_norms
+from probe.collect import Collector
+from probe.errors import SpecError
+from probe.init_rules import InitLog, RuleStep, apply_rule, rule_steps
+from probe.records import Report
+from probe.run import Progress, data_stream, next_batch, resolve_device, run_errors
+from probe.scale import intra_op_threads, threads_for
+from probe.spec import InitSpec, Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+APPLIES = "model.kind: mlp (probe's own MLP; not conv, residual, transformer, lstm/gru or --model)"
+
+
+@dataclass
+class Block:
+    """Consecutive modules of the network run as one unit, and the init steps that fill them."""
+
+    modules: list[nn.Module]
+    steps: list[int] = field(default_factory=list)  # indices into the init program, in order
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One generator-drawing (or not) init action on one module, in ``build``'s order."""
+
+    block: int
+    module: nn.Module
+    fill: Callable[[], None]
+
+
+def check_applies(spec: Spec, *, weights: bool = False) -> None:
+    """A SpecError (exit 2) where the layer-by-layer mode cannot reproduce a normal run."""
+    where = f"--layer-by-layer applies to {APPLIES}"
+    if spec.model.factory is not None:
+        raise SpecError(f"{where}; a --model factory builds and initializes its network in its own code")
+    if spec.model.kind != "mlp":
+        raise SpecError(f"{where}; this spec has model.kind: {spec.model.kind}")
+    if inits.canonical(spec.init.weight.name) == "lsuv" or inits.canonical(spec.init.bias.name) == "lsuv":
+        raise SpecError(f"{where}, with any init except lsuv, which rescales each layer on the whole network's batches")
+    if weights:
+        raise SpecError(f"{where} from its init; --weights loads a whole state dict at once")
+
+
+def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
+    """Probe the forward signal of the spec's MLP one block at a time (see the module docstring).
+
+    The forward columns equal ``run_probe``'s for the same spec with ``run.backward: false``; the
+    gradient columns are None. The returned report's spec has ``run.backward: false``, and a note
+    says so when the given spec asked for a backward pass.
+    """
+    import torch
+
+    check_applies(spec)
+    started = time.perf_counter()
+    device = resolve_device(spec.run.device)
+    dtype: torch.dtype = getattr(torch, spec.run.dtype)
+    notes = []
+    if spec.run.backward:
+        notes.append(
+            "layer-by-layer: forward signal only; run.backward: true is not measured in this mode "
+            "(run without --layer-by-layer for gradients)"
+        )
+    forward_spec = replace(spec, run=replace(spec.run, backward=False))
+    with run_errors(spec, device), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.run.seed)
+        built = _meta_structure(forward_spec)
+        blocks, steps = _program(built, spec)
+        states = _record_states(steps)
+        layers = _probe(built, blocks, steps, states, forward_spec, device, dtype, progress)
+    notes.append(f"layer-by-layer: {len(blocks)} blocks built, probed and freed one at a time")
+    return Report(
+        spec=forward_spec,
+        layers=tuple(layers),
+        device=str(device),
+        dtype=spec.run.dtype,
+        torch_version=torch.__version__,
+        elapsed_s=time.perf_counter() - started,
+        notes=tuple(notes),
+    )
+
+
+def _meta_structure(spec: Spec) -> Built:
+    """``build``'s network and watched layers with every tensor on the meta device (no storage,
+    no generator draws: meta tensors' random fills do nothing)."""
+    import torch
+
+    with torch.device("meta"):
+        return build(spec)
+
+
+def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
+    """The blocks of the MLP, and the init steps ``build._mlp`` takes, in its order."""
+    from torch import nn
+
+    blocks: list[Block] = []
+    block_of: dict[int, int] = {}
+    for module in built.model.children():
+        if isinstance(module, nn.Linear):  # each Linear starts a block: linear_i, norm_i, act_i
+            blocks.append(Block([]))
+        blocks[-1].modules.append(module)
+        block_of[id(module)] = len(blocks) - 1
+
+    def step(module: nn.Module, fill: Callable[[], None]) -> _Step:
+        return _Step(block_of[id(module)], module, fill)
+
+    m, init = spec.model, spec.init
+    ctx = inits.InitContext(m.activation.name, m.activation.params)
+    linears = [mod for mod in built.model.children() if isinstance(mod, nn.Linear)]
+    steps: list[_Step] = []
+    # 1. constructors: a Linear draws its default weight and bias; a norm sets ones and zeros
+    for module in built.model.children():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            steps.append(step(module, reset))
+    # 2. init.weight and init.bias on each Linear
+    for linear in linears:
+        steps.append(step(linear, _flat_fill(linear, init, ctx)))
+    # 3. norms back to scale 1, shift 0 (no draws)
+    for module in built.model.children():
+        if isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
+            steps.append(step(module, partial(reset_norms, module)))
+    # 4. init.rules, each over every module it matches
+    log = InitLog()
+    for rule_step in rule_steps(built.model, init.rules):
+        steps.append(step(rule_step.module, _rule_fill(rule_step, ctx, m.depth, log)))
+    for i, s in enumerate(steps):
+        blocks[s.block].steps.append(i)
+    return blocks, steps
+
+
+def _flat_fill(linear: nn.Module, init: InitSpec, ctx: inits.InitContext) -> Callable[[], None]:
+    def fill() -> None:  # reads the module's parameters when run: materializing replaces them
+        inits.apply(linear.weight, init.weight.name, init.weight.params, ctx)  # type: ignore[arg-type]
+        if linear.bias is not None:
+            inits.apply(linear.bias, init.bias.name, init.bias.params, ctx)  # type: ignore[arg-type]
+
+    return fill
+
+
+def _rule_fill(rule_step: RuleStep, ctx: inits.InitContext, depth: int, log: InitLog) -> Callable[[], None]:
+    return lambda: apply_rule(rule_step, ctx, depth, log)
+
+
+def _record_states(steps: list[_Step]) -> list[torch.Tensor]:
+    """The global generator's state before each step: the steps run once, one module at a time
+    (on uninitialized storage: how many numbers a fill draws never depends on the values)."""
+    import torch
+
+    states = []
+    for s in steps:
+        states.append(torch.get_rng_state())
+        s.module.to_empty(device="cpu")
+        s.fill()
+        s.module.to_empty(device="meta")
+    return states
+
+
+def _materialize(
+    block: Block, steps: list[_Step], states: list[torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> None:
+    """Give the block real storage and replay its init steps from their recorded states: the
+    weights ``build`` would have drawn, on the CPU in float32, then moved like ``run_probe`` does."""
+    import torch
+
+    for module in block.modules:
+        module.to_empty(device="cpu")
+    for i in block.steps:
+        torch.set_rng_state(states[i])
+        steps[i].fill()
+    for module in block.modules:
+        module.to(device=device, dtype=dtype)
+
+
+def _free(block: Block) -> None:
+    """Back to the meta device in float32 (as built): the block's storage is released."""
+    import torch
+
+    for module in block.modules:
+        module.to(device="meta", dtype=torch.float32)
+
+
+def _forward_block(block: Block, x: torch.Tensor) -> torch.Tensor:
+    for module in block.modules:
+        x = module(x)
+    return x
+
+
+def _probe(
+    built: Built,
+    blocks: list[Block],
+    steps: list[_Step],
+    states: list[torch.Tensor],
+    spec: Spec,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: Progress | None,
+) -> list:
+    """``run._probe``'s forward-only loop, with each batch walked through the blocks in turn."""
+    import torch
+
+    collector = Collector(built.watched, device)
+    data_gen = data_stream(spec)
+    built.model.train()  # as run._probe: BatchNorm uses batch statistics
+    total = spec.data.batches
+    # run_probe's thread count for the passes only: a normal build runs with torch's default, and
+    # some fills (orthogonal's QR) round differently with another count
+    threads = threads_for(spec) if device.type == "cpu" else None
+    with collector.hooks(), torch.no_grad():
+        for i in range(total):
+            x = next_batch(spec, built, data_gen, device, dtype).args[0]
+            for block in blocks:
+                _materialize(block, steps, states, device, dtype)
+                try:
+                    with intra_op_threads(threads):
+                        x = _forward_block(block, x)
+                finally:
+                    _free(block)
+            del x
+            if progress is not None:
+                progress(i + 1, total)
+        return collector.finish()
