@@ -32,7 +32,7 @@ from probe.init_rules import InitLog, RuleStep, apply_rule, rule_steps
 from probe.records import Report
 from probe.run import Progress, data_stream, next_batch, resolve_device, run_errors
 from probe.scale import intra_op_threads, threads_for
-from probe.spec import InitSpec, Spec
+from probe.spec import Choice, InitSpec, Spec
 
 if TYPE_CHECKING:
     import torch
@@ -111,11 +111,13 @@ def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
 
 def _meta_structure(spec: Spec) -> Built:
     """``build``'s network and watched layers with every tensor on the meta device (no storage,
-    no generator draws: meta tensors' random fills do nothing)."""
+    no generator draws). Its init is left out: the structure does not depend on it, ``_program``
+    replays it, and some fills (``normal_``) would spend seconds loading torch's meta kernels."""
     import torch
 
+    structure_only = replace(spec.init, weight=Choice("default"), bias=Choice("default"), rules=())
     with torch.device("meta"):
-        return build(spec)
+        return build(replace(spec, init=structure_only))
 
 
 def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
