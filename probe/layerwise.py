@@ -81,6 +81,7 @@ def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
     import torch
 
     check_applies(spec)
+    _large_allocations_to_the_os()
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
@@ -95,8 +96,9 @@ def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
         torch.manual_seed(spec.run.seed)
         built = _meta_structure(forward_spec)
         blocks, steps = _program(built, spec)
-        states = _record_states(steps)
-        layers = _probe(built, blocks, steps, states, forward_spec, device, dtype, progress)
+        storage = _Storage()
+        states = _record_states(steps, storage)
+        layers = _probe(built, blocks, steps, states, storage, forward_spec, device, dtype, progress)
     notes.append(f"layer-by-layer: {len(blocks)} blocks built, probed and freed one at a time")
     return Report(
         spec=forward_spec,
@@ -107,6 +109,33 @@ def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
         elapsed_s=time.perf_counter() - started,
         notes=tuple(notes),
     )
+
+
+# glibc's M_MMAP_THRESHOLD: requests at least this large get their own mapping, unmapped on free
+_M_MMAP_THRESHOLD = -3
+_MMAP_BYTES = 128 << 10  # glibc's own starting value, kept from adapting
+
+
+def _large_allocations_to_the_os() -> None:
+    """Pin glibc's mmap threshold at its starting value (128 KiB) for the rest of the process
+    (Linux with glibc; elsewhere nothing).
+
+    By default glibc raises the threshold to the size of each large block freed, so later blocks
+    and activations come from the heap, where small long-lived allocations (the collector's
+    per-layer records) split the freed holes: measured, a forward pass then grew the heap by about
+    two activations per block, which would defeat "whatever the depth". A pinned threshold keeps
+    every allocation of 128 KiB or more in its own mapping, returned to the OS when freed.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
 
 
 def _meta_structure(spec: Spec) -> Built:
@@ -173,7 +202,45 @@ def _rule_fill(rule_step: RuleStep, ctx: inits.InitContext, depth: int, log: Ini
     return lambda: apply_rule(rule_step, ctx, depth, log)
 
 
-def _record_states(steps: list[_Step]) -> list[torch.Tensor]:
+class _Storage:
+    """The CPU memory blocks are materialized in: one float32 buffer, grown to the largest block
+    once and reused. Allocating and freeing a block's worth per block instead lets glibc's heap
+    keep what was freed (its mmap threshold adapts upwards): peaks of several times the whole
+    network were measured that way (benchmarks/memory.py)."""
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+
+    def take(self, modules: list[nn.Module]) -> None:
+        """Give the modules' parameters (views of the buffer) and buffers real, uninitialized storage."""
+        import torch
+        from torch import nn
+
+        owners = [m for module in modules for m in module.modules()]
+        params = [(m, n, p) for m in owners for n, p in m.named_parameters(recurse=False)]
+        need = sum(p.numel() for _, _, p in params)
+        if self.buffer is None or self.buffer.numel() < need:
+            self.buffer = None  # free the smaller one first
+            self.buffer = torch.empty(need, dtype=torch.float32)
+        offset = 0
+        for m, name, p in params:
+            view = self.buffer[offset : offset + p.numel()].view(p.shape)
+            m._parameters[name] = nn.Parameter(view, requires_grad=p.requires_grad)
+            offset += p.numel()
+        for m in owners:
+            for name, buf in m.named_buffers(recurse=False):
+                m._buffers[name] = torch.empty_like(buf, device="cpu")
+
+    @staticmethod
+    def release(modules: list[nn.Module]) -> None:
+        """Back to the meta device in float32, as built: nothing of the block stays in memory."""
+        import torch
+
+        for module in modules:
+            module.to(device="meta", dtype=torch.float32)
+
+
+def _record_states(steps: list[_Step], storage: _Storage) -> list[torch.Tensor]:
     """The global generator's state before each step: the steps run once, one module at a time
     (on uninitialized storage: how many numbers a fill draws never depends on the values)."""
     import torch
@@ -181,34 +248,30 @@ def _record_states(steps: list[_Step]) -> list[torch.Tensor]:
     states = []
     for s in steps:
         states.append(torch.get_rng_state())
-        s.module.to_empty(device="cpu")
+        storage.take([s.module])
         s.fill()
-        s.module.to_empty(device="meta")
+        storage.release([s.module])
     return states
 
 
 def _materialize(
-    block: Block, steps: list[_Step], states: list[torch.Tensor], device: torch.device, dtype: torch.dtype
+    block: Block,
+    steps: list[_Step],
+    states: list[torch.Tensor],
+    storage: _Storage,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> None:
     """Give the block real storage and replay its init steps from their recorded states: the
     weights ``build`` would have drawn, on the CPU in float32, then moved like ``run_probe`` does."""
     import torch
 
-    for module in block.modules:
-        module.to_empty(device="cpu")
+    storage.take(block.modules)
     for i in block.steps:
         torch.set_rng_state(states[i])
         steps[i].fill()
     for module in block.modules:
         module.to(device=device, dtype=dtype)
-
-
-def _free(block: Block) -> None:
-    """Back to the meta device in float32 (as built): the block's storage is released."""
-    import torch
-
-    for module in block.modules:
-        module.to(device="meta", dtype=torch.float32)
 
 
 def _forward_block(block: Block, x: torch.Tensor) -> torch.Tensor:
@@ -222,6 +285,7 @@ def _probe(
     blocks: list[Block],
     steps: list[_Step],
     states: list[torch.Tensor],
+    storage: _Storage,
     spec: Spec,
     device: torch.device,
     dtype: torch.dtype,
@@ -241,12 +305,12 @@ def _probe(
         for i in range(total):
             x = next_batch(spec, built, data_gen, device, dtype).args[0]
             for block in blocks:
-                _materialize(block, steps, states, device, dtype)
+                _materialize(block, steps, states, storage, device, dtype)
                 try:
                     with intra_op_threads(threads):
                         x = _forward_block(block, x)
                 finally:
-                    _free(block)
+                    storage.release(block.modules)
             del x
             if progress is not None:
                 progress(i + 1, total)
