@@ -31,7 +31,7 @@ CASES = [
     ("small: depth 8, width 128, batch 512", 8, 128, 512),
 ]
 TARGET = 1.2
-LAYERWISE_CASE = ("depth 32, width 2048, batch 256, forward only", 32, 2048, 256)
+LAYERWISE_CASE = ("depth 32, width 2048, batch 256", 32, 2048, 256)
 LAYERWISE_TARGET = 0.1
 
 
@@ -116,11 +116,11 @@ def layerwise_result(repeats: int = 3) -> Result:
     grow_normal = max(normal["peak_kib"] - normal["before_kib"], 1)
     grow_layered = max(layered["peak_kib"] - layered["before_kib"], 1)
     note = (
-        f"run increment {grow_normal / 1024:.0f} -> {grow_layered / 1024:.0f} MiB; whole-process peak "
+        f"forward-only run increment {grow_normal / 1024:.0f} -> {grow_layered / 1024:.0f} MiB; whole-process peak "
         f"{normal['peak_kib'] / 1024:.0f} -> {layered['peak_kib'] / 1024:.0f} MiB "
         f"({layered['peak_kib'] / normal['peak_kib']:.2f}x), median of {repeats}"
     )
-    return Result(f"--layer-by-layer memory {label}", grow_layered / grow_normal, LAYERWISE_TARGET, note=note)
+    return Result(f"layer-by-layer memory: {label}", grow_layered / grow_normal, LAYERWISE_TARGET, note=note)
 
 
 if __name__ == "__main__":

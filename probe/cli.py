@@ -389,7 +389,7 @@ def run(
         typer.Option(
             "--layer-by-layer",
             help="Build and probe one block at a time from the meta device: memory for one block's weights "
-            "and one batch, whatever the depth. Forward statistics only; model.kind: mlp only.",
+            "and one batch, whatever the depth. Forward statistics only; model.kind: mlp or conv.",
         ),
     ] = False,
 ) -> None:

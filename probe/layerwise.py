@@ -1,20 +1,21 @@
-"""Layer-by-layer mode: probe an MLP's forward signal one block at a time, on the meta device.
+"""Layer-by-layer mode: probe a network's forward signal one block at a time, on the meta device.
 
 The network's structure is built on ``torch.device("meta")`` (shapes, no storage). Each block
-(``linear_i`` with its norm and activation; the head) is then materialized on the CPU, initialized,
-moved to the run's device and dtype, given the current activations, and freed before the next.
-Peak memory is one block's weights plus one batch's activations, whatever the depth.
+(a Linear or Conv with the norm, activation and pooling after it; the head) is then materialized
+on the CPU, initialized, moved to the run's device and dtype, given the current activations, and
+freed before the next. Peak memory is one block's weights plus one batch's activations, whatever
+the depth.
 
 Same weights as a normal run: ``build`` draws every weight from torch's global generator in a fixed
-order (each Linear's constructor draws, then ``init.weight``/``init.bias`` per Linear, then each
-``init.rules`` fill). A first sweep runs that program one module at a time, only to record the
-generator's state before each step; materializing a block then replays its own steps from their
-recorded states, so each block gets exactly the numbers a whole build would have given it.
+order (each layer's constructor draws, then ``init.weight``/``init.bias`` per Linear/Conv, then
+each ``init.rules`` fill). A first sweep runs that program one module at a time, only to record
+the generator's state before each step; materializing a block then replays its own steps from
+their recorded states, so each block gets exactly the numbers a whole build would have given it.
 
 Forward only: a backward pass needs every block's activations at once, which is what this mode
-avoids keeping. Where it applies: probe's own MLP (``model.kind: mlp``) with any init strategy
-except ``lsuv`` (data-dependent: it rescales layers on the probe's batches) and any ``init.rules``.
-"""
+avoids keeping. Where it applies: probe's own plain stacks (``model.kind: mlp`` and ``conv``, an
+``nn.Sequential`` of leaf modules) with any init strategy except ``lsuv`` (data-dependent: it
+rescales layers on the probe's batches) and any ``init.rules``."""
 
 from __future__ import annotations
 
@@ -32,13 +33,13 @@ from probe.init_rules import InitLog, RuleStep, apply_rule, rule_steps
 from probe.records import Report
 from probe.run import Progress, data_stream, next_batch, resolve_device, run_errors
 from probe.scale import intra_op_threads, threads_for
-from probe.spec import Choice, InitSpec, Spec
+from probe.spec import InitSpec, Spec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-APPLIES = "model.kind: mlp (probe's own MLP; not conv, residual, transformer, lstm/gru or --model)"
+APPLIES = "model.kind: mlp or conv (probe's own plain stacks; not residual, transformer, lstm/gru or --model)"
 
 
 @dataclass
@@ -63,7 +64,7 @@ def check_applies(spec: Spec, *, weights: bool = False) -> None:
     where = f"--layer-by-layer applies to {APPLIES}"
     if spec.model.factory is not None:
         raise SpecError(f"{where}; a --model factory builds and initializes its network in its own code")
-    if spec.model.kind != "mlp":
+    if spec.model.kind not in ("mlp", "conv"):
         raise SpecError(f"{where}; this spec has model.kind: {spec.model.kind}")
     if inits.canonical(spec.init.weight.name) == "lsuv" or inits.canonical(spec.init.bias.name) == "lsuv":
         raise SpecError(f"{where}, with any init except lsuv, which rescales each layer on the whole network's batches")
@@ -139,24 +140,26 @@ def _large_allocations_to_the_os() -> None:
 
 
 def _meta_structure(spec: Spec) -> Built:
-    """``build``'s network and watched layers with every tensor on the meta device (no storage,
-    no generator draws). Its init is left out: the structure does not depend on it, ``_program``
-    replays it, and some fills (``normal_``) would spend seconds loading torch's meta kernels."""
+    """``build``'s network, watched layers and init log with every tensor on the meta device: no
+    storage, and no generator draws (meta fills do nothing; ``inits.apply`` skips meta tensors)."""
     import torch
 
-    structure_only = replace(spec.init, weight=Choice("default"), bias=Choice("default"), rules=())
     with torch.device("meta"):
-        return build(replace(spec, init=structure_only))
+        return build(spec)
 
 
 def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
-    """The blocks of the MLP, and the init steps ``build._mlp`` takes, in its order."""
+    """The blocks of the network (an ``nn.Sequential`` of leaf modules), and the init steps
+    ``build`` takes, in its order (``build._mlp``; ``arch.conv`` then ``build``'s flat init)."""
     from torch import nn
 
+    weighted = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what init.weight/init.bias fill
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+    children = list(built.model.children())
     blocks: list[Block] = []
     block_of: dict[int, int] = {}
-    for module in built.model.children():
-        if isinstance(module, nn.Linear):  # each Linear starts a block: linear_i, norm_i, act_i
+    for module in children:
+        if isinstance(module, weighted) or not blocks:  # each Linear/Conv starts a block (norm, act, pool follow)
             blocks.append(Block([]))
         blocks[-1].modules.append(module)
         block_of[id(module)] = len(blocks) - 1
@@ -166,19 +169,19 @@ def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
 
     m, init = spec.model, spec.init
     ctx = inits.InitContext(m.activation.name, m.activation.params)
-    linears = [mod for mod in built.model.children() if isinstance(mod, nn.Linear)]
     steps: list[_Step] = []
-    # 1. constructors: a Linear draws its default weight and bias; a norm sets ones and zeros
-    for module in built.model.children():
+    # 1. constructors: a Linear/Conv draws its default weight and bias; a norm sets ones and zeros
+    for module in children:
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):
             steps.append(step(module, reset))
-    # 2. init.weight and init.bias on each Linear
-    for linear in linears:
-        steps.append(step(linear, _flat_fill(linear, init, ctx)))
+    # 2. init.weight and init.bias on each Linear/Conv
+    for module in children:
+        if isinstance(module, weighted):
+            steps.append(step(module, _flat_fill(module, init, ctx)))
     # 3. norms back to scale 1, shift 0 (no draws)
-    for module in built.model.children():
-        if isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
+    for module in children:
+        if isinstance(module, norms):
             steps.append(step(module, partial(reset_norms, module)))
     # 4. init.rules, each over every module it matches
     log = InitLog()
@@ -189,11 +192,11 @@ def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
     return blocks, steps
 
 
-def _flat_fill(linear: nn.Module, init: InitSpec, ctx: inits.InitContext) -> Callable[[], None]:
+def _flat_fill(module: nn.Module, init: InitSpec, ctx: inits.InitContext) -> Callable[[], None]:
     def fill() -> None:  # reads the module's parameters when run: materializing replaces them
-        inits.apply(linear.weight, init.weight.name, init.weight.params, ctx)  # type: ignore[arg-type]
-        if linear.bias is not None:
-            inits.apply(linear.bias, init.bias.name, init.bias.params, ctx)  # type: ignore[arg-type]
+        inits.apply(module.weight, init.weight.name, init.weight.params, ctx)  # type: ignore[arg-type]
+        if module.bias is not None:
+            inits.apply(module.bias, init.bias.name, init.bias.params, ctx)  # type: ignore[arg-type]
 
     return fill
 
@@ -314,4 +317,9 @@ def _probe(
             del x
             if progress is not None:
                 progress(i + 1, total)
-        return collector.finish()
+        layers = collector.finish()
+    # as run._probe: the report also says what each non-MLP row is and how it was initialized
+    return [
+        replace(x, module_type=w.module_type, init_rule=w.init_rule) if w.module_type else x
+        for x, w in zip(layers, built.watched, strict=True)
+    ]

@@ -50,6 +50,13 @@ CASES = {
 }
 
 
+CONV_CASES = {
+    "conv-rules-maxpool-head": {},
+    "conv-batchnorm-avgpool-bias": {"model.norm": "batchnorm", "model.pool": "avg", "model.bias": True},
+    "conv-orthogonal-layernorm": {"init.weight": "orthogonal", "model.norm": "layernorm", "init.rules": []},
+}
+
+
 def _spec(raw: dict[str, Any], backward: bool = False) -> spec_mod.Spec:
     return spec_mod.parse(
         {
@@ -72,6 +79,19 @@ def test_forward_statistics_equal_a_normal_forward_only_run(raw: dict[str, Any])
             # same weights, same inputs, same ops: equal up to float summation order at most
             assert got == (want if want is None else pytest.approx(want, rel=1e-9, abs=1e-12)), (a.name, field)
         assert all(getattr(b, g) is None for g in GRADIENTS)
+
+
+@pytest.mark.parametrize("overrides", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_a_conv_stack_gives_the_same_rows_as_a_normal_run(overrides: dict[str, Any]) -> None:
+    base = {"run.backward": False, "run.device": "cpu", "model.depth": 5, "data.batch_size": 16}
+    spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides={**base, **overrides})
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
+    for a, b in zip(normal.layers, layered.layers, strict=True):
+        for field in (*FORWARD, "module_type", "init_rule"):
+            want = getattr(a, field)
+            expected = want if want is None or isinstance(want, str) else pytest.approx(want, rel=1e-9, abs=1e-12)
+            assert getattr(b, field) == expected, (a.name, field)
+    assert [x.module_type for x in layered.layers] == ["Conv2d"] * 5 + ["Linear"]
 
 
 def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
@@ -129,16 +149,16 @@ def test_the_global_random_state_is_left_alone() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"model": {"kind": "conv", "depth": 2}}, "model.kind: conv"),
+        ({"model": {"kind": "residual", "depth": 2}}, "model.kind: residual"),
         ({"model": {"kind": "transformer", "depth": 1, "width": 16}}, "model.kind: transformer"),
         ({"model": {"kind": "lstm", "depth": 1, "width": 8}}, "model.kind: lstm"),
         ({"init": {"weight": "lsuv"}}, "except lsuv"),
     ],
-    ids=["conv", "transformer", "lstm", "lsuv"],
+    ids=["residual", "transformer", "lstm", "lsuv"],
 )
 def test_where_it_does_not_apply_is_a_spec_error(raw: dict[str, Any], message: str) -> None:
     spec = spec_mod.parse({"run": {"device": "cpu"}, **raw})
-    with pytest.raises(SpecError, match=rf"--layer-by-layer applies to model.kind: mlp.*{message}"):
+    with pytest.raises(SpecError, match=rf"--layer-by-layer applies to model.kind: mlp or conv.*{message}"):
         layerwise.run_layerwise(spec)
 
 
@@ -173,13 +193,13 @@ def test_cli_table_says_it_ran_layer_by_layer(cli: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([str(CONFIGS / "cnn_he.yaml")], "model.kind: conv"),
+        ([str(CONFIGS / "resnet_fixup.yaml")], "model.kind: residual"),
         ([str(CONFIGS / "lab1_he_relu.yaml"), "--set", "init.weight=lsuv"], "except lsuv"),
         (["--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8"], "a --model factory"),
         ([str(CONFIGS / "lab1_he_relu.yaml"), "--weights", "w.pt"], "--weights loads a whole state dict"),
         ([str(CONFIGS / "lab1_he_relu.yaml"), "--plot", "p.png"], "--plot needs the whole network"),
     ],
-    ids=["conv", "lsuv", "model", "weights", "plot"],
+    ids=["residual", "lsuv", "model", "weights", "plot"],
 )
 def test_cli_refusals_exit_2_and_say_where_it_applies(cli: Any, args: list[str], message: str) -> None:
     result = cli("run", *args, "--layer-by-layer")
