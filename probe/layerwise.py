@@ -47,7 +47,7 @@ class Block:
     """Consecutive modules of the network run as one unit, and the init steps that fill them."""
 
     modules: list[nn.Module]
-    steps: list[int] = field(default_factory=list)  # indices into the init program, in order
+    steps: list[int] = field(default_factory=list)  # indices into the init program it replays, in order
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class _Step:
     block: int
     module: nn.Module
     fill: Callable[[], None]
+    replay: bool = True  # False: a later step overwrites everything this one drew (the sweep still runs it)
 
 
 def check_applies(spec: Spec, *, weights: bool = False) -> None:
@@ -164,17 +165,20 @@ def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
         blocks[-1].modules.append(module)
         block_of[id(module)] = len(blocks) - 1
 
-    def step(module: nn.Module, fill: Callable[[], None]) -> _Step:
-        return _Step(block_of[id(module)], module, fill)
+    def step(module: nn.Module, fill: Callable[[], None], replay: bool = True) -> _Step:
+        return _Step(block_of[id(module)], module, fill, replay)
 
     m, init = spec.model, spec.init
     ctx = inits.InitContext(m.activation.name, m.activation.params)
     steps: list[_Step] = []
-    # 1. constructors: a Linear/Conv draws its default weight and bias; a norm sets ones and zeros
+    # 1. constructors: a Linear/Conv draws its default weight and bias; a norm sets ones and zeros.
+    # Every strategy but "default" fills the whole tensor, so then a block need not redraw these.
+    kept = {inits.canonical(init.weight.name), inits.canonical(init.bias.name) if m.bias else ""}
+    overwritten = "default" not in kept
     for module in children:
         reset = getattr(module, "reset_parameters", None)
         if callable(reset):
-            steps.append(step(module, reset))
+            steps.append(step(module, reset, replay=not (overwritten and isinstance(module, weighted))))
     # 2. init.weight and init.bias on each Linear/Conv
     for module in children:
         if isinstance(module, weighted):
@@ -188,7 +192,8 @@ def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
     for rule_step in rule_steps(built.model, init.rules):
         steps.append(step(rule_step.module, _rule_fill(rule_step, ctx, m.depth, log)))
     for i, s in enumerate(steps):
-        blocks[s.block].steps.append(i)
+        if s.replay:
+            blocks[s.block].steps.append(i)
     return blocks, steps
 
 

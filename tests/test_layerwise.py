@@ -20,7 +20,13 @@ GRADIENTS = ("grad_std", "weight_grad_norm", "weight_grad_std")
 # kind (normal, uniform, QR-based orthogonal, truncated), norms reset, init.rules overriding by
 # name and by type with depth scaling, several batches, another dtype.
 CASES = {
-    "relu-he-head": {"model": {"activation": "relu", "output_dim": 10}},
+    "relu-he-head-rescaled-rule": {
+        "model": {"activation": "relu", "output_dim": 10},
+        "init": {
+            "weight": "he",
+            "rules": [{"match": {"name": "linear2"}, "weight": {"name": "default", "depth_scale": 4}}],
+        },
+    },
     "tanh-orthogonal-layernorm": {
         "model": {"activation": "tanh", "norm": "layernorm"},
         "init": {"weight": {"name": "orthogonal", "gain": "auto"}, "bias": "normal"},
@@ -39,7 +45,11 @@ CASES = {
     },
     "sigmoid-default-float64": {
         "model": {"activation": "sigmoid"},
-        "init": {"weight": "default", "bias": "default"},
+        "init": {
+            "weight": "default",
+            "bias": "default",
+            "rules": [{"match": {"name": "linear[23]"}, "weight": {"name": "default", "depth_scale": True}}],
+        },
         "run": {"dtype": "float64"},
     },
     "gelu-trunc-normal-uniform-data": {
