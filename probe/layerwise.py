@@ -74,7 +74,8 @@ def check_applies(spec: Spec, *, weights: bool = False) -> None:
 
 
 def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
-    """Probe the forward signal of the spec's MLP one block at a time (see the module docstring).
+    """Probe the forward signal of the spec's MLP or conv stack one block at a time (see the
+    module docstring).
 
     The forward columns equal ``run_probe``'s for the same spec with ``run.backward: false``; the
     gradient columns are None. The returned report's spec has ``run.backward: false``, and a note
@@ -233,11 +234,11 @@ class _Storage:
         offset = 0
         for m, name, p in params:
             view = self.buffer[offset : offset + p.numel()].view(p.shape)
-            m._parameters[name] = nn.Parameter(view, requires_grad=p.requires_grad)
+            setattr(m, name, nn.Parameter(view, requires_grad=p.requires_grad))
             offset += p.numel()
         for m in owners:
-            for name, buf in m.named_buffers(recurse=False):
-                m._buffers[name] = torch.empty_like(buf, device="cpu")
+            for name, buf in list(m.named_buffers(recurse=False)):
+                setattr(m, name, torch.empty_like(buf, device="cpu"))  # stays a buffer (persistent or not)
 
     @staticmethod
     def release(modules: list[nn.Module]) -> None:
