@@ -62,6 +62,7 @@ def build(spec: Spec) -> Built:
     model, watched, inputs = arch.BUILDERS[m.kind](m)
     log = init_rules.InitLog()
     ctx = inits.InitContext(m.activation.name, m.activation.params)
+    # probe/layerwise.py replays these draws one block at a time (conv): keep its _program in this order
     init_rules.apply_flat(model, spec.init, ctx, log)
     reset_norms(model)
     if m.zero_init == "last_norm":
