@@ -5,6 +5,15 @@ records its resident memory, runs one pass (bare or probed) and reports its peak
 (``VmHWM``; ``ru_maxrss`` would carry over the parent's peak across fork and exec). The ratio of the two peaks is the
 target's measure; the ratio of the increments over the pre-pass memory is printed beside it,
 since the whole-process peak also counts the interpreter, torch and the weights.
+
+The layer-by-layer line compares whole forward-only runs (``run_probe`` with ``run.backward:
+false`` against ``run_layerwise``), each in a fresh process, from after the imports to the end:
+there the build is the point. Target <= 0.1x of the run's own memory (peak minus the resident
+memory before it): a normal run holds all 32 blocks' weights (512 MiB in float32) and layer-by-layer one
+(16 MiB), so weights alone give 1/32; a forward pass's activations (a few batch x width
+tensors, 2 MiB each) are the same in both, and the generator states and meta structure add well
+under 1 MiB. 0.1x leaves room for allocator slack around the block that is allocated and freed
+32 times.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from common import Result
@@ -21,6 +31,8 @@ CASES = [
     ("small: depth 8, width 128, batch 512", 8, 128, 512),
 ]
 TARGET = 1.2
+LAYERWISE_CASE = ("depth 32, width 2048, batch 256", 32, 2048, 256)
+LAYERWISE_TARGET = 0.1
 
 
 def _status_kib(key: str) -> int:
@@ -39,6 +51,23 @@ def child(mode: str, depth: int, width: int, batch: int) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     (bare_pass if mode == "bare" else probed_pass)(built, spec, torch.device("cpu"))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"before_kib": before, "peak_kib": peak}))
+
+
+def child_whole_run(mode: str, depth: int, width: int, batch: int) -> None:
+    """A whole forward-only run, build included: ``run_probe`` or ``run_layerwise``."""
+    import torch  # noqa: F401  (imported before the baseline: both modes pay it)
+    from common import mlp_spec
+
+    from probe.layerwise import run_layerwise
+    from probe.run import run_probe
+
+    spec = mlp_spec(depth, width, batch)
+    spec = replace(spec, run=replace(spec.run, backward=False))
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    (run_layerwise if mode == "layerwise" else run_probe)(spec)
     peak = _status_kib("VmHWM")
     print(json.dumps({"before_kib": before, "peak_kib": peak}))
 
@@ -71,12 +100,33 @@ def results(repeats: int = 3) -> list[Result]:
             f"pass increment {grow_bare / 1024:.0f} -> {grow_probed / 1024:.0f} MiB ({grow_probed / grow_bare:.2f}x)"
         )
         out.append(Result(f"peak memory {label}", ratio, TARGET, note=note + f", median of {repeats}"))
+    out.append(layerwise_result(repeats))
     return out
+
+
+def layerwise_result(repeats: int = 3) -> Result:
+    """Peak memory of a forward-only run layer by layer over a normal one (see the docstring)."""
+    label, depth, width, batch = LAYERWISE_CASE
+    runs = []
+    for _ in range(repeats):
+        for mode in ("forward", "layerwise"):
+            runs.append({"mode": mode, **_run(mode, depth, width, batch)})
+    normal = _median_run("forward", depth, width, batch, runs)
+    layered = _median_run("layerwise", depth, width, batch, runs)
+    grow_normal = max(normal["peak_kib"] - normal["before_kib"], 1)
+    grow_layered = max(layered["peak_kib"] - layered["before_kib"], 1)
+    note = (
+        f"forward-only run increment {grow_normal / 1024:.0f} -> {grow_layered / 1024:.0f} MiB; whole-process peak "
+        f"{normal['peak_kib'] / 1024:.0f} -> {layered['peak_kib'] / 1024:.0f} MiB "
+        f"({layered['peak_kib'] / normal['peak_kib']:.2f}x), median of {repeats}"
+    )
+    return Result(f"layer-by-layer memory: {label}", grow_layered / grow_normal, LAYERWISE_TARGET, note=note)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], *map(int, sys.argv[3:6]))
+        mode = sys.argv[2]
+        (child_whole_run if mode in ("forward", "layerwise") else child)(mode, *map(int, sys.argv[3:6]))
     else:
         for r in results():
             print(r.line())

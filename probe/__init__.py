@@ -14,11 +14,23 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ProbeError", "__version__", "check", "compare", "evaluate", "load", "loads", "parse", "run_probe"]
+__all__ = [
+    "ProbeError",
+    "__version__",
+    "check",
+    "compare",
+    "evaluate",
+    "load",
+    "loads",
+    "parse",
+    "run_layerwise",
+    "run_probe",
+]
 
 if TYPE_CHECKING:
     from probe.batch import check, compare
     from probe.errors import ProbeError
+    from probe.layerwise import run_layerwise
     from probe.rules import evaluate
     from probe.run import run_probe
     from probe.spec import load, loads, parse
@@ -28,6 +40,7 @@ _LAZY = {
     "loads": "probe.spec",
     "parse": "probe.spec",
     "run_probe": "probe.run",
+    "run_layerwise": "probe.layerwise",
     "evaluate": "probe.rules",
     "compare": "probe.batch",
     "check": "probe.batch",

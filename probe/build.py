@@ -62,8 +62,9 @@ def build(spec: Spec) -> Built:
     model, watched, inputs = arch.BUILDERS[m.kind](m)
     log = init_rules.InitLog()
     ctx = inits.InitContext(m.activation.name, m.activation.params)
+    # probe/layerwise.py replays these draws one block at a time (conv): keep its _program in this order
     init_rules.apply_flat(model, spec.init, ctx, log)
-    _reset_norms(model)
+    reset_norms(model)
     if m.zero_init == "last_norm":
         arch.zero_last_norms(model)
     init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, log)
@@ -101,11 +102,12 @@ def _mlp(spec: Spec) -> Built:
         watched.append(Watched("output", m.depth + 1, "output", head, head.weight, m.output_dim, -1, None))
     model = nn.Sequential(layers)
     ctx = inits.InitContext(act.name, act.params)
+    # probe/layerwise.py replays these draws one block at a time: keep its _program in this order
     for linear in linears:
         inits.apply(linear.weight, spec.init.weight.name, spec.init.weight.params, ctx)
         if linear.bias is not None:
             inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
-    _reset_norms(model)
+    reset_norms(model)
     from probe import init_rules
 
     log = init_rules.InitLog()
@@ -119,7 +121,7 @@ def _mlp(spec: Spec) -> Built:
     return Built(model, watched, init_log=log)
 
 
-def _reset_norms(model: nn.Module) -> None:
+def reset_norms(model: nn.Module) -> None:
     """Normalization layers start at scale 1, shift 0 (identity after normalizing)."""
     from torch import nn
 

@@ -202,11 +202,13 @@ MaxMemoryOpt = Annotated[
 ]
 
 
-def _memory_guard(specs: list[Any], max_memory: float | None, jobs: int = 1) -> None:
+def _memory_guard(
+    specs: list[Any], max_memory: float | None, jobs: int = 1, *, layerwise: bool = False, offer_layerwise: bool = False
+) -> None:
     """Print the estimate of large runs and refuse those over --max-memory, before any run."""
     from probe.scale import guard_memory
 
-    for line in guard_memory(specs, max_memory, jobs):
+    for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
         _err_console().print(line, style="dim", markup=False)
 
 
@@ -483,6 +485,14 @@ def run(
     ] = None,
     plot: PlotOpt = None,
     max_memory: MaxMemoryOpt = None,
+    layer_by_layer: Annotated[
+        bool,
+        typer.Option(
+            "--layer-by-layer",
+            help="Build and probe one block at a time from the meta device: memory for one block's weights "
+            "and one batch, whatever the depth. Forward statistics only; model.kind: mlp or conv.",
+        ),
+    ] = False,
 ) -> None:
     """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
 
@@ -500,7 +510,13 @@ def run(
         from probe.rules import evaluate
         from probe.run import run_probe
 
-        _memory_guard([spec], max_memory)
+        if layer_by_layer:
+            from probe.layerwise import check_applies
+
+            check_applies(spec, weights=weights is not None)
+            if plot is not None:
+                raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
+        _memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
         if plot is not None:
             _check_plot(plot)
         state = None
@@ -509,7 +525,12 @@ def run(
 
             state = load_weights(weights)
         with _batch_progress(spec.data.batches) as progress:
-            result = run_probe(spec, progress, state_dict=state)
+            if layer_by_layer:
+                from probe.layerwise import run_layerwise
+
+                result = run_layerwise(spec, progress)
+            else:
+                result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             code = _run_theory(result, verdict, fmt, output, weights is not None)

@@ -73,7 +73,25 @@ def apply_rules(
 ) -> None:
     """Apply ``init.rules`` in order. ``depth`` is L for ``depth_scale: true`` (1/sqrt(2 L));
     ``None`` (a user model) takes L = the number of modules the rule matches."""
+    for step in rule_steps(model, rules):
+        apply_rule(step, ctx, depth, log)
+
+
+@dataclass(frozen=True)
+class RuleStep:
+    """One rule applied to one module it matches; ``matched``: how many modules the rule matches."""
+
+    rule: InitRule
+    qual: str
+    module: nn.Module
+    matched: int
+
+
+def rule_steps(model: nn.Module, rules: Iterable[InitRule]) -> list[RuleStep]:
+    """Every (rule, module) fill ``apply_rules`` makes, in its order; a BuildError for a rule that
+    matches nothing. Matching reads names and types only, so it works on a meta-device model."""
     modules = [(q, m) for q, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    steps = []
     for rule in rules:
         matched = [(q, m) for q, m in modules if _matches(rule, q, m)]
         if not matched:
@@ -83,12 +101,18 @@ def apply_rules(
             raise BuildError(
                 f"{rule.label}.match: matches no module with parameters (types: {', '.join(types)}; names: {shown})"
             )
-        for qual, module in matched:
-            # generic families first, so weight_hh overrides weight within one rule
-            for target in sorted(rule.targets, key=lambda t: t.target not in ("weight", "bias")):
-                _fill(rule, target, qual, module, ctx, depth if depth is not None else len(matched), log)
-            if rule.forget_bias is not None:
-                _forget_bias(rule, qual, module, log)
+        steps += [RuleStep(rule, q, m, len(matched)) for q, m in matched]
+    return steps
+
+
+def apply_rule(step: RuleStep, ctx: inits.InitContext, depth: int | None, log: InitLog) -> None:
+    """Fill the parameters of one matched module as its rule says."""
+    rule, qual, module = step.rule, step.qual, step.module
+    # generic families first, so weight_hh overrides weight within one rule
+    for target in sorted(rule.targets, key=lambda t: t.target not in ("weight", "bias")):
+        _fill(rule, target, qual, module, ctx, depth if depth is not None else step.matched, log)
+    if rule.forget_bias is not None:
+        _forget_bias(rule, qual, module, log)
 
 
 def _matches(rule: InitRule, qual: str, module: nn.Module) -> bool:

@@ -207,9 +207,13 @@ def all_names() -> list[str]:
 
 
 def apply(tensor: torch.Tensor, name: str, params: dict[str, Any], ctx: InitContext) -> None:
-    """Fill ``tensor`` in place with strategy ``name`` (already validated)."""
+    """Fill ``tensor`` in place with strategy ``name`` (already validated). A meta-device tensor
+    has no values: nothing is drawn (``--layer-by-layer`` builds the structure that way, and
+    torch's meta ``normal_`` alone costs seconds to load)."""
     import torch
 
+    if tensor.is_meta:
+        return
     with torch.no_grad():
         STRATEGIES[canonical(name)].fill(tensor, params, ctx)
 

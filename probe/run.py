@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -67,20 +68,11 @@ def run_probe(
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            built = build_initialized(spec, state_dict)
-            model = built.model.to(device=device, dtype=dtype)
-            with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
-                layers = _probe(model, built, spec, device, dtype, progress)
-    except ProbeError:
-        raise
-    except torch.OutOfMemoryError as exc:
-        raise RunError(f"out of memory on {device}: {_first_line(exc)}; try a smaller data.batch_size") from None
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            raise RunError(f"out of memory on {device}: {_first_line(exc)}") from None
-        raise RunError(f"the probe failed on {device} ({spec.run.dtype}): {_first_line(exc)}") from None
+    with run_errors(spec, device), torch.random.fork_rng(devices=[]):
+        built = build_initialized(spec, state_dict)
+        model = built.model.to(device=device, dtype=dtype)
+        with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
+            layers = _probe(model, built, spec, device, dtype, progress)
     return Report(
         spec=spec,
         layers=tuple(layers),
@@ -90,6 +82,23 @@ def run_probe(
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
     )
+
+
+@contextmanager
+def run_errors(spec: Spec, device: torch.device) -> Iterator[None]:
+    """Torch's failures inside a run as one-line RunErrors (exit 3); probe's own errors pass."""
+    import torch
+
+    try:
+        yield
+    except ProbeError:
+        raise
+    except torch.OutOfMemoryError as exc:
+        raise RunError(f"out of memory on {device}: {_first_line(exc)}; try a smaller data.batch_size") from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise RunError(f"out of memory on {device}: {_first_line(exc)}") from None
+        raise RunError(f"the probe failed on {device} ({spec.run.dtype}): {_first_line(exc)}") from None
 
 
 def build_initialized(spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:

@@ -105,14 +105,50 @@ def estimate_memory(spec: Spec) -> MemoryEstimate:
     return MemoryEstimate(weights, activations, statistics)
 
 
-def check_memory(spec: Spec, max_memory_gib: float) -> MemoryEstimate:
-    """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib``."""
-    est = estimate_memory(spec)
+# Bytes per init step the layer-by-layer mode keeps (a CPU generator state: torch.get_rng_state())
+RNG_STATE_BYTES = 5056
+# Bytes of one module of the meta-device structure (Python objects, meta tensors: no storage)
+META_MODULE_BYTES = 4096
+
+
+def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
+    """The peak of ``--layer-by-layer`` (``probe.layerwise``): the largest block's weights (built
+    in float32, plus the cast copy) and one forward pass's activations, whatever the depth; the
+    statistics add a generator state per init step and the meta-device structure."""
+    m, d = spec.model, spec.data
+    size = _BYTES[spec.run.dtype]
+    norm = 2 * m.width if m.norm != "none" else 0
+    block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o in linear_shapes(spec))
+    weights = block * 4 + (block * size if size != 4 else 0)
+    rows = d.batch_size
+    activations = 3 * rows * m.width * size + rows * m.input_dim * size
+    blocks = len(linear_shapes(spec))
+    modules = 3 * blocks
+    steps = 2 * modules + len(spec.init.rules) * blocks  # constructors, fills, norm resets, rules
+    statistics = (
+        2 * rows * max(m.width, m.input_dim) * 4
+        + (m.depth + 1) * (m.width * 8 + 1024)
+        + steps * RNG_STATE_BYTES
+        + modules * META_MODULE_BYTES
+    )
+    return MemoryEstimate(weights, activations, statistics)
+
+
+def check_memory(
+    spec: Spec, max_memory_gib: float, *, layerwise: bool = False, offer_layerwise: bool = False
+) -> MemoryEstimate:
+    """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib``. ``layerwise``: the
+    estimate of ``--layer-by-layer``; ``offer_layerwise``: a refusal names that mode when it fits."""
+    est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
     if est.total > max_memory_gib * 2**30:
-        raise RunError(
-            f"{spec.name}: {est.line()} exceeds --max-memory {max_memory_gib:g} GiB; "
-            "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
-        )
+        advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
+        if layerwise:
+            advice = "lower data.batch_size or model.width, or raise --max-memory"
+        elif offer_layerwise and spec.model.factory is None:
+            one_block = estimate_layerwise_memory(spec).total
+            if one_block <= max_memory_gib * 2**30:
+                advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
+        raise RunError(f"{spec.name}: {est.line()} exceeds --max-memory {max_memory_gib:g} GiB; {advice}")
     return est
 
 
@@ -120,15 +156,26 @@ def check_memory(spec: Spec, max_memory_gib: float) -> MemoryEstimate:
 LARGE_RUN_BYTES = 2**30
 
 
-def guard_memory(specs: list[Spec], max_memory_gib: float | None, jobs: int = 1) -> list[str]:
+def guard_memory(
+    specs: list[Spec],
+    max_memory_gib: float | None,
+    jobs: int = 1,
+    *,
+    layerwise: bool = False,
+    offer_layerwise: bool = False,
+) -> list[str]:
     """Lines worth printing before the runs (estimates of large runs); a RunError (exit 3) when a
-    run, or the ``jobs`` largest runs side by side, would exceed ``max_memory_gib``."""
+    run, or the ``jobs`` largest runs side by side, would exceed ``max_memory_gib``. ``layerwise``
+    and ``offer_layerwise`` as for ``check_memory``."""
     lines = []
     estimates = []
     for spec in specs:
         if spec.model.kind != "mlp":
             continue
-        est = check_memory(spec, max_memory_gib) if max_memory_gib is not None else estimate_memory(spec)
+        if max_memory_gib is not None:
+            est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
+        else:
+            est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
         estimates.append(est.total)
         if est.total >= LARGE_RUN_BYTES:
             lines.append(f"{spec.name}: {est.line()}")

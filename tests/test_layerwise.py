@@ -1,0 +1,262 @@
+"""``--layer-by-layer``: the same forward statistics as a normal run, one block's weights at a time."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from probe import layerwise, scale
+from probe import spec as spec_mod
+from probe.errors import BuildError, RunError, SpecError
+from probe.run import run_probe
+from tests.conftest import CONFIGS
+
+FORWARD = ("count", "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "unit_spread")
+GRADIENTS = ("grad_std", "weight_grad_norm", "weight_grad_std")
+
+# Each case draws its weights differently: constructors' draws kept (default), flat inits of every
+# kind (normal, uniform, QR-based orthogonal, truncated), norms reset, init.rules overriding by
+# name and by type with depth scaling, several batches, another dtype.
+CASES = {
+    "relu-he-head-rescaled-rule": {
+        "model": {"activation": "relu", "output_dim": 10},
+        "init": {
+            "weight": "he",
+            "rules": [{"match": {"name": "linear2"}, "weight": {"name": "default", "depth_scale": 4}}],
+        },
+    },
+    "tanh-orthogonal-layernorm": {
+        "model": {"activation": "tanh", "norm": "layernorm"},
+        "init": {"weight": {"name": "orthogonal", "gain": "auto"}, "bias": "normal"},
+    },
+    "relu-batchnorm-rules-3-batches": {
+        "model": {"activation": "leaky_relu", "norm": "batchnorm"},
+        "init": {
+            "weight": "he_uniform",
+            "rules": [
+                {"match": {"name": "linear3"}, "weight": "tiny"},
+                {"match": {"type": "Linear", "name": "linear[45]"}, "weight": "xavier_normal", "bias": "normal"},
+                {"match": {"type": "Linear", "name": "linear6"}, "weight": {"name": "he_normal", "depth_scale": True}},
+            ],
+        },
+        "data": {"batches": 3},
+    },
+    "sigmoid-default-float64": {
+        "model": {"activation": "sigmoid"},
+        "init": {
+            "weight": "default",
+            "bias": "default",
+            "rules": [{"match": {"name": "linear[23]"}, "weight": {"name": "default", "depth_scale": True}}],
+        },
+        "run": {"dtype": "float64"},
+    },
+    "gelu-trunc-normal-uniform-data": {
+        "model": {"activation": "gelu", "bias": False},
+        "init": {"weight": {"name": "trunc_normal", "std": 0.1}},
+        "data": {"distribution": "uniform"},
+    },
+}
+
+
+CONV_CASES = {
+    "conv-rules-maxpool-head": {},
+    "conv-batchnorm-avgpool-bias": {"model.norm": "batchnorm", "model.pool": "avg", "model.bias": True},
+    "conv-orthogonal-layernorm": {"init.weight": "orthogonal", "model.norm": "layernorm", "init.rules": []},
+}
+
+
+def _spec(raw: dict[str, Any], backward: bool = False) -> spec_mod.Spec:
+    return spec_mod.parse(
+        {
+            "model": {"depth": 6, "width": 64, "input_dim": 32, **raw.get("model", {})},
+            "init": raw.get("init", {"weight": "he"}),
+            "data": {"batch_size": 256, **raw.get("data", {})},
+            "run": {"device": "cpu", "seed": 3, "backward": backward, **raw.get("run", {})},
+        }
+    )
+
+
+@pytest.mark.parametrize("raw", list(CASES.values()), ids=list(CASES))
+def test_forward_statistics_equal_a_normal_forward_only_run(raw: dict[str, Any]) -> None:
+    spec = _spec(raw)
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
+    assert [x.name for x in layered.layers] == [x.name for x in normal.layers]
+    for a, b in zip(normal.layers, layered.layers, strict=True):
+        for field in FORWARD:
+            want, got = getattr(a, field), getattr(b, field)
+            # same weights, same inputs, same ops: equal up to float summation order at most
+            assert got == (want if want is None else pytest.approx(want, rel=1e-9, abs=1e-12)), (a.name, field)
+        assert all(getattr(b, g) is None for g in GRADIENTS)
+
+
+@pytest.mark.parametrize("overrides", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_a_conv_stack_gives_the_same_rows_as_a_normal_run(overrides: dict[str, Any]) -> None:
+    base = {"run.backward": False, "run.device": "cpu", "model.depth": 5, "data.batch_size": 16}
+    spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides={**base, **overrides})
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
+    for a, b in zip(normal.layers, layered.layers, strict=True):
+        for field in (*FORWARD, "module_type", "init_rule"):
+            want = getattr(a, field)
+            expected = want if want is None or isinstance(want, str) else pytest.approx(want, rel=1e-9, abs=1e-12)
+            assert getattr(b, field) == expected, (a.name, field)
+    assert [x.module_type for x in layered.layers] == ["Conv2d"] * 5 + ["Linear"]
+
+
+def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
+    # guards the test above against a vacuous pass: without its rules the same spec draws the same
+    # first two blocks and different later ones
+    raw = CASES["relu-batchnorm-rules-3-batches"]
+    with_rules = layerwise.run_layerwise(_spec(raw))
+    without = layerwise.run_layerwise(_spec({**raw, "init": {"weight": "he_uniform"}}))
+    assert [x.std for x in with_rules.layers[:2]] == [x.std for x in without.layers[:2]]
+    assert all(a.std != b.std for a, b in zip(with_rules.layers[2:], without.layers[2:], strict=True))
+
+
+def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    structure, forward_block = layerwise._meta_structure, layerwise._forward_block
+
+    def capture(spec: spec_mod.Spec) -> Any:
+        seen["built"] = built = structure(spec)
+        return built
+
+    live: list[int] = []
+
+    def counting(block: layerwise.Block, x: Any) -> Any:
+        live.append(sum(p.numel() for p in seen["built"].model.parameters() if not p.is_meta))
+        return forward_block(block, x)
+
+    monkeypatch.setattr(layerwise, "_meta_structure", capture)
+    monkeypatch.setattr(layerwise, "_forward_block", counting)
+    spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}})
+    layerwise.run_layerwise(spec)
+    model = seen["built"].model
+    total = sum(p.numel() for p in model.parameters())
+    block = 64 * 64 + 64 + 2 * 64  # linear_i (weight, bias) and its LayerNorm
+    assert max(live) == block and total > 6 * block - 32 * 64  # the whole network: about 6 blocks
+    assert live == [32 * 64 + 64 + 128] + [block] * 5 + [64 * 10 + 10]
+    assert all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers())
+
+
+def test_a_backward_spec_is_probed_forward_only_with_a_note() -> None:
+    report = layerwise.run_layerwise(_spec({}, backward=True))
+    assert report.spec.run.backward is False
+    assert any("forward signal only" in note for note in report.notes)
+    assert report.layers[0].grad_std is None
+
+
+def test_the_global_random_state_is_left_alone() -> None:
+    import torch
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    layerwise.run_layerwise(_spec({}))
+    assert torch.equal(before, torch.get_rng_state())
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": {"kind": "residual", "depth": 2}}, "model.kind: residual"),
+        ({"model": {"kind": "transformer", "depth": 1, "width": 16}}, "model.kind: transformer"),
+        ({"model": {"kind": "lstm", "depth": 1, "width": 8}}, "model.kind: lstm"),
+        ({"init": {"weight": "lsuv"}}, "except lsuv"),
+    ],
+    ids=["residual", "transformer", "lstm", "lsuv"],
+)
+def test_where_it_does_not_apply_is_a_spec_error(raw: dict[str, Any], message: str) -> None:
+    spec = spec_mod.parse({"run": {"device": "cpu"}, **raw})
+    with pytest.raises(SpecError, match=rf"--layer-by-layer applies to model.kind: mlp or conv.*{message}"):
+        layerwise.run_layerwise(spec)
+
+
+def test_a_rule_error_is_the_build_error_of_a_normal_run() -> None:
+    spec = _spec({"init": {"rules": [{"match": {"type": "Conv2d"}, "weight": "ones"}]}})
+    with pytest.raises(BuildError, match=r"init.rules\[0\].match: matches no module"):
+        layerwise.run_layerwise(spec)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_json_matches_a_normal_forward_only_run(cli: Any) -> None:
+    spec = str(CONFIGS / "lab1_he_relu.yaml")
+    layered = cli("run", spec, "--layer-by-layer", "--format", "json", "--set", "run.device=cpu")
+    normal = cli("run", spec, "--format", "json", "--set", "run.device=cpu", "--set", "run.backward=false")
+    assert layered.exit_code == 0 and normal.exit_code == 0, layered.output
+    a, b = json.loads(normal.stdout), json.loads(layered.stdout)
+    assert [row["std"] for row in b["layers"]] == pytest.approx([row["std"] for row in a["layers"]], rel=1e-9)
+    assert b["verdict"] == a["verdict"]
+    assert b["spec"]["run"]["backward"] is False
+    assert any("forward signal only" in note for note in b["notes"])  # the config asks for backward
+
+
+def test_cli_table_says_it_ran_layer_by_layer(cli: Any) -> None:
+    result = cli("run", str(CONFIGS / "lab1_tiny_relu.yaml"), "--layer-by-layer", "--set", "model.depth=3")
+    assert result.exit_code == 0, result.output
+    assert "3 blocks built, probed and freed one at a time" in result.stdout
+    assert "UNHEALTHY: vanishing" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([str(CONFIGS / "resnet_fixup.yaml")], "model.kind: residual"),
+        ([str(CONFIGS / "lab1_he_relu.yaml"), "--set", "init.weight=lsuv"], "except lsuv"),
+        (["--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8"], "a --model factory"),
+        ([str(CONFIGS / "lab1_he_relu.yaml"), "--weights", "w.pt"], "--weights loads a whole state dict"),
+        ([str(CONFIGS / "lab1_he_relu.yaml"), "--plot", "p.png"], "--plot needs the whole network"),
+    ],
+    ids=["residual", "lsuv", "model", "weights", "plot"],
+)
+def test_cli_refusals_exit_2_and_say_where_it_applies(cli: Any, args: list[str], message: str) -> None:
+    result = cli("run", *args, "--layer-by-layer")
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+
+
+def test_help_explains_the_option(cli: Any) -> None:
+    out = " ".join(cli("run", "--help").output.split())
+    assert "--layer-by-layer" in out and "one block at a time" in out
+
+
+# ---- --max-memory: one block's estimate ---------------------------------------------------------
+
+DEEP_WIDE = {"model": {"depth": 64, "width": 8192}, "data": {"batch_size": 256}}
+
+
+def test_the_estimate_is_one_block_whatever_the_depth() -> None:
+    deep, deeper = (
+        spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": False}})
+        for d in (64, 128)
+    )
+    normal = scale.estimate_memory(deep)
+    one, two = scale.estimate_layerwise_memory(deep), scale.estimate_layerwise_memory(deeper)
+    assert one.weights == two.weights == (8192 * 8192 + 8192) * 4
+    assert normal.weights == pytest.approx(64 * one.weights, rel=0.02)  # 63 square layers, one narrow
+    assert one.total < 0.05 * normal.total
+
+
+def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
+    spec = spec_mod.parse(DEEP_WIDE)
+    with pytest.raises(
+        RunError, match=r"exceeds --max-memory 4 GiB.*or probe the forward signal with --layer-by-layer"
+    ):
+        scale.check_memory(spec, 4, offer_layerwise=True)
+    assert scale.check_memory(spec, 4, layerwise=True).total < 2**30
+    with pytest.raises(RunError, match=r"exceeds --max-memory 0.4 GiB; lower data.batch_size or model.width, or"):
+        scale.check_memory(spec, 0.4, layerwise=True)
+
+
+def test_cli_max_memory_per_mode(cli: Any) -> None:
+    # small enough to run here; over the limit in normal mode only (the process alone is 0.39 GiB)
+    args = ["run", str(CONFIGS / "lab1_he_relu.yaml"), "--set", "model.depth=60", "--set", "model.width=512"]
+    args += ["--set", "data.batch_size=64"]
+    refused = cli(*args, "--max-memory", "0.5")
+    assert refused.exit_code == 3
+    assert "--layer-by-layer (estimated 0.39 GiB)" in " ".join(refused.output.split())
+    accepted = cli(*args, "--max-memory", "0.5", "--layer-by-layer", "--format", "csv")
+    assert accepted.exit_code == 0, accepted.output
+    assert accepted.stdout.count(",hidden,") == 60
