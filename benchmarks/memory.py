@@ -60,8 +60,11 @@ def child_whole_run(mode: str, depth: int, width: int, batch: int) -> None:
     import torch  # noqa: F401  (imported before the baseline: both modes pay it)
     from common import mlp_spec
 
-    from probe.layerwise import run_layerwise
+    from probe.layerwise import return_large_allocations_to_the_os, run_layerwise
     from probe.run import run_probe
+
+    if mode == "layerwise":
+        return_large_allocations_to_the_os()  # as `probe run --layer-by-layer` does
 
     spec = mlp_spec(depth, width, batch)
     spec = replace(spec, run=replace(spec.run, backward=False))

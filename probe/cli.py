@@ -526,8 +526,9 @@ def run(
             state = load_weights(weights)
         with _batch_progress(spec.data.batches) as progress:
             if layer_by_layer:
-                from probe.layerwise import run_layerwise
+                from probe.layerwise import return_large_allocations_to_the_os, run_layerwise
 
+                return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
                 result = run_layerwise(spec, progress)
             else:
                 result = run_probe(spec, progress, state_dict=state)

@@ -84,7 +84,6 @@ def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
     import torch
 
     check_applies(spec)
-    _large_allocations_to_the_os()
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
@@ -119,9 +118,11 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_BYTES = 128 << 10  # glibc's own starting value, kept from adapting
 
 
-def _large_allocations_to_the_os() -> None:
+def return_large_allocations_to_the_os() -> None:
     """Pin glibc's mmap threshold at its starting value (128 KiB) for the rest of the process
-    (Linux with glibc; elsewhere nothing).
+    (Linux with glibc; elsewhere nothing). ``probe run --layer-by-layer`` calls it; a library
+    call of ``run_layerwise`` does not, since the setting is process-wide and cannot be undone
+    (from Python: call this first, or start Python with ``MALLOC_MMAP_THRESHOLD_=131072``).
 
     By default glibc raises the threshold to the size of each large block freed, so later blocks
     and activations come from the heap, where small long-lived allocations (the collector's
