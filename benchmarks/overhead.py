@@ -18,7 +18,7 @@ from probe.scale import intra_op_threads, threads_for
 # (label, depth, width, batch, target ratio, repeats)
 CASES = [
     ("small: depth 8, width 128, batch 512", 8, 128, 512, 1.5, 21),
-    ("large: depth 50, width 1024, batch 1024", 50, 1024, 1024, 1.10, 5),
+    ("large: depth 50, width 1024, batch 1024", 50, 1024, 1024, 1.10, 9),
 ]
 
 

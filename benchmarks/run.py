@@ -44,7 +44,7 @@ def main() -> None:
         ("startup", startup.results),
         ("overhead", lambda: overhead.results(args.quick)),
         ("memory", memory.results),
-        ("compare vs seed", lambda: compare_vs_seed.results(3 if args.quick else 5)),
+        ("compare vs seed", lambda: compare_vs_seed.results(3 if args.quick else 9)),
         ("cuda", cuda_sync.results),
     ]:
         print(f"{name}:", flush=True)
