@@ -365,3 +365,24 @@ def test_commands_without_an_html_page_refuse_it(cli: Any, command: list[str], t
     assert result.exit_code == 2
     assert "--format html is not available for this command" in result.stderr
     assert not target.exists()
+
+
+def test_only_the_cli_process_freezes_the_garbage_collector(cli: Any) -> None:
+    """`probe compare` (its own process) freezes the objects torch left behind, so later and final
+    collections skip them; the same command called from Python leaves the collector alone."""
+    import gc
+
+    before = gc.get_freeze_count()
+    result = cli("compare", "he", "--depth", "2", "--width", "8")
+    assert result.exit_code == 0, result.output
+    assert gc.get_freeze_count() == before
+    code = (
+        "import atexit, gc, sys\n"
+        "from probe.cli import entry\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['probe', 'compare', 'he', '--depth', '2', '--width', '8']\n"
+        "entry()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "frozen True"
