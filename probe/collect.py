@@ -345,29 +345,30 @@ class Collector:
             return []
         m = self.moments
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
-        parts = [m.count, m.mean, m.m2, self.sums.view(-1)]
-        if alive:
-            # per layer: its units' nonzero counts summed (L1) and its units ever nonzero (L0)
-            parts += [torch.stack(torch._foreach_norm(alive, 1)), torch.stack(torch._foreach_norm(alive, 0))]
+        # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
+        # counting them on the host is cheaper than two device reductions per layer
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive]
         if self._stats:
-            parts.append(torch.stack(self._stats))
-        flat = torch.cat([p.to(self.acc_dtype) for p in parts]).cpu().tolist()
+            parts.append(torch.stack(self._stats).to(self.acc_dtype))
+        flat = torch.cat(parts).cpu().tolist()
         slots = len(self.layers) * 3
         count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
         sums = flat[3 * slots : 6 * slots]
-        live_end = 6 * slots + 2 * len(alive)
-        nonzero, ever_nonzero = flat[6 * slots : 6 * slots + len(alive)], flat[6 * slots + len(alive) : live_end]
-        pending = flat[live_end:]
-        for r, key in enumerate(self._keys):
-            _merge_host(key, pending[r * _WIDTH : (r + 1) * _WIDTH], count, mean, m2, sums)
-        self._keys, self._stats = [], []
+        at = 6 * slots
         out = []
-        seen = 0
-        for i, layer in enumerate(self.layers):
-            live = None
-            if layer.alive is not None:
-                live = (nonzero[seen], ever_nonzero[seen], layer.alive.numel())
-                seen += 1
+        lives: list[tuple[float, float, int] | None] = []
+        for layer in self.layers:
+            if layer.alive is None:
+                lives.append(None)
+                continue
+            units = layer.alive.numel()
+            per_unit = flat[at : at + units]
+            at += units
+            lives.append((sum(per_unit), units - per_unit.count(0.0), units))
+        for r, key in enumerate(self._keys):
+            _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
+        self._keys, self._stats = [], []
+        for i, (layer, live) in enumerate(zip(self.layers, lives, strict=True)):
             out.append(_to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done))
         return out
 
@@ -458,4 +459,7 @@ def _to_stats(
         grad_std=_std(m2[g], count[g]) if has_grads else None,
         weight_grad_norm=math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None,
         weight_grad_std=_std(m2[wg], count[wg]) if has_wgrad else None,
+        # what each row is and how it was initialized (reported for non-MLP models)
+        module_type=w.module_type or None,
+        init_rule=w.init_rule if w.module_type else None,
     )

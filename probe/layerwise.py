@@ -324,9 +324,4 @@ def _probe(
             del x
             if progress is not None:
                 progress(i + 1, total)
-        layers = collector.finish()
-    # as run._probe: the report also says what each non-MLP row is and how it was initialized
-    return [
-        replace(x, module_type=w.module_type, init_rule=w.init_rule) if w.module_type else x
-        for x, w in zip(layers, built.watched, strict=True)
-    ]
+        return collector.finish()

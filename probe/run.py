@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from probe.build import Built, build
@@ -205,11 +204,7 @@ def _probe(
         layers = collector.finish()
     finally:
         model.train(was_training)
-    # the collector's records know statistics; the report also says what each row is and how it was initialized
-    return [
-        replace(x, module_type=w.module_type, init_rule=w.init_rule) if w.module_type else x
-        for x, w in zip(layers, built.watched, strict=True)
-    ]
+    return layers
 
 
 def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
