@@ -59,7 +59,7 @@ def _fill(strategy: Any, activation: Any, shape: tuple[int, ...] = (FAN_OUT, FAN
     spec = spec_mod.parse({"init": {"weight": strategy}, "model": {"activation": activation}})
     weight = spec.init.weight
     act = spec.model.activation
-    t = torch.empty(shape)
+    t = torch.zeros(shape)  # not empty(): "default" keeps what is there, and empty memory may hold nan
     torch.manual_seed(1234)
     inits.apply(t, weight.name, weight.params, inits.InitContext(act.name, act.params))
     return t
