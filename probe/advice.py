@@ -165,6 +165,10 @@ def mismatch(spec: Spec) -> str | None:
     if found is None:
         return None
     act_name, act_params = found
+    if spec.model.kind in ("lstm", "gru") and any(
+        rule.match_type in ("LSTM", "GRU") or rule.match_name is not None for rule in spec.init.rules
+    ):
+        return None  # init.rules fill the cell's weights (seed 003's recipe): init.weight does not
     weight = spec.init.weight
     rec = recommend(act_name, act_params)
     name = weight.name
@@ -215,6 +219,19 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
         direction = "too large" if any(r in broken for r in ("exploding", "saturation", "gradient_exploding")) else ""
         direction = direction or "too small"
         return f"{name}'s fixed scale is {direction} for this network: use {better}"
+    if spec.model.kind in ("lstm", "gru") and "gradient_vanishing" in broken:
+        # the rows are time steps: the gradient fades back through time, not through depth
+        if spec.model.kind == "gru":
+            return (
+                "the gradient fades back through time: shorten model.seq_len, or try model.kind: lstm with "
+                "forget_bias: 1.0 in its init rule (seed 003's recipe)"
+            )
+        if any(rule.forget_bias for rule in spec.init.rules):
+            return "the gradient fades back through time even with a forget bias: shorten model.seq_len"
+        return (
+            "the gradient fades back through time: give the LSTM's init rule forget_bias: 1.0 (seed 003), "
+            "or shorten model.seq_len"
+        )
     if any(r in broken for r in ("vanishing", "gradient_vanishing", "exploding", "gradient_exploding")):
         return "the init already fits: add normalization (model.norm: layernorm) or reduce model.depth"
     if "dead_units" in broken:

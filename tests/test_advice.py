@@ -13,6 +13,7 @@ from probe import spec as spec_mod
 from probe.cli import app
 from probe.rules import evaluate
 from probe.run import run_probe
+from tests.conftest import CONFIGS
 
 
 def _spec(activation: str | dict, weight: str | dict, **model: object) -> spec_mod.Spec:
@@ -146,6 +147,9 @@ def test_recurrent_cells_are_judged_by_their_own_tanh_not_model_activation(tmp_p
     assert result.exit_code == 0, result.output
     assert "mismatch: he_normal does not fit tanh (the lstm cell's)" in result.stdout
     assert "xavier" in result.stdout
+    # the shipped recipes fill the cells through init.rules: init.weight (default he) is not their init
+    for recipe in ("lstm_forget_bias.yaml", "gru.yaml"):
+        assert advice.mismatch(spec_mod.load(CONFIGS / recipe)) is None, recipe
 
 
 def test_a_user_model_is_not_judged_by_model_activation() -> None:
@@ -153,3 +157,16 @@ def test_a_user_model_is_not_judged_by_model_activation() -> None:
         {"model": {"import": "tests.models_for_tests:deep_tanh_mlp", "activation": "tanh"}, "init": {"weight": "he"}}
     )
     assert advice.mismatch(spec) is None
+
+
+def test_a_recurrent_gradient_fading_through_time_gets_a_time_suggestion() -> None:
+    gru = spec_mod.load(CONFIGS / "gru.yaml")
+    verdict = evaluate(run_probe(gru))
+    assert "gradient_vanishing" in [p.rule for p in verdict.problems]  # 20 steps: 3.6e-4 at t0
+    line = advice.suggestion(gru, verdict)
+    assert line is not None and "through time" in line and "seq_len" in line and "forget_bias" in line
+    lstm = spec_mod.load(CONFIGS / "lstm_forget_bias.yaml", {"model.seq_len": 60})
+    verdict = evaluate(run_probe(lstm))
+    assert "gradient_vanishing" in [p.rule for p in verdict.problems]  # 60 steps fade even with the bias
+    line = advice.suggestion(lstm, verdict)
+    assert line is not None and "even with a forget bias" in line
