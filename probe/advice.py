@@ -143,13 +143,10 @@ def recommend(activation: str, params: dict[str, object] | None = None) -> Recom
     )
 
 
-def network_activation(spec: Spec) -> tuple[str, dict[str, Any]] | None:
-    """The nonlinearity the init has to suit: ``model.activation`` for probe's own feed-forward
-    kinds, the cell's tanh for LSTM and GRU (which ignore ``model.activation``), and ``None`` for
-    a user model (``--model``), whose nonlinearities are its own modules."""
+def network_activation(spec: Spec) -> tuple[str, dict[str, Any]]:
+    """The nonlinearity the init has to suit: the cell's tanh for LSTM and GRU (which ignore
+    ``model.activation``), else ``model.activation``."""
     m = spec.model
-    if m.factory is not None:
-        return None
     if m.kind in ("lstm", "gru"):
         return "tanh", {}
     return m.activation.name, dict(m.activation.params)
@@ -161,10 +158,9 @@ def mismatch(spec: Spec) -> str | None:
     Only fan-based strategies are judged here: a fixed-scale init (tiny, large, normal) is judged
     by the health rules, whose failure gets its own suggestion. A user model is not judged.
     """
-    found = network_activation(spec)
-    if found is None:
-        return None
-    act_name, act_params = found
+    if spec.model.factory is not None:
+        return None  # a user model (--model): its nonlinearities are its own modules
+    act_name, act_params = network_activation(spec)
     if spec.model.kind in ("lstm", "gru") and any(
         rule.match_type in ("LSTM", "GRU") or rule.match_name is not None for rule in spec.init.rules
     ):
@@ -204,7 +200,7 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
     if verdict.healthy:
         return None
     broken = [p.rule for p in verdict.problems]
-    act, act_params = network_activation(spec) or (spec.model.activation.name, dict(spec.model.activation.params))
+    act, act_params = network_activation(spec)
     rec = recommend(act, act_params)
     name = spec.init.weight.name
     better = rec.describe()
@@ -245,7 +241,7 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
 
 def advise(spec: Spec, verdict: Verdict | None = None) -> Advice:
     """The mismatch note and, given a failing verdict, the one-line suggestion."""
-    act, act_params = network_activation(spec) or (spec.model.activation.name, dict(spec.model.activation.params))
+    act, act_params = network_activation(spec)
     return Advice(
         spec_name=spec.name,
         recommendation=recommend(act, act_params),

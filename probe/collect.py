@@ -116,19 +116,18 @@ def _count_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.numel() >= _EXACT_F32_COUNT else t.dtype
 
 
-def _mean_m2(t: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and sum of squared deviations of all values (two-pass: centered, then a dot product).
-    ``scratch`` (same number of values) receives the centered values instead of a new tensor."""
+def _mean_var(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population variance of all values, from centered values (no cancellation)."""
     import torch
 
     flat = t.reshape(-1)
     if flat.numel() <= _SMALL:
         # one Welford op beats three fast ones on small vectors (per-op overhead dominates)
         var, mean = torch.var_mean(flat, correction=0)
-        return mean, var * flat.numel()
+        return mean, var
     mean = flat.mean()
-    centered = flat - mean if scratch is None else torch.sub(flat, mean, out=scratch.view(-1))
-    return mean, torch.dot(centered, centered)
+    centered = flat - mean
+    return mean, torch.dot(centered, centered) / flat.numel()
 
 
 class Collector:
@@ -221,13 +220,8 @@ class Collector:
         row_mean = y.mean(dim=unit_dim, keepdim=True)
         within = torch.sub(y, row_mean, out=self._scratch(y))
         within_m2 = torch.dot(within.view(-1), within.view(-1))
-        rows = row_mean.numel()
-        if rows <= _SMALL:
-            between_var, mean = torch.var_mean(row_mean.view(-1), correction=0)
-            key = (i, numel, numel)  # between-sample M2 = var * rows * units
-        else:
-            mean, between_var = _mean_m2(row_mean)  # here: the M2 of the row means
-            key = (i, numel, units)
+        mean, between_var = _mean_var(row_mean)
+        key = (i, numel, numel)  # between-sample M2 = variance of the row means * rows * units
         # One scratch buffer serves every temporary in turn: with a second, the activation and two
         # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
         # 1 where y is inf or nan, 0 elsewhere
