@@ -61,8 +61,8 @@ def child_whole_run(mode: str, depth: int, width: int, batch: int) -> None:
     import torch  # noqa: F401  (imported before the baseline: both modes pay it)
     from common import mlp_spec
 
-    from probe.layerwise import return_large_allocations_to_the_os, run_layerwise
-    from probe.run import run_probe
+    from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
+    from probe.measure.run import run_probe
 
     if mode == "layerwise":
         return_large_allocations_to_the_os()  # as `probe run --layer-by-layer` does

@@ -28,22 +28,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from probe.batch import check, compare
     from probe.errors import ProbeError
-    from probe.layerwise import run_layerwise
-    from probe.rules import evaluate
-    from probe.run import run_probe
+    from probe.experiments.batch import check, compare
+    from probe.judge.rules import evaluate
+    from probe.measure.layerwise import run_layerwise
+    from probe.measure.run import run_probe
     from probe.spec import load, loads, parse
 
 _LAZY = {
     "load": "probe.spec",
     "loads": "probe.spec",
     "parse": "probe.spec",
-    "run_probe": "probe.run",
-    "run_layerwise": "probe.layerwise",
-    "evaluate": "probe.rules",
-    "compare": "probe.batch",
-    "check": "probe.batch",
+    "run_probe": "probe.measure.run",
+    "run_layerwise": "probe.measure.layerwise",
+    "evaluate": "probe.judge.rules",
+    "compare": "probe.experiments.batch",
+    "check": "probe.experiments.batch",
     "ProbeError": "probe.errors",
 }
 

@@ -33,3 +33,9 @@ class RunError(ProbeError):
     """The probe could not run: device unavailable, out of memory, a failing forward pass."""
 
     exit_code = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

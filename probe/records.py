@@ -86,3 +86,14 @@ class Verdict:
     healthy: bool
     problems: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Run:
+    """One labeled probe result, as ``compare`` and ``check`` produce several of them."""
+
+    label: str
+    report: Report
+    verdict: Verdict
+    strategy: str = ""
+    activation: str = ""

@@ -8,11 +8,11 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from probe import advice
 from probe import spec as spec_mod
 from probe.cli import app
-from probe.rules import evaluate
-from probe.run import run_probe
+from probe.judge import advice
+from probe.judge.rules import evaluate
+from probe.measure.run import run_probe
 from tests.conftest import CONFIGS
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from probe import spec as spec_mod
-from probe.build import build
-from probe.rules import evaluate
-from probe.run import run_probe
+from probe.judge.rules import evaluate
+from probe.measure.run import run_probe
+from probe.model.build import build
 
 # Tiny networks on a shared machine: one intra-op thread avoids oversubscription (a 40x slowdown
 # was measured under load) and changes no result beyond float rounding.
@@ -156,7 +156,7 @@ def test_gru_runs_over_time() -> None:
 
 
 def test_long_sequences_show_evenly_spaced_steps() -> None:
-    from probe.arch import MAX_TIME_ROWS, time_steps
+    from probe.model.arch import MAX_TIME_ROWS, time_steps
 
     steps = time_steps(50)
     assert len(steps) == MAX_TIME_ROWS and steps[0] == 0 and steps[-1] == 49

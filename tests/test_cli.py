@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from probe import cli as cli_mod
+from probe.cli import common as cli_mod
 from tests.conftest import CONFIGS, REPO
 
 LAB1 = ["tiny:relu", "large:tanh", "xavier:tanh", "he:relu"]
@@ -325,7 +325,7 @@ def _parsed(argv: list[str]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("argv", PARSED, ids=lambda argv: " ".join(argv)[:40])
 def test_quick_coercion_parses_as_typer_does(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from probe import cli
+    from probe.cli import common as cli
 
     quick = _parsed(argv)
     monkeypatch.setattr(cli, "_prime", lambda params: None)
@@ -347,7 +347,7 @@ BAD = [
 def test_quick_coercion_reports_bad_values_as_typer_does(
     cli: Any, argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from probe import cli as cli_mod
+    from probe.cli import common as cli_mod
 
     quick = cli(*argv)
     monkeypatch.setattr(cli_mod, "_prime", lambda params: None)

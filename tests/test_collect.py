@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from probe import activations
-from probe.build import Watched
-from probe.collect import Collector
+from probe.measure.collect import Collector
+from probe.model.built import Watched
+from probe.spec import activations
 
 ACTS = {
     "relu": (nn.ReLU, {}),
@@ -205,7 +205,7 @@ def test_hooks_and_merges_never_copy_host_data_to_the_device(monkeypatch: pytest
     """Issue 6: on an accelerator, building a tensor from host data (``torch.tensor(list)``) is a
     host-to-device copy that synchronizes. On the meta device (no data at all, so any host read
     raises too) the hooks, the periodic merges and after_backward must run without one."""
-    from probe import collect
+    from probe.measure import collect
 
     model, watched = _net("tanh")
     meta = torch.device("meta")

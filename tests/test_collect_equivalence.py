@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import torch
 
-from probe import activations
-from probe import run as run_mod
 from probe import spec as spec_mod
-from probe.build import Watched
+from probe.measure import run as run_mod
+from probe.model.built import Watched
 from probe.records import LayerStats
+from probe.spec import activations
 
 FIELDS = [
     "mean",
@@ -185,8 +185,8 @@ def test_nonfinite_values_are_counted_exactly(monkeypatch: pytest.MonkeyPatch) -
 
 def test_memory_stays_bounded_over_many_batches() -> None:
     """Pending per-call records are merged at least every few batches: O(layers), not O(batches)."""
-    from probe.build import build
-    from probe.collect import _PENDING_PER_LAYER, Collector
+    from probe.measure.collect import _PENDING_PER_LAYER, Collector
+    from probe.model.build import build
 
     spec = _spec(run={"backward": False})
     built = build(spec)

@@ -9,8 +9,8 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from probe import depth, theory
 from probe.cli import app
+from probe.judge import depth, theory
 from probe.spec import Choice, parse
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probe import fix
-from probe.build import build
 from probe.cli import app
+from probe.experiments import fix
+from probe.judge.rules import evaluate
+from probe.measure.run import run_probe
+from probe.model.build import build
 from probe.records import Report
-from probe.rules import evaluate
-from probe.run import run_probe
 from probe.spec import load, parse
 
 SMALL = {"input_dim": 32, "width": 64, "data": 256}

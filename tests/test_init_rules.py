@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from probe import report as rp
 from probe import spec as spec_mod
-from probe.build import build
 from probe.errors import BuildError, SpecError
-from probe.rules import evaluate
-from probe.run import run_probe
+from probe.judge.rules import evaluate
+from probe.measure.run import run_probe
+from probe.model.build import build
+from probe.render import report as rp
 
 # Tiny networks on a shared machine: one intra-op thread avoids oversubscription (a 40x slowdown
 # was measured under load) and changes no result beyond float rounding.

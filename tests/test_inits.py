@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from probe import inits
 from probe import spec as spec_mod
-from probe.build import build
+from probe.model.build import build
+from probe.spec import inits
 
 FAN_OUT, FAN_IN = 256, 512
 N = FAN_OUT * FAN_IN

@@ -9,10 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probe import inspect_params as ip
 from probe import spec as spec_mod
-from probe.build import build
 from probe.cli import app
+from probe.experiments import inspect_params as ip
+from probe.model.build import build
 
 
 def _spec(weight: str | dict, activation: str = "relu", **model: object) -> spec_mod.Spec:

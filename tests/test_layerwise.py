@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from probe import layerwise, scale
 from probe import spec as spec_mod
 from probe.errors import BuildError, RunError, SpecError
-from probe.run import run_probe
+from probe.measure import layerwise, scale
+from probe.measure.run import run_probe
 from tests.conftest import CONFIGS
 
 FORWARD = ("count", "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "unit_spread")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe import moons
+from probe.experiments import moons
 
 np = pytest.importorskip("numpy")
 

@@ -8,11 +8,11 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from probe import batch
 from probe import spec as spec_mod
 from probe.cli import app
 from probe.errors import RunError
-from probe.parallel import parallel_map
+from probe.experiments import batch
+from probe.experiments.parallel import parallel_map
 
 
 def _fail_on_negative(x: float) -> float:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from probe import report as rp
-from probe import rules
-from probe.run import run_probe
+from probe.judge import rules
+from probe.measure.run import run_probe
+from probe.render import report as rp
 
 
 @pytest.fixture

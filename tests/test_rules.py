@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from probe import rules
 from probe import spec as spec_mod
+from probe.judge import rules
 from probe.records import LayerStats, Report
 
 

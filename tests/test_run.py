@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from probe import rules
 from probe.errors import RunError
-from probe.run import resolve_device, run_probe
+from probe.judge import rules
+from probe.measure.run import resolve_device, run_probe
 
 SMALL = {"model": {"depth": 3, "width": 32}, "data": {"batch_size": 64}}
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probe import scale
 from probe import spec as spec_mod
 from probe.cli import app
 from probe.errors import RunError
-from probe.run import run_probe
+from probe.measure import scale
+from probe.measure.run import run_probe
 
 
 def _spec(**model: object) -> spec_mod.Spec:

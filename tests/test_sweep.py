@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from probe import spec as spec_mod
-from probe import sweep as sw
 from probe.cli import app
 from probe.errors import SpecError
+from probe.experiments import sweep as sw
 
 BASE = spec_mod.parse({"model": {"width": 64}, "data": {"batch_size": 256}})
 

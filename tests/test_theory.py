@@ -8,10 +8,10 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from probe import activations, inits, theory
 from probe.cli import app
-from probe.run import run_probe
-from probe.spec import Choice, parse
+from probe.judge import theory
+from probe.measure.run import run_probe
+from probe.spec import Choice, activations, inits, parse
 
 
 def _spec(activation: str = "relu", weight: object = "he_normal", **model: object) -> object:

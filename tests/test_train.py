@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from probe import train as tr
 from probe.cli import app
 from probe.errors import SpecError
+from probe.experiments import train as tr
 
 LN2 = math.log(2.0)
 LAB2 = ["default", "zeros", "tiny", "large", "xavier", "he"]

@@ -1,0 +1,44 @@
+"""probe advise: does the init fit the activation?"""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from probe.cli.common import EXIT_OK, Command, SetOpt, app, guard, pairs, show
+
+
+@app.command(cls=Command)
+def advise(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
+    set_: SetOpt = None,
+    probe_run: Annotated[
+        bool, typer.Option("--run/--no-run", help="Also probe the network and suggest a fix if it fails.")
+    ] = True,
+) -> None:
+    """Does the init fit the activation? Init advice alone, with a fix to try if the probe fails.
+
+    Prints a `mismatch` note naming the better init and its gain (torch.nn.init.calculate_gain)
+    when the spec's init does not fit its activation, and a one-line suggestion when it fails.
+
+    Exits 0 (advice is never a failure; use `probe check` to gate). Example: probe advise configs/lab1_tiny_relu.yaml
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe.judge.advice import advise as advise_spec
+        from probe.render import views
+
+        spec = spec_mod.load(spec_path, pairs(set_, "", "--set"))
+        verdict = None
+        if probe_run:
+            from probe.judge.rules import evaluate
+            from probe.measure.run import run_probe
+
+            verdict = evaluate(run_probe(spec))
+        show(views.advice_renderable(advise_spec(spec, verdict)), None, soft_wrap=True)
+        return EXIT_OK
+
+    guard(body)

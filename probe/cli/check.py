@@ -1,0 +1,93 @@
+"""probe check: the CI gate over one or more specs (exit 1 on a broken rule)."""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from probe.cli.common import (
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    Command,
+    Format,
+    FormatOpt,
+    GateOpt,
+    JobsOpt,
+    MaxMemoryOpt,
+    OutputOpt,
+    SetOpt,
+    Steps,
+    app,
+    guard,
+    load_torch,
+    memory_guard,
+    pairs,
+    render,
+    write_atomic,
+)
+
+
+@app.command(cls=Command)
+def check(
+    spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
+    junit: Annotated[Optional[Path], typer.Option(help="Also write a JUnit XML file (one test case per spec).")] = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    set_: SetOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
+) -> None:
+    """The CI gate: exit 1 if any spec breaks a health rule, 0 if all are healthy, 2 on bad input.
+
+    Prints one line per problem. Example: probe check configs/*.yaml --junit probe.xml
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe.experiments import batch
+
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
+        load_torch()
+        from probe.render import report as rp  # after the specs: bad input fails without loading it
+
+        steps = Steps(len(spec_paths), "checking")
+        try:
+            runs = batch.check(spec_paths, overrides, steps, jobs)
+        finally:
+            steps.close()
+        if junit is not None:
+            write_atomic(junit, rp.junit_xml(runs))
+
+        def table() -> Any:
+            from rich.text import Text
+
+            lines = rp.check_lines(runs)
+            text = Text()
+            for line in lines[:-1]:
+                text.append(line + "\n", style="red")
+            healthy = all(r.verdict.healthy for r in runs)
+            text.append(lines[-1], style="bold green" if healthy else "bold red")
+            return text
+
+        def html() -> str:
+            from probe.render.html import runs_page
+
+            return runs_page(runs, "probe check")
+
+        render(
+            fmt,
+            output,
+            table=table,
+            json=lambda: rp.runs_json(runs),
+            csv=lambda: rp.compare_csv(runs),
+            markdown=lambda: rp.compare_markdown(runs),
+            html=html,
+            soft_wrap=True,
+        )
+        return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
+
+    guard(body)

@@ -1,0 +1,118 @@
+"""probe compare: several init strategies on one network, side by side."""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from probe.cli.common import (
+    EXIT_OK,
+    Command,
+    Format,
+    FormatOpt,
+    GateOpt,
+    JobsOpt,
+    MaxMemoryOpt,
+    OutputOpt,
+    PlotOpt,
+    Steps,
+    app,
+    check_plot,
+    guard,
+    load_torch,
+    memory_guard,
+    pairs,
+    render,
+    wrote,
+)
+
+
+@app.command(cls=Command)
+def compare(
+    entries: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="STRATEGY[:ACTIVATION]...",
+            help="Init strategies to compare, each optionally with an activation, e.g. tiny:relu xavier:tanh.",
+        ),
+    ],
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="Base spec (default: the built-in 8-layer ReLU MLP).")
+    ] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Override model.depth.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Override model.width.")] = None,
+    activation: Annotated[
+        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override data.batch_size.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override run.seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Override run.device (auto, cpu, cuda, cuda:N, mps).")] = None,
+    dtype: Annotated[
+        Optional[str], typer.Option(help="Override run.dtype (float32, float64, bfloat16, float16).")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    plot: PlotOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
+) -> None:
+    """Probe the same network once per init strategy, same seed, side by side.
+
+    Example (the seed's Lab 1): probe compare tiny:relu large:tanh xavier:tanh he:relu
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe.experiments import batch
+
+        parsed = [batch.parse_entry(e) for e in entries]
+        flags = {
+            "model.depth": depth,
+            "model.width": width,
+            "model.activation": activation,
+            "data.batch_size": batch_size,
+            "run.seed": seed,
+            "run.device": device,
+            "run.dtype": dtype,
+        }
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides.update(pairs(gate, "gate", "--gate"))
+        base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
+        if plot is not None:
+            check_plot(plot)
+        memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
+        load_torch()
+        from probe.render import report as rp  # after the input checks: bad input fails without loading it
+
+        steps = Steps(len(parsed), "probing")
+        try:
+            runs = batch.compare(base, parsed, steps, jobs)
+        finally:
+            steps.close()
+
+        def html() -> str:
+            from probe.render.html import runs_page
+
+            return runs_page(runs, spec_mod.summary(base))
+
+        render(
+            fmt,
+            output,
+            table=lambda: rp.compare_renderable(runs, spec_mod.summary(base)),
+            json=lambda: rp.runs_json(runs),
+            csv=lambda: rp.compare_csv(runs),
+            markdown=lambda: rp.compare_markdown(runs),
+            html=html,
+        )
+        if plot is not None:
+            from probe.measure.histograms import histograms
+            from probe.render.plot import runs_figure
+
+            hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
+            wrote(runs_figure(runs, plot, hists))
+        return EXIT_OK
+
+    guard(body)

@@ -1,0 +1,87 @@
+"""probe fix: LSUV turns a failing init into one that passes."""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from probe.cli.common import (
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    Command,
+    Format,
+    FormatOpt,
+    GateOpt,
+    InputShapeOpt,
+    InputsOpt,
+    ModelArgOpt,
+    ModelOpt,
+    OutputOpt,
+    SetOpt,
+    app,
+    guard,
+    load_spec,
+    load_torch,
+    pairs,
+    render,
+)
+
+
+@app.command("fix", cls=Command)
+def fix_cmd(
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec whose init to fix; optional with --model."),
+    ] = None,
+    save: Annotated[
+        Optional[Path],
+        typer.Option("--save", help="Write the fixed state dict here (torch.save of model.state_dict())."),
+    ] = None,
+    start: Annotated[
+        Optional[str], typer.Option("--start", help="Init drawn before rescaling (default: orthogonal).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
+) -> None:
+    """LSUV: rescale each layer to unit output variance, then probe before and after side by side.
+
+    Exits 0 when the fixed network is healthy, 1 when it still breaks a rule.
+
+    Examples: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt;
+    probe fix --model tests.models_for_tests:deep_tanh_mlp --input-shape 16
+    """
+
+    def body() -> int:
+        from probe.experiments import fix
+        from probe.render import report as rp
+        from probe.render import theory as rt
+
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        load_torch()
+        fixed = fix.fix(spec, start, tolerance, max_iter)
+        if save is not None:
+            fix.save_weights(fixed.state_dict, save)
+        saved = str(save) if save is not None else None
+        scales = rt.scale_rows(fixed)
+        render(
+            fmt,
+            output,
+            table=lambda: rt.fix_renderable(fixed, saved),
+            json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
+            csv=lambda: rp.csv_text(scales, list(scales[0])),
+            markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),
+        )
+        return EXIT_OK if fixed.after_verdict.healthy else EXIT_UNHEALTHY
+
+    guard(body)

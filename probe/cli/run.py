@@ -1,0 +1,193 @@
+"""probe run: probe one spec (or --model) and print its layer table and verdict."""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from probe.cli.common import (
+    EXIT_OK,
+    Command,
+    Format,
+    FormatOpt,
+    GateOpt,
+    InputShapeOpt,
+    InputsOpt,
+    MaxMemoryOpt,
+    ModelArgOpt,
+    ModelOpt,
+    OutputOpt,
+    PlotOpt,
+    SetOpt,
+    app,
+    batch_progress,
+    check_plot,
+    guard,
+    load_spec,
+    load_torch,
+    memory_guard,
+    pairs,
+    render,
+    wrote,
+)
+from probe.errors import SpecError
+
+
+@app.command(cls=Command)
+def run(
+    spec_path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[SPEC.yaml]", help="The spec to probe (see configs/); optional with --model."),
+    ] = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    gate: GateOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    model_arg: ModelArgOpt = None,
+    input_shape: InputShapeOpt = None,
+    inputs: InputsOpt = None,
+    layers: Annotated[
+        Optional[str],
+        typer.Option("--layers", "-l", metavar="PATTERN", help="Only rows whose name matches (glob or substring)."),
+    ] = None,
+    all_layers: Annotated[
+        bool, typer.Option("--all-layers", help="Show every row (large reports are summarized by default).")
+    ] = False,
+    theory: Annotated[
+        bool,
+        typer.Option("--theory", help="Show the mean-field prediction beside each measurement and flag departures."),
+    ] = False,
+    weights: Annotated[
+        Optional[Path],
+        typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
+    ] = None,
+    plot: PlotOpt = None,
+    max_memory: MaxMemoryOpt = None,
+    layer_by_layer: Annotated[
+        bool,
+        typer.Option(
+            "--layer-by-layer",
+            help="Build and probe one block at a time from the meta device: memory for one block's weights "
+            "and one batch, whatever the depth. Forward statistics only; model.kind: mlp or conv.",
+        ),
+    ] = False,
+) -> None:
+    """Probe one network: a per-layer table of activation and gradient statistics and a verdict.
+
+    Exits 0 when a report was made, healthy or not (use `probe check` to gate).
+
+    Examples: probe run configs/lab1_tiny_relu.yaml --set model.depth=20;
+    probe run --model tests.models_for_tests:awkward --input-shape 3,8,8
+    """
+
+    def body() -> int:
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        from probe.judge.advice import advise
+        from probe.judge.rules import evaluate
+        from probe.measure.run import run_probe
+        from probe.render import report as rp  # after the spec: bad input fails without loading these
+
+        if layer_by_layer:
+            from probe.measure.layerwise import check_applies
+
+            check_applies(spec, weights=weights is not None)
+            if plot is not None:
+                raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
+        memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
+        load_torch()
+        if plot is not None:
+            check_plot(plot)
+        state = None
+        if weights is not None:
+            from probe.experiments.fix import load_weights
+
+            state = load_weights(weights)
+        with batch_progress(spec.data.batches) as progress:
+            if layer_by_layer:
+                from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
+
+                return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
+                result = run_layerwise(spec, progress)
+            else:
+                result = run_probe(spec, progress, state_dict=state)
+        verdict = evaluate(result)
+        if theory:  # the prediction is per layer of the whole network: --layers does not apply
+            code = _run_theory(result, verdict, fmt, output, weights is not None)
+            _plot_run(spec, result, verdict, plot, state)
+            return code
+        if layers is not None:
+            result = rp.select_layers(result, layers)
+        advice = advise(spec, verdict)
+
+        def table() -> Any:
+            from rich.console import Group
+
+            from probe.render.views import advice_renderable
+
+            parts = [rp.run_renderable(result, verdict, None if all_layers else rp.SUMMARY_ROWS)]
+            if advice.mismatch or advice.suggestion:
+                parts.append(advice_renderable(advice))
+            return Group(*parts)
+
+        def html() -> str:
+            from probe.render.html import run_page
+
+            return run_page(result, verdict, advice.lines() if advice.mismatch or advice.suggestion else [])
+
+        render(
+            fmt,
+            output,
+            table=table,
+            json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
+            csv=lambda: rp.layers_csv([rp.Run(spec.name, result, verdict)]),
+            markdown=lambda: rp.run_markdown(result, verdict),
+            html=html,
+        )
+        _plot_run(spec, result, verdict, plot, state)
+        return EXIT_OK
+
+    guard(body)
+
+
+def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: Any = None) -> None:
+    if plot is None:
+        return
+    from probe.measure.histograms import histograms
+    from probe.render import report as rp
+    from probe.render.plot import runs_figure
+
+    hist = histograms(spec, state_dict=state, only={x.name for x in result.layers})
+    wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [hist]))
+
+
+def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loaded: bool) -> int:
+    """``probe run --theory``: the measurement beside the mean-field prediction."""
+    from probe.judge import theory as th
+    from probe.render import report as rp
+    from probe.render import theory as rt
+
+    if fmt is Format.html:
+        raise SpecError("--theory does not support --format html yet; use table, json, csv or markdown")
+    prediction = th.predict(result.spec)
+    if loaded and prediction.available:
+        prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
+    comparisons = th.compare(result, prediction)
+
+    def rows() -> str:
+        table_rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
+        columns = list(dict.fromkeys(k for row in table_rows for k in row))  # a row may lack init_rule (no weight)
+        return rp.csv_text(table_rows, columns)
+
+    render(
+        fmt,
+        output,
+        table=lambda: rt.theory_renderable(result, verdict, prediction, comparisons),
+        json=lambda: rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)),
+        csv=rows,
+        markdown=lambda: rt.theory_markdown(result, verdict, prediction, comparisons),
+    )
+    return EXIT_OK

@@ -1,0 +1,110 @@
+"""probe sweep: which initialization fails first as depth or width grows."""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from typing import Annotated, Optional
+
+import typer
+
+from probe.cli.common import (
+    EXIT_OK,
+    Command,
+    ConfigOpt,
+    EntriesArg,
+    Format,
+    FormatOpt,
+    GateOpt,
+    JobsOpt,
+    MaxMemoryOpt,
+    OutputOpt,
+    PlotOpt,
+    SetOpt,
+    Steps,
+    app,
+    check_plot,
+    guard,
+    load_torch,
+    memory_guard,
+    pairs,
+    render,
+    wrote,
+)
+from probe.errors import SpecError
+
+
+@app.command(cls=Command)
+def sweep(
+    entries: EntriesArg,
+    depth: Annotated[
+        Optional[str], typer.Option(metavar="D1,D2,...", help="Depths to sweep, e.g. 4,8,16,32,64.")
+    ] = None,
+    width: Annotated[
+        Optional[str], typer.Option(metavar="W1,W2,...", help="Widths to sweep, e.g. 64,128,256,512.")
+    ] = None,
+    config: ConfigOpt = None,
+    activation: Annotated[
+        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+    ] = None,
+    set_: SetOpt = None,
+    gate: GateOpt = None,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
+    plot: PlotOpt = None,
+    jobs: JobsOpt = 1,
+    max_memory: MaxMemoryOpt = None,
+) -> None:
+    """Probe a grid of depths and/or widths for each init strategy.
+
+    A depth sweep names, per strategy, the first depth that breaks a health rule; a width sweep
+    reports each layer's log-log slope of activation std against width (a muP-style coordinate
+    check: near 0 means the scale does not drift with width).
+
+    Example: probe sweep --depth 4,8,16,32,64 tiny xavier he
+    """
+
+    def body() -> int:
+        from probe import spec as spec_mod
+        from probe.experiments import sweep as sw
+        from probe.render import views
+
+        depths = sw.parse_ints(depth, "--depth") if depth else None
+        widths = sw.parse_ints(width, "--width") if width else None
+        if depths is None and widths is None:
+            raise SpecError("give --depth D1,D2,... and/or --width W1,W2,...")
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        if activation is not None:
+            overrides["model.activation"] = activation
+        base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
+        if plot is not None:
+            check_plot(plot)
+        memory_guard(sw.grid(base, entries, depths, widths), max_memory, jobs)
+        load_torch()
+        total = len(entries) * len(depths or (1,)) * len(widths or (1,))
+        progress = Steps(total, "probing")
+        try:
+            result = sw.sweep(base, entries, depths, widths, progress, jobs)
+        finally:
+            progress.close()
+
+        def html() -> str:
+            from probe.render.html import sweep_page
+
+            notes = (views.first_failing_lines(result) if len(result.depths) > 1 else []) + views.slope_lines(result)
+            return sweep_page(result, spec_mod.summary(base), notes)
+
+        render(
+            fmt,
+            output,
+            table=lambda: views.sweep_renderable(result, spec_mod.summary(base)),
+            json=lambda: views.sweep_json(result),
+            csv=lambda: views.sweep_csv(result),
+            markdown=lambda: views.sweep_markdown(result),
+            html=html,
+        )
+        if plot is not None:
+            from probe.render.plot import sweep_figure
+
+            wrote(sweep_figure(result, plot))
+        return EXIT_OK
+
+    guard(body)

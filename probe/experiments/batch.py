@@ -1,0 +1,110 @@
+"""Several probes in one call: ``compare`` (one network, several strategies) and ``check``
+(several specs). Both return ``report.Run`` records; the CLI only renders them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from probe import spec as spec_mod
+from probe.spec import Choice, Spec, activations, inits
+from probe.spec.schema import unknown
+
+if TYPE_CHECKING:  # imported where used: a bad entry fails without loading the probe machinery
+    from probe.records import Report, Run, Verdict
+
+Step = Callable[[str], None]  # called with the label of each run as it starts
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """``STRATEGY[:ACTIVATION]`` from the command line, e.g. ``xavier:tanh``."""
+
+    text: str
+    strategy: str
+    activation: str | None
+
+
+def parse_entry(text: str) -> Entry:
+    name, _, act = text.partition(":")
+    name, act = name.strip(), act.strip()
+    canonical = inits.canonical(name)
+    if canonical not in inits.STRATEGIES:
+        raise unknown("init strategy", name, inits.all_names(), f"'{text}'")
+    if act and act not in activations.ACTIVATIONS:
+        raise unknown("activation", act, activations.ACTIVATIONS, f"'{text}'")
+    return Entry(text, name, act or None)
+
+
+def entry_spec(base: Spec, entry: Entry) -> Spec:
+    """``base`` with the entry's weight strategy (default parameters) and activation."""
+    model = base.model
+    if entry.activation is not None:
+        act_params = spec_mod.parse({"model": {"activation": entry.activation}}).model.activation.params
+        model = replace(model, activation=Choice(entry.activation, act_params))
+    weight = spec_mod.parse({"init": {"weight": entry.strategy}}).init.weight
+    # Per-module rules keep their matching and their bias/scale settings, but every weight they
+    # fill takes the entry's strategy: otherwise the rules would hide the difference compared.
+    rules = tuple(
+        replace(
+            rule,
+            targets=tuple(replace(t, strategy=weight) if t.target.startswith("weight") else t for t in rule.targets),
+        )
+        for rule in base.init.rules
+    )
+    # explicit: a user model (--model) gets the strategy too instead of keeping its own init
+    init = replace(base.init, weight=weight, rules=rules, explicit=True)
+    return replace(base, model=model, init=init, name=entry.text)
+
+
+def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1) -> list[Run]:
+    """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes)."""
+    specs = [entry_spec(base, entry) for entry in entries]
+    labels = [entry.text for entry in entries]
+    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs)
+
+
+def check(
+    paths: Sequence[str | Path], overrides: dict[str, Any] | None = None, step: Step | None = None, jobs: int = 1
+) -> list[Run]:
+    """Load every spec first (so bad input fails before any run), then probe each."""
+    specs = [spec_mod.load(p, overrides) for p in paths]
+    return _run_all(specs, [str(p) for p in paths], [s.init.weight.name for s in specs], step, jobs)
+
+
+def probe_and_evaluate(spec: Spec) -> tuple[Report, Verdict]:
+    """One spec's report and verdict (module-level, so worker processes can run it)."""
+    from probe.judge.rules import evaluate
+    from probe.measure.run import run_probe
+
+    report = run_probe(spec)
+    return report, evaluate(report)
+
+
+def run_each(
+    fn: Callable[[Spec], R], specs: Sequence[Spec], labels: Sequence[str], step: Step | None, jobs: int
+) -> list[R]:
+    """``[fn(spec) for spec in specs]`` in ``jobs`` worker processes, with progress: serially,
+    ``step`` names each run as it starts; in parallel, each run as it finishes (in order)."""
+    from probe.experiments.parallel import parallel_map
+
+    if step and jobs == 1:
+        results = []
+        for spec, label in zip(specs, labels, strict=True):
+            step(label)
+            results.append(fn(spec))
+        return results
+    return parallel_map(fn, specs, jobs, (lambda i: step(labels[i])) if step else None)
+
+
+def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+    from probe.records import Run
+
+    results = run_each(probe_and_evaluate, specs, labels, step, jobs)
+    return [
+        Run(label, report, verdict, strategy, spec.model.activation.name)
+        for label, strategy, spec, (report, verdict) in zip(labels, strategies, specs, results, strict=True)
+    ]

@@ -1,0 +1,108 @@
+"""LSUV (layer-sequential unit variance, Mishkin & Matas 2015): turn a failing init into one that passes.
+
+Starting from an init (orthogonal by default), each weighted layer, in execution order, has its
+weight rescaled until the variance of its output on the probe's batches is 1 within a tolerance,
+for at most ``max_iter`` passes. A layer whose output is all zero or not finite cannot be rescaled:
+it is reported with that status and left as it is (never divided by zero).
+
+``lsuv_built`` itself lives in ``model/lsuv.py``: it is also the post-build step of the ``lsuv`` init strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probe.errors import RunError, SpecError
+from probe.model.lsuv import LsuvResult, lsuv_built
+from probe.records import Report, Verdict
+from probe.spec import Spec
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """The spec as written (``before``) beside the LSUV-fixed network (``after``)."""
+
+    before: Report
+    before_verdict: Verdict
+    after: Report
+    after_verdict: Verdict
+    lsuv: LsuvResult
+    fixed_spec: Spec
+    state_dict: dict[str, Any]
+
+
+def lsuv_spec(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: int = 10) -> Spec:
+    """``spec`` with the ``lsuv`` weight strategy (validated like any spec)."""
+    from probe import spec as spec_mod
+
+    raw: dict[str, Any] = {"name": "lsuv", "tolerance": tolerance, "max_iter": max_iter}
+    if start is not None:
+        raw["start"] = start
+    weight = spec_mod.parse({"init": {"weight": raw}}).init.weight
+    # explicit: a user model gets the start init too, as with ``--set init.weight=lsuv``
+    return replace(spec, init=replace(spec.init, weight=weight, explicit=True))
+
+
+def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: int = 10) -> FixResult:
+    """Probe ``spec`` as written, then LSUV from ``start`` (default orthogonal), and probe the result."""
+    import torch
+
+    from probe.judge.rules import evaluate
+    from probe.measure.run import run_probe
+    from probe.model.build import build
+
+    before = run_probe(spec)
+    fixed = lsuv_spec(spec, start, tolerance, max_iter)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
+            built = build(fixed)
+            result = lsuv_built(built, fixed)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"lsuv failed on this network: {first}") from None
+    state = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
+    after = run_probe(fixed, state_dict=state)
+    return FixResult(before, evaluate(before), after, evaluate(after), result, fixed, state)
+
+
+def save_weights(state_dict: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never half a file)."""
+    import os
+    import tempfile
+
+    import torch
+
+    path = path.expanduser()
+    if path.is_dir():
+        raise SpecError(f"--save {path} is a directory; give a file path")
+    if not path.parent.exists():
+        raise SpecError(f"--save: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state_dict, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """A state dict saved by ``probe fix`` (or any ``torch.save(model.state_dict())``)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SpecError(f"weights file not found: {path}") from None
+    except Exception as exc:
+        raise SpecError(f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if not isinstance(state, dict):
+        raise SpecError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    return state

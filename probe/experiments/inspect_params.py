@@ -1,0 +1,229 @@
+"""Parameter inspection (seed 002): per parameter, its shape, fans, mean and std next to the std
+its init rule should give, plus a forward-only pass of activation scales.
+
+The expected std comes from the strategy's formula (e.g. He: gain / sqrt(fan_in)); a measured
+std further from it than sampling noise allows (``SIGMA_TOLERANCE`` standard errors, with the
+standard error of a sample std sigma / sqrt(2 n)) is flagged as a mismatch: the network does not
+hold what its spec says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from probe.model.build import build
+from probe.records import LayerStats
+from probe.spec import Choice, Spec, activations, inits
+
+if TYPE_CHECKING:
+    import torch
+
+    from probe.model.init_rules import InitLog
+
+SIGMA_TOLERANCE = 6.0
+# a few percent on top of sampling noise, for uniform/truncated shapes and orthogonal matrices
+RELATIVE_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    name: str
+    shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    rule: str  # the strategy that initialized it
+    mean: float
+    std: float
+    expected_std: float | None
+    mismatch: bool
+
+
+@dataclass(frozen=True)
+class Inspection:
+    spec: Spec
+    params: tuple[ParamRow, ...]
+    activations: tuple[LayerStats, ...]
+
+    @property
+    def mismatches(self) -> tuple[ParamRow, ...]:
+        return tuple(p for p in self.params if p.mismatch)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) as torch.nn.init computes them; a 1-D tensor has fan_in = fan_out = its size."""
+    if len(shape) < 2:
+        n = shape[0] if shape else 1
+        return n, n
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def expected_std(choice: Choice, shape: tuple[int, ...], activation: Choice, layer_fan_in: int) -> float | None:
+    """The std the strategy's rule gives a tensor of ``shape``; ``None`` when there is no formula."""
+    from torch.nn import init
+
+    p = choice.params
+    name = inits.canonical(choice.name)
+    fan_in, fan_out = fans(shape)
+    nonlinearity, slope = activations.kaiming_args(activation.name, activation.params)
+
+    def gain_of(value: Any) -> float:
+        if value == "auto":
+            return float(init.calculate_gain(nonlinearity, slope))  # type: ignore[arg-type]
+        return float(value)
+
+    if name in ("zeros", "ones", "constant"):
+        return 0.0
+    if name == "tiny":
+        return 0.01
+    if name == "large":
+        return 1.0
+    if name == "normal":
+        return float(p["std"])
+    if name == "uniform":
+        return float(p["a"]) / math.sqrt(3.0)
+    if name == "trunc_normal":
+        if p["a"] is not None or p["b"] is not None:
+            return None
+        # N(0, s^2) cut at +-2 s: variance s^2 (1 - 2 * 2 phi(2) / (2 Phi(2) - 1))
+        phi = math.exp(-2.0) / math.sqrt(2 * math.pi)
+        mass = math.erf(2 / math.sqrt(2))
+        return float(p["std"]) * math.sqrt(1.0 - 4.0 * phi / mass)
+    if name in ("xavier_normal", "xavier_uniform"):
+        return gain_of(p["gain"]) * math.sqrt(2.0 / (fan_in + fan_out))
+    if name in ("he_normal", "he_uniform"):
+        nl = p["nonlinearity"] or nonlinearity
+        a = p["a"] if p["a"] is not None else slope
+        fan = fan_in if p["mode"] == "fan_in" else fan_out
+        return float(init.calculate_gain(nl, a)) / math.sqrt(fan)  # type: ignore[arg-type]
+    if name in ("lecun_normal", "lecun_uniform"):
+        return 1.0 / math.sqrt(fan_in)
+    if name == "orthogonal":
+        return gain_of(p["gain"]) / math.sqrt(max(shape[0], fan_in))
+    if name == "default":
+        # torch's Linear: weight kaiming_uniform(a=sqrt 5) and bias U(+-1/sqrt(fan_in)): both 1/sqrt(3 fan_in)
+        return 1.0 / math.sqrt(3.0 * layer_fan_in)
+    return None
+
+
+def _mismatch(std: float, expected: float | None, count: int) -> bool:
+    if expected is None:
+        return False
+    if expected == 0.0:
+        return std > 0.0
+    noise = expected / math.sqrt(2.0 * max(count - 1, 1))
+    return abs(std - expected) > SIGMA_TOLERANCE * noise + RELATIVE_TOLERANCE * expected
+
+
+def inspect(spec: Spec, activations_pass: bool = True) -> Inspection:
+    """Build the spec's network (same seed as ``probe run``) and inspect every parameter."""
+    import torch
+
+    from probe.measure.run import run_probe
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.run.seed)
+        built = build(spec)
+        if spec.init.weight.name == "lsuv":  # data-dependent init: the post-build step, as in run_probe
+            from probe.model.lsuv import lsuv_built
+
+            lsuv_built(built, spec)
+    layers: tuple[LayerStats, ...] = ()
+    if activations_pass:
+        forward_only = replace(spec, run=replace(spec.run, backward=False))
+        layers = run_probe(forward_only).layers
+    return Inspection(spec, inspect_module(built.model, spec, built.init_log), layers)
+
+
+def inspect_module(model: torch.nn.Module, spec: Spec, log: InitLog | None = None) -> tuple[ParamRow, ...]:
+    """One row per parameter of ``model``, judged against the init that filled it.
+
+    ``log`` (from ``build``) says which strategy filled which parameter; without it every
+    Linear/Conv weight and bias is taken to hold ``init.weight``/``init.bias`` (an MLP spec).
+    """
+    rows = []
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            shape = tuple(param.shape)
+            rule, expected = _rule(module, param_name, full, param, spec, log)
+            rows.append(_row(full, param.detach(), shape, rule, expected))
+    return tuple(rows)
+
+
+def _rule(
+    module: Any, param_name: str, full: str, param: torch.Tensor, spec: Spec, log: InitLog | None
+) -> tuple[str, float | None]:
+    """(what initialized the parameter, the std that gives it or None where none can be derived)."""
+    from torch import nn
+
+    act = spec.model.activation
+    shape = tuple(param.shape)
+    if log is not None and full in log.strategies:
+        entry = log.strategies[full]
+        label = log.by_param.get(full, "")
+        if entry is None:  # e.g. an LSTM bias with its forget-gate quarter set apart
+            return label or "?", None
+        choice, factor = entry
+        rule = choice.name if not label or label.startswith(("init.weight ", "init.bias ")) else label
+        if choice.name == "default" and isinstance(module, nn.RNNBase):
+            return rule, 1.0 / math.sqrt(3.0 * module.hidden_size)
+        expected = expected_std(choice, shape, act, _layer_fan_in(module, shape))
+        return rule, None if expected is None else expected * factor
+    if log is None and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        choice = spec.init.weight if param_name == "weight" else spec.init.bias
+        return choice.name, expected_std(choice, shape, act, _layer_fan_in(module, shape))
+    if spec.model.factory is not None:
+        return "own", None  # the factory's own init: nothing to hold it to
+    return _torch_default(module, param_name, param)
+
+
+def _layer_fan_in(module: Any, shape: tuple[int, ...]) -> int:
+    weight = getattr(module, "weight", None)
+    if weight is not None and weight.dim() >= 2:
+        return fans(tuple(weight.shape))[0]
+    return fans(shape)[0]
+
+
+def _torch_default(module: Any, param_name: str, param: torch.Tensor) -> tuple[str, float | None]:
+    """What torch (or the builder) left in a parameter no init of the spec touched."""
+    from torch import nn
+
+    from probe.model.nets import ResidualBlock
+
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
+        if param_name == "weight":
+            return ("zeros" if not bool(param.detach().any()) else "ones"), 0.0  # zero_init: last_norm
+        return "zeros", 0.0
+    if isinstance(module, ResidualBlock) and param_name == "alpha":
+        return "zeros", 0.0
+    if isinstance(module, nn.RNNBase):
+        return "default", 1.0 / math.sqrt(3.0 * module.hidden_size)  # U(+-1/sqrt(hidden))
+    if isinstance(module, nn.Embedding):
+        return "default", 1.0  # N(0, 1)
+    if isinstance(module, nn.MultiheadAttention):
+        if param_name == "in_proj_weight":
+            fan_in, fan_out = fans(tuple(param.shape))
+            return "default", math.sqrt(2.0 / (fan_in + fan_out))  # xavier_uniform on (3 E, E)
+        if param_name == "in_proj_bias":
+            return "zeros", 0.0
+    return "?", None
+
+
+def _row(name: str, t: torch.Tensor, shape: tuple[int, ...], rule: str, expected: float | None) -> ParamRow:
+    fan_in, fan_out = fans(shape)
+    values = t.float().flatten()
+    std = float(values.std()) if values.numel() > 1 else 0.0
+    return ParamRow(
+        name=name,
+        shape=shape,
+        fan_in=fan_in,
+        fan_out=fan_out,
+        rule=rule,
+        mean=float(values.mean()),
+        std=std,
+        expected_std=expected,
+        mismatch=_mismatch(std, expected, values.numel()),
+    )

@@ -1,0 +1,1 @@
+"""Stage 4: ``Report`` -> ``Verdict``: the health rules, mean-field theory, depth limits, advice."""

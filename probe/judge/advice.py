@@ -1,0 +1,253 @@
+"""Init advice: does the weight init fit the activation, and what to try when a run fails.
+
+The activation -> init table is the seeds' (tanh/sigmoid -> Xavier; ReLU and leaky ReLU -> He with
+the right slope; SELU -> LeCun normal; GELU/SiLU -> Xavier or a small normal; linear -> Xavier).
+Gains are ``torch.nn.init.calculate_gain``'s. Advice is plain data (``Advice``), rendered by the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from probe.records import Verdict
+from probe.spec import Spec, activations
+
+# families of weight strategies (fan-based ones; the rest have a fixed scale)
+HE = ("he_normal", "he_uniform")
+XAVIER = ("xavier_normal", "xavier_uniform")
+LECUN = ("lecun_normal", "lecun_uniform")
+FIXED_SCALE = ("tiny", "large", "normal", "uniform", "trunc_normal")
+CONSTANT = ("zeros", "ones", "constant")
+# a numeric Xavier/orthogonal gain within this factor of the recommended one still fits
+GAIN_TOLERANCE = 1.1
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The init the seeds recommend for an activation."""
+
+    activation: str
+    strategy: str  # e.g. he_normal
+    gain_name: str  # torch.nn.init.calculate_gain's nonlinearity name
+    gain: float
+    fits: tuple[str, ...]  # strategies that fit this activation
+    reason: str
+
+    def describe(self) -> str:
+        slope = ""
+        if self.gain_name == "leaky_relu":
+            slope = f", param={self._slope:g}"
+        return f"{self.strategy} (gain {self.gain:.4g} = torch.nn.init.calculate_gain('{self.gain_name}'{slope}))"
+
+    @property
+    def _slope(self) -> float:
+        # gain^2 = 2 / (1 + a^2)
+        return math.sqrt(max(0.0, 2.0 / self.gain**2 - 1.0))
+
+
+@dataclass(frozen=True)
+class Advice:
+    spec_name: str
+    recommendation: Recommendation
+    mismatch: str | None  # the note when the init does not fit the activation
+    suggestion: str | None  # one line when the run failed (None without a verdict or when healthy)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.mismatch:
+            out.append(f"mismatch: {self.mismatch}")
+        if self.suggestion:
+            out.append(f"try: {self.suggestion}")
+        if not out:
+            out.append(
+                f"ok: {self.spec_name}'s init fits its activation (recommended: {self.recommendation.describe()})"
+            )
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        r = self.recommendation
+        return {
+            "recommended": {"strategy": r.strategy, "gain": r.gain, "gain_name": r.gain_name, "reason": r.reason},
+            "mismatch": self.mismatch,
+            "suggestion": self.suggestion,
+        }
+
+
+def calculate_gain(name: str, param: float | None = None) -> float:
+    """``torch.nn.init.calculate_gain`` (imported lazily)."""
+    from torch.nn import init
+
+    return float(init.calculate_gain(name, param))  # type: ignore[arg-type]
+
+
+def recommend(activation: str, params: dict[str, object] | None = None) -> Recommendation:
+    """The seeds' init for ``activation``, with torch's gain."""
+    params = params or {}
+    if activation in ("tanh", "sigmoid"):
+        return Recommendation(
+            activation,
+            "xavier_normal",
+            activation,
+            calculate_gain(activation),
+            (*XAVIER, "orthogonal", "default"),
+            f"{activation} is symmetric and near-linear at 0: Xavier keeps the variance of both passes",
+        )
+    if activation == "leaky_relu":
+        slope = float(params.get("negative_slope", 0.01))  # type: ignore[arg-type]
+        return Recommendation(
+            activation,
+            "he_normal",
+            "leaky_relu",
+            calculate_gain("leaky_relu", slope),
+            (*HE, "default"),
+            f"He with the slope {slope:g}: leaky ReLU keeps 1/2 (1 + slope^2) of the variance",
+        )
+    if activation == "selu":
+        return Recommendation(
+            activation,
+            "lecun_normal",
+            "selu",
+            calculate_gain("selu"),
+            LECUN,
+            "SELU self-normalizes only from LeCun normal weights (variance 1 / fan_in)",
+        )
+    if activation in ("gelu", "silu"):
+        return Recommendation(
+            activation,
+            "xavier_normal",
+            "linear",
+            1.0,
+            (*XAVIER, *HE, *LECUN, "normal", "trunc_normal", "orthogonal", "default"),
+            f"{activation} is near-linear around 0; Xavier or a small normal (transformers) both work",
+        )
+    if activation == "identity":
+        return Recommendation(
+            activation,
+            "xavier_normal",
+            "linear",
+            1.0,
+            (*XAVIER, *LECUN, "orthogonal", "default"),
+            "a linear network keeps its variance with Xavier (gain 1)",
+        )
+    # relu and the smooth ReLU-likes (elu, softplus)
+    return Recommendation(
+        activation,
+        "he_normal",
+        "relu",
+        calculate_gain("relu"),
+        (*HE, "default"),
+        f"{activation} zeroes about half its inputs: He doubles the variance to make up for it",
+    )
+
+
+def network_activation(spec: Spec) -> tuple[str, dict[str, Any]]:
+    """The nonlinearity the init has to suit: the cell's tanh for LSTM and GRU (which ignore
+    ``model.activation``), else ``model.activation``."""
+    m = spec.model
+    if m.kind in ("lstm", "gru"):
+        return "tanh", {}
+    return m.activation.name, dict(m.activation.params)
+
+
+def mismatch(spec: Spec) -> str | None:
+    """A note when the spec's weight init does not fit its activation, else ``None``.
+
+    Only fan-based strategies are judged here: a fixed-scale init (tiny, large, normal) is judged
+    by the health rules, whose failure gets its own suggestion. A user model is not judged.
+    """
+    if spec.model.factory is not None:
+        return None  # a user model (--model): its nonlinearities are its own modules
+    act_name, act_params = network_activation(spec)
+    if spec.model.kind in ("lstm", "gru") and any(
+        rule.match_type in ("LSTM", "GRU") or rule.match_name is not None for rule in spec.init.rules
+    ):
+        return None  # init.rules fill the cell's weights (seed 003's recipe): init.weight does not
+    weight = spec.init.weight
+    rec = recommend(act_name, act_params)
+    name = weight.name
+    if name in rec.fits:
+        return None
+    if name in CONSTANT or name in FIXED_SCALE:
+        return None
+    if name == "lsuv":
+        return None  # data-dependent: each layer is rescaled to unit variance, whatever the activation
+    if name in XAVIER or name == "orthogonal":
+        gain = weight.params.get("gain", 1.0)
+        if gain == "auto" or _close(float(gain), rec.gain):
+            return None  # scaled for this activation: fits
+    better = rec.describe()
+    if name in HE:
+        why = f"He is derived for ReLU-like activations, not {act_name}"
+    elif name in XAVIER:
+        why = f"Xavier (gain {weight.params.get('gain', 1.0)}) assumes a linear-like activation, not {act_name}"
+    elif name in LECUN:
+        why = f"LeCun (variance 1/fan_in) is meant for SELU or linear layers, not {act_name}"
+    else:
+        why = f"it is not the usual init for {act_name}"
+    cell = f" (the {spec.model.kind} cell's)" if spec.model.kind in ("lstm", "gru") else ""
+    return f"{name} does not fit {act_name}{cell}: {why}; use {better}"
+
+
+def _close(a: float, b: float) -> bool:
+    return a > 0 and b > 0 and max(a, b) / min(a, b) <= GAIN_TOLERANCE
+
+
+def suggestion(spec: Spec, verdict: Verdict) -> str | None:
+    """One line of what to try when the verdict is unhealthy, else ``None``."""
+    if verdict.healthy:
+        return None
+    broken = [p.rule for p in verdict.problems]
+    act, act_params = network_activation(spec)
+    rec = recommend(act, act_params)
+    name = spec.init.weight.name
+    better = rec.describe()
+    if "nonfinite" in broken:
+        return f"values overflowed: use a variance-scaled init such as {better}, or a wider dtype"
+    if "symmetry" in broken and name in CONSTANT:
+        return f"a constant init makes every unit identical: use a random init such as {better}"
+    note = mismatch(spec)
+    if note is not None:
+        return f"use {better}: the init does not fit {act}"
+    if name in FIXED_SCALE or name in CONSTANT:
+        direction = "too large" if any(r in broken for r in ("exploding", "saturation", "gradient_exploding")) else ""
+        direction = direction or "too small"
+        return f"{name}'s fixed scale is {direction} for this network: use {better}"
+    if spec.model.kind in ("lstm", "gru") and "gradient_vanishing" in broken:
+        # the rows are time steps: the gradient fades back through time, not through depth
+        if spec.model.kind == "gru":
+            return (
+                "the gradient fades back through time: shorten model.seq_len, or try model.kind: lstm with "
+                "forget_bias: 1.0 in its init rule (seed 003's recipe)"
+            )
+        if any(rule.forget_bias for rule in spec.init.rules):
+            return "the gradient fades back through time even with a forget bias: shorten model.seq_len"
+        return (
+            "the gradient fades back through time: give the LSTM's init rule forget_bias: 1.0 (seed 003), "
+            "or shorten model.seq_len"
+        )
+    if any(r in broken for r in ("vanishing", "gradient_vanishing", "exploding", "gradient_exploding")):
+        return "the init already fits: add normalization (model.norm: layernorm) or reduce model.depth"
+    if "dead_units" in broken:
+        if act == "relu":
+            return "many ReLU units are dead at this depth: try leaky_relu (with he_normal) or model.norm: batchnorm"
+        return "many units output 0: try a smaller init scale or model.norm: batchnorm"
+    if "saturation" in broken:
+        return f"{act} saturates: use a smaller scale such as {better}, or model.norm: layernorm"
+    return f"try {better}"
+
+
+def advise(spec: Spec, verdict: Verdict | None = None) -> Advice:
+    """The mismatch note and, given a failing verdict, the one-line suggestion."""
+    act, act_params = network_activation(spec)
+    return Advice(
+        spec_name=spec.name,
+        recommendation=recommend(act, act_params),
+        mismatch=mismatch(spec),
+        suggestion=suggestion(spec, verdict) if verdict is not None else None,
+    )
+
+
+def activation_names() -> tuple[str, ...]:
+    return tuple(activations.ACTIVATIONS)

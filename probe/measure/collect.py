@@ -1,0 +1,459 @@
+"""Hooks: tensors -> on-device running statistics.
+
+Every statistic is a reduction of a tensor the forward or backward pass already produced. The
+reductions stay on the device as 0-d tensors: no hook reads a value to the host (no ``.item()``)
+or copies host data to the device (no ``torch.tensor(list)``), so no hook synchronizes with the
+device. Records are merged across batches in O(layers) memory, and ``finish`` reads everything
+to the host in one transfer.
+
+Why the reductions look the way they do (measured with torch.profiler, see benchmarks/README.md):
+on the CPU, ``var_mean``/``var`` (Welford), ``count_nonzero``, ``isfinite`` and comparisons that
+produce bool tensors are 5-30x slower per element than plain sums, BLAS dot products and
+elementwise float ops. So each hook uses only the fast kind:
+
+- moments: per-sample means across units (one reduction), the values centered on them (one
+  elementwise op), and a dot product give the within-sample sum of squares; the law of total
+  variance adds the between-sample part from the small vector of per-sample means. One pass pair
+  yields mean, M2 and the unit spread, all computed from centered values (no cancellation).
+- non-finite values: ``y - y`` is 0 exactly where ``y`` is finite and nan elsewhere, so
+  ``nan_to_num(y - y, nan=1)`` marks them with 1.
+- zeros and dead units: ``torch.ne(y, 0, out=<float buffer>)`` is 1 where ``y`` is nonzero (nan
+  and inf included) and 0 where it is 0, in one pass (a bool result and its conversion cost
+  five times as much). Its sums over samples count nonzero values per unit; a unit whose count
+  stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
+- gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
+  merge (see ``_add_raw`` for the precision this keeps).
+
+Each record is five 0-d tensors plus three host integers (slot, number of values, a
+multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
+per-slot accumulators with a few vector ops (Chan et al.'s pairwise update, in float64); the
+host integers reach the device as cached tensors built by fill kernels, never by a copy.
+``finish`` reads the accumulators and the records still pending in one transfer and merges
+those on the host, which for a short run is cheaper than the dozen tiny device ops of a merge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from probe.model.built import Watched
+from probe.records import LayerStats
+
+if TYPE_CHECKING:
+    import torch
+
+# A record's device values: c0, b, a (a mean and an M2, see _host_numbers), non-finite count,
+# saturated count. a of a forward record is the within-sample M2 (for the spread); the last three
+# are summed per slot.
+_WIDTH = 5
+# Merge once this many records per layer have piled up (bounds memory whatever the batch count).
+_PENDING_PER_LAYER = 12
+# Below this many values one var_mean call is cheaper than mean + subtract + dot.
+_SMALL = 4096
+# Scratch buffers kept at once (one per activation shape and dtype in use).
+_MAX_BUFFERS = 8
+# Float32 sums of 0/1 values are exact below 2**24 elements; above, count in float64.
+_EXACT_F32_COUNT = 2**24
+# Cached host-integer vectors (one per distinct sequence of records between merges).
+_MAX_KEYS = 16
+
+
+class _Moments:
+    """Per-slot count, mean and centered second moment, merged from per-call records."""
+
+    def __init__(self, slots: int, acc_dtype: torch.dtype, device: torch.device) -> None:
+        import torch
+
+        self.count = torch.zeros(slots, dtype=acc_dtype, device=device)
+        self.mean = torch.zeros(slots, dtype=acc_dtype, device=device)
+        self.m2 = torch.zeros(slots, dtype=acc_dtype, device=device)
+
+    def merge(self, slot: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Fold in records ``r`` (slot ``slot[r]``, ``n[r]`` values with ``mean[r]`` and ``m2[r]``):
+        the pooled mean is a weighted mean, and M2 adds each part's spread around it."""
+        count = self.count.index_add(0, slot, n)
+        pooled = (self.count * self.mean).index_add_(0, slot, n * mean) / count.clamp_min(1)
+        own = self.mean - pooled
+        delta = mean - pooled[slot]
+        self.m2 = (self.m2 + self.count * own * own).index_add_(0, slot, m2 + n * delta * delta)
+        self.mean = pooled
+        self.count = count
+
+
+class _Layer:
+    """What the collector knows about one watched layer between merges."""
+
+    def __init__(self, w: Watched) -> None:
+        self.watched = w
+        self.saturation_known = w.saturation is not None
+        self.values = 0  # values measured
+        self.grads = 0  # gradient values measured
+        self.weight_grad_batches = 0
+        self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
+        self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
+        self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
+
+    def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
+        dims = self.dims.get(ndim)
+        if dims is None:
+            unit = self.watched.unit_dim % ndim
+            dims = self.dims[ndim] = (unit, [d for d in range(ndim) if d != unit])
+        return dims
+
+
+def _float(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _count_dtype(t: torch.Tensor) -> torch.dtype:
+    import torch
+
+    return torch.float64 if t.numel() >= _EXACT_F32_COUNT else t.dtype
+
+
+def _mean_var(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population variance of all values, from centered values (no cancellation)."""
+    import torch
+
+    flat = t.reshape(-1)
+    if flat.numel() <= _SMALL:
+        # one Welford op beats three fast ones on small vectors (per-op overhead dominates)
+        var, mean = torch.var_mean(flat, correction=0)
+        return mean, var
+    mean = flat.mean()
+    centered = flat - mean
+    return mean, torch.dot(centered, centered) / flat.numel()
+
+
+class Collector:
+    """Attach with ``hooks()``, call ``after_backward()`` after each backward, then ``finish()``.
+
+    Statistics live in three slots per layer: its output values (slot ``i``), their gradient
+    (``L + i``) and its weight's gradient (``2L + i``)."""
+
+    def __init__(self, watched: list[Watched], device: torch.device) -> None:
+        import torch
+
+        # float64 keeps many-batch sums exact enough; MPS has no float64.
+        self.acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.device = device
+        self.layers = [_Layer(w) for w in watched]
+        n = len(self.layers)
+        self.moments = _Moments(3 * n, self.acc_dtype, device)
+        # per slot: sums of [M2 part a, non-finite count, saturated count]
+        self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
+        self._zero = torch.zeros((), device=device)
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._consts: dict[float, torch.Tensor] = {}
+        self._keyed: dict[tuple[tuple[int, int, int], ...], torch.Tensor] = {}
+        self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
+        self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
+        self.backward_done = False
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
+        instead of each allocating (and fragmenting the heap with) activation-sized tensors."""
+        import torch
+
+        key = (like.shape, like.dtype, like.device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            if len(self._buffers) >= _MAX_BUFFERS:  # many distinct shapes: keep memory bounded
+                self._buffers.clear()
+            buf = self._buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf
+
+    def _add(self, key: tuple[int, int, int], *stats: torch.Tensor) -> None:
+        self._keys.append(key)
+        self._stats += stats
+        if len(self._keys) >= _PENDING_PER_LAYER * len(self.layers):
+            self._merge()
+
+    def _add_raw(self, slot: int, g: torch.Tensor) -> None:
+        """A gradient's record from its sum and sum of squares (two reads, nothing written); the
+        merge centres them in float64. Gradients of a random-direction loss have mean ~0, so
+        M2 = sum of squares - sum^2 / n loses nothing to cancellation here; a gradient whose
+        mean is k standard deviations from 0 loses about log10(1 + k^2) digits of its M2."""
+        import torch
+
+        flat = g.reshape(-1)
+        n = flat.numel()
+        zero = self._zero
+        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), zero, zero)
+
+    @contextmanager
+    def hooks(self) -> Iterator[None]:
+        handles = []
+        try:
+            for i, layer in enumerate(self.layers):
+                handles.append(layer.watched.module.register_forward_hook(self._forward_hook(i)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _forward_hook(self, i: int) -> Any:
+        def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            self._forward(i, inputs, output)
+
+        return hook
+
+    def _forward(self, i: int, inputs: tuple[Any, ...], output: Any) -> None:
+        import torch
+
+        if isinstance(output, (tuple, list)):  # LSTM, MultiheadAttention: measure the first tensor
+            output = next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
+            return
+        layer = self.layers[i]
+        y = _float(output.detach())
+        numel = y.numel()
+        count_dtype = _count_dtype(y)
+        unit_dim, other_dims = layer.unit_dims(y.dim())
+        units = y.shape[unit_dim]
+        # mean and M2 via the law of total variance over samples (rows across units)
+        row_mean = y.mean(dim=unit_dim, keepdim=True)
+        within = torch.sub(y, row_mean, out=self._scratch(y))
+        within_m2 = torch.dot(within.view(-1), within.view(-1))
+        mean, between_var = _mean_var(row_mean)
+        key = (i, numel, numel)  # between-sample M2 = variance of the row means * rows * units
+        # One scratch buffer serves every temporary in turn: with a second, the activation and two
+        # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
+        # 1 where y is inf or nan, 0 elsewhere
+        nonfinite = torch.sub(y, y, out=within).nan_to_num_(nan=1.0).sum(dtype=count_dtype)
+        # 1 where y is nonzero (nan and inf included), 0 where it is 0
+        nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
+        per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype)
+        if layer.alive is None:
+            layer.alive = per_unit.to(self.acc_dtype)
+        else:
+            layer.alive.add_(per_unit)
+        saturated = self._saturated(layer, inputs, output, y, count_dtype)
+        layer.values += numel
+        if units > 1:
+            layer.spread_values += numel
+        if output.requires_grad:
+            output.register_hook(self._backward_hook(i))
+        self._add(key, mean, between_var, within_m2, nonfinite, saturated)
+
+    def _saturated(
+        self, layer: _Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
+    ) -> torch.Tensor:
+        import torch
+
+        zero = self._zero
+        sat = layer.watched.saturation
+        if sat is None:
+            return zero
+        source = y
+        if sat.space == "input":
+            x = inputs[0] if inputs else None
+            if not isinstance(x, torch.Tensor) or x is output:
+                # in-place module: its input is gone; the ratio cannot be measured
+                layer.saturation_known = False
+                return zero
+            source = _float(x.detach())
+        total = zero
+        if sat.low is not None:
+            total = total + (source < sat.low).sum(dtype=count_dtype)
+        if sat.high is not None:
+            total = total + (source > sat.high).sum(dtype=count_dtype)
+        return total
+
+    def _backward_hook(self, i: int) -> Any:
+        def hook(grad: torch.Tensor) -> None:
+            g = _float(grad.detach())
+            if g.numel() == 0:
+                return
+            self.layers[i].grads += g.numel()
+            self._add_raw(len(self.layers) + i, g)
+
+        return hook
+
+    def after_backward(self) -> None:
+        """Fold in the gradient of each watched weight after one backward pass."""
+        self.backward_done = True
+        base = 2 * len(self.layers)
+        for i, layer in enumerate(self.layers):
+            p = layer.watched.weight
+            if p is None or p.grad is None or p.grad.numel() == 0:
+                continue
+            layer.weight_grad_batches += 1
+            self._add_raw(base + i, _float(p.grad.detach()))
+
+    def _const(self, value: float) -> torch.Tensor:
+        """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
+        import torch
+
+        t = self._consts.get(value)
+        if t is None:
+            t = self._consts[value] = torch.full((), value, dtype=self.acc_dtype, device=self.device)
+        return t
+
+    def _key_columns(self) -> torch.Tensor:
+        """The pending records' host numbers (``_host_numbers``) as a device matrix, cached: the
+        same layers report in the same order every batch, so it is built once per run."""
+        import torch
+
+        key = tuple(self._keys)
+        columns = self._keyed.get(key)
+        if columns is None:
+            if len(self._keyed) >= _MAX_KEYS:
+                self._keyed.clear()
+            numbers = [_host_numbers(k) for k in key]
+            if self.device.type == "cpu":  # host memory is device memory: nothing to copy
+                columns = torch.tensor(numbers, dtype=self.acc_dtype)
+            else:
+                columns = torch.stack([self._const(v) for row in numbers for v in row]).view(len(numbers), -1)
+            self._keyed[key] = columns
+        return columns
+
+    def _merge(self) -> None:
+        """Fold every pending record into the per-slot accumulators on the device (a few vector
+        ops in all; runs every few batches to keep memory O(layers))."""
+        import torch
+
+        if not self._keys:
+            return
+        slot, n, mult, mean_scale, sq_scale = self._key_columns().unbind(1)
+        # stack promotes mixed float32/float64 records to the wider type
+        rows = torch.stack(self._stats).to(self.acc_dtype).view(-1, _WIDTH)
+        c0, b, a = rows[:, 0], rows[:, 1], rows[:, 2]
+        m2 = (a + b * mult - sq_scale * c0 * c0).clamp_min(0)
+        index = slot.long()
+        self.moments.merge(index, n, c0 * mean_scale, m2)
+        self.sums.index_add_(0, index, rows[:, 2:])  # a slice: a list index would be copied from the host
+        self._keys, self._stats = [], []
+
+    def finish(self) -> list[LayerStats]:
+        """Read every statistic to the host at once and return one record per layer. Records
+        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops)."""
+        import torch
+
+        if not self.layers:
+            return []
+        m = self.moments
+        alive = [layer.alive for layer in self.layers if layer.alive is not None]
+        # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
+        # counting them on the host is cheaper than two device reductions per layer
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive]
+        if self._stats:
+            parts.append(torch.stack(self._stats).to(self.acc_dtype))
+        flat = torch.cat(parts).cpu().tolist()
+        slots = len(self.layers) * 3
+        count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
+        sums = flat[3 * slots : 6 * slots]
+        at = 6 * slots
+        out = []
+        lives: list[tuple[float, float, int] | None] = []
+        for layer in self.layers:
+            if layer.alive is None:
+                lives.append(None)
+                continue
+            units = layer.alive.numel()
+            per_unit = flat[at : at + units]
+            at += units
+            lives.append((sum(per_unit), units - per_unit.count(0.0), units))
+        for r, key in enumerate(self._keys):
+            _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
+        self._keys, self._stats = [], []
+        for i, (layer, live) in enumerate(zip(self.layers, lives, strict=True)):
+            out.append(_to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done))
+        return out
+
+
+def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:
+    """A record's host numbers: slot, values n, M2 multiplier, and how its first three device
+    values (c0, b, a) become a mean and an M2: mean = c0 * mean_scale and
+    M2 = a + b * multiplier - sq_scale * c0^2. A forward record holds (mean, between-sample part,
+    within-sample M2); a gradient record (multiplier -1) holds (sum, 0, sum of squares)."""
+    slot, n, mult = key
+    if mult == -1:
+        return float(slot), float(n), 0.0, 1.0 / n, 1.0 / n
+    return float(slot), float(n), float(mult), 1.0, 0.0
+
+
+def _merge_host(
+    key: tuple[int, int, int],
+    row: list[float],
+    count: list[float],
+    mean: list[float],
+    m2: list[float],
+    sums: list[float],
+) -> None:
+    """``Collector._merge`` for one record, on the host (Chan et al.'s pairwise update)."""
+    slot_f, n, mult, mean_scale, sq_scale = _host_numbers(key)
+    slot = int(slot_f)
+    c0, b, a, nonfinite, saturated = row
+    mean_r = c0 * mean_scale
+    m2_r = max(a + b * mult - sq_scale * c0 * c0, 0.0)  # a nan stays nan
+    before = count[slot]
+    if before == 0:
+        mean[slot], m2[slot] = mean_r, m2_r
+    else:
+        total = before + n
+        delta = mean_r - mean[slot]
+        mean[slot] += delta * n / total
+        m2[slot] += m2_r + delta * delta * before * n / total
+    count[slot] = before + n
+    sums[3 * slot] += a
+    sums[3 * slot + 1] += nonfinite
+    sums[3 * slot + 2] += saturated
+
+
+def _std(m2: float, count: float) -> float:
+    """Sample standard deviation (n - 1 in the denominator, like ``Tensor.std``)."""
+    return math.sqrt(m2 / max(count - 1, 1)) if m2 == m2 else math.nan
+
+
+def _to_stats(
+    layer: _Layer,
+    i: int,
+    layers: int,
+    count: list[float],
+    mean: list[float],
+    m2: list[float],
+    sums: list[float],
+    live: tuple[float, float, int] | None,
+    backward: bool,
+) -> LayerStats:
+    w = layer.watched
+    n = max(count[i], 1)
+    within_m2, nonfinite, saturated = sums[3 * i : 3 * i + 3]
+    var_total = m2[i] / n
+    nonzero, ever_nonzero, units = live if live is not None else (0.0, 0.0, 0)
+    spread = 0.0
+    if layer.spread_values and var_total > 0:
+        spread = math.sqrt(within_m2 / layer.spread_values / var_total)
+    elif var_total != var_total:
+        spread = math.nan
+    g, wg = layers + i, 2 * layers + i
+    has_grads = backward and layer.grads > 0
+    has_wgrad = backward and layer.weight_grad_batches > 0
+    # the mean squared norm per batch: all batches' sum of squares = M2 + n * mean^2 (no cancellation)
+    wg_sq = m2[wg] + count[wg] * mean[wg] * mean[wg]
+    return LayerStats(
+        name=w.name,
+        index=w.index,
+        kind=w.kind,
+        units=w.units,
+        count=layer.values,
+        mean=mean[i],
+        std=_std(m2[i], count[i]),
+        zero_ratio=(count[i] - nonzero) / n,
+        dead_units=(units - ever_nonzero) / units if units else 0.0,
+        saturation_ratio=saturated / n if layer.saturation_known else None,
+        nonfinite=int(nonfinite),
+        unit_spread=spread if w.units > 1 else None,
+        grad_std=_std(m2[g], count[g]) if has_grads else None,
+        weight_grad_norm=math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None,
+        weight_grad_std=_std(m2[wg], count[wg]) if has_wgrad else None,
+        # what each row is and how it was initialized (reported for non-MLP models)
+        module_type=w.module_type or None,
+        init_rule=w.init_rule if w.module_type else None,
+    )

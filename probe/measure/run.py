@@ -1,0 +1,180 @@
+"""Spec -> Report: seed, build, draw batches, run forward and backward, read statistics once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from probe.errors import ProbeError, RunError, first_line
+from probe.measure.collect import Collector
+from probe.measure.scale import intra_op_threads, threads_for
+from probe.model.build import build_initialized
+from probe.model.built import Built
+from probe.model.inputs import Batch, data_stream, next_batch
+from probe.records import Report
+from probe.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+
+Progress = Callable[[int, int], None]  # (batches done, batches total)
+
+# Random streams derived from run.seed, so that changing one never shifts another.
+_DIRECTION_STREAM = 2
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is not there is a RunError."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(
+                f"device '{name}' requested but CUDA is not available "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                "use run.device: cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RunError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RunError(f"device '{name}' requested but MPS is not available on this machine")
+    return device
+
+
+def run_probe(
+    spec: Spec, progress: Progress | None = None, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> Report:
+    """Probe the spec's network and return its per-layer statistics.
+
+    The caller's global random state is left untouched; the run's own randomness comes from
+    ``spec.run.seed`` alone, so the same spec gives the same numbers. ``state_dict`` (e.g. saved
+    by ``probe fix``) replaces the initialized weights before probing.
+    """
+    import torch
+
+    started = time.perf_counter()
+    device = resolve_device(spec.run.device)
+    dtype: torch.dtype = getattr(torch, spec.run.dtype)
+    with run_errors(spec, device), torch.random.fork_rng(devices=[]):
+        built = build_initialized(spec, state_dict)
+        model = built.model.to(device=device, dtype=dtype)
+        with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
+            layers = _probe(model, built, spec, device, dtype, progress)
+    return Report(
+        spec=spec,
+        layers=tuple(layers),
+        device=str(device),
+        dtype=spec.run.dtype,
+        torch_version=torch.__version__,
+        elapsed_s=time.perf_counter() - started,
+        notes=tuple(built.notes),
+    )
+
+
+@contextmanager
+def run_errors(spec: Spec, device: torch.device) -> Iterator[None]:
+    """Torch's failures inside a run as one-line RunErrors (exit 3); probe's own errors pass."""
+    import torch
+
+    try:
+        yield
+    except ProbeError:
+        raise
+    except torch.OutOfMemoryError as exc:
+        raise RunError(f"out of memory on {device}: {first_line(exc)}; try a smaller data.batch_size") from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise RunError(f"out of memory on {device}: {first_line(exc)}") from None
+        raise RunError(f"the probe failed on {device} ({spec.run.dtype}): {first_line(exc)}") from None
+
+
+def _probe(
+    model: torch.nn.Module,
+    built: Built,
+    spec: Spec,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: Progress | None,
+) -> list:
+    import torch
+
+    collector = Collector(built.watched, device)
+    data_gen = data_stream(spec)
+    dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
+    direction: torch.Tensor | None = None
+    directions: list[torch.Tensor] | None = None
+    was_training = model.training
+    if not built.keep_mode:
+        model.train()  # as at the first training step: BatchNorm uses batch statistics
+    model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
+    total = spec.data.batches
+    try:
+        with collector.hooks():
+            for i in range(total):
+                batch = next_batch(spec, built, data_gen, device, dtype)
+                if spec.run.backward:
+                    out = _forward(model, batch, built)
+                    if isinstance(out, torch.Tensor):
+                        if direction is None:
+                            # a fixed random direction: d loss / d output = r, unit variance
+                            direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
+                        (out * direction).sum().backward()
+                    else:
+                        # tuple/dict outputs: every floating-point output gets its own direction
+                        outs = float_outputs(out)
+                        if not outs:
+                            raise RunError("the model's output holds no floating-point tensor with a gradient")
+                        if directions is None:
+                            directions = [
+                                torch.randn(o.shape, generator=dir_gen).to(device=device, dtype=o.dtype) for o in outs
+                            ]
+                        if [d.shape for d in directions] != [o.shape for o in outs]:
+                            raise RunError("the model's outputs changed shape between batches")
+                        sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
+                    collector.after_backward()
+                    model.zero_grad(set_to_none=True)
+                else:
+                    with torch.no_grad():
+                        _forward(model, batch, built)
+                if progress is not None:
+                    progress(i + 1, total)
+        layers = collector.finish()
+    finally:
+        model.train(was_training)
+    return layers
+
+
+def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
+    try:
+        return model(*batch.args, **batch.kwargs)
+    except RuntimeError:
+        raise
+    except Exception as exc:
+        if built.inputs is None:
+            raise
+        raise RunError(f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def float_outputs(out: Any) -> list[torch.Tensor]:
+    """Every floating-point tensor with a gradient in a model output (tensor, tuple/list, dict)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() and out.requires_grad else []
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in float_outputs(item)]
+    return []

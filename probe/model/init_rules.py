@@ -1,0 +1,178 @@
+"""Initialize a built or imported model: the flat ``init.weight``/``init.bias``, then ``init.rules``.
+
+A rule matches modules by class name (any class in the module's MRO, so ``Linear`` also matches
+``MultiheadAttention``'s ``out_proj``) and/or by an fnmatch pattern on the qualified name, and
+fills the module's own parameters:
+
+- ``weight``: every parameter of the module whose name contains ``weight`` (``weight``,
+  ``in_proj_weight``, an LSTM's ``weight_ih_l0`` and ``weight_hh_l0``); ``bias`` likewise.
+- ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``: the recurrent families only (they
+  override ``weight``/``bias`` of the same rule).
+- ``forget_bias``: an LSTM's forget-gate quarter of ``bias_ih`` (gate order i, f, g, o).
+
+Rules apply in order; a later rule overwrites what an earlier one filled. The returned
+``InitLog`` says which rule filled each parameter, for the report.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from probe.errors import BuildError
+from probe.spec import Choice, InitRule, InitSpec, RuleTarget, inits
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass
+class InitLog:
+    """Parameter qualified name -> what initialized it (``init.rules[0] he_normal``)."""
+
+    by_param: dict[str, str] = field(default_factory=dict)
+    # parameter -> (strategy, factor it was multiplied by); None: no single strategy gives its std
+    strategies: dict[str, tuple[Choice, float] | None] = field(default_factory=dict)
+
+    def for_tensor(self, model: nn.Module, tensor: torch.Tensor | None) -> str | None:
+        if tensor is None:
+            return None
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if p is tensor:
+                return self.by_param.get(name)
+        return None
+
+
+def type_names(module: nn.Module) -> list[str]:
+    """The class names a ``match.type`` may use for ``module`` (its class and its bases)."""
+    return [c.__name__ for c in type(module).__mro__ if c.__name__ not in ("Module", "object")]
+
+
+def apply_flat(model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog) -> None:
+    """``init.weight``/``init.bias`` on every Linear and ConvNd (what an MLP spec has always done)."""
+    from torch import nn
+
+    for qual, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            continue
+        inits.apply(module.weight, init.weight.name, init.weight.params, ctx)
+        log.by_param[_join(qual, "weight")] = f"init.weight {init.weight.name}"
+        log.strategies[_join(qual, "weight")] = (init.weight, 1.0)
+        if module.bias is not None:
+            inits.apply(module.bias, init.bias.name, init.bias.params, ctx)
+            log.by_param[_join(qual, "bias")] = f"init.bias {init.bias.name}"
+            log.strategies[_join(qual, "bias")] = (init.bias, 1.0)
+
+
+def apply_rules(
+    model: nn.Module, rules: Iterable[InitRule], ctx: inits.InitContext, depth: int | None, log: InitLog
+) -> None:
+    """Apply ``init.rules`` in order. ``depth`` is L for ``depth_scale: true`` (1/sqrt(2 L));
+    ``None`` (a user model) takes L = the number of modules the rule matches."""
+    for step in rule_steps(model, rules):
+        apply_rule(step, ctx, depth, log)
+
+
+@dataclass(frozen=True)
+class RuleStep:
+    """One rule applied to one module it matches; ``matched``: how many modules the rule matches."""
+
+    rule: InitRule
+    qual: str
+    module: nn.Module
+    matched: int
+
+
+def rule_steps(model: nn.Module, rules: Iterable[InitRule]) -> list[RuleStep]:
+    """Every (rule, module) fill ``apply_rules`` makes, in its order; a BuildError for a rule that
+    matches nothing. Matching reads names and types only, so it works on a meta-device model."""
+    modules = [(q, m) for q, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    steps = []
+    for rule in rules:
+        matched = [(q, m) for q, m in modules if _matches(rule, q, m)]
+        if not matched:
+            types = sorted({type(m).__name__ for _, m in modules})
+            names = [q for q, _ in modules]
+            shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+            raise BuildError(
+                f"{rule.label}.match: matches no module with parameters (types: {', '.join(types)}; names: {shown})"
+            )
+        steps += [RuleStep(rule, q, m, len(matched)) for q, m in matched]
+    return steps
+
+
+def apply_rule(step: RuleStep, ctx: inits.InitContext, depth: int | None, log: InitLog) -> None:
+    """Fill the parameters of one matched module as its rule says."""
+    rule, qual, module = step.rule, step.qual, step.module
+    # generic families first, so weight_hh overrides weight within one rule
+    for target in sorted(rule.targets, key=lambda t: t.target not in ("weight", "bias")):
+        _fill(rule, target, qual, module, ctx, depth if depth is not None else step.matched, log)
+    if rule.forget_bias is not None:
+        _forget_bias(rule, qual, module, log)
+
+
+def _matches(rule: InitRule, qual: str, module: nn.Module) -> bool:
+    if rule.match_type is not None and rule.match_type not in type_names(module):
+        return False
+    return rule.match_name is None or fnmatch.fnmatchcase(qual, rule.match_name)
+
+
+def _selected(target: str, pname: str) -> bool:
+    if target in ("weight", "bias"):
+        return target in pname
+    return pname.startswith(target)
+
+
+def _fill(
+    rule: InitRule, target: RuleTarget, qual: str, module: nn.Module, ctx: inits.InitContext, depth: int, log: InitLog
+) -> None:
+    import torch
+
+    params = [(n, p) for n, p in module.named_parameters(recurse=False) if _selected(target.target, n)]
+    if not params:
+        have = ", ".join(n for n, _ in module.named_parameters(recurse=False))
+        raise BuildError(
+            f"{rule.label}.{target.target}: module '{qual}' ({type(module).__name__}) has no such parameter "
+            f"(it has: {have})"
+        )
+    strategy: Choice = target.strategy
+    for pname, p in params:
+        if inits.STRATEGIES[strategy.name].needs_fan and p.dim() < 2:
+            raise BuildError(
+                f"{rule.label}.{target.target}: '{strategy.name}' needs fan-in/fan-out but "
+                f"'{_join(qual, pname)}' is 1-D (use normal, ones, zeros, constant, ...)"
+            )
+        inits.apply(p, strategy.name, strategy.params, ctx)
+        label = f"{rule.label} {strategy.name}"
+        factor = 1.0
+        if target.depth_scale is not False:
+            n = 2 * depth if target.depth_scale is True else float(target.depth_scale)
+            factor = n**-0.5
+            with torch.no_grad():
+                p.mul_(factor)
+            label += f" / sqrt({n:g})"
+        log.by_param[_join(qual, pname)] = label
+        log.strategies[_join(qual, pname)] = (strategy, factor)
+
+
+def _forget_bias(rule: InitRule, qual: str, module: nn.Module, log: InitLog) -> None:
+    import torch
+    from torch import nn
+
+    if not isinstance(module, (nn.LSTM, nn.LSTMCell)):
+        raise BuildError(f"{rule.label}.forget_bias: '{qual}' is a {type(module).__name__}, not an LSTM")
+    for pname, p in module.named_parameters(recurse=False):
+        if pname.startswith("bias_ih"):
+            n = p.shape[0] // 4
+            with torch.no_grad():
+                p[n : 2 * n].fill_(float(rule.forget_bias or 0.0))
+            name = _join(qual, pname)
+            log.by_param[name] = log.by_param.get(name, "default") + f", {rule.label} forget_bias {rule.forget_bias:g}"
+            log.strategies[name] = None  # one gate's quarter differs from the rest
+
+
+def _join(qual: str, pname: str) -> str:
+    return f"{qual}.{pname}" if qual else pname

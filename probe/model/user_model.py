@@ -1,0 +1,265 @@
+"""Any importable ``nn.Module``: ``model.import: "package.module:factory"`` (``--model`` on the CLI).
+
+The factory is called with ``model.kwargs``; the model keeps its own initialization unless the
+spec's ``init`` says otherwise (``init.weight``/``init.bias`` written explicitly, or
+``init.rules``). The layers to watch are found by one discovery pass (eval mode, no gradients,
+two samples): every module with parameters of its own and every activation module that ran,
+named by qualified name, in the order they first ran. What cannot be watched is reported as a
+note instead of failing the probe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probe.errors import BuildError, first_line
+from probe.model.built import Built, Watched
+from probe.model.inputs import InputSpec, draw
+from probe.spec import Spec, inits
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+DISCOVERY_BATCH = 2  # a std needs 2 samples; BatchNorm in train mode needs more than 1
+
+
+def load_object(path: str, key: str) -> Any:
+    """``package.module:attr`` -> the object; a clear ``BuildError`` for every way it can fail."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise BuildError(f"{key}: expected 'package.module:name', got '{path}'")
+    # like `python -m`, resolve modules relative to the working directory
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BuildError(f"{key}: cannot import '{module_name}': {exc}") from None
+    except Exception as exc:
+        raise BuildError(f"{key}: importing '{module_name}' raised {type(exc).__name__}: {first_line(exc)}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(module) if not n.startswith("_")]
+            from probe.spec.schema import did_you_mean
+
+            hint = did_you_mean(part, names)
+            raise BuildError(
+                f"{key}: '{module_name}' has no attribute '{part}'" + (f"; {hint.strip()}" if hint else "")
+            )
+        obj = getattr(obj, part)
+    return obj
+
+
+def make_model(spec: Spec) -> nn.Module:
+    """Import the factory and call it with ``model.kwargs``."""
+    from torch import nn
+
+    m = spec.model
+    assert m.factory is not None
+    factory = load_object(m.factory, "model.import")
+    if not callable(factory):
+        raise BuildError(f"model.import: '{m.factory}' is a {type(factory).__name__}, not a callable")
+    try:
+        model = factory(**m.kwargs)
+    except Exception as exc:
+        raise BuildError(f"model.import: {m.factory}(...) raised {type(exc).__name__}: {first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise BuildError(f"model.import: {m.factory}(...) returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def input_spec(spec: Spec) -> InputSpec:
+    m = spec.model
+    if m.inputs is not None:
+        fn = load_object(m.inputs, "model.inputs")
+        if not callable(fn):
+            raise BuildError(f"model.inputs: '{m.inputs}' is not a callable")
+        return InputSpec("function", function=_guarded(fn, m.inputs))
+    if m.vocab_size is not None:
+        return InputSpec("tokens", m.input_shape or (m.seq_len,), vocab_size=m.vocab_size)
+    if m.input_shape is not None:
+        return InputSpec("shape", m.input_shape)
+    raise BuildError(
+        "model.input_shape: a user model needs its inputs: --input-shape 3,32,32 (one sample), "
+        "model.vocab_size with model.seq_len (token ids), or --inputs module:function"
+    )
+
+
+def build(spec: Spec) -> Built:
+    """Import, initialize (if asked) and discover the layers of a user model."""
+    from probe.model import init_rules
+
+    model = make_model(spec)
+    inputs = input_spec(spec)
+    log = init_rules.InitLog()
+    ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
+    if spec.init.explicit:
+        init_rules.apply_flat(model, spec.init, ctx, log)
+    init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
+    watched, notes = discover(model, inputs, spec.data.distribution)
+    for w in watched:
+        w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
+    return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
+
+
+@dataclass
+class _Seen:
+    qual: str
+    module: Any
+    order: int
+    calls: int = 0
+    shape: tuple[int, ...] | None = None
+    why_not: str = ""
+
+
+def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
+    """One forward pass to learn which candidate modules run and the shape of their outputs."""
+    import torch
+
+    candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
+    seen: dict[int, _Seen] = {}
+
+    def hook(module: Any, args: Any, output: Any) -> None:
+        entry = seen.get(id(module))
+        if entry is None:
+            entry = seen[id(module)] = _Seen(candidates[id(module)][0], module, len(seen))
+        entry.calls += 1
+        tensor = first_float_tensor(output)
+        if tensor is None:
+            entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
+        elif entry.shape is None:
+            entry.shape = tuple(tensor.shape)
+
+    handles = [m.register_forward_hook(hook) for _, m in candidates.values()]
+    was_training = model.training
+    model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
+    try:
+        # a factory may return a model already on a GPU or in float64: feed it there
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
+        with torch.no_grad():
+            model(*batch.args, **batch.kwargs)
+    except BuildError:
+        raise
+    except Exception as exc:
+        raise BuildError(
+            f"the model rejected its inputs ({inputs.describe()}): {type(exc).__name__}: {first_line(exc)}"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    watched: list[Watched] = []
+    notes: list[str] = []
+    for entry in sorted(seen.values(), key=lambda e: e.order):
+        if entry.shape is None:
+            notes.append(f"{entry.qual} ({type(entry.module).__name__}) not watched: {entry.why_not}")
+            continue
+        if entry.calls > 1:
+            notes.append(f"{entry.qual} runs {entry.calls} times per forward pass; its row pools every call")
+        unit_dim = _unit_dim(entry.module, len(entry.shape))
+        units = entry.shape[unit_dim] if entry.shape else 1
+        watched.append(
+            Watched(
+                entry.qual,
+                len(watched) + 1,
+                "hidden",
+                entry.module,
+                _weight(entry.module),
+                units,
+                unit_dim,
+                _saturation(entry.module),
+                module_type=type(entry.module).__name__,
+            )
+        )
+    never = [q for key, (q, _) in candidates.items() if key not in seen]
+    if never:
+        shown = ", ".join(never[:8]) + (f", ... ({len(never)} in all)" if len(never) > 8 else "")
+        notes.append(f"not called in the forward pass, so not watched: {shown}")
+    if not watched:
+        raise BuildError("the model has no module with parameters or activation module that ran; nothing to watch")
+    return watched, notes
+
+
+def first_float_tensor(output: Any) -> torch.Tensor | None:
+    """The first floating-point tensor in a module output (tensor, tuple/list, dict)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = first_float_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _is_candidate(module: nn.Module) -> bool:
+    from torch import nn
+
+    if isinstance(module, nn.MultiheadAttention) or any(True for _ in module.parameters(recurse=False)):
+        return True
+    return type(module).__module__ == "torch.nn.modules.activation" and not list(module.children())
+
+
+def _unit_dim(module: nn.Module, ndim: int) -> int:
+    """Channels-first for conv-like outputs (N, C, ...), last dimension otherwise."""
+    from torch import nn
+
+    channel_first = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+    if ndim <= 1:
+        return 0
+    if isinstance(module, channel_first) or ndim >= 4:
+        return 1
+    return ndim - 1
+
+
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    import torch
+
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.requires_grad:
+        return weight
+    for _, p in module.named_parameters(recurse=False):
+        if p.dim() >= 2 and p.requires_grad:
+            return p
+    return None
+
+
+def _saturation(module: nn.Module) -> Any:
+    from torch import nn
+
+    from probe.spec import activations
+
+    if isinstance(module, nn.Tanh):
+        return activations.saturation("tanh", {})
+    if isinstance(module, nn.Sigmoid):
+        return activations.saturation("sigmoid", {})
+    return None
+
+
+def _guarded(fn: Callable[..., Any], path: str) -> Callable[[int], Any]:
+    def call(batch_size: int) -> Any:
+        try:
+            return fn(batch_size)
+        except Exception as exc:
+            raise BuildError(
+                f"model.inputs: {path}({batch_size}) raised {type(exc).__name__}: {first_line(exc)}"
+            ) from None
+
+    call.__qualname__ = path
+    return call

@@ -1,0 +1,443 @@
+"""Report/Verdict -> renderables and text: table, JSON, CSV, Markdown, JUnit. Never prints.
+
+Rows are computed by plain functions (``layer_row``, ``compare_row``) so that tests check numbers
+without parsing output; the renderers only lay those rows out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from probe.judge import rules
+from probe.records import LayerStats, Problem, Report, Run, Verdict
+from probe.render import spark
+from probe.spec import summary, to_dict
+
+FORMAT = "probe.report/1"
+FORMATS = ("table", "json", "csv", "markdown")
+
+LAYER_FIELDS = (
+    "name",
+    "index",
+    "kind",
+    "units",
+    "mean",
+    "std",
+    "zero_ratio",
+    "dead_units",
+    "saturation_ratio",
+    "nonfinite",
+    "unit_spread",
+    "grad_std",
+    "weight_grad_norm",
+    "weight_grad_std",
+)
+
+
+# ---- numbers ---------------------------------------------------------------------------------
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe value: non-finite floats become ``None`` (strict JSON has no nan/inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def fmt(value: float | int | None) -> str:
+    """4 significant digits; '-' for a value that does not apply."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.4g}"
+
+
+def fmt_fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# ---- rows ------------------------------------------------------------------------------------
+
+
+def layer_row(layer: LayerStats) -> dict[str, Any]:
+    row = {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
+    # architectures and user models also say what each row is and what initialized it
+    for extra in ("module_type", "init_rule"):
+        value = getattr(layer, extra)
+        if value is not None:
+            row[extra] = value
+    return row
+
+
+SUMMARY_ROWS = 40  # the table summarizes reports with more rows than this
+EXTREME_ROWS = 5  # ... showing the first and last rows, every flagged row and this many extremes
+
+
+def select_layers(report: Report, pattern: str) -> Report:
+    """The report with only the rows whose name matches ``pattern`` (fnmatch; a plain word
+    matches as a substring). The verdict should be evaluated before selecting."""
+    import fnmatch
+    from dataclasses import replace
+
+    from probe.errors import SpecError
+
+    glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    kept = tuple(x for x in report.layers if fnmatch.fnmatchcase(x.name, glob))
+    if not kept:
+        names = [x.name for x in report.layers]
+        shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+        raise SpecError(f"--layers '{pattern}' matches no layer (layers: {shown})")
+    return replace(report, layers=kept)
+
+
+def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) -> list[LayerStats]:
+    """The rows a summarized table shows: all of them up to ``limit``; beyond, the first and last,
+    the first offender of each broken rule, the ``EXTREME_ROWS`` rows whose std is farthest (in
+    log scale) from the first row's, then other flagged rows in order while fewer than ``limit``."""
+    layers = list(report.layers)
+    if len(layers) <= limit:
+        return layers
+    flags = rules.layer_flags(report, verdict)
+    keep = {0, len(layers) - 1}
+    index = {x.name: i for i, x in enumerate(layers)}
+    keep.update(index[p.layer] for p in verdict.problems if p.layer in index)
+    ref = layers[0].std if layers[0].std and math.isfinite(layers[0].std) else 1.0
+
+    def distance(i: int) -> float:
+        std = layers[i].std
+        if std is None or not math.isfinite(std) or std <= 0:
+            return math.inf
+        return abs(math.log10(std / ref))
+
+    keep.update(sorted(range(len(layers)), key=distance, reverse=True)[:EXTREME_ROWS])
+    for i, x in enumerate(layers):
+        if len(keep) >= limit:
+            break
+        if x.name in flags:
+            keep.add(i)
+    return [layers[i] for i in sorted(keep)]
+
+
+def problem_dict(p: Problem) -> dict[str, Any]:
+    return {"rule": p.rule, "layer": p.layer, "value": clean(p.value), "threshold": p.threshold, "message": p.message}
+
+
+def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
+    """The machine-readable report (``probe.report/1``)."""
+    return {
+        "format": FORMAT,
+        "spec": to_dict(report.spec),
+        "environment": {
+            "device": report.device,
+            "dtype": report.dtype,
+            "torch": report.torch_version,
+            "elapsed_s": round(report.elapsed_s, 4),
+        },
+        "summary": {
+            "first_std": clean(report.first.std),
+            "last_std": clean(report.last.std),
+            "std_ratio": clean(report.std_ratio()),
+            "grad_ratio": clean(report.grad_ratio()),
+        },
+        "layers": [layer_row(layer) for layer in report.layers],
+        "verdict": {
+            "healthy": verdict.healthy,
+            "problems": [problem_dict(p) for p in verdict.problems],
+            "warnings": [problem_dict(p) for p in verdict.warnings],
+        },
+        **({"notes": list(report.notes)} if report.notes else {}),
+    }
+
+
+def compare_row(run: Run) -> dict[str, Any]:
+    """The side-by-side summary ``compare`` prints for one strategy."""
+    r = run.report
+    sat = [x.saturation_ratio for x in r.layers if x.saturation_ratio is not None]
+    return {
+        "run": run.label,
+        "strategy": run.strategy,
+        "activation": run.activation,
+        "first_std": clean(r.first.std),
+        "last_std": clean(r.last.std),
+        "std_ratio": clean(r.std_ratio()),
+        "last_zero_ratio": clean(r.last.zero_ratio),
+        "dead_units": clean(max(x.dead_units for x in r.layers)),
+        "saturation_ratio": clean(max(sat)) if sat else None,
+        "grad_ratio": clean(r.grad_ratio()),
+        "healthy": run.verdict.healthy,
+        "problems": sorted({p.rule for p in run.verdict.problems}),
+    }
+
+
+def verdict_text(verdict: Verdict) -> str:
+    if verdict.healthy:
+        return "healthy"
+    return "UNHEALTHY: " + ", ".join(dict.fromkeys(p.rule for p in verdict.problems))
+
+
+# ---- JSON / CSV / Markdown -------------------------------------------------------------------
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+
+
+def run_json(report: Report, verdict: Verdict) -> str:
+    return dumps(report_dict(report, verdict))
+
+
+def runs_json(runs: Sequence[Run]) -> str:
+    return dumps(
+        {
+            "format": FORMAT,
+            "healthy": all(r.verdict.healthy for r in runs),
+            "runs": [
+                {
+                    "label": r.label,
+                    "strategy": r.strategy,
+                    "activation": r.activation,
+                    **report_dict(r.report, r.verdict),
+                }
+                for r in runs
+            ],
+        }
+    )
+
+
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV with a header; lists are joined with ';' and None is empty."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (";".join(v) if isinstance(v, list) else ("" if v is None else v)) for k, v in row.items()})
+    return out.getvalue()
+
+
+def layers_csv(runs: Sequence[Run]) -> str:
+    """One row per layer per run; the first column names the run."""
+    rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
+    extra = [c for c in ("module_type", "init_rule") if any(c in row for row in rows)]
+    return csv_text([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
+
+
+def compare_csv(runs: Sequence[Run]) -> str:
+    rows = [compare_row(r) for r in runs]
+    return csv_text(rows, list(rows[0]))
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "grad std", "W grad norm")
+
+
+def _layer_cells(x: LayerStats) -> list[str]:
+    return [
+        x.name,
+        fmt(x.mean),
+        fmt(x.std),
+        fmt_fraction(x.zero_ratio),
+        fmt_fraction(x.dead_units),
+        fmt_fraction(x.saturation_ratio),
+        str(x.nonfinite),
+        fmt(x.grad_std),
+        fmt(x.weight_grad_norm),
+    ]
+
+
+def _problem_lines(verdict: Verdict) -> list[str]:
+    return [f"- `{p.rule}` at {p.layer}: {p.message}" for p in verdict.problems]
+
+
+def run_markdown(report: Report, verdict: Verdict) -> str:
+    parts = [
+        f"### {report.spec.name}\n",
+        f"`{summary(report.spec)}`\n",
+        md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
+        f"**Verdict: {verdict_text(verdict)}**\n",
+    ]
+    lines = _problem_lines(verdict)
+    if lines:
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+_COMPARE_COLUMNS = (
+    "run",
+    "first std",
+    "last std",
+    "last/1st",
+    "last 0s",
+    "dead",
+    "sat",
+    "grad 1st/last",
+    "verdict",
+)
+
+
+def _compare_cells(run: Run) -> list[str]:
+    row = compare_row(run)
+    return [
+        run.label,
+        fmt(row["first_std"]),
+        fmt(row["last_std"]),
+        fmt(row["std_ratio"]),
+        fmt_fraction(row["last_zero_ratio"]),
+        fmt_fraction(row["dead_units"]),
+        fmt_fraction(row["saturation_ratio"]),
+        fmt(row["grad_ratio"]),
+        "healthy" if run.verdict.healthy else ", ".join(dict.fromkeys(p.rule for p in run.verdict.problems)),
+    ]
+
+
+def compare_markdown(runs: Sequence[Run]) -> str:
+    return md_table(_COMPARE_COLUMNS, [_compare_cells(r) for r in runs])
+
+
+def check_lines(runs: Sequence[Run]) -> list[str]:
+    """One line per problem (``SPEC: rule at layer: message``), then one summary line."""
+    lines = [f"{r.label}: {p.rule}: {p.message}" for r in runs for p in r.verdict.problems]
+    bad = sum(not r.verdict.healthy for r in runs)
+    lines.append(f"{len(runs) - bad} healthy, {bad} unhealthy")
+    return lines
+
+
+def junit_xml(runs: Sequence[Run]) -> str:
+    """A JUnit XML document: one test case per spec, failed when the spec breaks a rule."""
+    from xml.sax.saxutils import quoteattr  # imports urllib and http: ~15 ms off every other path
+
+    failures = sum(not r.verdict.healthy for r in runs)
+    total_time = sum(r.report.elapsed_s for r in runs)
+    out = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<testsuites name="probe" tests="{len(runs)}" failures="{failures}" time="{total_time:.3f}">',
+        f'  <testsuite name="probe.check" tests="{len(runs)}" failures="{failures}" errors="0" time="{total_time:.3f}">',
+    ]
+    for r in runs:
+        attrs = f'classname="probe.check" name={quoteattr(r.label)} time="{r.report.elapsed_s:.3f}"'
+        if r.verdict.healthy:
+            out.append(f"    <testcase {attrs}/>")
+            continue
+        rules_broken = ", ".join(dict.fromkeys(p.rule for p in r.verdict.problems))
+        body = "\n".join(f"{p.rule} at {p.layer}: {p.message}" for p in r.verdict.problems)
+        out.append(f"    <testcase {attrs}>")
+        out.append(
+            f'      <failure message={quoteattr("broken rules: " + rules_broken)} type="probe.unhealthy">'
+            f"{_xml_text(body)}</failure>"
+        )
+        out.append("    </testcase>")
+    out += ["  </testsuite>", "</testsuites>", ""]
+    return "\n".join(out)
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ---- rich renderables ------------------------------------------------------------------------
+
+_STYLE = {"fail": "bold red", "warn": "yellow", "ok": "green"}
+
+
+def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Any:
+    """Spec line, per-layer colored table and verdict, as one rich renderable. Reports with more
+    than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows every row."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    flags = rules.layer_flags(report, verdict)
+    shown = list(report.layers) if max_rows is None else summary_layers(report, verdict, max_rows)
+    typed = any(x.module_type for x in report.layers)
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in _RUN_COLUMNS:
+        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
+        if col == "layer" and typed:
+            table.add_column("type", justify="left", no_wrap=True)
+    # bars on spark's fixed log scale, so vanishing shows without reading numbers
+    table.add_column("std (log)", justify="left", no_wrap=True)
+    table.add_column("grad (log)", justify="left", no_wrap=True)
+    cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
+    for x in shown:
+        layer_flags = flags.get(x.name, {})
+        row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
+        cells = []
+        for text, f in zip(_layer_cells(x), cell_fields, strict=False):
+            level = layer_flags.get(f) if f else None
+            if f is None and text == x.name:
+                level = row_level
+            cells.append(Text(text, style=_STYLE[level]) if level else Text(text))
+        std_level = layer_flags.get("std")
+        cells.append(Text(spark.std_bar(x.std, 10), style=_STYLE[std_level] if std_level else "cyan"))
+        grad_level = layer_flags.get("grad_std")
+        cells.append(Text(spark.std_bar(x.grad_std, 10), style=_STYLE[grad_level] if grad_level else "cyan"))
+        if typed:
+            cells.insert(1, Text(x.module_type or "", style="dim"))
+        table.add_row(*cells)
+    parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
+    if len(shown) < len(report.layers):
+        parts.append(
+            Text(
+                f"showing {len(shown)} of {len(report.layers)} layers: the first and last, flagged layers and "
+                f"the {EXTREME_ROWS} most extreme stds (--all-layers or --format json for every row)",
+                style="dim",
+            )
+        )
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="yellow"))
+    parts.append(verdict_renderable(verdict))
+    return Group(*parts)
+
+
+def verdict_renderable(verdict: Verdict) -> Any:
+    from rich.text import Text
+
+    text = Text()
+    if verdict.healthy:
+        text.append("verdict: healthy", style="bold green")
+        for w in verdict.warnings:
+            text.append(f"\n  near {w.rule}: {w.message}", style="yellow")
+        return text
+    text.append("verdict: " + verdict_text(verdict), style="bold red")
+    for p in verdict.problems:
+        text.append(f"\n  {p.rule}: {p.message}", style="red")
+    return text
+
+
+def compare_renderable(runs: Sequence[Run], title: str) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in _COMPARE_COLUMNS[:-1]:
+        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
+    # per-layer activation std as a sparkline on spark's fixed log scale
+    table.add_column("std/layer", justify="left", no_wrap=True)
+    # wide enough for the longest rule name, so names wrap between words, never inside one
+    longest = max(len(name) for name in rules.RULES) + 1
+    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold", min_width=longest)
+    for r in runs:
+        cells = _compare_cells(r)
+        style = "green" if r.verdict.healthy else "red"
+        layers = r.report.layers
+        line = spark.std_sparkline([x.std for x in layers])
+        table.add_row(Text(cells[0], style=style), *cells[1:-1], line, Text(cells[-1], style=style))
+    return Group(Text(title, style="dim"), table)

@@ -1,0 +1,242 @@
+"""Init strategies: a registry from names to functions over ``torch.nn.init``.
+
+Each strategy declares its parameters as data (validated by the spec before torch is imported)
+and a function that fills one tensor in place. Nothing here re-derives a formula: variances come
+from ``torch.nn.init`` itself, so probe measures what users' code would actually do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from probe.spec.activations import kaiming_args
+from probe.spec.schema import Param
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class InitContext:
+    """What a strategy may need to know about the network: its activation (for He's
+    nonlinearity and Xavier's ``gain: auto``)."""
+
+    activation: str = "relu"
+    activation_params: dict[str, Any] = field(default_factory=dict)
+
+
+Filler = Callable[["torch.Tensor", dict[str, Any], InitContext], None]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    params: dict[str, Param]
+    fill: Filler
+    needs_fan: bool  # uses fan-in/fan-out: weights only, not 1-D biases
+    summary: str
+
+
+def _gain(params: dict[str, Any], ctx: InitContext) -> float:
+    import torch
+
+    gain = params["gain"]
+    if gain == "auto":
+        nonlinearity, slope = kaiming_args(ctx.activation, ctx.activation_params)
+        return float(torch.nn.init.calculate_gain(nonlinearity, slope))  # type: ignore[arg-type]
+    return float(gain)
+
+
+def _kaiming(uniform: bool) -> Filler:
+    def fill(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+        from torch.nn import init
+
+        nonlinearity, slope = kaiming_args(ctx.activation, ctx.activation_params)
+        if p["nonlinearity"] is not None:
+            nonlinearity = p["nonlinearity"]
+        if p["a"] is not None:
+            slope = p["a"]
+        fn = init.kaiming_uniform_ if uniform else init.kaiming_normal_
+        fn(t, a=slope, mode=p["mode"], nonlinearity=nonlinearity)  # type: ignore[arg-type]
+
+    return fill
+
+
+def _lecun(uniform: bool) -> Filler:
+    # LeCun = variance 1/fan_in, i.e. Kaiming with the linear gain.
+    def fill(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+        from torch.nn import init
+
+        fn = init.kaiming_uniform_ if uniform else init.kaiming_normal_
+        fn(t, mode="fan_in", nonlinearity="linear")
+
+    return fill
+
+
+def _normal(std: float | None = None) -> Filler:
+    def fill(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+        from torch.nn import init
+
+        init.normal_(t, mean=p.get("mean", 0.0), std=std if std is not None else p["std"])
+
+    return fill
+
+
+def _trunc_normal(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+    from torch.nn import init
+
+    std, mean = p["std"], p["mean"]
+    a = p["a"] if p["a"] is not None else mean - 2.0 * std
+    b = p["b"] if p["b"] is not None else mean + 2.0 * std
+    init.trunc_normal_(t, mean=mean, std=std, a=a, b=b)
+
+
+def _fill_with(fn_name: str, *keys: str) -> Filler:
+    def fill(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+        from torch.nn import init
+
+        getattr(init, fn_name)(t, *(p[k] for k in keys))
+
+    return fill
+
+
+def _uniform(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+    from torch.nn import init
+
+    init.uniform_(t, -p["a"], p["a"])
+
+
+def _xavier(uniform: bool) -> Filler:
+    def fill(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+        from torch.nn import init
+
+        (init.xavier_uniform_ if uniform else init.xavier_normal_)(t, gain=_gain(p, ctx))
+
+    return fill
+
+
+def _orthogonal(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+    from torch.nn import init
+
+    init.orthogonal_(t, gain=_gain(p, ctx))
+
+
+def _keep(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+    """``default``: keep what the torch layer's own ``reset_parameters`` drew."""
+
+
+_GAIN = Param("float_or_auto", 1.0, help="multiplier; 'auto' = calculate_gain(activation)")
+_KAIMING = {
+    "mode": Param("str", "fan_in", choices=("fan_in", "fan_out")),
+    "nonlinearity": Param(
+        "str",
+        None,
+        nullable=True,
+        choices=("relu", "leaky_relu", "tanh", "sigmoid", "selu", "linear"),
+        help="default: from model.activation",
+    ),
+    "a": Param("float", None, nullable=True, minimum=0.0, help="leaky slope; default: the model's"),
+}
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in [
+        Strategy("default", {}, _keep, False, "what the torch layer already did"),
+        Strategy("zeros", {}, _fill_with("zeros_"), False, "all zeros (breaks symmetry: bad)"),
+        Strategy("ones", {}, _fill_with("ones_"), False, "all ones"),
+        Strategy(
+            "constant", {"value": Param("float", 0.1)}, _fill_with("constant_", "value"), False, "every entry = value"
+        ),
+        Strategy("tiny", {}, _normal(0.01), False, "N(0, 0.01^2), the seed's 'too small'"),
+        Strategy("large", {}, _normal(1.0), False, "N(0, 1), the seed's 'too large'"),
+        Strategy(
+            "normal",
+            {"std": Param("float", 0.02, minimum=0.0, exclusive_minimum=True), "mean": Param("float", 0.0)},
+            _normal(),
+            False,
+            "N(mean, std^2)",
+        ),
+        Strategy(
+            "uniform", {"a": Param("float", 0.05, minimum=0.0, exclusive_minimum=True)}, _uniform, False, "U(-a, a)"
+        ),
+        Strategy(
+            "trunc_normal",
+            {
+                "std": Param("float", 0.02, minimum=0.0, exclusive_minimum=True),
+                "mean": Param("float", 0.0),
+                "a": Param("float", None, nullable=True, help="lower cut; default mean - 2 std"),
+                "b": Param("float", None, nullable=True, help="upper cut; default mean + 2 std"),
+            },
+            _trunc_normal,
+            False,
+            "truncated normal (ViT style)",
+        ),
+        Strategy("xavier_uniform", {"gain": _GAIN}, _xavier(True), True, "U(+-gain sqrt(6 / (fan_in + fan_out)))"),
+        Strategy("xavier_normal", {"gain": _GAIN}, _xavier(False), True, "N(0, gain^2 2 / (fan_in + fan_out))"),
+        Strategy("he_uniform", dict(_KAIMING), _kaiming(True), True, "Kaiming uniform, variance gain^2 / fan"),
+        Strategy("he_normal", dict(_KAIMING), _kaiming(False), True, "Kaiming normal, variance gain^2 / fan"),
+        Strategy("lecun_normal", {}, _lecun(False), True, "N(0, 1 / fan_in) (SELU)"),
+        Strategy("lecun_uniform", {}, _lecun(True), True, "U with variance 1 / fan_in"),
+        Strategy("orthogonal", {"gain": _GAIN}, _orthogonal, True, "(semi-)orthogonal * gain"),
+    ]
+}
+
+ALIASES: dict[str, str] = {
+    "xavier": "xavier_normal",
+    "glorot": "xavier_normal",
+    "glorot_normal": "xavier_normal",
+    "glorot_uniform": "xavier_uniform",
+    "he": "he_normal",
+    "kaiming": "he_normal",
+    "kaiming_normal": "he_normal",
+    "kaiming_uniform": "he_uniform",
+    "lecun": "lecun_normal",
+    "zero": "zeros",
+}
+
+
+def canonical(name: str) -> str:
+    """The registry name for ``name`` (resolving aliases); unknown names pass through."""
+    return ALIASES.get(name, name)
+
+
+def all_names() -> list[str]:
+    return sorted([*STRATEGIES, *ALIASES])
+
+
+def apply(tensor: torch.Tensor, name: str, params: dict[str, Any], ctx: InitContext) -> None:
+    """Fill ``tensor`` in place with strategy ``name`` (already validated). A meta-device tensor
+    has no values: nothing is drawn (``--layer-by-layer`` builds the structure that way, and
+    torch's meta ``normal_`` alone costs seconds to load)."""
+    import torch
+
+    if tensor.is_meta:
+        return
+    with torch.no_grad():
+        STRATEGIES[canonical(name)].fill(tensor, params, ctx)
+
+
+# ---- lsuv: a data-dependent strategy ---------------------------------------------------------
+# Its fill draws the starting init; run.py then rescales each layer on the probe's batches
+# (probe.fix.lsuv_built), since a fill function sees one tensor and no data.
+_LSUV_STARTS = tuple(STRATEGIES)
+
+
+def _lsuv_start(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
+    start = STRATEGIES[p["start"]]
+    start.fill(t, {k: param.default for k, param in start.params.items()}, ctx)
+
+
+STRATEGIES["lsuv"] = Strategy(
+    "lsuv",
+    {
+        "start": Param("str", "orthogonal", choices=_LSUV_STARTS, help="init drawn before rescaling"),
+        "tolerance": Param("float", 0.1, minimum=0.0, exclusive_minimum=True, help="accept |variance - 1| below this"),
+        "max_iter": Param("int", 10, minimum=1, help="rescaling passes per layer at most"),
+    },
+    _lsuv_start,
+    True,
+    "LSUV (Mishkin & Matas 2015): start init, then each layer rescaled to unit output variance",
+)

@@ -1,0 +1,358 @@
+"""YAML text -> a validated, typed ``Spec``. The only module that reads user configuration.
+
+Every key has a default, so ``{}`` is a valid spec: the seed lab's 8-layer He + ReLU network.
+Errors are ``SpecError`` values carrying the dotted key path, the valid choices and a
+"did you mean" suggestion; YAML syntax errors carry line and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from probe.errors import SpecError
+from probe.spec import activations, inits
+from probe.spec.schema import check_params, type_name, unknown
+from probe.spec.types import (
+    DATA_PARAMS,
+    DEVICE_PATTERN,
+    GATE_PARAMS,
+    MODEL_KEYS,
+    MODEL_PARAMS,
+    RULE_NAMES,
+    RULE_TARGETS,
+    RUN_PARAMS,
+    SECTIONS,
+    Choice,
+    DataSpec,
+    GateSpec,
+    InitRule,
+    InitSpec,
+    ModelSpec,
+    Param,
+    RuleTarget,
+    RunSpec,
+    Spec,
+)
+
+# ---- parsing ---------------------------------------------------------------------------------
+
+
+def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Read and validate a spec file; ``overrides`` maps dotted keys to values (CLI flags)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {p}") from None
+    except IsADirectoryError:
+        raise SpecError(f"spec path is a directory, not a YAML file: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {p}: {exc}") from None
+    return loads(text, source=str(p), overrides=overrides, default_name=p.stem)
+
+
+def loads(
+    text: str,
+    source: str = "<spec>",
+    overrides: Mapping[str, Any] | None = None,
+    default_name: str = "probe",
+) -> Spec:
+    """Validate YAML text as a spec."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise SpecError(f"{where}: YAML syntax error: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: YAML error: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{source}: the spec must be a mapping of sections, got {type_name(raw)}")
+    return parse(raw, overrides=overrides, default_name=default_name)
+
+
+def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, default_name: str = "probe") -> Spec:
+    """Validate an already-parsed mapping (e.g. from a notebook) as a spec."""
+    data = _merge_overrides(raw, overrides or {})
+    for key in data:
+        if key not in SECTIONS:
+            raise unknown("section", key, SECTIONS, str(key))
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"expected a non-empty string, got {type_name(name)}", "name")
+
+    model = _model(_section(data, "model"))
+
+    init_raw = _section(data, "init")
+    for key in init_raw:
+        if key not in ("weight", "bias", "rules"):
+            raise unknown("key", key, ("weight", "bias", "rules"), f"init.{key}", "init")
+    weight = _strategy(init_raw.get("weight", "he_normal"), "init.weight", bias=False)
+    bias = _strategy(init_raw.get("bias", "zeros"), "init.bias", bias=True)
+    rules = _rules(init_raw.get("rules"))
+    init = InitSpec(weight, bias, rules, explicit="weight" in init_raw or "bias" in init_raw)
+
+    data_spec = DataSpec(**check_params(_section(data, "data"), DATA_PARAMS, "data", "data"))
+
+    run_raw = check_params(_section(data, "run"), RUN_PARAMS, "run", "run")
+    device = run_raw["device"]
+    if not DEVICE_PATTERN.match(device):
+        raise SpecError(f"unknown device '{device}' (valid: auto, cpu, cuda, cuda:N, mps)", "run.device")
+    run = RunSpec(**run_raw)
+
+    gate_raw = _section(data, "gate")
+    disable = gate_raw.pop("disable", [])
+    if isinstance(disable, str):
+        disable = [disable]
+    if not isinstance(disable, list):
+        raise SpecError(f"expected a list of rule names, got {type_name(disable)}", "gate.disable")
+    for i, rule in enumerate(disable):
+        if rule not in RULE_NAMES:
+            raise unknown("rule", rule, RULE_NAMES, f"gate.disable[{i}]")
+    gate = GateSpec(disable=tuple(disable), **check_params(gate_raw, GATE_PARAMS, "gate", "gate"))
+
+    return Spec(model=model, init=init, data=data_spec, run=run, gate=gate, name=name)
+
+
+def _model(raw: dict[str, Any]) -> ModelSpec:
+    activation = _choice(raw.pop("activation", "relu"), activations.ACTIVATIONS, "activation", "model.activation")
+    factory = raw.pop("import", None)
+    if factory is not None and (not isinstance(factory, str) or ":" not in factory):
+        raise SpecError(f"expected 'package.module:factory', got {factory!r}", "model.import")
+    branch_scale: float | str = raw.pop("branch_scale", 1.0)
+    if branch_scale != "depth":
+        branch_scale = Param("float", minimum=0.0).check(branch_scale, "model.branch_scale")
+    for key in raw:
+        if key not in MODEL_PARAMS:
+            raise unknown("key", key, MODEL_KEYS, f"model.{key}", "model")
+    values = check_params(raw, MODEL_PARAMS, "model", "model")
+    if values["input_shape"] is not None:
+        values["input_shape"] = tuple(values["input_shape"])
+    model = ModelSpec(activation=activation, branch_scale=branch_scale, factory=factory, **values)
+    if model.zero_init == "last_norm" and (model.norm == "none" or model.norm_position != "post"):
+        raise SpecError(
+            "last_norm zeroes the last norm of each branch: it needs model.norm batchnorm or layernorm "
+            "and model.norm_position post",
+            "model.zero_init",
+        )
+    if model.kind == "transformer" and model.width % model.heads:
+        raise SpecError(f"width {model.width} is not divisible by heads {model.heads}", "model.heads")
+    return model
+
+
+def _rules(raw: Any) -> tuple[InitRule, ...]:
+    """``init.rules``: a list of ``{match: {type, name}, weight: ..., bias: ..., ...}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(f"expected a list of rules, got {type_name(raw)}", "init.rules")
+    rules = []
+    keys = ("match", *RULE_TARGETS, "forget_bias")
+    for i, item in enumerate(raw):
+        path = f"init.rules[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(f"expected a mapping with 'match', got {type_name(item)}", path)
+        for key in item:
+            if key not in keys:
+                raise unknown("key", key, keys, f"{path}.{key}", "a rule")
+        match = item.get("match")
+        if not isinstance(match, Mapping) or not match:
+            raise SpecError("needs 'match: {type: Conv2d}' and/or 'match: {name: \"*.out_proj\"}'", f"{path}.match")
+        for key, value in match.items():
+            if key not in ("type", "name"):
+                raise unknown("key", key, ("type", "name"), f"{path}.match.{key}", "match")
+            if not isinstance(value, str) or not value:
+                raise SpecError(f"expected a non-empty string, got {type_name(value)}", f"{path}.match.{key}")
+        targets = []
+        for target in RULE_TARGETS:
+            if target not in item:
+                continue
+            value = item[target]
+            depth_scale: float | bool = False
+            if isinstance(value, Mapping) and "depth_scale" in value:
+                value = dict(value)
+                depth_scale = value.pop("depth_scale")
+                if not isinstance(depth_scale, bool):
+                    depth_scale = Param("float", minimum=1.0).check(depth_scale, f"{path}.{target}.depth_scale")
+            strategy = _strategy(value, f"{path}.{target}", bias=target.startswith("bias"))
+            targets.append(RuleTarget(target, strategy, depth_scale))
+        forget_bias = item.get("forget_bias")
+        if forget_bias is not None:
+            forget_bias = Param("float").check(forget_bias, f"{path}.forget_bias")
+        if not targets and forget_bias is None:
+            raise SpecError(f"a rule needs at least one of {', '.join(RULE_TARGETS)} or forget_bias", path)
+        rules.append(InitRule(path, match.get("type"), match.get("name"), tuple(targets), forget_bias))
+    return tuple(rules)
+
+
+def _merge_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            data[section] = value
+            continue
+        current = data.get(section)
+        if current is None:
+            current = {}
+        if not isinstance(current, dict):
+            raise SpecError(f"expected a mapping, got {type_name(current)}", section)
+        current[key] = value
+        data[section] = current
+    return data
+
+
+def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"expected a mapping, got {type_name(value)}", name)
+    for key in value:
+        if not isinstance(key, str):
+            raise SpecError(f"keys must be strings, got {type_name(key)} {key!r}", name)
+    return dict(value)
+
+
+def _choice(value: Any, registry: Mapping[str, Any], kind: str, path: str) -> Choice:
+    """``relu`` or ``{name: leaky_relu, negative_slope: 0.2}`` -> Choice."""
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, Mapping):
+        params = dict(value)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise SpecError(f"a mapping needs a 'name' string (valid: {', '.join(sorted(registry))})", path)
+    else:
+        raise SpecError(f"expected a name or a mapping with 'name', got {type_name(value)}", path)
+    if name not in registry:
+        raise unknown(kind, name, registry, path)
+    return Choice(name, check_params(params, registry[name].params, f"{kind} '{name}'", path))
+
+
+def _strategy(value: Any, path: str, bias: bool) -> Choice:
+    raw_name = value.get("name") if isinstance(value, Mapping) else value
+    if isinstance(raw_name, str) and inits.canonical(raw_name) != raw_name:
+        value = (
+            {**value, "name": inits.canonical(raw_name)} if isinstance(value, Mapping) else inits.canonical(raw_name)
+        )
+    names = {n: s for n, s in inits.STRATEGIES.items() if not (bias and s.needs_fan)}
+    try:
+        return _choice(value, names, "init strategy", path)
+    except SpecError as exc:
+        if bias and isinstance(raw_name, str) and inits.canonical(raw_name) in inits.STRATEGIES:
+            raise SpecError(
+                f"'{raw_name}' needs fan-in/fan-out and cannot initialize a 1-D bias "
+                f"(valid: {', '.join(sorted(names))})",
+                path,
+            ) from None
+        if not bias and isinstance(raw_name, str) and raw_name not in inits.STRATEGIES:
+            raise unknown("init strategy", raw_name, inits.all_names(), path) from None
+        raise exc
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def to_dict(spec: Spec) -> dict[str, Any]:
+    """The resolved spec as a plain mapping that ``parse`` accepts back unchanged."""
+
+    def choice(c: Choice) -> dict[str, Any]:
+        return {"name": c.name, **c.params}
+
+    def plain(obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(obj):
+            v = getattr(obj, f.name)
+            out[f.name] = choice(v) if isinstance(v, Choice) else (list(v) if isinstance(v, tuple) else v)
+        return out
+
+    model = plain(spec.model)
+    # keys added for other architectures appear only when set, so an MLP spec reads as before
+    for f in fields(ModelSpec):
+        if f.name in _MLP_KEYS:
+            continue
+        value = model.pop(f.name)
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if value != default and not (isinstance(value, list) and tuple(value) == default):
+            model["import" if f.name == "factory" else f.name] = value
+    init: dict[str, Any] = {"weight": choice(spec.init.weight), "bias": choice(spec.init.bias)}
+    if spec.model.factory is not None and not spec.init.explicit:
+        init = {}  # a user model keeps its own init: writing the defaults would override it
+    if spec.init.rules:
+        init["rules"] = [_rule_dict(r) for r in spec.init.rules]
+    return {
+        "name": spec.name,
+        "model": model,
+        "init": init,
+        "data": plain(spec.data),
+        "run": plain(spec.run),
+        "gate": plain(spec.gate),
+    }
+
+
+_MLP_KEYS = ("kind", "input_dim", "width", "depth", "output_dim", "activation", "bias", "norm")
+
+
+def _rule_dict(rule: InitRule) -> dict[str, Any]:
+    match = {k: v for k, v in (("type", rule.match_type), ("name", rule.match_name)) if v is not None}
+    out: dict[str, Any] = {"match": match}
+    for t in rule.targets:
+        entry: dict[str, Any] = {"name": t.strategy.name, **t.strategy.params}
+        if t.depth_scale is not False:
+            entry["depth_scale"] = t.depth_scale
+        out[t.target] = entry
+    if rule.forget_bias is not None:
+        out["forget_bias"] = rule.forget_bias
+    return out
+
+
+def summary(spec: Spec) -> str:
+    """The spec in one line, e.g. for the top of a report."""
+    m, d, r = spec.model, spec.data, spec.run
+    head = f" -> {m.output_dim}" if m.output_dim else ""
+    norm = f" +{m.norm}" if m.norm != "none" else ""
+    rules = f" + {len(spec.init.rules)} rule(s)" if spec.init.rules else ""
+    init = (
+        f"init {spec.init.weight.label(inits.STRATEGIES[spec.init.weight.name].params)}, "
+        f"bias {spec.init.bias.label(inits.STRATEGIES[spec.init.bias.name].params)}"
+    )
+    if m.factory is not None:
+        shape = f"model {m.factory}"
+        init = "init: the model's own" if not spec.init.explicit else init
+    elif m.kind == "conv":
+        shape = f"conv {m.in_channels}x{m.image_size}x{m.image_size} -> {m.width} ch x {m.depth}{head} k{m.kernel_size}"
+    elif m.kind == "residual":
+        shape = (
+            f"residual {m.block} {m.width} x {m.depth} blocks{head} branch_scale {m.branch_scale} "
+            f"zero_init {m.zero_init}"
+        )
+    elif m.kind == "transformer":
+        shape = f"transformer d_model {m.width} x {m.depth} blocks, {m.heads} heads, {m.seq_len} tokens{head}"
+    elif m.kind in ("lstm", "gru"):
+        shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth} layers, {m.seq_len} steps{head}"
+    else:
+        shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth}{head}"
+    # recurrent cells have their own nonlinearities; a user model its own modules
+    act = (
+        ""
+        if m.kind in ("lstm", "gru") or m.factory is not None
+        else " " + m.activation.label(activations.ACTIVATIONS[m.activation.name].params)
+    )
+    return (
+        f"{spec.name}: {shape}{act}{norm}; "
+        f"{init}{rules}; "
+        f"data {d.batches} x {d.batch_size} {d.distribution}; {r.device} {r.dtype} seed {r.seed}"
+    )
+
+
+def with_changes(spec: Spec, **sections: Any) -> Spec:
+    """A copy of ``spec`` with whole sections replaced (used by ``compare``)."""
+    return replace(spec, **sections)

@@ -1,0 +1,109 @@
+"""The package shows the pipeline: stages import only earlier stages, with no cycles, even through
+imports inside functions; no module grows past about 500 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGE = REPO / "probe"
+# Data flows one way: Spec -> (model, watched rows) -> Report -> Verdict -> rendering -> commands.
+STAGES = ["errors", "spec", "model", "records", "measure", "judge", "experiments", "render", "cli", "api"]
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _stage(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None  # probe itself: the lazy top-level API
+    return STAGES.index(parts[1]) if parts[1] in STAGES else None
+
+
+def _type_only(tree: ast.Module) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:`` (annotations only: they never run)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skip
+
+
+def _imports(runtime_only: bool) -> dict[str, set[str]]:
+    """module -> the probe modules it imports anywhere in its body (functions included)."""
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found: set[str] = set()
+        tree = ast.parse(path.read_text())
+        skip = _type_only(tree) if runtime_only else set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "probe":
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    found.add(sub if sub in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] == "probe")
+        graph[module] = {m for m in found if m != module and m in modules}
+    return graph
+
+
+GRAPH = _imports(runtime_only=False)
+RUNTIME = _imports(runtime_only=True)
+
+
+def test_every_module_is_in_a_stage() -> None:
+    unplaced = [m for m in GRAPH if m not in ("probe", "probe.__main__") and _stage(m) is None]
+    assert not unplaced, f"modules outside the stages {STAGES}: {unplaced}"
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_no_stage_imports_a_later_one(module: str) -> None:
+    own = _stage(module)
+    if own is None:
+        return
+    later = sorted(m for m in GRAPH[module] if (_stage(m) or 0) > own)
+    assert not later, f"{module} ({STAGES[own]}) imports later stages: {later}"
+
+
+def test_no_import_cycles() -> None:
+    # annotations-only imports (``if TYPE_CHECKING:``) never run, so they cannot form a cycle
+    # the package __init__ files re-export their stage: an edge into a package is an edge to its modules
+    def edges(m: str) -> set[str]:
+        return {n for n in RUNTIME[m] if not (n.startswith(m + ".") and m != "probe")}
+
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(edges(m)):
+            if n in ("probe", "probe.__main__"):
+                continue
+            if state.get(n) == 1:
+                cycle = [*stack[stack.index(n) :], n]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m)
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
+def test_modules_stay_short(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= 520, f"{path.relative_to(REPO)} has {lines} lines: split it by job"
