@@ -17,6 +17,7 @@ from probe.cli.common import (
     InputShapeOpt,
     InputsOpt,
     ModelArgOpt,
+    HfOpt,
     ModelOpt,
     OutputOpt,
     SetOpt,
@@ -49,6 +50,7 @@ def fix_cmd(
     gate: GateOpt = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
+    hf: HfOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
     inputs: InputsOpt = None,
@@ -67,7 +69,7 @@ def fix_cmd(
         from probe.render import theory as rt
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
-        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         load_torch()
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:

@@ -16,6 +16,7 @@ from probe.cli.common import (
     InputShapeOpt,
     InputsOpt,
     ModelArgOpt,
+    HfOpt,
     ModelOpt,
     OutputOpt,
     SetOpt,
@@ -37,6 +38,7 @@ def inspect(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     model: ModelOpt = None,
+    hf: HfOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
     inputs: InputsOpt = None,
@@ -54,7 +56,7 @@ def inspect(
         from probe.experiments.inspect_params import inspect as inspect_spec
         from probe.render import views
 
-        spec = load_spec(spec_path, pairs(set_, "", "--set"), model, model_arg, input_shape, inputs)
+        spec = load_spec(spec_path, pairs(set_, "", "--set"), model, model_arg, input_shape, inputs, hf)
         ins = inspect_spec(spec)
 
         def html() -> str:

@@ -17,6 +17,7 @@ from probe.cli.common import (
     InputsOpt,
     MaxMemoryOpt,
     ModelArgOpt,
+    HfOpt,
     ModelOpt,
     OutputOpt,
     PlotOpt,
@@ -46,6 +47,7 @@ def run(
     gate: GateOpt = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
+    hf: HfOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
     inputs: InputsOpt = None,
@@ -85,7 +87,7 @@ def run(
 
     def body() -> int:
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
-        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         from probe.judge.advice import advise
         from probe.judge.rules import evaluate
         from probe.measure.run import run_probe

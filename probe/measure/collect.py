@@ -154,6 +154,9 @@ class Collector:
         self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
+        # layer by layer: a block's forward runs again in the backward pass; its values were
+        # measured the first time, so only the gradient hooks are attached (measure/blockwise.py)
+        self.recomputing = False
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
@@ -209,6 +212,10 @@ class Collector:
         if isinstance(output, (tuple, list)):  # LSTM, MultiheadAttention: measure the first tensor
             output = next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
+            return
+        if self.recomputing:
+            if output.requires_grad:
+                output.register_hook(self._backward_hook(i))
             return
         layer = self.layers[i]
         y = _float(output.detach())
@@ -285,6 +292,15 @@ class Collector:
                 continue
             layer.weight_grad_batches += 1
             self._add_raw(base + i, _float(p.grad.detach()))
+
+    def add_weight_grad(self, i: int, grad: torch.Tensor) -> None:
+        """Fold in the gradient of layer ``i``'s weight from one backward pass, where the weight
+        does not outlive its block (``after_backward`` reads ``Watched.weight`` instead)."""
+        self.backward_done = True
+        if grad.numel() == 0:
+            return
+        self.layers[i].weight_grad_batches += 1
+        self._add_raw(2 * len(self.layers) + i, _float(grad.detach()))
 
     def _const(self, value: float) -> torch.Tensor:
         """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""

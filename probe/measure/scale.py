@@ -37,7 +37,7 @@ def forward_macs(spec: Spec) -> int:
 
 def threads_for(spec: Spec) -> int | None:
     """1 for small MLPs (see SINGLE_THREAD_MACS), None (torch's default) otherwise."""
-    if spec.model.kind != "mlp":
+    if spec.model.kind != "mlp" or spec.model.hf is not None:
         return None
     return 1 if forward_macs(spec) < SINGLE_THREAD_MACS else None
 
