@@ -299,7 +299,9 @@ ModelOpt = Annotated[
 ModelArgOpt = Annotated[
     Optional[list[str]],
     typer.Option(
-        "--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory, or a --hf config field (repeatable)."
+        "--model-arg",
+        metavar="KEY=VALUE",
+        help="A keyword argument of the factory, or a --hf config field (repeatable).",
     ),
 ]
 HfOpt = Annotated[
@@ -484,6 +486,28 @@ def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("probing batches", total=total)
         yield lambda done, _total: bar.update(task, completed=done)
+
+
+@contextmanager
+def block_progress() -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for --layer-by-layer (only on a terminal): blocks done (forward
+    and backward passes), seconds per block, time left."""
+    console = _err_console()
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    per_block = TextColumn("{task.fields[per_block]}")
+    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), per_block, TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("blocks", total=None, per_block="")
+
+        def update(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            bar.update(task, completed=done, total=total, per_block=f"{elapsed / max(done, 1):.1f} s/block")
+
+        yield update
 
 
 def check_plot(path: Path) -> None:

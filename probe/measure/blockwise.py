@@ -163,7 +163,8 @@ class _Runner:
         self.anchor = self.no_anchor = torch.zeros((), device=self.device)
         try:
             with self.swapped():
-                return user_model.discover(_OnDevice(self.meta.model, self.device, self.dtype), inputs, "normal")
+                on_device: Any = _OnDevice(self.meta.model, self.device, self.dtype)
+                return user_model.discover(on_device, inputs, "normal")
         finally:
             self.zeros = False
 

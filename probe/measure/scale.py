@@ -134,17 +134,69 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
     return MemoryEstimate(weights, activations, statistics)
 
 
+def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
+    """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.blockwise``),
+    from its structure on the meta device (torch and, for ``model.hf``, transformers are imported):
+    the largest block's weights in float32 (plus the cast copy; with backward, plus their gradients)
+    and the resident tensors; the activations at block boundaries (one hidden state per block) and
+    one block's own activations (about twelve hidden states and four of the feed-forward's, and the
+    attention scores, for a transformers text model; four boundary-sized tensors otherwise)."""
+    from probe.model.blocks import meta_model
+
+    meta = meta_model(spec)
+    size = _BYTES[spec.run.dtype]
+    block = max((b.numel() for b in meta.blocks), default=0)
+    resident = sum(t.numel() for m in meta.resident for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
+    weights = block * 4 + (block * size if size != 4 else 0) + resident * 4
+    if spec.run.backward:
+        weights += block * size
+    hidden, inner, heads, tokens = _hidden_sizes(meta, spec)
+    rows = spec.data.batch_size
+    boundary = rows * tokens * hidden * size
+    one_block = rows * tokens * (12 * hidden + 4 * inner) * size + rows * heads * tokens * tokens * size * 2
+    activations = (len(meta.blocks) + 2) * boundary + max(one_block, 4 * boundary)
+    statistics = len(meta.steps) * RNG_STATE_BYTES + sum(1 for _ in meta.model.modules()) * META_MODULE_BYTES
+    return MemoryEstimate(weights, activations, statistics)
+
+
+def _hidden_sizes(meta: object, spec: Spec) -> tuple[int, int, int, int]:
+    """(hidden size, feed-forward size, attention heads, tokens per sample) of the model's blocks:
+    from a transformers config, or (for a user model) the input's size and no attention."""
+    config = getattr(getattr(meta, "model", None), "config", None)
+    inner_model = next(iter(meta.model.children()), None) if config is None else None  # type: ignore[attr-defined]
+    config = config or getattr(inner_model, "config", None)
+    inputs = meta.inputs  # type: ignore[attr-defined]
+    if config is not None:
+        hidden = int(getattr(config, "hidden_size", 0) or max(getattr(config, "hidden_sizes", [0]) or [0]))
+        inner = int(getattr(config, "intermediate_size", 0) or getattr(config, "n_inner", 0) or 4 * hidden)
+        heads = int(getattr(config, "num_attention_heads", 0) or 0)
+        if inputs.kind == "tokens":
+            tokens = spec.model.seq_len
+        else:
+            patch = getattr(config, "patch_size", None)
+            side = inputs.shape[-1] if inputs.shape else 1
+            tokens = (side // patch) ** 2 + 1 if isinstance(patch, int) and patch else side * side
+        return hidden, inner, heads, tokens
+    numel = 1
+    for d in inputs.shape:
+        numel *= d
+    return numel, numel, 0, 1
+
+
 def check_memory(
     spec: Spec, max_memory_gib: float, *, layerwise: bool = False, offer_layerwise: bool = False
 ) -> MemoryEstimate:
     """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib``. ``layerwise``: the
     estimate of ``--layer-by-layer``; ``offer_layerwise``: a refusal names that mode when it fits."""
-    est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
+    if layerwise and spec.model.own_model:
+        est = estimate_blockwise_memory(spec)
+    else:
+        est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
     if est.total > max_memory_gib * 2**30:
         advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
         if layerwise:
             advice = "lower data.batch_size or model.width, or raise --max-memory"
-        elif offer_layerwise and spec.model.factory is None:
+        elif offer_layerwise and not spec.model.own_model:
             one_block = estimate_layerwise_memory(spec).total
             if one_block <= max_memory_gib * 2**30:
                 advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
@@ -170,10 +222,12 @@ def guard_memory(
     lines = []
     estimates = []
     for spec in specs:
-        if spec.model.kind != "mlp":
+        if spec.model.kind != "mlp" or (spec.model.own_model and not layerwise):
             continue
         if max_memory_gib is not None:
             est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
+        elif layerwise and spec.model.own_model:
+            est = estimate_blockwise_memory(spec)
         else:
             est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
         estimates.append(est.total)

@@ -97,7 +97,7 @@ def meta_model(spec: Spec) -> MetaModel:
         from probe.model import hf
 
         config, notes = hf.load_config(spec)
-        with torch.device("meta"), _Recorder() as recorder:
+        with torch.device("meta"), _recorder() as recorder:
             model = hf.make_model(config)
         inputs = hf.input_spec(config, spec)
         init_fns = _hf_init_order(model)
@@ -107,7 +107,7 @@ def meta_model(spec: Spec) -> MetaModel:
     else:
         from probe.model import user_model
 
-        with torch.device("meta"), _Recorder() as recorder:
+        with torch.device("meta"), _recorder() as recorder:
             model = user_model.make_model(spec)
         inputs = user_model.input_spec(spec)
     blocks, resident = partition(model)
@@ -193,7 +193,7 @@ def _recorder_class() -> type:
     return Recorder
 
 
-def _Recorder() -> Any:  # noqa: N802 (a class made on first use)
+def _recorder() -> Any:
     return _recorder_class()()
 
 

@@ -58,13 +58,17 @@ def load_config(spec: Spec) -> tuple[Any, list[str]]:
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise BuildError(f"model.hf: no config file at '{path}'; give a model type (llama, gpt2, ...) or a config.json")
+            raise BuildError(
+                f"model.hf: no config file at '{path}'; give a model type (llama, gpt2, ...) or a config.json"
+            )
         try:
             fields = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise BuildError(f"model.hf: cannot read '{path}': {first_line(exc)}") from None
         if not isinstance(fields, dict) or not isinstance(fields.get("model_type"), str):
-            raise BuildError(f"model.hf: '{path}' has no \"model_type\"; a transformers config.json names its model type")
+            raise BuildError(
+                f"model.hf: '{path}' has no \"model_type\"; a transformers config.json names its model type"
+            )
         model_type = fields.pop("model_type")
     else:
         model_type = source

@@ -128,7 +128,9 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
         raise SpecError(f"expected 'package.module:factory', got {factory!r}", "model.import")
     hf = raw.pop("hf", None)
     if hf is not None and (not isinstance(hf, str) or not hf.strip()):
-        raise SpecError(f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {hf!r}", "model.hf")
+        raise SpecError(
+            f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {hf!r}", "model.hf"
+        )
     if hf is not None and factory is not None:
         raise SpecError("give model.import or model.hf, not both", "model.hf")
     branch_scale: float | str = raw.pop("branch_scale", 1.0)
