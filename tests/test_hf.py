@@ -238,6 +238,24 @@ def test_progress_counts_every_block_forward_and_backward() -> None:
     assert [d for d, _ in seen] == list(range(1, 17))
 
 
+def test_the_progress_bar_shows_blocks_time_per_block_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from probe.cli import progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80, color_system=None)
+    monkeypatch.setattr(progress, "err_console", lambda: console)
+    with progress.block_progress() as update:
+        assert update is not None
+        for done in range(1, 4):
+            update(done, 8)
+    text = out.getvalue()
+    assert "3/8" in text and "s/block" in text
+
+
 def test_forward_only_layer_by_layer() -> None:
     spec = spec_mod.parse({**spec_mod.to_dict(_hf("llama")), "run": {"device": "cpu", "backward": False}})
     layered = run_blockwise(spec)
@@ -284,3 +302,9 @@ def test_max_memory_uses_the_one_block_estimate(cli: Any) -> None:
     assert refused.exit_code == 3
     assert "exceeds --max-memory 0.1 GiB" in " ".join(refused.output.split())
     assert cli("run", "--hf", "llama", *LLAMA_ARGS, *SMALL_RUN, "--layer-by-layer", "--max-memory", "4").exit_code == 0
+
+
+def test_tied_weights_across_blocks_are_refused() -> None:
+    spec = _spec({"import": "tests.models_for_tests:tied", "input_shape": [6]})
+    with pytest.raises(BuildError, match=r"--layer-by-layer: 2\.weight is shared with 0 \(tied weights\)"):
+        run_blockwise(spec)

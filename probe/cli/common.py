@@ -488,28 +488,6 @@ def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
         yield lambda done, _total: bar.update(task, completed=done)
 
 
-@contextmanager
-def block_progress() -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr for --layer-by-layer (only on a terminal): blocks done (forward
-    and backward passes), seconds per block, time left."""
-    console = _err_console()
-    if not console.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    per_block = TextColumn("{task.fields[per_block]}")
-    columns = (TextColumn("blocks"), BarColumn(), MofNCompleteColumn(), per_block, TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("blocks", total=None, per_block="")
-
-        def update(done: int, total: int) -> None:
-            elapsed = bar.tasks[0].elapsed or 0.0
-            bar.update(task, completed=done, total=total, per_block=f"{elapsed / max(done, 1):.1f} s/block")
-
-        yield update
-
-
 def check_plot(path: Path) -> None:
     """Fail on a bad --plot path or a missing matplotlib before any work is done."""
     from probe.render.plot import _pyplot, check_path

@@ -24,7 +24,6 @@ from probe.cli.common import (
     SetOpt,
     app,
     batch_progress,
-    block_progress,
     check_plot,
     guard,
     load_spec,
@@ -124,6 +123,7 @@ def run(
 
             return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
         if layer_by_layer and spec.model.own_model:
+            from probe.cli.progress import block_progress
             from probe.measure.blockwise import run_blockwise
 
             with block_progress() as on_block:
