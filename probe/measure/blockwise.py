@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from probe.errors import RunError
 from probe.measure.collect import Collector
 from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, resolve_device, run_errors
+from probe.measure.scale import intra_op_threads, threads_for
 from probe.model import blocks as bl
 from probe.model.built import Built, Watched
 from probe.model.inputs import data_stream, next_batch
@@ -61,7 +62,8 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
                 module.to(device=device, dtype=dtype)
             runner = _Runner(meta, device, dtype)
             watched, found = runner.discover(spec)
-            layers = runner.probe(spec, watched, progress)
+            with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):  # as run_probe
+                layers = runner.probe(spec, watched, progress)
     notes = [
         *meta.notes,
         *found,
