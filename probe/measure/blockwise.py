@@ -198,7 +198,7 @@ class _Runner:
         self.no_anchor = torch.zeros((), device=self.device)
         model.train()  # as run._probe (dropout is off in a transformers config; BatchNorm uses batch statistics)
         with collector.hooks(), self.swapped():
-            for _ in range(spec.data.batches):
+            for b in range(spec.data.batches):
                 batch = next_batch(spec, built, data_gen, self.device, self.dtype)
                 if not spec.run.backward:
                     with torch.no_grad():
@@ -214,6 +214,10 @@ class _Runner:
                     ]
                 sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
                 del out, outs
+                if self.done < (b + 1) * passes * len(self.meta.blocks):
+                    # blocks off the gradient's path (a pooler) have no backward pass: done too
+                    self.done = (b + 1) * passes * len(self.meta.blocks) - 1
+                    self.tick()
                 for i, owner, name in resident_rows:
                     grad = getattr(owner, name).grad
                     if grad is not None:
