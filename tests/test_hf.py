@@ -229,6 +229,13 @@ def test_layer_by_layer_user_model_equals_a_normal_run() -> None:
     _assert_same(run_probe(spec), run_blockwise(spec))
 
 
+def test_an_input_function_draws_the_same_batches_as_in_a_normal_run() -> None:
+    """``--inputs`` functions draw from torch's global generator: materializing blocks (which sets
+    its state to replay the init) must leave it where a normal build leaves it."""
+    spec = _spec({"import": "tests.models_for_tests:two_inputs", "inputs": "tests.models_for_tests:make_two_inputs"}, 3)
+    _assert_same(run_probe(spec), run_blockwise(spec))
+
+
 def test_blocks_are_the_repeated_stack_and_the_children_around_it() -> None:
     meta = blocks.meta_model(_hf("llama"))
     names = [b.name for b in meta.blocks]

@@ -423,10 +423,14 @@ def materialize(meta: MetaModel, module: nn.Module, step_ids: list[int], recurse
     import torch
 
     take(module, recurse)
-    with torch.no_grad(), meta.init_context():
-        for i in step_ids:
-            torch.set_rng_state(meta.states[i])
-            meta.steps[i].fill()
+    after_build = torch.get_rng_state()  # a model's input function draws from it, as in a normal run
+    try:
+        with torch.no_grad(), meta.init_context():
+            for i in step_ids:
+                torch.set_rng_state(meta.states[i])
+                meta.steps[i].fill()
+    finally:
+        torch.set_rng_state(after_build)
 
 
 @contextmanager
@@ -436,11 +440,13 @@ def resident_materialized(meta: MetaModel) -> Iterator[None]:
 
     for module in meta.resident:
         take(module, recurse=False)
+    after_build = torch.get_rng_state()
     try:
         with torch.no_grad(), meta.init_context():
             for i in meta.resident_steps:
                 torch.set_rng_state(meta.states[i])
                 meta.steps[i].fill()
+        torch.set_rng_state(after_build)
         yield
     finally:
         for module in meta.resident:
