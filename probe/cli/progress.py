@@ -30,6 +30,7 @@ def block_progress() -> Iterator[Callable[[int, int], None] | None]:
 
         def update(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
-            bar.update(task, completed=done, total=total, per_block=f"{elapsed / max(done, 1):.1f} s/block")
+            per_block = f"{elapsed / done:.1f} s/block" if done else "drawing the init program"
+            bar.update(task, completed=done, total=total, per_block=per_block)
 
         yield update

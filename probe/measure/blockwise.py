@@ -56,6 +56,8 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
         meta = bl.meta_model(spec)
+        if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
+            progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
         bl.sweep(meta)
         with bl.resident_materialized(meta):
             for module in meta.resident:
