@@ -32,5 +32,6 @@ def block_progress() -> Iterator[Callable[[int, int], None] | None]:
             elapsed = bar.tasks[0].elapsed or 0.0
             per_block = f"{elapsed / done:.1f} s/block" if done else "drawing the init program"
             bar.update(task, completed=done, total=total, per_block=per_block)
+            bar.refresh()  # updates come seconds apart: show each at once
 
         yield update
