@@ -1,0 +1,264 @@
+"""Regenerate every output block in README.md and docs/ from the real command (`make docs-examples`).
+
+A block to generate is marked by an HTML comment naming its command, right before a fenced block:
+
+    <!-- probe-example: probe run configs/lab1_tiny_relu.yaml -->
+    ```console
+    $ probe run configs/lab1_tiny_relu.yaml
+    ...what the command prints...
+    ```
+
+The command is ``probe ARGS`` (run as ``python -m probe ARGS``) or ``python FILE.py`` (a snippet under
+docs/, e.g. an API example that pages include). End it with ``# exit N`` when it is meant to exit
+with N (``check`` on an unhealthy spec): another exit code is an error, never a silent rewrite.
+
+Every command runs as a fresh process at a fixed width (COLUMNS), with colors off, from a scratch
+folder that sees the repository's configs/, tests/ and docs/, so what it writes (report.json,
+pictures, saved weights) lands there. The blocks of one file run in order (a later block may use
+what an earlier one saved); files run side by side. What varies between runs (elapsed times, the
+scratch folder's path) is normalized below.
+
+    python scripts/docs_examples.py           rewrite the stale blocks
+    python scripts/docs_examples.py --check   list the stale blocks, exit 1 if any (the test runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COLUMNS = 120  # wide enough that today's tables keep their verdict column; the docs render it in a scrolling block
+TIMEOUT_S = 120
+# One thread: the same sums in the same order on any machine, and no thread waiting on a busy one
+# (on a shared 2-core machine, two-thread runs took 20x longer in bursts).
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# what a scratch folder links to, so the commands' relative paths work as they do from the repository root
+LINKED = ("configs", "tests", "docs")
+
+MARKER = re.compile(
+    r"(?P<marker><!-- probe-example: (?P<command>.+?) -->\n)"
+    r"(?P<fence>```(?P<lang>[\w-]*)\n)(?P<body>.*?)(?P<close>^```[ \t]*$)",
+    flags=re.S | re.M,
+)
+EXPECTED_EXIT = re.compile(r"\s+#\s*exit (\d+)\s*$")
+NORMALIZE = (
+    # a run's own time: the one number that differs between two identical runs
+    (re.compile(r'("elapsed_s": )[0-9.e-]+'), r"\g<1>0.0"),
+    (re.compile(r'( time=")[0-9.]+(")'), r"\g<1>0.000\g<2>"),
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One marked block: where it is, its command and what it shows now."""
+
+    path: Path
+    command: str  # as written in the marker, without the exit comment
+    expected_exit: int
+    start: int  # of the block's body in the file's text
+    end: int
+    body: str
+
+
+def documents() -> list[Path]:
+    """README.md and every Markdown page under docs/."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def examples(path: Path, text: str) -> list[Example]:
+    found = []
+    for match in MARKER.finditer(text):
+        command = match.group("command").strip()
+        expected = EXPECTED_EXIT.search(command)
+        if expected:
+            command = command[: expected.start()].strip()
+        found.append(
+            Example(
+                path=path,
+                command=command,
+                expected_exit=int(expected.group(1)) if expected else 0,
+                start=match.start("body"),
+                end=match.start("close"),
+                body=match.group("body"),
+            )
+        )
+    return found
+
+
+def argv(command: str) -> list[str]:
+    """The process to start for a marker's command."""
+    words = shlex.split(command)
+    if words[0] == "probe":
+        return [sys.executable, "-m", "probe", *words[1:]]
+    if words[0] == "python":
+        return [sys.executable, *words[1:]]
+    raise SystemExit(f"probe-example: a command starts with 'probe' or 'python', not {command!r}")
+
+
+def environment(scratch: Path) -> dict[str, str]:
+    """A fixed width, no colors, and the scratch folder first on the import path (for `--model tests...`)."""
+    env = {**os.environ, "COLUMNS": str(COLUMNS), "NO_COLOR": "1", "TERM": "dumb", "PYTHONHASHSEED": "0", **THREADS}
+    env.pop("FORCE_COLOR", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(scratch), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_fresh(command: str, scratch: Path) -> tuple[str, int]:
+    """(everything printed, stdout and stderr as they came; exit code) of one command in its own process."""
+    done = subprocess.run(
+        argv(command),
+        cwd=scratch,
+        env=environment(scratch),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    return done.stdout, done.returncode
+
+
+def run_in_worker(commands: list[str], scratch: Path) -> list[tuple[str, int]]:
+    """Run a document's commands in order in one worker process, which imports torch once (see `worker`)."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker"],
+        cwd=scratch,
+        env=environment(scratch),
+        input=json.dumps(commands),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S * max(1, len(commands)),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the example worker failed:\n{done.stdout}\n{done.stderr}")
+    return [(output, code) for output, code in json.loads(done.stdout)]
+
+
+def worker() -> None:
+    """Run the commands on stdin (a JSON list) in this process; print [[output, exit code], ...].
+
+    `probe ARGS` calls the `probe` console script's own entry point (found through the package's
+    metadata, so it follows wherever the CLI module lives) with stdout and stderr captured; what it
+    prints is what `python -m probe ARGS` prints, without paying torch's import once per command.
+    `python FILE` runs in its own process (a snippet may start worker processes of its own)."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="probe")
+    entry = script.load()
+    real_stdout = sys.stdout
+    results = []
+    for command in json.loads(sys.stdin.read()):
+        if not command.startswith("probe "):
+            results.append(run_fresh(command, Path.cwd()))
+            continue
+        captured = io.StringIO()
+        code = 0
+        saved_argv = sys.argv
+        sys.argv = ["probe", *shlex.split(command)[1:]]
+        try:
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                entry()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if isinstance(stop.code, str):
+                captured.write(stop.code + "\n")
+        finally:
+            sys.argv = saved_argv
+        results.append((captured.getvalue(), code))
+    real_stdout.write(json.dumps(results))
+
+
+def block(example: Example, output: str, code: int, scratch: Path) -> str:
+    """What the block should hold: the command line, then everything it printed, normalized."""
+    if code != example.expected_exit:
+        where = f"{example.path.relative_to(REPO)}: {example.command}"
+        raise RuntimeError(
+            f"{where}: exit code {code}, expected {example.expected_exit} "
+            f"(mark an intended one with '# exit N' in the marker)\n{output}"
+        )
+    for pattern, replacement in NORMALIZE:
+        output = pattern.sub(replacement, output)
+    output = output.replace(str(scratch.resolve()), ".").replace(str(scratch), ".")
+    lines = [line.rstrip() for line in output.rstrip("\n").splitlines()]
+    return "\n".join([f"$ {example.command}", *lines]) + "\n"
+
+
+def regenerate(path: Path, fresh: bool = False) -> tuple[str, str, list[tuple[Example, str]]]:
+    """(old text, new text, [(stale example, its new body)]) for one document."""
+    text = path.read_text()
+    found = examples(path, text)
+    stale = []
+    with tempfile.TemporaryDirectory(prefix="probe-docs-") as tmp:
+        scratch = Path(tmp)
+        for name in LINKED:
+            (scratch / name).symlink_to(REPO / name)
+        commands = [example.command for example in found]
+        if fresh:
+            results = [run_fresh(command, scratch) for command in commands]
+        else:
+            results = run_in_worker(commands, scratch) if commands else []
+        for example, (output, code) in zip(found, results, strict=True):
+            body = block(example, output, code, scratch)
+            if body != example.body:
+                stale.append((example, body))
+    new = text
+    for example, body in sorted(stale, key=lambda pair: pair[0].start, reverse=True):
+        new = new[: example.start] + body + new[example.end :]
+    return text, new, stale
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="documents run side by side")
+    parser.add_argument("--fresh", action="store_true", help="one process per command (slower; the reference)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("files", nargs="*", type=Path, help="only these documents (default: all)")
+    options = parser.parse_args()
+    if options.worker:
+        worker()
+        return 0
+    paths = [p.resolve() for p in options.files] or documents()
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        results = list(pool.map(lambda path: regenerate(path, options.fresh), paths))
+    count = sum(len(examples(p, old)) for p, (old, _, _) in zip(paths, results, strict=True))
+    stale_total = 0
+    for path, (old, new, stale) in zip(paths, results, strict=True):
+        name = path.relative_to(REPO)
+        for example, body in stale:
+            stale_total += 1
+            print(f"{name}: stale output of `{example.command}`")
+            if options.check:
+                diff = difflib.unified_diff(
+                    example.body.splitlines(), body.splitlines(), "shown", "printed now", lineterm="", n=1
+                )
+                print("\n".join(list(diff)[:40]))
+        if not options.check and new != old:
+            path.write_text(new)
+    if options.check and stale_total:
+        print(
+            f"{stale_total} of {count} output blocks differ from what the commands print now: run `make docs-examples`"
+        )
+        return 1
+    if stale_total:
+        print(f"rewrote {stale_total} of {count} output blocks in {len(paths)} documents")
+    else:
+        print(f"all {count} output blocks in {len(paths)} documents are current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
