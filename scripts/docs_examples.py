@@ -1,6 +1,7 @@
 """Regenerate every output block in README.md and docs/ from the real command (`make docs-examples`).
 
-A block to generate is marked by an HTML comment naming its command, right before a fenced block:
+A block to generate is marked by an HTML comment naming its command, at the start of a line, right
+before a fenced block (an indented marker, such as an example of one in a list, is left alone):
 
     <!-- probe-example: probe run configs/lab1_tiny_relu.yaml -->
     ```console
@@ -49,7 +50,7 @@ THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 LINKED = ("configs", "tests", "docs")
 
 MARKER = re.compile(
-    r"(?P<marker><!-- probe-example: (?P<command>.+?) -->\n)"
+    r"(?P<marker>^<!-- probe-example: (?P<command>[^\n]+?) -->\n)"
     r"(?P<fence>```(?P<lang>[\w-]*)\n)(?P<body>.*?)(?P<close>^```[ \t]*$)",
     flags=re.S | re.M,
 )
