@@ -9,15 +9,17 @@ before a fenced block (an indented marker, such as an example of one in a list, 
     ...what the command prints...
     ```
 
-The command is ``probe ARGS`` (run as ``python -m probe ARGS``) or ``python FILE.py`` (a snippet under
-docs/, e.g. an API example that pages include). End it with ``# exit N`` when it is meant to exit
-with N (``check`` on an unhealthy spec): another exit code is an error, never a silent rewrite.
+The command is ``probe ARGS`` (what ``python -m probe ARGS`` prints) or ``python FILE.py`` (a snippet
+under docs/, e.g. an API example that a page includes). End it with ``# exit N`` when it is meant to
+exit with N (``check`` on an unhealthy spec): another exit code is an error, never a silent rewrite.
 
-Every command runs as a fresh process at a fixed width (COLUMNS), with colors off, from a scratch
-folder that sees the repository's configs/, tests/ and docs/, so what it writes (report.json,
-pictures, saved weights) lands there. The blocks of one file run in order (a later block may use
-what an earlier one saved); files run side by side. What varies between runs (elapsed times, the
-scratch folder's path) is normalized below.
+Every command runs at a fixed width (COLUMNS), with colors off and one thread, from a scratch folder
+per document that sees the repository's configs/, tests/ and docs/, so what it writes (report.json,
+pictures, saved weights) lands there. The blocks of one document run in order (a later block may
+use what an earlier one saved). What varies between runs (elapsed times, the scratch folder's path)
+is normalized below. The documents are shared among ``--jobs`` worker processes, each of which
+imports torch once and calls the ``probe`` console script's entry point in-process; ``--fresh``
+runs one process per command instead (slower; both print the same).
 
     python scripts/docs_examples.py           rewrite the stale blocks
     python scripts/docs_examples.py --check   list the stale blocks, exit 1 if any (the test runs this)
@@ -36,6 +38,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,11 +112,12 @@ def argv(command: str) -> list[str]:
     raise SystemExit(f"probe-example: a command starts with 'probe' or 'python', not {command!r}")
 
 
-def environment(scratch: Path) -> dict[str, str]:
-    """A fixed width, no colors, and the scratch folder first on the import path (for `--model tests...`)."""
+def environment(extra_path: Path | None = None) -> dict[str, str]:
+    """A fixed width, no colors, one thread; `extra_path` first on the import path (for `--model tests...`)."""
     env = {**os.environ, "COLUMNS": str(COLUMNS), "NO_COLOR": "1", "TERM": "dumb", "PYTHONHASHSEED": "0", **THREADS}
     env.pop("FORCE_COLOR", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(scratch), env.get("PYTHONPATH", "")) if p)
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -132,54 +136,69 @@ def run_fresh(command: str, scratch: Path) -> tuple[str, int]:
     return done.stdout, done.returncode
 
 
-def run_in_worker(commands: list[str], scratch: Path) -> list[tuple[str, int]]:
-    """Run a document's commands in order in one worker process, which imports torch once (see `worker`)."""
+def run_in_worker(jobs: list[tuple[Path, list[str]]]) -> list[list[tuple[str, int]]]:
+    """Run several documents' commands, each document in its scratch folder and in order, in one worker
+    process that imports torch once (see `worker`)."""
+    request = [{"folder": str(folder), "commands": commands} for folder, commands in jobs]
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker"],
-        cwd=scratch,
-        env=environment(scratch),
-        input=json.dumps(commands),
+        cwd=REPO,
+        env=environment(),
+        input=json.dumps(request),
         capture_output=True,
         text=True,
-        timeout=TIMEOUT_S * max(1, len(commands)),
+        timeout=TIMEOUT_S * max(1, sum(len(commands) for _, commands in jobs)),
     )
     if done.returncode != 0:
         raise RuntimeError(f"the example worker failed:\n{done.stdout}\n{done.stderr}")
-    return [(output, code) for output, code in json.loads(done.stdout)]
+    return [[(output, code) for output, code in results] for results in json.loads(done.stdout)]
 
 
 def worker() -> None:
-    """Run the commands on stdin (a JSON list) in this process; print [[output, exit code], ...].
+    """Run the documents' commands on stdin ([{"folder", "commands"}, ...]); print their [output, exit code]s.
 
     `probe ARGS` calls the `probe` console script's own entry point (found through the package's
-    metadata, so it follows wherever the CLI module lives) with stdout and stderr captured; what it
-    prints is what `python -m probe ARGS` prints, without paying torch's import once per command.
-    `python FILE` runs in its own process (a snippet may start worker processes of its own)."""
+    metadata, so it follows wherever the CLI module lives) with stdout and stderr captured, from the
+    document's scratch folder: what it prints is what `python -m probe ARGS` prints there, without
+    paying torch's import once per command. `python FILE` runs in its own process (a snippet may
+    start worker processes of its own)."""
     from importlib.metadata import entry_points
 
     (script,) = entry_points(group="console_scripts", name="probe")
     entry = script.load()
     real_stdout = sys.stdout
-    results = []
-    for command in json.loads(sys.stdin.read()):
-        if not command.startswith("probe "):
-            results.append(run_fresh(command, Path.cwd()))
-            continue
-        captured = io.StringIO()
-        code = 0
-        saved_argv = sys.argv
-        sys.argv = ["probe", *shlex.split(command)[1:]]
-        try:
-            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                entry()
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-            if isinstance(stop.code, str):
-                captured.write(stop.code + "\n")
-        finally:
-            sys.argv = saved_argv
-        results.append((captured.getvalue(), code))
-    real_stdout.write(json.dumps(results))
+    answers = []
+    for job in json.loads(sys.stdin.read()):
+        folder = Path(job["folder"])
+        os.chdir(folder)
+        sys.path.insert(0, str(folder))  # as PYTHONPATH does for a fresh process
+        results = []
+        for command in job["commands"]:
+            if command.startswith("probe "):
+                results.append(_run_entry(entry, shlex.split(command)[1:]))
+            else:
+                results.append(run_fresh(command, folder))
+        sys.path.remove(str(folder))
+        answers.append(results)
+    os.chdir(REPO)
+    real_stdout.write(json.dumps(answers))
+
+
+def _run_entry(entry: Callable[[], object], args: list[str]) -> tuple[str, int]:
+    captured = io.StringIO()
+    code = 0
+    saved_argv = sys.argv
+    sys.argv = ["probe", *args]
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            entry()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if isinstance(stop.code, str):
+            captured.write(stop.code + "\n")
+    finally:
+        sys.argv = saved_argv
+    return captured.getvalue(), code
 
 
 def block(example: Example, output: str, code: int, scratch: Path) -> str:
@@ -197,34 +216,60 @@ def block(example: Example, output: str, code: int, scratch: Path) -> str:
     return "\n".join([f"$ {example.command}", *lines]) + "\n"
 
 
-def regenerate(path: Path, fresh: bool = False) -> tuple[str, str, list[tuple[Example, str]]]:
-    """(old text, new text, [(stale example, its new body)]) for one document."""
-    text = path.read_text()
-    found = examples(path, text)
-    stale = []
-    with tempfile.TemporaryDirectory(prefix="probe-docs-") as tmp:
-        scratch = Path(tmp)
-        for name in LINKED:
-            (scratch / name).symlink_to(REPO / name)
-        commands = [example.command for example in found]
+@dataclass
+class Document:
+    path: Path
+    text: str
+    examples: list[Example]
+    scratch: Path
+
+
+def balanced(documents: list[Document], buckets: int) -> list[list[Document]]:
+    """Documents in `buckets` groups of about equal example counts (largest first, to the lightest group)."""
+    groups: list[list[Document]] = [[] for _ in range(max(1, min(buckets, len(documents))))]
+    for document in sorted(documents, key=lambda d: len(d.examples), reverse=True):
+        min(groups, key=lambda g: sum(len(d.examples) for d in g)).append(document)
+    return [group for group in groups if group]
+
+
+def outputs(documents: list[Document], jobs: int, fresh: bool) -> dict[Path, list[tuple[str, int]]]:
+    """Every document's commands run: {path: [(output, exit code), ...]} in the order of its examples."""
+    with_examples = [d for d in documents if d.examples]
+
+    def run_group(group: list[Document]) -> list[list[tuple[str, int]]]:
         if fresh:
-            results = [run_fresh(command, scratch) for command in commands]
-        else:
-            results = run_in_worker(commands, scratch) if commands else []
-        for example, (output, code) in zip(found, results, strict=True):
-            body = block(example, output, code, scratch)
-            if body != example.body:
-                stale.append((example, body))
-    new = text
+            return [[run_fresh(e.command, d.scratch) for e in d.examples] for d in group]
+        return run_in_worker([(d.scratch, [e.command for e in d.examples]) for d in group])
+
+    groups = balanced(with_examples, jobs)
+    with ThreadPoolExecutor(max_workers=len(groups) or 1) as pool:
+        answers = list(pool.map(run_group, groups))
+    found: dict[Path, list[tuple[str, int]]] = {d.path: [] for d in documents}
+    for group, results in zip(groups, answers, strict=True):
+        for document, result in zip(group, results, strict=True):
+            found[document.path] = result
+    return found
+
+
+def stale_blocks(document: Document, results: list[tuple[str, int]]) -> list[tuple[Example, str]]:
+    stale = []
+    for example, (output, code) in zip(document.examples, results, strict=True):
+        body = block(example, output, code, document.scratch)
+        if body != example.body:
+            stale.append((example, body))
+    return stale
+
+
+def rewritten(text: str, stale: list[tuple[Example, str]]) -> str:
     for example, body in sorted(stale, key=lambda pair: pair[0].start, reverse=True):
-        new = new[: example.start] + body + new[example.end :]
-    return text, new, stale
+        text = text[: example.start] + body + text[example.end :]
+    return text
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report stale blocks, change nothing")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="documents run side by side")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes side by side")
     parser.add_argument("--fresh", action="store_true", help="one process per command (slower; the reference)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="*", type=Path, help="only these documents (default: all)")
@@ -233,22 +278,31 @@ def main() -> int:
         worker()
         return 0
     paths = [p.resolve() for p in options.files] or documents()
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        results = list(pool.map(lambda path: regenerate(path, options.fresh), paths))
-    count = sum(len(examples(p, old)) for p, (old, _, _) in zip(paths, results, strict=True))
-    stale_total = 0
-    for path, (old, new, stale) in zip(paths, results, strict=True):
-        name = path.relative_to(REPO)
-        for example, body in stale:
-            stale_total += 1
-            print(f"{name}: stale output of `{example.command}`")
-            if options.check:
-                diff = difflib.unified_diff(
-                    example.body.splitlines(), body.splitlines(), "shown", "printed now", lineterm="", n=1
-                )
-                print("\n".join(list(diff)[:40]))
-        if not options.check and new != old:
-            path.write_text(new)
+    stale_total = count = 0
+    with tempfile.TemporaryDirectory(prefix="probe-docs-") as tmp:
+        docs = []
+        for index, path in enumerate(paths):
+            scratch = Path(tmp) / str(index)  # one per document: what one writes, another never sees
+            scratch.mkdir()
+            for name in LINKED:
+                (scratch / name).symlink_to(REPO / name)
+            text = path.read_text()
+            docs.append(Document(path, text, examples(path, text), scratch))
+        results = outputs(docs, options.jobs, options.fresh)
+        for document in docs:
+            count += len(document.examples)
+            stale = stale_blocks(document, results[document.path])
+            name = document.path.relative_to(REPO)
+            for example, body in stale:
+                stale_total += 1
+                print(f"{name}: stale output of `{example.command}`")
+                if options.check:
+                    diff = difflib.unified_diff(
+                        example.body.splitlines(), body.splitlines(), "shown", "printed now", lineterm="", n=1
+                    )
+                    print("\n".join(list(diff)[:40]))
+            if stale and not options.check:
+                document.path.write_text(rewritten(document.text, stale))
     if options.check and stale_total:
         print(
             f"{stale_total} of {count} output blocks differ from what the commands print now: run `make docs-examples`"
