@@ -40,7 +40,7 @@ bench: install  ## benchmarks: probe overhead vs. a bare forward/backward pass
 	$(PY) benchmarks/run.py
 
 docs: install  ## build the documentation site into site/ (mkdocs, strict)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 docs-examples: install  ## rerun every command shown in README.md and docs/ and rewrite its output block
 	$(PY) scripts/docs_examples.py
