@@ -82,6 +82,11 @@ def documents() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
+def shown(path: Path) -> str:
+    """A document's name in messages: relative to the repository when it is in it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def examples(path: Path, text: str) -> list[Example]:
     found = []
     for match in MARKER.finditer(text):
@@ -204,7 +209,7 @@ def _run_entry(entry: Callable[[], object], args: list[str]) -> tuple[str, int]:
 def block(example: Example, output: str, code: int, scratch: Path) -> str:
     """What the block should hold: the command line, then everything it printed, normalized."""
     if code != example.expected_exit:
-        where = f"{example.path.relative_to(REPO)}: {example.command}"
+        where = f"{shown(example.path)}: {example.command}"
         raise RuntimeError(
             f"{where}: exit code {code}, expected {example.expected_exit} "
             f"(mark an intended one with '# exit N' in the marker)\n{output}"
@@ -292,7 +297,7 @@ def main() -> int:
         for document in docs:
             count += len(document.examples)
             stale = stale_blocks(document, results[document.path])
-            name = document.path.relative_to(REPO)
+            name = shown(document.path)
             for example, body in stale:
                 stale_total += 1
                 print(f"{name}: stale output of `{example.command}`")
@@ -316,4 +321,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RuntimeError as failure:  # a command failed or exited unexpectedly: its output says why
+        print(f"docs_examples: {failure}", file=sys.stderr)
+        sys.exit(1)

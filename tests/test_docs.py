@@ -76,3 +76,42 @@ def test_the_readmes_links_resolve(site: Path) -> None:
             page = target[len("docs/") : -len(".md")]
             html = site / ("index.html" if page == "index" else f"{page}/index.html")
             assert f'id="{anchor}"' in html.read_text(), f"README.md links to {link}: no such anchor"
+
+
+def _generate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "docs_examples.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_generator_finds_rewrites_and_then_accepts_a_stale_block(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Intro.\n\n<!-- probe-example: probe rules -->\n```console\n$ probe rules\nan old table\n```\n\nEnd.\n"
+    )
+    stale = _generate("--check", str(page))
+    assert stale.returncode == 1
+    assert "stale output of `probe rules`" in stale.stdout
+    assert "run `make docs-examples`" in stale.stdout
+    assert "-an old table" in stale.stdout  # the difference is shown
+
+    assert _generate(str(page)).returncode == 0
+    text = page.read_text()
+    assert "an old table" not in text
+    assert "min_std" in text and text.startswith("Intro.\n") and text.endswith("```\n\nEnd.\n")
+    assert _generate("--check", str(page)).returncode == 0
+
+
+def test_the_generator_refuses_an_unexpected_exit_code(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("<!-- probe-example: probe run no-such-spec.yaml -->\n```console\n```\n")
+    failed = _generate("--check", str(page))
+    assert failed.returncode != 0
+    assert "exit code 2, expected 0" in failed.stderr
+    page.write_text("<!-- probe-example: probe run no-such-spec.yaml  # exit 2 -->\n```console\n```\n")
+    assert _generate(str(page)).returncode == 0
+    assert "no-such-spec.yaml" in page.read_text()
