@@ -28,13 +28,18 @@ def test_every_output_block_is_what_its_command_prints() -> None:
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
 
 
-def test_every_marker_is_read() -> None:
-    # a marker the generator's pattern misses (a typo, no fenced block after it) would never be checked
+def test_every_marker_is_read_and_every_output_block_marked() -> None:
+    # a marker the generator's pattern misses (a typo, no fenced block after it) would never be checked,
+    # and an output block without a marker would go stale unseen
     for path in [README, *sorted((REPO / "docs").rglob("*.md"))]:
         text = path.read_text()
+        name = path.relative_to(REPO)
         written = len(re.findall(r"^<!-- probe-example:", text, flags=re.M))
         read = len(re.findall(r"^<!-- probe-example: [^\n]+? -->\n```[\w-]*\n", text, flags=re.M))
-        assert written == read, f"{path.relative_to(REPO)}: a probe-example marker is not followed by a fenced block"
+        assert written == read, f"{name}: a probe-example marker is not followed by a fenced block"
+        outputs = len(re.findall(r"^```(?:console|text)\n", text, flags=re.M))
+        marked = len(re.findall(r"^<!-- probe-example: [^\n]+? -->\n```(?:console|text)\n", text, flags=re.M))
+        assert outputs == marked, f"{name}: an output block (console or text) has no probe-example marker"
 
 
 @pytest.fixture(scope="module")
