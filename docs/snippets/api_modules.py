@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 
 import probe
-from probe import advice, fix, inspect_params, spec, sweep, theory, train
-from probe.build import build
+from probe import spec
+from probe.experiments import fix, inspect_params, sweep, train
+from probe.judge import advice, theory
+from probe.model.build import build
 
 # train: the seed's Lab 2 network, two inits
 results = train.train_many(train.lab2_spec(), ["zeros", "he"], train.TrainSettings())
