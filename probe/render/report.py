@@ -144,6 +144,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "dtype": report.dtype,
             "torch": report.torch_version,
             "elapsed_s": round(report.elapsed_s, 4),
+            "world_size": report.world_size,
         },
         "summary": {
             "first_std": clean(report.first.std),
