@@ -202,7 +202,6 @@ def notes(built: Built, share: Share) -> list[str]:
 def wrap(model: torch.nn.Module, built: Built, share: Share, backward: bool) -> torch.nn.Module:
     """The model as this rank runs it: sharded per block with FSDP2, or replicated with DDP
     (only when gradients are measured: a forward-only run needs no engine)."""
-    import torch
 
     trainable = any(p.requires_grad for p in model.parameters())
     if share.shard == "fsdp":
@@ -265,6 +264,7 @@ def _fully_shard(model: torch.nn.Module, built: Built, share: Share) -> None:
 
 
 # ---- the one cross-rank reduction ------------------------------------------------------------
+
 
 def merge_ranks(c: Collector, share: Share) -> None:
     """Fold every rank's statistics into each rank's collector, exactly, in two collectives."""
