@@ -126,7 +126,9 @@ def _probe(
 
     from probe.measure import distributed
 
-    collector = Collector(built.watched, device, share.weight_grad_part if share is not None else None)
+    collector = Collector(built.watched, device)
+    if share is not None:
+        collector.weight_grad_part = share.weight_grad_part
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -168,7 +170,10 @@ def _probe(
                         _forward(model, batch, built)
                 if progress is not None:
                     progress(i + 1, total)
-        layers = collector.finish(None if share is None else lambda c: distributed.merge_ranks(c, share))
+        if share is None:
+            layers = collector.finish()
+        else:
+            layers = collector.finish(lambda c: distributed.merge_ranks(c, share))
     finally:
         model.train(was_training)
     return layers
