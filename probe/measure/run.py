@@ -170,10 +170,7 @@ def _probe(
                         _forward(model, batch, built)
                 if progress is not None:
                     progress(i + 1, total)
-        if share is None:
-            layers = collector.finish()
-        else:
-            layers = collector.finish(lambda c: distributed.merge_ranks(c, share))
+        layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
     finally:
         model.train(was_training)
     return layers
