@@ -191,8 +191,8 @@ def notes(built: Built, share: Share) -> list[str]:
     if not any(isinstance(m, batch_norm) and (m.training or not built.keep_mode) for m in built.model.modules()):
         return []
     return [
-        f"BatchNorm normalizes each rank's own {rows} rows, not all {share.global_rows}: its output and the "
-        "layers after it differ from a single-process run (use SyncBatchNorm in the model to share batch statistics)"
+        f"BatchNorm normalizes each rank's own {rows} rows, not all {share.global_rows}: the layers after it can "
+        "differ from a single-process run (use SyncBatchNorm in the model to share batch statistics)"
     ]
 
 
