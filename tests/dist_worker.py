@@ -52,6 +52,9 @@ SPECS: dict[str, dict[str, Any]] = {
     },
 }
 
+COMPARE_BASE: dict[str, Any] = {"model": {"depth": 2, "width": 8, "input_dim": 4}, "data": {"batch_size": 6}}
+COMPARE_ENTRIES = ("he", "xavier:tanh")
+
 
 @contextmanager
 def counted() -> Iterator[list[str]]:
@@ -101,6 +104,11 @@ def main() -> None:
                     "collectives": [c for c in calls if shard == "none"],  # FSDP2's own calls are in Python
                     "local_dead": everyone,
                 }
+    # probe compare: several runs in a row share the process group
+    from probe.experiments import batch
+
+    runs = batch.compare(spec_mod.parse(COMPARE_BASE), [batch.parse_entry(e) for e in COMPARE_ENTRIES])
+    results["compare"] = {run.label: [dataclasses.asdict(x) for x in run.report.layers] for run in runs}
     if int(os.environ["RANK"]) == 0:
         out.write_text(json.dumps(results))
 

@@ -18,7 +18,7 @@ from probe import spec as spec_mod
 from probe.model.inputs import Batch
 from probe.records import LayerStats
 from tests.conftest import CONFIGS, REPO
-from tests.dist_worker import SPECS
+from tests.dist_worker import COMPARE_BASE, COMPARE_ENTRIES, SPECS
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -86,6 +86,17 @@ def test_fsdp_equals_replicated(ranked: dict[str, Any], name: str, batches: int)
     assert sharded["world_size"] == 2
     assert any(x["weight_grad_norm"] for x in sharded["layers"])  # the shards' gradients were measured
     _same(sharded["layers"], replicated["layers"])
+
+
+def test_compare_under_torchrun_equals_one_process(ranked: dict[str, Any]) -> None:
+    import dataclasses
+
+    from probe.experiments import batch
+
+    runs = batch.compare(spec_mod.parse(COMPARE_BASE), [batch.parse_entry(e) for e in COMPARE_ENTRIES])
+    assert list(ranked["compare"]) == [run.label for run in runs]
+    for run in runs:
+        _same(ranked["compare"][run.label], [dataclasses.asdict(x) for x in run.report.layers])
 
 
 def test_a_unit_is_dead_only_if_dead_on_every_rank(ranked: dict[str, Any]) -> None:
