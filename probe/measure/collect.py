@@ -136,12 +136,7 @@ class Collector:
     Statistics live in three slots per layer: its output values (slot ``i``), their gradient
     (``L + i``) and its weight's gradient (``2L + i``)."""
 
-    def __init__(
-        self,
-        watched: list[Watched],
-        device: torch.device,
-        weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
+    def __init__(self, watched: list[Watched], device: torch.device) -> None:
         import torch
 
         # float64 keeps many-batch sums exact enough; MPS has no float64.
@@ -160,7 +155,7 @@ class Collector:
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
         # distributed runs: the part of a whole-batch weight gradient this rank measures
-        self.weight_grad_part = weight_grad_part
+        self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
