@@ -45,6 +45,7 @@ class Report:
     torch_version: str
     elapsed_s: float
     notes: tuple[str, ...] = ()  # what could not be watched, and why
+    world_size: int = 1  # torchrun ranks whose statistics were merged
 
     @property
     def first(self) -> LayerStats:

@@ -35,7 +35,7 @@ those on the host, which for a short run is cheaper than the dozen tiny device o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,8 @@ class Collector:
         self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
+        # distributed runs: the part of a whole-batch weight gradient this rank measures
+        self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
@@ -281,10 +283,13 @@ class Collector:
         base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):
             p = layer.watched.weight
-            if p is None or p.grad is None or p.grad.numel() == 0:
+            if p is None or p.grad is None:
+                continue
+            g = p.grad.detach() if self.weight_grad_part is None else self.weight_grad_part(p.grad.detach())
+            if g.numel() == 0:
                 continue
             layer.weight_grad_batches += 1
-            self._add_raw(base + i, _float(p.grad.detach()))
+            self._add_raw(base + i, _float(g))
 
     def _const(self, value: float) -> torch.Tensor:
         """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
@@ -330,13 +335,17 @@ class Collector:
         self.sums.index_add_(0, index, rows[:, 2:])  # a slice: a list index would be copied from the host
         self._keys, self._stats = [], []
 
-    def finish(self) -> list[LayerStats]:
+    def finish(self, merge_ranks: Callable[[Collector], None] | None = None) -> list[LayerStats]:
         """Read every statistic to the host at once and return one record per layer. Records
-        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops)."""
+        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops).
+        ``merge_ranks`` (distributed runs) folds the other ranks' statistics in first."""
         import torch
 
         if not self.layers:
             return []
+        if merge_ranks is not None:
+            self._merge()  # pending records into the accumulators: what crosses ranks is O(layers)
+            merge_ranks(self)
         m = self.moments
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and

@@ -19,6 +19,8 @@ from probe.spec import Spec
 if TYPE_CHECKING:
     import torch
 
+    from probe.measure.distributed import Share
+
 Progress = Callable[[int, int], None]  # (batches done, batches total)
 
 # Random streams derived from run.seed, so that changing one never shifts another.
@@ -64,14 +66,24 @@ def run_probe(
     """
     import torch
 
+    from probe.measure import distributed
+
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
+    share = distributed.share_for(device, spec.run.shard, spec.data.batch_size)  # None: one process
+    if share is not None:
+        device = share.device
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         built = build_initialized(spec, state_dict)
         model = built.model.to(device=device, dtype=dtype)
+        if share is not None:
+            built.notes.extend(distributed.notes(built, share))
+            model = distributed.wrap(model, built, share, spec.run.backward)
+        elif spec.run.shard != "none":
+            built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
-            layers = _probe(model, built, spec, device, dtype, progress)
+            layers = _probe(model, built, spec, device, dtype, progress, share)
     return Report(
         spec=spec,
         layers=tuple(layers),
@@ -80,6 +92,7 @@ def run_probe(
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
+        world_size=share.world_size if share is not None else 1,
     )
 
 
@@ -107,10 +120,15 @@ def _probe(
     device: torch.device,
     dtype: torch.dtype,
     progress: Progress | None,
+    share: Share | None = None,
 ) -> list:
     import torch
 
+    from probe.measure import distributed
+
     collector = Collector(built.watched, device)
+    if share is not None:
+        collector.weight_grad_part = share.weight_grad_part
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -124,12 +142,14 @@ def _probe(
         with collector.hooks():
             for i in range(total):
                 batch = next_batch(spec, built, data_gen, device, dtype)
+                if share is not None:  # every rank draws the global batch and keeps its rows
+                    batch = distributed.slice_batch(batch, share)
                 if spec.run.backward:
                     out = _forward(model, batch, built)
                     if isinstance(out, torch.Tensor):
                         if direction is None:
                             # a fixed random direction: d loss / d output = r, unit variance
-                            direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
+                            direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
                         (out * direction).sum().backward()
                     else:
                         # tuple/dict outputs: every floating-point output gets its own direction
@@ -138,7 +158,7 @@ def _probe(
                             raise RunError("the model's output holds no floating-point tensor with a gradient")
                         if directions is None:
                             directions = [
-                                torch.randn(o.shape, generator=dir_gen).to(device=device, dtype=o.dtype) for o in outs
+                                _direction(o.shape, dir_gen, share).to(device=device, dtype=o.dtype) for o in outs
                             ]
                         if [d.shape for d in directions] != [o.shape for o in outs]:
                             raise RunError("the model's outputs changed shape between batches")
@@ -150,10 +170,22 @@ def _probe(
                         _forward(model, batch, built)
                 if progress is not None:
                     progress(i + 1, total)
-        layers = collector.finish()
+        layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
     finally:
         model.train(was_training)
     return layers
+
+
+def _direction(shape: torch.Size, generator: torch.Generator, share: Share | None) -> torch.Tensor:
+    """The fixed random d loss / d output (unit variance); under torchrun, this rank's rows of
+    the direction a single process draws for the whole batch."""
+    import torch
+
+    if share is None:
+        return torch.randn(shape, generator=generator)
+    from probe.measure.distributed import direction
+
+    return direction(tuple(shape), generator, share)
 
 
 def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:

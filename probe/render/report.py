@@ -144,6 +144,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "dtype": report.dtype,
             "torch": report.torch_version,
             "elapsed_s": round(report.elapsed_s, 4),
+            "world_size": report.world_size,
         },
         "summary": {
             "first_std": clean(report.first.std),
@@ -391,7 +392,8 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
         if typed:
             cells.insert(1, Text(x.module_type or "", style="dim"))
         table.add_row(*cells)
-    parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
+    ranks = f"; {report.world_size} ranks" if report.world_size > 1 else ""
+    parts: list[Any] = [Text(summary(report.spec) + ranks, style="dim"), table]
     if len(shown) < len(report.layers):
         parts.append(
             Text(

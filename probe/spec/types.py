@@ -34,6 +34,7 @@ ZERO_INITS = ("none", "rezero", "last_norm")
 POOLS = ("none", "max", "avg")
 RULE_TARGETS = ("weight", "bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+SHARDS = ("none", "fsdp")  # run.shard: how torchrun ranks hold the model
 DISTRIBUTIONS = ("normal", "uniform")
 BIAS_STRATEGIES = tuple(n for n, s in inits.STRATEGIES.items() if not s.needs_fan)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -145,6 +146,7 @@ class RunSpec:
     dtype: str
     seed: int
     backward: bool
+    shard: str = "none"  # under torchrun: "none" replicates the model (DDP), "fsdp" shards it (FSDP2)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ RUN_PARAMS: dict[str, Param] = {
     "dtype": Param("str", "float32", choices=DTYPES),
     "seed": Param("int", 0, minimum=0, help="same spec and seed -> identical numbers"),
     "backward": Param("bool", True, help="also measure gradients"),
+    "shard": Param("str", "none", choices=SHARDS, help="under torchrun: none = replicate (DDP), fsdp = FSDP2"),
 }
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
