@@ -34,6 +34,11 @@ class LayerStats:
     weight_grad_std: float | None
     module_type: str | None = None  # non-MLP models: the class of the watched module
     init_rule: str | None = None  # non-MLP models: what initialized its weight
+    # mean pairwise cosine between samples' (flattened, uncentered) outputs: 1 = every input maps
+    # to the same direction (correlation collapse); None: fewer than two samples
+    correlation: float | None = None
+    # for (samples, tokens, units) outputs: mean pairwise cosine between the tokens of a sequence
+    token_correlation: float | None = None
 
 
 @dataclass(frozen=True)

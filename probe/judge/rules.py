@@ -90,6 +90,18 @@ def _field(name: str) -> Values:
     return values
 
 
+def _hidden(name: str) -> Values:
+    """A field of the hidden rows only: a linear head's output inherits the mean of its input
+    features (positive ReLU features, pooled maps) as a shared offset per unit, which makes every
+    sample's logits point the same way until its bias absorbs it on the first steps; its value
+    is shown, not judged."""
+
+    def values(report: Report) -> list[tuple[LayerStats, float | None]]:
+        return [(x, getattr(x, name)) for x in report.layers if x.kind != "output"]
+
+    return values
+
+
 def _std_ratio(report: Report) -> list[tuple[LayerStats, float | None]]:
     return [(report.last, report.std_ratio())]
 
@@ -153,6 +165,20 @@ RULES: dict[str, Rule] = {
             "gradients grow toward the input",
             (Check("max_grad_ratio", _GRAD, _grad_ratios, below=False, cell="grad_std"),),
         ),
+        Rule(
+            "collapse",
+            "every input maps to the same direction",
+            (
+                Check("max_correlation", "cosine between samples", _hidden("correlation"), False, "correlation"),
+                Check(
+                    "max_correlation",
+                    "cosine between a sequence's tokens",
+                    _hidden("token_correlation"),
+                    False,
+                    "token_correlation",
+                ),
+            ),
+        ),
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
@@ -194,6 +220,8 @@ def _loosened(gate: GateSpec) -> GateSpec:
         min_unit_spread=gate.min_unit_spread * SCALE_MARGIN,
         min_grad_ratio=gate.min_grad_ratio * SCALE_MARGIN,
         max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
+        # a near miss: twice as far from 1 as the threshold (0.96 for 0.98)
+        max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
     )
 
 

@@ -36,6 +36,8 @@ LAYER_FIELDS = (
     "grad_std",
     "weight_grad_norm",
     "weight_grad_std",
+    "correlation",
+    "token_correlation",
 )
 
 
@@ -245,7 +247,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "grad std", "W grad norm")
+_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "cos", "grad std", "W grad norm")
+
+
+def fmt_cosine(value: float | None) -> str:
+    """A cosine near 1 needs its third digit (0.98 is the collapse threshold)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _layer_cells(x: LayerStats) -> list[str]:
@@ -257,6 +264,7 @@ def _layer_cells(x: LayerStats) -> list[str]:
         fmt_fraction(x.dead_units),
         fmt_fraction(x.saturation_ratio),
         str(x.nonfinite),
+        fmt_cosine(x.correlation),
         fmt(x.grad_std),
         fmt(x.weight_grad_norm),
     ]
@@ -374,7 +382,18 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     table.add_column("std (log)", justify="left", no_wrap=True)
     table.add_column("grad (log)", justify="left", no_wrap=True)
-    cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
+    cell_fields = (
+        None,
+        "mean",
+        "std",
+        "zero_ratio",
+        "dead_units",
+        "saturation_ratio",
+        "nonfinite",
+        "correlation",
+        "grad_std",
+        None,
+    )
     for x in shown:
         layer_flags = flags.get(x.name, {})
         row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")

@@ -24,6 +24,7 @@ RULE_NAMES = (
     "nonfinite",
     "gradient_vanishing",
     "gradient_exploding",
+    "collapse",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -161,6 +162,7 @@ class GateSpec:
     max_nonfinite: int
     min_grad_ratio: float
     max_grad_ratio: float
+    max_correlation: float = 0.98
     disable: tuple[str, ...] = ()
 
 
@@ -234,6 +236,13 @@ GATE_PARAMS: dict[str, Param] = {
     ),
     "max_grad_ratio": Param(
         "float", 1e2, minimum=0.0, help="gradient_exploding: a layer's grad std / output grad std above this"
+    ),
+    "max_correlation": Param(
+        "float",
+        0.98,
+        minimum=0.0,
+        maximum=1.0,
+        help="collapse: mean cosine between samples' outputs (or between a sequence's tokens) above this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
