@@ -178,3 +178,12 @@ def test_sweep_says_where_collapse_starts(cli: Any) -> None:
     result = cli("sweep", "--depth", "10,40", "he", "--set", "model.width=256", "--set", "data.batch_size=64")
     assert result.exit_code == 0, result.output
     assert "he: first fails at depth 40" in result.stdout and "collapse" in result.stdout
+
+
+def test_run_theory_puts_the_predicted_correlation_beside_the_measured(cli: Any) -> None:
+    config = str(CONFIGS / "lab1_he_relu.yaml")
+    doc = json.loads(cli("run", config, "--theory", "-f", "json").stdout)
+    first = doc["layers"][0]
+    assert first["expected_correlation"] == pytest.approx(1 / math.pi, rel=1e-9)  # ReLU of independent inputs
+    table = cli("run", config, "--theory")
+    assert table.exit_code == 0 and "0.318" in table.stdout

@@ -97,6 +97,8 @@ class Comparison:
     expected_grad_std: float | None
     grad_std_error: float | None
     grad_z: float | None
+    correlation: float | None = None  # measured mean cosine between samples
+    expected_correlation: float | None = None  # from the correlation map
 
     @property
     def departs(self) -> bool:
@@ -389,7 +391,9 @@ def compare(report: Report, prediction: Prediction) -> list[Comparison]:
     for x in report.layers:
         t = by_name.get(x.name)
         if t is None:
-            out.append(Comparison(x.name, x.std, None, None, None, x.grad_std, None, None, None))
+            out.append(
+                Comparison(x.name, x.std, None, None, None, x.grad_std, None, None, None, correlation=x.correlation)
+            )
             continue
         out.append(
             Comparison(
@@ -402,6 +406,8 @@ def compare(report: Report, prediction: Prediction) -> list[Comparison]:
                 expected_grad_std=t.expected_grad_std,
                 grad_std_error=t.grad_std_error,
                 grad_z=_z(x.grad_std, t.expected_grad_std, t.grad_std_error),
+                correlation=x.correlation,
+                expected_correlation=t.expected_correlation,
             )
         )
     return out
@@ -422,7 +428,8 @@ def departures(comparisons: Sequence[Comparison]) -> list[str]:
 
 def annotate(report_json: dict[str, Any], prediction: Prediction, comparisons: Sequence[Comparison]) -> dict[str, Any]:
     """Add the theory keys to a ``probe.report/1`` dict (``expected_std``, ``expected_grad_std``,
-    ``std_error``, ``grad_std_error``, ``departs`` per layer; ``theory`` at the top)."""
+    ``std_error``, ``grad_std_error``, ``chi``, ``expected_correlation``, ``departs`` per layer;
+    ``theory`` at the top)."""
 
     def clean(v: float | None) -> float | None:
         return v if v is None or math.isfinite(v) else None
@@ -437,6 +444,7 @@ def annotate(report_json: dict[str, Any], prediction: Prediction, comparisons: S
         row["std_error"] = None if c is None else clean(c.std_error)
         row["grad_std_error"] = None if c is None else clean(c.grad_std_error)
         row["chi"] = None if t is None else clean(t.chi)
+        row["expected_correlation"] = None if t is None else clean(t.expected_correlation)
         row["departs"] = None if c is None or c.expected_std is None else c.departs
     report_json["theory"] = {
         "available": prediction.available,
