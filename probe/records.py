@@ -42,6 +42,16 @@ class LayerStats:
 
 
 @dataclass(frozen=True)
+class AttentionStats:
+    """One module's attention, pooled over its calls and every head and query row."""
+
+    name: str  # the module that computed it (qualified name in the model)
+    calls: int
+    logit_std: float  # root mean square over rows of the logits' std across keys
+    entropy: float  # mean over rows of entropy / log(keys): 1 uniform, 0 one-hot
+
+
+@dataclass(frozen=True)
 class Report:
     spec: Spec
     layers: tuple[LayerStats, ...]
@@ -50,6 +60,7 @@ class Report:
     torch_version: str
     elapsed_s: float
     notes: tuple[str, ...] = ()  # what could not be watched, and why
+    attention: tuple[AttentionStats, ...] = ()  # per module that computed attention (transformers)
 
     @property
     def first(self) -> LayerStats:

@@ -13,7 +13,8 @@ from torch import nn
 
 from probe.judge import theory
 from probe.judge.rules import evaluate
-from probe.measure.collect import _CORRELATION_SAMPLES, Collector
+from probe.measure.collect import Collector
+from probe.measure.correlation import SAMPLES as _CORRELATION_SAMPLES
 from probe.measure.run import run_probe
 from probe.model.built import Watched
 from probe.spec import Choice, parse

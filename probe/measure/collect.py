@@ -23,11 +23,7 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
-- correlation between samples (``_correlation``): with each sample's flattened output scaled to
-  unit norm, the squared norm of their sum is n + the sum over pairs of their cosines, so a row
-  norm pass and one matrix-vector product give the mean pairwise cosine in O(n * values per
-  sample), never the n x n Gram matrix. The same per sequence gives the cosine between the tokens
-  of one sequence (rank collapse). Both use the first ``_CORRELATION_SAMPLES`` samples of a batch.
+- correlation between samples and between a sequence's tokens: ``correlation.py``.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -45,8 +41,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from probe.measure.attention import AttentionRecorder
+from probe.measure.correlation import correlation_sums
 from probe.model.built import Watched
-from probe.records import LayerStats
+from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
     import torch
@@ -65,9 +63,6 @@ _MAX_BUFFERS = 8
 _EXACT_F32_COUNT = 2**24
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
-# Samples of each batch the correlation is measured on: 64 give 2016 pairs, a standard error of
-# the mean cosine well under 0.01 for independent inputs, at an eighth of a 512 batch's cost.
-_CORRELATION_SAMPLES = 64
 
 
 class _Moments:
@@ -162,6 +157,8 @@ class Collector:
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._consts: dict[float, torch.Tensor] = {}
         self._keyed: dict[tuple[tuple[int, int, int], ...], torch.Tensor] = {}
+        self.attention: AttentionRecorder | None = None  # set by the runner for models that may attend
+        self.attention_stats: tuple[AttentionStats, ...] = ()  # filled by finish
         self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
@@ -203,7 +200,11 @@ class Collector:
         try:
             for i, layer in enumerate(self.layers):
                 handles.append(layer.watched.module.register_forward_hook(self._forward_hook(i)))
-            yield
+            if self.attention is not None:
+                with self.attention.watching():
+                    yield
+            else:
+                yield
         finally:
             for h in handles:
                 h.remove()
@@ -278,29 +279,9 @@ class Collector:
         return total
 
     def _correlation(self, layer: _Layer, y: torch.Tensor, unit_dim: int) -> None:
-        """Fold in the sums of pairwise cosines between samples (dim 0 indexes samples; each
-        sample's output flattened, uncentered) and, for (samples, tokens, units) outputs, between
-        the tokens of each sequence. Rows of norm 0 (or not finite) take no part in a pair."""
-        import torch
-
-        if y.dim() < 2 or y.shape[0] < 2:
+        record = correlation_sums(y, unit_dim, self.acc_dtype)
+        if record is None:
             return
-        rows = y[:_CORRELATION_SAMPLES]
-        flat = rows.reshape(rows.shape[0], -1)
-        inverse = torch.linalg.vector_norm(flat, dim=1).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        total = torch.mv(flat.t(), inverse)  # the sum of the unit-norm rows
-        n = (inverse > 0).sum(dtype=self.acc_dtype)
-        parts = [torch.dot(total, total).to(self.acc_dtype) - n, n * (n - 1)]
-        if y.dim() == 3 and unit_dim == 2 and y.shape[1] > 1:
-            token_inverse = torch.linalg.vector_norm(rows, dim=2).reciprocal_()
-            token_inverse.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-            sums = torch.bmm(token_inverse.unsqueeze(1), rows).squeeze(1)  # per sequence, (samples, units)
-            tokens = (token_inverse > 0).sum(dim=1, dtype=self.acc_dtype)
-            squares = torch.linalg.vector_norm(sums, dim=1).to(self.acc_dtype).square()
-            parts += [(squares - tokens).sum(), (tokens * (tokens - 1)).sum()]
-        else:
-            parts += [self._const(0.0), self._const(0.0)]
-        record = torch.stack(parts)
         if layer.correlation is None:
             layer.correlation = record
         else:
@@ -383,7 +364,8 @@ class Collector:
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
         correlations = [layer.correlation for layer in self.layers if layer.correlation is not None]
-        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive, *correlations]
+        attention = self.attention.parts() if self.attention is not None else []
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive, *correlations, *attention]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
         flat = torch.cat(parts).cpu().tolist()
@@ -409,6 +391,9 @@ class Collector:
             pair_sum, pairs, token_sum, token_pairs = flat[at : at + 4]
             at += 4
             cosines.append((pair_sum / pairs if pairs else None, token_sum / token_pairs if token_pairs else None))
+        if self.attention is not None:
+            self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
+            at += 4 * len(attention)
         for r, key in enumerate(self._keys):
             _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []

@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, first_line
+from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.model.build import build_initialized
 from probe.model.built import Built
 from probe.model.inputs import Batch, data_stream, next_batch
-from probe.records import Report
+from probe.records import AttentionStats, LayerStats, Report
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def run_probe(
         built = build_initialized(spec, state_dict)
         model = built.model.to(device=device, dtype=dtype)
         with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
-            layers = _probe(model, built, spec, device, dtype, progress)
+            layers, attention = _probe(model, built, spec, device, dtype, progress)
     return Report(
         spec=spec,
         layers=tuple(layers),
@@ -80,6 +81,7 @@ def run_probe(
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
+        attention=attention,
     )
 
 
@@ -107,10 +109,12 @@ def _probe(
     device: torch.device,
     dtype: torch.dtype,
     progress: Progress | None,
-) -> list:
+) -> tuple[list[LayerStats], tuple[AttentionStats, ...]]:
     import torch
 
     collector = Collector(built.watched, device)
+    if may_attend(spec):
+        collector.attention = AttentionRecorder(model, collector.acc_dtype)
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -153,7 +157,13 @@ def _probe(
         layers = collector.finish()
     finally:
         model.train(was_training)
-    return layers
+    return layers, collector.attention_stats
+
+
+def may_attend(spec: Spec) -> bool:
+    """Whether the network may compute attention (a transformer, or a model probe did not build):
+    only then are the attention functions watched (``measure/attention.py``)."""
+    return spec.model.factory is not None or spec.model.kind == "transformer"
 
 
 def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
