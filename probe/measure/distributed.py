@@ -299,7 +299,14 @@ def merge_ranks(c: Collector, share: Share) -> None:
     known = flags[:, n : 2 * n].amin(0).tolist()
     backward = bool(flags[:, 2 * n].amax().item())
 
-    summed = torch.cat([c.sums.reshape(-1), *alive, torch.tensor(summed_host, dtype=dtype).to(device)])
+    # the cosine sums (pairs within each rank's slice) and attention sums add up like the rest; a
+    # layer without a record on this rank sends zeros, so every rank sends the same length
+    no_pairs = torch.zeros(4, dtype=dtype, device=device)
+    correlations = [layer.correlation if layer.correlation is not None else no_pairs for layer in c.layers]
+    attention = c.attention.parts() if c.attention is not None else []
+    summed = torch.cat(
+        [c.sums.reshape(-1), *alive, *correlations, *attention, torch.tensor(summed_host, dtype=dtype).to(device)]
+    )
     dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=share.group)
     at = c.sums.numel()
     c.sums = summed[:at].view_as(c.sums)
@@ -308,6 +315,13 @@ def merge_ranks(c: Collector, share: Share) -> None:
             size = layer.alive.numel()
             layer.alive = summed[at : at + size]
             at += size
+    for layer in c.layers:
+        layer.correlation = summed[at : at + 4]
+        at += 4
+    if c.attention is not None:
+        for name in c.attention.sums:
+            c.attention.sums[name] = summed[at : at + 4]
+            at += 4
     totals = summed[at:].cpu().tolist()
     for i, layer in enumerate(c.layers):
         layer.values, layer.grads, layer.spread_values = (int(v) for v in totals[3 * i : 3 * i + 3])

@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, first_line
+from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.model.build import build_initialized
 from probe.model.built import Built
 from probe.model.inputs import Batch, data_stream, next_batch
-from probe.records import Report
+from probe.records import AttentionStats, LayerStats, Report
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def run_probe(
         elif spec.run.shard != "none":
             built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
-            layers = _probe(model, built, spec, device, dtype, progress, share)
+            layers, attention = _probe(model, built, spec, device, dtype, progress, share)
     return Report(
         spec=spec,
         layers=tuple(layers),
@@ -93,6 +94,7 @@ def run_probe(
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
         world_size=share.world_size if share is not None else 1,
+        attention=attention,
     )
 
 
@@ -121,7 +123,7 @@ def _probe(
     dtype: torch.dtype,
     progress: Progress | None,
     share: Share | None = None,
-) -> list:
+) -> tuple[list[LayerStats], tuple[AttentionStats, ...]]:
     import torch
 
     from probe.measure import distributed
@@ -129,6 +131,8 @@ def _probe(
     collector = Collector(built.watched, device)
     if share is not None:
         collector.weight_grad_part = share.weight_grad_part
+    if may_attend(spec):
+        collector.attention = AttentionRecorder(model, collector.acc_dtype)
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -173,7 +177,13 @@ def _probe(
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
     finally:
         model.train(was_training)
-    return layers
+    return layers, collector.attention_stats
+
+
+def may_attend(spec: Spec) -> bool:
+    """Whether the network may compute attention (a transformer, or a model probe did not build):
+    only then are the attention functions watched (``measure/attention.py``)."""
+    return spec.model.factory is not None or spec.model.kind == "transformer"
 
 
 def _direction(shape: torch.Size, generator: torch.Generator, share: Share | None) -> torch.Tensor:

@@ -24,6 +24,8 @@ RULE_NAMES = (
     "nonfinite",
     "gradient_vanishing",
     "gradient_exploding",
+    "collapse",
+    "attention_saturation",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -163,6 +165,8 @@ class GateSpec:
     max_nonfinite: int
     min_grad_ratio: float
     max_grad_ratio: float
+    max_correlation: float = 0.98
+    min_attention_entropy: float = 0.2
     disable: tuple[str, ...] = ()
 
 
@@ -237,6 +241,20 @@ GATE_PARAMS: dict[str, Param] = {
     ),
     "max_grad_ratio": Param(
         "float", 1e2, minimum=0.0, help="gradient_exploding: a layer's grad std / output grad std above this"
+    ),
+    "max_correlation": Param(
+        "float",
+        0.98,
+        minimum=0.0,
+        maximum=1.0,
+        help="collapse: mean cosine between samples' outputs (or between a sequence's tokens) above this",
+    ),
+    "min_attention_entropy": Param(
+        "float",
+        0.2,
+        minimum=0.0,
+        maximum=1.0,
+        help="attention_saturation: a module's attention entropy / log(keys) below this (1 = uniform)",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
