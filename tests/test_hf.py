@@ -195,6 +195,7 @@ def test_cli_without_transformers_says_how_to_install(cli: Any, monkeypatch: pyt
 
 def _assert_same(normal: Any, layered: Any) -> None:
     assert [r.name for r in layered.layers] == [r.name for r in normal.layers]
+    assert layered.attention == normal.attention  # per module: logit std and entropy (transformers)
     for a, b in zip(normal.layers, layered.layers, strict=True):
         assert a.count == b.count, a.name
         for field in STATS:
@@ -215,6 +216,7 @@ def test_layer_by_layer_equals_a_normal_run(kind: str) -> None:
     _assert_same(run_probe(spec), layered)
     assert sum(row.grad_std is not None for row in layered.layers) > len(layered.layers) // 2  # not vacuous
     assert any("forward and backward" in n for n in layered.notes)
+    assert bool(layered.attention) == (kind != "resnet")  # the attention tables are measured too
     # progress: every block, forward and backward, each batch (one step for the blocks off the
     # gradient's path, such as a pooler, which have no backward pass)
     passes = 2 * len(blocks.meta_model(spec).blocks) * spec.data.batches

@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
+from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
-from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, resolve_device, run_errors
+from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.model import blocks as bl
 from probe.model.built import Built, Watched
@@ -80,6 +81,7 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(notes),
+        attention=runner.collector.attention_stats if runner.collector is not None else (),
     )
 
 
@@ -190,6 +192,8 @@ class _Runner:
             b = block_of.get(id(w.module), -1)
             (self.rows.setdefault(b, []) if b >= 0 else resident_rows).append(entry)
         collector = self.collector = Collector(watched, self.device)
+        if may_attend(spec):
+            collector.attention = AttentionRecorder(model, collector.acc_dtype)
         built = Built(model, watched, self.meta.inputs)
         data_gen = data_stream(spec)
         dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
@@ -289,12 +293,19 @@ def _block_function() -> type:
             assert runner.collector is not None
             try:
                 with torch.enable_grad():
+                    # measured in the forward pass already: attach gradient hooks only, and keep the
+                    # attention recorder out (its own guard against recording a call twice)
+                    attention = runner.collector.attention
                     runner.collector.recomputing = True
+                    if attention is not None:
+                        attention._inside = True
                     try:
                         args, kwargs = _rebuild(ctx.call, inputs)
                         out = ctx.own(block.module, *args, **kwargs)
                     finally:
                         runner.collector.recomputing = False
+                        if attention is not None:
+                            attention._inside = False
                     outs = [x for x in pytree.tree_leaves(out) if isinstance(x, torch.Tensor)]
                     pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad and g is not None]
                     if pairs:
