@@ -317,3 +317,9 @@ def test_tied_weights_across_blocks_are_refused() -> None:
     spec = _spec({"import": "tests.models_for_tests:tied", "input_shape": [6]})
     with pytest.raises(BuildError, match=r"--layer-by-layer: 2\.weight is shared with 0 \(tied weights\)"):
         run_blockwise(spec)
+
+
+def test_layer_by_layer_refuses_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SpecError, match="--layer-by-layer runs in one process; start it without torchrun"):
+        run_blockwise(_hf("llama"))

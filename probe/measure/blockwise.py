@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import RunError
+from probe.errors import RunError, SpecError
 from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
@@ -51,6 +51,10 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
     """Probe a user or transformers model one block at a time (see the module docstring)."""
     import torch
 
+    from probe.measure.distributed import launched_world_size
+
+    if launched_world_size() > 1:  # each rank would probe the whole batch alone
+        raise SpecError("--layer-by-layer runs in one process; start it without torchrun")
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
