@@ -110,6 +110,25 @@ def build(spec: Spec) -> Built:
     return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
 
 
+def from_object(model: nn.Module, inputs: InputSpec, distribution: str) -> Built:
+    """A model the caller already holds (``probe.measure``): its rows, its own init and modes."""
+    watched, notes = discover(model, inputs, distribution)
+    for w in watched:
+        w.init_rule = "own" if w.weight is not None else None
+    return Built(model, watched, inputs, notes, keep_mode=True)
+
+
+def module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Every submodule's train/eval flag: ``model.train(flag)`` alone would flatten a model
+    whose parts differ (a frozen BatchNorm in eval inside a model in train mode)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
 @dataclass
 class _Seen:
     qual: str
@@ -125,6 +144,8 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     import torch
 
     candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
+    if not candidates and _is_candidate(model):  # a single layer (nn.Linear(4, 2)) is its own row
+        candidates = {id(model): (type(model).__name__, model)}
     seen: dict[int, _Seen] = {}
 
     def hook(module: Any, args: Any, output: Any) -> None:
@@ -139,7 +160,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
             entry.shape = tuple(tensor.shape)
 
     handles = [m.register_forward_hook(hook) for _, m in candidates.values()]
-    was_training = model.training
+    modes = module_modes(model)
     model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
         # a factory may return a model already on a GPU or in float64: feed it there
@@ -158,7 +179,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        restore_modes(modes)
 
     watched: list[Watched] = []
     notes: list[str] = []
