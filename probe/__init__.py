@@ -94,5 +94,3 @@ class _Probe(ModuleType):
 
 _MeasureStage.__call__.__doc__ = "``probe.api.measure(model, inputs, **options)``: probe a model, return its Report."
 sys.modules[__name__].__class__ = _Probe
-if "probe.measure" in sys.modules:  # a reload: the stage was imported before this module ran
-    sys.modules[__name__].measure = sys.modules["probe.measure"]
