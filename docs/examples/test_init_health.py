@@ -4,12 +4,10 @@ Run it with ``pytest``; ``pytest --probe-junit probe.xml`` also writes every pro
 JUnit test case (for CI services that show test reports).
 """
 
-import pytest
+import torch
+from torch import nn
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-
-from probe.testing import assert_healthy  # noqa: E402
+from probe.testing import assert_healthy
 
 
 def make_model() -> nn.Module:
@@ -23,7 +21,7 @@ def test_model_starts_healthy() -> None:
     assert_healthy(make_model(), torch.randn(256, 32))
 
 
-def test_model_with_the_fixture(probe_report) -> None:  # noqa: ANN001  (the probe pytest plugin's fixture)
+def test_model_with_the_fixture(probe_report) -> None:  # the fixture of probe's pytest plugin
     torch.manual_seed(0)
     # inputs as one sample's shape; gate thresholds and measure options as keywords
     report = probe_report(make_model(), (32,), batch_size=256, max_dead_units=0.5)
