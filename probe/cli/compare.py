@@ -18,8 +18,10 @@ from probe.cli.common import (
     OutputOpt,
     PlotOpt,
     Steps,
+    TensorboardOpt,
     app,
     check_plot,
+    check_tensorboard,
     guard,
     load_torch,
     memory_guard,
@@ -56,6 +58,7 @@ def compare(
     output: OutputOpt = None,
     gate: GateOpt = None,
     plot: PlotOpt = None,
+    tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -85,6 +88,8 @@ def compare(
             check_plot(plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         load_torch()
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)
         from probe.render import report as rp  # after the input checks: bad input fails without loading it
 
         steps = Steps(len(parsed), "probing")
@@ -107,12 +112,19 @@ def compare(
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
         )
-        if plot is not None:
+        if plot is not None or tensorboard is not None:
             from probe.measure.histograms import histograms
-            from probe.render.plot import runs_figure
 
             hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
-            wrote(runs_figure(runs, plot, hists))
+            if plot is not None:
+                from probe.render.plot import runs_figure
+
+                wrote(runs_figure(runs, plot, hists))
+            if tensorboard is not None:
+                from probe.render.tensorboard import write_runs
+
+                for folder in write_runs(tensorboard, runs, hists):
+                    wrote(folder)
         return EXIT_OK
 
     guard(body)
