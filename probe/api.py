@@ -271,6 +271,8 @@ def _overrides(options: Mapping[str, Any]) -> dict[str, Any]:
         elif key in DATA_PARAMS:
             out[f"data.{key}"] = value
         elif key in RUN_PARAMS:
+            if key in ("device", "dtype") and value is not None and not isinstance(value, str):
+                value = str(value).removeprefix("torch.")  # torch.device("cpu"), torch.float64
             out[f"run.{key}"] = value
         elif key == "name":
             out["name"] = value

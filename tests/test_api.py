@@ -141,8 +141,8 @@ def test_options_backward_batches_layers_and_seed() -> None:
 def test_another_dtype_probes_a_copy_and_leaves_the_model_as_it_was() -> None:
     model = small_mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = measure(model, (8,), batch_size=16, dtype="float64")
-    assert report.stats.dtype == "float64"
+    report = measure(model, (8,), batch_size=16, dtype=torch.float64, device=torch.device("cpu"))
+    assert report.stats.dtype == "float64" and report.spec.run.dtype == "float64"
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
