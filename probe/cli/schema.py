@@ -9,8 +9,9 @@ from probe.cli.common import EXIT_OK, Command, OutputOpt, _emit, app, guard
 def schema_cmd(output: OutputOpt = None) -> None:
     """Print the JSON Schema of a spec, generated from the tables the validator uses.
 
-    Point your editor at it with a first line `# yaml-language-server: $schema=PATH` in a spec:
-    keys complete and mistakes are underlined as you type. Example: probe schema -o spec.schema.json
+    With a first line `# yaml-language-server: $schema=PATH`, editors complete a spec's keys.
+
+    Example: probe schema -o spec.schema.json
     """
 
     def body() -> int:
