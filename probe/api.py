@@ -342,21 +342,30 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 def _object_spec(
     model: nn.Module, inputs: Any, options: dict[str, Any], here: tuple[torch.device, torch.dtype]
 ) -> Spec:
-    import torch
 
     cls = type(model)
     raw: dict[str, Any] = {
         "model": {"import": f"{cls.__module__}:{cls.__qualname__}"},
         "run": {"device": str(here[0]), "dtype": str(here[1]).removeprefix("torch.")},
     }
-    if isinstance(inputs, torch.Tensor) and inputs.dim() >= 1:
-        raw["data"] = {"batch_size": inputs.shape[0]}
+    given = _first_tensor(inputs)
+    if given is not None and given.dim() >= 1:  # the batch given is the batch measured
+        raw["data"] = {"batch_size": given.shape[0]}
     shape = _shape(inputs)
     if shape is not None:
         raw["model"]["input_shape"] = list(shape)
         if "vocab_size" in options:
             raw["model"]["seq_len"] = shape[-1]
     return parse_spec(raw, _overrides(options), default_name=cls.__name__)
+
+
+def _first_tensor(inputs: Any) -> torch.Tensor | None:
+    import torch
+
+    if isinstance(inputs, torch.Tensor):
+        return inputs
+    items = inputs.values() if isinstance(inputs, Mapping) else inputs if isinstance(inputs, (tuple, list)) else ()
+    return next((v for v in items if isinstance(v, torch.Tensor)), None)
 
 
 def _shape(inputs: Any) -> tuple[int, ...] | None:

@@ -93,6 +93,7 @@ def test_every_kind_of_input() -> None:
     assert measure(small_mlp(), (x,)).to_dict()["layers"] == measure(small_mlp(), x).to_dict()["layers"]
     as_dict = measure(mft.two_inputs(), mft.make_two_inputs(12))  # keyword-only argument
     assert [x.name for x in as_dict.layers] == ["a", "b"]
+    assert as_dict.spec.data.batch_size == 12 and as_dict.layers[0].count == 12 * 8
 
 
 def test_token_ids_for_a_shape_with_vocab_size() -> None:
