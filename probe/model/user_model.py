@@ -104,7 +104,11 @@ def build(spec: Spec) -> Built:
     if spec.init.explicit:
         init_rules.apply_flat(model, spec.init, ctx, log)
     init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
-    watched, notes = discover(model, inputs, spec.data.distribution)
+    modes = module_modes(model)
+    try:
+        watched, notes = discover(model, inputs, spec.data.distribution)
+    finally:
+        restore_modes(modes)  # the factory's modes, submodule by submodule
     for w in watched:
         w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
     return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
@@ -112,7 +116,11 @@ def build(spec: Spec) -> Built:
 
 def from_object(model: nn.Module, inputs: InputSpec, distribution: str) -> Built:
     """A model the caller already holds (``probe.measure``): its rows, its own init and modes."""
-    watched, notes = discover(model, inputs, distribution)
+    modes = module_modes(model)
+    try:
+        watched, notes = discover(model, inputs, distribution)
+    finally:
+        restore_modes(modes)  # discovery ends with model.train(flag), which flattens mixed modes
     for w in watched:
         w.init_rule = "own" if w.weight is not None else None
     return Built(model, watched, inputs, notes, keep_mode=True)
@@ -144,8 +152,6 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     import torch
 
     candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
-    if not candidates and _is_candidate(model):  # a single layer (nn.Linear(4, 2)) is its own row
-        candidates = {id(model): (type(model).__name__, model)}
     seen: dict[int, _Seen] = {}
 
     def hook(module: Any, args: Any, output: Any) -> None:
@@ -160,7 +166,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
             entry.shape = tuple(tensor.shape)
 
     handles = [m.register_forward_hook(hook) for _, m in candidates.values()]
-    modes = module_modes(model)
+    was_training = model.training
     model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
         # a factory may return a model already on a GPU or in float64: feed it there
@@ -179,7 +185,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     finally:
         for h in handles:
             h.remove()
-        restore_modes(modes)
+        model.train(was_training)
 
     watched: list[Watched] = []
     notes: list[str] = []
