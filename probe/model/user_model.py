@@ -98,19 +98,17 @@ def build(spec: Spec) -> Built:
     from probe.model import init_rules
 
     model = make_model(spec)
+    modes = module_modes(model)
     inputs = input_spec(spec)
     log = init_rules.InitLog()
     ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
     if spec.init.explicit:
         init_rules.apply_flat(model, spec.init, ctx, log)
     init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
-    modes = module_modes(model)
-    try:
-        watched, notes = discover(model, inputs, spec.data.distribution)
-    finally:
-        restore_modes(modes)  # the factory's modes, submodule by submodule
+    watched, notes = discover(model, inputs, spec.data.distribution)
     for w in watched:
         w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
+    restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
     return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
 
 
