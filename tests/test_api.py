@@ -205,6 +205,41 @@ def test_train_and_eval_flags_of_every_submodule_are_kept() -> None:
     assert not any(m.training for m in model.modules())
 
 
+class Recorder(nn.Module):
+    """A layer that remembers the train/eval flag of each forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.training)
+        return self.lin(x)
+
+
+def mixed_mode_net() -> nn.Module:
+    """A model in train mode whose last layer is in eval (importable as a --model factory)."""
+    net = nn.Sequential(Recorder(), nn.ReLU(), Recorder()).train()
+    net[2].eval()
+    return net
+
+
+def test_each_submodule_is_measured_in_the_mode_it_was_left_in() -> None:
+    net = mixed_mode_net()
+    measure(net, (8,), batch_size=4, batches=2)
+    # the discovery pass runs in eval; the two measured batches in the caller's modes
+    assert net[0].seen == [False, True, True]
+    assert net[2].seen == [False, False, False]
+
+
+def test_a_factory_models_modes_survive_discovery(make_spec: Any) -> None:
+    from probe.model.user_model import build
+
+    built = build(make_spec(model={"import": "tests.test_api:mixed_mode_net", "input_shape": [8]}))
+    assert [m.training for m in built.model] == [True, True, False]
+
+
 def test_no_hooks_are_left_and_the_callers_own_hooks_stay() -> None:
     model = small_mlp()
     seen: list[int] = []
