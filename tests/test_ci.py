@@ -1,5 +1,5 @@
 """The CI pieces, tried offline as far as they run: the pre-commit hook's entry on changed specs, the
-GitHub Action's `probe check` step, and the commands docs/ci-integrations.md shows for both."""
+GitHub Action's `probe check` step, and the commands docs/ci.md shows for both."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import REPO
 
-DOC = REPO / "docs" / "ci-integrations.md"
+DOC = REPO / "docs" / "ci.md"
 BIN = str(Path(sys.executable).parent)  # where this environment's `probe` script lies
 
 
@@ -112,7 +112,7 @@ def test_the_actions_check_step_runs(action: dict[str, Any], tmp_path: Path) -> 
 
 def test_the_docs_show_the_actions_commands_and_the_gitlab_job_runs_them(action: dict[str, Any]) -> None:
     shown = [line for line in _blocks("bash")[0].strip().splitlines()]
-    inputs = _defaults(action)
+    inputs = {**_defaults(action), "specs": "configs/gate_example.yaml"}  # as the docs' workflow sets it
     install = _step(action, "Install probe")
     install_lines = [
         line.replace('"$TORCH_INDEX_URL"', _resolve(install["env"]["TORCH_INDEX_URL"], inputs))
@@ -126,6 +126,6 @@ def test_the_docs_show_the_actions_commands_and_the_gitlab_job_runs_them(action:
         command = command.replace(f'"${var}"', _resolve(value, inputs)).replace(f"${var}", _resolve(value, inputs))
     assert command.split() == shown[2].split()
     gitlab = next(yaml.safe_load(b) for b in _blocks("yaml") if "script:" in b)
-    job = gitlab["probe"]
+    job = gitlab["init-probe"]
     assert job["script"] == shown
     assert job["artifacts"]["reports"]["junit"] == inputs["junit"] and job["artifacts"]["when"] == "always"

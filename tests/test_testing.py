@@ -21,12 +21,13 @@ EXAMPLE = REPO / "docs" / "examples" / "test_init_health.py"
 
 
 def tiny_init_mlp() -> nn.Module:
-    """Weights 100x too small (tanh: no dead units): the signal vanishes within two layers."""
+    """Weights 100x too small (tanh: no dead units), biases zero (a bias larger than the signal
+    would make every sample alike: the collapse rule): the signal vanishes within two layers."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
     with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(0.01)
+        for name, p in model.named_parameters():
+            p.mul_(0.01) if name.endswith("weight") else p.zero_()
     return model
 
 
@@ -43,7 +44,7 @@ def test_assert_healthy_message_holds_the_verdict_lines() -> None:
     message = str(info.value)
     assert message.startswith("probe: Sequential is unhealthy at initialization:")
     # torch's Linear draws U(+-1/sqrt(16)), std 1/sqrt(48), here times 0.01; 16 unit-variance inputs
-    # give std 4 * 0.01/sqrt(48) = 0.0058, the bias adds 0.0014 in quadrature: 0.006 < 0.01
+    # give std 4 * 0.01/sqrt(48) = 0.0058 < 0.01
     assert re.search(r"\n  vanishing at 0: value 0\.00\d+, threshold 0\.01: activation std", message), message
     assert "\n  gradient_vanishing at 0: value " in message
 

@@ -27,6 +27,7 @@ from probe.cli.common import (
     memory_guard,
     pairs,
     render,
+    writes_files,
     wrote,
 )
 
@@ -112,7 +113,7 @@ def compare(
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
         )
-        if plot is not None or tensorboard is not None:
+        if (plot is not None or tensorboard is not None) and writes_files():  # torchrun: rank 0 writes
             from probe.measure.histograms import histograms
 
             hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]

@@ -32,6 +32,7 @@ from probe.cli.common import (
     memory_guard,
     pairs,
     render,
+    writes_files,
     wrote,
 )
 from probe.errors import SpecError
@@ -120,7 +121,7 @@ def run(
             else:
                 result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
-        if tensorboard is not None:
+        if tensorboard is not None and writes_files():  # torchrun: rank 0 writes
             _tensorboard_run(spec, result, verdict, tensorboard, state, with_histograms=not layer_by_layer)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             code = _run_theory(result, verdict, fmt, output, weights is not None)
@@ -161,7 +162,7 @@ def run(
 
 
 def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: Any = None) -> None:
-    if plot is None:
+    if plot is None or not writes_files():  # torchrun: rank 0 draws
         return
     from probe.measure.histograms import histograms
     from probe.render import report as rp
