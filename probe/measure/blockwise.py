@@ -228,20 +228,29 @@ class _Runner:
                     # blocks off the gradient's path (a pooler) have no backward pass: done too
                     self.done = (b + 1) * passes * len(self.meta.blocks) - 1
                     self.tick()
-                for i, owner, name in resident_rows:
-                    grad = getattr(owner, name).grad
-                    if grad is not None:
-                        collector.add_weight_grad(i, grad)
+                self.fold_weight_grads(resident_rows)
                 model.zero_grad(set_to_none=True)
         return collector.finish()
 
     def weight_grads(self, index: int) -> None:
         """The watched weights' gradients of a block whose backward just ran."""
+        self.fold_weight_grads(self.rows.get(index, []))
+
+    def fold_weight_grads(self, rows: list[tuple[int, nn.Module, str]]) -> None:
+        """``Collector.after_backward`` for these rows alone: their weights are the block's current
+        tensors, the other rows' are out of memory (or measured at another block)."""
         assert self.collector is not None
-        for i, owner, name in self.rows.get(index, []):
-            grad = getattr(owner, name).grad
-            if grad is not None:
-                self.collector.add_weight_grad(i, grad)
+        layers = self.collector.layers
+        saved = [layer.watched.weight for layer in layers]
+        try:
+            for layer in layers:
+                layer.watched.weight = None
+            for i, owner, name in rows:
+                layers[i].watched.weight = getattr(owner, name)
+            self.collector.after_backward()
+        finally:
+            for layer, weight in zip(layers, saved, strict=True):
+                layer.watched.weight = weight
 
 
 def _weight_name(w: Watched) -> str | None:

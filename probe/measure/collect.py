@@ -327,15 +327,6 @@ class Collector:
             layer.weight_grad_batches += 1
             self._add_raw(base + i, _float(g))
 
-    def add_weight_grad(self, i: int, grad: torch.Tensor) -> None:
-        """Fold in the gradient of layer ``i``'s weight from one backward pass, where the weight
-        does not outlive its block (``after_backward`` reads ``Watched.weight`` instead)."""
-        self.backward_done = True
-        if grad.numel() == 0:
-            return
-        self.layers[i].weight_grad_batches += 1
-        self._add_raw(2 * len(self.layers) + i, _float(grad.detach()))
-
     def _const(self, value: float) -> torch.Tensor:
         """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
         import torch
