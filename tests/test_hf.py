@@ -323,3 +323,12 @@ def test_layer_by_layer_refuses_torchrun(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SpecError, match="--layer-by-layer runs in one process; start it without torchrun"):
         run_blockwise(_hf("llama"))
+
+
+def test_the_json_schema_takes_model_hf() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from probe.spec.jsonschema import spec_schema
+
+    jsonschema.validate(spec_mod.to_dict(_hf("llama")), spec_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"model": {"hf": ""}}, spec_schema())
