@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-# (blocks done, blocks total, seconds of the last block): passes forward and backward, all batches
+# (block passes done, block passes in all): each block forward and backward, every batch; (0, n) before the sweep
 BlockProgress = Callable[[int, int], None]
 
 
@@ -103,6 +103,8 @@ class _Call:
 
 
 class _Runner:
+    """One layer-by-layer run: swaps the blocks' forwards, discovers the rows, probes the batches."""
+
     def __init__(self, meta: bl.MetaModel, device: torch.device, dtype: torch.dtype) -> None:
         self.meta = meta
         self.device = device
