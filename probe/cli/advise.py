@@ -7,16 +7,31 @@ from typing import Annotated
 
 import typer
 
-from probe.cli.common import EXIT_OK, Command, SetOpt, app, guard, pairs, show
+from probe.cli.common import (
+    EXIT_OK,
+    PANEL_THEORY,
+    Command,
+    Format,
+    FormatOpt,
+    OutputOpt,
+    SetOpt,
+    app,
+    check_output_path,
+    guard,
+    pairs,
+    render,
+)
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_THEORY)
 def advise(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
     set_: SetOpt = None,
     probe_run: Annotated[
         bool, typer.Option("--run/--no-run", help="Also probe the network and suggest a fix if it fails.")
     ] = True,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
     """Does the init fit the activation? Init advice alone, with a fix to try if the probe fails.
 
@@ -32,13 +47,15 @@ def advise(
         from probe.render import views
 
         spec = spec_mod.load(spec_path, pairs(set_, "", "--set"))
+        check_output_path(output, "--output")
         verdict = None
         if probe_run:
             from probe.judge.rules import evaluate
             from probe.measure.run import run_probe
 
             verdict = evaluate(run_probe(spec))
-        show(views.advice_renderable(advise_spec(spec, verdict)), None, soft_wrap=True)
+        advice = advise_spec(spec, verdict)
+        render(fmt, output, lambda: views.advise_doc(advice), json=lambda: views.advise_json(advice))
         return EXIT_OK
 
     guard(body)

@@ -3,7 +3,7 @@
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,7 +25,7 @@ from probe.cli.common import (
     memory_guard,
     pairs,
     render,
-    write_atomic,
+    write_output,
 )
 
 
@@ -60,18 +60,7 @@ def check(
         finally:
             steps.close()
         if junit is not None:
-            write_atomic(junit, rp.junit_xml(runs))
-
-        def table() -> Any:
-            from rich.text import Text
-
-            lines = rp.check_lines(runs)
-            text = Text()
-            for line in lines[:-1]:
-                text.append(line + "\n", style="red")
-            healthy = all(r.verdict.healthy for r in runs)
-            text.append(lines[-1], style="bold green" if healthy else "bold red")
-            return text
+            write_output(junit, rp.junit_xml(runs))
 
         def html() -> str:
             from probe.render.html import runs_page
@@ -81,12 +70,11 @@ def check(
         render(
             fmt,
             output,
-            table=table,
+            lambda: rp.check_doc(runs),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
-            soft_wrap=True,
         )
         return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
 

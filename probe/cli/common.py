@@ -9,7 +9,6 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 import os
 import sys
 import tempfile
-import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -34,99 +33,27 @@ class Format(str, Enum):
 
 
 # ---- start-up: keep pydantic off the parse path ------------------------------------------------
-# typer 0.29 coerces every parameter of the invoked command, even an absent option, through a
-# pydantic TypeAdapter built on first use: importing pydantic and building ~15 adapters cost ~0.1 s,
-# a quarter of `probe run missing.yaml`, and no annotation or option avoids it. Values whose coerced
-# result is already known (an absent option, a string, a default, a choice, a path) are converted
-# here exactly as typer's adapter would; anything else (numbers typed on the command line, bad
-# values and their messages) goes to typer's own coercion. typer 0.28 and older have no such layer
-# (click converts, no pydantic) and this does nothing there (checked with 0.12.5 and 0.28.0).
-try:
-    from typer._coercion import RuntimeParam, build_runtime_param
-    from typer._param_types import coerce_cli_choice, coerce_cli_path
-
-    _TYPER_COERCES = hasattr(RuntimeParam, "_coerce_value")
-except ImportError:
-    _TYPER_COERCES = False
-
-_SLOW = object()  # "ask typer": the quick path does not know this value's result
-
-
-def _quick_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
-    """``value`` coerced as typer's pydantic adapter would, or ``_SLOW`` when not sure."""
-    if info.parser is not None:
-        return _SLOW
-    if typing.get_origin(annotation) is list:
-        if not isinstance(value, (list, tuple)):
-            return _SLOW
-        (item_type,) = typing.get_args(annotation)
-        items = [_quick_value(item_type, info, item, param, ctx) for item in value]
-        return _SLOW if any(item is _SLOW for item in items) else items
-    if not isinstance(annotation, type):
-        return _SLOW
-    if annotation is str:
-        return value if type(value) is str else _SLOW
-    if annotation in (int, float):  # a default; numbers typed by the user go to pydantic
-        if type(value) is not annotation:
-            return _SLOW
-        in_range = (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
-        return value if in_range else _SLOW
-    if issubclass(annotation, Enum):
-        if isinstance(value, annotation):
-            return value
-        try:
-            return coerce_cli_choice(value, choices=tuple(annotation), case_sensitive=info.case_sensitive, ctx=ctx)
-        except ValueError:  # typer words the error
-            return _SLOW
-    if issubclass(annotation, Path) and info.path_type is None and type(value) is str and "\0" not in value:
-        # pydantic's part of typer's path coercion is annotation(value); typer's checks follow
-        return coerce_cli_path(annotation(value), info, path_type=annotation, param=param, ctx=ctx)
-    return _SLOW
-
-
-if _TYPER_COERCES:
-
-    class _QuickParam(RuntimeParam):
-        """typer's runtime coercion, building the pydantic adapter only for values that need it."""
-
-        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
-            try:
-                quick = _quick_value(self.annotation, self.parameter_info, value, param, ctx)
-            except (TypeError, AttributeError):  # typer's private helpers changed: ask typer itself
-                quick = _SLOW
-            if quick is not _SLOW:
-                return quick
-            param._runtime_param = build_runtime_param(param.type_descriptor)
-            return param._runtime_param._coerce_value(value, param=param, ctx=ctx)
-
-
-def _prime(params: list[Any]) -> None:
-    """Give typer's parameters the quick coercion before they parse anything."""
-    if not _TYPER_COERCES:
-        return
-    for param in params:
-        if getattr(param, "_runtime_param", _SLOW) is None and hasattr(param, "type_descriptor"):
-            desc = param.type_descriptor
-            try:
-                param._runtime_param = _QuickParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
-            except (TypeError, AttributeError):  # a typer whose internals differ: its own coercion runs
-                return
+# typer 0.29 converts every parameter through a pydantic TypeAdapter built on first use (~0.1 s of
+# imports and adapter building on each start, whatever the command line) and shows bool flags as
+# `--debug <bool>`. Up to 0.28 click converts the values and pydantic is never imported. probe
+# pins that range in pyproject.toml (`typer>=0.12.5,<0.29`) instead of patching typer's private
+# coercion; tests/test_cli.py checks the installed typer against the pin and the import cost.
 
 
 class _Group(TyperGroup):
-    """typer's group, whose parameters (``--debug``, ``--version``, ``--help``) take the quick coercion."""
+    """typer's group; ``probe`` with no arguments prints the help and exits 0 (click's
+    ``no_args_is_help`` exits 2, as for a usage error)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        _prime(self.get_params(ctx))
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, args or ["--help"])
 
 
 class Command(TyperCommand):
-    """typer's command, whose parameters take the quick coercion."""
+    """typer's command (kept as probe's own name so that every command is declared alike)."""
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        _prime(self.get_params(ctx))
-        return super().parse_args(ctx, args)
+
+# `probe --help` groups the commands in these panels (typer's rich_help_panel)
+PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE = "probe", "experiments", "theory and fix", "reference"
 
 
 app = typer.Typer(
@@ -137,7 +64,6 @@ app = typer.Typer(
         "the backward gradient survive the depth of your network, and if not, why?\n\n"
         "Exit codes: 0 report made / healthy, 1 check found a problem, 2 bad input, 3 runtime failure."
     ),
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -220,7 +146,7 @@ def memory_guard(
     from probe.measure.scale import guard_memory
 
     for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
-        _err_console().print(line, style="dim", markup=False)
+        _err_console().print(line, style="dim", markup=False, soft_wrap=True)
 
 
 OWN_PROCESS = False  # set by entry(): the process is the command's own
@@ -330,8 +256,14 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    write_atomic(output, text)
+    write_output(output, text)
     _err_console().print(f"wrote {output}", style="dim")
+
+
+def write_output(path: Path, text: str) -> None:
+    """The one way a command writes a file (-o, --junit): today ``write_atomic``; branch
+    ``reliable`` brings probe/render/output.py's writer, which replaces it here only."""
+    write_atomic(path, text)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -352,58 +284,76 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _render_text(renderable: Any) -> str:
-    """A rich renderable as plain text (for --output with the table format)."""
-    from rich.console import Console
-
-    console = Console(record=True, width=120, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
-    console.print(renderable)
-    return console.export_text()
-
-
-def show(renderable: Any, output: Path | None, soft_wrap: bool = False) -> None:
-    if output is not None:
-        _emit(_render_text(renderable), output)
+def check_output_path(path: Path | None, option: str) -> None:
+    """Fail on an output file whose folder is missing or not writable, or that is a folder,
+    before any probe runs (exit 2, naming the option)."""
+    if path is None:
         return
-    _out_console().print(renderable, soft_wrap=soft_wrap)
+    path = path.expanduser()
+    if path.is_dir():
+        raise SpecError(f"{option} {path} is a directory; give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise SpecError(f"{option}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpecError(f"{option}: folder {parent} is not writable")
 
 
-def _out_console() -> Any:
-    """stdout console; off a terminal (pipes, CI logs) it is 120 columns wide unless COLUMNS says."""
+def terminal_width() -> int | None:
+    """The width tables must fit: the terminal's (or COLUMNS); ``None`` off a terminal without
+    COLUMNS (pipes, CI logs): then every table keeps its natural width."""
     from rich.console import Console
 
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=120)
-    return console
+    console = Console()
+    return console.width if console.is_terminal or "COLUMNS" in os.environ else None
+
+
+def print_doc(document: Any) -> None:
+    """A ``Doc`` on stdout, fitted to the terminal (render/writers.py)."""
+    from rich.console import Console
+
+    from probe.render.writers import rich_renderable
+
+    renderable, width = rich_renderable(document, terminal_width())
+    Console(highlight=False, width=width).print(renderable)
+
+
+def show(document: Any, output: Path | None) -> None:
+    """A ``Doc`` as the table format: on stdout, or as plain text to ``output``."""
+    if output is None:
+        print_doc(document)
+        return
+    from probe.render.writers import plain_text
+
+    _emit(plain_text(document), output)
 
 
 def render(
     fmt: Format,
     output: Path | None,
+    document: Callable[[], Any],
     *,
-    table: Callable[[], Any],
-    json: Callable[[], str],
-    csv: Callable[[], str],
-    markdown: Callable[[], str],
+    json: Callable[[], str] | None = None,
+    csv: Callable[[], str] | None = None,
+    markdown: Callable[[], str] | None = None,
     html: Callable[[], str] | None = None,
-    soft_wrap: bool = False,
 ) -> None:
-    """Write one result in the chosen format: ``table`` makes a rich renderable, the others text.
-    A command without an ``html`` renderer refuses ``--format html`` instead of writing another format."""
+    """Write one result in the chosen format. ``document`` makes the command's ``Doc``, which
+    the generic writers turn into every format; a command passes its own writer for a format
+    only where it keeps an established one (``probe.report/1`` JSON, the HTML pages, ...)."""
     if fmt is Format.table:
-        show(table(), output, soft_wrap=soft_wrap)
+        show(document(), output)
         return
-    makers: dict[Format, Callable[[], str] | None] = {
-        Format.json: json,
-        Format.csv: csv,
-        Format.markdown: markdown,
-        Format.html: html,
-    }
-    make = makers[fmt]
-    if make is None:
-        raise SpecError(f"--format {fmt.value} is not available for this command (use table, json, csv or markdown)")
-    _emit(make(), output)
+    from probe.render import writers
+
+    own = {Format.json: json, Format.csv: csv, Format.markdown: markdown, Format.html: html}[fmt]
+    generic = {
+        Format.json: writers.json_text,
+        Format.csv: writers.csv_text,
+        Format.markdown: writers.markdown,
+        Format.html: writers.html_page,
+    }[fmt]
+    _emit(own() if own is not None else generic(document()), output)
 
 
 def guard(fn: Callable[[], int]) -> None:
@@ -413,10 +363,10 @@ def guard(fn: Callable[[], int]) -> None:
     except ProbeError as exc:
         if _state["debug"]:
             raise
-        _err_console().print(f"probe: error: {exc}", style="red", markup=False)
+        _err_console().print(f"probe: error: {exc}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        _err_console().print("probe: interrupted", style="red")
+        _err_console().print("probe: interrupted", style="red", soft_wrap=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
         if _state["debug"]:
@@ -425,6 +375,7 @@ def guard(fn: Callable[[], int]) -> None:
             f"probe: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
             style="red",
             markup=False,
+            soft_wrap=True,
         )
         raise typer.Exit(EXIT_RUNTIME) from None
     raise typer.Exit(code)

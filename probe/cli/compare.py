@@ -101,7 +101,7 @@ def compare(
         render(
             fmt,
             output,
-            table=lambda: rp.compare_renderable(runs, spec_mod.summary(base)),
+            lambda: rp.compare_doc(runs, spec_mod.summary(base)),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),

@@ -41,14 +41,12 @@ def depth_cmd(
             spec_mod.parse({"init": {"weight": name}})  # unknown names fail before the analysis
         result = depth.analyze(spec, strategy, max_depth)
         rows = rt.depth_rows(result)
-        cells = [[rp.fmt(v) if not isinstance(v, str) else v for v in r.values()] for r in rows]
         render(
             fmt,
             output,
-            table=lambda: rt.depth_renderable(result),
+            lambda: rt.depth_doc(result),
             json=lambda: rp.dumps(rt.depth_dict(result)),
             csv=lambda: rp.csv_text(rows, list(rows[0])),
-            markdown=lambda: rp.md_table(list(rows[0]), cells),
         )
         return EXIT_OK
 

@@ -77,7 +77,7 @@ def fix_cmd(
         render(
             fmt,
             output,
-            table=lambda: rt.fix_renderable(fixed, saved),
+            lambda: rt.fix_doc(fixed, saved),
             json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
             csv=lambda: rp.csv_text(scales, list(scales[0])),
             markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),

@@ -65,7 +65,7 @@ def inspect(
         render(
             fmt,
             output,
-            table=lambda: views.inspect_renderable(ins, spec_mod.summary(spec)),
+            lambda: views.inspect_doc(ins, spec_mod.summary(spec)),
             json=lambda: views.inspect_json(ins),
             csv=lambda: views.inspect_csv(ins),
             markdown=lambda: views.inspect_markdown(ins),

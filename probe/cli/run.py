@@ -123,15 +123,11 @@ def run(
             result = rp.select_layers(result, layers)
         advice = advise(spec, verdict)
 
-        def table() -> Any:
-            from rich.console import Group
+        def document() -> Any:
+            from probe.render.views import advice_doc
 
-            from probe.render.views import advice_renderable
-
-            parts = [rp.run_renderable(result, verdict, None if all_layers else rp.SUMMARY_ROWS)]
-            if advice.mismatch or advice.suggestion:
-                parts.append(advice_renderable(advice))
-            return Group(*parts)
+            shown = rp.run_doc(result, verdict, None if all_layers else rp.SUMMARY_ROWS)
+            return shown + advice_doc(advice) if advice.mismatch or advice.suggestion else shown
 
         def html() -> str:
             from probe.render.html import run_page
@@ -141,7 +137,7 @@ def run(
         render(
             fmt,
             output,
-            table=table,
+            document,
             json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
             csv=lambda: rp.layers_csv([rp.Run(spec.name, result, verdict)]),
             markdown=lambda: rp.run_markdown(result, verdict),
@@ -170,8 +166,6 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     from probe.render import report as rp
     from probe.render import theory as rt
 
-    if fmt is Format.html:
-        raise SpecError("--theory does not support --format html yet; use table, json, csv or markdown")
     prediction = th.predict(result.spec)
     if loaded and prediction.available:
         prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
@@ -185,7 +179,7 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     render(
         fmt,
         output,
-        table=lambda: rt.theory_renderable(result, verdict, prediction, comparisons),
+        lambda: rt.theory_doc(result, verdict, prediction, comparisons),
         json=lambda: rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)),
         csv=rows,
         markdown=lambda: rt.theory_markdown(result, verdict, prediction, comparisons),

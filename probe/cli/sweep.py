@@ -95,7 +95,7 @@ def sweep(
         render(
             fmt,
             output,
-            table=lambda: views.sweep_renderable(result, spec_mod.summary(base)),
+            lambda: views.sweep_doc(result, spec_mod.summary(base)),
             json=lambda: views.sweep_json(result),
             csv=lambda: views.sweep_csv(result),
             markdown=lambda: views.sweep_markdown(result),

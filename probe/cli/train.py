@@ -93,7 +93,7 @@ def train(
         render(
             fmt,
             output,
-            table=lambda: views.train_renderable(results, settings, network),
+            lambda: views.train_doc(results, settings, network),
             json=lambda: views.train_json(results, settings),
             csv=lambda: views.train_csv(results),
             markdown=lambda: views.train_markdown(results),

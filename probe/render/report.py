@@ -16,6 +16,7 @@ from typing import Any
 from probe.judge import rules
 from probe.records import LayerStats, Problem, Report, Run, Verdict
 from probe.render import spark
+from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, doc, table
 from probe.spec import summary, to_dict
 
 FORMAT = "probe.report/1"
@@ -351,93 +352,115 @@ def _xml_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-# ---- rich renderables ------------------------------------------------------------------------
+# ---- the terminal view (a Doc; render/writers.py lays it out) ---------------------------------
 
 _STYLE = {"fail": "bold red", "warn": "yellow", "ok": "green"}
 
+# (header, short header for narrow terminals, field the rules flag)
+_RUN_VIEW = (
+    ("mean", "", "mean"),
+    ("std", "", "std"),
+    ("zero", "", "zero_ratio"),
+    ("dead", "", "dead_units"),
+    ("sat", "", "saturation_ratio"),
+    ("nonfinite", "nf", "nonfinite"),
+    ("grad std", "", "grad_std"),
+    ("W grad norm", "|gW|", None),
+)
 
-def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Any:
-    """Spec line, per-layer colored table and verdict, as one rich renderable. Reports with more
-    than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows every row."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
 
+def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
+    """Spec line, per-layer table (flagged cells colored, log-scale bars) and verdict. Reports
+    with more than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows all."""
     flags = rules.layer_flags(report, verdict)
     shown = list(report.layers) if max_rows is None else summary_layers(report, verdict, max_rows)
     typed = any(x.module_type for x in report.layers)
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _RUN_COLUMNS:
-        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
-        if col == "layer" and typed:
-            table.add_column("type", justify="left", no_wrap=True)
+    columns = [Column("layer", "name", align="left", wrap=NAME_BREAKS)]
+    if typed:
+        columns.append(Column("type", "module_type", align="left"))
+    columns += [Column(h, f or "weight_grad_norm", short=short) for h, short, f in _RUN_VIEW]
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
-    table.add_column("std (log)", justify="left", no_wrap=True)
-    table.add_column("grad (log)", justify="left", no_wrap=True)
-    cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
+    columns += [Column("std (log)", align="left", picture=True), Column("grad (log)", align="left", picture=True)]
+    rows = []
     for x in shown:
         layer_flags = flags.get(x.name, {})
         row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
-        cells = []
-        for text, f in zip(_layer_cells(x), cell_fields, strict=False):
-            level = layer_flags.get(f) if f else None
-            if f is None and text == x.name:
-                level = row_level
-            cells.append(Text(text, style=_STYLE[level]) if level else Text(text))
-        std_level = layer_flags.get("std")
-        cells.append(Text(spark.std_bar(x.std, 10), style=_STYLE[std_level] if std_level else "cyan"))
-        grad_level = layer_flags.get("grad_std")
-        cells.append(Text(spark.std_bar(x.grad_std, 10), style=_STYLE[grad_level] if grad_level else "cyan"))
+        texts = _layer_cells(x)
+        cells = [Cell(texts[0], _STYLE[row_level], x.name)]
         if typed:
-            cells.insert(1, Text(x.module_type or "", style="dim"))
-        table.add_row(*cells)
-    parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
+            cells.append(Cell(x.module_type or "", "dim"))
+        for text, (_, _, f) in zip(texts[1:], _RUN_VIEW, strict=True):
+            level = layer_flags.get(f) if f else None
+            cells.append(Cell(text, _STYLE[level] if level else None, clean(getattr(x, f or "weight_grad_norm"))))
+        for value, f in ((x.std, "std"), (x.grad_std, "grad_std")):
+            level = layer_flags.get(f)
+            cells.append(Cell(spark.std_bar(value, 10), _STYLE[level] if level else "cyan"))
+        rows.append(cells)
+    parts: list[Any] = [Line(summary(report.spec), "dim", "spec"), table(columns, rows, key="layers")]
     if len(shown) < len(report.layers):
         parts.append(
-            Text(
+            Line(
                 f"showing {len(shown)} of {len(report.layers)} layers: the first and last, flagged layers and "
                 f"the {EXTREME_ROWS} most extreme stds (--all-layers or --format json for every row)",
-                style="dim",
+                "dim",
             )
         )
-    for note in report.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
-    parts.append(verdict_renderable(verdict))
-    return Group(*parts)
+    parts += [Line(f"note: {note}", "yellow") for note in report.notes]
+    parts += verdict_lines(verdict)
+    return doc(parts, title=f"probe run: {report.spec.name}")
 
 
-def verdict_renderable(verdict: Verdict) -> Any:
-    from rich.text import Text
-
-    text = Text()
+def verdict_lines(verdict: Verdict) -> list[Line]:
+    """The verdict line (JSON key ``verdict``) and one line per problem or near miss."""
     if verdict.healthy:
-        text.append("verdict: healthy", style="bold green")
-        for w in verdict.warnings:
-            text.append(f"\n  near {w.rule}: {w.message}", style="yellow")
-        return text
-    text.append("verdict: " + verdict_text(verdict), style="bold red")
-    for p in verdict.problems:
-        text.append(f"\n  {p.rule}: {p.message}", style="red")
-    return text
+        return [Line("verdict: healthy", "bold green", "verdict")] + [
+            Line(f"  near {w.rule}: {w.message}", "yellow") for w in verdict.warnings
+        ]
+    return [Line("verdict: " + verdict_text(verdict), "bold red", "verdict")] + [
+        Line(f"  {p.rule}: {p.message}", "red") for p in verdict.problems
+    ]
 
 
-def compare_renderable(runs: Sequence[Run], title: str) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
+_COMPARE_VIEW = (  # (header, short header, compare_row key)
+    ("first std", "std1", "first_std"),
+    ("last std", "stdL", "last_std"),
+    ("last/1st", "", "std_ratio"),
+    ("last 0s", "0s", "last_zero_ratio"),
+    ("dead", "", "dead_units"),
+    ("sat", "", "saturation_ratio"),
+    ("grad 1st/last", "g1/L", "grad_ratio"),
+)
 
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _COMPARE_COLUMNS[:-1]:
-        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
-    # per-layer activation std as a sparkline on spark's fixed log scale
-    table.add_column("std/layer", justify="left", no_wrap=True)
-    # wide enough for the longest rule name, so names wrap between words, never inside one
-    longest = max(len(name) for name in rules.RULES) + 1
-    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold", min_width=longest)
+
+def compare_doc(runs: Sequence[Run], title: str) -> Doc:
+    """One row per run: the first/last std, their ratio, zeros, dead units, saturation, the
+    gradient ratio, the per-layer std as a sparkline and the verdict."""
+    columns = [Column("run", align="left", wrap=NAME_BREAKS)]
+    columns += [Column(h, key, short=short) for h, short, key in _COMPARE_VIEW]
+    columns += [Column("std/layer", align="left", picture=True), Column("verdict", align="left", wrap=LIST_BREAKS)]
+    rows = []
     for r in runs:
-        cells = _compare_cells(r)
+        texts, row = _compare_cells(r), compare_row(r)
         style = "green" if r.verdict.healthy else "red"
-        layers = r.report.layers
-        line = spark.std_sparkline([x.std for x in layers])
-        table.add_row(Text(cells[0], style=style), *cells[1:-1], line, Text(cells[-1], style=style))
-    return Group(Text(title, style="dim"), table)
+        line = spark.std_sparkline([x.std for x in r.report.layers])
+        values = [row[key] for _, _, key in _COMPARE_VIEW]
+        rows.append(
+            [
+                Cell(texts[0], style),
+                *(Cell(t, None, v) for t, v in zip(texts[1:-1], values, strict=True)),
+                Cell(line, "cyan"),
+                Cell(texts[-1], style),
+            ]
+        )
+    return doc(Line(title, "dim", "spec"), table(columns, rows, key="runs"), title="probe compare")
+
+
+def check_doc(runs: Sequence[Run]) -> Doc:
+    """``probe check``: one red line per problem, then the summary line (JSON key ``verdict``)."""
+    lines = check_lines(runs)
+    healthy = all(r.verdict.healthy for r in runs)
+    return doc(
+        [Line(line, "red") for line in lines[:-1]],
+        Line(lines[-1], "bold green" if healthy else "bold red", "verdict"),
+        title="probe check",
+    )
