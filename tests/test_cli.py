@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import CONFIGS, REPO
 
@@ -363,3 +364,88 @@ def test_only_the_cli_process_freezes_the_garbage_collector(cli: Any) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "frozen True"
+
+
+COMMANDS = ["run", "compare", "check", "inspect", "sweep", "train", "advise", "depth", "fix", "rules"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_flags_as_flags_and_no_python_types(command: str) -> None:
+    from probe.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})  # one line per option
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "<bool>" not in text and "list[" not in text and "<str>" not in text.split("Options")[-1]
+    if "--plot" in text:
+        assert "needs probe[plot]" in text  # not swallowed as rich markup
+    for line in text.splitlines():
+        assert not ("(default" in line and "[default:" in line), line  # a default is shown once
+
+
+def test_probe_help_groups_the_commands() -> None:
+    from probe.cli import app
+
+    text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
+    panels = [line.split("─")[1].strip() for line in text.splitlines() if line.startswith("╭─")]
+    assert panels == ["Options", "probe", "experiments", "theory and fix", "reference"]
+
+
+SHARED = {  # the options that mean the same on every command where they apply
+    "--set": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "depth", "fix"],
+    "--gate": ["run", "compare", "check", "sweep", "advise", "depth", "fix"],
+    "--format": COMMANDS,
+    "--output": COMMANDS,
+    "--seed": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "fix"],
+    "--device": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "fix"],
+    "--dtype": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "fix"],
+}
+
+
+@pytest.mark.parametrize("option", list(SHARED))
+def test_shared_options_are_on_every_command_they_apply_to(option: str) -> None:
+    import typer.main
+
+    from probe.cli import app
+
+    group = typer.main.get_command(app)
+    for name in SHARED[option]:
+        opts = {o for p in group.commands[name].params for o in p.opts}  # type: ignore[attr-defined]
+        assert option in opts, f"probe {name} lacks {option}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["run", str(CONFIGS / "lab1_tiny_relu.yaml"), "-o", "{missing}/out.json"], "--output"),
+        (["compare", "he", "--plot", "{missing}/p.png"], "--plot"),
+        (["check", str(CONFIGS / "lab1_he_relu.yaml"), "--junit", "{missing}/j.xml"], "--junit"),
+        (["sweep", "he", "--depth", "2,3", "-o", "{tmp}"], "--output"),
+    ],
+    ids=["run -o", "compare --plot", "check --junit", "sweep -o folder"],
+)
+def test_output_paths_are_checked_before_the_probe(
+    cli: Any, argv: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe.cli import common
+
+    def no_probe() -> None:
+        raise AssertionError("the probe started before the output path was checked")
+
+    monkeypatch.setattr(common, "load_torch", no_probe)
+    for module in ("run", "compare", "check", "sweep"):
+        monkeypatch.setattr(f"probe.cli.{module}.load_torch", no_probe)
+    args = [a.format(missing=tmp_path / "nope", tmp=tmp_path) for a in argv]
+    result = cli(*args)
+    assert result.exit_code == 2, result.stderr
+    assert option in result.stderr
+
+
+def test_errors_are_not_hard_wrapped(cli: Any) -> None:
+    from probe.cli import app
+
+    long_name = "x" * 30 + "/" + "y" * 60 + ".yaml"
+    result = CliRunner().invoke(app, ["run", long_name], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("probe: error")]
+    assert len(error) == 1 and long_name in error[0]

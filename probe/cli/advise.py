@@ -11,15 +11,20 @@ from probe.cli.common import (
     EXIT_OK,
     PANEL_THEORY,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
+    GateOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     app,
     check_output_path,
     guard,
     pairs,
     render,
+    run_overrides,
 )
 
 
@@ -27,6 +32,10 @@ from probe.cli.common import (
 def advise(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
     set_: SetOpt = None,
+    gate: GateOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     probe_run: Annotated[
         bool, typer.Option("--run/--no-run", help="Also probe the network and suggest a fix if it fails.")
     ] = True,
@@ -46,7 +55,8 @@ def advise(
         from probe.judge.advice import advise as advise_spec
         from probe.render import views
 
-        spec = spec_mod.load(spec_path, pairs(set_, "", "--set"))
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        spec = spec_mod.load(spec_path, overrides)
         check_output_path(output, "--output")
         verdict = None
         if probe_run:

@@ -10,33 +10,42 @@ import typer
 from probe.cli.common import (
     EXIT_OK,
     EXIT_UNHEALTHY,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     Steps,
     app,
+    check_outputs,
     guard,
     load_torch,
     memory_guard,
     pairs,
     render,
+    run_overrides,
     write_output,
 )
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
-    junit: Annotated[Optional[Path], typer.Option(help="Also write a JUnit XML file (one test case per spec).")] = None,
+    junit: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write a JUnit XML file (one test case per spec).")] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -49,8 +58,10 @@ def check(
         from probe import spec as spec_mod
         from probe.experiments import batch
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
-        memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        specs = [spec_mod.load(p, overrides) for p in spec_paths]
+        check_outputs(output, junit=junit)
+        memory_guard(specs, max_memory, jobs)
         load_torch()
         from probe.render import report as rp  # after the specs: bad input fails without loading it
 

@@ -40,20 +40,30 @@ class Format(str, Enum):
 # coercion; tests/test_cli.py checks the installed typer against the pin and the import cost.
 
 
+# `probe --help` groups the commands in these panels (typer's rich_help_panel), in this order
+PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE = "probe", "experiments", "theory and fix", "reference"
+_PANELS = (PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE)
+_FIRST = ("run", "compare", "check")  # then each panel's commands alphabetically
+
+
 class _Group(TyperGroup):
     """typer's group; ``probe`` with no arguments prints the help and exits 0 (click's
-    ``no_args_is_help`` exits 2, as for a usage error)."""
+    ``no_args_is_help`` exits 2, as for a usage error); commands listed panel by panel."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, args or ["--help"])
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        def order(name: str) -> tuple[int, int, str]:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            first = _FIRST.index(name) if name in _FIRST else len(_FIRST)
+            return (_PANELS.index(panel) if panel in _PANELS else len(_PANELS), first, name)
+
+        return sorted(super().list_commands(ctx), key=order)
+
 
 class Command(TyperCommand):
     """typer's command (kept as probe's own name so that every command is declared alike)."""
-
-
-# `probe --help` groups the commands in these panels (typer's rich_help_panel)
-PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE = "probe", "experiments", "theory and fix", "reference"
 
 
 app = typer.Typer(
@@ -94,7 +104,7 @@ def main(
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
 OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout.")
+    Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the output to this file (atomically) instead of stdout.")
 ]
 GateOpt = Annotated[
     Optional[list[str]],
@@ -104,8 +114,27 @@ GateOpt = Annotated[
 ]
 PlotOpt = Annotated[
     Optional[Path],
-    typer.Option("--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe[plot])."),
+    typer.Option(
+        "--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe\\[plot])."
+    ),
 ]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Override run.seed.")]
+DeviceOpt = Annotated[
+    Optional[str],
+    typer.Option("--device", metavar="DEVICE", help="Override run.device (auto, cpu, cuda, cuda:N, mps)."),
+]
+DtypeOpt = Annotated[
+    Optional[str],
+    typer.Option("--dtype", metavar="DTYPE", help="Override run.dtype (float32, float64, bfloat16, float16)."),
+]
+
+
+def run_overrides(seed: int | None, device: str | None, dtype: str | None) -> dict[str, Any]:
+    """``--seed``, ``--device`` and ``--dtype`` as spec overrides (only those given)."""
+    given = {"run.seed": seed, "run.device": device, "run.dtype": dtype}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -114,9 +143,7 @@ SetOpt = Annotated[
 ]
 
 # -- issue 6: scale options (--jobs, --max-memory) --
-JobsOpt = Annotated[
-    int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side (default 1).")
-]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side.")]
 MaxMemoryOpt = Annotated[
     Optional[float],
     typer.Option(
@@ -135,7 +162,7 @@ EntriesArg = Annotated[
     ),
 ]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="Base spec (default: see the command's help).")
+    Optional[Path], typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: see the command's help).")
 ]
 
 
@@ -417,6 +444,15 @@ def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("probing batches", total=total)
         yield lambda done, _total: bar.update(task, completed=done)
+
+
+def check_outputs(output: Path | None = None, plot: Path | None = None, junit: Path | None = None) -> None:
+    """Check every file a command will write before the probe runs: exit 2 naming the option."""
+    check_output_path(output, "--output")
+    check_output_path(junit, "--junit")
+    if plot is not None:
+        check_output_path(plot, "--plot")
+        check_plot(plot)
 
 
 def check_plot(path: Path) -> None:

@@ -9,7 +9,10 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
@@ -20,22 +23,24 @@ from probe.cli.common import (
     ModelOpt,
     OutputOpt,
     PlotOpt,
+    SeedOpt,
     SetOpt,
     app,
     batch_progress,
-    check_plot,
+    check_outputs,
     guard,
     load_spec,
     load_torch,
     memory_guard,
     pairs,
     render,
+    run_overrides,
     wrote,
 )
 from probe.errors import SpecError
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def run(
     spec_path: Annotated[
         Optional[Path],
@@ -45,6 +50,9 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
@@ -62,7 +70,7 @@ def run(
     ] = False,
     weights: Annotated[
         Optional[Path],
-        typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
+        typer.Option("--weights", metavar="FILE", help="Load this saved state dict (e.g. from probe fix) before probing."),
     ] = None,
     plot: PlotOpt = None,
     max_memory: MaxMemoryOpt = None,
@@ -84,8 +92,9 @@ def run(
     """
 
     def body() -> int:
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        check_outputs(output, plot)
         from probe.judge.advice import advise
         from probe.judge.rules import evaluate
         from probe.measure.run import run_probe
@@ -99,8 +108,6 @@ def run(
                 raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
         load_torch()
-        if plot is not None:
-            check_plot(plot)
         state = None
         if weights is not None:
             from probe.experiments.fix import load_weights

@@ -9,8 +9,11 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    PANEL_EXPERIMENTS,
     Command,
     ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
     EntriesArg,
     Format,
     FormatOpt,
@@ -19,11 +22,12 @@ from probe.cli.common import (
     SetOpt,
     Steps,
     app,
-    check_plot,
+    check_outputs,
     guard,
     load_torch,
     pairs,
     render,
+    run_overrides,
     wrote,
 )
 
@@ -33,7 +37,7 @@ class Optimizer(str, Enum):
     sgd = "sgd"
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_EXPERIMENTS)
 def train(
     entries: EntriesArg,
     config: ConfigOpt = None,
@@ -44,9 +48,11 @@ def train(
     noise: Annotated[float, typer.Option(help="Std of the Gaussian noise on the moons.")] = 0.22,
     seed: Annotated[int, typer.Option(help="Seed of the data, the split and the weights.")] = 9,
     activation: Annotated[
-        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+        Optional[str], typer.Option(metavar="NAME", help="Override model.activation for entries without one.")
     ] = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     plot: PlotOpt = None,
@@ -65,7 +71,7 @@ def train(
         from probe.experiments import train as tr
         from probe.render import views
 
-        overrides = pairs(set_, "", "--set")
+        overrides = {**pairs(set_, "", "--set"), **run_overrides(None, device, dtype)}
         if activation is not None:
             overrides["model.activation"] = activation
         base = (
@@ -75,9 +81,8 @@ def train(
         )
         settings = tr.TrainSettings(samples, noise, 0.25, optimizer.value, lr, steps, seed)
         settings.check()
+        check_outputs(output, plot)
         load_torch()
-        if plot is not None:
-            check_plot(plot)
         progress = Steps(len(entries), "training")
         try:
             results = tr.train_many(base, entries, settings, progress)
