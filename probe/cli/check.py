@@ -38,7 +38,9 @@ from probe.cli.common import (
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
-    junit: Annotated[Optional[Path], typer.Option(metavar="FILE", help="Also write a JUnit XML file (one test case per spec).")] = None,
+    junit: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="Also write a JUnit XML file (one test case per spec).")
+    ] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,

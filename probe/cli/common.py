@@ -104,7 +104,10 @@ def main(
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
 OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the output to this file (atomically) instead of stdout.")
+    Optional[Path],
+    typer.Option(
+        "--output", "-o", metavar="FILE", help="Write the output to this file (atomically) instead of stdout."
+    ),
 ]
 GateOpt = Annotated[
     Optional[list[str]],
@@ -162,7 +165,8 @@ EntriesArg = Annotated[
     ),
 ]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: see the command's help).")
+    Optional[Path],
+    typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: see the command's help)."),
 ]
 
 

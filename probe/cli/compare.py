@@ -45,14 +45,17 @@ def compare(
         ),
     ],
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: the built-in 8-layer ReLU MLP).")
+        Optional[Path],
+        typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: the built-in 8-layer ReLU MLP)."),
     ] = None,
     depth: Annotated[Optional[int], typer.Option(metavar="N", help="Override model.depth.")] = None,
     width: Annotated[Optional[int], typer.Option(metavar="N", help="Override model.width.")] = None,
     activation: Annotated[
         Optional[str], typer.Option(metavar="NAME", help="Override model.activation for entries without one.")
     ] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", metavar="N", help="Override data.batch_size.")] = None,
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", metavar="N", help="Override data.batch_size.")
+    ] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,

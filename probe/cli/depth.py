@@ -29,7 +29,9 @@ def depth_cmd(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec (activation, widths, gate).")],
     strategy: Annotated[
         Optional[list[str]],
-        typer.Option("--strategy", metavar="NAME", help="Strategies to compare with the spec's own (default: every i.i.d. one)."),
+        typer.Option(
+            "--strategy", metavar="NAME", help="Strategies to compare with the spec's own (default: every i.i.d. one)."
+        ),
     ] = None,
     max_depth: Annotated[int, typer.Option("--max-depth", min=2, help="Deepest network considered.")] = 500,
     fmt: FormatOpt = Format.table,

@@ -44,10 +44,13 @@ def fix_cmd(
     ] = None,
     save: Annotated[
         Optional[Path],
-        typer.Option("--save", metavar="FILE", help="Write the fixed state dict here (torch.save of model.state_dict())."),
+        typer.Option(
+            "--save", metavar="FILE", help="Write the fixed state dict here (torch.save of model.state_dict())."
+        ),
     ] = None,
     start: Annotated[
-        Optional[str], typer.Option("--start", metavar="STRATEGY", help="Init drawn before rescaling (default: orthogonal).")
+        Optional[str],
+        typer.Option("--start", metavar="STRATEGY", help="Init drawn before rescaling (default: orthogonal)."),
     ] = None,
     tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1,
     max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10,

@@ -70,7 +70,9 @@ def run(
     ] = False,
     weights: Annotated[
         Optional[Path],
-        typer.Option("--weights", metavar="FILE", help="Load this saved state dict (e.g. from probe fix) before probing."),
+        typer.Option(
+            "--weights", metavar="FILE", help="Load this saved state dict (e.g. from probe fix) before probing."
+        ),
     ] = None,
     plot: PlotOpt = None,
     max_memory: MaxMemoryOpt = None,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from probe.render.doc import DOC_FORMAT, NAME_BREAKS, Cell, Column, Doc, Line, Table
+from probe.render.doc import DOC_FORMAT, LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table
 
 NAME_MIN = 12  # a wrapped name column keeps at least this many characters a line
 
@@ -111,7 +111,7 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
             extra = "_" if step == "wrap lists" else ""
             for i, col in enumerate(columns):
                 if col.wrap and used > width:
-                    breaks = col.wrap if col.wrap == NAME_BREAKS else col.wrap + extra
+                    breaks = col.wrap + extra if col.wrap == LIST_BREAKS else col.wrap
                     rows = _wrapped(rows, i, breaks, used - width)
                     used = _measure(_rich_table(columns, rows, short, compact))
         used = _measure(_rich_table(columns, rows, short, compact))
