@@ -90,14 +90,15 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     """The rich table for ``t`` within ``width`` columns (``None``: natural width), the legend
     lines it needs, and the width it takes. Steps, each only while the table is too wide: drop
     the pictures; wrap names and lists (after '.', '_', '/', '-'; lists between items); abbreviate
-    headers; one space between columns; wrap lists inside their items too (after '_')."""
+    headers; one space between columns (names and lists wrapped again, as little as now needed);
+    wrap lists inside their items too (after '_')."""
     columns = list(t.columns)
     rows = [list(r) for r in t.rows]
     short = compact = False
     used = _measure(_rich_table(columns, rows, short, compact))
     if width is None or used <= width:
         return _rich_table(columns, rows, short, compact), [], used
-    for step in ("pictures", "wrap", "short", "compact", "wrap lists"):
+    for step in ("pictures", "wrap", "short", "compact", "wrap", "wrap lists"):
         if used <= width:
             break
         if step == "pictures":
@@ -105,8 +106,15 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
             columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]
         elif step == "short":
             short = True
-        elif step == "compact":
+        elif step == "compact":  # which frees room: wrap again from whole cells, only as far as needed
             compact = True
+            rows = [
+                [
+                    replace(c, text=c.text.replace("\n", "")) if col.wrap else c
+                    for c, col in zip(r, columns, strict=True)
+                ]
+                for r in rows
+            ]
         else:
             extra = "_" if step == "wrap lists" else ""
             for i, col in enumerate(columns):
