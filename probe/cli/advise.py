@@ -54,6 +54,7 @@ def advise(
         from probe import spec as spec_mod
         from probe.judge.advice import advise as advise_spec
         from probe.render import views
+        from probe.render.writers import csv_text
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         spec = spec_mod.load(spec_path, overrides)
@@ -65,7 +66,14 @@ def advise(
 
             verdict = evaluate(run_probe(spec))
         advice = advise_spec(spec, verdict)
-        render(fmt, output, lambda: views.advise_doc(advice), json=lambda: views.advise_json(advice))
+        # lines of prose read best on a terminal and in Markdown/HTML; CSV takes them as rows
+        render(
+            fmt,
+            output,
+            lambda: views.advice_doc(advice),
+            json=lambda: views.advise_json(advice),
+            csv=lambda: csv_text(views.advise_doc(advice)),
+        )
         return EXIT_OK
 
     guard(body)
