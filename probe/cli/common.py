@@ -7,11 +7,8 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -19,17 +16,20 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
+from probe.cli.formats import (  # noqa: F401  (the command modules import these from here)
+    Format,
+    _err_console,
+    check_output_path,
+    check_outputs,
+    render,
+    show,
+    write_atomic,
+    write_output,
+    wrote,
+)
 from probe.errors import ProbeError, SpecError
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
-
-
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
-    html = "html"
 
 
 # ---- start-up: keep pydantic off the parse path ------------------------------------------------
@@ -198,12 +198,6 @@ def load_torch() -> None:
         gc.freeze()
 
 
-def _err_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
-
-
 def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
     """``["min_std=1e-3"]`` -> ``{"gate.min_std": 0.001}``; values are read as YAML scalars."""
     if not items:
@@ -282,111 +276,6 @@ def load_spec(
     return spec_mod.load(spec_path, overrides)
 
 
-def _emit(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    write_output(output, text)
-    _err_console().print(f"wrote {output}", style="dim")
-
-
-def write_output(path: Path, text: str) -> None:
-    """The one way a command writes a file (-o, --junit): today ``write_atomic``; branch
-    ``reliable`` brings probe/render/output.py's writer, which replaces it here only."""
-    write_atomic(path, text)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so a failure never leaves half a file."""
-    path = path.expanduser()
-    if path.is_dir():
-        raise SpecError(f"--output {path} is a directory; give a file path")
-    parent = path.parent
-    if not parent.exists():
-        raise SpecError(f"--output: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_output_path(path: Path | None, option: str) -> None:
-    """Fail on an output file whose folder is missing or not writable, or that is a folder,
-    before any probe runs (exit 2, naming the option)."""
-    if path is None:
-        return
-    path = path.expanduser()
-    if path.is_dir():
-        raise SpecError(f"{option} {path} is a directory; give a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise SpecError(f"{option}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SpecError(f"{option}: folder {parent} is not writable")
-
-
-def terminal_width() -> int | None:
-    """The width tables must fit: the terminal's (or COLUMNS); ``None`` off a terminal without
-    COLUMNS (pipes, CI logs): then every table keeps its natural width."""
-    from rich.console import Console
-
-    console = Console()
-    return console.width if console.is_terminal or "COLUMNS" in os.environ else None
-
-
-def print_doc(document: Any) -> None:
-    """A ``Doc`` on stdout, fitted to the terminal (render/writers.py)."""
-    from rich.console import Console
-
-    from probe.render.writers import rich_renderable
-
-    renderable, width = rich_renderable(document, terminal_width())
-    Console(highlight=False, width=width).print(renderable)
-
-
-def show(document: Any, output: Path | None) -> None:
-    """A ``Doc`` as the table format: on stdout, or as plain text to ``output``."""
-    if output is None:
-        print_doc(document)
-        return
-    from probe.render.writers import plain_text
-
-    _emit(plain_text(document), output)
-
-
-def render(
-    fmt: Format,
-    output: Path | None,
-    document: Callable[[], Any],
-    *,
-    json: Callable[[], str] | None = None,
-    csv: Callable[[], str] | None = None,
-    markdown: Callable[[], str] | None = None,
-    html: Callable[[], str] | None = None,
-) -> None:
-    """Write one result in the chosen format. ``document`` makes the command's ``Doc``, which
-    the generic writers turn into every format; a command passes its own writer for a format
-    only where it keeps an established one (``probe.report/1`` JSON, the HTML pages, ...)."""
-    if fmt is Format.table:
-        show(document(), output)
-        return
-    from probe.render import writers
-
-    own = {Format.json: json, Format.csv: csv, Format.markdown: markdown, Format.html: html}[fmt]
-    generic = {
-        Format.json: writers.json_text,
-        Format.csv: writers.csv_text,
-        Format.markdown: writers.markdown,
-        Format.html: writers.html_page,
-    }[fmt]
-    _emit(own() if own is not None else generic(document()), output)
-
-
 def guard(fn: Callable[[], int]) -> None:
     """Run a command body; turn expected errors into one red line and an exit code."""
     try:
@@ -448,27 +337,3 @@ def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("probing batches", total=total)
         yield lambda done, _total: bar.update(task, completed=done)
-
-
-def check_outputs(output: Path | None = None, plot: Path | None = None, junit: Path | None = None) -> None:
-    """Check every file a command will write before the probe runs: exit 2 naming the option."""
-    check_output_path(output, "--output")
-    check_output_path(junit, "--junit")
-    if plot is not None:
-        check_output_path(plot, "--plot")
-        check_plot(plot)
-
-
-def check_plot(path: Path) -> None:
-    """Fail on a bad --plot path or a missing matplotlib before any work is done."""
-    from probe.render.plot import _pyplot, check_path
-
-    check_path(path)
-    _pyplot()
-
-
-def wrote(path: Path) -> None:
-    _err_console().print(f"wrote {path}", style="dim")
-
-
-# ---- commands --------------------------------------------------------------------------------
