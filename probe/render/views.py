@@ -309,7 +309,7 @@ def inspect_doc(ins: Inspection, title: str) -> Doc:
         Column("shape"),
         Column("fan_in"),
         Column("fan_out"),
-        Column("rule", align="left"),
+        Column("rule", align="left", wrap=" "),
         Column("mean"),
         Column("std"),
         Column("expected std", "expected_std", short="exp std"),
@@ -424,7 +424,7 @@ def rules_doc() -> Doc:
     from probe.spec import GATE_PARAMS
 
     columns = [
-        Column("rule", align="left"),
+        Column("rule", align="left", wrap=" "),
         Column("gate key", "gate_key", align="left"),
         Column("default"),
         Column("meaning", align="left", wrap=" "),

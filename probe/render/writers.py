@@ -63,7 +63,7 @@ def wrap_name(name: str, width: int, breaks: str = NAME_BREAKS) -> str:
         if current and len(current) + len(part) > width:
             lines.append(current.rstrip())
             current, part = "", part.lstrip()
-        while len(part) > width:  # no break point: fold (the last resort)
+        while len(part.rstrip()) > width:  # no break point: fold (the last resort)
             lines.append(part[:width])
             part = part[width:]
         current += part
@@ -72,17 +72,18 @@ def wrap_name(name: str, width: int, breaks: str = NAME_BREAKS) -> str:
     return "\n".join(lines)
 
 
-def _wrapped(rows: list[list[Cell]], i: int, breaks: str, excess: int) -> list[list[Cell]]:
-    """``rows`` with column ``i`` wrapped (after ``breaks``) to shed ``excess`` characters, as far
-    as that goes without cutting a part between two breaks."""
-    texts = [r[i].text for r in rows]
-    longest = max((len(line) for t in texts for line in t.splitlines()), default=0)
-    unbreakable = max((len(p.strip()) for t in texts for p in _parts(t.replace("\n", ""), breaks)), default=0)
+def _wrapped(rows: list[list[Cell]], source: list[list[Cell]], i: int, breaks: str, excess: int) -> list[list[Cell]]:
+    """``rows`` with column ``i`` wrapped again from the whole cells of ``source`` (after
+    ``breaks``) to shed ``excess`` more characters, as far as that goes without cutting a part
+    between two breaks."""
+    longest = max((len(line) for r in rows for line in r[i].text.splitlines()), default=0)
+    unbreakable = max((len(p.strip()) for r in source for p in _parts(r[i].text, breaks)), default=0)
     target = max(NAME_MIN if breaks == NAME_BREAKS else 0, unbreakable, longest - excess)
     if target >= longest:
         return rows
     return [
-        [*r[:i], replace(r[i], text=wrap_name(r[i].text.replace("\n", ""), target, breaks)), *r[i + 1 :]] for r in rows
+        [*r[:i], replace(s[i], text=wrap_name(s[i].text, target, breaks)), *r[i + 1 :]]
+        for r, s in zip(rows, source, strict=True)
     ]
 
 
@@ -93,7 +94,7 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     headers; one space between columns (names and lists wrapped again, as little as now needed);
     wrap lists inside their items too (after '_')."""
     columns = list(t.columns)
-    rows = [list(r) for r in t.rows]
+    source = rows = [list(r) for r in t.rows]  # source: the whole cells, which every wrap starts from
     short = compact = False
     used = _measure(_rich_table(columns, rows, short, compact))
     if width is None or used <= width:
@@ -104,23 +105,17 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
         if step == "pictures":
             keep = [i for i, c in enumerate(columns) if not c.picture]
             columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]
+            source = rows
         elif step == "short":
             short = True
         elif step == "compact":  # which frees room: wrap again from whole cells, only as far as needed
-            compact = True
-            rows = [
-                [
-                    replace(c, text=c.text.replace("\n", "")) if col.wrap else c
-                    for c, col in zip(r, columns, strict=True)
-                ]
-                for r in rows
-            ]
+            compact, rows = True, source
         else:
             extra = "_" if step == "wrap lists" else ""
             for i, col in enumerate(columns):
                 if col.wrap and used > width:
                     breaks = col.wrap + extra if col.wrap == LIST_BREAKS else col.wrap
-                    rows = _wrapped(rows, i, breaks, used - width)
+                    rows = _wrapped(rows, source, i, breaks, used - width)
                     used = _measure(_rich_table(columns, rows, short, compact))
         used = _measure(_rich_table(columns, rows, short, compact))
     legend = ["; ".join(f"{c.short} = {c.header}" for c in columns if c.short)] if short else []
