@@ -68,11 +68,11 @@ def theory_doc(report: Report, verdict: Verdict, prediction: Prediction, compari
     columns = [
         Column("layer", "name", align="left", wrap=NAME_BREAKS),
         Column("std"),
-        Column("expected", "expected_std", short="E std"),
+        Column("expected std", "expected_std", short="E std"),
         Column("+-se", "std_error"),
         Column("z", "std_z"),
         Column("grad std", "grad_std"),
-        Column("expected", "expected_grad_std", short="E grad"),
+        Column("expected grad", "expected_grad_std", short="E grad"),
         Column("+-se", "grad_std_error"),
         Column("z", "grad_z"),
         Column("chi"),
@@ -250,12 +250,12 @@ def _breaks(depth: int | None, rule: str | None, max_depth: int) -> str:
 
 def depth_doc(result: DepthReport) -> Doc:
     columns = [
-        Column("strategy", align="left", wrap=NAME_BREAKS),
+        Column("strategy", align="left"),
         Column("sigma_w^2", "sigma_w2"),
         Column("q deep", "q_deep"),
         Column("chi deep", "chi_deep"),
-        Column("forward breaks at", "forward", short="fwd breaks"),
-        Column("gradient breaks at", "gradient", short="grad breaks"),
+        Column("forward breaks at", "forward", short="fwd breaks", wrap=" "),
+        Column("gradient breaks at", "gradient", short="grad breaks", wrap=" "),
     ]
     rows = []
     for x in result.limits:
