@@ -8,7 +8,7 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
+from probe.cli.formats import WRITER as _WRITER
 from probe.cli.formats import (  # noqa: F401  (the command modules import these from here)
     Format,
     _err_console,
@@ -25,6 +26,7 @@ from probe.cli.formats import (  # noqa: F401  (the command modules import these
     show,
     write_atomic,
     write_output,
+    writes_files,
     wrote,
 )
 from probe.errors import ProbeError, SpecError
@@ -277,22 +279,31 @@ def load_spec(
 
 
 def guard(fn: Callable[[], int]) -> None:
-    """Run a command body; turn expected errors into one red line and an exit code."""
+    """Run a command body; turn expected errors into one red line and an exit code. Under
+    torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
+    from probe.measure.distributed import launched_rank, output_rank
+
+    _WRITER["writer"] = output_rank()
+    where = "" if _WRITER["writer"] else f" (rank {launched_rank()})"
     try:
-        code = fn()
+        if _WRITER["writer"]:
+            code = fn()
+        else:
+            with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+                code = fn()
     except ProbeError as exc:
         if _state["debug"]:
             raise
-        _err_console().print(f"probe: error: {exc}", style="red", markup=False, soft_wrap=True)
+        _err_console(always=True).print(f"probe: error{where}: {exc}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        _err_console().print("probe: interrupted", style="red", soft_wrap=True)
+        _err_console(always=True).print("probe: interrupted", style="red", soft_wrap=True)
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
         if _state["debug"]:
             raise
-        _err_console().print(
-            f"probe: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        _err_console(always=True).print(
+            f"probe: unexpected error{where}: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
             style="red",
             markup=False,
             soft_wrap=True,

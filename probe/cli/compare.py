@@ -31,6 +31,7 @@ from probe.cli.common import (
     pairs,
     render,
     run_overrides,
+    writes_files,
     wrote,
 )
 
@@ -112,7 +113,7 @@ def compare(
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
         )
-        if plot is not None:
+        if plot is not None and writes_files():  # torchrun: rank 0 draws
             from probe.measure.histograms import histograms
             from probe.render.plot import runs_figure
 

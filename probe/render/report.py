@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.judge import rules
-from probe.records import LayerStats, Problem, Report, Run, Verdict
+from probe.records import AttentionStats, LayerStats, Problem, Report, Run, Verdict
 from probe.render import spark
-from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, doc, table
+from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table, doc, table
 from probe.spec import summary, to_dict
 
 FORMAT = "probe.report/1"
@@ -37,6 +37,8 @@ LAYER_FIELDS = (
     "grad_std",
     "weight_grad_norm",
     "weight_grad_std",
+    "correlation",
+    "token_correlation",
 )
 
 
@@ -145,6 +147,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "dtype": report.dtype,
             "torch": report.torch_version,
             "elapsed_s": round(report.elapsed_s, 4),
+            "world_size": report.world_size,
         },
         "summary": {
             "first_std": clean(report.first.std),
@@ -159,7 +162,19 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "warnings": [problem_dict(p) for p in verdict.warnings],
         },
         **({"notes": list(report.notes)} if report.notes else {}),
+        **({"attention": [attention_row(a) for a in report.attention]} if report.attention else {}),
     }
+
+
+def attention_row(a: AttentionStats) -> dict[str, Any]:
+    return {"name": a.name, "calls": a.calls, "logit_std": clean(a.logit_std), "entropy": clean(a.entropy)}
+
+
+_ATTENTION_COLUMNS = ("attention", "calls", "logit std", "entropy")
+
+
+def _attention_cells(a: AttentionStats) -> list[str]:
+    return [a.name, str(a.calls), fmt(a.logit_std), fmt_fraction(a.entropy)]
 
 
 def compare_row(run: Run) -> dict[str, Any]:
@@ -246,7 +261,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "grad std", "W grad norm")
+_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "cos", "grad std", "W grad norm")
+
+
+def fmt_cosine(value: float | None) -> str:
+    """A cosine near 1 needs its third digit (0.98 is the collapse threshold)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _layer_cells(x: LayerStats) -> list[str]:
@@ -258,6 +278,7 @@ def _layer_cells(x: LayerStats) -> list[str]:
         fmt_fraction(x.dead_units),
         fmt_fraction(x.saturation_ratio),
         str(x.nonfinite),
+        fmt_cosine(x.correlation),
         fmt(x.grad_std),
         fmt(x.weight_grad_norm),
     ]
@@ -272,6 +293,10 @@ def run_markdown(report: Report, verdict: Verdict) -> str:
         f"### {report.spec.name}\n",
         f"`{summary(report.spec)}`\n",
         md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
+    ]
+    if report.attention:
+        parts.append(md_table(_ATTENTION_COLUMNS, [_attention_cells(a) for a in report.attention]))
+    parts += [
         f"**Verdict: {verdict_text(verdict)}**\n",
     ]
     lines = _problem_lines(verdict)
@@ -364,6 +389,7 @@ _RUN_VIEW = (
     ("dead", "", "dead_units"),
     ("sat", "", "saturation_ratio"),
     ("nonfinite", "nf", "nonfinite"),
+    ("cos", "", "correlation"),
     ("grad std", "", "grad_std"),
     ("W grad norm", "|gW|", None),
 )
@@ -396,7 +422,8 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
             level = layer_flags.get(f)
             cells.append(Cell(spark.std_bar(value, 10), _STYLE[level] if level else "cyan"))
         rows.append(cells)
-    parts: list[Any] = [Line(summary(report.spec), "dim", "spec"), table(columns, rows, key="layers")]
+    ranks = f"; {report.world_size} ranks" if report.world_size > 1 else ""
+    parts: list[Any] = [Line(summary(report.spec) + ranks, "dim", "spec"), table(columns, rows, key="layers")]
     if len(shown) < len(report.layers):
         parts.append(
             Line(
@@ -405,9 +432,29 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
                 "dim",
             )
         )
+    if report.attention:
+        parts.append(_attention_table(report, verdict))
     parts += [Line(f"note: {note}", "yellow") for note in report.notes]
     parts += verdict_lines(verdict)
     return doc(parts, title=f"probe run: {report.spec.name}")
+
+
+def _attention_table(report: Report, verdict: Verdict) -> Table:
+    """Per attention module: logit spread and normalized entropy (red where the rule breaks)."""
+    saturated = {p.layer for p in verdict.problems if p.rule == "attention_saturation"}
+    threshold = report.spec.gate.min_attention_entropy
+    columns = [
+        Column("attention", "name", align="left", wrap=NAME_BREAKS),
+        Column("calls"),
+        Column("logit std", "logit_std"),
+        Column("entropy"),
+    ]
+    rows = []
+    for a in report.attention:
+        style = "bold red" if a.entropy < threshold else ("yellow" if a.name in saturated else None)
+        values = (a.name, a.calls, clean(a.logit_std), clean(a.entropy))
+        rows.append([Cell(t, style, v) for t, v in zip(_attention_cells(a), values, strict=True)])
+    return table(columns, rows, key="attention")
 
 
 def verdict_lines(verdict: Verdict) -> list[Line]:

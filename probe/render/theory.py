@@ -14,10 +14,24 @@ from probe.judge.depth import DepthReport
 from probe.judge.theory import DEPARTURE_Z, Comparison, Prediction
 from probe.records import Report, Run, Verdict
 from probe.render.doc import NAME_BREAKS, Cell, Column, Doc, Line, doc, table
-from probe.render.report import FORMAT, clean, compare_doc, fmt, report_dict, run_doc, verdict_lines
+from probe.render.report import FORMAT, clean, compare_doc, fmt, fmt_cosine, report_dict, run_doc, verdict_lines
 from probe.spec import summary, to_dict
 
-THEORY_COLUMNS = ("layer", "std", "expected", "+-se", "z", "grad std", "expected", "+-se", "z", "chi", "")
+THEORY_COLUMNS = (
+    "layer",
+    "std",
+    "expected",
+    "+-se",
+    "z",
+    "grad std",
+    "expected",
+    "+-se",
+    "z",
+    "chi",
+    "cos",
+    "expected",
+    "",
+)
 
 
 def theory_cells(c: Comparison, chi: float | None) -> list[str]:
@@ -32,6 +46,8 @@ def theory_cells(c: Comparison, chi: float | None) -> list[str]:
         fmt(c.grad_std_error),
         _fmt_z(c.grad_z),
         fmt(chi),
+        fmt_cosine(c.correlation),
+        fmt_cosine(c.expected_correlation),
         "departs" if c.departs else "",
     ]
 
@@ -76,6 +92,8 @@ def theory_doc(report: Report, verdict: Verdict, prediction: Prediction, compari
         Column("+-se", "grad_std_error"),
         Column("z", "grad_z"),
         Column("chi"),
+        Column("cos", "correlation"),
+        Column("expected cos", "expected_correlation", short="E cos"),
         Column("", "departs", align="left"),
     ]
     chis = _chis(prediction)
@@ -84,7 +102,8 @@ def theory_doc(report: Report, verdict: Verdict, prediction: Prediction, compari
         style = "yellow" if c.departs else None
         values = (
             c.name, c.std, c.expected_std, c.std_error, c.std_z, c.grad_std,
-            c.expected_grad_std, c.grad_std_error, c.grad_z, chis.get(c.name), c.departs,
+            c.expected_grad_std, c.grad_std_error, c.grad_z, chis.get(c.name), c.correlation,
+            c.expected_correlation, c.departs,
         )  # fmt: skip
         rows.append([Cell(t, style, clean(v)) for t, v in zip(theory_cells(c, chis.get(c.name)), values, strict=True)])
     return doc(
