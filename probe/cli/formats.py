@@ -20,10 +20,21 @@ class Format(str, Enum):
     html = "html"
 
 
-def _err_console() -> Any:
+# set by cli.common.guard: under torchrun only rank 0 prints and writes files
+WRITER: dict[str, bool] = {"writer": True}
+
+
+def writes_files() -> bool:
+    """Whether this process prints and writes files: a single process, or rank 0 under torchrun."""
+    return WRITER["writer"]
+
+
+def _err_console(always: bool = False) -> Any:
+    """stderr console; quiet on the ranks of a torchrun launch other than rank 0 (``always``: errors)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
+    quiet = not always and not writes_files()
+    return Console(stderr=True, highlight=False, emoji=False, quiet=quiet)  # messages quote user input verbatim
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -43,6 +54,8 @@ def write_output(path: Path, text: str) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it, so a failure never leaves half a file."""
+    if not writes_files():  # torchrun: rank 0 writes
+        return
     path = path.expanduser()
     if path.is_dir():
         raise SpecError(f"--output {path} is a directory; give a file path")
