@@ -59,6 +59,25 @@ def test_sample_cosine_matches_the_pairwise_reference() -> None:
     assert stats.token_correlation is None  # channels first: no token axis
 
 
+def test_many_batches_fold_into_the_same_sums() -> None:
+    """Past PENDING batches the records fold into the layer's sums on the device: the pooled mean
+    over every batch's pairs is unchanged (sequences too)."""
+    from probe.measure.correlation import PENDING
+
+    g = torch.Generator().manual_seed(5)
+    batches = [torch.randn(1, 4, 8, generator=g) + torch.randn(6, 4, 8, generator=g) for _ in range(PENDING + 9)]
+    stats = _measure(*batches)
+    total = pairs = token_total = token_pairs = 0.0
+    for b in batches:
+        s, n = _pairwise(b.reshape(len(b), -1))
+        total, pairs = total + s, pairs + n
+        for seq in b:
+            s, n = _pairwise(seq)
+            token_total, token_pairs = token_total + s, token_pairs + n
+    assert stats.correlation == pytest.approx(total / pairs, rel=1e-5)
+    assert stats.token_correlation == pytest.approx(token_total / token_pairs, rel=1e-5)
+
+
 def test_token_cosine_is_measured_within_each_sequence() -> None:
     g = torch.Generator().manual_seed(1)
     # (samples, tokens, units): each sequence has its own shared direction, so tokens agree within a

@@ -42,7 +42,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from probe.measure.attention import AttentionRecorder
-from probe.measure.correlation import correlation_sums
+from probe.measure.correlation import PENDING, correlation_record, fold
 from probe.model.built import Watched
 from probe.records import AttentionStats, LayerStats
 
@@ -98,8 +98,10 @@ class _Layer:
         self.weight_grad_batches = 0
         self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
-        # sums of [pairwise sample cosines, sample pairs, pairwise token cosines, token pairs]
+        # sums of [pairwise sample cosines, sample pairs, pairwise token cosines, token pairs], and
+        # the raw records not folded into them yet (correlation.py)
         self.correlation: torch.Tensor | None = None
+        self.correlation_records: list[torch.Tensor] = []
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
 
     def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
@@ -281,13 +283,18 @@ class Collector:
         return total
 
     def _correlation(self, layer: _Layer, y: torch.Tensor, unit_dim: int) -> None:
-        record = correlation_sums(y, unit_dim, self.acc_dtype)
-        if record is None:
+        record = correlation_record(y, unit_dim)
+        if record is not None:
+            layer.correlation_records.append(record)
+            if len(layer.correlation_records) >= PENDING:
+                self._fold_correlation(layer)
+
+    def _fold_correlation(self, layer: _Layer) -> None:
+        if not layer.correlation_records:
             return
-        if layer.correlation is None:
-            layer.correlation = record
-        else:
-            layer.correlation.add_(record)
+        folded = fold(layer.correlation_records, self.acc_dtype)
+        layer.correlation = folded if layer.correlation is None else layer.correlation.add_(folded)
+        layer.correlation_records = []
 
     def _backward_hook(self, i: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
@@ -365,6 +372,8 @@ class Collector:
 
         if not self.layers:
             return []
+        for layer in self.layers:
+            self._fold_correlation(layer)
         if merge_ranks is not None:
             self._merge()  # pending records into the accumulators: what crosses ranks is O(layers)
             merge_ranks(self)

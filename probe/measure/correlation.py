@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 SAMPLES = 64
 
 
-def correlation_sums(y: torch.Tensor, unit_dim: int, acc_dtype: torch.dtype) -> torch.Tensor | None:
-    """[sum of pairwise sample cosines, sample pairs, sum of pairwise token cosines, token pairs]
-    for one output (dim 0 indexes samples; each sample flattened, uncentered; tokens are dim 1 of a
-    (samples, tokens, units) output). Rows of norm 0 (or not finite) take no part in a pair.
-    ``None`` when there are fewer than two samples or one value per sample."""
+# Records a layer keeps before folding them into its sums (memory stays O(layers) however many
+# batches run; a fold is a handful of device ops).
+PENDING = 32
+
+
+def correlation_record(y: torch.Tensor, unit_dim: int) -> torch.Tensor | None:
+    """One output's raw record: [|sum of unit-norm sample rows|^2, nonzero rows] and, for a
+    (samples, tokens, units) output, [sum over sequences of (|sum of unit-norm tokens|^2 - tokens),
+    sum over sequences of tokens * (tokens - 1)]. Dim 0 indexes samples; each sample is flattened,
+    uncentered; rows of norm 0 (or not finite) take no part. ``None`` with fewer than two samples
+    or one value per sample. Five device ops for the samples: this runs in every forward hook."""
     import torch
 
     if y.dim() < 2 or y.shape[0] < 2:
@@ -32,16 +38,31 @@ def correlation_sums(y: torch.Tensor, unit_dim: int, acc_dtype: torch.dtype) -> 
     flat = rows.reshape(rows.shape[0], -1)
     inverse = torch.linalg.vector_norm(flat, dim=1).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     total = torch.mv(flat.t(), inverse)  # the sum of the unit-norm rows
-    n = (inverse > 0).sum(dtype=acc_dtype)
-    parts = [torch.dot(total, total).to(acc_dtype) - n, n * (n - 1)]
+    parts = [torch.dot(total, total).view(1), inverse.count_nonzero().view(1)]
     if y.dim() == 3 and unit_dim == 2 and y.shape[1] > 1:
         token_inverse = torch.linalg.vector_norm(rows, dim=2).reciprocal_()
         token_inverse.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         sums = torch.bmm(token_inverse.unsqueeze(1), rows).squeeze(1)  # per sequence, (samples, units)
-        tokens = (token_inverse > 0).sum(dim=1, dtype=acc_dtype)
-        squares = torch.linalg.vector_norm(sums, dim=1).to(acc_dtype).square()
-        parts += [(squares - tokens).sum(), (tokens * (tokens - 1)).sum()]
-    else:
-        zero = torch.zeros((), dtype=acc_dtype, device=y.device)
-        parts += [zero, zero]
-    return torch.stack(parts)
+        tokens = (token_inverse > 0).sum(dim=1, dtype=sums.dtype)
+        squares = torch.linalg.vector_norm(sums, dim=1).square()
+        parts += [(squares - tokens).sum().view(1), (tokens * (tokens - 1)).sum().view(1)]
+    return torch.cat(parts)  # promotes the count to the activation's float dtype (exact: n <= 64)
+
+
+def fold(records: list[torch.Tensor], acc_dtype: torch.dtype) -> torch.Tensor:
+    """Records of one layer -> [sum of pairwise sample cosines, sample pairs, sum of pairwise token
+    cosines, token pairs] (ordered pairs of distinct rows: |sum|^2 = n + the sum of their cosines)."""
+    import torch
+
+    out = torch.zeros(4, dtype=acc_dtype, device=records[0].device)
+    for width in (2, 4):
+        same = [r for r in records if r.numel() == width]
+        if not same:
+            continue
+        stacked = torch.stack(same).to(acc_dtype)
+        square, n = stacked[:, 0], stacked[:, 1]
+        out[0] += (square - n).sum()
+        out[1] += (n * (n - 1)).sum()
+        if width == 4:
+            out[2:] += stacked[:, 2:].sum(0)
+    return out
