@@ -449,3 +449,12 @@ def test_errors_are_not_hard_wrapped(cli: Any) -> None:
     assert result.exit_code == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("probe: error")]
     assert len(error) == 1 and long_name in error[0]
+
+
+def test_usage_errors_are_not_hard_wrapped() -> None:
+    from probe.cli import app
+
+    result = CliRunner().invoke(app, ["run", "a.yaml", "--format", "xml"], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    error = [line for line in result.stderr.splitlines() if "Invalid value" in line]
+    assert len(error) == 1 and error[0].endswith("'markdown', 'html'.")

@@ -7,6 +7,7 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
@@ -54,6 +55,32 @@ class _Group(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, args or ["--help"])
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's standalone handling, with a usage error as click prints it: one line that the
+        terminal wraps (typer's rich panel hard-wraps it at 80 columns)."""
+        call = {"args": args, "prog_name": prog_name, "complete_var": complete_var, **extra}
+        if not standalone_mode:
+            return super().main(**call, standalone_mode=False)
+        try:
+            code = super().main(**call, standalone_mode=False)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        except Exception as exc:  # click's ClickException (typer vendors click from 0.26: no one class to name)
+            exit_code = getattr(exc, "exit_code", None)
+            if not (hasattr(exc, "show") and isinstance(exit_code, int)):
+                raise
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: Any) -> list[str]:
         def order(name: str) -> tuple[int, int, str]:
@@ -104,7 +131,10 @@ def main(
 
 # ---- shared options --------------------------------------------------------------------------
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
+FormatOpt = Annotated[
+    Format,
+    typer.Option("--format", "-f", metavar="FORMAT", help="table, json, csv, markdown or html.", case_sensitive=False),
+]
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option(
