@@ -458,3 +458,14 @@ def test_usage_errors_are_not_hard_wrapped() -> None:
     assert result.exit_code == 2
     error = [line for line in result.stderr.splitlines() if "Invalid value" in line]
     assert len(error) == 1 and error[0].endswith("'markdown', 'html'.")
+
+
+def test_seed_and_set_reach_the_spec_on_run_and_compare(cli: Any) -> None:
+    small = ["--set", "model.depth=2", "--set", "model.width=8", "--set", "data.batch_size=4"]
+    ran = cli("run", str(CONFIGS / "lab1_tiny_relu.yaml"), "--seed", "3", *small, "-f", "json")
+    assert ran.exit_code == 0, ran.stderr
+    assert json.loads(ran.stdout)["spec"]["run"]["seed"] == 3
+    compared = cli("compare", "he", *small, "--seed", "5", "-f", "json")
+    assert compared.exit_code == 0, compared.stderr
+    spec = json.loads(compared.stdout)["runs"][0]["spec"]
+    assert spec["model"]["depth"] == 2 and spec["run"]["seed"] == 5

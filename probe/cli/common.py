@@ -39,7 +39,7 @@ EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 # typer 0.29 converts every parameter through a pydantic TypeAdapter built on first use (~0.1 s of
 # imports and adapter building on each start, whatever the command line) and shows bool flags as
 # `--debug <bool>`. Up to 0.28 click converts the values and pydantic is never imported. probe
-# pins that range in pyproject.toml (`typer>=0.12.5,<0.29`) instead of patching typer's private
+# pins the tested 0.28 in pyproject.toml (`typer>=0.28,<0.29`) instead of patching typer's private
 # coercion; tests/test_cli.py checks the installed typer against the pin and the import cost.
 
 
@@ -74,7 +74,7 @@ class _Group(TyperGroup):
         except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
-        except Exception as exc:  # click's ClickException (typer vendors click from 0.26: no one class to name)
+        except Exception as exc:  # click's ClickException: typer 0.28 vendors click and exports no name for it
             exit_code = getattr(exc, "exit_code", None)
             if not (hasattr(exc, "show") and isinstance(exit_code, int)):
                 raise
