@@ -20,6 +20,7 @@ from probe import __version__
 from probe.cli.formats import WRITER as _WRITER
 from probe.cli.formats import (  # noqa: F401  (the command modules import these from here)
     Format,
+    _emit,
     _err_console,
     check_output_path,
     check_outputs,
@@ -188,6 +189,24 @@ MaxMemoryOpt = Annotated[
         help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
     ),
 ]
+
+# -- issue 13: TensorBoard export --
+TensorboardOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--tensorboard",
+        metavar="DIR",
+        help="Also write TensorBoard event files to DIR, one folder per run (needs probe[tensorboard]).",
+    ),
+]
+
+
+def check_tensorboard(path: Path) -> None:
+    """Fail on a bad --tensorboard folder or a missing tensorboard before any work is done."""
+    from probe.render.tensorboard import check_dir
+
+    check_dir(path)
+
 
 EntriesArg = Annotated[
     list[str],
