@@ -124,13 +124,13 @@ class Report:
 
     def doc(self) -> Any:
         """The output as data (``probe.render.doc.Doc``): what every format is written from."""
-        from probe.render import report as rp
-
         if self.prediction is not None:
             from probe.render.theory import theory_doc
 
             return theory_doc(self.stats, self.verdict, self.prediction, list(self.comparisons))
-        return rp.run_doc(self.stats, self.verdict)
+        from probe.render.run_view import run_doc
+
+        return run_doc(self.stats, self.verdict)
 
     def __rich__(self) -> Any:
         from probe.render.writers import rich_renderable

@@ -245,7 +245,7 @@ def test_the_table_says_how_many_ranks(make_spec: Callable[..., Any]) -> None:
 
     from probe.judge.rules import evaluate
     from probe.measure.run import run_probe
-    from probe.render.report import run_doc
+    from probe.render.run_view import run_doc
     from probe.render.writers import plain_text
 
     report = run_probe(make_spec(model={"depth": 2, "width": 8}, data={"batch_size": 4}))

@@ -66,6 +66,7 @@ def check(
         memory_guard(specs, max_memory, jobs)
         load_torch()
         from probe.render import report as rp  # after the specs: bad input fails without loading it
+        from probe.render.run_view import check_doc
 
         steps = Steps(len(spec_paths), "checking")
         try:
@@ -83,7 +84,7 @@ def check(
         render(
             fmt,
             output,
-            lambda: rp.check_doc(runs),
+            lambda: check_doc(runs),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),

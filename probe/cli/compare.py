@@ -97,6 +97,7 @@ def compare(
         if tensorboard is not None:
             check_tensorboard(tensorboard)
         from probe.render import report as rp  # after the input checks: bad input fails without loading it
+        from probe.render.run_view import compare_doc
 
         steps = Steps(len(parsed), "probing")
         try:
@@ -112,7 +113,7 @@ def compare(
         render(
             fmt,
             output,
-            lambda: rp.compare_doc(runs, spec_mod.summary(base)),
+            lambda: compare_doc(runs, spec_mod.summary(base)),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),

@@ -141,9 +141,10 @@ def run(
         advice = advise(spec, verdict)
 
         def document() -> Any:
+            from probe.render.run_view import run_doc
             from probe.render.views import advice_doc
 
-            shown = rp.run_doc(result, verdict, None if all_layers else rp.SUMMARY_ROWS)
+            shown = run_doc(result, verdict, None if all_layers else rp.SUMMARY_ROWS)
             return shown + advice_doc(advice) if advice.mismatch or advice.suggestion else shown
 
         def html() -> str:

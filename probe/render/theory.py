@@ -14,7 +14,8 @@ from probe.judge.depth import DepthReport
 from probe.judge.theory import DEPARTURE_Z, Comparison, Prediction
 from probe.records import Report, Run, Verdict
 from probe.render.doc import NAME_BREAKS, Cell, Column, Doc, Line, doc, table
-from probe.render.report import FORMAT, clean, compare_doc, fmt, fmt_cosine, report_dict, run_doc, verdict_lines
+from probe.render.report import FORMAT, clean, fmt, fmt_cosine, report_dict
+from probe.render.run_view import compare_doc, run_doc, verdict_lines
 from probe.spec import summary, to_dict
 
 THEORY_COLUMNS = (
