@@ -103,11 +103,13 @@ def apply_init(model: nn.Module, init: str) -> nn.Module:
     return model
 
 
-def _hf(model_type: str, init: str, output: str, wrap: bool, **config: Any) -> nn.Module:
+def _hf(
+    model_type: str, init: str, output: str, wrap: bool, model_kwargs: dict[str, Any] | None = None, **config: Any
+) -> nn.Module:
     from transformers import AutoConfig, AutoModel
 
     cfg = AutoConfig.for_model(model_type, **config)
-    model = AutoModel.from_config(cfg)
+    model = AutoModel.from_config(cfg, **(model_kwargs or {}))
     apply_init(model, init)
     return Features(model, output) if wrap else model
 
@@ -140,7 +142,10 @@ def gpt2(init: str = "default", wrap: bool = True) -> nn.Module:
 
 
 def bert(init: str = "default", wrap: bool = True, causal: bool = False) -> nn.Module:
-    """BERT: 4 post-LayerNorm blocks, width 64, 4 heads, no padding index.
+    """BERT: 4 post-LayerNorm blocks, width 64, 4 heads, no padding index, no pooler.
+
+    The pooler (dense + tanh on the first token) is left out: its output is not the last hidden
+    state, so it would be a branch that runs, gets probed, and takes no part in the loss.
 
     ``causal=True`` (``is_decoder``) masks attention to the past only: the same modules and the same
     weight draw, for training it on next-token prediction.
@@ -150,6 +155,7 @@ def bert(init: str = "default", wrap: bool = True, causal: bool = False) -> nn.M
         init,
         "last_hidden_state",
         wrap,
+        {"add_pooling_layer": False},
         vocab_size=VOCAB_SIZE,
         max_position_embeddings=SEQ_LEN,
         hidden_size=64,
