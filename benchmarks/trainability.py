@@ -45,7 +45,8 @@ learning. The rule also needs the default itself to learn (``gain`` >= 0.25 nats
 default does not is reported as ``task not learned`` and judged on nothing.
 
 Writes ``benchmarks/trainability.json`` (with the date, torch and transformers versions and the
-settings) and prints a table. ``--only gpt2,swin`` runs a subset (its JSON goes to ``--json``).
+settings) and prints a table. ``--only gpt2,swin``, ``--inits``, ``--seed N`` (another replicate)
+and ``--steps`` change the run; the JSON of such a run is written only to ``--json PATH``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ EVAL_EVERY = 50
 MODEL_SEED = 0
 HEAD_SEED = 1
 DATA_SEED = 2
+SEED_STRIDE = 10  # --seed N adds N * 10 to all three: another draw of model, head, chain/teacher and data
 
 # token task
 STATES = corpus.VOCAB_SIZE
@@ -136,8 +138,8 @@ class Batch:
 class TokenTask:
     """Next-token prediction on the chain's sequences (the last position has no target)."""
 
-    def __init__(self) -> None:
-        self.gen = torch.Generator().manual_seed(DATA_SEED)
+    def __init__(self, seed: int = 0) -> None:
+        self.gen = torch.Generator().manual_seed(DATA_SEED + SEED_STRIDE * seed)
         self.chain = SkipChain(self.gen)
         self.eval_batch = self._make(self.chain.sample(EVAL_SEQUENCES, self.gen))
 
@@ -159,8 +161,8 @@ class TokenTask:
 class ImageTask:
     """Smooth random images, labelled by a fixed random conv teacher; batches drawn from a fixed set."""
 
-    def __init__(self) -> None:
-        self.gen = torch.Generator().manual_seed(DATA_SEED)
+    def __init__(self, seed: int = 0) -> None:
+        self.gen = torch.Generator().manual_seed(DATA_SEED + SEED_STRIDE * seed)
         low = torch.randn(IMAGES, corpus.CHANNELS, LOW_RES, LOW_RES, generator=self.gen)
         images = F.interpolate(low, size=corpus.IMAGE_SIZE, mode="bilinear", align_corners=False)
         self.images = images / images.std()
@@ -188,8 +190,8 @@ class ImageTask:
         return CLASSES
 
 
-def make_task(case: corpus.Case) -> TokenTask | ImageTask:
-    return TokenTask() if case.kind == "tokens" else ImageTask()
+def make_task(case: corpus.Case, seed: int = 0) -> TokenTask | ImageTask:
+    return TokenTask(seed) if case.kind == "tokens" else ImageTask(seed)
 
 
 def build_body(case: corpus.Case, init: str) -> nn.Module:
@@ -212,11 +214,11 @@ def baseline_loss(task: TokenTask | ImageTask) -> float:
 
 
 class Classifier(nn.Module):
-    def __init__(self, body: nn.Module, features: int, classes: int) -> None:
+    def __init__(self, body: nn.Module, features: int, classes: int, seed: int = 0) -> None:
         super().__init__()
         self.body = body
         with torch.random.fork_rng():
-            torch.manual_seed(HEAD_SEED)
+            torch.manual_seed(HEAD_SEED + SEED_STRIDE * seed)
             self.head = nn.Linear(features, classes)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -257,14 +259,14 @@ class Run:
     note: str = ""
 
 
-def train_case(case: corpus.Case, init: str, steps: int) -> Run:
+def train_case(case: corpus.Case, init: str, steps: int, seed: int = 0) -> Run:
     """Build ``case`` at ``init``, train it ``steps`` AdamW steps, and return its losses."""
-    task = make_task(case)
-    torch.manual_seed(MODEL_SEED)
+    task = make_task(case, seed)
+    torch.manual_seed(MODEL_SEED + SEED_STRIDE * seed)
     body = build_body(case, init)
     with torch.no_grad():
         features = body(**case.inputs(2)).shape[-1]
-    model = Classifier(body, features, task.classes)
+    model = Classifier(body, features, task.classes, seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -331,7 +333,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def to_json(runs: list[Run], steps: dict[str, int], total_s: float, total_cpu_s: float) -> dict[str, Any]:
+def to_json(runs: list[Run], steps: dict[str, int], seed: int, total_s: float, total_cpu_s: float) -> dict[str, Any]:
     import transformers
 
     return {
@@ -348,7 +350,9 @@ def to_json(runs: list[Run], steps: dict[str, int], total_s: float, total_cpu_s:
             "steps": steps,
             "batch": BATCH,
             "optimizer": f"AdamW(lr={LR}, weight_decay={WEIGHT_DECAY})",
-            "seeds": {"model": MODEL_SEED, "head": HEAD_SEED, "data": DATA_SEED},
+            "seeds": {
+                k: v + SEED_STRIDE * seed for k, v in (("model", MODEL_SEED), ("head", HEAD_SEED), ("data", DATA_SEED))
+            },
             "trains": f"gain >= {TRAINS_FRACTION} * default gain (gain = constant-prediction baseline - final loss)",
             "min_default_gain": MIN_DEFAULT_GAIN,
             "token_task": {
@@ -371,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, default=None, help="steps for every task (default: 300 tokens, 200 images)"
     )
     parser.add_argument("--only", default="", help="comma-separated model names (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="another replicate: shifts every seed (default 0)")
     parser.add_argument("--inits", default=",".join(corpus.INITS), help="comma-separated inits (default: all)")
     parser.add_argument("--json", type=Path, default=None, help=f"where to write the JSON (default {JSON_PATH})")
     args = parser.parse_args(argv)
@@ -387,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         for init in inits:
             case = corpus.CASES[name]
-            run = train_case(case, init, args.steps or STEPS[case.kind])
+            run = train_case(case, init, args.steps or STEPS[case.kind], args.seed)
             print(
                 f"  {name:13s} {init:8s} loss {run.initial_loss:9.3g} -> {run.final_loss:.3f}  ({run.cpu_s:.1f} s CPU)",
                 file=sys.stderr,
@@ -397,10 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     total, total_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     print(table(runs))
     print(f"\ntotal {total:.0f} s wall, {total_cpu:.0f} s CPU")
-    out = args.json or (JSON_PATH if not args.only and len(inits) == len(corpus.INITS) else None)
+    complete = not args.only and len(inits) == len(corpus.INITS) and args.seed == 0 and args.steps is None
+    out = args.json or (JSON_PATH if complete else None)
     if out is not None:
         out.write_text(
-            json.dumps(to_json(runs, {k: args.steps or v for k, v in STEPS.items()}, total, total_cpu), indent=1) + "\n"
+            json.dumps(
+                to_json(runs, {k: args.steps or v for k, v in STEPS.items()}, args.seed, total, total_cpu), indent=1
+            )
+            + "\n"
         )
         print(f"wrote {out}")
     return 0
