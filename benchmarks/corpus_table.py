@@ -103,8 +103,12 @@ def training_text(run: dict[str, Any] | None) -> str:
     if run is None or run["trains"] is None:
         return "-"
     word = "trains" if run["trains"] else "**fails**"
-    frac = run["gain_fraction"]
-    return f"{word} ({run['initial_loss']:.3g} -> {run['final_loss']:.2f}, {'-' if frac is None else f'{frac:.2f}'})"
+    final = "nan" if run["final_loss"] is None else f"{run['final_loss']:.2f}"
+    return f"{word} ({_num(run['initial_loss'])} -> {final}, {_frac(run['gain_fraction'])})"
+
+
+def _frac(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def table(verdicts: dict[str, dict[str, Any]], outcomes: dict[tuple[str, str], dict[str, Any]]) -> tuple[str, dict]:
