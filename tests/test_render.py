@@ -123,6 +123,9 @@ def test_wrap_name_keeps_every_character() -> None:
             assert wrapped.replace("\n", "") == name
             assert all(len(line) <= width for line in wrapped.splitlines())
     assert writers.wrap_name("vanishing, gradient_vanishing", 20, LIST_BREAKS) == "vanishing,\ngradient_vanishing"
+    # inside an item only when the item alone is longer than a line
+    wrapped = writers.wrap_name("vanishing, dead_units, gradient_vanishing", 16, LIST_BREAKS + "_")
+    assert wrapped == "vanishing,\ndead_units,\ngradient_\nvanishing"
 
 
 def test_machine_formats_keep_values_and_drop_pictures() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from probe.render.doc import DOC_FORMAT, LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table
 
-NAME_MIN = 12  # a wrapped name column keeps at least this many characters a line
+NAME_MIN = 8  # a wrapped name column keeps at least this many characters a line
 
 
 # ---- terminal (rich) -----------------------------------------------------------------------
@@ -55,7 +55,17 @@ def _parts(text: str, breaks: str) -> list[str]:
 
 def wrap_name(name: str, width: int, breaks: str = NAME_BREAKS) -> str:
     """``name`` on lines of at most ``width`` characters, broken after one of ``breaks`` (and
-    inside a part only where one part alone is longer)."""
+    inside a part only where one part alone is longer). A list (``breaks`` starting with ',')
+    wraps between its items, and an item longer than a line after its other ``breaks`` alone."""
+    if breaks.startswith(LIST_BREAKS) and len(breaks) > 1:
+        packed: list[str] = []
+        for item in _parts(name, LIST_BREAKS):
+            joined = f"{packed[-1]} {item.strip()}" if packed else item.strip()
+            if packed and len(joined) <= width:
+                packed[-1] = joined
+            else:
+                packed += wrap_name(item.strip(), width, breaks[1:]).split("\n")
+        return "\n".join(packed)
     lines: list[str] = []
     current = ""
     for raw in _parts(name, breaks):
