@@ -110,3 +110,8 @@ def failing(size: int = 3) -> nn.Module:
 
 def not_a_module() -> object:
     return "a string"
+
+
+def norm_only(width: int = 8) -> nn.Module:
+    """No weight with two or more dimensions: an init strategy has nothing to fill."""
+    return nn.Sequential(nn.LayerNorm(width), nn.Tanh())

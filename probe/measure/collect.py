@@ -23,6 +23,10 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
+- the pooling-invariant backward signal (``grad_scale``, rows the gradient rules judge): each
+  sample's output norm, kept until the backward hook, times its gradient norm, summed over
+  samples with one dot product; and a residual block's ||output - input||^2 and ||input||^2
+  (what its branch adds). These add into a small per-layer device accumulator in place.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -59,6 +63,10 @@ _MAX_BUFFERS = 8
 _EXACT_F32_COUNT = 2**24
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
+# Rows that get grad_scale: the ones the gradient rules judge (and the network output).
+_SCALED_ROLES = ("stream", "head")
+# The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_b|| ||g_b||.
+_EXTRA = 3
 
 
 class _Moments:
@@ -95,6 +103,10 @@ class _Layer:
         self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
+        # rows the gradient rules read get the per-sample grad_scale (not a shared table's rows)
+        self.scaled = w.role in _SCALED_ROLES and not w.broadcast
+        self.scale_samples = 0  # samples whose ||output|| * ||gradient|| was summed
+        self.residual_values = 0  # values whose branch part was measured
 
     def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
         dims = self.dims.get(ndim)
@@ -147,6 +159,9 @@ class Collector:
         self.moments = _Moments(3 * n, self.acc_dtype, device)
         # per slot: sums of [M2 part a, non-finite count, saturated count]
         self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
+        self.extra = torch.zeros(n, _EXTRA, dtype=self.acc_dtype, device=device)
+        if self.layers:
+            self.layers[-1].scaled = not self.layers[-1].watched.broadcast  # the reference row
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._consts: dict[float, torch.Tensor] = {}
@@ -237,9 +252,28 @@ class Collector:
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
+        sample_norms = None
+        if output.requires_grad and layer.scaled and y.dim() >= 1:
+            sample_norms = torch.linalg.vector_norm(y.reshape(y.shape[0], -1), dim=1)
+        if layer.watched.residual:
+            self._branch(layer, i, inputs, output, y)
         if output.requires_grad:
-            output.register_hook(self._backward_hook(i))
+            output.register_hook(self._backward_hook(i, sample_norms))
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
+
+    def _branch(self, layer: _Layer, i: int, inputs: tuple[Any, ...], output: Any, y: torch.Tensor) -> None:
+        """What a residual block adds to its input: ||output - input||^2 and ||input||^2."""
+        import torch
+
+        x = inputs[0] if inputs else None
+        if not isinstance(x, torch.Tensor) or x is output or x.shape != y.shape or not x.is_floating_point():
+            return
+        x = _float(x.detach())
+        added = torch.sub(y, x, out=self._scratch(y)).view(-1)
+        flat = x.reshape(-1)
+        self.extra[i, 0].add_(torch.dot(added, added))
+        self.extra[i, 1].add_(torch.dot(flat, flat))
+        layer.residual_values += y.numel()
 
     def _saturated(
         self, layer: _Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
@@ -265,12 +299,19 @@ class Collector:
             total = total + (source > sat.high).sum(dtype=count_dtype)
         return total
 
-    def _backward_hook(self, i: int) -> Any:
+    def _backward_hook(self, i: int, sample_norms: torch.Tensor | None) -> Any:
         def hook(grad: torch.Tensor) -> None:
+            import torch
+
             g = _float(grad.detach())
             if g.numel() == 0:
                 return
-            self.layers[i].grads += g.numel()
+            layer = self.layers[i]
+            layer.grads += g.numel()
+            if sample_norms is not None and g.shape[0] == sample_norms.shape[0]:
+                grad_norms = torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
+                self.extra[i, 2].add_(torch.dot(sample_norms.to(grad_norms.dtype), grad_norms))
+                layer.scale_samples += g.shape[0]
             self._add_raw(len(self.layers) + i, g)
 
         return hook
@@ -341,14 +382,25 @@ class Collector:
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
-        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive]
+        # weight norms for the relative weight gradient: only where a weight gradient was measured
+        # (a layer-by-layer run's weights are on the meta device by now, and it has no backward)
+        weights = [layer.watched.weight if layer.weight_grad_batches else None for layer in self.layers]
+        weight_norms = [
+            torch.linalg.vector_norm(w.detach().to(self.acc_dtype)).view(1) for w in weights if w is not None
+        ]
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
         flat = torch.cat(parts).cpu().tolist()
         slots = len(self.layers) * 3
         count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
         sums = flat[3 * slots : 6 * slots]
-        at = 6 * slots
+        extra = flat[6 * slots : 6 * slots + _EXTRA * len(self.layers)]
+        at = 6 * slots + _EXTRA * len(self.layers)
+        norms: list[float | None] = []
+        for w in weights:
+            norms.append(None if w is None else flat[at])
+            at += w is not None
         out = []
         lives: list[tuple[float, float, int] | None] = []
         for layer in self.layers:
@@ -363,8 +415,23 @@ class Collector:
             _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []
         for i, (layer, live) in enumerate(zip(self.layers, lives, strict=True)):
-            out.append(_to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done))
+            stats = _to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done)
+            out.append(_with_extra(stats, layer, extra[_EXTRA * i : _EXTRA * (i + 1)], norms[i]))
         return out
+
+
+def _with_extra(stats: LayerStats, layer: _Layer, extra: list[float], weight_norm: float | None) -> LayerStats:
+    """The role and the statistics of the per-layer accumulator (branch part, grad_scale, the
+    relative weight gradient)."""
+    from dataclasses import replace
+
+    added, base, scale_sum = extra
+    branch = math.sqrt(added / base) if layer.residual_values and base > 0 else None
+    scale = scale_sum / layer.scale_samples if layer.scale_samples else None
+    ratio = None
+    if stats.weight_grad_norm is not None and weight_norm is not None and weight_norm > 0:
+        ratio = stats.weight_grad_norm / weight_norm
+    return replace(stats, role=layer.watched.role, grad_scale=scale, weight_grad_ratio=ratio, branch_ratio=branch)
 
 
 def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:

@@ -73,11 +73,12 @@ def fmt_fraction(value: float | None) -> str:
 
 def layer_row(layer: LayerStats) -> dict[str, Any]:
     row = {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
+    row["role"] = layer.role
     # architectures and user models also say what each row is and what initialized it
-    for extra in ("module_type", "init_rule"):
+    for extra in ("module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio"):
         value = getattr(layer, extra)
         if value is not None:
-            row[extra] = value
+            row[extra] = clean(value)
     return row
 
 
@@ -131,7 +132,14 @@ def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) 
 
 
 def problem_dict(p: Problem) -> dict[str, Any]:
-    return {"rule": p.rule, "layer": p.layer, "value": clean(p.value), "threshold": p.threshold, "message": p.message}
+    return {
+        "rule": p.rule,
+        "severity": p.severity,
+        "layer": p.layer,
+        "value": clean(p.value),
+        "threshold": p.threshold,
+        "message": p.message,
+    }
 
 
 def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
@@ -156,6 +164,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "healthy": verdict.healthy,
             "problems": [problem_dict(p) for p in verdict.problems],
             "warnings": [problem_dict(p) for p in verdict.warnings],
+            "notes": [problem_dict(p) for p in verdict.notes],
         },
         **({"notes": list(report.notes)} if report.notes else {}),
     }
@@ -229,7 +238,11 @@ def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
     rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
-    extra = [c for c in ("module_type", "init_rule") if any(c in row for row in rows)]
+    extra = [
+        c
+        for c in ("role", "module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio")
+        if any(c in row for row in rows)
+    ]
     return csv_text([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
 
 
@@ -371,6 +384,7 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
         table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
         if col == "layer" and typed:
             table.add_column("type", justify="left", no_wrap=True)
+            table.add_column("role", justify="left", no_wrap=True)
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     table.add_column("std (log)", justify="left", no_wrap=True)
     table.add_column("grad (log)", justify="left", no_wrap=True)
@@ -390,6 +404,7 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
         cells.append(Text(spark.std_bar(x.grad_std, 10), style=_STYLE[grad_level] if grad_level else "cyan"))
         if typed:
             cells.insert(1, Text(x.module_type or "", style="dim"))
+            cells.insert(2, Text(x.role, style="dim"))
         table.add_row(*cells)
     parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
     if len(shown) < len(report.layers):
@@ -412,12 +427,15 @@ def verdict_renderable(verdict: Verdict) -> Any:
     text = Text()
     if verdict.healthy:
         text.append("verdict: healthy", style="bold green")
-        for w in verdict.warnings:
-            text.append(f"\n  near {w.rule}: {w.message}", style="yellow")
-        return text
-    text.append("verdict: " + verdict_text(verdict), style="bold red")
+    else:
+        text.append("verdict: " + verdict_text(verdict), style="bold red")
     for p in verdict.problems:
-        text.append(f"\n  {p.rule}: {p.message}", style="red")
+        text.append(f"\n  {p.severity} {p.rule}: {p.message}", style="red")
+    for w in verdict.warnings:
+        word = "near" if "is near the" in w.message else "warning"
+        text.append(f"\n  {word} {w.rule}: {w.message}", style="yellow")
+    for n in verdict.notes:
+        text.append(f"\n  note: {n.message}", style="dim")
     return text
 
 
