@@ -16,6 +16,7 @@ from probe.cli.common import (
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
+    OptimizerOpt,
     OutputOpt,
     SetOpt,
     Steps,
@@ -23,6 +24,7 @@ from probe.cli.common import (
     guard,
     load_torch,
     memory_guard,
+    optimizer_override,
     pairs,
     render,
     write_atomic,
@@ -36,6 +38,7 @@ def check(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    optimizer: OptimizerOpt = None,
     set_: SetOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
@@ -49,7 +52,7 @@ def check(
         from probe import spec as spec_mod
         from probe.experiments import batch
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **optimizer_override(optimizer)}
         memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
         load_torch()
         from probe.render import report as rp  # after the specs: bad input fails without loading it

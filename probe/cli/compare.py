@@ -15,6 +15,7 @@ from probe.cli.common import (
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
+    OptimizerOpt,
     OutputOpt,
     PlotOpt,
     Steps,
@@ -23,6 +24,7 @@ from probe.cli.common import (
     guard,
     load_torch,
     memory_guard,
+    optimizer_override,
     pairs,
     render,
     wrote,
@@ -55,6 +57,7 @@ def compare(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    optimizer: OptimizerOpt = None,
     plot: PlotOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
@@ -80,6 +83,7 @@ def compare(
         }
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(pairs(gate, "gate", "--gate"))
+        overrides.update(optimizer_override(optimizer))
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
         if plot is not None:
             check_plot(plot)

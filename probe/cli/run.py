@@ -18,6 +18,7 @@ from probe.cli.common import (
     MaxMemoryOpt,
     ModelArgOpt,
     ModelOpt,
+    OptimizerOpt,
     OutputOpt,
     PlotOpt,
     SetOpt,
@@ -28,6 +29,7 @@ from probe.cli.common import (
     load_spec,
     load_torch,
     memory_guard,
+    optimizer_override,
     pairs,
     render,
     wrote,
@@ -44,6 +46,7 @@ def run(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    optimizer: OptimizerOpt = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
@@ -84,7 +87,7 @@ def run(
     """
 
     def body() -> int:
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **optimizer_override(optimizer)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         from probe.judge.advice import advise
         from probe.judge.rules import evaluate
