@@ -23,10 +23,8 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
-- the pooling-invariant backward signal (``grad_scale``, rows the gradient rules judge): each
-  sample's output norm, kept until the backward hook, times its gradient norm, summed over
-  samples with one dot product; and a residual block's ||output - input||^2 and ||input||^2
-  (what its branch adds). These add into a small per-layer device accumulator in place.
+- signal-path statistics (probe/measure/signal_path.py) add in place into a per-layer device
+  accumulator: per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -43,6 +41,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from probe.measure.signal_path import EXTRA as _EXTRA
+from probe.measure.signal_path import SCALED_ROLES as _SCALED_ROLES
+from probe.measure.signal_path import with_extra
 from probe.model.built import Watched
 from probe.records import LayerStats
 
@@ -63,10 +64,6 @@ _MAX_BUFFERS = 8
 _EXACT_F32_COUNT = 2**24
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
-# Rows that get grad_scale: the ones the gradient rules judge (and the network output).
-_SCALED_ROLES = ("stream", "head")
-# The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_b|| ||g_b||.
-_EXTRA = 3
 
 
 class _Moments:
@@ -416,22 +413,17 @@ class Collector:
         self._keys, self._stats = [], []
         for i, (layer, live) in enumerate(zip(self.layers, lives, strict=True)):
             stats = _to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done)
-            out.append(_with_extra(stats, layer, extra[_EXTRA * i : _EXTRA * (i + 1)], norms[i]))
+            out.append(
+                with_extra(
+                    stats,
+                    layer.watched.role,
+                    layer.residual_values,
+                    layer.scale_samples,
+                    extra[_EXTRA * i : _EXTRA * (i + 1)],
+                    norms[i],
+                )
+            )
         return out
-
-
-def _with_extra(stats: LayerStats, layer: _Layer, extra: list[float], weight_norm: float | None) -> LayerStats:
-    """The role and the statistics of the per-layer accumulator (branch part, grad_scale, the
-    relative weight gradient)."""
-    from dataclasses import replace
-
-    added, base, scale_sum = extra
-    branch = math.sqrt(added / base) if layer.residual_values and base > 0 else None
-    scale = scale_sum / layer.scale_samples if layer.scale_samples else None
-    ratio = None
-    if stats.weight_grad_norm is not None and weight_norm is not None and weight_norm > 0:
-        ratio = stats.weight_grad_norm / weight_norm
-    return replace(stats, role=layer.watched.role, grad_scale=scale, weight_grad_ratio=ratio, branch_ratio=branch)
 
 
 def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:
