@@ -271,6 +271,8 @@ def test_advice_names_no_spec_key_a_user_model_lacks() -> None:
     assert line is not None
     for key in ("model.norm", "model.depth", "model.activation"):
         assert key not in line
+    assert "calculate_gain('relu')" not in line  # model.activation's default says nothing about GPT-2
+    assert "the model's own init" in line
     # a spec network with a norm already is not told to add one
     normed = spec_mod.parse({"model": {"depth": 40, "norm": "layernorm"}, "init": {"weight": "xavier_normal"}})
     fake = Verdict(False, (evaluate(run_probe(_spec("gpt2", "large"))).problems[0],))

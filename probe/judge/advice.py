@@ -225,6 +225,9 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
     rec = recommend(act, act_params)
     name = spec.init.weight.name
     better = rec.describe()
+    if spec.model.factory is not None:
+        # its activations are its own modules: model.activation says nothing about them
+        better = "the model's own init (no init.weight) or a fan-scaled one such as xavier_normal"
     if "nonfinite" in broken:
         return f"values overflowed: use a variance-scaled init such as {better}, or a wider dtype"
     if "symmetry" in broken and name in CONSTANT:

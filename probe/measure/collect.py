@@ -101,7 +101,8 @@ class _Layer:
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
         # rows the gradient rules read get the per-sample grad_scale (not a shared table's rows)
-        self.scaled = w.role in _SCALED_ROLES and not w.broadcast
+        # (a spec MLP's rows keep the per-value gradient std: no pool or broadcast to correct for)
+        self.scaled = w.role in _SCALED_ROLES and not w.broadcast and bool(w.module_type)
         self.scale_samples = 0  # samples whose ||output|| * ||gradient|| was summed
         self.residual_values = 0  # values whose branch part was measured
 
@@ -158,7 +159,8 @@ class Collector:
         self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
         self.extra = torch.zeros(n, _EXTRA, dtype=self.acc_dtype, device=device)
         if self.layers:
-            self.layers[-1].scaled = not self.layers[-1].watched.broadcast  # the reference row
+            last = self.layers[-1].watched  # the reference row
+            self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._consts: dict[float, torch.Tensor] = {}
