@@ -381,12 +381,11 @@ class Collector:
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
-        # weight norms for the relative weight gradient: only where a weight gradient was measured
-        # (a layer-by-layer run's weights are on the meta device by now, and it has no backward)
+        # weight norms (the relative weight gradient) where a weight gradient was measured (a layer-by-layer
+        # run's weights are on the meta device by now), in the weight's dtype (a float64 copy costs memory)
         weights = [layer.watched.weight if layer.weight_grad_batches else None for layer in self.layers]
-        weight_norms = [
-            torch.linalg.vector_norm(w.detach().to(self.acc_dtype)).view(1) for w in weights if w is not None
-        ]
+        present = [w.detach() for w in weights if w is not None]
+        weight_norms = [torch.linalg.vector_norm(_float(w)).to(self.acc_dtype).view(1) for w in present]
         parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
