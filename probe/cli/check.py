@@ -16,7 +16,6 @@ from probe.cli.common import (
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
-    OptimizerOpt,
     OutputOpt,
     SetOpt,
     Steps,
@@ -24,11 +23,11 @@ from probe.cli.common import (
     guard,
     load_torch,
     memory_guard,
-    optimizer_override,
     pairs,
     render,
     write_atomic,
 )
+from probe.cli.gate_options import OptimizerOpt, optimizer_override
 
 
 @app.command(cls=Command)

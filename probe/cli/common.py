@@ -11,7 +11,7 @@ import sys
 import tempfile
 import typing
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -180,29 +180,6 @@ PlotOpt = Annotated[
     Optional[Path],
     typer.Option("--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe[plot])."),
 ]
-
-
-class Optimizer(str, Enum):
-    any = "any"
-    sgd = "sgd"
-    adam = "adam"
-
-
-OptimizerOpt = Annotated[
-    Optional[Optimizer],
-    typer.Option(
-        "--optimizer",
-        case_sensitive=False,
-        help="Sets gate.optimizer: sgd makes moderate vanishing an error, adam only vanishing by 4+ decades.",
-    ),
-]
-
-
-def optimizer_override(optimizer: Optional[Optimizer]) -> dict[str, Any]:
-    """``--optimizer`` as a spec override (``gate.optimizer``)."""
-    return {} if optimizer is None else {"gate.optimizer": optimizer.value}
-
-
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -223,6 +200,24 @@ MaxMemoryOpt = Annotated[
         help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
     ),
 ]
+
+# -- issue 13: TensorBoard export --
+TensorboardOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--tensorboard",
+        metavar="DIR",
+        help="Also write TensorBoard event files to DIR, one folder per run (needs probe[tensorboard]).",
+    ),
+]
+
+
+def check_tensorboard(path: Path) -> None:
+    """Fail on a bad --tensorboard folder or a missing tensorboard before any work is done."""
+    from probe.render.tensorboard import check_dir
+
+    check_dir(path)
+
 
 EntriesArg = Annotated[
     list[str],
@@ -264,10 +259,17 @@ def load_torch() -> None:
         gc.freeze()
 
 
-def _err_console() -> Any:
+def _err_console(always: bool = False) -> Any:
+    """stderr console; quiet on the ranks of a torchrun launch other than rank 0 (``always``: errors)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
+    quiet = not always and not writes_files()
+    return Console(stderr=True, highlight=False, emoji=False, quiet=quiet)  # messages quote user input verbatim
+
+
+def writes_files() -> bool:
+    """Whether this process prints and writes files: a single process, or rank 0 under torchrun."""
+    return _state.get("writer", True)
 
 
 def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
@@ -359,6 +361,8 @@ def _emit(text: str, output: Path | None) -> None:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside ``path`` and rename it, so a failure never leaves half a file."""
+    if not writes_files():  # torchrun: rank 0 writes
+        return
     path = path.expanduser()
     if path.is_dir():
         raise SpecError(f"--output {path} is a directory; give a file path")
@@ -430,22 +434,31 @@ def render(
 
 
 def guard(fn: Callable[[], int]) -> None:
-    """Run a command body; turn expected errors into one red line and an exit code."""
+    """Run a command body; turn expected errors into one red line and an exit code. Under
+    torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
+    from probe.measure.distributed import launched_rank, output_rank
+
+    _state["writer"] = output_rank()
+    where = "" if _state["writer"] else f" (rank {launched_rank()})"
     try:
-        code = fn()
+        if _state["writer"]:
+            code = fn()
+        else:
+            with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+                code = fn()
     except ProbeError as exc:
         if _state["debug"]:
             raise
-        _err_console().print(f"probe: error: {exc}", style="red", markup=False)
+        _err_console(always=True).print(f"probe: error{where}: {exc}", style="red", markup=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        _err_console().print("probe: interrupted", style="red")
+        _err_console(always=True).print("probe: interrupted", style="red")
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
         if _state["debug"]:
             raise
-        _err_console().print(
-            f"probe: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        _err_console(always=True).print(
+            f"probe: unexpected error{where}: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
             style="red",
             markup=False,
         )

@@ -15,20 +15,22 @@ from probe.cli.common import (
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
-    OptimizerOpt,
     OutputOpt,
     PlotOpt,
     Steps,
+    TensorboardOpt,
     app,
     check_plot,
+    check_tensorboard,
     guard,
     load_torch,
     memory_guard,
-    optimizer_override,
     pairs,
     render,
+    writes_files,
     wrote,
 )
+from probe.cli.gate_options import OptimizerOpt, optimizer_override
 
 
 @app.command(cls=Command)
@@ -59,6 +61,7 @@ def compare(
     gate: GateOpt = None,
     optimizer: OptimizerOpt = None,
     plot: PlotOpt = None,
+    tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -89,6 +92,8 @@ def compare(
             check_plot(plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         load_torch()
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)
         from probe.render import report as rp  # after the input checks: bad input fails without loading it
 
         steps = Steps(len(parsed), "probing")
@@ -111,12 +116,19 @@ def compare(
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
         )
-        if plot is not None:
+        if (plot is not None or tensorboard is not None) and writes_files():  # torchrun: rank 0 writes
             from probe.measure.histograms import histograms
-            from probe.render.plot import runs_figure
 
             hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
-            wrote(runs_figure(runs, plot, hists))
+            if plot is not None:
+                from probe.render.plot import runs_figure
+
+                wrote(runs_figure(runs, plot, hists))
+            if tensorboard is not None:
+                from probe.render.tensorboard import write_runs
+
+                for folder in write_runs(tensorboard, runs, hists):
+                    wrote(folder)
         return EXIT_OK
 
     guard(body)

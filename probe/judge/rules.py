@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from probe.records import LayerStats, Problem, Report, Verdict
 from probe.spec import RULE_NAMES, GateSpec
@@ -33,11 +34,21 @@ HAIR = 2.0  # scale thresholds: a factor of 2
 FRACTION_ERROR = 1.5  # fraction thresholds: 1.5 x the threshold
 SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by gate.optimizer
 SLOW_RULES = ("vanishing", "gradient_vanishing")
+# errors whenever broken: their thresholds already sit where training fails (the collapse rule's
+# 0.98 cosine, one-hot attention, nan)
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation")
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
 
-Values = Callable[[Report], list[tuple[LayerStats, "float | None"]]]
+class Row(Protocol):
+    """What a check judges: a layer's statistics, or a module's attention (``AttentionStats``)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+Values = Callable[[Report], "list[tuple[Row, float | None]]"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[LayerStats, float]]:
+def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[Row, float]]:
     """The (layer, value) pairs that break ``check`` under ``gate``, in layer order."""
     threshold = float(getattr(gate, check.key))
     return [
@@ -85,7 +96,7 @@ def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[LayerS
 def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
     """The value past which a broken ``check`` is an error rather than a warning."""
     threshold = float(getattr(gate, check.key))
-    if rule == "nonfinite":
+    if rule in NO_MARGIN:
         return threshold
     if check.fraction:
         return min(1.0, threshold * FRACTION_ERROR)
@@ -96,7 +107,7 @@ def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
 def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
     limit = error_threshold(rule, check, gate)
     past = worst < limit if check.below else worst > limit
-    return "error" if past or (rule == "nonfinite") else "warning"
+    return "error" if past or rule in NO_MARGIN else "warning"
 
 
 def _problem(rule: str, check: Check, report: Report, gate: GateSpec) -> Problem | None:
@@ -137,13 +148,40 @@ def _signal(report: Report) -> tuple[LayerStats, ...]:
 
 
 def _field(name: str, rows: Rows = _all) -> Values:
-    def values(report: Report) -> list[tuple[LayerStats, float | None]]:
+    def values(report: Report) -> list[tuple[Row, float | None]]:
         return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in rows(report)]
 
     return values
 
 
-def _std_ratio(report: Report) -> list[tuple[LayerStats, float | None]]:
+def _attention_entropy(report: Report) -> list[tuple[Row, float | None]]:
+    return [(a, a.entropy) for a in report.attention]
+
+
+def _hidden(name: str) -> Values:
+    """A field of the hidden rows that carry the signal. Not judged, only shown: a linear head's
+    output, which inherits the mean of its input features (positive ReLU features, pooled maps) as
+    a shared offset per unit that its bias absorbs on the first steps (the seed's CNN head reads
+    0.993 at init and trains); and embedding tables, whose rows depend on the ids alone (BERT's
+    token-type embedding is the same vector for every token of one segment)."""
+
+    def values(report: Report) -> list[tuple[Row, float | None]]:
+        # in a residual network, the stream: a branch's tokens all alike (attention averaging them
+        # at init) are added to a stream that keeps them apart
+        residual = any(x.role == "branch" for x in report.layers)
+        return [
+            (x, getattr(x, name))
+            for x in report.layers
+            if x.kind != "output"
+            and x.module_type != "Embedding"
+            and x.role not in ("embedding", "head")
+            and (x.role == "stream" or not residual)
+        ]
+
+    return values
+
+
+def _std_ratio(report: Report) -> list[tuple[Row, float | None]]:
     signal = report.signal()
     first, last = signal[0], signal[-1]
     if first.std is None or last.std is None or first.std == 0 or math.isnan(first.std) or math.isnan(last.std):
@@ -151,7 +189,7 @@ def _std_ratio(report: Report) -> list[tuple[LayerStats, float | None]]:
     return [(last, last.std / first.std)]
 
 
-def _grad_ratios(report: Report) -> list[tuple[LayerStats, float | None]]:
+def _grad_ratios(report: Report) -> list[tuple[Row, float | None]]:
     """Each signal row's grad scale (per sample, ||output|| * ||gradient||) relative to the network
     output's. Reports without grad scales (older collectors) use the per-value gradient std."""
     name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
@@ -162,7 +200,7 @@ def _grad_ratios(report: Report) -> list[tuple[LayerStats, float | None]]:
     return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
 
 
-_GRAD = "grad scale / output grad scale"
+_GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 
 RULES: dict[str, Rule] = {
     r.name: r
@@ -217,6 +255,25 @@ RULES: dict[str, Rule] = {
             "gradient_exploding",
             "gradients grow toward the input",
             (Check("max_grad_ratio", _GRAD, _grad_ratios, below=False, cell="grad_std"),),
+        ),
+        Rule(
+            "collapse",
+            "every input maps to the same direction",
+            (
+                Check("max_correlation", "cosine between samples", _hidden("correlation"), False, "correlation"),
+                Check(
+                    "max_correlation",
+                    "cosine between a sequence's tokens",
+                    _hidden("token_correlation"),
+                    False,
+                    "token_correlation",
+                ),
+            ),
+        ),
+        Rule(
+            "attention_saturation",
+            "attention is near one-hot at init",
+            (Check("min_attention_entropy", "attention entropy / log(keys)", _attention_entropy, below=True),),
         ),
     ]
 }
@@ -284,6 +341,9 @@ def _loosened(gate: GateSpec) -> GateSpec:
         min_unit_spread=gate.min_unit_spread * SCALE_MARGIN,
         min_grad_ratio=gate.min_grad_ratio * SCALE_MARGIN,
         max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
+        # a near miss: twice as far from 1 as the threshold (0.96 for 0.98)
+        max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
+        min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
         max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
     )
 

@@ -25,6 +25,7 @@ elementwise float ops. So each hook uses only the fast kind:
   merge (see ``_add_raw`` for the precision this keeps).
 - signal-path statistics (probe/measure/signal_path.py) add in place into a per-layer device
   accumulator: per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2.
+- correlation between samples and between a sequence's tokens: ``correlation.py``.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -37,20 +38,22 @@ those on the host, which for a short run is cheaper than the dozen tiny device o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from probe.measure.signal_path import EXTRA as _EXTRA
-from probe.measure.signal_path import SCALED_ROLES as _SCALED_ROLES
-from probe.measure.signal_path import with_extra
+from probe.measure import signal_path as sp
+from probe.measure.attention import AttentionRecorder
+from probe.measure.correlation import PENDING, correlation_record, fold
+from probe.measure.merge import Moments, host_numbers, merge_host
 from probe.model.built import Watched
-from probe.records import LayerStats
+from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
     import torch
 
-# A record's device values: c0, b, a (a mean and an M2, see _host_numbers), non-finite count,
+# A record's device values: c0, b, a (a mean and an M2, see merge.host_numbers), non-finite count,
 # saturated count. a of a forward record is the within-sample M2 (for the spread); the last three
 # are summed per slot.
 _WIDTH = 5
@@ -66,28 +69,6 @@ _EXACT_F32_COUNT = 2**24
 _MAX_KEYS = 16
 
 
-class _Moments:
-    """Per-slot count, mean and centered second moment, merged from per-call records."""
-
-    def __init__(self, slots: int, acc_dtype: torch.dtype, device: torch.device) -> None:
-        import torch
-
-        self.count = torch.zeros(slots, dtype=acc_dtype, device=device)
-        self.mean = torch.zeros(slots, dtype=acc_dtype, device=device)
-        self.m2 = torch.zeros(slots, dtype=acc_dtype, device=device)
-
-    def merge(self, slot: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        """Fold in records ``r`` (slot ``slot[r]``, ``n[r]`` values with ``mean[r]`` and ``m2[r]``):
-        the pooled mean is a weighted mean, and M2 adds each part's spread around it."""
-        count = self.count.index_add(0, slot, n)
-        pooled = (self.count * self.mean).index_add_(0, slot, n * mean) / count.clamp_min(1)
-        own = self.mean - pooled
-        delta = mean - pooled[slot]
-        self.m2 = (self.m2 + self.count * own * own).index_add_(0, slot, m2 + n * delta * delta)
-        self.mean = pooled
-        self.count = count
-
-
 class _Layer:
     """What the collector knows about one watched layer between merges."""
 
@@ -99,10 +80,14 @@ class _Layer:
         self.weight_grad_batches = 0
         self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
+        # sums of [pairwise sample cosines, sample pairs, pairwise token cosines, token pairs], and
+        # the raw records not folded into them yet (correlation.py)
+        self.correlation: torch.Tensor | None = None
+        self.correlation_records: list[torch.Tensor] = []
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
         # rows the gradient rules read get the per-sample grad_scale (not a shared table's rows)
         # (a spec MLP's rows keep the per-value gradient std: no pool or broadcast to correct for)
-        self.scaled = w.role in _SCALED_ROLES and not w.broadcast and bool(w.module_type)
+        self.scaled = w.role in sp.SCALED_ROLES and not w.broadcast and bool(w.module_type)
         self.scale_samples = 0  # samples whose ||output|| * ||gradient|| was summed
         self.residual_values = 0  # values whose branch part was measured
 
@@ -154,10 +139,10 @@ class Collector:
         self.device = device
         self.layers = [_Layer(w) for w in watched]
         n = len(self.layers)
-        self.moments = _Moments(3 * n, self.acc_dtype, device)
+        self.moments = Moments(3 * n, self.acc_dtype, device)
         # per slot: sums of [M2 part a, non-finite count, saturated count]
         self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
-        self.extra = torch.zeros(n, _EXTRA, dtype=self.acc_dtype, device=device)
+        self.extra = torch.zeros(n, sp.EXTRA, dtype=self.acc_dtype, device=device)
         if self.layers:
             last = self.layers[-1].watched  # the reference row
             self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
@@ -165,9 +150,13 @@ class Collector:
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._consts: dict[float, torch.Tensor] = {}
         self._keyed: dict[tuple[tuple[int, int, int], ...], torch.Tensor] = {}
+        self.attention: AttentionRecorder | None = None  # set by the runner for models that may attend
+        self.attention_stats: tuple[AttentionStats, ...] = ()  # filled by finish
         self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
+        # distributed runs: the part of a whole-batch weight gradient this rank measures
+        self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
@@ -206,7 +195,11 @@ class Collector:
         try:
             for i, layer in enumerate(self.layers):
                 handles.append(layer.watched.module.register_forward_hook(self._forward_hook(i)))
-            yield
+            if self.attention is not None:
+                with self.attention.watching():
+                    yield
+            else:
+                yield
         finally:
             for h in handles:
                 h.remove()
@@ -248,31 +241,19 @@ class Collector:
         else:
             layer.alive.add_(per_unit)
         saturated = self._saturated(layer, inputs, output, y, count_dtype)
+        self._correlation(layer, y, unit_dim)
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
         sample_norms = None
         if output.requires_grad and layer.scaled and y.dim() >= 1:
-            sample_norms = torch.linalg.vector_norm(y.reshape(y.shape[0], -1), dim=1)
+            sample_norms = sp.sample_norms(y)
         if layer.watched.residual:
-            self._branch(layer, i, inputs, output, y)
+            x = inputs[0] if inputs else None
+            layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:
             output.register_hook(self._backward_hook(i, sample_norms))
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
-
-    def _branch(self, layer: _Layer, i: int, inputs: tuple[Any, ...], output: Any, y: torch.Tensor) -> None:
-        """What a residual block adds to its input: ||output - input||^2 and ||input||^2."""
-        import torch
-
-        x = inputs[0] if inputs else None
-        if not isinstance(x, torch.Tensor) or x is output or x.shape != y.shape or not x.is_floating_point():
-            return
-        x = _float(x.detach())
-        added = torch.sub(y, x, out=self._scratch(y)).view(-1)
-        flat = x.reshape(-1)
-        self.extra[i, 0].add_(torch.dot(added, added))
-        self.extra[i, 1].add_(torch.dot(flat, flat))
-        layer.residual_values += y.numel()
 
     def _saturated(
         self, layer: _Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
@@ -298,19 +279,30 @@ class Collector:
             total = total + (source > sat.high).sum(dtype=count_dtype)
         return total
 
+    def _correlation(self, layer: _Layer, y: torch.Tensor, unit_dim: int) -> None:
+        record = correlation_record(y, unit_dim)
+        if record is not None:
+            layer.correlation_records.append(record)
+            if len(layer.correlation_records) >= PENDING:
+                self._fold_correlation(layer)
+
+    def _fold_correlation(self, layer: _Layer) -> None:
+        if not layer.correlation_records:
+            return
+        folded = fold(layer.correlation_records, self.acc_dtype)
+        layer.correlation = folded if layer.correlation is None else layer.correlation.add_(folded)
+        layer.correlation_records = []
+
     def _backward_hook(self, i: int, sample_norms: torch.Tensor | None) -> Any:
         def hook(grad: torch.Tensor) -> None:
-            import torch
 
             g = _float(grad.detach())
             if g.numel() == 0:
                 return
             layer = self.layers[i]
             layer.grads += g.numel()
-            if sample_norms is not None and g.shape[0] == sample_norms.shape[0]:
-                grad_norms = torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
-                self.extra[i, 2].add_(torch.dot(sample_norms.to(grad_norms.dtype), grad_norms))
-                layer.scale_samples += g.shape[0]
+            if sample_norms is not None:
+                layer.scale_samples += sp.add_grad_scale(self.extra[i], sample_norms, g)
             self._add_raw(len(self.layers) + i, g)
 
         return hook
@@ -321,10 +313,13 @@ class Collector:
         base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):
             p = layer.watched.weight
-            if p is None or p.grad is None or p.grad.numel() == 0:
+            if p is None or p.grad is None:
+                continue
+            g = p.grad.detach() if self.weight_grad_part is None else self.weight_grad_part(p.grad.detach())
+            if g.numel() == 0:
                 continue
             layer.weight_grad_batches += 1
-            self._add_raw(base + i, _float(p.grad.detach()))
+            self._add_raw(base + i, _float(g))
 
     def _const(self, value: float) -> torch.Tensor:
         """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
@@ -336,7 +331,7 @@ class Collector:
         return t
 
     def _key_columns(self) -> torch.Tensor:
-        """The pending records' host numbers (``_host_numbers``) as a device matrix, cached: the
+        """The pending records' host numbers (``merge.host_numbers``) as a device matrix, cached: the
         same layers report in the same order every batch, so it is built once per run."""
         import torch
 
@@ -345,7 +340,7 @@ class Collector:
         if columns is None:
             if len(self._keyed) >= _MAX_KEYS:
                 self._keyed.clear()
-            numbers = [_host_numbers(k) for k in key]
+            numbers = [host_numbers(k) for k in key]
             if self.device.type == "cpu":  # host memory is device memory: nothing to copy
                 columns = torch.tensor(numbers, dtype=self.acc_dtype)
             else:
@@ -370,35 +365,41 @@ class Collector:
         self.sums.index_add_(0, index, rows[:, 2:])  # a slice: a list index would be copied from the host
         self._keys, self._stats = [], []
 
-    def finish(self) -> list[LayerStats]:
+    def finish(self, merge_ranks: Callable[[Collector], None] | None = None) -> list[LayerStats]:
         """Read every statistic to the host at once and return one record per layer. Records
-        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops)."""
+        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops).
+        ``merge_ranks`` (distributed runs) folds the other ranks' statistics in first."""
         import torch
 
         if not self.layers:
             return []
+        for layer in self.layers:
+            self._fold_correlation(layer)
+        if merge_ranks is not None:
+            self._merge()  # pending records into the accumulators: what crosses ranks is O(layers)
+            merge_ranks(self)
         m = self.moments
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
-        # weight norms (the relative weight gradient) where a weight gradient was measured (a layer-by-layer
-        # run's weights are on the meta device by now), in the weight's dtype (a float64 copy costs memory)
-        weights = [layer.watched.weight if layer.weight_grad_batches else None for layer in self.layers]
-        present = [w.detach() for w in weights if w is not None]
-        weight_norms = [torch.linalg.vector_norm(_float(w)).to(self.acc_dtype).view(1) for w in present]
+        # weight norms where a weight gradient was measured (a layer-by-layer run's are on the meta device)
+        weights = [
+            sp.plain_weight(layer.watched.weight) if layer.weight_grad_batches else None for layer in self.layers
+        ]
+        weight_norms = sp.weight_norms(weights, self.acc_dtype)
+        correlations = [layer.correlation for layer in self.layers if layer.correlation is not None]
+        attention = self.attention.parts() if self.attention is not None else []
         parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
+        parts += [*correlations, *attention]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
         flat = torch.cat(parts).cpu().tolist()
         slots = len(self.layers) * 3
         count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
         sums = flat[3 * slots : 6 * slots]
-        extra = flat[6 * slots : 6 * slots + _EXTRA * len(self.layers)]
-        at = 6 * slots + _EXTRA * len(self.layers)
-        norms: list[float | None] = []
-        for w in weights:
-            norms.append(None if w is None else flat[at])
-            at += w is not None
+        extra = flat[6 * slots : 6 * slots + sp.EXTRA * len(self.layers)]
+        at = 6 * slots + sp.EXTRA * len(self.layers)
+        norms, at = sp.read_weight_norms(weights, flat, at)
         out = []
         lives: list[tuple[float, float, int] | None] = []
         for layer in self.layers:
@@ -409,61 +410,28 @@ class Collector:
             per_unit = flat[at : at + units]
             at += units
             lives.append((sum(per_unit), units - per_unit.count(0.0), units))
+        cosines: list[tuple[float | None, float | None]] = []
+        for layer in self.layers:
+            if layer.correlation is None:
+                cosines.append((None, None))
+                continue
+            pair_sum, pairs, token_sum, token_pairs = flat[at : at + 4]
+            at += 4
+            cosines.append((pair_sum / pairs if pairs else None, token_sum / token_pairs if token_pairs else None))
+        if self.attention is not None:
+            self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
+            at += 4 * len(attention)
         for r, key in enumerate(self._keys):
-            _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
+            merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []
-        for i, (layer, live) in enumerate(zip(self.layers, lives, strict=True)):
+        for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
             stats = _to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done)
+            stats = replace(stats, correlation=cos[0], token_correlation=cos[1])
+            extra_i = extra[sp.EXTRA * i : sp.EXTRA * (i + 1)]
             out.append(
-                with_extra(
-                    stats,
-                    layer.watched.role,
-                    layer.residual_values,
-                    layer.scale_samples,
-                    extra[_EXTRA * i : _EXTRA * (i + 1)],
-                    norms[i],
-                )
+                sp.with_extra(stats, layer.watched.role, layer.residual_values, layer.scale_samples, extra_i, norms[i])
             )
         return out
-
-
-def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:
-    """A record's host numbers: slot, values n, M2 multiplier, and how its first three device
-    values (c0, b, a) become a mean and an M2: mean = c0 * mean_scale and
-    M2 = a + b * multiplier - sq_scale * c0^2. A forward record holds (mean, between-sample part,
-    within-sample M2); a gradient record (multiplier -1) holds (sum, 0, sum of squares)."""
-    slot, n, mult = key
-    if mult == -1:
-        return float(slot), float(n), 0.0, 1.0 / n, 1.0 / n
-    return float(slot), float(n), float(mult), 1.0, 0.0
-
-
-def _merge_host(
-    key: tuple[int, int, int],
-    row: list[float],
-    count: list[float],
-    mean: list[float],
-    m2: list[float],
-    sums: list[float],
-) -> None:
-    """``Collector._merge`` for one record, on the host (Chan et al.'s pairwise update)."""
-    slot_f, n, mult, mean_scale, sq_scale = _host_numbers(key)
-    slot = int(slot_f)
-    c0, b, a, nonfinite, saturated = row
-    mean_r = c0 * mean_scale
-    m2_r = max(a + b * mult - sq_scale * c0 * c0, 0.0)  # a nan stays nan
-    before = count[slot]
-    if before == 0:
-        mean[slot], m2[slot] = mean_r, m2_r
-    else:
-        total = before + n
-        delta = mean_r - mean[slot]
-        mean[slot] += delta * n / total
-        m2[slot] += m2_r + delta * delta * before * n / total
-    count[slot] = before + n
-    sums[3 * slot] += a
-    sums[3 * slot + 1] += nonfinite
-    sums[3 * slot + 2] += saturated
 
 
 def _std(m2: float, count: float) -> float:

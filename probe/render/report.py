@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.judge import rules
-from probe.records import LayerStats, Problem, Report, Run, Verdict
+from probe.records import AttentionStats, LayerStats, Problem, Report, Run, Verdict
 from probe.render import spark
 from probe.spec import summary, to_dict
 
@@ -36,7 +36,11 @@ LAYER_FIELDS = (
     "grad_std",
     "weight_grad_norm",
     "weight_grad_std",
+    "correlation",
+    "token_correlation",
 )
+# row fields present where they apply: the role (always), what the row is and the verdicts' measures
+EXTRA_FIELDS = ("role", "module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio")
 
 
 # ---- numbers ---------------------------------------------------------------------------------
@@ -75,7 +79,7 @@ def layer_row(layer: LayerStats) -> dict[str, Any]:
     row = {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
     row["role"] = layer.role
     # architectures and user models also say what each row is and what initialized it
-    for extra in ("module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio"):
+    for extra in EXTRA_FIELDS[1:]:
         value = getattr(layer, extra)
         if value is not None:
             row[extra] = clean(value)
@@ -132,14 +136,8 @@ def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) 
 
 
 def problem_dict(p: Problem) -> dict[str, Any]:
-    return {
-        "rule": p.rule,
-        "severity": p.severity,
-        "layer": p.layer,
-        "value": clean(p.value),
-        "threshold": p.threshold,
-        "message": p.message,
-    }
+    row = {k: getattr(p, k) for k in ("rule", "severity", "layer", "value", "threshold", "message")}
+    return {**row, "value": clean(p.value)}
 
 
 def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
@@ -152,6 +150,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "dtype": report.dtype,
             "torch": report.torch_version,
             "elapsed_s": round(report.elapsed_s, 4),
+            "world_size": report.world_size,
         },
         "summary": {
             "first_std": clean(report.first.std),
@@ -167,7 +166,19 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "notes": [problem_dict(p) for p in verdict.notes],
         },
         **({"notes": list(report.notes)} if report.notes else {}),
+        **({"attention": [attention_row(a) for a in report.attention]} if report.attention else {}),
     }
+
+
+def attention_row(a: AttentionStats) -> dict[str, Any]:
+    return {"name": a.name, "calls": a.calls, "logit_std": clean(a.logit_std), "entropy": clean(a.entropy)}
+
+
+_ATTENTION_COLUMNS = ("attention", "calls", "logit std", "entropy")
+
+
+def _attention_cells(a: AttentionStats) -> list[str]:
+    return [a.name, str(a.calls), fmt(a.logit_std), fmt_fraction(a.entropy)]
 
 
 def compare_row(run: Run) -> dict[str, Any]:
@@ -238,11 +249,7 @@ def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
     rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
-    extra = [
-        c
-        for c in ("role", "module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio")
-        if any(c in row for row in rows)
-    ]
+    extra = [c for c in EXTRA_FIELDS if any(c in row for row in rows)]
     return csv_text([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
 
 
@@ -258,7 +265,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "grad std", "W grad norm")
+_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "cos", "grad std", "W grad norm")
+
+
+def fmt_cosine(value: float | None) -> str:
+    """A cosine near 1 needs its third digit (0.98 is the collapse threshold)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _layer_cells(x: LayerStats) -> list[str]:
@@ -270,6 +282,7 @@ def _layer_cells(x: LayerStats) -> list[str]:
         fmt_fraction(x.dead_units),
         fmt_fraction(x.saturation_ratio),
         str(x.nonfinite),
+        fmt_cosine(x.correlation),
         fmt(x.grad_std),
         fmt(x.weight_grad_norm),
     ]
@@ -284,6 +297,10 @@ def run_markdown(report: Report, verdict: Verdict) -> str:
         f"### {report.spec.name}\n",
         f"`{summary(report.spec)}`\n",
         md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
+    ]
+    if report.attention:
+        parts.append(md_table(_ATTENTION_COLUMNS, [_attention_cells(a) for a in report.attention]))
+    parts += [
         f"**Verdict: {verdict_text(verdict)}**\n",
     ]
     lines = _problem_lines(verdict)
@@ -333,35 +350,41 @@ def check_lines(runs: Sequence[Run]) -> list[str]:
 
 
 def junit_xml(runs: Sequence[Run]) -> str:
-    """A JUnit XML document: one test case per spec, failed when the spec breaks a rule."""
-    from xml.sax.saxutils import quoteattr  # imports urllib and http: ~15 ms off every other path
+    """A JUnit XML document: one test case per spec, failed when the spec breaks a rule.
+
+    Built with ``xml.etree.ElementTree``, which escapes markup; characters XML 1.0 cannot hold at
+    all (control characters from a label or a layer name) are written as visible ``\\xNN`` text."""
+    import xml.etree.ElementTree as ET
 
     failures = sum(not r.verdict.healthy for r in runs)
     total_time = sum(r.report.elapsed_s for r in runs)
-    out = [
-        '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<testsuites name="probe" tests="{len(runs)}" failures="{failures}" time="{total_time:.3f}">',
-        f'  <testsuite name="probe.check" tests="{len(runs)}" failures="{failures}" errors="0" time="{total_time:.3f}">',
-    ]
+    counts = {"tests": str(len(runs)), "failures": str(failures), "time": f"{total_time:.3f}"}
+    root = ET.Element("testsuites", {"name": "probe", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": "probe.check", **counts, "errors": "0"})
     for r in runs:
-        attrs = f'classname="probe.check" name={quoteattr(r.label)} time="{r.report.elapsed_s:.3f}"'
+        attrs = {"classname": "probe.check", "name": _xml_safe(r.label), "time": f"{r.report.elapsed_s:.3f}"}
+        case = ET.SubElement(suite, "testcase", attrs)
         if r.verdict.healthy:
-            out.append(f"    <testcase {attrs}/>")
             continue
         rules_broken = ", ".join(dict.fromkeys(p.rule for p in r.verdict.problems))
-        body = "\n".join(f"{p.rule} at {p.layer}: {p.message}" for p in r.verdict.problems)
-        out.append(f"    <testcase {attrs}>")
-        out.append(
-            f'      <failure message={quoteattr("broken rules: " + rules_broken)} type="probe.unhealthy">'
-            f"{_xml_text(body)}</failure>"
+        failure = ET.SubElement(
+            case, "failure", {"message": _xml_safe("broken rules: " + rules_broken), "type": "probe.unhealthy"}
         )
-        out.append("    </testcase>")
-    out += ["  </testsuite>", "</testsuites>", ""]
-    return "\n".join(out)
+        failure.text = _xml_safe("\n".join(f"{p.rule} at {p.layer}: {p.message}" for p in r.verdict.problems))
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _xml_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (C0 controls but tab, newline and return;
+    lone surrogates; U+FFFE, U+FFFF), each written as ``\\xNN`` / ``\\uNNNN`` instead."""
+    import re
+
+    def visible(m: re.Match[str]) -> str:
+        code = ord(m.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]", visible, text)
 
 
 # ---- rich renderables ------------------------------------------------------------------------
@@ -388,7 +411,18 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     table.add_column("std (log)", justify="left", no_wrap=True)
     table.add_column("grad (log)", justify="left", no_wrap=True)
-    cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
+    cell_fields = (
+        None,
+        "mean",
+        "std",
+        "zero_ratio",
+        "dead_units",
+        "saturation_ratio",
+        "nonfinite",
+        "correlation",
+        "grad_std",
+        None,
+    )
     for x in shown:
         layer_flags = flags.get(x.name, {})
         row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
@@ -406,7 +440,8 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
             cells.insert(1, Text(x.module_type or "", style="dim"))
             cells.insert(2, Text(x.role, style="dim"))
         table.add_row(*cells)
-    parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
+    ranks = f"; {report.world_size} ranks" if report.world_size > 1 else ""
+    parts: list[Any] = [Text(summary(report.spec) + ranks, style="dim"), table]
     if len(shown) < len(report.layers):
         parts.append(
             Text(
@@ -415,10 +450,29 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
                 style="dim",
             )
         )
+    if report.attention:
+        parts.append(_attention_table(report, verdict))
     for note in report.notes:
         parts.append(Text(f"note: {note}", style="yellow"))
     parts.append(verdict_renderable(verdict))
     return Group(*parts)
+
+
+def _attention_table(report: Report, verdict: Verdict) -> Any:
+    """Per attention module: logit spread and normalized entropy (red where the rule breaks)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    saturated = {p.layer for p in verdict.problems if p.rule == "attention_saturation"}
+    threshold = report.spec.gate.min_attention_entropy
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in _ATTENTION_COLUMNS:
+        table.add_column(col, justify="left" if col == "attention" else "right", no_wrap=True)
+    for a in report.attention:
+        cells = _attention_cells(a)
+        style = "bold red" if a.entropy < threshold else ("yellow" if a.name in saturated else None)
+        table.add_row(*(Text(c, style=style) if style else Text(c) for c in cells))
+    return table
 
 
 def verdict_renderable(verdict: Verdict) -> Any:

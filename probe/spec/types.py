@@ -24,6 +24,8 @@ RULE_NAMES = (
     "nonfinite",
     "gradient_vanishing",
     "gradient_exploding",
+    "collapse",
+    "attention_saturation",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -34,6 +36,7 @@ ZERO_INITS = ("none", "rezero", "last_norm")
 POOLS = ("none", "max", "avg")
 RULE_TARGETS = ("weight", "bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+SHARDS = ("none", "fsdp")  # run.shard: how torchrun ranks hold the model
 DISTRIBUTIONS = ("normal", "uniform")
 BIAS_STRATEGIES = tuple(n for n, s in inits.STRATEGIES.items() if not s.needs_fan)
 SEVERITIES = ("error", "warning")  # gate.fail_on: the least severe problem that fails the gate
@@ -147,6 +150,7 @@ class RunSpec:
     dtype: str
     seed: int
     backward: bool
+    shard: str = "none"  # under torchrun: "none" replicates the model (DDP), "fsdp" shards it (FSDP2)
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,8 @@ class GateSpec:
     min_grad_ratio: float
     max_grad_ratio: float
     max_branch_ratio: float = 10.0
+    max_correlation: float = 0.98
+    min_attention_entropy: float = 0.2
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -220,6 +226,7 @@ RUN_PARAMS: dict[str, Param] = {
     "dtype": Param("str", "float32", choices=DTYPES),
     "seed": Param("int", 0, minimum=0, help="same spec and seed -> identical numbers"),
     "backward": Param("bool", True, help="also measure gradients"),
+    "shard": Param("str", "none", choices=SHARDS, help="under torchrun: none = replicate (DDP), fsdp = FSDP2"),
 }
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
@@ -246,6 +253,20 @@ GATE_PARAMS: dict[str, Param] = {
     "fail_on": Param("str", "error", choices=SEVERITIES, help="the gate fails on errors, or on warnings too"),
     "optimizer": Param(
         "str", "any", choices=OPTIMIZERS, help="training optimizer hint: sgd tightens, adam relaxes vanishing"
+    ),
+    "max_correlation": Param(
+        "float",
+        0.98,
+        minimum=0.0,
+        maximum=1.0,
+        help="collapse: mean cosine between samples' outputs (or between a sequence's tokens) above this",
+    ),
+    "min_attention_entropy": Param(
+        "float",
+        0.2,
+        minimum=0.0,
+        maximum=1.0,
+        help="attention_saturation: a module's attention entropy / log(keys) below this (1 = uniform)",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
