@@ -3,42 +3,53 @@
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from probe.cli.common import (
     EXIT_OK,
     EXIT_UNHEALTHY,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     Steps,
     app,
+    check_outputs,
     guard,
     load_torch,
     memory_guard,
     pairs,
     render,
-    write_atomic,
+    run_overrides,
+    write_output,
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
-    junit: Annotated[Optional[Path], typer.Option(help="Also write a JUnit XML file (one test case per spec).")] = None,
+    junit: Annotated[
+        Optional[Path], typer.Option(metavar="FILE", help="Also write a JUnit XML file (one test case per spec).")
+    ] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
     optimizer: OptimizerOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -51,10 +62,14 @@ def check(
         from probe import spec as spec_mod
         from probe.experiments import batch
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **optimizer_override(optimizer)}
-        memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        overrides.update(optimizer_override(optimizer))
+        specs = [spec_mod.load(p, overrides) for p in spec_paths]
+        check_outputs(output, junit=junit)
+        memory_guard(specs, max_memory, jobs)
         load_torch()
         from probe.render import report as rp  # after the specs: bad input fails without loading it
+        from probe.render.run_view import check_doc
 
         steps = Steps(len(spec_paths), "checking")
         try:
@@ -62,18 +77,7 @@ def check(
         finally:
             steps.close()
         if junit is not None:
-            write_atomic(junit, rp.junit_xml(runs))
-
-        def table() -> Any:
-            from rich.text import Text
-
-            lines = rp.check_lines(runs)
-            text = Text()
-            for line in lines[:-1]:
-                text.append(line + "\n", style="red")
-            healthy = all(r.verdict.healthy for r in runs)
-            text.append(lines[-1], style="bold green" if healthy else "bold red")
-            return text
+            write_output(junit, rp.junit_xml(runs))
 
         def html() -> str:
             from probe.render.html import runs_page
@@ -83,12 +87,11 @@ def check(
         render(
             fmt,
             output,
-            table=table,
+            lambda: check_doc(runs),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
-            soft_wrap=True,
         )
         return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
 

@@ -10,7 +10,10 @@ import typer
 from probe.cli.common import (
     EXIT_OK,
     EXIT_UNHEALTHY,
+    PANEL_THEORY,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
@@ -19,17 +22,21 @@ from probe.cli.common import (
     ModelArgOpt,
     ModelOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     app,
+    check_output_path,
+    check_outputs,
     guard,
     load_spec,
     load_torch,
     pairs,
     render,
+    run_overrides,
 )
 
 
-@app.command("fix", cls=Command)
+@app.command("fix", cls=Command, rich_help_panel=PANEL_THEORY)
 def fix_cmd(
     spec_path: Annotated[
         Optional[Path],
@@ -37,10 +44,13 @@ def fix_cmd(
     ] = None,
     save: Annotated[
         Optional[Path],
-        typer.Option("--save", help="Write the fixed state dict here (torch.save of model.state_dict())."),
+        typer.Option(
+            "--save", metavar="FILE", help="Write the fixed state dict here (torch.save of model.state_dict())."
+        ),
     ] = None,
     start: Annotated[
-        Optional[str], typer.Option("--start", help="Init drawn before rescaling (default: orthogonal).")
+        Optional[str],
+        typer.Option("--start", metavar="STRATEGY", help="Init drawn before rescaling (default: orthogonal)."),
     ] = None,
     tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1,
     max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10,
@@ -48,6 +58,9 @@ def fix_cmd(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
@@ -66,8 +79,10 @@ def fix_cmd(
         from probe.render import report as rp
         from probe.render import theory as rt
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        check_outputs(output)
+        check_output_path(save, "--save")
         load_torch()
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:
@@ -77,7 +92,7 @@ def fix_cmd(
         render(
             fmt,
             output,
-            table=lambda: rt.fix_renderable(fixed, saved),
+            lambda: rt.fix_doc(fixed, saved),
             json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
             csv=lambda: rp.csv_text(scales, list(scales[0])),
             markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),

@@ -75,7 +75,7 @@ class Rule:
 
     @property
     def thresholds(self) -> tuple[str, ...]:
-        return tuple(c.key for c in self.checks)
+        return tuple(dict.fromkeys(c.key for c in self.checks))  # collapse checks two values against one key
 
 
 def _fmt(x: float) -> str:
