@@ -96,7 +96,7 @@ def test_role_is_in_the_json_and_the_table(cli: Callable[..., Any], tmp_path: An
     assert rows["model.h.0"]["role"] == "stream" and rows["model.wpe"]["role"] == "embedding"
     assert "grad_scale" in rows["model.h.0"] and "grad_scale" not in rows["model.wpe"]
     table = cli("run", str(path))
-    assert table.exit_code == 0 and "role" in table.stdout and "branch" in table.stdout
+    assert table.exit_code == 0 and "type/role" in table.stdout and "Conv1D/branch" in table.stdout
 
 
 # ---- 2 and acceptance: the corpus at library default, all zeros, N(0, 1) ---------------------------

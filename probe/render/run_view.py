@@ -43,6 +43,10 @@ _RUN_VIEW = (
 )
 
 
+# a row's role as its table cell shows it (6 characters at most: tables fit 80 columns); JSON has the word
+_ROLE_CELL = {"activation": "act", "embedding": "embed"}
+
+
 def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
     """Spec line, per-layer table (flagged cells colored, log-scale bars) and verdict. Reports
     with more than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows all."""
@@ -51,8 +55,8 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
     typed = any(x.module_type for x in report.layers)
     columns = [Column("layer", "name", align="left", wrap=NAME_BREAKS)]
     if typed:
-        columns.append(Column("type", "module_type", align="left"))
-        columns.append(Column("role", "role", align="left"))  # what the rules judge it as (verdicts.md)
+        # with the row's role (what the rules judge it as, docs/verdicts.md): wraps after '/' when narrow
+        columns.append(Column("type/role", "module_type", align="left", wrap=NAME_BREAKS))
     columns += [Column(h, f or "weight_grad_norm", short=short) for h, short, f in _RUN_VIEW]
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     columns += [Column("std (log)", align="left", picture=True), Column("grad (log)", align="left", picture=True)]
@@ -63,8 +67,7 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
         texts = _layer_cells(x)
         cells = [Cell(texts[0], _STYLE[row_level], x.name)]
         if typed:
-            cells.append(Cell(x.module_type or "", "dim"))
-            cells.append(Cell(x.role, "dim"))
+            cells.append(Cell(f"{x.module_type or ''}/{_ROLE_CELL.get(x.role, x.role)}", "dim", x.module_type))
         for text, (_, _, f) in zip(texts[1:], _RUN_VIEW, strict=True):
             level = layer_flags.get(f) if f else None
             cells.append(Cell(text, _STYLE[level] if level else None, clean(getattr(x, f or "weight_grad_norm"))))
