@@ -28,6 +28,7 @@ from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
 from probe.measure.scale import intra_op_threads, threads_for
+from probe.measure.signal_path import weight_norms
 from probe.model import blocks as bl
 from probe.model.built import Built, Watched
 from probe.model.inputs import data_stream, next_batch
@@ -115,6 +116,7 @@ class _Runner:
         self.total = 0
         self.progress: BlockProgress | None = None
         self.zeros = False  # discovery: blocks hold zeros, not their init
+        self.weight_norms: dict[int, torch.Tensor] = {}  # row -> its weight's norm
 
     # -- blocks in and out of memory --
     def materialize(self, block: bl.Block) -> None:
@@ -232,6 +234,11 @@ class _Runner:
                     self.tick()
                 self.fold_weight_grads(resident_rows)
                 model.zero_grad(set_to_none=True)
+        # finish reads each measured weight's norm from Watched.weight; the blocks are out of
+        # memory, so each stands in as its norm recorded in the backward pass (a 1-element tensor,
+        # whose norm is that value exactly)
+        for i, norm in self.weight_norms.items():
+            watched[i].weight = norm
         return collector.finish()
 
     def weight_grads(self, index: int) -> None:
@@ -248,7 +255,9 @@ class _Runner:
             for layer in layers:
                 layer.watched.weight = None
             for i, owner, name in rows:
-                layers[i].watched.weight = getattr(owner, name)
+                weight = layers[i].watched.weight = getattr(owner, name)
+                if i not in self.weight_norms:  # finish reads the weights' norms: they will be gone
+                    self.weight_norms[i] = weight_norms([weight.detach()], self.collector.acc_dtype)[0]
             self.collector.after_backward()
         finally:
             for layer, weight in zip(layers, saved, strict=True):
