@@ -17,6 +17,7 @@ from probe.judge.rules import evaluate
 from probe.measure.run import run_probe
 from probe.model.build import build
 from probe.records import Report
+from probe.render.output import write_bytes
 from probe.spec import load, parse
 
 SMALL = {"input_dim": 32, "width": 64, "data": 256}
@@ -96,7 +97,7 @@ def test_saved_weights_reload_and_reproduce(tmp_path: Path) -> None:
     spec = load("configs/lab1_tiny_relu.yaml")
     fixed = fix.fix(spec)
     path = tmp_path / "fixed.pt"
-    fix.save_weights(fixed.state_dict, path)
+    write_bytes(path, fix.weights_bytes(fixed.state_dict), "--save")
     model = build(spec).model
     model.load_state_dict(torch.load(path))  # the plain torch way works
     for name, tensor in model.state_dict().items():

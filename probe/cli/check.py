@@ -20,6 +20,8 @@ from probe.cli.common import (
     SetOpt,
     Steps,
     app,
+    checked_path,
+    err_line,
     guard,
     load_torch,
     memory_guard,
@@ -32,7 +34,10 @@ from probe.cli.common import (
 @app.command(cls=Command)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
-    junit: Annotated[Optional[Path], typer.Option(help="Also write a JUnit XML file (one test case per spec).")] = None,
+    junit: Annotated[
+        Optional[Path],
+        typer.Option(callback=checked_path("--junit"), help="Also write a JUnit XML file (one test case per spec)."),
+    ] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
@@ -59,8 +64,16 @@ def check(
             runs = batch.check(spec_paths, overrides, steps, jobs)
         finally:
             steps.close()
+        code = EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
         if junit is not None:
-            write_atomic(junit, rp.junit_xml(runs))
+            from probe.render.output import OutputError
+
+            try:
+                write_atomic(junit, rp.junit_xml(runs), "--junit")
+            except OutputError as exc:  # the gate's own answer (exit 1) wins over a failed extra file
+                if code != EXIT_UNHEALTHY:
+                    raise
+                err_line(f"probe: error: {exc}")
 
         def table() -> Any:
             from rich.text import Text
@@ -88,6 +101,6 @@ def check(
             html=html,
             soft_wrap=True,
         )
-        return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
+        return code
 
     guard(body)

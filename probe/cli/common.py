@@ -8,7 +8,6 @@ Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` fou
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 import sys
-import tempfile
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -167,8 +166,33 @@ def main(
 # ---- shared options --------------------------------------------------------------------------
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
+
+
+def checked_path(option: str) -> Callable[[Optional[Path]], Optional[Path]]:
+    """A typer callback refusing an unwritable output path while the command line is parsed,
+    before any work is done (exit 2, naming ``option``)."""
+
+    def callback(value: Optional[Path]) -> Optional[Path]:
+        if value is not None:
+            from probe.render.output import check_output_path
+
+            try:
+                check_output_path(value, option)
+            except SpecError as exc:
+                raise typer.BadParameter(str(exc).removeprefix(f"{option}: ")) from None
+        return value
+
+    return callback
+
+
 OutputOpt = Annotated[
-    Optional[Path], typer.Option("--output", "-o", help="Write the output to this file (atomically) instead of stdout.")
+    Optional[Path],
+    typer.Option(
+        "--output",
+        "-o",
+        callback=checked_path("--output"),
+        help="Write the output to this file instead of stdout ('-': stdout; a regular file is replaced atomically).",
+    ),
 ]
 GateOpt = Annotated[
     Optional[list[str]],
@@ -178,7 +202,12 @@ GateOpt = Annotated[
 ]
 PlotOpt = Annotated[
     Optional[Path],
-    typer.Option("--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe[plot])."),
+    typer.Option(
+        "--plot",
+        metavar="PATH",
+        callback=checked_path("--plot"),
+        help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe[plot]).",
+    ),
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -326,7 +355,9 @@ def load_spec(
 
 
 def _emit(text: str, output: Path | None) -> None:
-    if output is None:
+    from probe.render.output import is_stdout
+
+    if output is None or is_stdout(output):
         sys.stdout.write(text)
         sys.stdout.flush()
         return
@@ -334,22 +365,11 @@ def _emit(text: str, output: Path | None) -> None:
     _err_console().print(f"wrote {output}", style="dim")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so a failure never leaves half a file."""
-    path = path.expanduser()
-    if path.is_dir():
-        raise SpecError(f"--output {path} is a directory; give a file path")
-    parent = path.parent
-    if not parent.exists():
-        raise SpecError(f"--output: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_atomic(path: Path, text: str, option: str = "--output") -> None:
+    """Write ``text`` to ``path`` through the one output writer (``probe.render.output``)."""
+    from probe.render.output import write_text
+
+    write_text(path, text, option)
 
 
 def _render_text(renderable: Any) -> str:
@@ -362,7 +382,7 @@ def _render_text(renderable: Any) -> str:
 
 
 def show(renderable: Any, output: Path | None, soft_wrap: bool = False) -> None:
-    if output is not None:
+    if output is not None and str(output) != "-":
         _emit(_render_text(renderable), output)
         return
     _out_console().print(renderable, soft_wrap=soft_wrap)
@@ -474,6 +494,11 @@ def check_plot(path: Path) -> None:
 
     check_path(path)
     _pyplot()
+
+
+def err_line(text: str) -> None:
+    """One red line on stderr, user text verbatim."""
+    _err_console().print(text, style="red", markup=False)
 
 
 def wrote(path: Path) -> None:

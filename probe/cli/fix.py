@@ -21,6 +21,7 @@ from probe.cli.common import (
     OutputOpt,
     SetOpt,
     app,
+    checked_path,
     guard,
     load_spec,
     load_torch,
@@ -37,7 +38,11 @@ def fix_cmd(
     ] = None,
     save: Annotated[
         Optional[Path],
-        typer.Option("--save", help="Write the fixed state dict here (torch.save of model.state_dict())."),
+        typer.Option(
+            "--save",
+            callback=checked_path("--save"),
+            help="Write the fixed state dict here (torch.save of model.state_dict()).",
+        ),
     ] = None,
     start: Annotated[
         Optional[str], typer.Option("--start", help="Init drawn before rescaling (default: orthogonal).")
@@ -65,13 +70,14 @@ def fix_cmd(
         from probe.experiments import fix
         from probe.render import report as rp
         from probe.render import theory as rt
+        from probe.render.output import write_bytes
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         load_torch()
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:
-            fix.save_weights(fixed.state_dict, save)
+            write_bytes(save, fix.weights_bytes(fixed.state_dict), "--save")
         saved = str(save) if save is not None else None
         scales = rt.scale_rows(fixed)
         render(
