@@ -20,7 +20,8 @@ class SpecError(ProbeError):
 
     def __init__(self, message: str, path: str = "") -> None:
         self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
+        # a key path holds the user's keys: shown escaped and capped
+        super().__init__(f"{shown(path, 120)}: {message}" if path else message)
 
 
 class BuildError(ProbeError):
@@ -39,3 +40,27 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` as it may be echoed in a message: control characters escaped (an escape sequence
+    in a key must not clear the terminal) and at most ``limit`` characters (a huge value, or a list
+    expanded from YAML aliases, must not flood it or take long to print)."""
+    if isinstance(value, str):
+        text = value[: 4 * limit]
+        cut = len(value) > len(text)
+    else:
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxlong = 3, 6, 6, limit, limit
+        text, cut = short.repr(value), False
+    text = "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+    if cut or len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def echo(value: object, limit: int = 80) -> str:
+    """Like ``shown``, strings in quotes: ``'reluu'``."""
+    return f"'{shown(value, limit - 2)}'" if isinstance(value, str) else shown(value, limit)

@@ -85,9 +85,7 @@ def test_dash_is_stdout(capfdbinary: Any) -> None:
     ],
     ids=["directory", "missing-folder"],
 )
-def test_bad_paths_are_refused_naming_the_option(
-    tmp_path: Path, make: Callable[[Path], Path], message: str
-) -> None:
+def test_bad_paths_are_refused_naming_the_option(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
     with pytest.raises(SpecError, match=f"--junit: .*{message}"):
         check_output_path(make(tmp_path), "--junit")
 
@@ -150,7 +148,7 @@ def test_fix_save_goes_through_the_writer(cli: Callable[..., Any], tmp_path: Pat
     target.write_bytes(b"")
     target.chmod(0o640)
     result = cli("fix", "configs/lab1_tiny_relu.yaml", *TINY, "--save", str(target))
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output  # LSUV makes this small network healthy
     assert stat.S_IMODE(target.stat().st_mode) == 0o640 and target.stat().st_size > 0
     bad = cli("fix", "configs/lab1_tiny_relu.yaml", *TINY, "--save", str(tmp_path / "no" / "w.pt"))
     assert bad.exit_code == 2 and "--save" in bad.output

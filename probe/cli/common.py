@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.errors import ProbeError, SpecError
+from probe.errors import ProbeError, SpecError, echo, shown
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -246,6 +246,8 @@ def memory_guard(
     specs: list[Any], max_memory: float | None, jobs: int = 1, *, layerwise: bool = False, offer_layerwise: bool = False
 ) -> None:
     """Print the estimate of large runs and refuse those over --max-memory, before any run."""
+    if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
+        raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
     from probe.measure.scale import guard_memory
 
     for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
@@ -287,11 +289,11 @@ def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SpecError(f"{option} expects KEY=VALUE, got '{item}'")
+            raise SpecError(f"{option} expects KEY=VALUE, got {echo(item)}")
         if prefix:
             key = f"{prefix}.{key}"
         elif "." not in key and key != "name":
-            raise SpecError(f"{option} expects SECTION.KEY=VALUE (e.g. model.depth=20), got '{item}'")
+            raise SpecError(f"{option} expects SECTION.KEY=VALUE (e.g. model.depth=20), got {echo(item)}")
         try:
             out[key] = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
@@ -433,7 +435,7 @@ def guard(fn: Callable[[], int]) -> None:
     except ProbeError as exc:
         if _state["debug"]:
             raise
-        _err_console().print(f"probe: error: {exc}", style="red", markup=False)
+        _err_console().print(f"probe: error: {shown(str(exc), 2000)}", style="red", markup=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         _err_console().print("probe: interrupted", style="red")
@@ -442,7 +444,7 @@ def guard(fn: Callable[[], int]) -> None:
         if _state["debug"]:
             raise
         _err_console().print(
-            f"probe: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            f"probe: unexpected error: {type(exc).__name__}: {shown(str(exc), 500)} (rerun with --debug for the traceback)",
             style="red",
             markup=False,
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import BuildError, first_line
+from probe.errors import BuildError, echo, first_line
 from probe.model.built import Built, Watched
 from probe.model.inputs import InputSpec, draw
 from probe.spec import Spec, inits
@@ -33,7 +33,7 @@ def load_object(path: str, key: str) -> Any:
     """``package.module:attr`` -> the object; a clear ``BuildError`` for every way it can fail."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise BuildError(f"{key}: expected 'package.module:name', got '{path}'")
+        raise BuildError(f"{key}: expected 'package.module:name', got {echo(path)}")
     # like `python -m`, resolve modules relative to the working directory
     cwd = str(Path.cwd())
     if cwd not in sys.path:

@@ -219,8 +219,12 @@ RUN_PARAMS: dict[str, Param] = {
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
     "min_std_ratio": Param("float", 1e-2, minimum=0.0, help="vanishing: last/first activation std below this"),
-    "max_std": Param("float", 1e2, minimum=0.0, help="exploding: any layer's activation std above this"),
-    "max_std_ratio": Param("float", 1e2, minimum=0.0, help="exploding: last/first activation std above this"),
+    "max_std": Param(
+        "float", 1e2, minimum=0.0, allow_inf=True, help="exploding: any layer's activation std above this"
+    ),
+    "max_std_ratio": Param(
+        "float", 1e2, minimum=0.0, allow_inf=True, help="exploding: last/first activation std above this"
+    ),
     "max_saturation": Param(
         "float", 0.25, minimum=0.0, maximum=1.0, help="saturation: fraction of saturated values above this"
     ),
@@ -233,7 +237,11 @@ GATE_PARAMS: dict[str, Param] = {
         "float", 1e-2, minimum=0.0, help="gradient_vanishing: a layer's grad std / output grad std below this"
     ),
     "max_grad_ratio": Param(
-        "float", 1e2, minimum=0.0, help="gradient_exploding: a layer's grad std / output grad std above this"
+        "float",
+        1e2,
+        minimum=0.0,
+        allow_inf=True,
+        help="gradient_exploding: a layer's grad std / output grad std above this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
