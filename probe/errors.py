@@ -64,3 +64,31 @@ def shown(value: object, limit: int = 80) -> str:
 def echo(value: object, limit: int = 80) -> str:
     """Like ``shown``, strings in quotes: ``'reluu'``."""
     return f"'{shown(value, limit - 2)}'" if isinstance(value, str) else shown(value, limit)
+
+
+class UserCodeError(RunError):
+    """The user's code (a factory, a forward pass, an inputs function) raised a ``BaseException``
+    that is not an ``Exception``: ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, ... A
+    model calling ``sys.exit(0)`` must not turn a failing gate green (exit 3, not 0)."""
+
+    exit_code = 3
+
+
+# Set by the CLI's SIGINT handler: a KeyboardInterrupt after a real Ctrl-C is the user stopping
+# probe (exit 130); one without it was raised by the user's code (exit 3).
+SIGNALS = {"interrupted": False}
+
+
+def user_code_error(exc: BaseException, where: str) -> BaseException:
+    """The error to raise for a ``BaseException`` escaping user code at ``where``: a real Ctrl-C
+    passes unchanged; anything else becomes a ``UserCodeError`` naming what was raised."""
+    if isinstance(exc, KeyboardInterrupt) and SIGNALS["interrupted"]:
+        return exc
+    if isinstance(exc, ProbeError):
+        return exc
+    what = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        what = f"SystemExit({shown(exc.code, 40)})"
+    elif str(exc):
+        what += f": {shown(first_line(exc), 120)}"
+    return UserCodeError(f"{where} raised {what}; probe stopped the run")

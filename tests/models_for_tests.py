@@ -110,3 +110,42 @@ def failing(size: int = 3) -> nn.Module:
 
 def not_a_module() -> object:
     return "a string"
+
+
+class ExitsInForward(nn.Module):
+    """A model whose forward ends the process (``sys.exit``) or raises another BaseException."""
+
+    def __init__(self, raises: str = "exit0") -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.raises = raises
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import sys
+
+        if self.raises == "exit0":
+            sys.exit(0)
+        if self.raises == "interrupt":
+            raise KeyboardInterrupt
+        raise GeneratorExit("leaked")
+        return self.linear(x)
+
+
+def exits_in_forward(raises: str = "exit0") -> nn.Module:
+    return ExitsInForward(raises)
+
+
+def exits_in_factory(code: int = 0) -> nn.Module:
+    import sys
+
+    sys.exit(code)
+
+
+def out_of_memory() -> nn.Module:
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+
+def frozen(width: int = 4) -> nn.Module:
+    model = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+    model.requires_grad_(False)
+    return model

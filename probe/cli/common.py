@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.errors import ProbeError, SpecError, echo, shown
+from probe.errors import SIGNALS, ProbeError, SpecError, echo, shown, user_code_error
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -428,18 +428,46 @@ def render(
     _emit(make(), output)
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process ended by SIGINT
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    SIGNALS["interrupted"] = True  # a real Ctrl-C, not a KeyboardInterrupt raised by user code
+    raise KeyboardInterrupt
+
+
 def guard(fn: Callable[[], int]) -> None:
     """Run a command body; turn expected errors into one red line and an exit code."""
+    import signal
+
+    SIGNALS["interrupted"] = False
     try:
-        code = fn()
+        previous = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        code = _guarded(fn)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    raise typer.Exit(code)
+
+
+def _guarded(fn: Callable[[], int]) -> int:
+    try:
+        return fn()
     except ProbeError as exc:
         if _state["debug"]:
             raise
         _err_console().print(f"probe: error: {shown(str(exc), 2000)}", style="red", markup=False)
-        raise typer.Exit(exc.exit_code) from None
+        return exc.exit_code
     except KeyboardInterrupt:
+        if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C
+            return _guarded(lambda: _reraise(user_code_error(exc, "the code probe ran")))
         _err_console().print("probe: interrupted", style="red")
-        raise typer.Exit(130) from None
+        return EXIT_INTERRUPTED
+    except SystemExit:  # user code calling sys.exit() must not end probe with its code
+        return _guarded(lambda: _reraise(user_code_error(exc, "the code probe ran")))
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
         if _state["debug"]:
             raise
@@ -448,8 +476,11 @@ def guard(fn: Callable[[], int]) -> None:
             style="red",
             markup=False,
         )
-        raise typer.Exit(EXIT_RUNTIME) from None
-    raise typer.Exit(code)
+        return EXIT_RUNTIME
+
+
+def _reraise(exc: BaseException) -> int:
+    raise exc
 
 
 class Steps:

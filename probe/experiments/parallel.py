@@ -18,6 +18,11 @@ R = TypeVar("R")
 
 
 def _init_worker(threads: int) -> None:
+    import signal
+
+    # Ctrl-C reaches every process of the terminal's group: the parent alone answers it (exit 130,
+    # one line) and stops the workers, which would otherwise each print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(threads)
@@ -54,8 +59,20 @@ def parallel_map(
                 results.append(future.result())
                 if done:
                     done(i)
-        except BaseException:
+        except BaseException as exc:
             for f in futures:
                 f.cancel()
+            if isinstance(exc, KeyboardInterrupt):
+                _stop_workers(pool)
             raise
     return results
+
+
+def _stop_workers(pool: object) -> None:
+    """End the workers now (Ctrl-C) instead of waiting for the probes they are running."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if callable(terminate):
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()

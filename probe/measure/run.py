@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import ProbeError, RunError, first_line
+from probe.errors import ProbeError, RunError, first_line, user_code_error
 from probe.measure.collect import Collector
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.model.build import build_initialized
@@ -98,6 +98,11 @@ def run_errors(spec: Spec, device: torch.device) -> Iterator[None]:
         if "out of memory" in str(exc).lower():
             raise RunError(f"out of memory on {device}: {first_line(exc)}") from None
         raise RunError(f"the probe failed on {device} ({spec.run.dtype}): {first_line(exc)}") from None
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, ... from the model's code
+        where = f"{spec.name}: model {spec.model.factory}" if spec.model.factory else spec.name
+        raise user_code_error(exc, where) from None
 
 
 def _probe(
@@ -127,6 +132,8 @@ def _probe(
                 if spec.run.backward:
                     out = _forward(model, batch, built)
                     if isinstance(out, torch.Tensor):
+                        if not out.requires_grad:
+                            raise RunError(_NO_GRADIENT)
                         if direction is None:
                             # a fixed random direction: d loss / d output = r, unit variance
                             direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
@@ -135,7 +142,7 @@ def _probe(
                         # tuple/dict outputs: every floating-point output gets its own direction
                         outs = float_outputs(out)
                         if not outs:
-                            raise RunError("the model's output holds no floating-point tensor with a gradient")
+                            raise RunError(_NO_GRADIENT)
                         if directions is None:
                             directions = [
                                 torch.randn(o.shape, generator=dir_gen).to(device=device, dtype=o.dtype) for o in outs
@@ -154,6 +161,13 @@ def _probe(
     finally:
         model.train(was_training)
     return layers
+
+
+_NO_GRADIENT = (
+    "the model's output has no gradient (no floating-point output depends on a parameter that requires "
+    "grad: frozen parameters, torch.no_grad or detach in forward); set run.backward: false to measure "
+    "the forward pass only"
+)
 
 
 def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
