@@ -90,7 +90,7 @@ def test_nan_strategy_parameters_are_refused(strategy: dict[str, Any]) -> None:
 
 def test_inf_only_where_it_means_no_limit() -> None:
     assert parse({"gate": {"max_std": float("inf")}}).gate.max_std == float("inf")
-    with pytest.raises(SpecError, match="gate.min_std: expected a finite number, got inf"):
+    with pytest.raises(SpecError, match=r"gate\.min_std: expected a finite number, got inf"):
         parse({"gate": {"min_std": float("inf")}})
 
 

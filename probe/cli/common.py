@@ -12,6 +12,7 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -461,13 +462,13 @@ def _guarded(fn: Callable[[], int]) -> int:
             raise
         _err_console().print(f"probe: error: {shown(str(exc), 2000)}", style="red", markup=False)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C
-            return _guarded(lambda: _reraise(user_code_error(exc, "the code probe ran")))
+            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")))
         _err_console().print("probe: interrupted", style="red")
         return EXIT_INTERRUPTED
-    except SystemExit:  # user code calling sys.exit() must not end probe with its code
-        return _guarded(lambda: _reraise(user_code_error(exc, "the code probe ran")))
+    except SystemExit as exc:  # user code calling sys.exit() must not end probe with its code
+        return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")))
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
         if _state["debug"]:
             raise
