@@ -149,3 +149,27 @@ def frozen(width: int = 4) -> nn.Module:
     model = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
     model.requires_grad_(False)
     return model
+
+
+class ReluHead(nn.Module):
+    """A head whose output is one value per sample: shape ``(batch,)``, after a ReLU."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(width) / width**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.weight - 0.3)
+
+
+def relu_head(width: int = 8) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width), ReluHead(width))
+
+
+def inplace_relu(width: int = 16, depth: int = 3, dtype: str = "float32") -> nn.Module:
+    """Linear layers each followed by an in-place ReLU, in float32 or float64."""
+    torch.manual_seed(3)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers).to(getattr(torch, dtype))

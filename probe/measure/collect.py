@@ -228,7 +228,9 @@ class Collector:
         nonfinite = torch.sub(y, y, out=within).nan_to_num_(nan=1.0).sum(dtype=count_dtype)
         # 1 where y is nonzero (nan and inf included), 0 where it is 0
         nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
-        per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype)
+        # a 1-D output has no dims to sum over: copy, for .to() of the same dtype (float64 output, or
+        # float32 on MPS) would return the shared scratch buffer itself, which the next layer overwrites
+        per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype, copy=True)
         if layer.alive is None:
             layer.alive = per_unit.to(self.acc_dtype)
         else:
