@@ -102,3 +102,31 @@ def test_lsuv_leaves_batchnorm_buffers_alone() -> None:
             assert torch.equal(value, torch.zeros_like(value))
         if key.endswith("running_var"):
             assert torch.equal(value, torch.ones_like(value))
+
+
+def test_nonfinite_gradients_are_counted_and_judged() -> None:
+    """float16 tanh with N(0, 1) weights: the backward overflows in the first layers. Each row whose
+    gradient std is nan has a positive ``grad_nonfinite`` and each finite one has 0; the nonfinite
+    rule names the first such layer (once: grad_std nan, nonfinite 0, healthy on that rule)."""
+    from probe.judge.rules import evaluate
+
+    spec = parse(
+        {
+            "model": {"depth": 16, "width": 64, "activation": "tanh"},
+            "init": {"weight": {"name": "normal", "std": 1.0}},
+            "data": {"batch_size": 64},
+            "run": {"device": "cpu", "dtype": "float16"},
+        }
+    )
+    report = run_probe(spec)
+    overflowed = [x for x in report.layers if x.grad_std is not None and x.grad_std != x.grad_std]
+    assert overflowed, "the premise: float16 overflows in the backward pass"
+    for x in report.layers:
+        assert x.nonfinite == 0  # the forward stays finite (tanh is bounded)
+        nan_grad = x.grad_std != x.grad_std or (
+            x.weight_grad_norm is not None and x.weight_grad_norm != x.weight_grad_norm
+        )
+        assert (x.grad_nonfinite or 0) > 0 if nan_grad else x.grad_nonfinite == 0, x
+    problems = {p.rule: p for p in evaluate(report).problems}
+    assert "nonfinite" in problems and problems["nonfinite"].layer == overflowed[0].name
+    assert "gradient" in problems["nonfinite"].message

@@ -184,7 +184,10 @@ class Collector:
         flat = g.reshape(-1)
         n = flat.numel()
         zero = self._zero
-        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), zero, zero)
+        # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
+        # float16 must be reported as such, not as a nan std
+        nonfinite = torch.sub(flat, flat, out=self._scratch(flat)).nan_to_num_(nan=1.0).sum(dtype=_count_dtype(flat))
+        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), nonfinite, zero)
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -458,4 +461,5 @@ def _to_stats(
         # what each row is and how it was initialized (reported for non-MLP models)
         module_type=w.module_type or None,
         init_rule=w.init_rule if w.module_type else None,
+        grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
     )

@@ -36,6 +36,7 @@ LAYER_FIELDS = (
     "grad_std",
     "weight_grad_norm",
     "weight_grad_std",
+    "grad_nonfinite",
 )
 
 
