@@ -1,7 +1,8 @@
 """The command line: parse -> call the API -> render -> exit code. The only module using typer.
 
 Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` found a broken rule,
-2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass).
+2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass), 130
+interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 """
 
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
@@ -12,7 +13,6 @@ import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -20,7 +20,8 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.errors import SIGNALS, ProbeError, SpecError, echo, shown, user_code_error
+from probe.cli.guard import _err_console, _state, checked_path, err_line, guard  # noqa: F401  (re-exported)
+from probe.errors import SpecError, echo
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -135,15 +136,14 @@ app = typer.Typer(
     help=(
         "Signal-probe diagnostic for neural-network initialization: does the forward signal and "
         "the backward gradient survive the depth of your network, and if not, why?\n\n"
-        "Exit codes: 0 report made / healthy, 1 check found a problem, 2 bad input, 3 runtime failure."
+        "Exit codes: 0 report made / healthy, 1 check found a problem, 2 bad input, 3 runtime failure, "
+        "130 interrupted (Ctrl-C)."
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-_state: dict[str, bool] = {"debug": bool(os.environ.get("PROBE_DEBUG"))}
 
 
 def _version(value: bool) -> None:
@@ -167,23 +167,6 @@ def main(
 # ---- shared options --------------------------------------------------------------------------
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
-
-
-def checked_path(option: str) -> Callable[[Optional[Path]], Optional[Path]]:
-    """A typer callback refusing an unwritable output path while the command line is parsed,
-    before any work is done (exit 2, naming ``option``)."""
-
-    def callback(value: Optional[Path]) -> Optional[Path]:
-        if value is not None:
-            from probe.render.output import check_output_path
-
-            try:
-                check_output_path(value, option)
-            except SpecError as exc:
-                raise typer.BadParameter(str(exc).removeprefix(f"{option}: ")) from None
-        return value
-
-    return callback
 
 
 OutputOpt = Annotated[
@@ -227,7 +210,8 @@ MaxMemoryOpt = Annotated[
         "--max-memory",
         metavar="GIB",
         min=0.0,
-        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
+        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB (default: the memory "
+        "available now; inf: no limit).",
     ),
 ]
 
@@ -271,12 +255,6 @@ def load_torch() -> None:
         import gc
 
         gc.freeze()
-
-
-def _err_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
 
 
 def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
@@ -429,61 +407,6 @@ def render(
     _emit(make(), output)
 
 
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process ended by SIGINT
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    SIGNALS["interrupted"] = True  # a real Ctrl-C, not a KeyboardInterrupt raised by user code
-    raise KeyboardInterrupt
-
-
-def guard(fn: Callable[[], int]) -> None:
-    """Run a command body; turn expected errors into one red line and an exit code."""
-    import signal
-
-    SIGNALS["interrupted"] = False
-    try:
-        previous = signal.signal(signal.SIGINT, _on_sigint)
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
-    try:
-        code = _guarded(fn)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    raise typer.Exit(code)
-
-
-def _guarded(fn: Callable[[], int]) -> int:
-    try:
-        return fn()
-    except ProbeError as exc:
-        if _state["debug"]:
-            raise
-        _err_console().print(f"probe: error: {shown(str(exc), 2000)}", style="red", markup=False)
-        return exc.exit_code
-    except KeyboardInterrupt as exc:
-        if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C
-            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")))
-        _err_console().print("probe: interrupted", style="red")
-        return EXIT_INTERRUPTED
-    except SystemExit as exc:  # user code calling sys.exit() must not end probe with its code
-        return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")))
-    except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
-        if _state["debug"]:
-            raise
-        _err_console().print(
-            f"probe: unexpected error: {type(exc).__name__}: {shown(str(exc), 500)} (rerun with --debug for the traceback)",
-            style="red",
-            markup=False,
-        )
-        return EXIT_RUNTIME
-
-
-def _reraise(exc: BaseException) -> int:
-    raise exc
-
-
 class Steps:
     """A progress line on stderr for multi-run commands (only on a terminal)."""
 
@@ -528,11 +451,6 @@ def check_plot(path: Path) -> None:
 
     check_path(path)
     _pyplot()
-
-
-def err_line(text: str) -> None:
-    """One red line on stderr, user text verbatim."""
-    _err_console().print(text, style="red", markup=False)
 
 
 def wrote(path: Path) -> None:

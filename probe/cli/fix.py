@@ -24,6 +24,7 @@ from probe.cli.common import (
     checked_path,
     guard,
     load_spec,
+    memory_guard,
     load_torch,
     pairs,
     render,
@@ -74,6 +75,7 @@ def fix_cmd(
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        memory_guard([spec], None)  # refuse what does not fit the memory available now
         load_torch()
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:

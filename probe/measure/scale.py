@@ -6,9 +6,11 @@ spec before torch is even loaded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from probe.errors import RunError
 from probe.spec import Spec
@@ -134,21 +136,161 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
     return MemoryEstimate(weights, activations, statistics)
 
 
+def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
+    """The estimate of any model (every ``model.kind``, a user model): the network is built on the
+    meta device (shapes, no storage; a user factory is called under ``torch.device("meta")``) and
+    one batch runs forward there, counting the bytes of every tensor an operation creates (views
+    excluded). With backward, autograd may keep any of them until the backward pass: their sum
+    is the bound; without, the three largest live at once. A spec model deeper than a few blocks
+    is measured at depths 1 and 2 and extrapolated (its blocks repeat: pooling only shrinks later
+    ones, so the line is an upper bound), which keeps a depth of 10^6 from building 10^6 modules.
+    Probe's own errors (bad input, user code raising) pass; a model the meta device cannot run
+    raises ``ShapeEstimateError``."""
+    m = spec.model
+    if m.factory is None and m.depth > 2:
+        one, two = (_shapes_estimate(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
+        extra = m.depth - 1
+        return MemoryEstimate(
+            one.weights + extra * max(two.weights - one.weights, 0),
+            one.activations + extra * max(two.activations - one.activations, 0),
+            one.statistics + extra * max(two.statistics - one.statistics, 0),
+        )
+    return _shapes_estimate(spec)
+
+
+class ShapeEstimateError(Exception):
+    """The model could not be built or run on the meta device (it needs real data or a real device)."""
+
+
+def _shapes_estimate(spec: Spec) -> MemoryEstimate:
+    import torch
+
+    from probe.errors import ProbeError
+    from probe.model.build import build
+    from probe.model.inputs import draw
+
+    size = _BYTES[spec.run.dtype]
+    dtype = getattr(torch, spec.run.dtype)
+    outputs: list[int] = []
+    try:
+        with torch.device("meta"):
+            built = build(spec)
+        model = built.model.to(device="meta", dtype=dtype)
+        meta = torch.device("meta")
+        if built.inputs is None:
+            batch_args: tuple = (torch.empty(spec.data.batch_size, spec.model.input_dim, device=meta, dtype=dtype),)
+            batch_kwargs: dict = {}
+        elif built.inputs.kind == "function":  # the user's function makes them (on the CPU)
+            batch = draw(built.inputs, spec.data.batch_size, spec.data.distribution, torch.Generator(), meta, dtype)
+            batch_args, batch_kwargs = batch.args, batch.kwargs
+        else:  # made on the meta device directly: a CPU draw of 10^7 tokens would allocate them
+            shape = (spec.data.batch_size, *built.inputs.shape)
+            tokens = built.inputs.kind == "tokens"
+            batch_args = (torch.zeros(shape, device=meta, dtype=torch.long if tokens else dtype),)
+            batch_kwargs = {}
+        with _count_outputs(outputs), torch.no_grad():
+            model(*batch_args, **batch_kwargs)
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise ShapeEstimateError(
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        ) from None
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    weights = params * 4 + (params * size if size != 4 else 0)  # built in float32, then cast
+    if spec.run.backward:
+        weights += params * size
+        activations = sum(outputs)
+    else:
+        activations = sum(sorted(outputs, reverse=True)[:3])
+    largest = max(outputs, default=0)
+    statistics = 2 * largest * 4 // max(size, 1) + len(built.watched) * 4096
+    return MemoryEstimate(weights, activations, statistics)
+
+
+@contextmanager
+def _count_outputs(sizes: list[int]) -> Iterator[None]:
+    """Append the byte size of every non-view tensor an operation returns while the body runs."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode  # what torch's FlopCounterMode uses
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            if not getattr(func, "is_view", False):
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor):
+                        sizes.append(t.numel() * t.element_size())
+            return out
+
+    with Counter():
+        yield
+
+
+def estimate_any(spec: Spec) -> MemoryEstimate | None:
+    """The estimate of ``spec``'s run: arithmetic for an MLP spec (no torch), the meta-device
+    measure for every other model; ``None`` when a user model cannot run on the meta device."""
+    if spec.model.factory is None and spec.model.kind == "mlp":
+        return estimate_memory(spec)
+    try:
+        return estimate_shapes_memory(spec)
+    except ShapeEstimateError:
+        return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process now: ``MemAvailable`` of /proc/meminfo (Linux),
+    else the free physical pages (``os.sysconf``), else ``None`` (unknown: no default guard)."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_memory(
-    spec: Spec, max_memory_gib: float, *, layerwise: bool = False, offer_layerwise: bool = False
-) -> MemoryEstimate:
-    """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib``. ``layerwise``: the
-    estimate of ``--layer-by-layer``; ``offer_layerwise``: a refusal names that mode when it fits."""
-    est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
-    if est.total > max_memory_gib * 2**30:
+    spec: Spec,
+    max_memory_gib: float | None,
+    *,
+    layerwise: bool = False,
+    offer_layerwise: bool = False,
+    est: MemoryEstimate | None = None,
+) -> MemoryEstimate | None:
+    """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib`` (``None``: the
+    memory available now; ``inf``: no limit). ``layerwise``: the estimate of ``--layer-by-layer``;
+    ``offer_layerwise``: a refusal names that mode when it fits."""
+    if est is None:
+        est = estimate_layerwise_memory(spec) if layerwise else estimate_any(spec)
+    if est is None:
+        return None
+    if max_memory_gib is None:
+        available = available_memory_bytes()
+        limit, what = (
+            (float(available), f"the memory available now ({available / 2**30:.2f} GiB)")
+            if available
+            else (math.inf, "")
+        )
+    else:
+        limit, what = max_memory_gib * 2**30, f"--max-memory {max_memory_gib:g} GiB"
+    if est.total > limit:
         advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
         if layerwise:
             advice = "lower data.batch_size or model.width, or raise --max-memory"
-        elif offer_layerwise and spec.model.factory is None:
+        elif offer_layerwise and spec.model.factory is None and spec.model.kind in ("mlp", "conv"):
             one_block = estimate_layerwise_memory(spec).total
-            if one_block <= max_memory_gib * 2**30:
+            if one_block <= limit:
                 advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
-        raise RunError(f"{spec.name}: {est.line()} exceeds --max-memory {max_memory_gib:g} GiB; {advice}")
+        if max_memory_gib is None:
+            advice += " (--max-memory GIB runs it anyway, e.g. with swap)"
+        raise RunError(f"{spec.name}: {est.line()} exceeds {what}; {advice}")
     return est
 
 
@@ -170,12 +312,10 @@ def guard_memory(
     lines = []
     estimates = []
     for spec in specs:
-        if spec.model.kind != "mlp":
+        est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
+        if est is None:
+            lines.append(f"{spec.name}: no memory estimate (the model does not run on the meta device)")
             continue
-        if max_memory_gib is not None:
-            est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
-        else:
-            est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
         estimates.append(est.total)
         if est.total >= LARGE_RUN_BYTES:
             lines.append(f"{spec.name}: {est.line()}")

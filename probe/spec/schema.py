@@ -48,6 +48,11 @@ def type_name(value: object) -> str:
     return type(value).__name__
 
 
+# No size, count or seed of a probe comes near 2^31: a larger integer is a typo or an attack, and
+# beyond 2^63 torch itself fails with C++ frames instead of a message.
+INT_LIMIT = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Param:
     """One named parameter of an activation or init strategy.
@@ -82,6 +87,8 @@ class Param:
                 raise SpecError(f"expected {allowed}, got {echo(value)}", path)
         elif self.kind == "int":
             value = as_int(value, path)
+            if self.maximum is None and abs(value) > INT_LIMIT:
+                raise SpecError(f"must be at most {INT_LIMIT:,} (2^31 - 1), got {echo(value)}", path)
         elif self.kind == "bool":
             if not isinstance(value, bool):
                 raise SpecError(f"expected true or false, got {type_name(value)} {echo(value)}", path)
@@ -132,7 +139,7 @@ def as_shape(value: Any, path: str) -> tuple[int, ...]:
         parts = list(value)
     else:
         raise SpecError(f"expected a list of integers like [3, 32, 32], got {type_name(value)}", path)
-    if not parts or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in parts):
+    if not parts or not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= INT_LIMIT for p in parts):
         raise SpecError(f"expected positive integers like [3, 32, 32], got {echo(value)}", path)
     return tuple(parts)
 
