@@ -75,7 +75,7 @@ def test_user_model_estimate_counts_its_parameters() -> None:
 
 def test_available_memory_is_known_here() -> None:
     available = scale.available_memory_bytes()
-    assert available is not None and 0 < available
+    assert available is not None and available > 0
     with open("/proc/meminfo") as fh:
         total = int(next(line for line in fh if line.startswith("MemTotal:")).split()[1]) * 1024
     assert available <= total

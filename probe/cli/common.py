@@ -155,6 +155,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--threads",
+            min=1,
+            help="Intra-op threads of every run (default: 1 for small work, else torch's count, which "
+            "honours OMP_NUM_THREADS). Give it before the command: probe --threads 2 run ...",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -162,6 +171,10 @@ def main(
     """Probe the forward signal and backward gradient of a network at initialization."""
     if debug:
         _state["debug"] = True
+    if threads is not None:
+        from probe.measure.scale import set_threads
+
+        set_threads(threads)
 
 
 # ---- shared options --------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from probe.cli.common import (
     checked_path,
     guard,
     load_spec,
-    memory_guard,
     load_torch,
+    memory_guard,
     pairs,
     render,
 )

@@ -54,6 +54,7 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
 
     from probe.judge.rules import evaluate
     from probe.measure.run import run_probe
+    from probe.measure.scale import intra_op_threads, threads_for
     from probe.model.build import build
 
     before = run_probe(spec)
@@ -62,7 +63,8 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
             built = build(fixed)
-            result = lsuv_built(built, fixed)
+            with intra_op_threads(threads_for(fixed, built.model)):
+                result = lsuv_built(built, fixed)
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"lsuv failed on this network: {first}") from None

@@ -17,7 +17,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, explicit: int | None = None) -> None:
     import signal
 
     # Ctrl-C reaches every process of the terminal's group: the parent alone answers it (exit 130,
@@ -25,7 +25,10 @@ def _init_worker(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
+    from probe.measure.scale import set_threads
+
     torch.set_num_threads(threads)
+    set_threads(explicit)  # --threads reaches the workers (a spawned process starts afresh)
 
 
 def parallel_map(
@@ -48,10 +51,13 @@ def parallel_map(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from probe.measure.scale import _EXPLICIT_THREADS
+
     workers = min(jobs, len(items))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    explicit = _EXPLICIT_THREADS[0]
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, explicit)) as pool:
         futures = [pool.submit(fn, item) for item in items]
         results = []
         try:

@@ -163,7 +163,10 @@ def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> 
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
     x_train, x_val = x_train.to(device=device, dtype=dtype), x_val.to(device=device, dtype=dtype)
     y_train, y_val = y_train.to(device), y_val.to(device)
-    with torch.random.fork_rng(devices=[]):
+    from probe.measure.scale import intra_op_threads, threads_for
+
+    threads = threads_for(spec) if device.type == "cpu" else None
+    with torch.random.fork_rng(devices=[]), intra_op_threads(threads):
         torch.manual_seed(settings.seed)
         built = build(spec)
         if spec.init.weight.name == "lsuv":  # data-dependent: rescaled on the probe's batches, as probe run does

@@ -70,7 +70,7 @@ def run_probe(
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         built = build_initialized(spec, state_dict)
         model = built.model.to(device=device, dtype=dtype)
-        with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
+        with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
             layers = _probe(model, built, spec, device, dtype, progress)
     return Report(
         spec=spec,
