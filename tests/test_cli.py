@@ -313,23 +313,38 @@ PARSED = [
 ]
 
 
-def _parsed(argv: list[str]) -> dict[str, Any]:
+def _parsed(argv: list[str], quick_used: list[bool] | None = None) -> dict[str, Any]:
     import typer.main
 
     from probe.cli import app
+    from probe.cli import common as cli
 
     command = typer.main.get_command(app).commands[argv[0]]  # type: ignore[attr-defined]
     params = command.make_context(argv[0], argv[1:]).params
+    if quick_used is not None and cli._TYPER_COERCES:
+        quick_used.append(any(isinstance(getattr(p, "_runtime_param", None), cli._QuickParam) for p in command.params))
     return {name: (type(value), value) for name, value in params.items()}
+
+
+def _require_quick_path() -> None:
+    from probe.cli import common as cli
+
+    if not cli._TYPER_COERCES:  # without it both sides would be typer's own coercion
+        pytest.skip("this typer has no pydantic coercion layer: probe's quick path is off, nothing to compare")
 
 
 @pytest.mark.parametrize("argv", PARSED, ids=lambda argv: " ".join(argv)[:40])
 def test_quick_coercion_parses_as_typer_does(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from probe.cli import common as cli
 
-    quick = _parsed(argv)
+    _require_quick_path()
+    used: list[bool] = []
+    quick = _parsed(argv, used)
+    assert used == [bool(quick)]  # the quick coercion really parsed this command line (if it has options)
     monkeypatch.setattr(cli, "_prime", lambda params: None)
-    assert quick == _parsed(argv)
+    plain_used: list[bool] = []
+    assert quick == _parsed(argv, plain_used)
+    assert plain_used == [False]  # and typer's own did the comparison
 
 
 BAD = [
@@ -349,6 +364,7 @@ def test_quick_coercion_reports_bad_values_as_typer_does(
 ) -> None:
     from probe.cli import common as cli_mod
 
+    _require_quick_path()
     quick = cli(*argv)
     monkeypatch.setattr(cli_mod, "_prime", lambda params: None)
     plain = cli(*argv)
