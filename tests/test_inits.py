@@ -66,6 +66,39 @@ def _fill(strategy: Any, activation: Any, shape: tuple[int, ...] = (FAN_OUT, FAN
 
 
 @pytest.mark.parametrize(("strategy", "activation", "variance", "kurtosis"), CASES, ids=lambda v: str(v))
+def test_each_strategys_own_rule_is_the_formula(
+    strategy: Any, activation: Any, variance: float, kurtosis: float
+) -> None:
+    """The rule the registry declares (asked by theory and inspect) is the seeds' formula; the test
+    below holds the fill to the same formula, so fill, theory and inspect cannot disagree."""
+    spec = spec_mod.parse({"init": {"weight": strategy}, "model": {"activation": activation}})
+    act = spec.model.activation
+    m = inits.moments(
+        spec.init.weight.name,
+        spec.init.weight.params,
+        inits.InitContext(act.name, act.params),
+        (FAN_OUT, FAN_IN),
+        FAN_IN,
+    )
+    assert m is not None and m.mean == 0.0
+    assert m.var == pytest.approx(variance, rel=1e-12)
+
+
+def test_every_strategy_but_lsuv_has_a_variance_rule() -> None:
+    assert [n for n, s in inits.STRATEGIES.items() if s.rule is None] == ["lsuv"]
+
+
+def test_orthogonal_rule_on_a_conv_weight_uses_the_flattened_matrix() -> None:
+    # (8, 3, 3, 3): 8 rows of 27 columns, so the rows are orthonormal: entry variance 1/27
+    t = torch.zeros(8, 3, 3, 3)
+    torch.manual_seed(0)
+    inits.apply(t, "orthogonal", {"gain": 1.0}, inits.InitContext())
+    m = inits.moments("orthogonal", {"gain": 1.0}, inits.InitContext(), (8, 3, 3, 3), 27)
+    assert m is not None
+    assert (t.flatten(1) ** 2).sum(1).mean().item() == pytest.approx(27 * m.var, rel=1e-5)
+
+
+@pytest.mark.parametrize(("strategy", "activation", "variance", "kurtosis"), CASES, ids=lambda v: str(v))
 def test_variance_matches_formula(strategy: Any, activation: Any, variance: float, kurtosis: float) -> None:
     w = _fill(strategy, activation).double()
     tolerance = 6 * math.sqrt((kurtosis - 1) / N)

@@ -152,8 +152,8 @@ def test_no_prediction_is_said_not_crashed(changes: dict[str, dict[str, object]]
 
 def test_trunc_normal_variance_is_the_truncated_one() -> None:
     # cut at +-2 std: variance factor 1 - 2 * 2 phi(2) / (2 Phi(2) - 1)
-    m = theory.entry_moments(
-        Choice("trunc_normal", {"std": 1.0, "mean": 0.0, "a": None, "b": None}), inits.InitContext(), 10, 10
+    m = inits.moments(
+        "trunc_normal", {"std": 1.0, "mean": 0.0, "a": None, "b": None}, inits.InitContext(), (10, 10), 10
     )
     assert m is not None
     phi2 = math.exp(-2) / math.sqrt(2 * math.pi)
@@ -185,6 +185,26 @@ def test_wide_network_matches_within_sampling_error(activation: str, weight: str
         assert c.std_z is not None and c.std_z <= theory.DEPARTURE_Z, c
         assert c.grad_z is not None and c.grad_z <= theory.DEPARTURE_Z, c
         assert not c.departs
+
+
+def test_prediction_follows_init_rules() -> None:
+    """A rule that fills one layer with N(0, 1) changes that layer's prediction (issue 12, item 10),
+    and a rule's depth factor counts too: the measured network matches the prediction."""
+    rules = [
+        {"match": {"name": "linear2"}, "weight": "large"},
+        {"match": {"name": "linear3"}, "weight": {"name": "he_normal", "depth_scale": 4}},
+    ]
+    model = {**WIDE, "activation": "tanh"}
+    init = {"weight": "xavier_normal", "bias": "zeros"}
+    spec = parse({"model": model, "init": {**init, "rules": rules}, "data": {"batch_size": 512}, "run": {"seed": 3}})
+    plain = theory.predict(parse({"model": model, "init": init}))
+    p = theory.predict(spec)
+    assert p.available
+    assert p.layers[0].sigma_w2 == pytest.approx(plain.layers[0].sigma_w2)  # xavier, as init.weight says
+    assert p.layers[1].sigma_w2 == pytest.approx(WIDE["width"] * 1.0)  # N(0, 1): fan_in * 1
+    assert p.layers[2].sigma_w2 == pytest.approx((5 / 3) ** 2 / 4)  # He with tanh's gain, / sqrt(4) squared
+    comparisons = theory.compare(run_probe(spec), p)
+    assert theory.departures(comparisons) == [], comparisons
 
 
 def test_the_mean_of_relu_matters_beyond_sampling_error() -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.model.build import build
 from probe.records import LayerStats
-from probe.spec import Choice, Spec, activations, inits
+from probe.spec import Choice, Spec, inits
 
 if TYPE_CHECKING:
     import torch
@@ -51,61 +51,14 @@ class Inspection:
         return tuple(p for p in self.params if p.mismatch)
 
 
-def fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) as torch.nn.init computes them; a 1-D tensor has fan_in = fan_out = its size."""
-    if len(shape) < 2:
-        n = shape[0] if shape else 1
-        return n, n
-    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    return shape[1] * receptive, shape[0] * receptive
+fans = inits.fans  # (fan_in, fan_out) as torch.nn.init computes them
 
 
 def expected_std(choice: Choice, shape: tuple[int, ...], activation: Choice, layer_fan_in: int) -> float | None:
-    """The std the strategy's rule gives a tensor of ``shape``; ``None`` when there is no formula."""
-    from torch.nn import init
-
-    p = choice.params
-    name = inits.canonical(choice.name)
-    fan_in, fan_out = fans(shape)
-    nonlinearity, slope = activations.kaiming_args(activation.name, activation.params)
-
-    def gain_of(value: Any) -> float:
-        if value == "auto":
-            return float(init.calculate_gain(nonlinearity, slope))  # type: ignore[arg-type]
-        return float(value)
-
-    if name in ("zeros", "ones", "constant"):
-        return 0.0
-    if name == "tiny":
-        return 0.01
-    if name == "large":
-        return 1.0
-    if name == "normal":
-        return float(p["std"])
-    if name == "uniform":
-        return float(p["a"]) / math.sqrt(3.0)
-    if name == "trunc_normal":
-        if p["a"] is not None or p["b"] is not None:
-            return None
-        # N(0, s^2) cut at +-2 s: variance s^2 (1 - 2 * 2 phi(2) / (2 Phi(2) - 1))
-        phi = math.exp(-2.0) / math.sqrt(2 * math.pi)
-        mass = math.erf(2 / math.sqrt(2))
-        return float(p["std"]) * math.sqrt(1.0 - 4.0 * phi / mass)
-    if name in ("xavier_normal", "xavier_uniform"):
-        return gain_of(p["gain"]) * math.sqrt(2.0 / (fan_in + fan_out))
-    if name in ("he_normal", "he_uniform"):
-        nl = p["nonlinearity"] or nonlinearity
-        a = p["a"] if p["a"] is not None else slope
-        fan = fan_in if p["mode"] == "fan_in" else fan_out
-        return float(init.calculate_gain(nl, a)) / math.sqrt(fan)  # type: ignore[arg-type]
-    if name in ("lecun_normal", "lecun_uniform"):
-        return 1.0 / math.sqrt(fan_in)
-    if name == "orthogonal":
-        return gain_of(p["gain"]) / math.sqrt(max(shape[0], fan_in))
-    if name == "default":
-        # torch's Linear: weight kaiming_uniform(a=sqrt 5) and bias U(+-1/sqrt(fan_in)): both 1/sqrt(3 fan_in)
-        return 1.0 / math.sqrt(3.0 * layer_fan_in)
-    return None
+    """The std the strategy's own variance rule gives a tensor of ``shape``; ``None`` without a rule."""
+    ctx = inits.InitContext(activation.name, activation.params)
+    moments = inits.moments(choice.name, choice.params, ctx, shape, layer_fan_in)
+    return None if moments is None else math.sqrt(moments.var)
 
 
 def _mismatch(std: float, expected: float | None, count: int) -> bool:

@@ -178,83 +178,6 @@ def gaussian_moments(act: Choice, mean: float, var: float) -> GaussianMoments:
     )
 
 
-# ---- variance rules --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EntryMoments:
-    """Mean and variance of one entry of a weight or bias, and whether entries are i.i.d."""
-
-    mean: float
-    var: float
-    iid: bool = True
-
-
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _normal_pdf(x: float) -> float:
-    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def _trunc_normal(mean: float, std: float, a: float | None, b: float | None) -> EntryMoments:
-    lo = a if a is not None else mean - 2.0 * std
-    hi = b if b is not None else mean + 2.0 * std
-    alpha, beta = (lo - mean) / std, (hi - mean) / std
-    mass = _normal_cdf(beta) - _normal_cdf(alpha)
-    if mass <= 0:
-        return EntryMoments(min(max(mean, lo), hi), 0.0)
-    shift = (_normal_pdf(alpha) - _normal_pdf(beta)) / mass
-    spread = 1.0 + (alpha * _normal_pdf(alpha) - beta * _normal_pdf(beta)) / mass - shift * shift
-    return EntryMoments(mean + std * shift, std * std * spread)
-
-
-def entry_moments(choice: Choice, ctx: inits.InitContext, fan_in: int, fan_out: int) -> EntryMoments | None:
-    """The variance rule of a strategy for a (fan_out, fan_in) weight or a bias of that layer;
-    ``None`` when it has none (data-dependent LSUV)."""
-    import torch
-
-    p = choice.params
-    name = inits.canonical(choice.name)
-    if name == "default":
-        # torch's Linear.reset_parameters: weight kaiming_uniform(a=sqrt 5) and bias
-        # U(-1/sqrt fan_in, 1/sqrt fan_in): both have variance 1 / (3 fan_in).
-        return EntryMoments(0.0, 1.0 / (3.0 * fan_in))
-    if name == "zeros":
-        return EntryMoments(0.0, 0.0)
-    if name == "ones":
-        return EntryMoments(1.0, 0.0)
-    if name == "constant":
-        return EntryMoments(float(p["value"]), 0.0)
-    if name == "tiny":
-        return EntryMoments(0.0, 0.01**2)
-    if name == "large":
-        return EntryMoments(0.0, 1.0)
-    if name == "normal":
-        return EntryMoments(float(p["mean"]), float(p["std"]) ** 2)
-    if name == "uniform":
-        return EntryMoments(0.0, float(p["a"]) ** 2 / 3.0)
-    if name == "trunc_normal":
-        return _trunc_normal(float(p["mean"]), float(p["std"]), p["a"], p["b"])
-    if name in ("xavier_normal", "xavier_uniform"):
-        return EntryMoments(0.0, inits._gain(p, ctx) ** 2 * 2.0 / (fan_in + fan_out))
-    if name in ("he_normal", "he_uniform"):
-        nonlinearity, slope = activations.kaiming_args(ctx.activation, ctx.activation_params)
-        if p["nonlinearity"] is not None:
-            nonlinearity = p["nonlinearity"]
-        if p["a"] is not None:
-            slope = p["a"]
-        gain = float(torch.nn.init.calculate_gain(nonlinearity, slope))  # type: ignore[arg-type]
-        fan = fan_in if p["mode"] == "fan_in" else fan_out
-        return EntryMoments(0.0, gain**2 / fan)
-    if name in ("lecun_normal", "lecun_uniform"):
-        return EntryMoments(0.0, 1.0 / fan_in)
-    if name == "orthogonal":
-        return EntryMoments(0.0, inits._gain(p, ctx) ** 2 / max(fan_in, fan_out), iid=False)
-    return None
-
-
 # ---- the prediction --------------------------------------------------------------------------
 
 
@@ -270,44 +193,92 @@ def network_reason(spec: Spec) -> str | None:
     return None
 
 
-def unavailable_reason(spec: Spec) -> str | None:
-    """Why no mean-field prediction exists for ``spec``, or ``None`` when one does."""
+def layer_inits(spec: Spec) -> list[tuple[str, tuple[Choice, float] | None, tuple[Choice, float] | None]]:
+    """(layer name, weight strategy and factor, bias strategy and factor) for each watched layer of a
+    spec MLP, as ``build`` fills it: ``init.weight``/``init.bias``, then ``init.rules`` on top (the
+    rules' own log says which strategy and depth factor filled each parameter; ``None``: no single
+    strategy did). Built on the meta device: no storage, no draws."""
     m = spec.model
-    reason = network_reason(spec)
-    if reason is not None:
-        return reason
-    weight = inits.canonical(spec.init.weight.name)
-    if weight == "lsuv":
-        return "no prediction for 'lsuv': its scales are fitted to data, not drawn from a variance rule"
-    ctx = inits.InitContext(m.activation.name, m.activation.params)
-    moments = entry_moments(spec.init.weight, ctx, m.input_dim, m.width)
-    if moments is None:
-        return f"no variance rule known for init strategy '{weight}'"
-    if moments.mean != 0.0:
-        return f"no prediction for '{weight}': its weights have mean {moments.mean:g}, not zero"
-    return None
+    names = [(f"layer{i}", f"linear{i}") for i in range(1, m.depth + 1)]
+    if m.output_dim is not None:
+        names.append(("output", "head"))
+    no_bias = (Choice("zeros", {}), 1.0)
+    if not spec.init.rules:  # every layer as init.weight/init.bias fill it: no build needed (depth stretches far)
+        bias = (spec.init.bias, 1.0) if m.bias else no_bias
+        return [(layer, (spec.init.weight, 1.0), bias) for layer, _ in names]
+    import torch
+
+    from probe.model.build import build
+
+    with torch.device("meta"):
+        log = build(spec).init_log
+    assert log is not None
+    return [
+        (layer, log.strategies.get(f"{module}.weight"), log.strategies.get(f"{module}.bias") if m.bias else no_bias)
+        for layer, module in names
+    ]
 
 
-def predict(spec: Spec) -> Prediction:
-    """Mean-field predictions for every watched layer of ``spec``; never raises for a valid spec."""
-    reason = unavailable_reason(spec)
-    if reason is not None:
-        return Prediction(reason=reason)
+def _layer_shapes(spec: Spec) -> list[tuple[str, int, str, int, int]]:
+    """(name, index, kind, fan_in, fan_out) for each watched layer of a spec MLP, in order."""
     m = spec.model
-    ctx = inits.InitContext(m.activation.name, m.activation.params)
-    n_samples = spec.data.batch_size * spec.data.batches
-    # (name, index, kind, fan_in, fan_out) for each watched layer, in order
     shapes = [(f"layer{i}", i, "hidden", m.input_dim if i == 1 else m.width, m.width) for i in range(1, m.depth + 1)]
     if m.output_dim is not None:
         shapes.append(("output", m.depth + 1, "output", m.width, m.output_dim))
+    return shapes
 
-    forward: list[tuple[float, float, float, GaussianMoments | None, EntryMoments]] = []
+
+def _layer_moments(
+    spec: Spec,
+) -> tuple[list[tuple[inits.Moments, inits.Moments]] | None, str | None]:
+    """Per watched layer, the (weight, bias) entry moments from the strategy that filled each; or
+    the reason there are none."""
+    m = spec.model
+    ctx = inits.InitContext(m.activation.name, m.activation.params)
+    out: list[tuple[inits.Moments, inits.Moments]] = []
+    for (layer, weight, bias), (_, _, _, fan_in, fan_out) in zip(layer_inits(spec), _layer_shapes(spec), strict=True):
+        pair = []
+        for what, filled, shape in (("weight", weight, (fan_out, fan_in)), ("bias", bias, (fan_out,))):
+            if filled is None:
+                return None, f"no prediction for {layer}'s {what}: no single init strategy filled it"
+            choice, factor = filled
+            name = inits.canonical(choice.name)
+            if name == "lsuv":
+                return None, "no prediction for 'lsuv': its scales are fitted to data, not drawn from a variance rule"
+            moments = inits.moments(name, choice.params, ctx, shape, fan_in)
+            if moments is None:
+                return None, f"no variance rule known for init strategy '{name}'"
+            if what == "weight" and moments.mean != 0.0:
+                return None, f"no prediction for '{name}': its weights have mean {moments.mean:g}, not zero"
+            pair.append(inits.Moments(moments.mean * factor, moments.var * factor * factor, moments.iid))
+        out.append((pair[0], pair[1]))
+    return out, None
+
+
+def unavailable_reason(spec: Spec) -> str | None:
+    """Why no mean-field prediction exists for ``spec``, or ``None`` when one does."""
+    reason = network_reason(spec)
+    if reason is not None:
+        return reason
+    return _layer_moments(spec)[1]
+
+
+def predict(spec: Spec) -> Prediction:
+    """Mean-field predictions for every watched layer of ``spec``; never raises for a valid spec.
+    Each layer's weights and biases follow the strategy that filled them (``init.rules`` included)."""
+    reason = network_reason(spec)
+    if reason is not None:
+        return Prediction(reason=reason)
+    per_layer, reason = _layer_moments(spec)
+    if per_layer is None:
+        return Prediction(reason=reason)
+    m = spec.model
+    n_samples = spec.data.batch_size * spec.data.batches
+    shapes = _layer_shapes(spec)
+
+    forward: list[tuple[float, float, float, GaussianMoments | None, inits.Moments]] = []
     input_second = 1.0  # E[x^2] of the unit-variance input
-    for _, _, kind, fan_in, fan_out in shapes:
-        w = entry_moments(spec.init.weight, ctx, fan_in, fan_out)
-        assert w is not None
-        b = entry_moments(spec.init.bias, ctx, fan_in, fan_out) if m.bias else EntryMoments(0.0, 0.0)
-        assert b is not None
+    for (_, _, kind, fan_in, _), (w, b) in zip(shapes, per_layer, strict=True):
         sigma_w2 = fan_in * w.var
         q = sigma_w2 * input_second + b.var
         if kind == "hidden":
