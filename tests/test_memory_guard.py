@@ -98,3 +98,10 @@ def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkey
     # the way out: an explicit limit replaces the default (the run itself is not wanted here)
     monkeypatch.setattr(scale, "estimate_memory", lambda spec: scale.MemoryEstimate(0, 0, 0))
     assert cli(*args, "--set", "model.depth=1", "--set", "data.batch_size=2", "--max-memory", "inf").exit_code == 0
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm", "gru"])
+def test_sequence_extrapolation_is_exact(kind: str) -> None:
+    """Linear (recurrent) or quadratic (attention) in seq_len: three points give the curve."""
+    spec = _spec(kind, seq_len=40)
+    assert scale._by_sequence(spec) == scale._shapes_estimate(spec)

@@ -193,14 +193,44 @@ def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
     raises ``ShapeEstimateError``."""
     m = spec.model
     if m.factory is None and m.depth > 2:
-        one, two = (_shapes_estimate(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
+        one, two = (_by_sequence(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
         extra = m.depth - 1
         return MemoryEstimate(
             one.weights + extra * max(two.weights - one.weights, 0),
             one.activations + extra * max(two.activations - one.activations, 0),
             one.statistics + extra * max(two.statistics - one.statistics, 0),
         )
-    return _shapes_estimate(spec)
+    return _by_sequence(spec)
+
+
+SEQUENCE_POINTS = (8, 16, 24)  # measured lengths (short ones take other kernels' paths)
+
+
+def _by_sequence(spec: Spec) -> MemoryEstimate:
+    """A sequence model's estimate at ``seq_len`` from its estimates at ``SEQUENCE_POINTS``: memory
+    is linear (recurrent cells) or quadratic (attention scores) in the sequence length, and the
+    meta device runs a recurrent layer step by step (10^7 steps would take hours)."""
+    m = spec.model
+    if m.factory is not None or m.kind not in ("transformer", "lstm", "gru") or m.seq_len <= SEQUENCE_POINTS[-1]:
+        return _shapes_estimate(spec)
+    points = [_shapes_estimate(replace(spec, model=replace(m, seq_len=n))) for n in SEQUENCE_POINTS]
+    n = m.seq_len
+
+    def at(values: list[int]) -> int:  # the parabola through the three points, at n (Lagrange)
+        total = 0.0
+        for i, (xi, yi) in enumerate(zip(SEQUENCE_POINTS, values, strict=True)):
+            weight = 1.0
+            for k, xk in enumerate(SEQUENCE_POINTS):
+                if k != i:
+                    weight *= (n - xk) / (xi - xk)
+            total += weight * yi
+        return max(round(total), max(values))
+
+    return MemoryEstimate(
+        at([e.weights for e in points]),
+        at([e.activations for e in points]),
+        at([e.statistics for e in points]),
+    )
 
 
 class ShapeEstimateError(Exception):
@@ -233,8 +263,22 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
             tokens = built.inputs.kind == "tokens"
             batch_args = (torch.zeros(shape, device=meta, dtype=torch.long if tokens else dtype),)
             batch_kwargs = {}
-        with _count_outputs(outputs), torch.no_grad():
-            model(*batch_args, **batch_kwargs)
+        watched: list[int] = []  # the collector's scratch buffer is as large as the largest watched output
+
+        def hook(_module: Any, _inputs: Any, out: Any) -> None:
+            first = next(
+                (t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)), None
+            )
+            if first is not None:
+                watched.append(first.numel())
+
+        handles = [w.module.register_forward_hook(hook) for w in built.watched]
+        try:
+            with _count_outputs(outputs), torch.no_grad():
+                model(*batch_args, **batch_kwargs)
+        finally:
+            for h in handles:
+                h.remove()
     except ProbeError:
         raise
     except Exception as exc:
@@ -248,8 +292,8 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
         activations = sum(outputs)
     else:
         activations = sum(sorted(outputs, reverse=True)[:3])
-    largest = max(outputs, default=0)
-    statistics = 2 * largest * 4 // max(size, 1) + len(built.watched) * 4096
+    # two float32 temporaries of the largest watched output, and a few KiB of records per row
+    statistics = 2 * max(watched, default=0) * 4 + len(built.watched) * 4096
     return MemoryEstimate(weights, activations, statistics)
 
 
