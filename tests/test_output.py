@@ -152,3 +152,16 @@ def test_fix_save_goes_through_the_writer(cli: Callable[..., Any], tmp_path: Pat
     assert stat.S_IMODE(target.stat().st_mode) == 0o640 and target.stat().st_size > 0
     bad = cli("fix", "configs/lab1_tiny_relu.yaml", *TINY, "--save", str(tmp_path / "no" / "w.pt"))
     assert bad.exit_code == 2 and "--save" in bad.output
+
+
+def test_dev_stdout_into_a_pipe_is_written_through() -> None:
+    """``-o /dev/stdout`` when stdout is a pipe: /dev/stdout -> /proc/self/fd/1 -> 'pipe:[N]', a
+    name that exists only when opened through the link."""
+    import subprocess
+    import sys
+
+    code = "from probe.render.output import write_text; write_text('/dev/stdout', 'through the pipe')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "through the pipe"
+    assert os.path.islink("/dev/stdout")

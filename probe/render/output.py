@@ -55,9 +55,9 @@ def check_output_path(path: Path | str | None, option: str) -> None:
     """Raise ``SpecError`` (exit 2) naming ``option`` when ``path`` cannot be written."""
     if path is None or is_stdout(path):
         return
-    target = _target(Path(path))
+    given = Path(path).expanduser()
     try:
-        st = os.stat(target)
+        st = os.stat(given)  # through links, including /dev/stdout -> /proc/self/fd/1 -> a pipe
     except FileNotFoundError:
         st = None
     except OSError as exc:
@@ -65,9 +65,10 @@ def check_output_path(path: Path | str | None, option: str) -> None:
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise SpecError(f"{path} is a directory; give a file path", option)
     if st is not None and not stat.S_ISREG(st.st_mode):  # a device, FIFO or socket: written through
-        if not os.access(target, os.W_OK):
+        if not os.access(given, os.W_OK):
             raise SpecError(f"{path} is not writable", option)
         return
+    target = _target(given)
     folder = target.parent
     if not folder.is_dir():
         raise SpecError(f"folder {folder} does not exist", option)
@@ -91,16 +92,16 @@ def write_bytes(path: Path | str, data: bytes, option: str = "--output") -> Path
         sys.stdout.buffer.flush()
         return Path(STDOUT)
     check_output_path(path, option)
-    target = _target(Path(path))
+    given = Path(path).expanduser()
     try:
         try:
-            st: os.stat_result | None = os.stat(target)
+            st: os.stat_result | None = os.stat(given)
         except FileNotFoundError:
             st = None
         if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_nlink > 1):
-            _write_through(target, data)
+            _write_through(given, data)  # opened by its own name: /proc/self/fd/N links resolve only so
         else:
-            _replace(target, data, None if st is None else stat.S_IMODE(st.st_mode))
+            _replace(_target(given), data, None if st is None else stat.S_IMODE(st.st_mode))
     except OSError as exc:
         raise OutputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from None
     return Path(path)
