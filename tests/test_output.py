@@ -141,6 +141,10 @@ def test_junit_write_failure_keeps_the_gate_exit_1(
     result = cli("check", "configs/lab1_tiny_relu.yaml", "--junit", str(tmp_path / "j.xml"))
     assert result.exit_code == 1
     assert "--junit" in result.output and "No space left" in result.output
+    result = cli("check", "configs/lab1_tiny_relu.yaml", "-f", "json", "-o", str(tmp_path / "r.json"))
+    assert result.exit_code == 1 and "--output" in result.output and "No space left" in result.output
+    healthy = cli("check", "configs/lab1_he_relu.yaml", "-f", "json", "-o", str(tmp_path / "r.json"))
+    assert healthy.exit_code == 3  # nothing else to report: the failed write is the answer
 
 
 def test_fix_save_goes_through_the_writer(cli: Callable[..., Any], tmp_path: Path) -> None:

@@ -65,9 +65,9 @@ def check(
         finally:
             steps.close()
         code = EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
-        if junit is not None:
-            from probe.render.output import OutputError
+        from probe.render.output import OutputError
 
+        if junit is not None:
             try:
                 write_atomic(junit, rp.junit_xml(runs), "--junit")
             except OutputError as exc:  # the gate's own answer (exit 1) wins over a failed extra file
@@ -91,16 +91,21 @@ def check(
 
             return runs_page(runs, "probe check")
 
-        render(
-            fmt,
-            output,
-            table=table,
-            json=lambda: rp.runs_json(runs),
-            csv=lambda: rp.compare_csv(runs),
-            markdown=lambda: rp.compare_markdown(runs),
-            html=html,
-            soft_wrap=True,
-        )
+        try:
+            render(
+                fmt,
+                output,
+                table=table,
+                json=lambda: rp.runs_json(runs),
+                csv=lambda: rp.compare_csv(runs),
+                markdown=lambda: rp.compare_markdown(runs),
+                html=html,
+                soft_wrap=True,
+            )
+        except OutputError as exc:  # as for --junit: a failed -o after the run keeps the gate's exit 1
+            if code != EXIT_UNHEALTHY:
+                raise
+            err_line(f"probe: error: {exc}")
         return code
 
     guard(body)
