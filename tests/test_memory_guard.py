@@ -105,3 +105,25 @@ def test_sequence_extrapolation_is_exact(kind: str) -> None:
     """Linear (recurrent) or quadratic (attention) in seq_len: three points give the curve."""
     spec = _spec(kind, seq_len=40)
     assert scale._by_sequence(spec) == scale._shapes_estimate(spec)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "configs/lab1_tiny_relu.yaml"],
+        ["check", "configs/lab1_tiny_relu.yaml"],
+        ["fix", "configs/lab1_tiny_relu.yaml"],
+        ["advise", "configs/lab1_tiny_relu.yaml"],
+        ["inspect", "configs/lab1_tiny_relu.yaml"],
+        ["train", "he", "--config", "configs/lab1_tiny_relu.yaml"],
+        ["run", "configs/transformer_gpt.yaml"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_every_command_has_the_default_guard(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setattr(scale, "available_memory_bytes", lambda: 2**28)  # 0.25 GiB: less than the process
+    result = cli(*command)
+    assert result.exit_code == 3, result.output
+    assert "exceeds the memory available now (0.25 GiB)" in " ".join(result.output.split())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from probe.cli.common import EXIT_OK, Command, SetOpt, app, guard, pairs, show
+from probe.cli.common import EXIT_OK, Command, SetOpt, app, guard, memory_guard, pairs, show
 
 
 @app.command(cls=Command)
@@ -37,6 +37,7 @@ def advise(
             from probe.judge.rules import evaluate
             from probe.measure.run import run_probe
 
+            memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
             verdict = evaluate(run_probe(spec))
         show(views.advice_renderable(advise_spec(spec, verdict)), None, soft_wrap=True)
         return EXIT_OK

@@ -22,6 +22,7 @@ from probe.cli.common import (
     app,
     guard,
     load_spec,
+    memory_guard,
     pairs,
     render,
 )
@@ -55,6 +56,7 @@ def inspect(
         from probe.render import views
 
         spec = load_spec(spec_path, pairs(set_, "", "--set"), model, model_arg, input_shape, inputs)
+        memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
         ins = inspect_spec(spec)
 
         def html() -> str:

@@ -22,6 +22,7 @@ from probe.cli.common import (
     check_plot,
     guard,
     load_torch,
+    memory_guard,
     pairs,
     render,
     wrote,
@@ -75,6 +76,7 @@ def train(
         )
         settings = tr.TrainSettings(samples, noise, 0.25, optimizer.value, lr, steps, seed)
         settings.check()
+        memory_guard([base], None)  # the default guard: refuse what does not fit the memory available
         load_torch()
         if plot is not None:
             check_plot(plot)
