@@ -1,5 +1,5 @@
 # probe: two commands do all the set-up on a fresh machine:
-#   make demo   installs, then probes the seed's Lab 1 networks
+#   make demo   installs, then probes the four networks of the classic initialization lab (the seed's Lab 1)
 #   make test   installs, then runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 # A CPU wheel of this torch lies on the team's machines; elsewhere pip fetches it (any torch>=2.1 works).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help install demo test lint typecheck check bench clean
+.PHONY: help install demo test lint typecheck check bench docs docs-examples clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## create .venv with torch, probe and the dev tools
 
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: install  ## probe the seed's Lab 1 networks side by side, then one network layer by layer
+demo: install  ## probe the 8-layer MLP of the classic initialization lab four ways side by side, then one layer by layer
 	$(VENV)/bin/probe compare tiny:relu large:tanh xavier:tanh he:relu
 	$(VENV)/bin/probe run configs/lab1_tiny_relu.yaml
 
@@ -28,8 +28,8 @@ test: install  ## run the test suite
 	$(PY) -m pytest -q
 
 lint: install  ## ruff lint + format check
-	$(VENV)/bin/ruff check probe tests benchmarks
-	$(VENV)/bin/ruff format --check probe tests benchmarks
+	$(VENV)/bin/ruff check probe tests benchmarks scripts docs/snippets
+	$(VENV)/bin/ruff format --check probe tests benchmarks scripts docs/snippets
 
 typecheck: install  ## mypy
 	$(VENV)/bin/mypy probe
@@ -39,5 +39,11 @@ check: lint typecheck test  ## everything CI should care about
 bench: install  ## benchmarks: probe overhead vs. a bare forward/backward pass
 	$(PY) benchmarks/run.py
 
+docs: install  ## build the documentation site into site/ (mkdocs, strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-examples: install  ## rerun every command shown in README.md and docs/ and rewrite its output block
+	$(PY) scripts/docs_examples.py
+
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info site

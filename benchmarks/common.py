@@ -82,7 +82,7 @@ def bare_pass(built: Built, spec: Spec, device: torch.device) -> None:
 
 def probed_pass(built: Built, spec: Spec, device: torch.device) -> list:
     """probe's own loop: forward + backward + every statistic + the one host read."""
-    return _probe(built.model, built, spec, device, torch.float32, None)
+    return _probe(built.model, built, spec, device, torch.float32, None)[0]
 
 
 def interleaved_ratio(

@@ -35,6 +35,21 @@ class LayerStats:
     module_type: str | None = None  # non-MLP models: the class of the watched module
     init_rule: str | None = None  # non-MLP models: what initialized its weight
     grad_nonfinite: int | None = None  # nan/inf in d loss / d output and d loss / d weight (None: no backward)
+    # mean pairwise cosine between samples' (flattened, uncentered) outputs: 1 = every input maps
+    # to the same direction (correlation collapse); None: fewer than two samples
+    correlation: float | None = None
+    # for (samples, tokens, units) outputs: mean pairwise cosine between the tokens of a sequence
+    token_correlation: float | None = None
+
+
+@dataclass(frozen=True)
+class AttentionStats:
+    """One module's attention, pooled over its calls and every head and query row."""
+
+    name: str  # the module that computed it (qualified name in the model)
+    calls: int
+    logit_std: float  # root mean square over rows of the logits' std across keys
+    entropy: float  # mean over rows of entropy / log(keys): 1 uniform, 0 one-hot
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,8 @@ class Report:
     torch_version: str
     elapsed_s: float
     notes: tuple[str, ...] = ()  # what could not be watched, and why
+    world_size: int = 1  # torchrun ranks whose statistics were merged
+    attention: tuple[AttentionStats, ...] = ()  # per module that computed attention (transformers)
 
     @property
     def first(self) -> LayerStats:

@@ -173,3 +173,28 @@ def inplace_relu(width: int = 16, depth: int = 3, dtype: str = "float32") -> nn.
     for _ in range(depth):
         layers += [nn.Linear(width, width), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers).to(getattr(torch, dtype))
+
+
+class RarelyFiring(nn.Module):
+    """Units that fire on a few samples only (so a unit can be alive on one rank's rows and not
+    on another's), a parameter the forward never uses, and a second output whose batch dimension
+    is the second one."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(8, width)
+        # the default init gives pre-activations of std 1/sqrt(3): biases from -3.5 std (fires on 0.02%
+        # of samples) to 0 (half of them)
+        with torch.no_grad():
+            self.hidden.bias.copy_(torch.linspace(-3.5, 0.0, width) / 3.0**0.5)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(width, 4)
+        self.unused = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.head(self.act(self.hidden(x)))
+        return y, torch.stack([y])  # (1, batch, 4)
+
+
+def rarely_firing(width: int = 32) -> nn.Module:
+    return RarelyFiring(width)

@@ -30,7 +30,22 @@ FIELDS = [
     "grad_std",
     "weight_grad_norm",
     "weight_grad_std",
+    "correlation",
 ]
+
+
+def _mean_cosine(batches: list[torch.Tensor]) -> float | None:
+    """The mean cosine over every pair of distinct samples among each batch's first 64 (the
+    collector's sample), pooled over batches by pairs: the n x n Gram matrix, the slow way."""
+    total, pairs = 0.0, 0
+    for y in batches:
+        rows = y[:64].reshape(min(len(y), 64), -1)
+        rows = rows[rows.norm(dim=1) > 0]
+        unit = rows / rows.norm(dim=1, keepdim=True)
+        gram = unit @ unit.t()
+        total += float(gram.sum() - gram.diagonal().sum())
+        pairs += rows.shape[0] * (rows.shape[0] - 1)
+    return total / pairs if pairs else None
 
 
 class ReferenceCollector:
@@ -43,6 +58,8 @@ class ReferenceCollector:
         self.grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.weight_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.backward_done = False
+        self.attention = None  # the runner sets a recorder on models that may attend
+        self.attention_stats = ()
 
     @contextmanager
     def hooks(self) -> Any:
@@ -107,6 +124,7 @@ class ReferenceCollector:
                     grad_std=grads.std().item() if grads is not None else None,
                     weight_grad_norm=math.sqrt(sum(float(g.pow(2).sum()) for g in wg) / len(wg)) if wg else None,
                     weight_grad_std=torch.cat([g.reshape(-1) for g in wg]).std().item() if wg else None,
+                    correlation=_mean_cosine(self.outputs[i]),
                 )
             )
         return out

@@ -181,7 +181,7 @@ def test_runs_figure_with_heat_maps(tmp_path: Path) -> None:
 
 
 def test_cli_compare_and_run_tables_draw_log_scale_pictures(tmp_path: Path) -> None:
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "160"})  # wide enough for every column, the pictures included
     result = runner.invoke(app, ["compare", "tiny", "he", "--depth", "4", "--width", "32", "--batch-size", "64"])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith(("tiny", "he "))}

@@ -1,4 +1,7 @@
-"""Every `probe` command the README shows in a bash block runs as written."""
+"""Every `probe` command the README and the docs/ pages show in a bash block runs as written.
+
+(The commands whose output a page shows are run by tests/test_docs.py, which also checks what they
+print; this test covers the ones the text only names.)"""
 
 from __future__ import annotations
 
@@ -11,38 +14,55 @@ import pytest
 
 from tests.conftest import REPO
 
-PREFIX = ".venv/bin/probe "
+PREFIXES = ("probe ", ".venv/bin/probe ")
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
-def _readme_commands() -> list[tuple[str, int]]:
-    """(command, expected exit code): 0 unless the line's comment says ``exit N``."""
-    text = (REPO / "README.md").read_text()
+def _shown_with_output(text: str) -> set[str]:
+    """The commands of the output blocks (probe-example markers), without their exit comment."""
+    return {
+        re.sub(r"\s+#\s*exit \d+\s*$", "", c).strip()
+        for c in re.findall(r"^<!-- probe-example: (.+?) -->", text, flags=re.M)
+    }
+
+
+def _commands() -> list[tuple[str, str, int]]:
+    """(document, command without the `probe`, expected exit code): 0 unless the comment says ``exit N``."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
-            command, _, comment = line.partition("  #")
-            command = command.strip()
-            if command.startswith(PREFIX):
+    seen: set[str] = set()  # a command several documents show runs once
+    for path in DOCUMENTS:
+        text = path.read_text()
+        checked = _shown_with_output(text)
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            for line in block.splitlines():
+                command, _, comment = line.partition("  #")
+                command = command.strip()
+                prefix = next((p for p in PREFIXES if command.startswith(p)), None)
+                if prefix is None or f"probe {command[len(prefix) :]}" in checked or command[len(prefix) :] in seen:
+                    continue
+                seen.add(command[len(prefix) :])
                 expected = re.search(r"\bexit (\d)", comment)
-                commands.append((command[len(PREFIX) :], int(expected.group(1)) if expected else 0))
+                code = int(expected.group(1)) if expected else 0
+                commands.append((path.relative_to(REPO).as_posix(), command[len(prefix) :], code))
     return commands
 
 
-COMMANDS = _readme_commands()
+COMMANDS = _commands()
 
 
-def test_the_readme_shows_every_command() -> None:
-    shown = {c.split()[0] for c, _ in COMMANDS}
-    assert {"run", "compare", "check", "rules"} <= shown
+def test_the_docs_show_every_command() -> None:
+    with_output = set().union(*(_shown_with_output(path.read_text()) for path in DOCUMENTS))
+    shown = {c.split()[0] for _, c, _ in COMMANDS} | {c.split()[1] for c in with_output if c.startswith("probe ")}
+    assert {"run", "compare", "check", "rules", "train", "sweep", "inspect", "advise", "depth", "fix"} <= shown
 
 
-@pytest.mark.parametrize(("command", "expected"), COMMANDS, ids=[c for c, _ in COMMANDS])
-def test_readme_command_runs(
-    command: str, expected: int, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("document", "command", "expected"), COMMANDS, ids=[f"{d}: {c}" for d, c, _ in COMMANDS])
+def test_documented_command_runs(
+    document: str, command: str, expected: int, cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # run from a scratch folder that sees the repository's configs and test models; outputs land in tmp_path
     for name in ("configs", "tests"):
         (tmp_path / name).symlink_to(REPO / name)
     monkeypatch.chdir(tmp_path)
     result = cli(*shlex.split(command))
-    assert result.exit_code == expected, f"{command}\n{result.output}"
+    assert result.exit_code == expected, f"{document}: probe {command}\n{result.output}"

@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.cli.guard import _err_console, _state, checked_path, err_line, guard  # noqa: F401  (re-exported)
+from probe.cli.guard import _err_console, _state, checked_path, err_line, guard, writes_files  # noqa: F401  (re-exported)
 from probe.errors import SpecError, echo
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
@@ -361,6 +361,8 @@ def _emit(text: str, output: Path | None) -> None:
 
 def write_atomic(path: Path, text: str, option: str = "--output") -> None:
     """Write ``text`` to ``path`` through the one output writer (``probe.render.output``)."""
+    if not writes_files():  # torchrun: rank 0 writes
+        return
     from probe.render.output import write_text
 
     write_text(path, text, option)

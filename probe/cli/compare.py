@@ -25,6 +25,7 @@ from probe.cli.common import (
     memory_guard,
     pairs,
     render,
+    writes_files,
     wrote,
 )
 
@@ -107,7 +108,7 @@ def compare(
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
         )
-        if plot is not None:
+        if plot is not None and writes_files():  # torchrun: rank 0 draws
             from probe.measure.histograms import histograms
             from probe.render.plot import runs_figure
 

@@ -8,6 +8,7 @@ code raising ``SystemExit`` or another ``BaseException``), 130 interrupted (Ctrl
 # No `from __future__ import annotations`: typer reads the annotations of checked_path's callback.
 import os
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -20,15 +21,22 @@ EXIT_RUNTIME = 3
 _state: dict[str, bool] = {"debug": bool(os.environ.get("PROBE_DEBUG"))}
 
 
-def _err_console() -> Any:
+def _err_console(always: bool = False) -> Any:
+    """stderr console; quiet on the ranks of a torchrun launch other than rank 0 (``always``: errors)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, emoji=False)  # messages quote user input verbatim
+    quiet = not always and not writes_files()
+    return Console(stderr=True, highlight=False, emoji=False, quiet=quiet)  # messages quote user input verbatim
+
+
+def writes_files() -> bool:
+    """Whether this process prints and writes files: a single process, or rank 0 under torchrun."""
+    return _state.get("writer", True)
 
 
 def err_line(text: str) -> None:
     """One red line on stderr, user text verbatim."""
-    _err_console().print(text, style="red", markup=False)
+    _err_console(always=True).print(text, style="red", markup=False)
 
 
 def checked_path(option: str) -> Callable[[Optional[Path]], Optional[Path]]:
@@ -57,42 +65,52 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 def guard(fn: Callable[[], int]) -> None:
-    """Run a command body; turn expected errors into one red line and an exit code."""
+    """Run a command body; turn expected errors into one red line and an exit code. Under
+    torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
     import signal
 
+    from probe.measure.distributed import launched_rank, output_rank
+
+    _state["writer"] = output_rank()
     SIGNALS["interrupted"] = False
     try:
         previous = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
+    where = "" if _state["writer"] else f" (rank {launched_rank()})"
     try:
-        code = _guarded(fn)
+        if _state["writer"]:
+            code = _guarded(fn, where)
+        else:
+            with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+                code = _guarded(fn, where)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     raise typer.Exit(code)
 
 
-def _guarded(fn: Callable[[], int]) -> int:
+def _guarded(fn: Callable[[], int], where: str = "") -> int:
     try:
         return fn()
     except ProbeError as exc:
         if _state["debug"]:
             raise
-        _err_console().print(f"probe: error: {shown(str(exc), 2000)}", style="red", markup=False)
+        _err_console(always=True).print(f"probe: error{where}: {shown(str(exc), 2000)}", style="red", markup=False)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C
-            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")))
-        _err_console().print("probe: interrupted", style="red")
+            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), where)
+        _err_console(always=True).print("probe: interrupted", style="red")
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # user code calling sys.exit() must not end probe with its code
-        return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")))
+        return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), where)
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
         if _state["debug"]:
             raise
-        _err_console().print(
-            f"probe: unexpected error: {type(exc).__name__}: {shown(str(exc), 500)} (rerun with --debug for the traceback)",
+        _err_console(always=True).print(
+            f"probe: unexpected error{where}: {type(exc).__name__}: {shown(str(exc), 500)} "
+            "(rerun with --debug for the traceback)",
             style="red",
             markup=False,
         )

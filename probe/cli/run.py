@@ -30,6 +30,7 @@ from probe.cli.common import (
     memory_guard,
     pairs,
     render,
+    writes_files,
     wrote,
 )
 from probe.errors import SpecError
@@ -154,7 +155,7 @@ def run(
 
 
 def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: Any = None) -> None:
-    if plot is None:
+    if plot is None or not writes_files():  # torchrun: rank 0 draws
         return
     from probe.measure.histograms import histograms
     from probe.render import report as rp

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from probe import spec as spec_mod
+from probe.errors import SpecError
 from probe.spec import Choice, Spec, activations, inits
 from probe.spec.schema import unknown
 
@@ -90,7 +91,11 @@ def run_each(
     """``[fn(spec) for spec in specs]`` in ``jobs`` worker processes, with progress: serially,
     ``step`` names each run as it starts; in parallel, each run as it finishes (in order)."""
     from probe.experiments.parallel import parallel_map
+    from probe.measure.distributed import launched_world_size
 
+    if jobs > 1 and launched_world_size() > 1:
+        # worker processes would inherit torchrun's rank and join (or hang on) its process group
+        raise SpecError("--jobs starts worker processes; under torchrun the ranks already share each run: drop --jobs")
     if step and jobs == 1:
         results = []
         for spec, label in zip(specs, labels, strict=True):

@@ -74,6 +74,17 @@ class SweepResult:
         bad = [c.depth for c in self.cells if c.label == label and c.width == width and not c.healthy]
         return min(bad) if bad else None
 
+    def first_depth_of(self, rule: str, label: str, width: int | None = None) -> int | None:
+        """The smallest swept depth at which ``label`` breaks ``rule`` (e.g. where collapse starts)."""
+        width = self.widths[0] if width is None else width
+        bad = [c.depth for c in self.cells if c.label == label and c.width == width and rule in c.problems]
+        return min(bad) if bad else None
+
+    def rules_at(self, label: str, depth: int, width: int | None = None) -> tuple[str, ...]:
+        """The rules ``label`` breaks at ``depth`` (and ``width``, default the first)."""
+        width = self.widths[0] if width is None else width
+        return next((c.problems for c in self.cells if (c.label, c.depth, c.width) == (label, depth, width)), ())
+
     def width_slopes(self) -> list[WidthSlope]:
         """Per entry and depth, the log-log slope of each layer's std against width (needs 2+ widths)."""
         if len(self.widths) < 2:

@@ -11,15 +11,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from probe.records import LayerStats, Problem, Report, Verdict
+from probe.records import Problem, Report, Verdict
 from probe.spec import RULE_NAMES, GateSpec
 
 SCALE_MARGIN = 10.0
 FRACTION_MARGIN = 0.5
 
 
-Values = Callable[[Report], list[tuple[LayerStats, "float | None"]]]
+class Row(Protocol):
+    """What a check judges: a layer's statistics, or a module's attention (``AttentionStats``)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+Values = Callable[[Report], "list[tuple[Row, float | None]]"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[LayerStats, float]]:
+def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[Row, float]]:
     """The (layer, value) pairs that break ``check`` under ``gate``, in layer order."""
     threshold = float(getattr(gate, check.key))
     return [
@@ -84,17 +92,34 @@ def _problem(rule: str, check: Check, report: Report, gate: GateSpec) -> Problem
 
 
 def _field(name: str) -> Values:
-    def values(report: Report) -> list[tuple[LayerStats, float | None]]:
+    def values(report: Report) -> list[tuple[Row, float | None]]:
         return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in report.layers]
 
     return values
 
 
-def _std_ratio(report: Report) -> list[tuple[LayerStats, float | None]]:
+def _attention_entropy(report: Report) -> list[tuple[Row, float | None]]:
+    return [(a, a.entropy) for a in report.attention]
+
+
+def _hidden(name: str) -> Values:
+    """A field of the hidden rows that carry the signal. Not judged, only shown: a linear head's
+    output, which inherits the mean of its input features (positive ReLU features, pooled maps) as
+    a shared offset per unit that its bias absorbs on the first steps (the seed's CNN head reads
+    0.993 at init and trains); and embedding tables, whose rows depend on the ids alone (BERT's
+    token-type embedding is the same vector for every token of one segment)."""
+
+    def values(report: Report) -> list[tuple[Row, float | None]]:
+        return [(x, getattr(x, name)) for x in report.layers if x.kind != "output" and x.module_type != "Embedding"]
+
+    return values
+
+
+def _std_ratio(report: Report) -> list[tuple[Row, float | None]]:
     return [(report.last, report.std_ratio())]
 
 
-def _grad_ratios(report: Report) -> list[tuple[LayerStats, float | None]]:
+def _grad_ratios(report: Report) -> list[tuple[Row, float | None]]:
     """Each layer's gradient std relative to the output layer's (which has unit scale)."""
     ref = report.last.grad_std
     if ref is None or not math.isfinite(ref) or ref == 0:
@@ -156,6 +181,25 @@ RULES: dict[str, Rule] = {
             "gradients grow toward the input",
             (Check("max_grad_ratio", _GRAD, _grad_ratios, below=False, cell="grad_std"),),
         ),
+        Rule(
+            "collapse",
+            "every input maps to the same direction",
+            (
+                Check("max_correlation", "cosine between samples", _hidden("correlation"), False, "correlation"),
+                Check(
+                    "max_correlation",
+                    "cosine between a sequence's tokens",
+                    _hidden("token_correlation"),
+                    False,
+                    "token_correlation",
+                ),
+            ),
+        ),
+        Rule(
+            "attention_saturation",
+            "attention is near one-hot at init",
+            (Check("min_attention_entropy", "attention entropy / log(keys)", _attention_entropy, below=True),),
+        ),
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
@@ -197,6 +241,9 @@ def _loosened(gate: GateSpec) -> GateSpec:
         min_unit_spread=gate.min_unit_spread * SCALE_MARGIN,
         min_grad_ratio=gate.min_grad_ratio * SCALE_MARGIN,
         max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
+        # a near miss: twice as far from 1 as the threshold (0.96 for 0.98)
+        max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
+        min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
     )
 
 

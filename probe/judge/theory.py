@@ -68,6 +68,8 @@ class LayerTheory:
     expected_grad_std: float | None  # std of d loss / d output, None without a backward pass
     std_error: float  # standard error of the measured std from the probe's random batch
     grad_std_error: float | None
+    # mean cosine between two samples' outputs, from the correlation map (``pair_moment``)
+    expected_correlation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Comparison:
     expected_grad_std: float | None
     grad_std_error: float | None
     grad_z: float | None
+    correlation: float | None = None  # measured mean cosine between samples
+    expected_correlation: float | None = None  # from the correlation map
 
     @property
     def departs(self) -> bool:
@@ -176,6 +180,43 @@ def gaussian_moments(act: Choice, mean: float, var: float) -> GaussianMoments:
         central4=float((w * (y - m1) ** 4).sum()),
         grad2=float((w * dy * dy).sum()),
     )
+
+
+# ---- the correlation map ---------------------------------------------------------------------
+
+
+def pair_moment(act: Choice, mean: float, var: float, cov: float) -> float:
+    """E[phi(z1) phi(z2)] for (z1, z2) jointly Gaussian, both of mean ``mean`` and variance ``var``,
+    with covariance ``cov``: what two samples' outputs share, per unit. ReLU at mean 0 has the
+    arc-cosine closed form (Cho & Saul 2009): var / (2 pi) * (sqrt(1 - rho^2) + (pi - arccos rho) rho);
+    every other case is integrated: z1 by the split Gauss-Legendre rule, z2 given z1 likewise."""
+    import torch
+
+    var = max(var, 0.0)
+    if var == 0.0:
+        y = activation_fn(act)(torch.tensor([mean], dtype=torch.float64))
+        return float(y[0] * y[0])
+    rho = min(max(cov / var, -1.0), 1.0)
+    if act.name == "relu" and mean == 0.0:
+        return var / (2 * math.pi) * (math.sqrt(1.0 - rho * rho) + (math.pi - math.acos(rho)) * rho)
+    phi = activation_fn(act)
+    z1, w1 = _gauss_points(mean, var)
+    centre = mean + rho * (z1 - mean)  # z2 given z1: N(centre, var (1 - rho^2))
+    sd = math.sqrt(var * (1.0 - rho * rho))
+    with torch.no_grad():
+        if sd == 0.0:
+            inner = phi(centre)
+        else:
+            nodes, weights = _legendre(QUADRATURE_NODES)
+            lo, hi = centre - SPAN_SD * sd, centre + SPAN_SD * sd
+            cut = torch.minimum(torch.maximum(torch.zeros_like(lo), lo), hi)  # split at 0 where 0 is inside
+            inner = torch.zeros_like(z1)
+            for a, b in ((lo, cut), (cut, hi)):
+                half = ((b - a) / 2).unsqueeze(1)
+                z2 = half * nodes + ((a + b) / 2).unsqueeze(1)
+                density = torch.exp(-0.5 * ((z2 - centre.unsqueeze(1)) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+                inner = inner + (half * weights * density * phi(z2)).sum(dim=1)
+        return float((w1 * phi(z1) * inner).sum())
 
 
 # ---- the prediction --------------------------------------------------------------------------
@@ -277,16 +318,23 @@ def predict(spec: Spec) -> Prediction:
     shapes = _layer_shapes(spec)
 
     forward: list[tuple[float, float, float, GaussianMoments | None, inits.Moments]] = []
+    correlations: list[float | None] = []
     input_second = 1.0  # E[x^2] of the unit-variance input
+    input_pair = 0.0  # E[x1 x2] of two independent inputs
     for (_, _, kind, fan_in, _), (w, b) in zip(shapes, per_layer, strict=True):
         sigma_w2 = fan_in * w.var
         q = sigma_w2 * input_second + b.var
+        q12 = sigma_w2 * input_pair + b.var  # the bias is shared by every sample
         if kind == "hidden":
             g = gaussian_moments(m.activation, b.mean, q)
             forward.append((sigma_w2, q, b.mean, g, w))
+            input_pair = pair_moment(m.activation, b.mean, q, q12)
             input_second = g.second
+            correlations.append(input_pair / g.second if g.second > 0 else None)
         else:
             forward.append((sigma_w2, q, b.mean, None, w))
+            second = q + b.mean * b.mean
+            correlations.append((q12 + b.mean * b.mean) / second if second > 0 else None)
 
     # backward: d loss / d (last output) is the probe's unit-variance random direction
     grad_var: list[float] = [0.0] * len(shapes)
@@ -298,7 +346,9 @@ def predict(spec: Spec) -> Prediction:
         grad_var[j] = fan_out_next * w_next.var * slope2 * grad_var[j + 1]
 
     layers = []
-    for (name, index, kind, _, _), (sigma_w2, q, b_mean, act, _), gv in zip(shapes, forward, grad_var, strict=True):
+    for (name, index, kind, _, _), (sigma_w2, q, b_mean, act, _), gv, cos in zip(
+        shapes, forward, grad_var, correlations, strict=True
+    ):
         if act is not None:
             mean, std, chi = act.mean, math.sqrt(act.var), sigma_w2 * act.grad2
             # divided twice: var**2 underflows for deep vanishing networks
@@ -319,6 +369,7 @@ def predict(spec: Spec) -> Prediction:
                 expected_grad_std=grad_std,
                 std_error=std_error(std, kurtosis, n_samples),
                 grad_std_error=None if grad_std is None else std_error(grad_std, 3.0, n_samples),
+                expected_correlation=cos,
             )
         )
     return Prediction(layers=tuple(layers))
@@ -340,7 +391,9 @@ def compare(report: Report, prediction: Prediction) -> list[Comparison]:
     for x in report.layers:
         t = by_name.get(x.name)
         if t is None:
-            out.append(Comparison(x.name, x.std, None, None, None, x.grad_std, None, None, None))
+            out.append(
+                Comparison(x.name, x.std, None, None, None, x.grad_std, None, None, None, correlation=x.correlation)
+            )
             continue
         out.append(
             Comparison(
@@ -353,6 +406,8 @@ def compare(report: Report, prediction: Prediction) -> list[Comparison]:
                 expected_grad_std=t.expected_grad_std,
                 grad_std_error=t.grad_std_error,
                 grad_z=_z(x.grad_std, t.expected_grad_std, t.grad_std_error),
+                correlation=x.correlation,
+                expected_correlation=t.expected_correlation,
             )
         )
     return out
@@ -373,7 +428,8 @@ def departures(comparisons: Sequence[Comparison]) -> list[str]:
 
 def annotate(report_json: dict[str, Any], prediction: Prediction, comparisons: Sequence[Comparison]) -> dict[str, Any]:
     """Add the theory keys to a ``probe.report/1`` dict (``expected_std``, ``expected_grad_std``,
-    ``std_error``, ``grad_std_error``, ``departs`` per layer; ``theory`` at the top)."""
+    ``std_error``, ``grad_std_error``, ``chi``, ``expected_correlation``, ``departs`` per layer;
+    ``theory`` at the top)."""
 
     def clean(v: float | None) -> float | None:
         return v if v is None or math.isfinite(v) else None
@@ -388,6 +444,7 @@ def annotate(report_json: dict[str, Any], prediction: Prediction, comparisons: S
         row["std_error"] = None if c is None else clean(c.std_error)
         row["grad_std_error"] = None if c is None else clean(c.grad_std_error)
         row["chi"] = None if t is None else clean(t.chi)
+        row["expected_correlation"] = None if t is None else clean(t.expected_correlation)
         row["departs"] = None if c is None or c.expected_std is None else c.departs
     report_json["theory"] = {
         "available": prediction.available,

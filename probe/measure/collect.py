@@ -23,6 +23,7 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
+- correlation between samples and between a sequence's tokens: ``correlation.py``.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -35,12 +36,15 @@ those on the host, which for a short run is cheaper than the dozen tiny device o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from probe.measure.attention import AttentionRecorder
+from probe.measure.correlation import PENDING, correlation_record, fold
 from probe.model.built import Watched
-from probe.records import LayerStats
+from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +98,10 @@ class _Layer:
         self.weight_grad_batches = 0
         self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
+        # sums of [pairwise sample cosines, sample pairs, pairwise token cosines, token pairs], and
+        # the raw records not folded into them yet (correlation.py)
+        self.correlation: torch.Tensor | None = None
+        self.correlation_records: list[torch.Tensor] = []
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
 
     def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
@@ -151,9 +159,13 @@ class Collector:
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._consts: dict[float, torch.Tensor] = {}
         self._keyed: dict[tuple[tuple[int, int, int], ...], torch.Tensor] = {}
+        self.attention: AttentionRecorder | None = None  # set by the runner for models that may attend
+        self.attention_stats: tuple[AttentionStats, ...] = ()  # filled by finish
         self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
+        # distributed runs: the part of a whole-batch weight gradient this rank measures
+        self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
@@ -195,7 +207,11 @@ class Collector:
         try:
             for i, layer in enumerate(self.layers):
                 handles.append(layer.watched.module.register_forward_hook(self._forward_hook(i)))
-            yield
+            if self.attention is not None:
+                with self.attention.watching():
+                    yield
+            else:
+                yield
         finally:
             for h in handles:
                 h.remove()
@@ -239,6 +255,7 @@ class Collector:
         else:
             layer.alive.add_(per_unit)
         saturated = self._saturated(layer, inputs, output, y, count_dtype)
+        self._correlation(layer, y, unit_dim)
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
@@ -270,6 +287,20 @@ class Collector:
             total = total + (source > sat.high).sum(dtype=count_dtype)
         return total
 
+    def _correlation(self, layer: _Layer, y: torch.Tensor, unit_dim: int) -> None:
+        record = correlation_record(y, unit_dim)
+        if record is not None:
+            layer.correlation_records.append(record)
+            if len(layer.correlation_records) >= PENDING:
+                self._fold_correlation(layer)
+
+    def _fold_correlation(self, layer: _Layer) -> None:
+        if not layer.correlation_records:
+            return
+        folded = fold(layer.correlation_records, self.acc_dtype)
+        layer.correlation = folded if layer.correlation is None else layer.correlation.add_(folded)
+        layer.correlation_records = []
+
     def _backward_hook(self, i: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
             g = _float(grad.detach())
@@ -286,10 +317,13 @@ class Collector:
         base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):
             p = layer.watched.weight
-            if p is None or p.grad is None or p.grad.numel() == 0:
+            if p is None or p.grad is None:
+                continue
+            g = p.grad.detach() if self.weight_grad_part is None else self.weight_grad_part(p.grad.detach())
+            if g.numel() == 0:
                 continue
             layer.weight_grad_batches += 1
-            self._add_raw(base + i, _float(p.grad.detach()))
+            self._add_raw(base + i, _float(g))
 
     def _const(self, value: float) -> torch.Tensor:
         """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
@@ -335,18 +369,26 @@ class Collector:
         self.sums.index_add_(0, index, rows[:, 2:])  # a slice: a list index would be copied from the host
         self._keys, self._stats = [], []
 
-    def finish(self) -> list[LayerStats]:
+    def finish(self, merge_ranks: Callable[[Collector], None] | None = None) -> list[LayerStats]:
         """Read every statistic to the host at once and return one record per layer. Records
-        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops)."""
+        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops).
+        ``merge_ranks`` (distributed runs) folds the other ranks' statistics in first."""
         import torch
 
         if not self.layers:
             return []
+        for layer in self.layers:
+            self._fold_correlation(layer)
+        if merge_ranks is not None:
+            self._merge()  # pending records into the accumulators: what crosses ranks is O(layers)
+            merge_ranks(self)
         m = self.moments
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
-        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive]
+        correlations = [layer.correlation for layer in self.layers if layer.correlation is not None]
+        attention = self.attention.parts() if self.attention is not None else []
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive, *correlations, *attention]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
         flat = torch.cat(parts).cpu().tolist()
@@ -364,11 +406,23 @@ class Collector:
             per_unit = flat[at : at + units]
             at += units
             lives.append((sum(per_unit), units - per_unit.count(0.0), units))
+        cosines: list[tuple[float | None, float | None]] = []
+        for layer in self.layers:
+            if layer.correlation is None:
+                cosines.append((None, None))
+                continue
+            pair_sum, pairs, token_sum, token_pairs = flat[at : at + 4]
+            at += 4
+            cosines.append((pair_sum / pairs if pairs else None, token_sum / token_pairs if token_pairs else None))
+        if self.attention is not None:
+            self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
+            at += 4 * len(attention)
         for r, key in enumerate(self._keys):
             _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []
-        for i, (layer, live) in enumerate(zip(self.layers, lives, strict=True)):
-            out.append(_to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done))
+        for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
+            stats = _to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done)
+            out.append(replace(stats, correlation=cos[0], token_correlation=cos[1]))
         return out
 
 

@@ -8,16 +8,19 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, first_line, user_code_error
+from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.model.build import build_initialized
 from probe.model.built import Built
 from probe.model.inputs import Batch, data_stream, next_batch
-from probe.records import Report
+from probe.records import AttentionStats, LayerStats, Report
 from probe.spec import Spec
 
 if TYPE_CHECKING:
     import torch
+
+    from probe.measure.distributed import Share
 
 Progress = Callable[[int, int], None]  # (batches done, batches total)
 
@@ -64,14 +67,24 @@ def run_probe(
     """
     import torch
 
+    from probe.measure import distributed
+
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
+    share = distributed.share_for(device, spec.run.shard, spec.data.batch_size)  # None: one process
+    if share is not None:
+        device = share.device
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         built = build_initialized(spec, state_dict)
         model = built.model.to(device=device, dtype=dtype)
+        if share is not None:
+            built.notes.extend(distributed.notes(built, share))
+            model = distributed.wrap(model, built, share, spec.run.backward)
+        elif spec.run.shard != "none":
+            built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
-            layers = _probe(model, built, spec, device, dtype, progress)
+            layers, attention = _probe(model, built, spec, device, dtype, progress, share)
     return Report(
         spec=spec,
         layers=tuple(layers),
@@ -80,6 +93,8 @@ def run_probe(
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
+        world_size=share.world_size if share is not None else 1,
+        attention=attention,
     )
 
 
@@ -112,10 +127,17 @@ def _probe(
     device: torch.device,
     dtype: torch.dtype,
     progress: Progress | None,
-) -> list:
+    share: Share | None = None,
+) -> tuple[list[LayerStats], tuple[AttentionStats, ...]]:
     import torch
 
+    from probe.measure import distributed
+
     collector = Collector(built.watched, device)
+    if share is not None:
+        collector.weight_grad_part = share.weight_grad_part
+    if may_attend(spec):
+        collector.attention = AttentionRecorder(model, collector.acc_dtype)
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -129,6 +151,8 @@ def _probe(
         with collector.hooks():
             for i in range(total):
                 batch = next_batch(spec, built, data_gen, device, dtype)
+                if share is not None:  # every rank draws the global batch and keeps its rows
+                    batch = distributed.slice_batch(batch, share)
                 if spec.run.backward:
                     out = _forward(model, batch, built)
                     if isinstance(out, torch.Tensor):
@@ -136,7 +160,7 @@ def _probe(
                             raise RunError(_NO_GRADIENT)
                         if direction is None:
                             # a fixed random direction: d loss / d output = r, unit variance
-                            direction = torch.randn(out.shape, generator=dir_gen).to(device=device, dtype=out.dtype)
+                            direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
                         (out * direction).sum().backward()
                     else:
                         # tuple/dict outputs: every floating-point output gets its own direction
@@ -145,7 +169,7 @@ def _probe(
                             raise RunError(_NO_GRADIENT)
                         if directions is None:
                             directions = [
-                                torch.randn(o.shape, generator=dir_gen).to(device=device, dtype=o.dtype) for o in outs
+                                _direction(o.shape, dir_gen, share).to(device=device, dtype=o.dtype) for o in outs
                             ]
                         if [d.shape for d in directions] != [o.shape for o in outs]:
                             raise RunError("the model's outputs changed shape between batches")
@@ -157,10 +181,28 @@ def _probe(
                         _forward(model, batch, built)
                 if progress is not None:
                     progress(i + 1, total)
-        layers = collector.finish()
+        layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
     finally:
         model.train(was_training)
-    return layers
+    return layers, collector.attention_stats
+
+
+def may_attend(spec: Spec) -> bool:
+    """Whether the network may compute attention (a transformer, or a model probe did not build):
+    only then are the attention functions watched (``measure/attention.py``)."""
+    return spec.model.factory is not None or spec.model.kind == "transformer"
+
+
+def _direction(shape: torch.Size, generator: torch.Generator, share: Share | None) -> torch.Tensor:
+    """The fixed random d loss / d output (unit variance); under torchrun, this rank's rows of
+    the direction a single process draws for the whole batch."""
+    import torch
+
+    if share is None:
+        return torch.randn(shape, generator=generator)
+    from probe.measure.distributed import direction
+
+    return direction(tuple(shape), generator, share)
 
 
 _NO_GRADIENT = (

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.judge import rules
-from probe.records import LayerStats, Problem, Report, Run, Verdict
+from probe.records import AttentionStats, LayerStats, Problem, Report, Run, Verdict
 from probe.render import spark
 from probe.spec import summary, to_dict
 
@@ -37,6 +37,8 @@ LAYER_FIELDS = (
     "weight_grad_norm",
     "weight_grad_std",
     "grad_nonfinite",
+    "correlation",
+    "token_correlation",
 )
 
 
@@ -145,6 +147,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "dtype": report.dtype,
             "torch": report.torch_version,
             "elapsed_s": round(report.elapsed_s, 4),
+            "world_size": report.world_size,
         },
         "summary": {
             "first_std": clean(report.first.std),
@@ -159,7 +162,19 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "warnings": [problem_dict(p) for p in verdict.warnings],
         },
         **({"notes": list(report.notes)} if report.notes else {}),
+        **({"attention": [attention_row(a) for a in report.attention]} if report.attention else {}),
     }
+
+
+def attention_row(a: AttentionStats) -> dict[str, Any]:
+    return {"name": a.name, "calls": a.calls, "logit_std": clean(a.logit_std), "entropy": clean(a.entropy)}
+
+
+_ATTENTION_COLUMNS = ("attention", "calls", "logit std", "entropy")
+
+
+def _attention_cells(a: AttentionStats) -> list[str]:
+    return [a.name, str(a.calls), fmt(a.logit_std), fmt_fraction(a.entropy)]
 
 
 def compare_row(run: Run) -> dict[str, Any]:
@@ -257,7 +272,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "grad std", "W grad norm")
+_RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "cos", "grad std", "W grad norm")
+
+
+def fmt_cosine(value: float | None) -> str:
+    """A cosine near 1 needs its third digit (0.98 is the collapse threshold)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _layer_cells(x: LayerStats) -> list[str]:
@@ -269,6 +289,7 @@ def _layer_cells(x: LayerStats) -> list[str]:
         fmt_fraction(x.dead_units),
         fmt_fraction(x.saturation_ratio),
         str(x.nonfinite),
+        fmt_cosine(x.correlation),
         fmt(x.grad_std),
         fmt(x.weight_grad_norm),
     ]
@@ -283,6 +304,10 @@ def run_markdown(report: Report, verdict: Verdict) -> str:
         f"### {report.spec.name}\n",
         f"`{summary(report.spec)}`\n",
         md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
+    ]
+    if report.attention:
+        parts.append(md_table(_ATTENTION_COLUMNS, [_attention_cells(a) for a in report.attention]))
+    parts += [
         f"**Verdict: {verdict_text(verdict)}**\n",
     ]
     lines = _problem_lines(verdict)
@@ -386,7 +411,18 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     table.add_column("std (log)", justify="left", no_wrap=True)
     table.add_column("grad (log)", justify="left", no_wrap=True)
-    cell_fields = (None, "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "grad_std", None)
+    cell_fields = (
+        None,
+        "mean",
+        "std",
+        "zero_ratio",
+        "dead_units",
+        "saturation_ratio",
+        "nonfinite",
+        "correlation",
+        "grad_std",
+        None,
+    )
     for x in shown:
         layer_flags = flags.get(x.name, {})
         row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
@@ -403,7 +439,8 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
         if typed:
             cells.insert(1, Text(x.module_type or "", style="dim"))
         table.add_row(*cells)
-    parts: list[Any] = [Text(summary(report.spec), style="dim"), table]
+    ranks = f"; {report.world_size} ranks" if report.world_size > 1 else ""
+    parts: list[Any] = [Text(summary(report.spec) + ranks, style="dim"), table]
     if len(shown) < len(report.layers):
         parts.append(
             Text(
@@ -412,10 +449,29 @@ def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMM
                 style="dim",
             )
         )
+    if report.attention:
+        parts.append(_attention_table(report, verdict))
     for note in report.notes:
         parts.append(Text(f"note: {note}", style="yellow"))
     parts.append(verdict_renderable(verdict))
     return Group(*parts)
+
+
+def _attention_table(report: Report, verdict: Verdict) -> Any:
+    """Per attention module: logit spread and normalized entropy (red where the rule breaks)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    saturated = {p.layer for p in verdict.problems if p.rule == "attention_saturation"}
+    threshold = report.spec.gate.min_attention_entropy
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for col in _ATTENTION_COLUMNS:
+        table.add_column(col, justify="left" if col == "attention" else "right", no_wrap=True)
+    for a in report.attention:
+        cells = _attention_cells(a)
+        style = "bold red" if a.entropy < threshold else ("yellow" if a.name in saturated else None)
+        table.add_row(*(Text(c, style=style) if style else Text(c) for c in cells))
+    return table
 
 
 def verdict_renderable(verdict: Verdict) -> Any:

@@ -13,10 +13,24 @@ from probe.experiments.fix import FixResult
 from probe.judge.depth import DepthReport
 from probe.judge.theory import DEPARTURE_Z, Comparison, Prediction
 from probe.records import Report, Run, Verdict
-from probe.render.report import FORMAT, clean, compare_renderable, fmt, report_dict, verdict_renderable
+from probe.render.report import FORMAT, clean, compare_renderable, fmt, fmt_cosine, report_dict, verdict_renderable
 from probe.spec import summary, to_dict
 
-THEORY_COLUMNS = ("layer", "std", "expected", "+-se", "z", "grad std", "expected", "+-se", "z", "chi", "")
+THEORY_COLUMNS = (
+    "layer",
+    "std",
+    "expected",
+    "+-se",
+    "z",
+    "grad std",
+    "expected",
+    "+-se",
+    "z",
+    "chi",
+    "cos",
+    "expected",
+    "",
+)
 
 
 def theory_cells(c: Comparison, chi: float | None) -> list[str]:
@@ -31,6 +45,8 @@ def theory_cells(c: Comparison, chi: float | None) -> list[str]:
         fmt(c.grad_std_error),
         _fmt_z(c.grad_z),
         fmt(chi),
+        fmt_cosine(c.correlation),
+        fmt_cosine(c.expected_correlation),
         "departs" if c.departs else "",
     ]
 

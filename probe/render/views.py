@@ -127,7 +127,12 @@ def sweep_rows(result: SweepResult) -> list[dict[str, Any]]:
 
 def first_failing_rows(result: SweepResult) -> list[dict[str, Any]]:
     return [
-        {"run": label, "width": w, "first_failing_depth": result.first_failing_depth(label, w)}
+        {
+            "run": label,
+            "width": w,
+            "first_failing_depth": result.first_failing_depth(label, w),
+            "collapse_depth": result.first_depth_of("collapse", label, w),
+        }
         for w in result.widths
         for label in result.entries
     ]
@@ -172,7 +177,13 @@ def first_failing_lines(result: SweepResult) -> list[str]:
         depth = row["first_failing_depth"]
         where = f" (width {row['width']})" if len(result.widths) > 1 else ""
         swept = f"{min(result.depths)}..{max(result.depths)}"
-        what = f"first fails at depth {depth}" if depth is not None else f"healthy at every depth {swept}"
+        if depth is None:
+            what = f"healthy at every depth {swept}"
+        else:
+            what = f"first fails at depth {depth} ({', '.join(result.rules_at(row['run'], depth, row['width']))})"
+        collapse = row["collapse_depth"]
+        if collapse is not None and collapse != depth:
+            what += f"; collapse from depth {collapse}"
         lines.append(f"{row['run']}{where}: {what}")
     return lines
 

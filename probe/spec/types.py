@@ -24,6 +24,8 @@ RULE_NAMES = (
     "nonfinite",
     "gradient_vanishing",
     "gradient_exploding",
+    "collapse",
+    "attention_saturation",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -34,6 +36,7 @@ ZERO_INITS = ("none", "rezero", "last_norm")
 POOLS = ("none", "max", "avg")
 RULE_TARGETS = ("weight", "bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+SHARDS = ("none", "fsdp")  # run.shard: how torchrun ranks hold the model
 DISTRIBUTIONS = ("normal", "uniform")
 BIAS_STRATEGIES = tuple(n for n, s in inits.STRATEGIES.items() if not s.needs_fan)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -145,6 +148,7 @@ class RunSpec:
     dtype: str
     seed: int
     backward: bool
+    shard: str = "none"  # under torchrun: "none" replicates the model (DDP), "fsdp" shards it (FSDP2)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class GateSpec:
     max_nonfinite: int
     min_grad_ratio: float
     max_grad_ratio: float
+    max_correlation: float = 0.98
+    min_attention_entropy: float = 0.2
     disable: tuple[str, ...] = ()
 
 
@@ -215,6 +221,7 @@ RUN_PARAMS: dict[str, Param] = {
     "dtype": Param("str", "float32", choices=DTYPES),
     "seed": Param("int", 0, minimum=0, help="same spec and seed -> identical numbers"),
     "backward": Param("bool", True, help="also measure gradients"),
+    "shard": Param("str", "none", choices=SHARDS, help="under torchrun: none = replicate (DDP), fsdp = FSDP2"),
 }
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
@@ -242,6 +249,20 @@ GATE_PARAMS: dict[str, Param] = {
         minimum=0.0,
         allow_inf=True,
         help="gradient_exploding: a layer's grad std / output grad std above this",
+    ),
+    "max_correlation": Param(
+        "float",
+        0.98,
+        minimum=0.0,
+        maximum=1.0,
+        help="collapse: mean cosine between samples' outputs (or between a sequence's tokens) above this",
+    ),
+    "min_attention_entropy": Param(
+        "float",
+        0.2,
+        minimum=0.0,
+        maximum=1.0,
+        help="attention_saturation: a module's attention entropy / log(keys) below this (1 = uniform)",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")

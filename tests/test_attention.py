@@ -1,0 +1,160 @@
+"""Attention at init: logit spread and normalized entropy from every way attention is computed
+(``F.scaled_dot_product_attention``, an eager softmax, ``nn.MultiheadAttention``), against a
+plain reference, and the ``attention_saturation`` rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probe.judge.rules import evaluate
+from probe.measure.attention import SAMPLES, AttentionRecorder
+from probe.measure.run import run_probe
+from probe.spec import load, parse
+from tests.conftest import CONFIGS
+
+
+def _reference(logits: torch.Tensor, masked: torch.Tensor | None = None) -> tuple[float, float]:
+    """(RMS over rows of the logits' std across keys, mean over rows of entropy / log keys)."""
+    x = logits[:SAMPLES].double()
+    if masked is not None and masked.dim() == x.dim():
+        masked = masked[:SAMPLES]
+    keep = torch.ones_like(x, dtype=torch.bool) if masked is None else ~masked.expand_as(x)
+    stds, entropies = [], []
+    for row, ok in zip(x.reshape(-1, x.shape[-1]), keep.reshape(-1, x.shape[-1]), strict=True):
+        values = row[ok]
+        if values.numel() < 2:
+            continue
+        p = torch.softmax(values, 0)
+        stds.append(values.var(correction=0).item())
+        entropies.append(float(-(p * p.log()).sum() / math.log(values.numel())))
+    return math.sqrt(sum(stds) / len(stds)), sum(entropies) / len(entropies)
+
+
+class Attend(nn.Module):
+    """One attention call, by sdpa or by an eager softmax, on given q and k (v = k)."""
+
+    def __init__(self, eager: bool, **sdpa: Any) -> None:
+        super().__init__()
+        self.eager, self.sdpa = eager, sdpa
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.eager:
+            weights = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+            return weights @ k
+        return F.scaled_dot_product_attention(q, k, k, **self.sdpa)
+
+
+class Model(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return self.inner(q, k)
+
+
+def _record(module: nn.Module, *args: torch.Tensor) -> Any:
+    model = Model(module)
+    recorder = AttentionRecorder(model, torch.float64)
+    with recorder.watching():
+        model(*args)
+    flat = torch.cat(recorder.parts()).tolist()
+    return recorder.results(flat)
+
+
+def _qk(scale: float, heads: int = 2, kv_heads: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(6, heads, 5, 8, generator=g), scale * torch.randn(6, kv_heads, 7, 8, generator=g)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 6.0])
+@pytest.mark.parametrize("eager", [False, True], ids=["sdpa", "eager"])
+def test_logit_std_and_entropy_match_the_reference(scale: float, eager: bool) -> None:
+    q, k = _qk(scale)
+    (stats,) = _record(Attend(eager), q, k)
+    std, entropy = _reference(q @ k.transpose(-2, -1) / math.sqrt(8))
+    assert stats.name == "inner" and stats.calls == 1
+    assert stats.logit_std == pytest.approx(std, rel=1e-6)
+    assert stats.entropy == pytest.approx(entropy, rel=1e-6)
+
+
+def test_masks_causal_and_grouped_query_attention() -> None:
+    q, k = _qk(1.0, heads=4, kv_heads=2)
+    k = k[:, :, :5]  # square, for the causal case
+    logits = q @ k.repeat_interleave(2, dim=1).transpose(-2, -1) / math.sqrt(8)
+    causal = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    (stats,) = _record(Attend(False, is_causal=True, enable_gqa=True), q, k)
+    assert (stats.logit_std, stats.entropy) == pytest.approx(_reference(logits, causal), rel=1e-6)
+    keep = torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(3)) > 0.3
+    keep[..., 0] = True
+    (stats,) = _record(Attend(False, attn_mask=keep, enable_gqa=True), q, k)
+    assert (stats.logit_std, stats.entropy) == pytest.approx(_reference(logits, ~keep), rel=1e-6)
+    additive = torch.zeros(6, 1, 5, 5).masked_fill(~keep, -math.inf)
+    (stats,) = _record(Attend(False, attn_mask=additive, enable_gqa=True), q, k)
+    assert (stats.logit_std, stats.entropy) == pytest.approx(_reference(logits, ~keep), rel=1e-6)
+
+
+def test_multihead_attention_is_seen_inside_its_functional_forward() -> None:
+    mha = nn.MultiheadAttention(16, 4, batch_first=True)
+    x = torch.randn(3, 9, 16)
+    model = nn.Sequential()
+    model.add_module("attn", mha)
+    recorder = AttentionRecorder(model, torch.float64)
+    with recorder.watching():
+        mha(x, x, x, need_weights=False)  # sdpa inside F.multi_head_attention_forward
+        mha(x, x, x, need_weights=True)  # an eager softmax inside it
+    (stats,) = recorder.results(torch.cat(recorder.parts()).tolist())
+    assert stats.name == "attn" and stats.calls == 2
+    assert 0.9 < stats.entropy <= 1.0
+
+
+def test_the_functions_are_restored_even_when_the_forward_raises() -> None:
+    originals = (F.softmax, F.scaled_dot_product_attention, torch.softmax, torch.Tensor.softmax)
+    recorder = AttentionRecorder(nn.Identity(), torch.float64)
+    with pytest.raises(RuntimeError), recorder.watching():
+        raise RuntimeError("boom")
+    assert (F.softmax, F.scaled_dot_product_attention, torch.softmax, torch.Tensor.softmax) == originals
+
+
+def _transformer(**rules: Any) -> Any:
+    raw: dict[str, Any] = {
+        "model": {"kind": "transformer", "vocab_size": 100, "seq_len": 16, "width": 32, "heads": 4, "depth": 2},
+        "data": {"batch_size": 8},
+        "run": {"device": "cpu"},
+    }
+    if rules:
+        raw["init"] = {"rules": [{"match": {"type": "MultiheadAttention"}, **rules}]}
+    return parse(raw)
+
+
+def test_large_query_key_weights_saturate_attention_and_the_default_does_not() -> None:
+    healthy = run_probe(_transformer())
+    assert [a.name for a in healthy.attention] == ["layers.0.self_attn", "layers.1.self_attn"]
+    assert all(a.entropy > 0.9 for a in healthy.attention)
+    assert "attention_saturation" not in {p.rule for p in evaluate(healthy).problems}
+    broken = run_probe(_transformer(weight="large"))
+    problems = [p for p in evaluate(broken).problems if p.rule == "attention_saturation"]
+    assert problems and problems[0].layer == "layers.0.self_attn" and problems[0].value < 0.2
+
+
+def test_networks_without_attention_are_not_watched() -> None:
+    report = run_probe(load(CONFIGS / "lab1_he_relu.yaml"))
+    assert report.attention == ()
+
+
+def test_cli_shows_attention_and_the_gate_key_moves_the_threshold(cli: Any, tmp_path: Path) -> None:
+    spec = CONFIGS / "transformer_gpt.yaml"
+    doc = json.loads(cli("run", str(spec), "-f", "json").stdout)
+    assert len(doc["attention"]) == 12 and all(0.9 < a["entropy"] <= 1.0 for a in doc["attention"])
+    table = cli("run", str(spec))
+    assert "attention" in table.stdout and "entropy" in table.stdout
+    strict = cli("check", str(spec), "--gate", "min_attention_entropy=0.999")
+    assert strict.exit_code == 1 and "attention_saturation" in strict.output
