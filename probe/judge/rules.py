@@ -53,7 +53,8 @@ class Rule:
 
     @property
     def thresholds(self) -> tuple[str, ...]:
-        return tuple(c.key for c in self.checks)
+        """The gate keys of the rule's checks, each once (``nonfinite`` judges two directions by one key)."""
+        return tuple(dict.fromkeys(c.key for c in self.checks))
 
 
 def _fmt(x: float) -> str:
@@ -165,7 +166,7 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "nonfinite",
-            "nan or inf values",
+            "nan or inf values (forward or backward)",
             (
                 Check("max_nonfinite", "non-finite values", _field("nonfinite"), False, "nonfinite"),
                 Check("max_nonfinite", "non-finite gradient values", _field("grad_nonfinite"), False, "grad_std"),

@@ -239,7 +239,9 @@ GATE_PARAMS: dict[str, Param] = {
         "float", 0.25, minimum=0.0, maximum=1.0, help="dead_units: fraction of units zero on every sample above this"
     ),
     "min_unit_spread": Param("float", 1e-3, minimum=0.0, help="symmetry: spread across units / std below this"),
-    "max_nonfinite": Param("int", 0, minimum=0, help="nonfinite: count of nan/inf values above this"),
+    "max_nonfinite": Param(
+        "int", 0, minimum=0, help="nonfinite: count of nan/inf values (outputs or gradients) above this"
+    ),
     "min_grad_ratio": Param(
         "float", 1e-2, minimum=0.0, help="gradient_vanishing: a layer's grad std / output grad std below this"
     ),
