@@ -142,10 +142,12 @@ def test_layer_flags_mark_failing_cells() -> None:
 
 def _healthy_gradients_report(nan_layer: bool = False) -> Report:
     """Healthy under the default gate, with a little of everything a rule measures."""
-    layers = [_layer(i, saturation_ratio=0.01, dead_units=0.01) for i in range(1, 5)]
+    layers = [_layer(i, saturation_ratio=0.01, dead_units=0.01, correlation=0.1) for i in range(1, 5)]
     if nan_layer:
         layers[1] = replace(layers[1], nonfinite=3)
-    return _report(layers)
+    from probe.records import AttentionStats
+
+    return replace(_report(layers), attention=(AttentionStats("attn", 1, 1.0, 0.5),))
 
 
 @pytest.mark.parametrize("name", spec_mod.RULE_NAMES)
