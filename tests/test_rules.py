@@ -158,8 +158,14 @@ def test_each_rule_fires_on_its_own_threshold(name: str) -> None:
     assert set(rules.RULES[name].thresholds) <= set(spec_mod.GATE_PARAMS)
     report = _healthy_gradients_report()
     assert rules.evaluate(report, report.spec.gate).healthy
-    extremes = {"min": 1e300, "max": 0.0}
-    overrides = {k: extremes[k[:3]] for k in rules.RULES[name].thresholds}
+
+    def extreme(key: str) -> float:  # the strictest value the gate key accepts
+        param = spec_mod.GATE_PARAMS[key]
+        if key.startswith("min"):
+            return 1e300 if param.maximum is None else param.maximum
+        return 0.0 if param.minimum is None else param.minimum
+
+    overrides = {k: extreme(k) for k in rules.RULES[name].thresholds}
     if name == "nonfinite":  # max_nonfinite 0 is the default: only a nan can break it
         report = _healthy_gradients_report(nan_layer=True)
     gate = spec_mod.parse({"gate": overrides}).gate
