@@ -12,7 +12,21 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "probe"
 # Data flows one way: Spec -> (model, watched rows) -> Report -> Verdict -> rendering -> commands.
-STAGES = ["errors", "spec", "model", "records", "measure", "judge", "experiments", "render", "cli", "api"]
+# The Python face comes last: api (measure, Report), then the test helpers and the pytest plugin built on it.
+STAGES = [
+    "errors",
+    "spec",
+    "model",
+    "records",
+    "measure",
+    "judge",
+    "experiments",
+    "render",
+    "cli",
+    "api",
+    "testing",
+    "pytest_plugin",
+]
 
 
 def _module(path: Path) -> str:

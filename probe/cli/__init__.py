@@ -4,7 +4,7 @@
 registers its command (in this order, which ``--help`` shows). The only package that imports typer.
 """
 
-from probe.cli import advise, check, common, compare, depth, fix, inspect, rules, run, sweep, train  # noqa: F401  (registration)
+from probe.cli import advise, check, common, compare, depth, fix, inspect, rules, run, schema, sweep, train  # noqa: F401  (registration)
 from probe.cli.common import app
 
 __all__ = ["app", "entry"]

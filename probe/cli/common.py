@@ -228,6 +228,24 @@ MaxMemoryOpt = Annotated[
     ),
 ]
 
+# -- issue 13: TensorBoard export --
+TensorboardOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--tensorboard",
+        metavar="DIR",
+        help="Also write TensorBoard event files to DIR, one folder per run (needs probe[tensorboard]).",
+    ),
+]
+
+
+def check_tensorboard(path: Path) -> None:
+    """Fail on a bad --tensorboard folder or a missing tensorboard before any work is done."""
+    from probe.render.tensorboard import check_dir
+
+    check_dir(path)
+
+
 EntriesArg = Annotated[
     list[str],
     typer.Argument(

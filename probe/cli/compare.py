@@ -18,8 +18,10 @@ from probe.cli.common import (
     OutputOpt,
     PlotOpt,
     Steps,
+    TensorboardOpt,
     app,
     check_plot,
+    check_tensorboard,
     guard,
     load_torch,
     memory_guard,
@@ -57,6 +59,7 @@ def compare(
     output: OutputOpt = None,
     gate: GateOpt = None,
     plot: PlotOpt = None,
+    tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -86,6 +89,8 @@ def compare(
             check_plot(plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         load_torch()
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)
         from probe.render import report as rp  # after the input checks: bad input fails without loading it
 
         steps = Steps(len(parsed), "probing")
@@ -108,12 +113,19 @@ def compare(
             markdown=lambda: rp.compare_markdown(runs),
             html=html,
         )
-        if plot is not None and writes_files():  # torchrun: rank 0 draws
+        if (plot is not None or tensorboard is not None) and writes_files():  # torchrun: rank 0 writes
             from probe.measure.histograms import histograms
-            from probe.render.plot import runs_figure
 
             hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
-            wrote(runs_figure(runs, plot, hists))
+            if plot is not None:
+                from probe.render.plot import runs_figure
+
+                wrote(runs_figure(runs, plot, hists))
+            if tensorboard is not None:
+                from probe.render.tensorboard import write_runs
+
+                for folder in write_runs(tensorboard, runs, hists):
+                    wrote(folder)
         return EXIT_OK
 
     guard(body)

@@ -21,9 +21,11 @@ from probe.cli.common import (
     OutputOpt,
     PlotOpt,
     SetOpt,
+    TensorboardOpt,
     app,
     batch_progress,
     check_plot,
+    check_tensorboard,
     guard,
     load_spec,
     load_torch,
@@ -66,6 +68,7 @@ def run(
         typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
     ] = None,
     plot: PlotOpt = None,
+    tensorboard: TensorboardOpt = None,
     max_memory: MaxMemoryOpt = None,
     layer_by_layer: Annotated[
         bool,
@@ -102,6 +105,8 @@ def run(
         load_torch()
         if plot is not None:
             check_plot(plot)
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)
         state = None
         if weights is not None:
             from probe.experiments.fix import load_weights
@@ -116,6 +121,8 @@ def run(
             else:
                 result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
+        if tensorboard is not None and writes_files():  # torchrun: rank 0 writes
+            _tensorboard_run(spec, result, verdict, tensorboard, state, with_histograms=not layer_by_layer)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             code = _run_theory(result, verdict, fmt, output, weights is not None)
             _plot_run(spec, result, verdict, plot, state)
@@ -163,6 +170,19 @@ def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: An
 
     hist = histograms(spec, state_dict=state, only={x.name for x in result.layers})
     wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [hist]))
+
+
+def _tensorboard_run(spec: Any, result: Any, verdict: Any, directory: Path, state: Any, with_histograms: bool) -> None:
+    from probe.render import report as rp
+    from probe.render.tensorboard import write_runs
+
+    hists = []
+    if with_histograms:  # the whole network at once: not with --layer-by-layer
+        from probe.measure.histograms import histograms
+
+        hists = [histograms(spec, state_dict=state, only={x.name for x in result.layers})]
+    for folder in write_runs(directory, [rp.Run(spec.name, result, verdict)], hists):
+        wrote(folder)
 
 
 def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loaded: bool) -> int:

@@ -20,8 +20,10 @@ from probe.cli.common import (
     PlotOpt,
     SetOpt,
     Steps,
+    TensorboardOpt,
     app,
     check_plot,
+    check_tensorboard,
     guard,
     load_torch,
     memory_guard,
@@ -50,6 +52,7 @@ def sweep(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     plot: PlotOpt = None,
+    tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -79,6 +82,8 @@ def sweep(
             check_plot(plot)
         memory_guard(sw.grid(base, entries, depths, widths), max_memory, jobs)
         load_torch()
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)
         total = len(entries) * len(depths or (1,)) * len(widths or (1,))
         progress = Steps(total, "probing")
         try:
@@ -105,6 +110,11 @@ def sweep(
             from probe.render.plot import sweep_figure
 
             wrote(sweep_figure(result, plot))
+        if tensorboard is not None:
+            from probe.render.tensorboard import write_sweep
+
+            for folder in write_sweep(tensorboard, result):
+                wrote(folder)
         return EXIT_OK
 
     guard(body)

@@ -18,8 +18,10 @@ from probe.cli.common import (
     PlotOpt,
     SetOpt,
     Steps,
+    TensorboardOpt,
     app,
     check_plot,
+    check_tensorboard,
     guard,
     load_torch,
     memory_guard,
@@ -51,6 +53,7 @@ def train(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     plot: PlotOpt = None,
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Train the same network briefly once per init strategy (the seed's Lab 2, two moons).
 
@@ -80,6 +83,8 @@ def train(
         load_torch()
         if plot is not None:
             check_plot(plot)
+        if tensorboard is not None:
+            check_tensorboard(tensorboard)
         progress = Steps(len(entries), "training")
         try:
             results = tr.train_many(base, entries, settings, progress)
@@ -105,6 +110,11 @@ def train(
             from probe.render.plot import train_figure
 
             wrote(train_figure(results, plot))
+        if tensorboard is not None:
+            from probe.render.tensorboard import write_training
+
+            for folder in write_training(tensorboard, results):
+                wrote(folder)
         return EXIT_OK
 
     guard(body)

@@ -14,6 +14,7 @@ from probe.measure.scale import intra_op_threads, threads_for
 from probe.model.build import build_initialized
 from probe.model.built import Built
 from probe.model.inputs import Batch, data_stream, next_batch
+from probe.model.user_model import module_modes, restore_modes
 from probe.records import AttentionStats, LayerStats, Report
 from probe.spec import Spec
 
@@ -98,6 +99,29 @@ def run_probe(
     )
 
 
+def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Report:
+    """Probe a model the caller built and discovered (``probe.measure``) where it lies: its own
+    device and dtype, its own weights. The caller seeds and restores the random state."""
+    import torch
+
+    started = time.perf_counter()
+    first = next(built.model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    with run_errors(spec, device):
+        layers, attention = _probe(built.model, built, spec, device, dtype, progress)
+    return Report(
+        spec=spec,
+        layers=tuple(layers),
+        device=str(device),
+        dtype=spec.run.dtype,
+        torch_version=torch.__version__,
+        elapsed_s=time.perf_counter() - started,
+        notes=tuple(built.notes),
+        attention=attention,
+    )
+
+
 @contextmanager
 def run_errors(spec: Spec, device: torch.device) -> Iterator[None]:
     """Torch's failures inside a run as one-line RunErrors (exit 3); probe's own errors pass."""
@@ -142,7 +166,7 @@ def _probe(
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
     directions: list[torch.Tensor] | None = None
-    was_training = model.training
+    modes = module_modes(model)
     if not built.keep_mode:
         model.train()  # as at the first training step: BatchNorm uses batch statistics
     model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
@@ -183,7 +207,7 @@ def _probe(
                     progress(i + 1, total)
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     return layers, collector.attention_stats
 
 

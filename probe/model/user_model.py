@@ -156,6 +156,7 @@ def build(spec: Spec) -> Built:
     from probe.model import init_rules
 
     model = make_model(spec)
+    modes = module_modes(model)
     inputs = input_spec(spec)
     log = init_rules.InitLog()
     ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
@@ -168,7 +169,31 @@ def build(spec: Spec) -> Built:
         raise UserCodeError(f"{spec.name} (model {spec.model.factory}): {exc}") from None
     for w in watched:
         w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
+    restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
     return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
+
+
+def from_object(model: nn.Module, inputs: InputSpec, distribution: str) -> Built:
+    """A model the caller already holds (``probe.measure``): its rows, its own init and modes."""
+    modes = module_modes(model)
+    try:
+        watched, notes = discover(model, inputs, distribution)
+    finally:
+        restore_modes(modes)  # discovery ends with model.train(flag), which flattens mixed modes
+    for w in watched:
+        w.init_rule = "own" if w.weight is not None else None
+    return Built(model, watched, inputs, notes, keep_mode=True)
+
+
+def module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Every submodule's train/eval flag: ``model.train(flag)`` alone would flatten a model
+    whose parts differ (a frozen BatchNorm in eval inside a model in train mode)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
 
 
 @dataclass

@@ -1,0 +1,25 @@
+"""probe schema: the spec's JSON Schema, for editors (yaml-language-server) and validators."""
+
+# No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
+
+from probe.cli.common import EXIT_OK, Command, OutputOpt, _emit, app, guard
+
+
+@app.command("schema", cls=Command)
+def schema_cmd(output: OutputOpt = None) -> None:
+    """Print the JSON Schema of a spec, generated from the tables the validator uses.
+
+    With a first line `# yaml-language-server: $schema=PATH`, editors complete a spec's keys.
+
+    Example: probe schema -o spec.schema.json
+    """
+
+    def body() -> int:
+        import json
+
+        from probe.spec.jsonschema import spec_schema
+
+        _emit(json.dumps(spec_schema(), indent=2) + "\n", output)
+        return EXIT_OK
+
+    guard(body)

@@ -1,0 +1,70 @@
+"""JUnit XML through ElementTree: markup escaped, characters XML 1.0 forbids written visibly."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from probe.judge import rules
+from probe.measure.run import run_probe
+from probe.records import Problem, Run
+from probe.render import report as rp
+
+
+@pytest.fixture(scope="module")
+def run() -> Run:
+    from probe import spec as spec_mod
+
+    spec = spec_mod.parse({"model": {"depth": 2, "width": 8}, "data": {"batch_size": 8}, "run": {"device": "cpu"}})
+    result = run_probe(spec)
+    return Run("base", result, rules.evaluate(result))
+
+
+def _broken(run: Run, label: str, layer: str, message: str) -> Run:
+    problem = Problem("vanishing", layer, 1e-4, 1e-2, message)
+    return replace(run, label=label, verdict=replace(run.verdict, healthy=False, problems=(problem,)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("bell\x07", "bell\\x07"),
+        ("esc\x1b[31mred", "esc\\x1b[31mred"),
+        ("nul\x00", "nul\\x00"),
+        ("vt\x0bff\x0c", "vt\\x0bff\\x0c"),
+        ("nonchar\ufffe", "nonchar\\ufffe"),
+        ("surrogate\ud800", "surrogate\\ud800"),
+    ],
+    ids=["bell", "ansi-escape", "nul", "vt-ff", "u+fffe", "lone-surrogate"],
+)
+def test_forbidden_characters_are_written_visibly(run: Run, raw: str, shown: str) -> None:
+    bad = _broken(run, f"spec {raw}.yaml", f"blocks.{raw}", f"std fell {raw}")
+    text = rp.junit_xml([run, bad])
+    root = ET.fromstring(text)  # expat refuses any of these characters written raw
+    case = root.findall("testsuite/testcase")[1]
+    assert case.get("name") == f"spec {shown}.yaml"
+    failure = case.find("failure")
+    assert failure is not None and failure.text == f"vanishing at blocks.{shown}: std fell {shown}"
+
+
+def test_markup_tab_newline_and_unicode_survive_unchanged(run: Run) -> None:
+    label = "a <b> & \"c\" 'd'\tµ→"
+    bad = _broken(run, label, "layer<1>", "line one\nline two & <three>")
+    root = ET.fromstring(rp.junit_xml([bad]).encode("utf-8"))
+    case = root.find("testsuite/testcase")
+    assert case is not None and case.get("name") == label
+    failure = case.find("failure")
+    assert failure is not None and failure.text == "vanishing at layer<1>: line one\nline two & <three>"
+    assert failure.get("message") == "broken rules: vanishing" and failure.get("type") == "probe.unhealthy"
+
+
+def test_counts_and_declaration(run: Run) -> None:
+    text = rp.junit_xml([run, _broken(run, "x", "l", "m"), run])
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites ')
+    root: Any = ET.fromstring(text)
+    assert (root.get("tests"), root.get("failures")) == ("3", "1")
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "0")
