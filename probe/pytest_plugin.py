@@ -70,8 +70,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from probe.records import Run
     from probe.render.report import junit_xml
 
+    from probe.render.output import write_text
+
     runs = [Run(label, r.stats, r.verdict) for label, r in reports]
-    Path(path).write_text(junit_xml(runs), encoding="utf-8")
+    write_text(Path(path), junit_xml(runs), "--probe-junit")  # the one output writer (atomic, devices, links)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
