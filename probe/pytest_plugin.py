@@ -68,9 +68,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if path is None or getattr(config, "workerinput", None) is not None:
         return
     from probe.records import Run
-    from probe.render.report import junit_xml
-
     from probe.render.output import write_text
+    from probe.render.report import junit_xml
 
     runs = [Run(label, r.stats, r.verdict) for label, r in reports]
     write_text(Path(path), junit_xml(runs), "--probe-junit")  # the one output writer (atomic, devices, links)
