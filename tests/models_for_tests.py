@@ -198,3 +198,19 @@ class RarelyFiring(nn.Module):
 
 def rarely_firing(width: int = 32) -> nn.Module:
     return RarelyFiring(width)
+
+
+class ReadsValues(nn.Module):
+    """A forward that reads a value (as transformers' masks do): it cannot run on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 if float(x.abs().max().item()) < 1e9 else 0.5
+        return torch.tanh(self.linear(x) * scale)
+
+
+def reads_values() -> nn.Module:
+    return ReadsValues()

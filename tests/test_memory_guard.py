@@ -127,3 +127,12 @@ def test_every_command_has_the_default_guard(
     result = cli(*command)
     assert result.exit_code == 3, result.output
     assert "exceeds the memory available now (0.25 GiB)" in " ".join(result.output.split())
+
+
+def test_a_model_the_meta_device_cannot_run_still_runs(cli: Callable[..., Any]) -> None:
+    """No estimate (one line says so), not a refusal: transformers models read values in forward."""
+    spec = parse({"model": {"import": "tests.models_for_tests:reads_values", "input_shape": [4]}})
+    assert scale.estimate_any(spec) is None
+    result = cli("run", "--model", "tests.models_for_tests:reads_values", "--input-shape", "4", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert "no memory estimate" in result.stderr

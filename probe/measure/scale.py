@@ -189,8 +189,9 @@ def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
     is the bound; without, the three largest live at once. A spec model deeper than a few blocks
     is measured at depths 1 and 2 and extrapolated (its blocks repeat: pooling only shrinks later
     ones, so the line is an upper bound), which keeps a depth of 10^6 from building 10^6 modules.
-    Probe's own errors (bad input, user code raising) pass; a model the meta device cannot run
-    raises ``ShapeEstimateError``."""
+    User code raising ``SystemExit`` and the like passes (``UserCodeError``); a model the meta
+    device cannot run (it reads a value with ``.item()``, needs real data) raises
+    ``ShapeEstimateError``, and the real build says what is wrong, if anything."""
     m = spec.model
     if m.factory is None and m.depth > 2:
         one, two = (_by_sequence(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
@@ -240,7 +241,7 @@ class ShapeEstimateError(Exception):
 def _shapes_estimate(spec: Spec) -> MemoryEstimate:
     import torch
 
-    from probe.errors import ProbeError
+    from probe.errors import UserCodeError
     from probe.model.build import build
     from probe.model.inputs import draw
 
@@ -279,9 +280,9 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
         finally:
             for h in handles:
                 h.remove()
-    except ProbeError:
+    except UserCodeError:  # sys.exit() and the like: the real build would stop there too
         raise
-    except Exception as exc:
+    except Exception as exc:  # a BuildError included: the model may not run on meta (.item(), ...)
         raise ShapeEstimateError(
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
         ) from None
