@@ -30,6 +30,10 @@ class BuildError(ProbeError):
     exit_code = 2
 
 
+class ForwardError(BuildError):
+    """The model's forward pass failed on its inputs while probe learned its layers (exit 2)."""
+
+
 class RunError(ProbeError):
     """The probe could not run: device unavailable, out of memory, a failing forward pass."""
 

@@ -189,9 +189,9 @@ def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
     is the bound; without, the three largest live at once. A spec model deeper than a few blocks
     is measured at depths 1 and 2 and extrapolated (its blocks repeat: pooling only shrinks later
     ones, so the line is an upper bound), which keeps a depth of 10^6 from building 10^6 modules.
-    User code raising ``SystemExit`` and the like passes (``UserCodeError``); a model the meta
-    device cannot run (it reads a value with ``.item()``, needs real data) raises
-    ``ShapeEstimateError``, and the real build says what is wrong, if anything."""
+    The user's errors pass as the real build would raise them (a module that does not import, a
+    failing factory, ``sys.exit()``); a forward pass the meta device cannot run (it reads a value
+    with ``.item()``) raises ``ShapeEstimateError``, and the real run says what is wrong, if anything."""
     m = spec.model
     if m.factory is None and m.depth > 2:
         one, two = (_by_sequence(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
@@ -241,7 +241,7 @@ class ShapeEstimateError(Exception):
 def _shapes_estimate(spec: Spec) -> MemoryEstimate:
     import torch
 
-    from probe.errors import UserCodeError
+    from probe.errors import ForwardError, ProbeError, first_line
     from probe.model.build import build
     from probe.model.inputs import draw
 
@@ -280,9 +280,16 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
         finally:
             for h in handles:
                 h.remove()
-    except UserCodeError:  # sys.exit() and the like: the real build would stop there too
+    except ForwardError as exc:
+        # a forward that needs real values (.item(), data-dependent shapes) cannot run on meta: no
+        # estimate, the real run decides; any other failure (a wrong input shape) is the user's
+        # and the real run would fail the same way: said now, once
+        if "meta" not in str(exc).lower() and "NotImplementedError" not in str(exc):
+            raise
+        raise ShapeEstimateError(first_line(exc)) from None
+    except ProbeError:  # the user's errors (a missing module, a failing factory, sys.exit()): as the real build
         raise
-    except Exception as exc:  # a BuildError included: the model may not run on meta (.item(), ...)
+    except Exception as exc:
         raise ShapeEstimateError(
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
         ) from None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import BuildError, RunError, UserCodeError, echo, first_line, user_code_error
+from probe.errors import BuildError, ForwardError, RunError, UserCodeError, echo, first_line, user_code_error
 from probe.model.built import Built, Watched
 from probe.model.inputs import InputSpec, draw
 from probe.spec import Spec, inits
@@ -241,7 +241,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     except BuildError:
         raise
     except Exception as exc:
-        raise BuildError(
+        raise ForwardError(
             f"the model rejected its inputs ({inputs.describe()}): {type(exc).__name__}: {first_line(exc)}"
         ) from None
     except BaseException as exc:
