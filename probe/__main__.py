@@ -4,6 +4,7 @@ Ctrl-C is answered with one line and exit 130 at every moment, including while t
 modules (typer, rich) are still importing, before probe's own handler is in place.
 """
 
+import os
 import sys
 
 
@@ -14,7 +15,8 @@ def main() -> None:
         entry()
     except KeyboardInterrupt:
         sys.stderr.write("probe: interrupted\n")
-        sys.exit(130)
+        sys.stderr.flush()
+        os._exit(130)  # no finalization: a half-imported module must not abort the interpreter
 
 
 if __name__ == "__main__":

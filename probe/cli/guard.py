@@ -7,6 +7,7 @@ code raising ``SystemExit`` or another ``BaseException``), 130 interrupted (Ctrl
 
 # No `from __future__ import annotations`: typer reads the annotations of checked_path's callback.
 import os
+import sys
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from functools import partial
@@ -102,6 +103,12 @@ def _guarded(fn: Callable[[], int], where: str = "") -> int:
         if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C
             return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), where)
         _err_console(always=True).print("probe: interrupted", style="red")
+        if _state.get("own_process"):
+            # a Ctrl-C may land inside torch's import: finalizing a half-initialized torch can abort
+            # the interpreter (SIGABRT and a stack dump). The process is ours: end it now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # user code calling sys.exit() must not end probe with its code
         return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), where)

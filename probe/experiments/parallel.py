@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,6 +23,8 @@ def _init_worker(threads: int, explicit: int | None = None) -> None:
     # Ctrl-C reaches every process of the terminal's group: the parent alone answers it (exit 130,
     # one line) and stops the workers, which would otherwise each print a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # born with SIGINT blocked (see parallel_map): now ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import torch
 
     from probe.measure.scale import set_threads
@@ -58,9 +60,10 @@ def parallel_map(
     explicit = _EXPLICIT_THREADS[0]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, explicit)) as pool:
-        futures = [pool.submit(fn, item) for item in items]
+        futures: list[Any] = []
         results = []
         try:
+            futures = _submit_all(pool, fn, items)  # a Ctrl-C held back here arrives at its end
             for i, future in enumerate(futures):
                 results.append(future.result())
                 if done:
@@ -82,3 +85,20 @@ def _stop_workers(pool: object) -> None:
         return
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         process.terminate()
+
+
+def _submit_all(pool: Any, fn: Callable[[T], R], items: Sequence[T]) -> list[Any]:
+    """Submit every item; the workers start here. They start with SIGINT blocked (a signal mask
+    survives fork and exec): a Ctrl-C while a worker's interpreter starts would otherwise end it
+    with "Fatal Python error" on the terminal. The parent's own Ctrl-C is only delayed until the
+    submissions are done."""
+    import signal
+    import threading
+
+    masked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+    try:
+        return [pool.submit(fn, item) for item in items]
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
