@@ -122,22 +122,31 @@ class Report:
         """One line per broken rule: ``rule at layer: value ... threshold ...: message``."""
         return [problem_line(p) for p in self.verdict.problems]
 
-    def __rich__(self) -> Any:
-        from probe.render import report as rp
-
+    def doc(self) -> Any:
+        """The output as data (``probe.render.doc.Doc``): what every format is written from."""
         if self.prediction is not None:
-            from probe.render.theory import theory_renderable
+            from probe.render.theory import theory_doc
 
-            return theory_renderable(self.stats, self.verdict, self.prediction, list(self.comparisons))
-        return rp.run_renderable(self.stats, self.verdict)
+            return theory_doc(self.stats, self.verdict, self.prediction, list(self.comparisons))
+        from probe.render.run_view import run_doc
+
+        return run_doc(self.stats, self.verdict)
+
+    def __rich__(self) -> Any:
+        from probe.render.writers import rich_renderable
+
+        return rich_renderable(self.doc(), None)[0]
 
     def text(self, width: int | None = None, color: bool = False) -> str:
-        """The table as ``probe run`` prints it, ``width`` columns wide (default: the terminal's,
-        else 120), with ANSI colors if ``color``."""
+        """The table as ``probe run`` prints it, fitted to ``width`` columns (default: the
+        terminal's, else 120; nothing is cut), with ANSI colors if ``color``."""
         import shutil
 
-        console = _console(width or shutil.get_terminal_size((120, 24)).columns, color)
-        console.print(self)
+        from probe.render.writers import rich_renderable
+
+        renderable, used = rich_renderable(self.doc(), width or shutil.get_terminal_size((120, 24)).columns)
+        console = _console(used, color)
+        console.print(renderable)
         return str(console.file.getvalue())
 
     def __str__(self) -> str:

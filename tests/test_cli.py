@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from probe.cli import common as cli_mod
 from tests.conftest import CONFIGS, REPO
 
 LAB1 = ["tiny:relu", "large:tanh", "xavier:tanh", "he:relu"]
@@ -273,114 +273,76 @@ def test_python_dash_m_probe_and_version() -> None:
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["run", "missing.yaml"], ["compare", "nosuch"]])
 def test_help_and_bad_input_import_neither_torch_nor_pydantic(args: list[str]) -> None:
-    # pydantic: typer >= 0.25 builds its adapters on demand; probe's quick coercion needs none here
+    # pydantic: typer 0.29 converts every value through it (~0.1 s a start); the pinned range does not
     code = (
         "import sys\n"
         "from probe.cli import app\n"
-        "typer_imports_pydantic = 'pydantic' in sys.modules\n"
         "try:\n"
         f"    app({args!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print('torch' in sys.modules, 'pydantic' in sys.modules and not typer_imports_pydantic)\n"
+        "print('torch' in sys.modules, 'pydantic' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     torch_seen, pydantic_seen = out.stdout.strip().splitlines()[-1].split()
     assert torch_seen == "False", out.stdout + out.stderr
-    # the quick coercion rides on typer's private API: where a typer release changes it, probe falls
-    # back to typer's own coercion (slower start-up, same behaviour) and only the benchmark notices
-    if cli_mod._TYPER_COERCES:
-        assert pydantic_seen == "False", out.stdout + out.stderr
+    assert pydantic_seen == "False", out.stdout + out.stderr
 
 
-# The quick coercion (cli._prime) must hand every command the values typer's own coercion would.
-PARSED = [
-    ["run", str(CONFIGS / "lab1_tiny_relu.yaml")],
-    ["run", "missing.yaml", "-f", "JSON", "-o", "out.txt", "-g", "min_std=1e-3", "-s", "model.depth=3"],
-    ["run", "--max-memory", "1.5", "--plot", "x.png", "--weights", "w.pt", "--all-layers", "--theory", "-l", "fc*"],
-    ["run", "--model", "m:f", "--model-arg", "a=1", "--input-shape", "3,8,8", "--inputs", "m:g", str(CONFIGS)],
-    ["compare", "he", "xavier:tanh", "--depth", "5", "--width", "64", "--seed", "3", "-j", "2", "--batch-size", "8"],
-    ["compare", "he", "--device", "cpu", "--dtype", "float64", "-c", str(CONFIGS / "lab1_he_relu.yaml"), "-f", "csv"],
-    ["check", str(CONFIGS / "lab1_tiny_relu.yaml"), "b.yaml", "--junit", "j.xml", "--max-memory", "2"],
-    ["fix", "a.yaml", "--tolerance", "0.2", "--max-iter", "3", "--start", "orthogonal", "--save", "f.pt"],
-    ["depth", "a.yaml", "--strategy", "he", "--strategy", "tiny", "--max-depth", "50"],
-    ["train", "he", "tiny", "--optimizer", "SGD", "--lr", "0.1", "--steps", "5", "--samples", "100", "--noise", "0"],
-    ["train", "he", "--seed", "1", "--activation", "tanh", "--config", "a.yaml", "-f", "markdown"],
-    ["sweep", "he", "--depth", "4,8", "--width", "8", "-c", "a.yaml", "--activation", "tanh"],
-    ["inspect", "a.yaml", "-s", "model.depth=2"],
-    ["advise", "a.yaml", "--no-run"],
-    ["rules"],
+def test_the_installed_typer_is_in_the_pinned_range() -> None:
+    import re
+    from importlib.metadata import version
+
+    pin = re.search(r'"typer>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert pin is not None, "pyproject.toml pins typer to a tested range"
+
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+    assert parts(pin.group(1)) <= parts(version("typer")) < parts(pin.group(2))
+
+
+def test_probe_without_arguments_prints_help_and_exits_0(cli: Any) -> None:
+    result = cli()
+    assert result.exit_code == 0
+    assert "Usage: probe" in result.stdout and "compare" in result.stdout
+
+
+SMALL = ["--set", "model.width=32", "--set", "model.depth=4", "--set", "data.batch_size=64"]
+EVERY_FORMAT = {
+    "rules": ["rules"],
+    "advise": ["advise", str(CONFIGS / "lab1_tiny_relu.yaml"), "--no-run"],
+    "depth": ["depth", str(CONFIGS / "lab1_xavier_tanh.yaml"), "--max-depth", "30"],
+    "fix": ["fix", str(CONFIGS / "lab1_tiny_relu.yaml"), *SMALL],
+    "run --theory": ["run", str(CONFIGS / "lab1_xavier_tanh.yaml"), "--theory", *SMALL],
+}
+# the formats each command lacked before the one render layer (the others have their own tests)
+NEW_FORMATS = [
+    *(("rules", f) for f in ("table", "json", "csv", "markdown", "html")),
+    *(("advise", f) for f in ("json", "csv", "markdown", "html")),
+    ("depth", "html"),
+    ("fix", "html"),
+    ("run --theory", "html"),
 ]
 
 
-def _parsed(argv: list[str], quick_used: list[bool] | None = None) -> dict[str, Any]:
-    import typer.main
-
-    from probe.cli import app
-    from probe.cli import common as cli
-
-    command = typer.main.get_command(app).commands[argv[0]]  # type: ignore[attr-defined]
-    params = command.make_context(argv[0], argv[1:]).params
-    if quick_used is not None and cli._TYPER_COERCES:
-        quick_used.append(any(isinstance(getattr(p, "_runtime_param", None), cli._QuickParam) for p in command.params))
-    return {name: (type(value), value) for name, value in params.items()}
-
-
-def _require_quick_path() -> None:
-    from probe.cli import common as cli
-
-    if not cli._TYPER_COERCES:  # without it both sides would be typer's own coercion
-        pytest.skip("this typer has no pydantic coercion layer: probe's quick path is off, nothing to compare")
-
-
-@pytest.mark.parametrize("argv", PARSED, ids=lambda argv: " ".join(argv)[:40])
-def test_quick_coercion_parses_as_typer_does(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from probe.cli import common as cli
-
-    _require_quick_path()
-    used: list[bool] = []
-    quick = _parsed(argv, used)
-    assert used == [bool(quick)]  # the quick coercion really parsed this command line (if it has options)
-    monkeypatch.setattr(cli, "_prime", lambda params: None)
-    plain_used: list[bool] = []
-    assert quick == _parsed(argv, plain_used)
-    assert plain_used == [False]  # and typer's own did the comparison
-
-
-BAD = [
-    ["compare", "he", "--jobs", "0"],
-    ["compare", "he", "--depth", "five"],
-    ["run", "a.yaml", "--format", "xml"],
-    ["run", "a.yaml", "--max-memory", "-1"],
-    ["fix", "a.yaml", "--tolerance", "abc"],
-    ["train", "he", "--optimizer", "rmsprop"],
-    ["depth", "a.yaml", "--max-depth", "1"],
-]
-
-
-@pytest.mark.parametrize("argv", BAD, ids=lambda argv: " ".join(argv))
-def test_quick_coercion_reports_bad_values_as_typer_does(
-    cli: Any, argv: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from probe.cli import common as cli_mod
-
-    _require_quick_path()
-    quick = cli(*argv)
-    monkeypatch.setattr(cli_mod, "_prime", lambda params: None)
-    plain = cli(*argv)
-    assert quick.exit_code == plain.exit_code == 2
-    assert quick.stderr == plain.stderr and "Invalid value" in quick.stderr
-
-
-@pytest.mark.parametrize(
-    "command", [["fix", str(CONFIGS / "lab1_tiny_relu.yaml")], ["depth", str(CONFIGS / "lab1_xavier_tanh.yaml")]]
-)
-def test_commands_without_an_html_page_refuse_it(cli: Any, command: list[str], tmp_path: Path) -> None:
-    target = tmp_path / "page.html"
-    result = cli(*command, "--format", "html", "-o", str(target))
-    assert result.exit_code == 2
-    assert "--format html is not available for this command" in result.stderr
-    assert not target.exists()
+@pytest.mark.parametrize(("command", "fmt"), NEW_FORMATS, ids=[f"{c}-{f}" for c, f in NEW_FORMATS])
+def test_every_command_writes_every_format(cli: Any, command: str, fmt: str, tmp_path: Path) -> None:
+    target = tmp_path / f"out.{fmt}"
+    result = cli(*EVERY_FORMAT[command], "--format", fmt, "-o", str(target))
+    assert result.exit_code == 0, result.stderr
+    text = target.read_text()
+    if fmt == "json":
+        assert json.loads(text)["format"].startswith("probe.")
+    elif fmt == "csv":
+        header = text.splitlines()[0].split(",")
+        assert len(header) >= 2 and all(header)
+    elif fmt == "markdown":
+        assert "|---|" in text or (command == "advise" and text.startswith(("mismatch:", "try:", "ok:")))
+    elif fmt == "html":
+        assert text.startswith("<!DOCTYPE html>") and ("<table>" in text or command == "advise")
+    else:
+        assert text.strip() and "…" not in text
 
 
 def test_only_the_cli_process_freezes_the_garbage_collector(cli: Any) -> None:
@@ -402,3 +364,108 @@ def test_only_the_cli_process_freezes_the_garbage_collector(cli: Any) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "frozen True"
+
+
+COMMANDS = ["run", "compare", "check", "inspect", "sweep", "train", "advise", "depth", "fix", "rules"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_flags_as_flags_and_no_python_types(command: str) -> None:
+    from probe.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})  # one line per option
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "<bool>" not in text and "list[" not in text and "<str>" not in text.split("Options")[-1]
+    if "--plot" in text:
+        assert "needs probe[plot]" in text  # not swallowed as rich markup
+    for line in text.splitlines():
+        assert not ("(default" in line and "[default:" in line), line  # a default is shown once
+
+
+def test_probe_help_groups_the_commands() -> None:
+    from probe.cli import app
+
+    text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
+    panels = [line.split("─")[1].strip() for line in text.splitlines() if line.startswith("╭─")]
+    assert panels == ["Options", "probe", "experiments", "theory and fix", "reference"]
+
+
+SHARED = {  # the options that mean the same on every command where they apply
+    "--set": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "depth", "fix"],
+    "--gate": ["run", "compare", "check", "sweep", "advise", "depth", "fix"],
+    "--format": COMMANDS,
+    "--output": COMMANDS,
+    "--seed": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "fix"],
+    "--device": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "fix"],
+    "--dtype": ["run", "compare", "check", "inspect", "sweep", "train", "advise", "fix"],
+}
+
+
+@pytest.mark.parametrize("option", list(SHARED))
+def test_shared_options_are_on_every_command_they_apply_to(option: str) -> None:
+    import typer.main
+
+    from probe.cli import app
+
+    group = typer.main.get_command(app)
+    for name in SHARED[option]:
+        opts = {o for p in group.commands[name].params for o in p.opts}  # type: ignore[attr-defined]
+        assert option in opts, f"probe {name} lacks {option}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["run", str(CONFIGS / "lab1_tiny_relu.yaml"), "-o", "{missing}/out.json"], "--output"),
+        (["compare", "he", "--plot", "{missing}/p.png"], "--plot"),
+        (["check", str(CONFIGS / "lab1_he_relu.yaml"), "--junit", "{missing}/j.xml"], "--junit"),
+        (["sweep", "he", "--depth", "2,3", "-o", "{tmp}"], "--output"),
+    ],
+    ids=["run -o", "compare --plot", "check --junit", "sweep -o folder"],
+)
+def test_output_paths_are_checked_before_the_probe(
+    cli: Any, argv: list[str], option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe.cli import common
+
+    def no_probe() -> None:
+        raise AssertionError("the probe started before the output path was checked")
+
+    monkeypatch.setattr(common, "load_torch", no_probe)
+    for module in ("run", "compare", "check", "sweep"):
+        monkeypatch.setattr(f"probe.cli.{module}.load_torch", no_probe)
+    args = [a.format(missing=tmp_path / "nope", tmp=tmp_path) for a in argv]
+    result = cli(*args)
+    assert result.exit_code == 2, result.stderr
+    assert option in result.stderr
+
+
+def test_errors_are_not_hard_wrapped(cli: Any) -> None:
+    from probe.cli import app
+
+    long_name = "x" * 30 + "/" + "y" * 60 + ".yaml"
+    result = CliRunner().invoke(app, ["run", long_name], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("probe: error")]
+    assert len(error) == 1 and long_name in error[0]
+
+
+def test_usage_errors_are_not_hard_wrapped() -> None:
+    from probe.cli import app
+
+    result = CliRunner().invoke(app, ["run", "a.yaml", "--format", "xml"], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    error = [line for line in result.stderr.splitlines() if "Invalid value" in line]
+    assert len(error) == 1 and error[0].endswith("'markdown', 'html'.")
+
+
+def test_seed_and_set_reach_the_spec_on_run_and_compare(cli: Any) -> None:
+    small = ["--set", "model.depth=2", "--set", "model.width=8", "--set", "data.batch_size=4"]
+    ran = cli("run", str(CONFIGS / "lab1_tiny_relu.yaml"), "--seed", "3", *small, "-f", "json")
+    assert ran.exit_code == 0, ran.stderr
+    assert json.loads(ran.stdout)["spec"]["run"]["seed"] == 3
+    compared = cli("compare", "he", *small, "--seed", "5", "-f", "json")
+    assert compared.exit_code == 0, compared.stderr
+    spec = json.loads(compared.stdout)["runs"][0]["spec"]
+    assert spec["model"]["depth"] == 2 and spec["run"]["seed"] == 5

@@ -243,18 +243,15 @@ def test_jobs_under_torchrun_exits_2(cli: Callable[..., Any], monkeypatch: pytes
 def test_the_table_says_how_many_ranks(make_spec: Callable[..., Any]) -> None:
     import dataclasses
 
-    from rich.console import Console
-
     from probe.judge.rules import evaluate
     from probe.measure.run import run_probe
-    from probe.render.report import run_renderable
+    from probe.render.run_view import run_doc
+    from probe.render.writers import plain_text
 
     report = run_probe(make_spec(model={"depth": 2, "width": 8}, data={"batch_size": 4}))
 
     def text(r: Any) -> str:
-        console = Console(width=200, record=True, color_system=None, file=open(os.devnull, "w"))  # noqa: SIM115
-        console.print(run_renderable(r, evaluate(r)))
-        return console.export_text()
+        return plain_text(run_doc(r, evaluate(r)), 200)
 
     assert "ranks" not in text(report)
     assert "seed 0; 2 ranks" in text(dataclasses.replace(report, world_size=2))

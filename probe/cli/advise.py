@@ -7,16 +7,41 @@ from typing import Annotated
 
 import typer
 
-from probe.cli.common import EXIT_OK, Command, SetOpt, app, guard, memory_guard, pairs, show
+from probe.cli.common import (
+    EXIT_OK,
+    PANEL_THEORY,
+    Command,
+    DeviceOpt,
+    DtypeOpt,
+    Format,
+    FormatOpt,
+    GateOpt,
+    OutputOpt,
+    SeedOpt,
+    SetOpt,
+    app,
+    check_output_path,
+    guard,
+    memory_guard,
+    pairs,
+    render,
+    run_overrides,
+)
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_THEORY)
 def advise(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec to advise on.")],
     set_: SetOpt = None,
+    gate: GateOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     probe_run: Annotated[
         bool, typer.Option("--run/--no-run", help="Also probe the network and suggest a fix if it fails.")
     ] = True,
+    fmt: FormatOpt = Format.table,
+    output: OutputOpt = None,
 ) -> None:
     """Does the init fit the activation? Init advice alone, with a fix to try if the probe fails.
 
@@ -30,8 +55,11 @@ def advise(
         from probe import spec as spec_mod
         from probe.judge.advice import advise as advise_spec
         from probe.render import views
+        from probe.render.writers import csv_text
 
-        spec = spec_mod.load(spec_path, pairs(set_, "", "--set"))
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        spec = spec_mod.load(spec_path, overrides)
+        check_output_path(output, "--output")
         verdict = None
         if probe_run:
             from probe.judge.rules import evaluate
@@ -39,7 +67,15 @@ def advise(
 
             memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
             verdict = evaluate(run_probe(spec))
-        show(views.advice_renderable(advise_spec(spec, verdict)), None, soft_wrap=True)
+        advice = advise_spec(spec, verdict)
+        # lines of prose read best on a terminal and in Markdown/HTML; CSV takes them as rows
+        render(
+            fmt,
+            output,
+            lambda: views.advice_doc(advice),
+            json=lambda: views.advise_json(advice),
+            csv=lambda: csv_text(views.advise_doc(advice)),
+        )
         return EXIT_OK
 
     guard(body)

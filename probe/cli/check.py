@@ -3,45 +3,51 @@
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from probe.cli.common import (
     EXIT_OK,
     EXIT_UNHEALTHY,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
     JobsOpt,
     MaxMemoryOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     Steps,
     app,
-    checked_path,
-    err_line,
+    check_outputs,
     guard,
     load_torch,
     memory_guard,
     pairs,
     render,
-    write_atomic,
+    run_overrides,
+    write_output,
 )
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def check(
     spec_paths: Annotated[list[Path], typer.Argument(metavar="SPEC.yaml...", help="Specs that must be healthy.")],
     junit: Annotated[
-        Optional[Path],
-        typer.Option(callback=checked_path("--junit"), help="Also write a JUnit XML file (one test case per spec)."),
+        Optional[Path], typer.Option(metavar="FILE", help="Also write a JUnit XML file (one test case per spec).")
     ] = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
@@ -54,37 +60,30 @@ def check(
         from probe import spec as spec_mod
         from probe.experiments import batch
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
-        memory_guard([spec_mod.load(p, overrides) for p in spec_paths], max_memory, jobs)
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        specs = [spec_mod.load(p, overrides) for p in spec_paths]
+        check_outputs(output, junit=junit)
+        memory_guard(specs, max_memory, jobs)
         load_torch()
         from probe.render import report as rp  # after the specs: bad input fails without loading it
+        from probe.render.run_view import check_doc
 
         steps = Steps(len(spec_paths), "checking")
         try:
             runs = batch.check(spec_paths, overrides, steps, jobs)
         finally:
             steps.close()
-        code = EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
+        from probe.cli.guard import err_line
         from probe.render.output import OutputError
 
+        code = EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
         if junit is not None:
             try:
-                write_atomic(junit, rp.junit_xml(runs), "--junit")
+                write_output(junit, rp.junit_xml(runs), "--junit")
             except OutputError as exc:  # the gate's own answer (exit 1) wins over a failed extra file
                 if code != EXIT_UNHEALTHY:
                     raise
                 err_line(f"probe: error: {exc}")
-
-        def table() -> Any:
-            from rich.text import Text
-
-            lines = rp.check_lines(runs)
-            text = Text()
-            for line in lines[:-1]:
-                text.append(line + "\n", style="red")
-            healthy = all(r.verdict.healthy for r in runs)
-            text.append(lines[-1], style="bold green" if healthy else "bold red")
-            return text
 
         def html() -> str:
             from probe.render.html import runs_page
@@ -95,12 +94,11 @@ def check(
             render(
                 fmt,
                 output,
-                table=table,
+                lambda: check_doc(runs),
                 json=lambda: rp.runs_json(runs),
                 csv=lambda: rp.compare_csv(runs),
                 markdown=lambda: rp.compare_markdown(runs),
                 html=html,
-                soft_wrap=True,
             )
         except OutputError as exc:  # as for --junit: a failed -o after the run keeps the gate's exit 1
             if code != EXIT_UNHEALTHY:

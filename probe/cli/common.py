@@ -7,12 +7,9 @@ interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
-import os
 import sys
-import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -20,114 +17,83 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.cli.guard import _err_console, _state, checked_path, err_line, guard, writes_files  # noqa: F401  (re-exported)
-from probe.errors import SpecError, echo
+from probe.cli.formats import (  # noqa: F401  (the command modules import these from here)
+    Format,
+    _emit,
+    _err_console,
+    check_output_path,
+    check_outputs,
+    render,
+    show,
+    write_atomic,
+    write_output,
+    writes_files,
+    wrote,
+)
+from probe.cli.guard import _state, guard  # noqa: F401  (the command modules import guard from here)
+from probe.errors import SpecError
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
-    html = "html"
-
-
 # ---- start-up: keep pydantic off the parse path ------------------------------------------------
-# typer 0.29 coerces every parameter of the invoked command, even an absent option, through a
-# pydantic TypeAdapter built on first use: importing pydantic and building ~15 adapters cost ~0.1 s,
-# a quarter of `probe run missing.yaml`, and no annotation or option avoids it. Values whose coerced
-# result is already known (an absent option, a string, a default, a choice, a path) are converted
-# here exactly as typer's adapter would; anything else (numbers typed on the command line, bad
-# values and their messages) goes to typer's own coercion. typer 0.28 and older have no such layer
-# (click converts, no pydantic) and this does nothing there (checked with 0.12.5 and 0.28.0).
-try:
-    from typer._coercion import RuntimeParam, build_runtime_param
-    from typer._param_types import coerce_cli_choice, coerce_cli_path
-
-    _TYPER_COERCES = hasattr(RuntimeParam, "_coerce_value")
-except ImportError:
-    _TYPER_COERCES = False
-
-_SLOW = object()  # "ask typer": the quick path does not know this value's result
+# typer 0.29 converts every parameter through a pydantic TypeAdapter built on first use (~0.1 s of
+# imports and adapter building on each start, whatever the command line) and shows bool flags as
+# `--debug <bool>`. Up to 0.28 click converts the values and pydantic is never imported. probe
+# pins the tested 0.28 in pyproject.toml (`typer>=0.28,<0.29`) instead of patching typer's private
+# coercion; tests/test_cli.py checks the installed typer against the pin and the import cost.
 
 
-def _quick_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
-    """``value`` coerced as typer's pydantic adapter would, or ``_SLOW`` when not sure."""
-    if info.parser is not None:
-        return _SLOW
-    if typing.get_origin(annotation) is list:
-        if not isinstance(value, (list, tuple)):
-            return _SLOW
-        (item_type,) = typing.get_args(annotation)
-        items = [_quick_value(item_type, info, item, param, ctx) for item in value]
-        return _SLOW if any(item is _SLOW for item in items) else items
-    if not isinstance(annotation, type):
-        return _SLOW
-    if annotation is str:
-        return value if type(value) is str else _SLOW
-    if annotation in (int, float):  # a default; numbers typed by the user go to pydantic
-        if type(value) is not annotation:
-            return _SLOW
-        in_range = (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
-        return value if in_range else _SLOW
-    if issubclass(annotation, Enum):
-        if isinstance(value, annotation):
-            return value
-        try:
-            return coerce_cli_choice(value, choices=tuple(annotation), case_sensitive=info.case_sensitive, ctx=ctx)
-        except ValueError:  # typer words the error
-            return _SLOW
-    if issubclass(annotation, Path) and info.path_type is None and type(value) is str and "\0" not in value:
-        # pydantic's part of typer's path coercion is annotation(value); typer's checks follow
-        return coerce_cli_path(annotation(value), info, path_type=annotation, param=param, ctx=ctx)
-    return _SLOW
-
-
-if _TYPER_COERCES:
-
-    class _QuickParam(RuntimeParam):
-        """typer's runtime coercion, building the pydantic adapter only for values that need it."""
-
-        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
-            try:
-                quick = _quick_value(self.annotation, self.parameter_info, value, param, ctx)
-            except (TypeError, AttributeError):  # typer's private helpers changed: ask typer itself
-                quick = _SLOW
-            if quick is not _SLOW:
-                return quick
-            param._runtime_param = build_runtime_param(param.type_descriptor)
-            return param._runtime_param._coerce_value(value, param=param, ctx=ctx)
-
-
-def _prime(params: list[Any]) -> None:
-    """Give typer's parameters the quick coercion before they parse anything."""
-    if not _TYPER_COERCES:
-        return
-    for param in params:
-        if getattr(param, "_runtime_param", _SLOW) is None and hasattr(param, "type_descriptor"):
-            desc = param.type_descriptor
-            try:
-                param._runtime_param = _QuickParam(parameter_info=desc.parameter_info, annotation=desc.annotation)
-            except (TypeError, AttributeError):  # a typer whose internals differ: its own coercion runs
-                return
+# `probe --help` groups the commands in these panels (typer's rich_help_panel), in this order
+PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE = "probe", "experiments", "theory and fix", "reference"
+_PANELS = (PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE)
+_FIRST = ("run", "compare", "check")  # then each panel's commands alphabetically
 
 
 class _Group(TyperGroup):
-    """typer's group, whose parameters (``--debug``, ``--version``, ``--help``) take the quick coercion."""
+    """typer's group; ``probe`` with no arguments prints the help and exits 0 (click's
+    ``no_args_is_help`` exits 2, as for a usage error); commands listed panel by panel."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        _prime(self.get_params(ctx))
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, args or ["--help"])
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's standalone handling, with a usage error as click prints it: one line that the
+        terminal wraps (typer's rich panel hard-wraps it at 80 columns)."""
+        call = {"args": args, "prog_name": prog_name, "complete_var": complete_var, **extra}
+        if not standalone_mode:
+            return super().main(**call, standalone_mode=False)
+        try:
+            code = super().main(**call, standalone_mode=False)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        except Exception as exc:  # click's ClickException: typer 0.28 vendors click and exports no name for it
+            exit_code = getattr(exc, "exit_code", None)
+            if not (hasattr(exc, "show") and isinstance(exit_code, int)):
+                raise
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        def order(name: str) -> tuple[int, int, str]:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            first = _FIRST.index(name) if name in _FIRST else len(_FIRST)
+            return (_PANELS.index(panel) if panel in _PANELS else len(_PANELS), first, name)
+
+        return sorted(super().list_commands(ctx), key=order)
 
 
 class Command(TyperCommand):
-    """typer's command, whose parameters take the quick coercion."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        _prime(self.get_params(ctx))
-        return super().parse_args(ctx, args)
+    """typer's command (kept as probe's own name so that every command is declared alike)."""
 
 
 app = typer.Typer(
@@ -139,7 +105,6 @@ app = typer.Typer(
         "Exit codes: 0 report made / healthy, 1 check found a problem, 2 bad input, 3 runtime failure, "
         "130 interrupted (Ctrl-C)."
     ),
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -160,6 +125,7 @@ def main(
         typer.Option(
             "--threads",
             min=1,
+            metavar="N",
             help="Intra-op threads of every run (default: 1 for small work, else torch's count, which "
             "honours OMP_NUM_THREADS). Give it before the command: probe --threads 2 run ...",
         ),
@@ -179,16 +145,14 @@ def main(
 
 # ---- shared options --------------------------------------------------------------------------
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)]
-
-
+FormatOpt = Annotated[
+    Format,
+    typer.Option("--format", "-f", metavar="FORMAT", help="table, json, csv, markdown or html.", case_sensitive=False),
+]
 OutputOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--output",
-        "-o",
-        callback=checked_path("--output"),
-        help="Write the output to this file instead of stdout ('-': stdout; a regular file is replaced atomically).",
+        "--output", "-o", metavar="FILE", help="Write the output to this file (atomically) instead of stdout."
     ),
 ]
 GateOpt = Annotated[
@@ -200,12 +164,26 @@ GateOpt = Annotated[
 PlotOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--plot",
-        metavar="PATH",
-        callback=checked_path("--plot"),
-        help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe[plot]).",
+        "--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe\\[plot])."
     ),
 ]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Override run.seed.")]
+DeviceOpt = Annotated[
+    Optional[str],
+    typer.Option("--device", metavar="DEVICE", help="Override run.device (auto, cpu, cuda, cuda:N, mps)."),
+]
+DtypeOpt = Annotated[
+    Optional[str],
+    typer.Option("--dtype", metavar="DTYPE", help="Override run.dtype (float32, float64, bfloat16, float16)."),
+]
+
+
+def run_overrides(seed: int | None, device: str | None, dtype: str | None) -> dict[str, Any]:
+    """``--seed``, ``--device`` and ``--dtype`` as spec overrides (only those given)."""
+    given = {"run.seed": seed, "run.device": device, "run.dtype": dtype}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -214,17 +192,14 @@ SetOpt = Annotated[
 ]
 
 # -- issue 6: scale options (--jobs, --max-memory) --
-JobsOpt = Annotated[
-    int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side (default 1).")
-]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side.")]
 MaxMemoryOpt = Annotated[
     Optional[float],
     typer.Option(
         "--max-memory",
         metavar="GIB",
         min=0.0,
-        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB (default: the memory "
-        "available now; inf: no limit).",
+        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
     ),
 ]
 
@@ -254,20 +229,22 @@ EntriesArg = Annotated[
     ),
 ]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="Base spec (default: see the command's help).")
+    Optional[Path],
+    typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: see the command's help)."),
 ]
 
 
 def memory_guard(
     specs: list[Any], max_memory: float | None, jobs: int = 1, *, layerwise: bool = False, offer_layerwise: bool = False
 ) -> None:
-    """Print the estimate of large runs and refuse those over --max-memory, before any run."""
+    """Print the estimate of large runs and refuse those over --max-memory (default: the memory
+    available now), before any run."""
     if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
         raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
     from probe.measure.scale import guard_memory
 
     for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
-        _err_console().print(line, style="dim", markup=False)
+        _err_console().print(line, style="dim", markup=False, soft_wrap=True)
 
 
 OWN_PROCESS = False  # set by entry(): the process is the command's own
@@ -299,11 +276,11 @@ def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SpecError(f"{option} expects KEY=VALUE, got {echo(item)}")
+            raise SpecError(f"{option} expects KEY=VALUE, got '{item}'")
         if prefix:
             key = f"{prefix}.{key}"
         elif "." not in key and key != "name":
-            raise SpecError(f"{option} expects SECTION.KEY=VALUE (e.g. model.depth=20), got {echo(item)}")
+            raise SpecError(f"{option} expects SECTION.KEY=VALUE (e.g. model.depth=20), got '{item}'")
         try:
             out[key] = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
@@ -366,80 +343,6 @@ def load_spec(
     return spec_mod.load(spec_path, overrides)
 
 
-def _emit(text: str, output: Path | None) -> None:
-    from probe.render.output import is_stdout
-
-    if output is None or is_stdout(output):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    write_atomic(output, text)
-    _err_console().print(f"wrote {output}", style="dim")
-
-
-def write_atomic(path: Path, text: str, option: str = "--output") -> None:
-    """Write ``text`` to ``path`` through the one output writer (``probe.render.output``)."""
-    if not writes_files():  # torchrun: rank 0 writes
-        return
-    from probe.render.output import write_text
-
-    write_text(path, text, option)
-
-
-def _render_text(renderable: Any) -> str:
-    """A rich renderable as plain text (for --output with the table format)."""
-    from rich.console import Console
-
-    console = Console(record=True, width=120, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
-    console.print(renderable)
-    return console.export_text()
-
-
-def show(renderable: Any, output: Path | None, soft_wrap: bool = False) -> None:
-    if output is not None and str(output) != "-":
-        _emit(_render_text(renderable), output)
-        return
-    _out_console().print(renderable, soft_wrap=soft_wrap)
-
-
-def _out_console() -> Any:
-    """stdout console; off a terminal (pipes, CI logs) it is 120 columns wide unless COLUMNS says."""
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=120)
-    return console
-
-
-def render(
-    fmt: Format,
-    output: Path | None,
-    *,
-    table: Callable[[], Any],
-    json: Callable[[], str],
-    csv: Callable[[], str],
-    markdown: Callable[[], str],
-    html: Callable[[], str] | None = None,
-    soft_wrap: bool = False,
-) -> None:
-    """Write one result in the chosen format: ``table`` makes a rich renderable, the others text.
-    A command without an ``html`` renderer refuses ``--format html`` instead of writing another format."""
-    if fmt is Format.table:
-        show(table(), output, soft_wrap=soft_wrap)
-        return
-    makers: dict[Format, Callable[[], str] | None] = {
-        Format.json: json,
-        Format.csv: csv,
-        Format.markdown: markdown,
-        Format.html: html,
-    }
-    make = makers[fmt]
-    if make is None:
-        raise SpecError(f"--format {fmt.value} is not available for this command (use table, json, csv or markdown)")
-    _emit(make(), output)
-
-
 class Steps:
     """A progress line on stderr for multi-run commands (only on a terminal)."""
 
@@ -476,18 +379,3 @@ def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("probing batches", total=total)
         yield lambda done, _total: bar.update(task, completed=done)
-
-
-def check_plot(path: Path) -> None:
-    """Fail on a bad --plot path or a missing matplotlib before any work is done."""
-    from probe.render.plot import _pyplot, check_path
-
-    check_path(path)
-    _pyplot()
-
-
-def wrote(path: Path) -> None:
-    _err_console().print(f"wrote {path}", style="dim")
-
-
-# ---- commands --------------------------------------------------------------------------------

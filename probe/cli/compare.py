@@ -9,7 +9,10 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
@@ -17,22 +20,25 @@ from probe.cli.common import (
     MaxMemoryOpt,
     OutputOpt,
     PlotOpt,
+    SeedOpt,
+    SetOpt,
     Steps,
     TensorboardOpt,
     app,
-    check_plot,
+    check_outputs,
     check_tensorboard,
     guard,
     load_torch,
     memory_guard,
     pairs,
     render,
+    run_overrides,
     writes_files,
     wrote,
 )
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def compare(
     entries: Annotated[
         list[str],
@@ -42,19 +48,21 @@ def compare(
         ),
     ],
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="Base spec (default: the built-in 8-layer ReLU MLP).")
+        Optional[Path],
+        typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: the built-in 8-layer ReLU MLP)."),
     ] = None,
-    depth: Annotated[Optional[int], typer.Option(help="Override model.depth.")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Override model.width.")] = None,
+    depth: Annotated[Optional[int], typer.Option(metavar="N", help="Override model.depth.")] = None,
+    width: Annotated[Optional[int], typer.Option(metavar="N", help="Override model.width.")] = None,
     activation: Annotated[
-        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+        Optional[str], typer.Option(metavar="NAME", help="Override model.activation for entries without one.")
     ] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override data.batch_size.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override run.seed.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="Override run.device (auto, cpu, cuda, cuda:N, mps).")] = None,
-    dtype: Annotated[
-        Optional[str], typer.Option(help="Override run.dtype (float32, float64, bfloat16, float16).")
+    batch_size: Annotated[
+        Optional[int], typer.Option("--batch-size", metavar="N", help="Override data.batch_size.")
     ] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    set_: SetOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
@@ -78,20 +86,18 @@ def compare(
             "model.width": width,
             "model.activation": activation,
             "data.batch_size": batch_size,
-            "run.seed": seed,
-            "run.device": device,
-            "run.dtype": dtype,
         }
-        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides = {**pairs(set_, "", "--set"), **{k: v for k, v in flags.items() if v is not None}}
+        overrides.update(run_overrides(seed, device, dtype))
         overrides.update(pairs(gate, "gate", "--gate"))
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
-        if plot is not None:
-            check_plot(plot)
+        check_outputs(output, plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         load_torch()
         if tensorboard is not None:
             check_tensorboard(tensorboard)
         from probe.render import report as rp  # after the input checks: bad input fails without loading it
+        from probe.render.run_view import compare_doc
 
         steps = Steps(len(parsed), "probing")
         try:
@@ -107,7 +113,7 @@ def compare(
         render(
             fmt,
             output,
-            table=lambda: rp.compare_renderable(runs, spec_mod.summary(base)),
+            lambda: compare_doc(runs, spec_mod.summary(base)),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),

@@ -7,15 +7,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from probe.cli.common import EXIT_OK, Command, Format, FormatOpt, GateOpt, OutputOpt, SetOpt, app, guard, pairs, render
+from probe.cli.common import (
+    EXIT_OK,
+    PANEL_THEORY,
+    Command,
+    Format,
+    FormatOpt,
+    GateOpt,
+    OutputOpt,
+    SetOpt,
+    app,
+    check_outputs,
+    guard,
+    pairs,
+    render,
+)
 
 
-@app.command("depth", cls=Command)
+@app.command("depth", cls=Command, rich_help_panel=PANEL_THEORY)
 def depth_cmd(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="The spec (activation, widths, gate).")],
     strategy: Annotated[
         Optional[list[str]],
-        typer.Option("--strategy", help="Strategies to compare with the spec's own (default: every i.i.d. one)."),
+        typer.Option(
+            "--strategy", metavar="NAME", help="Strategies to compare with the spec's own (default: every i.i.d. one)."
+        ),
     ] = None,
     max_depth: Annotated[
         int, typer.Option("--max-depth", min=2, max=100_000, help="Deepest network considered (at most 100,000).")
@@ -25,8 +41,9 @@ def depth_cmd(
     gate: GateOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Mean-field depth limits: where the signal or the gradient crosses the gate, per strategy;
-    and for tanh/sigmoid the edge of chaos (chi = 1).
+    """Mean-field depth limits: where the signal or the gradient crosses the gate, per strategy.
+
+    For tanh and sigmoid also the edge of chaos (chi = 1).
 
     Example: probe depth configs/lab1_xavier_tanh.yaml
     """
@@ -39,18 +56,17 @@ def depth_cmd(
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
         spec = spec_mod.load(spec_path, overrides)
+        check_outputs(output)
         for name in strategy or []:
             spec_mod.parse({"init": {"weight": name}})  # unknown names fail before the analysis
         result = depth.analyze(spec, strategy, max_depth)
         rows = rt.depth_rows(result)
-        cells = [[rp.fmt(v) if not isinstance(v, str) else v for v in r.values()] for r in rows]
         render(
             fmt,
             output,
-            table=lambda: rt.depth_renderable(result),
+            lambda: rt.depth_doc(result),
             json=lambda: rp.dumps(rt.depth_dict(result)),
             csv=lambda: rp.csv_text(rows, list(rows[0])),
-            markdown=lambda: rp.md_table(list(rows[0]), cells),
         )
         return EXIT_OK
 

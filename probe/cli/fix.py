@@ -10,7 +10,10 @@ import typer
 from probe.cli.common import (
     EXIT_OK,
     EXIT_UNHEALTHY,
+    PANEL_THEORY,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
@@ -19,19 +22,22 @@ from probe.cli.common import (
     ModelArgOpt,
     ModelOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     app,
-    checked_path,
+    check_output_path,
+    check_outputs,
     guard,
     load_spec,
     load_torch,
     memory_guard,
     pairs,
     render,
+    run_overrides,
 )
 
 
-@app.command("fix", cls=Command)
+@app.command("fix", cls=Command, rich_help_panel=PANEL_THEORY)
 def fix_cmd(
     spec_path: Annotated[
         Optional[Path],
@@ -40,13 +46,12 @@ def fix_cmd(
     save: Annotated[
         Optional[Path],
         typer.Option(
-            "--save",
-            callback=checked_path("--save"),
-            help="Write the fixed state dict here (torch.save of model.state_dict()).",
+            "--save", metavar="FILE", help="Write the fixed state dict here (torch.save of model.state_dict())."
         ),
     ] = None,
     start: Annotated[
-        Optional[str], typer.Option("--start", help="Init drawn before rescaling (default: orthogonal).")
+        Optional[str],
+        typer.Option("--start", metavar="STRATEGY", help="Init drawn before rescaling (default: orthogonal)."),
     ] = None,
     tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1,
     max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10,
@@ -54,6 +59,9 @@ def fix_cmd(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
@@ -71,21 +79,24 @@ def fix_cmd(
         from probe.experiments import fix
         from probe.render import report as rp
         from probe.render import theory as rt
-        from probe.render.output import write_bytes
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
-        memory_guard([spec], None)  # refuse what does not fit the memory available now
+        check_outputs(output)
+        check_output_path(save, "--save")
+        memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
         load_torch()
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:
+            from probe.render.output import write_bytes
+
             write_bytes(save, fix.weights_bytes(fixed.state_dict), "--save")
         saved = str(save) if save is not None else None
         scales = rt.scale_rows(fixed)
         render(
             fmt,
             output,
-            table=lambda: rt.fix_renderable(fixed, saved),
+            lambda: rt.fix_doc(fixed, saved),
             json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
             csv=lambda: rp.csv_text(scales, list(scales[0])),
             markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),

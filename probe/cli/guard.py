@@ -16,23 +16,11 @@ from typing import Any, Optional
 
 import typer
 
+from probe.cli.formats import WRITER, _err_console
 from probe.errors import SIGNALS, ProbeError, SpecError, shown, user_code_error
 
 EXIT_RUNTIME = 3
 _state: dict[str, bool] = {"debug": bool(os.environ.get("PROBE_DEBUG"))}
-
-
-def _err_console(always: bool = False) -> Any:
-    """stderr console; quiet on the ranks of a torchrun launch other than rank 0 (``always``: errors)."""
-    from rich.console import Console
-
-    quiet = not always and not writes_files()
-    return Console(stderr=True, highlight=False, emoji=False, quiet=quiet)  # messages quote user input verbatim
-
-
-def writes_files() -> bool:
-    """Whether this process prints and writes files: a single process, or rank 0 under torchrun."""
-    return _state.get("writer", True)
 
 
 def err_line(text: str) -> None:
@@ -72,15 +60,15 @@ def guard(fn: Callable[[], int]) -> None:
 
     from probe.measure.distributed import launched_rank, output_rank
 
-    _state["writer"] = output_rank()
+    WRITER["writer"] = output_rank()
     SIGNALS["interrupted"] = False
     try:
         previous = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    where = "" if _state["writer"] else f" (rank {launched_rank()})"
+    where = "" if WRITER["writer"] else f" (rank {launched_rank()})"
     try:
-        if _state["writer"]:
+        if WRITER["writer"]:
             code = _guarded(fn, where)
         else:
             with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
@@ -97,7 +85,9 @@ def _guarded(fn: Callable[[], int], where: str = "") -> int:
     except ProbeError as exc:
         if _state["debug"]:
             raise
-        _err_console(always=True).print(f"probe: error{where}: {shown(str(exc), 2000)}", style="red", markup=False)
+        _err_console(always=True).print(
+            f"probe: error{where}: {shown(str(exc), 2000)}", style="red", markup=False, soft_wrap=True
+        )
         return exc.exit_code
     except KeyboardInterrupt as exc:
         if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C

@@ -10,7 +10,10 @@ import typer
 from probe.cli.common import (
     EXIT_OK,
     EXIT_UNHEALTHY,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     InputShapeOpt,
@@ -18,23 +21,29 @@ from probe.cli.common import (
     ModelArgOpt,
     ModelOpt,
     OutputOpt,
+    SeedOpt,
     SetOpt,
     app,
+    check_outputs,
     guard,
     load_spec,
     memory_guard,
     pairs,
     render,
+    run_overrides,
 )
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def inspect(
     spec_path: Annotated[
         Optional[Path],
         typer.Argument(metavar="[SPEC.yaml]", help="The spec whose network to inspect; optional with --model."),
     ] = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     model: ModelOpt = None,
@@ -55,7 +64,9 @@ def inspect(
         from probe.experiments.inspect_params import inspect as inspect_spec
         from probe.render import views
 
-        spec = load_spec(spec_path, pairs(set_, "", "--set"), model, model_arg, input_shape, inputs)
+        overrides = {**pairs(set_, "", "--set"), **run_overrides(seed, device, dtype)}
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        check_outputs(output)
         memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
         ins = inspect_spec(spec)
 
@@ -67,7 +78,7 @@ def inspect(
         render(
             fmt,
             output,
-            table=lambda: views.inspect_renderable(ins, spec_mod.summary(spec)),
+            lambda: views.inspect_doc(ins, spec_mod.summary(spec)),
             json=lambda: views.inspect_json(ins),
             csv=lambda: views.inspect_csv(ins),
             markdown=lambda: views.inspect_markdown(ins),

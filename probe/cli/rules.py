@@ -2,22 +2,17 @@
 
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
-from probe.cli.common import Command, app, show
+from probe.cli.common import EXIT_OK, PANEL_REFERENCE, Command, Format, FormatOpt, OutputOpt, app, guard, render
 
 
-@app.command("rules", cls=Command)
-def rules_cmd() -> None:
+@app.command("rules", cls=Command, rich_help_panel=PANEL_REFERENCE)
+def rules_cmd(fmt: FormatOpt = Format.table, output: OutputOpt = None) -> None:
     """List the health rules, their gate thresholds and defaults."""
-    from rich.table import Table
 
-    from probe.judge.rules import RULES
-    from probe.spec import GATE_PARAMS
+    def body() -> int:
+        from probe.render.views import rules_doc
 
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in ("rule", "gate key", "default", "meaning"):
-        table.add_column(col)
-    for rule in RULES.values():
-        for i, key in enumerate(rule.thresholds):
-            p = GATE_PARAMS[key]
-            table.add_row(rule.name if i == 0 else "", key, f"{p.default:g}", p.help.split(": ", 1)[-1])
-    show(table, None)
+        render(fmt, output, rules_doc)
+        return EXIT_OK
+
+    guard(body)

@@ -9,7 +9,10 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    PANEL_PROBE,
     Command,
+    DeviceOpt,
+    DtypeOpt,
     Format,
     FormatOpt,
     GateOpt,
@@ -20,11 +23,12 @@ from probe.cli.common import (
     ModelOpt,
     OutputOpt,
     PlotOpt,
+    SeedOpt,
     SetOpt,
     TensorboardOpt,
     app,
     batch_progress,
-    check_plot,
+    check_outputs,
     check_tensorboard,
     guard,
     load_spec,
@@ -32,13 +36,14 @@ from probe.cli.common import (
     memory_guard,
     pairs,
     render,
+    run_overrides,
     writes_files,
     wrote,
 )
 from probe.errors import SpecError
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def run(
     spec_path: Annotated[
         Optional[Path],
@@ -48,6 +53,9 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     model: ModelOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
@@ -65,7 +73,9 @@ def run(
     ] = False,
     weights: Annotated[
         Optional[Path],
-        typer.Option("--weights", help="Load this saved state dict (e.g. from probe fix) before probing."),
+        typer.Option(
+            "--weights", metavar="FILE", help="Load this saved state dict (e.g. from probe fix) before probing."
+        ),
     ] = None,
     plot: PlotOpt = None,
     tensorboard: TensorboardOpt = None,
@@ -88,8 +98,9 @@ def run(
     """
 
     def body() -> int:
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        check_outputs(output, plot)
         from probe.judge.advice import advise
         from probe.judge.rules import evaluate
         from probe.measure.run import run_probe
@@ -103,8 +114,6 @@ def run(
                 raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
         load_torch()
-        if plot is not None:
-            check_plot(plot)
         if tensorboard is not None:
             check_tensorboard(tensorboard)
         state = None
@@ -131,15 +140,12 @@ def run(
             result = rp.select_layers(result, layers)
         advice = advise(spec, verdict)
 
-        def table() -> Any:
-            from rich.console import Group
+        def document() -> Any:
+            from probe.render.run_view import run_doc
+            from probe.render.views import advice_doc
 
-            from probe.render.views import advice_renderable
-
-            parts = [rp.run_renderable(result, verdict, None if all_layers else rp.SUMMARY_ROWS)]
-            if advice.mismatch or advice.suggestion:
-                parts.append(advice_renderable(advice))
-            return Group(*parts)
+            shown = run_doc(result, verdict, None if all_layers else rp.SUMMARY_ROWS)
+            return shown + advice_doc(advice) if advice.mismatch or advice.suggestion else shown
 
         def html() -> str:
             from probe.render.html import run_page
@@ -149,7 +155,7 @@ def run(
         render(
             fmt,
             output,
-            table=table,
+            document,
             json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
             csv=lambda: rp.layers_csv([rp.Run(spec.name, result, verdict)]),
             markdown=lambda: rp.run_markdown(result, verdict),
@@ -191,8 +197,6 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     from probe.render import report as rp
     from probe.render import theory as rt
 
-    if fmt is Format.html:
-        raise SpecError("--theory does not support --format html yet; use table, json, csv or markdown")
     prediction = th.predict(result.spec)
     if loaded and prediction.available:
         prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
@@ -206,7 +210,7 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
     render(
         fmt,
         output,
-        table=lambda: rt.theory_renderable(result, verdict, prediction, comparisons),
+        lambda: rt.theory_doc(result, verdict, prediction, comparisons),
         json=lambda: rp.dumps(th.annotate(rp.report_dict(result, verdict), prediction, comparisons)),
         csv=rows,
         markdown=lambda: rt.theory_markdown(result, verdict, prediction, comparisons),

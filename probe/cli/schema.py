@@ -2,10 +2,10 @@
 
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
-from probe.cli.common import EXIT_OK, Command, OutputOpt, _emit, app, guard
+from probe.cli.common import EXIT_OK, PANEL_REFERENCE, Command, OutputOpt, _emit, app, guard
 
 
-@app.command("schema", cls=Command)
+@app.command("schema", cls=Command, rich_help_panel=PANEL_REFERENCE)
 def schema_cmd(output: OutputOpt = None) -> None:
     """Print the JSON Schema of a spec, generated from the tables the validator uses.
 

@@ -8,8 +8,11 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    PANEL_EXPERIMENTS,
     Command,
     ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
     EntriesArg,
     Format,
     FormatOpt,
@@ -18,23 +21,25 @@ from probe.cli.common import (
     MaxMemoryOpt,
     OutputOpt,
     PlotOpt,
+    SeedOpt,
     SetOpt,
     Steps,
     TensorboardOpt,
     app,
-    check_plot,
+    check_outputs,
     check_tensorboard,
     guard,
     load_torch,
     memory_guard,
     pairs,
     render,
+    run_overrides,
     wrote,
 )
 from probe.errors import SpecError
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_EXPERIMENTS)
 def sweep(
     entries: EntriesArg,
     depth: Annotated[
@@ -45,9 +50,12 @@ def sweep(
     ] = None,
     config: ConfigOpt = None,
     activation: Annotated[
-        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+        Optional[str], typer.Option(metavar="NAME", help="Override model.activation for entries without one.")
     ] = None,
     set_: SetOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     gate: GateOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
@@ -74,12 +82,11 @@ def sweep(
         widths = sw.parse_ints(width, "--width") if width else None
         if depths is None and widths is None:
             raise SpecError("give --depth D1,D2,... and/or --width W1,W2,...")
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
+        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         if activation is not None:
             overrides["model.activation"] = activation
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
-        if plot is not None:
-            check_plot(plot)
+        check_outputs(output, plot)
         memory_guard(sw.grid(base, entries, depths, widths), max_memory, jobs)
         load_torch()
         if tensorboard is not None:
@@ -100,7 +107,7 @@ def sweep(
         render(
             fmt,
             output,
-            table=lambda: views.sweep_renderable(result, spec_mod.summary(base)),
+            lambda: views.sweep_doc(result, spec_mod.summary(base)),
             json=lambda: views.sweep_json(result),
             csv=lambda: views.sweep_csv(result),
             markdown=lambda: views.sweep_markdown(result),

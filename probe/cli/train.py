@@ -9,8 +9,11 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    PANEL_EXPERIMENTS,
     Command,
     ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
     EntriesArg,
     Format,
     FormatOpt,
@@ -20,13 +23,14 @@ from probe.cli.common import (
     Steps,
     TensorboardOpt,
     app,
-    check_plot,
+    check_outputs,
     check_tensorboard,
     guard,
     load_torch,
     memory_guard,
     pairs,
     render,
+    run_overrides,
     wrote,
 )
 
@@ -36,7 +40,7 @@ class Optimizer(str, Enum):
     sgd = "sgd"
 
 
-@app.command(cls=Command)
+@app.command(cls=Command, rich_help_panel=PANEL_EXPERIMENTS)
 def train(
     entries: EntriesArg,
     config: ConfigOpt = None,
@@ -47,9 +51,11 @@ def train(
     noise: Annotated[float, typer.Option(help="Std of the Gaussian noise on the moons.")] = 0.22,
     seed: Annotated[int, typer.Option(help="Seed of the data, the split and the weights.")] = 9,
     activation: Annotated[
-        Optional[str], typer.Option(help="Override model.activation for entries without one.")
+        Optional[str], typer.Option(metavar="NAME", help="Override model.activation for entries without one.")
     ] = None,
     set_: SetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     plot: PlotOpt = None,
@@ -69,7 +75,7 @@ def train(
         from probe.experiments import train as tr
         from probe.render import views
 
-        overrides = pairs(set_, "", "--set")
+        overrides = {**pairs(set_, "", "--set"), **run_overrides(None, device, dtype)}
         if activation is not None:
             overrides["model.activation"] = activation
         base = (
@@ -80,9 +86,8 @@ def train(
         settings = tr.TrainSettings(samples, noise, 0.25, optimizer.value, lr, steps, seed)
         settings.check()
         memory_guard([base], None)  # the default guard: refuse what does not fit the memory available
+        check_outputs(output, plot)
         load_torch()
-        if plot is not None:
-            check_plot(plot)
         if tensorboard is not None:
             check_tensorboard(tensorboard)
         progress = Steps(len(entries), "training")
@@ -100,7 +105,7 @@ def train(
         render(
             fmt,
             output,
-            table=lambda: views.train_renderable(results, settings, network),
+            lambda: views.train_doc(results, settings, network),
             json=lambda: views.train_json(results, settings),
             csv=lambda: views.train_csv(results),
             markdown=lambda: views.train_markdown(results),

@@ -53,8 +53,7 @@ class Rule:
 
     @property
     def thresholds(self) -> tuple[str, ...]:
-        """The gate keys of the rule's checks, each once (``nonfinite`` judges two directions by one key)."""
-        return tuple(dict.fromkeys(c.key for c in self.checks))
+        return tuple(dict.fromkeys(c.key for c in self.checks))  # collapse checks two values against one key
 
 
 def _fmt(x: float) -> str:

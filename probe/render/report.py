@@ -1,4 +1,4 @@
-"""Report/Verdict -> renderables and text: table, JSON, CSV, Markdown, JUnit. Never prints.
+"""Report/Verdict -> rows and text: JSON, CSV, Markdown, JUnit (the terminal view: run_view.py). Never prints.
 
 Rows are computed by plain functions (``layer_row``, ``compare_row``) so that tests check numbers
 without parsing output; the renderers only lay those rows out.
@@ -15,7 +15,6 @@ from typing import Any
 
 from probe.judge import rules
 from probe.records import AttentionStats, LayerStats, Problem, Report, Run, Verdict
-from probe.render import spark
 from probe.spec import summary, to_dict
 
 FORMAT = "probe.report/1"
@@ -392,126 +391,3 @@ def _xml_safe(text: str) -> str:
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
     return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]", visible, text)
-
-
-# ---- rich renderables ------------------------------------------------------------------------
-
-_STYLE = {"fail": "bold red", "warn": "yellow", "ok": "green"}
-
-
-def run_renderable(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Any:
-    """Spec line, per-layer colored table and verdict, as one rich renderable. Reports with more
-    than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows every row."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    flags = rules.layer_flags(report, verdict)
-    shown = list(report.layers) if max_rows is None else summary_layers(report, verdict, max_rows)
-    typed = any(x.module_type for x in report.layers)
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _RUN_COLUMNS:
-        table.add_column(col, justify="left" if col == "layer" else "right", no_wrap=True)
-        if col == "layer" and typed:
-            table.add_column("type", justify="left", no_wrap=True)
-    # bars on spark's fixed log scale, so vanishing shows without reading numbers
-    table.add_column("std (log)", justify="left", no_wrap=True)
-    table.add_column("grad (log)", justify="left", no_wrap=True)
-    cell_fields = (
-        None,
-        "mean",
-        "std",
-        "zero_ratio",
-        "dead_units",
-        "saturation_ratio",
-        "nonfinite",
-        "correlation",
-        "grad_std",
-        None,
-    )
-    for x in shown:
-        layer_flags = flags.get(x.name, {})
-        row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
-        cells = []
-        for text, f in zip(_layer_cells(x), cell_fields, strict=False):
-            level = layer_flags.get(f) if f else None
-            if f is None and text == x.name:
-                level = row_level
-            cells.append(Text(text, style=_STYLE[level]) if level else Text(text))
-        std_level = layer_flags.get("std")
-        cells.append(Text(spark.std_bar(x.std, 10), style=_STYLE[std_level] if std_level else "cyan"))
-        grad_level = layer_flags.get("grad_std")
-        cells.append(Text(spark.std_bar(x.grad_std, 10), style=_STYLE[grad_level] if grad_level else "cyan"))
-        if typed:
-            cells.insert(1, Text(x.module_type or "", style="dim"))
-        table.add_row(*cells)
-    ranks = f"; {report.world_size} ranks" if report.world_size > 1 else ""
-    parts: list[Any] = [Text(summary(report.spec) + ranks, style="dim"), table]
-    if len(shown) < len(report.layers):
-        parts.append(
-            Text(
-                f"showing {len(shown)} of {len(report.layers)} layers: the first and last, flagged layers and "
-                f"the {EXTREME_ROWS} most extreme stds (--all-layers or --format json for every row)",
-                style="dim",
-            )
-        )
-    if report.attention:
-        parts.append(_attention_table(report, verdict))
-    for note in report.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
-    parts.append(verdict_renderable(verdict))
-    return Group(*parts)
-
-
-def _attention_table(report: Report, verdict: Verdict) -> Any:
-    """Per attention module: logit spread and normalized entropy (red where the rule breaks)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    saturated = {p.layer for p in verdict.problems if p.rule == "attention_saturation"}
-    threshold = report.spec.gate.min_attention_entropy
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _ATTENTION_COLUMNS:
-        table.add_column(col, justify="left" if col == "attention" else "right", no_wrap=True)
-    for a in report.attention:
-        cells = _attention_cells(a)
-        style = "bold red" if a.entropy < threshold else ("yellow" if a.name in saturated else None)
-        table.add_row(*(Text(c, style=style) if style else Text(c) for c in cells))
-    return table
-
-
-def verdict_renderable(verdict: Verdict) -> Any:
-    from rich.text import Text
-
-    text = Text()
-    if verdict.healthy:
-        text.append("verdict: healthy", style="bold green")
-        for w in verdict.warnings:
-            text.append(f"\n  near {w.rule}: {w.message}", style="yellow")
-        return text
-    text.append("verdict: " + verdict_text(verdict), style="bold red")
-    for p in verdict.problems:
-        text.append(f"\n  {p.rule}: {p.message}", style="red")
-    return text
-
-
-def compare_renderable(runs: Sequence[Run], title: str) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _COMPARE_COLUMNS[:-1]:
-        table.add_column(col, justify="left" if col == "run" else "right", no_wrap=True)
-    # per-layer activation std as a sparkline on spark's fixed log scale
-    table.add_column("std/layer", justify="left", no_wrap=True)
-    # wide enough for the longest rule name, so names wrap between words, never inside one
-    longest = max(len(name) for name in rules.RULES) + 1
-    table.add_column(_COMPARE_COLUMNS[-1], justify="left", overflow="fold", min_width=longest)
-    for r in runs:
-        cells = _compare_cells(r)
-        style = "green" if r.verdict.healthy else "red"
-        layers = r.report.layers
-        line = spark.std_sparkline([x.std for x in layers])
-        table.add_row(Text(cells[0], style=style), *cells[1:-1], line, Text(cells[-1], style=style))
-    return Group(Text(title, style="dim"), table)

@@ -13,7 +13,9 @@ from probe.experiments.fix import FixResult
 from probe.judge.depth import DepthReport
 from probe.judge.theory import DEPARTURE_Z, Comparison, Prediction
 from probe.records import Report, Run, Verdict
-from probe.render.report import FORMAT, clean, compare_renderable, fmt, fmt_cosine, report_dict, verdict_renderable
+from probe.render.doc import NAME_BREAKS, Cell, Column, Doc, Line, doc, table
+from probe.render.report import FORMAT, clean, fmt, fmt_cosine, report_dict
+from probe.render.run_view import compare_doc, run_doc, verdict_lines
 from probe.spec import summary, to_dict
 
 THEORY_COLUMNS = (
@@ -71,32 +73,47 @@ def theory_note(prediction: Prediction, comparisons: Sequence[Comparison]) -> st
     )
 
 
-def theory_renderable(
-    report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]
-) -> Any:
+def theory_doc(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> Doc:
     """Spec line, measured vs predicted per layer, the theory note and the verdict. Without a
     prediction: ``probe run``'s own table, with the reason above the verdict."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
+    note_style = "yellow" if any(c.departs for c in comparisons) else "dim"
+    note = Line(theory_note(prediction, comparisons), note_style, "theory")
     if not prediction.available:
-        from probe.render.report import run_renderable
-
-        group = run_renderable(report, verdict)
-        group.renderables.insert(len(group.renderables) - 1, Text(theory_note(prediction, comparisons), style="dim"))
-        return group
-
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in THEORY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("layer", "") else "right", no_wrap=True)
+        shown = run_doc(report, verdict)
+        at = next(i for i, s in enumerate(shown.sections) if isinstance(s, Line) and s.key == "verdict")
+        return Doc((*shown.sections[:at], note, *shown.sections[at:]), shown.title)
+    columns = [
+        Column("layer", "name", align="left", wrap=NAME_BREAKS),
+        Column("std"),
+        Column("expected std", "expected_std", short="E std"),
+        Column("+-se", "std_error"),
+        Column("z", "std_z"),
+        Column("grad std", "grad_std"),
+        Column("expected grad", "expected_grad_std", short="E grad"),
+        Column("+-se", "grad_std_error"),
+        Column("z", "grad_z"),
+        Column("chi"),
+        Column("cos", "correlation"),
+        Column("expected cos", "expected_correlation", short="E cos"),
+        Column("", "departs", align="left"),
+    ]
     chis = _chis(prediction)
+    rows = []
     for c in comparisons:
-        cells = theory_cells(c, chis.get(c.name))
         style = "yellow" if c.departs else None
-        table.add_row(*(Text(cell, style=style) if style else Text(cell) for cell in cells))
-    note = Text(theory_note(prediction, comparisons), style="yellow" if any(c.departs for c in comparisons) else "dim")
-    return Group(Text(summary(report.spec), style="dim"), table, note, verdict_renderable(verdict))
+        values = (
+            c.name, c.std, c.expected_std, c.std_error, c.std_z, c.grad_std,
+            c.expected_grad_std, c.grad_std_error, c.grad_z, chis.get(c.name), c.correlation,
+            c.expected_correlation, c.departs,
+        )  # fmt: skip
+        rows.append([Cell(t, style, clean(v)) for t, v in zip(theory_cells(c, chis.get(c.name)), values, strict=True)])
+    return doc(
+        Line(summary(report.spec), "dim", "spec"),
+        table(columns, rows, key="layers"),
+        note,
+        verdict_lines(verdict),
+        title=f"probe run --theory: {report.spec.name}",
+    )
 
 
 def theory_markdown(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
@@ -165,36 +182,45 @@ def fix_dict(fixed: FixResult, saved: str | None) -> dict[str, Any]:
     }
 
 
-def fix_renderable(fixed: FixResult, saved: str | None) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in SCALE_COLUMNS:
-        table.add_column(col, justify="left" if col in ("layer", "module", "status") else "right", no_wrap=True)
+def fix_doc(fixed: FixResult, saved: str | None) -> Doc:
+    """The LSUV settings, one row per rescaled layer, then before and after as ``compare`` rows."""
+    columns = [
+        Column("layer", align="left", wrap=NAME_BREAKS),
+        Column("module", align="left"),
+        Column("scale"),
+        Column("variance before", "variance_before", short="var0"),
+        Column("variance after", "variance_after", short="var1"),
+        Column("passes", "iterations"),
+        Column("status", align="left"),
+    ]
+    rows = []
     for row in scale_rows(fixed):
-        status = Text(row["status"], style="green" if row["status"] == "ok" else "bold red")
-        table.add_row(
+        texts = [
             row["layer"],
             row["module"],
             fmt(row["scale"]),
             fmt(row["variance_before"]),
             fmt(row["variance_after"]),
-            str(row["iterations"]),
-            status,
+        ]
+        rows.append(
+            [
+                *(Cell(t, None, v) for t, v in zip(texts, list(row.values())[:5], strict=True)),
+                Cell(str(row["iterations"]), None, row["iterations"]),
+                Cell(row["status"], "green" if row["status"] == "ok" else "bold red"),
+            ]
         )
     lsuv = fixed.lsuv
     ruled = any(t.target.startswith("weight") for r in fixed.fixed_spec.init.rules for t in r.targets)
     start = f"{lsuv.start} (init.rules' weights where they match)" if ruled else lsuv.start
-    title = Text(
-        f"LSUV from {start}: unit output variance within {lsuv.tolerance:g}, at most {lsuv.max_iter} passes a layer",
-        style="dim",
+    title = f"LSUV from {start}: unit output variance within {lsuv.tolerance:g}, at most {lsuv.max_iter} passes a layer"
+    before_after = compare_doc(fix_runs(fixed), summary(fixed.before.spec))
+    return doc(
+        Line(title, "dim", "lsuv"),
+        table(columns, rows, key="layers"),
+        before_after.sections,
+        Line(f"saved the fixed state dict to {saved}", "dim", "saved") if saved else None,
+        title="probe fix",
     )
-    parts = [title, table, compare_renderable(fix_runs(fixed), summary(fixed.before.spec))]
-    if saved:
-        parts.append(Text(f"saved the fixed state dict to {saved}", style="dim"))
-    return Group(*parts)
 
 
 # ---- probe depth -----------------------------------------------------------------------------
@@ -242,48 +268,62 @@ def _breaks(depth: int | None, rule: str | None, max_depth: int) -> str:
     return f"> {max_depth}" if depth is None else f"{depth} ({rule})"
 
 
-def depth_renderable(result: DepthReport) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in DEPTH_COLUMNS:
-        table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+def depth_doc(result: DepthReport) -> Doc:
+    columns = [
+        Column("strategy", align="left"),
+        Column("sigma_w^2", "sigma_w2"),
+        Column("q deep", "q_deep"),
+        Column("chi deep", "chi_deep"),
+        Column("forward breaks at", "forward", short="fwd breaks", wrap=" "),
+        Column("gradient breaks at", "gradient", short="grad breaks", wrap=" "),
+    ]
+    rows = []
     for x in result.limits:
         if x.reason is not None:
-            table.add_row(x.strategy, Text(x.reason, style="dim"), "", "", "", "")
+            rows.append([Cell(x.strategy), Cell(x.reason, "dim"), Cell(""), Cell(""), Cell(""), Cell("")])
             continue
-        table.add_row(
-            x.strategy,
-            fmt(x.sigma_w2),
-            fmt(x.q_deep),
-            fmt(x.chi_deep),
-            _breaks(x.forward_depth, x.forward_rule, result.max_depth),
-            _breaks(x.gradient_depth, x.gradient_rule, result.max_depth),
+        rows.append(
+            [
+                Cell(x.strategy),
+                Cell(fmt(x.sigma_w2), None, clean(x.sigma_w2)),
+                Cell(fmt(x.q_deep), None, clean(x.q_deep)),
+                Cell(fmt(x.chi_deep), None, clean(x.chi_deep)),
+                Cell(_breaks(x.forward_depth, x.forward_rule, result.max_depth)),
+                Cell(_breaks(x.gradient_depth, x.gradient_rule, result.max_depth)),
+            ]
         )
     parts: list[Any] = [
-        Text(summary(result.spec), style="dim"),
-        Text(f"mean-field depth limits (hidden layers, up to {result.max_depth}) against the spec's gate", style="dim"),
-        table,
+        Line(summary(result.spec), "dim", "spec"),
+        Line(f"mean-field depth limits (hidden layers, up to {result.max_depth}) against the spec's gate", "dim"),
+        table(columns, rows, key="limits"),
     ]
     if result.edge:
-        edge = Table(show_edge=False, header_style="bold", pad_edge=False)
-        for col in ("sigma_b^2", "sigma_w^2 (chi = 1)", "gain", "q*"):
-            edge.add_column(col, justify="right", no_wrap=True)
-        for e in result.edge:
-            edge.add_row(f"{e.sigma_b2:g}", fmt(e.sigma_w2), fmt(e.gain), fmt(e.q_star))
+        edge_columns = [
+            Column("sigma_b^2", "sigma_b2"),
+            Column("sigma_w^2 (chi = 1)", "sigma_w2", short="sigma_w^2"),
+            Column("gain"),
+            Column("q*", "q_star"),
+        ]
+        edge_rows = [
+            [
+                Cell(f"{e.sigma_b2:g}", None, e.sigma_b2),
+                Cell(fmt(e.sigma_w2), None, clean(e.sigma_w2)),
+                Cell(fmt(e.gain), None, clean(e.gain)),
+                Cell(fmt(e.q_star), None, clean(e.q_star)),
+            ]
+            for e in result.edge
+        ]
         act = result.spec.model.activation.name
         parts += [
-            Text(f"edge of chaos for {act}: chi = sigma_w^2 E[phi'(z)^2] = 1 at the fixed point q*", style="dim"),
-            edge,
-            Text(
+            Line(f"edge of chaos for {act}: chi = sigma_w^2 E[phi'(z)^2] = 1 at the fixed point q*", "dim"),
+            table(edge_columns, edge_rows, key="edge_of_chaos"),
+            Line(
                 "sigma_w^2 below the edge: ordered (signal and gradient fade); above: chaotic (gradients grow). "
                 "With sigma_b^2 = 0 the edge has q* = 0, so gain 1 (Xavier with fan_in = fan_out) decays "
                 "slowly (q ~ 1/(2 l)) but really; a flat signal and gradient need sigma_b^2 > 0 and the gain above.",
-                style="dim",
+                "dim",
             ),
         ]
     elif result.edge_reason:
-        parts.append(Text(result.edge_reason, style="dim"))
-    return Group(*parts)
+        parts.append(Line(result.edge_reason, "dim"))
+    return doc(parts, title="probe depth")

@@ -1,4 +1,4 @@
-"""Rows and renderables for ``train``, ``sweep``, ``inspect`` and ``advise``. Never prints.
+"""Rows and views (``Doc``s) for ``train``, ``sweep``, ``inspect``, ``advise`` and ``rules``. Never prints.
 
 As in ``report.py``: each command's rows come from a plain function (tests check numbers there),
 and the table, JSON, CSV and Markdown layouts are built from those rows.
@@ -15,6 +15,7 @@ from probe.experiments.sweep import SweepResult
 from probe.experiments.train import TrainResult, TrainSettings
 from probe.judge.advice import Advice
 from probe.render import spark
+from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, doc, table
 from probe.render.report import clean, csv_text, dumps, fmt, md_table
 from probe.spec import Spec
 
@@ -71,20 +72,35 @@ def train_network_line(spec: Spec) -> str:
     return f"network: {m.kind} {m.input_dim} -> {m.width} x {m.depth} -> {m.output_dim} {m.activation.name}{norm}; bias init {spec.init.bias.name} (torch's own for 'default')"
 
 
-def train_renderable(results: Sequence[TrainResult], settings: TrainSettings, title: str) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _TRAIN_COLUMNS:
-        table.add_column(col, justify="left" if col in ("run", "flags", "loss curve") else "right", no_wrap=True)
+def train_doc(results: Sequence[TrainResult], settings: TrainSettings, title: str) -> Doc:
+    columns = [
+        Column("run", align="left", wrap=NAME_BREAKS),
+        Column("start loss", "start_loss"),
+        Column("end loss", "end_loss"),
+        Column("val acc", "val_accuracy"),
+        Column("loss curve", align="left", picture=True),
+        Column("flags", align="left", wrap=LIST_BREAKS),
+    ]
     scale = _loss_scale(results)
+    rows = []
     for r in results:
         cells = _train_cells(r, scale)
         style = "red" if r.stuck else ("yellow" if r.warning_start else "green")
-        table.add_row(Text(cells[0], style=style), *cells[1:-1], Text(cells[-1], style=style))
-    return Group(Text(title, style="dim"), Text(train_settings_line(settings), style="dim"), table)
+        values = (clean(r.start_loss), clean(r.end_loss), clean(r.val_accuracy))
+        rows.append(
+            [
+                Cell(cells[0], style),
+                *(Cell(t, None, v) for t, v in zip(cells[1:4], values, strict=True)),
+                Cell(cells[4], "cyan"),
+                Cell(cells[-1], style, list(r.flags)),
+            ]
+        )
+    return doc(
+        Line(title, "dim", "network"),
+        Line(train_settings_line(settings), "dim", "settings"),
+        table(columns, rows, key="runs"),
+        title="probe train",
+    )
 
 
 def train_json(results: Sequence[TrainResult], settings: TrainSettings) -> str:
@@ -197,28 +213,34 @@ def slope_lines(result: SweepResult) -> list[str]:
     return lines
 
 
-def sweep_renderable(result: SweepResult, title: str) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for col in _SWEEP_COLUMNS:
-        left = col in ("run", "verdict", "per-layer std")
-        table.add_column(col, justify="left" if left else "right", no_wrap=col != "verdict")
+def sweep_doc(result: SweepResult, title: str) -> Doc:
+    columns = [
+        Column("run", align="left", wrap=NAME_BREAKS),
+        Column("depth"),
+        Column("width"),
+        Column("last std", "last_std"),
+        Column("grad first/last", "grad_ratio", short="g1/L"),
+        Column("per-layer std", align="left", picture=True),
+        Column("verdict", align="left", wrap=LIST_BREAKS),
+    ]
+    rows = []
     for c, cells in zip(result.cells, _sweep_cells(result), strict=True):
         style = "green" if c.healthy else "red"
-        table.add_row(Text(cells[0], style=style), *cells[1:-1], Text(cells[-1], style=style))
-    parts: list[Any] = [Text(title, style="dim"), table]
+        values = (c.depth, c.width, clean(c.last_std), clean(c.grad_ratio))
+        rows.append(
+            [
+                Cell(cells[0], style),
+                *(Cell(t, None, v) for t, v in zip(cells[1:5], values, strict=True)),
+                Cell(cells[5], "cyan"),
+                Cell(cells[-1], style),
+            ]
+        )
+    parts: list[Any] = [Line(title, "dim", "spec"), table(columns, rows, key="cells")]
     if len(result.depths) > 1:
-        parts.append(Text("\n".join(first_failing_lines(result)), style="bold"))
-    slopes = result.width_slopes()
-    if slopes:
-        text = Text()
-        for s, line in zip(slopes, slope_lines(result), strict=True):
-            text.append(line + "\n", style="red" if s.drifts else "green")
-        parts.append(text)
-    return Group(*parts)
+        parts += [Line(line, "bold") for line in first_failing_lines(result)]
+    for s, line in zip(result.width_slopes(), slope_lines(result), strict=True):
+        parts.append(Line(line, "red" if s.drifts else "green"))
+    return doc(parts, title="probe sweep")
 
 
 def sweep_json(result: SweepResult) -> str:
@@ -292,38 +314,59 @@ def _act_cells(ins: Inspection) -> list[list[str]]:
     return [[x.name, fmt(x.mean), fmt(x.std), spark.std_bar(x.std)] for x in ins.activations]
 
 
-def inspect_renderable(ins: Inspection, title: str) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    params = Table(show_edge=False, header_style="bold", pad_edge=False, title="parameters", title_justify="left")
-    for col in _PARAM_COLUMNS:
-        params.add_column(col, justify="left" if col in ("parameter", "rule", "") else "right", no_wrap=True)
+def inspect_doc(ins: Inspection, title: str) -> Doc:
+    params = [
+        Column("parameter", "name", align="left", wrap=NAME_BREAKS),
+        Column("shape"),
+        Column("fan_in"),
+        Column("fan_out"),
+        Column("rule", align="left", wrap=" "),
+        Column("mean"),
+        Column("std"),
+        Column("expected std", "expected_std", short="exp std"),
+        Column("", "mismatch", align="left"),
+    ]
+    rows = []
     for p, cells in zip(ins.params, _param_cells(ins), strict=True):
-        params.add_row(*cells[:-1], Text(cells[-1], style="bold red"), style="red" if p.mismatch else None)
-    parts: list[Any] = [Text(title, style="dim"), params]
-    if ins.activations:
-        acts = Table(
-            show_edge=False,
-            header_style="bold",
-            pad_edge=False,
-            title="activations (forward only)",
-            title_justify="left",
+        style = "red" if p.mismatch else None
+        values = (
+            p.name,
+            list(p.shape),
+            p.fan_in,
+            p.fan_out,
+            p.rule,
+            clean(p.mean),
+            clean(p.std),
+            clean(p.expected_std),
         )
-        for col in _ACT_COLUMNS:
-            acts.add_column(col, justify="left" if col in ("layer", "std (log scale)") else "right", no_wrap=True)
-        for cells in _act_cells(ins):
-            acts.add_row(*cells)
-        parts.append(acts)
+        rows.append(
+            [
+                *(Cell(t, style, v) for t, v in zip(cells[:-1], values, strict=True)),
+                Cell(cells[-1], "bold red", p.mismatch),
+            ]
+        )
+    parts: list[Any] = [Line(title, "dim", "spec"), table(params, rows, "parameters", key="parameters")]
+    if ins.activations:
+        acts = [
+            Column("layer", "name", align="left", wrap=NAME_BREAKS),
+            Column("mean"),
+            Column("std"),
+            Column("std (log scale)", align="left", picture=True),
+        ]
+        act_rows = [
+            [Cell(c[0]), Cell(c[1], None, clean(x.mean)), Cell(c[2], None, clean(x.std)), Cell(c[3], "cyan")]
+            for x, c in zip(ins.activations, _act_cells(ins), strict=True)
+        ]
+        parts.append(table(acts, act_rows, "activations (forward only)", key="activations"))
     bad = len(ins.mismatches)
     parts.append(
-        Text(
+        Line(
             f"{bad} parameter(s) differ from their init rule" if bad else "every parameter matches its init rule",
-            style="bold red" if bad else "bold green",
+            "bold red" if bad else "bold green",
+            "verdict",
         )
     )
-    return Group(*parts)
+    return doc(parts, title="probe inspect")
 
 
 def inspect_json(ins: Inspection) -> str:
@@ -357,11 +400,51 @@ def inspect_markdown(ins: Inspection) -> str:
 # ---- advice ----------------------------------------------------------------------------------
 
 
-def advice_renderable(advice: Advice) -> Any:
-    from rich.text import Text
+def advice_doc(advice: Advice) -> Doc:
+    """The advice lines: a mismatch or a fix to try in yellow, the rest in green."""
+    return doc(
+        [Line(line, "yellow" if line.startswith(("mismatch", "try")) else "green") for line in advice.lines()],
+        title="probe advise",
+    )
 
-    text = Text()
-    for i, line in enumerate(advice.lines()):
-        style = "yellow" if line.startswith(("mismatch", "try")) else "green"
-        text.append(("\n" if i else "") + line, style=style)
-    return text
+
+ADVICE_FORMAT = "probe.advice/1"
+
+
+def advise_doc(advice: Advice) -> Doc:
+    """``probe advise``: one row per piece of advice (mismatch, try, ok) and its text."""
+    columns = [Column("advice", "kind", align="left"), Column("", "text", align="left", wrap=" ")]
+    rows = []
+    for line in advice.lines():
+        kind, _, text = line.partition(": ")
+        style = "yellow" if kind in ("mismatch", "try") else "green"
+        rows.append([Cell(kind, style), Cell(text, style)])
+    return doc(table(columns, rows, key="advice"), title=f"probe advise: {advice.spec_name}")
+
+
+def advise_json(advice: Advice) -> str:
+    return dumps({"format": ADVICE_FORMAT, "spec": advice.spec_name, **advice.to_dict(), "lines": advice.lines()})
+
+
+# ---- rules -----------------------------------------------------------------------------------
+
+
+def rules_doc() -> Doc:
+    """The health rules, their gate keys, defaults and meaning."""
+    from probe.judge.rules import RULES
+    from probe.spec import GATE_PARAMS
+
+    columns = [
+        Column("rule", align="left", wrap=" "),
+        Column("gate key", "gate_key", align="left"),
+        Column("default"),
+        Column("meaning", align="left", wrap=" "),
+    ]
+    rows = []
+    for rule in RULES.values():
+        for key in rule.thresholds:
+            p = GATE_PARAMS[key]
+            rows.append(
+                [Cell(rule.name), Cell(key), Cell(f"{p.default:g}", None, p.default), Cell(p.help.split(": ", 1)[-1])]
+            )
+    return doc(table(columns, rows, key="rules"), title="probe rules")

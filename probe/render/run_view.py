@@ -1,0 +1,161 @@
+"""The views of ``run``, ``compare`` and ``check`` as ``Doc``s (render/writers.py lays them out
+in every format): the rows of report.py with their styles, pictures and verdict lines. Never prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from probe.judge import rules
+from probe.records import Report, Run, Verdict
+from probe.render import spark
+from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table, doc, table
+from probe.render.report import (
+    EXTREME_ROWS,
+    SUMMARY_ROWS,
+    _attention_cells,
+    _compare_cells,
+    _layer_cells,
+    check_lines,
+    clean,
+    compare_row,
+    summary_layers,
+    verdict_text,
+)
+from probe.spec import summary
+
+# ---- the terminal view (a Doc; render/writers.py lays it out) ---------------------------------
+
+_STYLE = {"fail": "bold red", "warn": "yellow", "ok": "green"}
+
+# (header, short header for narrow terminals, field the rules flag)
+_RUN_VIEW = (
+    ("mean", "", "mean"),
+    ("std", "", "std"),
+    ("zero", "", "zero_ratio"),
+    ("dead", "", "dead_units"),
+    ("sat", "", "saturation_ratio"),
+    ("nonfinite", "nf", "nonfinite"),
+    ("cos", "", "correlation"),
+    ("grad std", "", "grad_std"),
+    ("W grad norm", "|gW|", None),
+)
+
+
+def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
+    """Spec line, per-layer table (flagged cells colored, log-scale bars) and verdict. Reports
+    with more than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows all."""
+    flags = rules.layer_flags(report, verdict)
+    shown = list(report.layers) if max_rows is None else summary_layers(report, verdict, max_rows)
+    typed = any(x.module_type for x in report.layers)
+    columns = [Column("layer", "name", align="left", wrap=NAME_BREAKS)]
+    if typed:
+        columns.append(Column("type", "module_type", align="left"))
+    columns += [Column(h, f or "weight_grad_norm", short=short) for h, short, f in _RUN_VIEW]
+    # bars on spark's fixed log scale, so vanishing shows without reading numbers
+    columns += [Column("std (log)", align="left", picture=True), Column("grad (log)", align="left", picture=True)]
+    rows = []
+    for x in shown:
+        layer_flags = flags.get(x.name, {})
+        row_level = "fail" if "fail" in layer_flags.values() else ("warn" if layer_flags else "ok")
+        texts = _layer_cells(x)
+        cells = [Cell(texts[0], _STYLE[row_level], x.name)]
+        if typed:
+            cells.append(Cell(x.module_type or "", "dim"))
+        for text, (_, _, f) in zip(texts[1:], _RUN_VIEW, strict=True):
+            level = layer_flags.get(f) if f else None
+            cells.append(Cell(text, _STYLE[level] if level else None, clean(getattr(x, f or "weight_grad_norm"))))
+        for value, f in ((x.std, "std"), (x.grad_std, "grad_std")):
+            level = layer_flags.get(f)
+            cells.append(Cell(spark.std_bar(value, 10), _STYLE[level] if level else "cyan"))
+        rows.append(cells)
+    ranks = f"; {report.world_size} ranks" if report.world_size > 1 else ""
+    parts: list[Any] = [Line(summary(report.spec) + ranks, "dim", "spec"), table(columns, rows, key="layers")]
+    if len(shown) < len(report.layers):
+        parts.append(
+            Line(
+                f"showing {len(shown)} of {len(report.layers)} layers: the first and last, flagged layers and "
+                f"the {EXTREME_ROWS} most extreme stds (--all-layers or --format json for every row)",
+                "dim",
+            )
+        )
+    if report.attention:
+        parts.append(_attention_table(report, verdict))
+    parts += [Line(f"note: {note}", "yellow") for note in report.notes]
+    parts += verdict_lines(verdict)
+    return doc(parts, title=f"probe run: {report.spec.name}")
+
+
+def _attention_table(report: Report, verdict: Verdict) -> Table:
+    """Per attention module: logit spread and normalized entropy (red where the rule breaks)."""
+    saturated = {p.layer for p in verdict.problems if p.rule == "attention_saturation"}
+    threshold = report.spec.gate.min_attention_entropy
+    columns = [
+        Column("attention", "name", align="left", wrap=NAME_BREAKS),
+        Column("calls"),
+        Column("logit std", "logit_std"),
+        Column("entropy"),
+    ]
+    rows = []
+    for a in report.attention:
+        style = "bold red" if a.entropy < threshold else ("yellow" if a.name in saturated else None)
+        values = (a.name, a.calls, clean(a.logit_std), clean(a.entropy))
+        rows.append([Cell(t, style, v) for t, v in zip(_attention_cells(a), values, strict=True)])
+    return table(columns, rows, key="attention")
+
+
+def verdict_lines(verdict: Verdict) -> list[Line]:
+    """The verdict line (JSON key ``verdict``) and one line per problem or near miss."""
+    if verdict.healthy:
+        return [Line("verdict: healthy", "bold green", "verdict")] + [
+            Line(f"  near {w.rule}: {w.message}", "yellow") for w in verdict.warnings
+        ]
+    return [Line("verdict: " + verdict_text(verdict), "bold red", "verdict")] + [
+        Line(f"  {p.rule}: {p.message}", "red") for p in verdict.problems
+    ]
+
+
+_COMPARE_VIEW = (  # (header, short header, compare_row key)
+    ("first std", "std1", "first_std"),
+    ("last std", "stdL", "last_std"),
+    ("last/1st", "", "std_ratio"),
+    ("last 0s", "0s", "last_zero_ratio"),
+    ("dead", "", "dead_units"),
+    ("sat", "", "saturation_ratio"),
+    ("grad 1st/last", "g1/L", "grad_ratio"),
+)
+
+
+def compare_doc(runs: Sequence[Run], title: str) -> Doc:
+    """One row per run: the first/last std, their ratio, zeros, dead units, saturation, the
+    gradient ratio, the per-layer std as a sparkline and the verdict."""
+    columns = [Column("run", align="left", wrap=NAME_BREAKS)]
+    columns += [Column(h, key, short=short) for h, short, key in _COMPARE_VIEW]
+    columns += [Column("std/layer", align="left", picture=True), Column("verdict", align="left", wrap=LIST_BREAKS)]
+    rows = []
+    for r in runs:
+        texts, row = _compare_cells(r), compare_row(r)
+        style = "green" if r.verdict.healthy else "red"
+        line = spark.std_sparkline([x.std for x in r.report.layers])
+        values = [row[key] for _, _, key in _COMPARE_VIEW]
+        rows.append(
+            [
+                Cell(texts[0], style),
+                *(Cell(t, None, v) for t, v in zip(texts[1:-1], values, strict=True)),
+                Cell(line, "cyan"),
+                Cell(texts[-1], style),
+            ]
+        )
+    return doc(Line(title, "dim", "spec"), table(columns, rows, key="runs"), title="probe compare")
+
+
+def check_doc(runs: Sequence[Run]) -> Doc:
+    """``probe check``: one red line per problem, then the summary line (JSON key ``verdict``)."""
+    lines = check_lines(runs)
+    healthy = all(r.verdict.healthy for r in runs)
+    return doc(
+        [Line(line, "red") for line in lines[:-1]],
+        Line(lines[-1], "bold green" if healthy else "bold red", "verdict"),
+        title="probe check",
+    )
