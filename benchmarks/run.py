@@ -19,6 +19,7 @@ import compare_vs_seed
 import cuda_sync
 import memory
 import overhead
+import real_model
 import startup
 import torch
 
@@ -45,6 +46,7 @@ def main() -> None:
         ("overhead", lambda: overhead.results(args.quick)),
         ("memory", memory.results),
         ("compare vs seed", lambda: compare_vs_seed.results(3 if args.quick else 9)),
+        ("real model", lambda: real_model.results(args.quick)),
         ("cuda", cuda_sync.results),
     ]:
         print(f"{name}:", flush=True)

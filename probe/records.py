@@ -35,6 +35,16 @@ class LayerStats:
     module_type: str | None = None  # non-MLP models: the class of the watched module
     init_rule: str | None = None  # non-MLP models: what initialized its weight
     grad_nonfinite: int | None = None  # nan/inf in d loss / d output and d loss / d weight (None: no backward)
+    # what the row is in the network (stream, branch, activation, norm, embedding, head; see
+    # probe/model/roles.py): the rules judge each role by what it means
+    role: str = "stream"
+    # per sample, ||output|| * ||d loss / d output||, averaged over samples: the backward signal in
+    # a form that pooling and broadcasting do not change (docs/verdicts.md derives it)
+    grad_scale: float | None = None
+    # ||d loss / d weight|| / ||weight||: how fast this layer's weight moves relative to its size
+    weight_grad_ratio: float | None = None
+    # a residual block's rms(output - input) / rms(input): how much its branch adds to the stream
+    branch_ratio: float | None = None
     # mean pairwise cosine between samples' (flattened, uncentered) outputs: 1 = every input maps
     # to the same direction (correlation collapse); None: fewer than two samples
     correlation: float | None = None
@@ -80,6 +90,12 @@ class Report:
         """First layer's gradient std over the last layer's (how much backward signal survives)."""
         return _ratio(self.first.grad_std, self.last.grad_std)
 
+    def signal(self) -> tuple[LayerStats, ...]:
+        """The rows on the signal path (``stream``) and the head: what vanishing and exploding
+        judge. A report without such rows (no role detected) judges every row."""
+        rows = tuple(x for x in self.layers if x.role in ("stream", "head"))
+        return rows or self.layers
+
 
 def _ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den == 0 or den != den or num != num:
@@ -97,13 +113,16 @@ class Problem:
     threshold: float
     message: str
     gate_key: str = ""  # the GateSpec field holding the threshold (what to override)
+    # "error": stops or stalls training; "warning": slows it (or a hair past a threshold); "note"
+    severity: str = "error"
 
 
 @dataclass(frozen=True)
 class Verdict:
     healthy: bool
     problems: tuple[Problem, ...] = ()
-    warnings: tuple[Problem, ...] = field(default=())
+    warnings: tuple[Problem, ...] = field(default=())  # broken at warning severity, or near a threshold
+    notes: tuple[Problem, ...] = field(default=())  # by design, not a failure (identity blocks)
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,11 @@ def inplace_relu(width: int = 16, depth: int = 3, dtype: str = "float32") -> nn.
     return nn.Sequential(*layers).to(getattr(torch, dtype))
 
 
+def norm_only(width: int = 8) -> nn.Module:
+    """No weight with two or more dimensions: an init strategy has nothing to fill."""
+    return nn.Sequential(nn.LayerNorm(width), nn.Tanh())
+
+
 class RarelyFiring(nn.Module):
     """Units that fire on a few samples only (so a unit can be alive on one rank's rows and not
     on another's), a parameter the forward never uses, and a second output whose batch dimension

@@ -6,6 +6,7 @@ Expected values come from the variance algebra in the comments, not from a previ
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,13 @@ def test_he_beats_xavier_on_a_deep_relu_conv_stack() -> None:
     gap = (he.last.std / he.first.std) / (xavier.last.std / xavier.first.std)
     expected = 2 ** ((depth - 1) / 2)
     assert expected / 2 < gap < expected * 2
-    assert "vanishing" in {p.rule for p in evaluate(xavier).problems}
-    assert "vanishing" not in {p.rule for p in evaluate(he).problems}
+    # a 2^7.5 loss in std is moderate vanishing (issue 14: Xavier + ReLU at depth 20 trained under
+    # Adam): a warning, an error under the SGD hint
+    verdict = evaluate(xavier)
+    assert verdict.healthy and ("vanishing", "warning") in {(w.rule, w.severity) for w in verdict.warnings}
+    sgd = replace(xavier.spec.gate, optimizer="sgd")
+    assert "vanishing" in {p.rule for p in evaluate(xavier, sgd).problems}
+    assert "vanishing" not in {p.rule for p in (*evaluate(he).problems, *evaluate(he, sgd).problems)}
 
 
 # ---- LSTM: forget-gate bias 1 keeps the gradient alive through time -------------------------------

@@ -75,7 +75,9 @@ def test_table_output_to_a_file_is_plain_text(cli: Any, tmp_path: Path) -> None:
 def test_gate_override_on_the_command_line(cli: Any) -> None:
     spec = str(CONFIGS / "lab1_xavier_tanh.yaml")
     assert "verdict: healthy" in cli("run", spec).stdout
-    strict = cli("run", spec, "--gate", "min_std=0.5")
+    # 0.24 against 0.5 is a factor of 2 past: a warning, which fail_on: warning makes fail
+    assert "warning vanishing" in cli("run", spec, "--gate", "min_std=0.5").stdout
+    strict = cli("run", spec, "--gate", "min_std=0.5", "--gate", "fail_on=warning")
     assert "UNHEALTHY: vanishing" in strict.stdout
 
 

@@ -58,7 +58,8 @@ def test_problems_carry_rule_layer_value_threshold_message(broken: rp.Run) -> No
     data = json.loads(rp.run_json(broken.report, broken.verdict))
     assert data["verdict"]["healthy"] is False
     problem = data["verdict"]["problems"][0]
-    assert set(problem) == {"rule", "layer", "value", "threshold", "message"}
+    assert set(problem) == {"rule", "severity", "layer", "value", "threshold", "message"}
+    assert problem["severity"] == "error"
 
 
 def test_non_finite_numbers_become_null_in_strict_json(small: rp.Run) -> None:

@@ -46,7 +46,10 @@ def test_assert_healthy_message_holds_the_verdict_lines() -> None:
     # torch's Linear draws U(+-1/sqrt(16)), std 1/sqrt(48), here times 0.01; 16 unit-variance inputs
     # give std 4 * 0.01/sqrt(48) = 0.0058 < 0.01
     assert re.search(r"\n  vanishing at 0: value 0\.00\d+, threshold 0\.01: activation std", message), message
-    assert "\n  gradient_vanishing at 0: value " in message
+    # no gradient_vanishing line: per sample, ||output|| x ||gradient|| is level through this chain
+    # (each layer's output and gradient shrink alike: the weights' gradients are balanced), so the
+    # forward rule tells the story (issue 14; it was gradient std / output gradient std)
+    assert "gradient_vanishing" not in message
 
 
 def test_gate_keywords_loosen_the_rules() -> None:
@@ -75,7 +78,7 @@ def test_tiny_init(probe_report):
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     with torch.no_grad():
         for p in model.parameters():
-            p.mul_(0.01)
+            p.mul_(1e-4)  # std ~6e-5: vanishing by more than 2 decades, an error (0.01x is a warning)
     report = probe_report(model, (16,), batch_size=64)
     assert report.verdict.healthy, "\\n".join(report.verdict_lines())
 """

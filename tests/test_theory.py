@@ -276,7 +276,8 @@ def test_run_without_theory_keeps_the_plain_report() -> None:
     ids=["conv", "user-model"],
 )
 def test_cli_theory_without_a_prediction_shows_the_run_table_and_the_reason(args: list[str], reason: str) -> None:
-    result = runner.invoke(app, ["run", *args, "--theory"])
+    # wide enough for the user model's type and role columns (tables that fit 80 columns: issue 11)
+    result = runner.invoke(app, ["run", *args, "--theory"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
     assert f"theory: no prediction for {reason}" in text

@@ -49,17 +49,28 @@ def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_awkward_model_with_dict_output() -> None:
     report = probe_json("--model", f"{M}:awkward", "--input-shape", "3,8,8")
     by_name = rows(report)
-    # every module with parameters and every activation module that ran, in forward order
+    # every module with parameters, every activation module and every repeated block that ran, in
+    # the order they finished (issue 14: a block's output is the stream, so it gets a row)
     assert list(by_name) == [
         "stem",
         "blocks.0.conv",
         "blocks.0.bn",
         "blocks.0.relu",
+        "blocks.0",
         "blocks.1.conv",
         "blocks.1.bn",
         "blocks.1.relu",
+        "blocks.1",
         "head",
     ]
+    assert [by_name[n]["role"] for n in ("stem", "blocks.0.conv", "blocks.0.bn", "blocks.0.relu", "blocks.0")] == [
+        "stream",
+        "branch",
+        "norm",
+        "activation",
+        "stream",
+    ]
+    assert by_name["head"]["role"] == "head"
     # the reused conv pools both calls: 2 x (8 samples x 4 channels x 8 x 8) values
     assert by_name["blocks.0.conv"]["module_type"] == "Conv2d"
     # BatchNorm in train mode normalizes with the batch statistics: std 1 up to n/(n-1)

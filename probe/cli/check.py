@@ -33,6 +33,7 @@ from probe.cli.common import (
     run_overrides,
     write_output,
 )
+from probe.cli.gate_options import OptimizerOpt, optimizer_override
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -44,6 +45,7 @@ def check(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    optimizer: OptimizerOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -61,6 +63,7 @@ def check(
         from probe.experiments import batch
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        overrides.update(optimizer_override(optimizer))
         specs = [spec_mod.load(p, overrides) for p in spec_paths]
         check_outputs(output, junit=junit)
         memory_guard(specs, max_memory, jobs)

@@ -36,6 +36,7 @@ from probe.cli.common import (
     writes_files,
     wrote,
 )
+from probe.cli.gate_options import OptimizerOpt, optimizer_override
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -66,6 +67,7 @@ def compare(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    optimizer: OptimizerOpt = None,
     plot: PlotOpt = None,
     tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
@@ -90,6 +92,7 @@ def compare(
         overrides = {**pairs(set_, "", "--set"), **{k: v for k, v in flags.items() if v is not None}}
         overrides.update(run_overrides(seed, device, dtype))
         overrides.update(pairs(gate, "gate", "--gate"))
+        overrides.update(optimizer_override(optimizer))
         base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
         check_outputs(output, plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)

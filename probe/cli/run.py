@@ -40,6 +40,7 @@ from probe.cli.common import (
     writes_files,
     wrote,
 )
+from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.errors import SpecError
 
 
@@ -52,6 +53,7 @@ def run(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,
+    optimizer: OptimizerOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -99,6 +101,7 @@ def run(
 
     def body() -> int:
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        overrides.update(optimizer_override(optimizer))
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
         check_outputs(output, plot)
         from probe.judge.advice import advise

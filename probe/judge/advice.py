@@ -194,6 +194,28 @@ def _close(a: float, b: float) -> bool:
     return a > 0 and b > 0 and max(a, b) / min(a, b) <= GAIN_TOLERANCE
 
 
+def _has_norm_key(spec: Spec) -> bool:
+    """The spec has a ``model.norm`` to set, and it is not set yet: a spec-built mlp, conv or
+    residual network without normalization (a user model's structure is its own code)."""
+    return spec.model.factory is None and spec.model.kind in ("mlp", "conv", "residual") and spec.model.norm == "none"
+
+
+def _has_depth_key(spec: Spec) -> bool:
+    return spec.model.factory is None
+
+
+def _structure_hint(spec: Spec) -> str:
+    """What to change besides the init, naming only spec keys this model has."""
+    options = []
+    if _has_norm_key(spec):
+        options.append("add normalization (model.norm: layernorm)")
+    if _has_depth_key(spec):
+        options.append("reduce model.depth")
+    if not options:
+        return "the init already fits: rescale the flagged layers with init.rules, or change the model's own code"
+    return "the init already fits: " + " or ".join(options)
+
+
 def suggestion(spec: Spec, verdict: Verdict) -> str | None:
     """One line of what to try when the verdict is unhealthy, else ``None``."""
     if verdict.healthy:
@@ -203,6 +225,9 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
     rec = recommend(act, act_params)
     name = spec.init.weight.name
     better = rec.describe()
+    if spec.model.factory is not None:
+        # its activations are its own modules: model.activation says nothing about them
+        better = "the model's own init (no init.weight) or a fan-scaled one such as xavier_normal"
     if "nonfinite" in broken:
         return f"values overflowed: use a variance-scaled init such as {better}, or a wider dtype"
     if "symmetry" in broken and name in CONSTANT:
@@ -228,13 +253,16 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
             "or shorten model.seq_len"
         )
     if any(r in broken for r in ("vanishing", "gradient_vanishing", "exploding", "gradient_exploding")):
-        return "the init already fits: add normalization (model.norm: layernorm) or reduce model.depth"
+        return _structure_hint(spec)
+    norm = _has_norm_key(spec)
     if "dead_units" in broken:
-        if act == "relu":
-            return "many ReLU units are dead at this depth: try leaky_relu (with he_normal) or model.norm: batchnorm"
-        return "many units output 0: try a smaller init scale or model.norm: batchnorm"
+        if act == "relu" and spec.model.factory is None:
+            return "many ReLU units are dead at this depth: try leaky_relu (with he_normal)" + (
+                " or model.norm: batchnorm" if norm else ""
+            )
+        return "many units output 0: try a smaller init scale" + (" or model.norm: batchnorm" if norm else "")
     if "saturation" in broken:
-        return f"{act} saturates: use a smaller scale such as {better}, or model.norm: layernorm"
+        return f"{act} saturates: use a smaller scale such as {better}" + (", or model.norm: layernorm" if norm else "")
     return f"try {better}"
 
 

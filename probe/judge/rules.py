@@ -4,6 +4,17 @@ A rule reports the first layer that breaks it (with the measured value and the t
 in its message, the worst layer. ``layer_flags`` gives the per-cell colors the table uses: a
 value breaking a rule is ``fail``; one within a margin of its threshold is ``warn`` (a factor of
 10 for scale thresholds, half the threshold for fractions).
+
+Each check reads the rows whose role it judges (probe/model/roles.py): vanishing, exploding and
+the gradient rules the signal path (``stream`` rows and the network output); symmetry and
+dead_units layers of units (not lookup tables); saturation and nonfinite every row.
+
+Severity (docs/verdicts.md has the training evidence): a broken threshold is an ``error`` when
+the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
+factor of 2 for scales ("a hair" past), 1.5x the threshold for fractions, and for the rules of
+what Adam absorbs and SGD suffers (vanishing, gradient_vanishing) 2 decades, tightened to a
+factor of 2 by ``gate.optimizer: sgd`` and relaxed to 4 decades by ``adam``. Non-finite values
+are always errors. The gate fails on errors (``gate.fail_on: warning``: on warnings too).
 """
 
 from __future__ import annotations
@@ -13,11 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from probe.records import Problem, Report, Verdict
+from probe.records import LayerStats, Problem, Report, Verdict
 from probe.spec import RULE_NAMES, GateSpec
 
 SCALE_MARGIN = 10.0
 FRACTION_MARGIN = 0.5
+# error margins: how far past its threshold a value must be to be an error, not a warning
+HAIR = 2.0  # scale thresholds: a factor of 2
+FRACTION_ERROR = 1.5  # fraction thresholds: 1.5 x the threshold
+SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by gate.optimizer
+SLOW_RULES = ("vanishing", "gradient_vanishing")
+# errors whenever broken: their thresholds already sit where training fails (the collapse rule's
+# 0.98 cosine, one-hot attention, nan)
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation")
+# a residual block whose branch adds less than this fraction of the stream is an identity block
+IDENTITY_FRACTION = 0.01
 
 
 class Row(Protocol):
@@ -43,6 +64,7 @@ class Check:
     values: Values
     below: bool  # the rule breaks when a value is below the threshold (else above)
     cell: str = ""  # the LayerStats field a broken value colors in the table
+    fraction: bool = False  # a fraction in [0, 1] (its error margin is additive-like, not a factor)
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,23 @@ def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[Row, f
     ]
 
 
+def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
+    """The value past which a broken ``check`` is an error rather than a warning."""
+    threshold = float(getattr(gate, check.key))
+    if rule in NO_MARGIN:
+        return threshold
+    if check.fraction:
+        return min(1.0, threshold * FRACTION_ERROR)
+    margin = SLOW_MARGIN.get(gate.optimizer, SLOW_MARGIN["any"]) if rule in SLOW_RULES else HAIR
+    return threshold / margin if check.below else threshold * margin
+
+
+def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
+    limit = error_threshold(rule, check, gate)
+    past = worst < limit if check.below else worst > limit
+    return "error" if past or rule in NO_MARGIN else "warning"
+
+
 def _problem(rule: str, check: Check, report: Report, gate: GateSpec) -> Problem | None:
     """One problem for the first layer that breaks ``check``; the message names the worst too."""
     bad = _breaking(check, report, gate)
@@ -85,15 +124,32 @@ def _problem(rule: str, check: Check, report: Report, gate: GateSpec) -> Problem
         msg += f" ({len(bad)} layers; worst {_fmt(worst_value)} at {worst_layer.name})"
     elif len(bad) > 1:
         msg += f" ({len(bad)} layers)"
-    return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key)
+    severity = _severity(rule, check, gate, float(worst_value))
+    return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
 
 
 # ---- the values each check reads ---------------------------------------------------------------
 
 
-def _field(name: str) -> Values:
+Rows = Callable[[Report], "tuple[LayerStats, ...]"]
+
+
+def _all(report: Report) -> tuple[LayerStats, ...]:
+    return report.layers
+
+
+def _units(report: Report) -> tuple[LayerStats, ...]:
+    """Layers of units: not lookup or parameter tables (an embedding's rows are not units)."""
+    return tuple(x for x in report.layers if x.role != "embedding")
+
+
+def _signal(report: Report) -> tuple[LayerStats, ...]:
+    return report.signal()
+
+
+def _field(name: str, rows: Rows = _all) -> Values:
     def values(report: Report) -> list[tuple[Row, float | None]]:
-        return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in report.layers]
+        return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in rows(report)]
 
     return values
 
@@ -110,24 +166,41 @@ def _hidden(name: str) -> Values:
     token-type embedding is the same vector for every token of one segment)."""
 
     def values(report: Report) -> list[tuple[Row, float | None]]:
-        return [(x, getattr(x, name)) for x in report.layers if x.kind != "output" and x.module_type != "Embedding"]
+        # in a residual network, the stream: a branch's tokens all alike (attention averaging them
+        # at init) are added to a stream that keeps them apart
+        residual = any(x.role == "branch" for x in report.layers)
+        return [
+            (x, getattr(x, name))
+            for x in report.layers
+            if x.kind != "output"
+            and x.module_type != "Embedding"
+            and x.role not in ("embedding", "head")
+            and (x.role == "stream" or not residual)
+        ]
 
     return values
 
 
 def _std_ratio(report: Report) -> list[tuple[Row, float | None]]:
-    return [(report.last, report.std_ratio())]
+    signal = report.signal()
+    first, last = signal[0], signal[-1]
+    if first.std is None or last.std is None or first.std == 0 or math.isnan(first.std) or math.isnan(last.std):
+        return []
+    return [(last, last.std / first.std)]
 
 
 def _grad_ratios(report: Report) -> list[tuple[Row, float | None]]:
-    """Each layer's gradient std relative to the output layer's (which has unit scale)."""
-    ref = report.last.grad_std
+    """Each signal row's grad scale (per sample, ||output|| * ||gradient||) relative to the network
+    output's. Reports without grad scales (older collectors) use the per-value gradient std."""
+    name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
+    ref = getattr(report.last, name)
     if ref is None or not math.isfinite(ref) or ref == 0:
         return []
-    return [(layer, None if layer.grad_std is None else layer.grad_std / ref) for layer in report.layers]
+    rows = report.signal()
+    return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
 
 
-_GRAD = "grad std / output grad std"
+_GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 
 RULES: dict[str, Rule] = {
     r.name: r
@@ -136,7 +209,7 @@ RULES: dict[str, Rule] = {
             "vanishing",
             "the forward signal fades with depth",
             (
-                Check("min_std", "activation std", _field("std"), below=True, cell="std"),
+                Check("min_std", "activation std", _field("std", _signal), below=True, cell="std"),
                 Check("min_std_ratio", "last/first activation std", _std_ratio, below=True),
             ),
         ),
@@ -144,24 +217,29 @@ RULES: dict[str, Rule] = {
             "exploding",
             "the forward signal grows with depth",
             (
-                Check("max_std", "activation std", _field("std"), below=False, cell="std"),
+                Check("max_std", "activation std", _field("std", _signal), below=False, cell="std"),
                 Check("max_std_ratio", "last/first activation std", _std_ratio, below=False),
+                Check("max_branch_ratio", "branch / block input", _field("branch_ratio"), below=False),
             ),
         ),
         Rule(
             "saturation",
             "activations sit on a flat tail",
-            (Check("max_saturation", "saturated fraction", _field("saturation_ratio"), False, "saturation_ratio"),),
+            (
+                Check(
+                    "max_saturation", "saturated fraction", _field("saturation_ratio"), False, "saturation_ratio", True
+                ),
+            ),
         ),
         Rule(
             "dead_units",
             "units output 0 for every sample",
-            (Check("max_dead_units", "dead unit fraction", _field("dead_units"), False, "dead_units"),),
+            (Check("max_dead_units", "dead unit fraction", _field("dead_units", _units), False, "dead_units", True),),
         ),
         Rule(
             "symmetry",
             "all units compute the same value",
-            (Check("min_unit_spread", "spread across units", _field("unit_spread"), True, "unit_spread"),),
+            (Check("min_unit_spread", "spread across units", _field("unit_spread", _units), True, "unit_spread"),),
         ),
         Rule(
             "nonfinite",
@@ -210,12 +288,16 @@ def _enabled(gate: GateSpec) -> list[Rule]:
 
 
 def evaluate(report: Report, gate: GateSpec | None = None) -> Verdict:
-    """Apply every enabled rule; healthy when none breaks. Warnings are near misses."""
+    """Apply every enabled rule. ``problems``: what fails the gate (errors, and warnings under
+    ``gate.fail_on: warning``); ``warnings``: the other broken thresholds and the near misses;
+    ``notes``: identity blocks. Healthy when nothing fails."""
     gate = gate or report.spec.gate
-    problems = [p for r in _enabled(gate) for c in r.checks if (p := _problem(r.name, c, report, gate))]
-    failed = {p.rule for p in problems}
+    broken = [p for r in _enabled(gate) for c in r.checks if (p := _problem(r.name, c, report, gate))]
+    fails = ("error", "warning") if gate.fail_on == "warning" else ("error",)
+    problems = [p for p in broken if p.severity in fails]
+    warnings = [p for p in broken if p.severity not in fails]
+    failed = {p.rule for p in broken}
     loose = _loosened(gate)
-    warnings = []
     for rule in _enabled(gate):
         if rule.name in failed or rule.name == "nonfinite":
             continue
@@ -224,8 +306,29 @@ def evaluate(report: Report, gate: GateSpec | None = None) -> Verdict:
             if near is not None:
                 real = float(getattr(gate, check.key))
                 message = f"{_fmt(near.value)} at {near.layer} is near the {check.key} threshold {_fmt(real)}"
-                warnings.append(Problem(rule.name, near.layer, near.value, real, message, check.key))
-    return Verdict(healthy=not problems, problems=tuple(problems), warnings=tuple(warnings))
+                warnings.append(Problem(rule.name, near.layer, near.value, real, message, check.key, "warning"))
+    return Verdict(
+        healthy=not problems, problems=tuple(problems), warnings=tuple(warnings), notes=identity_blocks(report)
+    )
+
+
+def identity_blocks(report: Report) -> tuple[Problem, ...]:
+    """A note for residual blocks whose branch adds less than ``IDENTITY_FRACTION`` of the stream
+    at init (ReZero, Fixup, LayerScale, depth-scaled projections): small by design, not vanishing."""
+    quiet = [x for x in report.layers if x.branch_ratio is not None and x.branch_ratio < IDENTITY_FRACTION]
+    if not quiet:
+        return ()
+    first = quiet[0]
+    worst = min(quiet, key=lambda x: x.branch_ratio or 0.0)
+    msg = (
+        f"{len(quiet)} identity block(s) at init: the branch adds {_fmt(first.branch_ratio or 0.0)} of the stream "
+        f"at {first.name}"
+        + (f" (least {_fmt(worst.branch_ratio or 0.0)} at {worst.name})" if worst is not first else "")
+        + "; by design (ReZero, Fixup, LayerScale), not a failure"
+    )
+    return (
+        Problem("identity_block", first.name, float(first.branch_ratio or 0.0), IDENTITY_FRACTION, msg, "", "note"),
+    )
 
 
 def _loosened(gate: GateSpec) -> GateSpec:
@@ -244,6 +347,7 @@ def _loosened(gate: GateSpec) -> GateSpec:
         # a near miss: twice as far from 1 as the threshold (0.96 for 0.98)
         max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
         min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
+        max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
     )
 
 

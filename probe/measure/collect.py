@@ -23,6 +23,8 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
+- signal-path statistics (probe/measure/signal_path.py) add in place into a per-layer device
+  accumulator: per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2.
 - correlation between samples and between a sequence's tokens: ``correlation.py``.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
@@ -41,15 +43,17 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from probe.measure import signal_path as sp
 from probe.measure.attention import AttentionRecorder
 from probe.measure.correlation import PENDING, correlation_record, fold
+from probe.measure.merge import Moments, host_numbers, merge_host
 from probe.model.built import Watched
 from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
     import torch
 
-# A record's device values: c0, b, a (a mean and an M2, see _host_numbers), non-finite count,
+# A record's device values: c0, b, a (a mean and an M2, see merge.host_numbers), non-finite count,
 # saturated count. a of a forward record is the within-sample M2 (for the spread); the last three
 # are summed per slot.
 _WIDTH = 5
@@ -63,28 +67,6 @@ _MAX_BUFFERS = 8
 _EXACT_F32_COUNT = 2**24
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
-
-
-class _Moments:
-    """Per-slot count, mean and centered second moment, merged from per-call records."""
-
-    def __init__(self, slots: int, acc_dtype: torch.dtype, device: torch.device) -> None:
-        import torch
-
-        self.count = torch.zeros(slots, dtype=acc_dtype, device=device)
-        self.mean = torch.zeros(slots, dtype=acc_dtype, device=device)
-        self.m2 = torch.zeros(slots, dtype=acc_dtype, device=device)
-
-    def merge(self, slot: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        """Fold in records ``r`` (slot ``slot[r]``, ``n[r]`` values with ``mean[r]`` and ``m2[r]``):
-        the pooled mean is a weighted mean, and M2 adds each part's spread around it."""
-        count = self.count.index_add(0, slot, n)
-        pooled = (self.count * self.mean).index_add_(0, slot, n * mean) / count.clamp_min(1)
-        own = self.mean - pooled
-        delta = mean - pooled[slot]
-        self.m2 = (self.m2 + self.count * own * own).index_add_(0, slot, m2 + n * delta * delta)
-        self.mean = pooled
-        self.count = count
 
 
 class _Layer:
@@ -103,6 +85,11 @@ class _Layer:
         self.correlation: torch.Tensor | None = None
         self.correlation_records: list[torch.Tensor] = []
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
+        # rows the gradient rules read get the per-sample grad_scale (not a shared table's rows)
+        # (a spec MLP's rows keep the per-value gradient std: no pool or broadcast to correct for)
+        self.scaled = w.role in sp.SCALED_ROLES and not w.broadcast and bool(w.module_type)
+        self.scale_samples = 0  # samples whose ||output|| * ||gradient|| was summed
+        self.residual_values = 0  # values whose branch part was measured
 
     def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
         dims = self.dims.get(ndim)
@@ -152,9 +139,13 @@ class Collector:
         self.device = device
         self.layers = [_Layer(w) for w in watched]
         n = len(self.layers)
-        self.moments = _Moments(3 * n, self.acc_dtype, device)
+        self.moments = Moments(3 * n, self.acc_dtype, device)
         # per slot: sums of [M2 part a, non-finite count, saturated count]
         self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
+        self.extra = torch.zeros(n, sp.EXTRA, dtype=self.acc_dtype, device=device)
+        if self.layers:
+            last = self.layers[-1].watched  # the reference row
+            self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
         self._consts: dict[float, torch.Tensor] = {}
@@ -259,8 +250,14 @@ class Collector:
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
+        sample_norms = None
+        if output.requires_grad and layer.scaled and y.dim() >= 1:
+            sample_norms = sp.sample_norms(y)
+        if layer.watched.residual:
+            x = inputs[0] if inputs else None
+            layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:
-            output.register_hook(self._backward_hook(i))
+            output.register_hook(self._backward_hook(i, sample_norms))
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
     def _saturated(
@@ -301,12 +298,16 @@ class Collector:
         layer.correlation = folded if layer.correlation is None else layer.correlation.add_(folded)
         layer.correlation_records = []
 
-    def _backward_hook(self, i: int) -> Any:
+    def _backward_hook(self, i: int, sample_norms: torch.Tensor | None) -> Any:
         def hook(grad: torch.Tensor) -> None:
+
             g = _float(grad.detach())
             if g.numel() == 0:
                 return
-            self.layers[i].grads += g.numel()
+            layer = self.layers[i]
+            layer.grads += g.numel()
+            if sample_norms is not None:
+                layer.scale_samples += sp.add_grad_scale(self.extra[i], sample_norms, g)
             self._add_raw(len(self.layers) + i, g)
 
         return hook
@@ -335,7 +336,7 @@ class Collector:
         return t
 
     def _key_columns(self) -> torch.Tensor:
-        """The pending records' host numbers (``_host_numbers``) as a device matrix, cached: the
+        """The pending records' host numbers (``merge.host_numbers``) as a device matrix, cached: the
         same layers report in the same order every batch, so it is built once per run."""
         import torch
 
@@ -344,7 +345,7 @@ class Collector:
         if columns is None:
             if len(self._keyed) >= _MAX_KEYS:
                 self._keyed.clear()
-            numbers = [_host_numbers(k) for k in key]
+            numbers = [host_numbers(k) for k in key]
             if self.device.type == "cpu":  # host memory is device memory: nothing to copy
                 columns = torch.tensor(numbers, dtype=self.acc_dtype)
             else:
@@ -386,16 +387,24 @@ class Collector:
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
+        # weight norms where a weight gradient was measured (a layer-by-layer run's are on the meta device)
+        weights = [
+            sp.plain_weight(layer.watched.weight) if layer.weight_grad_batches else None for layer in self.layers
+        ]
+        weight_norms = sp.weight_norms(weights, self.acc_dtype)
         correlations = [layer.correlation for layer in self.layers if layer.correlation is not None]
         attention = self.attention.parts() if self.attention is not None else []
-        parts = [m.count, m.mean, m.m2, self.sums.view(-1), *alive, *correlations, *attention]
+        parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
+        parts += [*correlations, *attention]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
         flat = torch.cat(parts).cpu().tolist()
         slots = len(self.layers) * 3
         count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
         sums = flat[3 * slots : 6 * slots]
-        at = 6 * slots
+        extra = flat[6 * slots : 6 * slots + sp.EXTRA * len(self.layers)]
+        at = 6 * slots + sp.EXTRA * len(self.layers)
+        norms, at = sp.read_weight_norms(weights, flat, at)
         out = []
         lives: list[tuple[float, float, int] | None] = []
         for layer in self.layers:
@@ -418,51 +427,16 @@ class Collector:
             self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
             at += 4 * len(attention)
         for r, key in enumerate(self._keys):
-            _merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
+            merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []
         for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
             stats = _to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done)
-            out.append(replace(stats, correlation=cos[0], token_correlation=cos[1]))
+            stats = replace(stats, correlation=cos[0], token_correlation=cos[1])
+            extra_i = extra[sp.EXTRA * i : sp.EXTRA * (i + 1)]
+            out.append(
+                sp.with_extra(stats, layer.watched.role, layer.residual_values, layer.scale_samples, extra_i, norms[i])
+            )
         return out
-
-
-def _host_numbers(key: tuple[int, int, int]) -> tuple[float, float, float, float, float]:
-    """A record's host numbers: slot, values n, M2 multiplier, and how its first three device
-    values (c0, b, a) become a mean and an M2: mean = c0 * mean_scale and
-    M2 = a + b * multiplier - sq_scale * c0^2. A forward record holds (mean, between-sample part,
-    within-sample M2); a gradient record (multiplier -1) holds (sum, 0, sum of squares)."""
-    slot, n, mult = key
-    if mult == -1:
-        return float(slot), float(n), 0.0, 1.0 / n, 1.0 / n
-    return float(slot), float(n), float(mult), 1.0, 0.0
-
-
-def _merge_host(
-    key: tuple[int, int, int],
-    row: list[float],
-    count: list[float],
-    mean: list[float],
-    m2: list[float],
-    sums: list[float],
-) -> None:
-    """``Collector._merge`` for one record, on the host (Chan et al.'s pairwise update)."""
-    slot_f, n, mult, mean_scale, sq_scale = _host_numbers(key)
-    slot = int(slot_f)
-    c0, b, a, nonfinite, saturated = row
-    mean_r = c0 * mean_scale
-    m2_r = max(a + b * mult - sq_scale * c0 * c0, 0.0)  # a nan stays nan
-    before = count[slot]
-    if before == 0:
-        mean[slot], m2[slot] = mean_r, m2_r
-    else:
-        total = before + n
-        delta = mean_r - mean[slot]
-        mean[slot] += delta * n / total
-        m2[slot] += m2_r + delta * delta * before * n / total
-    count[slot] = before + n
-    sums[3 * slot] += a
-    sums[3 * slot + 1] += nonfinite
-    sums[3 * slot + 2] += saturated
 
 
 def _std(m2: float, count: float) -> float:

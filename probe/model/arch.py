@@ -91,7 +91,9 @@ def residual(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
             parts = [first, norm(), activations.make_module(act.name, act.params), second, norm()]
         block = ResidualBlock(nn.Sequential(*parts), m.branch_multiplier(), rezero=m.zero_init == "rezero")
         blocks.append(block)
-        watched.append(Watched(f"block{i}", i + 1, "hidden", block, first.weight, m.width, unit_dim, None, kind))
+        watched.append(
+            Watched(f"block{i}", i + 1, "hidden", block, first.weight, m.width, unit_dim, None, kind, residual=True)
+        )
     head = None
     if m.output_dim is not None:
         linear = nn.Linear(m.width, m.output_dim, bias=m.bias)
@@ -113,7 +115,9 @@ def transformer(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
     embed = None
     if m.vocab_size is not None:
         embed = nn.Embedding(m.vocab_size, m.width)
-        watched.append(Watched("embed", 1, "hidden", embed, embed.weight, m.width, -1, None, "Embedding"))
+        watched.append(
+            Watched("embed", 1, "hidden", embed, embed.weight, m.width, -1, None, "Embedding", role="embedding")
+        )
     layers = []
     for i in range(1, m.depth + 1):
         layer = nn.TransformerEncoderLayer(
@@ -128,7 +132,18 @@ def transformer(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
         )
         layers.append(layer)
         watched.append(
-            Watched(f"block{i}", len(watched) + 1, "hidden", layer, layer.linear1.weight, m.width, -1, None, "Encoder")
+            Watched(
+                f"block{i}",
+                len(watched) + 1,
+                "hidden",
+                layer,
+                layer.linear1.weight,
+                m.width,
+                -1,
+                None,
+                "Encoder",
+                residual=True,
+            )
         )
     norm = nn.LayerNorm(m.width) if m.norm_first else None
     head = None
@@ -206,7 +221,7 @@ def zero_last_norms(model: nn.Module) -> None:
 
 
 def _output(head: nn.Module, index: int, units: int) -> Watched:
-    return Watched("output", index, "output", head, head.weight, units, -1, None, "Linear")  # type: ignore[arg-type]
+    return Watched("output", index, "output", head, head.weight, units, -1, None, "Linear", role="head")  # type: ignore[arg-type]
 
 
 def _norm1d(norm: str, width: int) -> nn.Module:

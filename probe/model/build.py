@@ -70,7 +70,7 @@ def _mlp(spec: Spec) -> Built:
         head = nn.Linear(fan_in, m.output_dim, bias=m.bias)
         linears.append(head)
         layers["head"] = head
-        watched.append(Watched("output", m.depth + 1, "output", head, head.weight, m.output_dim, -1, None))
+        watched.append(Watched("output", m.depth + 1, "output", head, head.weight, m.output_dim, -1, None, role="head"))
     model = nn.Sequential(layers)
     ctx = inits.InitContext(act.name, act.params)
     # probe/measure/layerwise.py replays these draws one block at a time: keep its _program in this order

@@ -28,6 +28,9 @@ class Watched:
     saturation: Saturation | None
     module_type: str = ""  # for the report of non-MLP models: Conv2d, Linear, LSTM, ...
     init_rule: str | None = None  # what initialized ``weight`` (set by ``build``)
+    role: str = "stream"  # stream, branch, activation, norm, embedding, head (probe/model/roles.py)
+    broadcast: bool = False  # its output has batch size 1 while the batch is larger (a shared table)
+    residual: bool = False  # a block whose output has its input's shape: measure what its branch adds
 
 
 @dataclass

@@ -51,20 +51,49 @@ def type_names(module: nn.Module) -> list[str]:
     return [c.__name__ for c in type(module).__mro__ if c.__name__ not in ("Module", "object")]
 
 
-def apply_flat(model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog) -> None:
-    """``init.weight``/``init.bias`` on every Linear and ConvNd (what an MLP spec has always done)."""
+def apply_flat(
+    model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog, every_weight: bool = False
+) -> int:
+    """``init.weight``/``init.bias`` on every Linear and ConvNd (what a spec network has always
+    done); with ``every_weight`` (a user model), on every module whose ``weight`` has two or more
+    dimensions: ``transformers``' Conv1D (on its transposed layout), embeddings, any custom layer.
+    Returns how many weights it filled."""
     from torch import nn
 
+    filled = 0
     for qual, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if every_weight:
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, nn.Parameter) or weight.dim() < 2:
+                continue
+        elif not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             continue
-        inits.apply(module.weight, init.weight.name, init.weight.params, ctx)
+        inits.apply(oriented(module, module.weight), init.weight.name, init.weight.params, ctx)
+        filled += 1
         log.by_param[_join(qual, "weight")] = f"init.weight {init.weight.name}"
         log.strategies[_join(qual, "weight")] = (init.weight, 1.0)
-        if module.bias is not None:
-            inits.apply(module.bias, init.bias.name, init.bias.params, ctx)
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, nn.Parameter):
+            inits.apply(bias, init.bias.name, init.bias.params, ctx)
             log.by_param[_join(qual, "bias")] = f"init.bias {init.bias.name}"
             log.strategies[_join(qual, "bias")] = (init.bias, 1.0)
+    return filled
+
+
+def oriented(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` as torch.nn.init expects it, (out, in, ...): a 2-D weight stored (in, out), as
+    ``transformers``' Conv1D does, is told apart by its bias, whose length is the output size."""
+    import torch
+
+    bias = getattr(module, "bias", None)
+    if (
+        weight.dim() == 2
+        and isinstance(bias, torch.Tensor)
+        and bias.dim() == 1
+        and bias.shape[0] == weight.shape[1] != weight.shape[0]
+    ):
+        return weight.t()
+    return weight
 
 
 def apply_rules(
@@ -145,7 +174,7 @@ def _fill(
                 f"{rule.label}.{target.target}: '{strategy.name}' needs fan-in/fan-out but "
                 f"'{_join(qual, pname)}' is 1-D (use normal, ones, zeros, constant, ...)"
             )
-        inits.apply(p, strategy.name, strategy.params, ctx)
+        inits.apply(oriented(module, p) if pname == "weight" else p, strategy.name, strategy.params, ctx)
         label = f"{rule.label} {strategy.name}"
         factor = 1.0
         if target.depth_scale is not False:

@@ -161,7 +161,12 @@ def build(spec: Spec) -> Built:
     log = init_rules.InitLog()
     ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
     if spec.init.explicit:
-        init_rules.apply_flat(model, spec.init, ctx, log)
+        filled = init_rules.apply_flat(model, spec.init, ctx, log, every_weight=True)
+        if not filled and spec.init.weight.name != "default":
+            raise BuildError(
+                f"init.weight: '{spec.init.weight.name}' fills nothing in {spec.model.factory} "
+                f"({type(model).__name__}): no module has a weight with two or more dimensions"
+            )
     init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
     try:
         watched, notes = discover(model, inputs, spec.data.distribution)
@@ -204,22 +209,29 @@ class _Seen:
     calls: int = 0
     shape: tuple[int, ...] | None = None
     why_not: str = ""
+    in_shape: tuple[int, ...] | None = None
+    int_input: bool = False
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
     """One forward pass to learn which candidate modules run and the shape of their outputs."""
     import torch
 
-    candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
+    from probe.model import roles
+
+    groups = roles.block_candidates(model)
+    in_group = {q for members in groups.values() for q in members}
+    candidates = {id(m): (q, m) for q, m in model.named_modules() if q and (_is_candidate(m) or q in in_group)}
     if _is_candidate(model) and (not candidates or any(True for _ in model.parameters(recurse=False))):
         # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
         candidates[id(model)] = (type(model).__name__, model)
     seen: dict[int, _Seen] = {}
 
-    def hook(module: Any, args: Any, output: Any) -> None:
+    def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         entry = seen.get(id(module))
         if entry is None:
             entry = seen[id(module)] = _Seen(candidates[id(module)][0], module, len(seen))
+            entry.in_shape, entry.int_input = roles.first_tensor_shape(args, kwargs)
         entry.calls += 1
         tensor = first_float_tensor(output)
         if tensor is None:
@@ -227,7 +239,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         elif entry.shape is None:
             entry.shape = tuple(tensor.shape)
 
-    handles = [m.register_forward_hook(hook) for _, m in candidates.values()]
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in candidates.values()]
     was_training = model.training
     model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
@@ -251,9 +263,14 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
             h.remove()
         model.train(was_training)
 
+    ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
+    block_quals = roles.blocks(groups, ran)
+    last_block = ran[block_quals[-1]].order if block_quals else None
     watched: list[Watched] = []
     notes: list[str] = []
     for entry in sorted(seen.values(), key=lambda e: e.order):
+        if entry.qual in in_group and entry.qual not in block_quals and not _is_candidate(entry.module):
+            continue  # a repeated container that is not a block (a stage of blocks)
         if entry.shape is None:
             notes.append(f"{entry.qual} ({type(entry.module).__name__}) not watched: {entry.why_not}")
             continue
@@ -272,6 +289,10 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 unit_dim,
                 _saturation(entry.module),
                 module_type=type(entry.module).__name__,
+                role=roles.role(entry.qual, entry.module, ran[entry.qual], block_quals, last_block),
+                # batch size 1 out of a batch of DISCOVERY_BATCH: one table row shared by every sample
+                broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
+                residual=entry.qual in block_quals and roles.keeps_shape(ran[entry.qual]),
             )
         )
     never = [q for key, (q, _) in candidates.items() if key not in seen]

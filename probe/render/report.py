@@ -40,6 +40,8 @@ LAYER_FIELDS = (
     "token_correlation",
 )
 
+# row fields present where they apply: the role (always), what the row is and the verdicts' measures
+EXTRA_FIELDS = ("role", "module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio")
 
 # ---- numbers ---------------------------------------------------------------------------------
 
@@ -76,10 +78,11 @@ def fmt_fraction(value: float | None) -> str:
 def layer_row(layer: LayerStats) -> dict[str, Any]:
     row = {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
     # architectures and user models also say what each row is and what initialized it
-    for extra in ("module_type", "init_rule"):
+    row["role"] = layer.role
+    for extra in EXTRA_FIELDS[1:]:
         value = getattr(layer, extra)
         if value is not None:
-            row[extra] = value
+            row[extra] = clean(value)
     return row
 
 
@@ -133,7 +136,8 @@ def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) 
 
 
 def problem_dict(p: Problem) -> dict[str, Any]:
-    return {"rule": p.rule, "layer": p.layer, "value": clean(p.value), "threshold": p.threshold, "message": p.message}
+    row = {k: getattr(p, k) for k in ("rule", "severity", "layer", "value", "threshold", "message")}
+    return {**row, "value": clean(p.value)}
 
 
 def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
@@ -159,6 +163,7 @@ def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
             "healthy": verdict.healthy,
             "problems": [problem_dict(p) for p in verdict.problems],
             "warnings": [problem_dict(p) for p in verdict.warnings],
+            "notes": [problem_dict(p) for p in verdict.notes],
         },
         **({"notes": list(report.notes)} if report.notes else {}),
         **({"attention": [attention_row(a) for a in report.attention]} if report.attention else {}),
@@ -255,7 +260,7 @@ def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
     rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
-    extra = [c for c in ("module_type", "init_rule") if any(c in row for row in rows)]
+    extra = [c for c in EXTRA_FIELDS if any(c in row for row in rows)]
     return csv_text([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
 
 

@@ -43,6 +43,10 @@ _RUN_VIEW = (
 )
 
 
+# a row's role as its table cell shows it (6 characters at most: tables fit 80 columns); JSON has the word
+_ROLE_CELL = {"activation": "act", "embedding": "embed"}
+
+
 def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
     """Spec line, per-layer table (flagged cells colored, log-scale bars) and verdict. Reports
     with more than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows all."""
@@ -51,7 +55,8 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
     typed = any(x.module_type for x in report.layers)
     columns = [Column("layer", "name", align="left", wrap=NAME_BREAKS)]
     if typed:
-        columns.append(Column("type", "module_type", align="left"))
+        # with the row's role (what the rules judge it as, docs/verdicts.md): wraps after '/' when narrow
+        columns.append(Column("type/role", "module_type", align="left", wrap=NAME_BREAKS))
     columns += [Column(h, f or "weight_grad_norm", short=short) for h, short, f in _RUN_VIEW]
     # bars on spark's fixed log scale, so vanishing shows without reading numbers
     columns += [Column("std (log)", align="left", picture=True), Column("grad (log)", align="left", picture=True)]
@@ -62,7 +67,7 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
         texts = _layer_cells(x)
         cells = [Cell(texts[0], _STYLE[row_level], x.name)]
         if typed:
-            cells.append(Cell(x.module_type or "", "dim"))
+            cells.append(Cell(f"{x.module_type or ''}/{_ROLE_CELL.get(x.role, x.role)}", "dim", x.module_type))
         for text, (_, _, f) in zip(texts[1:], _RUN_VIEW, strict=True):
             level = layer_flags.get(f) if f else None
             cells.append(Cell(text, _STYLE[level] if level else None, clean(getattr(x, f or "weight_grad_norm"))))
@@ -107,13 +112,16 @@ def _attention_table(report: Report, verdict: Verdict) -> Table:
 
 def verdict_lines(verdict: Verdict) -> list[Line]:
     """The verdict line (JSON key ``verdict``) and one line per problem or near miss."""
-    if verdict.healthy:
-        return [Line("verdict: healthy", "bold green", "verdict")] + [
-            Line(f"  near {w.rule}: {w.message}", "yellow") for w in verdict.warnings
+    head = Line("verdict: " + verdict_text(verdict), "bold green" if verdict.healthy else "bold red", "verdict")
+    return (
+        [head]
+        + [Line(f"  {p.severity} {p.rule}: {p.message}", "red") for p in verdict.problems]
+        + [
+            Line(f"  {'near' if 'is near the' in w.message else 'warning'} {w.rule}: {w.message}", "yellow")
+            for w in verdict.warnings
         ]
-    return [Line("verdict: " + verdict_text(verdict), "bold red", "verdict")] + [
-        Line(f"  {p.rule}: {p.message}", "red") for p in verdict.problems
-    ]
+        + [Line(f"  note: {n.message}", "dim") for n in verdict.notes]
+    )
 
 
 _COMPARE_VIEW = (  # (header, short header, compare_row key)

@@ -39,6 +39,8 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 SHARDS = ("none", "fsdp")  # run.shard: how torchrun ranks hold the model
 DISTRIBUTIONS = ("normal", "uniform")
 BIAS_STRATEGIES = tuple(n for n, s in inits.STRATEGIES.items() if not s.needs_fan)
+SEVERITIES = ("error", "warning")  # gate.fail_on: the least severe problem that fails the gate
+OPTIMIZERS = ("any", "sgd", "adam")  # gate.optimizer: how much moderate vanishing matters
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -165,9 +167,12 @@ class GateSpec:
     max_nonfinite: int
     min_grad_ratio: float
     max_grad_ratio: float
+    max_branch_ratio: float = 10.0
     max_correlation: float = 0.98
     min_attention_entropy: float = 0.2
     disable: tuple[str, ...] = ()
+    fail_on: str = "error"  # "warning": warnings fail the gate too
+    optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
 
 
 @dataclass(frozen=True)
@@ -243,14 +248,25 @@ GATE_PARAMS: dict[str, Param] = {
         "int", 0, minimum=0, help="nonfinite: count of nan/inf values (outputs or gradients) above this"
     ),
     "min_grad_ratio": Param(
-        "float", 1e-2, minimum=0.0, help="gradient_vanishing: a layer's grad std / output grad std below this"
+        "float", 1e-2, minimum=0.0, help="gradient_vanishing: a layer's grad scale / output grad scale below this"
     ),
     "max_grad_ratio": Param(
         "float",
         1e2,
         minimum=0.0,
         allow_inf=True,
-        help="gradient_exploding: a layer's grad std / output grad std above this",
+        help="gradient_exploding: a layer's grad scale / output grad scale above this",
+    ),
+    "max_branch_ratio": Param(
+        "float",
+        10.0,
+        minimum=0.0,
+        allow_inf=True,
+        help="exploding: a residual block's branch adds more than this times its input",
+    ),
+    "fail_on": Param("str", "error", choices=SEVERITIES, help="the gate fails on errors, or on warnings too"),
+    "optimizer": Param(
+        "str", "any", choices=OPTIMIZERS, help="training optimizer hint: sgd tightens, adam relaxes vanishing"
     ),
     "max_correlation": Param(
         "float",
