@@ -188,9 +188,9 @@ class Image:
         return self.svg
 
     def save(self, path: str | Path) -> Path:
-        out = Path(path)
-        out.write_text(self.svg, encoding="utf-8")
-        return out
+        from probe.render.output import write_text
+
+        return write_text(Path(path), self.svg, "save")  # the one output writer (atomic, devices, links)
 
 
 _HTML_PRE = "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',consolas,monospace;line-height:1.3\">{code}</pre>"

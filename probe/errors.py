@@ -20,13 +20,18 @@ class SpecError(ProbeError):
 
     def __init__(self, message: str, path: str = "") -> None:
         self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
+        # a key path holds the user's keys: shown escaped and capped
+        super().__init__(f"{shown(path, 120)}: {message}" if path else message)
 
 
 class BuildError(ProbeError):
     """The network described by a valid spec could not be built or initialized."""
 
     exit_code = 2
+
+
+class ForwardError(BuildError):
+    """The model's forward pass failed on its inputs while probe learned its layers (exit 2)."""
 
 
 class RunError(ProbeError):
@@ -39,3 +44,55 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` as it may be echoed in a message: control characters escaped (an escape sequence
+    in a key must not clear the terminal) and at most ``limit`` characters (a huge value, or a list
+    expanded from YAML aliases, must not flood it or take long to print)."""
+    if isinstance(value, str):
+        text = value[: 4 * limit]
+        cut = len(value) > len(text)
+    else:
+        import reprlib
+
+        short = reprlib.Repr()
+        short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxlong = 3, 6, 6, limit, limit
+        text, cut = short.repr(value), False
+    text = "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+    if cut or len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def echo(value: object, limit: int = 80) -> str:
+    """Like ``shown``, strings in quotes: ``'reluu'``."""
+    return f"'{shown(value, limit - 2)}'" if isinstance(value, str) else shown(value, limit)
+
+
+class UserCodeError(RunError):
+    """The user's code (a factory, a forward pass, an inputs function) raised a ``BaseException``
+    that is not an ``Exception``: ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``, ... A
+    model calling ``sys.exit(0)`` must not turn a failing gate green (exit 3, not 0)."""
+
+    exit_code = 3
+
+
+# Set by the CLI's SIGINT handler: a KeyboardInterrupt after a real Ctrl-C is the user stopping
+# probe (exit 130); one without it was raised by the user's code (exit 3).
+SIGNALS = {"interrupted": False}
+
+
+def user_code_error(exc: BaseException, where: str) -> BaseException:
+    """The error to raise for a ``BaseException`` escaping user code at ``where``: a real Ctrl-C
+    passes unchanged; anything else becomes a ``UserCodeError`` naming what was raised."""
+    if isinstance(exc, KeyboardInterrupt) and SIGNALS["interrupted"]:
+        return exc
+    if isinstance(exc, ProbeError):
+        return exc
+    what = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        what = f"SystemExit({shown(exc.code, 40)})"
+    elif str(exc):
+        what += f": {shown(first_line(exc), 120)}"
+    return UserCodeError(f"{where} raised {what}; probe stopped the run")

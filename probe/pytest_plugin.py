@@ -68,10 +68,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if path is None or getattr(config, "workerinput", None) is not None:
         return
     from probe.records import Run
+    from probe.render.output import write_text
     from probe.render.report import junit_xml
 
     runs = [Run(label, r.stats, r.verdict) for label, r in reports]
-    Path(path).write_text(junit_xml(runs), encoding="utf-8")
+    write_text(Path(path), junit_xml(runs), "--probe-junit")  # the one output writer (atomic, devices, links)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

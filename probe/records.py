@@ -34,6 +34,7 @@ class LayerStats:
     weight_grad_std: float | None
     module_type: str | None = None  # non-MLP models: the class of the watched module
     init_rule: str | None = None  # non-MLP models: what initialized its weight
+    grad_nonfinite: int | None = None  # nan/inf in d loss / d output and d loss / d weight (None: no backward)
     # what the row is in the network (stream, branch, activation, norm, embedding, head; see
     # probe/model/roles.py): the rules judge each role by what it means
     role: str = "stream"

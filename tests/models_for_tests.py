@@ -119,6 +119,69 @@ def tied(width: int = 6) -> nn.Module:
     return nn.Sequential(first, nn.ReLU(), second)
 
 
+class ExitsInForward(nn.Module):
+    """A model whose forward ends the process (``sys.exit``) or raises another BaseException."""
+
+    def __init__(self, raises: str = "exit0") -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.raises = raises
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import sys
+
+        if self.raises == "exit0":
+            sys.exit(0)
+        if self.raises == "interrupt":
+            raise KeyboardInterrupt
+        raise GeneratorExit("leaked")
+        return self.linear(x)
+
+
+def exits_in_forward(raises: str = "exit0") -> nn.Module:
+    return ExitsInForward(raises)
+
+
+def exits_in_factory(code: int = 0) -> nn.Module:
+    import sys
+
+    sys.exit(code)
+
+
+def out_of_memory() -> nn.Module:
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+
+def frozen(width: int = 4) -> nn.Module:
+    model = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+    model.requires_grad_(False)
+    return model
+
+
+class ReluHead(nn.Module):
+    """A head whose output is one value per sample: shape ``(batch,)``, after a ReLU."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(width) / width**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.weight - 0.3)
+
+
+def relu_head(width: int = 8) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width), ReluHead(width))
+
+
+def inplace_relu(width: int = 16, depth: int = 3, dtype: str = "float32") -> nn.Module:
+    """Linear layers each followed by an in-place ReLU, in float32 or float64."""
+    torch.manual_seed(3)
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers).to(getattr(torch, dtype))
+
+
 def norm_only(width: int = 8) -> nn.Module:
     """No weight with two or more dimensions: an init strategy has nothing to fill."""
     return nn.Sequential(nn.LayerNorm(width), nn.Tanh())
@@ -147,3 +210,19 @@ class RarelyFiring(nn.Module):
 
 def rarely_firing(width: int = 32) -> nn.Module:
     return RarelyFiring(width)
+
+
+class ReadsValues(nn.Module):
+    """A forward that reads a value (as transformers' masks do): it cannot run on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0 if float(x.abs().max().item()) < 1e9 else 0.5
+        return torch.tanh(self.linear(x) * scale)
+
+
+def reads_values() -> nn.Module:
+    return ReadsValues()

@@ -60,9 +60,21 @@ def test_fitting_pairs_have_no_mismatch(activation: str | dict, weight: str | di
     assert advice.mismatch(_spec(activation, weight)) is None
 
 
-@pytest.mark.parametrize(("activation", "weight"), [("selu", "he"), ("relu", "lecun_normal"), ("sigmoid", "he")])
-def test_other_mismatches(activation: str, weight: str) -> None:
-    assert advice.mismatch(_spec(activation, weight)) is not None
+@pytest.mark.parametrize(
+    ("activation", "weight", "written", "instead"),
+    [
+        ("selu", "he", "he_normal", "lecun_normal"),
+        ("relu", "lecun_normal", "lecun_normal", "he_normal"),
+        ("sigmoid", "he", "he_normal", "xavier_normal"),
+    ],
+)
+def test_other_mismatches(activation: str, weight: str, written: str, instead: str) -> None:
+    """The note names the init as written, the activation, and the fitting init with torch's gain."""
+    note = advice.mismatch(_spec(activation, weight))
+    assert note is not None
+    assert note.startswith(f"{written} does not fit {activation}:")
+    gain = advice.recommend(activation).gain
+    assert f"use {instead} (gain {gain:.4g} = torch.nn.init.calculate_gain('{activation}'))" in note
 
 
 def test_leaky_relu_recommendation_uses_its_slope() -> None:

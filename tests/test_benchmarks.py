@@ -1,9 +1,10 @@
-"""The benchmark harness still runs against the current code (a smoke test: no timing asserted)."""
+"""The benchmark harness still runs against the current code; its timing arithmetic is checked with a fake clock."""
 
 from __future__ import annotations
 
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import REPO
@@ -19,5 +20,23 @@ def test_bare_and_probed_passes_run_on_a_tiny_network() -> None:
     common.bare_pass(built, spec, torch.device("cpu"))
     layers = common.probed_pass(built, spec, torch.device("cpu"))
     assert [x.name for x in layers] == ["layer1", "layer2"]
-    _ratio, bare_s, probed_s = common.interleaved_ratio(lambda: None, lambda: None, repeats=2)
-    assert bare_s >= 0 and probed_s >= 0
+
+
+def test_interleaved_ratio_measures_each_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a clock that each call advances by a known amount (a: 1 s, b: 3 s), the harness must
+    report exactly those times and their ratio, and call each side warmup + repeats times."""
+    clock = [0.0]
+    calls = {"a": 0, "b": 0}
+
+    def a() -> None:
+        calls["a"] += 1
+        clock[0] += 1.0
+
+    def b() -> None:
+        calls["b"] += 1
+        clock[0] += 3.0
+
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    ratio, a_s, b_s = common.interleaved_ratio(a, b, repeats=5, warmup=2)
+    assert (ratio, a_s, b_s) == (3.0, 1.0, 3.0)
+    assert calls == {"a": 7, "b": 7}

@@ -260,7 +260,14 @@ def test_cli_max_memory_per_mode(cli: Any) -> None:
     args += ["--set", "data.batch_size=64"]
     refused = cli(*args, "--max-memory", "0.5")
     assert refused.exit_code == 3
-    assert "--layer-by-layer (estimated 0.39 GiB)" in " ".join(refused.output.split())
+    # the figures printed are the estimator's for this very spec: the whole run over the limit,
+    # one block under it
+    spec = spec_mod.load(CONFIGS / "lab1_he_relu.yaml", {"model.depth": 60, "model.width": 512, "data.batch_size": 64})
+    whole, one_block = scale.estimate_memory(spec).total, scale.estimate_layerwise_memory(spec).total
+    assert one_block <= 0.5 * 2**30 < whole
+    text = " ".join(refused.output.split())
+    assert f"estimated peak memory {whole / 2**30:.2f} GiB" in text
+    assert f"--layer-by-layer (estimated {one_block / 2**30:.2f} GiB)" in text
     accepted = cli(*args, "--max-memory", "0.5", "--layer-by-layer", "--format", "csv")
     assert accepted.exit_code == 0, accepted.output
     assert accepted.stdout.count(",hidden,") == 60

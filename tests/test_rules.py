@@ -211,11 +211,40 @@ def test_layer_flags_mark_failing_cells() -> None:
     assert flags["layer2"]["saturation_ratio"] == "fail"
 
 
-def test_rule_registry_matches_the_spec() -> None:
-    assert tuple(rules.RULES) == spec_mod.RULE_NAMES
-    for rule in rules.RULES.values():
-        for key in rule.thresholds:
-            assert key in spec_mod.GATE_PARAMS
+def _healthy_gradients_report(nan_layer: bool = False) -> Report:
+    """Healthy under the default gate, with a little of everything a rule measures."""
+    layers = [_layer(i, saturation_ratio=0.01, dead_units=0.01, correlation=0.1) for i in range(1, 5)]
+    if nan_layer:
+        layers[1] = replace(layers[1], nonfinite=3)
+    from probe.records import AttentionStats
+
+    return replace(_report(layers), attention=(AttentionStats("attn", 1, 1.0, 0.5),))
+
+
+@pytest.mark.parametrize("name", spec_mod.RULE_NAMES)
+def test_each_rule_fires_on_its_own_threshold(name: str) -> None:
+    """Every rule is reachable through the gate keys the spec documents: tightening each of its
+    thresholds to the extreme makes that rule (and, for a shared key, only rules using it) fail on
+    a healthy report, and disabling the rule silences it."""
+    assert set(rules.RULES[name].thresholds) <= set(spec_mod.GATE_PARAMS)
+    report = _healthy_gradients_report()
+    assert rules.evaluate(report, report.spec.gate).healthy
+
+    def extreme(key: str) -> float:  # the strictest value the gate key accepts
+        param = spec_mod.GATE_PARAMS[key]
+        if key.startswith("min"):
+            return 1e300 if param.maximum is None else param.maximum
+        return 0.0 if param.minimum is None else param.minimum
+
+    overrides = {k: extreme(k) for k in rules.RULES[name].thresholds}
+    if name == "nonfinite":  # max_nonfinite 0 is the default: only a nan can break it
+        report = _healthy_gradients_report(nan_layer=True)
+    gate = spec_mod.parse({"gate": overrides}).gate
+    fired = {p.rule for p in rules.evaluate(report, gate).problems}
+    assert name in fired
+    assert all(set(rules.RULES[r].thresholds) & set(overrides) for r in fired if r != "nonfinite")
+    silenced = spec_mod.parse({"gate": {**overrides, "disable": [name]}}).gate
+    assert name not in {p.rule for p in rules.evaluate(report, silenced).problems}
 
 
 def test_warnings_cite_the_real_threshold() -> None:

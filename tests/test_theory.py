@@ -19,6 +19,13 @@ def _spec(activation: str = "relu", weight: object = "he_normal", **model: objec
     return parse({"model": raw_model, "init": {"weight": weight, "bias": "zeros"}, "data": {"batch_size": 256}})
 
 
+def _raw(spec: object) -> dict:
+    from probe.spec import to_dict
+
+    raw = to_dict(spec)  # type: ignore[arg-type]
+    return {k: raw[k] for k in ("model", "init")}
+
+
 # ---- quadrature against closed forms ---------------------------------------------------------
 
 
@@ -111,6 +118,15 @@ def test_every_activation_and_iid_strategy_has_a_finite_prediction(activation: s
         assert math.isfinite(t.expected_std) and t.expected_std > 0
         assert t.chi >= 0 and math.isfinite(t.chi)
         assert t.expected_grad_std is not None and math.isfinite(t.expected_grad_std)
+    # and the first layer's prediction is what a wide layer measures: 2,048 units x 128 samples,
+    # each unit's weights a draw of the strategy. The measured std varies with the weights by
+    # about sqrt(2 / fan_in) / sqrt(units) (|w|^2 of one unit: relative std sqrt(2 / 64)) and with
+    # the samples by the predicted std_error; 5% is over 10 of those standard deviations.
+    wide = _spec(activation, weight, depth=1, width=2048)
+    wide = parse({**_raw(wide), "data": {"batch_size": 128}, "run": {"device": "cpu", "backward": False}})
+    measured = run_probe(wide).layers[0].std
+    expected = theory.predict(wide).layers[0].expected_std
+    assert measured == pytest.approx(expected, rel=0.05)
 
 
 @pytest.mark.parametrize(

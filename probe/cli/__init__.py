@@ -14,4 +14,5 @@ def entry() -> None:
     """Console-script entry point (``probe`` and ``python -m probe``): this process is the CLI's
     own, so it may freeze the garbage collector's view of torch (``load_torch``)."""
     common.OWN_PROCESS = True
+    common._state["own_process"] = True  # the guard may end it at once on Ctrl-C
     app()

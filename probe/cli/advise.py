@@ -22,6 +22,7 @@ from probe.cli.common import (
     app,
     check_output_path,
     guard,
+    memory_guard,
     pairs,
     render,
     run_overrides,
@@ -64,6 +65,7 @@ def advise(
             from probe.judge.rules import evaluate
             from probe.measure.run import run_probe
 
+            memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
             verdict = evaluate(run_probe(spec))
         advice = advise_spec(spec, verdict)
         # lines of prose read best on a terminal and in Markdown/HTML; CSV takes them as rows

@@ -76,23 +76,37 @@ def check(
             runs = batch.check(spec_paths, overrides, steps, jobs)
         finally:
             steps.close()
+        from probe.cli.guard import err_line
+        from probe.render.output import OutputError
+
+        code = EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
         if junit is not None:
-            write_output(junit, rp.junit_xml(runs))
+            try:
+                write_output(junit, rp.junit_xml(runs), "--junit")
+            except OutputError as exc:  # the gate's own answer (exit 1) wins over a failed extra file
+                if code != EXIT_UNHEALTHY:
+                    raise
+                err_line(f"probe: error: {exc}")
 
         def html() -> str:
             from probe.render.html import runs_page
 
             return runs_page(runs, "probe check")
 
-        render(
-            fmt,
-            output,
-            lambda: check_doc(runs),
-            json=lambda: rp.runs_json(runs),
-            csv=lambda: rp.compare_csv(runs),
-            markdown=lambda: rp.compare_markdown(runs),
-            html=html,
-        )
-        return EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
+        try:
+            render(
+                fmt,
+                output,
+                lambda: check_doc(runs),
+                json=lambda: rp.runs_json(runs),
+                csv=lambda: rp.compare_csv(runs),
+                markdown=lambda: rp.compare_markdown(runs),
+                html=html,
+            )
+        except OutputError as exc:  # as for --junit: a failed -o after the run keeps the gate's exit 1
+            if code != EXIT_UNHEALTHY:
+                raise
+            err_line(f"probe: error: {exc}")
+        return code
 
     guard(body)

@@ -1,15 +1,15 @@
 """The command line: parse -> call the API -> render -> exit code. The only module using typer.
 
 Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` found a broken rule,
-2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass).
+2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass), 130
+interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 """
 
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
-import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,7 +17,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.cli.formats import WRITER as _WRITER
 from probe.cli.formats import (  # noqa: F401  (the command modules import these from here)
     Format,
     _emit,
@@ -31,7 +30,8 @@ from probe.cli.formats import (  # noqa: F401  (the command modules import these
     writes_files,
     wrote,
 )
-from probe.errors import ProbeError, SpecError
+from probe.cli.guard import _state, guard  # noqa: F401  (the command modules import guard from here)
+from probe.errors import SpecError
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -102,14 +102,13 @@ app = typer.Typer(
     help=(
         "Signal-probe diagnostic for neural-network initialization: does the forward signal and "
         "the backward gradient survive the depth of your network, and if not, why?\n\n"
-        "Exit codes: 0 report made / healthy, 1 check found a problem, 2 bad input, 3 runtime failure."
+        "Exit codes: 0 report made / healthy, 1 check found a problem, 2 bad input, 3 runtime failure, "
+        "130 interrupted (Ctrl-C)."
     ),
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-_state: dict[str, bool] = {"debug": bool(os.environ.get("PROBE_DEBUG"))}
 
 
 def _version(value: bool) -> None:
@@ -121,6 +120,16 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            "--threads",
+            min=1,
+            metavar="N",
+            help="Intra-op threads of every run (default: 1 for small work, else torch's count, which "
+            "honours OMP_NUM_THREADS). Give it before the command: probe --threads 2 run ...",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -128,6 +137,10 @@ def main(
     """Probe the forward signal and backward gradient of a network at initialization."""
     if debug:
         _state["debug"] = True
+    if threads is not None:
+        from probe.measure.scale import set_threads
+
+        set_threads(threads)
 
 
 # ---- shared options --------------------------------------------------------------------------
@@ -224,7 +237,10 @@ ConfigOpt = Annotated[
 def memory_guard(
     specs: list[Any], max_memory: float | None, jobs: int = 1, *, layerwise: bool = False, offer_layerwise: bool = False
 ) -> None:
-    """Print the estimate of large runs and refuse those over --max-memory, before any run."""
+    """Print the estimate of large runs and refuse those over --max-memory (default: the memory
+    available now), before any run."""
+    if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
+        raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
     from probe.measure.scale import guard_memory
 
     for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
@@ -343,40 +359,6 @@ def load_spec(
             raise SpecError("give a SPEC.yaml, --model MODULE:FACTORY or --hf TYPE_OR_PATH")
         return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
     return spec_mod.load(spec_path, overrides)
-
-
-def guard(fn: Callable[[], int]) -> None:
-    """Run a command body; turn expected errors into one red line and an exit code. Under
-    torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
-    from probe.measure.distributed import launched_rank, output_rank
-
-    _WRITER["writer"] = output_rank()
-    where = "" if _WRITER["writer"] else f" (rank {launched_rank()})"
-    try:
-        if _WRITER["writer"]:
-            code = fn()
-        else:
-            with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
-                code = fn()
-    except ProbeError as exc:
-        if _state["debug"]:
-            raise
-        _err_console(always=True).print(f"probe: error{where}: {exc}", style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        _err_console(always=True).print("probe: interrupted", style="red", soft_wrap=True)
-        raise typer.Exit(130) from None
-    except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
-        if _state["debug"]:
-            raise
-        _err_console(always=True).print(
-            f"probe: unexpected error{where}: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_RUNTIME) from None
-    raise typer.Exit(code)
 
 
 class Steps:

@@ -33,7 +33,9 @@ def depth_cmd(
             "--strategy", metavar="NAME", help="Strategies to compare with the spec's own (default: every i.i.d. one)."
         ),
     ] = None,
-    max_depth: Annotated[int, typer.Option("--max-depth", min=2, help="Deepest network considered.")] = 500,
+    max_depth: Annotated[
+        int, typer.Option("--max-depth", min=2, max=100_000, help="Deepest network considered (at most 100,000).")
+    ] = 500,
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     gate: GateOpt = None,

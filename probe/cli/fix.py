@@ -31,6 +31,7 @@ from probe.cli.common import (
     guard,
     load_spec,
     load_torch,
+    memory_guard,
     pairs,
     render,
     run_overrides,
@@ -85,10 +86,13 @@ def fix_cmd(
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output)
         check_output_path(save, "--save")
+        memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
         load_torch()
         fixed = fix.fix(spec, start, tolerance, max_iter)
         if save is not None:
-            fix.save_weights(fixed.state_dict, save)
+            from probe.render.output import write_bytes
+
+            write_bytes(save, fix.weights_bytes(fixed.state_dict), "--save")
         saved = str(save) if save is not None else None
         scales = rt.scale_rows(fixed)
         render(

@@ -3,7 +3,6 @@ terminal (render/writers.py), and the checks on output paths made before any pro
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -38,7 +37,9 @@ def _err_console(always: bool = False) -> Any:
 
 
 def _emit(text: str, output: Path | None) -> None:
-    if output is None:
+    from probe.render.output import is_stdout
+
+    if output is None or is_stdout(output):
         sys.stdout.write(text)
         sys.stdout.flush()
         return
@@ -46,45 +47,27 @@ def _emit(text: str, output: Path | None) -> None:
     _err_console().print(f"wrote {output}", style="dim")
 
 
-def write_output(path: Path, text: str) -> None:
-    """The one way a command writes a file (-o, --junit): today ``write_atomic``; branch
-    ``reliable`` brings probe/render/output.py's writer, which replaces it here only."""
-    write_atomic(path, text)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so a failure never leaves half a file."""
+def write_output(path: Path, text: str, option: str = "--output") -> None:
+    """The one way a command writes a file (-o, --junit): ``probe.render.output``'s writer (atomic
+    replace with the umask or old mode, devices and FIFOs written through, links followed)."""
     if not writes_files():  # torchrun: rank 0 writes
         return
-    path = path.expanduser()
-    if path.is_dir():
-        raise SpecError(f"--output {path} is a directory; give a file path")
-    parent = path.parent
-    if not parent.exists():
-        raise SpecError(f"--output: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from probe.render.output import write_text
+
+    write_text(path, text, option)
+
+
+def write_atomic(path: Path, text: str, option: str = "--output") -> None:
+    """Kept for callers of the old name: ``write_output``."""
+    write_output(path, text, option)
 
 
 def check_output_path(path: Path | None, option: str) -> None:
-    """Fail on an output file whose folder is missing or not writable, or that is a folder,
-    before any probe runs (exit 2, naming the option)."""
-    if path is None:
-        return
-    path = path.expanduser()
-    if path.is_dir():
-        raise SpecError(f"{option} {path} is a directory; give a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise SpecError(f"{option}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SpecError(f"{option}: folder {parent} is not writable")
+    """Fail on an output file that cannot be written (a folder, a missing or read-only folder)
+    before any probe runs (exit 2, naming the option); ``-`` is stdout."""
+    from probe.render.output import check_output_path as check
+
+    check(path, option)
 
 
 def terminal_width() -> int | None:

@@ -28,6 +28,7 @@ from probe.cli.common import (
     check_outputs,
     guard,
     load_spec,
+    memory_guard,
     pairs,
     render,
     run_overrides,
@@ -68,6 +69,7 @@ def inspect(
         overrides = {**pairs(set_, "", "--set"), **run_overrides(seed, device, dtype)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output)
+        memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
         ins = inspect_spec(spec)
 
         def html() -> str:

@@ -27,6 +27,7 @@ from probe.cli.common import (
     check_tensorboard,
     guard,
     load_torch,
+    memory_guard,
     pairs,
     render,
     run_overrides,
@@ -84,6 +85,7 @@ def train(
         )
         settings = tr.TrainSettings(samples, noise, 0.25, optimizer.value, lr, steps, seed)
         settings.check()
+        memory_guard([base], None)  # the default guard: refuse what does not fit the memory available
         check_outputs(output, plot)
         load_torch()
         if tensorboard is not None:

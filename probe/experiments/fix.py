@@ -54,6 +54,7 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
 
     from probe.judge.rules import evaluate
     from probe.measure.run import run_probe
+    from probe.measure.scale import intra_op_threads, threads_for
     from probe.model.build import build
 
     before = run_probe(spec)
@@ -62,7 +63,8 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
             built = build(fixed)
-            result = lsuv_built(built, fixed)
+            with intra_op_threads(threads_for(fixed, built.model)):
+                result = lsuv_built(built, fixed)
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"lsuv failed on this network: {first}") from None
@@ -71,26 +73,15 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
     return FixResult(before, evaluate(before), after, evaluate(after), result, fixed, state)
 
 
-def save_weights(state_dict: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename (never half a file)."""
-    import os
-    import tempfile
+def weights_bytes(state_dict: dict[str, Any]) -> bytes:
+    """The bytes ``torch.save`` writes for ``state_dict`` (``probe.render.output`` writes them to a file)."""
+    import io
 
     import torch
 
-    path = path.expanduser()
-    if path.is_dir():
-        raise SpecError(f"--save {path} is a directory; give a file path")
-    if not path.parent.exists():
-        raise SpecError(f"--save: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state_dict, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
 
 
 def load_weights(path: Path) -> dict[str, Any]:

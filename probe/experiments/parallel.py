@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, explicit: int | None = None) -> None:
+    import signal
+
+    # Ctrl-C reaches every process of the terminal's group: the parent alone answers it (exit 130,
+    # one line) and stops the workers, which would otherwise each print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # born with SIGINT blocked (see parallel_map): now ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import torch
 
+    from probe.measure.scale import set_threads
+
     torch.set_num_threads(threads)
+    set_threads(explicit)  # --threads reaches the workers (a spawned process starts afresh)
 
 
 def parallel_map(
@@ -43,19 +53,52 @@ def parallel_map(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from probe.measure.scale import _EXPLICIT_THREADS
+
     workers = min(jobs, len(items))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    explicit = _EXPLICIT_THREADS[0]
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = [pool.submit(fn, item) for item in items]
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, explicit)) as pool:
+        futures: list[Any] = []
         results = []
         try:
+            futures = _submit_all(pool, fn, items)  # a Ctrl-C held back here arrives at its end
             for i, future in enumerate(futures):
                 results.append(future.result())
                 if done:
                     done(i)
-        except BaseException:
+        except BaseException as exc:
             for f in futures:
                 f.cancel()
+            if isinstance(exc, KeyboardInterrupt):
+                _stop_workers(pool)
             raise
     return results
+
+
+def _stop_workers(pool: object) -> None:
+    """End the workers now (Ctrl-C) instead of waiting for the probes they are running."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if callable(terminate):
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+def _submit_all(pool: Any, fn: Callable[[T], R], items: Sequence[T]) -> list[Any]:
+    """Submit every item; the workers start here. They start with SIGINT blocked (a signal mask
+    survives fork and exec): a Ctrl-C while a worker's interpreter starts would otherwise end it
+    with "Fatal Python error" on the terminal. The parent's own Ctrl-C is only delayed until the
+    submissions are done."""
+    import signal
+    import threading
+
+    masked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+    try:
+        return [pool.submit(fn, item) for item in items]
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -57,14 +57,14 @@ class TrainSettings:
             raise SpecError(f"unknown optimizer '{self.optimizer}' (valid: {', '.join(OPTIMIZERS)})", "--optimizer")
         if self.samples < 8:
             raise SpecError(f"must be >= 8, got {self.samples}", "--samples")
-        if not 0.0 < self.val_fraction < 1.0:
+        if not 0.0 < self.val_fraction < 1.0:  # NaN fails every comparison: refused here too
             raise SpecError(f"must be between 0 and 1, got {self.val_fraction}", "--val-fraction")
         if self.steps < 1:
             raise SpecError(f"must be >= 1, got {self.steps}", "--steps")
-        if not self.lr > 0.0:
-            raise SpecError(f"must be > 0, got {self.lr}", "--lr")
-        if self.noise < 0.0:
-            raise SpecError(f"must be >= 0, got {self.noise}", "--noise")
+        if not (self.lr > 0.0 and math.isfinite(self.lr)):
+            raise SpecError(f"must be a finite number > 0, got {self.lr}", "--lr")
+        if not (self.noise >= 0.0 and math.isfinite(self.noise)):
+            raise SpecError(f"must be a finite number >= 0, got {self.noise}", "--noise")
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,10 @@ def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> 
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
     x_train, x_val = x_train.to(device=device, dtype=dtype), x_val.to(device=device, dtype=dtype)
     y_train, y_val = y_train.to(device), y_val.to(device)
-    with torch.random.fork_rng(devices=[]):
+    from probe.measure.scale import intra_op_threads, threads_for
+
+    threads = threads_for(spec) if device.type == "cpu" else None
+    with torch.random.fork_rng(devices=[]), intra_op_threads(threads):
         torch.manual_seed(settings.seed)
         built = build(spec)
         if spec.init.weight.name == "lsuv":  # data-dependent: rescaled on the probe's batches, as probe run does

@@ -243,8 +243,11 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "nonfinite",
-            "nan or inf values",
-            (Check("max_nonfinite", "non-finite values", _field("nonfinite"), False, "nonfinite"),),
+            "nan or inf values (forward or backward)",
+            (
+                Check("max_nonfinite", "non-finite values", _field("nonfinite"), False, "nonfinite"),
+                Check("max_nonfinite", "non-finite gradient values", _field("grad_nonfinite"), False, "grad_std"),
+            ),
         ),
         Rule(
             "gradient_vanishing",

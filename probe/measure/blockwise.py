@@ -70,7 +70,7 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
                 module.to(device=device, dtype=dtype)
             runner = _Runner(meta, device, dtype)
             watched, found = runner.discover(spec)
-            with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):  # as run_probe
+            with intra_op_threads(threads_for(spec, meta.model) if device.type == "cpu" else None):  # as run_probe
                 layers = runner.probe(spec, watched, progress)
     notes = [
         *meta.notes,

@@ -188,7 +188,10 @@ class Collector:
         flat = g.reshape(-1)
         n = flat.numel()
         zero = self._zero
-        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), zero, zero)
+        # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
+        # float16 must be reported as such, not as a nan std
+        nonfinite = torch.sub(flat, flat, out=self._scratch(flat)).nan_to_num_(nan=1.0).sum(dtype=_count_dtype(flat))
+        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), nonfinite, zero)
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -241,7 +244,9 @@ class Collector:
         nonfinite = torch.sub(y, y, out=within).nan_to_num_(nan=1.0).sum(dtype=count_dtype)
         # 1 where y is nonzero (nan and inf included), 0 where it is 0
         nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
-        per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype)
+        # a 1-D output has no dims to sum over: copy, for .to() of the same dtype (float64 output, or
+        # float32 on MPS) would return the shared scratch buffer itself, which the next layer overwrites
+        per_unit = nonzero.sum(dim=other_dims, dtype=count_dtype) if other_dims else nonzero.to(count_dtype, copy=True)
         if layer.alive is None:
             layer.alive = per_unit.to(self.acc_dtype)
         else:
@@ -490,4 +495,5 @@ def _to_stats(
         # what each row is and how it was initialized (reported for non-MLP models)
         module_type=w.module_type or None,
         init_rule=w.init_rule if w.module_type else None,
+        grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
     )

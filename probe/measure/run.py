@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import ProbeError, RunError, first_line
+from probe.errors import ProbeError, RunError, first_line, user_code_error
 from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.scale import intra_op_threads, threads_for
@@ -84,7 +84,7 @@ def run_probe(
             model = distributed.wrap(model, built, share, spec.run.backward)
         elif spec.run.shard != "none":
             built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
-        with intra_op_threads(threads_for(spec) if device.type == "cpu" else None):
+        with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
             layers, attention = _probe(model, built, spec, device, dtype, progress, share)
     return Report(
         spec=spec,
@@ -137,6 +137,11 @@ def run_errors(spec: Spec, device: torch.device) -> Iterator[None]:
         if "out of memory" in str(exc).lower():
             raise RunError(f"out of memory on {device}: {first_line(exc)}") from None
         raise RunError(f"the probe failed on {device} ({spec.run.dtype}): {first_line(exc)}") from None
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, ... from the model's code
+        where = f"{spec.name}: model {spec.model.factory}" if spec.model.factory else spec.name
+        raise user_code_error(exc, where) from None
 
 
 def _probe(
@@ -175,6 +180,8 @@ def _probe(
                 if spec.run.backward:
                     out = _forward(model, batch, built)
                     if isinstance(out, torch.Tensor):
+                        if not out.requires_grad:
+                            raise RunError(_NO_GRADIENT)
                         if direction is None:
                             # a fixed random direction: d loss / d output = r, unit variance
                             direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
@@ -183,7 +190,7 @@ def _probe(
                         # tuple/dict outputs: every floating-point output gets its own direction
                         outs = float_outputs(out)
                         if not outs:
-                            raise RunError("the model's output holds no floating-point tensor with a gradient")
+                            raise RunError(_NO_GRADIENT)
                         if directions is None:
                             directions = [
                                 _direction(o.shape, dir_gen, share).to(device=device, dtype=o.dtype) for o in outs
@@ -220,6 +227,13 @@ def _direction(shape: torch.Size, generator: torch.Generator, share: Share | Non
     from probe.measure.distributed import direction
 
     return direction(tuple(shape), generator, share)
+
+
+_NO_GRADIENT = (
+    "the model's output has no gradient (no floating-point output depends on a parameter that requires "
+    "grad: frozen parameters, torch.no_grad or detach in forward); set run.backward: false to measure "
+    "the forward pass only"
+)
 
 
 def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:

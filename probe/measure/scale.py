@@ -6,9 +6,11 @@ spec before torch is even loaded.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from probe.errors import RunError
 from probe.spec import Spec
@@ -35,11 +37,56 @@ def forward_macs(spec: Spec) -> int:
     return spec.data.batch_size * sum(i * o for i, o in linear_shapes(spec))
 
 
-def threads_for(spec: Spec) -> int | None:
-    """1 for small MLPs (see SINGLE_THREAD_MACS), None (torch's default) otherwise."""
-    if spec.model.kind != "mlp" or spec.model.hf is not None:
+def work_macs(spec: Spec) -> int | None:
+    """Multiply-adds of one forward pass over one batch, for every spec model kind (the dominant
+    terms: matrix products and convolutions); ``None`` for a user model (unknown)."""
+    m, b = spec.model, spec.data.batch_size
+    if m.factory is not None or m.hf is not None:
         return None
-    return 1 if forward_macs(spec) < SINGLE_THREAD_MACS else None
+    w = m.width
+    if m.kind == "mlp":
+        return forward_macs(spec)
+    if m.kind == "conv" or (m.kind == "residual" and m.block == "conv"):
+        per_layer = b * m.image_size**2 * w * w * m.kernel_size**2
+        first = b * m.image_size**2 * m.in_channels * w * m.kernel_size**2
+        return first + per_layer * m.depth * (2 if m.kind == "residual" else 1)
+    if m.kind == "residual":
+        return b * (m.input_dim * w + 2 * m.depth * w * w)
+    if m.kind == "transformer":
+        ff = m.ff_width or 4 * w
+        tokens = b * m.seq_len
+        return m.depth * (tokens * (4 * w * w + 2 * w * ff) + 2 * b * m.seq_len**2 * w)
+    gates = 4 if m.kind == "lstm" else 3
+    return b * m.seq_len * gates * m.depth * (max(m.input_dim, w) + w) * w
+
+
+# --threads N (set once by the CLI): every run uses exactly N intra-op threads
+_EXPLICIT_THREADS: list[int | None] = [None]
+
+
+def set_threads(n: int | None) -> None:
+    """Fix the intra-op thread count of every later run (``--threads``); ``None``: the policy."""
+    _EXPLICIT_THREADS[0] = n
+
+
+def threads_for(spec: Spec, model: Any = None) -> int | None:
+    """The intra-op threads for ``spec``'s work, one policy for every command and model kind:
+    ``--threads`` when given; else, with ``OMP_NUM_THREADS`` set, torch's count (which honours
+    it); else 1 for small work (below SINGLE_THREAD_MACS: waking threads costs more than they
+    save, and on a busy machine far more) and torch's default (``None``) otherwise. A user
+    model's work is counted as batch size x parameters when ``model`` is given."""
+    import os
+
+    if _EXPLICIT_THREADS[0] is not None:
+        return _EXPLICIT_THREADS[0]
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    macs = work_macs(spec)
+    if macs is None and model is not None:
+        macs = spec.data.batch_size * sum(p.numel() for p in model.parameters())
+    if macs is None:
+        return None
+    return 1 if macs < SINGLE_THREAD_MACS else None
 
 
 @contextmanager
@@ -134,6 +181,180 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
     return MemoryEstimate(weights, activations, statistics)
 
 
+def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
+    """The estimate of any model (every ``model.kind``, a user model): the network is built on the
+    meta device (shapes, no storage; a user factory is called under ``torch.device("meta")``) and
+    one batch runs forward there, counting the bytes of every tensor an operation creates (views
+    excluded). With backward, autograd may keep any of them until the backward pass: their sum
+    is the bound; without, the three largest live at once. A spec model deeper than a few blocks
+    is measured at depths 1 and 2 and extrapolated (its blocks repeat: pooling only shrinks later
+    ones, so the line is an upper bound), which keeps a depth of 10^6 from building 10^6 modules.
+    The user's errors pass as the real build would raise them (a module that does not import, a
+    failing factory, ``sys.exit()``); a forward pass the meta device cannot run (it reads a value
+    with ``.item()``) raises ``ShapeEstimateError``, and the real run says what is wrong, if anything."""
+    m = spec.model
+    if m.factory is None and m.depth > 2:
+        one, two = (_by_sequence(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
+        extra = m.depth - 1
+        return MemoryEstimate(
+            one.weights + extra * max(two.weights - one.weights, 0),
+            one.activations + extra * max(two.activations - one.activations, 0),
+            one.statistics + extra * max(two.statistics - one.statistics, 0),
+        )
+    return _by_sequence(spec)
+
+
+SEQUENCE_POINTS = (8, 16, 24)  # measured lengths (short ones take other kernels' paths)
+
+
+def _by_sequence(spec: Spec) -> MemoryEstimate:
+    """A sequence model's estimate at ``seq_len`` from its estimates at ``SEQUENCE_POINTS``: memory
+    is linear (recurrent cells) or quadratic (attention scores) in the sequence length, and the
+    meta device runs a recurrent layer step by step (10^7 steps would take hours)."""
+    m = spec.model
+    if m.factory is not None or m.kind not in ("transformer", "lstm", "gru") or m.seq_len <= SEQUENCE_POINTS[-1]:
+        return _shapes_estimate(spec)
+    points = [_shapes_estimate(replace(spec, model=replace(m, seq_len=n))) for n in SEQUENCE_POINTS]
+    n = m.seq_len
+
+    def at(values: list[int]) -> int:  # the parabola through the three points, at n (Lagrange)
+        total = 0.0
+        for i, (xi, yi) in enumerate(zip(SEQUENCE_POINTS, values, strict=True)):
+            weight = 1.0
+            for k, xk in enumerate(SEQUENCE_POINTS):
+                if k != i:
+                    weight *= (n - xk) / (xi - xk)
+            total += weight * yi
+        return max(round(total), max(values))
+
+    return MemoryEstimate(
+        at([e.weights for e in points]),
+        at([e.activations for e in points]),
+        at([e.statistics for e in points]),
+    )
+
+
+class ShapeEstimateError(Exception):
+    """The model could not be built or run on the meta device (it needs real data or a real device)."""
+
+
+def _shapes_estimate(spec: Spec) -> MemoryEstimate:
+    import torch
+
+    from probe.errors import ForwardError, ProbeError, first_line
+    from probe.model.build import build
+    from probe.model.inputs import draw
+
+    size = _BYTES[spec.run.dtype]
+    dtype = getattr(torch, spec.run.dtype)
+    outputs: list[int] = []
+    try:
+        with torch.device("meta"):
+            built = build(spec)
+        model = built.model.to(device="meta", dtype=dtype)
+        meta = torch.device("meta")
+        if built.inputs is None:
+            batch_args: tuple = (torch.empty(spec.data.batch_size, spec.model.input_dim, device=meta, dtype=dtype),)
+            batch_kwargs: dict = {}
+        elif built.inputs.kind == "function":  # the user's function makes them (on the CPU)
+            batch = draw(built.inputs, spec.data.batch_size, spec.data.distribution, torch.Generator(), meta, dtype)
+            batch_args, batch_kwargs = batch.args, batch.kwargs
+        else:  # made on the meta device directly: a CPU draw of 10^7 tokens would allocate them
+            shape = (spec.data.batch_size, *built.inputs.shape)
+            tokens = built.inputs.kind == "tokens"
+            batch_args = (torch.zeros(shape, device=meta, dtype=torch.long if tokens else dtype),)
+            batch_kwargs = {}
+        watched: list[int] = []  # the collector's scratch buffer is as large as the largest watched output
+
+        def hook(_module: Any, _inputs: Any, out: Any) -> None:
+            first = next(
+                (t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)), None
+            )
+            if first is not None:
+                watched.append(first.numel())
+
+        handles = [w.module.register_forward_hook(hook) for w in built.watched]
+        try:
+            with _count_outputs(outputs), torch.no_grad():
+                model(*batch_args, **batch_kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+    except ForwardError as exc:
+        # a forward that needs real values (.item(), data-dependent shapes) cannot run on meta: no
+        # estimate, the real run decides; any other failure (a wrong input shape) is the user's
+        # and the real run would fail the same way: said now, once
+        if "meta" not in str(exc).lower() and "NotImplementedError" not in str(exc):
+            raise
+        raise ShapeEstimateError(first_line(exc)) from None
+    except ProbeError:  # the user's errors (a missing module, a failing factory, sys.exit()): as the real build
+        raise
+    except Exception as exc:
+        raise ShapeEstimateError(
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        ) from None
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    weights = params * 4 + (params * size if size != 4 else 0)  # built in float32, then cast
+    if spec.run.backward:
+        weights += params * size
+        activations = sum(outputs)
+    else:
+        activations = sum(sorted(outputs, reverse=True)[:3])
+    # two float32 temporaries of the largest watched output, and a few KiB of records per row
+    statistics = 2 * max(watched, default=0) * 4 + len(built.watched) * 4096
+    return MemoryEstimate(weights, activations, statistics)
+
+
+@contextmanager
+def _count_outputs(sizes: list[int]) -> Iterator[None]:
+    """Append the byte size of every non-view tensor an operation returns while the body runs."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode  # what torch's FlopCounterMode uses
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            if not getattr(func, "is_view", False):
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor):
+                        sizes.append(t.numel() * t.element_size())
+            return out
+
+    with Counter():
+        yield
+
+
+def estimate_any(spec: Spec) -> MemoryEstimate | None:
+    """The estimate of ``spec``'s run: arithmetic for an MLP spec (no torch), the meta-device
+    measure for every other model; ``None`` when a user model cannot run on the meta device."""
+    if spec.model.hf is not None:
+        return None  # transformers models do not run on the meta device (their masks read values)
+    if spec.model.factory is None and spec.model.kind == "mlp":
+        return estimate_memory(spec)
+    try:
+        return estimate_shapes_memory(spec)
+    except ShapeEstimateError:
+        return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process now: ``MemAvailable`` of /proc/meminfo (Linux),
+    else the free physical pages (``os.sysconf``), else ``None`` (unknown: no default guard)."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
     """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.blockwise``),
     from its structure on the meta device (torch and, for ``model.hf``, transformers are imported):
@@ -184,23 +405,42 @@ def _hidden_sizes(meta: object, spec: Spec) -> tuple[int, int, int, int]:
 
 
 def check_memory(
-    spec: Spec, max_memory_gib: float, *, layerwise: bool = False, offer_layerwise: bool = False
-) -> MemoryEstimate:
-    """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib``. ``layerwise``: the
-    estimate of ``--layer-by-layer``; ``offer_layerwise``: a refusal names that mode when it fits."""
-    if layerwise and spec.model.own_model:
+    spec: Spec,
+    max_memory_gib: float | None,
+    *,
+    layerwise: bool = False,
+    offer_layerwise: bool = False,
+    est: MemoryEstimate | None = None,
+) -> MemoryEstimate | None:
+    """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib`` (``None``: the
+    memory available now; ``inf``: no limit). ``layerwise``: the estimate of ``--layer-by-layer``;
+    ``offer_layerwise``: a refusal names that mode when it fits."""
+    if est is None and layerwise and spec.model.own_model:
         est = estimate_blockwise_memory(spec)
+    if est is None:
+        est = estimate_layerwise_memory(spec) if layerwise else estimate_any(spec)
+    if est is None:
+        return None
+    if max_memory_gib is None:
+        available = available_memory_bytes()
+        limit, what = (
+            (float(available), f"the memory available now ({available / 2**30:.2f} GiB)")
+            if available
+            else (math.inf, "")
+        )
     else:
-        est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
-    if est.total > max_memory_gib * 2**30:
+        limit, what = max_memory_gib * 2**30, f"--max-memory {max_memory_gib:g} GiB"
+    if est.total > limit:
         advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
         if layerwise:
             advice = "lower data.batch_size or model.width, or raise --max-memory"
-        elif offer_layerwise and not spec.model.own_model:
+        elif offer_layerwise and not spec.model.own_model and spec.model.kind in ("mlp", "conv"):
             one_block = estimate_layerwise_memory(spec).total
-            if one_block <= max_memory_gib * 2**30:
+            if one_block <= limit:
                 advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
-        raise RunError(f"{spec.name}: {est.line()} exceeds --max-memory {max_memory_gib:g} GiB; {advice}")
+        if max_memory_gib is None:
+            advice += " (--max-memory GIB runs it anyway, e.g. with swap)"
+        raise RunError(f"{spec.name}: {est.line()} exceeds {what}; {advice}")
     return est
 
 
@@ -222,14 +462,10 @@ def guard_memory(
     lines = []
     estimates = []
     for spec in specs:
-        if spec.model.kind != "mlp" or (spec.model.own_model and not layerwise):
+        est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
+        if est is None:
+            lines.append(f"{spec.name}: no memory estimate (the model does not run on the meta device)")
             continue
-        if max_memory_gib is not None:
-            est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
-        elif layerwise and spec.model.own_model:
-            est = estimate_blockwise_memory(spec)
-        else:
-            est = estimate_layerwise_memory(spec) if layerwise else estimate_memory(spec)
         estimates.append(est.total)
         if est.total >= LARGE_RUN_BYTES:
             lines.append(f"{spec.name}: {est.line()}")

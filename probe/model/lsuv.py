@@ -77,6 +77,9 @@ def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
     if not built.keep_mode:
         model.train()  # as the probe runs it: BatchNorm uses batch statistics
     layers = []
+    # the data passes run in train mode (BatchNorm normalizes by batch statistics, as the probe
+    # does) but must leave no trace: running means, variances and batch counts are put back
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             batches = _batches(built, spec)
@@ -84,6 +87,10 @@ def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
                 layers.append(_rescale(model, batches, name, module_name, module, tolerance, max_iter))
     finally:
         model.train(was_training)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
     rescaled = {id(m.weight) for _, (_, m) in targets}
     for w in built.watched:  # the report's "init" column says the weights were rescaled
         if w.init_rule is not None and w.weight is not None and id(w.weight) in rescaled:
@@ -132,7 +139,9 @@ def _output_variance(model: nn.Module, batches: list[Batch], module: nn.Module, 
                 f"lsuv: module '{module_name}' ({type(module).__name__}) returns a {type(out).__name__}, "
                 "not one floating-point tensor; LSUV rescales layers with a single output"
             )
-        seen.append(out.detach().double().flatten())
+        # a copy: .double() of a float64 output is the output itself, which an in-place activation
+        # after this module overwrites before the variance is read
+        seen.append(out.detach().to(torch.float64, copy=True).flatten())
 
     handle = module.register_forward_hook(hook)
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import BuildError, first_line
+from probe.errors import BuildError, ForwardError, RunError, UserCodeError, echo, first_line, user_code_error
 from probe.model.built import Built, Watched
 from probe.model.inputs import InputSpec, draw
 from probe.spec import Spec, inits
@@ -33,7 +33,7 @@ def load_object(path: str, key: str) -> Any:
     """``package.module:attr`` -> the object; a clear ``BuildError`` for every way it can fail."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise BuildError(f"{key}: expected 'package.module:name', got '{path}'")
+        raise BuildError(f"{key}: expected 'package.module:name', got {echo(path)}")
     # like `python -m`, resolve modules relative to the working directory
     cwd = str(Path.cwd())
     if cwd not in sys.path:
@@ -55,11 +55,63 @@ def load_object(path: str, key: str) -> Any:
                 f"{key}: '{module_name}' has no attribute '{part}'" + (f"; {hint.strip()}" if hint else "")
             )
         obj = getattr(obj, part)
+    origin = standard_library_origin(obj, module_name)
+    if origin is not None:
+        raise BuildError(
+            f"{key}: '{path}' comes from the Python standard library ({origin}); a factory must be a class or "
+            "function of your own package or a model library (see the security page of the docs)"
+        )
     return obj
+
+
+def standard_library_origin(obj: Any, module_name: str) -> str | None:
+    """The standard-library module ``obj`` comes from, or ``None`` for any other code.
+
+    Decided by where the object is defined, not by its name: the module it was reached through
+    and the module that defines it (``mypkg:system`` re-exporting ``os.system`` is ``posix``) are
+    each checked for being built into the interpreter or a file under the standard library's
+    folders (site-packages excluded). A spec names a factory to call; ``os:system``,
+    ``subprocess:run`` or ``builtins:exec`` would run whatever its kwargs say."""
+    import inspect
+
+    names = [module_name]
+    defined_in = getattr(obj, "__module__", None)
+    if not isinstance(defined_in, str):
+        module = inspect.getmodule(obj)
+        defined_in = module.__name__ if module is not None else None
+    if isinstance(defined_in, str):
+        names.append(defined_in)
+    if inspect.isbuiltin(obj) and getattr(obj, "__self__", None) is not None and not isinstance(defined_in, str):
+        return "a builtin"
+    for name in names:
+        if _is_standard_module(name):
+            return name
+    return None
+
+
+def _is_standard_module(name: str) -> bool:
+    import sysconfig
+
+    top = name.split(".")[0]
+    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return True
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if module is not None and file is None and top != "__main__":
+        return not hasattr(module, "__path__")  # a namespace package is user code; a builtin has neither
+    if file is None:
+        return False
+    paths = sysconfig.get_paths()
+    where = Path(file).resolve()
+    stdlib = [Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if k in paths]
+    site = [Path(paths[k]).resolve() for k in ("purelib", "platlib") if k in paths]
+    in_site = any(where.is_relative_to(p) for p in site) or "site-packages" in where.parts
+    return not in_site and any(where.is_relative_to(p) for p in stdlib)
 
 
 def make_model(spec: Spec) -> nn.Module:
     """Import the factory and call it with ``model.kwargs``."""
+    import torch
     from torch import nn
 
     m = spec.model
@@ -69,8 +121,14 @@ def make_model(spec: Spec) -> nn.Module:
         raise BuildError(f"model.import: '{m.factory}' is a {type(factory).__name__}, not a callable")
     try:
         model = factory(**m.kwargs)
+    except (MemoryError, torch.OutOfMemoryError) as exc:  # a runtime limit, not bad input: exit 3
+        raise RunError(f"model.import: {m.factory}(...) ran out of memory: {first_line(exc)}") from None
     except Exception as exc:
+        if isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower():
+            raise RunError(f"model.import: {m.factory}(...) ran out of memory: {first_line(exc)}") from None
         raise BuildError(f"model.import: {m.factory}(...) raised {type(exc).__name__}: {first_line(exc)}") from None
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, ... from the factory
+        raise user_code_error(exc, f"model.import: {m.factory}(...)") from None
     if not isinstance(model, nn.Module):
         raise BuildError(f"model.import: {m.factory}(...) returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -110,7 +168,10 @@ def build(spec: Spec) -> Built:
                 f"({type(model).__name__}): no module has a weight with two or more dimensions"
             )
     init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
-    watched, notes = discover(model, inputs, spec.data.distribution)
+    try:
+        watched, notes = discover(model, inputs, spec.data.distribution)
+    except UserCodeError as exc:  # say which spec and factory: check runs many
+        raise UserCodeError(f"{spec.name} (model {spec.model.factory}): {exc}") from None
     for w in watched:
         w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
     restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
@@ -161,6 +222,9 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     groups = roles.block_candidates(model)
     in_group = {q for members in groups.values() for q in members}
     candidates = {id(m): (q, m) for q, m in model.named_modules() if q and (_is_candidate(m) or q in in_group)}
+    if _is_candidate(model) and (not candidates or any(True for _ in model.parameters(recurse=False))):
+        # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
+        candidates[id(model)] = (type(model).__name__, model)
     seen: dict[int, _Seen] = {}
 
     def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
@@ -189,9 +253,11 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     except BuildError:
         raise
     except Exception as exc:
-        raise BuildError(
+        raise ForwardError(
             f"the model rejected its inputs ({inputs.describe()}): {type(exc).__name__}: {first_line(exc)}"
         ) from None
+    except BaseException as exc:
+        raise user_code_error(exc, f"the forward pass of {type(model).__name__}") from None
     finally:
         for h in handles:
             h.remove()
@@ -306,6 +372,8 @@ def _guarded(fn: Callable[..., Any], path: str) -> Callable[[int], Any]:
             raise BuildError(
                 f"model.inputs: {path}({batch_size}) raised {type(exc).__name__}: {first_line(exc)}"
             ) from None
+        except BaseException as exc:
+            raise user_code_error(exc, f"model.inputs: {path}({batch_size})") from None
 
     call.__qualname__ = path
     return call

@@ -8,6 +8,7 @@ picture is asked for; without it, ``PlotError`` says how to install it.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from probe.experiments.sweep import SweepResult
 from probe.experiments.train import TrainResult
 from probe.measure.histograms import LayerHistograms
 from probe.records import Run
+from probe.render.output import check_output_path, write_bytes
 
 FORMATS = ("png", "svg", "pdf")
 INSTALL_HINT = "--plot needs matplotlib: pip install 'probe[plot]' (or pip install matplotlib)"
@@ -28,8 +30,7 @@ def check_path(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise SpecError(f"cannot tell the image format of '{path}': use a .png, .svg or .pdf file", "--plot")
-    if not path.expanduser().parent.exists():
-        raise SpecError(f"folder {path.expanduser().parent} does not exist", "--plot")
+    check_output_path(path, "--plot")
     return suffix
 
 
@@ -51,12 +52,12 @@ def _positive(values: Sequence[float | None]) -> list[float]:
 def _save(fig: Any, path: Path) -> Path:
     plt = _pyplot()
     fmt = check_path(path)
-    path = path.expanduser()
+    buffer = io.BytesIO()  # drawn to memory, then written by the one output writer
     try:
-        fig.savefig(path, format=fmt, bbox_inches="tight", metadata=None if fmt != "png" else {"Software": "probe"})
+        fig.savefig(buffer, format=fmt, bbox_inches="tight", metadata=None if fmt != "png" else {"Software": "probe"})
     finally:
         plt.close(fig)
-    return path
+    return write_bytes(path, buffer.getvalue(), "--plot")
 
 
 def runs_figure(runs: Sequence[Run], path: Path, hists: Sequence[LayerHistograms] = ()) -> Path:

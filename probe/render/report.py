@@ -35,6 +35,7 @@ LAYER_FIELDS = (
     "grad_std",
     "weight_grad_norm",
     "weight_grad_std",
+    "grad_nonfinite",
     "correlation",
     "token_correlation",
 )
@@ -210,7 +211,18 @@ def verdict_text(verdict: Verdict) -> str:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    """JSON text; a non-finite number (nan, inf: e.g. ``max_std: inf``) is written as ``null``."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def run_json(report: Report, verdict: Verdict) -> str:

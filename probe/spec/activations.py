@@ -25,6 +25,9 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
+_FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: "y <= 0" as a strict bound
+
+
 @dataclass(frozen=True)
 class Saturation:
     """Saturated where ``value < low`` or ``value > high``; ``space`` says which value is tested:
@@ -118,8 +121,10 @@ def saturation(name: str, params: dict[str, Any]) -> Saturation | None:
         return Saturation("output", 0.5 - half, 0.5 + half)
     if name == "elu":
         # x < 0: derivative alpha e^x = y + alpha; peak max(1, alpha).
+        # Only x < 0 (y < 0) can saturate: with alpha <= c the whole negative side is flat, and the
+        # bound stops at 0 (just above it, so alpha = 0's y = -0.0 counts; no x > 0 does).
         alpha = float(params["alpha"])
-        return Saturation("output", c * max(1.0, alpha) - alpha, None)
+        return Saturation("output", min(c * max(1.0, alpha) - alpha, _FLOAT32_TINY), None)
     if name == "selu":
         # x < 0: derivative scale alpha e^x = y + scale alpha, which is also the peak.
         la = SELU_SCALE * SELU_ALPHA

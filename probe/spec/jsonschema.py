@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from probe.spec import activations, inits
-from probe.spec.schema import Param
+from probe.spec.schema import INT_LIMIT, Param
 from probe.spec.types import (
     DATA_PARAMS,
     DEVICE_PATTERN,
@@ -48,6 +48,8 @@ def param_schema(param: Param) -> dict[str, Any]:
         if kind == "float_or_auto":
             options.insert(0, {"const": "auto"})
     elif kind == "int":
+        if param.maximum is None:  # Param.check's bound for every integer without its own
+            bounds["maximum"] = INT_LIMIT
         options = [{"type": "integer", **bounds}]
     elif kind == "bool":
         options = [{"type": "boolean"}]
@@ -57,8 +59,8 @@ def param_schema(param: Param) -> dict[str, Any]:
         options = [{"type": "object"}]
     elif kind == "shape":
         options = [
-            {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-            {"type": "integer", "minimum": 1},
+            {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": INT_LIMIT}, "minItems": 1},
+            {"type": "integer", "minimum": 1, "maximum": INT_LIMIT},
             {"type": "string", "pattern": _SHAPE_TEXT},
         ]
     else:  # a new kind must be taught here before it can be used

@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from probe.errors import SpecError
+from probe.errors import SpecError, echo
 from probe.spec import activations, inits
 from probe.spec.schema import check_params, type_name, unknown
 from probe.spec.types import (
@@ -36,6 +36,7 @@ from probe.spec.types import (
     RunSpec,
     Spec,
 )
+from probe.spec.yaml_text import MAX_BYTES, parse_yaml
 
 # ---- parsing ---------------------------------------------------------------------------------
 
@@ -44,7 +45,11 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
     """Read and validate a spec file; ``overrides`` maps dotted keys to values (CLI flags)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as fh:  # bounded: a device such as /dev/zero never ends
+            data = fh.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise SpecError(f"spec file {p} is larger than {MAX_BYTES // 2**20} MiB; a spec is a few hundred bytes")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {p}") from None
     except IsADirectoryError:
@@ -60,22 +65,23 @@ def loads(
     overrides: Mapping[str, Any] | None = None,
     default_name: str = "probe",
 ) -> Spec:
-    """Validate YAML text as a spec."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise SpecError(f"{where}: YAML syntax error: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: YAML error: {exc}") from None
+    """Validate YAML text as a spec; errors in the text name its line and column."""
+    parsed = parse_yaml(text, source)
+    raw = parsed.data
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise SpecError(f"{source}: the spec must be a mapping of sections, got {type_name(raw)}")
-    return parse(raw, overrides=overrides, default_name=default_name)
+    try:
+        return parse(raw, overrides=overrides, default_name=default_name)
+    except SpecError as exc:
+        overridden = any(exc.path == k or exc.path.startswith((f"{k}.", f"{k}[")) for k in overrides or {})
+        position = parsed.where(exc.path) if exc.path and not overridden else None
+        if position is None:
+            raise
+        located = SpecError(f"{source}:{position[0]}:{position[1]}: {exc}")
+        located.path = exc.path
+        raise located from None
 
 
 def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, default_name: str = "probe") -> Spec:
@@ -125,11 +131,11 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
     activation = _choice(raw.pop("activation", "relu"), activations.ACTIVATIONS, "activation", "model.activation")
     factory = raw.pop("import", None)
     if factory is not None and (not isinstance(factory, str) or ":" not in factory):
-        raise SpecError(f"expected 'package.module:factory', got {factory!r}", "model.import")
+        raise SpecError(f"expected 'package.module:factory', got {echo(factory)}", "model.import")
     hf = raw.pop("hf", None)
     if hf is not None and (not isinstance(hf, str) or not hf.strip()):
         raise SpecError(
-            f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {hf!r}", "model.hf"
+            f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {echo(hf)}", "model.hf"
         )
     if hf is not None and factory is not None:
         raise SpecError("give model.import or model.hf, not both", "model.hf")
@@ -224,7 +230,7 @@ def _section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
         raise SpecError(f"expected a mapping, got {type_name(value)}", name)
     for key in value:
         if not isinstance(key, str):
-            raise SpecError(f"keys must be strings, got {type_name(key)} {key!r}", name)
+            raise SpecError(f"keys must be strings, got {type_name(key)} {echo(key)}", name)
     return dict(value)
 
 

@@ -7,11 +7,12 @@ parameters as data and the spec can validate them before anything heavy is impor
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probe.errors import SpecError
+from probe.errors import SpecError, echo
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -26,7 +27,7 @@ def unknown(kind: str, word: object, choices: Iterable[str], path: str, owner: s
     hint = did_you_mean(str(word), options)
     of = f" of {owner}" if owner else ""
     sep = f"; {hint}" if hint else " "
-    return SpecError(f"unknown {kind} '{word}'{of}{sep}(valid: {', '.join(options)})", path)
+    return SpecError(f"unknown {kind} {echo(word)}{of}{sep}(valid: {', '.join(options)})", path)
 
 
 def type_name(value: object) -> str:
@@ -47,6 +48,11 @@ def type_name(value: object) -> str:
     return type(value).__name__
 
 
+# No size, count or seed of a probe comes near 2^31: a larger integer is a typo or an attack, and
+# beyond 2^63 torch itself fails with C++ frames instead of a message.
+INT_LIMIT = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Param:
     """One named parameter of an activation or init strategy.
@@ -63,6 +69,8 @@ class Param:
     maximum: float | None = None
     nullable: bool = False
     help: str = ""
+    # inf is a legitimate "no limit" for upper thresholds only (max_std: inf); NaN never is
+    allow_inf: bool = False
 
     def check(self, value: Any, path: str) -> Any:
         """Return ``value`` converted to this parameter's type, or raise ``SpecError``."""
@@ -74,11 +82,16 @@ class Param:
             return "auto"
         if self.kind in ("float", "float_or_auto"):
             value = as_float(value, path)
+            if math.isnan(value) or (math.isinf(value) and not self.allow_inf):
+                allowed = "a finite number or inf" if self.allow_inf else "a finite number"
+                raise SpecError(f"expected {allowed}, got {echo(value)}", path)
         elif self.kind == "int":
             value = as_int(value, path)
+            if self.maximum is None and abs(value) > INT_LIMIT:
+                raise SpecError(f"must be at most {INT_LIMIT:,} (2^31 - 1), got {echo(value)}", path)
         elif self.kind == "bool":
             if not isinstance(value, bool):
-                raise SpecError(f"expected true or false, got {type_name(value)} {value!r}", path)
+                raise SpecError(f"expected true or false, got {type_name(value)} {echo(value)}", path)
         elif self.kind == "mapping":
             if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
                 raise SpecError(f"expected a mapping with string keys, got {type_name(value)}", path)
@@ -87,21 +100,21 @@ class Param:
             value = as_shape(value, path)
         elif self.kind == "str":
             if not isinstance(value, str):
-                raise SpecError(f"expected a string, got {type_name(value)} {value!r}", path)
+                raise SpecError(f"expected a string, got {type_name(value)} {echo(value)}", path)
             if self.choices and value not in self.choices:
                 raise unknown("value", value, self.choices, path)
         if self.minimum is not None and (value < self.minimum or (self.exclusive_minimum and value == self.minimum)):
             bound = ">" if self.exclusive_minimum else ">="
-            raise SpecError(f"must be {bound} {self.minimum:g}, got {value!r}", path)
+            raise SpecError(f"must be {bound} {self.minimum:g}, got {echo(value)}", path)
         if self.maximum is not None and value > self.maximum:
-            raise SpecError(f"must be <= {self.maximum:g}, got {value!r}", path)
+            raise SpecError(f"must be <= {self.maximum:g}, got {echo(value)}", path)
         return value
 
 
 def as_float(value: Any, path: str) -> float:
     # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings for convenience.
     if isinstance(value, bool):
-        raise SpecError(f"expected a number, got {type_name(value)} {value!r}", path)
+        raise SpecError(f"expected a number, got {type_name(value)} {echo(value)}", path)
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
@@ -109,7 +122,7 @@ def as_float(value: Any, path: str) -> float:
             return float(value)
         except ValueError:
             pass
-    raise SpecError(f"expected a number, got {type_name(value)} {value!r}", path)
+    raise SpecError(f"expected a number, got {type_name(value)} {echo(value)}", path)
 
 
 def as_shape(value: Any, path: str) -> tuple[int, ...]:
@@ -119,15 +132,15 @@ def as_shape(value: Any, path: str) -> tuple[int, ...]:
         try:
             parts = [int(p) for p in parts]
         except ValueError:
-            raise SpecError(f"expected comma-separated integers like 3,32,32, got {value!r}", path) from None
+            raise SpecError(f"expected comma-separated integers like 3,32,32, got {echo(value)}", path) from None
     elif isinstance(value, int) and not isinstance(value, bool):
         parts = [value]
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
         raise SpecError(f"expected a list of integers like [3, 32, 32], got {type_name(value)}", path)
-    if not parts or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in parts):
-        raise SpecError(f"expected positive integers like [3, 32, 32], got {value!r}", path)
+    if not parts or not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= INT_LIMIT for p in parts):
+        raise SpecError(f"expected positive integers like [3, 32, 32], got {echo(value)}", path)
     return tuple(parts)
 
 
@@ -135,7 +148,7 @@ def as_int(value: Any, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise SpecError(f"expected an integer, got {type_name(value)} {value!r}", path)
+        raise SpecError(f"expected an integer, got {type_name(value)} {echo(value)}", path)
     return value
 
 
@@ -146,7 +159,7 @@ def check_params(params: Mapping[str, Any], schema: Mapping[str, Param], owner: 
         if key not in schema:
             sub = f"{path}.{key}" if path else str(key)
             if not schema:
-                raise SpecError(f"{owner} takes no parameters, got '{key}'", sub)
+                raise SpecError(f"{owner} takes no parameters, got {echo(key)}", sub)
             raise unknown("key", key, schema.keys(), sub, owner)
     for key, param in schema.items():
         sub = f"{path}.{key}" if path else key

@@ -239,8 +239,12 @@ RUN_PARAMS: dict[str, Param] = {
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
     "min_std_ratio": Param("float", 1e-2, minimum=0.0, help="vanishing: last/first activation std below this"),
-    "max_std": Param("float", 1e2, minimum=0.0, help="exploding: any layer's activation std above this"),
-    "max_std_ratio": Param("float", 1e2, minimum=0.0, help="exploding: last/first activation std above this"),
+    "max_std": Param(
+        "float", 1e2, minimum=0.0, allow_inf=True, help="exploding: any layer's activation std above this"
+    ),
+    "max_std_ratio": Param(
+        "float", 1e2, minimum=0.0, allow_inf=True, help="exploding: last/first activation std above this"
+    ),
     "max_saturation": Param(
         "float", 0.25, minimum=0.0, maximum=1.0, help="saturation: fraction of saturated values above this"
     ),
@@ -248,15 +252,25 @@ GATE_PARAMS: dict[str, Param] = {
         "float", 0.25, minimum=0.0, maximum=1.0, help="dead_units: fraction of units zero on every sample above this"
     ),
     "min_unit_spread": Param("float", 1e-3, minimum=0.0, help="symmetry: spread across units / std below this"),
-    "max_nonfinite": Param("int", 0, minimum=0, help="nonfinite: count of nan/inf values above this"),
+    "max_nonfinite": Param(
+        "int", 0, minimum=0, help="nonfinite: count of nan/inf values (outputs or gradients) above this"
+    ),
     "min_grad_ratio": Param(
         "float", 1e-2, minimum=0.0, help="gradient_vanishing: a layer's grad scale / output grad scale below this"
     ),
     "max_grad_ratio": Param(
-        "float", 1e2, minimum=0.0, help="gradient_exploding: a layer's grad scale / output grad scale above this"
+        "float",
+        1e2,
+        minimum=0.0,
+        allow_inf=True,
+        help="gradient_exploding: a layer's grad scale / output grad scale above this",
     ),
     "max_branch_ratio": Param(
-        "float", 10.0, minimum=0.0, help="exploding: a residual block's branch adds more than this times its input"
+        "float",
+        10.0,
+        minimum=0.0,
+        allow_inf=True,
+        help="exploding: a residual block's branch adds more than this times its input",
     ),
     "fail_on": Param("str", "error", choices=SEVERITIES, help="the gate fails on errors, or on warnings too"),
     "optimizer": Param(

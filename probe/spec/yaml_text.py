@@ -1,0 +1,167 @@
+"""YAML text -> plain Python data, bounded: the only place probe parses YAML.
+
+``yaml.safe_load`` constructs no Python objects but the plain ones, yet a few hundred bytes can
+still describe an enormous document: aliases fan out (the "billion laughs": ten aliases of ten
+aliases of ... is 10^9 values, which any later walk over the data expands), and nesting thousands
+of levels deep exhausts the recursion limit. The loader here composes the node graph first and
+refuses, before constructing anything, a document whose expanded size or depth passes a bound
+far above any real spec. It also refuses duplicate keys in a mapping (YAML says keys are unique;
+PyYAML silently keeps the last one) and remembers where each key was written, so that validation
+errors can point at a line and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from probe.errors import SpecError, shown
+
+MAX_NODES = 100_000  # scalars, lists and mappings after expanding every alias; a real spec has < 1,000
+MAX_DEPTH = 64  # nesting levels; a real spec has < 8
+MAX_BYTES = 4 * 2**20  # a spec file larger than this is not a spec (and /dev/zero never ends)
+
+
+@dataclass
+class Parsed:
+    """The data and, for each dotted key path (``model.depth``, ``init.rules[0].match``), where
+    its key was written as ``(line, column)``, both 1-based."""
+
+    data: Any
+    marks: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: str) -> tuple[int, int] | None:
+        """The position of ``path`` or of its closest written parent."""
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
+
+
+def parse_yaml(text: str, source: str) -> Parsed:
+    """Parse ``text`` (one YAML document) within the bounds above; ``SpecError`` otherwise."""
+    import yaml
+
+    try:
+        loader = _loader_class()(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters at once
+        raise SpecError(f"{source}: YAML error: {shown(str(exc).splitlines()[0], 200)}") from None
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise SpecError(f"{source}: the YAML nests deeper than {MAX_DEPTH} levels") from None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+            raise SpecError(f"{where}: YAML syntax error: {exc.problem or exc}") from None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{source}: YAML error: {exc}") from None
+        if node is None:
+            return Parsed(None)
+        _check_size(node, source)
+        marks: dict[str, tuple[int, int]] = {}
+        _collect_marks(node, "", marks, source)
+        try:
+            data = loader.construct_document(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+            raise SpecError(f"{where}: YAML error: {exc.problem or exc}") from None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{source}: YAML error: {exc}") from None
+        return Parsed(data, marks)
+    finally:
+        loader.dispose()
+
+
+def _loader_class() -> type:
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        """SafeLoader whose composer stops at ``MAX_DEPTH`` levels, before Python's recursion limit."""
+
+        _depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH:
+                    raise RecursionError
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return BoundedLoader
+
+
+def _check_size(root: Any, source: str) -> None:
+    """Refuse a graph whose alias expansion exceeds ``MAX_NODES`` (counted without expanding)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise SpecError(f"{source}: a YAML alias refers to a node containing itself")
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{source}: the YAML nests deeper than {MAX_DEPTH} levels (through aliases)")
+        on_path.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[Any] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_NODES:
+                raise SpecError(
+                    f"{source}: the YAML expands to more than {MAX_NODES:,} values through its aliases "
+                    "(&anchor/*alias fan-out); a spec needs a few hundred"
+                )
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _collect_marks(node: Any, path: str, marks: dict[str, tuple[int, int]], source: str) -> None:
+    """Record each key's position and refuse duplicate keys (naming both lines)."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = key_node.start_mark.line + 1
+            key = key_node.value
+            if key == "<<":  # a merge key may repeat; its keys were written elsewhere
+                continue
+            if key in first:
+                raise SpecError(
+                    f"{source}:{line}:{key_node.start_mark.column + 1}: duplicate key '{_short(key)}' "
+                    f"(first on line {first[key]}, again on line {line}); YAML keys must be unique"
+                )
+            first[key] = line
+            sub = f"{path}.{key}" if path else str(key)
+            marks.setdefault(sub, (line, key_node.start_mark.column + 1))
+            _collect_marks(value_node, sub, marks, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = f"{path}[{i}]"
+            marks.setdefault(sub, (item.start_mark.line + 1, item.start_mark.column + 1))
+            _collect_marks(item, sub, marks, source)
+
+
+def _short(text: str) -> str:
+    return shown(text, 60)

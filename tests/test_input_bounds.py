@@ -1,0 +1,134 @@
+"""Bad input is refused with exit 2 and one bounded line: YAML bombs, duplicate keys, NaN, escapes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probe.errors import SpecError, shown
+from probe.spec import loads, parse
+from probe.spec.yaml_text import MAX_DEPTH, MAX_NODES
+
+TINY = "model: {depth: 2, width: 8}\ndata: {batch_size: 8}\nrun: {device: cpu}\n"
+
+
+def _bomb(levels: int, fan: int = 9) -> str:
+    """A user model's kwargs whose last entry expands to fan^levels strings."""
+    lines = ["model:", "  kwargs:", "    a0: &a0 [" + ", ".join(["x"] * fan) + "]"]
+    for i in range(1, levels):
+        lines.append(f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_refused_fast() -> None:
+    text = _bomb(9)  # 9^9 = 387 million values from ~400 bytes
+    assert len(text) < 600
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match="expands to more than"):
+        loads(text)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_small_alias_use_is_still_fine() -> None:
+    spec = loads("model: {width: &w 16, input_dim: *w, depth: 2}\n")
+    assert spec.model.width == spec.model.input_dim == 16
+    assert 9**5 < MAX_NODES < 9**6  # the bound sits between harmless and harmful fan-outs below
+    assert len(loads(_bomb(5)).model.kwargs["a4"]) == 9  # 9^5 values: allowed
+    with pytest.raises(SpecError, match="expands"):
+        loads(_bomb(6))
+
+
+def test_deep_nesting_is_refused() -> None:
+    with pytest.raises(SpecError, match=f"deeper than {MAX_DEPTH}"):
+        loads("model: " + "[" * 5000 + "]" * 5000)
+
+
+def test_duplicate_keys_name_both_lines() -> None:
+    with pytest.raises(SpecError, match=r"<spec>:4:3: duplicate key 'depth' \(first on line 2, again on line 4\)"):
+        loads("model:\n  depth: 2\n  width: 4\n  depth: 3\n")
+
+
+def test_validation_errors_carry_line_and_column() -> None:
+    with pytest.raises(SpecError, match=r"^<spec>:3:3: model.depth: must be >= 1"):
+        loads("name: x\nmodel:\n  depth: 0\n")
+
+
+def test_override_errors_do_not_point_into_the_file() -> None:
+    with pytest.raises(SpecError, match=r"^model.depth: must be >= 1"):
+        loads("model:\n  depth: 3\n", overrides={"model.depth": 0})
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "gate.min_std",
+        "gate.min_std_ratio",
+        "gate.min_grad_ratio",
+        "gate.max_std",
+        "gate.max_saturation",
+        "model.dropout",
+        "model.branch_scale",
+    ],
+)
+def test_nan_is_refused(key: str) -> None:
+    section, name = key.split(".")
+    raw: dict[str, Any] = {"model": {"kind": "residual"} if section == "model" else {}, section: {}}
+    raw[section][name] = float("nan")
+    with pytest.raises(SpecError, match=f"{key}: expected a finite number"):
+        parse(raw)
+
+
+@pytest.mark.parametrize("strategy", [{"name": "normal", "std": float("nan")}, {"name": "lsuv", "tolerance": "nan"}])
+def test_nan_strategy_parameters_are_refused(strategy: dict[str, Any]) -> None:
+    with pytest.raises(SpecError, match=r"init.weight\.\w+: expected a finite number"):
+        parse({"init": {"weight": strategy}})
+
+
+def test_inf_only_where_it_means_no_limit() -> None:
+    assert parse({"gate": {"max_std": float("inf")}}).gate.max_std == float("inf")
+    with pytest.raises(SpecError, match=r"gate\.min_std: expected a finite number, got inf"):
+        parse({"gate": {"min_std": float("inf")}})
+
+
+def test_nan_gate_cannot_switch_the_check_off(cli: Callable[..., Any]) -> None:
+    # lab1_tiny_relu vanishes: without the NaN guard these three NaNs made it pass with exit 0
+    args = ["--gate", "min_std=nan", "--gate", "min_std_ratio=nan", "--gate", "min_grad_ratio=nan"]
+    result = cli("check", "configs/lab1_tiny_relu.yaml", *args)
+    assert result.exit_code == 2 and "expected a finite number" in result.output
+
+
+def test_json_writes_inf_as_null(cli: Callable[..., Any], tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "s.yaml").write_text(TINY + "gate: {max_std: .inf}\n")
+    result = cli("run", str(tmp_path / "s.yaml"), "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["spec"]["gate"]["max_std"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["train", "he", "--noise", "nan"], "--noise"),
+        (["train", "he", "--lr", "nan"], "--lr"),
+        (["fix", "configs/lab1_tiny_relu.yaml", "--tolerance", "nan"], "tolerance"),
+        (["run", "configs/lab1_tiny_relu.yaml", "--max-memory", "nan"], "--max-memory"),
+    ],
+)
+def test_nan_options_are_refused(cli: Callable[..., Any], args: list[str], option: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
+def test_echoed_values_are_escaped_and_capped(cli: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text('model:\n  "\\e[2J' + "k" * 900 + '": 1\n')
+    result = cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2
+    assert "\x1b" not in result.output and "\\x1b[2J" in result.output
+    assert len(result.output) < 1500
+    assert shown("a\x07b" + "c" * 500, 20) == "a\\x07bccccccccccc..."

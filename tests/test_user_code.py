@@ -1,0 +1,180 @@
+"""User code cannot steer probe's exit code, and what it may run is bounded (issue 12, items 4, 5, 16)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probe.errors import BuildError
+from probe.model.user_model import load_object
+
+FAST = ["--set", "data.batch_size=4", "--set", "run.device=cpu"]
+
+
+def _write_spec(tmp_path: Path, factory: str, **kwargs: Any) -> Path:
+    args = ", ".join(f"{k}: {v}" for k, v in kwargs.items())
+    path = tmp_path / f"{factory.rpartition(':')[2]}.yaml"
+    path.write_text(
+        f"model: {{import: '{factory}', kwargs: {{{args}}}, input_shape: [4]}}\n"
+        "data: {batch_size: 4}\nrun: {device: cpu}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "raised"),
+    [
+        ("tests.models_for_tests:exits_in_forward", {"raises": "exit0"}, r"SystemExit\(0\)"),
+        ("tests.models_for_tests:exits_in_forward", {"raises": "interrupt"}, "KeyboardInterrupt"),
+        ("tests.models_for_tests:exits_in_forward", {"raises": "other"}, "GeneratorExit: leaked"),
+        ("tests.models_for_tests:exits_in_factory", {"code": 0}, r"SystemExit\(0\)"),
+    ],
+    ids=["sys.exit-in-forward", "keyboardinterrupt-in-forward", "generatorexit", "sys.exit-in-factory"],
+)
+def test_base_exceptions_from_user_code_are_exit_3(
+    cli: Callable[..., Any], tmp_path: Path, factory: str, kwargs: dict[str, Any], raised: str
+) -> None:
+    import re
+
+    bad = _write_spec(tmp_path, factory, **kwargs)
+    # a healthy spec first: a sys.exit(0) in the second must not make the whole gate pass
+    result = cli("check", "configs/lab1_he_relu.yaml", str(bad), *FAST)
+    assert result.exit_code == 3, result.output
+    assert re.search(raised, result.output), result.output
+    assert "exits_in_f" in result.output  # which model
+
+
+def test_run_reports_the_model_that_exited(cli: Callable[..., Any]) -> None:
+    result = cli("run", "--model", "tests.models_for_tests:exits_in_forward", "--input-shape", "4", *FAST)
+    assert result.exit_code == 3 and "SystemExit(0)" in result.output
+
+
+def test_ctrl_c_is_exit_130_with_one_line(cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from probe.measure import run as run_mod
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to probe's handler
+        raise AssertionError("the signal handler should have raised")
+
+    monkeypatch.setattr(run_mod, "_probe", interrupted)
+    result = cli("run", "configs/lab1_tiny_relu.yaml", *FAST)
+    assert result.exit_code == 130
+    assert result.output.strip() == "probe: interrupted"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "os:system",
+        "subprocess:run",
+        "subprocess:Popen",
+        "builtins:exec",
+        "builtins:eval",
+        "shutil:rmtree",
+        "posix:system",
+    ],
+)
+def test_standard_library_factories_are_refused(path: str) -> None:
+    with pytest.raises(BuildError, match="standard library"):
+        load_object(path, "model.import")
+
+
+def test_a_reexported_stdlib_callable_is_refused_by_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "innocent_pkg.py").write_text("from os import system as build\nimport subprocess\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BuildError, match=r"standard library \(posix\)"):
+        load_object("innocent_pkg:build", "model.import")
+    with pytest.raises(BuildError, match=r"standard library \(subprocess\)"):
+        load_object("innocent_pkg:subprocess.check_call", "model.import")
+
+
+def test_model_libraries_and_user_code_are_allowed() -> None:
+    assert load_object("torch.nn:Linear", "model.import").__name__ == "Linear"
+    assert callable(load_object("tests.models_for_tests:awkward", "model.import"))
+
+
+def test_os_system_never_runs(cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(
+        'model: {import: "os:system", kwargs: {command: "touch PWNED"}, input_shape: [4]}\n'
+    )
+    result = cli("check", str(tmp_path / "s.yaml"))
+    assert result.exit_code == 2 and "standard library" in result.output
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_model_that_is_one_module(cli: Callable[..., Any]) -> None:
+    result = cli(
+        "run",
+        "--model",
+        "torch.nn:Linear",
+        "--model-arg",
+        "in_features=8",
+        "--model-arg",
+        "out_features=8",
+        "--input-shape",
+        "8",
+        "-f",
+        "json",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads(result.stdout)["layers"]
+    assert [r["name"] for r in rows] == ["Linear"]
+
+
+def test_an_output_without_gradient_gets_a_sentence(cli: Callable[..., Any]) -> None:
+    result = cli("run", "--model", "tests.models_for_tests:frozen", "--input-shape", "4", *FAST)
+    assert result.exit_code == 3
+    assert "has no gradient" in result.output and "run.backward: false" in result.output
+    assert "element 0" not in result.output
+
+
+def test_a_factory_out_of_memory_is_exit_3(cli: Callable[..., Any]) -> None:
+    result = cli("run", "--model", "tests.models_for_tests:out_of_memory", "--input-shape", "4", *FAST)
+    assert result.exit_code == 3 and "ran out of memory" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "delay_s"),
+    [
+        ([], 0.0),  # while torch imports
+        (["--jobs", "2", "configs/lab1_tiny_relu.yaml"], 2.0),  # while spawned workers start or run
+    ],
+    ids=["during-import", "jobs-workers"],
+)
+def test_ctrl_c_in_a_real_process(args: list[str], delay_s: float) -> None:
+    """The terminal sends SIGINT to the whole process group: one line, exit 130, no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = "check" if args else "run"
+    argv = [sys.executable, "-m", "probe", command, "configs/lab1_he_relu.yaml", *args, "--set", "data.batches=5000"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # wait until torch is being loaded (probe's handler is in place by then), however slow the
+    # machine: a SIGINT while Python itself starts is Python's, not probe's
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "libtorch" in maps.read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.02)
+    time.sleep(delay_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert err.decode() == "probe: interrupted\n"
