@@ -378,7 +378,10 @@ class _OnDevice:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
-    def parameters(self) -> Iterator[Any]:
+    def parameters(self, recurse: bool = True) -> Iterator[Any]:
         import torch
 
+        if not recurse:  # the model's own (a wrapper's: none)
+            yield from self.model.parameters(recurse=False)
+            return
         yield torch.empty(0, device=self.device, dtype=self.dtype)
