@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # A CPU wheel of this torch lies on the team's machines; elsewhere pip fetches it (any torch>=2.1 works).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help install demo test lint typecheck check bench docs docs-examples clean
+.PHONY: help install demo test lint typecheck check bench bench-hf docs docs-examples clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ check: lint typecheck test  ## everything CI should care about
 
 bench: install  ## benchmarks: probe overhead vs. a bare forward/backward pass
 	$(PY) benchmarks/run.py
+
+bench-hf: install  ## Llama-2-7B-sized config layer by layer, forward and backward (<= 300 s, <= 4 GiB); 70B: CASES=70b
+	$(PY) benchmarks/hf_layerwise.py $(or $(CASES),7b)
 
 docs: install  ## build the documentation site into site/ (mkdocs, strict)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

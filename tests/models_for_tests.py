@@ -112,6 +112,13 @@ def not_a_module() -> object:
     return "a string"
 
 
+def tied(width: int = 6) -> nn.Module:
+    """Two Linear blocks sharing one weight (tied weights)."""
+    first, second = nn.Linear(width, width), nn.Linear(width, width)
+    second.weight = first.weight
+    return nn.Sequential(first, nn.ReLU(), second)
+
+
 class ExitsInForward(nn.Module):
     """A model whose forward ends the process (``sys.exit``) or raises another BaseException."""
 

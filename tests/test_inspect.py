@@ -141,4 +141,4 @@ def test_cli_inspect_user_model_has_no_expectation(cli) -> None:  # type: ignore
     assert {p["name"] for p in params} >= {"stem.weight", "head.weight"}
     assert all(p["rule"] == "own" and p["expected_std"] is None and not p["mismatch"] for p in params)
     bad = cli("inspect")
-    assert bad.exit_code == 2 and "give a SPEC.yaml or --model" in bad.output
+    assert bad.exit_code == 2 and "give a SPEC.yaml, --model MODULE:FACTORY or --hf" in " ".join(bad.output.split())

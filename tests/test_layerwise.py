@@ -206,11 +206,14 @@ def test_cli_table_says_it_ran_layer_by_layer(cli: Any) -> None:
     [
         ([str(CONFIGS / "resnet_fixup.yaml")], "model.kind: residual"),
         ([str(CONFIGS / "lab1_he_relu.yaml"), "--set", "init.weight=lsuv"], "except lsuv"),
-        (["--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8"], "a --model factory"),
+        (
+            ["--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8", "--weights", "w.pt"],
+            "--weights loads",
+        ),
         ([str(CONFIGS / "lab1_he_relu.yaml"), "--weights", "w.pt"], "--weights loads a whole state dict"),
         ([str(CONFIGS / "lab1_he_relu.yaml"), "--plot", "p.png"], "--plot needs the whole network"),
     ],
-    ids=["residual", "lsuv", "model", "weights", "plot"],
+    ids=["residual", "lsuv", "model-weights", "weights", "plot"],
 )
 def test_cli_refusals_exit_2_and_say_where_it_applies(cli: Any, args: list[str], message: str) -> None:
     result = cli("run", *args, "--layer-by-layer")

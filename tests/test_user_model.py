@@ -173,7 +173,7 @@ def test_large_models_get_a_summarized_table() -> None:
         (["--model", f"{M}:awkward", "--input-shape", "3,x"], "model.input_shape: expected comma-separated integers"),
         (["--model", f"{M}:two_inputs", "--inputs", f"{M}:nothing"], "model.inputs: 'tests.models_for_tests' has no"),
         (["--model", f"{M}:awkward", "--input-shape", "3,8,8", "--layers", "zzz"], "--layers 'zzz' matches no layer"),
-        ([], "give a SPEC.yaml or --model"),
+        ([], "give a SPEC.yaml, --model MODULE:FACTORY or --hf"),
     ],
     ids=[
         "no-module",

@@ -289,15 +289,19 @@ def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
 
 
 def _model_overrides(
-    model: str | None, model_args: list[str] | None, input_shape: str | None, inputs: str | None
+    model: str | None, model_args: list[str] | None, input_shape: str | None, inputs: str | None, hf: str | None = None
 ) -> dict[str, Any]:
     """``--model`` and friends as spec overrides (``model.import``, ``model.kwargs``, ...)."""
     out: dict[str, Any] = {}
+    if model is not None and hf is not None:
+        raise SpecError("give --model or --hf, not both")
     if model is not None:
         out["model.import"] = model
+    if hf is not None:
+        out["model.hf"] = hf
     if model_args:
-        if model is None:
-            raise SpecError("--model-arg needs --model")
+        if model is None and hf is None:
+            raise SpecError("--model-arg needs --model or --hf")
         out["model.kwargs"] = {k.partition(".")[2]: v for k, v in pairs(model_args, "kwargs", "--model-arg").items()}
     if input_shape is not None:
         out["model.input_shape"] = input_shape
@@ -312,7 +316,18 @@ ModelOpt = Annotated[
 ]
 ModelArgOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--model-arg", metavar="KEY=VALUE", help="A keyword argument of the factory (repeatable)."),
+    typer.Option(
+        "--model-arg", metavar="KEY=VALUE", help="A factory keyword argument or --hf config field (repeatable)."
+    ),
+]
+HfOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--hf",
+        metavar="TYPE_OR_PATH",
+        help="Probe a transformers model built from its config (offline): a model type (llama, gpt2, bert, vit, "
+        "resnet, ...) or a local config.json; needs probe[hf].",
+    ),
 ]
 InputShapeOpt = Annotated[
     Optional[str],
@@ -331,14 +346,17 @@ def load_spec(
     model_args: list[str] | None,
     input_shape: str | None,
     inputs: str | None,
+    hf: str | None = None,
 ) -> Any:
-    """The spec from SPEC.yaml and/or ``--model`` and friends, with ``overrides`` applied."""
+    """The spec from SPEC.yaml and/or ``--model`` (or ``--hf``) and friends, with ``overrides`` applied."""
     from probe import spec as spec_mod
 
-    overrides = {**overrides, **_model_overrides(model, model_args, input_shape, inputs)}
+    overrides = {**overrides, **_model_overrides(model, model_args, input_shape, inputs, hf)}
     if spec_path is None:
+        if hf is not None:
+            return spec_mod.parse({}, overrides, Path(hf).stem if hf.endswith(".json") else hf)
         if model is None:
-            raise SpecError("give a SPEC.yaml or --model MODULE:FACTORY")
+            raise SpecError("give a SPEC.yaml, --model MODULE:FACTORY or --hf TYPE_OR_PATH")
         return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
     return spec_mod.load(spec_path, overrides)
 

@@ -17,6 +17,7 @@ from probe.cli.common import (
     Format,
     FormatOpt,
     GateOpt,
+    HfOpt,
     InputShapeOpt,
     InputsOpt,
     ModelArgOpt,
@@ -63,6 +64,7 @@ def fix_cmd(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     model: ModelOpt = None,
+    hf: HfOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
     inputs: InputsOpt = None,
@@ -81,7 +83,7 @@ def fix_cmd(
         from probe.render import theory as rt
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
-        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output)
         check_output_path(save, "--save")
         memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available

@@ -16,6 +16,7 @@ from probe.cli.common import (
     DtypeOpt,
     Format,
     FormatOpt,
+    HfOpt,
     InputShapeOpt,
     InputsOpt,
     ModelArgOpt,
@@ -47,6 +48,7 @@ def inspect(
     fmt: FormatOpt = Format.table,
     output: OutputOpt = None,
     model: ModelOpt = None,
+    hf: HfOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
     inputs: InputsOpt = None,
@@ -65,7 +67,7 @@ def inspect(
         from probe.render import views
 
         overrides = {**pairs(set_, "", "--set"), **run_overrides(seed, device, dtype)}
-        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output)
         memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
         ins = inspect_spec(spec)

@@ -16,6 +16,7 @@ from probe.cli.common import (
     Format,
     FormatOpt,
     GateOpt,
+    HfOpt,
     InputShapeOpt,
     InputsOpt,
     MaxMemoryOpt,
@@ -59,6 +60,7 @@ def run(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     model: ModelOpt = None,
+    hf: HfOpt = None,
     model_arg: ModelArgOpt = None,
     input_shape: InputShapeOpt = None,
     inputs: InputsOpt = None,
@@ -87,7 +89,8 @@ def run(
         typer.Option(
             "--layer-by-layer",
             help="Build and probe one block at a time from the meta device: memory for one block's weights "
-            "and one batch, whatever the depth. Forward statistics only; model.kind: mlp or conv.",
+            "and the activations at block boundaries, whatever the depth. --model and --hf models: forward and "
+            "backward; model.kind mlp or conv: forward only.",
         ),
     ] = False,
 ) -> None:
@@ -102,7 +105,7 @@ def run(
     def body() -> int:
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
-        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs)
+        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output, plot)
         from probe.judge.advice import advise
         from probe.judge.rules import evaluate
@@ -110,9 +113,18 @@ def run(
         from probe.render import report as rp  # after the spec: bad input fails without loading these
 
         if layer_by_layer:
-            from probe.measure.layerwise import check_applies
+            if spec.model.own_model:
+                from probe.model.blocks import check_applies as check_blocks
 
-            check_applies(spec, weights=weights is not None)
+                check_blocks(spec)
+                if weights is not None:
+                    raise SpecError(
+                        "--layer-by-layer builds the model from its init; --weights loads a whole state dict"
+                    )
+            else:
+                from probe.measure.layerwise import check_applies
+
+                check_applies(spec, weights=weights is not None)
             if plot is not None:
                 raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
@@ -124,14 +136,24 @@ def run(
             from probe.experiments.fix import load_weights
 
             state = load_weights(weights)
-        with batch_progress(spec.data.batches) as progress:
-            if layer_by_layer:
-                from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
+        if layer_by_layer:
+            from probe.measure.layerwise import return_large_allocations_to_the_os
 
-                return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
-                result = run_layerwise(spec, progress)
-            else:
-                result = run_probe(spec, progress, state_dict=state)
+            return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
+        if layer_by_layer and spec.model.own_model:
+            from probe.cli.progress import block_progress
+            from probe.measure.blockwise import run_blockwise
+
+            with block_progress() as on_block:
+                result = run_blockwise(spec, on_block)
+        else:
+            with batch_progress(spec.data.batches) as progress:
+                if layer_by_layer:
+                    from probe.measure.layerwise import run_layerwise
+
+                    result = run_layerwise(spec, progress)
+                else:
+                    result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
         if tensorboard is not None and writes_files():  # torchrun: rank 0 writes
             _tensorboard_run(spec, result, verdict, tensorboard, state, with_histograms=not layer_by_layer)

@@ -128,7 +128,7 @@ def _rule(
     if log is None and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         choice = spec.init.weight if param_name == "weight" else spec.init.bias
         return choice.name, expected_std(choice, shape, act, _layer_fan_in(module, shape))
-    if spec.model.factory is not None:
+    if spec.model.own_model:
         return "own", None  # the factory's own init: nothing to hold it to
     return _torch_default(module, param_name, param)
 

@@ -123,6 +123,8 @@ def check_trainable(spec: Spec) -> None:
     supported = "probe train supports model.kind mlp and residual with block: mlp"
     if m.factory is not None:
         raise SpecError(f"a user model (model.import) cannot take the two-moons points; {supported}", "model.import")
+    if m.hf is not None:
+        raise SpecError(f"a transformers model (model.hf) cannot take the two-moons points; {supported}", "model.hf")
     if m.kind == "residual" and m.block != "mlp":
         raise SpecError(f"residual block '{m.block}' cannot take 2 input features; {supported}", "model.block")
     if m.kind not in ("mlp", "residual"):

@@ -157,7 +157,7 @@ def mismatch(spec: Spec) -> str | None:
     Only fan-based strategies are judged here: a fixed-scale init (tiny, large, normal) is judged
     by the health rules, whose failure gets its own suggestion. A user model is not judged.
     """
-    if spec.model.factory is not None:
+    if spec.model.own_model:
         return None  # a user model (--model): its nonlinearities are its own modules
     act_name, act_params = network_activation(spec)
     if spec.model.kind in ("lstm", "gru") and any(

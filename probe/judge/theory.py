@@ -227,6 +227,8 @@ def network_reason(spec: Spec) -> str | None:
     m = spec.model
     if m.factory is not None:
         return "no prediction for a user model (model.import): the mean-field theory here covers spec MLPs"
+    if m.hf is not None:
+        return "no prediction for a transformers model (model.hf): the mean-field theory here covers spec MLPs"
     if m.kind != "mlp":
         return f"no prediction for model.kind '{m.kind}': the mean-field theory here covers fully connected networks"
     if m.norm != "none":

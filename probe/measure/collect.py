@@ -155,6 +155,7 @@ class Collector:
         self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
         self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
+        self.recomputing = False  # layer by layer: a block's forward again, in the backward pass
         # distributed runs: the part of a whole-batch weight gradient this rank measures
         self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -219,6 +220,11 @@ class Collector:
         if isinstance(output, (tuple, list)):  # LSTM, MultiheadAttention: measure the first tensor
             output = next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
+            return
+        if self.recomputing:  # the values were measured in the forward pass: the gradient's hook only
+            if output.requires_grad:
+                y, scaled = _float(output.detach()), self.layers[i].scaled
+                output.register_hook(self._backward_hook(i, sp.sample_norms(y) if scaled and y.dim() else None))
             return
         layer = self.layers[i]
         y = _float(output.detach())

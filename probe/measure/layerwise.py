@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-APPLIES = "model.kind: mlp or conv (probe's own plain stacks; not residual, transformer, lstm/gru or --model)"
+APPLIES = (
+    "model.kind: mlp or conv (probe's own plain stacks; not residual, transformer, lstm/gru), --model and --hf models"
+)
 
 
 @dataclass

@@ -214,7 +214,7 @@ def _probe(
 def may_attend(spec: Spec) -> bool:
     """Whether the network may compute attention (a transformer, or a model probe did not build):
     only then are the attention functions watched (``measure/attention.py``)."""
-    return spec.model.factory is not None or spec.model.kind == "transformer"
+    return spec.model.own_model or spec.model.kind == "transformer"
 
 
 def _direction(shape: torch.Size, generator: torch.Generator, share: Share | None) -> torch.Tensor:

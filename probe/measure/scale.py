@@ -41,7 +41,7 @@ def work_macs(spec: Spec) -> int | None:
     """Multiply-adds of one forward pass over one batch, for every spec model kind (the dominant
     terms: matrix products and convolutions); ``None`` for a user model (unknown)."""
     m, b = spec.model, spec.data.batch_size
-    if m.factory is not None:
+    if m.factory is not None or m.hf is not None:
         return None
     w = m.width
     if m.kind == "mlp":
@@ -327,6 +327,8 @@ def _count_outputs(sizes: list[int]) -> Iterator[None]:
 def estimate_any(spec: Spec) -> MemoryEstimate | None:
     """The estimate of ``spec``'s run: arithmetic for an MLP spec (no torch), the meta-device
     measure for every other model; ``None`` when a user model cannot run on the meta device."""
+    if spec.model.hf is not None:
+        return None  # transformers models do not run on the meta device (their masks read values)
     if spec.model.factory is None and spec.model.kind == "mlp":
         return estimate_memory(spec)
     try:
@@ -353,6 +355,55 @@ def available_memory_bytes() -> int | None:
         return None
 
 
+def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
+    """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.blockwise``),
+    from its structure on the meta device (torch and, for ``model.hf``, transformers are imported):
+    the largest block's weights in float32 (plus the cast copy; with backward, plus their gradients)
+    and the resident tensors; the activations at block boundaries (one hidden state per block) and
+    one block's own activations (about twelve hidden states and four of the feed-forward's, and the
+    attention scores, for a transformers text model; four boundary-sized tensors otherwise)."""
+    from probe.model.blocks import meta_model
+
+    meta = meta_model(spec)
+    size = _BYTES[spec.run.dtype]
+    block = max((b.numel() for b in meta.blocks), default=0)
+    resident = sum(t.numel() for m in meta.resident for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
+    weights = block * 4 + (block * size if size != 4 else 0) + resident * 4
+    if spec.run.backward:
+        weights += block * size
+    hidden, inner, heads, tokens = _hidden_sizes(meta, spec)
+    rows = spec.data.batch_size
+    boundary = rows * tokens * hidden * size
+    one_block = rows * tokens * (12 * hidden + 4 * inner) * size + rows * heads * tokens * tokens * size * 2
+    activations = (len(meta.blocks) + 2) * boundary + max(one_block, 4 * boundary)
+    statistics = len(meta.steps) * RNG_STATE_BYTES + sum(1 for _ in meta.model.modules()) * META_MODULE_BYTES
+    return MemoryEstimate(weights, activations, statistics)
+
+
+def _hidden_sizes(meta: object, spec: Spec) -> tuple[int, int, int, int]:
+    """(hidden size, feed-forward size, attention heads, tokens per sample) of the model's blocks:
+    from a transformers config, or (for a user model) the input's size and no attention."""
+    config = getattr(getattr(meta, "model", None), "config", None)
+    inner_model = next(iter(meta.model.children()), None) if config is None else None  # type: ignore[attr-defined]
+    config = config or getattr(inner_model, "config", None)
+    inputs = meta.inputs  # type: ignore[attr-defined]
+    if config is not None:
+        hidden = int(getattr(config, "hidden_size", 0) or max(getattr(config, "hidden_sizes", [0]) or [0]))
+        inner = int(getattr(config, "intermediate_size", 0) or getattr(config, "n_inner", 0) or 4 * hidden)
+        heads = int(getattr(config, "num_attention_heads", 0) or 0)
+        if inputs.kind == "tokens":
+            tokens = spec.model.seq_len
+        else:
+            patch = getattr(config, "patch_size", None)
+            side = inputs.shape[-1] if inputs.shape else 1
+            tokens = (side // patch) ** 2 + 1 if isinstance(patch, int) and patch else side * side
+        return hidden, inner, heads, tokens
+    numel = 1
+    for d in inputs.shape:
+        numel *= d
+    return numel, numel, 0, 1
+
+
 def check_memory(
     spec: Spec,
     max_memory_gib: float | None,
@@ -364,6 +415,8 @@ def check_memory(
     """The estimate, or a RunError (exit 3) when it exceeds ``max_memory_gib`` (``None``: the
     memory available now; ``inf``: no limit). ``layerwise``: the estimate of ``--layer-by-layer``;
     ``offer_layerwise``: a refusal names that mode when it fits."""
+    if est is None and layerwise and spec.model.own_model:
+        est = estimate_blockwise_memory(spec)
     if est is None:
         est = estimate_layerwise_memory(spec) if layerwise else estimate_any(spec)
     if est is None:
@@ -381,7 +434,7 @@ def check_memory(
         advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
         if layerwise:
             advice = "lower data.batch_size or model.width, or raise --max-memory"
-        elif offer_layerwise and spec.model.factory is None and spec.model.kind in ("mlp", "conv"):
+        elif offer_layerwise and not spec.model.own_model and spec.model.kind in ("mlp", "conv"):
             one_block = estimate_layerwise_memory(spec).total
             if one_block <= limit:
                 advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"

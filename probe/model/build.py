@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 def build(spec: Spec) -> Built:
     """Build the spec's network on the CPU (float32) with its init applied."""
+    if spec.model.hf is not None:
+        from probe.model import hf
+
+        return hf.build(spec)
     if spec.model.factory is not None:
         from probe.model import user_model
 

@@ -28,6 +28,8 @@ class InputSpec:
     vocab_size: int | None = None
     function: Callable[[int], Any] | None = None
     requires_grad: bool = False  # the probe reads d loss / d input (recurrent steps)
+    keyword: str | None = None  # passed as this keyword argument (transformers: input_ids, pixel_values)
+    attention_mask: bool = False  # token ids come with an all-ones attention_mask keyword argument
 
     def describe(self) -> str:
         if self.kind == "tokens":
@@ -56,6 +58,11 @@ def draw(
 
     if spec.kind == "tokens":
         ids = torch.randint(0, spec.vocab_size or 2, (batch_size, *spec.shape), generator=generator)
+        if spec.keyword is not None:
+            named = {spec.keyword: ids.to(device)}
+            if spec.attention_mask:
+                named["attention_mask"] = torch.ones_like(named[spec.keyword])
+            return Batch((), named)
         return Batch((ids.to(device),), {})
     if spec.kind == "function":
         assert spec.function is not None
@@ -63,6 +70,8 @@ def draw(
     x = continuous((batch_size, *spec.shape), distribution, generator).to(device=device, dtype=dtype)
     if spec.requires_grad:
         x.requires_grad_(True)
+    if spec.keyword is not None:
+        return Batch((), {spec.keyword: x})
     return Batch((x,), {})
 
 

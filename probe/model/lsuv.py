@@ -56,7 +56,7 @@ def lsuv_built(built: Built, spec: Spec) -> LsuvResult:
     start = str(params.get("start", "orthogonal"))
     tolerance = float(params.get("tolerance", 0.1))
     max_iter = int(params.get("max_iter", 10))
-    if spec.model.factory is None and spec.model.kind in ("lstm", "gru"):
+    if not spec.model.own_model and spec.model.kind in ("lstm", "gru"):
         raise BuildError(
             f"lsuv does not support model.kind '{spec.model.kind}': a recurrent layer has several weights "
             "and a tuple output; use another init (e.g. orthogonal)"

@@ -160,7 +160,7 @@ def scale_rows(fixed: FixResult) -> list[dict[str, Any]]:
 def fix_runs(fixed: FixResult) -> list[Run]:
     """Before and after as two ``compare`` rows."""
     spec = fixed.before.spec
-    before = "own init" if spec.model.factory is not None and not spec.init.explicit else spec.init.weight.name
+    before = "own init" if spec.model.own_model and not spec.init.explicit else spec.init.weight.name
     return [
         Run(f"before ({before})", fixed.before, fixed.before_verdict, before),
         Run("after (lsuv)", fixed.after, fixed.after_verdict, "lsuv"),

@@ -158,6 +158,10 @@ def spec_schema() -> dict[str, Any]:
                 "description": "a user model: 'package.module:factory'",
                 "anyOf": [{"type": "string", "pattern": ":"}, {"type": "null"}],
             },
+            "hf": {
+                "description": "a transformers model: a model type (llama, gpt2, ...) or a local config.json",
+                "anyOf": [{"type": "string", "minLength": 1}, {"type": "null"}],
+            },
         },
     )
     init = {

@@ -132,6 +132,13 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
     factory = raw.pop("import", None)
     if factory is not None and (not isinstance(factory, str) or ":" not in factory):
         raise SpecError(f"expected 'package.module:factory', got {echo(factory)}", "model.import")
+    hf = raw.pop("hf", None)
+    if hf is not None and (not isinstance(hf, str) or not hf.strip()):
+        raise SpecError(
+            f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {echo(hf)}", "model.hf"
+        )
+    if hf is not None and factory is not None:
+        raise SpecError("give model.import or model.hf, not both", "model.hf")
     branch_scale: float | str = raw.pop("branch_scale", 1.0)
     if branch_scale != "depth":
         branch_scale = Param("float", minimum=0.0).check(branch_scale, "model.branch_scale")
@@ -141,7 +148,7 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
     values = check_params(raw, MODEL_PARAMS, "model", "model")
     if values["input_shape"] is not None:
         values["input_shape"] = tuple(values["input_shape"])
-    model = ModelSpec(activation=activation, branch_scale=branch_scale, factory=factory, **values)
+    model = ModelSpec(activation=activation, branch_scale=branch_scale, factory=factory, hf=hf, **values)
     if model.zero_init == "last_norm" and (model.norm == "none" or model.norm_position != "post"):
         raise SpecError(
             "last_norm zeroes the last norm of each branch: it needs model.norm batchnorm or layernorm "
@@ -290,7 +297,7 @@ def to_dict(spec: Spec) -> dict[str, Any]:
         if value != default and not (isinstance(value, list) and tuple(value) == default):
             model["import" if f.name == "factory" else f.name] = value
     init: dict[str, Any] = {"weight": choice(spec.init.weight), "bias": choice(spec.init.bias)}
-    if spec.model.factory is not None and not spec.init.explicit:
+    if spec.model.own_model and not spec.init.explicit:
         init = {}  # a user model keeps its own init: writing the defaults would override it
     if spec.init.rules:
         init["rules"] = [_rule_dict(r) for r in spec.init.rules]
@@ -330,7 +337,10 @@ def summary(spec: Spec) -> str:
         f"init {spec.init.weight.label(inits.STRATEGIES[spec.init.weight.name].params)}, "
         f"bias {spec.init.bias.label(inits.STRATEGIES[spec.init.bias.name].params)}"
     )
-    if m.factory is not None:
+    if m.hf is not None:
+        shape = f"transformers {m.hf}"
+        init = "init: the model's own" if not spec.init.explicit else init
+    elif m.factory is not None:
         shape = f"model {m.factory}"
         init = "init: the model's own" if not spec.init.explicit else init
     elif m.kind == "conv":
@@ -349,7 +359,7 @@ def summary(spec: Spec) -> str:
     # recurrent cells have their own nonlinearities; a user model its own modules
     act = (
         ""
-        if m.kind in ("lstm", "gru") or m.factory is not None
+        if m.kind in ("lstm", "gru") or m.own_model
         else " " + m.activation.label(activations.ACTIVATIONS[m.activation.name].params)
     )
     return (

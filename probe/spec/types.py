@@ -99,6 +99,14 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, ...] | None = None
     inputs: str | None = None
+    # a transformers model: a model type ("llama") or a local config.json; kwargs override its fields
+    hf: str | None = None
+
+    @property
+    def own_model(self) -> bool:
+        """The network is the user's (``model.import``) or a transformers model (``model.hf``),
+        initialized by its own code unless the spec's ``init`` says otherwise."""
+        return self.factory is not None or self.hf is not None
 
     def branch_multiplier(self) -> float:
         """The number residual branches are multiplied by (``depth`` -> 1/sqrt(2 depth))."""
@@ -211,11 +219,11 @@ MODEL_PARAMS: dict[str, Param] = {
     "dropout": Param("float", 0.0, minimum=0.0, maximum=1.0, help="transformer: dropout (0 for the probe)"),
     "vocab_size": Param("int", None, nullable=True, minimum=2, help="token-id inputs (transformer, user model)"),
     "seq_len": Param("int", 16, minimum=1, help="transformer/lstm/gru/token inputs: time steps"),
-    "kwargs": Param("mapping", {}, help="user model: keyword arguments of the factory"),
+    "kwargs": Param("mapping", {}, help="user model: keyword arguments of the factory; model.hf: config fields"),
     "input_shape": Param("shape", None, nullable=True, help="user model: one sample's shape, e.g. [3, 32, 32]"),
     "inputs": Param("str", None, nullable=True, help="user model: 'module:function' returning example inputs"),
 }
-MODEL_KEYS = (*MODEL_PARAMS, "activation", "branch_scale", "import")
+MODEL_KEYS = (*MODEL_PARAMS, "activation", "branch_scale", "import", "hf")
 DATA_PARAMS: dict[str, Param] = {
     "batch_size": Param("int", 512, minimum=2, help="samples per batch (a std needs 2)"),
     "batches": Param("int", 1, minimum=1, help="statistics accumulate over all batches"),

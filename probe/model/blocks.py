@@ -1,0 +1,453 @@
+"""A user model or a transformers model on the meta device, cut into blocks, with the init program
+that fills each block with exactly the weights a normal build would give it.
+
+The structure is built under ``torch.device("meta")``: shapes, no storage, no generator draws.
+Blocks: the items of the model's repeated stack (the ``nn.ModuleList``/``nn.Sequential`` of two or
+more items holding the most parameters: Llama's ``layers``, GPT-2's ``h``, BERT's ``encoder.layer``,
+a ResNet's stages), and every other child with parameters on the way down to it (the
+embeddings, the final norm, a head). What is left, parameters or buffers of the modules on that way
+and children with buffers only (rotary tables), is *resident*: materialized once and kept.
+
+The init program is what a normal build runs, in its order: each module's constructor draw
+(``reset_parameters``, in construction order) and, for transformers, the model's own
+``_init_weights`` applied to every module in the order ``PreTrainedModel.initialize_weights``
+visits them (children first). A first sweep runs the program one step at a time on real storage
+only to record torch's generator state before each step, and which steps a later one overwrites
+completely (tested by filling the storage with NaN first: a step that writes every value without
+reading the old ones leaves none). Materializing a block replays its remaining steps from their
+recorded states, so it gets the numbers a whole build would have drawn, without the other blocks.
+
+Exact for models whose constructors draw only through ``reset_parameters`` (torch's layers,
+Llama, GPT-2, BERT, ...); ``sweep`` raises a BuildError for a tensor no step writes (a value set by
+constructor code that cannot be replayed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from probe.errors import BuildError, SpecError
+from probe.model.inputs import InputSpec
+from probe.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass
+class Block:
+    """One unit built, probed and freed at a time: a module called by the model's forward."""
+
+    name: str
+    module: nn.Module
+    steps: list[int] = field(default_factory=list)  # init steps replayed to fill it, in order
+
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+
+@dataclass(frozen=True)
+class Step:
+    """One init action: ``fill()`` writes the tensors of ``scope`` (a module, with or without its children)."""
+
+    module: nn.Module
+    fill: Callable[[], None]
+    block: int  # index into blocks, -1: resident
+    recurse: bool  # scope is the module's subtree (inside a block) or its own tensors only
+    constructor: bool
+    tensor: str | None = None  # scope is this one tensor of the module ("": none, the step only draws)
+
+
+@dataclass
+class MetaModel:
+    model: nn.Module  # every tensor on the meta device until materialized
+    inputs: InputSpec
+    notes: list[str]
+    blocks: list[Block]
+    resident: list[nn.Module]  # modules whose own tensors stay materialized for the whole run
+    resident_steps: list[int]
+    steps: list[Step]
+    init_context: Callable[[], Any] = nullcontext  # transformers' guard around its init functions
+    states: list[torch.Tensor] = field(default_factory=list)  # generator state before each step (``sweep``)
+
+
+def check_applies(spec: Spec) -> None:
+    """A SpecError where the block program cannot reproduce the model's own init."""
+    if spec.init.explicit or spec.init.rules:
+        where = "model.hf" if spec.model.hf is not None else "model.import"
+        raise SpecError(
+            f"--layer-by-layer rebuilds a {where} model with its own init; drop init.weight/init.bias/init.rules "
+            "(or run without --layer-by-layer)"
+        )
+
+
+def meta_model(spec: Spec) -> MetaModel:
+    """The spec's user or transformers model on the meta device, its blocks and init program."""
+    import torch
+
+    check_applies(spec)
+    notes: list[str] = []
+    init_fns: list[tuple[nn.Module, Callable[[nn.Module], None]]] = []
+    init_context: Callable[[], Any] = nullcontext
+    if spec.model.hf is not None:
+        from probe.model import hf
+
+        config, notes = hf.load_config(spec)
+        with torch.device("meta"), _recorder() as recorder:
+            model = hf.make_model(config)
+        inputs = hf.input_spec(config, spec)
+        init_fns = _hf_init_order(model)
+        from transformers import initialization
+
+        init_context = initialization.guard_torch_init_functions
+    else:
+        from probe.model import user_model
+
+        with torch.device("meta"), _recorder() as recorder:
+            model = user_model.make_model(spec)
+        inputs = user_model.input_spec(spec)
+    blocks, resident = partition(model)
+    _check_unshared(blocks)
+    block_of = {id(m): i for i, b in enumerate(blocks) for m in b.module.modules()}
+    steps: list[Step] = []
+
+    def add(module: nn.Module, fill: Callable[[], None], constructor: bool, tensor: str | None = None) -> None:
+        b = block_of.get(id(module), -1)
+        steps.append(Step(module, fill, b, recurse=b >= 0 and tensor is None, constructor=constructor, tensor=tensor))
+
+    owners = {id(t): (owner, name) for owner, name, t, _ in _tensors(model, True)}
+    reset_done: set[int] = set()
+    for event in recorder.events:  # the constructors' draws, in the order they drew
+        if isinstance(event, _Reset):
+            reset_done.add(id(event.module))
+            add(event.module, getattr(event.module, event.method), True)
+            continue
+        target = owners.get(id(event.args[0])) if event.args and event.in_place else None
+        if target is not None:
+            add(target[0], _redraw(event, target), True, tensor=target[1])
+        else:  # a draw into a temporary or a tensor wrapped later: replayed for its draws only
+            add(model, _redraw(event, None), True, tensor="")
+    for module in model.modules():  # constructor fills that draw nothing (norms' ones and zeros)
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset) and id(module) not in reset_done and _has_tensors(module, recurse=False):
+            add(module, reset, True)
+    for module, init in init_fns:
+        add(module, _bind(init, module), False)
+    resident_steps = [i for i, s in enumerate(steps) if s.block < 0]
+    return MetaModel(model, inputs, notes, blocks, resident, resident_steps, steps, init_context)
+
+
+@dataclass(frozen=True)
+class _Reset:
+    module: nn.Module
+    method: str
+
+
+@dataclass(frozen=True)
+class _Draw:
+    func: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    in_place: bool
+
+
+_RESETS = ("reset_parameters", "_reset_parameters")
+
+
+def _recorder_class() -> type:
+    import sys
+
+    import torch
+    from torch import nn
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        """Every random op a constructor runs on the meta device, in order: a ``reset_parameters``
+        call as one event (replayed by calling it), any other draw as the op itself."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.events: list[Any] = []
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if torch.Tag.nondeterministic_seeded in func.tags:
+                frame: Any = sys._getframe(1)
+                owner = None
+                while frame is not None:
+                    if frame.f_code.co_name in _RESETS and isinstance(frame.f_locals.get("self"), nn.Module):
+                        owner = _Reset(frame.f_locals["self"], frame.f_code.co_name)
+                    frame = frame.f_back
+                if owner is not None:  # the outermost reset: it replays everything inside it
+                    last = self.events[-1] if self.events else None
+                    if not (isinstance(last, _Reset) and last.module is owner.module):
+                        self.events.append(owner)
+                else:
+                    name = func._schema.name
+                    self.events.append(_Draw(func, tuple(args), dict(kwargs), name.endswith("_")))
+            return func(*args, **kwargs)
+
+    return Recorder
+
+
+def _recorder() -> Any:
+    return _recorder_class()()
+
+
+def _redraw(event: _Draw, target: tuple[nn.Module, str] | None) -> Callable[[], None]:
+    """Run a recorded draw again on the CPU: into the target tensor, or into scratch of the same shape."""
+
+    def fill() -> None:
+        import torch
+        from torch.utils import _pytree as pytree
+
+        def real(x: Any) -> Any:
+            if isinstance(x, torch.Tensor) and x.device.type == "meta":
+                return torch.empty(x.shape, dtype=x.dtype)
+            if isinstance(x, torch.device) and x.type == "meta":
+                return torch.device("cpu")
+            return x
+
+        args = [real(a) for a in event.args]
+        if target is not None:
+            args[0] = getattr(target[0], target[1])
+        args = pytree.tree_map(real, args)
+        kwargs = pytree.tree_map(real, event.kwargs)
+        if kwargs.get("device") is not None and str(kwargs["device"]) == "meta":
+            kwargs["device"] = torch.device("cpu")
+        event.func(*args, **kwargs)
+
+    return fill
+
+
+def _check_unshared(blocks: list[Block]) -> None:
+    """Each block's tensors are its own: a tensor shared by two blocks (tied weights) would be
+    materialized twice, and its gradient split between them."""
+    owner: dict[int, str] = {}
+    for block in blocks:
+        for name, p in block.module.named_parameters():
+            other = owner.setdefault(id(p), block.name)
+            if other != block.name:
+                raise BuildError(
+                    f"--layer-by-layer: {block.name}.{name} is shared with {other} (tied weights); "
+                    "run without --layer-by-layer"
+                )
+
+
+def _bind(fn: Callable[[nn.Module], None], module: nn.Module) -> Callable[[], None]:
+    return lambda: fn(module)
+
+
+def _hf_init_order(wrapper: nn.Module) -> list[tuple[nn.Module, Callable[[nn.Module], None]]]:
+    """(module, init function) in ``PreTrainedModel.initialize_weights``'s order: children before
+    their parent, each sub-model (a PreTrainedModel inside) with its own ``_init_weights``."""
+    from transformers import PreTrainedModel
+
+    out: list[tuple[nn.Module, Callable[[nn.Module], None]]] = []
+
+    def visit(module: nn.Module, fn: Callable[[nn.Module], None]) -> None:
+        for child in module.children():
+            visit(child, child._init_weights if isinstance(child, PreTrainedModel) else fn)
+        out.append((module, fn))
+
+    inner = next(iter(wrapper.children()))
+    visit(inner, inner._init_weights)  # type: ignore[arg-type]
+    return out
+
+
+def _has_tensors(module: nn.Module, recurse: bool) -> bool:
+    return any(True for _ in module.parameters(recurse=recurse)) or any(
+        b is not None for b in module.buffers(recurse=recurse)
+    )
+
+
+def partition(model: nn.Module) -> tuple[list[Block], list[nn.Module]]:
+    """The blocks (see the module docstring) and the resident modules, in forward order as far as
+    the module tree tells it (the order of registration)."""
+    from torch import nn
+
+    stacks = [
+        (sum(p.numel() for p in m.parameters()), len(m), -q.count("."), m)
+        for q, m in model.named_modules()
+        if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) >= 2
+    ]
+    best = max(stacks, key=lambda s: s[:3], default=None)
+    stack = (None, best[3]) if best is not None and best[0] > 0 else None
+    blocks: list[Block] = []
+    resident: list[nn.Module] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        if _has_tensors(module, recurse=False):
+            resident.append(module)
+        for name, child in module.named_children():
+            qual = f"{prefix}{name}"
+            if stack is not None and child is stack[1]:
+                for item_name, item in child.named_children():
+                    blocks.append(Block(f"{qual}.{item_name}", item))
+            elif stack is not None and any(m is stack[1] for m in child.modules()):
+                walk(child, qual + ".")
+            elif any(True for _ in child.parameters()):
+                blocks.append(Block(qual, child))
+            elif _has_tensors(child, recurse=True):
+                resident.extend(m for m in child.modules() if _has_tensors(m, recurse=False))
+
+    if stack is None and not any(True for _ in model.children()):
+        raise BuildError("--layer-by-layer: the model has no child modules to build one at a time")
+    walk(model, "")
+    return blocks, resident
+
+
+# ---- storage: from the meta device to memory and back ---------------------------------------
+
+
+def _tensors(module: nn.Module, recurse: bool) -> Iterator[tuple[nn.Module, str, torch.Tensor, bool]]:
+    """(owner, name, tensor, is_parameter) of a module's own tensors, or of its whole subtree."""
+    owners = module.modules() if recurse else [module]
+    for m in owners:
+        for name, p in m.named_parameters(recurse=False):
+            yield m, name, p, True
+        for name, buf in m.named_buffers(recurse=False):
+            if buf is not None:
+                yield m, name, buf, False
+
+
+def _scope(step: Step) -> list[tuple[nn.Module, str, torch.Tensor, bool]]:
+    if step.tensor is None:
+        return list(_tensors(step.module, step.recurse))
+    return [x for x in _tensors(step.module, False) if x[1] == step.tensor]
+
+
+def take(
+    module: nn.Module, recurse: bool, fill: float | None = None, scope: list[Any] | None = None
+) -> list[torch.Tensor]:
+    """Give the module's tensors (or those of ``scope``) real CPU storage (float32 as built;
+    uninitialized, or ``fill``). Returns them (parameters and buffers) in a fixed order."""
+    import torch
+    from torch import nn
+
+    out = []
+    for owner, name, t, is_param in scope if scope is not None else list(_tensors(module, recurse)):
+        if t.device.type != "meta":
+            out.append(t)
+            continue
+        if fill is None:
+            real = torch.empty(t.shape, dtype=t.dtype, device="cpu")
+        else:
+            real = torch.full(t.shape, fill if t.is_floating_point() else 0, dtype=t.dtype, device="cpu")
+        if is_param:
+            owner.register_parameter(name, nn.Parameter(real, requires_grad=t.requires_grad))
+        else:
+            owner._buffers[name] = real
+        out.append(real)
+    return out
+
+
+def release(module: nn.Module, recurse: bool = True, scope: list[Any] | None = None) -> None:
+    """Back to the meta device: nothing of the module (or of ``scope``) stays in memory."""
+    import torch
+    from torch import nn
+
+    for owner, name, t, is_param in scope if scope is not None else list(_tensors(module, recurse)):
+        if t.device.type == "meta":
+            continue
+        meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
+        if is_param:
+            owner.register_parameter(name, nn.Parameter(meta, requires_grad=t.requires_grad))
+        else:
+            owner._buffers[name] = meta
+
+
+def sweep(meta: MetaModel) -> None:
+    """Run the init program once, one step at a time, recording the generator state before each
+    step and dropping from each block's replay the steps a later step overwrites (see the module
+    docstring). Seeds nothing: the caller seeds torch's generator as a normal build would be."""
+    import torch
+
+    steps = meta.steps
+    last_full: dict[tuple[int, str], int] = {}
+    scopes: list[list[tuple[int, str]]] = []
+    written: set[tuple[int, str]] = set()
+    meta.states = []
+    for i, s in enumerate(steps):
+        meta.states.append(torch.get_rng_state())
+        scope = _scope(s)
+        keys = [(id(owner), name) for owner, name, _, _ in scope]
+        scopes.append(keys)
+        # a constructor is the first writer of its tensors: no need to test what it overwrites
+        tensors = take(s.module, s.recurse, None if s.constructor else float("nan"), scope)
+        try:
+            with torch.no_grad(), meta.init_context():
+                s.fill()
+            if not s.constructor:
+                for key, t in zip(keys, tensors, strict=True):
+                    # a NaN left anywhere makes the sum NaN (one fast pass; isnan().any() is 5-10x
+                    # slower); an inf - inf sum only costs a replay that was not needed
+                    if not t.is_floating_point() or not math.isnan(float(t.sum())):
+                        last_full[key] = i
+        finally:
+            release(s.module, s.recurse, _scope(s))
+        written.update(keys)
+    missing = [
+        f"{_qualname(meta.model, owner)}.{name}"
+        for owner, name, _, _ in _tensors(meta.model, True)
+        if (id(owner), name) not in written
+    ]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        raise BuildError(
+            f"--layer-by-layer cannot rebuild {shown}: set by constructor code that no init step replays "
+            "(no reset_parameters); run without --layer-by-layer"
+        )
+    for block in meta.blocks:
+        block.steps = []
+    meta.resident_steps = []
+    for i, s in enumerate(steps):
+        if scopes[i] and all(last_full.get(key, -1) > i for key in scopes[i]):
+            continue  # every tensor it writes is written again, whole, later
+        if not scopes[i] and s.tensor == "":
+            continue  # a draw into a temporary: its state is recorded, nothing to rebuild
+        (meta.blocks[s.block].steps if s.block >= 0 else meta.resident_steps).append(i)
+
+
+def _qualname(model: nn.Module, module: nn.Module) -> str:
+    return next((q for q, m in model.named_modules() if m is module), type(module).__name__)
+
+
+def materialize(meta: MetaModel, module: nn.Module, step_ids: list[int], recurse: bool = True) -> None:
+    """Real storage for the module and its replayed init steps: the weights a normal build gives it."""
+    import torch
+
+    take(module, recurse)
+    after_build = torch.get_rng_state()  # a model's input function draws from it, as in a normal run
+    try:
+        with torch.no_grad(), meta.init_context():
+            for i in step_ids:
+                torch.set_rng_state(meta.states[i])
+                meta.steps[i].fill()
+    finally:
+        torch.set_rng_state(after_build)
+
+
+@contextmanager
+def resident_materialized(meta: MetaModel) -> Iterator[None]:
+    """The resident tensors materialized and initialized for the body, released after."""
+    import torch
+
+    for module in meta.resident:
+        take(module, recurse=False)
+    after_build = torch.get_rng_state()
+    try:
+        with torch.no_grad(), meta.init_context():
+            for i in meta.resident_steps:
+                torch.set_rng_state(meta.states[i])
+                meta.steps[i].fill()
+        torch.set_rng_state(after_build)
+        yield
+    finally:
+        for module in meta.resident:
+            release(module, recurse=False)

@@ -1,0 +1,209 @@
+"""transformers models by config, offline: ``model.hf: llama`` (a model type) or a local ``config.json``.
+
+The config is the library's default for the type (or the file's), with ``model.kwargs`` overriding
+its fields; the model is ``AutoModel.from_config``, so its weights come from the library's own
+random init (``_init_weights``), exactly what training would start from. Nothing is downloaded:
+``HF_HUB_OFFLINE`` is set before transformers is imported.
+
+Inputs come from the config: token ids below ``vocab_size`` (``model.seq_len`` of them, with an
+all-ones attention mask) for text models, pixel values of ``num_channels`` x ``image_size`` for
+vision models. The measured output is the base model's last hidden state (``HiddenState``), so
+the backward pass starts from it, as it would under any head. The rows are found by the user
+model's discovery pass (``user_model.discover``).
+
+For the probe, dropout probabilities in the config are set to 0 (a note says which) unless
+``model.kwargs`` sets them, and ``use_cache`` is off: a random mask would blur the statistics,
+and a key/value cache is not part of a training step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from probe.errors import BuildError, first_line
+from probe.model.built import Built
+from probe.model.inputs import InputSpec
+from probe.spec import Spec, inits
+
+if TYPE_CHECKING:
+    from torch import nn
+
+INSTALL = "pip install 'probe[hf]' (or pip install transformers)"
+
+
+def _transformers() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never the network
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # config warnings would bury probe's output
+    try:
+        import transformers
+    except ImportError:
+        raise BuildError(f"model.hf needs the transformers package: {INSTALL}") from None
+    return transformers
+
+
+def load_config(spec: Spec) -> tuple[Any, list[str]]:
+    """The model's config (the type's defaults or the file's, ``model.kwargs`` applied) and notes."""
+    transformers = _transformers()
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    m = spec.model
+    assert m.hf is not None
+    source = m.hf.strip()
+    fields: dict[str, Any] = {}
+    if source.endswith(".json") or os.sep in source or Path(source).exists():
+        path = Path(source).expanduser()
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise BuildError(
+                f"model.hf: no config file at '{path}'; give a model type (llama, gpt2, ...) or a config.json"
+            )
+        try:
+            fields = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"model.hf: cannot read '{path}': {first_line(exc)}") from None
+        if not isinstance(fields, dict) or not isinstance(fields.get("model_type"), str):
+            raise BuildError(
+                f"model.hf: '{path}' has no \"model_type\"; a transformers config.json names its model type"
+            )
+        model_type = fields.pop("model_type")
+    else:
+        model_type = source
+    if model_type not in CONFIG_MAPPING:
+        from probe.spec.schema import did_you_mean
+
+        hint = did_you_mean(model_type, list(CONFIG_MAPPING.keys()))
+        raise BuildError(
+            f"model.hf: transformers {transformers.__version__} has no model type '{model_type}'"
+            + (f"; {hint.strip()}" if hint else "")
+            + " (a model type such as llama, gpt2, bert, vit, resnet, or a path to a config.json)"
+        )
+    config_class = CONFIG_MAPPING[model_type]
+    defaults = config_class()
+    for key in m.kwargs:
+        if not hasattr(defaults, key):
+            from probe.spec.schema import did_you_mean
+
+            hint = did_you_mean(key, list(defaults.to_dict()))
+            raise BuildError(
+                f"model.kwargs: {model_type} configs have no field '{key}'"
+                + (f"; {hint.strip()}" if hint else "")
+                + f" (see {type(defaults).__name__} in the transformers docs)"
+            )
+    given = {**fields, **m.kwargs}
+    notes: list[str] = []
+    zeroed = [
+        key
+        for key, value in defaults.to_dict().items()
+        if _is_dropout(key) and key not in m.kwargs and isinstance(value, float) and value > 0
+    ]
+    zeroed += [
+        key
+        for key, value in fields.items()
+        if _is_dropout(key) and key not in m.kwargs and key not in zeroed and isinstance(value, float) and value > 0
+    ]
+    for key in zeroed:
+        given[key] = 0.0
+    if zeroed:
+        notes.append(f"model.hf: dropout off for the probe ({', '.join(zeroed)} = 0; set them in model.kwargs to keep)")
+    if hasattr(defaults, "use_cache"):
+        given.setdefault("use_cache", False)
+    try:
+        config = config_class(**given)
+    except Exception as exc:
+        raise BuildError(f"model.hf: {type(defaults).__name__} rejected its fields: {first_line(exc)}") from None
+    return config, notes
+
+
+def _is_dropout(key: str) -> bool:
+    """A config field holding a dropout probability: ``hidden_dropout_prob``, GPT-2's ``resid_pdrop``."""
+    return "dropout" in key or key.endswith("pdrop")
+
+
+def input_spec(config: Any, spec: Spec) -> InputSpec:
+    """Token ids with an attention mask, or pixel values, as the config describes them."""
+    if getattr(config, "vocab_size", None) and not hasattr(config, "num_channels"):
+        return InputSpec(
+            "tokens", (spec.model.seq_len,), vocab_size=int(config.vocab_size), keyword="input_ids", attention_mask=True
+        )
+    if hasattr(config, "num_channels"):
+        size = getattr(config, "image_size", None) or spec.model.image_size
+        if isinstance(size, (list, tuple)):
+            shape = (int(config.num_channels), *(int(s) for s in size))
+        else:
+            shape = (int(config.num_channels), int(size), int(size))
+        return InputSpec("shape", shape, keyword="pixel_values")
+    raise BuildError(
+        f"model.hf: cannot tell the inputs of a {type(config).__name__} (no vocab_size, no num_channels); "
+        "probe supports text models (token ids) and vision models (pixel values)"
+    )
+
+
+def make_model(config: Any) -> nn.Module:
+    """``AutoModel.from_config`` (the library's init, from torch's global generator) wrapped so its
+    output is the last hidden state."""
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_config(config)
+    except Exception as exc:
+        raise BuildError(f"model.hf: AutoModel.from_config raised {type(exc).__name__}: {first_line(exc)}") from None
+    return HiddenState.wrap(model)
+
+
+def build(spec: Spec) -> Built:
+    """Config, model, inputs and rows of a transformers model (see the module docstring)."""
+    from probe.model import init_rules, user_model
+
+    config, notes = load_config(spec)
+    model = make_model(config)
+    inputs = input_spec(config, spec)
+    log = init_rules.InitLog()
+    ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
+    if spec.init.explicit:
+        init_rules.apply_flat(model, spec.init, ctx, log)
+    init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
+    watched, found = user_model.discover(model, inputs, spec.data.distribution)
+    for w in watched:
+        w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
+    return Built(model, watched, inputs, notes + found, init_log=log)
+
+
+def _hidden_state_class() -> type:
+    from torch import nn
+
+    class HiddenState(nn.Module):
+        """A transformers base model whose output is its last hidden state. The model sits under
+        its ``base_model_prefix`` (``model`` for Llama, ``transformer`` for GPT-2), so rows are
+        named as in a checkpoint of the model with a head."""
+
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.prefix = str(getattr(model, "base_model_prefix", "") or "model")
+            self.add_module(self.prefix, model)
+
+        @property
+        def inner(self) -> nn.Module:
+            return getattr(self, self.prefix)  # type: ignore[no-any-return]
+
+        def forward(self, **inputs: Any) -> Any:
+            out = self.inner(**inputs)
+            hidden = getattr(out, "last_hidden_state", None)
+            return hidden if hidden is not None else out[0]
+
+    return HiddenState
+
+
+class HiddenState:
+    """Namespace for the lazily defined ``nn.Module`` (torch stays off the import path)."""
+
+    _cls: type | None = None
+
+    @classmethod
+    def wrap(cls, model: nn.Module) -> nn.Module:
+        if cls._cls is None:
+            cls._cls = _hidden_state_class()
+        return cls._cls(model)  # type: ignore[no-any-return]
