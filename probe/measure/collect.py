@@ -40,12 +40,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from probe.measure import signal_path as sp
 from probe.measure.attention import AttentionRecorder
-from probe.measure.correlation import PENDING, correlation_record, fold
+from probe.measure.correlation import PENDING, correlation_record, fold, host_fold
 from probe.measure.merge import Moments, host_numbers, merge_host
 from probe.model.built import Watched
 from probe.records import AttentionStats, LayerStats
@@ -384,9 +383,9 @@ class Collector:
 
         if not self.layers:
             return []
-        for layer in self.layers:
-            self._fold_correlation(layer)
         if merge_ranks is not None:
+            for layer in self.layers:  # what crosses ranks is the folded sums
+                self._fold_correlation(layer)
             self._merge()  # pending records into the accumulators: what crosses ranks is O(layers)
             merge_ranks(self)
         m = self.moments
@@ -398,7 +397,10 @@ class Collector:
             sp.plain_weight(layer.watched.weight) if layer.weight_grad_batches else None for layer in self.layers
         ]
         weight_norms = sp.weight_norms(weights, self.acc_dtype)
-        correlations = [layer.correlation for layer in self.layers if layer.correlation is not None]
+        # each layer's folded cosine sums, then its records not folded yet (raw: summed on the host)
+        correlations = [
+            t for layer in self.layers for t in ([layer.correlation] if layer.correlation is not None else [])
+        ] + [r for layer in self.layers for r in layer.correlation_records]
         attention = self.attention.parts() if self.attention is not None else []
         parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
         parts += [*correlations, *attention]
@@ -421,14 +423,18 @@ class Collector:
             per_unit = flat[at : at + units]
             at += units
             lives.append((sum(per_unit), units - per_unit.count(0.0), units))
-        cosines: list[tuple[float | None, float | None]] = []
-        for layer in self.layers:
-            if layer.correlation is None:
-                cosines.append((None, None))
-                continue
-            pair_sum, pairs, token_sum, token_pairs = flat[at : at + 4]
-            at += 4
-            cosines.append((pair_sum / pairs if pairs else None, token_sum / token_pairs if token_pairs else None))
+        cosine_sums = [[0.0, 0.0, 0.0, 0.0] for _ in self.layers]
+        for layer, sums4 in zip(self.layers, cosine_sums, strict=True):
+            if layer.correlation is not None:
+                sums4[:] = flat[at : at + 4]
+                at += 4
+        for layer, sums4 in zip(self.layers, cosine_sums, strict=True):
+            for record in layer.correlation_records:
+                width = record.numel()
+                host_fold(flat[at : at + width], sums4)
+                at += width
+            layer.correlation_records = []
+        cosines = [(s[0] / s[1] if s[1] else None, s[2] / s[3] if s[3] else None) for s in cosine_sums]
         if self.attention is not None:
             self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
             at += 4 * len(attention)
@@ -436,11 +442,11 @@ class Collector:
             merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []
         for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
-            stats = _to_stats(layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done)
-            stats = replace(stats, correlation=cos[0], token_correlation=cos[1])
             extra_i = extra[sp.EXTRA * i : sp.EXTRA * (i + 1)]
             out.append(
-                sp.with_extra(stats, layer.watched.role, layer.residual_values, layer.scale_samples, extra_i, norms[i])
+                _to_stats(
+                    layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done, cos, extra_i, norms[i]
+                )
             )
         return out
 
@@ -460,6 +466,9 @@ def _to_stats(
     sums: list[float],
     live: tuple[float, float, int] | None,
     backward: bool,
+    cosines: tuple[float | None, float | None],
+    extra: list[float],
+    weight_norm: float | None,
 ) -> LayerStats:
     w = layer.watched
     n = max(count[i], 1)
@@ -476,6 +485,7 @@ def _to_stats(
     has_wgrad = backward and layer.weight_grad_batches > 0
     # the mean squared norm per batch: all batches' sum of squares = M2 + n * mean^2 (no cancellation)
     wg_sq = m2[wg] + count[wg] * mean[wg] * mean[wg]
+    weight_grad_norm = math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None
     return LayerStats(
         name=w.name,
         index=w.index,
@@ -490,10 +500,13 @@ def _to_stats(
         nonfinite=int(nonfinite),
         unit_spread=spread if w.units > 1 else None,
         grad_std=_std(m2[g], count[g]) if has_grads else None,
-        weight_grad_norm=math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None,
+        weight_grad_norm=weight_grad_norm,
         weight_grad_std=_std(m2[wg], count[wg]) if has_wgrad else None,
         # what each row is and how it was initialized (reported for non-MLP models)
         module_type=w.module_type or None,
         init_rule=w.init_rule if w.module_type else None,
         grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
+        correlation=cosines[0],
+        token_correlation=cosines[1],
+        **sp.extra_fields(weight_grad_norm, w.role, layer.residual_values, layer.scale_samples, extra, weight_norm),
     )

@@ -66,3 +66,14 @@ def fold(records: list[torch.Tensor], acc_dtype: torch.dtype) -> torch.Tensor:
         if width == 4:
             out[2:] += stacked[:, 2:].sum(0)
     return out
+
+
+def host_fold(record: list[float], sums: list[float]) -> None:
+    """``fold`` for one record read to the host: add it into ``sums`` in place (at the end of a
+    short run, cheaper than device ops per layer)."""
+    square, n = record[0], record[1]
+    sums[0] += square - n
+    sums[1] += n * (n - 1)
+    if len(record) == 4:
+        sums[2] += record[2]
+        sums[3] += record[3]

@@ -5,10 +5,7 @@ weight gradient. docs/verdicts.md derives them."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-
-from probe.records import LayerStats
 
 if TYPE_CHECKING:
     import torch
@@ -19,22 +16,24 @@ SCALED_ROLES = ("stream", "head")
 EXTRA = 3
 
 
-def with_extra(
-    stats: LayerStats,
+def extra_fields(
+    weight_grad_norm: float | None,
     role: str,
     residual_values: int,
     scale_samples: int,
     extra: list[float],
     weight_norm: float | None,
-) -> LayerStats:
-    """``stats`` with its role and the statistics of the per-layer accumulator ``extra``."""
+) -> dict[str, Any]:
+    """A row's role and the statistics of its per-layer accumulator ``extra``, as LayerStats
+    fields (built into the record at once: ``dataclasses.replace`` per row cost the seed's
+    network 2% of its pass)."""
     added, base, scale_sum = extra
     branch = math.sqrt(added / base) if residual_values and base > 0 else None
     scale = scale_sum / scale_samples if scale_samples else None
     ratio = None
-    if stats.weight_grad_norm is not None and weight_norm is not None and weight_norm > 0:
-        ratio = stats.weight_grad_norm / weight_norm
-    return replace(stats, role=role, grad_scale=scale, weight_grad_ratio=ratio, branch_ratio=branch)
+    if weight_grad_norm is not None and weight_norm is not None and weight_norm > 0:
+        ratio = weight_grad_norm / weight_norm
+    return {"role": role, "grad_scale": scale, "weight_grad_ratio": ratio, "branch_ratio": branch}
 
 
 def sample_norms(y: torch.Tensor) -> torch.Tensor:
