@@ -246,3 +246,18 @@ def test_a_cell_on_one_line_reads_exactly_as_given(width: int) -> None:
                 # a line break took the place of nothing or of one space
                 pattern = " ?".join(re.escape(line) for line in plain.split("\n"))
                 assert any(re.fullmatch(pattern, text) for text in source), (width, plain)
+
+
+def test_a_column_with_no_value_in_any_row_goes_last_and_is_named() -> None:
+    d = _doc()
+    t = d.sections[1]
+    empty = table([*t.columns, Column("saturation", short="sat")], [[*r, Cell("-")] for r in t.rows])
+    d = doc(d.sections[0], empty, d.sections[2])
+    roomy = writers.plain_text(d, 200)
+    assert "saturation" in roomy and "no value in any row" not in roomy  # it fits: kept
+    # as narrow as the table without that column can be: only dropping it makes the table fit
+    tightest = max(len(line) for line in writers.plain_text(_doc(), 60).splitlines()[1:5])
+    narrow = writers.plain_text(d, tightest)
+    assert "legend: not shown, no value in any row: saturation" in narrow
+    assert " sat" not in narrow.splitlines()[1]
+    check_fits(narrow, tightest, _words())

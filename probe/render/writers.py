@@ -102,14 +102,16 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     lines it needs, and the width it takes. Steps, each only while the table is too wide: drop
     the pictures; wrap names and lists (after '.', '_', '/', '-'; lists between items); abbreviate
     headers; one space between columns (names and lists wrapped again, as little as now needed);
-    wrap lists inside their items too (after '_')."""
+    wrap lists inside their items too (after '_'); drop the columns with no value in any row ('-'
+    everywhere: a model without saturating activations has no 'sat'), named in the legend."""
     columns = list(t.columns)
     source = rows = [list(r) for r in t.rows]  # source: the whole cells, which every wrap starts from
     short = compact = False
+    empty: list[str] = []
     used = _measure(_rich_table(columns, rows, short, compact))
     if width is None or used <= width:
         return _rich_table(columns, rows, short, compact), [], used
-    for step in ("pictures", "wrap", "short", "compact", "wrap", "wrap lists"):
+    for step in ("pictures", "wrap", "short", "compact", "wrap", "wrap lists", "empty"):
         if used <= width:
             break
         if step == "pictures":
@@ -118,6 +120,11 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
             source = rows
         elif step == "short":
             short = True
+        elif step == "empty":
+            keep = [i for i in range(len(columns)) if any(r[i].text.strip() not in ("", "-") for r in source)]
+            empty = [columns[i].header for i in range(len(columns)) if i not in keep]
+            columns = [columns[i] for i in keep]
+            rows, source = [[r[i] for i in keep] for r in rows], [[r[i] for i in keep] for r in source]
         elif step == "compact":  # which frees room: wrap again from whole cells, only as far as needed
             compact, rows = True, source
         else:
@@ -129,6 +136,8 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
                     used = _measure(_rich_table(columns, rows, short, compact))
         used = _measure(_rich_table(columns, rows, short, compact))
     legend = ["; ".join(f"{c.short} = {c.header}" for c in columns if c.short)] if short else []
+    if empty:
+        legend.append(f"not shown, no value in any row: {', '.join(empty)}")
     return _rich_table(columns, rows, short, compact), legend, used
 
 
