@@ -116,7 +116,7 @@ def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
 
 def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    structure, forward_block = layerwise._meta_structure, layerwise._forward_block
+    structure, forward_block = layerwise.build_on_meta, layerwise._forward_block
 
     def capture(spec: spec_mod.Spec) -> Any:
         seen["built"] = built = structure(spec)
@@ -128,7 +128,7 @@ def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> N
         live.append(sum(p.numel() for p in seen["built"].model.parameters() if not p.is_meta))
         return forward_block(block, x)
 
-    monkeypatch.setattr(layerwise, "_meta_structure", capture)
+    monkeypatch.setattr(layerwise, "build_on_meta", capture)
     monkeypatch.setattr(layerwise, "_forward_block", counting)
     spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}})
     layerwise.run_layerwise(spec)

@@ -162,8 +162,8 @@ def _hidden(name: str) -> Values:
     """A field of the hidden rows that carry the signal. Not judged, only shown: a linear head's
     output, which inherits the mean of its input features (positive ReLU features, pooled maps) as
     a shared offset per unit that its bias absorbs on the first steps (the seed's CNN head reads
-    0.993 at init and trains); and embedding tables, whose rows depend on the ids alone (BERT's
-    token-type embedding is the same vector for every token of one segment)."""
+    0.993 at init and trains); and embedding tables (role ``embedding``), whose rows depend on the
+    ids alone (BERT's token-type embedding is the same vector for every token of one segment)."""
 
     def values(report: Report) -> list[tuple[Row, float | None]]:
         # in a residual network, the stream: a branch's tokens all alike (attention averaging them
@@ -172,10 +172,7 @@ def _hidden(name: str) -> Values:
         return [
             (x, getattr(x, name))
             for x in report.layers
-            if x.kind != "output"
-            and x.module_type != "Embedding"
-            and x.role not in ("embedding", "head")
-            and (x.role == "stream" or not residual)
+            if x.kind != "output" and x.role not in ("embedding", "head") and (x.role == "stream" or not residual)
         ]
 
     return values

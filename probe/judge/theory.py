@@ -249,12 +249,9 @@ def layer_inits(spec: Spec) -> list[tuple[str, tuple[Choice, float] | None, tupl
     if not spec.init.rules:  # every layer as init.weight/init.bias fill it: no build needed (depth stretches far)
         bias = (spec.init.bias, 1.0) if m.bias else no_bias
         return [(layer, (spec.init.weight, 1.0), bias) for layer, _ in names]
-    import torch
+    from probe.model.build import build_on_meta
 
-    from probe.model.build import build
-
-    with torch.device("meta"):
-        log = build(spec).init_log
+    log = build_on_meta(spec).init_log
     assert log is not None
     return [
         (layer, log.strategies.get(f"{module}.weight"), log.strategies.get(f"{module}.bias") if m.bias else no_bias)

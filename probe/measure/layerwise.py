@@ -29,7 +29,7 @@ from probe.errors import SpecError
 from probe.measure.collect import Collector
 from probe.measure.run import Progress, resolve_device, run_errors
 from probe.measure.scale import intra_op_threads, threads_for
-from probe.model.build import build, reset_norms
+from probe.model.build import build_on_meta, reset_norms
 from probe.model.built import Built
 from probe.model.init_rules import InitLog, RuleStep, apply_rule, rule_steps
 from probe.model.inputs import data_stream, next_batch
@@ -99,7 +99,7 @@ def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
     forward_spec = replace(spec, run=replace(spec.run, backward=False))
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)
-        built = _meta_structure(forward_spec)
+        built = build_on_meta(forward_spec)
         blocks, steps = _program(built, spec)
         storage = _Storage()
         states = _record_states(steps, storage)
@@ -143,15 +143,6 @@ def return_large_allocations_to_the_os() -> None:
     except (OSError, AttributeError):
         return
     mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
-
-
-def _meta_structure(spec: Spec) -> Built:
-    """``build``'s network, watched layers and init log with every tensor on the meta device: no
-    storage, and no generator draws (meta fills do nothing; ``inits.apply`` skips meta tensors)."""
-    import torch
-
-    with torch.device("meta"):
-        return build(spec)
 
 
 def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:

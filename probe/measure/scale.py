@@ -242,15 +242,14 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
     import torch
 
     from probe.errors import ForwardError, ProbeError, first_line
-    from probe.model.build import build
+    from probe.model.build import build_on_meta
     from probe.model.inputs import draw
 
     size = _BYTES[spec.run.dtype]
     dtype = getattr(torch, spec.run.dtype)
     outputs: list[int] = []
     try:
-        with torch.device("meta"):
-            built = build(spec)
+        built = build_on_meta(spec)
         model = built.model.to(device="meta", dtype=dtype)
         meta = torch.device("meta")
         if built.inputs is None:

@@ -96,6 +96,16 @@ def _mlp(spec: Spec) -> Built:
     return Built(model, watched, init_log=log)
 
 
+def build_on_meta(spec: Spec) -> Built:
+    """``build``'s network, watched layers and init log with every tensor on the meta device: no
+    storage, and no generator draws (meta fills do nothing; ``inits.apply`` skips meta tensors).
+    What layer-by-layer runs, the memory estimate and the theory's init log start from."""
+    import torch
+
+    with torch.device("meta"):
+        return build(spec)
+
+
 def reset_norms(model: nn.Module) -> None:
     """Normalization layers start at scale 1, shift 0 (identity after normalizing)."""
     from torch import nn
