@@ -43,6 +43,11 @@ class LayerStats:
     grad_scale: float | None = None
     # ||d loss / d weight|| / ||weight||: how fast this layer's weight moves relative to its size
     weight_grad_ratio: float | None = None
+    # rms(weight) / sqrt(2 / fan_in): the weight's scale in units of He's variance rule (1 = He)
+    weight_scale: float | None = None
+    weight_size: int | None = None  # elements in the weight (weighs layers in the weight_scale rule)
+    # the layer's output goes straight into a normalization: its weight's scale is invisible forward
+    normalized: bool = False
     # a residual block's rms(output - input) / rms(input): how much its branch adds to the stream
     branch_ratio: float | None = None
     # mean pairwise cosine between samples' (flattened, uncentered) outputs: 1 = every input maps

@@ -226,3 +226,32 @@ class ReadsValues(nn.Module):
 
 def reads_values() -> nn.Module:
     return ReadsValues()
+
+
+class FeedsNorm(nn.Module):
+    """Four ways a layer's output can meet a normalization: straight into a BatchNorm (``direct``),
+    through a ReLU module first (``after_relu``), added to the stream before a LayerNorm
+    (``residual``), and permuted to channels-last before a LayerNorm (``channels_last``, as in a
+    ConvNeXt block). Only ``direct`` and ``channels_last`` make their weight scale-invariant."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.direct = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.after_relu = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.channels_last = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.ln1 = nn.LayerNorm(channels)
+        self.residual = nn.Linear(channels, channels)
+        self.ln2 = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.direct(x))
+        x = self.bn2(self.relu(self.after_relu(x)))
+        x = self.ln1(self.channels_last(x).permute(0, 2, 3, 1))
+        return self.ln2(x + self.residual(x))
+
+
+def feeds_norm(channels: int = 4) -> nn.Module:
+    return FeedsNorm(channels)

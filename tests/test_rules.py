@@ -213,7 +213,11 @@ def test_layer_flags_mark_failing_cells() -> None:
 
 def _healthy_gradients_report(nan_layer: bool = False) -> Report:
     """Healthy under the default gate, with a little of everything a rule measures."""
-    layers = [_layer(i, saturation_ratio=0.01, dead_units=0.01, correlation=0.1) for i in range(1, 5)]
+    layers = [
+        _layer(i, saturation_ratio=0.01, dead_units=0.01, correlation=0.1, weight_scale=1.0, weight_size=100)
+        for i in range(1, 5)
+    ]
+    layers[1:] = [replace(x, normalized=True) for x in layers[1:]]  # 3 of 4 weights: the median is 1
     if nan_layer:
         layers[1] = replace(layers[1], nonfinite=3)
     from probe.records import AttentionStats

@@ -209,7 +209,7 @@ TensorboardOpt = Annotated[
     typer.Option(
         "--tensorboard",
         metavar="DIR",
-        help="Also write TensorBoard event files to DIR, one folder per run (needs probe[tensorboard]).",
+        help="Also write TensorBoard event files to DIR, one folder per run (needs probe\\[tensorboard]).",
     ),
 ]
 
@@ -326,7 +326,7 @@ HfOpt = Annotated[
         "--hf",
         metavar="TYPE_OR_PATH",
         help="Probe a transformers model built from its config (offline): a model type (llama, gpt2, bert, vit, "
-        "resnet, ...) or a local config.json; needs probe[hf].",
+        "resnet, ...) or a local config.json; needs probe\\[hf].",
     ),
 ]
 InputShapeOpt = Annotated[

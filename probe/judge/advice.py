@@ -235,8 +235,16 @@ def suggestion(spec: Spec, verdict: Verdict) -> str | None:
     note = mismatch(spec)
     if note is not None:
         return f"use {better}: the init does not fit {act}"
+    if broken == ["weight_scale"] or (name not in FIXED_SCALE and "weight_scale" in broken):
+        if spec.model.own_model and not spec.init.explicit:  # the model's own init is the problem
+            better = "a fan-scaled init such as he_normal (init.weight: he_normal)"
+        return (
+            "the weights that feed a normalization are far above a variance-rule scale: the forward pass "
+            f"cannot see it, but each optimizer step barely turns them: use {better}"
+        )
     if name in FIXED_SCALE or name in CONSTANT:
-        direction = "too large" if any(r in broken for r in ("exploding", "saturation", "gradient_exploding")) else ""
+        too_large = ("exploding", "saturation", "gradient_exploding", "weight_scale")
+        direction = "too large" if any(r in broken for r in too_large) else ""
         direction = direction or "too small"
         return f"{name}'s fixed scale is {direction} for this network: use {better}"
     if spec.model.kind in ("lstm", "gru") and "gradient_vanishing" in broken:

@@ -7,7 +7,8 @@ value breaking a rule is ``fail``; one within a margin of its threshold is ``war
 
 Each check reads the rows whose role it judges (probe/model/roles.py): vanishing, exploding and
 the gradient rules the signal path (``stream`` rows and the network output); symmetry and
-dead_units layers of units (not lookup tables); saturation and nonfinite every row.
+dead_units layers of units (not lookup tables); saturation and nonfinite every row; weight_scale
+one value for the network, from the weights that feed a normalization.
 
 Severity (docs/verdicts.md has the training evidence): a broken threshold is an ``error`` when
 the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
@@ -36,7 +37,7 @@ SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by 
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # 0.98 cosine, one-hot attention, nan)
-NO_MARGIN = ("nonfinite", "collapse", "attention_saturation")
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale")
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
@@ -197,6 +198,24 @@ def _grad_ratios(report: Report) -> list[tuple[Row, float | None]]:
     return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
 
 
+def _normalized_scale(report: Report) -> list[tuple[Row, float | None]]:
+    """The weighted median, over the network's weight elements, of each weight's scale
+    (``weight_scale``: rms / sqrt(2 / fan_in)) where its layer feeds a normalization, and 0 where
+    it does not: above ``k`` exactly when most of the weights are normalized and over k times He's
+    scale. One value for the network, reported at the layer that holds the median. Embedding
+    tables are not counted (their scale is the vectors' size, not a fan-in's)."""
+    rows = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
+    if not rows:
+        return []
+    ranked = sorted(rows, key=lambda x: (x.weight_scale or 0.0) if x.normalized else 0.0)
+    half, seen = sum(x.weight_size or 0 for x in rows) / 2, 0
+    for x in ranked:
+        seen += x.weight_size or 0
+        if seen >= half:
+            return [(x, (x.weight_scale or 0.0) if x.normalized else 0.0)]
+    return []  # unreachable: the sizes sum to 2 * half
+
+
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 
 RULES: dict[str, Rule] = {
@@ -275,6 +294,18 @@ RULES: dict[str, Rule] = {
             "attention is near one-hot at init",
             (Check("min_attention_entropy", "attention entropy / log(keys)", _attention_entropy, below=True),),
         ),
+        Rule(
+            "weight_scale",
+            "normalized weights too large for the optimizer's steps to move",
+            (
+                Check(
+                    "max_weight_scale",
+                    "normalized weight scale / He's (median over the weights)",
+                    _normalized_scale,
+                    below=False,
+                ),
+            ),
+        ),
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
@@ -345,6 +376,7 @@ def _loosened(gate: GateSpec) -> GateSpec:
         max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
         min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
         max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
+        max_weight_scale=gate.max_weight_scale / 2,
     )
 
 

@@ -241,6 +241,14 @@ class _Runner:
             watched[i].weight = norm
         return collector.finish()
 
+    def record_weight_norms(self, index: int) -> None:
+        """The norms of a just-materialized block's watched weights, once: ``finish`` reads them
+        (the weights' scale) when the block is out of memory, with or without a backward pass."""
+        assert self.collector is not None
+        for i, owner, name in self.rows.get(index, []):
+            if i not in self.weight_norms:
+                self.weight_norms[i] = weight_norms([getattr(owner, name).detach()], self.collector.acc_dtype)[0]
+
     def weight_grads(self, index: int) -> None:
         """The watched weights' gradients of a block whose backward just ran."""
         self.fold_weight_grads(self.rows.get(index, []))
@@ -290,6 +298,8 @@ def _block_function() -> type:
             block = runner.meta.blocks[index]
             runner.materialize(block)
             try:
+                if not runner.zeros:
+                    runner.record_weight_norms(index)
                 args, kwargs = _rebuild(call, tensors)
                 out = own(block.module, *args, **kwargs)
             finally:

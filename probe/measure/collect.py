@@ -392,10 +392,8 @@ class Collector:
         alive = [layer.alive for layer in self.layers if layer.alive is not None]
         # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
         # counting them on the host is cheaper than two device reductions per layer
-        # weight norms where a weight gradient was measured (a layer-by-layer run's are on the meta device)
-        weights = [
-            sp.plain_weight(layer.watched.weight) if layer.weight_grad_batches else None for layer in self.layers
-        ]
+        # the weights' norms (a layer-by-layer run's are on the meta device; an FSDP2 run's sharded)
+        weights = [sp.plain_weight(layer.watched.weight) for layer in self.layers]
         weight_norms = sp.weight_norms(weights, self.acc_dtype)
         # each layer's folded cosine sums, then its records not folded yet (raw: summed on the host)
         correlations = [
@@ -508,5 +506,5 @@ def _to_stats(
         grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
         correlation=cosines[0],
         token_correlation=cosines[1],
-        **sp.extra_fields(weight_grad_norm, w.role, layer.residual_values, layer.scale_samples, extra, weight_norm),
+        **sp.extra_fields(weight_grad_norm, w, layer.residual_values, layer.scale_samples, extra, weight_norm),
     )

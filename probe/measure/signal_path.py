@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from probe.model.built import Watched
+
 # Rows that get grad_scale: the ones the gradient rules judge (and the network output).
 SCALED_ROLES = ("stream", "head")
 # The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_b|| ||g_b||.
@@ -18,13 +20,13 @@ EXTRA = 3
 
 def extra_fields(
     weight_grad_norm: float | None,
-    role: str,
+    watched: Watched,
     residual_values: int,
     scale_samples: int,
     extra: list[float],
     weight_norm: float | None,
 ) -> dict[str, Any]:
-    """A row's role and the statistics of its per-layer accumulator ``extra``, as LayerStats
+    """A row's role, its weight's scale and the statistics of its per-layer accumulator ``extra``, as LayerStats
     fields (built into the record at once: ``dataclasses.replace`` per row cost the seed's
     network 2% of its pass)."""
     added, base, scale_sum = extra
@@ -33,7 +35,19 @@ def extra_fields(
     ratio = None
     if weight_grad_norm is not None and weight_norm is not None and weight_norm > 0:
         ratio = weight_grad_norm / weight_norm
-    return {"role": role, "grad_scale": scale, "weight_grad_ratio": ratio, "branch_ratio": branch}
+    weight_scale = None
+    fan_in, size = watched.fan_in, watched.weight_size
+    if weight_norm is not None and fan_in and size:
+        weight_scale = weight_norm / math.sqrt(size) / math.sqrt(2.0 / fan_in)
+    return {
+        "role": watched.role,
+        "weight_size": size,
+        "normalized": watched.normalized,
+        "grad_scale": scale,
+        "weight_grad_ratio": ratio,
+        "branch_ratio": branch,
+        "weight_scale": weight_scale,
+    }
 
 
 def sample_norms(y: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,18 @@ def conv(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
         module = activations.make_module(act.name, act.params)
         layers[f"act{i}"] = module
         watched.append(
-            Watched(f"layer{i}", i, "hidden", module, layer.weight, m.width, 1, saturation, module_type="Conv2d")
+            Watched(
+                f"layer{i}",
+                i,
+                "hidden",
+                module,
+                layer.weight,
+                m.width,
+                1,
+                saturation,
+                module_type="Conv2d",
+                normalized=m.norm != "none",
+            )
         )
         if m.pool != "none" and i % m.pool_every == 0:
             layers[f"pool{i}"] = nn.MaxPool2d(2) if m.pool == "max" else nn.AvgPool2d(2)
@@ -92,7 +103,20 @@ def residual(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
         block = ResidualBlock(nn.Sequential(*parts), m.branch_multiplier(), rezero=m.zero_init == "rezero")
         blocks.append(block)
         watched.append(
-            Watched(f"block{i}", i + 1, "hidden", block, first.weight, m.width, unit_dim, None, kind, residual=True)
+            Watched(
+                f"block{i}",
+                i + 1,
+                "hidden",
+                block,
+                first.weight,
+                m.width,
+                unit_dim,
+                None,
+                kind,
+                residual=True,
+                # post-norm: the block's first layer feeds a norm (pre-norm: the norm comes before it)
+                normalized=m.norm != "none" and m.norm_position != "pre",
+            )
         )
     head = None
     if m.output_dim is not None:

@@ -68,7 +68,11 @@ def _mlp(spec: Spec) -> Built:
             layers[f"norm{i}"] = nn.LayerNorm(m.width)
         module = activations.make_module(act.name, act.params)
         layers[f"act{i}"] = module
-        watched.append(Watched(f"layer{i}", i, "hidden", module, linear.weight, m.width, -1, saturation))
+        watched.append(
+            Watched(
+                f"layer{i}", i, "hidden", module, linear.weight, m.width, -1, saturation, normalized=m.norm != "none"
+            )
+        )
         fan_in = m.width
     if m.output_dim is not None:
         head = nn.Linear(fan_in, m.output_dim, bias=m.bias)

@@ -31,6 +31,21 @@ class Watched:
     role: str = "stream"  # stream, branch, activation, norm, embedding, head (probe/model/roles.py)
     broadcast: bool = False  # its output has batch size 1 while the batch is larger (a shared table)
     residual: bool = False  # a block whose output has its input's shape: measure what its branch adds
+    # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
+    # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
+    normalized: bool = False
+    # ``weight``'s fan-in (torch.nn.init's, on Conv1D's transposed layout) and element count, read
+    # once here: a layer-by-layer run swaps the weight for its norm before the report is made
+    fan_in: int | None = field(default=None, init=False)
+    weight_size: int | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.weight is not None and self.weight.dim() >= 2:
+            from probe.model.init_rules import oriented
+            from probe.spec.inits import fans
+
+            self.fan_in = fans(tuple(oriented(self.module, self.weight).shape))[0]
+            self.weight_size = self.weight.numel()
 
 
 @dataclass

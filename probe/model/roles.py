@@ -106,12 +106,46 @@ def _is_norm(module: nn.Module, ran: Ran) -> bool:
     return keeps_shape(ran)
 
 
-def first_tensor_shape(args: Any, kwargs: Mapping[str, Any]) -> tuple[tuple[int, ...] | None, bool]:
-    """The shape of the first tensor among a module's inputs (positional, then keyword), and
-    whether it holds ids."""
+def first_tensor(args: Any, kwargs: Mapping[str, Any]) -> Any:
+    """The first tensor among a module's inputs (positional, then keyword), or ``None``."""
     import torch
 
     for a in (*(args if isinstance(args, (tuple, list)) else (args,)), *kwargs.values()):
         if isinstance(a, torch.Tensor):
-            return tuple(a.shape), not (a.is_floating_point() or a.is_complex())
-    return None, False
+            return a
+    return None
+
+
+def first_tensor_shape(args: Any, kwargs: Mapping[str, Any]) -> tuple[tuple[int, ...] | None, bool]:
+    """The shape of the first tensor among a module's inputs (positional, then keyword), and
+    whether it holds ids."""
+    a = first_tensor(args, kwargs)
+    if a is None:
+        return None, False
+    return tuple(a.shape), not (a.is_floating_point() or a.is_complex())
+
+
+class Consumers:
+    """Which module read each module's output as its first input, seen in one forward pass.
+
+    A module's output tensor is remembered (by identity, through a weak reference, so a freed
+    tensor whose memory is reused is never mistaken for it); a later module whose first input is
+    that tensor, or a view of it (a permute before a channels-last LayerNorm), is its consumer.
+    Functional operations in between (an add, an activation called as a function) make a new
+    tensor: nothing is recorded, so the answer errs on the side of "not consumed"."""
+
+    def __init__(self) -> None:
+        self._made: dict[int, tuple[str, Any]] = {}
+        self.of: dict[str, list[str]] = {}
+
+    def saw(self, qual: str, first_input: Any, output: Any) -> None:
+        import weakref
+
+        if first_input is not None:
+            for t in (first_input, first_input._base):
+                made = self._made.get(id(t)) if t is not None else None
+                if made is not None and made[1]() is t and made[0] != qual:
+                    self.of.setdefault(made[0], []).append(qual)
+                    break
+        if output is not None:
+            self._made[id(output)] = (qual, weakref.ref(output))

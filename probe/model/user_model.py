@@ -226,6 +226,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
         candidates[id(model)] = (type(model).__name__, model)
     seen: dict[int, _Seen] = {}
+    consumers = roles.Consumers()
 
     def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
         entry = seen.get(id(module))
@@ -234,6 +235,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
             entry.in_shape, entry.int_input = roles.first_tensor_shape(args, kwargs)
         entry.calls += 1
         tensor = first_float_tensor(output)
+        consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor)
         if tensor is None:
             entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
         elif entry.shape is None:
@@ -266,6 +268,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
     block_quals = roles.blocks(groups, ran)
     last_block = ran[block_quals[-1]].order if block_quals else None
+    role_of = {e.qual: roles.role(e.qual, e.module, ran[e.qual], block_quals, last_block) for e in seen.values()}
     watched: list[Watched] = []
     notes: list[str] = []
     for entry in sorted(seen.values(), key=lambda e: e.order):
@@ -289,10 +292,12 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 unit_dim,
                 _saturation(entry.module),
                 module_type=type(entry.module).__name__,
-                role=roles.role(entry.qual, entry.module, ran[entry.qual], block_quals, last_block),
+                role=role_of[entry.qual],
                 # batch size 1 out of a batch of DISCOVERY_BATCH: one table row shared by every sample
                 broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
                 residual=entry.qual in block_quals and roles.keeps_shape(ran[entry.qual]),
+                # read by a normalization only once: a module called again may feed something else
+                normalized=entry.calls == 1 and any(role_of.get(c) == "norm" for c in consumers.of.get(entry.qual, ())),
             )
         )
     never = [q for key, (q, _) in candidates.items() if key not in seen]

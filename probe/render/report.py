@@ -41,7 +41,17 @@ LAYER_FIELDS = (
 )
 
 # row fields present where they apply: the role (always), what the row is and the verdicts' measures
-EXTRA_FIELDS = ("role", "module_type", "init_rule", "grad_scale", "weight_grad_ratio", "branch_ratio")
+EXTRA_FIELDS = (
+    "role",
+    "module_type",
+    "init_rule",
+    "grad_scale",
+    "weight_grad_ratio",
+    "branch_ratio",
+    "weight_scale",
+    "weight_size",
+    "normalized",
+)
 
 # ---- numbers ---------------------------------------------------------------------------------
 
@@ -81,7 +91,7 @@ def layer_row(layer: LayerStats) -> dict[str, Any]:
     row["role"] = layer.role
     for extra in EXTRA_FIELDS[1:]:
         value = getattr(layer, extra)
-        if value is not None:
+        if value is not None and value is not False:  # ``normalized`` only where it is true
             row[extra] = clean(value)
     return row
 

@@ -26,6 +26,7 @@ RULE_NAMES = (
     "gradient_exploding",
     "collapse",
     "attention_saturation",
+    "weight_scale",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -178,6 +179,7 @@ class GateSpec:
     max_branch_ratio: float = 10.0
     max_correlation: float = 0.98
     min_attention_entropy: float = 0.2
+    max_weight_scale: float = 4.0
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -289,6 +291,13 @@ GATE_PARAMS: dict[str, Param] = {
         minimum=0.0,
         maximum=1.0,
         help="attention_saturation: a module's attention entropy / log(keys) below this (1 = uniform)",
+    ),
+    "max_weight_scale": Param(
+        "float",
+        4.0,
+        minimum=0.0,
+        allow_inf=True,
+        help="weight_scale: most weights feed a normalization and sit above this many times He's scale",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")

@@ -1,0 +1,113 @@
+"""The ``weight_scale`` rule: weights that feed a normalization, too large for the optimizer.
+
+A layer whose output goes straight into a normalization computes the same function for W and
+c W, so every forward statistic and the pooling-proof gradient scale are blind to the weight's
+scale; Adam's fixed-size steps turn a weight k times its variance-rule scale k times slower
+(SGD: k^2). docs/verdicts.md derives it; benchmarks/trainability.json holds the training runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from probe import spec as spec_mod
+from probe.judge.rules import evaluate
+from probe.measure.run import run_probe
+from probe.records import Report
+
+
+def _bn_resnet(weight: str) -> Report:
+    # a BatchNorm ResNet (stem + 3 basic blocks, width 8, bias-free convs) and a linear head
+    spec = spec_mod.parse(
+        {
+            "model": {"import": "tests.hf_models:bn_resnet", "input_shape": [3, 16, 16]},
+            "init": {"weight": weight},
+            "data": {"batch_size": 8},
+            "run": {"device": "cpu"},
+        }
+    )
+    return run_probe(spec)
+
+
+def test_outputs_that_feed_a_normalization_are_found_from_what_runs() -> None:
+    spec = spec_mod.parse({"model": {"import": "tests.models_for_tests:feeds_norm", "input_shape": [4, 6, 6]}})
+    rows = {x.name: x for x in run_probe(spec).layers}
+    assert rows["direct"].normalized and rows["channels_last"].normalized
+    assert not rows["after_relu"].normalized  # its output meets a ReLU first
+    assert not rows["residual"].normalized  # added to the stream before the LayerNorm
+    assert not any(x.normalized for x in rows.values() if x.role == "norm")
+
+
+def test_n01_weights_under_batchnorm_are_invisible_forward_and_fail_weight_scale() -> None:
+    he, large = _bn_resnet("he_normal"), _bn_resnet("large")
+    # the same seed draws the same standard normals: N(0, 1) is He's draw times sqrt(fan_in / 2)
+    # per layer, and every normalized layer computes the same function, so the forward statistics
+    # agree to float rounding, and the gradients differ by one factor throughout (the linear head,
+    # which no normalization follows, is twice as large: its N(0, 1) over He's sqrt(2 / 8))
+    pairs = [(a, b) for a, b in zip(he.layers, large.layers, strict=True) if a.role == "norm" or a.role == "activation"]
+    factor = pairs[0][1].grad_std / pairs[0][0].grad_std
+    assert factor == pytest.approx(2.0, rel=0.05)
+    for a, b in pairs:
+        assert b.std == pytest.approx(a.std, rel=1e-3), a.name
+        assert b.grad_std == pytest.approx(a.grad_std * factor, rel=1e-3), a.name
+    convs = [x for x in large.layers if x.module_type == "Conv2d"]
+    assert convs and all(x.normalized for x in convs)
+    for x in convs:
+        fan_in = 3 * 9 if x.name == "0" else 8 * 9
+        # N(0, 1): rms over n elements is 1 within ~1/sqrt(2 n); He normal: rms sqrt(2 / fan_in)
+        n = x.weight_size or 0
+        tolerance = 4 / math.sqrt(2 * n)
+        assert x.weight_scale == pytest.approx(math.sqrt(fan_in / 2), rel=tolerance), x.name
+    he_convs = [x for x in he.layers if x.module_type == "Conv2d"]
+    assert all(x.weight_scale == pytest.approx(1.0, rel=4 / math.sqrt(2 * (x.weight_size or 1))) for x in he_convs)
+
+    verdict = evaluate(large)
+    (problem,) = [p for p in verdict.problems if p.rule == "weight_scale"]
+    assert problem.severity == "error"
+    assert problem.value == pytest.approx(math.sqrt(8 * 9 / 2), rel=0.1)  # the 3x3 convs of width 8: 6
+    healthy = evaluate(he)
+    assert healthy.healthy and not any(p.rule == "weight_scale" for p in (*healthy.problems, *healthy.warnings))
+
+
+def test_a_minority_of_oversized_normalized_weights_is_not_a_failure() -> None:
+    pytest.importorskip("transformers")
+    # ConvNeXt with N(0, 1) weights: its depthwise convs feed a LayerNorm and sit ~5x above He's
+    # scale, but they hold 6% of the weights; the pointwise convs and LayerScale learn (it trained
+    # as well as its default: benchmarks/trainability.json)
+    report = run_probe(spec_mod.load("tests/corpus_specs/convnext_normal1.yaml"))
+    oversized = [x for x in report.layers if x.normalized and (x.weight_scale or 0) > 4]
+    assert oversized and all("dwconv" in x.name or "patch" in x.name for x in oversized)
+    verdict = evaluate(report)
+    assert verdict.healthy and not any(p.rule == "weight_scale" for p in (*verdict.problems, *verdict.warnings))
+
+
+def test_check_fails_a_normalized_mlp_with_large_weights(cli: Callable[..., Any], tmp_path: Any) -> None:
+    spec = tmp_path / "bn_large.yaml"
+    spec.write_text(
+        "model: {kind: mlp, depth: 4, width: 64, norm: batchnorm}\ninit: {weight: large}\ndata: {batch_size: 64}\n"
+    )
+    failed = cli("check", str(spec))
+    assert failed.exit_code == 1 and "weight_scale" in failed.output
+    assert cli("check", str(spec), "--set", "init.weight=he").exit_code == 0
+    assert cli("check", str(spec), "--gate", "max_weight_scale=inf").exit_code == 0
+    rows = json.loads(cli("run", str(spec), "-f", "json").output)["layers"]
+    hidden = [r for r in rows if r["name"] != "layer1"]
+    # width 64: N(0, 1) is sqrt(64 / 2) = 5.66 times He's scale
+    assert all(r["normalized"] and r["weight_scale"] == pytest.approx(math.sqrt(32), rel=0.05) for r in hidden)
+
+
+def test_advice_for_a_model_whose_own_init_is_too_large_names_a_fan_scaled_init() -> None:
+    from probe.judge import advice
+
+    spec = spec_mod.load("tests/corpus_specs/bn_resnet_normal1.yaml")  # its factory draws N(0, 1)
+    verdict = evaluate(run_probe(spec))
+    assert [p.rule for p in verdict.problems] == ["weight_scale"]
+    hint = advice.suggestion(spec, verdict) or ""
+    assert "init.weight: he_normal" in hint and "own init" not in hint
+    fixed = spec_mod.parse({**spec_mod.to_dict(spec), "init": {"weight": "he_normal"}})
+    assert evaluate(run_probe(fixed)).healthy
