@@ -261,3 +261,20 @@ def test_a_column_with_no_value_in_any_row_goes_last_and_is_named() -> None:
     assert "legend: not shown, no value in any row: saturation" in narrow
     assert " sat" not in narrow.splitlines()[1]
     check_fits(narrow, tightest, _words())
+
+
+def test_names_under_one_module_lose_the_shared_prefix_only_when_too_wide() -> None:
+    d = _doc()
+    t = d.sections[1]
+    under = ["transformer.h.0.attn.c_attn", "transformer.h.0.mlp.c_proj", "transformer.ln_f"]
+    rows = [[Cell(n), *r[1:]] for n, r in zip(under, t.rows, strict=True)]
+    d = doc(d.sections[0], table(list(t.columns), rows), d.sections[2])
+    roomy = writers.plain_text(d, 250)
+    assert "transformer.h.0.attn.c_attn" in roomy and "every name is under" not in roomy
+    narrow = writers.plain_text(d, 80)
+    assert "legend: every name is under transformer." in narrow
+    assert "transformer" not in "".join(narrow.split("legend:")[0].split())  # not in the rows
+    check_fits(narrow, 80, [n.removeprefix("transformer.") for n in under])
+    # no shared dotted prefix: nothing is cut
+    assert writers._shared_prefix(["model.a", "modelb.c"]) == ""
+    assert writers._shared_prefix(["a.b.c", "a.b.d", "a.b"]) == "a."

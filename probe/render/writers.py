@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import json
 import re
 from collections.abc import Sequence
@@ -97,6 +98,16 @@ def _wrapped(rows: list[list[Cell]], source: list[list[Cell]], i: int, breaks: s
     ]
 
 
+def _shared_prefix(names: list[str]) -> str:
+    """The dotted prefix every one of two or more names starts with and goes on after ("a.b."
+    for "a.b.c" and "a.b.d"); "" when there is none."""
+    if len(names) < 2:
+        return ""
+    common = os.path.commonprefix(names)
+    prefix = common[: common.rfind(".") + 1]
+    return prefix if all(len(n) > len(prefix) for n in names) else ""
+
+
 def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     """The rich table for ``t`` within ``width`` columns (``None``: natural width), the legend
     lines it needs, and the width it takes. Steps, each only while the table is too wide: drop
@@ -111,13 +122,22 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     used = _measure(_rich_table(columns, rows, short, compact))
     if width is None or used <= width:
         return _rich_table(columns, rows, short, compact), [], used
-    for step in ("pictures", "wrap", "short", "compact", "wrap", "wrap lists", "empty"):
+    prefix = ""
+    for step in ("pictures", "prefix", "wrap", "short", "compact", "wrap", "wrap lists", "empty"):
         if used <= width:
             break
         if step == "pictures":
             keep = [i for i, c in enumerate(columns) if not c.picture]
             columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]
             source = rows
+        elif step == "prefix":  # every name under one module ("transformer."): say it once
+            names = next((i for i, c in enumerate(columns) if c.wrap == NAME_BREAKS), None)
+            prefix = _shared_prefix([r[names].text for r in source]) if names is not None else ""
+            if names is not None and prefix:
+                cut = len(prefix)
+                rows = source = [
+                    [*r[:names], replace(r[names], text=r[names].text[cut:]), *r[names + 1 :]] for r in source
+                ]
         elif step == "short":
             short = True
         elif step == "empty":
@@ -135,7 +155,8 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
                     rows = _wrapped(rows, source, i, breaks, used - width)
                     used = _measure(_rich_table(columns, rows, short, compact))
         used = _measure(_rich_table(columns, rows, short, compact))
-    legend = ["; ".join(f"{c.short} = {c.header}" for c in columns if c.short)] if short else []
+    legend = [f"every name is under {prefix}"] if prefix else []
+    legend += ["; ".join(f"{c.short} = {c.header}" for c in columns if c.short)] if short else []
     if empty:
         legend.append(f"not shown, no value in any row: {', '.join(empty)}")
     return _rich_table(columns, rows, short, compact), legend, used
