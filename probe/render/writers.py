@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import json
 import re
 from collections.abc import Sequence
@@ -103,7 +102,8 @@ def _shared_prefix(names: list[str]) -> str:
     for "a.b.c" and "a.b.d"); "" when there is none."""
     if len(names) < 2:
         return ""
-    common = os.path.commonprefix(names)
+    first, last = min(names), max(names)  # the shared prefix of all is that of these two
+    common = first[: next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))]
     prefix = common[: common.rfind(".") + 1]
     return prefix if all(len(n) > len(prefix) for n in names) else ""
 
