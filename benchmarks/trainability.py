@@ -257,6 +257,10 @@ class Run:
     gain_fraction: float = float("nan")
     trains: bool | None = None
     note: str = ""
+    # median over the body's weight tensors (2-D or more) of ||W_end - W_start|| / ||W_start||: how
+    # far training moved them (a network can reach its gain through its norms' scales and the head
+    # with weights that barely turned)
+    moved: float = float("nan")
 
 
 def train_case(case: corpus.Case, init: str, steps: int, seed: int = 0) -> Run:
@@ -269,6 +273,8 @@ def train_case(case: corpus.Case, init: str, steps: int, seed: int = 0) -> Run:
     model = Classifier(body, features, task.classes, seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    weights = [p for p in body.parameters() if p.dim() >= 2]
+    at_start = [p.detach().clone() for p in weights]
     start, cpu_start = time.perf_counter(), time.process_time()
     initial = eval_loss(model, task)
     curve = [(0, initial)]
@@ -281,7 +287,12 @@ def train_case(case: corpus.Case, init: str, steps: int, seed: int = 0) -> Run:
             curve.append((step, eval_loss(model, task)))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     name = "next-token skip chain" if case.kind == "tokens" else "teacher images"
-    return Run(case.name, init, case.kind, name, baseline_loss(task), initial, curve[-1][1], curve, elapsed, cpu)
+    run = Run(case.name, init, case.kind, name, baseline_loss(task), initial, curve[-1][1], curve, elapsed, cpu)
+    ratios = [
+        float((p.detach() - w0).norm() / w0.norm()) for p, w0 in zip(weights, at_start, strict=True) if w0.norm() > 0
+    ]
+    run.moved = float(torch.tensor(ratios).median()) if ratios else float("nan")
+    return run
 
 
 def judge(runs: list[Run]) -> None:
@@ -309,8 +320,8 @@ def judge(runs: list[Run]) -> None:
 
 def table(runs: list[Run]) -> str:
     lines = [
-        "| model | init | task | baseline | loss at 0 | final loss | gain | of default | trains | CPU time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | init | task | baseline | loss at 0 | final loss | gain | of default | trains | weights moved | CPU time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         verdict = {True: "yes", False: "**no**", None: "-"}[r.trains]
@@ -318,7 +329,7 @@ def table(runs: list[Run]) -> str:
         gain = f"{r.gain:+.3f}" if math.isfinite(r.gain) else "-"
         lines.append(
             f"| {r.model} | {r.init} | {r.task} | {r.baseline:.3f} | {r.initial_loss:.3g} | {r.final_loss:.3f} "
-            f"| {gain} | {frac} | {verdict} | {r.cpu_s:.1f} s |"
+            f"| {gain} | {frac} | {verdict} | {r.moved:.3g} | {r.cpu_s:.1f} s |"
         )
     return "\n".join(lines)
 
