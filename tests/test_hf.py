@@ -235,6 +235,17 @@ def test_layer_by_layer_user_model_equals_a_normal_run() -> None:
     _assert_same(run_probe(spec), run_blockwise(spec))
 
 
+@pytest.mark.parametrize(("kind", "dtype"), [("user", "float64"), ("llama", "bfloat16")])
+def test_layer_by_layer_in_another_dtype_equals_a_normal_run(kind: str, dtype: str) -> None:
+    """Blocks are built in float32 and cast to run.dtype: each goes back to the meta device as
+    built, so that every later materialization (each batch, each backward pass, after discovery)
+    draws its init in float32 as the normal build does, not in the run's dtype."""
+    model = {"import": "tests.models_for_tests:awkward", "input_shape": [3, 6, 6]} if kind == "user" else None
+    base = _spec(model) if model is not None else _hf(kind)
+    spec = spec_mod.parse({**spec_mod.to_dict(base), "run": {"device": "cpu", "dtype": dtype}})
+    _assert_same(run_probe(spec), run_blockwise(spec))
+
+
 def test_an_input_function_draws_the_same_batches_as_in_a_normal_run() -> None:
     """``--inputs`` functions draw from torch's global generator: materializing blocks (which sets
     its state to replay the init) must leave it where a normal build leaves it."""

@@ -126,6 +126,9 @@ class _Runner:
             bl.materialize(self.meta, block.module, block.steps)
         block.module.to(device=self.device, dtype=self.dtype)
 
+    def release(self, block: bl.Block) -> None:
+        bl.release(block.module, dtypes=self.meta.built_dtypes)  # as built: run.dtype is a cast
+
     def tick(self) -> None:
         self.done += 1
         if self.progress is not None:
@@ -293,7 +296,7 @@ def _block_function() -> type:
                 args, kwargs = _rebuild(call, tensors)
                 out = own(block.module, *args, **kwargs)
             finally:
-                bl.release(block.module)
+                runner.release(block)
             leaves, call.out_spec = pytree.tree_flatten(out)
             call.out_leaves = [_SLOT if isinstance(x, torch.Tensor) else x for x in leaves]
             outs = tuple(x for x in leaves if isinstance(x, torch.Tensor))
@@ -337,7 +340,7 @@ def _block_function() -> type:
                 runner.weight_grads(ctx.index)
                 input_grads = tuple(t.grad if t.requires_grad else None for t in inputs)
             finally:
-                bl.release(block.module)
+                runner.release(block)
             runner.tick()
             return (None, None, None, None, None, *input_grads)
 

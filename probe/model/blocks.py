@@ -74,6 +74,12 @@ class MetaModel:
     steps: list[Step]
     init_context: Callable[[], Any] = nullcontext  # transformers' guard around its init functions
     states: list[torch.Tensor] = field(default_factory=list)  # generator state before each step (``sweep``)
+    # each tensor's dtype as built, by (id(owner), name): a block cast to the run's dtype goes back
+    # to the meta device in it, so that its next materialization draws its init as the build did
+    built_dtypes: dict[tuple[int, str], torch.dtype] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.built_dtypes = {(id(owner), name): t.dtype for owner, name, t, _ in _tensors(self.model, True)}
 
 
 def check_applies(spec: Spec) -> None:
@@ -347,15 +353,22 @@ def take(
     return out
 
 
-def release(module: nn.Module, recurse: bool = True, scope: list[Any] | None = None) -> None:
-    """Back to the meta device: nothing of the module (or of ``scope``) stays in memory."""
+def release(
+    module: nn.Module,
+    recurse: bool = True,
+    scope: list[Any] | None = None,
+    dtypes: dict[tuple[int, str], torch.dtype] | None = None,
+) -> None:
+    """Back to the meta device: nothing of the module (or of ``scope``) stays in memory. ``dtypes``
+    (``MetaModel.built_dtypes``): each tensor's dtype as built, where a cast has changed it."""
     import torch
     from torch import nn
 
     for owner, name, t, is_param in scope if scope is not None else list(_tensors(module, recurse)):
         if t.device.type == "meta":
             continue
-        meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
+        dtype = dtypes.get((id(owner), name), t.dtype) if dtypes is not None else t.dtype
+        meta = torch.empty(t.shape, dtype=dtype, device="meta")
         if is_param:
             owner.register_parameter(name, nn.Parameter(meta, requires_grad=t.requires_grad))
         else:
@@ -450,4 +463,4 @@ def resident_materialized(meta: MetaModel) -> Iterator[None]:
         yield
     finally:
         for module in meta.resident:
-            release(module, recurse=False)
+            release(module, recurse=False, dtypes=meta.built_dtypes)
