@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from probe import spec as spec_mod
 from probe.errors import BuildError, RunError, SpecError
 from probe.measure import layerwise, scale
+from probe.measure.blockwise import run_blockwise
 from probe.measure.run import run_probe
 from tests.conftest import CONFIGS
 
@@ -89,6 +92,42 @@ def test_forward_statistics_equal_a_normal_forward_only_run(raw: dict[str, Any])
             # same weights, same inputs, same ops: equal up to float summation order at most
             assert got == (want if want is None else pytest.approx(want, rel=1e-9, abs=1e-12)), (a.name, field)
         assert all(getattr(b, g) is None for g in GRADIENTS)
+
+
+def _assert_same(normal: Any, layered: Any) -> None:
+    """Every number of every row equal: the same weights, inputs, direction and ops (records merged
+    in another order at most)."""
+    assert [x.name for x in layered.layers] == [x.name for x in normal.layers]
+    for a, b in zip(normal.layers, layered.layers, strict=True):
+        for field in dataclasses.fields(a):
+            want, got = getattr(a, field.name), getattr(b, field.name)
+            if isinstance(want, float) and not math.isnan(want):
+                assert got == pytest.approx(want, rel=1e-12, abs=1e-300), (a.name, field.name)
+            elif isinstance(want, float):
+                assert got is not None and math.isnan(got), (a.name, field.name)
+            else:
+                assert got == want, (a.name, field.name)
+
+
+@pytest.mark.parametrize("raw", list(CASES.values()), ids=list(CASES))
+def test_forward_and_backward_statistics_equal_a_normal_run(raw: dict[str, Any]) -> None:
+    spec = _spec(raw, backward=True)
+    normal, layered = run_probe(spec), run_blockwise(spec)
+    _assert_same(normal, layered)
+    for row in layered.layers:  # not vacuous: every row has its gradient columns
+        assert row.grad_std is not None and row.weight_grad_norm is not None and row.weight_grad_std is not None
+        assert row.weight_grad_ratio is not None, row.name  # the weight's norm, read in the backward pass
+    assert any("forward and backward" in note for note in layered.notes)
+
+
+@pytest.mark.parametrize("overrides", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_a_conv_stack_forward_and_backward_equal_a_normal_run(overrides: dict[str, Any]) -> None:
+    base = {"run.backward": True, "run.device": "cpu", "model.depth": 5, "data.batch_size": 16}
+    spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides={**base, **overrides})
+    normal, layered = run_probe(spec), run_blockwise(spec)
+    _assert_same(normal, layered)
+    assert all(row.grad_std is not None and row.weight_grad_norm is not None for row in layered.layers)
+    assert [x.module_type for x in layered.layers] == ["Conv2d"] * 5 + ["Linear"]
 
 
 @pytest.mark.parametrize("overrides", list(CONV_CASES.values()), ids=list(CONV_CASES))

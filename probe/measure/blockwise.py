@@ -1,9 +1,12 @@
-"""Layer by layer for any model: a user model (``model.import``) or a transformers model
+"""Layer by layer for any model probe can rebuild block by block: probe's own plain stacks
+(``model.kind: mlp`` or ``conv``), a user model (``model.import``) or a transformers model
 (``model.hf``), forward and backward, one block in memory at a time.
 
-The model lives on the meta device (``probe.model.blocks``). Its own forward runs unchanged; each
-block's ``forward`` is swapped for a call through ``_BlockFunction``, an autograd function that
-materializes the block (its init steps replayed from their recorded generator states), runs it
+The model lives on the meta device, cut into blocks with the init program that fills each
+(``probe.model.stack_blocks`` for a spec stack, ``probe.model.blocks`` otherwise). Its own forward
+runs unchanged; each block's ``forward`` is swapped for a call through ``_BlockFunction``, an
+autograd function that materializes the block (its init steps replayed from their recorded
+generator states, at the thread count a normal build runs with), runs it
 without gradients, frees it, and keeps only its inputs: the activations at block boundaries. The
 backward pass walks the blocks in reverse by itself (autograd): each block is materialized again
 with the same weights, its forward recomputed with gradients, and the boundary gradient
@@ -30,6 +33,7 @@ from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, may_at
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.measure.signal_path import weight_norms
 from probe.model import blocks as bl
+from probe.model import stack_blocks
 from probe.model.built import Built, Watched
 from probe.model.inputs import data_stream, next_batch
 from probe.records import Report
@@ -43,13 +47,19 @@ if TYPE_CHECKING:
 BlockProgress = Callable[[int, int], None]
 
 
-def applies(spec: Spec) -> bool:
-    """This mode (rather than ``layerwise``'s spec stacks) handles the spec's model."""
-    return spec.model.own_model
+def check_applies(spec: Spec, *, weights: bool = False) -> None:
+    """A SpecError (exit 2) where this mode cannot reproduce a normal run of the spec (``weights``:
+    the run would load a state dict)."""
+    if spec.model.own_model:
+        bl.check_applies(spec)
+    else:
+        stack_blocks.check_applies(spec)
+    if weights:
+        raise SpecError("--layer-by-layer builds the model from its init; --weights loads a whole state dict at once")
 
 
 def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
-    """Probe a user or transformers model one block at a time (see the module docstring)."""
+    """Probe the spec's model one block at a time (see the module docstring)."""
     import torch
 
     from probe.measure.distributed import launched_world_size
@@ -61,7 +71,7 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
-        meta = bl.meta_model(spec)
+        meta = bl.meta_model(spec) if spec.model.own_model else stack_blocks.meta_stack(spec)
         if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
             progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
         bl.sweep(meta)
@@ -69,9 +79,16 @@ def run_blockwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
             for module in meta.resident:
                 module.to(device=device, dtype=dtype)
             runner = _Runner(meta, device, dtype)
-            watched, found = runner.discover(spec)
+            found: list[str] = []
+            if meta.watched is None:
+                watched, found = runner.discover(spec)
+                weights = [(w.module, name) if (name := _weight_name(w)) is not None else None for w in watched]
+                for w in watched:  # the wrapper's rows are named without its prefix
+                    w.init_rule = "own" if w.weight is not None else None
+            else:
+                watched, weights = meta.watched, meta.weights
             with intra_op_threads(threads_for(spec, meta.model) if device.type == "cpu" else None):  # as run_probe
-                layers = runner.probe(spec, watched, progress)
+                layers = runner.probe(spec, watched, weights, progress)
     notes = [
         *meta.notes,
         *found,
@@ -107,6 +124,8 @@ class _Runner:
     """One layer-by-layer run: swaps the blocks' forwards, discovers the rows, probes the batches."""
 
     def __init__(self, meta: bl.MetaModel, device: torch.device, dtype: torch.dtype) -> None:
+        import torch
+
         self.meta = meta
         self.device = device
         self.dtype = dtype
@@ -117,13 +136,17 @@ class _Runner:
         self.progress: BlockProgress | None = None
         self.zeros = False  # discovery: blocks hold zeros, not their init
         self.weight_norms: dict[int, torch.Tensor] = {}  # row -> its weight's norm
+        self.build_threads = torch.get_num_threads()  # a normal build's (some fills round by it: QR)
 
     # -- blocks in and out of memory --
     def materialize(self, block: bl.Block) -> None:
+        import torch
+
         if self.zeros:
             bl.take(block.module, recurse=True, fill=0.0)
         else:
-            bl.materialize(self.meta, block.module, block.steps)
+            with intra_op_threads(self.build_threads if torch.get_num_threads() != self.build_threads else None):
+                bl.materialize(self.meta, block.module, block.steps)
         block.module.to(device=self.device, dtype=self.dtype)
 
     def release(self, block: bl.Block) -> None:
@@ -173,6 +196,7 @@ class _Runner:
         from probe.model import user_model
 
         inputs = self.meta.inputs
+        assert inputs is not None  # a user or transformers model's
         if inputs.kind == "tokens" and inputs.shape:
             # the rows' shapes need any sequence length: a short one costs a fraction of a forward
             inputs = replace(inputs, shape=(min(inputs.shape[0], 4), *inputs.shape[1:]))
@@ -186,26 +210,30 @@ class _Runner:
             self.zeros = False
 
     # -- the probe --
-    def probe(self, spec: Spec, watched: list[Watched], progress: BlockProgress | None) -> list:
+    def probe(
+        self,
+        spec: Spec,
+        watched: list[Watched],
+        weights: list[tuple[nn.Module, str] | None],
+        progress: BlockProgress | None,
+    ) -> list:
+        """The run's batches; ``weights``: each row's weight as its owner and name, or None."""
         import torch
 
         model = self.meta.model
-        for w in watched:  # the wrapper's rows are named without its prefix
-            w.init_rule = "own" if w.weight is not None else None
         block_of = {id(m): i for i, b in enumerate(self.meta.blocks) for m in b.module.modules()}
         self.rows = {}
         resident_rows: list[tuple[int, nn.Module, str]] = []
-        for i, w in enumerate(watched):
-            name = _weight_name(w)
-            if name is None:
+        for i, weight in enumerate(weights):
+            if weight is None:
                 continue
-            entry = (i, w.module, name)
-            b = block_of.get(id(w.module), -1)
-            (self.rows.setdefault(b, []) if b >= 0 else resident_rows).append(entry)
+            owner, name = weight
+            b = block_of.get(id(owner), -1)  # measured in the backward pass of the block that holds it
+            (self.rows.setdefault(b, []) if b >= 0 else resident_rows).append((i, owner, name))
         collector = self.collector = Collector(watched, self.device)
         if may_attend(spec):
             collector.attention = AttentionRecorder(model, collector.acc_dtype)
-        built = Built(model, watched, self.meta.inputs)
+        built = Built(model, watched, self.meta.inputs)  # what next_batch reads
         data_gen = data_stream(spec)
         dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
         directions: list[torch.Tensor] | None = None

@@ -17,6 +17,9 @@ completely (tested by filling the storage with NaN first: a step that writes eve
 reading the old ones leaves none). Materializing a block replays its remaining steps from their
 recorded states, so it gets the numbers a whole build would have drawn, without the other blocks.
 
+A spec-built MLP or conv stack is cut and programmed by ``probe.model.stack_blocks`` into the same
+``MetaModel``, with its own rows and ``build``'s init program.
+
 Exact for models whose constructors draw only through ``reset_parameters`` (torch's layers,
 Llama, GPT-2, BERT, ...); ``sweep`` raises a BuildError for a tensor no step writes (a value set by
 constructor code that cannot be replayed).
@@ -37,6 +40,8 @@ from probe.spec import Spec
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from probe.model.built import Watched
 
 
 @dataclass
@@ -66,7 +71,7 @@ class Step:
 @dataclass
 class MetaModel:
     model: nn.Module  # every tensor on the meta device until materialized
-    inputs: InputSpec
+    inputs: InputSpec | None  # None: a spec MLP's (batch_size, input_dim) features
     notes: list[str]
     blocks: list[Block]
     resident: list[nn.Module]  # modules whose own tensors stay materialized for the whole run
@@ -74,8 +79,12 @@ class MetaModel:
     steps: list[Step]
     init_context: Callable[[], Any] = nullcontext  # transformers' guard around its init functions
     states: list[torch.Tensor] = field(default_factory=list)  # generator state before each step (``sweep``)
+    # a spec stack's rows (its build's, probe.model.stack_blocks) and the owner and name of each
+    # row's weight (the tensors themselves change as blocks come and go); None: found by running it
+    watched: list[Watched] | None = None
+    weights: list[tuple[nn.Module, str] | None] = field(default_factory=list)
     # each tensor's dtype as built, by (id(owner), name): a block cast to the run's dtype goes back
-    # to the meta device in it, so that its next materialization draws its init as the build did
+    # to the meta device in this one, so that its next materialization draws its init as the build did
     built_dtypes: dict[tuple[int, str], torch.dtype] = field(init=False)
 
     def __post_init__(self) -> None:
