@@ -1,4 +1,5 @@
-"""``--layer-by-layer``: the same forward statistics as a normal run, one block's weights at a time."""
+"""``--layer-by-layer`` for spec MLP and conv stacks: the same forward and backward statistics as a
+normal run, one block's weights at a time (user and transformers models: tests/test_hf.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 from probe import spec as spec_mod
 from probe.errors import BuildError, RunError, SpecError
 from probe.measure import layerwise, scale
-from probe.measure.blockwise import run_blockwise
 from probe.measure.run import run_probe
 from tests.conftest import CONFIGS
 
@@ -112,7 +112,7 @@ def _assert_same(normal: Any, layered: Any) -> None:
 @pytest.mark.parametrize("raw", list(CASES.values()), ids=list(CASES))
 def test_forward_and_backward_statistics_equal_a_normal_run(raw: dict[str, Any]) -> None:
     spec = _spec(raw, backward=True)
-    normal, layered = run_probe(spec), run_blockwise(spec)
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
     _assert_same(normal, layered)
     for row in layered.layers:  # not vacuous: every row has its gradient columns
         assert row.grad_std is not None and row.weight_grad_norm is not None and row.weight_grad_std is not None
@@ -124,7 +124,7 @@ def test_forward_and_backward_statistics_equal_a_normal_run(raw: dict[str, Any])
 def test_a_conv_stack_forward_and_backward_equal_a_normal_run(overrides: dict[str, Any]) -> None:
     base = {"run.backward": True, "run.device": "cpu", "model.depth": 5, "data.batch_size": 16}
     spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides={**base, **overrides})
-    normal, layered = run_probe(spec), run_blockwise(spec)
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
     _assert_same(normal, layered)
     assert all(row.grad_std is not None and row.weight_grad_norm is not None for row in layered.layers)
     assert [x.module_type for x in layered.layers] == ["Conv2d"] * 5 + ["Linear"]
@@ -155,35 +155,29 @@ def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
 
 def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    structure, forward_block = layerwise.build_on_meta, layerwise._forward_block
+    meta_stack, materialize = layerwise.stack_blocks.meta_stack, layerwise._Runner.materialize
 
     def capture(spec: spec_mod.Spec) -> Any:
-        seen["built"] = built = structure(spec)
-        return built
+        seen["meta"] = meta = meta_stack(spec)
+        return meta
 
     live: list[int] = []
 
-    def counting(block: layerwise.Block, x: Any) -> Any:
-        live.append(sum(p.numel() for p in seen["built"].model.parameters() if not p.is_meta))
-        return forward_block(block, x)
+    def counting(runner: Any, block: Any) -> None:
+        materialize(runner, block)
+        live.append(sum(p.numel() for p in seen["meta"].model.parameters() if not p.is_meta))
 
-    monkeypatch.setattr(layerwise, "build_on_meta", capture)
-    monkeypatch.setattr(layerwise, "_forward_block", counting)
-    spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}})
+    monkeypatch.setattr(layerwise.stack_blocks, "meta_stack", capture)
+    monkeypatch.setattr(layerwise._Runner, "materialize", counting)
+    spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}}, backward=True)
     layerwise.run_layerwise(spec)
-    model = seen["built"].model
+    model = seen["meta"].model
     total = sum(p.numel() for p in model.parameters())
     block = 64 * 64 + 64 + 2 * 64  # linear_i (weight, bias) and its LayerNorm
     assert max(live) == block and total > 6 * block - 32 * 64  # the whole network: about 6 blocks
-    assert live == [32 * 64 + 64 + 128] + [block] * 5 + [64 * 10 + 10]
+    forward = [32 * 64 + 64 + 128] + [block] * 5 + [64 * 10 + 10]
+    assert live == forward + forward[::-1]  # the backward pass: each block again, in reverse
     assert all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers())
-
-
-def test_a_backward_spec_is_probed_forward_only_with_a_note() -> None:
-    report = layerwise.run_layerwise(_spec({}, backward=True))
-    assert report.spec.run.backward is False
-    assert any("forward signal only" in note for note in report.notes)
-    assert report.layers[0].grad_std is None
 
 
 def test_the_global_random_state_is_left_alone() -> None:
@@ -220,16 +214,23 @@ def test_a_rule_error_is_the_build_error_of_a_normal_run() -> None:
 # ---- the command line ---------------------------------------------------------------------------
 
 
-def test_cli_json_matches_a_normal_forward_only_run(cli: Any) -> None:
+def test_cli_json_forward_and_backward_equal_a_normal_run(cli: Any) -> None:
+    # as a user runs it: the config asks for the backward pass (run.backward's default)
     spec = str(CONFIGS / "lab1_he_relu.yaml")
-    layered = cli("run", spec, "--layer-by-layer", "--format", "json", "--set", "run.device=cpu")
-    normal = cli("run", spec, "--format", "json", "--set", "run.device=cpu", "--set", "run.backward=false")
+    layered = cli("run", spec, "--layer-by-layer", "-f", "json", "--set", "run.device=cpu")
+    normal = cli("run", spec, "-f", "json", "--set", "run.device=cpu")
     assert layered.exit_code == 0 and normal.exit_code == 0, layered.output
     a, b = json.loads(normal.stdout), json.loads(layered.stdout)
-    assert [row["std"] for row in b["layers"]] == pytest.approx([row["std"] for row in a["layers"]], rel=1e-9)
+    assert len(b["layers"]) == len(a["layers"]) == 8
+    for x, y in zip(a["layers"], b["layers"], strict=True):
+        for key in ("std", "zero_ratio", *GRADIENTS, "weight_grad_ratio"):
+            assert x[key] is not None and y[key] == pytest.approx(x[key], rel=1e-12), (x["name"], key)
+        for key, want in x.items():  # every other column too
+            same = pytest.approx(want, rel=1e-12) if isinstance(want, float) else want
+            assert y[key] == same, (x["name"], key)
     assert b["verdict"] == a["verdict"]
-    assert b["spec"]["run"]["backward"] is False
-    assert any("forward signal only" in note for note in b["notes"])  # the config asks for backward
+    assert b["spec"]["run"]["backward"] is True
+    assert any("forward and backward" in note for note in b["notes"])
 
 
 def test_cli_table_says_it_ran_layer_by_layer(cli: Any) -> None:
