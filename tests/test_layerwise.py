@@ -271,25 +271,29 @@ def test_help_explains_the_option(cli: Any) -> None:
 DEEP_WIDE = {"model": {"depth": 64, "width": 8192}, "data": {"batch_size": 256}}
 
 
-def test_the_estimate_is_one_block_whatever_the_depth() -> None:
+@pytest.mark.parametrize("backward", [False, True], ids=["forward-only", "forward+backward"])
+def test_the_estimate_is_one_block_whatever_the_depth(backward: bool) -> None:
     deep, deeper = (
-        spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": False}})
+        spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": backward}})
         for d in (64, 128)
     )
     normal = scale.estimate_memory(deep)
     one, two = scale.estimate_layerwise_memory(deep), scale.estimate_layerwise_memory(deeper)
-    assert one.weights == two.weights == (8192 * 8192 + 8192) * 4
-    assert normal.weights == pytest.approx(64 * one.weights, rel=0.02)  # 63 square layers, one narrow
-    assert one.total < 0.05 * normal.total
+    block = (8192 * 8192 + 8192) * 4
+    assert one.weights == two.weights == (2 if backward else 1) * block  # with backward, the block's gradients
+    assert normal.weights == pytest.approx((2 if backward else 1) * 64 * block, rel=0.02)  # 63 square layers
+    # with backward, each block's input is kept for the backward pass: one batch x width per block
+    assert two.activations - one.activations == (64 * 256 * 8192 * 4 if backward else 0)
+    assert one.total < 0.06 * normal.total
 
 
 def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
-    spec = spec_mod.parse(DEEP_WIDE)
+    spec = spec_mod.parse(DEEP_WIDE)  # forward and backward
     with pytest.raises(
-        RunError, match=r"exceeds --max-memory 4 GiB.*or probe the forward signal with --layer-by-layer"
+        RunError, match=r"exceeds --max-memory 4 GiB.*or probe one block at a time with --layer-by-layer"
     ):
         scale.check_memory(spec, 4, offer_layerwise=True)
-    assert scale.check_memory(spec, 4, layerwise=True).total < 2**30
+    assert scale.check_memory(spec, 4, layerwise=True).total < 2 * 2**30
     with pytest.raises(RunError, match=r"exceeds --max-memory 0.4 GiB; lower data.batch_size or model.width, or"):
         scale.check_memory(spec, 0.4, layerwise=True)
 

@@ -159,17 +159,28 @@ META_MODULE_BYTES = 4096
 
 
 def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
-    """The peak of ``--layer-by-layer`` (``probe.measure.layerwise``): the largest block's weights (built
-    in float32, plus the cast copy) and one forward pass's activations, whatever the depth; the
-    statistics add a generator state per init step and the meta-device structure."""
+    """The peak of ``--layer-by-layer`` (``probe.measure.layerwise``) for an MLP spec: the largest
+    block's weights (built in float32, plus the cast copy; with backward, plus their gradients),
+    whatever the depth. Without backward, one forward pass's activations; with it, the activations
+    at block boundaries (each block's input, kept for the backward pass: one batch x width tensor
+    per block) and one block's recomputed activations with their gradients. The statistics add a
+    generator state per init step, the meta-device structure and, with backward, the collector's
+    scratch copy of a block's weight gradient."""
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
     block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o in linear_shapes(spec))
     weights = block * 4 + (block * size if size != 4 else 0)
     rows = d.batch_size
-    activations = 3 * rows * m.width * size + rows * m.input_dim * size
+    per_layer = rows * m.width * size
+    inputs = rows * m.input_dim * size
     blocks = len(linear_shapes(spec))
+    if spec.run.backward:
+        weights += block * size  # the block's gradients
+        kept = 2 + (1 if m.norm != "none" else 0)  # what autograd keeps of a block (as estimate_memory)
+        activations = inputs + blocks * per_layer + 2 * kept * per_layer  # boundaries; one block and its gradients
+    else:
+        activations = 3 * per_layer + inputs
     modules = 3 * blocks
     steps = 2 * modules + len(spec.init.rules) * blocks  # constructors, fills, norm resets, rules
     statistics = (
@@ -177,6 +188,7 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
         + (m.depth + 1) * (m.width * 8 + 1024)
         + steps * RNG_STATE_BYTES
         + modules * META_MODULE_BYTES
+        + (block * 4 if spec.run.backward else 0)
     )
     return MemoryEstimate(weights, activations, statistics)
 
@@ -355,7 +367,7 @@ def available_memory_bytes() -> int | None:
 
 
 def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
-    """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.blockwise``),
+    """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.layerwise``),
     from its structure on the meta device (torch and, for ``model.hf``, transformers are imported):
     the largest block's weights in float32 (plus the cast copy; with backward, plus their gradients)
     and the resident tensors; the activations at block boundaries (one hidden state per block) and
@@ -436,7 +448,9 @@ def check_memory(
         elif offer_layerwise and not spec.model.own_model and spec.model.kind in ("mlp", "conv"):
             one_block = estimate_layerwise_memory(spec).total
             if one_block <= limit:
-                advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
+                advice += (
+                    f"; or probe one block at a time with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
+                )
         if max_memory_gib is None:
             advice += " (--max-memory GIB runs it anyway, e.g. with swap)"
         raise RunError(f"{spec.name}: {est.line()} exceeds {what}; {advice}")
