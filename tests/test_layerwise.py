@@ -298,6 +298,18 @@ def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
         scale.check_memory(spec, 0.4, layerwise=True)
 
 
+def test_a_conv_stack_estimate_is_one_block_and_a_normal_runs_activations() -> None:
+    # the activations of a conv stack dominate: the boundaries alone are a batch x channels x image
+    # per block, which a normal run's meta-device measure bounds (not the MLP arithmetic of width x batch)
+    overrides = {"model.image_size": 64, "model.width": 128, "model.pool": "none", "data.batch_size": 32}
+    spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides=overrides)
+    one, whole = scale.estimate_layerwise_memory(spec), scale.estimate_shapes_memory(spec)
+    block = 128 * 128 * 9 + 128  # a 3x3 Conv2d, 128 channels in and out, with bias
+    assert one.weights == 2 * block * 4  # float32, and its gradients
+    assert one.activations == whole.activations > 12 * 32 * 128 * 64 * 64 * 4  # the 12 boundaries at least
+    assert whole.weights > 10 * one.weights
+
+
 def test_cli_max_memory_per_mode(cli: Any) -> None:
     # small enough to run here; over the limit in normal mode only (the process alone is 0.39 GiB)
     args = ["run", str(CONFIGS / "lab1_he_relu.yaml"), "--set", "model.depth=60", "--set", "model.width=512"]

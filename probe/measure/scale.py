@@ -165,7 +165,9 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
     at block boundaries (each block's input, kept for the backward pass: one batch x width tensor
     per block) and one block's recomputed activations with their gradients. The statistics add a
     generator state per init step, the meta-device structure and, with backward, the collector's
-    scratch copy of a block's weight gradient."""
+    scratch copy of a block's weight gradient. A conv stack: ``_conv_layerwise_memory``."""
+    if spec.model.kind == "conv":
+        return _conv_layerwise_memory(spec)
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
@@ -191,6 +193,24 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
         + (block * 4 if spec.run.backward else 0)
     )
     return MemoryEstimate(weights, activations, statistics)
+
+
+def _conv_layerwise_memory(spec: Spec) -> MemoryEstimate:
+    """``--layer-by-layer`` for a conv stack: one block's weights (a Conv2d and its norm, or the
+    head; with backward, plus their gradients and the collector's scratch copy of them), and the
+    activations and statistics of a normal run measured on the meta device (``estimate_shapes_memory``):
+    with backward, all its outputs bound the boundaries plus one block recomputed with its
+    gradients; without, the largest outputs are one forward pass's in both modes."""
+    m = spec.model
+    size = _BYTES[spec.run.dtype]
+    norm = 2 * m.width if m.norm != "none" else 0
+    fans = [m.in_channels] + [m.width] * (m.depth - 1)
+    block = max(c * m.width * m.kernel_size**2 + (m.width if m.bias else 0) + norm for c in fans)
+    if m.output_dim is not None:
+        block = max(block, m.width * m.output_dim + (m.output_dim if m.bias else 0))
+    weights = block * 4 + (block * size if size != 4 else 0) + (block * size if spec.run.backward else 0)
+    whole = estimate_shapes_memory(spec)
+    return MemoryEstimate(weights, whole.activations, whole.statistics + (block * 4 if spec.run.backward else 0))
 
 
 def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
