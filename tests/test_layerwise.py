@@ -294,8 +294,20 @@ def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
     ):
         scale.check_memory(spec, 4, offer_layerwise=True)
     assert scale.check_memory(spec, 4, layerwise=True).total < 2 * 2**30
-    with pytest.raises(RunError, match=r"exceeds --max-memory 0.4 GiB; lower data.batch_size or model.width, or"):
+    with pytest.raises(RunError, match=r"0.4 GiB; lower data.batch_size or model.width, set run.backward: false, or"):
         scale.check_memory(spec, 0.4, layerwise=True)
+    # a batch whose boundaries do not fit: the forward signal alone (no boundaries kept) is offered
+    spec = spec_mod.parse({**DEEP_WIDE, "model": {"depth": 64, "width": 4096}, "data": {"batch_size": 65536}})
+    forward = scale.estimate_layerwise_memory(spec_mod.parse({**spec_mod.to_dict(spec), "run": {"backward": False}}))
+    assert scale.estimate_layerwise_memory(spec).total > 8 * 2**30 > forward.total
+    with pytest.raises(RunError) as refused:
+        scale.check_memory(spec, 8, offer_layerwise=True)
+    assert str(refused.value).endswith(
+        f"; or probe the forward signal one block at a time with --layer-by-layer --set run.backward=false "
+        f"(estimated {forward.total / 2**30:.2f} GiB)"
+    )
+    with pytest.raises(RunError, match=r"8 GiB; lower data.batch_size or model.width, set run.backward: false, or"):
+        scale.check_memory(spec, 8, layerwise=True)
 
 
 def test_a_conv_stack_estimate_is_one_block_and_a_normal_runs_activations() -> None:

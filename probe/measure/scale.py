@@ -463,14 +463,18 @@ def check_memory(
         limit, what = max_memory_gib * 2**30, f"--max-memory {max_memory_gib:g} GiB"
     if est.total > limit:
         advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
-        if layerwise:
-            advice = "lower data.batch_size or model.width, or raise --max-memory"
+        if layerwise:  # with backward, the boundaries grow with depth
+            backward = "set run.backward: false, " if spec.run.backward else ""
+            advice = f"lower data.batch_size or model.width, {backward}or raise --max-memory"
         elif offer_layerwise and not spec.model.own_model and spec.model.kind in ("mlp", "conv"):
-            one_block = estimate_layerwise_memory(spec).total
-            if one_block <= limit:
-                advice += (
-                    f"; or probe one block at a time with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
-                )
+            forward = replace(spec, run=replace(spec.run, backward=False))  # no boundaries kept
+            for option, how in ((spec, ""), (forward, "the forward signal ")):
+                one_block = estimate_layerwise_memory(option).total
+                if one_block <= limit:
+                    flag = " --set run.backward=false" if option is forward else ""
+                    advice += f"; or probe {how}one block at a time with --layer-by-layer{flag} "
+                    advice += f"(estimated {one_block / 2**30:.2f} GiB)"
+                    break
         if max_memory_gib is None:
             advice += " (--max-memory GIB runs it anyway, e.g. with swap)"
         raise RunError(f"{spec.name}: {est.line()} exceeds {what}; {advice}")
