@@ -116,8 +116,7 @@ def run_truncated(case: str, blocks: int) -> dict:
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(ROOT))
     from probe import spec as spec_mod
-    from probe.measure.blockwise import run_blockwise
-    from probe.measure.layerwise import return_large_allocations_to_the_os
+    from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
 
     return_large_allocations_to_the_os()  # as `probe run --layer-by-layer` does
     config = {**CASES[case], "num_hidden_layers": blocks}
@@ -132,7 +131,7 @@ def run_truncated(case: str, blocks: int) -> dict:
     load_before = os.getloadavg()
     cpu_before = time.process_time()
     started = time.perf_counter()
-    report = run_blockwise(spec, lambda done, total: ticks.append(time.perf_counter()))
+    report = run_layerwise(spec, lambda done, total: ticks.append(time.perf_counter()))
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     with open("/proc/self/status") as status:

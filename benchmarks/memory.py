@@ -6,14 +6,17 @@ records its resident memory, runs one pass (bare or probed) and reports its peak
 target's measure; the ratio of the increments over the pre-pass memory is printed beside it,
 since the whole-process peak also counts the interpreter, torch and the weights.
 
-The layer-by-layer line compares whole forward-only runs (``run_probe`` with ``run.backward:
-false`` against ``run_layerwise``), each in a fresh process, from after the imports to the end:
-there the build is the point. Target <= 0.1x of the run's own memory (peak minus the resident
-memory before it): a normal run holds all 32 blocks' weights (512 MiB in float32) and layer-by-layer one
+The layer-by-layer lines compare whole runs (``run_probe`` against ``run_layerwise``), each in a
+fresh process, from after the imports to the end: there the build is the point. Forward only
+(``run.backward: false``), target <= 0.1x of the run's own memory (peak minus the resident memory
+before it): a normal run holds all 32 blocks' weights (512 MiB in float32) and layer-by-layer one
 (16 MiB), so weights alone give 1/32; a forward pass's activations (a few batch x width
 tensors, 2 MiB each) are the same in both, and the generator states and meta structure add well
 under 1 MiB. 0.1x leaves room for allocator slack around the block that is allocated and freed
-32 times.
+32 times. Forward and backward, target <= 0.25x: a normal run holds every weight and its gradient
+(1 GiB) and what autograd keeps (about two activations per block); layer by layer holds one block's
+weights and gradients (32 MiB), the activations at block boundaries (one per block, 66 MiB) and one
+block recomputed with its gradients, about 0.12x of the normal run's by that count.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ CASES = [
 TARGET = 1.2
 LAYERWISE_CASE = ("depth 32, width 2048, batch 256", 32, 2048, 256)
 LAYERWISE_TARGET = 0.1
+LAYERWISE_BACKWARD_TARGET = 0.25
+# whole-run modes: (layer by layer, backward)
+WHOLE_RUNS = {
+    "forward": (False, False),
+    "layerwise": (True, False),
+    "backward": (False, True),
+    "layerwise-backward": (True, True),
+}
 
 
 def _status_kib(key: str) -> int:
@@ -57,21 +68,22 @@ def child(mode: str, depth: int, width: int, batch: int) -> None:
 
 
 def child_whole_run(mode: str, depth: int, width: int, batch: int) -> None:
-    """A whole forward-only run, build included: ``run_probe`` or ``run_layerwise``."""
+    """A whole run, build included: ``run_probe`` or ``run_layerwise``, forward only or not (``WHOLE_RUNS``)."""
     import torch  # noqa: F401  (imported before the baseline: both modes pay it)
     from common import mlp_spec
 
     from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
     from probe.measure.run import run_probe
 
-    if mode == "layerwise":
+    layered, backward = WHOLE_RUNS[mode]
+    if layered:
         return_large_allocations_to_the_os()  # as `probe run --layer-by-layer` does
 
     spec = mlp_spec(depth, width, batch)
-    spec = replace(spec, run=replace(spec.run, backward=False))
+    spec = replace(spec, run=replace(spec.run, backward=backward))
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    (run_layerwise if mode == "layerwise" else run_probe)(spec)
+    (run_layerwise if layered else run_probe)(spec)
     peak = _status_kib("VmHWM")
     print(json.dumps({"before_kib": before, "peak_kib": peak}))
 
@@ -105,6 +117,7 @@ def results(repeats: int = 3) -> list[Result]:
     label, depth, width, batch = CASES[0]
     out.append(_peak_ratio(label, depth, width, batch, repeats, PINNED))
     out.append(layerwise_result(repeats))
+    out.append(layerwise_result(repeats, backward=True))
     return out
 
 
@@ -127,29 +140,33 @@ def _peak_ratio(label: str, depth: int, width: int, batch: int, repeats: int, en
     return Result(name, ratio, TARGET, note=note + f", median of {repeats}" + (f"; {PINNED_NOTE}" if env else ""))
 
 
-def layerwise_result(repeats: int = 3) -> Result:
-    """Peak memory of a forward-only run layer by layer over a normal one (see the docstring)."""
+def layerwise_result(repeats: int = 3, backward: bool = False) -> Result:
+    """Peak memory of a whole run layer by layer over a normal one (see the docstring)."""
     label, depth, width, batch = LAYERWISE_CASE
+    normal_mode, layered_mode = ("backward", "layerwise-backward") if backward else ("forward", "layerwise")
     runs = []
     for _ in range(repeats):
-        for mode in ("forward", "layerwise"):
+        for mode in (normal_mode, layered_mode):
             runs.append({"mode": mode, **_run(mode, depth, width, batch)})
-    normal = _median_run("forward", depth, width, batch, runs)
-    layered = _median_run("layerwise", depth, width, batch, runs)
+    normal = _median_run(normal_mode, depth, width, batch, runs)
+    layered = _median_run(layered_mode, depth, width, batch, runs)
     grow_normal = max(normal["peak_kib"] - normal["before_kib"], 1)
     grow_layered = max(layered["peak_kib"] - layered["before_kib"], 1)
+    what = "forward+backward" if backward else "forward-only"
     note = (
-        f"forward-only run increment {grow_normal / 1024:.0f} -> {grow_layered / 1024:.0f} MiB; whole-process peak "
+        f"{what} run increment {grow_normal / 1024:.0f} -> {grow_layered / 1024:.0f} MiB; whole-process peak "
         f"{normal['peak_kib'] / 1024:.0f} -> {layered['peak_kib'] / 1024:.0f} MiB "
         f"({layered['peak_kib'] / normal['peak_kib']:.2f}x), median of {repeats}"
     )
-    return Result(f"layer-by-layer memory: {label}", grow_layered / grow_normal, LAYERWISE_TARGET, note=note)
+    name = f"layer-by-layer memory{', backward' if backward else ''}: {label}"
+    target = LAYERWISE_BACKWARD_TARGET if backward else LAYERWISE_TARGET
+    return Result(name, grow_layered / grow_normal, target, note=note)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         mode = sys.argv[2]
-        (child_whole_run if mode in ("forward", "layerwise") else child)(mode, *map(int, sys.argv[3:6]))
+        (child_whole_run if mode in WHOLE_RUNS else child)(mode, *map(int, sys.argv[3:6]))
     else:
         for r in results():
             print(r.line())

@@ -15,7 +15,7 @@ import pytest
 from probe import spec as spec_mod
 from probe.errors import BuildError, SpecError
 from probe.measure import scale
-from probe.measure.blockwise import run_blockwise
+from probe.measure.layerwise import run_layerwise
 from probe.measure.run import run_probe
 from probe.model import blocks
 
@@ -215,7 +215,7 @@ def test_layer_by_layer_equals_a_normal_run(kind: str) -> None:
     """A 2-block truncation: forward and backward statistics of every row equal a normal run's."""
     spec = _hf(kind)
     seen: list[tuple[int, int]] = []
-    layered = run_blockwise(spec, lambda done, total: seen.append((done, total)))
+    layered = run_layerwise(spec, lambda done, total: seen.append((done, total)))
     _assert_same(run_probe(spec), layered)
     assert sum(row.grad_std is not None for row in layered.layers) > len(layered.layers) // 2  # not vacuous
     assert any("forward and backward" in n for n in layered.notes)
@@ -232,14 +232,25 @@ def test_layer_by_layer_equals_a_normal_run(kind: str) -> None:
 def test_layer_by_layer_user_model_equals_a_normal_run() -> None:
     """In-place ops, a module reused inside a block, BatchNorm, a residual, a dict output."""
     spec = _spec({"import": "tests.models_for_tests:awkward", "input_shape": [3, 6, 6]})
-    _assert_same(run_probe(spec), run_blockwise(spec))
+    _assert_same(run_probe(spec), run_layerwise(spec))
+
+
+@pytest.mark.parametrize(("kind", "dtype"), [("user", "float64"), ("llama", "bfloat16")])
+def test_layer_by_layer_in_another_dtype_equals_a_normal_run(kind: str, dtype: str) -> None:
+    """Blocks are built in float32 and cast to run.dtype: each goes back to the meta device as
+    built, so that every later materialization (each batch, each backward pass, after discovery)
+    draws its init in float32 as the normal build does, not in the run's dtype."""
+    model = {"import": "tests.models_for_tests:awkward", "input_shape": [3, 6, 6]} if kind == "user" else None
+    base = _spec(model) if model is not None else _hf(kind)
+    spec = spec_mod.parse({**spec_mod.to_dict(base), "run": {"device": "cpu", "dtype": dtype}})
+    _assert_same(run_probe(spec), run_layerwise(spec))
 
 
 def test_an_input_function_draws_the_same_batches_as_in_a_normal_run() -> None:
     """``--inputs`` functions draw from torch's global generator: materializing blocks (which sets
     its state to replay the init) must leave it where a normal build leaves it."""
     spec = _spec({"import": "tests.models_for_tests:two_inputs", "inputs": "tests.models_for_tests:make_two_inputs"}, 3)
-    _assert_same(run_probe(spec), run_blockwise(spec))
+    _assert_same(run_probe(spec), run_layerwise(spec))
 
 
 def test_blocks_are_the_repeated_stack_and_the_children_around_it() -> None:
@@ -270,7 +281,7 @@ def test_the_progress_bar_shows_blocks_time_per_block_and_time_left(monkeypatch:
 
 def test_forward_only_layer_by_layer() -> None:
     spec = spec_mod.parse({**spec_mod.to_dict(_hf("llama")), "run": {"device": "cpu", "backward": False}})
-    layered = run_blockwise(spec)
+    layered = run_layerwise(spec)
     _assert_same(run_probe(spec), layered)
     assert all(row.grad_std is None for row in layered.layers)
 
@@ -278,7 +289,7 @@ def test_forward_only_layer_by_layer() -> None:
 def test_spec_init_is_refused_layer_by_layer() -> None:
     spec = spec_mod.parse({**spec_mod.to_dict(_hf("llama")), "init": {"weight": "xavier_normal"}})
     with pytest.raises(SpecError, match=r"rebuilds a model\.hf model with its own init"):
-        run_blockwise(spec)
+        run_layerwise(spec)
 
 
 def test_cli_layer_by_layer_json_equals_a_normal_run(cli: Any) -> None:
@@ -322,13 +333,13 @@ def test_max_memory_uses_the_one_block_estimate(cli: Any) -> None:
 def test_tied_weights_across_blocks_are_refused() -> None:
     spec = _spec({"import": "tests.models_for_tests:tied", "input_shape": [6]})
     with pytest.raises(BuildError, match=r"--layer-by-layer: 2\.weight is shared with 0 \(tied weights\)"):
-        run_blockwise(spec)
+        run_layerwise(spec)
 
 
 def test_layer_by_layer_refuses_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SpecError, match="--layer-by-layer runs in one process; start it without torchrun"):
-        run_blockwise(_hf("llama"))
+        run_layerwise(_hf("llama"))
 
 
 def test_the_json_schema_takes_model_hf() -> None:

@@ -1,8 +1,11 @@
-"""``--layer-by-layer``: the same forward statistics as a normal run, one block's weights at a time."""
+"""``--layer-by-layer`` for spec MLP and conv stacks: the same forward and backward statistics as a
+normal run, one block's weights at a time (user and transformers models: tests/test_hf.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from typing import Any
 
 import pytest
@@ -91,6 +94,42 @@ def test_forward_statistics_equal_a_normal_forward_only_run(raw: dict[str, Any])
         assert all(getattr(b, g) is None for g in GRADIENTS)
 
 
+def _assert_same(normal: Any, layered: Any) -> None:
+    """Every number of every row equal: the same weights, inputs, direction and ops (records merged
+    in another order at most)."""
+    assert [x.name for x in layered.layers] == [x.name for x in normal.layers]
+    for a, b in zip(normal.layers, layered.layers, strict=True):
+        for field in dataclasses.fields(a):
+            want, got = getattr(a, field.name), getattr(b, field.name)
+            if isinstance(want, float) and not math.isnan(want):
+                assert got == pytest.approx(want, rel=1e-12, abs=1e-300), (a.name, field.name)
+            elif isinstance(want, float):
+                assert got is not None and math.isnan(got), (a.name, field.name)
+            else:
+                assert got == want, (a.name, field.name)
+
+
+@pytest.mark.parametrize("raw", list(CASES.values()), ids=list(CASES))
+def test_forward_and_backward_statistics_equal_a_normal_run(raw: dict[str, Any]) -> None:
+    spec = _spec(raw, backward=True)
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
+    _assert_same(normal, layered)
+    for row in layered.layers:  # not vacuous: every row has its gradient columns
+        assert row.grad_std is not None and row.weight_grad_norm is not None and row.weight_grad_std is not None
+        assert row.weight_grad_ratio is not None, row.name  # the weight's norm, read in the backward pass
+    assert any("forward and backward" in note for note in layered.notes)
+
+
+@pytest.mark.parametrize("overrides", list(CONV_CASES.values()), ids=list(CONV_CASES))
+def test_a_conv_stack_forward_and_backward_equal_a_normal_run(overrides: dict[str, Any]) -> None:
+    base = {"run.backward": True, "run.device": "cpu", "model.depth": 5, "data.batch_size": 16}
+    spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides={**base, **overrides})
+    normal, layered = run_probe(spec), layerwise.run_layerwise(spec)
+    _assert_same(normal, layered)
+    assert all(row.grad_std is not None and row.weight_grad_norm is not None for row in layered.layers)
+    assert [x.module_type for x in layered.layers] == ["Conv2d"] * 5 + ["Linear"]
+
+
 @pytest.mark.parametrize("overrides", list(CONV_CASES.values()), ids=list(CONV_CASES))
 def test_a_conv_stack_gives_the_same_rows_as_a_normal_run(overrides: dict[str, Any]) -> None:
     base = {"run.backward": False, "run.device": "cpu", "model.depth": 5, "data.batch_size": 16}
@@ -116,35 +155,29 @@ def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
 
 def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    structure, forward_block = layerwise.build_on_meta, layerwise._forward_block
+    meta_stack, materialize = layerwise.stack_blocks.meta_stack, layerwise._Runner.materialize
 
     def capture(spec: spec_mod.Spec) -> Any:
-        seen["built"] = built = structure(spec)
-        return built
+        seen["meta"] = meta = meta_stack(spec)
+        return meta
 
     live: list[int] = []
 
-    def counting(block: layerwise.Block, x: Any) -> Any:
-        live.append(sum(p.numel() for p in seen["built"].model.parameters() if not p.is_meta))
-        return forward_block(block, x)
+    def counting(runner: Any, block: Any) -> None:
+        materialize(runner, block)
+        live.append(sum(p.numel() for p in seen["meta"].model.parameters() if not p.is_meta))
 
-    monkeypatch.setattr(layerwise, "build_on_meta", capture)
-    monkeypatch.setattr(layerwise, "_forward_block", counting)
-    spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}})
+    monkeypatch.setattr(layerwise.stack_blocks, "meta_stack", capture)
+    monkeypatch.setattr(layerwise._Runner, "materialize", counting)
+    spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}}, backward=True)
     layerwise.run_layerwise(spec)
-    model = seen["built"].model
+    model = seen["meta"].model
     total = sum(p.numel() for p in model.parameters())
     block = 64 * 64 + 64 + 2 * 64  # linear_i (weight, bias) and its LayerNorm
     assert max(live) == block and total > 6 * block - 32 * 64  # the whole network: about 6 blocks
-    assert live == [32 * 64 + 64 + 128] + [block] * 5 + [64 * 10 + 10]
+    forward = [32 * 64 + 64 + 128] + [block] * 5 + [64 * 10 + 10]
+    assert live == forward + forward[::-1]  # the backward pass: each block again, in reverse
     assert all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers())
-
-
-def test_a_backward_spec_is_probed_forward_only_with_a_note() -> None:
-    report = layerwise.run_layerwise(_spec({}, backward=True))
-    assert report.spec.run.backward is False
-    assert any("forward signal only" in note for note in report.notes)
-    assert report.layers[0].grad_std is None
 
 
 def test_the_global_random_state_is_left_alone() -> None:
@@ -181,16 +214,23 @@ def test_a_rule_error_is_the_build_error_of_a_normal_run() -> None:
 # ---- the command line ---------------------------------------------------------------------------
 
 
-def test_cli_json_matches_a_normal_forward_only_run(cli: Any) -> None:
+def test_cli_json_forward_and_backward_equal_a_normal_run(cli: Any) -> None:
+    # as a user runs it: the config asks for the backward pass (run.backward's default)
     spec = str(CONFIGS / "lab1_he_relu.yaml")
-    layered = cli("run", spec, "--layer-by-layer", "--format", "json", "--set", "run.device=cpu")
-    normal = cli("run", spec, "--format", "json", "--set", "run.device=cpu", "--set", "run.backward=false")
+    layered = cli("run", spec, "--layer-by-layer", "-f", "json", "--set", "run.device=cpu")
+    normal = cli("run", spec, "-f", "json", "--set", "run.device=cpu")
     assert layered.exit_code == 0 and normal.exit_code == 0, layered.output
     a, b = json.loads(normal.stdout), json.loads(layered.stdout)
-    assert [row["std"] for row in b["layers"]] == pytest.approx([row["std"] for row in a["layers"]], rel=1e-9)
+    assert len(b["layers"]) == len(a["layers"]) == 8
+    for x, y in zip(a["layers"], b["layers"], strict=True):
+        for key in ("std", "zero_ratio", *GRADIENTS, "weight_grad_ratio"):
+            assert x[key] is not None and y[key] == pytest.approx(x[key], rel=1e-12), (x["name"], key)
+        for key, want in x.items():  # every other column too
+            same = pytest.approx(want, rel=1e-12) if isinstance(want, float) else want
+            assert y[key] == same, (x["name"], key)
     assert b["verdict"] == a["verdict"]
-    assert b["spec"]["run"]["backward"] is False
-    assert any("forward signal only" in note for note in b["notes"])  # the config asks for backward
+    assert b["spec"]["run"]["backward"] is True
+    assert any("forward and backward" in note for note in b["notes"])
 
 
 def test_cli_table_says_it_ran_layer_by_layer(cli: Any) -> None:
@@ -231,27 +271,55 @@ def test_help_explains_the_option(cli: Any) -> None:
 DEEP_WIDE = {"model": {"depth": 64, "width": 8192}, "data": {"batch_size": 256}}
 
 
-def test_the_estimate_is_one_block_whatever_the_depth() -> None:
+@pytest.mark.parametrize("backward", [False, True], ids=["forward-only", "forward+backward"])
+def test_the_estimate_is_one_block_whatever_the_depth(backward: bool) -> None:
     deep, deeper = (
-        spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": False}})
+        spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": backward}})
         for d in (64, 128)
     )
     normal = scale.estimate_memory(deep)
     one, two = scale.estimate_layerwise_memory(deep), scale.estimate_layerwise_memory(deeper)
-    assert one.weights == two.weights == (8192 * 8192 + 8192) * 4
-    assert normal.weights == pytest.approx(64 * one.weights, rel=0.02)  # 63 square layers, one narrow
-    assert one.total < 0.05 * normal.total
+    block = (8192 * 8192 + 8192) * 4
+    assert one.weights == two.weights == (2 if backward else 1) * block  # with backward, the block's gradients
+    assert normal.weights == pytest.approx((2 if backward else 1) * 64 * block, rel=0.02)  # 63 square layers
+    # with backward, each block's input is kept for the backward pass: one batch x width per block
+    assert two.activations - one.activations == (64 * 256 * 8192 * 4 if backward else 0)
+    assert one.total < 0.06 * normal.total
 
 
 def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
-    spec = spec_mod.parse(DEEP_WIDE)
+    spec = spec_mod.parse(DEEP_WIDE)  # forward and backward
     with pytest.raises(
-        RunError, match=r"exceeds --max-memory 4 GiB.*or probe the forward signal with --layer-by-layer"
+        RunError, match=r"exceeds --max-memory 4 GiB.*or probe one block at a time with --layer-by-layer"
     ):
         scale.check_memory(spec, 4, offer_layerwise=True)
-    assert scale.check_memory(spec, 4, layerwise=True).total < 2**30
-    with pytest.raises(RunError, match=r"exceeds --max-memory 0.4 GiB; lower data.batch_size or model.width, or"):
+    assert scale.check_memory(spec, 4, layerwise=True).total < 2 * 2**30
+    with pytest.raises(RunError, match=r"0.4 GiB; lower data.batch_size or model.width, set run.backward: false, or"):
         scale.check_memory(spec, 0.4, layerwise=True)
+    # a batch whose boundaries do not fit: the forward signal alone (no boundaries kept) is offered
+    spec = spec_mod.parse({**DEEP_WIDE, "model": {"depth": 64, "width": 4096}, "data": {"batch_size": 65536}})
+    forward = scale.estimate_layerwise_memory(spec_mod.parse({**spec_mod.to_dict(spec), "run": {"backward": False}}))
+    assert scale.estimate_layerwise_memory(spec).total > 8 * 2**30 > forward.total
+    with pytest.raises(RunError) as refused:
+        scale.check_memory(spec, 8, offer_layerwise=True)
+    assert str(refused.value).endswith(
+        f"; or probe the forward signal one block at a time with --layer-by-layer --set run.backward=false "
+        f"(estimated {forward.total / 2**30:.2f} GiB)"
+    )
+    with pytest.raises(RunError, match=r"8 GiB; lower data.batch_size or model.width, set run.backward: false, or"):
+        scale.check_memory(spec, 8, layerwise=True)
+
+
+def test_a_conv_stack_estimate_is_one_block_and_a_normal_runs_activations() -> None:
+    # the activations of a conv stack dominate: the boundaries alone are a batch x channels x image
+    # per block, which a normal run's meta-device measure bounds (not the MLP arithmetic of width x batch)
+    overrides = {"model.image_size": 64, "model.width": 128, "model.pool": "none", "data.batch_size": 32}
+    spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides=overrides)
+    one, whole = scale.estimate_layerwise_memory(spec), scale.estimate_shapes_memory(spec)
+    block = 128 * 128 * 9 + 128  # a 3x3 Conv2d, 128 channels in and out, with bias
+    assert one.weights == 2 * block * 4  # float32, and its gradients
+    assert one.activations == whole.activations > 12 * 32 * 128 * 64 * 64 * 4  # the 12 boundaries at least
+    assert whole.weights > 10 * one.weights
 
 
 def test_cli_max_memory_per_mode(cli: Any) -> None:

@@ -88,13 +88,14 @@ def test_max_memory_applies_to_every_kind(kind: str) -> None:
 
 
 def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scale, "available_memory_bytes", lambda: 5 * 2**29)
+    monkeypatch.setattr(scale, "available_memory_bytes", lambda: 6 * 2**30)
     args = ["run", "configs/lab1_tiny_relu.yaml", "--set", "model.width=20000", "--set", "run.device=cpu"]
     refused = cli(*args)
     assert refused.exit_code == 3
     text = " ".join(refused.output.split())
-    assert "exceeds the memory available now (2.50 GiB)" in text and "--max-memory" in text
-    assert "lower data.batch_size" in text and "--layer-by-layer (estimated" in text  # one block fits
+    assert "exceeds the memory available now (6.00 GiB)" in text and "--max-memory" in text
+    # one block fits (5.4 GiB at width 20000: its weights, their gradients and a scratch copy of them)
+    assert "lower data.batch_size" in text and "--layer-by-layer (estimated" in text
     # the way out: an explicit limit replaces the default (the run itself is not wanted here)
     monkeypatch.setattr(scale, "estimate_memory", lambda spec: scale.MemoryEstimate(0, 0, 0))
     assert cli(*args, "--set", "model.depth=1", "--set", "data.batch_size=2", "--max-memory", "inf").exit_code == 0

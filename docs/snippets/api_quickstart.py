@@ -12,8 +12,8 @@ for layer in report.layers[:3]:
 tiny = probe.parse({"init": {"weight": "tiny"}})  # a spec from a dict: every other key has its default
 print([problem.message for problem in probe.evaluate(probe.run_probe(tiny)).problems])
 
-forward = probe.run_layerwise(spec)  # --layer-by-layer: the forward columns, one block in memory at a time
-print(f"layer by layer: last std {forward.last.std:.4f}")
+layered = probe.run_layerwise(spec)  # --layer-by-layer: the same report, one block in memory at a time
+print(f"layer by layer: last std {layered.last.std:.4f}")
 
 for run in probe.check(["configs/lab1_he_relu.yaml", "configs/lab1_tiny_relu.yaml"]):
     print(run.label, "healthy" if run.verdict.healthy else "unhealthy")

@@ -88,9 +88,9 @@ def run(
         bool,
         typer.Option(
             "--layer-by-layer",
-            help="Build and probe one block at a time from the meta device: memory for one block's weights "
-            "and the activations at block boundaries, whatever the depth. --model and --hf models: forward and "
-            "backward; model.kind mlp or conv: forward only.",
+            help="Build and probe one block at a time from the meta device, forward and backward: memory for "
+            "one block's weights and the activations at block boundaries, whatever the depth. model.kind mlp "
+            "or conv, --model and --hf models.",
         ),
     ] = False,
 ) -> None:
@@ -113,18 +113,9 @@ def run(
         from probe.render import report as rp  # after the spec: bad input fails without loading these
 
         if layer_by_layer:
-            if spec.model.own_model:
-                from probe.model.blocks import check_applies as check_blocks
+            from probe.measure.layerwise import check_applies
 
-                check_blocks(spec)
-                if weights is not None:
-                    raise SpecError(
-                        "--layer-by-layer builds the model from its init; --weights loads a whole state dict"
-                    )
-            else:
-                from probe.measure.layerwise import check_applies
-
-                check_applies(spec, weights=weights is not None)
+            check_applies(spec, weights=weights is not None)
             if plot is not None:
                 raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
@@ -137,23 +128,15 @@ def run(
 
             state = load_weights(weights)
         if layer_by_layer:
-            from probe.measure.layerwise import return_large_allocations_to_the_os
+            from probe.cli.progress import block_progress
+            from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
 
             return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
-        if layer_by_layer and spec.model.own_model:
-            from probe.cli.progress import block_progress
-            from probe.measure.blockwise import run_blockwise
-
             with block_progress() as on_block:
-                result = run_blockwise(spec, on_block)
+                result = run_layerwise(spec, on_block)
         else:
             with batch_progress(spec.data.batches) as progress:
-                if layer_by_layer:
-                    from probe.measure.layerwise import run_layerwise
-
-                    result = run_layerwise(spec, progress)
-                else:
-                    result = run_probe(spec, progress, state_dict=state)
+                result = run_probe(spec, progress, state_dict=state)
         verdict = evaluate(result)
         if tensorboard is not None and writes_files():  # torchrun: rank 0 writes
             _tensorboard_run(spec, result, verdict, tensorboard, state, with_histograms=not layer_by_layer)

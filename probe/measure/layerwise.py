@@ -1,118 +1,109 @@
-"""Layer-by-layer mode: probe a network's forward signal one block at a time, on the meta device.
+"""Layer by layer for any model probe can rebuild block by block: probe's own plain stacks
+(``model.kind: mlp`` or ``conv``), a user model (``model.import``) or a transformers model
+(``model.hf``), forward and backward, one block in memory at a time.
 
-The network's structure is built on ``torch.device("meta")`` (shapes, no storage). Each block
-(a Linear or Conv with the norm, activation and pooling after it; the head) is then materialized
-on the CPU, initialized, moved to the run's device and dtype, given the current activations, and
-freed before the next. Peak memory is one block's weights plus one batch's activations, whatever
-the depth.
+The model lives on the meta device, cut into blocks with the init program that fills each
+(``probe.model.stack_blocks`` for a spec stack, ``probe.model.blocks`` otherwise). Its own forward
+runs unchanged; each block's ``forward`` is swapped for a call through ``_BlockFunction``, an
+autograd function that materializes the block (its init steps replayed from their recorded
+generator states, at the thread count a normal build runs with), runs it
+without gradients, frees it, and keeps only its inputs: the activations at block boundaries. The
+backward pass walks the blocks in reverse by itself (autograd): each block is materialized again
+with the same weights, its forward recomputed with gradients, and the boundary gradient
+back-propagated through it; the gradients of its watched outputs and weights are measured there,
+then the block is freed. Peak memory: the resident tensors, the boundary activations, and one
+block's weights, gradients and activations.
 
-Same weights as a normal run: ``build`` draws every weight from torch's global generator in a fixed
-order (each layer's constructor draws, then ``init.weight``/``init.bias`` per Linear/Conv, then
-each ``init.rules`` fill). A first sweep runs that program one module at a time, only to record
-the generator's state before each step; materializing a block then replays its own steps from
-their recorded states, so each block gets exactly the numbers a whole build would have given it.
-
-Forward only: a backward pass needs every block's activations at once, which is what this mode
-avoids keeping. Where it applies: probe's own plain stacks (``model.kind: mlp`` and ``conv``, an
-``nn.Sequential`` of leaf modules) with any init strategy except ``lsuv`` (data-dependent: it
-rescales layers on the probe's batches) and any ``init.rules``."""
+Equal to a normal run of the same spec (``run_probe``): the same weights, inputs and direction,
+hence the same statistics up to the order records are merged in (a test compares them).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-from probe.errors import SpecError
+from probe.errors import RunError, SpecError
+from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
-from probe.measure.run import Progress, resolve_device, run_errors
+from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
 from probe.measure.scale import intra_op_threads, threads_for
-from probe.model.build import build_on_meta, reset_norms
-from probe.model.built import Built
-from probe.model.init_rules import InitLog, RuleStep, apply_rule, rule_steps
+from probe.measure.signal_path import weight_norms
+from probe.model import blocks as bl
+from probe.model import stack_blocks
+from probe.model.built import Built, Watched
 from probe.model.inputs import data_stream, next_batch
 from probe.records import Report
-from probe.spec import InitSpec, Spec, inits
+from probe.spec import Spec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-APPLIES = (
-    "model.kind: mlp or conv (probe's own plain stacks; not residual, transformer, lstm/gru), --model and --hf models"
-)
-
-
-@dataclass
-class Block:
-    """Consecutive modules of the network run as one unit, and the init steps that fill them."""
-
-    modules: list[nn.Module]
-    steps: list[int] = field(default_factory=list)  # indices into the init program it replays, in order
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One generator-drawing (or not) init action on one module, in ``build``'s order."""
-
-    block: int
-    module: nn.Module
-    fill: Callable[[], None]
-    replay: bool = True  # False: a later step overwrites everything this one drew (the sweep still runs it)
+# (block passes done, block passes in all): each block forward and backward, every batch; (0, n) before the sweep
+BlockProgress = Callable[[int, int], None]
 
 
 def check_applies(spec: Spec, *, weights: bool = False) -> None:
-    """A SpecError (exit 2) where the layer-by-layer mode cannot reproduce a normal run."""
-    where = f"--layer-by-layer applies to {APPLIES}"
-    if spec.model.factory is not None:
-        raise SpecError(f"{where}; a --model factory builds and initializes its network in its own code")
-    if spec.model.kind not in ("mlp", "conv"):
-        raise SpecError(f"{where}; this spec has model.kind: {spec.model.kind}")
-    if inits.canonical(spec.init.weight.name) == "lsuv" or inits.canonical(spec.init.bias.name) == "lsuv":
-        raise SpecError(f"{where}, with any init except lsuv, which rescales each layer on the whole network's batches")
+    """A SpecError (exit 2) where this mode cannot reproduce a normal run of the spec (``weights``:
+    the run would load a state dict)."""
+    if spec.model.own_model:
+        bl.check_applies(spec)
+    else:
+        stack_blocks.check_applies(spec)
     if weights:
-        raise SpecError(f"{where} from its init; --weights loads a whole state dict at once")
+        raise SpecError("--layer-by-layer builds the model from its init; --weights loads a whole state dict at once")
 
 
-def run_layerwise(spec: Spec, progress: Progress | None = None) -> Report:
-    """Probe the forward signal of the spec's MLP or conv stack one block at a time (see the
-    module docstring).
-
-    The forward columns equal ``run_probe``'s for the same spec with ``run.backward: false``; the
-    gradient columns are None. The returned report's spec has ``run.backward: false``, and a note
-    says so when the given spec asked for a backward pass.
-    """
+def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
+    """Probe the spec's model one block at a time (see the module docstring)."""
     import torch
 
-    check_applies(spec)
+    from probe.measure.distributed import launched_world_size
+
+    if launched_world_size() > 1:  # each rank would probe the whole batch alone
+        raise SpecError("--layer-by-layer runs in one process; start it without torchrun")
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
-    notes = []
-    if spec.run.backward:
-        notes.append(
-            "layer-by-layer: forward signal only; run.backward: true is not measured in this mode "
-            "(run without --layer-by-layer for gradients)"
-        )
-    forward_spec = replace(spec, run=replace(spec.run, backward=False))
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.run.seed)
-        built = build_on_meta(forward_spec)
-        blocks, steps = _program(built, spec)
-        storage = _Storage()
-        states = _record_states(steps, storage)
-        layers = _probe(built, blocks, steps, states, storage, forward_spec, device, dtype, progress)
-    notes.append(f"layer-by-layer: {len(blocks)} blocks built, probed and freed one at a time")
+        torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
+        meta = bl.meta_model(spec) if spec.model.own_model else stack_blocks.meta_stack(spec)
+        if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
+            progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
+        bl.sweep(meta)
+        with bl.resident_materialized(meta):
+            for module in meta.resident:
+                module.to(device=device, dtype=dtype)
+            runner = _Runner(meta, device, dtype)
+            found: list[str] = []
+            if meta.watched is None:
+                watched, found = runner.discover(spec)
+                weights = [(w.module, name) if (name := _weight_name(w)) is not None else None for w in watched]
+                for w in watched:  # the wrapper's rows are named without its prefix
+                    w.init_rule = "own" if w.weight is not None else None
+            else:
+                watched, weights = meta.watched, meta.weights
+            with intra_op_threads(threads_for(spec, meta.model) if device.type == "cpu" else None):  # as run_probe
+                layers = runner.probe(spec, watched, weights, progress)
+    notes = [
+        *meta.notes,
+        *found,
+        f"layer-by-layer: {len(meta.blocks)} blocks built, probed and freed one at a time"
+        + (", forward and backward" if spec.run.backward else ""),
+    ]
     return Report(
-        spec=forward_spec,
+        spec=spec,
         layers=tuple(layers),
         device=str(device),
         dtype=spec.run.dtype,
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(notes),
+        attention=runner.collector.attention_stats if runner.collector is not None else (),
     )
 
 
@@ -131,7 +122,8 @@ def return_large_allocations_to_the_os() -> None:
     and activations come from the heap, where small long-lived allocations (the collector's
     per-layer records) split the freed holes: measured, a forward pass then grew the heap by about
     two activations per block, which would defeat "whatever the depth". A pinned threshold keeps
-    every allocation of 128 KiB or more in its own mapping, returned to the OS when freed.
+    every allocation of 128 KiB or more in its own mapping, returned to the OS when freed (each
+    block's tensors are allocated anew each time it is materialized).
     """
     import ctypes
     import sys
@@ -145,177 +137,322 @@ def return_large_allocations_to_the_os() -> None:
     mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
 
 
-def _program(built: Built, spec: Spec) -> tuple[list[Block], list[_Step]]:
-    """The blocks of the network (an ``nn.Sequential`` of leaf modules), and the init steps
-    ``build`` takes, in its order (``build._mlp``; ``arch.conv`` then ``build``'s flat init)."""
-    from torch import nn
-
-    weighted = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what init.weight/init.bias fill
-    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
-    children = list(built.model.children())
-    blocks: list[Block] = []
-    block_of: dict[int, int] = {}
-    for module in children:
-        if isinstance(module, weighted) or not blocks:  # each Linear/Conv starts a block (norm, act, pool follow)
-            blocks.append(Block([]))
-        blocks[-1].modules.append(module)
-        block_of[id(module)] = len(blocks) - 1
-
-    def step(module: nn.Module, fill: Callable[[], None], replay: bool = True) -> _Step:
-        return _Step(block_of[id(module)], module, fill, replay)
-
-    m, init = spec.model, spec.init
-    ctx = inits.InitContext(m.activation.name, m.activation.params)
-    steps: list[_Step] = []
-    # 1. constructors: a Linear/Conv draws its default weight and bias; a norm sets ones and zeros.
-    # Every strategy but "default" fills the whole tensor, so then a block need not redraw these.
-    kept = {inits.canonical(init.weight.name), inits.canonical(init.bias.name) if m.bias else ""}
-    overwritten = "default" not in kept
-    for module in children:
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            steps.append(step(module, reset, replay=not (overwritten and isinstance(module, weighted))))
-    # 2. init.weight and init.bias on each Linear/Conv
-    for module in children:
-        if isinstance(module, weighted):
-            steps.append(step(module, _flat_fill(module, init, ctx)))
-    # 3. norms back to scale 1, shift 0 (no draws)
-    for module in children:
-        if isinstance(module, norms):
-            steps.append(step(module, partial(reset_norms, module)))
-    # 4. init.rules, each over every module it matches
-    log = InitLog()
-    for rule_step in rule_steps(built.model, init.rules):
-        steps.append(step(rule_step.module, _rule_fill(rule_step, ctx, m.depth, log)))
-    for i, s in enumerate(steps):
-        if s.replay:
-            blocks[s.block].steps.append(i)
-    return blocks, steps
+_SLOT = object()  # where a tensor goes among a call's leaves (None is a leaf of its own)
 
 
-def _flat_fill(module: nn.Module, init: InitSpec, ctx: inits.InitContext) -> Callable[[], None]:
-    def fill() -> None:  # reads the module's parameters when run: materializing replaces them
-        inits.apply(module.weight, init.weight.name, init.weight.params, ctx)  # type: ignore[arg-type]
-        if module.bias is not None:
-            inits.apply(module.bias, init.bias.name, init.bias.params, ctx)  # type: ignore[arg-type]
+@dataclass
+class _Call:
+    """What one block call hands its autograd function: the call's structure, non-tensor leaves."""
 
-    return fill
-
-
-def _rule_fill(rule_step: RuleStep, ctx: inits.InitContext, depth: int, log: InitLog) -> Callable[[], None]:
-    return lambda: apply_rule(rule_step, ctx, depth, log)
+    args_spec: Any
+    leaves: list[Any]  # _SLOT where a tensor goes
+    out_spec: Any = None
+    out_leaves: list[Any] | None = None
 
 
-class _Storage:
-    """The CPU memory blocks are materialized in: one float32 buffer, grown to the largest block
-    once and reused. Allocating and freeing a block's worth per block instead lets glibc's heap
-    keep what was freed (its mmap threshold adapts upwards): peaks of several times the whole
-    network were measured that way (benchmarks/memory.py)."""
+class _Runner:
+    """One layer-by-layer run: swaps the blocks' forwards, discovers the rows, probes the batches."""
 
-    def __init__(self) -> None:
-        self.buffer: torch.Tensor | None = None
-
-    def take(self, modules: list[nn.Module]) -> None:
-        """Give the modules' parameters (views of the buffer) and buffers real, uninitialized storage."""
-        import torch
-        from torch import nn
-
-        owners = [m for module in modules for m in module.modules()]
-        params = [(m, n, p) for m in owners for n, p in m.named_parameters(recurse=False)]
-        need = sum(p.numel() for _, _, p in params)
-        if self.buffer is None or self.buffer.numel() < need:
-            self.buffer = None  # free the smaller one first
-            self.buffer = torch.empty(need, dtype=torch.float32)
-        offset = 0
-        for m, name, p in params:
-            view = self.buffer[offset : offset + p.numel()].view(p.shape)
-            setattr(m, name, nn.Parameter(view, requires_grad=p.requires_grad))
-            offset += p.numel()
-        for m in owners:
-            for name, buf in list(m.named_buffers(recurse=False)):
-                setattr(m, name, torch.empty_like(buf, device="cpu"))  # stays a buffer (persistent or not)
-
-    @staticmethod
-    def release(modules: list[nn.Module]) -> None:
-        """Back to the meta device in float32, as built: nothing of the block stays in memory."""
+    def __init__(self, meta: bl.MetaModel, device: torch.device, dtype: torch.dtype) -> None:
         import torch
 
-        for module in modules:
-            module.to(device="meta", dtype=torch.float32)
+        self.meta = meta
+        self.device = device
+        self.dtype = dtype
+        self.collector: Collector | None = None
+        self.rows: dict[int, list[tuple[int, nn.Module, str]]] = {}  # block -> (row, owner, weight name)
+        self.done = 0
+        self.total = 0
+        self.progress: BlockProgress | None = None
+        self.zeros = False  # discovery: blocks hold zeros, not their init
+        self.weight_norms: dict[int, torch.Tensor] = {}  # row -> its weight's norm
+        self.build_threads = torch.get_num_threads()  # a normal build's (some fills round by it: QR)
 
+    # -- blocks in and out of memory --
+    def materialize(self, block: bl.Block) -> None:
+        import torch
 
-def _record_states(steps: list[_Step], storage: _Storage) -> list[torch.Tensor]:
-    """The global generator's state before each step: the steps run once, one module at a time
-    (on uninitialized storage: how many numbers a fill draws never depends on the values)."""
-    import torch
+        if self.zeros:
+            bl.take(block.module, recurse=True, fill=0.0)
+        else:
+            with intra_op_threads(self.build_threads if torch.get_num_threads() != self.build_threads else None):
+                bl.materialize(self.meta, block.module, block.steps)
+        block.module.to(device=self.device, dtype=self.dtype)
 
-    states = []
-    for s in steps:
-        states.append(torch.get_rng_state())
-        storage.take([s.module])
-        s.fill()
-        storage.release([s.module])
-    return states
+    def release(self, block: bl.Block) -> None:
+        bl.release(block.module, dtypes=self.meta.built_dtypes)  # as built: run.dtype is a cast
 
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
-def _materialize(
-    block: Block,
-    steps: list[_Step],
-    states: list[torch.Tensor],
-    storage: _Storage,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> None:
-    """Give the block real storage and replay its init steps from their recorded states: the
-    weights ``build`` would have drawn, on the CPU in float32, then moved like ``run_probe`` does."""
-    import torch
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """Every block's forward goes through ``_BlockFunction`` for the body."""
+        for index, block in enumerate(self.meta.blocks):
+            block.module.forward = self._forward_of(index, block)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for block in self.meta.blocks:
+                del block.module.forward
 
-    storage.take(block.modules)
-    for i in block.steps:
-        torch.set_rng_state(states[i])
-        steps[i].fill()
-    for module in block.modules:
-        module.to(device=device, dtype=dtype)
+    def _forward_of(self, index: int, block: bl.Block) -> Callable[..., Any]:
+        import torch
+        from torch.utils import _pytree as pytree
 
+        own = type(block.module).forward
+        runner = self
 
-def _forward_block(block: Block, x: torch.Tensor) -> torch.Tensor:
-    for module in block.modules:
-        x = module(x)
-    return x
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            leaves, args_spec = pytree.tree_flatten((args, kwargs))
+            tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+            call = _Call(args_spec, [_SLOT if isinstance(x, torch.Tensor) else x for x in leaves])
+            anchor = runner.anchor if torch.is_grad_enabled() else runner.no_anchor
+            outs = _BlockFunction.apply(runner, index, own, call, anchor, *tensors)
+            if isinstance(outs, torch.Tensor):  # a function with one output returns it bare
+                outs = (outs,)
+            out_leaves = list(call.out_leaves or [])
+            it = iter(outs)
+            return pytree.tree_unflatten([next(it) if x is _SLOT else x for x in out_leaves], call.out_spec)
 
+        return forward
 
-def _probe(
-    built: Built,
-    blocks: list[Block],
-    steps: list[_Step],
-    states: list[torch.Tensor],
-    storage: _Storage,
-    spec: Spec,
-    device: torch.device,
-    dtype: torch.dtype,
-    progress: Progress | None,
-) -> list:
-    """``run._probe``'s forward-only loop, with each batch walked through the blocks in turn."""
-    import torch
+    # -- discovery: which rows, with blocks of zeros on a short input --
+    def discover(self, spec: Spec) -> tuple[list[Watched], list[str]]:
+        import torch
 
-    collector = Collector(built.watched, device)
-    data_gen = data_stream(spec)
-    built.model.train()  # as run._probe: BatchNorm uses batch statistics
-    total = spec.data.batches
-    # run_probe's thread count for the passes only: a normal build runs with torch's default, and
-    # some fills (orthogonal's QR) round differently with another count
-    threads = threads_for(spec) if device.type == "cpu" else None
-    with collector.hooks(), torch.no_grad():
-        for i in range(total):
-            x = next_batch(spec, built, data_gen, device, dtype).args[0]
-            for block in blocks:
-                _materialize(block, steps, states, storage, device, dtype)
-                try:
-                    with intra_op_threads(threads):
-                        x = _forward_block(block, x)
-                finally:
-                    storage.release(block.modules)
-            del x
-            if progress is not None:
-                progress(i + 1, total)
+        from probe.model import user_model
+
+        inputs = self.meta.inputs
+        assert inputs is not None  # a user or transformers model's
+        if inputs.kind == "tokens" and inputs.shape:
+            # the rows' shapes need any sequence length: a short one costs a fraction of a forward
+            inputs = replace(inputs, shape=(min(inputs.shape[0], 4), *inputs.shape[1:]))
+        self.zeros = True
+        self.anchor = self.no_anchor = torch.zeros((), device=self.device)
+        try:
+            with self.swapped():
+                on_device: Any = _OnDevice(self.meta.model, self.device, self.dtype)
+                return user_model.discover(on_device, inputs, "normal")
+        finally:
+            self.zeros = False
+
+    # -- the probe --
+    def probe(
+        self,
+        spec: Spec,
+        watched: list[Watched],
+        weights: list[tuple[nn.Module, str] | None],
+        progress: BlockProgress | None,
+    ) -> list:
+        """The run's batches; ``weights``: each row's weight as its owner and name, or None."""
+        import torch
+
+        model = self.meta.model
+        block_of = {id(m): i for i, b in enumerate(self.meta.blocks) for m in b.module.modules()}
+        self.rows = {}
+        resident_rows: list[tuple[int, nn.Module, str]] = []
+        for i, weight in enumerate(weights):
+            if weight is None:
+                continue
+            owner, name = weight
+            b = block_of.get(id(owner), -1)  # measured in the backward pass of the block that holds it
+            (self.rows.setdefault(b, []) if b >= 0 else resident_rows).append((i, owner, name))
+        collector = self.collector = Collector(watched, self.device)
+        if may_attend(spec):
+            collector.attention = AttentionRecorder(model, collector.acc_dtype)
+        built = Built(model, watched, self.meta.inputs)  # what next_batch reads
+        data_gen = data_stream(spec)
+        dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
+        directions: list[torch.Tensor] | None = None
+        passes = 2 if spec.run.backward else 1
+        self.done, self.total, self.progress = 0, passes * len(self.meta.blocks) * spec.data.batches, progress
+        self.anchor = torch.zeros((), device=self.device, requires_grad=True)
+        self.no_anchor = torch.zeros((), device=self.device)
+        model.train()  # as run._probe (dropout is off in a transformers config; BatchNorm uses batch statistics)
+        with collector.hooks(), self.swapped():
+            for b in range(spec.data.batches):
+                batch = next_batch(spec, built, data_gen, self.device, self.dtype)
+                if not spec.run.backward:
+                    with torch.no_grad():
+                        _forward(model, batch, built)
+                    continue
+                out = _forward(model, batch, built)
+                outs = float_outputs(out)
+                if not outs:
+                    raise RunError("the model's output holds no floating-point tensor with a gradient")
+                if directions is None:
+                    directions = [
+                        torch.randn(o.shape, generator=dir_gen).to(device=self.device, dtype=o.dtype) for o in outs
+                    ]
+                sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
+                del out, outs
+                if self.done < (b + 1) * passes * len(self.meta.blocks):
+                    # blocks off the gradient's path (a pooler) have no backward pass: done too
+                    self.done = (b + 1) * passes * len(self.meta.blocks) - 1
+                    self.tick()
+                self.fold_weight_grads(resident_rows)
+                model.zero_grad(set_to_none=True)
+        # finish reads each measured weight's norm from Watched.weight; the blocks are out of
+        # memory, so each stands in as its norm recorded in the backward pass (a 1-element tensor,
+        # whose norm is that value exactly)
+        for i, norm in self.weight_norms.items():
+            watched[i].weight = norm
         return collector.finish()
+
+    def record_weight_norms(self, index: int) -> None:
+        """The norms of a just-materialized block's watched weights, once: ``finish`` reads them
+        (the weights' scale) when the block is out of memory, with or without a backward pass."""
+        assert self.collector is not None
+        for i, owner, name in self.rows.get(index, []):
+            if i not in self.weight_norms:
+                self.weight_norms[i] = weight_norms([getattr(owner, name).detach()], self.collector.acc_dtype)[0]
+
+    def weight_grads(self, index: int) -> None:
+        """The watched weights' gradients of a block whose backward just ran."""
+        self.fold_weight_grads(self.rows.get(index, []))
+
+    def fold_weight_grads(self, rows: list[tuple[int, nn.Module, str]]) -> None:
+        """``Collector.after_backward`` for these rows alone: their weights are the block's current
+        tensors, the other rows' are out of memory (or measured at another block)."""
+        assert self.collector is not None
+        layers = self.collector.layers
+        saved = [layer.watched.weight for layer in layers]
+        try:
+            for layer in layers:
+                layer.watched.weight = None
+            for i, owner, name in rows:
+                weight = layers[i].watched.weight = getattr(owner, name)
+                if i not in self.weight_norms:  # finish reads the weights' norms: they will be gone
+                    self.weight_norms[i] = weight_norms([weight.detach()], self.collector.acc_dtype)[0]
+            self.collector.after_backward()
+        finally:
+            for layer, weight in zip(layers, saved, strict=True):
+                layer.watched.weight = weight
+
+
+def _weight_name(w: Watched) -> str | None:
+    """The name of the row's weight in its module (``user_model._weight``'s choice): the tensor
+    itself is replaced each time the block is materialized."""
+    if w.weight is None:
+        return None
+    if w.weight is getattr(w.module, "weight", None):
+        return "weight"
+    named = list(w.module.named_parameters(recurse=False))
+    return next((n for n, p in named if p is w.weight), None) or next(
+        (n for n, p in named if p.dim() >= 2 and p.requires_grad), None
+    )
+
+
+def _block_function() -> type:
+    import torch
+    from torch.utils import _pytree as pytree
+
+    class BlockFunction(torch.autograd.Function):
+        """One block call: materialize, run without gradients, free; in backward, materialize the
+        same weights again, recompute with gradients, back-propagate, measure, free."""
+
+        @staticmethod
+        def forward(ctx: Any, runner: _Runner, index: int, own: Any, call: _Call, anchor: Any, *tensors: Any) -> Any:
+            block = runner.meta.blocks[index]
+            runner.materialize(block)
+            try:
+                if not runner.zeros:
+                    runner.record_weight_norms(index)
+                args, kwargs = _rebuild(call, tensors)
+                out = own(block.module, *args, **kwargs)
+            finally:
+                runner.release(block)
+            leaves, call.out_spec = pytree.tree_flatten(out)
+            call.out_leaves = [_SLOT if isinstance(x, torch.Tensor) else x for x in leaves]
+            outs = tuple(x for x in leaves if isinstance(x, torch.Tensor))
+            ctx.runner, ctx.index, ctx.own, ctx.call = runner, index, own, call
+            ctx.save_for_backward(*tensors)
+            ctx.mark_non_differentiable(*(o for o in outs if not o.is_floating_point()))
+            if not runner.zeros:
+                runner.tick()
+            return outs
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            runner: _Runner = ctx.runner
+            block = runner.meta.blocks[ctx.index]
+            saved = ctx.saved_tensors
+            inputs = [
+                t.detach().requires_grad_(t.is_floating_point() and needs)
+                for t, needs in zip(saved, ctx.needs_input_grad[5:], strict=True)
+            ]
+            runner.materialize(block)
+            assert runner.collector is not None
+            try:
+                with torch.enable_grad():
+                    # measured in the forward pass already: attach gradient hooks only, and keep the
+                    # attention recorder out (its own guard against recording a call twice)
+                    attention = runner.collector.attention
+                    runner.collector.recomputing = True
+                    if attention is not None:
+                        attention._inside = True
+                    try:
+                        args, kwargs = _rebuild(ctx.call, inputs)
+                        out = ctx.own(block.module, *args, **kwargs)
+                    finally:
+                        runner.collector.recomputing = False
+                        if attention is not None:
+                            attention._inside = False
+                    outs = [x for x in pytree.tree_leaves(out) if isinstance(x, torch.Tensor)]
+                    pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad and g is not None]
+                    if pairs:
+                        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+                runner.weight_grads(ctx.index)
+                input_grads = tuple(t.grad if t.requires_grad else None for t in inputs)
+            finally:
+                runner.release(block)
+            runner.tick()
+            return (None, None, None, None, None, *input_grads)
+
+    return BlockFunction
+
+
+def _rebuild(call: _Call, tensors: Any) -> tuple[Any, Any]:
+    from torch.utils import _pytree as pytree
+
+    it = iter(tensors)
+    args, kwargs = pytree.tree_unflatten([next(it) if x is _SLOT else x for x in call.leaves], call.args_spec)
+    return args, kwargs
+
+
+class _Lazy:
+    """``_BlockFunction`` defined on first use (torch stays off the import path)."""
+
+    cls: Any = None
+
+    def apply(self, *args: Any) -> Any:
+        if _Lazy.cls is None:
+            _Lazy.cls = _block_function()
+        return _Lazy.cls.apply(*args)
+
+
+_BlockFunction = _Lazy()
+
+
+class _OnDevice:
+    """The meta model as discovery sees it: its parameters (first one) claim the run's device."""
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def parameters(self, recurse: bool = True) -> Iterator[Any]:
+        import torch
+
+        if not recurse:  # the model's own (a wrapper's: none)
+            yield from self.model.parameters(recurse=False)
+            return
+        yield torch.empty(0, device=self.device, dtype=self.dtype)

@@ -159,17 +159,30 @@ META_MODULE_BYTES = 4096
 
 
 def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
-    """The peak of ``--layer-by-layer`` (``probe.measure.layerwise``): the largest block's weights (built
-    in float32, plus the cast copy) and one forward pass's activations, whatever the depth; the
-    statistics add a generator state per init step and the meta-device structure."""
+    """The peak of ``--layer-by-layer`` (``probe.measure.layerwise``) for an MLP spec: the largest
+    block's weights (built in float32, plus the cast copy; with backward, plus their gradients),
+    whatever the depth. Without backward, one forward pass's activations; with it, the activations
+    at block boundaries (each block's input, kept for the backward pass: one batch x width tensor
+    per block) and one block's recomputed activations with their gradients. The statistics add a
+    generator state per init step, the meta-device structure and, with backward, the collector's
+    scratch copy of a block's weight gradient. A conv stack: ``_conv_layerwise_memory``."""
+    if spec.model.kind == "conv":
+        return _conv_layerwise_memory(spec)
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
     block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o in linear_shapes(spec))
     weights = block * 4 + (block * size if size != 4 else 0)
     rows = d.batch_size
-    activations = 3 * rows * m.width * size + rows * m.input_dim * size
+    per_layer = rows * m.width * size
+    inputs = rows * m.input_dim * size
     blocks = len(linear_shapes(spec))
+    if spec.run.backward:
+        weights += block * size  # the block's gradients
+        kept = 2 + (1 if m.norm != "none" else 0)  # what autograd keeps of a block (as estimate_memory)
+        activations = inputs + blocks * per_layer + 2 * kept * per_layer  # boundaries; one block and its gradients
+    else:
+        activations = 3 * per_layer + inputs
     modules = 3 * blocks
     steps = 2 * modules + len(spec.init.rules) * blocks  # constructors, fills, norm resets, rules
     statistics = (
@@ -177,8 +190,27 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
         + (m.depth + 1) * (m.width * 8 + 1024)
         + steps * RNG_STATE_BYTES
         + modules * META_MODULE_BYTES
+        + (block * 4 if spec.run.backward else 0)
     )
     return MemoryEstimate(weights, activations, statistics)
+
+
+def _conv_layerwise_memory(spec: Spec) -> MemoryEstimate:
+    """``--layer-by-layer`` for a conv stack: one block's weights (a Conv2d and its norm, or the
+    head; with backward, plus their gradients and the collector's scratch copy of them), and the
+    activations and statistics of a normal run measured on the meta device (``estimate_shapes_memory``):
+    with backward, all its outputs bound the boundaries plus one block recomputed with its
+    gradients; without, the largest outputs are one forward pass's in both modes."""
+    m = spec.model
+    size = _BYTES[spec.run.dtype]
+    norm = 2 * m.width if m.norm != "none" else 0
+    fans = [m.in_channels] + [m.width] * (m.depth - 1)
+    block = max(c * m.width * m.kernel_size**2 + (m.width if m.bias else 0) + norm for c in fans)
+    if m.output_dim is not None:
+        block = max(block, m.width * m.output_dim + (m.output_dim if m.bias else 0))
+    weights = block * 4 + (block * size if size != 4 else 0) + (block * size if spec.run.backward else 0)
+    whole = estimate_shapes_memory(spec)
+    return MemoryEstimate(weights, whole.activations, whole.statistics + (block * 4 if spec.run.backward else 0))
 
 
 def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
@@ -355,7 +387,7 @@ def available_memory_bytes() -> int | None:
 
 
 def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
-    """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.blockwise``),
+    """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measure.layerwise``),
     from its structure on the meta device (torch and, for ``model.hf``, transformers are imported):
     the largest block's weights in float32 (plus the cast copy; with backward, plus their gradients)
     and the resident tensors; the activations at block boundaries (one hidden state per block) and
@@ -431,12 +463,18 @@ def check_memory(
         limit, what = max_memory_gib * 2**30, f"--max-memory {max_memory_gib:g} GiB"
     if est.total > limit:
         advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
-        if layerwise:
-            advice = "lower data.batch_size or model.width, or raise --max-memory"
+        if layerwise:  # with backward, the boundaries grow with depth
+            backward = "set run.backward: false, " if spec.run.backward else ""
+            advice = f"lower data.batch_size or model.width, {backward}or raise --max-memory"
         elif offer_layerwise and not spec.model.own_model and spec.model.kind in ("mlp", "conv"):
-            one_block = estimate_layerwise_memory(spec).total
-            if one_block <= limit:
-                advice += f"; or probe the forward signal with --layer-by-layer (estimated {one_block / 2**30:.2f} GiB)"
+            forward = replace(spec, run=replace(spec.run, backward=False))  # no boundaries kept
+            for option, how in ((spec, ""), (forward, "the forward signal ")):
+                one_block = estimate_layerwise_memory(option).total
+                if one_block <= limit:
+                    flag = " --set run.backward=false" if option is forward else ""
+                    advice += f"; or probe {how}one block at a time with --layer-by-layer{flag} "
+                    advice += f"(estimated {one_block / 2**30:.2f} GiB)"
+                    break
         if max_memory_gib is None:
             advice += " (--max-memory GIB runs it anyway, e.g. with swap)"
         raise RunError(f"{spec.name}: {est.line()} exceeds {what}; {advice}")

@@ -17,6 +17,9 @@ completely (tested by filling the storage with NaN first: a step that writes eve
 reading the old ones leaves none). Materializing a block replays its remaining steps from their
 recorded states, so it gets the numbers a whole build would have drawn, without the other blocks.
 
+A spec-built MLP or conv stack is cut and programmed by ``probe.model.stack_blocks`` into the same
+``MetaModel``, with its own rows and ``build``'s init program.
+
 Exact for models whose constructors draw only through ``reset_parameters`` (torch's layers,
 Llama, GPT-2, BERT, ...); ``sweep`` raises a BuildError for a tensor no step writes (a value set by
 constructor code that cannot be replayed).
@@ -37,6 +40,8 @@ from probe.spec import Spec
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from probe.model.built import Watched
 
 
 @dataclass
@@ -66,7 +71,7 @@ class Step:
 @dataclass
 class MetaModel:
     model: nn.Module  # every tensor on the meta device until materialized
-    inputs: InputSpec
+    inputs: InputSpec | None  # None: a spec MLP's (batch_size, input_dim) features
     notes: list[str]
     blocks: list[Block]
     resident: list[nn.Module]  # modules whose own tensors stay materialized for the whole run
@@ -74,6 +79,16 @@ class MetaModel:
     steps: list[Step]
     init_context: Callable[[], Any] = nullcontext  # transformers' guard around its init functions
     states: list[torch.Tensor] = field(default_factory=list)  # generator state before each step (``sweep``)
+    # a spec stack's rows (its build's, probe.model.stack_blocks) and the owner and name of each
+    # row's weight (the tensors themselves change as blocks come and go); None: found by running it
+    watched: list[Watched] | None = None
+    weights: list[tuple[nn.Module, str] | None] = field(default_factory=list)
+    # each tensor's dtype as built, by (id(owner), name): a block cast to the run's dtype goes back
+    # to the meta device in this one, so that its next materialization draws its init as the build did
+    built_dtypes: dict[tuple[int, str], torch.dtype] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.built_dtypes = {(id(owner), name): t.dtype for owner, name, t, _ in _tensors(self.model, True)}
 
 
 def check_applies(spec: Spec) -> None:
@@ -347,15 +362,22 @@ def take(
     return out
 
 
-def release(module: nn.Module, recurse: bool = True, scope: list[Any] | None = None) -> None:
-    """Back to the meta device: nothing of the module (or of ``scope``) stays in memory."""
+def release(
+    module: nn.Module,
+    recurse: bool = True,
+    scope: list[Any] | None = None,
+    dtypes: dict[tuple[int, str], torch.dtype] | None = None,
+) -> None:
+    """Back to the meta device: nothing of the module (or of ``scope``) stays in memory. ``dtypes``
+    (``MetaModel.built_dtypes``): each tensor's dtype as built, where a cast has changed it."""
     import torch
     from torch import nn
 
     for owner, name, t, is_param in scope if scope is not None else list(_tensors(module, recurse)):
         if t.device.type == "meta":
             continue
-        meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
+        dtype = dtypes.get((id(owner), name), t.dtype) if dtypes is not None else t.dtype
+        meta = torch.empty(t.shape, dtype=dtype, device="meta")
         if is_param:
             owner.register_parameter(name, nn.Parameter(meta, requires_grad=t.requires_grad))
         else:
@@ -450,4 +472,4 @@ def resident_materialized(meta: MetaModel) -> Iterator[None]:
         yield
     finally:
         for module in meta.resident:
-            release(module, recurse=False)
+            release(module, recurse=False, dtypes=meta.built_dtypes)

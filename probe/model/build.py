@@ -37,7 +37,7 @@ def build(spec: Spec) -> Built:
     model, watched, inputs = arch.BUILDERS[m.kind](m)
     log = init_rules.InitLog()
     ctx = inits.InitContext(m.activation.name, m.activation.params)
-    # probe/measure/layerwise.py replays these draws one block at a time (conv): keep its _program in this order
+    # probe/model/stack_blocks.py replays these draws one block at a time (conv): keep meta_stack's program in this order
     init_rules.apply_flat(model, spec.init, ctx, log)
     reset_norms(model)
     if m.zero_init == "last_norm":
@@ -81,7 +81,7 @@ def _mlp(spec: Spec) -> Built:
         watched.append(Watched("output", m.depth + 1, "output", head, head.weight, m.output_dim, -1, None, role="head"))
     model = nn.Sequential(layers)
     ctx = inits.InitContext(act.name, act.params)
-    # probe/measure/layerwise.py replays these draws one block at a time: keep its _program in this order
+    # probe/model/stack_blocks.py replays these draws one block at a time: keep meta_stack's program in this order
     for linear in linears:
         inits.apply(linear.weight, spec.init.weight.name, spec.init.weight.params, ctx)
         if linear.bias is not None:
