@@ -44,6 +44,10 @@ The starting loss is reported but not used: a broken init often starts far above
 learning. The rule also needs the default itself to learn (``gain`` >= 0.25 nats); a model whose
 default does not is reported as ``task not learned`` and judged on nothing.
 
+Each run also records ``moved``: the median over the body's weight tensors of
+||W_end - W_start|| / ||W_start||, how far training turned the weights (the BatchNorm networks
+with N(0, 1) weights reach part of their gain with weights that barely moved: docs/corpus.md).
+
 Writes ``benchmarks/trainability.json`` (with the date, torch and transformers versions and the
 settings) and prints a table. ``--only gpt2,swin``, ``--inits``, ``--seed N`` (another replicate)
 and ``--steps`` change the run; the JSON of such a run is written only to ``--json PATH``.
