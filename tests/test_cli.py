@@ -471,3 +471,19 @@ def test_seed_and_set_reach_the_spec_on_run_and_compare(cli: Any) -> None:
     assert compared.exit_code == 0, compared.stderr
     spec = json.loads(compared.stdout)["runs"][0]["spec"]
     assert spec["model"]["depth"] == 2 and spec["run"]["seed"] == 5
+
+
+def test_check_reads_a_piped_spec_once() -> None:
+    # /dev/stdin can be read once: check used to read it again to run, found it empty and probed
+    # the default spec (a healthy He + ReLU network) instead of the one piped in
+    spec = "model: {depth: 2, width: 16}\ninit: {weight: zeros}\ndata: {batch_size: 32}\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "probe", "check", "/dev/stdin", "-f", "json"],
+        input=spec,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.returncode == 1, out.stderr
+    (run,) = json.loads(out.stdout)["runs"]
+    assert run["spec"]["model"]["width"] == 16 and "symmetry" in {p["rule"] for p in run["verdict"]["problems"]}

@@ -73,7 +73,7 @@ def check(
 
         steps = Steps(len(spec_paths), "checking")
         try:
-            runs = batch.check(spec_paths, overrides, steps, jobs)
+            runs = batch.check_specs(specs, [str(p) for p in spec_paths], steps, jobs)
         finally:
             steps.close()
         from probe.cli.guard import err_line

@@ -72,8 +72,12 @@ def check(
     paths: Sequence[str | Path], overrides: dict[str, Any] | None = None, step: Step | None = None, jobs: int = 1
 ) -> list[Run]:
     """Load every spec first (so bad input fails before any run), then probe each."""
-    specs = [spec_mod.load(p, overrides) for p in paths]
-    return _run_all(specs, [str(p) for p in paths], [s.init.weight.name for s in specs], step, jobs)
+    return check_specs([spec_mod.load(p, overrides) for p in paths], [str(p) for p in paths], step, jobs)
+
+
+def check_specs(specs: Sequence[Spec], labels: Sequence[str], step: Step | None = None, jobs: int = 1) -> list[Run]:
+    """Probe specs already loaded (a spec read from a pipe, such as /dev/stdin, can be read once)."""
+    return _run_all(list(specs), list(labels), [s.init.weight.name for s in specs], step, jobs)
 
 
 def probe_and_evaluate(spec: Spec) -> tuple[Report, Verdict]:
