@@ -7,6 +7,7 @@ Fan-in and fan-out of a Conv2d include the kernel (torch's ``_calculate_fan_in_a
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from probe.model.built import Watched
@@ -15,6 +16,8 @@ from probe.spec import ModelSpec, activations
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from probe.model.init_rules import InitStep
 
 
 def conv(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
@@ -230,18 +233,26 @@ def time_steps(seq_len: int) -> list[int]:
 BUILDERS = {"conv": conv, "residual": residual, "transformer": transformer, "lstm": recurrent, "gru": recurrent}
 
 
-def zero_last_norms(model: nn.Module) -> None:
-    """Fixup-style: the last norm of every residual branch starts with gamma = 0."""
+def zero_last_norm_steps(model: nn.Module) -> list[InitStep]:
+    """Fixup-style: the last norm of every residual branch starts with gamma = 0 (one step each)."""
     from torch import nn
 
+    from probe.model.init_rules import InitStep
     from probe.model.nets import ResidualBlock
 
-    for module in model.modules():
-        if isinstance(module, ResidualBlock) and isinstance(module.branch, nn.Sequential):
-            last = module.branch[-1]
-            weight = getattr(last, "weight", None)
-            if weight is not None:
-                nn.init.zeros_(weight)
+    return [
+        InitStep(module.branch[-1], partial(_zero_weight, module.branch[-1]))
+        for module in model.modules()
+        if isinstance(module, ResidualBlock) and isinstance(module.branch, nn.Sequential)
+    ]
+
+
+def _zero_weight(module: nn.Module) -> None:
+    from torch import nn
+
+    weight = getattr(module, "weight", None)
+    if weight is not None:
+        nn.init.zeros_(weight)
 
 
 def _output(head: nn.Module, index: int, units: int) -> Watched:

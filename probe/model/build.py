@@ -8,27 +8,39 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 from probe.errors import BuildError, first_line
-from probe.model.built import Built, Watched
+from probe.model.built import Built, Plan, Watched
 from probe.spec import Spec, activations, inits
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from probe.model.init_rules import InitStep
+
 
 def build(spec: Spec) -> Built:
     """Build the spec's network on the CPU (float32) with its init applied."""
+    planned = plan(spec)
+    for step in planned.steps:
+        step.fill()
+    return planned.finish()
+
+
+def plan(spec: Spec) -> Plan:
+    """``build`` up to its init program: the network as its constructors leave it, the init steps
+    ``build`` runs next, and what makes the Built after them."""
     if spec.model.hf is not None:
         from probe.model import hf
 
-        return hf.build(spec)
+        return hf.plan(spec)
     if spec.model.factory is not None:
         from probe.model import user_model
 
-        return user_model.build(spec)
+        return user_model.plan(spec)
     if spec.model.kind == "mlp":
         return _mlp(spec)
     from probe.model import arch, init_rules
@@ -38,18 +50,24 @@ def build(spec: Spec) -> Built:
     log = init_rules.InitLog()
     ctx = inits.InitContext(m.activation.name, m.activation.params)
     # probe/model/stack_blocks.py replays these draws one block at a time (conv): keep meta_stack's program in this order
-    init_rules.apply_flat(model, spec.init, ctx, log)
-    reset_norms(model)
+    steps = init_rules.flat_steps(model, spec.init, ctx, log)
+    steps += norm_steps(model)
     if m.zero_init == "last_norm":
-        arch.zero_last_norms(model)
-    init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, log)
-    for w in watched:
-        w.init_rule = log.for_tensor(model, w.weight) or ("default" if w.weight is not None else None)
-    return Built(model, watched, inputs, init_log=log)
+        steps += arch.zero_last_norm_steps(model)
+    steps += init_rules.rule_fills(model, spec.init.rules, ctx, m.depth, log)
+
+    def finish() -> Built:
+        for w in watched:
+            w.init_rule = log.for_tensor(model, w.weight) or ("default" if w.weight is not None else None)
+        return Built(model, watched, inputs, init_log=log)
+
+    return Plan(model, steps, finish)
 
 
-def _mlp(spec: Spec) -> Built:
+def _mlp(spec: Spec) -> Plan:
     from torch import nn
+
+    from probe.model import init_rules
 
     m = spec.model
     act = m.activation
@@ -82,22 +100,22 @@ def _mlp(spec: Spec) -> Built:
     model = nn.Sequential(layers)
     ctx = inits.InitContext(act.name, act.params)
     # probe/model/stack_blocks.py replays these draws one block at a time: keep meta_stack's program in this order
-    for linear in linears:
-        inits.apply(linear.weight, spec.init.weight.name, spec.init.weight.params, ctx)
-        if linear.bias is not None:
-            inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
-    reset_norms(model)
-    from probe.model import init_rules
-
+    steps = [init_rules.InitStep(linear, partial(_mlp_fill, linear, spec, ctx)) for linear in linears]
+    steps += norm_steps(model)
     log = init_rules.InitLog()
     for qual, module in model.named_modules():
         if isinstance(module, nn.Linear):
             log.strategies[f"{qual}.weight"] = (spec.init.weight, 1.0)
             if module.bias is not None:
                 log.strategies[f"{qual}.bias"] = (spec.init.bias, 1.0)
-    if spec.init.rules:
-        init_rules.apply_rules(model, spec.init.rules, ctx, m.depth, log)
-    return Built(model, watched, init_log=log)
+    steps += init_rules.rule_fills(model, spec.init.rules, ctx, m.depth, log)
+    return Plan(model, steps, lambda: Built(model, watched, init_log=log))
+
+
+def _mlp_fill(linear: nn.Linear, spec: Spec, ctx: inits.InitContext) -> None:
+    inits.apply(linear.weight, spec.init.weight.name, spec.init.weight.params, ctx)
+    if linear.bias is not None:
+        inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
 
 
 def build_on_meta(spec: Spec) -> Built:
@@ -112,14 +130,27 @@ def build_on_meta(spec: Spec) -> Built:
 
 def reset_norms(model: nn.Module) -> None:
     """Normalization layers start at scale 1, shift 0 (identity after normalizing)."""
+    for step in norm_steps(model):
+        step.fill()
+
+
+def norm_steps(model: nn.Module) -> list[InitStep]:
+    """``reset_norms``, one step per normalization layer."""
     from torch import nn
 
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+    from probe.model.init_rules import InitStep
+
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+    return [InitStep(m, partial(_reset_norm, m)) for m in model.modules() if isinstance(m, norms)]
+
+
+def _reset_norm(module: nn.Module) -> None:
+    from torch import nn
+
+    if module.weight is not None:
+        nn.init.ones_(module.weight)  # type: ignore[arg-type]
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)  # type: ignore[arg-type]
 
 
 def build_initialized(spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from probe.model.init_rules import InitLog
+    from probe.model.init_rules import InitLog, InitStep
     from probe.model.inputs import InputSpec
     from probe.spec.activations import Saturation
 
@@ -56,3 +57,15 @@ class Built:
     notes: list[str] = field(default_factory=list)  # what could not be hooked, and why
     keep_mode: bool = False  # a user model runs in the train/eval mode its factory left it in
     init_log: InitLog | None = None  # which init filled each parameter (``probe inspect``)
+
+
+@dataclass
+class Plan:
+    """``build`` in two halves, so that a meta-device build can replay the first: the network as
+    its constructors left it (``model``), the init program ``build`` runs on it next (``steps``, in
+    order), and ``finish``, which makes the Built once the steps have run (a user or transformers
+    model: its rows, found by one forward pass)."""
+
+    model: nn.Module
+    steps: list[InitStep]
+    finish: Callable[[], Built]

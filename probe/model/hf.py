@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, first_line
-from probe.model.built import Built
+from probe.model.built import Built, Plan
 from probe.model.inputs import InputSpec
 from probe.spec import Spec, inits
 
@@ -154,8 +154,9 @@ def make_model(config: Any) -> nn.Module:
     return HiddenState.wrap(model)
 
 
-def build(spec: Spec) -> Built:
-    """Config, model, inputs and rows of a transformers model (see the module docstring)."""
+def plan(spec: Spec) -> Plan:
+    """``build``'s plan for a transformers model: the library's model and init (its constructor),
+    ``init.weight``/``init.bias`` (if given) and ``init.rules``, then discovery of its rows."""
     from probe.model import init_rules, user_model
 
     config, notes = load_config(spec)
@@ -163,13 +164,18 @@ def build(spec: Spec) -> Built:
     inputs = input_spec(config, spec)
     log = init_rules.InitLog()
     ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
+    steps: list[init_rules.InitStep] = []
     if spec.init.explicit:
-        init_rules.apply_flat(model, spec.init, ctx, log)
-    init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
-    watched, found = user_model.discover(model, inputs, spec.data.distribution)
-    for w in watched:
-        w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
-    return Built(model, watched, inputs, notes + found, init_log=log)
+        steps = init_rules.flat_steps(model, spec.init, ctx, log)
+    steps += init_rules.rule_fills(model, spec.init.rules, ctx, None, log)
+
+    def finish() -> Built:
+        watched, found = user_model.discover(model, inputs, spec.data.distribution)
+        for w in watched:
+            w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
+        return Built(model, watched, inputs, notes + found, init_log=log)
+
+    return Plan(model, steps, finish)
 
 
 def _hidden_state_class() -> type:

@@ -17,8 +17,9 @@ Rules apply in order; a later rule overwrites what an earlier one filled. The re
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from probe.errors import BuildError
@@ -51,16 +52,25 @@ def type_names(module: nn.Module) -> list[str]:
     return [c.__name__ for c in type(module).__mro__ if c.__name__ not in ("Module", "object")]
 
 
-def apply_flat(
+@dataclass(frozen=True)
+class InitStep:
+    """One action of a build's init program after the constructors: ``fill()`` writes tensors of
+    ``module`` (its own), read when it runs (a meta-device build gives them new storage in between)."""
+
+    module: nn.Module
+    fill: Callable[[], None]
+
+
+def flat_steps(
     model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog, every_weight: bool = False
-) -> int:
+) -> list[InitStep]:
     """``init.weight``/``init.bias`` on every Linear and ConvNd (what a spec network has always
     done); with ``every_weight`` (a user model), on every module whose ``weight`` has two or more
     dimensions: ``transformers``' Conv1D (on its transposed layout), embeddings, any custom layer.
-    Returns how many weights it filled."""
+    One step per module filled, in ``named_modules`` order."""
     from torch import nn
 
-    filled = 0
+    steps = []
     for qual, module in model.named_modules():
         if every_weight:
             weight = getattr(module, "weight", None)
@@ -68,16 +78,31 @@ def apply_flat(
                 continue
         elif not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             continue
-        inits.apply(oriented(module, module.weight), init.weight.name, init.weight.params, ctx)
-        filled += 1
-        log.by_param[_join(qual, "weight")] = f"init.weight {init.weight.name}"
-        log.strategies[_join(qual, "weight")] = (init.weight, 1.0)
-        bias = getattr(module, "bias", None)
-        if isinstance(bias, nn.Parameter):
-            inits.apply(bias, init.bias.name, init.bias.params, ctx)
-            log.by_param[_join(qual, "bias")] = f"init.bias {init.bias.name}"
-            log.strategies[_join(qual, "bias")] = (init.bias, 1.0)
-    return filled
+        steps.append(InitStep(module, partial(_flat_fill, qual, module, init, ctx, log)))
+    return steps
+
+
+def _flat_fill(qual: str, module: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog) -> None:
+    from torch import nn
+
+    inits.apply(oriented(module, module.weight), init.weight.name, init.weight.params, ctx)  # type: ignore[arg-type]
+    log.by_param[_join(qual, "weight")] = f"init.weight {init.weight.name}"
+    log.strategies[_join(qual, "weight")] = (init.weight, 1.0)
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, nn.Parameter):
+        inits.apply(bias, init.bias.name, init.bias.params, ctx)
+        log.by_param[_join(qual, "bias")] = f"init.bias {init.bias.name}"
+        log.strategies[_join(qual, "bias")] = (init.bias, 1.0)
+
+
+def apply_flat(
+    model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog, every_weight: bool = False
+) -> int:
+    """Run ``flat_steps``; returns how many weights it filled."""
+    steps = flat_steps(model, init, ctx, log, every_weight)
+    for step in steps:
+        step.fill()
+    return len(steps)
 
 
 def oriented(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
@@ -101,8 +126,15 @@ def apply_rules(
 ) -> None:
     """Apply ``init.rules`` in order. ``depth`` is L for ``depth_scale: true`` (1/sqrt(2 L));
     ``None`` (a user model) takes L = the number of modules the rule matches."""
-    for step in rule_steps(model, rules):
-        apply_rule(step, ctx, depth, log)
+    for step in rule_fills(model, rules, ctx, depth, log):
+        step.fill()
+
+
+def rule_fills(
+    model: nn.Module, rules: Iterable[InitRule], ctx: inits.InitContext, depth: int | None, log: InitLog
+) -> list[InitStep]:
+    """``apply_rules``' fills, one per (rule, module), in its order."""
+    return [InitStep(step.module, partial(apply_rule, step, ctx, depth, log)) for step in rule_steps(model, rules)]
 
 
 @dataclass(frozen=True)

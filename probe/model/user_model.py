@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, ForwardError, RunError, UserCodeError, echo, first_line, user_code_error
-from probe.model.built import Built, Watched
+from probe.model.built import Built, Plan, Watched
 from probe.model.inputs import InputSpec, draw
 from probe.spec import Spec, inits
 
@@ -153,6 +153,14 @@ def input_spec(spec: Spec) -> InputSpec:
 
 def build(spec: Spec) -> Built:
     """Import, initialize (if asked) and discover the layers of a user model."""
+    from probe.model.build import build
+
+    return build(spec)
+
+
+def plan(spec: Spec) -> Plan:
+    """``build``'s plan for a user model: the factory's model, ``init.weight``/``init.bias`` (if
+    given) and ``init.rules``, then discovery of its rows."""
     from probe.model import init_rules
 
     model = make_model(spec)
@@ -160,22 +168,27 @@ def build(spec: Spec) -> Built:
     inputs = input_spec(spec)
     log = init_rules.InitLog()
     ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
+    steps: list[init_rules.InitStep] = []
     if spec.init.explicit:
-        filled = init_rules.apply_flat(model, spec.init, ctx, log, every_weight=True)
-        if not filled and spec.init.weight.name != "default":
+        steps = init_rules.flat_steps(model, spec.init, ctx, log, every_weight=True)
+        if not steps and spec.init.weight.name != "default":
             raise BuildError(
                 f"init.weight: '{spec.init.weight.name}' fills nothing in {spec.model.factory} "
                 f"({type(model).__name__}): no module has a weight with two or more dimensions"
             )
-    init_rules.apply_rules(model, spec.init.rules, ctx, None, log)
-    try:
-        watched, notes = discover(model, inputs, spec.data.distribution)
-    except UserCodeError as exc:  # say which spec and factory: check runs many
-        raise UserCodeError(f"{spec.name} (model {spec.model.factory}): {exc}") from None
-    for w in watched:
-        w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
-    restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
-    return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
+    steps += init_rules.rule_fills(model, spec.init.rules, ctx, None, log)
+
+    def finish() -> Built:
+        try:
+            watched, notes = discover(model, inputs, spec.data.distribution)
+        except UserCodeError as exc:  # say which spec and factory: check runs many
+            raise UserCodeError(f"{spec.name} (model {spec.model.factory}): {exc}") from None
+        for w in watched:
+            w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
+        restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
+        return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
+
+    return Plan(model, steps, finish)
 
 
 def from_object(model: nn.Module, inputs: InputSpec, distribution: str) -> Built:
