@@ -255,3 +255,31 @@ class FeedsNorm(nn.Module):
 
 def feeds_norm(channels: int = 4) -> nn.Module:
     return FeedsNorm(channels)
+
+
+def writes_through_data() -> nn.Module:
+    """A constructor write through ``.data`` into a row of a weight its Linear drew: no init step replays it."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    model[0].weight.data[0].fill_(0.5)
+    return model
+
+
+class ResetsItsChildren(nn.Module):
+    """A ``reset_parameters`` that redraws its children's weights (a resident module writing into blocks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def resets_its_children() -> nn.Module:
+    return ResetsItsChildren()

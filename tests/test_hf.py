@@ -336,6 +336,24 @@ def test_tied_weights_across_blocks_are_refused() -> None:
         run_layerwise(spec)
 
 
+@pytest.mark.parametrize(
+    ("factory", "tensor"),
+    [
+        ("rarely_firing", r"hidden\.bias"),
+        ("writes_through_data", r"0\.weight"),
+        ("resets_its_children", r"layers\.0\.weight"),
+    ],
+)
+def test_a_constructor_write_no_step_replays_is_refused(factory: str, tensor: str) -> None:
+    """A copy into a bias, a fill through ``.data``, a parent's reset redrawing its children's
+    weights: replaying each block's own steps would not give the weights a normal build has."""
+    spec = _spec(
+        {"import": f"tests.models_for_tests:{factory}", "input_shape": [8 if factory == "rarely_firing" else 4]}
+    )
+    with pytest.raises(BuildError, match=rf"--layer-by-layer cannot rebuild {tensor}.*: constructor code writes it"):
+        run_layerwise(spec)
+
+
 def test_layer_by_layer_refuses_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SpecError, match="--layer-by-layer runs in one process; start it without torchrun"):

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from probe.model.built import Watched
+    from probe.model.built import Plan, Watched
 
 
 @dataclass
@@ -86,6 +86,10 @@ class MetaModel:
     # each tensor's dtype as built, by (id(owner), name): a block cast to the run's dtype goes back
     # to the meta device in this one, so that its next materialization draws its init as the build did
     built_dtypes: dict[tuple[int, str], torch.dtype] = field(init=False)
+    # tensors a constructor wrote where no step's replay reaches (outside reset_parameters, a draw
+    # into a view, a reset writing outside its module): (id(owner), name) -> qualified name
+    unreplayed: dict[tuple[int, str], str] = field(default_factory=dict)
+    mode: str = "--layer-by-layer"  # who builds block by block, for error messages
 
     def __post_init__(self) -> None:
         self.built_dtypes = {(id(owner), name): t.dtype for owner, name, t, _ in _tensors(self.model, True)}
@@ -128,6 +132,51 @@ def meta_model(spec: Spec) -> MetaModel:
         inputs = user_model.input_spec(spec)
     blocks, resident = partition(model)
     _check_unshared(blocks)
+    after = [(module, _bind(fn, module)) for module, fn in init_fns]
+    return _meta(model, recorder, blocks, resident, after, init_context, inputs, notes)
+
+
+def meta_build(spec: Spec, units: Callable[[nn.Module], list[nn.Module]]) -> tuple[MetaModel, Plan]:
+    """Any spec's network as ``build`` makes it (spec-built, ``model.import`` or ``model.hf``), on
+    the meta device: its blocks are ``units(model)`` (the rest resident) and its init program is the
+    constructors' draws, a transformers model's own init, then ``build``'s init steps (the spec's
+    ``init``). The plan's ``finish`` makes the Built once the program has been swept (``sweep``).
+    Refuses (BuildError) a model with tied tensors (each would be materialized twice)."""
+    import torch
+
+    from probe.model.build import plan
+
+    with torch.device("meta"), _recorder() as recorder:
+        planned = plan(spec)
+    model = planned.model
+    after: list[tuple[nn.Module, Callable[[], None]]] = []
+    init_context: Callable[[], Any] = nullcontext
+    if spec.model.hf is not None:  # on the meta device the library skips its init: replayed here
+        from transformers import initialization
+
+        after = [(module, _bind(fn, module)) for module, fn in _hf_init_order(model)]
+        init_context = initialization.guard_torch_init_functions
+    after += [(step.module, step.fill) for step in planned.steps]
+    _check_untied(model)
+    blocks, resident = unit_partition(model, units(model))
+    meta = _meta(model, recorder, blocks, resident, after, init_context, None, [])
+    meta.mode = "run.shard: fsdp"
+    return meta, planned
+
+
+def _meta(
+    model: nn.Module,
+    recorder: Any,
+    blocks: list[Block],
+    resident: list[nn.Module],
+    after: list[tuple[nn.Module, Callable[[], None]]],
+    init_context: Callable[[], Any],
+    inputs: InputSpec | None,
+    notes: list[str],
+) -> MetaModel:
+    """The init program: one step per recorded constructor event, in order (so event i is step i),
+    the constructor fills that drew nothing, then ``after``; and the constructor writes no step
+    replays (``MetaModel.unreplayed``)."""
     block_of = {id(m): i for i, b in enumerate(blocks) for m in b.module.modules()}
     steps: list[Step] = []
 
@@ -151,10 +200,40 @@ def meta_model(spec: Spec) -> MetaModel:
         reset = getattr(module, "reset_parameters", None)
         if callable(reset) and id(module) not in reset_done and _has_tensors(module, recurse=False):
             add(module, reset, True)
-    for module, init in init_fns:
-        add(module, _bind(init, module), False)
+    for module, fill in after:
+        add(module, fill, False)
     resident_steps = [i for i, s in enumerate(steps) if s.block < 0]
-    return MetaModel(model, inputs, notes, blocks, resident, resident_steps, steps, init_context)
+    meta = MetaModel(model, inputs, notes, blocks, resident, resident_steps, steps, init_context)
+    meta.unreplayed = _unreplayed(model, recorder.writes, steps)
+    return meta
+
+
+def _unreplayed(
+    model: nn.Module, writes: list[tuple[int | None, Any]], steps: list[Step]
+) -> dict[tuple[int, str], str]:
+    """The model's tensors a constructor wrote that the replay of its steps would not write again:
+    a write outside any reset_parameters that no recorded draw targets (``copy_``, ``fill_``, a draw
+    into a view or through ``.data``), or a reset's write outside the module it resets. Tensors
+    are matched by storage (a view or ``.data`` shares its tensor's)."""
+    by_storage = {_storage(t): (owner, name) for owner, name, t, _ in _tensors(model, True)}
+    scopes: dict[int, set[tuple[int, str]]] = {}
+    out: dict[tuple[int, str], str] = {}
+    for event, t in writes:
+        found = by_storage.get(_storage(t))
+        if found is None:
+            continue  # a temporary
+        key = (id(found[0]), found[1])
+        if event is not None:
+            if event not in scopes:
+                scopes[event] = {(id(owner), name) for owner, name, _, _ in _scope(steps[event])}
+            if key in scopes[event]:
+                continue
+        out[key] = f"{_qualname(model, found[0])}.{found[1]}"
+    return out
+
+
+def _storage(t: Any) -> int:
+    return int(t.untyped_storage()._cdata)
 
 
 @dataclass(frozen=True)
@@ -183,28 +262,37 @@ def _recorder_class() -> type:
 
     class Recorder(TorchDispatchMode):
         """Every random op a constructor runs on the meta device, in order: a ``reset_parameters``
-        call as one event (replayed by calling it), any other draw as the op itself."""
+        call as one event (replayed by calling it; also one that only fills, a norm's ones and
+        zeros), any other draw as the op itself; and every tensor an op writes."""
 
         def __init__(self) -> None:
             super().__init__()
             self.events: list[Any] = []
+            self.writes: list[tuple[int | None, torch.Tensor]] = []  # kept alive: storages stay unique
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            if torch.Tag.nondeterministic_seeded in func.tags:
+            seeded = torch.Tag.nondeterministic_seeded in func.tags
+            schema = func._schema
+            if seeded or schema.is_mutable:
                 frame: Any = sys._getframe(1)
                 owner = None
                 while frame is not None:
                     if frame.f_code.co_name in _RESETS and isinstance(frame.f_locals.get("self"), nn.Module):
                         owner = _Reset(frame.f_locals["self"], frame.f_code.co_name)
                     frame = frame.f_back
+                event: int | None = None
                 if owner is not None:  # the outermost reset: it replays everything inside it
                     last = self.events[-1] if self.events else None
                     if not (isinstance(last, _Reset) and last.module is owner.module):
                         self.events.append(owner)
-                else:
-                    name = func._schema.name
+                    event = len(self.events) - 1
+                elif seeded:
+                    name = schema.name
                     self.events.append(_Draw(func, tuple(args), dict(kwargs), name.endswith("_")))
+                    event = len(self.events) - 1
+                # what it writes, and the event whose replay writes it again (None: no replay does)
+                self.writes.extend((event, t) for t in _written(schema, args, kwargs))
             return func(*args, **kwargs)
 
     return Recorder
@@ -212,6 +300,20 @@ def _recorder_class() -> type:
 
 def _recorder() -> Any:
     return _recorder_class()()
+
+
+def _written(schema: Any, args: Any, kwargs: dict[str, Any]) -> list[Any]:
+    """The tensors an op writes: its arguments the schema marks as written (``self_``, ``out=``)."""
+    import torch
+
+    out: list[Any] = []
+    for i, arg in enumerate(schema.arguments):
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = kwargs[arg.name] if arg.name in kwargs else args[i] if i < len(args) else None
+        values = value if isinstance(value, (list, tuple)) else [value]
+        out.extend(v for v in values if isinstance(v, torch.Tensor))
+    return out
 
 
 def _redraw(event: _Draw, target: tuple[nn.Module, str] | None) -> Callable[[], None]:
@@ -252,6 +354,26 @@ def _check_unshared(blocks: list[Block]) -> None:
                     f"--layer-by-layer: {block.name}.{name} is shared with {other} (tied weights); "
                     "run without --layer-by-layer"
                 )
+
+
+def _check_untied(model: nn.Module) -> None:
+    """Each tensor under one name: a tied one would be materialized twice, as two tensors."""
+    seen: dict[int, str] = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, t in named:
+        other = seen.setdefault(id(t), name)
+        if other != name:
+            raise BuildError(f"{name} is {other} (tied weights)")
+
+
+def unit_partition(model: nn.Module, units: list[nn.Module]) -> tuple[list[Block], list[nn.Module]]:
+    """The given units (disjoint subtrees of the model) as blocks, in their order, and as resident
+    every other module with tensors of its own."""
+    names = {id(m): q for q, m in model.named_modules()}
+    inside = {id(m) for unit in units for m in unit.modules()}
+    blocks = [Block(names[id(unit)], unit) for unit in units]
+    resident = [m for m in model.modules() if id(m) not in inside and _has_tensors(m, recurse=False)]
+    return blocks, resident
 
 
 def _bind(fn: Callable[[nn.Module], None], module: nn.Module) -> Callable[[], None]:
@@ -387,7 +509,9 @@ def release(
 def sweep(meta: MetaModel) -> None:
     """Run the init program once, one step at a time, recording the generator state before each
     step and dropping from each block's replay the steps a later step overwrites (see the module
-    docstring). Seeds nothing: the caller seeds torch's generator as a normal build would be."""
+    docstring). Seeds nothing: the caller seeds torch's generator as a normal build would be.
+    Leaves the model as it found it (the same meta tensors); a BuildError for a tensor the replay
+    cannot rebuild."""
     import torch
 
     steps = meta.steps
@@ -412,7 +536,7 @@ def sweep(meta: MetaModel) -> None:
                     if not t.is_floating_point() or not math.isnan(float(t.sum())):
                         last_full[key] = i
         finally:
-            release(s.module, s.recurse, _scope(s))
+            _reinstate(scope)
         written.update(keys)
     missing = [
         f"{_qualname(meta.model, owner)}.{name}"
@@ -420,10 +544,16 @@ def sweep(meta: MetaModel) -> None:
         if (id(owner), name) not in written
     ]
     if missing:
-        shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
         raise BuildError(
-            f"--layer-by-layer cannot rebuild {shown}: set by constructor code that no init step replays "
-            "(no reset_parameters); run without --layer-by-layer"
+            f"{meta.mode} cannot rebuild {_shown(missing)}: set by constructor code that no init step replays "
+            "(no reset_parameters)" + _instead(meta)
+        )
+    # a write no replay repeats is harmless only if a later init step (not a constructor) rewrites it whole
+    lost = [name for key, name in meta.unreplayed.items() if key not in last_full]
+    if lost:
+        raise BuildError(
+            f"{meta.mode} cannot rebuild {_shown(lost)}: constructor code writes it outside reset_parameters "
+            "(a copy or fill no init step replays)" + _instead(meta)
         )
     for block in meta.blocks:
         block.steps = []
@@ -434,6 +564,23 @@ def sweep(meta: MetaModel) -> None:
         if not scopes[i] and s.tensor == "":
             continue  # a draw into a temporary: its state is recorded, nothing to rebuild
         (meta.blocks[s.block].steps if s.block >= 0 else meta.resident_steps).append(i)
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+
+
+def _instead(meta: MetaModel) -> str:
+    return "; run without --layer-by-layer" if meta.mode == "--layer-by-layer" else ""
+
+
+def _reinstate(scope: list[tuple[nn.Module, str, torch.Tensor, bool]]) -> None:
+    """Put the scope's own tensors back (as ``_scope`` listed them, before ``take``)."""
+    for owner, name, t, is_param in scope:
+        if is_param:
+            owner.register_parameter(name, t)  # type: ignore[arg-type]
+        else:
+            owner._buffers[name] = t
 
 
 def _qualname(model: nn.Module, module: nn.Module) -> str:
@@ -455,9 +602,8 @@ def materialize(meta: MetaModel, module: nn.Module, step_ids: list[int], recurse
         torch.set_rng_state(after_build)
 
 
-@contextmanager
-def resident_materialized(meta: MetaModel) -> Iterator[None]:
-    """The resident tensors materialized and initialized for the body, released after."""
+def materialize_resident(meta: MetaModel) -> None:
+    """Real storage for the resident tensors and their replayed init steps."""
     import torch
 
     for module in meta.resident:
@@ -468,7 +614,15 @@ def resident_materialized(meta: MetaModel) -> Iterator[None]:
             for i in meta.resident_steps:
                 torch.set_rng_state(meta.states[i])
                 meta.steps[i].fill()
+    finally:
         torch.set_rng_state(after_build)
+
+
+@contextmanager
+def resident_materialized(meta: MetaModel) -> Iterator[None]:
+    """The resident tensors materialized and initialized for the body, released after."""
+    try:
+        materialize_resident(meta)
         yield
     finally:
         for module in meta.resident:
