@@ -283,3 +283,34 @@ class ResetsItsChildren(nn.Module):
 
 def resets_its_children() -> nn.Module:
     return ResetsItsChildren()
+
+
+class StackedBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.tanh(self.norm(self.linear(x)))
+
+
+class Stacked(nn.Module):
+    """Equal residual blocks in a ModuleList between a small input layer and a head: most of the
+    parameters are in the blocks (what ``run.shard: fsdp`` builds and shards one at a time)."""
+
+    def __init__(self, width: int = 32, depth: int = 6) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, width)
+        self.blocks = nn.ModuleList(StackedBlock(width) for _ in range(depth))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def stacked(width: int = 32, depth: int = 6) -> nn.Module:
+    return Stacked(width, depth)

@@ -88,6 +88,29 @@ def test_fsdp_equals_replicated(ranked: dict[str, Any], name: str, batches: int)
     _same(sharded["layers"], replicated["layers"])
 
 
+@pytest.mark.parametrize("name", ["mlp", "stacked"])
+def test_fsdp_holds_one_block_whole_at_a_time(ranked: dict[str, Any], name: str) -> None:
+    """The promise of run.shard: fsdp, a model that does not fit one rank: while each rank builds
+    and shards it, the most bytes of whole (unsharded) parameters alive at once are one block's or
+    those outside the blocks, whichever is more; never the whole model."""
+    case = ranked[f"{name}/fsdp/1"]
+    assert any("built on the meta device" in note for note in case["notes"]), case["notes"]
+    for rank in case["memory"]:
+        bound = max(rank["largest_block"], rank["outside_blocks"])
+        assert rank["params"] >= 2.5 * bound, rank  # blocks of about equal size: the bound is well below the whole
+        assert 0 < rank["peak_whole"] <= bound, rank
+
+
+def test_fsdp_builds_whole_what_the_meta_device_cannot_rebuild(ranked: dict[str, Any]) -> None:
+    """rarely_firing copies values into a bias in its constructor, which no replayed init step
+    repeats: built whole, as before, and said so; the same measure then sees the whole model."""
+    case = ranked["user/fsdp/1"]
+    notes = [n for n in case["notes"] if n.startswith("run.shard: fsdp built the whole model on each rank")]
+    assert len(notes) == 1 and "hidden.bias" in notes[0], case["notes"]
+    for rank in case["memory"]:
+        assert rank["peak_whole"] >= rank["params"], rank
+
+
 def test_compare_under_torchrun_equals_one_process(ranked: dict[str, Any]) -> None:
     import dataclasses
 

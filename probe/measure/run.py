@@ -77,13 +77,14 @@ def run_probe(
     if share is not None:
         device = share.device
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
-        built = build_initialized(spec, state_dict)
-        model = built.model.to(device=device, dtype=dtype)
         if share is not None:
+            model, built = distributed.prepare(spec, share, device, dtype, state_dict)
             built.notes.extend(distributed.notes(built, share))
-            model = distributed.wrap(model, built, share, spec.run.backward)
-        elif spec.run.shard != "none":
-            built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
+        else:
+            built = build_initialized(spec, state_dict)
+            model = built.model.to(device=device, dtype=dtype)
+            if spec.run.shard != "none":
+                built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
             layers, attention = _probe(model, built, spec, device, dtype, progress, share)
     return Report(
