@@ -332,7 +332,8 @@ def _build_sharded(
         if not any(p.requires_grad for p in meta.model.parameters()):
             return None, None
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
-        bl.sweep(meta)
+        staging = bl.Staging()  # one block's worth of CPU memory, reused (see Staging)
+        bl.sweep(meta, staging)
     except Exception as exc:  # the same build, whole, raises a genuine error again
         return None, f"the meta-device build failed ({type(exc).__name__}: {first_line(exc)})"
     # the rows after the init program, as in build (an inputs function may draw): found on the meta
@@ -348,10 +349,10 @@ def _build_sharded(
     names = {id(p): name for name, p in model.named_parameters()}
     mesh = _mesh(share)
     for block in meta.blocks:
-        bl.materialize(meta, block.module, block.steps)
+        bl.materialize(meta, block.module, block.steps, staging=staging)
         block.module.to(device=device, dtype=dtype)
-        fully_shard(block.module, mesh=mesh)
-    bl.materialize_resident(meta)
+        fully_shard(block.module, mesh=mesh)  # copies out this rank's shards: the staging is free again
+    bl.materialize_resident(meta, staging)
 
     def convert(t: torch.Tensor) -> torch.Tensor:  # as Module.to
         return t.to(device, dtype if t.is_floating_point() or t.is_complex() else None)
@@ -362,6 +363,7 @@ def _build_sharded(
     if left:
         raise RunError(f"run.shard: fsdp left {', '.join(left[:4])} on the meta device")
     fully_shard(model, mesh=mesh)
+    del staging
     if built is None:
         built = planned.finish()
         # FSDP2 keeps the root's parameters gathered after a forward: the rows hold those
