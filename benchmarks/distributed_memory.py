@@ -5,8 +5,8 @@ rank's peak resident memory while the model is built and over the whole run, for
     .venv/bin/python benchmarks/distributed_memory.py [--ranks 2] [--width 1024] [--depth 16] [--pin-mmap]
 
 The driver starts torchrun once per mode. Each rank reads its resident memory (VmRSS) just before
-the run (torch, probe, DDP and FSDP2 loaded, a tiny model built on the meta device once, the
-process group up; nothing of this model built); right after the model is built and wrapped
+the run (torch, probe, DDP and FSDP2 loaded, a tiny model built on the meta device once; nothing
+of this model built); right after the model is built and wrapped
 (``distributed.prepare``) the bytes of the parameters it holds (FSDP2: its local shards) and its
 peak resident memory so far (VmHWM: the build); after the run its peak again (the build, then the
 forward and backward passes). ``--pin-mmap`` starts the ranks with ``MALLOC_MMAP_THRESHOLD_=131072``
@@ -66,7 +66,6 @@ def rank_main(out: str, width: int, depth: int, shard: str) -> None:
         "run": {"device": "cpu", "shard": shard},
     }
     spec = spec_mod.parse(raw)
-    dist.init_process_group("gloo")  # the run uses this group
     start_kib = _status_kib("VmRSS")
     report = run_probe(spec)
     peak_kib = _status_kib("VmHWM")
@@ -84,7 +83,6 @@ def rank_main(out: str, width: int, depth: int, shard: str) -> None:
     )
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps(rows))
-    dist.destroy_process_group()  # ours (else gloo's threads abort the exit now and then)
 
 
 def _status_kib(key: str) -> int:

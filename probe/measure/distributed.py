@@ -5,9 +5,11 @@ from the same seed and draws the same global batch from the same stream, then ke
 (``rows``): the ranks' slices together are the single-process batch, and the loss direction is
 sliced the same way, so every activation and activation gradient a rank sees is one the single
 process sees. The model is replicated with DDP (``run.shard: none``) or sharded per block with
-FSDP2 (``run.shard: fsdp``); either way the weight gradient after a backward is the whole batch's
-(the engine reduces it, as it would in training), and each rank measures its own part of it: a
-DTensor's local shard, or a 1/N slice of a replicated gradient. No value is ever gathered whole.
+FSDP2 (``run.shard: fsdp``: built on the meta device, then materialized, initialized and sharded
+one block at a time, ``_build_sharded``); either way the weight gradient after a backward is the
+whole batch's (the engine reduces it, as it would in training), and each rank measures its own
+part of it: a DTensor's local shard, or a 1/N slice of a replicated gradient. No value is ever
+gathered whole.
 
 The hooks stay as they are (on-device, sync-free). ``merge_ranks`` runs once, just before the
 collector's single host read, and moves two flat tensors: an ``all_gather`` of every slot's
