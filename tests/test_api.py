@@ -234,7 +234,7 @@ def test_each_submodule_is_measured_in_the_mode_it_was_left_in() -> None:
 
 
 def test_a_factory_models_modes_survive_discovery(make_spec: Any) -> None:
-    from probe.model.user_model import build
+    from probe.model.build import build
 
     built = build(make_spec(model={"import": "tests.test_api:mixed_mode_net", "input_shape": [8]}))
     assert [m.training for m in built.model] == [True, True, False]

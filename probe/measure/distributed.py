@@ -309,7 +309,7 @@ def _build_sharded(
     state_dict: Mapping[str, torch.Tensor] | None,
 ) -> tuple[tuple[torch.nn.Module, Built] | None, str | None]:
     """FSDP2 without ever holding the whole model: the network is built on the meta device
-    (``blocks.meta_build``) with its init program swept once (the generator state before each
+    (``unit_blocks.meta_units``) with its init program swept once (the generator state before each
     step); then each block in turn is materialized on the CPU, given the weights a whole build
     gives it (its steps replayed from their recorded states), moved to the rank's device and
     sharded; then the parameters outside the blocks, and the root. At any moment a rank holds its
@@ -323,6 +323,7 @@ def _build_sharded(
 
     from probe.errors import first_line
     from probe.model import blocks as bl
+    from probe.model import unit_blocks
     from probe.spec import inits
 
     if state_dict is not None:
@@ -330,7 +331,7 @@ def _build_sharded(
     if "lsuv" in (inits.canonical(spec.init.weight.name), inits.canonical(spec.init.bias.name)):
         return None, "lsuv rescales each layer on the whole network's batches"
     try:
-        meta, planned = bl.meta_build(spec, blocks)
+        meta, planned = unit_blocks.meta_units(spec, blocks)
         if not any(p.requires_grad for p in meta.model.parameters()):
             return None, None
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would

@@ -18,7 +18,9 @@ reading the old ones leaves none). Materializing a block replays its remaining s
 recorded states, so it gets the numbers a whole build would have drawn, without the other blocks.
 
 A spec-built MLP or conv stack is cut and programmed by ``probe.model.stack_blocks`` into the same
-``MetaModel``, with its own rows and ``build``'s init program.
+``MetaModel``, with its own rows and ``build``'s init program; any spec's network, cut into the
+units FSDP2 shards, by ``probe.model.unit_blocks``. The constructors' draws and writes are recorded
+by ``probe.model.recorder``.
 
 Exact for models whose constructors draw only through ``reset_parameters`` (torch's layers,
 Llama, GPT-2, BERT, ...); ``sweep`` raises a BuildError for a tensor no step writes (a value set by
@@ -35,13 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, SpecError
 from probe.model.inputs import InputSpec
+from probe.model.recorder import Reset, recorder, redraw, storage_key
 from probe.spec import Spec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from probe.model.built import Plan, Watched
+    from probe.model.built import Watched
 
 
 @dataclass
@@ -111,62 +114,30 @@ def meta_model(spec: Spec) -> MetaModel:
 
     check_applies(spec)
     notes: list[str] = []
-    init_fns: list[tuple[nn.Module, Callable[[nn.Module], None]]] = []
+    after: list[tuple[nn.Module, Callable[[], None]]] = []
     init_context: Callable[[], Any] = nullcontext
     if spec.model.hf is not None:
         from probe.model import hf
 
         config, notes = hf.load_config(spec)
-        with torch.device("meta"), _recorder() as recorder:
+        with torch.device("meta"), recorder() as recorded:
             model = hf.make_model(config)
         inputs = hf.input_spec(config, spec)
-        init_fns = _hf_init_order(model)
-        from transformers import initialization
-
-        init_context = initialization.guard_torch_init_functions
+        after, init_context = hf.meta_init(model)
     else:
         from probe.model import user_model
 
-        with torch.device("meta"), _recorder() as recorder:
+        with torch.device("meta"), recorder() as recorded:
             model = user_model.make_model(spec)
         inputs = user_model.input_spec(spec)
     blocks, resident = partition(model)
     _check_unshared(blocks)
-    after = [(module, _bind(fn, module)) for module, fn in init_fns]
-    return _meta(model, recorder, blocks, resident, after, init_context, inputs, notes)
+    return program(model, recorded, blocks, resident, after, init_context, inputs, notes)
 
 
-def meta_build(spec: Spec, units: Callable[[nn.Module], list[nn.Module]]) -> tuple[MetaModel, Plan]:
-    """Any spec's network as ``build`` makes it (spec-built, ``model.import`` or ``model.hf``), on
-    the meta device: its blocks are ``units(model)`` (the rest resident) and its init program is the
-    constructors' draws, a transformers model's own init, then ``build``'s init steps (the spec's
-    ``init``). The plan's ``finish`` makes the Built once the program has been swept (``sweep``).
-    Refuses (BuildError) a model with tied tensors (each would be materialized twice)."""
-    import torch
-
-    from probe.model.build import plan
-
-    with torch.device("meta"), _recorder() as recorder:
-        planned = plan(spec)
-    model = planned.model
-    after: list[tuple[nn.Module, Callable[[], None]]] = []
-    init_context: Callable[[], Any] = nullcontext
-    if spec.model.hf is not None:  # on the meta device the library skips its init: replayed here
-        from transformers import initialization
-
-        after = [(module, _bind(fn, module)) for module, fn in _hf_init_order(model)]
-        init_context = initialization.guard_torch_init_functions
-    after += [(step.module, step.fill) for step in planned.steps]
-    _check_untied(model)
-    blocks, resident = unit_partition(model, units(model))
-    meta = _meta(model, recorder, blocks, resident, after, init_context, None, [])
-    meta.mode = "run.shard: fsdp"
-    return meta, planned
-
-
-def _meta(
+def program(
     model: nn.Module,
-    recorder: Any,
+    recorded: Any,
     blocks: list[Block],
     resident: list[nn.Module],
     after: list[tuple[nn.Module, Callable[[], None]]],
@@ -186,25 +157,25 @@ def _meta(
 
     owners = {id(t): (owner, name) for owner, name, t, _ in _tensors(model, True)}
     reset_done: set[int] = set()
-    for event in recorder.events:  # the constructors' draws, in the order they drew
-        if isinstance(event, _Reset):
+    for event in recorded.events:  # the constructors' draws, in the order they drew
+        if isinstance(event, Reset):
             reset_done.add(id(event.module))
             add(event.module, getattr(event.module, event.method), True)
             continue
         target = owners.get(id(event.args[0])) if event.args and event.in_place else None
         if target is not None:
-            add(target[0], _redraw(event, target), True, tensor=target[1])
+            add(target[0], redraw(event, target), True, tensor=target[1])
         else:  # a draw into a temporary or a tensor wrapped later: replayed for its draws only
-            add(model, _redraw(event, None), True, tensor="")
+            add(model, redraw(event, None), True, tensor="")
     for module in model.modules():  # constructor fills that draw nothing (norms' ones and zeros)
         reset = getattr(module, "reset_parameters", None)
-        if callable(reset) and id(module) not in reset_done and _has_tensors(module, recurse=False):
+        if callable(reset) and id(module) not in reset_done and has_tensors(module, recurse=False):
             add(module, reset, True)
     for module, fill in after:
         add(module, fill, False)
     resident_steps = [i for i, s in enumerate(steps) if s.block < 0]
     meta = MetaModel(model, inputs, notes, blocks, resident, resident_steps, steps, init_context)
-    meta.unreplayed = _unreplayed(model, recorder.writes, steps)
+    meta.unreplayed = _unreplayed(model, recorded.writes, steps)
     return meta
 
 
@@ -215,11 +186,11 @@ def _unreplayed(
     a write outside any reset_parameters that no recorded draw targets (``copy_``, ``fill_``, a draw
     into a view or through ``.data``), or a reset's write outside the module it resets. Tensors
     are matched by storage (a view or ``.data`` shares its tensor's)."""
-    by_storage = {_storage(t): (owner, name) for owner, name, t, _ in _tensors(model, True)}
+    by_storage = {storage_key(t): (owner, name) for owner, name, t, _ in _tensors(model, True)}
     scopes: dict[int, set[tuple[int, str]]] = {}
     out: dict[tuple[int, str], str] = {}
     for event, t in writes:
-        found = by_storage.get(_storage(t))
+        found = by_storage.get(storage_key(t))
         if found is None:
             continue  # a temporary
         key = (id(found[0]), found[1])
@@ -230,116 +201,6 @@ def _unreplayed(
                 continue
         out[key] = f"{_qualname(model, found[0])}.{found[1]}"
     return out
-
-
-def _storage(t: Any) -> int:
-    return int(t.untyped_storage()._cdata)
-
-
-@dataclass(frozen=True)
-class _Reset:
-    module: nn.Module
-    method: str
-
-
-@dataclass(frozen=True)
-class _Draw:
-    func: Any
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    in_place: bool
-
-
-_RESETS = ("reset_parameters", "_reset_parameters")
-
-
-def _recorder_class() -> type:
-    import sys
-
-    import torch
-    from torch import nn
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Recorder(TorchDispatchMode):
-        """Every random op a constructor runs on the meta device, in order: a ``reset_parameters``
-        call as one event (replayed by calling it; also one that only fills, a norm's ones and
-        zeros), any other draw as the op itself; and every tensor an op writes."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.events: list[Any] = []
-            self.writes: list[tuple[int | None, torch.Tensor]] = []  # kept alive: storages stay unique
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            seeded = torch.Tag.nondeterministic_seeded in func.tags
-            schema = func._schema
-            if seeded or schema.is_mutable:
-                frame: Any = sys._getframe(1)
-                owner = None
-                while frame is not None:
-                    if frame.f_code.co_name in _RESETS and isinstance(frame.f_locals.get("self"), nn.Module):
-                        owner = _Reset(frame.f_locals["self"], frame.f_code.co_name)
-                    frame = frame.f_back
-                event: int | None = None
-                if owner is not None:  # the outermost reset: it replays everything inside it
-                    last = self.events[-1] if self.events else None
-                    if not (isinstance(last, _Reset) and last.module is owner.module):
-                        self.events.append(owner)
-                    event = len(self.events) - 1
-                elif seeded:
-                    name = schema.name
-                    self.events.append(_Draw(func, tuple(args), dict(kwargs), name.endswith("_")))
-                    event = len(self.events) - 1
-                # what it writes, and the event whose replay writes it again (None: no replay does)
-                self.writes.extend((event, t) for t in _written(schema, args, kwargs))
-            return func(*args, **kwargs)
-
-    return Recorder
-
-
-def _recorder() -> Any:
-    return _recorder_class()()
-
-
-def _written(schema: Any, args: Any, kwargs: dict[str, Any]) -> list[Any]:
-    """The tensors an op writes: its arguments the schema marks as written (``self_``, ``out=``)."""
-    import torch
-
-    out: list[Any] = []
-    for i, arg in enumerate(schema.arguments):
-        if arg.alias_info is None or not arg.alias_info.is_write:
-            continue
-        value = kwargs[arg.name] if arg.name in kwargs else args[i] if i < len(args) else None
-        values = value if isinstance(value, (list, tuple)) else [value]
-        out.extend(v for v in values if isinstance(v, torch.Tensor))
-    return out
-
-
-def _redraw(event: _Draw, target: tuple[nn.Module, str] | None) -> Callable[[], None]:
-    """Run a recorded draw again on the CPU: into the target tensor, or into scratch of the same shape."""
-
-    def fill() -> None:
-        import torch
-        from torch.utils import _pytree as pytree
-
-        def real(x: Any) -> Any:
-            if isinstance(x, torch.Tensor) and x.device.type == "meta":
-                return torch.empty(x.shape, dtype=x.dtype)
-            if isinstance(x, torch.device) and x.type == "meta":
-                return torch.device("cpu")
-            return x
-
-        args = [real(a) for a in event.args]
-        if target is not None:
-            args[0] = getattr(target[0], target[1])
-        args = pytree.tree_map(real, args)
-        kwargs = pytree.tree_map(real, event.kwargs)
-        if kwargs.get("device") is not None and str(kwargs["device"]) == "meta":
-            kwargs["device"] = torch.device("cpu")
-        event.func(*args, **kwargs)
-
-    return fill
 
 
 def _check_unshared(blocks: list[Block]) -> None:
@@ -356,48 +217,7 @@ def _check_unshared(blocks: list[Block]) -> None:
                 )
 
 
-def _check_untied(model: nn.Module) -> None:
-    """Each tensor under one name: a tied one would be materialized twice, as two tensors."""
-    seen: dict[int, str] = {}
-    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    for name, t in named:
-        other = seen.setdefault(id(t), name)
-        if other != name:
-            raise BuildError(f"{name} is {other} (tied weights)")
-
-
-def unit_partition(model: nn.Module, units: list[nn.Module]) -> tuple[list[Block], list[nn.Module]]:
-    """The given units (disjoint subtrees of the model) as blocks, in their order, and as resident
-    every other module with tensors of its own."""
-    names = {id(m): q for q, m in model.named_modules()}
-    inside = {id(m) for unit in units for m in unit.modules()}
-    blocks = [Block(names[id(unit)], unit) for unit in units]
-    resident = [m for m in model.modules() if id(m) not in inside and _has_tensors(m, recurse=False)]
-    return blocks, resident
-
-
-def _bind(fn: Callable[[nn.Module], None], module: nn.Module) -> Callable[[], None]:
-    return lambda: fn(module)
-
-
-def _hf_init_order(wrapper: nn.Module) -> list[tuple[nn.Module, Callable[[nn.Module], None]]]:
-    """(module, init function) in ``PreTrainedModel.initialize_weights``'s order: children before
-    their parent, each sub-model (a PreTrainedModel inside) with its own ``_init_weights``."""
-    from transformers import PreTrainedModel
-
-    out: list[tuple[nn.Module, Callable[[nn.Module], None]]] = []
-
-    def visit(module: nn.Module, fn: Callable[[nn.Module], None]) -> None:
-        for child in module.children():
-            visit(child, child._init_weights if isinstance(child, PreTrainedModel) else fn)
-        out.append((module, fn))
-
-    inner = next(iter(wrapper.children()))
-    visit(inner, inner._init_weights)  # type: ignore[arg-type]
-    return out
-
-
-def _has_tensors(module: nn.Module, recurse: bool) -> bool:
+def has_tensors(module: nn.Module, recurse: bool) -> bool:
     return any(True for _ in module.parameters(recurse=recurse)) or any(
         b is not None for b in module.buffers(recurse=recurse)
     )
@@ -419,7 +239,7 @@ def partition(model: nn.Module) -> tuple[list[Block], list[nn.Module]]:
     resident: list[nn.Module] = []
 
     def walk(module: nn.Module, prefix: str) -> None:
-        if _has_tensors(module, recurse=False):
+        if has_tensors(module, recurse=False):
             resident.append(module)
         for name, child in module.named_children():
             qual = f"{prefix}{name}"
@@ -430,8 +250,8 @@ def partition(model: nn.Module) -> tuple[list[Block], list[nn.Module]]:
                 walk(child, qual + ".")
             elif any(True for _ in child.parameters()):
                 blocks.append(Block(qual, child))
-            elif _has_tensors(child, recurse=True):
-                resident.extend(m for m in child.modules() if _has_tensors(m, recurse=False))
+            elif has_tensors(child, recurse=True):
+                resident.extend(m for m in child.modules() if has_tensors(m, recurse=False))
 
     if stack is None and not any(True for _ in model.children()):
         raise BuildError("--layer-by-layer: the model has no child modules to build one at a time")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -213,3 +214,33 @@ class HiddenState:
         if cls._cls is None:
             cls._cls = _hidden_state_class()
         return cls._cls(model)  # type: ignore[no-any-return]
+
+
+def meta_init(model: nn.Module) -> tuple[list[tuple[nn.Module, Callable[[], None]]], Callable[[], Any]]:
+    """A transformers model's own init (its ``_init_weights`` on every module, in the library's
+    order: on the meta device the library skips it), and the guard its init functions run in."""
+    from transformers import initialization
+
+    steps = [(module, _bind(fn, module)) for module, fn in _init_order(model)]
+    return steps, initialization.guard_torch_init_functions
+
+
+def _bind(fn: Callable[[nn.Module], None], module: nn.Module) -> Callable[[], None]:
+    return lambda: fn(module)
+
+
+def _init_order(wrapper: nn.Module) -> list[tuple[nn.Module, Callable[[nn.Module], None]]]:
+    """(module, init function) in ``PreTrainedModel.initialize_weights``'s order: children before
+    their parent, each sub-model (a PreTrainedModel inside) with its own ``_init_weights``."""
+    from transformers import PreTrainedModel
+
+    out: list[tuple[nn.Module, Callable[[nn.Module], None]]] = []
+
+    def visit(module: nn.Module, fn: Callable[[nn.Module], None]) -> None:
+        for child in module.children():
+            visit(child, child._init_weights if isinstance(child, PreTrainedModel) else fn)
+        out.append((module, fn))
+
+    inner = next(iter(wrapper.children()))
+    visit(inner, inner._init_weights)  # type: ignore[arg-type]
+    return out

@@ -151,13 +151,6 @@ def input_spec(spec: Spec) -> InputSpec:
     )
 
 
-def build(spec: Spec) -> Built:
-    """Import, initialize (if asked) and discover the layers of a user model."""
-    from probe.model.build import build
-
-    return build(spec)
-
-
 def plan(spec: Spec) -> Plan:
     """``build``'s plan for a user model: the factory's model, ``init.weight``/``init.bias`` (if
     given) and ``init.rules``, then discovery of its rows."""
