@@ -42,11 +42,11 @@ def rank_main(out: str, width: int, depth: int, shard: str) -> None:
     from probe import spec as spec_mod
     from probe.measure import distributed
     from probe.measure.run import run_probe
-    from probe.model import blocks
+    from probe.model import unit_blocks
 
     # code before the start figure, not the model: FSDP2 and DDP, and what a first meta-device
     # build loads (26 MiB, once, whatever the model)
-    blocks.meta_build(spec_mod.parse({"model": {"depth": 1, "width": 2, "input_dim": 2}}), distributed.blocks)
+    unit_blocks.meta_units(spec_mod.parse({"model": {"depth": 1, "width": 2, "input_dim": 2}}), distributed.blocks)
 
     held: list[int] = []
     built_kib: list[int] = []
