@@ -3,6 +3,8 @@ before its fix."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -130,3 +132,31 @@ def test_nonfinite_gradients_are_counted_and_judged() -> None:
     problems = {p.rule: p for p in evaluate(report).problems}
     assert "nonfinite" in problems and problems["nonfinite"].layer == overflowed[0].name
     assert "gradient" in problems["nonfinite"].message
+
+
+def test_huge_gradients_are_counted_in_chunks_exactly(monkeypatch: Any) -> None:
+    """A weight gradient of LARGE values or more is counted chunk by chunk, never copied whole
+    (a Llama-3-70B-sized embedding's 1.05 billion values made a layer-by-layer run peak at 21 GiB):
+    the counts equal the whole-tensor count, here and through the collector."""
+    from probe.measure import collect, counts
+
+    flat = torch.zeros(counts.CHUNK * 2 + 7)
+    marks = [0, counts.CHUNK - 1, counts.CHUNK, counts.CHUNK * 2 + 6]  # both sides of each chunk edge
+    flat[marks[:2]] = float("nan")
+    flat[marks[2:]] = float("-inf")
+    assert int(counts.nonfinite_in_chunks(flat, torch.float64)) == 4
+    assert counts.nonfinite_in_chunks(flat, torch.float64).dtype == torch.float64
+
+    spec = parse(
+        {
+            "model": {"depth": 16, "width": 64, "activation": "tanh"},
+            "init": {"weight": {"name": "normal", "std": 1.0}},
+            "data": {"batch_size": 64},
+            "run": {"device": "cpu", "dtype": "float16"},
+        }
+    )
+    whole = run_probe(spec)
+    monkeypatch.setattr(collect, "LARGE", 1)  # every weight gradient goes through the chunks
+    chunked = run_probe(spec)
+    assert [x.grad_nonfinite for x in chunked.layers] == [x.grad_nonfinite for x in whole.layers]
+    assert any(x.grad_nonfinite for x in whole.layers)

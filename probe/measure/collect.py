@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from probe.measure import signal_path as sp
 from probe.measure.attention import AttentionRecorder
 from probe.measure.correlation import PENDING, correlation_record, fold, host_fold
+from probe.measure.counts import LARGE, nonfinite_in_chunks
 from probe.measure.merge import Moments, host_numbers, merge_host
 from probe.model.built import Watched
 from probe.records import AttentionStats, LayerStats
@@ -189,7 +190,10 @@ class Collector:
         zero = self._zero
         # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
         # float16 must be reported as such, not as a nan std
-        nonfinite = torch.sub(flat, flat, out=self._scratch(flat)).nan_to_num_(nan=1.0).sum(dtype=_count_dtype(flat))
+        if n >= LARGE:  # no scratch copy of a huge gradient (an embedding's: 1.05 billion values)
+            nonfinite = nonfinite_in_chunks(flat, self.acc_dtype)
+        else:
+            nonfinite = torch.sub(flat, flat, out=self._scratch(flat)).nan_to_num_(nan=1.0).sum()
         self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), nonfinite, zero)
 
     @contextmanager
