@@ -396,17 +396,25 @@ def _at_length(a: dict[int, _Seen], b: dict[int, _Seen], full: int) -> dict[int,
 @contextmanager
 def _attributes_kept(model: nn.Module) -> Iterator[None]:
     """Every module's attributes, children, parameters and buffers as they were before (one level
-    deep: what a module set or replaced, not what it changed inside a tensor or a list)."""
+    deep: what a module set or replaced, not what it changed inside a tensor or a list). Only a
+    module whose attributes changed is written to (a scripted module's are left alone)."""
     saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in model.modules()]
     try:
         yield
     finally:
         for m, attributes, parameters, buffers, modules in saved:
-            m.__dict__.clear()
-            m.__dict__.update(attributes)
+            if not _same(m.__dict__, attributes):
+                m.__dict__.clear()
+                m.__dict__.update(attributes)
             for now, before in ((m._parameters, parameters), (m._buffers, buffers), (m._modules, modules)):
-                now.clear()
-                now.update(before)  # type: ignore[arg-type]
+                if not _same(now, before):
+                    now.clear()
+                    now.update(before)  # type: ignore[arg-type]
+
+
+def _same(now: Any, before: dict[str, Any]) -> bool:
+    """The same keys holding the same objects (identity: tensors do not compare to a bool)."""
+    return len(now) == len(before) and all(k in now and now[k] is v for k, v in before.items())
 
 
 def first_float_tensor(output: Any) -> torch.Tensor | None:
