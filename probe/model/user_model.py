@@ -3,8 +3,9 @@
 The factory is called with ``model.kwargs``; the model keeps its own initialization unless the
 spec's ``init`` says otherwise (``init.weight``/``init.bias`` written explicitly, or
 ``init.rules``). The layers to watch are found by one discovery pass (eval mode, no gradients,
-two samples): every module with parameters of its own and every activation module that ran,
-named by qualified name, in the order they first ran. What cannot be watched is reported as a
+two samples; token ids: two passes on 5 and 7 tokens where they agree, see ``_short_passes``):
+every module with parameters of its own and every activation module that ran, named by
+qualified name, in the order they first ran. What cannot be watched is reported as a
 note instead of failing the probe.
 """
 
@@ -328,7 +329,8 @@ def _short_passes(
     model: nn.Module, candidates: dict[int, tuple[str, Any]], inputs: InputSpec, distribution: str
 ) -> dict[int, _Seen] | None:
     """What a pass on the full sequence would see, from two passes on sequences of 5 and 7 tokens
-    (a few percent of the cost of one on 128 tokens), or ``None``: discover at full length.
+    (GPT-2 small: together a quarter of one on 128 tokens, reading the weights dominates), or
+    ``None``: discover at full length.
 
     Taken only when both short passes run without error, every candidate runs in them, each module
     runs as often in both, and each output and input dimension is either the same in both or
