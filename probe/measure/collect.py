@@ -88,12 +88,13 @@ def _nonfinite(y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     gradient: 38.6M values, a 309 MB copy per batch). ``scratch``: a buffer shaped like ``y``."""
     import torch
 
-    marks = torch.sub(y, y, out=scratch).nan_to_num_(nan=1.0).view(-1)
+    marks = torch.sub(y, y, out=scratch).nan_to_num_(nan=1.0)
     n = marks.numel()
     if n < _EXACT_F32_COUNT or marks.dtype == torch.float64:
         return marks.sum()
     whole = n - n % _COUNT_CHUNK
-    chunks = [marks[:whole].view(-1, _COUNT_CHUNK).sum(dim=1), marks[whole:].sum().view(1)]
+    flat = marks.view(-1)
+    chunks = [flat[:whole].view(-1, _COUNT_CHUNK).sum(dim=1), flat[whole:].sum().view(1)]
     return torch.cat(chunks).sum(dtype=torch.float64)
 
 
