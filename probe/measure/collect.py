@@ -37,7 +37,6 @@ those on the host, which for a short run is cheaper than the dozen tiny device o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from probe.measure.attention import AttentionRecorder
 from probe.measure.correlation import PENDING, correlation_record, fold, host_fold
 from probe.measure.counts import LARGE, nonfinite_in_chunks
 from probe.measure.merge import Moments, host_numbers, merge_host
+from probe.measure.rows import Layer, to_stats
 from probe.model.built import Watched
 from probe.records import AttentionStats, LayerStats
 
@@ -65,38 +65,9 @@ _SMALL = 4096
 _MAX_BUFFERS = 8
 # Float32 sums of 0/1 values are exact below 2**24 elements; above, count in float64.
 _EXACT_F32_COUNT = 2**24
+_COUNT_CHUNK = 2**23  # values counted in float32 at a time (exact: fewer than 2**24)
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
-
-
-class _Layer:
-    """What the collector knows about one watched layer between merges."""
-
-    def __init__(self, w: Watched) -> None:
-        self.watched = w
-        self.saturation_known = w.saturation is not None
-        self.values = 0  # values measured
-        self.grads = 0  # gradient values measured
-        self.weight_grad_batches = 0
-        self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
-        self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
-        # sums of [pairwise sample cosines, sample pairs, pairwise token cosines, token pairs], and
-        # the raw records not folded into them yet (correlation.py)
-        self.correlation: torch.Tensor | None = None
-        self.correlation_records: list[torch.Tensor] = []
-        self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
-        # rows the gradient rules read get the per-sample grad_scale (not a shared table's rows)
-        # (a spec MLP's rows keep the per-value gradient std: no pool or broadcast to correct for)
-        self.scaled = w.role in sp.SCALED_ROLES and not w.broadcast and bool(w.module_type)
-        self.scale_samples = 0  # samples whose ||output|| * ||gradient|| was summed
-        self.residual_values = 0  # values whose branch part was measured
-
-    def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
-        dims = self.dims.get(ndim)
-        if dims is None:
-            unit = self.watched.unit_dim % ndim
-            dims = self.dims[ndim] = (unit, [d for d in range(ndim) if d != unit])
-        return dims
 
 
 def _float(t: torch.Tensor) -> torch.Tensor:
@@ -109,6 +80,23 @@ def _count_dtype(t: torch.Tensor) -> torch.dtype:
     import torch
 
     return torch.float64 if t.numel() >= _EXACT_F32_COUNT else t.dtype
+
+
+def _nonfinite(y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """The number of nan and inf values in ``y``, exactly: 1 where ``y - y`` is nan, summed in
+    chunks of fewer than 2**24 values (each chunk's float32 sum is exact) and the few chunk sums
+    in float64, never a float64 copy of the whole tensor (a 124M-parameter model's embedding
+    gradient: 38.6M values, a 309 MB copy per batch). ``scratch``: a buffer shaped like ``y``."""
+    import torch
+
+    marks = torch.sub(y, y, out=scratch).nan_to_num_(nan=1.0)
+    n = marks.numel()
+    if n < _EXACT_F32_COUNT or marks.dtype == torch.float64:
+        return marks.sum()
+    whole = n - n % _COUNT_CHUNK
+    flat = marks.view(-1)
+    chunks = [flat[:whole].view(-1, _COUNT_CHUNK).sum(dim=1), flat[whole:].sum().view(1)]
+    return torch.cat(chunks).sum(dtype=torch.float64)
 
 
 def _mean_var(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +125,7 @@ class Collector:
         # float64 keeps many-batch sums exact enough; MPS has no float64.
         self.acc_dtype = torch.float32 if device.type == "mps" else torch.float64
         self.device = device
-        self.layers = [_Layer(w) for w in watched]
+        self.layers = [Layer(w) for w in watched]
         n = len(self.layers)
         self.moments = Moments(3 * n, self.acc_dtype, device)
         # per slot: sums of [M2 part a, non-finite count, saturated count]
@@ -190,10 +178,9 @@ class Collector:
         zero = self._zero
         # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
         # float16 must be reported as such, not as a nan std
-        if n >= LARGE:  # no scratch copy of a huge gradient (an embedding's: 1.05 billion values)
-            nonfinite = nonfinite_in_chunks(flat, self.acc_dtype)
-        else:
-            nonfinite = torch.sub(flat, flat, out=self._scratch(flat)).nan_to_num_(nan=1.0).sum()
+        # (a huge gradient, an embedding's 1.05 billion values, in chunks: no scratch copy of it)
+        big = n >= LARGE
+        nonfinite = nonfinite_in_chunks(flat, self.acc_dtype) if big else _nonfinite(flat, self._scratch(flat))
         self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), nonfinite, zero)
 
     @contextmanager
@@ -243,8 +230,7 @@ class Collector:
         key = (i, numel, numel)  # between-sample M2 = variance of the row means * rows * units
         # One scratch buffer serves every temporary in turn: with a second, the activation and two
         # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
-        # 1 where y is inf or nan, 0 elsewhere
-        nonfinite = torch.sub(y, y, out=within).nan_to_num_(nan=1.0).sum(dtype=count_dtype)
+        nonfinite = _nonfinite(y, within)
         # 1 where y is nonzero (nan and inf included), 0 where it is 0
         nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
         # a 1-D output has no dims to sum over: copy, for .to() of the same dtype (float64 output, or
@@ -270,7 +256,7 @@ class Collector:
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
     def _saturated(
-        self, layer: _Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
+        self, layer: Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
     ) -> torch.Tensor:
         import torch
 
@@ -293,14 +279,14 @@ class Collector:
             total = total + (source > sat.high).sum(dtype=count_dtype)
         return total
 
-    def _correlation(self, layer: _Layer, y: torch.Tensor, unit_dim: int) -> None:
+    def _correlation(self, layer: Layer, y: torch.Tensor, unit_dim: int) -> None:
         record = correlation_record(y, unit_dim)
         if record is not None:
             layer.correlation_records.append(record)
             if len(layer.correlation_records) >= PENDING:
                 self._fold_correlation(layer)
 
-    def _fold_correlation(self, layer: _Layer) -> None:
+    def _fold_correlation(self, layer: Layer) -> None:
         if not layer.correlation_records:
             return
         folded = fold(layer.correlation_records, self.acc_dtype)
@@ -446,69 +432,8 @@ class Collector:
         for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
             extra_i = extra[sp.EXTRA * i : sp.EXTRA * (i + 1)]
             out.append(
-                _to_stats(
+                to_stats(
                     layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done, cos, extra_i, norms[i]
                 )
             )
         return out
-
-
-def _std(m2: float, count: float) -> float:
-    """Sample standard deviation (n - 1 in the denominator, like ``Tensor.std``)."""
-    return math.sqrt(m2 / max(count - 1, 1)) if m2 == m2 else math.nan
-
-
-def _to_stats(
-    layer: _Layer,
-    i: int,
-    layers: int,
-    count: list[float],
-    mean: list[float],
-    m2: list[float],
-    sums: list[float],
-    live: tuple[float, float, int] | None,
-    backward: bool,
-    cosines: tuple[float | None, float | None],
-    extra: list[float],
-    weight_norm: float | None,
-) -> LayerStats:
-    w = layer.watched
-    n = max(count[i], 1)
-    within_m2, nonfinite, saturated = sums[3 * i : 3 * i + 3]
-    var_total = m2[i] / n
-    nonzero, ever_nonzero, units = live if live is not None else (0.0, 0.0, 0)
-    spread = 0.0
-    if layer.spread_values and var_total > 0:
-        spread = math.sqrt(within_m2 / layer.spread_values / var_total)
-    elif var_total != var_total:
-        spread = math.nan
-    g, wg = layers + i, 2 * layers + i
-    has_grads = backward and layer.grads > 0
-    has_wgrad = backward and layer.weight_grad_batches > 0
-    # the mean squared norm per batch: all batches' sum of squares = M2 + n * mean^2 (no cancellation)
-    wg_sq = m2[wg] + count[wg] * mean[wg] * mean[wg]
-    weight_grad_norm = math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None
-    return LayerStats(
-        name=w.name,
-        index=w.index,
-        kind=w.kind,
-        units=w.units,
-        count=layer.values,
-        mean=mean[i],
-        std=_std(m2[i], count[i]),
-        zero_ratio=(count[i] - nonzero) / n,
-        dead_units=(units - ever_nonzero) / units if units else 0.0,
-        saturation_ratio=saturated / n if layer.saturation_known else None,
-        nonfinite=int(nonfinite),
-        unit_spread=spread if w.units > 1 else None,
-        grad_std=_std(m2[g], count[g]) if has_grads else None,
-        weight_grad_norm=weight_grad_norm,
-        weight_grad_std=_std(m2[wg], count[wg]) if has_wgrad else None,
-        # what each row is and how it was initialized (reported for non-MLP models)
-        module_type=w.module_type or None,
-        init_rule=w.init_rule if w.module_type else None,
-        grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
-        correlation=cosines[0],
-        token_correlation=cosines[1],
-        **sp.extra_fields(weight_grad_norm, w, layer.residual_values, layer.scale_samples, extra, weight_norm),
-    )

@@ -3,8 +3,9 @@
 The factory is called with ``model.kwargs``; the model keeps its own initialization unless the
 spec's ``init`` says otherwise (``init.weight``/``init.bias`` written explicitly, or
 ``init.rules``). The layers to watch are found by one discovery pass (eval mode, no gradients,
-two samples): every module with parameters of its own and every activation module that ran,
-named by qualified name, in the order they first ran. What cannot be watched is reported as a
+two samples; token ids: two passes on 5 and 7 tokens where they agree, see ``_short_passes``):
+every module with parameters of its own and every activation module that ran, named by
+qualified name, in the order they first ran. What cannot be watched is reported as a
 note instead of failing the probe.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,12 +219,12 @@ class _Seen:
     why_not: str = ""
     in_shape: tuple[int, ...] | None = None
     int_input: bool = False
+    consumers: list[str] = field(default_factory=list)  # modules whose first input was its output
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
-    """One forward pass to learn which candidate modules run and the shape of their outputs."""
-    import torch
-
+    """One forward pass to learn which candidate modules run and the shape of their outputs
+    (token ids: two passes on short sequences where they show the same, see ``_short_passes``)."""
     from probe.model import roles
 
     groups = roles.block_candidates(model)
@@ -231,33 +233,10 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     if _is_candidate(model) and (not candidates or any(True for _ in model.parameters(recurse=False))):
         # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
         candidates[id(model)] = (type(model).__name__, model)
-    seen: dict[int, _Seen] = {}
-    consumers = roles.Consumers()
-
-    def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
-        entry = seen.get(id(module))
-        if entry is None:
-            entry = seen[id(module)] = _Seen(candidates[id(module)][0], module, len(seen))
-            entry.in_shape, entry.int_input = roles.first_tensor_shape(args, kwargs)
-        entry.calls += 1
-        tensor = first_float_tensor(output)
-        consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor)
-        if tensor is None:
-            entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
-        elif entry.shape is None:
-            entry.shape = tuple(tensor.shape)
-
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in candidates.values()]
-    was_training = model.training
-    model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
-        # a factory may return a model already on a GPU or in float64: feed it there
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-        batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
-        with torch.no_grad():
-            model(*batch.args, **batch.kwargs)
+        seen = _short_passes(model, candidates, inputs, distribution)
+        if seen is None:
+            seen = _discovery_pass(model, candidates, inputs, distribution)
     except BuildError:
         raise
     except Exception as exc:
@@ -266,10 +245,6 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         ) from None
     except BaseException as exc:
         raise user_code_error(exc, f"the forward pass of {type(model).__name__}") from None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
 
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
     block_quals = roles.blocks(groups, ran)
@@ -303,7 +278,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
                 residual=entry.qual in block_quals and roles.keeps_shape(ran[entry.qual]),
                 # read by a normalization only once: a module called again may feed something else
-                normalized=entry.calls == 1 and any(role_of.get(c) == "norm" for c in consumers.of.get(entry.qual, ())),
+                normalized=entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers),
             )
         )
     never = [q for key, (q, _) in candidates.items() if key not in seen]
@@ -313,6 +288,149 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     if not watched:
         raise BuildError("the model has no module with parameters or activation module that ran; nothing to watch")
     return watched, notes
+
+
+def _discovery_pass(
+    model: nn.Module, candidates: dict[int, tuple[str, Any]], inputs: InputSpec, distribution: str
+) -> dict[int, _Seen]:
+    """One forward pass (eval mode, no gradients, DISCOVERY_BATCH samples) with a hook on every
+    candidate: what ran, in which order, how often, on what input and with what output shape."""
+    import torch
+
+    from probe.model import roles
+
+    seen: dict[int, _Seen] = {}
+    consumers = roles.Consumers()
+
+    def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        entry = seen.get(id(module))
+        if entry is None:
+            entry = seen[id(module)] = _Seen(candidates[id(module)][0], module, len(seen))
+            entry.in_shape, entry.int_input = roles.first_tensor_shape(args, kwargs)
+        entry.calls += 1
+        tensor = first_float_tensor(output)
+        consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor)
+        if tensor is None:
+            entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
+        elif entry.shape is None:
+            entry.shape = tuple(tensor.shape)
+
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in candidates.values()]
+    was_training = model.training
+    model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
+    try:
+        # a factory may return a model already on a GPU or in float64: feed it there
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
+        with torch.no_grad():
+            model(*batch.args, **batch.kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for entry in seen.values():
+        entry.consumers = consumers.of.get(entry.qual, [])
+    return seen
+
+
+# Token ids of a longer sequence are discovered on these two lengths first (see _short_passes).
+SHORT_LENGTHS = (5, 7)
+
+
+def _short_passes(
+    model: nn.Module, candidates: dict[int, tuple[str, Any]], inputs: InputSpec, distribution: str
+) -> dict[int, _Seen] | None:
+    """What a pass on the full sequence would see, from two passes on sequences of 5 and 7 tokens
+    (GPT-2 small: together a quarter of one on 128 tokens, reading the weights dominates), or
+    ``None``: discover at full length.
+
+    Taken only when both short passes run without error, every candidate runs in them, each module
+    runs as often in both, and each output and input dimension is either the same in both or
+    k times the sequence length in both (it is then k times the full length). A model with a
+    fixed-size position table, one that reshapes by the length, a per-token loop or routing
+    that skips a module is discovered at full length. The short passes leave every module's
+    attributes (children, parameters, buffers, flags, caches) as they found them; a model with
+    lazy modules (materialized by their first pass) is discovered at full length."""
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    if inputs.kind != "tokens" or not inputs.shape or inputs.shape[-1] <= SHORT_LENGTHS[-1]:
+        return None
+    if any(isinstance(m, LazyModuleMixin) for m in model.modules()):
+        return None
+    runs = []
+    with _attributes_kept(model):
+        for length in SHORT_LENGTHS:
+            try:
+                runs.append(
+                    _discovery_pass(
+                        model, candidates, replace(inputs, shape=(*inputs.shape[:-1], length)), distribution
+                    )
+                )
+            except Exception:
+                return None
+    if any(len(run) != len(candidates) for run in runs):
+        return None  # a module did not run on a short sequence: it may on the full one
+    return _at_length(runs[0], runs[1], inputs.shape[-1])
+
+
+def _at_length(a: dict[int, _Seen], b: dict[int, _Seen], full: int) -> dict[int, _Seen] | None:
+    """The entries of the two short passes at the full length, or ``None`` where they differ in
+    anything but a dimension proportional to the sequence length."""
+    short_a, short_b = SHORT_LENGTHS
+    if list(a) != list(b):
+        return None
+    out: dict[int, _Seen] = {}
+    for key, x in a.items():
+        y = b[key]
+        if (x.order, x.calls, x.why_not, x.int_input) != (y.order, y.calls, y.why_not, y.int_input):
+            return None
+        shapes: list[tuple[int, ...] | None] = []
+        for sx, sy in ((x.shape, y.shape), (x.in_shape, y.in_shape)):
+            if sx is None or sy is None:
+                if sx is not sy:
+                    return None
+                shapes.append(None)
+                continue
+            if len(sx) != len(sy):
+                return None
+            dims = []
+            for dx, dy in zip(sx, sy, strict=True):
+                k = dx // short_a
+                if dx == dy:
+                    dims.append(dx)
+                elif k > 0 and dx == k * short_a and dy == k * short_b:
+                    dims.append(k * full)
+                else:
+                    return None
+            shapes.append(tuple(dims))
+        out[key] = replace(x, shape=shapes[0], in_shape=shapes[1])
+    return out
+
+
+@contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Every module's attributes, children, parameters and buffers as they were before (one level
+    deep: what a module set or replaced, not what it changed inside a tensor or a list). Only a
+    module whose attributes changed is written to (a scripted module's are left alone)."""
+    saved = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attributes, parameters, buffers, modules in saved:
+            if not _same(m.__dict__, attributes):
+                m.__dict__.clear()
+                m.__dict__.update(attributes)
+            for now, before in ((m._parameters, parameters), (m._buffers, buffers), (m._modules, modules)):
+                if not _same(now, before):
+                    now.clear()
+                    now.update(before)  # type: ignore[arg-type]
+
+
+def _same(now: Any, before: dict[str, Any]) -> bool:
+    """The same keys holding the same objects (identity: tensors do not compare to a bool)."""
+    return len(now) == len(before) and all(k in now and now[k] is v for k, v in before.items())
 
 
 def first_float_tensor(output: Any) -> torch.Tensor | None:
