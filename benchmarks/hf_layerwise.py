@@ -103,7 +103,7 @@ def run(case: str) -> dict:
         # CPU seconds (all threads): on a loaded machine the wall time says more about the others
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "rows": len(report["layers"]),
-        "verdict": report["verdict"].get("status") if isinstance(report.get("verdict"), dict) else None,
+        "healthy": report["verdict"].get("healthy") if isinstance(report.get("verdict"), dict) else None,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
