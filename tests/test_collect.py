@@ -168,15 +168,15 @@ def test_nonfinite_values_of_a_tensor_past_float32s_exact_range_are_counted_exac
     """A weight gradient of 2**24 values or more (GPT-2's embedding: 38.6M) is counted in chunks
     whose float32 sums are exact, not by a float64 copy of it: nan, inf and -inf in every
     chunk and in the remainder, at the chunk edges, each counted once."""
-    from probe.measure import collect
+    from probe.measure import counts
 
-    n = 2 * collect._COUNT_CHUNK + 12345  # two whole chunks and a remainder
+    n = counts.LARGE + 12345  # past float32's exact range: whole chunks and a remainder
     g = torch.zeros(n)
-    bad = [0, 7, collect._COUNT_CHUNK - 1, collect._COUNT_CHUNK, 2 * collect._COUNT_CHUNK - 1, n - 1]
+    bad = [0, 7, counts.CHUNK - 1, counts.CHUNK, 2 * counts.CHUNK - 1, n - 1]
     g[bad] = torch.tensor([float("nan"), float("inf"), float("-inf"), float("nan"), float("inf"), float("nan")])
-    count = collect._nonfinite(g, torch.empty_like(g))
+    count = counts.nonfinite(g, torch.empty_like(g))
     assert count.dtype == torch.float64 and count.item() == len(bad)
-    assert collect._nonfinite(torch.ones(n), torch.empty(n)).item() == 0
+    assert counts.nonfinite(torch.ones(n), torch.empty(n)).item() == 0
 
 
 def test_dead_units_and_symmetry_of_an_all_zero_layer() -> None:

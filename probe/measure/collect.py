@@ -41,10 +41,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from probe.measure import counts
 from probe.measure import signal_path as sp
 from probe.measure.attention import AttentionRecorder
 from probe.measure.correlation import PENDING, correlation_record, fold, host_fold
-from probe.measure.counts import LARGE, nonfinite_in_chunks
 from probe.measure.merge import Moments, host_numbers, merge_host
 from probe.measure.rows import Layer, to_stats
 from probe.model.built import Watched
@@ -63,9 +63,6 @@ _PENDING_PER_LAYER = 12
 _SMALL = 4096
 # Scratch buffers kept at once (one per activation shape and dtype in use).
 _MAX_BUFFERS = 8
-# Float32 sums of 0/1 values are exact below 2**24 elements; above, count in float64.
-_EXACT_F32_COUNT = 2**24
-_COUNT_CHUNK = 2**23  # values counted in float32 at a time (exact: fewer than 2**24)
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
 
@@ -79,24 +76,7 @@ def _float(t: torch.Tensor) -> torch.Tensor:
 def _count_dtype(t: torch.Tensor) -> torch.dtype:
     import torch
 
-    return torch.float64 if t.numel() >= _EXACT_F32_COUNT else t.dtype
-
-
-def _nonfinite(y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """The number of nan and inf values in ``y``, exactly: 1 where ``y - y`` is nan, summed in
-    chunks of fewer than 2**24 values (each chunk's float32 sum is exact) and the few chunk sums
-    in float64, never a float64 copy of the whole tensor (a 124M-parameter model's embedding
-    gradient: 38.6M values, a 309 MB copy per batch). ``scratch``: a buffer shaped like ``y``."""
-    import torch
-
-    marks = torch.sub(y, y, out=scratch).nan_to_num_(nan=1.0)
-    n = marks.numel()
-    if n < _EXACT_F32_COUNT or marks.dtype == torch.float64:
-        return marks.sum()
-    whole = n - n % _COUNT_CHUNK
-    flat = marks.view(-1)
-    chunks = [flat[:whole].view(-1, _COUNT_CHUNK).sum(dim=1), flat[whole:].sum().view(1)]
-    return torch.cat(chunks).sum(dtype=torch.float64)
+    return torch.float64 if t.numel() >= counts.LARGE else t.dtype
 
 
 def _mean_var(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,8 +159,10 @@ class Collector:
         # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
         # float16 must be reported as such, not as a nan std
         # (a huge gradient, an embedding's 1.05 billion values, in chunks: no scratch copy of it)
-        big = n >= LARGE
-        nonfinite = nonfinite_in_chunks(flat, self.acc_dtype) if big else _nonfinite(flat, self._scratch(flat))
+        big = n >= counts.LARGE
+        nonfinite = (
+            counts.nonfinite_in_chunks(flat, self.acc_dtype) if big else counts.nonfinite(flat, self._scratch(flat))
+        )
         self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), nonfinite, zero)
 
     @contextmanager
@@ -230,7 +212,7 @@ class Collector:
         key = (i, numel, numel)  # between-sample M2 = variance of the row means * rows * units
         # One scratch buffer serves every temporary in turn: with a second, the activation and two
         # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
-        nonfinite = _nonfinite(y, within)
+        nonfinite = counts.nonfinite(y, within)
         # 1 where y is nonzero (nan and inf included), 0 where it is 0
         nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
         # a 1-D output has no dims to sum over: copy, for .to() of the same dtype (float64 output, or
