@@ -12,7 +12,7 @@ from probe.measure.attention import AttentionRecorder
 from probe.measure.collect import Collector
 from probe.measure.scale import intra_op_threads, threads_for
 from probe.model.build import build_initialized
-from probe.model.built import Built
+from probe.model.built import Built, placement
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.user_model import module_modes, restore_modes
 from probe.records import AttentionStats, LayerStats, Report
@@ -106,9 +106,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Rep
     import torch
 
     started = time.perf_counter()
-    first = next(built.model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    device, dtype = placement(built.model)
     with run_errors(spec, device):
         layers, attention = _probe(built.model, built, spec, device, dtype, progress)
     return Report(

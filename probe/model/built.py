@@ -69,3 +69,14 @@ class Plan:
     model: nn.Module
     steps: list[InitStep]
     finish: Callable[[], Built]
+
+
+def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where a model's inputs go: the device and floating dtype of its first parameter (a user
+    factory may return a model already on a GPU or in float64); CPU float32 without one."""
+    import torch
+
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    return device, dtype

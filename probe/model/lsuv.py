@@ -103,13 +103,12 @@ def _batches(built: Built, spec: Spec) -> list[Batch]:
     float32); one batch when they can be concatenated."""
     import torch
 
+    from probe.model.built import placement
     from probe.model.inputs import Batch, data_stream, next_batch
 
     # a user factory may return a model already on a GPU or in float64: feed it there (as discovery
     # does); a spec model is still on the CPU in float32 here
-    first = next(built.model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    device, dtype = placement(built.model)
     gen = data_stream(spec)
     batches = [next_batch(spec, built, gen, device, dtype) for _ in range(spec.data.batches)]
     if all(len(b.args) == 1 and not b.kwargs and isinstance(b.args[0], torch.Tensor) for b in batches):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, ForwardError, RunError, UserCodeError, echo, first_line, user_code_error
-from probe.model.built import Built, Plan, Watched
+from probe.model.built import Built, Plan, Watched, placement
 from probe.model.inputs import InputSpec, draw
 from probe.spec import Spec, inits
 
@@ -320,9 +320,7 @@ def _discovery_pass(
     model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
         # a factory may return a model already on a GPU or in float64: feed it there
-        first = next(model.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-        dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+        device, dtype = placement(model)
         batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
         with torch.no_grad():
             model(*batch.args, **batch.kwargs)
