@@ -2,7 +2,7 @@
 
 A "bare" pass is what a user's training step costs without probe: draw a batch, forward, a
 fixed-direction loss, backward, zero the gradients. A "probed" pass is probe's own loop
-(``probe.measure.run._probe``: the same steps plus hooks, every statistic, and the one host read).
+(``probe.measurement.run._probe``: the same steps plus hooks, every statistic, and the one host read).
 Both run on the same built model and data, so the ratio is the probe's overhead alone.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from probe import spec as spec_mod
-from probe.measure.run import _probe
+from probe.measurement.run import _probe
 from probe.model.build import build
-from probe.model.built import Built
 from probe.model.inputs import data_stream, draw_batch
+from probe.model.network import Built
 from probe.spec import Spec
 
 

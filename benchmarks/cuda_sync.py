@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from common import Result, built_model, mlp_spec
 
-from probe.measure.collect import _PENDING_PER_LAYER, Collector
+from probe.measurement.collect import _PENDING_PER_LAYER, Collector
 
 
 def results() -> list[Result]:

@@ -40,8 +40,8 @@ def rank_main(out: str, width: int, depth: int, shard: str) -> None:
     import torch.nn.parallel  # noqa: F401
 
     from probe import spec as spec_mod
-    from probe.measure import distributed
-    from probe.measure.run import run_probe
+    from probe.measurement import distributed
+    from probe.measurement.run import run_probe
     from probe.model import unit_blocks
 
     # code before the start figure, not the model: FSDP2 and DDP, and what a first meta-device

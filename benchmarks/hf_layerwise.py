@@ -116,7 +116,7 @@ def run_truncated(case: str, blocks: int) -> dict:
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(ROOT))
     from probe import spec as spec_mod
-    from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
+    from probe.measurement.layerwise import return_large_allocations_to_the_os, run_layerwise
 
     return_large_allocations_to_the_os()  # as `probe run --layer-by-layer` does
     config = {**CASES[case], "num_hidden_layers": blocks}

@@ -72,8 +72,8 @@ def child_whole_run(mode: str, depth: int, width: int, batch: int) -> None:
     import torch  # noqa: F401  (imported before the baseline: both modes pay it)
     from common import mlp_spec
 
-    from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
-    from probe.measure.run import run_probe
+    from probe.measurement.layerwise import return_large_allocations_to_the_os, run_layerwise
+    from probe.measurement.run import run_probe
 
     layered, backward = WHOLE_RUNS[mode]
     if layered:

@@ -13,7 +13,7 @@ import argparse
 import torch
 from common import Result, bare_pass, built_model, interleaved_ratio, mlp_spec, probed_pass
 
-from probe.measure.scale import intra_op_threads, threads_for
+from probe.measurement.threads import intra_op_threads, threads_for
 
 # (label, depth, width, batch, target ratio, repeats)
 CASES = [

@@ -13,9 +13,9 @@ import torch
 from common import Result, interleaved_ratio
 
 from probe import spec as spec_mod
-from probe.measure.run import _probe
-from probe.model.built import Built
+from probe.measurement.run import _probe
 from probe.model.inputs import data_stream, next_batch
+from probe.model.network import Built
 from probe.model.user_model import discover
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -15,8 +15,6 @@ The Python API mirrors the CLI (nothing here imports torch until a probe runs)::
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -44,17 +42,18 @@ if TYPE_CHECKING:
     from probe.errors import ProbeError
     from probe.experiments.batch import check, compare
     from probe.judge.rules import evaluate
-    from probe.measure.layerwise import run_layerwise
-    from probe.measure.run import run_probe
+    from probe.measurement.layerwise import run_layerwise
+    from probe.measurement.run import run_probe
     from probe.spec import load, loads, parse
 
 _LAZY = {
     "Report": "probe.api",
+    "measure": "probe.api",
     "load": "probe.spec",
     "loads": "probe.spec",
     "parse": "probe.spec",
-    "run_probe": "probe.measure.run",
-    "run_layerwise": "probe.measure.layerwise",
+    "run_probe": "probe.measurement.run",
+    "run_layerwise": "probe.measurement.layerwise",
     "evaluate": "probe.judge.rules",
     "compare": "probe.experiments.batch",
     "check": "probe.experiments.batch",
@@ -67,30 +66,6 @@ def __getattr__(name: str) -> Any:
 
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in ("testing", "measure"):
-        return importlib.import_module(f"probe.{name}")
+    if name == "testing":
+        return importlib.import_module("probe.testing")
     raise AttributeError(f"module 'probe' has no attribute {name!r}")
-
-
-# ``probe.measure`` names both the pipeline stage (the package probe/measure/, which Python sets
-# as this attribute when any of its modules is imported) and the function users call,
-# ``probe.measure(model, inputs)``. The stage package is made callable, calling ``probe.api.measure``,
-# so both meanings hold whatever was imported first.
-
-
-class _MeasureStage(ModuleType):
-    def __call__(self, model: Any, inputs: Any = None, **options: Any) -> Any:
-        from probe.api import measure
-
-        return measure(model, inputs, **options)
-
-
-class _Probe(ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "measure" and type(value) is ModuleType:
-            value.__class__ = _MeasureStage
-        super().__setattr__(name, value)
-
-
-_MeasureStage.__call__.__doc__ = "``probe.api.measure(model, inputs, **options)``: probe a model, return its Report."
-sys.modules[__name__].__class__ = _Probe

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, SpecError
 from probe.model.inputs import InputSpec
-from probe.records import LayerStats, Problem, Verdict
-from probe.records import Report as Stats
+from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import Spec
 from probe.spec import load as load_spec
 from probe.spec import parse as parse_spec
@@ -291,7 +290,7 @@ def _overrides(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _measure_spec(source: Spec | str | Path, options: dict[str, Any]) -> tuple[Stats, Spec]:
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
     from probe.spec import to_dict
 
     overrides = _overrides(options)
@@ -307,7 +306,7 @@ def _measure_spec(source: Spec | str | Path, options: dict[str, Any]) -> tuple[S
 def _measure_object(model: Any, inputs: Any, options: dict[str, Any]) -> tuple[Stats, Spec]:
     import torch
 
-    from probe.measure.run import resolve_device, run_model
+    from probe.measurement.run import resolve_device, run_model
     from probe.model.user_model import from_object
 
     if not isinstance(model, torch.nn.Module):

@@ -1,6 +1,6 @@
 """Plain typed objects passed between stages: per-layer statistics, the report, the verdict.
 
-No torch here: a ``Report`` is numbers, so rules and renderers can be tested without a network.
+No torch here: a ``Stats`` is numbers, so rules and renderers can be tested without a network.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class AttentionStats:
 
 
 @dataclass(frozen=True)
-class Report:
+class Stats:
     spec: Spec
     layers: tuple[LayerStats, ...]
     device: str
@@ -135,7 +135,7 @@ class Run:
     """One labeled probe result, as ``compare`` and ``check`` produce several of them."""
 
     label: str
-    report: Report
+    report: Stats
     verdict: Verdict
     strategy: str = ""
     activation: str = ""

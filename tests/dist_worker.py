@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.models_
 import torch.distributed as dist
 
 from probe import spec as spec_mod
-from probe.measure import distributed
-from probe.measure.run import run_probe
+from probe.measurement import distributed
+from probe.measurement.run import run_probe
 
 # every collective a probe could call from Python (DDP's gradient all-reduce runs in C++ and is
 # the engine's own, once per backward, as in training)

@@ -12,7 +12,7 @@ from probe import spec as spec_mod
 from probe.cli import app
 from probe.judge import advice
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from tests.conftest import CONFIGS
 
 

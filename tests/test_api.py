@@ -342,10 +342,10 @@ def test_probe_measure_is_callable_whatever_was_imported_first() -> None:
     code = (
         "import probe, sys\n"
         "assert 'torch' not in sys.modules\n"
-        "import probe.measure.run\n"  # the stage package is set as probe.measure ...
+        "import probe.measurement.run\n"  # the stage package is set as probe.measure ...
         "import torch\n"
         "r = probe.measure(torch.nn.Sequential(torch.nn.Linear(4, 2)), (4,), batch_size=8)\n"  # ... callable
-        "print(type(r).__name__, probe.measure.run.run_probe.__name__, r.layers[0].units)\n"
+        "print(type(r).__name__, probe.measurement.run.run_probe.__name__, r.layers[0].units)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == ["Report", "run_probe", "2"]

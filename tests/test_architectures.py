@@ -14,7 +14,7 @@ import torch
 
 from probe import spec as spec_mod
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.model.build import build
 
 # Tiny networks on a shared machine: one intra-op thread avoids oversubscription (a 40x slowdown

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from probe.judge.rules import evaluate
-from probe.measure.attention import SAMPLES, AttentionRecorder
-from probe.measure.run import run_probe
+from probe.measurement.attention import SAMPLES, AttentionRecorder
+from probe.measurement.run import run_probe
 from probe.spec import load, parse
 from tests.conftest import CONFIGS
 

@@ -13,10 +13,10 @@ from torch import nn
 
 from probe.judge import theory
 from probe.judge.rules import evaluate
-from probe.measure.collect import Collector
-from probe.measure.correlation import SAMPLES as _CORRELATION_SAMPLES
-from probe.measure.run import run_probe
-from probe.model.built import Watched
+from probe.measurement.collect import Collector
+from probe.measurement.correlation import SAMPLES as _CORRELATION_SAMPLES
+from probe.measurement.run import run_probe
+from probe.model.network import Watched
 from probe.spec import Choice, parse
 from tests.conftest import CONFIGS
 
@@ -62,7 +62,7 @@ def test_sample_cosine_matches_the_pairwise_reference() -> None:
 def test_many_batches_fold_into_the_same_sums() -> None:
     """Past PENDING batches the records fold into the layer's sums on the device: the pooled mean
     over every batch's pairs is unchanged (sequences too)."""
-    from probe.measure.correlation import PENDING
+    from probe.measurement.correlation import PENDING
 
     g = torch.Generator().manual_seed(5)
     batches = [torch.randn(1, 4, 8, generator=g) + torch.randn(6, 4, 8, generator=g) for _ in range(PENDING + 9)]

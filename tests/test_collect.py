@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from probe.measure.collect import Collector
-from probe.model.built import Watched
+from probe.measurement.collect import Collector
+from probe.model.network import Watched
 from probe.spec import activations
 
 ACTS = {
@@ -168,7 +168,7 @@ def test_nonfinite_values_of_a_tensor_past_float32s_exact_range_are_counted_exac
     """A weight gradient of 2**24 values or more (GPT-2's embedding: 38.6M) is counted in chunks
     whose float32 sums are exact, not by a float64 copy of it: nan, inf and -inf in every
     chunk and in the remainder, at the chunk edges, each counted once."""
-    from probe.measure import counts
+    from probe.measurement import counts
 
     n = counts.LARGE + 12345  # past float32's exact range: whole chunks and a remainder
     g = torch.zeros(n)
@@ -220,7 +220,7 @@ def test_hooks_and_merges_never_copy_host_data_to_the_device(monkeypatch: pytest
     """Issue 6: on an accelerator, building a tensor from host data (``torch.tensor(list)``) is a
     host-to-device copy that synchronizes. On the meta device (no data at all, so any host read
     raises too) the hooks, the periodic merges and after_backward must run without one."""
-    from probe.measure import collect
+    from probe.measurement import collect
 
     model, watched = _net("tanh")
     meta = torch.device("meta")

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from probe import spec as spec_mod
-from probe.measure import run as run_mod
-from probe.model.built import Watched
+from probe.measurement import run as run_mod
+from probe.model.network import Watched
 from probe.records import LayerStats
 from probe.spec import activations
 
@@ -203,7 +203,7 @@ def test_nonfinite_values_are_counted_exactly(monkeypatch: pytest.MonkeyPatch) -
 
 def test_memory_stays_bounded_over_many_batches() -> None:
     """Pending per-call records are merged at least every few batches: O(layers), not O(batches)."""
-    from probe.measure.collect import _PENDING_PER_LAYER, Collector
+    from probe.measurement.collect import _PENDING_PER_LAYER, Collector
     from probe.model.build import build
 
     spec = _spec(run={"backward": False})

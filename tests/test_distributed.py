@@ -50,7 +50,7 @@ def ranked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _single(name: str, batches: int) -> list[LayerStats]:
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
 
     raw = SPECS[name]
     return list(run_probe(spec_mod.parse({**raw, "data": {**raw["data"], "batches": batches}})).layers)
@@ -173,7 +173,7 @@ def test_check_under_torchrun_prints_once_and_exits_1(tmp_path: Path) -> None:
 def _share(rank: int, rows: int = 11, world_size: int = 2) -> Any:
     import torch
 
-    from probe.measure.distributed import Share
+    from probe.measurement.distributed import Share
 
     bounds = [rows * r // world_size for r in range(world_size + 1)]
     return Share(rank, world_size, rank, torch.device("cpu"), "none", None, slice(bounds[rank], bounds[rank + 1]), rows)
@@ -183,7 +183,7 @@ def _share(rank: int, rows: int = 11, world_size: int = 2) -> Any:
 def test_the_ranks_directions_make_the_single_process_one(shape: tuple[int, ...]) -> None:
     import torch
 
-    from probe.measure.distributed import direction
+    from probe.measurement.distributed import direction
 
     whole = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     dim = 1 if len(shape) == 3 else 0
@@ -199,7 +199,7 @@ def test_the_ranks_directions_make_the_single_process_one(shape: tuple[int, ...]
 def test_the_ranks_batches_make_the_single_process_one() -> None:
     import torch
 
-    from probe.measure.distributed import slice_batch
+    from probe.measurement.distributed import slice_batch
 
     x, ids, flag = torch.randn(11, 3), torch.arange(11), torch.ones(2)
     parts = [slice_batch(Batch((x,), {"ids": ids, "flag": flag}), _share(rank)) for rank in (0, 1)]
@@ -222,7 +222,7 @@ def test_no_output_with_a_batch_dimension_is_a_run_error() -> None:
     import torch
 
     from probe.errors import RunError
-    from probe.measure.distributed import direction
+    from probe.measurement.distributed import direction
 
     with pytest.raises(RunError, match="no batch dimension"):
         direction((3, 4), torch.Generator(), _share(0))
@@ -234,7 +234,7 @@ def test_no_output_with_a_batch_dimension_is_a_run_error() -> None:
     ids=["mlp-linears", "residual-blocks", "transformer-layers"],
 )
 def test_fsdp_shards_the_repeated_blocks(make_spec: Callable[..., Any], model: dict[str, Any], blocks: int) -> None:
-    from probe.measure.distributed import blocks as find_blocks
+    from probe.measurement.distributed import blocks as find_blocks
     from probe.model.build import build
 
     built = build(make_spec(model={**model, "width": 8, "heads": 2, "seq_len": 4, "input_dim": 4}))
@@ -268,7 +268,7 @@ def test_the_table_says_how_many_ranks(make_spec: Callable[..., Any]) -> None:
     import dataclasses
 
     from probe.judge.rules import evaluate
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
     from probe.render.run_view import run_doc
     from probe.render.writers import plain_text
 

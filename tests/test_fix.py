@@ -14,16 +14,16 @@ from typer.testing import CliRunner
 from probe.cli import app
 from probe.experiments import fix
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.model.build import build
-from probe.records import Report
+from probe.records import Stats
 from probe.render.output import write_bytes
 from probe.spec import load, parse
 
 SMALL = {"input_dim": 32, "width": 64, "data": 256}
 
 
-def _same_numbers(a: Report, b: Report) -> None:
+def _same_numbers(a: Stats, b: Stats) -> None:
     for x, y in zip(a.layers, b.layers, strict=True):
         for f in fields(x):
             assert getattr(x, f.name) == getattr(y, f.name), (x.name, f.name)

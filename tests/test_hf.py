@@ -14,9 +14,9 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.errors import BuildError, SpecError
-from probe.measure import scale
-from probe.measure.layerwise import run_layerwise
-from probe.measure.run import run_probe
+from probe.measurement import memory
+from probe.measurement.layerwise import run_layerwise
+from probe.measurement.run import run_probe
 from probe.model import blocks
 
 pytest.importorskip("transformers")
@@ -316,8 +316,8 @@ def test_cli_layer_by_layer_user_model(cli: Any) -> None:
 
 def test_max_memory_uses_the_one_block_estimate(cli: Any) -> None:
     """The one-block estimate grows with the widest block, not with depth."""
-    shallow = scale.estimate_blockwise_memory(_hf("llama"))
-    deep = scale.estimate_blockwise_memory(_hf("llama", num_hidden_layers=40))
+    shallow = memory.estimate_blockwise_memory(_hf("llama"))
+    deep = memory.estimate_blockwise_memory(_hf("llama", num_hidden_layers=40))
     assert deep.weights == shallow.weights
     head_dim = 32 // 4
     block = 2 * 32 * 32 + 2 * 32 * (2 * head_dim) + 3 * 32 * 64 + 2 * 32  # q, o; k, v (2 KV heads); mlp; 2 norms

@@ -10,7 +10,7 @@ import torch
 from probe import spec as spec_mod
 from probe.errors import BuildError, SpecError
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.model.build import build
 from probe.render import report as rp
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from probe.judge import rules
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.records import Problem, Run
 from probe.render import report as rp
 

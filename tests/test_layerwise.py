@@ -12,8 +12,8 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.errors import BuildError, RunError, SpecError
-from probe.measure import layerwise, scale
-from probe.measure.run import run_probe
+from probe.measurement import layerwise, memory
+from probe.measurement.run import run_probe
 from tests.conftest import CONFIGS
 
 FORWARD = ("count", "mean", "std", "zero_ratio", "dead_units", "saturation_ratio", "nonfinite", "unit_spread")
@@ -277,8 +277,8 @@ def test_the_estimate_is_one_block_whatever_the_depth(backward: bool) -> None:
         spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": backward}})
         for d in (64, 128)
     )
-    normal = scale.estimate_memory(deep)
-    one, two = scale.estimate_layerwise_memory(deep), scale.estimate_layerwise_memory(deeper)
+    normal = memory.estimate_memory(deep)
+    one, two = memory.estimate_layerwise_memory(deep), memory.estimate_layerwise_memory(deeper)
     block = (8192 * 8192 + 8192) * 4
     assert one.weights == two.weights == (2 if backward else 1) * block  # with backward, the block's gradients
     assert normal.weights == pytest.approx((2 if backward else 1) * 64 * block, rel=0.02)  # 63 square layers
@@ -292,22 +292,22 @@ def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
     with pytest.raises(
         RunError, match=r"exceeds --max-memory 4 GiB.*or probe one block at a time with --layer-by-layer"
     ):
-        scale.check_memory(spec, 4, offer_layerwise=True)
-    assert scale.check_memory(spec, 4, layerwise=True).total < 2 * 2**30
+        memory.check_memory(spec, 4, offer_layerwise=True)
+    assert memory.check_memory(spec, 4, layerwise=True).total < 2 * 2**30
     with pytest.raises(RunError, match=r"0.4 GiB; lower data.batch_size or model.width, set run.backward: false, or"):
-        scale.check_memory(spec, 0.4, layerwise=True)
+        memory.check_memory(spec, 0.4, layerwise=True)
     # a batch whose boundaries do not fit: the forward signal alone (no boundaries kept) is offered
     spec = spec_mod.parse({**DEEP_WIDE, "model": {"depth": 64, "width": 4096}, "data": {"batch_size": 65536}})
-    forward = scale.estimate_layerwise_memory(spec_mod.parse({**spec_mod.to_dict(spec), "run": {"backward": False}}))
-    assert scale.estimate_layerwise_memory(spec).total > 8 * 2**30 > forward.total
+    forward = memory.estimate_layerwise_memory(spec_mod.parse({**spec_mod.to_dict(spec), "run": {"backward": False}}))
+    assert memory.estimate_layerwise_memory(spec).total > 8 * 2**30 > forward.total
     with pytest.raises(RunError) as refused:
-        scale.check_memory(spec, 8, offer_layerwise=True)
+        memory.check_memory(spec, 8, offer_layerwise=True)
     assert str(refused.value).endswith(
         f"; or probe the forward signal one block at a time with --layer-by-layer --set run.backward=false "
         f"(estimated {forward.total / 2**30:.2f} GiB)"
     )
     with pytest.raises(RunError, match=r"8 GiB; lower data.batch_size or model.width, set run.backward: false, or"):
-        scale.check_memory(spec, 8, layerwise=True)
+        memory.check_memory(spec, 8, layerwise=True)
 
 
 def test_a_conv_stack_estimate_is_one_block_and_a_normal_runs_activations() -> None:
@@ -315,7 +315,7 @@ def test_a_conv_stack_estimate_is_one_block_and_a_normal_runs_activations() -> N
     # per block, which a normal run's meta-device measure bounds (not the MLP arithmetic of width x batch)
     overrides = {"model.image_size": 64, "model.width": 128, "model.pool": "none", "data.batch_size": 32}
     spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides=overrides)
-    one, whole = scale.estimate_layerwise_memory(spec), scale.estimate_shapes_memory(spec)
+    one, whole = memory.estimate_layerwise_memory(spec), memory.estimate_shapes_memory(spec)
     block = 128 * 128 * 9 + 128  # a 3x3 Conv2d, 128 channels in and out, with bias
     assert one.weights == 2 * block * 4  # float32, and its gradients
     assert one.activations == whole.activations > 12 * 32 * 128 * 64 * 64 * 4  # the 12 boundaries at least
@@ -331,7 +331,7 @@ def test_cli_max_memory_per_mode(cli: Any) -> None:
     # the figures printed are the estimator's for this very spec: the whole run over the limit,
     # one block under it
     spec = spec_mod.load(CONFIGS / "lab1_he_relu.yaml", {"model.depth": 60, "model.width": 512, "data.batch_size": 64})
-    whole, one_block = scale.estimate_memory(spec).total, scale.estimate_layerwise_memory(spec).total
+    whole, one_block = memory.estimate_memory(spec).total, memory.estimate_layerwise_memory(spec).total
     assert one_block <= 0.5 * 2**30 < whole
     text = " ".join(refused.output.split())
     assert f"estimated peak memory {whole / 2**30:.2f} GiB" in text

@@ -18,7 +18,7 @@ STAGES = [
     "spec",
     "model",
     "records",
-    "measure",
+    "measurement",
     "judge",
     "experiments",
     "render",
@@ -121,3 +121,20 @@ def test_no_import_cycles() -> None:
 def test_modules_stay_short(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= 520, f"{path.relative_to(REPO)} has {lines} lines: split it by job"
+
+
+def test_probe_measure_is_the_api_function_whatever_was_imported_first() -> None:
+    """``probe.measure`` is one thing, the function; the stage package has its own name, so no
+    module class is swapped to make a package callable."""
+    import importlib
+    import sys
+    from types import ModuleType
+
+    import probe
+
+    importlib.import_module("probe.measurement.run")  # importing the stage sets no probe.measure
+    from probe.api import measure
+
+    assert probe.measure is measure
+    assert type(sys.modules["probe"]) is ModuleType
+    assert not (PACKAGE / "measure").exists() and not (PACKAGE / "measure.py").exists()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from probe.errors import RunError
-from probe.measure import scale
+from probe.measurement import memory
 from probe.spec import parse
 
 KINDS = {
@@ -30,7 +30,7 @@ def test_meta_measure_agrees_with_the_mlp_arithmetic() -> None:
     activations autograd may keep (every op output) are within the arithmetic's per-layer count
     (input, pre-activation, activation) plus the final output."""
     spec = parse({"model": {"depth": 4, "width": 64, "input_dim": 32}, "data": {"batch_size": 16}})
-    shapes, arithmetic = scale.estimate_shapes_memory(spec), scale.estimate_memory(spec)
+    shapes, arithmetic = memory.estimate_shapes_memory(spec), memory.estimate_memory(spec)
     assert shapes.weights == arithmetic.weights
     assert 0.5 * arithmetic.activations <= shapes.activations <= arithmetic.activations
 
@@ -38,8 +38,8 @@ def test_meta_measure_agrees_with_the_mlp_arithmetic() -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_depth_extrapolation_is_exact_for_repeating_blocks(kind: str) -> None:
     spec = _spec(kind, depth=5)
-    extrapolated = scale.estimate_shapes_memory(spec)
-    built = scale._shapes_estimate(spec)
+    extrapolated = memory.estimate_shapes_memory(spec)
+    built = memory._shapes_estimate(spec)
     # weights repeat exactly per block; activations too (no pooling in these specs)
     assert extrapolated.weights == built.weights
     assert extrapolated.activations == built.activations
@@ -47,18 +47,18 @@ def test_depth_extrapolation_is_exact_for_repeating_blocks(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_estimate_grows_with_the_batch(kind: str) -> None:
-    small = scale.estimate_shapes_memory(_spec(kind))
-    large = scale.estimate_shapes_memory(replace(_spec(kind), data=replace(_spec(kind).data, batch_size=64)))
+    small = memory.estimate_shapes_memory(_spec(kind))
+    large = memory.estimate_shapes_memory(replace(_spec(kind), data=replace(_spec(kind).data, batch_size=64)))
     assert large.weights == small.weights
     assert large.activations == pytest.approx(8 * small.activations, rel=0.2)
 
 
 def test_huge_sizes_are_estimated_without_allocating() -> None:
     spec = parse({"model": {"kind": "transformer", "seq_len": 10**7, "depth": 2, "width": 64}})
-    est = scale.estimate_any(spec)
+    est = memory.estimate_any(spec)
     assert est is not None and est.total > 10**15  # the attention scores alone: seq_len^2 values
     deep = parse({"model": {"kind": "residual", "depth": 10**7, "width": 64}})
-    assert scale.estimate_any(deep).total > 10**12  # type: ignore[union-attr]
+    assert memory.estimate_any(deep).total > 10**12  # type: ignore[union-attr]
 
 
 def test_user_model_estimate_counts_its_parameters() -> None:
@@ -67,14 +67,14 @@ def test_user_model_estimate_counts_its_parameters() -> None:
     from tests.models_for_tests import awkward
 
     spec = parse({"model": {"import": "tests.models_for_tests:awkward", "input_shape": [3, 8, 8]}})
-    est = scale.estimate_any(spec)
+    est = memory.estimate_any(spec)
     params = sum(p.numel() for p in awkward().parameters()) + sum(b.numel() for b in awkward().buffers())
     assert est is not None and est.weights == params * 4 * 2  # float32 weights and their gradients
     del torch
 
 
 def test_available_memory_is_known_here() -> None:
-    available = scale.available_memory_bytes()
+    available = memory.available_memory_bytes()
     assert available is not None and available > 0
     with open("/proc/meminfo") as fh:
         total = int(next(line for line in fh if line.startswith("MemTotal:")).split()[1]) * 1024
@@ -84,11 +84,11 @@ def test_available_memory_is_known_here() -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_max_memory_applies_to_every_kind(kind: str) -> None:
     with pytest.raises(RunError, match="exceeds --max-memory 0 GiB"):
-        scale.check_memory(_spec(kind), 0.0)
+        memory.check_memory(_spec(kind), 0.0)
 
 
 def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scale, "available_memory_bytes", lambda: 6 * 2**30)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 6 * 2**30)
     args = ["run", "configs/lab1_tiny_relu.yaml", "--set", "model.width=20000", "--set", "run.device=cpu"]
     refused = cli(*args)
     assert refused.exit_code == 3
@@ -97,7 +97,7 @@ def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkey
     # one block fits (5.4 GiB at width 20000: its weights, their gradients and a scratch copy of them)
     assert "lower data.batch_size" in text and "--layer-by-layer (estimated" in text
     # the way out: an explicit limit replaces the default (the run itself is not wanted here)
-    monkeypatch.setattr(scale, "estimate_memory", lambda spec: scale.MemoryEstimate(0, 0, 0))
+    monkeypatch.setattr(memory, "estimate_memory", lambda spec: memory.MemoryEstimate(0, 0, 0))
     assert cli(*args, "--set", "model.depth=1", "--set", "data.batch_size=2", "--max-memory", "inf").exit_code == 0
 
 
@@ -105,7 +105,7 @@ def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkey
 def test_sequence_extrapolation_is_exact(kind: str) -> None:
     """Linear (recurrent) or quadratic (attention) in seq_len: three points give the curve."""
     spec = _spec(kind, seq_len=40)
-    assert scale._by_sequence(spec) == scale._shapes_estimate(spec)
+    assert memory._by_sequence(spec) == memory._shapes_estimate(spec)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_sequence_extrapolation_is_exact(kind: str) -> None:
 def test_every_command_has_the_default_guard(
     cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
-    monkeypatch.setattr(scale, "available_memory_bytes", lambda: 2**28)  # 0.25 GiB: less than the process
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2**28)  # 0.25 GiB: less than the process
     result = cli(*command)
     assert result.exit_code == 3, result.output
     assert "exceeds the memory available now (0.25 GiB)" in " ".join(result.output.split())
@@ -133,7 +133,7 @@ def test_every_command_has_the_default_guard(
 def test_a_model_the_meta_device_cannot_run_still_runs(cli: Callable[..., Any]) -> None:
     """No estimate (one line says so), not a refusal: transformers models read values in forward."""
     spec = parse({"model": {"import": "tests.models_for_tests:reads_values", "input_shape": [4]}})
-    assert scale.estimate_any(spec) is None
+    assert memory.estimate_any(spec) is None
     result = cli("run", "--model", "tests.models_for_tests:reads_values", "--input-shape", "4", "-f", "json")
     assert result.exit_code == 0, result.output
     assert "no memory estimate" in result.stderr

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.spec import parse
 
 
@@ -27,7 +27,7 @@ def test_one_dimensional_output_zero_ratio(dtype: str) -> None:
     head = report.layers[-1]
     assert head.module_type == "ReluHead"  # its unit dimension is the batch: counted per position
     # the reference: the same model, seed and batches, counted by hand
-    from probe.measure.run import data_stream, next_batch
+    from probe.measurement.run import data_stream, next_batch
     from probe.model.build import build_initialized
 
     with torch.random.fork_rng(devices=[]):
@@ -138,7 +138,7 @@ def test_huge_gradients_are_counted_in_chunks_exactly(monkeypatch: Any) -> None:
     """A weight gradient of LARGE values or more is counted chunk by chunk, never copied whole
     (a Llama-3-70B-sized embedding's 1.05 billion values made a layer-by-layer run peak at 21 GiB):
     the counts equal the whole-tensor count, here and through the collector."""
-    from probe.measure import counts
+    from probe.measurement import counts
 
     flat = torch.zeros(counts.CHUNK * 2 + 7)
     marks = [0, counts.CHUNK - 1, counts.CHUNK, counts.CHUNK * 2 + 6]  # both sides of each chunk edge

@@ -16,7 +16,7 @@ from probe.errors import SpecError
 from probe.experiments import sweep as sw
 from probe.experiments import train as tr
 from probe.experiments.batch import compare, parse_entry
-from probe.measure import histograms
+from probe.measurement import histograms
 from probe.render import plot, spark
 
 pytest.importorskip("matplotlib")
@@ -212,7 +212,7 @@ def test_cli_run_plot_every_kind(tmp_path: Path, config: str) -> None:
 
 @pytest.mark.parametrize("config", ["cnn_he.yaml", "transformer_vit.yaml", "lstm_forget_bias.yaml"])
 def test_histograms_cover_the_report_rows(config: str) -> None:
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
 
     spec = spec_mod.load(Path("configs") / config, {"data.batch_size": 4, "model.depth": 2})
     report = run_probe(spec)

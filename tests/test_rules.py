@@ -9,7 +9,7 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.judge import rules
-from probe.records import LayerStats, Report
+from probe.records import LayerStats, Stats
 
 
 def _layer(i: int, **changes: Any) -> LayerStats:
@@ -34,9 +34,9 @@ def _layer(i: int, **changes: Any) -> LayerStats:
     return replace(base, **changes)
 
 
-def _report(layers: list[LayerStats], gate: dict[str, Any] | None = None) -> Report:
+def _report(layers: list[LayerStats], gate: dict[str, Any] | None = None) -> Stats:
     spec = spec_mod.parse({"gate": gate or {}})
-    return Report(spec, tuple(layers), "cpu", "float32", "test", 0.0)
+    return Stats(spec, tuple(layers), "cpu", "float32", "test", 0.0)
 
 
 HEALTHY = [_layer(i) for i in range(1, 5)]
@@ -211,7 +211,7 @@ def test_layer_flags_mark_failing_cells() -> None:
     assert flags["layer2"]["saturation_ratio"] == "fail"
 
 
-def _healthy_gradients_report(nan_layer: bool = False) -> Report:
+def _healthy_gradients_report(nan_layer: bool = False) -> Stats:
     """Healthy under the default gate, with a little of everything a rule measures."""
     layers = [
         _layer(i, saturation_ratio=0.01, dead_units=0.01, correlation=0.1, weight_scale=1.0, weight_size=100)

@@ -10,7 +10,7 @@ import torch
 
 from probe.errors import RunError
 from probe.judge import rules
-from probe.measure.run import resolve_device, run_probe
+from probe.measurement.run import resolve_device, run_probe
 
 SMALL = {"model": {"depth": 3, "width": 32}, "data": {"batch_size": 64}}
 

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from probe import spec as spec_mod
 from probe.cli import app
 from probe.errors import RunError
-from probe.measure import scale
-from probe.measure.run import run_probe
+from probe.measurement import memory, threads
+from probe.measurement.run import run_probe
 
 
 def _spec(**model: object) -> spec_mod.Spec:
@@ -18,22 +18,22 @@ def _spec(**model: object) -> spec_mod.Spec:
 
 
 def test_estimate_grows_with_the_network_and_drops_without_backward() -> None:
-    small, wide = scale.estimate_memory(_spec()), scale.estimate_memory(_spec(width=512))
+    small, wide = memory.estimate_memory(_spec()), memory.estimate_memory(_spec(width=512))
     assert wide.weights > small.weights and wide.activations > small.activations
     forward_only = spec_mod.parse({"model": {"depth": 50, "width": 1024}, "run": {"backward": False}})
     with_backward = spec_mod.parse({"model": {"depth": 50, "width": 1024}})
-    assert scale.estimate_memory(forward_only).total < scale.estimate_memory(with_backward).total
+    assert memory.estimate_memory(forward_only).total < memory.estimate_memory(with_backward).total
 
 
 def test_guard_refuses_a_spec_over_the_limit_and_passes_one_under() -> None:
     big = spec_mod.parse({"model": {"depth": 50, "width": 4096}, "data": {"batch_size": 8192}})
     with pytest.raises(RunError, match="exceeds --max-memory 1 GiB"):
-        scale.check_memory(big, 1)
-    assert scale.guard_memory([_spec()], 1.0) == []  # small: no estimate printed, no refusal
+        memory.check_memory(big, 1)
+    assert memory.guard_memory([_spec()], 1.0) == []  # small: no estimate printed, no refusal
     # an explicit limit above the estimate: the estimate is printed whatever memory is free now
-    assert "estimated peak memory" in scale.guard_memory([big], 64.0)[0]
+    assert "estimated peak memory" in memory.guard_memory([big], 64.0)[0]
     with pytest.raises(RunError, match="side by side"):
-        scale.guard_memory([_spec(width=2048)] * 4, 1.6, jobs=4)
+        memory.guard_memory([_spec(width=2048)] * 4, 1.6, jobs=4)
 
 
 def test_cli_refuses_before_running_with_exit_3() -> None:
@@ -46,12 +46,13 @@ def test_cli_refuses_before_running_with_exit_3() -> None:
 
 
 def test_small_networks_run_single_threaded_and_restore_the_count() -> None:
-    assert scale.threads_for(_spec()) == 1
+    assert threads.threads_for(_spec()) == 1
     assert (
-        scale.threads_for(spec_mod.parse({"model": {"depth": 50, "width": 1024}, "data": {"batch_size": 1024}})) is None
+        threads.threads_for(spec_mod.parse({"model": {"depth": 50, "width": 1024}, "data": {"batch_size": 1024}}))
+        is None
     )
     before = torch.get_num_threads()
-    with scale.intra_op_threads(1):
+    with threads.intra_op_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from probe.cli import app
 from probe.judge import theory
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.spec import Choice, activations, inits, parse
 
 

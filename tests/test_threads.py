@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from probe.measure import scale
+from probe.measurement import threads
 from probe.spec import parse
 
 
@@ -16,7 +16,7 @@ from probe.spec import parse
 def _policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     yield
-    scale.set_threads(None)
+    threads.set_threads(None)
 
 
 @pytest.mark.parametrize(
@@ -35,26 +35,26 @@ def _policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 )
 def test_policy_covers_every_kind(model: dict[str, Any], small: bool) -> None:
     spec = parse({"model": model, "data": {"batch_size": 64}})
-    macs = scale.work_macs(spec)
-    assert macs is not None and (macs < scale.SINGLE_THREAD_MACS) == small
-    assert scale.threads_for(spec) == (1 if small else None)
+    macs = threads.work_macs(spec)
+    assert macs is not None and (macs < threads.SINGLE_THREAD_MACS) == small
+    assert threads.threads_for(spec) == (1 if small else None)
 
 
 def test_explicit_threads_and_omp_win(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse({"model": {"width": 32}})
-    scale.set_threads(3)
-    assert scale.threads_for(spec) == 3
-    scale.set_threads(None)
+    threads.set_threads(3)
+    assert threads.threads_for(spec) == 3
+    threads.set_threads(None)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert scale.threads_for(spec) is None  # torch read OMP_NUM_THREADS at start: leave its count
+    assert threads.threads_for(spec) is None  # torch read OMP_NUM_THREADS at start: leave its count
 
 
 def test_user_model_work_from_its_parameters() -> None:
     from tests.models_for_tests import deep_tanh_mlp
 
     spec = parse({"model": {"import": "tests.models_for_tests:deep_tanh_mlp", "input_shape": [16]}})
-    assert scale.work_macs(spec) is None
-    assert scale.threads_for(spec, deep_tanh_mlp()) == 1
+    assert threads.work_macs(spec) is None
+    assert threads.threads_for(spec, deep_tanh_mlp()) == 1
 
 
 def test_cli_threads_option(cli: Callable[..., Any]) -> None:
@@ -73,7 +73,7 @@ def test_jobs_agree_with_one_process_on_threaded_work(cli: Callable[..., Any]) -
     the same."""
     args = ["compare", "he:relu", "tiny:relu", "--depth", "4", "--width", "512", "--batch-size", "1024", "-f", "json"]
     spec = parse({"model": {"depth": 4, "width": 512}, "data": {"batch_size": 1024}})
-    assert scale.threads_for(spec) is None  # the premise: threaded work
+    assert threads.threads_for(spec) is None  # the premise: threaded work
     one, two = cli(*args), cli(*args, "--jobs", "2")
     assert one.exit_code == two.exit_code == 0, two.output
     runs_one, runs_two = json.loads(one.stdout)["runs"], json.loads(two.stdout)["runs"]

@@ -56,7 +56,7 @@ def test_ctrl_c_is_exit_130_with_one_line(cli: Callable[..., Any], monkeypatch: 
     import os
     import signal
 
-    from probe.measure import run as run_mod
+    from probe.measurement import run as run_mod
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to probe's handler

@@ -229,7 +229,7 @@ def test_python_m_probe_imports_from_the_working_directory() -> None:
 def test_summary_keeps_first_last_offenders_and_stays_bounded() -> None:
     from probe import spec as spec_mod
     from probe.judge.rules import evaluate
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
     from probe.render import report as rp
 
     # an exploding 60-block residual stack: most rows break a rule, the summary stays short

@@ -16,8 +16,8 @@ import pytest
 from probe import spec as spec_mod
 from probe.judge import advice
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
-from probe.records import Report, Verdict
+from probe.measurement.run import run_probe
+from probe.records import Stats, Verdict
 
 pytest.importorskip("transformers")
 
@@ -46,7 +46,7 @@ def _runs(stdout: str) -> dict[str, tuple[bool, set[str]]]:
     return {r["label"]: (r["verdict"]["healthy"], {p["rule"] for p in r["verdict"]["problems"]}) for r in doc["runs"]}
 
 
-def _probe(kind: str, weight: str | None = None) -> tuple[Report, Verdict]:
+def _probe(kind: str, weight: str | None = None) -> tuple[Stats, Verdict]:
     report = run_probe(_spec(kind, weight))
     return report, evaluate(report)
 
@@ -136,7 +136,7 @@ def test_identity_blocks_are_a_note_not_vanishing() -> None:
 # ---- 3. gradients that pooling and broadcasting cannot fool -------------------------------------
 
 
-def _pooled(size: int) -> Report:
+def _pooled(size: int) -> Stats:
     # circular padding: an 8 x 8 map is 44% border with zero padding (a 32 x 32 one 12%), a real
     # difference in what the convolutions compute; without a border only the pooled size differs
     spec = spec_mod.parse(
@@ -157,7 +157,7 @@ def test_verdict_and_gradient_ratios_do_not_depend_on_the_pooled_map_size() -> N
     small, large = _pooled(8), _pooled(32)
     assert evaluate(small) == evaluate(large)
 
-    def ratios(r: Report) -> list[float]:
+    def ratios(r: Stats) -> list[float]:
         return [x.grad_scale / r.last.grad_scale for x in r.signal() if x.grad_scale is not None]  # type: ignore[operator]
 
     a, b = ratios(small), ratios(large)

@@ -17,11 +17,11 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
-from probe.records import Report
+from probe.measurement.run import run_probe
+from probe.records import Stats
 
 
-def _bn_resnet(weight: str) -> Report:
+def _bn_resnet(weight: str) -> Stats:
     # a BatchNorm ResNet (stem + 3 basic blocks, width 8, bias-free convs) and a linear head
     spec = spec_mod.parse(
         {

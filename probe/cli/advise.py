@@ -63,7 +63,7 @@ def advise(
         verdict = None
         if probe_run:
             from probe.judge.rules import evaluate
-            from probe.measure.run import run_probe
+            from probe.measurement.run import run_probe
 
             memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
             verdict = evaluate(run_probe(spec))

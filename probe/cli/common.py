@@ -138,7 +138,7 @@ def main(
     if debug:
         _state["debug"] = True
     if threads is not None:
-        from probe.measure.scale import set_threads
+        from probe.measurement.threads import set_threads
 
         set_threads(threads)
 
@@ -241,7 +241,7 @@ def memory_guard(
     available now), before any run."""
     if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
         raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
-    from probe.measure.scale import guard_memory
+    from probe.measurement.memory import guard_memory
 
     for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
         _err_console().print(line, style="dim", markup=False, soft_wrap=True)

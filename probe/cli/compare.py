@@ -123,7 +123,7 @@ def compare(
             html=html,
         )
         if (plot is not None or tensorboard is not None) and writes_files():  # torchrun: rank 0 writes
-            from probe.measure.histograms import histograms
+            from probe.measurement.histograms import histograms
 
             hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
             if plot is not None:

@@ -7,14 +7,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 
-class Optimizer(str, Enum):
+class GateOptimizer(str, Enum):
     any = "any"
     sgd = "sgd"
     adam = "adam"
 
 
 OptimizerOpt = Annotated[
-    Optional[Optimizer],
+    Optional[GateOptimizer],
     typer.Option(
         "--optimizer",
         case_sensitive=False,
@@ -23,6 +23,6 @@ OptimizerOpt = Annotated[
 ]
 
 
-def optimizer_override(optimizer: Optional[Optimizer]) -> dict[str, Any]:
+def optimizer_override(optimizer: Optional[GateOptimizer]) -> dict[str, Any]:
     """``--optimizer`` as a spec override (``gate.optimizer``)."""
     return {} if optimizer is None else {"gate.optimizer": optimizer.value}

@@ -58,7 +58,7 @@ def guard(fn: Callable[[], int]) -> None:
     torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
     import signal
 
-    from probe.measure.distributed import launched_rank, output_rank
+    from probe.measurement.distributed import launched_rank, output_rank
 
     WRITER["writer"] = output_rank()
     SIGNALS["interrupted"] = False

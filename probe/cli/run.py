@@ -109,13 +109,13 @@ def run(
         check_outputs(output, plot)
         from probe.judge.advice import advise
         from probe.judge.rules import evaluate
-        from probe.measure.run import run_probe
+        from probe.measurement.run import run_probe
         from probe.render import report as rp  # after the spec: bad input fails without loading these
 
         if layer_by_layer:
-            from probe.measure.layerwise import check_applies
+            from probe.measurement.layerwise import check_layerwise
 
-            check_applies(spec, weights=weights is not None)
+            check_layerwise(spec, weights=weights is not None)
             if plot is not None:
                 raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
@@ -129,7 +129,7 @@ def run(
             state = load_weights(weights)
         if layer_by_layer:
             from probe.cli.progress import block_progress
-            from probe.measure.layerwise import return_large_allocations_to_the_os, run_layerwise
+            from probe.measurement.layerwise import return_large_allocations_to_the_os, run_layerwise
 
             return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
             with block_progress() as on_block:
@@ -178,7 +178,7 @@ def run(
 def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: Any = None) -> None:
     if plot is None or not writes_files():  # torchrun: rank 0 draws
         return
-    from probe.measure.histograms import histograms
+    from probe.measurement.histograms import histograms
     from probe.render import report as rp
     from probe.render.plot import runs_figure
 
@@ -192,7 +192,7 @@ def _tensorboard_run(spec: Any, result: Any, verdict: Any, directory: Path, stat
 
     hists = []
     if with_histograms:  # the whole network at once: not with --layer-by-layer
-        from probe.measure.histograms import histograms
+        from probe.measurement.histograms import histograms
 
         hists = [histograms(spec, state_dict=state, only={x.name for x in result.layers})]
     for folder in write_runs(directory, [rp.Run(spec.name, result, verdict)], hists):

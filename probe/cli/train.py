@@ -35,7 +35,7 @@ from probe.cli.common import (
 )
 
 
-class Optimizer(str, Enum):
+class TrainOptimizer(str, Enum):
     adam = "adam"
     sgd = "sgd"
 
@@ -44,7 +44,9 @@ class Optimizer(str, Enum):
 def train(
     entries: EntriesArg,
     config: ConfigOpt = None,
-    optimizer: Annotated[Optimizer, typer.Option(help="Optimizer.", case_sensitive=False)] = Optimizer.adam,
+    optimizer: Annotated[
+        TrainOptimizer, typer.Option(help="TrainOptimizer.", case_sensitive=False)
+    ] = TrainOptimizer.adam,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.01,
     steps: Annotated[int, typer.Option(help="Full-batch training steps.")] = 120,
     samples: Annotated[int, typer.Option(help="Two-moons samples (train + validation).")] = 600,

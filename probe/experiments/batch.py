@@ -14,7 +14,7 @@ from probe.spec import Choice, Spec, activations, inits
 from probe.spec.schema import unknown
 
 if TYPE_CHECKING:  # imported where used: a bad entry fails without loading the probe machinery
-    from probe.records import Report, Run, Verdict
+    from probe.records import Run, Stats, Verdict
 
 Step = Callable[[str], None]  # called with the label of each run as it starts
 R = TypeVar("R")
@@ -80,10 +80,10 @@ def check_specs(specs: Sequence[Spec], labels: Sequence[str], step: Step | None 
     return _run_all(list(specs), list(labels), [s.init.weight.name for s in specs], step, jobs)
 
 
-def probe_and_evaluate(spec: Spec) -> tuple[Report, Verdict]:
+def probe_and_evaluate(spec: Spec) -> tuple[Stats, Verdict]:
     """One spec's report and verdict (module-level, so worker processes can run it)."""
     from probe.judge.rules import evaluate
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
 
     report = run_probe(spec)
     return report, evaluate(report)
@@ -95,7 +95,7 @@ def run_each(
     """``[fn(spec) for spec in specs]`` in ``jobs`` worker processes, with progress: serially,
     ``step`` names each run as it starts; in parallel, each run as it finishes (in order)."""
     from probe.experiments.parallel import parallel_map
-    from probe.measure.distributed import launched_world_size
+    from probe.measurement.distributed import launched_world_size
 
     if jobs > 1 and launched_world_size() > 1:
         # worker processes would inherit torchrun's rank and join (or hang on) its process group

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError, SpecError
 from probe.model.lsuv import LsuvResult, lsuv_built
-from probe.records import Report, Verdict
+from probe.records import Stats, Verdict
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 class FixResult:
     """The spec as written (``before``) beside the LSUV-fixed network (``after``)."""
 
-    before: Report
+    before: Stats
     before_verdict: Verdict
-    after: Report
+    after: Stats
     after_verdict: Verdict
     lsuv: LsuvResult
     fixed_spec: Spec
@@ -53,8 +53,8 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
     import torch
 
     from probe.judge.rules import evaluate
-    from probe.measure.run import run_probe
-    from probe.measure.scale import intra_op_threads, threads_for
+    from probe.measurement.run import run_probe
+    from probe.measurement.threads import intra_op_threads, threads_for
     from probe.model.build import build
 
     before = run_probe(spec)

@@ -74,7 +74,7 @@ def inspect(spec: Spec, activations_pass: bool = True) -> Inspection:
     """Build the spec's network (same seed as ``probe run``) and inspect every parameter."""
     import torch
 
-    from probe.measure.run import run_probe
+    from probe.measurement.run import run_probe
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)

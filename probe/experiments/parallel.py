@@ -27,7 +27,7 @@ def _init_worker(threads: int, explicit: int | None = None) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import torch
 
-    from probe.measure.scale import set_threads
+    from probe.measurement.threads import set_threads
 
     torch.set_num_threads(threads)
     set_threads(explicit)  # --threads reaches the workers (a spawned process starts afresh)
@@ -53,7 +53,7 @@ def parallel_map(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from probe.measure.scale import _EXPLICIT_THREADS
+    from probe.measurement.threads import _EXPLICIT_THREADS
 
     workers = min(jobs, len(items))
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from probe.errors import SpecError
 from probe.experiments import batch
 from probe.judge.rules import evaluate
-from probe.measure.run import run_probe
+from probe.measurement.run import run_probe
 from probe.spec import Spec
 
 # a width sweep flags a layer whose |d log std / d log width| exceeds this; each cell is one seed, so

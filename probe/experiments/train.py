@@ -159,13 +159,13 @@ def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> 
     x, y = two_moons(settings.samples, settings.noise, settings.seed)
     train_idx, val_idx = stratified_split(y, settings.val_fraction, settings.seed)
     x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    from probe.measure.run import resolve_device
+    from probe.measurement.run import resolve_device
 
     device = resolve_device(spec.run.device)
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
     x_train, x_val = x_train.to(device=device, dtype=dtype), x_val.to(device=device, dtype=dtype)
     y_train, y_val = y_train.to(device), y_val.to(device)
-    from probe.measure.scale import intra_op_threads, threads_for
+    from probe.measurement.threads import intra_op_threads, threads_for
 
     threads = threads_for(spec) if device.type == "cpu" else None
     with torch.random.fork_rng(devices=[]), intra_op_threads(threads):

@@ -1,4 +1,4 @@
-"""Report -> Verdict: each health rule is a name and one or two declarative threshold checks.
+"""Stats -> Verdict: each health rule is a name and one or two declarative threshold checks.
 
 A rule reports the first layer that breaks it (with the measured value and the threshold) and,
 in its message, the worst layer. ``layer_flags`` gives the per-cell colors the table uses: a
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from probe.records import LayerStats, Problem, Report, Verdict
+from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
 
 SCALE_MARGIN = 10.0
@@ -49,7 +49,7 @@ class Row(Protocol):
     def name(self) -> str: ...
 
 
-Values = Callable[[Report], "list[tuple[Row, float | None]]"]
+Values = Callable[[Stats], "list[tuple[Row, float | None]]"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _breaking(check: Check, report: Report, gate: GateSpec) -> list[tuple[Row, float]]:
+def _breaking(check: Check, report: Stats, gate: GateSpec) -> list[tuple[Row, float]]:
     """The (layer, value) pairs that break ``check`` under ``gate``, in layer order."""
     threshold = float(getattr(gate, check.key))
     return [
@@ -111,7 +111,7 @@ def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
     return "error" if past or rule in NO_MARGIN else "warning"
 
 
-def _problem(rule: str, check: Check, report: Report, gate: GateSpec) -> Problem | None:
+def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem | None:
     """One problem for the first layer that breaks ``check``; the message names the worst too."""
     bad = _breaking(check, report, gate)
     if not bad:
@@ -132,30 +132,30 @@ def _problem(rule: str, check: Check, report: Report, gate: GateSpec) -> Problem
 # ---- the values each check reads ---------------------------------------------------------------
 
 
-Rows = Callable[[Report], "tuple[LayerStats, ...]"]
+Rows = Callable[[Stats], "tuple[LayerStats, ...]"]
 
 
-def _all(report: Report) -> tuple[LayerStats, ...]:
+def _all(report: Stats) -> tuple[LayerStats, ...]:
     return report.layers
 
 
-def _units(report: Report) -> tuple[LayerStats, ...]:
+def _units(report: Stats) -> tuple[LayerStats, ...]:
     """Layers of units: not lookup or parameter tables (an embedding's rows are not units)."""
     return tuple(x for x in report.layers if x.role != "embedding")
 
 
-def _signal(report: Report) -> tuple[LayerStats, ...]:
+def _signal(report: Stats) -> tuple[LayerStats, ...]:
     return report.signal()
 
 
 def _field(name: str, rows: Rows = _all) -> Values:
-    def values(report: Report) -> list[tuple[Row, float | None]]:
+    def values(report: Stats) -> list[tuple[Row, float | None]]:
         return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in rows(report)]
 
     return values
 
 
-def _attention_entropy(report: Report) -> list[tuple[Row, float | None]]:
+def _attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
     return [(a, a.entropy) for a in report.attention]
 
 
@@ -166,7 +166,7 @@ def _hidden(name: str) -> Values:
     0.993 at init and trains); and embedding tables (role ``embedding``), whose rows depend on the
     ids alone (BERT's token-type embedding is the same vector for every token of one segment)."""
 
-    def values(report: Report) -> list[tuple[Row, float | None]]:
+    def values(report: Stats) -> list[tuple[Row, float | None]]:
         # in a residual network, the stream: a branch's tokens all alike (attention averaging them
         # at init) are added to a stream that keeps them apart
         residual = any(x.role == "branch" for x in report.layers)
@@ -179,7 +179,7 @@ def _hidden(name: str) -> Values:
     return values
 
 
-def _std_ratio(report: Report) -> list[tuple[Row, float | None]]:
+def _std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     signal = report.signal()
     first, last = signal[0], signal[-1]
     if first.std is None or last.std is None or first.std == 0 or math.isnan(first.std) or math.isnan(last.std):
@@ -187,7 +187,7 @@ def _std_ratio(report: Report) -> list[tuple[Row, float | None]]:
     return [(last, last.std / first.std)]
 
 
-def _grad_ratios(report: Report) -> list[tuple[Row, float | None]]:
+def _grad_ratios(report: Stats) -> list[tuple[Row, float | None]]:
     """Each signal row's grad scale (per sample, ||output|| * ||gradient||) relative to the network
     output's. Reports without grad scales (older collectors) use the per-value gradient std."""
     name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
@@ -198,7 +198,7 @@ def _grad_ratios(report: Report) -> list[tuple[Row, float | None]]:
     return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
 
 
-def _normalized_scale(report: Report) -> list[tuple[Row, float | None]]:
+def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
     """The weighted median, over the network's weight elements, of each weight's scale
     (``weight_scale``: rms / sqrt(2 / fan_in)) where its layer feeds a normalization, and 0 where
     it does not: above ``k`` exactly when most of the weights are normalized and over k times He's
@@ -315,7 +315,7 @@ def _enabled(gate: GateSpec) -> list[Rule]:
     return [r for r in RULES.values() if r.name not in gate.disable]
 
 
-def evaluate(report: Report, gate: GateSpec | None = None) -> Verdict:
+def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     """Apply every enabled rule. ``problems``: what fails the gate (errors, and warnings under
     ``gate.fail_on: warning``); ``warnings``: the other broken thresholds and the near misses;
     ``notes``: identity blocks. Healthy when nothing fails."""
@@ -340,7 +340,7 @@ def evaluate(report: Report, gate: GateSpec | None = None) -> Verdict:
     )
 
 
-def identity_blocks(report: Report) -> tuple[Problem, ...]:
+def identity_blocks(report: Stats) -> tuple[Problem, ...]:
     """A note for residual blocks whose branch adds less than ``IDENTITY_FRACTION`` of the stream
     at init (ReZero, Fixup, LayerScale, depth-scaled projections): small by design, not vanishing."""
     quiet = [x for x in report.layers if x.branch_ratio is not None and x.branch_ratio < IDENTITY_FRACTION]
@@ -380,7 +380,7 @@ def _loosened(gate: GateSpec) -> GateSpec:
     )
 
 
-def layer_flags(report: Report, verdict: Verdict | None = None) -> dict[str, dict[str, str]]:
+def layer_flags(report: Stats, verdict: Verdict | None = None) -> dict[str, dict[str, str]]:
     """``{layer name: {field: "fail" | "warn"}}`` for every table cell a rule (nearly) breaks."""
     gate = report.spec.gate
     flags: dict[str, dict[str, str]] = {}

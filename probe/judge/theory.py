@@ -28,7 +28,7 @@ from probe.spec import Choice, Spec, activations, inits
 if TYPE_CHECKING:
     import torch
 
-    from probe.records import Report
+    from probe.records import Stats
 
 QUADRATURE_NODES = 64  # Gauss-Legendre nodes on each side of 0
 SPAN_SD = 12.0  # the integral covers mean +- 12 standard deviations (the rest is below 1e-32)
@@ -383,7 +383,7 @@ def std_error(std: float, kurtosis: float, n: int) -> float:
     return std * math.sqrt(max(kurtosis - 1.0, 0.0) / (4.0 * max(n, 1)))
 
 
-def compare(report: Report, prediction: Prediction) -> list[Comparison]:
+def compare(report: Stats, prediction: Prediction) -> list[Comparison]:
     """Each measured layer beside its prediction (``None`` fields where there is none)."""
     by_name = {t.name: t for t in prediction.layers}
     out = []

@@ -10,8 +10,8 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from probe.model.built import Watched
 from probe.model.inputs import InputSpec
+from probe.model.network import Watched
 from probe.spec import ModelSpec, activations
 
 if TYPE_CHECKING:

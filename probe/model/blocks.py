@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from probe.model.built import Watched
+    from probe.model.network import Watched
 
 
 @dataclass
@@ -98,7 +98,7 @@ class MetaModel:
         self.built_dtypes = {(id(owner), name): t.dtype for owner, name, t, _ in _tensors(self.model, True)}
 
 
-def check_applies(spec: Spec) -> None:
+def check_replayable(spec: Spec) -> None:
     """A SpecError where the block program cannot reproduce the model's own init."""
     if spec.init.explicit or spec.init.rules:
         where = "model.hf" if spec.model.hf is not None else "model.import"
@@ -112,7 +112,7 @@ def meta_model(spec: Spec) -> MetaModel:
     """The spec's user or transformers model on the meta device, its blocks and init program."""
     import torch
 
-    check_applies(spec)
+    check_replayable(spec)
     notes: list[str] = []
     after: list[tuple[nn.Module, Callable[[], None]]] = []
     init_context: Callable[[], Any] = nullcontext

@@ -12,7 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from probe.errors import BuildError, first_line
-from probe.model.built import Built, Plan, Watched
+from probe.model.network import Built, Plan, Watched
 from probe.spec import Spec, activations, inits
 
 if TYPE_CHECKING:

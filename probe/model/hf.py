@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, first_line
-from probe.model.built import Built, Plan
 from probe.model.inputs import InputSpec
+from probe.model.network import Built, Plan
 from probe.spec import Spec, inits
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from probe.model.built import Built
+    from probe.model.network import Built
     from probe.spec import Spec
 
 _DATA_STREAM = 1  # the run's input batches; run.py's direction stream is 2

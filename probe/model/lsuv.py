@@ -19,8 +19,8 @@ from probe.spec import Spec
 if TYPE_CHECKING:
     from torch import nn
 
-    from probe.model.built import Built
     from probe.model.inputs import Batch
+    from probe.model.network import Built
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ def _batches(built: Built, spec: Spec) -> list[Batch]:
     float32); one batch when they can be concatenated."""
     import torch
 
-    from probe.model.built import placement
     from probe.model.inputs import Batch, data_stream, next_batch
+    from probe.model.network import placement
 
     # a user factory may return a model already on a GPU or in float64: feed it there (as discovery
     # does); a spec model is still on the CPU in float32 here

@@ -1,5 +1,5 @@
 """A spec-built plain stack (``model.kind: mlp`` or ``conv``) on the meta device, cut into blocks,
-with the init program ``build`` runs: what ``--layer-by-layer`` (``probe.measure.layerwise``) needs
+with the init program ``build`` runs: what ``--layer-by-layer`` (``probe.measurement.layerwise``) needs
 of it, in the form ``probe.model.blocks`` gives for a user or transformers model.
 
 The network is ``build``'s own ``nn.Sequential`` of leaf modules, built on ``torch.device("meta")``
@@ -39,7 +39,7 @@ APPLIES = (
 )
 
 
-def check_applies(spec: Spec) -> None:
+def check_stack(spec: Spec) -> None:
     """A SpecError (exit 2) where the block program cannot reproduce a normal build of the spec's stack."""
     where = f"--layer-by-layer applies to {APPLIES}"
     if spec.model.kind not in ("mlp", "conv"):
@@ -52,7 +52,7 @@ def meta_stack(spec: Spec) -> MetaModel:
     """The spec's MLP or conv stack on the meta device, its blocks, rows and init program."""
     from torch import nn
 
-    check_applies(spec)
+    check_stack(spec)
     built = build_on_meta(spec)
     named = list(built.model.named_children())
     weighted = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what init.weight/init.bias fill

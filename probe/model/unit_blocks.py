@@ -1,7 +1,7 @@
 """Any spec's network (spec-built, ``model.import`` or ``model.hf``) on the meta device, cut into
-given units (the blocks FSDP2 shards, ``probe.measure.distributed.blocks``), with the init program
+given units (the blocks FSDP2 shards, ``probe.measurement.distributed.blocks``), with the init program
 a whole build runs: what ``run.shard: fsdp`` materializes, initializes and shards one unit at a
-time (``probe.measure.distributed``), in the ``MetaModel`` form of ``probe.model.blocks``.
+time (``probe.measurement.distributed``), in the ``MetaModel`` form of ``probe.model.blocks``.
 
 The network is ``build``'s own (``build.plan``), constructed under ``torch.device("meta")`` with
 its constructors recorded; the init program is their draws, a transformers model's own init, then
@@ -23,7 +23,7 @@ from probe.spec import Spec
 if TYPE_CHECKING:
     from torch import nn
 
-    from probe.model.built import Plan
+    from probe.model.network import Plan
 
 
 def meta_units(spec: Spec, units: Callable[[nn.Module], list[nn.Module]]) -> tuple[MetaModel, Plan]:

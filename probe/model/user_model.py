@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, ForwardError, RunError, UserCodeError, echo, first_line, user_code_error
-from probe.model.built import Built, Plan, Watched, placement
 from probe.model.inputs import InputSpec, draw
+from probe.model.network import Built, Plan, Watched, placement
 from probe.spec import Spec, inits
 
 if TYPE_CHECKING:

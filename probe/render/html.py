@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from probe.records import Report, Run, Verdict
+from probe.records import Run, Stats, Verdict
 from probe.render import plot as plot_mod
 from probe.render.report import compare_row, fmt, layer_row, verdict_text
 from probe.spec import summary
@@ -79,7 +79,7 @@ def _lines(lines: Sequence[str]) -> str:
     return "".join(f"<p>{html.escape(line)}</p>" for line in lines)
 
 
-def run_page(report: Report, verdict: Verdict, advice_lines: Sequence[str] = ()) -> str:
+def run_page(report: Stats, verdict: Verdict, advice_lines: Sequence[str] = ()) -> str:
     layers = [layer_row(x) for x in report.layers]
     return page(
         f"probe: {report.spec.name}",

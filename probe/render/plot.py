@@ -17,7 +17,7 @@ from typing import Any
 from probe.errors import SpecError
 from probe.experiments.sweep import SweepResult
 from probe.experiments.train import TrainResult
-from probe.measure.histograms import LayerHistograms
+from probe.measurement.histograms import LayerHistograms
 from probe.records import Run
 from probe.render.output import check_output_path, write_bytes
 

@@ -1,4 +1,4 @@
-"""Report/Verdict -> rows and text: JSON, CSV, Markdown, JUnit (the terminal view: run_view.py). Never prints.
+"""Stats/Verdict -> rows and text: JSON, CSV, Markdown, JUnit (the terminal view: run_view.py). Never prints.
 
 Rows are computed by plain functions (``layer_row``, ``compare_row``) so that tests check numbers
 without parsing output; the renderers only lay those rows out.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.judge import rules
-from probe.records import AttentionStats, LayerStats, Problem, Report, Run, Verdict
+from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, Verdict
 from probe.spec import summary, to_dict
 
 FORMAT = "probe.report/1"
@@ -100,7 +100,7 @@ SUMMARY_ROWS = 40  # the table summarizes reports with more rows than this
 EXTREME_ROWS = 5  # ... showing the first and last rows, every flagged row and this many extremes
 
 
-def select_layers(report: Report, pattern: str) -> Report:
+def select_layers(report: Stats, pattern: str) -> Stats:
     """The report with only the rows whose name matches ``pattern`` (fnmatch; a plain word
     matches as a substring). The verdict should be evaluated before selecting."""
     import fnmatch
@@ -117,7 +117,7 @@ def select_layers(report: Report, pattern: str) -> Report:
     return replace(report, layers=kept)
 
 
-def summary_layers(report: Report, verdict: Verdict, limit: int = SUMMARY_ROWS) -> list[LayerStats]:
+def summary_layers(report: Stats, verdict: Verdict, limit: int = SUMMARY_ROWS) -> list[LayerStats]:
     """The rows a summarized table shows: all of them up to ``limit``; beyond, the first and last,
     the first offender of each broken rule, the ``EXTREME_ROWS`` rows whose std is farthest (in
     log scale) from the first row's, then other flagged rows in order while fewer than ``limit``."""
@@ -150,7 +150,7 @@ def problem_dict(p: Problem) -> dict[str, Any]:
     return {**row, "value": clean(p.value)}
 
 
-def report_dict(report: Report, verdict: Verdict) -> dict[str, Any]:
+def report_dict(report: Stats, verdict: Verdict) -> dict[str, Any]:
     """The machine-readable report (``probe.report/1``)."""
     return {
         "format": FORMAT,
@@ -235,7 +235,7 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def run_json(report: Report, verdict: Verdict) -> str:
+def run_json(report: Stats, verdict: Verdict) -> str:
     return dumps(report_dict(report, verdict))
 
 
@@ -313,7 +313,7 @@ def _problem_lines(verdict: Verdict) -> list[str]:
     return [f"- `{p.rule}` at {p.layer}: {p.message}" for p in verdict.problems]
 
 
-def run_markdown(report: Report, verdict: Verdict) -> str:
+def run_markdown(report: Stats, verdict: Verdict) -> str:
     parts = [
         f"### {report.spec.name}\n",
         f"`{summary(report.spec)}`\n",

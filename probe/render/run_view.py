@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.judge import rules
-from probe.records import Report, Run, Verdict
+from probe.records import Run, Stats, Verdict
 from probe.render import spark
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table, doc, table
 from probe.render.report import (
@@ -47,7 +47,7 @@ _RUN_VIEW = (
 _ROLE_CELL = {"activation": "act", "embedding": "embed"}
 
 
-def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
+def run_doc(report: Stats, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
     """Spec line, per-layer table (flagged cells colored, log-scale bars) and verdict. Reports
     with more than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows all."""
     flags = rules.layer_flags(report, verdict)
@@ -92,7 +92,7 @@ def run_doc(report: Report, verdict: Verdict, max_rows: int | None = SUMMARY_ROW
     return doc(parts, title=f"probe run: {report.spec.name}")
 
 
-def _attention_table(report: Report, verdict: Verdict) -> Table:
+def _attention_table(report: Stats, verdict: Verdict) -> Table:
     """Per attention module: logit spread and normalized entropy (red where the rule breaks)."""
     saturated = {p.layer for p in verdict.problems if p.rule == "attention_saturation"}
     threshold = report.spec.gate.min_attention_entropy

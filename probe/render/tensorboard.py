@@ -18,7 +18,7 @@ from typing import Any
 from probe.errors import SpecError
 from probe.experiments.sweep import SweepResult
 from probe.experiments.train import TrainResult
-from probe.measure.histograms import LayerHistograms
+from probe.measurement.histograms import LayerHistograms
 from probe.records import Run
 
 INSTALL_HINT = "--tensorboard needs tensorboard: pip install 'probe[tensorboard]' (or pip install tensorboard)"

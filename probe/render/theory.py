@@ -12,7 +12,7 @@ from typing import Any
 from probe.experiments.fix import FixResult
 from probe.judge.depth import DepthReport
 from probe.judge.theory import DEPARTURE_Z, Comparison, Prediction
-from probe.records import Report, Run, Verdict
+from probe.records import Run, Stats, Verdict
 from probe.render.doc import NAME_BREAKS, Cell, Column, Doc, Line, doc, table
 from probe.render.report import FORMAT, clean, fmt, fmt_cosine, report_dict
 from probe.render.run_view import compare_doc, run_doc, verdict_lines
@@ -73,7 +73,7 @@ def theory_note(prediction: Prediction, comparisons: Sequence[Comparison]) -> st
     )
 
 
-def theory_doc(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> Doc:
+def theory_doc(report: Stats, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> Doc:
     """Spec line, measured vs predicted per layer, the theory note and the verdict. Without a
     prediction: ``probe run``'s own table, with the reason above the verdict."""
     note_style = "yellow" if any(c.departs for c in comparisons) else "dim"
@@ -116,7 +116,7 @@ def theory_doc(report: Report, verdict: Verdict, prediction: Prediction, compari
     )
 
 
-def theory_markdown(report: Report, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
+def theory_markdown(report: Stats, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
     from probe.render.report import md_table, run_markdown, verdict_text
 
     if not prediction.available:  # probe run's own table, the reason above the verdict

@@ -1,5 +1,5 @@
 """The collector's record arithmetic: per-slot moments merged on the device (Chan et al.'s pairwise
-update), and a record's host numbers merged on the host (probe/measure/collect.py explains the
+update), and a record's host numbers merged on the host (probe/measurement/collect.py explains the
 records)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import torch
 
 
-class Moments:
+class SlotMoments:
     """Per-slot count, mean and centered second moment, merged from per-call records."""
 
     def __init__(self, slots: int, acc_dtype: torch.dtype, device: torch.device) -> None:

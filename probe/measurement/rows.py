@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from probe.measure import signal_path as sp
-from probe.model.built import Watched
+from probe.measurement import signal_path as sp
+from probe.model.network import Watched
 from probe.records import LayerStats
 
 if TYPE_CHECKING:

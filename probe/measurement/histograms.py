@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
-from probe.model.built import Built
+from probe.model.network import Built
 from probe.spec import Spec
 
 if TYPE_CHECKING:

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError, SpecError
-from probe.model.built import Built
 from probe.model.inputs import Batch
+from probe.model.network import Built
 
 if TYPE_CHECKING:
     import torch
 
-    from probe.measure.collect import Collector
+    from probe.measurement.collect import Collector
     from probe.spec import Spec
 
 _STARTED_BY_US: list[bool] = []  # the process group probe initialized (destroyed at exit)

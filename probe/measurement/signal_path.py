@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from probe.model.built import Watched
+    from probe.model.network import Watched
 
 # Rows that get grad_scale: the ones the gradient rules judge (and the network output).
 SCALED_ROLES = ("stream", "head")

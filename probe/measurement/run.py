@@ -1,4 +1,4 @@
-"""Spec -> Report: seed, build, draw batches, run forward and backward, read statistics once."""
+"""Spec -> Stats: seed, build, draw batches, run forward and backward, read statistics once."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, first_line, user_code_error
-from probe.measure.attention import AttentionRecorder
-from probe.measure.collect import Collector
-from probe.measure.scale import intra_op_threads, threads_for
+from probe.measurement.attention import AttentionRecorder
+from probe.measurement.collect import Collector
+from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized
-from probe.model.built import Built, placement
 from probe.model.inputs import Batch, data_stream, next_batch
+from probe.model.network import Built, placement
 from probe.model.user_model import module_modes, restore_modes
-from probe.records import AttentionStats, LayerStats, Report
+from probe.records import AttentionStats, LayerStats, Stats
 from probe.spec import Spec
 
 if TYPE_CHECKING:
     import torch
 
-    from probe.measure.distributed import Share
+    from probe.measurement.distributed import Share
 
 Progress = Callable[[int, int], None]  # (batches done, batches total)
 
@@ -59,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run_probe(
     spec: Spec, progress: Progress | None = None, state_dict: Mapping[str, torch.Tensor] | None = None
-) -> Report:
+) -> Stats:
     """Probe the spec's network and return its per-layer statistics.
 
     The caller's global random state is left untouched; the run's own randomness comes from
@@ -68,7 +68,7 @@ def run_probe(
     """
     import torch
 
-    from probe.measure import distributed
+    from probe.measurement import distributed
 
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
@@ -87,7 +87,7 @@ def run_probe(
                 built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
             layers, attention = _probe(model, built, spec, device, dtype, progress, share)
-    return Report(
+    return Stats(
         spec=spec,
         layers=tuple(layers),
         device=str(device),
@@ -100,7 +100,7 @@ def run_probe(
     )
 
 
-def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Report:
+def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Stats:
     """Probe a model the caller built and discovered (``probe.measure``) where it lies: its own
     device and dtype, its own weights. The caller seeds and restores the random state."""
     import torch
@@ -109,7 +109,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Rep
     device, dtype = placement(built.model)
     with run_errors(spec, device):
         layers, attention = _probe(built.model, built, spec, device, dtype, progress)
-    return Report(
+    return Stats(
         spec=spec,
         layers=tuple(layers),
         device=str(device),
@@ -154,7 +154,7 @@ def _probe(
 ) -> tuple[list[LayerStats], tuple[AttentionStats, ...]]:
     import torch
 
-    from probe.measure import distributed
+    from probe.measurement import distributed
 
     collector = Collector(built.watched, device)
     if share is not None:
@@ -223,7 +223,7 @@ def _direction(shape: torch.Size, generator: torch.Generator, share: Share | Non
 
     if share is None:
         return torch.randn(shape, generator=generator)
-    from probe.measure.distributed import direction
+    from probe.measurement.distributed import direction
 
     return direction(tuple(shape), generator, share)
 

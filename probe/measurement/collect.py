@@ -23,7 +23,7 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
-- signal-path statistics (probe/measure/signal_path.py) add in place into a per-layer device
+- signal-path statistics (probe/measurement/signal_path.py) add in place into a per-layer device
   accumulator: per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2.
 - correlation between samples and between a sequence's tokens: ``correlation.py``.
 
@@ -41,13 +41,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from probe.measure import counts
-from probe.measure import signal_path as sp
-from probe.measure.attention import AttentionRecorder
-from probe.measure.correlation import PENDING, correlation_record, fold, host_fold
-from probe.measure.merge import Moments, host_numbers, merge_host
-from probe.measure.rows import Layer, to_stats
-from probe.model.built import Watched
+from probe.measurement import counts
+from probe.measurement import signal_path as sp
+from probe.measurement.attention import AttentionRecorder
+from probe.measurement.correlation import PENDING, correlation_record, fold, host_fold
+from probe.measurement.merge import SlotMoments, host_numbers, merge_host
+from probe.measurement.rows import Layer, to_stats
+from probe.model.network import Watched
 from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Collector:
         self.device = device
         self.layers = [Layer(w) for w in watched]
         n = len(self.layers)
-        self.moments = Moments(3 * n, self.acc_dtype, device)
+        self.moments = SlotMoments(3 * n, self.acc_dtype, device)
         # per slot: sums of [M2 part a, non-finite count, saturated count]
         self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
         self.extra = torch.zeros(n, sp.EXTRA, dtype=self.acc_dtype, device=device)

@@ -27,16 +27,16 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError, SpecError
-from probe.measure.attention import AttentionRecorder
-from probe.measure.collect import Collector
-from probe.measure.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
-from probe.measure.scale import intra_op_threads, threads_for
-from probe.measure.signal_path import weight_norms
+from probe.measurement.attention import AttentionRecorder
+from probe.measurement.collect import Collector
+from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
+from probe.measurement.signal_path import weight_norms
+from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model import blocks as bl
 from probe.model import stack_blocks
-from probe.model.built import Built, Watched
 from probe.model.inputs import data_stream, next_batch
-from probe.records import Report
+from probe.model.network import Built, Watched
+from probe.records import Stats
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -47,22 +47,22 @@ if TYPE_CHECKING:
 BlockProgress = Callable[[int, int], None]
 
 
-def check_applies(spec: Spec, *, weights: bool = False) -> None:
+def check_layerwise(spec: Spec, *, weights: bool = False) -> None:
     """A SpecError (exit 2) where this mode cannot reproduce a normal run of the spec (``weights``:
     the run would load a state dict)."""
     if spec.model.own_model:
-        bl.check_applies(spec)
+        bl.check_replayable(spec)
     else:
-        stack_blocks.check_applies(spec)
+        stack_blocks.check_stack(spec)
     if weights:
         raise SpecError("--layer-by-layer builds the model from its init; --weights loads a whole state dict at once")
 
 
-def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
+def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Stats:
     """Probe the spec's model one block at a time (see the module docstring)."""
     import torch
 
-    from probe.measure.distributed import launched_world_size
+    from probe.measurement.distributed import launched_world_size
 
     if launched_world_size() > 1:  # each rank would probe the whole batch alone
         raise SpecError("--layer-by-layer runs in one process; start it without torchrun")
@@ -95,7 +95,7 @@ def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Report:
         f"layer-by-layer: {len(meta.blocks)} blocks built, probed and freed one at a time"
         + (", forward and backward" if spec.run.backward else ""),
     ]
-    return Report(
+    return Stats(
         spec=spec,
         layers=tuple(layers),
         device=str(device),
