@@ -116,12 +116,55 @@ def test_multihead_attention_is_seen_inside_its_functional_forward() -> None:
     assert 0.9 < stats.entropy <= 1.0
 
 
-def test_the_functions_are_restored_even_when_the_forward_raises() -> None:
+def test_nothing_is_left_behind_even_when_the_forward_raises() -> None:
+    """No torch function is replaced at any time; the mode and the module hooks end with the block."""
+    from torch.overrides import _get_current_function_mode_stack
+
     originals = (F.softmax, F.scaled_dot_product_attention, torch.softmax, torch.Tensor.softmax)
-    recorder = AttentionRecorder(nn.Identity(), torch.float64)
+    model = Model(Attend(eager=True))
+    recorder = AttentionRecorder(model, torch.float64)
     with pytest.raises(RuntimeError), recorder.watching():
+        assert (F.softmax, F.scaled_dot_product_attention, torch.softmax, torch.Tensor.softmax) == originals
+        assert len(_get_current_function_mode_stack()) == 1
         raise RuntimeError("boom")
     assert (F.softmax, F.scaled_dot_product_attention, torch.softmax, torch.Tensor.softmax) == originals
+    assert not _get_current_function_mode_stack()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_two_threads_record_only_their_own_calls() -> None:
+    """Two recorders watching at once in two threads: each sees exactly its own model's calls, with
+    the values a recorder alone gives (the mode is per thread, the module stack per recorder)."""
+    import threading
+
+    g = torch.Generator().manual_seed(3)
+    sharp = (4.0 * torch.randn(4, 2, 6, 8, generator=g), 4.0 * torch.randn(4, 2, 6, 8, generator=g))
+    flat = (0.1 * torch.randn(4, 2, 6, 8, generator=g), 0.1 * torch.randn(4, 2, 6, 8, generator=g))
+    alone = {key: _record(Attend(eager), *qk)[0] for key, eager, qk in (("sharp", True, sharp), ("flat", False, flat))}
+    results: dict[str, Any] = {}
+    barrier = threading.Barrier(2)
+
+    def work(key: str, eager: bool, qk: tuple[torch.Tensor, torch.Tensor]) -> None:
+        model = Model(Attend(eager))
+        recorder = AttentionRecorder(model, torch.float64)
+        with recorder.watching():
+            barrier.wait()
+            for _ in range(20):
+                model(*qk)
+        results[key] = recorder.results(torch.cat(recorder.parts()).tolist())
+
+    threads = [
+        threading.Thread(target=work, args=("sharp", True, sharp)),
+        threading.Thread(target=work, args=("flat", False, flat)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key, expected in alone.items():
+        (stats,) = results[key]
+        assert stats.calls == 20
+        assert (stats.logit_std, stats.entropy) == pytest.approx((expected.logit_std, expected.entropy), rel=1e-9)
 
 
 def _transformer(**rules: Any) -> Any:

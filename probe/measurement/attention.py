@@ -2,11 +2,16 @@
 
 Attention is often computed by functions, not modules: ``F.scaled_dot_product_attention`` (PyTorch's
 ``nn.MultiheadAttention`` and most ``transformers`` models) or a softmax over the keys (eager
-implementations). While a probe runs, ``watching`` wraps those functions (``torch.nn.functional``'s,
-``torch.softmax`` and ``Tensor.softmax``; calls inside ``multi_head_attention_forward`` look them up
-there too) and attributes each call to the innermost module of the probed model that is running,
-found by walking the call stack when attention is computed. A softmax over the last axis of a
-tensor of 3 or more dimensions (batch, [heads,] queries, keys) is taken as attention.
+implementations). While a probe's own passes run, ``watching`` enters a ``TorchFunctionMode`` that
+sees those calls, and keeps the stack of the probed model's running modules with forward hooks on
+its modules, so each call is attributed to the innermost module running. A torch function written
+in Python that computes attention inside (``F.multi_head_attention_forward``: the mode does not see
+the calls a function makes once it has handled it) runs under a ``TorchDispatchMode`` that sees the
+operators it reaches (``aten._softmax``, the fused attention kernels of each device, whose arguments
+are read by name from the operator's schema). Nothing of torch is replaced: the modes and the hooks
+are scoped to the ``with`` block and to the calling thread, so two probes in two threads do not see
+each other's calls. A softmax over the last axis of a tensor of 3 or more dimensions (batch,
+[heads,] queries, keys) is taken as attention.
 
 For each call, on its first ``SAMPLES`` samples (no gradient, no host read): per query row, over
 the keys that take part (masked keys excluded), the std of the logits (softmax is unchanged by a
@@ -16,97 +21,128 @@ which is 1 for uniform attention and 0 for one-hot. Rows with fewer than 2 keys 
 
 from __future__ import annotations
 
+import functools
 import math
-import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.records import AttentionStats
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     import torch
 
 SAMPLES = 4  # samples of a batch each attention call is measured on
+SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+# the operators a Python-level attention function reaches: a softmax (eager, or sdpa's math path)
+# or a fused attention kernel
+SOFTMAX_OPS = ("_softmax", "_safe_softmax")
+FUSED_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
 
 
 class AttentionRecorder:
     """Accumulates per-module sums on the device: [normalized entropy, rows, squared logit std, calls]."""
 
     def __init__(self, model: torch.nn.Module, acc_dtype: torch.dtype) -> None:
-        self.names = {id(m): name for name, m in model.named_modules()}
+        self.model = model
         self.acc_dtype = acc_dtype
         self.sums: dict[str, torch.Tensor] = {}
-        self._inside = False  # F.softmax calls Tensor.softmax: one call is recorded once
+        self.paused = False  # layer by layer's recomputation: the calls were recorded in the forward walk
+        self._running: list[str] = []  # the probed model's modules whose forward is running, innermost last
+        self._thread: int | None = None
 
     @contextmanager
     def watching(self) -> Iterator[None]:
-        """Wrap the attention functions and track running modules; everything is restored on exit."""
+        """Observe attention inside the body, on this thread only; hooks and modes are gone on exit."""
         import torch
         import torch.nn.functional as F
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
 
-        patched: list[tuple[Any, str, Any]] = [
-            (F, "scaled_dot_product_attention", F.scaled_dot_product_attention),
-            (F, "softmax", F.softmax),
-            (torch, "softmax", torch.softmax),
-            (torch.Tensor, "softmax", torch.Tensor.softmax),
-        ]
+        recorder = self
+        softmaxes = (F.softmax, torch.softmax, torch.Tensor.softmax)
+
+        class Operators(TorchDispatchMode):
+            def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                recorder._operator(func, args, kwargs or {})
+                return func(*args, **(kwargs or {}))
+
+        class Functions(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+                kwargs = kwargs or {}
+                name = recorder._running[-1] if recorder._running and not recorder.paused else None
+                if name is None:
+                    pass
+                elif func is F.scaled_dot_product_attention:
+                    named = {**dict(zip(SDPA_ARGS, args, strict=False)), **kwargs}
+                    recorder._from_qk(
+                        name,
+                        named["query"],
+                        named["key"],
+                        named.get("attn_mask"),
+                        is_causal=bool(named.get("is_causal", False)),
+                        scale=named.get("scale"),
+                    )
+                elif func in softmaxes:
+                    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+                    if _is_attention(args[0], dim):
+                        recorder._record(name, args[0].detach()[:SAMPLES], None)
+                elif _attends_inside(func):
+                    with Operators():
+                        return func(*args, **kwargs)
+                # the mode is off while a call it handled runs: F.softmax's Tensor.softmax is not seen twice
+                return func(*args, **kwargs)
+
+        self._thread, self._running = threading.get_ident(), []
+        handles = []
         try:
-            F.scaled_dot_product_attention = self._sdpa(F.scaled_dot_product_attention)  # type: ignore[assignment]
-            F.softmax = self._softmax(F.softmax)  # type: ignore[assignment]
-            torch.softmax = self._softmax(torch.softmax)  # type: ignore[assignment]
-            torch.Tensor.softmax = self._softmax(torch.Tensor.softmax)  # type: ignore[method-assign]
-            yield
+            for name, module in self.model.named_modules():
+                handles.append(module.register_forward_pre_hook(self._enter(name)))
+                handles.append(module.register_forward_hook(self._leave, always_call=True))
+            with Functions():
+                yield
         finally:
-            for owner, name, original in patched:
-                setattr(owner, name, original)
+            for h in handles:
+                h.remove()
+            self._running, self._thread = [], None
 
-    # ---- the wrappers -------------------------------------------------------------------------
+    def _enter(self, name: str) -> Any:
+        def pre_hook(_module: Any, _args: Any) -> None:
+            if threading.get_ident() == self._thread:
+                self._running.append(name)
 
-    def _sdpa(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
-            name = None if self._inside else self._running_module()
-            if name is None:
-                return original(query, key, value, attn_mask, *args, **kwargs)
-            self._from_qk(name, query, key, attn_mask, *args, **kwargs)
-            self._inside = True
-            try:
-                return original(query, key, value, attn_mask, *args, **kwargs)
-            finally:
-                self._inside = False
+        return pre_hook
 
-        return sdpa
+    def _leave(self, _module: Any, _args: Any, _output: Any) -> None:
+        if threading.get_ident() == self._thread and self._running:
+            self._running.pop()
 
-    def _softmax(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        def softmax(input: Any, *args: Any, **kwargs: Any) -> Any:
-            dim = kwargs.get("dim", args[0] if args else None)
-            name = None if self._inside or not _is_attention(input, dim) else self._running_module()
-            if name is None:
-                return original(input, *args, **kwargs)
-            self._record(name, input.detach()[:SAMPLES], None)
-            self._inside = True
-            try:
-                return original(input, *args, **kwargs)
-            finally:
-                self._inside = False
-
-        return softmax
-
-    def _running_module(self) -> str | None:
-        """The qualified name of the innermost module of the probed model whose ``forward`` is on
-        the call stack (``None``: the call does not come from the model). Walking the frames only
-        when attention is computed costs nothing per module call, unlike global module hooks."""
-        frame: FrameType | None = sys._getframe(2)
-        while frame is not None:
-            owner = frame.f_locals.get("self")
-            if owner is not None:
-                name = self.names.get(id(owner))
-                if name is not None:
-                    return name
-            frame = frame.f_back
-        return None
+    def _operator(self, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        """Record one operator call (inside a Python-level attention function) if it computes attention."""
+        if self.paused or not self._running:
+            return
+        op = func.overloadpacket.__name__
+        if op in SOFTMAX_OPS:
+            if _is_attention(args[0], args[1]):
+                self._record(self._running[-1], args[0].detach()[:SAMPLES], None)
+        elif op in FUSED_OPS:
+            named = dict(zip((a.name for a in func._schema.arguments), args, strict=False))
+            named.update(kwargs)
+            self._from_qk(
+                self._running[-1],
+                named["query"],
+                named["key"],
+                named.get("attn_mask", named.get("attn_bias")),
+                is_causal=bool(named.get("is_causal", False)),
+                scale=named.get("scale"),
+            )
 
     def _from_qk(
         self,
@@ -114,10 +150,9 @@ class AttentionRecorder:
         query: torch.Tensor,
         key: torch.Tensor,
         attn_mask: torch.Tensor | None,
-        dropout_p: float = 0.0,
+        *,
         is_causal: bool = False,
         scale: float | None = None,
-        enable_gqa: bool = False,
     ) -> None:
         import torch
 
@@ -186,6 +221,14 @@ class AttentionRecorder:
                 continue
             out.append(AttentionStats(name or "(model)", int(calls), math.sqrt(spread_sum / rows), entropy_sum / rows))
         return tuple(out)
+
+
+@functools.cache
+def _attends_inside(func: Any) -> bool:
+    """A torch function written in Python whose own code calls a softmax or sdpa (a pure fact about
+    the function's code, cached)."""
+    code = getattr(func, "__code__", None)
+    return code is not None and bool({"softmax", "scaled_dot_product_attention"} & set(code.co_names))
 
 
 def _is_attention(t: Any, dim: Any) -> bool:

@@ -389,18 +389,18 @@ def _block_function() -> type:
             try:
                 with torch.enable_grad():
                     # measured in the forward pass already: attach gradient hooks only, and keep the
-                    # attention recorder out (its own guard against recording a call twice)
+                    # attention recorder paused (its calls were recorded in the forward walk)
                     attention = runner.collector.attention
                     runner.collector.recomputing = True
                     if attention is not None:
-                        attention._inside = True
+                        attention.paused = True
                     try:
                         args, kwargs = _rebuild(ctx.call, inputs)
                         out = ctx.own(block.module, *args, **kwargs)
                     finally:
                         runner.collector.recomputing = False
                         if attention is not None:
-                            attention._inside = False
+                            attention.paused = False
                     outs = [x for x in pytree.tree_leaves(out) if isinstance(x, torch.Tensor)]
                     pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad and g is not None]
                     if pairs:
