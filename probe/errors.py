@@ -78,15 +78,15 @@ class UserCodeError(RunError):
     exit_code = 3
 
 
-# Set by the CLI's SIGINT handler: a KeyboardInterrupt after a real Ctrl-C is the user stopping
-# probe (exit 130); one without it was raised by the user's code (exit 3).
-SIGNALS = {"interrupted": False}
+class Interrupted(KeyboardInterrupt):
+    """The user's Ctrl-C, as the CLI's SIGINT handler raises it (exit 130); any other
+    KeyboardInterrupt was raised by the user's code (exit 3)."""
 
 
 def user_code_error(exc: BaseException, where: str) -> BaseException:
     """The error to raise for a ``BaseException`` escaping user code at ``where``: a real Ctrl-C
     passes unchanged; anything else becomes a ``UserCodeError`` naming what was raised."""
-    if isinstance(exc, KeyboardInterrupt) and SIGNALS["interrupted"]:
+    if isinstance(exc, Interrupted):
         return exc
     if isinstance(exc, ProbeError):
         return exc

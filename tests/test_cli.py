@@ -487,3 +487,12 @@ def test_check_reads_a_piped_spec_once() -> None:
     assert out.returncode == 1, out.stderr
     (run,) = json.loads(out.stdout)["runs"]
     assert run["spec"]["model"]["width"] == 16 and "symmetry" in {p["rule"] for p in run["verdict"]["problems"]}
+
+
+def test_one_invocation_leaves_nothing_to_the_next(cli: Any) -> None:
+    """The session is per invocation: `--debug` on one command does not give the next a traceback."""
+    debug = cli("--debug", "run", "no-such-spec.yaml")
+    assert debug.exit_code != 0 and debug.exception is not None and not isinstance(debug.exception, SystemExit)
+    plain = cli("run", "no-such-spec.yaml")
+    assert plain.exit_code == 2 and isinstance(plain.exception, SystemExit), plain.output
+    assert "no-such-spec.yaml" in plain.output

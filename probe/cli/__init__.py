@@ -13,6 +13,7 @@ __all__ = ["app", "entry"]
 def entry() -> None:
     """Console-script entry point (``probe`` and ``python -m probe``): this process is the CLI's
     own, so it may freeze the garbage collector's view of torch (``load_torch``)."""
-    common.OWN_PROCESS = True
-    common._state["own_process"] = True  # the guard may end it at once on Ctrl-C
-    app()
+    from probe.cli.session import Session, running
+
+    with running(Session(own_process=True)):
+        app()

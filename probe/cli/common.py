@@ -30,7 +30,8 @@ from probe.cli.formats import (  # noqa: F401  (the command modules import these
     writes_files,
     wrote,
 )
-from probe.cli.guard import _state, guard  # noqa: F401  (the command modules import guard from here)
+from probe.cli.guard import guard  # noqa: F401  (the command modules import guard from here)
+from probe.cli.session import Session, begin, current
 from probe.errors import SpecError
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
@@ -135,8 +136,8 @@ def main(
     ] = False,
 ) -> None:
     """Probe the forward signal and backward gradient of a network at initialization."""
-    if debug:
-        _state["debug"] = True
+    # a fresh session for this invocation; only the process's own fact (entry's) carries over
+    begin(Session(debug=debug or Session().debug, own_process=current().own_process))
     if threads is not None:
         from probe.measurement.threads import set_threads
 
@@ -247,9 +248,6 @@ def memory_guard(
         _err_console().print(line, style="dim", markup=False, soft_wrap=True)
 
 
-OWN_PROCESS = False  # set by entry(): the process is the command's own
-
-
 def load_torch() -> None:
     """Import torch now (input has been checked), then move every object alive to the garbage
     collector's permanent generation (``gc.freeze``). torch leaves ~165k long-lived objects, and
@@ -259,7 +257,7 @@ def load_torch() -> None:
     from Python (a notebook, ``CliRunner``), probe leaves the collector alone."""
     import torch  # noqa: F401
 
-    if OWN_PROCESS:
+    if current().own_process:
         import gc
 
         gc.freeze()

@@ -19,13 +19,12 @@ class Format(str, Enum):
     html = "html"
 
 
-# set by cli.common.guard: under torchrun only rank 0 prints and writes files
-WRITER: dict[str, bool] = {"writer": True}
-
-
 def writes_files() -> bool:
-    """Whether this process prints and writes files: a single process, or rank 0 under torchrun."""
-    return WRITER["writer"]
+    """Whether this process prints and writes files: a single process, or rank 0 under torchrun
+    (the session's ``writer``, which the guard sets)."""
+    from probe.cli.session import current
+
+    return current().writer
 
 
 def _err_console(always: bool = False) -> Any:

@@ -16,11 +16,11 @@ from typing import Any, Optional
 
 import typer
 
-from probe.cli.formats import WRITER, _err_console
-from probe.errors import SIGNALS, ProbeError, SpecError, shown, user_code_error
+from probe.cli.formats import _err_console
+from probe.cli.session import Session, current
+from probe.errors import Interrupted, ProbeError, SpecError, shown, user_code_error
 
 EXIT_RUNTIME = 3
-_state: dict[str, bool] = {"debug": bool(os.environ.get("PROBE_DEBUG"))}
 
 
 def err_line(text: str) -> None:
@@ -49,8 +49,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process ended by SIGINT
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    SIGNALS["interrupted"] = True  # a real Ctrl-C, not a KeyboardInterrupt raised by user code
-    raise KeyboardInterrupt
+    raise Interrupted  # a real Ctrl-C, not a KeyboardInterrupt raised by user code
 
 
 def guard(fn: Callable[[], int]) -> None:
@@ -60,40 +59,40 @@ def guard(fn: Callable[[], int]) -> None:
 
     from probe.measurement.distributed import launched_rank, output_rank
 
-    WRITER["writer"] = output_rank()
-    SIGNALS["interrupted"] = False
+    session = current()
+    session.writer = output_rank()
     try:
         previous = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    where = "" if WRITER["writer"] else f" (rank {launched_rank()})"
+    where = "" if session.writer else f" (rank {launched_rank()})"
     try:
-        if WRITER["writer"]:
-            code = _guarded(fn, where)
+        if session.writer:
+            code = _guarded(fn, session, where)
         else:
             with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
-                code = _guarded(fn, where)
+                code = _guarded(fn, session, where)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     raise typer.Exit(code)
 
 
-def _guarded(fn: Callable[[], int], where: str = "") -> int:
+def _guarded(fn: Callable[[], int], session: Session, where: str = "") -> int:
     try:
         return fn()
     except ProbeError as exc:
-        if _state["debug"]:
+        if session.debug:
             raise
         _err_console(always=True).print(
             f"probe: error{where}: {shown(str(exc), 2000)}", style="red", markup=False, soft_wrap=True
         )
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        if not SIGNALS["interrupted"]:  # raised by code probe ran, not by the user's Ctrl-C
-            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), where)
+        if not isinstance(exc, Interrupted):  # raised by code probe ran, not by the user's Ctrl-C
+            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), session, where)
         _err_console(always=True).print("probe: interrupted", style="red")
-        if _state.get("own_process"):
+        if session.own_process:
             # a Ctrl-C may land inside torch's import: finalizing a half-initialized torch can abort
             # the interpreter (SIGABRT and a stack dump). The process is ours: end it now.
             sys.stdout.flush()
@@ -101,9 +100,9 @@ def _guarded(fn: Callable[[], int], where: str = "") -> int:
             os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # user code calling sys.exit() must not end probe with its code
-        return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), where)
+        return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), session, where)
     except Exception as exc:  # a bug, not user error: say so and keep the exit code distinct from 1/2
-        if _state["debug"]:
+        if session.debug:
             raise
         _err_console(always=True).print(
             f"probe: unexpected error{where}: {type(exc).__name__}: {shown(str(exc), 500)} "
