@@ -11,8 +11,9 @@ import pytest
 from tests.conftest import REPO
 
 PACKAGE = REPO / "probe"
-# Data flows one way: Spec -> (model, watched rows) -> Report -> Verdict -> rendering -> commands.
-# The Python face comes last: api (measure, Report), then the test helpers and the pytest plugin built on it.
+# Data flows one way: Spec -> (model, watched rows) -> Report -> Verdict -> rendering -> the Python face
+# (api: the one pipeline, measure, Report) -> commands (each a thin layer over the api), then the test
+# helpers and the pytest plugin.
 STAGES = [
     "errors",
     "spec",
@@ -22,8 +23,8 @@ STAGES = [
     "judge",
     "experiments",
     "render",
-    "cli",
     "api",
+    "cli",
     "testing",
     "pytest_plugin",
 ]

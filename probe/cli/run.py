@@ -42,7 +42,7 @@ from probe.cli.common import (
     wrote,
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
-from probe.errors import SpecError
+from probe.cli.progress import block_progress
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -107,17 +107,9 @@ def run(
         overrides.update(optimizer_override(optimizer))
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output, plot)
-        from probe.judge.advice import advise
-        from probe.judge.rules import evaluate
-        from probe.measurement.run import run_probe
-        from probe.render import report as rp  # after the spec: bad input fails without loading these
+        from probe import api
 
-        if layer_by_layer:
-            from probe.measurement.layerwise import check_layerwise
-
-            check_layerwise(spec, weights=weights is not None)
-            if plot is not None:
-                raise SpecError("--plot needs the whole network's weights at once; drop it with --layer-by-layer")
+        api.check_mode(spec, layer_by_layer=layer_by_layer, weights=weights is not None, plot=plot is not None)
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
         load_torch()
         if tensorboard is not None:
@@ -128,65 +120,70 @@ def run(
 
             state = load_weights(weights)
         if layer_by_layer:
-            from probe.cli.progress import block_progress
-            from probe.measurement.layerwise import return_large_allocations_to_the_os, run_layerwise
-
-            return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
-            with block_progress() as on_block:
-                result = run_layerwise(spec, on_block)
-        else:
-            with batch_progress(spec.data.batches) as progress:
-                result = run_probe(spec, progress, state_dict=state)
-        verdict = evaluate(result)
+            api.return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
+        progress = block_progress() if layer_by_layer else batch_progress(spec.data.batches)
+        with progress as on_progress:
+            report = api.probe_spec(
+                spec,
+                state_dict=state,
+                layer_by_layer=layer_by_layer,
+                progress=on_progress,
+                theory=theory,
+                layers=None if theory else layers,
+            )
         if tensorboard is not None and writes_files():  # torchrun: rank 0 writes
-            _tensorboard_run(spec, result, verdict, tensorboard, state, with_histograms=not layer_by_layer)
+            _tensorboard_run(spec, report, tensorboard, state, with_histograms=not layer_by_layer)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
-            code = _run_theory(result, verdict, fmt, output, weights is not None)
-            _plot_run(spec, result, verdict, plot, state)
-            return code
-        if layers is not None:
-            result = rp.select_layers(result, layers)
-        advice = advise(spec, verdict)
-
-        def document() -> Any:
-            from probe.render.run_view import run_doc
-            from probe.render.views import advice_doc
-
-            shown = run_doc(result, verdict, None if all_layers else rp.SUMMARY_ROWS)
-            return shown + advice_doc(advice) if advice.mismatch or advice.suggestion else shown
-
-        def html() -> str:
-            from probe.render.html import run_page
-
-            return run_page(result, verdict, advice.lines() if advice.mismatch or advice.suggestion else [])
-
-        render(
-            fmt,
-            output,
-            document,
-            json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
-            csv=lambda: rp.layers_csv([rp.Run(spec.name, result, verdict)]),
-            markdown=lambda: rp.run_markdown(result, verdict),
-            html=html,
-        )
-        _plot_run(spec, result, verdict, plot, state)
+            _render_theory(report, fmt, output)
+        else:
+            _render_run(report, fmt, output, all_layers)
+        _plot_run(spec, report, plot, state)
         return EXIT_OK
 
     guard(body)
 
 
-def _plot_run(spec: Any, result: Any, verdict: Any, plot: Path | None, state: Any = None) -> None:
+def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bool) -> None:
+    from probe.render import report as rp
+
+    result, verdict, advice = report.stats, report.verdict, report.advice
+    advised = bool(advice.mismatch or advice.suggestion)
+
+    def document() -> Any:
+        from probe.render.run_view import run_doc
+        from probe.render.views import advice_doc
+
+        shown = run_doc(result, verdict, None if all_layers else rp.SUMMARY_ROWS)
+        return shown + advice_doc(advice) if advised else shown
+
+    def html() -> str:
+        from probe.render.html import run_page
+
+        return run_page(result, verdict, advice.lines() if advised else [])
+
+    render(
+        fmt,
+        output,
+        document,
+        json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
+        csv=lambda: rp.layers_csv([rp.Run(report.spec.name, result, verdict)]),
+        markdown=lambda: rp.run_markdown(result, verdict),
+        html=html,
+    )
+
+
+def _plot_run(spec: Any, report: Any, plot: Optional[Path], state: Any = None) -> None:
     if plot is None or not writes_files():  # torchrun: rank 0 draws
         return
     from probe.measurement.histograms import histograms
     from probe.render import report as rp
     from probe.render.plot import runs_figure
 
-    hist = histograms(spec, state_dict=state, only={x.name for x in result.layers})
-    wrote(runs_figure([rp.Run(spec.name, result, verdict)], plot, [hist]))
+    hist = histograms(spec, state_dict=state, only={x.name for x in report.layers})
+    wrote(runs_figure([rp.Run(spec.name, report.stats, report.verdict)], plot, [hist]))
 
 
-def _tensorboard_run(spec: Any, result: Any, verdict: Any, directory: Path, state: Any, with_histograms: bool) -> None:
+def _tensorboard_run(spec: Any, report: Any, directory: Path, state: Any, with_histograms: bool) -> None:
     from probe.render import report as rp
     from probe.render.tensorboard import write_runs
 
@@ -194,21 +191,19 @@ def _tensorboard_run(spec: Any, result: Any, verdict: Any, directory: Path, stat
     if with_histograms:  # the whole network at once: not with --layer-by-layer
         from probe.measurement.histograms import histograms
 
-        hists = [histograms(spec, state_dict=state, only={x.name for x in result.layers})]
-    for folder in write_runs(directory, [rp.Run(spec.name, result, verdict)], hists):
+        hists = [histograms(spec, state_dict=state, only={x.name for x in report.layers})]
+    for folder in write_runs(directory, [rp.Run(spec.name, report.stats, report.verdict)], hists):
         wrote(folder)
 
 
-def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loaded: bool) -> int:
+def _render_theory(report: Any, fmt: Format, output: Optional[Path]) -> None:
     """``probe run --theory``: the measurement beside the mean-field prediction."""
     from probe.judge import theory as th
     from probe.render import report as rp
     from probe.render import theory as rt
 
-    prediction = th.predict(result.spec)
-    if loaded and prediction.available:
-        prediction = th.Prediction(reason="no prediction for loaded weights: they need not follow the spec's init")
-    comparisons = th.compare(result, prediction)
+    result, verdict = report.stats, report.verdict
+    prediction, comparisons = report.prediction, list(report.comparisons)
 
     def rows() -> str:
         table_rows = th.annotate(rp.report_dict(result, verdict), prediction, comparisons)["layers"]
@@ -223,4 +218,3 @@ def _run_theory(result: Any, verdict: Any, fmt: Format, output: Path | None, loa
         csv=rows,
         markdown=lambda: rt.theory_markdown(result, verdict, prediction, comparisons),
     )
-    return EXIT_OK

@@ -1,19 +1,4 @@
-"""The Python face of probe: ``measure(model, inputs)`` on the model you already have.
-
-::
-
-    import probe, torch
-    report = probe.measure(model, torch.randn(64, 3, 32, 32))
-    report.verdict.healthy          # False when a health rule breaks
-    report.verdict.problems         # (rule, layer, value, threshold, message) each
-    report.to_json()                # the probe.report/1 document ``probe run --format json`` writes
-    report                          # in a notebook: the colored table; print(report) in a terminal
-
-``measure`` reuses the CLI's user-model path: one discovery pass finds the rows to watch
-(``model/user_model.py``) and the run's batch loop (``measure/run.py``) measures them. The caller's
-model is left as found: same parameters and buffers, same gradients, the same train/eval flag on
-every submodule, no hooks, the global random state (torch, Python, numpy) restored.
-"""
+"""``probe.measure``: probe the model the caller holds (or a spec), leaving the model as found."""
 
 from __future__ import annotations
 
@@ -21,13 +6,15 @@ import copy
 import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from probe.api.pipeline import judge, probe_spec
+from probe.api.report import Report
 from probe.errors import ProbeError, SpecError
 from probe.model.inputs import InputSpec
-from probe.records import LayerStats, Problem, Stats, Verdict
+from probe.records import Stats
 from probe.spec import Spec
 from probe.spec import load as load_spec
 from probe.spec import parse as parse_spec
@@ -37,11 +24,6 @@ from probe.spec.types import DATA_PARAMS, RUN_PARAMS
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from probe.judge.advice import Advice
-    from probe.judge.theory import Comparison, Prediction
-
-__all__ = ["OPTIONS", "Image", "Report", "measure"]
 
 # measure's keyword options: the spec's keys, in keyword form
 OPTIONS = (
@@ -54,171 +36,6 @@ OPTIONS = (
     "vocab_size",
 )
 _RUN_KEYS = ("device", "dtype")  # for a model object these default to where the model lies
-
-
-@dataclass(frozen=True, repr=False)
-class Report:
-    """A probe result: the per-layer statistics (``stats``) and the health ``verdict``.
-
-    ``layers`` holds one ``LayerStats`` per watched row with every field of the JSON rows
-    (``name``, ``mean``, ``std``, ``zero_ratio``, ``dead_units``, ``saturation_ratio``,
-    ``nonfinite``, ``unit_spread``, ``grad_std``, ``weight_grad_norm``, ...); ``verdict.problems``
-    holds the broken rules as ``Problem(rule, layer, value, threshold, message)``.
-    """
-
-    stats: Stats
-    verdict: Verdict
-    advice: Advice | None = None
-    prediction: Prediction | None = None  # with theory=True
-    comparisons: tuple[Comparison, ...] = field(default=())
-
-    @property
-    def healthy(self) -> bool:
-        return self.verdict.healthy
-
-    @property
-    def problems(self) -> tuple[Problem, ...]:
-        return self.verdict.problems
-
-    @property
-    def layers(self) -> tuple[LayerStats, ...]:
-        return self.stats.layers
-
-    @property
-    def spec(self) -> Spec:
-        return self.stats.spec
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return self.stats.notes
-
-    def layer(self, name: str) -> LayerStats:
-        """The row called ``name``; ``KeyError`` naming the rows there are."""
-        for x in self.layers:
-            if x.name == name:
-                return x
-        raise KeyError(f"no layer '{name}' (layers: {', '.join(x.name for x in self.layers)})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``probe.report/1`` document, as ``probe run --format json`` writes it."""
-        from probe.render import report as rp
-
-        out = rp.report_dict(self.stats, self.verdict)
-        if self.advice is not None:
-            out["advice"] = self.advice.to_dict()
-        if self.prediction is not None:
-            from probe.judge import theory as th
-
-            out = th.annotate(out, self.prediction, self.comparisons)
-        return out
-
-    def to_json(self) -> str:
-        from probe.render.report import dumps
-
-        return dumps(self.to_dict())
-
-    def verdict_lines(self) -> list[str]:
-        """One line per broken rule: ``rule at layer: value ... threshold ...: message``."""
-        return [problem_line(p) for p in self.verdict.problems]
-
-    def doc(self) -> Any:
-        """The output as data (``probe.render.doc.Doc``): what every format is written from."""
-        if self.prediction is not None:
-            from probe.render.theory import theory_doc
-
-            return theory_doc(self.stats, self.verdict, self.prediction, list(self.comparisons))
-        from probe.render.run_view import run_doc
-
-        return run_doc(self.stats, self.verdict)
-
-    def __rich__(self) -> Any:
-        from probe.render.writers import rich_renderable
-
-        return rich_renderable(self.doc(), None)[0]
-
-    def text(self, width: int | None = None, color: bool = False) -> str:
-        """The table as ``probe run`` prints it, fitted to ``width`` columns (default: the
-        terminal's, else 120; nothing is cut), with ANSI colors if ``color``."""
-        import shutil
-
-        from probe.render.writers import rich_renderable
-
-        renderable, used = rich_renderable(self.doc(), width or shutil.get_terminal_size((120, 24)).columns)
-        console = _console(used, color)
-        console.print(renderable)
-        return str(console.file.getvalue())
-
-    def __str__(self) -> str:
-        return self.text()
-
-    def __repr__(self) -> str:
-        state = "healthy" if self.healthy else "UNHEALTHY: " + ", ".join(dict.fromkeys(p.rule for p in self.problems))
-        return f"<probe.Report {self.spec.name}: {len(self.layers)} layers, {state}>"
-
-    def _repr_html_(self) -> str:
-        """The terminal table in HTML for Jupyter, colored as rich colors it in a terminal."""
-        console = _console(120, True, record=True)
-        console.print(self)
-        return str(console.export_html(inline_styles=True, code_format=_HTML_PRE))
-
-    def plot(self, path: str | Path | None = None) -> Path | Image:
-        """Activation and gradient std per layer (log scale). With ``path`` (.png, .svg, .pdf) the
-        picture is written there and its path returned; without, an ``Image`` a notebook shows.
-        Needs matplotlib (``pip install 'probe[plot]'``)."""
-        from probe.records import Run
-        from probe.render.plot import _pyplot, runs_figure, svg_text
-
-        runs = [Run(self.spec.name, self.stats, self.verdict)]
-        if path is not None:
-            return runs_figure(runs, Path(path))
-        _pyplot()  # the install hint as a SpecError, not None
-        svg = svg_text(runs_figure, runs)
-        assert svg is not None
-        return Image(svg)
-
-
-@dataclass(frozen=True)
-class Image:
-    """An SVG picture; Jupyter shows it, ``save`` writes it."""
-
-    svg: str
-
-    def _repr_svg_(self) -> str:
-        return self.svg
-
-    def save(self, path: str | Path) -> Path:
-        from probe.render.output import write_text
-
-        return write_text(Path(path), self.svg, "save")  # the one output writer (atomic, devices, links)
-
-
-_HTML_PRE = "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',consolas,monospace;line-height:1.3\">{code}</pre>"
-
-
-def _console(width: int, color: bool, record: bool = False) -> Any:
-    import io
-
-    from rich.console import Console
-
-    return Console(
-        file=io.StringIO(),
-        width=width,
-        record=record,
-        force_terminal=color,
-        color_system="truecolor" if color else None,
-        highlight=False,
-        emoji=False,
-    )
-
-
-def problem_line(p: Problem) -> str:
-    """``vanishing at layer7: value 0.0031, threshold 0.01: <message>``."""
-    from probe.render.report import fmt
-
-    return f"{p.rule} at {p.layer}: value {fmt(p.value)}, threshold {fmt(p.threshold)}: {p.message}"
-
-
-# ---- measure ---------------------------------------------------------------------------------
 
 
 def measure(model: Any, inputs: Any = None, **options: Any) -> Report:
@@ -244,29 +61,9 @@ def measure(model: Any, inputs: Any = None, **options: Any) -> Report:
     if isinstance(model, (Spec, str, Path)):
         if inputs is not None:
             raise SpecError("inputs: a spec draws its own inputs; pass inputs with a model object only")
-        stats, spec = _measure_spec(model, options)
-    else:
-        stats, spec = _measure_object(model, inputs, options)
-    return _judge(stats, spec, theory, layers)
-
-
-def _judge(stats: Stats, spec: Spec, theory: bool, layers: str | None) -> Report:
-    from probe.judge.advice import advise
-    from probe.judge.rules import evaluate
-
-    verdict = evaluate(stats)
-    prediction: Prediction | None = None
-    comparisons: tuple[Comparison, ...] = ()
-    if theory:
-        from probe.judge import theory as th
-
-        prediction = th.predict(spec)
-        comparisons = tuple(th.compare(stats, prediction))
-    elif layers is not None:  # the prediction is per layer of the whole network, as on the CLI
-        from probe.render.report import select_layers
-
-        stats = select_layers(stats, str(layers))
-    return Report(stats, verdict, advise(spec, verdict), prediction, comparisons)
+        return probe_spec(_spec_of(model, options), theory=theory, layers=layers)
+    stats, spec = _measure_object(model, inputs, options)
+    return judge(stats, spec, theory=theory, layers=layers)
 
 
 def _overrides(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,8 +86,7 @@ def _overrides(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _measure_spec(source: Spec | str | Path, options: dict[str, Any]) -> tuple[Stats, Spec]:
-    from probe.measurement.run import run_probe
+def _spec_of(source: Spec | str | Path, options: dict[str, Any]) -> Spec:
     from probe.spec import to_dict
 
     overrides = _overrides(options)
@@ -300,7 +96,7 @@ def _measure_spec(source: Spec | str | Path, options: dict[str, Any]) -> tuple[S
             spec = replace(spec, init=replace(spec.init, explicit=source.init.explicit))
     else:
         spec = load_spec(source, overrides)
-    return run_probe(spec), spec
+    return spec
 
 
 def _measure_object(model: Any, inputs: Any, options: dict[str, Any]) -> tuple[Stats, Spec]:
