@@ -128,6 +128,16 @@ class Verdict:
     problems: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = field(default=())  # broken at warning severity, or near a threshold
     notes: tuple[Problem, ...] = field(default=())  # by design, not a failure (identity blocks)
+    # (layer, LayerStats field, "fail" | "warn"): every table cell a rule (nearly) breaks under the
+    # gate this verdict was evaluated with; renderers color cells from here, never re-judge
+    flags: tuple[tuple[str, str, str], ...] = field(default=())
+
+    def cell_flags(self) -> dict[str, dict[str, str]]:
+        """``{layer name: {field: "fail" | "warn"}}``."""
+        out: dict[str, dict[str, str]] = {}
+        for layer, cell, level in self.flags:
+            out.setdefault(layer, {})[cell] = level
+        return out
 
 
 @dataclass(frozen=True)

@@ -200,15 +200,32 @@ def test_near_misses_are_warnings_not_problems() -> None:
     verdict = rules.evaluate(_report(layers))
     assert verdict.healthy
     assert "vanishing" in {w.rule for w in verdict.warnings}
-    flags = rules.layer_flags(_report(layers), verdict)
-    assert flags == {"layer2": {"std": "warn"}}
+    assert verdict.cell_flags() == {"layer2": {"std": "warn"}}
 
 
 def test_layer_flags_mark_failing_cells() -> None:
     layers = [_layer(1), _layer(2, saturation_ratio=0.9)]
     report = _report(layers)
-    flags = rules.layer_flags(report, rules.evaluate(report))
+    flags = rules.evaluate(report).cell_flags()
     assert flags["layer2"]["saturation_ratio"] == "fail"
+
+
+def test_cell_flags_follow_the_gate_the_verdict_was_evaluated_with() -> None:
+    """A verdict under another gate than the spec's colors the cells by that gate: the renderer
+    reads the verdict's flags and does not re-judge with the spec's gate."""
+    from dataclasses import replace
+
+    from probe.render.run_view import run_doc
+
+    layers = [_layer(1), _layer(2, saturation_ratio=0.9)]
+    report = _report(layers)
+    loose = replace(report.spec.gate, max_saturation=0.95)
+    verdict = rules.evaluate(report, loose)
+    assert verdict.healthy and verdict.cell_flags() == {"layer2": {"saturation_ratio": "warn"}}
+    styles = {cell.style for row in run_doc(report, verdict).tables[0].rows for cell in row}
+    strict = {cell.style for row in run_doc(report, rules.evaluate(report)).tables[0].rows for cell in row}
+    assert styles != strict and "bold red" in strict and "bold red" not in styles
+    assert rules.evaluate(report).cell_flags() == {"layer2": {"saturation_ratio": "fail"}}
 
 
 def _healthy_gradients_report(nan_layer: bool = False) -> Stats:

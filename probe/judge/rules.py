@@ -1,7 +1,7 @@
 """Stats -> Verdict: each health rule is a name and one or two declarative threshold checks.
 
 A rule reports the first layer that breaks it (with the measured value and the threshold) and,
-in its message, the worst layer. ``layer_flags`` gives the per-cell colors the table uses: a
+in its message, the worst layer. The verdict's ``flags`` give the per-cell colors the table uses: a
 value breaking a rule is ``fail``; one within a margin of its threshold is ``warn`` (a factor of
 10 for scale thresholds, half the threshold for fractions).
 
@@ -336,7 +336,11 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
                 message = f"{_fmt(near.value)} at {near.layer} is near the {check.key} threshold {_fmt(real)}"
                 warnings.append(Problem(rule.name, near.layer, near.value, real, message, check.key, "warning"))
     return Verdict(
-        healthy=not problems, problems=tuple(problems), warnings=tuple(warnings), notes=identity_blocks(report)
+        healthy=not problems,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+        notes=identity_blocks(report),
+        flags=_cell_flags(report, gate),
     )
 
 
@@ -380,14 +384,14 @@ def _loosened(gate: GateSpec) -> GateSpec:
     )
 
 
-def layer_flags(report: Stats, verdict: Verdict | None = None) -> dict[str, dict[str, str]]:
-    """``{layer name: {field: "fail" | "warn"}}`` for every table cell a rule (nearly) breaks."""
-    gate = report.spec.gate
-    flags: dict[str, dict[str, str]] = {}
+def _cell_flags(report: Stats, gate: GateSpec) -> tuple[tuple[str, str, str], ...]:
+    """(layer, field, "fail" | "warn") for every table cell a rule (nearly) breaks under ``gate``
+    (a cell failing and near-missing is "fail")."""
+    flags: dict[tuple[str, str], str] = {}
     for level, g in (("warn", _loosened(gate)), ("fail", gate)):
         for rule in _enabled(gate):
             for check in rule.checks:
                 if check.cell:
                     for layer, _ in _breaking(check, report, g):
-                        flags.setdefault(layer.name, {})[check.cell] = level
-    return flags
+                        flags[(layer.name, check.cell)] = level
+    return tuple((name, cell, level) for (name, cell), level in flags.items())

@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from probe.judge import rules
 from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, Verdict
 from probe.spec import summary, to_dict
 
@@ -124,7 +123,7 @@ def summary_layers(report: Stats, verdict: Verdict, limit: int = SUMMARY_ROWS) -
     layers = list(report.layers)
     if len(layers) <= limit:
         return layers
-    flags = rules.layer_flags(report, verdict)
+    flags = verdict.cell_flags()
     keep = {0, len(layers) - 1}
     index = {x.name: i for i, x in enumerate(layers)}
     keep.update(index[p.layer] for p in verdict.problems if p.layer in index)

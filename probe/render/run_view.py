@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from probe.judge import rules
 from probe.records import Run, Stats, Verdict
 from probe.render import spark
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table, doc, table
@@ -50,7 +49,7 @@ _ROLE_CELL = {"activation": "act", "embedding": "embed"}
 def run_doc(report: Stats, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS) -> Doc:
     """Spec line, per-layer table (flagged cells colored, log-scale bars) and verdict. Reports
     with more than ``max_rows`` rows are summarized (``summary_layers``); ``None`` shows all."""
-    flags = rules.layer_flags(report, verdict)
+    flags = verdict.cell_flags()
     shown = list(report.layers) if max_rows is None else summary_layers(report, verdict, max_rows)
     typed = any(x.module_type for x in report.layers)
     columns = [Column("layer", "name", align="left", wrap=NAME_BREAKS)]
