@@ -87,8 +87,11 @@ class Report:
 
             return theory_doc(self.stats, self.verdict, self.prediction, list(self.comparisons))
         from probe.render.run_view import run_doc
+        from probe.render.views import advice_doc
 
-        return run_doc(self.stats, self.verdict)
+        shown = run_doc(self.stats, self.verdict)
+        advice = self.advice
+        return shown + advice_doc(advice) if advice is not None and (advice.mismatch or advice.suggestion) else shown
 
     def __rich__(self) -> Any:
         from probe.render.writers import rich_renderable
@@ -115,9 +118,13 @@ class Report:
         return f"<probe.Report {self.spec.name}: {len(self.layers)} layers, {state}>"
 
     def _repr_html_(self) -> str:
-        """The terminal table in HTML for Jupyter, colored as rich colors it in a terminal."""
-        console = _console(120, True, record=True)
-        console.print(self)
+        """The terminal table in HTML for Jupyter, colored as rich colors it in a terminal, at its
+        natural width (a notebook scrolls: nothing is cut)."""
+        from probe.render.writers import rich_renderable
+
+        renderable, used = rich_renderable(self.doc(), None)
+        console = _console(used, True, record=True)
+        console.print(renderable)
         return str(console.export_html(inline_styles=True, code_format=_HTML_PRE))
 
     def plot(self, path: str | Path | None = None) -> Path | Image:
@@ -167,6 +174,9 @@ def _console(width: int, color: bool, record: bool = False) -> Any:
         color_system="truecolor" if color else None,
         highlight=False,
         emoji=False,
+        # in a notebook rich would send what it prints to the notebook's display, not to ``file``:
+        # print(report) / report.text() came back empty and every report was displayed twice
+        force_jupyter=False,
     )
 
 
