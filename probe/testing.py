@@ -20,7 +20,7 @@ from probe.spec import GATE_PARAMS
 if TYPE_CHECKING:
     from probe.api import Report
 
-__all__ = ["assert_healthy", "split_options"]
+__all__ = ["assert_healthy", "failure_message", "split_options"]
 
 GATE_KEYS = (*GATE_PARAMS, "disable")
 
@@ -42,10 +42,20 @@ def assert_healthy(model: Any, inputs: Any = None, **gate: Any) -> Report:
     The message holds one line per broken rule: rule, layer, value, threshold and why.
     Returns the report when healthy.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line and this message, not probe's frames
     from probe.api import measure
 
     report = measure(model, inputs, **split_options(dict(gate)))
     if not report.verdict.healthy:
-        lines = report.verdict_lines()
-        raise AssertionError(f"probe: {report.spec.name} is unhealthy at initialization:\n  " + "\n  ".join(lines))
+        raise AssertionError(failure_message(report))
     return report
+
+
+def failure_message(report: Report) -> str:
+    """What a failing test says: the model, each broken rule with its layer, value and threshold,
+    and the advice, in a few short lines (no tensors)."""
+    lines = [f"probe: {report.spec.name} is unhealthy at initialization:"]
+    lines += [f"  {line}" for line in report.verdict_lines()]
+    if report.advice is not None and (report.advice.mismatch or report.advice.suggestion):
+        lines += [f"  {line}" for line in report.advice.lines()]
+    return "\n".join(lines)

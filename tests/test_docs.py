@@ -60,7 +60,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_site_builds_in_strict_mode(site: Path) -> None:
     assert (site / "index.html").is_file()
-    assert (site / "commands" / "index.html").is_file()
+    assert (site / "commands.html").is_file()
+
+
+def test_the_site_reads_from_disk(site: Path) -> None:
+    """Every page's links name a file (`commands.html`), not a folder: opened with file://, a
+    folder link lands on a directory listing."""
+    for page in site.glob("*.html"):
+        hrefs = re.findall(r'href="([^"#:]+)(?:#[^"]*)?"', page.read_text())
+        pages = [h for h in hrefs if not h.startswith(("assets/", "search/")) and "." not in h.rsplit("/", 1)[-1]]
+        assert not pages, f"{page.name} links to folders: {sorted(set(pages))[:5]}"
 
 
 def test_the_readme_is_short() -> None:
@@ -79,7 +88,7 @@ def test_the_readmes_links_resolve(site: Path) -> None:
         assert (REPO / target).exists(), f"README.md links to {target}, which does not exist"
         if anchor and target.startswith("docs/") and target.endswith(".md"):
             page = target[len("docs/") : -len(".md")]
-            html = site / ("index.html" if page == "index" else f"{page}/index.html")
+            html = site / f"{page}.html"
             assert f'id="{anchor}"' in html.read_text(), f"README.md links to {link}: no such anchor"
 
 

@@ -111,3 +111,33 @@ def test_the_documented_example_and_the_junit_option(pytester: Any) -> None:
 def test_the_plugin_is_registered_by_the_entry_point(pytester: Any) -> None:
     result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--probe-junit=PATH*"])
+
+
+BROKEN_TEST = """
+import torch
+from torch import nn
+from probe.testing import assert_healthy
+
+def test_my_model_starts_healthy():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(1e-3)
+                m.bias.zero_()
+    assert_healthy(model, torch.randn(64, 16))
+"""
+
+
+def test_a_failing_test_shows_the_verdict_and_the_advice_not_probes_frames(pytester: Any) -> None:
+    """pytest's report of a failing ``assert_healthy``: the user's line, then the model, the broken
+    rules with their values and the advice; no frame inside probe and no tensor dump."""
+    pytester.makepyfile(test_broken=BROKEN_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "probe: Sequential is unhealthy at initialization:" in out
+    assert re.search(r"vanishing at \S+: value [\d.e-]+, threshold 0\.01", out), out
+    assert "try: " in out
+    assert "probe/testing.py" not in out and "tensor(" not in out
