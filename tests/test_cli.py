@@ -496,3 +496,23 @@ def test_one_invocation_leaves_nothing_to_the_next(cli: Any) -> None:
     plain = cli("run", "no-such-spec.yaml")
     assert plain.exit_code == 2 and isinstance(plain.exception, SystemExit), plain.output
     assert "no-such-spec.yaml" in plain.output
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (
+            ["run", "configs/lab1_he_relu.yaml", "--html", "out.html"],
+            "Hint: write html with -f html (to a file: -f html -o FILE)",
+        ),
+        (["check", "configs/lab1_he_relu.yaml", "--json"], "Hint: write json with -f json"),
+        (
+            ["compare", "he", "--model", "m:f"],
+            "Hint: compare works on specs; probe a model of your own with probe run --model",
+        ),
+    ],
+)
+def test_a_mistyped_option_gets_a_hint(cli: Any, args: list[str], hint: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert "No such option" in result.output and hint in result.output

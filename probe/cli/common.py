@@ -51,6 +51,24 @@ _PANELS = (PANEL_PROBE, PANEL_EXPERIMENTS, PANEL_THEORY, PANEL_REFERENCE)
 _FIRST = ("run", "compare", "check")  # then each panel's commands alphabetically
 
 
+# the output formats people reach for as flags: `--html out.html` is `-f html -o out.html`
+_FORMAT_FLAGS = {"--html": "html", "--json": "json", "--csv": "csv", "--markdown": "markdown", "--md": "markdown"}
+_OWN_MODEL_COMMANDS = ("run", "fix", "inspect")
+
+
+def usage_hint(option: str, command: str | None) -> str:
+    """The way to say what an unknown ``option`` of ``command`` was probably meant to do ("" if none)."""
+    if option in _FORMAT_FLAGS:
+        fmt = _FORMAT_FLAGS[option]
+        return f"write {fmt} with -f {fmt} (to a file: -f {fmt} -o FILE)"
+    if option in ("--model", "--hf") and command not in _OWN_MODEL_COMMANDS:
+        return (
+            f"{command or 'this command'} works on specs; probe a model of your own with "
+            f"probe run {option} ... (or put model.import / model.hf in a spec and pass the spec)"
+        )
+    return ""
+
+
 class _Group(TyperGroup):
     """typer's group; ``probe`` with no arguments prints the help and exits 0 (click's
     ``no_args_is_help`` exits 2, as for a usage error); commands listed panel by panel."""
@@ -81,6 +99,11 @@ class _Group(TyperGroup):
             if not (hasattr(exc, "show") and isinstance(exit_code, int)):
                 raise
             exc.show()  # type: ignore[attr-defined]
+            hint = usage_hint(
+                str(getattr(exc, "option_name", "") or ""), getattr(getattr(exc, "ctx", None), "info_name", "")
+            )
+            if hint:
+                typer.echo(f"Hint: {hint}", err=True)
             sys.exit(exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
