@@ -66,3 +66,23 @@ def test_documented_command_runs(
     monkeypatch.chdir(tmp_path)
     result = cli(*shlex.split(command))
     assert result.exit_code == expected, f"{document}: probe {command}\n{result.output}"
+
+
+def test_the_readmes_python_runs_as_written() -> None:
+    """Each Python block of the README, run from the repository root as a reader would paste it."""
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    assert blocks, "the README shows the Python API"
+    for block in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", block], cwd=REPO, capture_output=True, text=True, timeout=300, env=_env()
+        )
+        assert done.returncode == 0, f"README python block failed:\n{block}\n{done.stderr[-2000:]}"
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
