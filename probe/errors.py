@@ -24,6 +24,49 @@ class SpecError(ProbeError):
         super().__init__(f"{shown(path, 120)}: {message}" if path else message)
 
 
+class SpecErrors:
+    """Collects the independent mistakes of one spec, so that one run reports them all: each
+    ``catch()`` block that raises a ``SpecError`` is recorded and validation goes on; ``check()``
+    raises one ``SpecError`` listing every mistake (or the one, unchanged)."""
+
+    def __init__(self) -> None:
+        self.errors: list[SpecError] = []
+
+    def catch(self) -> _Catch:
+        return _Catch(self)
+
+    def check(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise SpecErrorGroup(self.errors)
+
+
+class _Catch:
+    def __init__(self, errors: SpecErrors) -> None:
+        self.errors = errors
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, SpecErrorGroup):
+            self.errors.errors.extend(exc.errors)
+            return True
+        if isinstance(exc, SpecError):
+            self.errors.errors.append(exc)
+            return True
+        return False
+
+
+class SpecErrorGroup(SpecError):
+    """Several independent mistakes of one part of a spec (its message lists them all)."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} mistakes in the spec:\n" + "\n".join(f"  {e}" for e in errors))
+
+
 class BuildError(ProbeError):
     """The network described by a valid spec could not be built or initialized."""
 

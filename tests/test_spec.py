@@ -102,3 +102,39 @@ def test_summary_is_one_line_naming_the_essentials() -> None:
     assert "\n" not in line
     for word in ("mlp", "tanh", "xavier_normal", "seed 0"):
         assert word in line
+
+
+def test_every_mistake_of_a_spec_is_reported_in_one_run(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Six independent mistakes, one in each part of the spec: one run names them all (exit 2), each
+    on its own line with its key path."""
+    from probe.errors import SpecErrorGroup
+
+    raw = {
+        "model": {"depth": -3, "activation": "reluu"},
+        "init": {"weight": "kaiming_nrmal"},
+        "data": {"batch_size": 0},
+        "run": {"device": "gpu"},
+        "gate": {"min_std": -1, "disable": ["vanish"]},
+    }
+    with pytest.raises(SpecErrorGroup) as info:
+        spec_mod.parse(raw)
+    paths = [e.path for e in info.value.errors]
+    assert paths == [
+        "model.activation",
+        "model.depth",
+        "init.weight",
+        "data.batch_size",
+        "run.device",
+        "gate.disable[0]",
+        "gate.min_std",
+    ]
+    import yaml
+
+    path = tmp_path / "six.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = cli("check", str(path))
+    assert result.exit_code == 2
+    assert "7 mistakes in the spec:" in result.output
+    lines = result.output.splitlines()
+    for key in paths:
+        assert any(line.strip().startswith(f"{key}: ") for line in lines), (key, result.output)

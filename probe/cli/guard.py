@@ -84,9 +84,9 @@ def _guarded(fn: Callable[[], int], session: Session, where: str = "") -> int:
     except ProbeError as exc:
         if session.debug:
             raise
-        _err_console(always=True).print(
-            f"probe: error{where}: {shown(str(exc), 2000)}", style="red", markup=False, soft_wrap=True
-        )
+        # one line, or one per mistake (a spec's mistakes are reported together); each line escaped
+        text = "\n".join(shown(line, 2000) for line in str(exc).splitlines()[:50])
+        _err_console(always=True).print(f"probe: error{where}: {text}", style="red", markup=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         if not isinstance(exc, Interrupted):  # raised by code probe ran, not by the user's Ctrl-C

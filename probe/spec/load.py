@@ -12,7 +12,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from probe.errors import SpecError, echo
+from probe.errors import SpecError, SpecErrors, echo
 from probe.spec import activations, inits
 from probe.spec.schema import check_params, type_name, unknown
 from probe.spec.types import (
@@ -87,65 +87,99 @@ def loads(
 def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, default_name: str = "probe") -> Spec:
     """Validate an already-parsed mapping (e.g. from a notebook) as a spec."""
     data = _merge_overrides(raw, overrides or {})
+    errors = SpecErrors()  # independent mistakes are reported together: one run, every mistake
     for key in data:
         if key not in SECTIONS:
-            raise unknown("section", key, SECTIONS, str(key))
+            with errors.catch():
+                raise unknown("section", key, SECTIONS, str(key))
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
-        raise SpecError(f"expected a non-empty string, got {type_name(name)}", "name")
-
-    model = _model(_section(data, "model"))
-
-    init_raw = _section(data, "init")
-    for key in init_raw:
-        if key not in ("weight", "bias", "rules"):
-            raise unknown("key", key, ("weight", "bias", "rules"), f"init.{key}", "init")
-    weight = _strategy(init_raw.get("weight", "he_normal"), "init.weight", bias=False)
-    bias = _strategy(init_raw.get("bias", "zeros"), "init.bias", bias=True)
-    rules = _rules(init_raw.get("rules"))
-    init = InitSpec(weight, bias, rules, explicit="weight" in init_raw or "bias" in init_raw)
-
-    data_spec = DataSpec(**check_params(_section(data, "data"), DATA_PARAMS, "data", "data"))
-
-    run_raw = check_params(_section(data, "run"), RUN_PARAMS, "run", "run")
-    device = run_raw["device"]
-    if not DEVICE_PATTERN.match(device):
-        raise SpecError(f"unknown device '{device}' (valid: auto, cpu, cuda, cuda:N, mps)", "run.device")
-    run = RunSpec(**run_raw)
-
-    gate_raw = _section(data, "gate")
-    disable = gate_raw.pop("disable", [])
-    if isinstance(disable, str):
-        disable = [disable]
-    if not isinstance(disable, list):
-        raise SpecError(f"expected a list of rule names, got {type_name(disable)}", "gate.disable")
-    for i, rule in enumerate(disable):
-        if rule not in RULE_NAMES:
-            raise unknown("rule", rule, RULE_NAMES, f"gate.disable[{i}]")
-    gate = GateSpec(disable=tuple(disable), **check_params(gate_raw, GATE_PARAMS, "gate", "gate"))
-
+        with errors.catch():
+            raise SpecError(f"expected a non-empty string, got {type_name(name)}", "name")
+    with errors.catch():
+        model = _model(_section(data, "model"))
+    with errors.catch():
+        init = _init(_section(data, "init"))
+    with errors.catch():
+        data_spec = DataSpec(**check_params(_section(data, "data"), DATA_PARAMS, "data", "data"))
+    with errors.catch():
+        run = _run(_section(data, "run"))
+    with errors.catch():
+        gate = _gate(_section(data, "gate"))
+    errors.check()
     return Spec(model=model, init=init, data=data_spec, run=run, gate=gate, name=name)
 
 
+def _init(init_raw: dict[str, Any]) -> InitSpec:
+    errors = SpecErrors()
+    for key in init_raw:
+        if key not in ("weight", "bias", "rules"):
+            with errors.catch():
+                raise unknown("key", key, ("weight", "bias", "rules"), f"init.{key}", "init")
+    with errors.catch():
+        weight = _strategy(init_raw.get("weight", "he_normal"), "init.weight", bias=False)
+    with errors.catch():
+        bias = _strategy(init_raw.get("bias", "zeros"), "init.bias", bias=True)
+    with errors.catch():
+        rules = _rules(init_raw.get("rules"))
+    errors.check()
+    return InitSpec(weight, bias, rules, explicit="weight" in init_raw or "bias" in init_raw)
+
+
+def _run(section: dict[str, Any]) -> RunSpec:
+    run_raw = check_params(section, RUN_PARAMS, "run", "run")
+    device = run_raw["device"]
+    if not DEVICE_PATTERN.match(device):
+        raise SpecError(f"unknown device '{device}' (valid: auto, cpu, cuda, cuda:N, mps)", "run.device")
+    return RunSpec(**run_raw)
+
+
+def _gate(gate_raw: dict[str, Any]) -> GateSpec:
+    errors = SpecErrors()
+    disable = gate_raw.pop("disable", [])
+    if isinstance(disable, str):
+        disable = [disable]
+    with errors.catch():
+        if not isinstance(disable, list):
+            raise SpecError(f"expected a list of rule names, got {type_name(disable)}", "gate.disable")
+        for i, rule in enumerate(disable):
+            if rule not in RULE_NAMES:
+                with errors.catch():
+                    raise unknown("rule", rule, RULE_NAMES, f"gate.disable[{i}]")
+    with errors.catch():
+        params = check_params(gate_raw, GATE_PARAMS, "gate", "gate")
+    errors.check()
+    return GateSpec(disable=tuple(disable), **params)
+
+
 def _model(raw: dict[str, Any]) -> ModelSpec:
-    activation = _choice(raw.pop("activation", "relu"), activations.ACTIVATIONS, "activation", "model.activation")
+    errors = SpecErrors()
+    with errors.catch():
+        activation = _choice(raw.pop("activation", "relu"), activations.ACTIVATIONS, "activation", "model.activation")
     factory = raw.pop("import", None)
-    if factory is not None and (not isinstance(factory, str) or ":" not in factory):
-        raise SpecError(f"expected 'package.module:factory', got {echo(factory)}", "model.import")
+    with errors.catch():
+        if factory is not None and (not isinstance(factory, str) or ":" not in factory):
+            raise SpecError(f"expected 'package.module:factory', got {echo(factory)}", "model.import")
     hf = raw.pop("hf", None)
-    if hf is not None and (not isinstance(hf, str) or not hf.strip()):
-        raise SpecError(
-            f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {echo(hf)}", "model.hf"
-        )
-    if hf is not None and factory is not None:
-        raise SpecError("give model.import or model.hf, not both", "model.hf")
+    with errors.catch():
+        if hf is not None and (not isinstance(hf, str) or not hf.strip()):
+            raise SpecError(
+                f"expected a transformers model type (llama, gpt2, ...) or a config.json path, got {echo(hf)}",
+                "model.hf",
+            )
+        if hf is not None and factory is not None:
+            raise SpecError("give model.import or model.hf, not both", "model.hf")
     branch_scale: float | str = raw.pop("branch_scale", 1.0)
-    if branch_scale != "depth":
-        branch_scale = Param("float", minimum=0.0).check(branch_scale, "model.branch_scale")
+    with errors.catch():
+        if branch_scale != "depth":
+            branch_scale = Param("float", minimum=0.0).check(branch_scale, "model.branch_scale")
     for key in raw:
         if key not in MODEL_PARAMS:
-            raise unknown("key", key, MODEL_KEYS, f"model.{key}", "model")
-    values = check_params(raw, MODEL_PARAMS, "model", "model")
+            with errors.catch():
+                raise unknown("key", key, MODEL_KEYS, f"model.{key}", "model")
+    with errors.catch():
+        values = check_params({k: v for k, v in raw.items() if k in MODEL_PARAMS}, MODEL_PARAMS, "model", "model")
+    errors.check()
     if values["input_shape"] is not None:
         values["input_shape"] = tuple(values["input_shape"])
     model = ModelSpec(activation=activation, branch_scale=branch_scale, factory=factory, hf=hf, **values)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probe.errors import SpecError, echo
+from probe.errors import SpecError, SpecErrors, echo
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -155,13 +155,17 @@ def as_int(value: Any, path: str) -> int:
 def check_params(params: Mapping[str, Any], schema: Mapping[str, Param], owner: str, path: str) -> dict[str, Any]:
     """Validate a mapping of parameters against ``schema`` and fill in defaults."""
     out: dict[str, Any] = {}
+    errors = SpecErrors()  # every unknown key and bad value, not only the first
     for key in params:
         if key not in schema:
             sub = f"{path}.{key}" if path else str(key)
-            if not schema:
-                raise SpecError(f"{owner} takes no parameters, got {echo(key)}", sub)
-            raise unknown("key", key, schema.keys(), sub, owner)
+            with errors.catch():
+                if not schema:
+                    raise SpecError(f"{owner} takes no parameters, got {echo(key)}", sub)
+                raise unknown("key", key, schema.keys(), sub, owner)
     for key, param in schema.items():
         sub = f"{path}.{key}" if path else key
-        out[key] = param.check(params[key], sub) if key in params else param.default
+        with errors.catch():
+            out[key] = param.check(params[key], sub) if key in params else param.default
+    errors.check()
     return out
