@@ -107,9 +107,11 @@ def test_the_steps_come_in_order() -> None:
     natural = writers.plain_text(d, None)
     assert "picture" in natural and "legend" not in natural and NAMES[0] in natural
     wide = len(max(natural.splitlines(), key=len))
-    # a little narrower: only the picture goes
+    # a little narrower: only the picture goes, and the legend says so once, with the width it needs
     text = writers.plain_text(d, wide - 5)
-    assert "picture" not in text and NAMES[0] in text and "legend" not in text
+    assert NAMES[0] in text and text.count("picture") == 1
+    (legend,) = [line for line in text.splitlines() if line.startswith("legend")]
+    assert legend == f"legend: not shown at {wide - 5} columns: picture (they need {wide})"
     # narrow: names wrap, headers are abbreviated and explained
     text = writers.plain_text(d, 80)
     assert NAMES[0] not in text and appears_whole(text, NAMES[0])

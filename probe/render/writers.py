@@ -123,11 +123,14 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     if width is None or used <= width:
         return _rich_table(columns, rows, short, compact), [], used
     prefix = ""
+    natural = used
+    dropped: list[str] = []
     for step in ("pictures", "prefix", "wrap", "short", "compact", "wrap", "wrap lists", "empty"):
         if used <= width:
             break
         if step == "pictures":
             keep = [i for i, c in enumerate(columns) if not c.picture]
+            dropped = [c.header for c in columns if c.picture]
             columns, rows = [columns[i] for i in keep], [[r[i] for i in keep] for r in rows]
             source = rows
         elif step == "prefix":  # every name under one module ("transformer."): say it once
@@ -159,6 +162,8 @@ def fit_table(t: Table, width: int | None) -> tuple[Any, list[str], int]:
     legend += ["; ".join(f"{c.short} = {c.header}" for c in columns if c.short)] if short else []
     if empty:
         legend.append(f"not shown, no value in any row: {', '.join(empty)}")
+    if dropped:  # said once, with the width that shows them
+        legend.append(f"not shown at {width} columns: {', '.join(dropped)} (they need {natural})")
     return _rich_table(columns, rows, short, compact), legend, used
 
 
