@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -516,3 +517,37 @@ def test_a_mistyped_option_gets_a_hint(cli: Any, args: list[str], hint: str) -> 
     result = cli(*args)
     assert result.exit_code == 2
     assert "No such option" in result.output and hint in result.output
+
+
+def test_long_work_shows_its_count_the_running_part_and_the_time_left() -> None:
+    """The progress bar of train/sweep/compare/check on a terminal: done of total, the part, an ETA."""
+    import io
+
+    from rich.console import Console
+
+    from probe.cli.common import Steps
+
+    out = io.StringIO()
+    steps = Steps(400, "training steps", Console(file=out, force_terminal=True, width=100))
+    steps.label("he:relu")
+    steps.advance(150)
+    steps.bar.refresh()
+    steps.close()
+    text = out.getvalue()
+    assert "training steps" in text and "150/400" in text and "he:relu" in text
+    assert re.search(r"(\d+|-):(\d\d|--):(\d\d|--)", text)  # the time left (-:--:-- until a rate is known)
+    quiet = io.StringIO()
+    off = Steps(400, "training steps", Console(file=quiet, force_terminal=False))
+    off.advance(10)
+    off.close()
+    assert quiet.getvalue() == ""  # not a terminal: nothing
+
+
+def test_train_reports_every_optimizer_step() -> None:
+    from probe.experiments import train as tr
+
+    calls: list[int] = []
+    labels: list[str] = []
+    settings = tr.TrainSettings(64, 0.2, 0.25, "adam", 0.01, 7, 0)
+    tr.train_many(tr.lab2_spec(), ["he:relu", "xavier:tanh"], settings, labels.append, calls.append)
+    assert labels == ["he:relu", "xavier:tanh"] and calls == [1] * 14

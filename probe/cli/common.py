@@ -383,27 +383,43 @@ def load_spec(
 
 
 class Steps:
-    """A progress line on stderr for multi-run commands (only on a terminal)."""
+    """A progress bar on stderr for long multi-part work (only on a terminal): the count done of
+    ``total``, the part running, and the time left. Called with a label as each part starts (the
+    parts before it are done); or ``advance`` by finer units (training steps) with ``label`` naming
+    the part."""
 
-    def __init__(self, total: int, what: str) -> None:
-        self.total, self.what, self.done = total, what, 0
-        self.console = _err_console()
-        self.status: Any = None
+    def __init__(self, total: int, what: str, console: Any = None) -> None:
+        self.total, self.what, self.started = total, what, 0
+        self.console = console if console is not None else _err_console()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def _shown(self) -> bool:
+        if self.bar is None and self.console.is_terminal and self.total >= 2:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[label]}"))
+            self.bar = Progress(*columns, TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=self.total, label="")
+        return self.bar is not None
 
     def __call__(self, label: str) -> None:
-        self.done += 1
-        if not self.console.is_terminal or self.total < 2:
-            return
-        text = f"{self.what} {self.done}/{self.total}: {label}"
-        if self.status is None:
-            self.status = self.console.status(text)
-            self.status.start()
-        else:
-            self.status.update(text)
+        self.started += 1
+        if self._shown():
+            self.bar.update(self.task, completed=self.started - 1, label=label)
+
+    def label(self, label: str) -> None:
+        if self._shown():
+            self.bar.update(self.task, label=label)
+
+    def advance(self, units: int = 1) -> None:
+        if self._shown():
+            self.bar.advance(self.task, units)
 
     def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @contextmanager

@@ -92,9 +92,9 @@ def train(
         load_torch()
         if tensorboard is not None:
             check_tensorboard(tensorboard)
-        progress = Steps(len(entries), "training")
+        progress = Steps(len(entries) * steps, "training steps")
         try:
-            results = tr.train_many(base, entries, settings, progress)
+            results = tr.train_many(base, entries, settings, progress.label, progress.advance)
         finally:
             progress.close()
         network = views.train_network_line(tr.train_spec(base, base.init.weight.name))

@@ -147,8 +147,11 @@ def train_spec(base: Spec, strategy: str, activation: str | None = None) -> Spec
     return spec
 
 
-def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> TrainResult:
+def train_one(
+    spec: Spec, settings: TrainSettings, label: str | None = None, on_step: Callable[[], None] | None = None
+) -> TrainResult:
     """Train the spec's network on two moons; same data and seed for every strategy.
+    ``on_step`` is called after each optimizer step (progress).
 
     Runs on the spec's ``run.device`` and ``run.dtype`` (the Lab 2 spec: CPU, float32).
     """
@@ -191,6 +194,8 @@ def train_one(spec: Spec, settings: TrainSettings, label: str | None = None) -> 
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                if on_step is not None:
+                    on_step()
             with torch.no_grad():
                 losses.append(loss_fn(model(x_train), y_train).item())
                 model.eval()
@@ -224,9 +229,14 @@ def is_warning_start(start_loss: float, classes: int = CLASSES) -> bool:
 
 
 def train_many(
-    base: Spec, entries: Sequence[str], settings: TrainSettings, step: Step | None = None
+    base: Spec,
+    entries: Sequence[str],
+    settings: TrainSettings,
+    step: Step | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[TrainResult]:
-    """Train once per ``STRATEGY[:ACTIVATION]`` entry with the same data, seed and settings."""
+    """Train once per ``STRATEGY[:ACTIVATION]`` entry with the same data, seed and settings;
+    ``step(label)`` as each entry starts, ``on_step(1)`` after each optimizer step."""
     from probe.experiments import batch
 
     settings.check()
@@ -237,5 +247,5 @@ def train_many(
         if step:
             step(entry.text)
         spec = train_spec(base, entry.strategy, entry.activation)
-        results.append(train_one(spec, settings, entry.text))
+        results.append(train_one(spec, settings, entry.text, None if on_step is None else lambda: on_step(1)))
     return results
