@@ -551,3 +551,29 @@ def test_train_reports_every_optimizer_step() -> None:
     settings = tr.TrainSettings(64, 0.2, 0.25, "adam", 0.01, 7, 0)
     tr.train_many(tr.lab2_spec(), ["he:relu", "xavier:tanh"], settings, labels.append, calls.append)
     assert labels == ["he:relu", "xavier:tanh"] and calls == [1] * 14
+
+
+def test_the_html_page_shows_the_cells_the_terminal_shows(cli: Any) -> None:
+    """`probe run -f html`: the run table's columns (cos, role for a user model), its red cells, the
+    verdict and the advice, as in the terminal."""
+    broken = cli("run", "configs/lab1_tiny_relu.yaml", "-f", "html")
+    assert broken.exit_code == 0, broken.output
+    page = broken.stdout
+    headers = re.findall(r"<th>([^<]*)</th>", page)
+    assert headers[:10] == [
+        "layer",
+        "mean",
+        "std",
+        "zero",
+        "dead",
+        "sat",
+        "nonfinite",
+        "cos",
+        "grad std",
+        "W grad norm",
+    ]
+    assert re.search(r"<td class=bad>[^<]+</td>", page)  # the vanishing std cells
+    assert "UNHEALTHY: vanishing" in page and "try: " in page
+    own = cli("run", "--model", "docs.examples.my_cnn:build", "--input-shape", "3,32,32", "-f", "html").stdout
+    assert "<th>type/role</th>" in own and "Conv2d/stream" in own
+    assert "kind" not in re.findall(r"<th>([^<]*)</th>", own)

@@ -158,8 +158,11 @@ def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bo
 
     def html() -> str:
         from probe.render.html import run_page
+        from probe.render.run_view import run_doc
+        from probe.render.views import advice_doc
 
-        return run_page(result, verdict, advice.lines() if advised else [])
+        whole = run_doc(result, verdict, None)  # a page scrolls: every row
+        return run_page(whole + advice_doc(advice) if advised else whole, result, verdict)
 
     render(
         fmt,

@@ -14,7 +14,6 @@ from typing import Any
 from probe.records import Run, Stats, Verdict
 from probe.render import plot as plot_mod
 from probe.render.report import compare_row, fmt, layer_row, verdict_text
-from probe.spec import summary
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}
@@ -22,7 +21,7 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.9em}
 th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums}
 th:first-child,td:first-child{text-align:left}
-.bad{color:#b00020;font-weight:600}.good{color:#1b7a1b;font-weight:600}.dim{color:#666}
+.bad{color:#b00020;font-weight:600}.warn{color:#9a6700}.good{color:#1b7a1b;font-weight:600}.dim{color:#666}
 figure{margin:1em 0}svg{max-width:100%;height:auto}
 """
 
@@ -79,16 +78,15 @@ def _lines(lines: Sequence[str]) -> str:
     return "".join(f"<p>{html.escape(line)}</p>" for line in lines)
 
 
-def run_page(report: Stats, verdict: Verdict, advice_lines: Sequence[str] = ()) -> str:
-    layers = [layer_row(x) for x in report.layers]
-    return page(
-        f"probe: {report.spec.name}",
-        f"<p class=dim>{html.escape(summary(report.spec))}</p>",
-        _verdict(verdict),
-        _lines(advice_lines),
-        section("layers", table(layers)),
-        section("pictures", figure(plot_mod.runs_figure, [Run(report.spec.name, report, verdict)])),
-    )
+def run_page(d: Any, report: Stats, verdict: Verdict) -> str:
+    """``probe run -f html``: the run's document ``d`` (the table the terminal shows, every row,
+    its colored cells, the verdict and the advice) and the pictures."""
+    from dataclasses import replace
+
+    from probe.render.writers import html_page
+
+    pictures = section("pictures", figure(plot_mod.runs_figure, [Run(report.spec.name, report, verdict)]))
+    return html_page(replace(d, title=f"probe: {report.spec.name}"), [pictures])
 
 
 def runs_page(runs: Sequence[Run], title: str) -> str:

@@ -278,8 +278,20 @@ def json_text(d: Doc) -> str:
     return json.dumps(to_dict(d), indent=2, allow_nan=False) + "\n"
 
 
-def html_page(d: Doc) -> str:
-    """A self-contained page: lines as paragraphs, tables without the pictures."""
+def _html_class(style: str | None) -> str:
+    """The page's class for a terminal style: red cells fail a rule, yellow ones are near it."""
+    if not style:
+        return ""
+    if "red" in style:
+        return " class=bad"
+    if "yellow" in style:
+        return " class=warn"
+    return " class=good" if "green" in style else ""
+
+
+def html_page(d: Doc, extra: Sequence[str] = ()) -> str:
+    """A self-contained page: lines as paragraphs, tables without the pictures (their cells
+    colored as the terminal colors them), then the ``extra`` HTML sections (figures)."""
     import html
 
     from probe.render.html import page
@@ -287,13 +299,14 @@ def html_page(d: Doc) -> str:
     parts = []
     for s in d.sections:
         if isinstance(s, Line):
-            bad = s.style and "red" in s.style
-            cls = " class=bad" if bad else (" class=good" if s.style and "green" in s.style else "")
-            parts.append(f"<p{cls}>{html.escape(s.text)}</p>")
+            parts.append(f"<p{_html_class(s.style)}>{html.escape(s.text)}</p>")
             continue
         keep = s.data_columns
         head = "".join(f"<th>{html.escape(s.columns[i].header)}</th>" for i in keep)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(r[i].text)}</td>" for i in keep) + "</tr>" for r in s.rows)
+        body = "".join(
+            "<tr>" + "".join(f"<td{_html_class(r[i].style)}>{html.escape(r[i].text)}</td>" for i in keep) + "</tr>"
+            for r in s.rows
+        )
         title = f"<h2>{html.escape(s.title)}</h2>" if s.title else ""
         parts.append(f"{title}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    return page(d.title, *parts)
+    return page(d.title, *parts, *extra)
