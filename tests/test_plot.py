@@ -220,3 +220,26 @@ def test_histograms_cover_the_report_rows(config: str) -> None:
     assert h.layers == tuple(x.name for x in report.layers)
     for fractions, zeros in zip(h.fractions, h.zero_fractions, strict=True):
         assert sum(fractions) + zeros == pytest.approx(1.0, abs=1e-4)  # every value binned once
+
+
+def test_the_figure_shows_the_verdict_and_the_thresholds_on_a_fixed_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The activation panel spans the rule's scale (min_std / 10 .. max_std x 10) with both thresholds
+    drawn, so a healthy network's small drift reads small; the title carries each run's verdict."""
+    drawn: list = []
+    monkeypatch.setattr(plot, "_save", lambda fig, path: drawn.append(fig) or path)
+    runs = compare(SMALL, [parse_entry("tiny"), parse_entry("he")])
+    plot.runs_figure(runs, tmp_path / "runs.png")
+    (fig,) = drawn
+    title = fig._suptitle.get_text()
+    assert "tiny: UNHEALTHY: vanishing" in title and "he: healthy" in title
+    ax_std = fig.axes[0]
+    gate = runs[0].report.spec.gate
+    low, high = ax_std.get_ylim()
+    assert low <= gate.min_std / 10 and high >= gate.max_std * 10
+    lines = {line.get_label() for line in ax_std.get_lines()}
+    assert {f"min_std {gate.min_std:g}", f"max_std {gate.max_std:g}"} <= lines
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

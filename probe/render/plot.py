@@ -20,6 +20,7 @@ from probe.experiments.train import TrainResult
 from probe.measurement.histograms import LayerHistograms
 from probe.records import Run
 from probe.render.output import check_output_path, write_bytes
+from probe.render.report import verdict_text
 
 FORMATS = ("png", "svg", "pdf")
 INSTALL_HINT = "--plot needs matplotlib: pip install 'probe[plot]' (or pip install matplotlib)"
@@ -73,8 +74,10 @@ def runs_figure(runs: Sequence[Run], path: Path, hists: Sequence[LayerHistograms
     for i, h in enumerate(drawable):
         _heat_map(fig, fig.add_subplot(grid[1 + i // 2, i % 2]), h)
     missing = [h.label for h in hists if not h.layers]
+    title = "; ".join(f"{run.label}: {verdict_text(run.verdict)}" for run in runs)
     if missing:
-        fig.suptitle(f"no activation histogram for {', '.join(missing)}: no watched layer gave a tensor")
+        title += f"\nno activation histogram for {', '.join(missing)}: no watched layer gave a tensor"
+    fig.suptitle(title)
     for run in runs:
         layers = run.report.layers
         xs = list(range(1, len(layers) + 1))  # report rows in order, as the heat map's columns
@@ -82,13 +85,34 @@ def runs_figure(runs: Sequence[Run], path: Path, hists: Sequence[LayerHistograms
         grads = [x.grad_std for x in layers]
         if any(g is not None for g in grads):
             ax_grad.plot(xs, _positive(grads), marker="o", label=run.label)
-    for ax, title in ((ax_std, "activation std"), (ax_grad, "gradient std")):
+    for ax, name in ((ax_std, "activation std"), (ax_grad, "gradient std")):
         ax.set_yscale("log")
         ax.set_xlabel("layer")
-        ax.set_title(title)
+        ax.set_title(name)
         ax.grid(True, which="both", alpha=0.3)
+    if runs:
+        # the rule's thresholds as lines, on an axis that spans them: a healthy 10x drop stays small
+        gate = runs[0].report.spec.gate
+        for value, key in ((gate.min_std, "min_std"), (gate.max_std, "max_std")):
+            if 0 < value < math.inf:
+                ax_std.axhline(value, color="#b00020", linestyle="--", linewidth=1, label=f"{key} {value:g}")
+        _span(ax_std, [x.std for r in runs for x in r.report.layers], gate.min_std / 10, gate.max_std * 10)
+        _span(ax_grad, [x.grad_std for r in runs for x in r.report.layers], None, None, decades=6)
     ax_std.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _span(ax: Any, values: Sequence[float | None], low: float | None, high: float | None, decades: int = 0) -> None:
+    """A fixed log axis: at least ``low``..``high`` (or ``decades`` around the values' geometric
+    middle), widened to every finite positive value."""
+    seen = [v for v in _positive(values) if not math.isnan(v)]
+    if not seen:
+        return
+    lo, hi = min(seen), max(seen)
+    if low is None or high is None or not (0 < low < high < math.inf):
+        middle = math.sqrt(lo * hi)
+        low, high = middle / 10 ** (decades / 2), middle * 10 ** (decades / 2)
+    ax.set_ylim(min(lo, low) / 1.5, max(hi, high) * 1.5)
 
 
 def _heat_map(fig: Any, ax: Any, h: LayerHistograms) -> None:
