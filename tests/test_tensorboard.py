@@ -36,7 +36,7 @@ def test_run_writes_layer_scalars_and_histograms(cli: Any, tmp_path: Path) -> No
     assert f"wrote {tb / 'lab1_he_relu'}" in result.stderr
     doc = json.loads(result.stdout)
     acc = events(tb / "lab1_he_relu")
-    for field in ("std", "mean", "zero_ratio", "grad_std", "weight_grad_norm"):
+    for field in ("std", "mean", "zero_ratio", "correlation", "grad_std", "weight_grad_norm"):
         got = scalars(acc, f"layers/{field}")
         want = {row["index"]: row[field] for row in doc["layers"]}
         assert got.keys() == want.keys()

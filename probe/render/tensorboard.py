@@ -32,9 +32,14 @@ LAYER_SCALARS = (
     "saturation_ratio",
     "nonfinite",
     "unit_spread",
+    "correlation",  # the table's cos (collapse)
+    "token_correlation",
     "grad_std",
+    "grad_scale",
     "weight_grad_norm",
     "weight_grad_std",
+    "weight_scale",
+    "branch_ratio",
 )
 
 
