@@ -577,3 +577,14 @@ def test_the_html_page_shows_the_cells_the_terminal_shows(cli: Any) -> None:
     own = cli("run", "--model", "docs.examples.my_cnn:build", "--input-shape", "3,32,32", "-f", "html").stdout
     assert "<th>type/role</th>" in own and "Conv2d/stream" in own
     assert "kind" not in re.findall(r"<th>([^<]*)</th>", own)
+
+
+def test_compare_and_sweep_headers_describe_what_the_rows_share(cli: Any) -> None:
+    """The header names the shared network and data; what the rows vary (init, activation, depth)
+    is said to vary, not given the base spec's value, which no row may have."""
+    compared = cli("compare", "tiny:tanh", "he:relu", "--depth", "3", "--width", "16")
+    header = compared.stdout.splitlines()[0]
+    assert header.startswith("compare: mlp 32 -> 16 x 3; init per row;") and "relu" not in header
+    swept = cli("sweep", "he", "tiny", "--depth", "2,4", "--width", "16")
+    header = swept.stdout.splitlines()[0]
+    assert "x depth per row" in header and "init per row" in header and "he_normal" not in header

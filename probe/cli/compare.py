@@ -38,6 +38,9 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 
+# the entries set each row's init and activation: the header says so rather than the base spec's
+PER_ROW = ("init", "activation")
+
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
 def compare(
@@ -111,12 +114,12 @@ def compare(
         def html() -> str:
             from probe.render.html import runs_page
 
-            return runs_page(runs, spec_mod.summary(base))
+            return runs_page(runs, spec_mod.summary(base, PER_ROW))
 
         render(
             fmt,
             output,
-            lambda: compare_doc(runs, spec_mod.summary(base)),
+            lambda: compare_doc(runs, spec_mod.summary(base, PER_ROW)),
             json=lambda: rp.runs_json(runs),
             csv=lambda: rp.compare_csv(runs),
             markdown=lambda: rp.compare_markdown(runs),

@@ -92,6 +92,7 @@ def sweep(
         if tensorboard is not None:
             check_tensorboard(tensorboard)
         total = len(entries) * len(depths or (1,)) * len(widths or (1,))
+        per_row = ("init", "activation", *(("depth",) if depths else ()), *(("width",) if widths else ()))
         progress = Steps(total, "probing")
         try:
             result = sw.sweep(base, entries, depths, widths, progress, jobs)
@@ -102,12 +103,12 @@ def sweep(
             from probe.render.html import sweep_page
 
             notes = (views.first_failing_lines(result) if len(result.depths) > 1 else []) + views.slope_lines(result)
-            return sweep_page(result, spec_mod.summary(base), notes)
+            return sweep_page(result, spec_mod.summary(base, per_row), notes)
 
         render(
             fmt,
             output,
-            lambda: views.sweep_doc(result, spec_mod.summary(base)),
+            lambda: views.sweep_doc(result, spec_mod.summary(base, per_row)),
             json=lambda: views.sweep_json(result),
             csv=lambda: views.sweep_csv(result),
             markdown=lambda: views.sweep_markdown(result),

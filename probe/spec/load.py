@@ -7,7 +7,7 @@ Errors are ``SpecError`` values carrying the dotted key path, the valid choices 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -361,8 +361,10 @@ def _rule_dict(rule: InitRule) -> dict[str, Any]:
     return out
 
 
-def summary(spec: Spec) -> str:
-    """The spec in one line, e.g. for the top of a report."""
+def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
+    """The spec in one line, e.g. for the top of a report. ``per_row`` names what the rows below
+    vary ("init", "activation", "depth", "width": compare's entries, sweep's grid), said as such
+    instead of the base spec's value, which no row may have."""
     m, d, r = spec.model, spec.data, spec.run
     head = f" -> {m.output_dim}" if m.output_dim else ""
     norm = f" +{m.norm}" if m.norm != "none" else ""
@@ -371,6 +373,8 @@ def summary(spec: Spec) -> str:
         f"init {spec.init.weight.label(inits.STRATEGIES[spec.init.weight.name].params)}, "
         f"bias {spec.init.bias.label(inits.STRATEGIES[spec.init.bias.name].params)}"
     )
+    if "init" in per_row:
+        init = "init per row"
     if m.hf is not None:
         shape = f"transformers {m.hf}"
         init = "init: the model's own" if not spec.init.explicit else init
@@ -389,11 +393,13 @@ def summary(spec: Spec) -> str:
     elif m.kind in ("lstm", "gru"):
         shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth} layers, {m.seq_len} steps{head}"
     else:
-        shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth}{head}"
+        width = "width per row" if "width" in per_row else str(m.width)
+        depth = "depth per row" if "depth" in per_row else str(m.depth)
+        shape = f"{m.kind} {m.input_dim} -> {width} x {depth}{head}"
     # recurrent cells have their own nonlinearities; a user model its own modules
     act = (
         ""
-        if m.kind in ("lstm", "gru") or m.own_model
+        if m.kind in ("lstm", "gru") or m.own_model or "activation" in per_row
         else " " + m.activation.label(activations.ACTIVATIONS[m.activation.name].params)
     )
     return (
