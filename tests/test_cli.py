@@ -525,7 +525,7 @@ def test_long_work_shows_its_count_the_running_part_and_the_time_left() -> None:
 
     from rich.console import Console
 
-    from probe.cli.common import Steps
+    from probe.cli.progress import Steps
 
     out = io.StringIO()
     steps = Steps(400, "training steps", Console(file=out, force_terminal=True, width=100))

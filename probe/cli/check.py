@@ -22,7 +22,6 @@ from probe.cli.common import (
     OutputOpt,
     SeedOpt,
     SetOpt,
-    Steps,
     app,
     check_outputs,
     guard,
@@ -34,6 +33,7 @@ from probe.cli.common import (
     write_output,
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
+from probe.cli.progress import Steps
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)

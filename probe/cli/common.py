@@ -8,8 +8,6 @@ interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -380,57 +378,3 @@ def load_spec(
             raise SpecError("give a SPEC.yaml, --model MODULE:FACTORY or --hf TYPE_OR_PATH")
         return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
     return spec_mod.load(spec_path, overrides)
-
-
-class Steps:
-    """A progress bar on stderr for long multi-part work (only on a terminal): the count done of
-    ``total``, the part running, and the time left. Called with a label as each part starts (the
-    parts before it are done); or ``advance`` by finer units (training steps) with ``label`` naming
-    the part."""
-
-    def __init__(self, total: int, what: str, console: Any = None) -> None:
-        self.total, self.what, self.started = total, what, 0
-        self.console = console if console is not None else _err_console()
-        self.bar: Any = None
-        self.task: Any = None
-
-    def _shown(self) -> bool:
-        if self.bar is None and self.console.is_terminal and self.total >= 2:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            columns = (TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[label]}"))
-            self.bar = Progress(*columns, TimeRemainingColumn(), console=self.console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.what, total=self.total, label="")
-        return self.bar is not None
-
-    def __call__(self, label: str) -> None:
-        self.started += 1
-        if self._shown():
-            self.bar.update(self.task, completed=self.started - 1, label=label)
-
-    def label(self, label: str) -> None:
-        if self._shown():
-            self.bar.update(self.task, label=label)
-
-    def advance(self, units: int = 1) -> None:
-        if self._shown():
-            self.bar.advance(self.task, units)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-@contextmanager
-def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr for runs of several batches (only on a terminal)."""
-    console = _err_console()
-    if total < 2 or not console.is_terminal:
-        yield None
-        return
-    from rich.progress import Progress
-
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("probing batches", total=total)
-        yield lambda done, _total: bar.update(task, completed=done)

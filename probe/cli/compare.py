@@ -22,7 +22,6 @@ from probe.cli.common import (
     PlotOpt,
     SeedOpt,
     SetOpt,
-    Steps,
     TensorboardOpt,
     app,
     check_outputs,
@@ -37,6 +36,7 @@ from probe.cli.common import (
     wrote,
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
+from probe.cli.progress import Steps
 
 # the entries set each row's init and activation: the header says so rather than the base spec's
 PER_ROW = ("init", "activation")

@@ -1,10 +1,13 @@
-"""Progress on stderr for --layer-by-layer: blocks done, seconds per block, time left."""
+"""Progress on stderr, on a terminal only: parts of long work (train, sweep, compare, check) with their
+count and time left, batches of a run, and the blocks of --layer-by-layer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from probe.cli.formats import _err_console
 
 
 def err_console() -> Any:
@@ -35,3 +38,57 @@ def block_progress() -> Iterator[Callable[[int, int], None] | None]:
             bar.refresh()  # updates come seconds apart: show each at once
 
         yield update
+
+
+class Steps:
+    """A progress bar on stderr for long multi-part work (only on a terminal): the count done of
+    ``total``, the part running, and the time left. Called with a label as each part starts (the
+    parts before it are done); or ``advance`` by finer units (training steps) with ``label`` naming
+    the part."""
+
+    def __init__(self, total: int, what: str, console: Any = None) -> None:
+        self.total, self.what, self.started = total, what, 0
+        self.console = console if console is not None else _err_console()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def _shown(self) -> bool:
+        if self.bar is None and self.console.is_terminal and self.total >= 2:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[label]}"))
+            self.bar = Progress(*columns, TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=self.total, label="")
+        return self.bar is not None
+
+    def __call__(self, label: str) -> None:
+        self.started += 1
+        if self._shown():
+            self.bar.update(self.task, completed=self.started - 1, label=label)
+
+    def label(self, label: str) -> None:
+        if self._shown():
+            self.bar.update(self.task, label=label)
+
+    def advance(self, units: int = 1) -> None:
+        if self._shown():
+            self.bar.advance(self.task, units)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@contextmanager
+def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for runs of several batches (only on a terminal)."""
+    console = _err_console()
+    if total < 2 or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("probing batches", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)

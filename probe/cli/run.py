@@ -28,7 +28,6 @@ from probe.cli.common import (
     SetOpt,
     TensorboardOpt,
     app,
-    batch_progress,
     check_outputs,
     check_tensorboard,
     guard,
@@ -42,7 +41,7 @@ from probe.cli.common import (
     wrote,
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
-from probe.cli.progress import block_progress
+from probe.cli.progress import batch_progress, block_progress
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)

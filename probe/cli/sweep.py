@@ -23,7 +23,6 @@ from probe.cli.common import (
     PlotOpt,
     SeedOpt,
     SetOpt,
-    Steps,
     TensorboardOpt,
     app,
     check_outputs,
@@ -36,6 +35,7 @@ from probe.cli.common import (
     run_overrides,
     wrote,
 )
+from probe.cli.progress import Steps
 from probe.errors import SpecError
 
 

@@ -20,7 +20,6 @@ from probe.cli.common import (
     OutputOpt,
     PlotOpt,
     SetOpt,
-    Steps,
     TensorboardOpt,
     app,
     check_outputs,
@@ -33,6 +32,7 @@ from probe.cli.common import (
     run_overrides,
     wrote,
 )
+from probe.cli.progress import Steps
 
 
 class TrainOptimizer(str, Enum):

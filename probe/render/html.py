@@ -14,16 +14,7 @@ from typing import Any
 from probe.records import Run, Stats, Verdict
 from probe.render import plot as plot_mod
 from probe.render.report import compare_row, fmt, layer_row, verdict_text
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.9em}
-th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums}
-th:first-child,td:first-child{text-align:left}
-.bad{color:#b00020;font-weight:600}.warn{color:#9a6700}.good{color:#1b7a1b;font-weight:600}.dim{color:#666}
-figure{margin:1em 0}svg{max-width:100%;height:auto}
-"""
+from probe.render.writers import html_page, page
 
 
 def _cell(value: Any) -> str:
@@ -55,15 +46,6 @@ def figure(draw: Callable[..., Any], *args: Any) -> str:
     return f"<figure>{svg}</figure>"
 
 
-def page(title: str, *sections: str) -> str:
-    """A complete HTML document."""
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>\n"
-    )
-
-
 def section(heading: str, *parts: str) -> str:
     return f"<h2>{html.escape(heading)}</h2>" + "".join(parts)
 
@@ -82,8 +64,6 @@ def run_page(d: Any, report: Stats, verdict: Verdict) -> str:
     """``probe run -f html``: the run's document ``d`` (the table the terminal shows, every row,
     its colored cells, the verdict and the advice) and the pictures."""
     from dataclasses import replace
-
-    from probe.render.writers import html_page
 
     pictures = section("pictures", figure(plot_mod.runs_figure, [Run(report.spec.name, report, verdict)]))
     return html_page(replace(d, title=f"probe: {report.spec.name}"), [pictures])

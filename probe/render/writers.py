@@ -278,6 +278,28 @@ def json_text(d: Doc) -> str:
     return json.dumps(to_dict(d), indent=2, allow_nan=False) + "\n"
 
 
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em}
+th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right;font-variant-numeric:tabular-nums}
+th:first-child,td:first-child{text-align:left}
+.bad{color:#b00020;font-weight:600}.warn{color:#9a6700}.good{color:#1b7a1b;font-weight:600}.dim{color:#666}
+figure{margin:1em 0}svg{max-width:100%;height:auto}
+"""
+
+
+def page(title: str, *sections: str) -> str:
+    """A complete HTML document."""
+    import html
+
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>" + "".join(sections) + "</body></html>\n"
+    )
+
+
 def _html_class(style: str | None) -> str:
     """The page's class for a terminal style: red cells fail a rule, yellow ones are near it."""
     if not style:
@@ -293,8 +315,6 @@ def html_page(d: Doc, extra: Sequence[str] = ()) -> str:
     """A self-contained page: lines as paragraphs, tables without the pictures (their cells
     colored as the terminal colors them), then the ``extra`` HTML sections (figures)."""
     import html
-
-    from probe.render.html import page
 
     parts = []
     for s in d.sections:
