@@ -1,7 +1,8 @@
 """Stage 1: YAML text -> a validated, typed ``Spec``; the strategy and activation registries."""
 
 from probe.spec import activations, inits, schema
-from probe.spec.load import load, loads, parse, summary, to_dict, with_changes
+from probe.spec.describe import summary
+from probe.spec.load import load, loads, parse, to_dict, with_changes
 from probe.spec.types import (
     BIAS_STRATEGIES,
     BLOCKS,

@@ -7,7 +7,7 @@ Errors are ``SpecError`` values carrying the dotted key path, the valid choices 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -359,54 +359,6 @@ def _rule_dict(rule: InitRule) -> dict[str, Any]:
     if rule.forget_bias is not None:
         out["forget_bias"] = rule.forget_bias
     return out
-
-
-def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
-    """The spec in one line, e.g. for the top of a report. ``per_row`` names what the rows below
-    vary ("init", "activation", "depth", "width": compare's entries, sweep's grid), said as such
-    instead of the base spec's value, which no row may have."""
-    m, d, r = spec.model, spec.data, spec.run
-    head = f" -> {m.output_dim}" if m.output_dim else ""
-    norm = f" +{m.norm}" if m.norm != "none" else ""
-    rules = f" + {len(spec.init.rules)} rule(s)" if spec.init.rules else ""
-    init = (
-        f"init {spec.init.weight.label(inits.STRATEGIES[spec.init.weight.name].params)}, "
-        f"bias {spec.init.bias.label(inits.STRATEGIES[spec.init.bias.name].params)}"
-    )
-    if "init" in per_row:
-        init = "init per row"
-    if m.hf is not None:
-        shape = f"transformers {m.hf}"
-        init = "init: the model's own" if not spec.init.explicit else init
-    elif m.factory is not None:
-        shape = f"model {m.factory}"
-        init = "init: the model's own" if not spec.init.explicit else init
-    elif m.kind == "conv":
-        shape = f"conv {m.in_channels}x{m.image_size}x{m.image_size} -> {m.width} ch x {m.depth}{head} k{m.kernel_size}"
-    elif m.kind == "residual":
-        shape = (
-            f"residual {m.block} {m.width} x {m.depth} blocks{head} branch_scale {m.branch_scale} "
-            f"zero_init {m.zero_init}"
-        )
-    elif m.kind == "transformer":
-        shape = f"transformer d_model {m.width} x {m.depth} blocks, {m.heads} heads, {m.seq_len} tokens{head}"
-    elif m.kind in ("lstm", "gru"):
-        shape = f"{m.kind} {m.input_dim} -> {m.width} x {m.depth} layers, {m.seq_len} steps{head}"
-    else:
-        width = "width per row" if "width" in per_row else str(m.width)
-        depth = "depth per row" if "depth" in per_row else str(m.depth)
-        shape = f"{m.kind} {m.input_dim} -> {width} x {depth}{head}"
-    # recurrent cells have their own nonlinearities; a user model its own modules
-    act = (
-        ""
-        if m.kind in ("lstm", "gru") or m.own_model or "activation" in per_row
-        else " " + m.activation.label(activations.ACTIVATIONS[m.activation.name].params)
-    )
-    return (
-        f"{spec.name}: {shape}{act}{norm}; "
-        f"{init}{rules}; "
-        f"data {d.batches} x {d.batch_size} {d.distribution}; {r.device} {r.dtype} seed {r.seed}"
-    )
 
 
 def with_changes(spec: Spec, **sections: Any) -> Spec:
