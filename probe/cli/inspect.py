@@ -64,7 +64,7 @@ def inspect(
     def body() -> int:
         from probe import spec as spec_mod
         from probe.experiments.inspect_params import inspect as inspect_spec
-        from probe.render import views
+        from probe.render import inspect_view
 
         overrides = {**pairs(set_, "", "--set"), **run_overrides(seed, device, dtype)}
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
@@ -80,10 +80,10 @@ def inspect(
         render(
             fmt,
             output,
-            lambda: views.inspect_doc(ins, spec_mod.summary(spec)),
-            json=lambda: views.inspect_json(ins),
-            csv=lambda: views.inspect_csv(ins),
-            markdown=lambda: views.inspect_markdown(ins),
+            lambda: inspect_view.inspect_doc(ins, spec_mod.summary(spec)),
+            json=lambda: inspect_view.inspect_json(ins),
+            csv=lambda: inspect_view.inspect_csv(ins),
+            markdown=lambda: inspect_view.inspect_markdown(ins),
             html=html,
         )
         return EXIT_UNHEALTHY if ins.mismatches else EXIT_OK

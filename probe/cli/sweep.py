@@ -76,7 +76,7 @@ def sweep(
     def body() -> int:
         from probe import spec as spec_mod
         from probe.experiments import sweep as sw
-        from probe.render import views
+        from probe.render import sweep_view
 
         depths = sw.parse_ints(depth, "--depth") if depth else None
         widths = sw.parse_ints(width, "--width") if width else None
@@ -102,16 +102,18 @@ def sweep(
         def html() -> str:
             from probe.render.html import sweep_page
 
-            notes = (views.first_failing_lines(result) if len(result.depths) > 1 else []) + views.slope_lines(result)
+            notes = (sweep_view.first_failing_lines(result) if len(result.depths) > 1 else []) + sweep_view.slope_lines(
+                result
+            )
             return sweep_page(result, spec_mod.summary(base, per_row), notes)
 
         render(
             fmt,
             output,
-            lambda: views.sweep_doc(result, spec_mod.summary(base, per_row)),
-            json=lambda: views.sweep_json(result),
-            csv=lambda: views.sweep_csv(result),
-            markdown=lambda: views.sweep_markdown(result),
+            lambda: sweep_view.sweep_doc(result, spec_mod.summary(base, per_row)),
+            json=lambda: sweep_view.sweep_json(result),
+            csv=lambda: sweep_view.sweep_csv(result),
+            markdown=lambda: sweep_view.sweep_markdown(result),
             html=html,
         )
         if plot is not None:

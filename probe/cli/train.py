@@ -75,7 +75,7 @@ def train(
     def body() -> int:
         from probe import spec as spec_mod
         from probe.experiments import train as tr
-        from probe.render import views
+        from probe.render import train_view
 
         overrides = {**pairs(set_, "", "--set"), **run_overrides(None, device, dtype)}
         if activation is not None:
@@ -97,20 +97,20 @@ def train(
             results = tr.train_many(base, entries, settings, progress.label, progress.advance)
         finally:
             progress.close()
-        network = views.train_network_line(tr.train_spec(base, base.init.weight.name))
+        network = train_view.train_network_line(tr.train_spec(base, base.init.weight.name))
 
         def html() -> str:
             from probe.render.html import train_page
 
-            return train_page(results, views.train_settings_line(settings), network)
+            return train_page(results, train_view.train_settings_line(settings), network)
 
         render(
             fmt,
             output,
-            lambda: views.train_doc(results, settings, network),
-            json=lambda: views.train_json(results, settings),
-            csv=lambda: views.train_csv(results),
-            markdown=lambda: views.train_markdown(results),
+            lambda: train_view.train_doc(results, settings, network),
+            json=lambda: train_view.train_json(results, settings),
+            csv=lambda: train_view.train_csv(results),
+            markdown=lambda: train_view.train_markdown(results),
             html=html,
         )
         if plot is not None:

@@ -79,7 +79,7 @@ def runs_page(runs: Sequence[Run], title: str) -> str:
 
 
 def train_page(results: Sequence[Any], settings_line: str, network_line: str) -> str:
-    from probe.render.views import train_row
+    from probe.render.train_view import train_row
 
     rows = [{**train_row(r), "flags": ", ".join(r.flags) or "ok"} for r in results]
     return page(
@@ -91,7 +91,7 @@ def train_page(results: Sequence[Any], settings_line: str, network_line: str) ->
 
 
 def sweep_page(result: Any, title: str, notes: Sequence[str]) -> str:
-    from probe.render.views import sweep_rows
+    from probe.render.sweep_view import sweep_rows
 
     return page(
         "probe: sweep",
@@ -103,7 +103,7 @@ def sweep_page(result: Any, title: str, notes: Sequence[str]) -> str:
 
 
 def inspect_page(ins: Any, title: str) -> str:
-    from probe.render.views import param_rows
+    from probe.render.inspect_view import param_rows
 
     rows = [{**r, "shape": "x".join(str(d) for d in r["shape"])} for r in param_rows(ins)]
     acts = [{"layer": x.name, "mean": x.mean, "std": x.std if math.isfinite(x.std) else None} for x in ins.activations]
