@@ -132,3 +132,50 @@ def test_echoed_values_are_escaped_and_capped(cli: Callable[..., Any], tmp_path:
     assert "\x1b" not in result.output and "\\x1b[2J" in result.output
     assert len(result.output) < 1500
     assert shown("a\x07b" + "c" * 500, 20) == "a\\x07bccccccccccc..."
+
+
+# ---- issue 23: inputs that passed validation and then failed in torch or Python ----------------
+
+
+@pytest.mark.parametrize("device", ["cpu\n", "cuda:\u0663", "cuda:99999999999999999999", " cpu", "CPU"])
+def test_a_device_that_is_not_one_is_refused_by_the_spec(device: str) -> None:
+    from probe.spec import parse
+
+    with pytest.raises(SpecError, match=r"run\.device: unknown device"):
+        parse({"run": {"device": device}})
+
+
+def test_an_integer_too_long_for_python_is_a_spec_error(cli: Any, tmp_path: Path) -> None:
+    digits = "9" * 5000  # past Python's 4300-digit limit on int(str)
+    path = tmp_path / "big.yaml"
+    path.write_text(f"model:\n  depth: {digits}\n")
+    result = cli("check", str(path))
+    assert result.exit_code == 2
+    assert "big.yaml:2:10: YAML error: an integer of 5000 digits is too long for a spec" in result.output
+    flag = cli("run", "configs/lab1_he_relu.yaml", "--set", f"model.depth={digits}")
+    assert flag.exit_code == 2 and "model.depth: expected an integer" in flag.output
+
+
+def test_base_60_is_not_read_as_a_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1:30 as 90; a spec keeps it as the string it looks like, and says so."""
+    from probe.spec import load
+
+    path = tmp_path / "b60.yaml"
+    path.write_text("model:\n  depth: 1:30\n")
+    with pytest.raises(SpecError, match=r"model\.depth: expected an integer, got a string '1:30'"):
+        load(path)
+
+
+def test_a_bad_parameter_of_an_init_alias_names_the_parameter() -> None:
+    from probe.spec import parse
+
+    with pytest.raises(SpecError, match=r"init\.weight\.a: expected a finite number, got nan") as info:
+        parse({"init": {"weight": {"name": "kaiming", "a": float("nan")}}})
+    assert "did you mean" not in str(info.value)
+
+
+def test_threads_are_bounded_by_the_machine(cli: Any) -> None:
+    import os
+
+    result = cli("--threads", "65536", "run", "configs/lab1_he_relu.yaml")
+    assert result.exit_code == 2 and f"at most {os.cpu_count()}" in result.output

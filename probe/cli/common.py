@@ -7,6 +7,7 @@ interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 
 # No `from __future__ import annotations` here: typer would evaluate every annotation string of
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -162,6 +163,10 @@ def main(
     if threads is not None:
         from probe.measurement.threads import set_threads
 
+        cores = os.cpu_count() or 1
+        if threads > cores:  # more threads than cores only contend; OpenMP fails to start tens of thousands
+            raise typer.BadParameter(f"at most {cores} (this machine's cores), got {threads}", param_hint="'--threads'")
+
         set_threads(threads)
 
 
@@ -288,7 +293,7 @@ def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
     """``["min_std=1e-3"]`` -> ``{"gate.min_std": 0.001}``; values are read as YAML scalars."""
     if not items:
         return {}  # without importing yaml
-    import yaml
+    from probe.spec.yaml_text import parse_scalar
 
     out: dict[str, Any] = {}
     for item in items:
@@ -300,10 +305,7 @@ def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
             key = f"{prefix}.{key}"
         elif "." not in key and key != "name":
             raise SpecError(f"{option} expects SECTION.KEY=VALUE (e.g. model.depth=20), got '{item}'")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            out[key] = value
+        out[key] = parse_scalar(value) if value.strip() else None
     return out
 
 

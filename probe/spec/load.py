@@ -129,7 +129,7 @@ def _init(init_raw: dict[str, Any]) -> InitSpec:
 def _run(section: dict[str, Any]) -> RunSpec:
     run_raw = check_params(section, RUN_PARAMS, "run", "run")
     device = run_raw["device"]
-    if not DEVICE_PATTERN.match(device):
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         raise SpecError(f"unknown device '{device}' (valid: auto, cpu, cuda, cuda:N, mps)", "run.device")
     return RunSpec(**run_raw)
 
@@ -300,7 +300,7 @@ def _strategy(value: Any, path: str, bias: bool) -> Choice:
                 f"(valid: {', '.join(sorted(names))})",
                 path,
             ) from None
-        if not bias and isinstance(raw_name, str) and raw_name not in inits.STRATEGIES:
+        if not bias and isinstance(raw_name, str) and inits.canonical(raw_name) not in inits.STRATEGIES:
             raise unknown("init strategy", raw_name, inits.all_names(), path) from None
         raise exc
 

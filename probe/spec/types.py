@@ -42,7 +42,8 @@ DISTRIBUTIONS = ("normal", "uniform")
 BIAS_STRATEGIES = tuple(n for n, s in inits.STRATEGIES.items() if not s.needs_fan)
 SEVERITIES = ("error", "warning")  # gate.fail_on: the least severe problem that fails the gate
 OPTIMIZERS = ("any", "sgd", "adam")  # gate.optimizer: how much moderate vanishing matters
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# ASCII digits, at most 4 (a device index, not a number torch would overflow on); matched whole (fullmatch)
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]{1,4})?)$")
 
 
 @dataclass(frozen=True)

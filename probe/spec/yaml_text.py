@@ -94,7 +94,45 @@ def _loader_class() -> type:
             finally:
                 self._depth -= 1
 
+    # YAML 1.1 reads `1:30` as 90 (base 60): in a spec that is a typo, kept as the string it looks like
+    BoundedLoader.yaml_implicit_resolvers = {
+        first: [(tag, _no_base_60(regexp) if tag.endswith((":int", ":float")) else regexp) for tag, regexp in rules]
+        for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    BoundedLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
     return BoundedLoader
+
+
+def _no_base_60(regexp: Any) -> Any:
+    import re
+
+    return re.compile(r"(?!.*:)" + regexp.pattern, regexp.flags)
+
+
+def _bounded_int(loader: Any, node: Any) -> int:
+    """An integer as YAML reads it; one too long for Python to convert (over 4300 digits) is a YAML
+    error at its line (exit 2), not an unexpected error."""
+    import yaml
+
+    try:
+        return int(loader.construct_yaml_int(node))
+    except ValueError:
+        problem = f"an integer of {len(str(node.value))} digits is too long for a spec"
+        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def parse_scalar(text: str) -> Any:
+    """One YAML scalar as ``--set``/``--gate`` values are read: through the same loader (no base 60,
+    bounded integers); text that is not valid YAML is kept as a string."""
+    import yaml
+
+    loader = _loader_class()(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError:
+        return text
+    finally:
+        loader.dispose()
 
 
 def _check_size(root: Any, source: str) -> None:
