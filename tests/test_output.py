@@ -169,3 +169,17 @@ def test_dev_stdout_into_a_pipe_is_written_through() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == "through the pipe"
     assert os.path.islink("/dev/stdout")
+
+
+@pytest.mark.parametrize("command", [["run"], ["check"], ["run", "-f", "markdown"], ["run", "-f", "csv"]])
+def test_escape_sequences_in_a_spec_name_do_not_reach_the_terminal(
+    cli: Any, tmp_path: Path, command: list[str]
+) -> None:
+    """A name holding ESC [2J (clear screen) is shown escaped, in every command and format."""
+    spec = tmp_path / "evil.yaml"
+    spec.write_text('name: "evil\\e[2Jname"\nmodel: {depth: 6, width: 8}\ninit: {weight: tiny}\n')
+    result = cli(*command, str(spec))
+    assert result.exit_code in (0, 1), result.output
+    assert "\x1b" not in result.output
+    if command != ["check"]:  # check names the file, not the spec
+        assert "evil\\x1b[2Jname" in result.output

@@ -33,6 +33,14 @@ class Column:
         return self.key or "_".join(self.header.replace("/", " ").split()) or "flag"
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character but the newline written as its escape (``\\x1b``):
+    a spec's name or a module's name must not move the cursor or clear the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in " \n" else ascii(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True)
 class Cell:
     """The text a cell shows, its style, and the value it stands for (JSON/CSV; default the text)."""
@@ -40,6 +48,9 @@ class Cell:
     text: str
     style: str | None = None
     value: Any = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", printable(self.text))
 
     @property
     def data(self) -> Any:
@@ -66,6 +77,9 @@ class Line:
     text: str
     style: str | None = None
     key: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", printable(self.text))
 
 
 Section = Table | Line

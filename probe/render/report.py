@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, Verdict
+from probe.render.doc import printable
+from probe.render.writers import md_table
 from probe.spec import summary, to_dict
 
 FORMAT = "probe.report/1"
@@ -257,12 +259,21 @@ def runs_json(runs: Sequence[Run]) -> str:
 
 
 def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as CSV with a header; lists are joined with ';' and None is empty."""
+    """Rows as CSV with a header; lists are joined with ';', None is empty, and control characters
+    in text are escaped (a CSV is read on terminals too)."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, list):
+            v = ";".join(str(x) for x in v)
+        if isinstance(v, str):
+            return printable(v)
+        return "" if v is None else v
+
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (";".join(v) if isinstance(v, list) else ("" if v is None else v)) for k, v in row.items()})
+        writer.writerow({k: value(v) for k, v in row.items()})
     return out.getvalue()
 
 
@@ -276,13 +287,6 @@ def layers_csv(runs: Sequence[Run]) -> str:
 def compare_csv(runs: Sequence[Run]) -> str:
     rows = [compare_row(r) for r in runs]
     return csv_text(rows, list(rows[0]))
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 _RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "cos", "grad std", "W grad norm")
@@ -314,8 +318,8 @@ def _problem_lines(verdict: Verdict) -> list[str]:
 
 def run_markdown(report: Stats, verdict: Verdict) -> str:
     parts = [
-        f"### {report.spec.name}\n",
-        f"`{summary(report.spec)}`\n",
+        f"### {printable(report.spec.name)}\n",
+        f"`{printable(summary(report.spec))}`\n",
         md_table(_RUN_COLUMNS, [_layer_cells(x) for x in report.layers]),
     ]
     if report.attention:

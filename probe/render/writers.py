@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from probe.render.doc import DOC_FORMAT, LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table
+from probe.render.doc import DOC_FORMAT, LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table, printable
 
 NAME_MIN = 8  # a wrapped name column keeps at least this many characters a line
 
@@ -208,7 +208,7 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table."""
 
     def esc(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        return printable(text).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
