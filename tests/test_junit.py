@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +69,25 @@ def test_counts_and_declaration(run: Run) -> None:
     assert (root.get("tests"), root.get("failures")) == ("3", "1")
     suite = root.find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "0")
+
+
+def test_a_gate_changed_by_its_spec_is_said_everywhere_and_strict_gate_refuses_it(cli: Any, tmp_path: Path) -> None:
+    """An all-loosened gate is visible in run's table, check's lines and JUnit; --strict-gate
+    refuses the spec (exit 2) while thresholds given on the command line stay allowed."""
+    spec = tmp_path / "loose.yaml"
+    spec.write_text("model: {depth: 3, width: 8}\ngate: {max_nonfinite: 2147483647, disable: [saturation]}\n")
+    said = "gate changed: max_nonfinite 2147483647 (default 0); disabled: saturation"
+    assert said in cli("run", str(spec)).stdout
+    junit = tmp_path / "probe.xml"
+    checked = cli("check", str(spec), "--junit", str(junit))
+    assert checked.exit_code == 0 and f"{spec}: {said}" in checked.stdout
+    assert 'name="gate_changed" value="max_nonfinite 2147483647 (default 0); disabled: saturation"' in junit.read_text()
+    refused = cli("check", str(spec), "--strict-gate")
+    assert refused.exit_code == 2 and "--strict-gate: a spec changes its own gate" in refused.output
+    assert str(spec) in refused.output
+    from tests.conftest import CONFIGS
+
+    allowed = cli("check", str(CONFIGS / "lab1_he_relu.yaml"), "--strict-gate", "--gate", "min_std=0.001")
+    assert allowed.exit_code == 0 and "gate changed: min_std 0.001 (default 0.01)" in allowed.stdout
+    plain = cli("run", str(CONFIGS / "lab1_he_relu.yaml"))
+    assert "gate changed" not in plain.stdout

@@ -52,6 +52,14 @@ def check(
     dtype: DtypeOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
+    strict_gate: Annotated[
+        bool,
+        typer.Option(
+            "--strict-gate",
+            help="Refuse (exit 2) a spec whose own gate section changes a threshold or disables a rule: "
+            "in CI the gate comes from the command line alone.",
+        ),
+    ] = False,
 ) -> None:
     """The CI gate: exit 1 if any spec breaks a health rule, 0 if all are healthy, 2 on bad input.
 
@@ -64,6 +72,8 @@ def check(
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
+        if strict_gate:
+            _refuse_gate_changes(spec_paths)
         specs = [spec_mod.load(p, overrides) for p in spec_paths]
         check_outputs(output, junit=junit)
         memory_guard(specs, max_memory, jobs)
@@ -110,3 +120,12 @@ def check(
         return code
 
     guard(body)
+
+
+def _refuse_gate_changes(spec_paths: list[Path]) -> None:
+    from probe import spec as spec_mod
+    from probe.errors import SpecError
+
+    changed = [f"{p}: {'; '.join(c)}" for p in spec_paths if (c := spec_mod.gate_changes(spec_mod.load(p).gate))]
+    if changed:
+        raise SpecError("--strict-gate: a spec changes its own gate:\n" + "\n".join(changed))

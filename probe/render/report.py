@@ -16,7 +16,7 @@ from typing import Any
 from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, Verdict
 from probe.render.doc import printable
 from probe.render.writers import md_table
-from probe.spec import summary, to_dict
+from probe.spec import gate_changes, summary, to_dict
 
 FORMAT = "probe.report/1"
 FORMATS = ("table", "json", "csv", "markdown")
@@ -366,8 +366,10 @@ def compare_markdown(runs: Sequence[Run]) -> str:
 
 
 def check_lines(runs: Sequence[Run]) -> list[str]:
-    """One line per problem (``SPEC: rule at layer: message``), then one summary line."""
-    lines = [f"{r.label}: {p.rule}: {p.message}" for r in runs for p in r.verdict.problems]
+    """A line per spec judged under a changed gate, one per problem (``SPEC: rule at layer:
+    message``), then one summary line."""
+    lines = [f"{r.label}: gate changed: {'; '.join(c)}" for r in runs if (c := gate_changes(r.report.spec.gate))]
+    lines += [f"{r.label}: {p.rule}: {p.message}" for r in runs for p in r.verdict.problems]
     bad = sum(not r.verdict.healthy for r in runs)
     lines.append(f"{len(runs) - bad} healthy, {bad} unhealthy")
     return lines
@@ -388,6 +390,10 @@ def junit_xml(runs: Sequence[Run]) -> str:
     for r in runs:
         attrs = {"classname": "probe.check", "name": _xml_safe(r.label), "time": f"{r.report.elapsed_s:.3f}"}
         case = ET.SubElement(suite, "testcase", attrs)
+        changes = gate_changes(r.report.spec.gate)
+        if changes:  # the gate this case was judged under, when it is not the default one
+            properties = ET.SubElement(case, "properties")
+            ET.SubElement(properties, "property", {"name": "gate_changed", "value": _xml_safe("; ".join(changes))})
         if r.verdict.healthy:
             continue
         rules_broken = ", ".join(dict.fromkeys(p.rule for p in r.verdict.problems))

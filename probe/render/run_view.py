@@ -22,7 +22,7 @@ from probe.render.report import (
     summary_layers,
     verdict_text,
 )
-from probe.spec import summary
+from probe.spec import gate_changes, summary
 
 # ---- the terminal view (a Doc; render/writers.py lays it out) ---------------------------------
 
@@ -87,7 +87,7 @@ def run_doc(report: Stats, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS
     if report.attention:
         parts.append(_attention_table(report, verdict))
     parts += [Line(f"note: {note}", "yellow") for note in report.notes]
-    parts += verdict_lines(verdict)
+    parts += gate_line(report) + verdict_lines(verdict)
     return doc(parts, title=f"probe run: {report.spec.name}")
 
 
@@ -107,6 +107,13 @@ def _attention_table(report: Stats, verdict: Verdict) -> Table:
         values = (a.name, a.calls, clean(a.logit_std), clean(a.entropy))
         rows.append([Cell(t, style, v) for t, v in zip(_attention_cells(a), values, strict=True)])
     return table(columns, rows, key="attention")
+
+
+def gate_line(report: Stats) -> list[Line]:
+    """``gate changed: ...`` (JSON key ``gate``) when the run was judged under a gate that is not the
+    default one: a gate a spec loosened or switched off is never silent."""
+    changes = gate_changes(report.spec.gate)
+    return [Line("gate changed: " + "; ".join(changes), "yellow", "gate")] if changes else []
 
 
 def verdict_lines(verdict: Verdict) -> list[Line]:
@@ -162,7 +169,7 @@ def check_doc(runs: Sequence[Run]) -> Doc:
     lines = check_lines(runs)
     healthy = all(r.verdict.healthy for r in runs)
     return doc(
-        [Line(line, "red") for line in lines[:-1]],
+        [Line(line, "yellow" if ": gate changed: " in line else "red") for line in lines[:-1]],
         Line(lines[-1], "bold green" if healthy else "bold red", "verdict"),
         title="probe check",
     )

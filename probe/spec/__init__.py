@@ -1,7 +1,7 @@
 """Stage 1: YAML text -> a validated, typed ``Spec``; the strategy and activation registries."""
 
 from probe.spec import activations, inits, schema
-from probe.spec.describe import summary
+from probe.spec.describe import gate_changes, summary
 from probe.spec.load import load, loads, parse, to_dict, with_changes
 from probe.spec.types import (
     BIAS_STRATEGIES,
@@ -58,6 +58,7 @@ __all__ = [
     "RunSpec",
     "Spec",
     "activations",
+    "gate_changes",
     "inits",
     "load",
     "loads",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from probe.spec import activations, inits
-from probe.spec.types import Spec
+from probe.spec.types import GATE_PARAMS, GateSpec, Spec
 
 
 def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
@@ -54,3 +54,21 @@ def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
         f"{init}{rules}; "
         f"data {d.batches} x {d.batch_size} {d.distribution}; {r.device} {r.dtype} seed {r.seed}"
     )
+
+
+def gate_changes(gate: GateSpec) -> list[str]:
+    """Each gate value that differs from its default (``max_nonfinite 2147483647 (default 0)``)
+    and each disabled rule (``disabled: saturation``): what a verdict was judged under, said
+    wherever the verdict is, so a gate switched off by its own spec is never silent."""
+    out = []
+    for key, param in GATE_PARAMS.items():
+        value = getattr(gate, key)
+        if value != param.default:
+            out.append(f"{key} {_number(value)} (default {_number(param.default)})")
+    if gate.disable:
+        out.append("disabled: " + ", ".join(gate.disable))
+    return out
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
