@@ -183,3 +183,58 @@ def test_escape_sequences_in_a_spec_name_do_not_reach_the_terminal(
     assert "\x1b" not in result.output
     if command != ["check"]:  # check names the file, not the spec
         assert "evil\\x1b[2Jname" in result.output
+
+
+# ---- issue 23, items 10-12 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["/dev/stdout", "/proc/self/fd/1"])
+def test_writing_to_our_own_stdout_keeps_what_the_log_already_holds(tmp_path: Path, target: str) -> None:
+    """`probe ... -o /dev/stdout >> log.txt`: the report is appended to the log, not written over it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    script = f"from probe.render.output import write_text; write_text({target!r}, 'the report\\n')"
+    with open(log, "a") as out:
+        done = subprocess.run([sys.executable, "-c", script], stdout=out, cwd=REPO, timeout=60)
+    assert done.returncode == 0
+    assert log.read_text() == "earlier line\nthe report\n"
+
+
+def test_a_replaced_report_keeps_its_owner(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    report = tmp_path / "report.json"
+    report.write_text("old")
+    os.chown(report, 4321, 4322)
+    write_text(report, "new")
+    st = report.stat()
+    assert report.read_text() == "new" and (st.st_uid, st.st_gid) == (4321, 4322)
+
+
+def test_a_hard_linked_report_on_a_full_disk_is_left_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from probe.render.output import OutputError
+
+    report = tmp_path / "report.json"
+    report.write_text("the old report, whole")
+    os.link(report, tmp_path / "other-name.json")
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_text(report, "a new report, longer than the old one")
+    assert report.read_text() == "the old report, whole" == (tmp_path / "other-name.json").read_text()
+    monkeypatch.undo()
+    write_text(report, "short")
+    assert (tmp_path / "other-name.json").read_text() == "short"
