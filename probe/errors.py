@@ -126,6 +126,10 @@ class Interrupted(KeyboardInterrupt):
     KeyboardInterrupt was raised by the user's code (exit 3)."""
 
 
+class Terminated(Interrupted):
+    """SIGTERM (a CI job cancelled) while probe runs worker processes: they are ended with it (exit 143)."""
+
+
 def user_code_error(exc: BaseException, where: str) -> BaseException:
     """The error to raise for a ``BaseException`` escaping user code at ``where``: a real Ctrl-C
     passes unchanged; anything else becomes a ``UserCodeError`` naming what was raised."""

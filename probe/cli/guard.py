@@ -2,7 +2,7 @@
 
 Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` found a broken rule,
 2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass, user
-code raising ``SystemExit`` or another ``BaseException``), 130 interrupted (Ctrl-C).
+code raising ``SystemExit`` or another ``BaseException``), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM while worker processes ran: they are ended too).
 """
 
 # No `from __future__ import annotations`: typer reads the annotations of checked_path's callback.
@@ -18,7 +18,7 @@ import typer
 
 from probe.cli.formats import _err_console
 from probe.cli.session import Session, current
-from probe.errors import Interrupted, ProbeError, SpecError, shown, user_code_error
+from probe.errors import Interrupted, ProbeError, SpecError, Terminated, shown, user_code_error
 
 EXIT_RUNTIME = 3
 
@@ -46,6 +46,7 @@ def checked_path(option: str) -> Callable[[Optional[Path]], Optional[Path]]:
 
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process ended by SIGINT
+EXIT_TERMINATED = 143  # SIGTERM while workers ran (they are ended too), as shells report it
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -91,7 +92,10 @@ def _guarded(fn: Callable[[], int], session: Session, where: str = "") -> int:
     except KeyboardInterrupt as exc:
         if not isinstance(exc, Interrupted):  # raised by code probe ran, not by the user's Ctrl-C
             return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), session, where)
-        _err_console(always=True).print("probe: interrupted", style="red")
+        terminated = isinstance(exc, Terminated)
+        _err_console(always=True).print("probe: terminated" if terminated else "probe: interrupted", style="red")
+        if terminated:
+            return EXIT_TERMINATED
         if session.own_process:
             # a Ctrl-C may land inside torch's import: finalizing a half-initialized torch can abort
             # the interpreter (SIGABRT and a stack dump). The process is ours: end it now.

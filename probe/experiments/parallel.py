@@ -10,8 +10,11 @@ error raised by a worker is re-raised in the parent (a ``ProbeError`` keeps its 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from probe.errors import Terminated
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,7 +62,10 @@ def parallel_map(
     threads = max(1, (os.cpu_count() or 1) // workers)
     explicit = _EXPLICIT_THREADS[0]
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, explicit)) as pool:
+    with (
+        ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, explicit)) as pool,
+        _terminate_as_interrupt(),
+    ):
         futures: list[Any] = []
         results = []
         try:
@@ -75,6 +81,26 @@ def parallel_map(
                 _stop_workers(pool)
             raise
     return results
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While workers run, SIGTERM (what a CI cancel sends) raises ``Terminated`` in the parent, so
+    the workers are ended with it instead of living on (main thread only; restored after)."""
+    import signal
+    import threading
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_workers(pool: object) -> None:
