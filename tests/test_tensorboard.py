@@ -110,3 +110,48 @@ def test_folder_names_are_safe_and_distinct() -> None:
         "run",
         "ok-1.2_x",
     ]
+
+
+def test_a_file_where_the_runs_folder_goes_is_refused_before_the_run(cli: Any, tmp_path: Path) -> None:
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    (tb / "lab1_he_relu").write_text("not a folder")
+    result = cli("run", str(CONFIGS / "lab1_he_relu.yaml"), *SMALL, "--tensorboard", str(tb))
+    assert result.exit_code == 2
+    assert f"{tb / 'lab1_he_relu'} is a file where the run's folder goes" in result.output
+
+
+def test_a_long_run_name_gets_a_short_distinct_folder(cli: Any, tmp_path: Path) -> None:
+    tb = tmp_path / "tb"
+    names = folder_names(["x" * 300 + "a", "x" * 300 + "b"])
+    assert all(len(n) <= 100 for n in names) and names[0] != names[1]
+    result = cli(
+        "run", str(CONFIGS / "lab1_he_relu.yaml"), *SMALL, "--set", f"name={'n' * 300}", "--tensorboard", str(tb)
+    )
+    assert result.exit_code == 0, result.output
+    (folder,) = tb.iterdir()
+    assert len(folder.name) <= 100
+
+
+def test_a_folder_that_fails_after_the_run_keeps_the_report_and_says_why(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written after -o: the report is there, and the failure is one line, exit 3."""
+    from probe.render import tensorboard
+
+    class Refusing:
+        def __init__(self, log_dir: str) -> None:
+            raise PermissionError(13, "Permission denied", log_dir)
+
+    out = tmp_path / "report.json"
+    tb = tmp_path / "tb"
+    real = tensorboard.writer_class
+    calls = iter([real, lambda: Refusing])  # the check before the run sees tensorboard; the write does not
+
+    monkeypatch.setattr(tensorboard, "writer_class", lambda: next(calls)())
+    result = cli(
+        "run", str(CONFIGS / "lab1_he_relu.yaml"), *SMALL, "-f", "json", "-o", str(out), "--tensorboard", str(tb)
+    )
+    assert result.exit_code == 3, result.output
+    assert f"--tensorboard: cannot write {tb}: Permission denied" in result.output
+    assert json.loads(out.read_text())["verdict"]["healthy"] is True

@@ -9,6 +9,7 @@ interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -241,11 +242,12 @@ TensorboardOpt = Annotated[
 ]
 
 
-def check_tensorboard(path: Path) -> None:
-    """Fail on a bad --tensorboard folder or a missing tensorboard before any work is done."""
+def check_tensorboard(path: Path, labels: Iterable[str] = ()) -> None:
+    """Fail on a bad --tensorboard folder (a file in its place or where a run's folder goes, no
+    write access) or a missing tensorboard before any work is done."""
     from probe.render.tensorboard import check_dir
 
-    check_dir(path)
+    check_dir(path, labels)
 
 
 EntriesArg = Annotated[

@@ -101,7 +101,7 @@ def compare(
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         load_torch()
         if tensorboard is not None:
-            check_tensorboard(tensorboard)
+            check_tensorboard(tensorboard, [e.text for e in parsed])
         from probe.render import report as rp  # after the input checks: bad input fails without loading it
         from probe.render.run_view import compare_doc
 

@@ -112,7 +112,7 @@ def run(
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
         load_torch()
         if tensorboard is not None:
-            check_tensorboard(tensorboard)
+            check_tensorboard(tensorboard, [spec.name])
         state = None
         if weights is not None:
             from probe.experiments.fix import load_weights
@@ -130,12 +130,12 @@ def run(
                 theory=theory,
                 layers=None if theory else layers,
             )
-        if tensorboard is not None and writes_files():  # torchrun: rank 0 writes
-            _tensorboard_run(spec, report, tensorboard, state, with_histograms=not layer_by_layer)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             _render_theory(report, fmt, output)
         else:
             _render_run(report, fmt, output, all_layers)
+        if tensorboard is not None and writes_files():  # torchrun: rank 0 writes; after -o, which it cannot cost
+            _tensorboard_run(spec, report, tensorboard, state, with_histograms=not layer_by_layer)
         _plot_run(spec, report, plot, state)
         return EXIT_OK
 

@@ -91,7 +91,7 @@ def train(
         check_outputs(output, plot)
         load_torch()
         if tensorboard is not None:
-            check_tensorboard(tensorboard)
+            check_tensorboard(tensorboard, entries)
         progress = Steps(len(entries) * steps, "training steps")
         try:
             results = tr.train_many(base, entries, settings, progress.label, progress.advance)

@@ -9,19 +9,42 @@ activation histogram of log10 |value| (the ``--plot`` heat map's bins), step = l
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from probe.errors import SpecError
 from probe.experiments.sweep import SweepResult
 from probe.experiments.train import TrainResult
 from probe.measurement.histograms import LayerHistograms
 from probe.records import Run
+from probe.render.output import OutputError
 
 INSTALL_HINT = "--tensorboard needs tensorboard: pip install 'probe[tensorboard]' (or pip install tensorboard)"
+
+NAME_MAX = 100  # characters of a run's folder name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _output_errors(fn: F) -> F:
+    """A folder that cannot be written after the run is an ``OutputError`` naming it (exit 3), not
+    an unexpected error; the command's other outputs are written first."""
+
+    @functools.wraps(fn)
+    def wrapped(directory: Path, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(directory, *args, **kwargs)
+        except OSError as exc:
+            raise OutputError(f"--tensorboard: cannot write {directory}: {exc.strerror or exc}") from None
+
+    return wrapped  # type: ignore[return-value]
+
 
 # per-layer fields written as scalars (tag layers/<field>)
 LAYER_SCALARS = (
@@ -52,11 +75,21 @@ def writer_class() -> Any:
     return SummaryWriter
 
 
-def check_dir(path: Path) -> None:
-    """Fail on an unusable DIR before any work is done (it is created when missing)."""
+def check_dir(path: Path, labels: Iterable[str] = ()) -> None:
+    """Fail on an unusable DIR before any work is done (it is created when missing): a file in its
+    place, a folder probe may not write (or create), or, for the runs ``labels`` will write, a file
+    where a run's folder goes."""
     path = path.expanduser()
     if path.exists() and not path.is_dir():
         raise SpecError(f"{path} is a file, not a folder", "--tensorboard")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"folder {existing} is not writable", "--tensorboard")
+    for name in folder_names(labels):
+        if (path / name).exists() and not (path / name).is_dir():
+            raise SpecError(f"{path / name} is a file where the run's folder goes", "--tensorboard")
     writer_class()
 
 
@@ -66,6 +99,9 @@ def folder_names(labels: Iterable[str]) -> list[str]:
     out: list[str] = []
     for label in labels:
         base = re.sub(r"[^A-Za-z0-9._-]", "_", label).strip(".") or "run"
+        if len(base) > NAME_MAX:  # a folder name has at most 255 bytes: keep it short, and distinct
+            digest = hashlib.sha1(label.encode("utf-8", "replace")).hexdigest()[:8]
+            base = f"{base[: NAME_MAX - 9]}_{digest}"
         name, n = base, 2
         while name in out:
             name, n = f"{base}_{n}", n + 1
@@ -80,6 +116,7 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@_output_errors
 def write_runs(directory: Path, runs: Sequence[Run], hists: Sequence[LayerHistograms] = ()) -> list[Path]:
     """Each run's per-layer scalars (and histograms, matched by label) in ``directory/<label>``."""
     writer_cls = writer_class()
@@ -143,6 +180,7 @@ def _histograms(writer: Any, hist: LayerHistograms, layers: dict[str, Any], batc
         )
 
 
+@_output_errors
 def write_sweep(directory: Path, result: SweepResult) -> list[Path]:
     """Per entry: ``sweep/last_std`` and ``sweep/grad_ratio`` against depth (a depth sweep; one
     curve per width in a grid, ``sweep/last_std/width<W>``) or width; per cell (``<entry>/depth<D>_width<W>``): ``layers/std`` and ``layers/grad_std``."""
@@ -178,6 +216,7 @@ def write_sweep(directory: Path, result: SweepResult) -> list[Path]:
     return folders
 
 
+@_output_errors
 def write_training(directory: Path, results: Sequence[TrainResult]) -> list[Path]:
     """Per strategy: ``train/loss`` against the step and ``train/val_accuracy`` at the last step."""
     writer_cls = writer_class()
