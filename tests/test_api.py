@@ -349,3 +349,36 @@ def test_probe_measure_is_callable_whatever_was_imported_first() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == ["Report", "run_probe", "2"]
+
+
+def test_measure_from_two_threads_gives_what_each_call_gives_alone() -> None:
+    """Concurrent calls take turns: the reports equal sequential ones, the caller's random state and
+    a shared model's train/eval flags are left as they were."""
+    import threading
+
+    from torch import nn
+
+    torch.manual_seed(0)
+    shared = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Dropout(0.1), nn.Linear(32, 8))
+    shared.eval()
+    other = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    alone = [probe.measure(m, (16,), batch_size=64, batches=3).to_dict()["layers"] for m in (shared, other, shared)]
+    state = torch.get_rng_state()
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int, model: Any) -> None:
+        try:
+            results[i] = probe.measure(model, (16,), batch_size=64, batches=3).to_dict()["layers"]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, m)) for i, m in enumerate((shared, other, shared))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert [results[i] for i in range(3)] == alone
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not shared.training and all(not m.training for m in shared.modules())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -24,6 +25,9 @@ from probe.spec.types import DATA_PARAMS, RUN_PARAMS
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+# what a probe changes while it runs is the process's (random state, threads, the model's modes)
+_ONE_AT_A_TIME = threading.RLock()
 
 # measure's keyword options: the spec's keys, in keyword form
 OPTIONS = (
@@ -52,7 +56,16 @@ def measure(model: Any, inputs: Any = None, **options: Any) -> Report:
     default to its own device and dtype), ``gate={"min_std": 1e-3, "disable": [...]}``,
     ``theory`` (mean-field prediction beside each row; spec MLPs), ``layers`` (keep the rows whose
     name matches, after judging), ``name``. Errors are ``ProbeError`` values with one-line messages.
+
+    Calls from several threads take turns (one process-wide lock): a probe sets process-wide
+    state for its run (torch's random state and thread count, a model's train/eval flags), so two
+    at once would see each other's; each result is the one a call alone gives.
     """
+    with _ONE_AT_A_TIME:
+        return _measure(model, inputs, options)
+
+
+def _measure(model: Any, inputs: Any, options: dict[str, Any]) -> Report:
     for key in options:
         if key not in OPTIONS:
             raise unknown("option", key, OPTIONS, key, "probe.measure")
