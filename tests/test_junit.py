@@ -91,3 +91,27 @@ def test_a_gate_changed_by_its_spec_is_said_everywhere_and_strict_gate_refuses_i
     assert allowed.exit_code == 0 and "gate changed: min_std 0.001 (default 0.01)" in allowed.stdout
     plain = cli("run", str(CONFIGS / "lab1_he_relu.yaml"))
     assert "gate changed" not in plain.stdout
+
+
+def test_one_spec_that_fails_to_run_is_named_and_the_others_are_kept(cli: Any, tmp_path: Path) -> None:
+    """check of three specs, one whose model raises: the other two are judged and printed, the
+    failing one is named with its error, JUnit has it as an error, and the exit code is its own."""
+    from tests.conftest import CONFIGS
+
+    failing = tmp_path / "failing.yaml"
+    failing.write_text("model:\n  import: tests.models_for_tests:failing\n  input_shape: [3]\n")
+    junit = tmp_path / "probe.xml"
+    specs = [str(failing), str(CONFIGS / "lab1_he_relu.yaml"), str(CONFIGS / "lab1_tiny_relu.yaml")]
+    result = cli("check", *specs, "--junit", str(junit))
+    assert result.exit_code == 2, result.output
+    assert (
+        f"probe: error: {failing}: model.import: tests.models_for_tests:failing(...) raised ValueError" in result.output
+    )
+    assert "lab1_tiny_relu.yaml: vanishing" in result.output
+    assert "1 healthy, 1 unhealthy, 1 failed to run" in result.output
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (
+        suite is not None and suite.get("tests") == "3" and suite.get("errors") == "1" and suite.get("failures") == "1"
+    )
+    (error,) = suite.iter("error")
+    assert "cannot build a model of size 3" in (error.text or "")

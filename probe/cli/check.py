@@ -83,18 +83,22 @@ def check(
 
         steps = Steps(len(spec_paths), "checking")
         try:
-            runs = batch.check_specs(specs, [str(p) for p in spec_paths], steps, jobs)
+            runs, failures = batch.check_each(specs, [str(p) for p in spec_paths], steps, jobs)
         finally:
             steps.close()
         from probe.cli.guard import err_line
         from probe.render.output import OutputError
 
+        for failure in failures:  # each spec that could not be probed, by name; the others are kept
+            err_line(f"probe: error: {failure.label}: {failure.message}")
         code = EXIT_OK if all(r.verdict.healthy for r in runs) else EXIT_UNHEALTHY
+        code = max([code, *(f.exit_code for f in failures)])
+        failed = [(f.label, f.message) for f in failures]
         if junit is not None:
             try:
-                write_output(junit, rp.junit_xml(runs), "--junit")
+                write_output(junit, rp.junit_xml(runs, failed), "--junit")
             except OutputError as exc:  # the gate's own answer (exit 1) wins over a failed extra file
-                if code != EXIT_UNHEALTHY:
+                if code == EXIT_OK:
                     raise
                 err_line(f"probe: error: {exc}")
 
@@ -107,14 +111,14 @@ def check(
             render(
                 fmt,
                 output,
-                lambda: check_doc(runs),
+                lambda: check_doc(runs, failed),
                 json=lambda: rp.runs_json(runs),
                 csv=lambda: rp.compare_csv(runs),
                 markdown=lambda: rp.compare_markdown(runs),
                 html=html,
             )
         except OutputError as exc:  # as for --junit: a failed -o after the run keeps the gate's exit 1
-            if code != EXIT_UNHEALTHY:
+            if code == EXIT_OK:
                 raise
             err_line(f"probe: error: {exc}")
         return code

@@ -80,6 +80,46 @@ def check_specs(specs: Sequence[Spec], labels: Sequence[str], step: Step | None 
     return _run_all(list(specs), list(labels), [s.init.weight.name for s in specs], step, jobs)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A spec ``probe check`` could not probe: its label, the exit code it stands for, and why."""
+
+    label: str
+    exit_code: int
+    message: str
+
+
+def check_each(
+    specs: Sequence[Spec], labels: Sequence[str], step: Step | None = None, jobs: int = 1
+) -> tuple[list[Run], list[Failure]]:
+    """Probe every spec, going on past one that fails: the healthy/unhealthy runs, and a
+    ``Failure`` naming each spec that raised (so one broken model does not hide the others)."""
+    from probe.records import Run
+
+    results = run_each(_probe_or_failure, list(specs), list(labels), step, jobs)
+    runs, failures = [], []
+    for label, spec, result in zip(labels, specs, results, strict=True):
+        if isinstance(result[0], int):
+            failures.append(Failure(label, result[0], str(result[1])))
+        else:
+            runs.append(Run(label, result[0], result[1], spec.init.weight.name, spec.model.activation.name))
+    return runs, failures
+
+
+def _probe_or_failure(spec: Spec) -> tuple[Any, Any]:
+    """(report, verdict), or (exit code, message) when the probe raised (module-level: workers run it).
+    The exit code is 2 or 3, never one an exception carries otherwise (user code could raise a
+    probe error whose ``exit_code`` is 0)."""
+    from probe.errors import ProbeError, first_line
+
+    try:
+        return probe_and_evaluate(spec)
+    except ProbeError as exc:
+        return (exc.exit_code if exc.exit_code in (2, 3) else 3), str(exc)
+    except Exception as exc:
+        return 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}"
+
+
 def probe_and_evaluate(spec: Spec) -> tuple[Stats, Verdict]:
     """One spec's report and verdict (module-level, so worker processes can run it)."""
     from probe.judge.rules import evaluate

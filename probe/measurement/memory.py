@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from probe.errors import RunError
+from probe.errors import ProbeError, RunError, first_line
 from probe.measurement.threads import linear_shapes
 from probe.spec import Spec
 
@@ -416,7 +416,17 @@ def guard_memory(
     lines = []
     estimates = []
     for spec in specs:
-        est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise)
+        est = None
+        if len(specs) > 1 and not layerwise:  # several specs (check): one whose model fails to build
+            try:  # is reported by name when it runs, and the others still run
+                est = estimate_any(spec)
+            except ProbeError as exc:
+                lines.append(f"{spec.name}: no memory estimate ({first_line(exc)})")
+                continue
+            if est is None:
+                lines.append(f"{spec.name}: no memory estimate (the model does not run on the meta device)")
+                continue
+        est = check_memory(spec, max_memory_gib, layerwise=layerwise, offer_layerwise=offer_layerwise, est=est)
         if est is None:
             lines.append(f"{spec.name}: no memory estimate (the model does not run on the meta device)")
             continue

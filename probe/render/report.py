@@ -365,17 +365,17 @@ def compare_markdown(runs: Sequence[Run]) -> str:
     return md_table(_COMPARE_COLUMNS, [_compare_cells(r) for r in runs])
 
 
-def check_lines(runs: Sequence[Run]) -> list[str]:
+def check_lines(runs: Sequence[Run], failed: int = 0) -> list[str]:
     """A line per spec judged under a changed gate, one per problem (``SPEC: rule at layer:
     message``), then one summary line."""
     lines = [f"{r.label}: gate changed: {'; '.join(c)}" for r in runs if (c := gate_changes(r.report.spec.gate))]
     lines += [f"{r.label}: {p.rule}: {p.message}" for r in runs for p in r.verdict.problems]
     bad = sum(not r.verdict.healthy for r in runs)
-    lines.append(f"{len(runs) - bad} healthy, {bad} unhealthy")
+    lines.append(f"{len(runs) - bad} healthy, {bad} unhealthy" + (f", {failed} failed to run" if failed else ""))
     return lines
 
 
-def junit_xml(runs: Sequence[Run]) -> str:
+def junit_xml(runs: Sequence[Run], failed: Sequence[tuple[str, str]] = ()) -> str:
     """A JUnit XML document: one test case per spec, failed when the spec breaks a rule.
 
     Built with ``xml.etree.ElementTree``, which escapes markup; characters XML 1.0 cannot hold at
@@ -384,9 +384,15 @@ def junit_xml(runs: Sequence[Run]) -> str:
 
     failures = sum(not r.verdict.healthy for r in runs)
     total_time = sum(r.report.elapsed_s for r in runs)
-    counts = {"tests": str(len(runs)), "failures": str(failures), "time": f"{total_time:.3f}"}
-    root = ET.Element("testsuites", {"name": "probe", **counts})
-    suite = ET.SubElement(root, "testsuite", {"name": "probe.check", **counts, "errors": "0"})
+    counts = {"tests": str(len(runs) + len(failed)), "failures": str(failures), "time": f"{total_time:.3f}"}
+    root = ET.Element("testsuites", {"name": "probe", **counts, "errors": str(len(failed))})
+    suite = ET.SubElement(root, "testsuite", {"name": "probe.check", **counts, "errors": str(len(failed))})
+    for label, why in failed:  # a spec that could not be probed: a JUnit error, not a failure
+        case = ET.SubElement(suite, "testcase", {"classname": "probe.check", "name": _xml_safe(label), "time": "0"})
+        error = ET.SubElement(
+            case, "error", {"message": _xml_safe(why.splitlines()[0] if why else ""), "type": "probe.error"}
+        )
+        error.text = _xml_safe(why)
     for r in runs:
         attrs = {"classname": "probe.check", "name": _xml_safe(r.label), "time": f"{r.report.elapsed_s:.3f}"}
         case = ET.SubElement(suite, "testcase", attrs)

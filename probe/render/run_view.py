@@ -164,10 +164,11 @@ def compare_doc(runs: Sequence[Run], title: str) -> Doc:
     return doc(Line(title, "dim", "spec"), table(columns, rows, key="runs"), title="probe compare")
 
 
-def check_doc(runs: Sequence[Run]) -> Doc:
-    """``probe check``: one red line per problem, then the summary line (JSON key ``verdict``)."""
-    lines = check_lines(runs)
-    healthy = all(r.verdict.healthy for r in runs)
+def check_doc(runs: Sequence[Run], failed: Sequence[tuple[str, str]] = ()) -> Doc:
+    """``probe check``: one red line per problem, then the summary line (JSON key ``verdict``);
+    ``failed``: (spec, why) for each spec that could not be probed (counted in the summary)."""
+    lines = check_lines(runs, len(failed))
+    healthy = all(r.verdict.healthy for r in runs) and not failed
     return doc(
         [Line(line, "yellow" if ": gate changed: " in line else "red") for line in lines[:-1]],
         Line(lines[-1], "bold green" if healthy else "bold red", "verdict"),
