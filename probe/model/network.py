@@ -35,6 +35,10 @@ class Watched:
     # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
     # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
     normalized: bool = False
+    # a residual add added its output to the stream: the last layer of a residual branch
+    branch_end: bool = False
+    # a residual block's input that its output continues (a position or a keyword; None: not one)
+    stream_input: int | str | None = None
     # ``weight``'s fan-in (torch.nn.init's, on Conv1D's transposed layout) and element count, read
     # once here: a layer-by-layer run swaps the weight for its norm before the report is made
     fan_in: int | None = field(default=None, init=False)
