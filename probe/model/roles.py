@@ -146,8 +146,8 @@ INVARIANT = 1e-2
 def acts_as_norm(module: nn.Module, shape: tuple[int, ...], dtype: Any, device: Any) -> bool | None:
     """Whether ``module`` normalizes what it is fed: its output on 3 z equals its output on z (z
     standard normal of its input's shape), with every parameter set to 1 for the test (so an
-    affine that is zero at init, or a zero LayerScale, does not decide it), in eval mode or else
-    in train mode (BatchNorm in eval is an affine of its running statistics). Only asked of
+    affine that is zero at init, or a zero LayerScale, does not decide it), in train mode (BatchNorm
+    in eval is an affine of its running statistics) or else in eval mode (a dropout inside). Only asked of
     modules whose parameters are all vectors (or none) and whose output has the input's shape.
     Parameters, buffers, train flags and the random state are restored. None: it could not
     run (meta tensors, an error)."""
@@ -166,7 +166,7 @@ def acts_as_norm(module: nn.Module, shape: tuple[int, ...], dtype: Any, device: 
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             for p in params:
                 p.fill_(1.0)
-            for train in (False, True):
+            for train in (True, False):
                 for m, _ in modes:
                     m.training = train
                 one, three = _first(module(z)), _first(module(3 * z))
@@ -189,8 +189,9 @@ def acts_as_norm(module: nn.Module, shape: tuple[int, ...], dtype: Any, device: 
 
 def hides_weight_scale(module: nn.Module, weight: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> bool:
     """Whether the module's output is blind to its weight's scale (a weight-standardized
-    convolution): on one standard normal input of its input's shape, its output with a standard
-    normal weight R equals its output with 3 R. The weight is restored; False where it cannot run."""
+    convolution): on one standard normal input of its input's shape, its output with its weight W
+    equals its output with 3 W (a weight of zeros, as a layer-by-layer discovery holds, is drawn
+    standard normal first). The weight is restored; False where it cannot run."""
     import torch
 
     if weight is None or weight.is_meta or not weight.is_floating_point():
@@ -198,13 +199,13 @@ def hides_weight_scale(module: nn.Module, weight: Any, shape: tuple[int, ...], d
     saved = weight.detach().clone()
     gen = torch.Generator(device="cpu").manual_seed(0)
     z = torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
-    r = torch.randn(tuple(weight.shape), generator=gen, dtype=torch.float32).to(weight.device, weight.dtype)
     devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            weight.copy_(r)
+            if not bool(saved.any()):
+                weight.copy_(torch.randn(tuple(weight.shape), generator=gen).to(weight.device, weight.dtype))
             one = _first(module(z))
-            weight.copy_(3 * r)
+            weight.mul_(3)
             three = _first(module(z))
         return one is not None and three is not None and one.shape == three.shape and _invariant(one, three)
     except Exception:

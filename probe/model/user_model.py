@@ -228,6 +228,7 @@ class _Seen:
     single: tuple[int, ...] | None = None  # its first call's input shape, where it was called on one tensor
     norm: bool | None = None  # roles.acts_as_norm (None: not asked or could not tell)
     hides_weight: bool = False  # roles.hides_weight_scale
+    weight_direct: bool = True  # an op took its weight as it is, beside a computed operand
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
@@ -363,6 +364,9 @@ def _discovery_pass(
     for entry in seen.values():
         entry.consumers = consumers.of.get(entry.qual, [])
     _structure(model, seen, tracer)
+    for entry in seen.values():
+        weight = _weight(entry.module) if entry.candidate else None
+        entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct
     if behaviour:
         model.eval()
         try:
@@ -399,7 +403,9 @@ def _structure(model: nn.Module, seen: dict[int, _Seen], tracer: Any) -> None:
 
 def _behaviour(seen: dict[int, _Seen], device: Any, dtype: Any) -> None:
     """``roles.acts_as_norm`` for the candidates whose parameters are all vectors and whose
-    output has their input's shape; ``roles.hides_weight_scale`` for those with a weight."""
+    output has their input's shape; ``roles.hides_weight_scale`` for those whose weight no op
+    took as it is (a weight used as it is beside the input shows its scale in the output; asking
+    only the others keeps the test's forwards off every plain linear and convolution)."""
     from probe.model import roles
 
     for entry in seen.values():
@@ -410,7 +416,7 @@ def _behaviour(seen: dict[int, _Seen], device: Any, dtype: Any) -> None:
         if params and all(p.dim() <= 1 for p in params) and entry.shape == entry.single:
             entry.norm = roles.acts_as_norm(module, entry.single, dtype, device)
         weight = _weight(module)
-        if weight is not None and weight.dim() >= 2:
+        if weight is not None and weight.dim() >= 2 and not entry.weight_direct:
             entry.hides_weight = roles.hides_weight_scale(module, weight, entry.single, dtype, device)
 
 
