@@ -183,6 +183,26 @@ def test_in_place_adds_and_dict_outputs() -> None:
     assert rows["stage.a.conv1"].normalized and rows["stage.a.conv2"].normalized
 
 
+def test_a_block_with_a_dict_output_is_measured_on_its_stream() -> None:
+    # the rows of blocks returning a dict read the dict's stream tensor (not its pooled one, and not
+    # nothing): each block's output has a nonzero std and a measured branch
+    report = probe.measure(DictResNet(), (3, 8, 8), batch_size=8, device="cpu")
+    rows = {x.name: x for x in report.layers}
+    for name in ("stage.a", "stage.b"):
+        assert rows[name].std is not None and rows[name].std > 0.1, name
+        assert rows[name].branch_ratio is not None and rows[name].branch_ratio > 0.1, name
+    assert report.healthy, [(p.rule, p.layer, p.value) for p in report.problems]
+
+
+def test_a_two_input_block_measures_its_branch_against_its_stream_input() -> None:
+    report = probe.measure(CaiTLike(), (5, 6), batch_size=8, device="cpu")
+    rows = {x.name: x for x in report.layers}
+    # branch_ratio = rms(output - x_cls) / rms(x_cls): x_cls is the zero class token at the first
+    # block, so only the second class-attention block has a finite ratio
+    assert rows["blocks_token_only.1"].branch_ratio is not None
+    assert rows["blocks.0"].branch_ratio is not None
+
+
 class LinearBN(nn.Module):
     """Repeated Sequential(Linear, BatchNorm1d) that keep their input's shape: no residual add."""
 
@@ -373,3 +393,36 @@ def test_a_torch_transformer_encoder_at_default_init_is_healthy() -> None:
     torch.manual_seed(0)
     report = probe.measure(Encoder(), (T,), vocab_size=VOCAB, batch_size=8, device="cpu")
     assert report.healthy, [(p.rule, p.layer, p.value) for p in report.problems]
+
+
+# ---- rows that do not depend on the input, and modules shared across widths --------------------------
+
+
+class RelativeBias(nn.Module):
+    """An MLP on fixed relative coordinates (Swin v2's continuous position bias): its rows are the
+    same for every sample by design, so they are tables (role ``embedding``), not signal rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("coords", torch.linspace(-1, 1, 5).unsqueeze(1))
+        self.bias_mlp = nn.Sequential(nn.Linear(1, D), nn.ReLU(), nn.Linear(D, 1))
+        self.proj = nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) + self.bias_mlp(self.coords).squeeze(1)
+
+
+def test_rows_computed_from_no_input_are_tables() -> None:
+    rows = discover(RelativeBias(), InputSpec("shape", (5,)))
+    assert roles(rows, "bias_mlp.0", "bias_mlp.1", "bias_mlp.2") == ["embedding"] * 3
+    assert rows["proj"].role in ("stream", "head")
+
+
+def test_an_activation_shared_by_layers_of_different_widths_is_not_watched() -> None:
+    act = nn.SiLU()
+    model = nn.Sequential(nn.Linear(4, 8), act, nn.Linear(8, 16), act, nn.Linear(16, 2))
+    watched, notes = user_model.discover(model, InputSpec("shape", (4,)), "normal")
+    assert [w.name for w in watched] == ["0", "2", "4"]
+    assert any("1 (SiLU) not watched" in n and "8 and 16 units" in n for n in notes), notes
+    report = probe.measure(model, (4,), batch_size=8, device="cpu")  # measured without a crash
+    assert [x.name for x in report.layers] == ["0", "2", "4"]

@@ -86,16 +86,19 @@ def role(
     inside: bool,
     norm: bool | None,
     head: bool,
+    independent: bool = False,
 ) -> str:
     """The role of one watched row (see the module docstring): ``block``, ``inside`` (it ran
     inside a block call) and ``norm`` (``acts_as_norm``; None: the test could not tell, and the
     structural rule decides) from the discovery pass, ``head`` from ``heads``."""
     if block:
         return "stream"
+    if independent or ran.int_input or ran.in_shape is None:
+        # a lookup, a parameter table, or a layer on input-independent data (a position table, an
+        # MLP on fixed relative coordinates): its output is not a function of the batch
+        return "embedding"
     if _is_activation(module):
         return "activation"
-    if ran.int_input or ran.in_shape is None:
-        return "embedding"  # a lookup or a parameter table: its output is not a function of the batch
     if norm if norm is not None else _is_norm(module, ran):
         return "norm"
     if inside:

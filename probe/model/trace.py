@@ -67,6 +67,9 @@ class Call:
     stream_key: Any = None  # the input its output continues (a residual call)
     adds: frozenset[int] = frozenset()
     branch_ends: list[nn.Module] = field(default_factory=list)
+    independent: bool = False  # its output was computed from nothing the model was fed (a position table)
+    out_index: int = 0  # which floating-point tensor of its output continues the stream (a dict, a tuple)
+    out_shape: tuple[int, ...] | None = None
 
 
 def _tensors(tree: Any, out: list[Any] | None = None) -> list[Any]:
@@ -115,6 +118,7 @@ def _tracer_class() -> type:
             self.failed: str | None = None
             # tensors an op took as they were beside a computed operand (a weight used as it is)
             self.direct: set[int] = set()
+            self.root: int | None = None  # the model's own call
 
         # -- tensors --
         def _get(self, t: Any) -> _Info | None:
@@ -131,8 +135,14 @@ def _tracer_class() -> type:
         def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
             call = Call(len(self.calls), module, self.stack[-1] if self.stack else None)
             self.calls.append(call)
+            outermost = not self.stack
+            if outermost and self.root is None:
+                self.root = call.index
             self.stack.append(call.index)
             for key, t in _keyed_inputs(args, kwargs):
+                if outermost and not t.is_floating_point():  # ids: what the outputs depend on
+                    info = self._put(t)
+                    info.tags = info.tags | {(call.index, key)}
                 if not t.is_floating_point():
                     continue
                 call.inputs.setdefault(key, tuple(t.shape))
@@ -147,9 +157,11 @@ def _tracer_class() -> type:
             if call.module is not module:  # a hook pair out of step (an exception inside): stop reading
                 self.failed = f"call stack out of step at {type(module).__name__}"
                 return
-            for t in _tensors(output):
-                if not t.is_floating_point():
-                    continue
+            first = next((t for t in _tensors(output) if t.is_floating_point()), None)
+            made = self._get(first) if first is not None else None
+            call.independent = made is not None and not any(tag[0] == self.root for tag in made.tags)
+            floats = [t for t in _tensors(output) if t.is_floating_point()]
+            for index, t in enumerate(floats):
                 info = self._get(t)
                 path = info.paths.get(call.index) if info is not None else None
                 if path is None or path.state == IDENTITY:
@@ -157,6 +169,7 @@ def _tracer_class() -> type:
                 if path.state == RESIDUAL and call.inputs.get(path.src) != tuple(t.shape):
                     continue
                 call.kind, call.stream_key, call.adds = path.state, path.src, path.adds
+                call.out_index, call.out_shape = index, tuple(t.shape)
                 break
             if id(module) in self.watched:
                 for t in _tensors(output):
@@ -184,9 +197,8 @@ def _tracer_class() -> type:
             tags = frozenset(tag for info in before if info is not None for tag in info.tags if tag[0] in active)
             if not tags:
                 for t in outs:  # computed from nothing a running call received: nothing to carry
-                    got = self._get(t)
-                    if got is not None:
-                        got.tags, got.paths, got.producer = frozenset(), {}, None
+                    got = self._put(t)
+                    got.tags, got.paths, got.producer = frozenset(), {}, None
                 return
             for info, t in zip(before, ins, strict=True):
                 if info is None or not info.tags:
@@ -295,6 +307,7 @@ class Structure:
     inside: set[int]  # ids of modules that ran inside a block call
     branch_ends: set[int]  # ids of modules whose output a residual add added to a stream
     seen_ops: int
+    independent: set[int]  # ids of modules whose every output was computed from nothing the model was fed
 
 
 def structure(trace: Any, root: nn.Module) -> Structure:
@@ -355,4 +368,6 @@ def structure(trace: Any, root: nn.Module) -> Structure:
         blocks.setdefault(id(c.module), c)
     inside = {id(c.module) for c in calls if any(a in block_calls for a in chain[c.index])}
     ends = {id(m) for c in chosen for m in c.branch_ends}
-    return Structure(blocks, inside, ends, trace.ops)
+    dependent = {id(c.module) for c in calls if not c.independent}
+    independent = {id(c.module) for c in calls if c.independent and c.module is not root} - dependent
+    return Structure(blocks, inside, ends, trace.ops, independent)

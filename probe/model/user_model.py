@@ -229,6 +229,9 @@ class _Seen:
     norm: bool | None = None  # roles.acts_as_norm (None: not asked or could not tell)
     hides_weight: bool = False  # roles.hides_weight_scale
     weight_direct: bool = True  # an op took its weight as it is, beside a computed operand
+    independent: bool = False  # its output was computed from nothing the model was fed (a position table)
+    output_index: int = 0  # which floating-point tensor of its output its row measures
+    other_shapes: set[tuple[int, ...]] = field(default_factory=set)  # later calls' output shapes, where not ``shape``
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
@@ -259,7 +262,14 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     head = roles.heads([(e.qual, ran[e.qual]) for e in rows if e.shape is not None], block_quals)
     role_of = {
         e.qual: roles.role(
-            e.qual, e.module, ran[e.qual], block=bool(e.block), inside=e.inside, norm=e.norm, head=e.qual in head
+            e.qual,
+            e.module,
+            ran[e.qual],
+            block=bool(e.block),
+            inside=e.inside,
+            norm=e.norm,
+            head=e.qual in head,
+            independent=e.independent,
         )
         for e in rows
     }
@@ -269,10 +279,18 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         if entry.shape is None:
             notes.append(f"{entry.qual} ({type(entry.module).__name__}) not watched: {entry.why_not}")
             continue
-        if entry.calls > 1:
-            notes.append(f"{entry.qual} runs {entry.calls} times per forward pass; its row pools every call")
         unit_dim = _unit_dim(entry.module, len(entry.shape))
         units = entry.shape[unit_dim] if entry.shape else 1
+        widths = {units, *(s[unit_dim] if len(s) == len(entry.shape) else -1 for s in entry.other_shapes)}
+        if len(widths) > 1:  # one activation module shared by layers of different widths
+            shown = " and ".join(str(w) if w >= 0 else "other ranks" for w in sorted(widths))
+            notes.append(
+                f"{entry.qual} ({type(entry.module).__name__}) not watched: its {entry.calls} calls per forward "
+                f"pass output {shown} units, which one row cannot pool"
+            )
+            continue
+        if entry.calls > 1:
+            notes.append(f"{entry.qual} runs {entry.calls} times per forward pass; its row pools every call")
         watched.append(
             Watched(
                 entry.qual,
@@ -294,6 +312,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 or entry.hides_weight,
                 branch_end=entry.branch_end,
                 stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
+                output_index=entry.output_index,
             )
         )
     never = [q for key, (q, _) in candidates.items() if key not in seen]
@@ -345,6 +364,8 @@ def _discovery_pass(
             entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
         elif entry.shape is None:
             entry.shape = tuple(tensor.shape)
+        elif tuple(tensor.shape) != entry.shape:
+            entry.other_shapes.add(tuple(tensor.shape))
 
     tracer = trace.tracer(set(candidates))
     handles = trace.hooks(model, tracer)  # first: the trace's post-hook sees a call end before ours
@@ -388,8 +409,11 @@ def _structure(model: nn.Module, seen: dict[int, _Seen], tracer: Any) -> None:
             call = found.blocks.get(key)
             if call is not None:
                 entry.block, entry.stream_key = call.kind or trace.RESIDUAL, call.stream_key
+                entry.output_index = call.out_index  # a dict or tuple: the stream's tensor
+                entry.shape = call.out_shape or entry.shape
             entry.inside = key in found.inside
             entry.branch_end = key in found.branch_ends
+            entry.independent = key in found.independent
         return
     by_qual = {e.qual: e for e in seen.values()}
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
@@ -475,7 +499,13 @@ def _at_length(a: dict[int, _Seen], b: dict[int, _Seen], full: int) -> dict[int,
         y = b[key]
         if (x.order, x.calls, x.why_not, x.int_input) != (y.order, y.calls, y.why_not, y.int_input):
             return None
-        if (x.block, x.stream_key, x.inside, x.branch_end) != (y.block, y.stream_key, y.inside, y.branch_end):
+        if (x.block, x.stream_key, x.inside, x.branch_end, x.independent) != (
+            y.block,
+            y.stream_key,
+            y.inside,
+            y.branch_end,
+            y.independent,
+        ):
             return None  # the structure seen on one length is not the other's
         shapes: list[tuple[int, ...] | None] = []
         for sx, sy in ((x.shape, y.shape), (x.in_shape, y.in_shape)):
