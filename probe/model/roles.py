@@ -1,22 +1,23 @@
-"""What each watched row is in the network: its role, found from the module tree and one forward pass.
+"""What each watched row is in the network: its role, found from what one forward pass runs.
 
 Roles (docs/verdicts.md explains each and the limits of the detection):
 
-- ``stream``: the signal path. In a residual network, the outputs of its repeated blocks (the
-  residual stream); in a plain chain, each layer. Vanishing, exploding and the gradient rules
-  judge these rows and the network output.
-- ``branch``: a module inside a block; its output is added to the stream, and may be small on
-  purpose (GPT-2's scaled projections, LayerScale, ReZero).
+- ``stream``: the signal path. In a residual network, the outputs of its blocks (the residual
+  stream); in a network without blocks, each layer before its head. Vanishing, exploding and the
+  gradient rules judge these rows and the network output.
+- ``branch``: a module that runs inside a block's call; its output, or what it feeds, is added to
+  the stream, and may be small on purpose (GPT-2's scaled projections, LayerScale, ReZero).
 - ``activation``: a parameter-free ``torch.nn`` activation module.
-- ``norm``: a leaf module whose own parameters are all vectors (a scale, a shift) and whose output
-  has its input's shape: LayerNorm, RMSNorm, BatchNorm, GroupNorm in any library.
-- ``embedding``: a module fed integer ids (a lookup table).
-- ``head``: a module that runs after the last block (a classifier, a pooler, an LM head).
+- ``norm``: a module that normalizes what it is fed (``acts_as_norm``: its output does not change
+  when its input is scaled): LayerNorm, RMSNorm, BatchNorm, GroupNorm, a fused BatchNorm +
+  activation, in any library.
+- ``embedding``: a table: a module fed integer ids, one with no tensor input, or one whose output
+  was computed from nothing the model was fed (a position table, an MLP on fixed coordinates).
+- ``head``: the layers that map to the output (``heads``).
 
-A *block* is a child of a ``ModuleList``/``Sequential`` that has children of its own, whose class
-repeats (in that container or another one, as in the stages of a ConvNeXt or Swin), and, for at
-least one of its repeats, returns a tensor with its input's shape. When blocks nest (a stage of blocks), the innermost ones are the blocks. Nothing
-here reads a class name of a particular library.
+Blocks are the module calls whose output is their input plus something computed from it, found
+by ``probe.model.trace`` in the discovery pass, wherever the module is held. Nothing here reads a
+class name of a particular library.
 """
 
 from __future__ import annotations
