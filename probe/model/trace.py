@@ -53,6 +53,7 @@ class _Info:
     tags: frozenset[tuple[int, Any]] = frozenset()
     paths: dict[int, _Path] = field(default_factory=dict)
     producer: nn.Module | None = None  # the outermost watched module whose output this is
+    opaque: bool = False  # computed from a tensor the trace never saw made (a scripted module's output)
 
 
 @dataclass
@@ -70,6 +71,13 @@ class Call:
     independent: bool = False  # its output was computed from nothing the model was fed (a position table)
     out_index: int = 0  # which floating-point tensor of its output continues the stream (a dict, a tuple)
     out_shape: tuple[int, ...] | None = None
+    # a norm-like call (one tensor in, parameters all vectors): the paths its input was on, which
+    # its output continues (a LayerNorm written as mean, variance and division in its own forward)
+    carry: dict[int, _Path] | None = None
+    carry_shape: tuple[int, ...] | None = None
+    refs: dict[Any, Any] = field(default_factory=dict)  # its inputs, by key (weak references)
+    start: int = 0  # op counts when it began and ended
+    end: int = 0
 
 
 def _tensors(tree: Any, out: list[Any] | None = None) -> list[Any]:
@@ -108,9 +116,10 @@ def _tracer_class() -> type:
     class Tracer(TorchFunctionMode):
         """See the module docstring: entered around one forward pass, with ``hooks`` on its modules."""
 
-        def __init__(self, watched: set[int]) -> None:
+        def __init__(self, watched: set[int], known: set[int]) -> None:
             super().__init__()
             self.watched = watched  # ids of the modules whose outputs are rows (branch ends)
+            self.known = known  # ids of the model's parameters and buffers: made before the pass
             self.calls: list[Call] = []
             self.stack: list[int] = []
             self.info: dict[int, _Info] = {}
@@ -119,6 +128,10 @@ def _tracer_class() -> type:
             # tensors an op took as they were beside a computed operand (a weight used as it is)
             self.direct: set[int] = set()
             self.root: int | None = None  # the model's own call
+            self.computed_adds = 0
+            # residual adds written inline (``x = x + f(x)`` in a forward that is no block's): the
+            # op span from the start of the call that read the stream to the add
+            self.inline: list[tuple[int, int]] = []
 
         # -- tensors --
         def _get(self, t: Any) -> _Info | None:
@@ -133,13 +146,21 @@ def _tracer_class() -> type:
 
         # -- module calls --
         def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
-            call = Call(len(self.calls), module, self.stack[-1] if self.stack else None)
+            call = Call(len(self.calls), module, self.stack[-1] if self.stack else None, start=self.ops)
             self.calls.append(call)
             outermost = not self.stack
             if outermost and self.root is None:
                 self.root = call.index
             self.stack.append(call.index)
-            for key, t in _keyed_inputs(args, kwargs):
+            keyed = _keyed_inputs(args, kwargs)
+            if len(keyed) == 1 and keyed[0][1].is_floating_point() and not outermost:
+                got = self._get(keyed[0][1])
+                if got is not None and got.paths and all(p.dim() <= 1 for p in module.parameters()):
+                    call.carry, call.carry_shape = dict(got.paths), tuple(keyed[0][1].shape)
+            for key, t in keyed:
+                call.refs[key] = weakref.ref(t)
+                if not outermost and self._get(t) is None and id(t) not in self.known:
+                    self._put(t).opaque = True  # made where the trace could not see (a scripted module)
                 if outermost and not t.is_floating_point():  # ids: what the outputs depend on
                     info = self._put(t)
                     info.tags = info.tags | {(call.index, key)}
@@ -157,9 +178,17 @@ def _tracer_class() -> type:
             if call.module is not module:  # a hook pair out of step (an exception inside): stop reading
                 self.failed = f"call stack out of step at {type(module).__name__}"
                 return
+            call.end = self.ops
             first = next((t for t in _tensors(output) if t.is_floating_point()), None)
             made = self._get(first) if first is not None else None
-            call.independent = made is not None and not any(tag[0] == self.root for tag in made.tags)
+            if call.carry and made is not None and first is not None and tuple(first.shape) == call.carry_shape:
+                for c in self.stack:
+                    p = call.carry.get(c)
+                    if p is not None and c not in made.paths:
+                        made.paths[c] = _Path(p.src, p.state, p.adds, True)
+            call.independent = (
+                made is not None and not made.opaque and not any(tag[0] == self.root for tag in made.tags)
+            )
             floats = [t for t in _tensors(output) if t.is_floating_point()]
             for index, t in enumerate(floats):
                 info = self._get(t)
@@ -168,6 +197,8 @@ def _tracer_class() -> type:
                     continue
                 if path.state == RESIDUAL and call.inputs.get(path.src) != tuple(t.shape):
                     continue
+                if path.state == PROJECTION and call.inputs.get(path.src) == tuple(t.shape):
+                    continue  # two branches summed at the input's shape (shared + routed experts): no block
                 call.kind, call.stream_key, call.adds = path.state, path.src, path.adds
                 call.out_index, call.out_shape = index, tuple(t.shape)
                 break
@@ -181,7 +212,7 @@ def _tracer_class() -> type:
             ins = _tensors((args, kwargs)) if self.stack and self.failed is None else None
             before = [self._get(t) for t in ins] if ins else []
             out = func(*args, **kwargs)
-            if ins and self.failed is None:
+            if ins is not None and self.failed is None:
                 try:
                     self._op(getattr(func, "__name__", ""), ins, before, out)
                 except Exception as exc:  # the record is lost, never the user's forward
@@ -194,11 +225,22 @@ def _tracer_class() -> type:
                 return
             self.ops += 1
             active = set(self.stack)
-            tags = frozenset(tag for info in before if info is not None for tag in info.tags if tag[0] in active)
+            # the calls running, and those finished whose input is still alive (a stream it may be added to)
+            tags = frozenset(
+                tag
+                for info in before
+                if info is not None
+                for tag in info.tags
+                if tag[0] in active or any(r() is not None for r in self.calls[tag[0]].refs.values())
+            )
+            opaque = any(
+                info.opaque if info is not None else id(t) not in self.known
+                for info, t in zip(before, ins, strict=True)
+            )
             if not tags:
                 for t in outs:  # computed from nothing a running call received: nothing to carry
                     got = self._put(t)
-                    got.tags, got.paths, got.producer = frozenset(), {}, None
+                    got.tags, got.paths, got.producer, got.opaque = frozenset(), {}, None, opaque
                 return
             for info, t in zip(before, ins, strict=True):
                 if info is None or not info.tags:
@@ -206,6 +248,10 @@ def _tracer_class() -> type:
             paths: list[dict[int, _Path]] = [{} for _ in outs]
             ends: dict[int, nn.Module | None] = {}
             is_add = name in _ADDS and len(ins) == 2
+            if is_add:
+                self._inline(ins, before, active)
+            if is_add and all(info is not None and any(tag[0] == self.root for tag in info.tags) for info in before):
+                self.computed_adds += 1  # both operands computed from what the model was fed
             for c in self.stack:
                 on = [(k, info.paths[c]) for k, info in enumerate(before) if info is not None and c in info.paths]
                 if is_add:
@@ -236,7 +282,22 @@ def _tracer_class() -> type:
                     self.calls[c].branch_ends.append(end)
             for t, each in zip(outs, paths, strict=True):
                 info = self._put(t)
-                info.tags, info.paths, info.producer = tags, each, producer
+                info.tags, info.paths, info.producer, info.opaque = tags, each, producer, opaque
+
+        def _inline(self, ins: list[Any], before: list[_Info | None], active: set[int]) -> None:
+            """Record ``a + b`` where ``b`` was computed by a finished call whose input is ``a``."""
+            starts = []
+            for k in (0, 1):
+                b = before[1 - k]
+                if b is None:
+                    continue
+                for d, key in b.tags:
+                    if d not in active:
+                        ref = self.calls[d].refs.get(key)
+                        if ref is not None and ref() is ins[k]:
+                            starts.append(self.calls[d].start)
+            if starts:
+                self.inline.append((min(starts), self.ops))
 
         def _add(self, c: int, ins: list[Any], before: list[_Info | None], on: list[tuple[int, _Path]]) -> Any:
             """The path of ``a + b`` for call ``c``, and the module that made the added branch."""
@@ -275,17 +336,23 @@ def _same_storage(a: Any, b: Any) -> bool:
         return False
 
 
-def tracer(watched: set[int]) -> Any:
+def tracer(model: nn.Module, watched: set[int]) -> Any:
     """A function mode that records the residual structure of what runs under it (``enter`` and
-    ``leave`` are called by the module hooks of ``hooks``)."""
-    return _tracer_class()(watched)
+    ``leave`` are called by the module hooks of ``hooks``); ``watched``: the ids of the modules
+    whose outputs are rows."""
+    known = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+    return _tracer_class()(watched, known)
 
 
 def hooks(model: nn.Module, trace: Any) -> list[Any]:
     """Pre- and post-forward hooks on every submodule (the model itself too: its calls are the
     outermost) that tell ``trace`` which module call runs; the caller removes them."""
+    import torch
+
     handles = []
     for module in model.modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            continue  # takes no hooks; what runs inside it is not seen either
 
         def pre(m: Any, args: Any, kwargs: Any) -> None:
             trace.enter(m, args, kwargs)
@@ -308,6 +375,7 @@ class Structure:
     branch_ends: set[int]  # ids of modules whose output a residual add added to a stream
     seen_ops: int
     independent: set[int]  # ids of modules whose every output was computed from nothing the model was fed
+    inline: set[int]  # ids of modules that ran in the branch of a residual add written inline
 
 
 def structure(trace: Any, root: nn.Module) -> Structure:
@@ -370,4 +438,9 @@ def structure(trace: Any, root: nn.Module) -> Structure:
     ends = {id(m) for c in chosen for m in c.branch_ends}
     dependent = {id(c.module) for c in calls if not c.independent}
     independent = {id(c.module) for c in calls if c.independent and c.module is not root} - dependent
-    return Structure(blocks, inside, ends, trace.ops, independent)
+    inline = {
+        id(c.module)
+        for c in calls
+        if c.module is not root and any(start <= c.start and c.end <= end for start, end in trace.inline)
+    }
+    return Structure(blocks, inside, ends, trace.ops, independent, inline)

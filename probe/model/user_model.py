@@ -367,9 +367,13 @@ def _discovery_pass(
         elif tuple(tensor.shape) != entry.shape:
             entry.other_shapes.add(tuple(tensor.shape))
 
-    tracer = trace.tracer(set(candidates))
+    tracer = trace.tracer(model, set(candidates))
     handles = trace.hooks(model, tracer)  # first: the trace's post-hook sees a call end before ours
-    handles += [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()]
+    handles += [
+        m.register_forward_hook(hook, with_kwargs=True)
+        for m in model.modules()
+        if not isinstance(m, torch.jit.ScriptModule)  # takes no hooks: not watched ("not called")
+    ]
     was_training = model.training
     model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
     try:
@@ -399,30 +403,35 @@ def _discovery_pass(
 
 def _structure(model: nn.Module, seen: dict[int, _Seen], tracer: Any) -> None:
     """Mark the blocks, what ran inside them and the branch ends (``trace.structure``). Where the
-    trace saw nothing (code that does not run through torch functions: a scripted model), the
-    repeated children of containers that keep their input's shape are the blocks (``roles.blocks``)."""
+    trace saw nothing (code that does not run through torch functions: a scripted model), or found
+    no block in a network that adds computed tensors (residual adds written inline in a loop over
+    sub-modules, a stream mixed by matrices), the repeated children of containers that keep their
+    input's shape are the blocks (``roles.blocks``), and what ran between a module reading the
+    stream and the inline add of its result is inside too."""
     from probe.model import roles, trace
 
-    if tracer.failed is None and tracer.ops > 0:
-        found = trace.structure(tracer, model)
+    found = trace.structure(tracer, model) if tracer.failed is None and tracer.ops > 0 else None
+    if found is not None and (found.blocks or not tracer.computed_adds):
         for key, entry in seen.items():
             call = found.blocks.get(key)
             if call is not None:
                 entry.block, entry.stream_key = call.kind or trace.RESIDUAL, call.stream_key
                 entry.output_index = call.out_index  # a dict or tuple: the stream's tensor
                 entry.shape = call.out_shape or entry.shape
-            entry.inside = key in found.inside
+            entry.inside = key in found.inside or key in found.inline
             entry.branch_end = key in found.branch_ends
             entry.independent = key in found.independent
         return
+    for key, entry in seen.items():
+        entry.independent = found is not None and key in found.independent
     by_qual = {e.qual: e for e in seen.values()}
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
     quals = roles.blocks(roles.block_candidates(model), ran)
     for q in quals:
         by_qual[q].block = trace.RESIDUAL if roles.keeps_shape(ran[q]) else trace.PROJECTION
         by_qual[q].stream_key = 0
-    for e in seen.values():
-        e.inside = any(e.qual.startswith(q + ".") for q in quals)
+    for key, e in seen.items():  # and what ran in the branch of an add written inline
+        e.inside = any(e.qual.startswith(q + ".") for q in quals) or (found is not None and key in found.inline)
 
 
 def _behaviour(seen: dict[int, _Seen], device: Any, dtype: Any) -> None:
