@@ -426,3 +426,51 @@ def test_an_activation_shared_by_layers_of_different_widths_is_not_watched() -> 
     assert any("1 (SiLU) not watched" in n and "8 and 16 units" in n for n in notes), notes
     report = probe.measure(model, (4,), batch_size=8, device="cpu")  # measured without a crash
     assert [x.name for x in report.layers] == ["0", "2", "4"]
+
+
+# ---- residual adds written inline ---------------------------------------------------------------
+
+
+class InlineResidualNet(nn.Module):
+    """A CNN whose blocks are its branches: ``x = relu(x + block(x))`` in the model's own forward,
+    the blocks a ModuleList of Sequential(conv, fused BN + ReLU, conv, BatchNorm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, D, 3, padding=1, bias=False), BatchNormAct(D))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(D, D, 3, padding=1, bias=False),
+                BatchNormAct(D),
+                nn.Conv2d(D, D, 3, padding=1, bias=False),
+                nn.BatchNorm2d(D),
+            )
+            for _ in range(3)
+        )
+        self.head = nn.Linear(D, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = F.relu(x + block(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_inline_residual_adds_make_their_branches_branch_rows() -> None:
+    rows = discover(InlineResidualNet(), InputSpec("shape", (3, 8, 8)))
+    # what ran between the module reading the stream and the add is the branch; a fused norm is
+    # never taken for a block, even where the container rule decides which rows are blocks
+    assert roles(rows, "blocks.0.0", "blocks.0.1", "blocks.0.2", "blocks.0.3") == ["branch", "norm", "branch", "norm"]
+    assert roles(rows, "stem.0", "stem.1", "head") == ["stream", "norm", "head"]
+    assert all(rows[f"blocks.{i}.{j}"].normalized for i in range(3) for j in (0, 2))
+
+
+def test_n01_weights_in_an_inline_residual_net_with_fused_norms_fail_weight_scale() -> None:
+    torch.manual_seed(0)
+    model = InlineResidualNet()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0.0, 1.0)
+    report = probe.measure(model, (3, 8, 8), batch_size=8, device="cpu")
+    assert [p.rule for p in report.problems if p.rule == "weight_scale"] == ["weight_scale"]

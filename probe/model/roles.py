@@ -280,6 +280,9 @@ class Consumers:
                     self.of.setdefault(made[0], []).append(qual)
                     break
         if output is not None:
-            made = self._made.get(id(output))
-            if claim or made is None or made[1]() is not output:
-                self._made[id(output)] = (qual, weakref.ref(output))
+            if not claim:  # where the tensor, or the tensor it views, has a maker, keep it
+                for t in (output, output._base):
+                    made = self._made.get(id(t)) if t is not None else None
+                    if made is not None and made[1]() is t:
+                        return
+            self._made[id(output)] = (qual, weakref.ref(output))

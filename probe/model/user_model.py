@@ -388,7 +388,6 @@ def _discovery_pass(
         model.train(was_training)
     for entry in seen.values():
         entry.consumers = consumers.of.get(entry.qual, [])
-    _structure(model, seen, tracer)
     for entry in seen.values():
         weight = _weight(entry.module) if entry.candidate else None
         entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct
@@ -398,6 +397,7 @@ def _discovery_pass(
             _behaviour(seen, device, dtype)
         finally:
             model.train(was_training)
+    _structure(model, seen, tracer)
     return seen
 
 
@@ -426,7 +426,10 @@ def _structure(model: nn.Module, seen: dict[int, _Seen], tracer: Any) -> None:
         entry.independent = found is not None and key in found.independent
     by_qual = {e.qual: e for e in seen.values()}
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
-    quals = roles.blocks(roles.block_candidates(model), ran)
+    # a module that normalizes (a fused BatchNorm + activation holding its activation) is no block
+    norms = {e.qual for e in seen.values() if e.norm}
+    groups = {k: [q for q in v if q not in norms] for k, v in roles.block_candidates(model).items()}
+    quals = roles.blocks({k: v for k, v in groups.items() if len(v) >= 2}, ran)
     for q in quals:
         by_qual[q].block = trace.RESIDUAL if roles.keeps_shape(ran[q]) else trace.PROJECTION
         by_qual[q].stream_key = 0
