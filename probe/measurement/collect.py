@@ -231,7 +231,7 @@ class Collector:
         if output.requires_grad and layer.scaled and y.dim() >= 1:
             sample_norms = sp.sample_norms(y)
         if layer.watched.residual:  # the input its output continues (a class-attention block's second)
-            k = layer.watched.stream_input
+            k = 0 if layer.watched.stream_input is None else layer.watched.stream_input  # spec blocks: 0
             x = inputs[k] if isinstance(k, int) and k < len(inputs) else None
             layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:

@@ -37,7 +37,7 @@ class Watched:
     normalized: bool = False
     # a residual add added its output to the stream: the last layer of a residual branch
     branch_end: bool = False
-    # a residual block's input that its output continues (a position or a keyword; None: not one)
+    # a residual block's input that its output continues (a position or a keyword; None: the first)
     stream_input: int | str | None = None
     # which floating-point tensor of its output the row measures (``output_tensor``): a block
     # returning a dict or tuple is measured on its stream
