@@ -474,3 +474,24 @@ def test_n01_weights_in_an_inline_residual_net_with_fused_norms_fail_weight_scal
                 m.weight.normal_(0.0, 1.0)
     report = probe.measure(model, (3, 8, 8), batch_size=8, device="cpu")
     assert [p.rule for p in report.problems if p.rule == "weight_scale"] == ["weight_scale"]
+
+
+class TraceShy(nn.Module):
+    """A forward that refuses to run under a torch function mode (as some compiled code may)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MLPBlock() for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch._C._is_torch_function_mode_enabled():
+            raise RuntimeError("not under a mode")
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_a_forward_that_fails_under_the_trace_is_discovered_without_it() -> None:
+    rows = discover(TraceShy(), InputSpec("shape", (D,)))
+    # the container rule decides: the repeated blocks that keep their input's shape
+    assert roles(rows, "blocks.0", "blocks.1", "blocks.0.up") == ["stream", "stream", "branch"]

@@ -355,10 +355,16 @@ def hooks(model: nn.Module, trace: Any) -> list[Any]:
             continue  # takes no hooks; what runs inside it is not seen either
 
         def pre(m: Any, args: Any, kwargs: Any) -> None:
-            trace.enter(m, args, kwargs)
+            try:
+                trace.enter(m, args, kwargs)
+            except Exception as exc:  # the record is lost, never the user's forward
+                trace.failed = f"{type(exc).__name__}: {exc}"
 
         def post(m: Any, args: Any, kwargs: Any, output: Any) -> None:
-            trace.leave(m, output)
+            try:
+                trace.leave(m, output)
+            except Exception as exc:
+                trace.failed = f"{type(exc).__name__}: {exc}"
 
         handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))

@@ -13,6 +13,7 @@ probe.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -369,25 +370,36 @@ def _discovery_pass(
         elif tuple(tensor.shape) != entry.shape:
             entry.other_shapes.add(tuple(tensor.shape))
 
-    tracer = trace.tracer(model, set(candidates))
-    handles = trace.hooks(model, tracer)  # first: the trace's post-hook sees a call end before ours
-    handles += [
-        m.register_forward_hook(hook, with_kwargs=True)
-        for m in model.modules()
-        if not isinstance(m, torch.jit.ScriptModule)  # takes no hooks: not watched ("not called")
-    ]
     was_training = model.training
-    model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
-    try:
-        # a factory may return a model already on a GPU or in float64: feed it there
-        device, dtype = placement(model)
-        batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
-        with torch.no_grad(), tracer:
-            model(*batch.args, **batch.kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    # a factory may return a model already on a GPU or in float64: feed it there
+    device, dtype = placement(model)
+    for traced in (True, False):  # a forward that fails only under the trace runs again without it
+        seen.clear()
+        consumers = roles.Consumers()
+        tracer = trace.tracer(model, set(candidates))
+        handles = trace.hooks(model, tracer) if traced else []  # first: the trace sees a call end before ours
+        handles += [
+            m.register_forward_hook(hook, with_kwargs=True)
+            for m in model.modules()
+            if not isinstance(m, torch.jit.ScriptModule)  # takes no hooks: not watched ("not called")
+        ]
+        model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
+        try:
+            batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
+            with torch.no_grad(), tracer if traced else contextlib.nullcontext():
+                model(*batch.args, **batch.kwargs)
+            if not traced:
+                tracer.failed = "the forward pass failed under the trace"
+            break
+        except BuildError:
+            raise
+        except Exception:
+            if not traced:
+                raise
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
     for entry in seen.values():
         entry.consumers = consumers.of.get(entry.qual, [])
     for entry in seen.values():
