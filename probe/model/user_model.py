@@ -333,13 +333,15 @@ def _discovery_pass(
     inputs: InputSpec,
     distribution: str,
     behaviour: bool = True,
+    retry: bool = True,
 ) -> dict[int, _Seen]:
     """One forward pass (eval mode, no gradients, DISCOVERY_BATCH samples) with a hook on every
     module: what ran, in which order, how often, on what input and with what output shape, and,
     from ``trace``, which modules are blocks, which ran inside one and which end a branch.
     ``behaviour``: then ask each candidate called on one tensor whether it normalizes its input
     and whether its output is blind to its weight's scale (``roles.acts_as_norm``,
-    ``roles.hides_weight_scale``)."""
+    ``roles.hides_weight_scale``). ``retry``: a forward that fails under the trace runs again
+    without it (the short passes' failures send discovery to the full length instead)."""
     import torch
 
     from probe.model import roles, trace
@@ -394,7 +396,7 @@ def _discovery_pass(
         except BuildError:
             raise
         except Exception:
-            if not traced:
+            if not traced or not retry:
                 raise
         finally:
             for h in handles:
@@ -505,6 +507,7 @@ def _short_passes(
                         replace(inputs, shape=(*inputs.shape[:-1], length)),
                         distribution,
                         behaviour=not runs,  # the behaviour tests once, on the shorter sequence
+                        retry=False,
                     )
                 )
             except Exception:
