@@ -4,7 +4,8 @@ A ``TorchFunctionMode`` entered around that one forward (never a process-wide pa
 torch function and tensor method it runs, and hooks on every module say which module calls are
 running. Each tensor made while a call runs carries:
 
-- its *tags*: which running calls' inputs it was computed from (``(call, input key)``);
+- its *tags*: which calls' inputs it was computed from (``(call, input key)``), for the calls
+  running and those finished whose input is still alive (a stream it may yet be added to);
 - its *paths*: for each running call, whether it is that call's input carried forward by adds
   and shape-keeping ops only (a *stream* path), and whether an add on the way added something
   computed from that same input (a *residual* add); or the sum of two computations of one input
@@ -14,10 +15,14 @@ A call whose output is on its residual path is a *residual call*: its output is 
 something computed from it, whatever the module's class, however it is held (a container, an
 attribute, a call in a loop), whichever of its inputs is the stream (a class-attention block
 ``blk(x, x_cls)`` returns ``x_cls`` plus a branch) and whether the add ran in place
-(``out += x``). ``blocks`` then picks, within each outermost residual call, the finest module
+(``out += x``). ``structure`` then picks, within each outermost residual call, the finest module
 class whose calls together hold every residual add of it (a stage of blocks: the blocks; a
 BERT layer, which holds a residual attention sub-module but also a second add of its own: the
 layer). The operand a residual add adds is a branch; the module that made it is a *branch end*.
+An add ``a + b`` where ``b`` was computed by a finished call whose input is ``a`` is a residual
+add written inline (``x = x + block(x)`` in a forward that is no block's): what ran from that
+call's start to the add is its branch. A call whose output depends on none of the model's own
+inputs (a position table) is *independent*.
 
 What the record cannot see: adds written as another op (``torch.sum`` of a stack, ``x - (-f)``),
 a residual whose stream goes through an op with a second computed operand, and code that does
