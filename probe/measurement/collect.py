@@ -47,7 +47,7 @@ from probe.measurement.attention import AttentionRecorder
 from probe.measurement.correlation import PENDING, correlation_record, fold, host_fold
 from probe.measurement.merge import SlotMoments, host_numbers, merge_host
 from probe.measurement.rows import Layer, to_stats
-from probe.model.network import Watched
+from probe.model.network import Watched, output_tensor
 from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
@@ -189,8 +189,8 @@ class Collector:
     def _forward(self, i: int, inputs: tuple[Any, ...], output: Any) -> None:
         import torch
 
-        if isinstance(output, (tuple, list)):  # LSTM, MultiheadAttention: measure the first tensor
-            output = next((t for t in output if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+        if not isinstance(output, torch.Tensor):  # LSTM, MultiheadAttention, a dict: the row's tensor
+            output = output_tensor(output, self.layers[i].watched.output_index)
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
             return
         if self.recomputing:  # the values were measured in the forward pass: the gradient's hook only
@@ -230,8 +230,9 @@ class Collector:
         sample_norms = None
         if output.requires_grad and layer.scaled and y.dim() >= 1:
             sample_norms = sp.sample_norms(y)
-        if layer.watched.residual:
-            x = inputs[0] if inputs else None
+        if layer.watched.residual:  # the input its output continues (a class-attention block's second)
+            k = 0 if layer.watched.stream_input is None else layer.watched.stream_input  # spec blocks: 0
+            x = inputs[k] if isinstance(k, int) and k < len(inputs) else None
             layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:
             output.register_hook(self._backward_hook(i, sample_norms))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +35,13 @@ class Watched:
     # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
     # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
     normalized: bool = False
+    # a residual add added its output to the stream: the last layer of a residual branch
+    branch_end: bool = False
+    # a residual block's input that its output continues (a position or a keyword; None: the first)
+    stream_input: int | str | None = None
+    # which floating-point tensor of its output the row measures (``output_tensor``): a block
+    # returning a dict or tuple is measured on its stream
+    output_index: int = 0
     # ``weight``'s fan-in (torch.nn.init's, on Conv1D's transposed layout) and element count, read
     # once here: a layer-by-layer run swaps the weight for its norm before the report is made
     fan_in: int | None = field(default=None, init=False)
@@ -47,6 +54,24 @@ class Watched:
 
             self.fan_in = fans(tuple(oriented(self.module, self.weight).shape))[0]
             self.weight_size = self.weight.numel()
+
+
+def output_tensor(output: Any, index: int = 0) -> torch.Tensor | None:
+    """The ``index``-th floating-point tensor of a module output (a tensor; tuples, lists and
+    dicts in order, nested), or None."""
+    import torch
+
+    found: list[torch.Tensor] = []
+
+    def walk(x: Any) -> bool:
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point():
+                found.append(x)
+            return len(found) > index
+        items = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else ()
+        return any(walk(item) for item in items)
+
+    return found[index] if walk(output) else None
 
 
 @dataclass

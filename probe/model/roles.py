@@ -1,22 +1,23 @@
-"""What each watched row is in the network: its role, found from the module tree and one forward pass.
+"""What each watched row is in the network: its role, found from what one forward pass runs.
 
 Roles (docs/verdicts.md explains each and the limits of the detection):
 
-- ``stream``: the signal path. In a residual network, the outputs of its repeated blocks (the
-  residual stream); in a plain chain, each layer. Vanishing, exploding and the gradient rules
-  judge these rows and the network output.
-- ``branch``: a module inside a block; its output is added to the stream, and may be small on
-  purpose (GPT-2's scaled projections, LayerScale, ReZero).
+- ``stream``: the signal path. In a residual network, the outputs of its blocks (the residual
+  stream); in a network without blocks, each layer before its head. Vanishing, exploding and the
+  gradient rules judge these rows and the network output.
+- ``branch``: a module that runs inside a block's call; its output, or what it feeds, is added to
+  the stream, and may be small on purpose (GPT-2's scaled projections, LayerScale, ReZero).
 - ``activation``: a parameter-free ``torch.nn`` activation module.
-- ``norm``: a leaf module whose own parameters are all vectors (a scale, a shift) and whose output
-  has its input's shape: LayerNorm, RMSNorm, BatchNorm, GroupNorm in any library.
-- ``embedding``: a module fed integer ids (a lookup table).
-- ``head``: a module that runs after the last block (a classifier, a pooler, an LM head).
+- ``norm``: a module that normalizes what it is fed (``acts_as_norm``: its output does not change
+  when its input is scaled): LayerNorm, RMSNorm, BatchNorm, GroupNorm, a fused BatchNorm +
+  activation, in any library.
+- ``embedding``: a table: a module fed integer ids, one with no tensor input, or one whose output
+  was computed from nothing the model was fed (a position table, an MLP on fixed coordinates).
+- ``head``: the layers that map to the output (``heads``).
 
-A *block* is a child of a ``ModuleList``/``Sequential`` that has children of its own, whose class
-repeats (in that container or another one, as in the stages of a ConvNeXt or Swin), and, for at
-least one of its repeats, returns a tensor with its input's shape. When blocks nest (a stage of blocks), the innermost ones are the blocks. Nothing
-here reads a class name of a particular library.
+Blocks are the module calls whose output is their input plus something computed from it, found
+by ``probe.model.trace`` in the discovery pass, wherever the module is held. Nothing here reads a
+class name of a particular library.
 """
 
 from __future__ import annotations
@@ -77,22 +78,54 @@ def keeps_shape(ran: Ran | None) -> bool:
     return ran is not None and ran.in_shape is not None and ran.in_shape == ran.out_shape
 
 
-def role(qual: str, module: nn.Module, ran: Ran, block_quals: Iterable[str], last_block_order: int | None) -> str:
-    """The role of one watched row (see the module docstring)."""
-    block_list = list(block_quals)
-    if qual in block_list:
+def role(
+    qual: str,
+    module: nn.Module,
+    ran: Ran,
+    *,
+    block: bool,
+    inside: bool,
+    norm: bool | None,
+    head: bool,
+    independent: bool = False,
+) -> str:
+    """The role of one watched row (see the module docstring): ``block``, ``inside`` (it ran
+    inside a block call) and ``norm`` (``acts_as_norm``; None: the test could not tell, and the
+    structural rule decides) from the discovery pass, ``head`` from ``heads``."""
+    if block:
         return "stream"
+    if independent or ran.int_input or ran.in_shape is None:
+        # a lookup, a parameter table, or a layer on input-independent data (a position table, an
+        # MLP on fixed relative coordinates): its output is not a function of the batch
+        return "embedding"
     if _is_activation(module):
         return "activation"
-    if ran.int_input or ran.in_shape is None:
-        return "embedding"  # a lookup or a parameter table: its output is not a function of the batch
-    if _is_norm(module, ran):
+    if norm if norm is not None else _is_norm(module, ran):
         return "norm"
-    if any(qual.startswith(b + ".") for b in block_list):
+    if inside:
         return "branch"
-    if last_block_order is not None and ran.order > last_block_order:
+    if head:
         return "head"
     return "stream"
+
+
+def heads(rows: list[tuple[str, Ran]], blocks: Iterable[str]) -> set[str]:
+    """The rows (``(qual, ran)`` in the order they finished) that map to the output: every row
+    that finishes after the last block; in a network without blocks, every row after the last
+    one that saw a tensor of three or more dimensions (an image, a sequence) where the sample is
+    one vector (after a global pooling or a flatten); and the last row in any network."""
+    if not rows:
+        return set()
+    block_set = set(blocks)
+    order = [q for q, _ in rows]
+    if block_set:
+        last = max(i for i, q in enumerate(order) if q in block_set)
+        out = set(order[last + 1 :])
+    else:
+        wide = [i for i, (_, r) in enumerate(rows) if max(len(r.in_shape or ()), len(r.out_shape or ())) >= 3]
+        out = set(order[wide[-1] + 1 :]) if wide else set()
+    out.add(order[-1])
+    return out
 
 
 def _is_activation(module: nn.Module) -> bool:
@@ -100,10 +133,107 @@ def _is_activation(module: nn.Module) -> bool:
 
 
 def _is_norm(module: nn.Module, ran: Ran) -> bool:
+    """The structural rule, where the behaviour test cannot run: a leaf whose own parameters are
+    all vectors and whose output has its input's shape."""
     own = list(module.parameters(recurse=False))
     if not own or any(p.dim() != 1 for p in own) or any(True for _ in module.children()):
         return False
     return keeps_shape(ran)
+
+
+# How close y(3 z) must be to y(z), relative to y's rms, for a module to be scale-invariant: a
+# norm's eps (1e-5 against a variance of order 1 on a random input) moves it by about 1e-5; a
+# module homogeneous of degree 1 (a ReLU, a linear map, a LayerScale) by 2, twice its output.
+INVARIANT = 1e-2
+
+
+def acts_as_norm(module: nn.Module, shape: tuple[int, ...], dtype: Any, device: Any) -> bool | None:
+    """Whether ``module`` normalizes what it is fed: its output on 3 z equals its output on z (z
+    standard normal of its input's shape), with every parameter set to 1 for the test (so an
+    affine that is zero at init, or a zero LayerScale, does not decide it), in train mode (BatchNorm
+    in eval is an affine of its running statistics) or else in eval mode (a dropout inside). Only asked of
+    modules whose parameters are all vectors (or none) and whose output has the input's shape.
+    Parameters, buffers, train flags and the random state are restored. None: it could not
+    run (meta tensors, an error)."""
+    import torch
+
+    params = list(module.parameters())
+    if any(p.is_meta for p in params) or any(b.is_meta for b in module.buffers()):
+        return None
+    saved_p = [p.detach().clone() for p in params]
+    saved_b = [b.detach().clone() for b in module.buffers()]
+    modes = [(m, m.training) for m in module.modules()]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    z = torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+    devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for p in params:
+                p.fill_(1.0)
+            for train in (True, False):
+                for m, _ in modes:
+                    m.training = train
+                one, three = _first(module(z)), _first(module(3 * z))
+                if one is None or three is None or one.shape != three.shape:
+                    return None
+                if _invariant(one, three):
+                    return True
+            return False
+    except Exception:
+        return None
+    finally:
+        with torch.no_grad():
+            for p, v in zip(params, saved_p, strict=True):
+                p.copy_(v)
+            for b, v in zip(module.buffers(), saved_b, strict=True):
+                b.copy_(v)
+        for m, flag in modes:
+            m.training = flag
+
+
+def hides_weight_scale(module: nn.Module, weight: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> bool:
+    """Whether the module's output is blind to its weight's scale (a weight-standardized
+    convolution): on one standard normal input of its input's shape, its output with its weight W
+    equals its output with 3 W (a weight of zeros, as a layer-by-layer discovery holds, is drawn
+    standard normal first). The weight is restored; False where it cannot run."""
+    import torch
+
+    if weight is None or weight.is_meta or not weight.is_floating_point():
+        return False
+    saved = weight.detach().clone()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    z = torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+    devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            if not bool(saved.any()):
+                weight.copy_(torch.randn(tuple(weight.shape), generator=gen).to(weight.device, weight.dtype))
+            one = _first(module(z))
+            weight.mul_(3)
+            three = _first(module(z))
+        return one is not None and three is not None and one.shape == three.shape and _invariant(one, three)
+    except Exception:
+        return False
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+def _first(output: Any) -> Any:
+    import torch
+    from torch.utils import _pytree as pytree
+
+    return next((t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
+
+
+def _invariant(one: Any, three: Any) -> bool:
+    import torch
+
+    one, three = one.double(), three.double()
+    scale = torch.linalg.vector_norm(one - one.mean())
+    if not bool(torch.isfinite(one).all()) or not bool(torch.isfinite(three).all()) or scale == 0:
+        return False
+    return bool(torch.linalg.vector_norm(three - one) <= INVARIANT * scale)
 
 
 def first_tensor(args: Any, kwargs: Mapping[str, Any]) -> Any:
@@ -138,7 +268,9 @@ class Consumers:
         self._made: dict[int, tuple[str, Any]] = {}
         self.of: dict[str, list[str]] = {}
 
-    def saw(self, qual: str, first_input: Any, output: Any) -> None:
+    def saw(self, qual: str, first_input: Any, output: Any, claim: bool = True) -> None:
+        """``claim=False`` (a module that is no row: a wrapper, a block without parameters of its
+        own) takes the output only where no module made it before (a wrapper returns its child's)."""
         import weakref
 
         if first_input is not None:
@@ -148,4 +280,9 @@ class Consumers:
                     self.of.setdefault(made[0], []).append(qual)
                     break
         if output is not None:
+            if not claim:  # where the tensor, or the tensor it views, has a maker, keep it
+                for t in (output, output._base):
+                    made = self._made.get(id(t)) if t is not None else None
+                    if made is not None and made[1]() is t:
+                        return
             self._made[id(output)] = (qual, weakref.ref(output))

@@ -4,13 +4,16 @@ The factory is called with ``model.kwargs``; the model keeps its own initializat
 spec's ``init`` says otherwise (``init.weight``/``init.bias`` written explicitly, or
 ``init.rules``). The layers to watch are found by one discovery pass (eval mode, no gradients,
 two samples; token ids: two passes on 5 and 7 tokens where they agree, see ``_short_passes``):
-every module with parameters of its own and every activation module that ran, named by
-qualified name, in the order they first ran. What cannot be watched is reported as a
-note instead of failing the probe.
+every module with parameters of its own, every activation module and every block that ran,
+named by qualified name, in the order they first ran. The same pass, traced
+(``probe.model.trace``), shows which module calls are blocks and what each row is
+(``probe.model.roles``). What cannot be watched is reported as a note instead of failing the
+probe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -220,16 +223,26 @@ class _Seen:
     in_shape: tuple[int, ...] | None = None
     int_input: bool = False
     consumers: list[str] = field(default_factory=list)  # modules whose first input was its output
+    candidate: bool = True  # a module that gets a row whatever the structure (False: only as a block)
+    block: int = 0  # trace.RESIDUAL or trace.PROJECTION where it is a block
+    stream_key: Any = None  # a residual block's input that its output continues (a position, a keyword)
+    inside: bool = False  # it ran inside a block's call
+    branch_end: bool = False  # a residual add added its output to the stream
+    single: tuple[int, ...] | None = None  # its first call's input shape, where it was called on one tensor
+    norm: bool | None = None  # roles.acts_as_norm (None: not asked or could not tell)
+    hides_weight: bool = False  # roles.hides_weight_scale
+    weight_direct: bool = True  # an op took its weight as it is, beside a computed operand
+    independent: bool = False  # its output was computed from nothing the model was fed (a position table)
+    output_index: int = 0  # which floating-point tensor of its output its row measures
+    other_shapes: set[tuple[int, ...]] = field(default_factory=set)  # later calls' output shapes, where not ``shape``
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
     """One forward pass to learn which candidate modules run and the shape of their outputs
     (token ids: two passes on short sequences where they show the same, see ``_short_passes``)."""
-    from probe.model import roles
+    from probe.model import roles, trace
 
-    groups = roles.block_candidates(model)
-    in_group = {q for members in groups.values() for q in members}
-    candidates = {id(m): (q, m) for q, m in model.named_modules() if q and (_is_candidate(m) or q in in_group)}
+    candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
     if _is_candidate(model) and (not candidates or any(True for _ in model.parameters(recurse=False))):
         # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
         candidates[id(model)] = (type(model).__name__, model)
@@ -246,22 +259,41 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     except BaseException as exc:
         raise user_code_error(exc, f"the forward pass of {type(model).__name__}") from None
 
-    ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
-    block_quals = roles.blocks(groups, ran)
-    last_block = ran[block_quals[-1]].order if block_quals else None
-    role_of = {e.qual: roles.role(e.qual, e.module, ran[e.qual], block_quals, last_block) for e in seen.values()}
+    rows = [e for e in sorted(seen.values(), key=lambda e: e.order) if e.candidate or e.block]
+    ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in rows}
+    block_quals = [e.qual for e in rows if e.block]
+    head = roles.heads([(e.qual, ran[e.qual]) for e in rows if e.shape is not None], block_quals)
+    role_of = {
+        e.qual: roles.role(
+            e.qual,
+            e.module,
+            ran[e.qual],
+            block=bool(e.block),
+            inside=e.inside,
+            norm=e.norm,
+            head=e.qual in head,
+            independent=e.independent,
+        )
+        for e in rows
+    }
     watched: list[Watched] = []
     notes: list[str] = []
-    for entry in sorted(seen.values(), key=lambda e: e.order):
-        if entry.qual in in_group and entry.qual not in block_quals and not _is_candidate(entry.module):
-            continue  # a repeated container that is not a block (a stage of blocks)
+    for entry in rows:
         if entry.shape is None:
             notes.append(f"{entry.qual} ({type(entry.module).__name__}) not watched: {entry.why_not}")
             continue
-        if entry.calls > 1:
-            notes.append(f"{entry.qual} runs {entry.calls} times per forward pass; its row pools every call")
         unit_dim = _unit_dim(entry.module, len(entry.shape))
         units = entry.shape[unit_dim] if entry.shape else 1
+        widths = {units, *(s[unit_dim] if len(s) == len(entry.shape) else -1 for s in entry.other_shapes)}
+        if len(widths) > 1:  # one activation module shared by layers of different widths
+            shown = " and ".join(str(w) if w >= 0 else "other ranks" for w in sorted(widths))
+            notes.append(
+                f"{entry.qual} ({type(entry.module).__name__}) not watched: its {entry.calls} calls per forward "
+                f"pass output {shown} units, which one row cannot pool"
+            )
+            continue
+        if entry.calls > 1:
+            notes.append(f"{entry.qual} runs {entry.calls} times per forward pass; its row pools every call")
         watched.append(
             Watched(
                 entry.qual,
@@ -276,9 +308,14 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 role=role_of[entry.qual],
                 # batch size 1 out of a batch of DISCOVERY_BATCH: one table row shared by every sample
                 broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
-                residual=entry.qual in block_quals and roles.keeps_shape(ran[entry.qual]),
-                # read by a normalization only once: a module called again may feed something else
-                normalized=entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers),
+                residual=entry.block == trace.RESIDUAL,
+                # read by a normalization only once (a module called again may feed something
+                # else), or blind to its own weight's scale (a weight-standardized convolution)
+                normalized=(entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers))
+                or entry.hides_weight,
+                branch_end=entry.branch_end,
+                stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
+                output_index=entry.output_index,
             )
         )
     never = [q for key, (q, _) in candidates.items() if key not in seen]
@@ -291,46 +328,148 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
 
 
 def _discovery_pass(
-    model: nn.Module, candidates: dict[int, tuple[str, Any]], inputs: InputSpec, distribution: str
+    model: nn.Module,
+    candidates: dict[int, tuple[str, Any]],
+    inputs: InputSpec,
+    distribution: str,
+    behaviour: bool = True,
+    retry: bool = True,
 ) -> dict[int, _Seen]:
     """One forward pass (eval mode, no gradients, DISCOVERY_BATCH samples) with a hook on every
-    candidate: what ran, in which order, how often, on what input and with what output shape."""
+    module: what ran, in which order, how often, on what input and with what output shape, and,
+    from ``trace``, which modules are blocks, which ran inside one and which end a branch.
+    ``behaviour``: then ask each candidate called on one tensor whether it normalizes its input
+    and whether its output is blind to its weight's scale (``roles.acts_as_norm``,
+    ``roles.hides_weight_scale``). ``retry``: a forward that fails under the trace runs again
+    without it (the short passes' failures send discovery to the full length instead)."""
     import torch
 
-    from probe.model import roles
+    from probe.model import roles, trace
 
     seen: dict[int, _Seen] = {}
     consumers = roles.Consumers()
+    names = {id(m): q for q, m in model.named_modules() if q}
+    names.update({key: q for key, (q, _) in candidates.items()})
 
     def hook(module: Any, args: Any, kwargs: Any, output: Any) -> None:
-        entry = seen.get(id(module))
+        key = id(module)
+        entry = seen.get(key)
         if entry is None:
-            entry = seen[id(module)] = _Seen(candidates[id(module)][0], module, len(seen))
+            if key not in names:
+                return  # the model itself, not a candidate
+            entry = seen[key] = _Seen(names[key], module, len(seen), candidate=key in candidates)
             entry.in_shape, entry.int_input = roles.first_tensor_shape(args, kwargs)
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            if len(tensors) == 1 and len(args) == 1 and tensors[0].is_floating_point():
+                entry.single = tuple(tensors[0].shape)
         entry.calls += 1
         tensor = first_float_tensor(output)
-        consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor)
+        consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor, claim=entry.candidate)
         if tensor is None:
             entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
         elif entry.shape is None:
             entry.shape = tuple(tensor.shape)
+        elif tuple(tensor.shape) != entry.shape:
+            entry.other_shapes.add(tuple(tensor.shape))
 
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for _, m in candidates.values()]
     was_training = model.training
-    model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
-    try:
-        # a factory may return a model already on a GPU or in float64: feed it there
-        device, dtype = placement(model)
-        batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
-        with torch.no_grad():
-            model(*batch.args, **batch.kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    # a factory may return a model already on a GPU or in float64: feed it there
+    device, dtype = placement(model)
+    for traced in (True, False):  # a forward that fails only under the trace runs again without it
+        seen.clear()
+        consumers = roles.Consumers()
+        tracer = trace.tracer(model, set(candidates))
+        handles = trace.hooks(model, tracer) if traced else []  # first: the trace sees a call end before ours
+        handles += [
+            m.register_forward_hook(hook, with_kwargs=True)
+            for m in model.modules()
+            if not isinstance(m, torch.jit.ScriptModule)  # takes no hooks: not watched ("not called")
+        ]
+        model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
+        try:
+            batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
+            with torch.no_grad(), tracer if traced else contextlib.nullcontext():
+                model(*batch.args, **batch.kwargs)
+            if not traced:
+                tracer.failed = "the forward pass failed under the trace"
+            break
+        except BuildError:
+            raise
+        except Exception:
+            if not traced or not retry:
+                raise
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
     for entry in seen.values():
         entry.consumers = consumers.of.get(entry.qual, [])
+    for entry in seen.values():
+        weight = _weight(entry.module) if entry.candidate else None
+        entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct
+    if behaviour:
+        model.eval()
+        try:
+            _behaviour(seen, device, dtype)
+        finally:
+            model.train(was_training)
+    _structure(model, seen, tracer)
     return seen
+
+
+def _structure(model: nn.Module, seen: dict[int, _Seen], tracer: Any) -> None:
+    """Mark the blocks, what ran inside them and the branch ends (``trace.structure``). Where the
+    trace saw nothing (code that does not run through torch functions: a scripted model), or found
+    no block in a network that adds computed tensors (residual adds written inline in a loop over
+    sub-modules, a stream mixed by matrices), the repeated children of containers that keep their
+    input's shape are the blocks (``roles.blocks``), and what ran between a module reading the
+    stream and the inline add of its result is inside too."""
+    from probe.model import roles, trace
+
+    found = trace.structure(tracer, model) if tracer.failed is None and tracer.ops > 0 else None
+    if found is not None and (found.blocks or not tracer.computed_adds):
+        for key, entry in seen.items():
+            call = found.blocks.get(key)
+            if call is not None:
+                entry.block, entry.stream_key = call.kind or trace.RESIDUAL, call.stream_key
+                entry.output_index = call.out_index  # a dict or tuple: the stream's tensor
+                entry.shape = call.out_shape or entry.shape
+            entry.inside = key in found.inside or key in found.inline
+            entry.branch_end = key in found.branch_ends
+            entry.independent = key in found.independent
+        return
+    for key, entry in seen.items():
+        entry.independent = found is not None and key in found.independent
+    by_qual = {e.qual: e for e in seen.values()}
+    ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
+    # a module that normalizes (a fused BatchNorm + activation holding its activation) is no block
+    norms = {e.qual for e in seen.values() if e.norm}
+    groups = {k: [q for q in v if q not in norms] for k, v in roles.block_candidates(model).items()}
+    quals = roles.blocks({k: v for k, v in groups.items() if len(v) >= 2}, ran)
+    for q in quals:
+        by_qual[q].block = trace.RESIDUAL if roles.keeps_shape(ran[q]) else trace.PROJECTION
+        by_qual[q].stream_key = 0
+    for key, e in seen.items():  # and what ran in the branch of an add written inline
+        e.inside = any(e.qual.startswith(q + ".") for q in quals) or (found is not None and key in found.inline)
+
+
+def _behaviour(seen: dict[int, _Seen], device: Any, dtype: Any) -> None:
+    """``roles.acts_as_norm`` for the candidates whose parameters are all vectors and whose
+    output has their input's shape; ``roles.hides_weight_scale`` for those whose weight no op
+    took as it is (a weight used as it is beside the input shows its scale in the output; asking
+    only the others keeps the test's forwards off every plain linear and convolution)."""
+    from probe.model import roles
+
+    for entry in seen.values():
+        if not entry.candidate or entry.single is None or entry.int_input:
+            continue
+        module = entry.module
+        params = list(module.parameters())
+        if params and all(p.dim() <= 1 for p in params) and entry.shape == entry.single:
+            entry.norm = roles.acts_as_norm(module, entry.single, dtype, device)
+        weight = _weight(module)
+        if weight is not None and weight.dim() >= 2 and not entry.weight_direct:
+            entry.hides_weight = roles.hides_weight_scale(module, weight, entry.single, dtype, device)
 
 
 # Token ids of a longer sequence are discovered on these two lengths first (see _short_passes).
@@ -357,18 +496,23 @@ def _short_passes(
         return None
     if any(isinstance(m, LazyModuleMixin) for m in model.modules()):
         return None
-    runs = []
+    runs: list[dict[int, _Seen]] = []
     with _attributes_kept(model):
         for length in SHORT_LENGTHS:
             try:
                 runs.append(
                     _discovery_pass(
-                        model, candidates, replace(inputs, shape=(*inputs.shape[:-1], length)), distribution
+                        model,
+                        candidates,
+                        replace(inputs, shape=(*inputs.shape[:-1], length)),
+                        distribution,
+                        behaviour=not runs,  # the behaviour tests once, on the shorter sequence
+                        retry=False,
                     )
                 )
             except Exception:
                 return None
-    if any(len(run) != len(candidates) for run in runs):
+    if any(sum(e.candidate for e in run.values()) != len(candidates) for run in runs):
         return None  # a module did not run on a short sequence: it may on the full one
     return _at_length(runs[0], runs[1], inputs.shape[-1])
 
@@ -384,6 +528,14 @@ def _at_length(a: dict[int, _Seen], b: dict[int, _Seen], full: int) -> dict[int,
         y = b[key]
         if (x.order, x.calls, x.why_not, x.int_input) != (y.order, y.calls, y.why_not, y.int_input):
             return None
+        if (x.block, x.stream_key, x.inside, x.branch_end, x.independent) != (
+            y.block,
+            y.stream_key,
+            y.inside,
+            y.branch_end,
+            y.independent,
+        ):
+            return None  # the structure seen on one length is not the other's
         shapes: list[tuple[int, ...] | None] = []
         for sx, sy in ((x.shape, y.shape), (x.in_shape, y.in_shape)):
             if sx is None or sy is None:
