@@ -14,9 +14,9 @@ from common import Result, interleaved_ratio
 
 from probe import spec as spec_mod
 from probe.measurement.run import _probe
+from probe.model.discovery import discover
 from probe.model.inputs import data_stream, next_batch
 from probe.model.network import Built
-from probe.model.user_model import discover
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

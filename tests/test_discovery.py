@@ -1,4 +1,4 @@
-"""Discovery of token models on two short sequences (``user_model._short_passes``): the rows are
+"""Discovery of token models on two short sequences (``discovery._short_passes``): the rows are
 those a pass on the full sequence finds, or the full pass runs. Each model here is discovered
 both ways and the rows compared; the lengths its forward saw tell which way was taken."""
 
@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from probe.errors import ForwardError
-from probe.model import user_model
+from probe.model import discovery
 from probe.model.inputs import InputSpec
 
 torch.set_num_threads(1)
 
 T, H, VOCAB = 32, 8, 50
 TOKENS = InputSpec("tokens", (T,), vocab_size=VOCAB)
-SHORT = list(user_model.SHORT_LENGTHS)
+SHORT = list(discovery.SHORT_LENGTHS)
 
 
 def rows(model: nn.Module, inputs: InputSpec = TOKENS) -> tuple[list[tuple[Any, ...]], list[str], list[int]]:
@@ -26,7 +26,7 @@ def rows(model: nn.Module, inputs: InputSpec = TOKENS) -> tuple[list[tuple[Any, 
     lengths: list[int] = []
     handle = model.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[-1]))
     try:
-        watched, notes = user_model.discover(model, inputs, "normal")
+        watched, notes = discovery.discover(model, inputs, "normal")
     finally:
         handle.remove()
     fields = [
@@ -50,7 +50,7 @@ def rows(model: nn.Module, inputs: InputSpec = TOKENS) -> tuple[list[tuple[Any, 
 
 def full_rows(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[Any, ...]], list[str]]:
     with monkeypatch.context() as m:
-        m.setattr(user_model, "_short_passes", lambda *args: None)
+        m.setattr(discovery, "_short_passes", lambda *args: None)
         found, notes, lengths = rows(model)
     assert lengths == [T]
     return found, notes
@@ -262,10 +262,10 @@ def test_transformers_models_are_discovered_on_two_short_sequences(kind: str, mo
     model.register_forward_pre_hook(
         lambda m, args, kwargs: calls.append(kwargs["input_ids"].shape[-1]), with_kwargs=True
     )
-    short = user_model.discover(model, inputs, "normal")
+    short = discovery.discover(model, inputs, "normal")
     with monkeypatch.context() as m:
-        m.setattr(user_model, "_short_passes", lambda *args: None)
-        full = user_model.discover(model, inputs, "normal")
+        m.setattr(discovery, "_short_passes", lambda *args: None)
+        full = discovery.discover(model, inputs, "normal")
     assert calls == [*SHORT, T]
     fields = [
         [(w.name, w.units, w.unit_dim, w.module_type, w.role, w.broadcast, w.residual) for w in found[0]]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import probe
-from probe.model import user_model
+from probe.model import discovery
 from probe.model.inputs import InputSpec
 from probe.model.network import Watched
 
@@ -26,7 +26,7 @@ D = 8
 
 def discover(model: nn.Module, inputs: InputSpec) -> dict[str, Watched]:
     torch.manual_seed(0)
-    watched, _ = user_model.discover(model, inputs, "normal")
+    watched, _ = discovery.discover(model, inputs, "normal")
     return {w.name: w for w in watched}
 
 
@@ -421,7 +421,7 @@ def test_rows_computed_from_no_input_are_tables() -> None:
 def test_an_activation_shared_by_layers_of_different_widths_is_not_watched() -> None:
     act = nn.SiLU()
     model = nn.Sequential(nn.Linear(4, 8), act, nn.Linear(8, 16), act, nn.Linear(16, 2))
-    watched, notes = user_model.discover(model, InputSpec("shape", (4,)), "normal")
+    watched, notes = discovery.discover(model, InputSpec("shape", (4,)), "normal")
     assert [w.name for w in watched] == ["0", "2", "4"]
     assert any("1 (SiLU) not watched" in n and "8 and 16 units" in n for n in notes), notes
     report = probe.measure(model, (4,), batch_size=8, device="cpu")  # measured without a crash

@@ -45,7 +45,8 @@ def test_cli_refuses_before_running_with_exit_3() -> None:
     assert CliRunner().invoke(app, ["compare", "he:relu", "--max-memory", "-1"]).exit_code == 2
 
 
-def test_small_networks_run_single_threaded_and_restore_the_count() -> None:
+def test_small_networks_run_single_threaded_and_restore_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set, torch's count is left as it is
     assert threads.threads_for(_spec()) == 1
     assert (
         threads.threads_for(spec_mod.parse({"model": {"depth": 50, "width": 1024}, "data": {"batch_size": 1024}}))

@@ -253,7 +253,7 @@ def as_found(model: nn.Module, device: torch.device) -> Iterator[None]:
     hooks are removed by the code that adds them, in ``finally`` blocks."""
     import torch
 
-    from probe.model.user_model import module_modes, restore_modes
+    from probe.model.discovery import module_modes, restore_modes
 
     modes = module_modes(model)
     grads = [(p, p.grad) for p in model.parameters()]

@@ -223,7 +223,7 @@ class _Runner:
     def discover(self, spec: Spec) -> tuple[list[Watched], list[str]]:
         import torch
 
-        from probe.model import user_model
+        from probe.model import discovery
 
         inputs = self.meta.inputs
         assert inputs is not None  # a user or transformers model's
@@ -235,7 +235,7 @@ class _Runner:
         try:
             with self.swapped():
                 on_device: Any = _OnDevice(self.meta.model, self.device, self.dtype)
-                return user_model.discover(on_device, inputs, "normal")
+                return discovery.discover(on_device, inputs, "normal")
         finally:
             self.zeros = False
 
@@ -334,7 +334,7 @@ class _Runner:
 
 
 def _weight_name(w: Watched) -> str | None:
-    """The name of the row's weight in its module (``user_model._weight``'s choice): the tensor
+    """The name of the row's weight in its module (``discovery._weight``'s choice): the tensor
     itself is replaced each time the block is materialized."""
     if w.weight is None:
         return None

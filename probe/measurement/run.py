@@ -12,9 +12,9 @@ from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized
+from probe.model.discovery import module_modes, restore_modes
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.network import Built, placement
-from probe.model.user_model import module_modes, restore_modes
 from probe.records import AttentionStats, LayerStats, Stats
 from probe.spec import Spec
 

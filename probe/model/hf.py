@@ -9,7 +9,7 @@ Inputs come from the config: token ids below ``vocab_size`` (``model.seq_len`` o
 all-ones attention mask) for text models, pixel values of ``num_channels`` x ``image_size`` for
 vision models. The measured output is the base model's last hidden state (``HiddenState``), so
 the backward pass starts from it, as it would under any head. The rows are found by the user
-model's discovery pass (``user_model.discover``).
+model's discovery pass (``discovery.discover``).
 
 For the probe, dropout probabilities in the config are set to 0 (a note says which) unless
 ``model.kwargs`` sets them, and ``use_cache`` is off: a random mask would blur the statistics,
@@ -158,7 +158,7 @@ def make_model(config: Any) -> nn.Module:
 def plan(spec: Spec) -> Plan:
     """``build``'s plan for a transformers model: the library's model and init (its constructor),
     ``init.weight``/``init.bias`` (if given) and ``init.rules``, then discovery of its rows."""
-    from probe.model import init_rules, user_model
+    from probe.model import discovery, init_rules
 
     config, notes = load_config(spec)
     model = make_model(config)
@@ -171,7 +171,7 @@ def plan(spec: Spec) -> Plan:
     steps += init_rules.rule_fills(model, spec.init.rules, ctx, None, log)
 
     def finish() -> Built:
-        watched, found = user_model.discover(model, inputs, spec.data.distribution)
+        watched, found = discovery.discover(model, inputs, spec.data.distribution)
         for w in watched:
             w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
         return Built(model, watched, inputs, notes + found, init_log=log)
