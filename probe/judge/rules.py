@@ -38,6 +38,13 @@ SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # 0.98 cosine, one-hot attention, nan)
 NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale")
+# dead_units is an error from this fraction of a signal-path layer's units on: a layer with every
+# unit dead cuts the path (nothing below it ever receives gradient); with fewer dead it is a
+# narrower layer. Measured (benchmarks/backward_mechanisms.py, ReLU MLPs with a negative bias
+# shift): 0.85 dead trains (0.72 of the default's gain), 0.97-1.0 does not learn at all. As a
+# multiple of gate.max_dead_units (0.25 -> 0.9), so a stricter gate is stricter on errors too
+DEAD_CUT = 0.9
+DEAD_ERROR = DEAD_CUT / 0.25
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
@@ -99,6 +106,8 @@ def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
     threshold = float(getattr(gate, check.key))
     if rule in NO_MARGIN:
         return threshold
+    if rule == "dead_units":
+        return min(1.0, threshold * DEAD_ERROR)
     if check.fraction:
         return min(1.0, threshold * FRACTION_ERROR)
     margin = SLOW_MARGIN.get(gate.optimizer, SLOW_MARGIN["any"]) if rule in SLOW_RULES else HAIR
