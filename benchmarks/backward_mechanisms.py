@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import probe  # noqa: E402
-from benchmarks.trainability import BATCH, LR, WEIGHT_DECAY, ImageTask, baseline_loss  # noqa: E402
+from benchmarks.trainability import LR, WEIGHT_DECAY, ImageTask, baseline_loss  # noqa: E402
 from tests import mechanism_models as mm  # noqa: E402
 
 JSON_PATH = REPO / "benchmarks" / "backward_mechanisms.json"

@@ -5,6 +5,8 @@ tests (tests/test_mechanisms_backward.py) and the training runs that back the ru
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -176,7 +178,7 @@ def mlp(widths: list[int], bias_shift: float = 0.0, zero: bool = False, std: flo
     pre-activation is negative for every input die); ``zero``: every weight and bias 0; ``std``:
     N(0, std^2) weights and zero biases."""
     layers: list[nn.Module] = [nn.Flatten()]
-    pairs = list(zip(widths[:-1], widths[1:], strict=True))
+    pairs = list(itertools.pairwise(widths))
     for i, (a, b) in enumerate(pairs):
         lin = nn.Linear(a, b)
         if std is not None:
