@@ -180,14 +180,15 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
 
     - vanishing: a row at or after a mover (``movers``) is small because the mover is; its own
       exactly-zero output is not judged.
-    - gradient_vanishing / gradient_exploding: a row before a mover gets its gradient through it:
-      exactly 0 (a zero weight) is not judged, small is slower, not stuck.
+    - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
+      weight) is not judged, small is slower, not stuck. (Not gradient_exploding: exploding
+      gradients make every relative gradient large, which is that problem, not a small layer.)
     - symmetry: a weight behind a zero-initialized layer has gradient rows all 0 at step 0 (alike
       until that layer moves): not judged.
     - dead_units: a unit inside a residual block's branch or gate cuts that branch only; the skip
       carries the gradient on (squeeze-and-excitation's ReLU on pooled features).
     """
-    if rule in ("vanishing", "gradient_vanishing", "gradient_exploding"):
+    if rule in ("vanishing", "gradient_vanishing"):
         moving = movers(report, gate)
         if not moving:
             return set(), set(), ""

@@ -145,11 +145,11 @@ def tie_sums(rows: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
 def own_parameters(w: Watched, scales: bool = False) -> list[torch.Tensor]:
     """The parameters a row's units are made of: its watched weight and its module's own (not its
     children's) parameters: a bias, a LayerScale's gamma, a block's scalar gain. ``scales``: only
-    those that multiply (not a ``bias``, torch's name for an added parameter: a zero bias blocks
-    nothing)."""
+    those that multiply (not one named ``bias``, torch's name for an added parameter, in any of
+    its forms: a zero bias blocks nothing)."""
     params = [w.weight] if w.weight is not None else []
     for name, p in w.module.named_parameters(recurse=False):
-        if scales and name == "bias":
+        if scales and "bias" in name:  # bias, an LSTM's bias_ih_l0, attention's in_proj_bias
             continue
         if p.requires_grad and all(p is not q for q in params):
             params.append(p)
