@@ -55,6 +55,8 @@ def position_norms(y: torch.Tensor, unit_dim: int) -> torch.Tensor:
     is the first dimension; positions are every other dimension but the units': tokens, pixels)."""
     import torch
 
+    if y.dim() < 2:  # one number per sample: its own norm
+        return y.abs().reshape(-1, 1)
     return torch.linalg.vector_norm(y, dim=unit_dim).reshape(y.shape[0], -1)
 
 
