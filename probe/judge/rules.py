@@ -14,8 +14,14 @@ Severity (docs/verdicts.md has the training evidence): a broken threshold is an 
 the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
 factor of 2 for scales ("a hair" past), 1.5x the threshold for fractions, and for the rules of
 what Adam absorbs and SGD suffers (vanishing, gradient_vanishing) 2 decades, tightened to a
-factor of 2 by ``gate.optimizer: sgd`` and relaxed to 4 decades by ``adam``. Non-finite values
-are always errors. The gate fails on errors (``gate.fail_on: warning``: on warnings too).
+factor of 2 by ``gate.optimizer: sgd`` and relaxed to 4 decades by ``adam``; dead_units is an
+error from ``DEAD_ERROR`` times its threshold (a layer cut, not narrowed). Non-finite values are
+always errors. The gate fails on errors (``gate.fail_on: warning``: on warnings too).
+
+What a mechanism explains (``explained``) is not judged or is at most a warning: rows behind a
+zero-initialized or small layer that the first steps move (``movers``: vanishing and
+gradient_vanishing), weights whose gradient that layer blocks at step 0 (symmetry), dead units
+inside a residual block's branch or gate (dead_units). Issue 18; docs/verdicts.md.
 """
 
 from __future__ import annotations
