@@ -461,7 +461,10 @@ def zero_layers(report: Stats) -> tuple[Problem, ...]:
     blocked = [x for x in report.layers if x.gradient_blocked and x.index < last]
     msg = f"{len(zero)} zero-initialized layer(s) ({zero[0].name}{', ...' if len(zero) > 1 else ''}): their weight gradient is not 0, so the first step moves them"
     if blocked:
-        msg += f"; {len(blocked)} row(s) behind them receive exactly 0 gradient at step 0 (first {blocked[0].name})"
+        msg += (
+            f"; gradient blocked by a zero-initialized layer that will move: {len(blocked)} row(s) behind them "
+            f"receive exactly 0 gradient at step 0 (first {blocked[0].name})"
+        )
     return (Problem("zero_layer", zero[0].name, 0.0, 0.0, msg + "; by design, not a failure", "", "note"),)
 
 
