@@ -184,8 +184,8 @@ def _inside_blocks(report: Stats) -> set[str]:
 def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[set[str], set[str], str]:
     """For ``rule``: the rows not judged, the rows whose problem is at most a warning, and why.
 
-    - vanishing: a row at or after a mover (``movers``) is small because the mover is; its own
-      exactly-zero output is not judged.
+    - vanishing: a mover's (``movers``) own output is small by design: at most a warning, not
+      judged when exactly 0.
     - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
       weight) is not judged, small is slower, not stuck. (Not gradient_exploding: exploding
       gradients make every relative gradient large, which is that problem, not a small layer.)
@@ -198,12 +198,14 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
         moving = movers(report, gate)
         if not moving:
             return set(), set(), ""
-        first, last = min(x.index for x in moving), max(x.index for x in moving)
+        last = max(x.index for x in moving)
         names = ", ".join(x.name for x in moving[:3]) + (f" and {len(moving) - 3} more" if len(moving) > 3 else "")
         why = f"small by design behind a layer the first steps move ({names})"
         if rule == "vanishing":
-            zero = {x.name for x in moving if x.zero_moving}
-            return zero, {x.name for x in report.layers if x.index >= first}, why
+            # the mover's own output only: what follows it is the stream (a skip adds the mover's
+            # output to it); a signal that fades after a zero layer that does not move (an all-zero
+            # block is a saddle) is vanishing
+            return {x.name for x in moving if x.zero_moving}, {x.name for x in moving}, why
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
         # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
         blocked |= {x.name for x in moving if x.zero_moving}
