@@ -46,11 +46,11 @@ def _dead(y: torch.Tensor, weight_grads: list[torch.Tensor], bias_grads: list[to
 
 
 def _tie_spread(rows_per_batch: list[torch.Tensor]) -> float:
-    """sqrt(sum over batches of the across-unit sum of squares / the total sum of squares) of
-    (units, rest) matrices: 0 when every unit's row is the same."""
-    across = sum(float(((r - r.mean(0)) ** 2).sum()) for r in rows_per_batch)
+    """sqrt(sum of squared differences of each unit's row from the first unit's / twice the total
+    sum of squares) of (units, rest) matrices: 0 when every unit's row is the same."""
+    across = sum(float(((r - r[:1]) ** 2).sum()) for r in rows_per_batch)
     total = sum(float(((r - r.mean()) ** 2).sum()) for r in rows_per_batch)
-    return math.sqrt(across / total) if total > 0 else 0.0
+    return math.sqrt(across / (2 * total)) if total > 0 else 0.0
 
 
 def _mean_cosine(batches: list[torch.Tensor]) -> float | None:
@@ -151,8 +151,8 @@ class ReferenceCollector:
                     weight_grad_norm=math.sqrt(sum(float(g.pow(2).sum()) for g in wg) / len(wg)) if wg else None,
                     weight_grad_std=torch.cat([g.reshape(-1) for g in wg]).std().item() if wg else None,
                     correlation=_mean_cosine(self.outputs[i]),
-                    # units tied when their weight rows and their weight-gradient rows are alike
-                    tied_spread=max(_tie_spread([w.weight.detach().double()]), _tie_spread(wg))
+                    # units tied when their weight rows and their (first batch's) weight-gradient rows are alike
+                    tied_spread=max(_tie_spread([w.weight.detach().double()]), _tie_spread(wg[:1]))
                     if wg and w.weight is not None and w.units > 1
                     else None,
                 )

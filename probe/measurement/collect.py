@@ -240,7 +240,8 @@ class Collector:
             layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:
             output.register_hook(self._backward_hook(i, position_norms, unit_dim))
-            self._watch_input(layer, inputs, output, unit_dim, other_dims)
+            if not self.backward_done:  # the first batch tells (signal_path.add_unit_gradients)
+                self._watch_input(layer, inputs, output, unit_dim, other_dims)
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
     def _saturated(
@@ -329,6 +330,8 @@ class Collector:
         units of an output are its last dimension (channels for a 4-D image-shaped output)."""
         import torch
 
+        if not self.layers or not self.layers[-1].scaled:
+            return  # the gradient rules read the per-value gradient std (a spec MLP): no reference needed
         if self.output_sums.numel() != len(outputs):  # first batch: one sum per output
             self.output_sums = torch.zeros(len(outputs), dtype=self.acc_dtype, device=self.device)
         for k, (y, r) in enumerate(zip(outputs, directions, strict=True)):
@@ -345,7 +348,7 @@ class Collector:
         self.backward_done = True
         base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):
-            if layer.has_own and self.weight_grad_part is None:  # (a sharded run: not measured)
+            if layer.has_own and not layer.units_done and self.weight_grad_part is None:  # (sharded: not measured)
                 sp.add_unit_gradients(layer, self.acc_dtype)
             p = layer.watched.weight
             if p is None or p.grad is None:

@@ -44,6 +44,7 @@ class Layer:
         self.weight_ties: torch.Tensor | None = None
         self.own: torch.Tensor | None = None  # [||grad|| of parameters exactly 0, largest ||grad|| / ||p||]
         self.has_own = bool(sp.own_parameters(w))  # a row without parameters: its input's gradient decides
+        self.units_done = False  # the first backward's unit statistics are in (add_unit_gradients)
 
     def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
         dims = self.dims.get(ndim)
@@ -91,6 +92,8 @@ def to_stats(
     weight_grad_norm = math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None
     g_sq = m2[g] + count[g] * mean[g] * mean[g]  # every gradient value exactly 0: blocked downstream
     units_known = dict(unit_fields or {})  # the backward's dead units replace the forward's zeros
+    if "own" in units_known:
+        units_known.update(sp.moving_fields(units_known.pop("own"), weight_grad_norm, weight_norm))
     forward_dead = (units - ever_nonzero) / units if units else 0.0
     return LayerStats(
         name=w.name,

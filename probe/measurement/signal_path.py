@@ -133,15 +133,15 @@ def unit_rows(module: Any, t: torch.Tensor, units: int) -> torch.Tensor | None:
 
 
 def tie_sums(rows: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
-    """[sum of squared deviations across units (from each column's mean), total sum of squared
-    deviations]: 0 and 0 when every row is the same (tied units), about equal when rows differ."""
+    """[sum of squared differences of every unit's row from the first unit's, twice the total sum
+    of squared deviations from the mean]: the first is exactly 0 when every row is the same (tied
+    units; a difference of equal numbers is 0 in any precision), and the two are about equal when
+    the rows are independent draws (a difference of two rows has twice their variance)."""
     import torch
 
-    r = rows.to(acc_dtype)
-    across = r - r.mean(dim=0, keepdim=True)
-    flat = r.reshape(-1)
-    total = flat - flat.mean()
-    return torch.stack([torch.dot(across.reshape(-1), across.reshape(-1)), torch.dot(total, total)])
+    across = (rows - rows[:1]).reshape(-1)
+    total = torch.var(rows, correction=0) * (2 * rows.numel())
+    return torch.stack([torch.dot(across, across), total]).to(acc_dtype)
 
 
 def own_parameters(w: Watched, scales: bool = False) -> list[torch.Tensor]:
@@ -159,36 +159,40 @@ def own_parameters(w: Watched, scales: bool = False) -> list[torch.Tensor]:
 
 
 def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
-    """One backward's gradients of the row's own parameters into ``layer``: per unit, whether any
-    parameter row of that unit received gradient; the tie sums of the weight-gradient rows (a
-    weight of two or more dimensions: units that read the same inputs); on the first call, the tie
-    sums of the weight's rows and ``own`` = [sum of ||grad|| over the multiplying parameters
-    exactly 0, the largest ||grad|| / ||parameter|| over the others] (``rules.movers``)."""
+    """The first backward's gradients of the row's own parameters into ``layer`` (once: what they
+    tell does not depend on the batch, for a unit that outputs 0 on every sample is either a ReLU
+    below 0, whose rows receive nothing from any batch, or a zero layer, whose rows receive
+    gradient from every batch; tied units stay tied for any input): per unit, the norm of its
+    parameter rows' gradient (``weight_units``: 0 = none received); the tie sums of the
+    weight-gradient rows and of the weight's rows (a weight of two or more dimensions: units that
+    read the same inputs); and ``own`` = [sum of ||grad|| over the multiplying parameters besides
+    the watched weight exactly 0, the largest ||grad|| / ||parameter|| over the others]
+    (``rules.movers``; ``unit_fields`` adds the watched weight's). A call that finds
+    no gradient (a layer-by-layer run's block not in memory) leaves it for a later one."""
     import torch
 
     w = layer.watched
-    grads = [p.grad for p in own_parameters(w) if p.grad is not None and not p.is_meta]
-    received: torch.Tensor | None = None
-    for grad in grads:
-        rows = unit_rows(w.module, grad.detach(), w.units)
-        if rows is not None:
-            got = torch.linalg.vector_norm(rows.float(), dim=1)
-            received = got if received is None else received + got
-    if received is not None:
-        got = torch.ne(received, 0).to(acc_dtype)
-        layer.weight_units = got if layer.weight_units is None else layer.weight_units.add_(got)
+    present = [p for p in own_parameters(w) if p.grad is not None and not p.is_meta]
+    if not present:
+        return
+    layer.units_done = True
     weight = w.weight
-    if weight is not None and weight.dim() >= 2 and weight.grad is not None and not weight.is_meta:
-        rows = unit_rows(w.module, weight.grad.detach(), w.units)
-        if rows is not None:
-            sums = tie_sums(rows, acc_dtype)
-            layer.grad_ties = sums if layer.grad_ties is None else layer.grad_ties.add_(sums)
-            if layer.weight_ties is None:
-                weight_rows = unit_rows(w.module, weight.detach(), w.units)
-                if weight_rows is not None:
-                    layer.weight_ties = tie_sums(weight_rows, acc_dtype)
-    scales = [(p, p.grad) for p in own_parameters(w, scales=True) if p.grad is not None and not p.is_meta]
-    if layer.own is None and scales:
+    for p in present:
+        rows = unit_rows(w.module, p.grad.detach(), w.units)  # type: ignore[union-attr]
+        if rows is None:
+            continue
+        got = torch.linalg.vector_norm(rows, dim=1).to(acc_dtype)
+        layer.weight_units = got if layer.weight_units is None else layer.weight_units.add_(got)
+        if p is weight and p.dim() >= 2:
+            weight_rows = unit_rows(w.module, p.detach(), w.units)
+            if weight_rows is not None:
+                layer.grad_ties = tie_sums(rows, acc_dtype)
+                layer.weight_ties = tie_sums(weight_rows, acc_dtype)
+    # the watched weight's own figures are the row's weight_grad_norm and weight norm (rows.py)
+    scales = [
+        (p, p.grad) for p in own_parameters(w, scales=True) if p.grad is not None and not p.is_meta and p is not weight
+    ]
+    if scales:
         zero_moving = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)
         step = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)
         for p, g in scales:
@@ -228,7 +232,8 @@ def read_unit_parts(layers: list[Any], flat: list[float], at: int) -> tuple[list
 
 
 def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, Any]:
-    """dead_units, zero_units and tied_spread from a layer's per-unit counts (docs/verdicts.md).
+    """dead_units, zero_units, tied_spread and ``own`` (for ``moving_fields``) from a layer's
+    per-unit counts (docs/verdicts.md).
 
     A unit is dead when its output is 0 for every sample AND nothing that could change it receives
     gradient: its rows of the row's own parameters (weight, bias, a LayerScale's gamma), nor its
@@ -249,7 +254,7 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
         "dead_units": sum(dead) / units if units else 0.0,
         "zero_units": sum(zero) / units if units else 0.0,
     }
-    spreads = []
+    spreads = []  # (grad_ties: the first backward's weight-gradient rows)
     for name in ("grad_ties", "weight_ties"):
         ties = read.get(name)
         if ties is not None:
@@ -257,8 +262,18 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
             spreads.append(math.sqrt(across / total) if total > 0 else 0.0)
     if spreads and units > 1:
         fields["tied_spread"] = max(spreads)
-    own = read.get("own")
-    if own is not None:
-        fields["zero_moving"] = own[0] > 0
-        fields["step_ratio"] = own[1] if own[1] > 0 else None
+    own = read.get("own") or [0.0, 0.0]
+    fields["own"] = (own[0] > 0, own[1])
     return fields
+
+
+def moving_fields(own: tuple[bool, float], weight_grad_norm: float | None, weight_norm: float | None) -> dict[str, Any]:
+    """zero_moving and step_ratio: the row's other multiplying parameters (``own``: any exactly 0
+    with a gradient, the largest relative gradient) with its watched weight's."""
+    moving, step = own
+    if weight_grad_norm is not None and weight_norm is not None:
+        if weight_norm == 0.0:
+            moving = moving or weight_grad_norm > 0
+        else:
+            step = max(step, weight_grad_norm / weight_norm)
+    return {"zero_moving": moving, "step_ratio": step if step > 0 else None}
