@@ -50,12 +50,23 @@ def _shifted_se(bias: float) -> nn.Module:
     return model
 
 
+def _dead_branches(fraction: float) -> nn.Module:
+    model = mm.ResNet()
+    for block in model.blocks:
+        k = round(fraction * block.bn1.bias.shape[0])
+        with torch.no_grad():
+            block.bn1.bias[:k] = -10.0  # those units of every branch's first ReLU negative for every input
+    return model
+
+
 # (family, case, builder, vector input?)
 CASES: list[tuple[str, str, Callable[[], nn.Module], bool]] = [
     ("resnet", "default", lambda: mm.ResNet(), False),
     ("resnet", "zero last BN gamma", lambda: mm.ResNet(zero_gamma=True), False),
     ("resnet", "SE (default)", lambda: mm.ResNet(se=True), False),
     ("resnet", "SE, every SE unit dead (reduce bias -10)", lambda: _shifted_se(-10.0), False),
+    ("resnet", "half of each branch's first ReLU dead", lambda: _dead_branches(0.5), False),
+    ("resnet", "every branch's first ReLU dead (branches cut)", lambda: _dead_branches(1.0), False),
     ("resmlp", "default (LayerScale 0.1)", lambda: mm.ResMLP(inputs=FEATURES, init=0.1), True),
     ("resmlp", "LayerScale 0", lambda: mm.ResMLP(inputs=FEATURES, init=0.0), True),
     ("resmlp", "LayerScale 1e-5", lambda: mm.ResMLP(inputs=FEATURES, init=1e-5), True),

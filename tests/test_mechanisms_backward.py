@@ -73,6 +73,24 @@ def test_squeeze_excitation_dead_units_are_a_warning_not_an_error() -> None:
     assert report.healthy, report.verdict.problems
 
 
+def test_dead_units_that_cut_every_branch_are_an_error() -> None:
+    # every unit of each branch's first ReLU negative for every input: nothing in any branch
+    # receives a weight gradient, the network is its stem and head alone (trains at 0.15 of the
+    # default's gain); half of them dead: each branch narrower (0.86), a warning
+    def build(fraction: float) -> mm.ResNet:
+        torch.manual_seed(0)
+        model = mm.ResNet()
+        for block in model.blocks:
+            with torch.no_grad():
+                block.bn1.bias[: round(fraction * block.bn1.bias.shape[0])] = -10.0
+        return model
+
+    half = _measure(build(0.5), torch.randn(32, 3, 32, 32))
+    assert half.healthy and "dead_units" in _rules(half, "warning")
+    cut = _measure(build(1.0), torch.randn(32, 3, 32, 32))
+    assert "dead_units" in _rules(cut)
+
+
 def test_a_partly_dead_layer_on_the_signal_path_is_a_warning() -> None:
     # PyTorch's default init in a 6-layer ReLU MLP: deeper layers' pre-activations are dominated
     # by their biases, so about half the units of the last hidden layer are negative for every

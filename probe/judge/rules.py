@@ -174,11 +174,24 @@ def movers(report: Stats, gate: GateSpec | None = None) -> tuple[LayerStats, ...
 
 def _inside_blocks(report: Stats) -> set[str]:
     """Rows inside a residual block (its qualified name below a block's whose branch was
-    measured) that are not on the signal path: the skip carries the gradient around them."""
-    blocks = [x.name + "." for x in report.layers if x.branch_ratio is not None]
-    return {
-        x.name for x in report.layers if x.role not in ("stream", "head") and any(x.name.startswith(b) for b in blocks)
-    }
+    measured) that are not on the signal path: the skip carries the gradient around them. None
+    when the branches are cut: ``DEAD_CUT`` of the blocks with weights have every weight's
+    gradient exactly 0 (dead units at the branch's start, so nothing in it learns: the network is
+    its stem and head alone; a squeeze-and-excitation gate whose units are all dead leaves the
+    branch's convolutions learning)."""
+    blocks = {x.name + ".": x for x in report.layers if x.branch_ratio is not None}
+    inside = {b: [x for x in report.layers if x.name.startswith(b)] for b in blocks}
+    weighted = [rows for rows in inside.values() if any(x.weight_grad_norm is not None for x in rows)]
+    # (a zero-initialized layer in the block, or the block's own zero gain, opens it on the first step)
+    opens = {b for b, rows in inside.items() if blocks[b].zero_moving or any(x.zero_moving for x in rows)}
+    frozen = [
+        rows
+        for b, rows in inside.items()
+        if rows in weighted and b not in opens and all(not x.weight_grad_norm for x in rows)
+    ]
+    if weighted and len(frozen) >= DEAD_CUT * len(weighted):
+        return set()
+    return {x.name for rows in inside.values() for x in rows if x.role not in ("stream", "head")}
 
 
 def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[set[str], set[str], str]:
