@@ -55,6 +55,26 @@ class LayerStats:
     correlation: float | None = None
     # for (samples, tokens, units) outputs: mean pairwise cosine between the tokens of a sequence
     token_correlation: float | None = None
+    # fraction of units whose output is 0 for every sample (dead_units also asks that they receive
+    # no gradient: a zero-initialized layer's units output 0 and are not dead)
+    zero_units: float | None = None
+    # spread across units of the weight rows and of the weight-gradient rows, the larger: 0 = tied
+    # units (same weights, same gradients: no step can tell them apart); None: no weight
+    tied_spread: float | None = None
+    # every value of d loss / d (this output) is exactly 0 (blocked downstream, e.g. by a
+    # zero-initialized layer)
+    gradient_blocked: bool = False
+    # a parameter of this row (its weight, a bias, a LayerScale's gamma, a block's scalar gain) is
+    # exactly 0 while its gradient is not: a zero-initialized layer the first step moves
+    zero_moving: bool = False
+    # the largest ||d loss / d p|| / ||p|| over the row's own nonzero parameters (first batch)
+    step_ratio: float | None = None
+    # on the last row: the network outputs' per-sample sum over positions of ||y_p|| * ||r_p||, the
+    # gradient rules' reference (docs/verdicts.md)
+    output_grad_scale: float | None = None
+    # on the last row: the same for the network output with the least of it (a model returning a
+    # sequence and a pooled vector): below it a row's gradient cannot be said to vanish
+    least_output_grad_scale: float | None = None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,26 @@ FIELDS = [
     "weight_grad_norm",
     "weight_grad_std",
     "correlation",
+    "tied_spread",
 ]
+
+
+def _dead(y: torch.Tensor, weight_grads: list[torch.Tensor], bias_grads: list[torch.Tensor]) -> float:
+    """Units 0 for every sample whose weight row and bias receive no gradient in any batch."""
+    dead = (y != 0).sum(0).eq(0)
+    for g in weight_grads:
+        dead &= g.reshape(g.shape[0], -1).abs().sum(1).eq(0)
+    for g in bias_grads:
+        dead &= g.eq(0)
+    return dead.double().mean().item()
+
+
+def _tie_spread(rows_per_batch: list[torch.Tensor]) -> float:
+    """sqrt(sum of squared differences of each unit's row from the first unit's / twice the total
+    sum of squares) of (units, rest) matrices: 0 when every unit's row is the same."""
+    across = sum(float(((r - r[:1]) ** 2).sum()) for r in rows_per_batch)
+    total = sum(float(((r - r.mean()) ** 2).sum()) for r in rows_per_batch)
+    return math.sqrt(across / (2 * total)) if total > 0 else 0.0
 
 
 def _mean_cosine(batches: list[torch.Tensor]) -> float | None:
@@ -57,6 +76,7 @@ class ReferenceCollector:
         self.sources: list[list[torch.Tensor]] = [[] for _ in watched]
         self.grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.weight_grads: list[list[torch.Tensor]] = [[] for _ in watched]
+        self.bias_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.backward_done = False
         self.attention = None  # the runner sets a recorder on models that may attend
         self.attention_stats = ()
@@ -82,11 +102,17 @@ class ReferenceCollector:
             for h in handles:
                 h.remove()
 
+    def output_scale(self, outputs: list[torch.Tensor], directions: list[torch.Tensor]) -> None:
+        """The gradient rules' reference; not compared here (a spec MLP's rules read grad_std)."""
+
     def after_backward(self) -> None:
         self.backward_done = True
         for i, w in enumerate(self.watched):
             if w.weight is not None and w.weight.grad is not None:
                 self.weight_grads[i].append(w.weight.grad.detach().double().clone())
+            bias = getattr(w.module, "bias", None)
+            if isinstance(bias, torch.Tensor) and bias.grad is not None:
+                self.bias_grads[i].append(bias.grad.detach().double().clone())
 
     def finish(self) -> list[LayerStats]:
         out = []
@@ -117,7 +143,7 @@ class ReferenceCollector:
                     mean=y.mean().item(),
                     std=y.std().item(),
                     zero_ratio=(y == 0).double().mean().item(),
-                    dead_units=(y != 0).sum(0).eq(0).double().mean().item(),
+                    dead_units=_dead(y, wg, self.bias_grads[i]),
                     saturation_ratio=saturation,
                     nonfinite=int((~finite).sum()),
                     unit_spread=(per_sample_var / var_total).sqrt().item() if var_total > 0 else 0.0,
@@ -125,6 +151,10 @@ class ReferenceCollector:
                     weight_grad_norm=math.sqrt(sum(float(g.pow(2).sum()) for g in wg) / len(wg)) if wg else None,
                     weight_grad_std=torch.cat([g.reshape(-1) for g in wg]).std().item() if wg else None,
                     correlation=_mean_cosine(self.outputs[i]),
+                    # units tied when their weight rows and their (first batch's) weight-gradient rows are alike
+                    tied_spread=max(_tie_spread([w.weight.detach().double()]), _tie_spread(wg[:1]))
+                    if wg and w.weight is not None and w.units > 1
+                    else None,
                 )
             )
         return out

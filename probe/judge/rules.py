@@ -14,8 +14,14 @@ Severity (docs/verdicts.md has the training evidence): a broken threshold is an 
 the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
 factor of 2 for scales ("a hair" past), 1.5x the threshold for fractions, and for the rules of
 what Adam absorbs and SGD suffers (vanishing, gradient_vanishing) 2 decades, tightened to a
-factor of 2 by ``gate.optimizer: sgd`` and relaxed to 4 decades by ``adam``. Non-finite values
-are always errors. The gate fails on errors (``gate.fail_on: warning``: on warnings too).
+factor of 2 by ``gate.optimizer: sgd`` and relaxed to 4 decades by ``adam``; dead_units is an
+error from ``DEAD_ERROR`` times its threshold (a layer cut, not narrowed). Non-finite values are
+always errors. The gate fails on errors (``gate.fail_on: warning``: on warnings too).
+
+What a mechanism explains (``explained``) is not judged or is at most a warning: rows behind a
+zero-initialized or small layer that the first steps move (``movers``: vanishing and
+gradient_vanishing), weights whose gradient that layer blocks at step 0 (symmetry), dead units
+inside a residual block's branch or gate (dead_units). Issue 18; docs/verdicts.md.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # 0.98 cosine, one-hot attention, nan)
 NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale")
+# dead_units is an error from this fraction of a signal-path layer's units on: a layer with every
+# unit dead cuts the path (nothing below it ever receives gradient); with fewer dead it is a
+# narrower layer. Measured (benchmarks/backward_mechanisms.py, ReLU MLPs with a negative bias
+# shift): 0.85 dead trains (0.72 of the default's gain), 0.97-1.0 does not learn at all. As a
+# multiple of gate.max_dead_units (0.25 -> 0.9), so a stricter gate is stricter on errors too
+DEAD_CUT = 0.9
+DEAD_ERROR = DEAD_CUT / 0.25
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
@@ -99,6 +112,8 @@ def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
     threshold = float(getattr(gate, check.key))
     if rule in NO_MARGIN:
         return threshold
+    if rule == "dead_units":
+        return min(1.0, threshold * DEAD_ERROR)
     if check.fraction:
         return min(1.0, threshold * FRACTION_ERROR)
     margin = SLOW_MARGIN.get(gate.optimizer, SLOW_MARGIN["any"]) if rule in SLOW_RULES else HAIR
@@ -112,8 +127,11 @@ def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
 
 
 def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem | None:
-    """One problem for the first layer that breaks ``check``; the message names the worst too."""
-    bad = _breaking(check, report, gate)
+    """One problem for the first layer that breaks ``check``; the message names the worst too.
+    Rows ``explained`` sets aside (exactly 0 behind a zero-initialized layer that moves) are not
+    judged; a problem whose every row it explains as slower, not stuck, is at most a warning."""
+    skip, capped, why = explained(rule, report, gate)
+    bad = [(layer, v) for layer, v in _breaking(check, report, gate) if layer.name not in skip]
     if not bad:
         return None
     threshold = float(getattr(gate, check.key))
@@ -126,7 +144,93 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
     elif len(bad) > 1:
         msg += f" ({len(bad)} layers)"
     severity = _severity(rule, check, gate, float(worst_value))
+    if severity == "error" and rule not in NO_MARGIN and all(layer.name in capped for layer, _ in bad):
+        severity, msg = "warning", f"{msg}; {why}"
     return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
+
+
+# ---- what a mechanism explains: zero-initialized layers that move, branches the skip bypasses -----
+
+
+def movers(report: Stats, gate: GateSpec | None = None) -> tuple[LayerStats, ...]:
+    """Layers small by design that the first steps move: a parameter exactly 0 whose gradient is
+    not (a zero-initialized classifier, projection, LayerScale, last BatchNorm scale, scalar
+    gain), or a row whose relative gradient ``step_ratio`` (||d loss / d p|| / ||p||) is
+    1 / ``min_grad_ratio`` times the head's (the last row with one: where the loss injects its
+    gradient, healthy by construction). A layer k times smaller than its peers, whose own gradient
+    is not small, has a relative gradient k times theirs and divides the gradient behind it by k:
+    the gradient rule breaks behind it exactly when k > 1 / min_grad_ratio. A chain of uniformly
+    small layers (tiny init) has no such layer: its head's relative gradient is as small as the
+    rest (docs/verdicts.md)."""
+    gate = gate or report.spec.gate
+    ref = next((x.step_ratio for x in reversed(report.layers) if x.step_ratio), None)
+    factor = 1.0 / gate.min_grad_ratio if gate.min_grad_ratio > 0 else math.inf
+    return tuple(
+        x
+        for x in report.layers
+        if x.zero_moving or (ref is not None and x.step_ratio is not None and x.step_ratio >= factor * ref)
+    )
+
+
+def _inside_blocks(report: Stats) -> set[str]:
+    """Rows inside a residual block (its qualified name below a block's whose branch was
+    measured) that are not on the signal path: the skip carries the gradient around them. None
+    when the branches are cut: ``DEAD_CUT`` of the blocks with weights have every weight's
+    gradient exactly 0 (dead units at the branch's start, so nothing in it learns: the network is
+    its stem and head alone; a squeeze-and-excitation gate whose units are all dead leaves the
+    branch's convolutions learning)."""
+    blocks = {x.name + ".": x for x in report.layers if x.branch_ratio is not None}
+    inside = {b: [x for x in report.layers if x.name.startswith(b)] for b in blocks}
+    weighted = [rows for rows in inside.values() if any(x.weight_grad_norm is not None for x in rows)]
+    # (a zero-initialized layer in the block, or the block's own zero gain, opens it on the first step)
+    opens = {b for b, rows in inside.items() if blocks[b].zero_moving or any(x.zero_moving for x in rows)}
+    frozen = [
+        rows
+        for b, rows in inside.items()
+        if rows in weighted and b not in opens and all(not x.weight_grad_norm for x in rows)
+    ]
+    if weighted and len(frozen) >= DEAD_CUT * len(weighted):
+        return set()
+    return {x.name for rows in inside.values() for x in rows if x.role not in ("stream", "head")}
+
+
+def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[set[str], set[str], str]:
+    """For ``rule``: the rows not judged, the rows whose problem is at most a warning, and why.
+
+    - vanishing: a mover's (``movers``) own output is small by design: at most a warning, not
+      judged when exactly 0.
+    - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
+      weight) is not judged, small is slower, not stuck. (Not gradient_exploding: exploding
+      gradients make every relative gradient large, which is that problem, not a small layer.)
+    - symmetry: a weight behind a zero-initialized layer has gradient rows all 0 at step 0 (alike
+      until that layer moves): not judged.
+    - dead_units: a unit inside a residual block's branch or gate cuts that branch only; the skip
+      carries the gradient on (squeeze-and-excitation's ReLU on pooled features).
+    """
+    if rule in ("vanishing", "gradient_vanishing"):
+        moving = movers(report, gate)
+        if not moving:
+            return set(), set(), ""
+        last = max(x.index for x in moving)
+        names = ", ".join(x.name for x in moving[:3]) + (f" and {len(moving) - 3} more" if len(moving) > 3 else "")
+        why = f"small by design behind a layer the first steps move ({names})"
+        if rule == "vanishing":
+            # the mover's own output only: what follows it is the stream (a skip adds the mover's
+            # output to it); a signal that fades after a zero layer that does not move (an all-zero
+            # block is a saddle) is vanishing
+            return {x.name for x in moving if x.zero_moving}, {x.name for x in moving}, why
+        blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
+        # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
+        blocked |= {x.name for x in moving if x.zero_moving}
+        return blocked, {x.name for x in report.layers if x.index < last}, why
+    if rule == "symmetry":
+        front = max((x.index for x in movers(report, gate) if x.zero_moving), default=0)
+        # no gradient reached these weights at step 0: their gradient rows are all 0 (alike) until
+        # the zero layer in front of them moves
+        return {x.name for x in report.layers if x.index < front and not x.weight_grad_norm}, set(), ""
+    if rule == "dead_units":
+        return set(), _inside_blocks(report), "in a residual block's branch or gate: the skip carries the gradient on"
+    return set(), set(), ""
 
 
 # ---- the values each check reads ---------------------------------------------------------------
@@ -153,6 +257,16 @@ def _field(name: str, rows: Rows = _all) -> Values:
         return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in rows(report)]
 
     return values
+
+
+def _tied(report: Stats) -> list[tuple[Row, float | None]]:
+    """Each layer's ``tied_spread`` (units with the same weights and the same weight gradients: no
+    step can tell them apart); reports without it (no backward, older collectors) read the forward
+    ``unit_spread`` (units computing the same value)."""
+    rows = _units(report)
+    if all(x.tied_spread is None for x in rows):
+        return [(x, x.unit_spread) for x in rows]
+    return [(x, x.tied_spread) for x in rows]
 
 
 def _attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
@@ -187,15 +301,24 @@ def _std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     return [(last, last.std / first.std)]
 
 
-def _grad_ratios(report: Stats) -> list[tuple[Row, float | None]]:
-    """Each signal row's grad scale (per sample, ||output|| * ||gradient||) relative to the network
-    output's. Reports without grad scales (older collectors) use the per-value gradient std."""
+def _grad_ratios(report: Stats, least: bool = False) -> list[tuple[Row, float | None]]:
+    """Each signal row's grad scale (per sample, the sum over positions of ||output|| *
+    ||gradient||) relative to the network outputs' (all of them; ``least``: the output with the
+    least, which is what a row feeding only that output receives). Reports without the outputs'
+    scale use the last row's; without grad scales (older collectors), the per-value gradient std."""
     name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
     ref = getattr(report.last, name)
+    total, smallest = report.last.output_grad_scale, report.last.least_output_grad_scale
+    if name == "grad_scale" and total is not None:
+        ref = smallest if least and smallest is not None else total
     if ref is None or not math.isfinite(ref) or ref == 0:
         return []
     rows = report.signal()
     return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
+
+
+def _least_grad_ratios(report: Stats) -> list[tuple[Row, float | None]]:
+    return _grad_ratios(report, least=True)
 
 
 def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
@@ -249,13 +372,13 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "dead_units",
-            "units output 0 for every sample",
+            "units output 0 and receive no gradient for every sample",
             (Check("max_dead_units", "dead unit fraction", _field("dead_units", _units), False, "dead_units", True),),
         ),
         Rule(
             "symmetry",
-            "all units compute the same value",
-            (Check("min_unit_spread", "spread across units", _field("unit_spread", _units), True, "unit_spread"),),
+            "units with the same weights and gradients (no step can tell them apart)",
+            (Check("min_unit_spread", "spread across units", _tied, True, "unit_spread"),),
         ),
         Rule(
             "nonfinite",
@@ -268,7 +391,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "gradient_vanishing",
             "gradients fade toward the input",
-            (Check("min_grad_ratio", _GRAD, _grad_ratios, below=True, cell="grad_std"),),
+            (Check("min_grad_ratio", _GRAD, _least_grad_ratios, below=True, cell="grad_std"),),
         ),
         Rule(
             "gradient_exploding",
@@ -339,9 +462,26 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
         healthy=not problems,
         problems=tuple(problems),
         warnings=tuple(warnings),
-        notes=identity_blocks(report),
+        notes=identity_blocks(report) + zero_layers(report),
         flags=_cell_flags(report, gate),
     )
+
+
+def zero_layers(report: Stats) -> tuple[Problem, ...]:
+    """A note for zero-initialized layers whose weight gradient is not 0 (the first step moves
+    them), and the rows whose gradient they block exactly at step 0."""
+    zero = [x for x in movers(report) if x.zero_moving]
+    if not zero:
+        return ()
+    last = max(x.index for x in zero)
+    blocked = [x for x in report.layers if x.gradient_blocked and x.index < last]
+    msg = f"{len(zero)} zero-initialized layer(s) ({zero[0].name}{', ...' if len(zero) > 1 else ''}): their weight gradient is not 0, so the first step moves them"
+    if blocked:
+        msg += (
+            f"; gradient blocked by a zero-initialized layer that will move: {len(blocked)} row(s) behind them "
+            f"receive exactly 0 gradient at step 0 (first {blocked[0].name})"
+        )
+    return (Problem("zero_layer", zero[0].name, 0.0, 0.0, msg + "; by design, not a failure", "", "note"),)
 
 
 def identity_blocks(report: Stats) -> tuple[Problem, ...]:

@@ -111,6 +111,9 @@ class Collector:
         # per slot: sums of [M2 part a, non-finite count, saturated count]
         self.sums = torch.zeros(3 * n, 3, dtype=self.acc_dtype, device=device)
         self.extra = torch.zeros(n, sp.EXTRA, dtype=self.acc_dtype, device=device)
+        # per network output, the sum of ||y_bp|| ||r_bp|| (``output_scale``); the samples covered
+        self.output_sums = torch.zeros(0, dtype=self.acc_dtype, device=device)
+        self.output_samples = 0
         if self.layers:
             last = self.layers[-1].watched  # the reference row
             self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
@@ -196,7 +199,9 @@ class Collector:
         if self.recomputing:  # the values were measured in the forward pass: the gradient's hook only
             if output.requires_grad:
                 y, scaled = _float(output.detach()), self.layers[i].scaled
-                output.register_hook(self._backward_hook(i, sp.sample_norms(y) if scaled and y.dim() else None))
+                unit = self.layers[i].unit_dims(y.dim())[0] if y.dim() else 0
+                norms = sp.position_norms(y, unit) if scaled and y.dim() else None
+                output.register_hook(self._backward_hook(i, norms, unit))
             return
         layer = self.layers[i]
         y = _float(output.detach())
@@ -227,15 +232,17 @@ class Collector:
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
-        sample_norms = None
+        position_norms = None
         if output.requires_grad and layer.scaled and y.dim() >= 1:
-            sample_norms = sp.sample_norms(y)
+            position_norms = sp.position_norms(y, unit_dim)
         if layer.watched.residual:  # the input its output continues (a class-attention block's second)
             k = 0 if layer.watched.stream_input is None else layer.watched.stream_input  # spec blocks: 0
             x = inputs[k] if isinstance(k, int) and k < len(inputs) else None
             layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:
-            output.register_hook(self._backward_hook(i, sample_norms))
+            output.register_hook(self._backward_hook(i, position_norms, unit_dim))
+            if not self.backward_done:  # the first batch tells (signal_path.add_unit_gradients)
+                self._watch_input(layer, inputs, output, unit_dim, other_dims)
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
     def _saturated(
@@ -276,7 +283,7 @@ class Collector:
         layer.correlation = folded if layer.correlation is None else layer.correlation.add_(folded)
         layer.correlation_records = []
 
-    def _backward_hook(self, i: int, sample_norms: torch.Tensor | None) -> Any:
+    def _backward_hook(self, i: int, position_norms: torch.Tensor | None, unit_dim: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
 
             g = _float(grad.detach())
@@ -284,17 +291,66 @@ class Collector:
                 return
             layer = self.layers[i]
             layer.grads += g.numel()
-            if sample_norms is not None:
-                layer.scale_samples += sp.add_grad_scale(self.extra[i], sample_norms, g)
+            if position_norms is not None:
+                layer.scale_samples += sp.add_grad_scale(self.extra[i], position_norms, g, unit_dim)
             self._add_raw(len(self.layers) + i, g)
 
         return hook
+
+    def _watch_input(
+        self, layer: Layer, inputs: tuple[Any, ...], output: Any, unit_dim: int, other_dims: list[int]
+    ) -> None:
+        """A row without a weight (an activation): count, per unit, the values of its input's
+        gradient that are not 0. A unit whose output is 0 for every sample and that passes no
+        gradient back (a ReLU negative on every sample) is dead; one whose output is 0 because its
+        input is (behind a zero-initialized layer) but passes the gradient on is not
+        (``signal_path.dead_fraction``)."""
+        import torch
+
+        x = inputs[0] if inputs else None
+        if (
+            layer.has_own
+            or not isinstance(x, torch.Tensor)
+            or x is output  # in place: its input is gone (the output's zeros decide alone)
+            or not x.requires_grad
+            or x.shape != output.shape
+        ):
+            return
+
+        def hook(grad: torch.Tensor) -> None:
+            g = grad.detach()
+            passed = torch.ne(g, 0).sum(dim=other_dims, dtype=self.acc_dtype) if other_dims else torch.ne(g, 0)
+            passed = passed.to(self.acc_dtype)
+            layer.input_grad = passed if layer.input_grad is None else layer.input_grad.add_(passed)
+
+        x.register_hook(hook)
+
+    def output_scale(self, outputs: list[torch.Tensor], directions: list[torch.Tensor]) -> None:
+        """Add the network outputs' sum over samples and positions of ||y_bp|| * ||r_bp|| (``r``:
+        the loss's direction, d loss / d output): the reference the gradient rules divide by. The
+        units of an output are its last dimension (channels for a 4-D image-shaped output)."""
+        import torch
+
+        if not self.layers or not self.layers[-1].scaled:
+            return  # the gradient rules read the per-value gradient std (a spec MLP): no reference needed
+        if self.output_sums.numel() != len(outputs):  # first batch: one sum per output
+            self.output_sums = torch.zeros(len(outputs), dtype=self.acc_dtype, device=self.device)
+        for k, (y, r) in enumerate(zip(outputs, directions, strict=True)):
+            if y.dim() < 1 or y.shape != r.shape or not y.is_floating_point():
+                continue
+            unit = 1 if y.dim() == 4 else -1
+            norms = sp.position_norms(_float(y.detach()), unit)
+            self.output_sums[k].add_((norms * sp.position_norms(_float(r.detach()), unit)).sum())
+        if outputs and outputs[0].dim():
+            self.output_samples += int(outputs[0].shape[0])
 
     def after_backward(self) -> None:
         """Fold in the gradient of each watched weight after one backward pass."""
         self.backward_done = True
         base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):
+            if layer.has_own and not layer.units_done and self.weight_grad_part is None:  # (sharded: not measured)
+                sp.add_unit_gradients(layer, self.acc_dtype)
             p = layer.watched.weight
             if p is None or p.grad is None:
                 continue
@@ -375,6 +431,8 @@ class Collector:
         attention = self.attention.parts() if self.attention is not None else []
         parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
         parts += [*correlations, *attention]
+        unit_parts = sp.unit_parts(self.layers)
+        parts += [*unit_parts, self.output_sums]
         if self._stats:
             parts.append(torch.stack(self._stats).to(self.acc_dtype))
         flat = torch.cat(parts).cpu().tolist()
@@ -386,14 +444,17 @@ class Collector:
         norms, at = sp.read_weight_norms(weights, flat, at)
         out = []
         lives: list[tuple[float, float, int] | None] = []
+        alive_counts: list[list[float] | None] = []
         for layer in self.layers:
             if layer.alive is None:
                 lives.append(None)
+                alive_counts.append(None)
                 continue
             units = layer.alive.numel()
             per_unit = flat[at : at + units]
             at += units
             lives.append((sum(per_unit), units - per_unit.count(0.0), units))
+            alive_counts.append(per_unit)
         cosine_sums = [[0.0, 0.0, 0.0, 0.0] for _ in self.layers]
         for layer, sums4 in zip(self.layers, cosine_sums, strict=True):
             if layer.correlation is not None:
@@ -409,14 +470,33 @@ class Collector:
         if self.attention is not None:
             self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
             at += 4 * len(attention)
+        units_read, at = sp.read_unit_parts(self.layers, flat, at)
+        per_output = [v / self.output_samples for v in flat[at : at + self.output_sums.numel()]]
+        at += self.output_sums.numel()
         for r, key in enumerate(self._keys):
             merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
         self._keys, self._stats = [], []
         for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
             extra_i = extra[sp.EXTRA * i : sp.EXTRA * (i + 1)]
+            unit = sp.unit_fields(alive_counts[i], units_read[i]) if self.backward_done else {}
+            if i == len(self.layers) - 1 and self.output_samples and per_output:
+                unit["output_grad_scale"] = sum(per_output)
+                unit["least_output_grad_scale"] = min(per_output)
             out.append(
                 to_stats(
-                    layer, i, len(self.layers), count, mean, m2, sums, live, self.backward_done, cos, extra_i, norms[i]
+                    layer,
+                    i,
+                    len(self.layers),
+                    count,
+                    mean,
+                    m2,
+                    sums,
+                    live,
+                    self.backward_done,
+                    cos,
+                    extra_i,
+                    norms[i],
+                    unit,
                 )
             )
         return out

@@ -288,6 +288,7 @@ class _Runner:
                         torch.randn(o.shape, generator=dir_gen).to(device=self.device, dtype=o.dtype) for o in outs
                     ]
                 sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
+                collector.output_scale(outs, directions)  # type: ignore[arg-type]
                 del out, outs
                 if self.done < (b + 1) * passes * len(self.meta.blocks):
                     # blocks off the gradient's path (a pooler) have no backward pass: done too

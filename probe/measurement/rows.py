@@ -4,7 +4,7 @@ its accumulated sums read back into the report's row (``to_stats``)."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from probe.measurement import signal_path as sp
 from probe.model.network import Watched
@@ -35,6 +35,16 @@ class Layer:
         self.scaled = w.role in sp.SCALED_ROLES and not w.broadcast and bool(w.module_type)
         self.scale_samples = 0  # samples whose ||output|| * ||gradient|| was summed
         self.residual_values = 0  # values whose branch part was measured
+        # dead and tied units (signal_path.unit_fields): per unit, batches whose weight row received
+        # gradient and values of the input's gradient that are not 0 (a row without a weight); the
+        # tie sums of the weight-gradient rows and of the weight's rows
+        self.weight_units: torch.Tensor | None = None
+        self.input_grad: torch.Tensor | None = None
+        self.grad_ties: torch.Tensor | None = None
+        self.weight_ties: torch.Tensor | None = None
+        self.own: torch.Tensor | None = None  # [||grad|| of parameters exactly 0, largest ||grad|| / ||p||]
+        self.has_own = bool(sp.own_parameters(w))  # a row without parameters: its input's gradient decides
+        self.units_done = False  # the first backward's unit statistics are in (add_unit_gradients)
 
     def unit_dims(self, ndim: int) -> tuple[int, list[int]]:
         dims = self.dims.get(ndim)
@@ -62,6 +72,7 @@ def to_stats(
     cosines: tuple[float | None, float | None],
     extra: list[float],
     weight_norm: float | None,
+    unit_fields: dict[str, Any] | None = None,
 ) -> LayerStats:
     w = layer.watched
     n = max(count[i], 1)
@@ -79,6 +90,11 @@ def to_stats(
     # the mean squared norm per batch: all batches' sum of squares = M2 + n * mean^2 (no cancellation)
     wg_sq = m2[wg] + count[wg] * mean[wg] * mean[wg]
     weight_grad_norm = math.sqrt(wg_sq / max(layer.weight_grad_batches, 1)) if has_wgrad else None
+    g_sq = m2[g] + count[g] * mean[g] * mean[g]  # every gradient value exactly 0: blocked downstream
+    units_known = dict(unit_fields or {})  # the backward's dead units replace the forward's zeros
+    if "own" in units_known:
+        units_known.update(sp.moving_fields(units_known.pop("own"), weight_grad_norm, weight_norm))
+    forward_dead = (units - ever_nonzero) / units if units else 0.0
     return LayerStats(
         name=w.name,
         index=w.index,
@@ -88,7 +104,7 @@ def to_stats(
         mean=mean[i],
         std=_std(m2[i], count[i]),
         zero_ratio=(count[i] - nonzero) / n,
-        dead_units=(units - ever_nonzero) / units if units else 0.0,
+        dead_units=units_known.pop("dead_units", forward_dead),
         saturation_ratio=saturated / n if layer.saturation_known else None,
         nonfinite=int(nonfinite),
         unit_spread=spread if w.units > 1 else None,
@@ -101,5 +117,7 @@ def to_stats(
         grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
         correlation=cosines[0],
         token_correlation=cosines[1],
+        gradient_blocked=has_grads and g_sq == 0.0,
         **sp.extra_fields(weight_grad_norm, w, layer.residual_values, layer.scale_samples, extra, weight_norm),
+        **units_known,
     )

@@ -185,6 +185,7 @@ def _probe(
                             # a fixed random direction: d loss / d output = r, unit variance
                             direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
                         (out * direction).sum().backward()
+                        collector.output_scale([out], [direction])
                     else:
                         # tuple/dict outputs: every floating-point output gets its own direction
                         outs = float_outputs(out)
@@ -197,6 +198,7 @@ def _probe(
                         if [d.shape for d in directions] != [o.shape for o in outs]:
                             raise RunError("the model's outputs changed shape between batches")
                         sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
+                        collector.output_scale(outs, directions)  # type: ignore[arg-type]
                     collector.after_backward()
                     model.zero_grad(set_to_none=True)
                 else:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 # Rows that get grad_scale: the ones the gradient rules judge (and the network output).
 SCALED_ROLES = ("stream", "head")
-# The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_b|| ||g_b||.
+# The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_bp|| ||g_bp||.
 EXTRA = 3
 
 
@@ -50,21 +50,26 @@ def extra_fields(
     }
 
 
-def sample_norms(y: torch.Tensor) -> torch.Tensor:
-    """Each sample's output norm (the batch is the first dimension)."""
+def position_norms(y: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """Each sample's and position's norm across units: a ``(batch, positions)`` matrix (the batch
+    is the first dimension; positions are every other dimension but the units': tokens, pixels)."""
     import torch
 
-    return torch.linalg.vector_norm(y.reshape(y.shape[0], -1), dim=1)
+    if y.dim() < 2:  # one number per sample: its own norm
+        return y.abs().reshape(-1, 1)
+    return torch.linalg.vector_norm(y, dim=unit_dim).reshape(y.shape[0], -1)
 
 
-def add_grad_scale(row: torch.Tensor, norms: torch.Tensor, grad: torch.Tensor) -> int:
-    """Add sum_b ||x_b|| * ||g_b|| into ``row[2]`` in place; the samples counted (0: shapes differ)."""
-    import torch
-
-    if grad.shape[0] != norms.shape[0]:
+def add_grad_scale(row: torch.Tensor, norms: torch.Tensor, grad: torch.Tensor, unit_dim: int) -> int:
+    """Add sum_b sum_p ||x_bp|| * ||g_bp|| into ``row[2]`` in place (``norms``: the output's
+    ``position_norms``); the samples counted (0: shapes differ). A position that receives no
+    gradient adds nothing, so a class token's gradient is not multiplied by every token's norm."""
+    if grad.dim() == 0 or grad.shape[0] != norms.shape[0]:
         return 0
-    grad_norms = torch.linalg.vector_norm(grad.reshape(grad.shape[0], -1), dim=1)
-    row[2].add_(torch.dot(norms.to(grad_norms.dtype), grad_norms))
+    grad_norms = position_norms(grad, unit_dim)
+    if grad_norms.shape != norms.shape:
+        return 0
+    row[2].add_((norms.to(grad_norms.dtype) * grad_norms).sum())
     return int(grad.shape[0])
 
 
@@ -111,3 +116,164 @@ def read_weight_norms(weights: list[Any], flat: list[float], at: int) -> tuple[l
         norms.append(None if w is None else flat[at])
         at += w is not None
     return norms, at
+
+
+# ---- units: dead (no gradient, from the unit itself) and tied (no step can tell them apart) -----
+
+
+def unit_rows(module: Any, t: torch.Tensor, units: int) -> torch.Tensor | None:
+    """A weight (or its gradient) as a ``(units, rest)`` matrix, one row per output unit; None when
+    its first axis (after ``oriented``: Conv1D stores (in, out)) does not index the row's units."""
+    from probe.model.init_rules import oriented
+
+    v = oriented(module, t) if t.dim() == 2 else t
+    if v.dim() == 0 or v.shape[0] != units:
+        return None
+    return v.reshape(units, -1)
+
+
+def tie_sums(rows: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
+    """[sum of squared differences of every unit's row from the first unit's, twice the total sum
+    of squared deviations from the mean]: the first is exactly 0 when every row is the same (tied
+    units; a difference of equal numbers is 0 in any precision), and the two are about equal when
+    the rows are independent draws (a difference of two rows has twice their variance)."""
+    import torch
+
+    across = (rows - rows[:1]).reshape(-1)
+    total = torch.var(rows, correction=0) * (2 * rows.numel())
+    return torch.stack([torch.dot(across, across), total]).to(acc_dtype)
+
+
+def own_parameters(w: Watched, scales: bool = False) -> list[torch.Tensor]:
+    """The parameters a row's units are made of: its watched weight and its module's own (not its
+    children's) parameters: a bias, a LayerScale's gamma, a block's scalar gain. ``scales``: only
+    those that multiply (not one named ``bias``, torch's name for an added parameter, in any of
+    its forms: a zero bias blocks nothing)."""
+    params = [w.weight] if w.weight is not None else []
+    for name, p in w.module.named_parameters(recurse=False):
+        if scales and "bias" in name:  # bias, an LSTM's bias_ih_l0, attention's in_proj_bias
+            continue
+        if p.requires_grad and all(p is not q for q in params):
+            params.append(p)
+    return params
+
+
+def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
+    """The first backward's gradients of the row's own parameters into ``layer`` (once: what they
+    tell does not depend on the batch, for a unit that outputs 0 on every sample is either a ReLU
+    below 0, whose rows receive nothing from any batch, or a zero layer, whose rows receive
+    gradient from every batch; tied units stay tied for any input): per unit, the norm of its
+    parameter rows' gradient (``weight_units``: 0 = none received); the tie sums of the
+    weight-gradient rows and of the weight's rows (a weight of two or more dimensions: units that
+    read the same inputs); and ``own`` = [sum of ||grad|| over the multiplying parameters besides
+    the watched weight exactly 0, the largest ||grad|| / ||parameter|| over the others]
+    (``rules.movers``; ``unit_fields`` adds the watched weight's). A call that finds
+    no gradient (a layer-by-layer run's block not in memory) leaves it for a later one."""
+    import torch
+
+    w = layer.watched
+    present = [p for p in own_parameters(w) if p.grad is not None and not p.is_meta]
+    if not present:
+        return
+    layer.units_done = True
+    weight = w.weight
+    for p in present:
+        rows = unit_rows(w.module, p.grad.detach(), w.units)  # type: ignore[union-attr]
+        if rows is None:
+            continue
+        got = torch.linalg.vector_norm(rows, dim=1).to(acc_dtype)
+        layer.weight_units = got if layer.weight_units is None else layer.weight_units.add_(got)
+        if p is weight and p.dim() >= 2:
+            weight_rows = unit_rows(w.module, p.detach(), w.units)
+            if weight_rows is not None:
+                layer.grad_ties = tie_sums(rows, acc_dtype)
+                layer.weight_ties = tie_sums(weight_rows, acc_dtype)
+    # the watched weight's own figures are the row's weight_grad_norm and weight norm (rows.py)
+    scales = [
+        (p, p.grad) for p in own_parameters(w, scales=True) if p.grad is not None and not p.is_meta and p is not weight
+    ]
+    if scales:
+        zero_moving = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)
+        step = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)
+        for p, g in scales:
+            norm = torch.linalg.vector_norm(p.detach().float()).to(acc_dtype)
+            size = torch.linalg.vector_norm(g.detach().float()).to(acc_dtype)
+            zero = norm == 0
+            zero_moving = zero_moving + torch.where(zero, size, torch.zeros_like(size))
+            ratio = size / torch.where(zero, torch.ones_like(norm), norm)
+            step = torch.maximum(step, torch.where(zero, torch.zeros_like(ratio), ratio))
+        layer.own = torch.stack([zero_moving, step])
+
+
+def unit_parts(layers: list[Any]) -> list[torch.Tensor]:
+    """The per-unit and tie accumulators of every layer, in ``read_unit_parts``' order."""
+    parts = []
+    for layer in layers:
+        for t in (layer.weight_units, layer.input_grad, layer.grad_ties, layer.weight_ties, layer.own):
+            if t is not None:
+                parts.append(t.reshape(-1))
+    return parts
+
+
+def read_unit_parts(layers: list[Any], flat: list[float], at: int) -> tuple[list[dict[str, Any]], int]:
+    """``unit_parts`` read back from the host list: per layer, the lists (or None) by name."""
+    out = []
+    for layer in layers:
+        read: dict[str, Any] = {}
+        for name in ("weight_units", "input_grad", "grad_ties", "weight_ties", "own"):
+            t = getattr(layer, name)
+            if t is None:
+                read[name] = None
+                continue
+            read[name] = flat[at : at + t.numel()]
+            at += t.numel()
+        out.append(read)
+    return out, at
+
+
+def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, Any]:
+    """dead_units, zero_units, tied_spread and ``own`` (for ``moving_fields``) from a layer's
+    per-unit counts (docs/verdicts.md).
+
+    A unit is dead when its output is 0 for every sample AND nothing that could change it receives
+    gradient: its rows of the row's own parameters (weight, bias, a LayerScale's gamma), nor its
+    input (a row without parameters, where measured). A zero-initialized layer's units output 0 but their weight rows receive
+    gradient (the first step moves them): not dead. A ReLU negative for every sample passes no
+    gradient to its input nor to the weight row feeding it: dead.
+    """
+    if alive is None:
+        return {}
+    units = len(alive)
+    zero = [c == 0.0 for c in alive]
+    dead = list(zero)
+    for name in ("weight_units", "input_grad"):
+        counts = read.get(name)
+        if counts is not None and len(counts) == units:
+            dead = [d and c == 0.0 for d, c in zip(dead, counts, strict=True)]
+    fields: dict[str, Any] = {
+        "dead_units": sum(dead) / units if units else 0.0,
+        "zero_units": sum(zero) / units if units else 0.0,
+    }
+    spreads = []  # (grad_ties: the first backward's weight-gradient rows)
+    for name in ("grad_ties", "weight_ties"):
+        ties = read.get(name)
+        if ties is not None:
+            across, total = ties
+            spreads.append(math.sqrt(across / total) if total > 0 else 0.0)
+    if spreads and units > 1:
+        fields["tied_spread"] = max(spreads)
+    own = read.get("own") or [0.0, 0.0]
+    fields["own"] = (own[0] > 0, own[1])
+    return fields
+
+
+def moving_fields(own: tuple[bool, float], weight_grad_norm: float | None, weight_norm: float | None) -> dict[str, Any]:
+    """zero_moving and step_ratio: the row's other multiplying parameters (``own``: any exactly 0
+    with a gradient, the largest relative gradient) with its watched weight's."""
+    moving, step = own
+    if weight_grad_norm is not None and weight_norm is not None:
+        if weight_norm == 0.0:
+            moving = moving or weight_grad_norm > 0
+        else:
+            step = max(step, weight_grad_norm / weight_norm)
+    return {"zero_moving": moving, "step_ratio": step if step > 0 else None}

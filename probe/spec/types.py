@@ -252,9 +252,15 @@ GATE_PARAMS: dict[str, Param] = {
         "float", 0.25, minimum=0.0, maximum=1.0, help="saturation: fraction of saturated values above this"
     ),
     "max_dead_units": Param(
-        "float", 0.25, minimum=0.0, maximum=1.0, help="dead_units: fraction of units zero on every sample above this"
+        "float",
+        0.25,
+        minimum=0.0,
+        maximum=1.0,
+        help="dead_units: fraction of units zero on every sample and receiving no gradient above this",
     ),
-    "min_unit_spread": Param("float", 1e-3, minimum=0.0, help="symmetry: spread across units / std below this"),
+    "min_unit_spread": Param(
+        "float", 1e-3, minimum=0.0, help="symmetry: spread of weight and weight-gradient rows across units below this"
+    ),
     "max_nonfinite": Param(
         "int", 0, minimum=0, help="nonfinite: count of nan/inf values (outputs or gradients) above this"
     ),

@@ -1,0 +1,211 @@
+"""The backward-side mechanisms of issue 18 on small hand-written models (tests/mechanism_models.py):
+each test builds the mechanism and asserts the verdict the training runs back
+(benchmarks/backward_mechanisms.py, docs/verdicts.md), plus the negative cases that must stay errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import probe
+from probe.judge import rules
+from tests import mechanism_models as mm
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _measure(model: torch.nn.Module, x: torch.Tensor) -> probe.Report:
+    return probe.measure(model, x, seed=0)
+
+
+def _rules(report: probe.Report, severity: str = "error") -> set[str]:
+    found = report.verdict.problems if severity == "error" else report.verdict.warnings
+    return {p.rule for p in found}
+
+
+def _ratios(report: probe.Report) -> dict[str, float]:
+    return {row.name: v for row, v in rules._grad_ratios(report.stats) if v is not None}
+
+
+# ---- dead units: no gradient from the unit itself ----------------------------------------------
+
+
+def test_relu_units_negative_for_every_sample_are_dead_on_the_signal_path() -> None:
+    torch.manual_seed(0)
+    model = mm.mlp([16, 64, 64, 64, 10])
+    with torch.no_grad():
+        model[3].bias.fill_(-100.0)  # the second hidden layer: every pre-activation negative
+    report = _measure(model, torch.randn(64, 16))
+    row = report.layer("4")  # its ReLU
+    assert row.dead_units == 1.0 and row.zero_units == 1.0
+    assert "dead_units" in _rules(report)
+
+
+def test_units_behind_a_zero_initialized_layer_are_not_dead_and_the_block_is_noted() -> None:
+    # a zero projection ends every branch; blocks held as attributes, so the branch rows are judged
+    # as the signal path: the rows behind it receive exactly 0 gradient at step 0
+    torch.manual_seed(0)
+    report = _measure(mm.ResMLP(end="proj", listed=False), torch.randn(64, 16))
+    fc2 = report.layer("block0.fc2")
+    assert fc2.zero_units == 1.0 and fc2.dead_units == 0.0 and fc2.zero_moving
+    assert report.layer("block0.fc1").gradient_blocked
+    assert report.healthy, report.verdict.problems
+    assert any(n.rule == "zero_layer" for n in report.verdict.notes)
+
+
+def test_squeeze_excitation_dead_units_are_a_warning_not_an_error() -> None:
+    # a ReLU on globally pooled features: the same sign for every sample, so part of the SE units
+    # read dead; the skip carries the gradient around the gate. Even with every SE unit dead (the
+    # gate a constant) the network trains (benchmarks/backward_mechanisms.json: 0.79 of the
+    # default's gain at 200 steps)
+    torch.manual_seed(0)
+    report = _measure(mm.ResNet(se=True), torch.randn(32, 3, 32, 32))
+    se = [x for x in report.layers if x.name.endswith("se.act")]
+    assert max(x.dead_units for x in se) > 0.25 * rules.FRACTION_ERROR
+    assert report.healthy, report.verdict.problems
+    assert "dead_units" in _rules(report, "warning")
+    model = mm.ResNet(se=True)
+    for m in model.modules():
+        if isinstance(m, mm.SqueezeExcite):
+            torch.nn.init.constant_(m.reduce.bias, -10.0)
+    report = _measure(model, torch.randn(32, 3, 32, 32))
+    assert max(x.dead_units for x in report.layers) == 1.0
+    assert report.healthy, report.verdict.problems
+
+
+def test_dead_units_that_cut_every_branch_are_an_error() -> None:
+    # every unit of each branch's first ReLU negative for every input: nothing in any branch
+    # receives a weight gradient, the network is its stem and head alone (trains at 0.15 of the
+    # default's gain); half of them dead: each branch narrower (0.86), a warning
+    def build(fraction: float) -> mm.ResNet:
+        torch.manual_seed(0)
+        model = mm.ResNet()
+        for block in model.blocks:
+            with torch.no_grad():
+                block.bn1.bias[: round(fraction * block.bn1.bias.shape[0])] = -10.0
+        return model
+
+    half = _measure(build(0.5), torch.randn(32, 3, 32, 32))
+    assert half.healthy and "dead_units" in _rules(half, "warning")
+    cut = _measure(build(1.0), torch.randn(32, 3, 32, 32))
+    assert "dead_units" in _rules(cut)
+
+
+def test_a_partly_dead_layer_on_the_signal_path_is_a_warning() -> None:
+    # PyTorch's default init in a 6-layer ReLU MLP: deeper layers' pre-activations are dominated
+    # by their biases, so about half the units of the last hidden layer are negative for every
+    # input: a narrower layer, not a cut path (it trains: the reference of its family)
+    torch.manual_seed(0)
+    report = _measure(mm.mlp([48] + [128] * 6 + [10]), torch.randn(64, 48))
+    worst = max(x.dead_units for x in report.layers)
+    assert 0.25 < worst < rules.DEAD_CUT
+    assert "dead_units" not in _rules(report) and "dead_units" in _rules(report, "warning")
+
+
+# ---- symmetry: tied units, not equal outputs ---------------------------------------------------
+
+
+def test_all_zero_mlp_stays_symmetric_dead_and_unhealthy() -> None:
+    torch.manual_seed(0)
+    report = _measure(mm.mlp([16, 64, 64, 64, 10], zero=True), torch.randn(64, 16))
+    assert {"symmetry", "dead_units"} <= _rules(report)
+    assert not any(n.rule == "zero_layer" for n in report.verdict.notes)  # nothing will move
+
+
+def test_constant_weights_are_tied_units() -> None:
+    torch.manual_seed(0)
+    model = mm.mlp([16, 64, 64, 10])
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.constant_(m.weight, 0.05)
+            torch.nn.init.constant_(m.bias, 0.01)  # (random biases would tell the units apart)
+    report = _measure(model, torch.randn(64, 16))
+    assert report.layer("3").tied_spread == pytest.approx(0.0, abs=1e-6)
+    assert "symmetry" in _rules(report)
+
+
+def test_zero_initialized_classifier_is_healthy() -> None:
+    # mechanism 2 (MLP-Mixer, ResMLP): the head's weight rows are alike (0) but its gradient rows
+    # differ (each class's direction), so the first step breaks nothing that is tied
+    torch.manual_seed(0)
+    report = _measure(mm.ResMLP(zero_head=True), torch.randn(64, 16))
+    head = report.layer("head")
+    assert head.zero_moving and head.tied_spread is not None and head.tied_spread > 0.1
+    assert report.healthy, report.verdict.problems
+
+
+# ---- zero-initialized branch ends and small LayerScale (mechanisms 1 and 5) --------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "build"),
+    [
+        ("zero last BN gamma", lambda: mm.ResNet(zero_gamma=True)),
+        ("zero LayerScale", lambda: mm.ResMLP(init=0.0)),
+        ("zero LayerScale, blocks not found", lambda: mm.ResMLP(init=0.0, listed=False)),
+        ("zero projection", lambda: mm.ResMLP(end="proj")),
+        ("zero scalar gain (NF-ResNet, ReZero)", lambda: mm.ResMLP(end="gain", init=0.0)),
+        ("zero scalar gain, blocks not found", lambda: mm.ResMLP(end="gain", init=0.0, listed=False)),
+    ],
+)
+def test_zero_initialized_branch_ends_are_healthy(label: str, build) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = build()
+    x = torch.randn(16, 3, 16, 16) if isinstance(model, mm.ResNet) else torch.randn(64, 16)
+    report = _measure(model, x)
+    assert report.healthy, (label, report.verdict.problems)
+
+
+@pytest.mark.parametrize("init", [1e-5, 1e-4])
+def test_small_layerscale_is_at_most_a_gradient_vanishing_warning(init: float) -> None:
+    # blocks not found: the branch rows behind the LayerScale are judged, and their gradient is
+    # init times the stream's; the LayerScale's own relative gradient is 1/init times the head's
+    torch.manual_seed(0)
+    report = _measure(mm.ResMLP(init=init, listed=False), torch.randn(64, 16))
+    assert report.healthy, report.verdict.problems
+    assert "gradient_vanishing" in _rules(report, "warning")
+    assert any(x.name.endswith(".ls") for x in rules.movers(report.stats))
+
+
+def test_tiny_deep_relu_mlp_stays_vanishing_errors() -> None:
+    # the seed lab: std 0.01 weights in an 8-layer ReLU MLP; every layer is alike (no mover)
+    report = probe.measure("configs/lab1_tiny_relu.yaml")
+    assert {"vanishing", "gradient_vanishing"} <= _rules(report)
+    assert rules.movers(report.stats) == ()
+    torch.manual_seed(0)
+    user = _measure(mm.mlp([16] + [128] * 8 + [10], std=0.01), torch.randn(64, 16))
+    assert "vanishing" in _rules(user)
+
+
+def test_zeros_spec_mlp_stays_unhealthy() -> None:
+    report = probe.measure("configs/zeros_relu.yaml")
+    assert {"symmetry", "dead_units", "gradient_vanishing"} <= _rules(report)
+
+
+# ---- the gradient scale per position (mechanism 3) ----------------------------------------------
+
+
+def test_gradient_ratio_does_not_depend_on_the_image_size() -> None:
+    # circular padding: every position of a 16 x 16 and a 64 x 64 map is alike; what differs is
+    # only the number of positions averaged (BatchNorm's statistics over 32 x n values: ~2% noise)
+    small, large = (_ratios(_measure(_seeded(mm.ResNet, circular=True), torch.randn(32, 3, s, s))) for s in (16, 64))
+    for name in ("stem.0", "blocks.0", "blocks.2"):
+        assert small[name] == pytest.approx(large[name], rel=0.05), name
+
+
+def test_class_token_readout_is_not_multiplied_by_the_token_count() -> None:
+    # 17 and 257 tokens: the per-sample ||x|| ||g|| grew as sqrt(tokens) (10 -> 39 at the last
+    # block); per position, the gradient living on the class token is not multiplied by every
+    # token's norm
+    ratios = {s: _ratios(_measure(_seeded(mm.Encoder, readout="cls"), torch.randn(32, 3, s, s))) for s in (16, 64)}
+    mean = _ratios(_measure(_seeded(mm.Encoder, readout="mean"), torch.randn(32, 3, 64, 64)))
+    for name in ("blocks.0", "blocks.1"):
+        assert ratios[16][name] == pytest.approx(ratios[64][name], rel=0.15), name
+        # the two readouts of one encoder: within the factor that mean-pooling decorrelated tokens
+        # shrinks the output by (the reference), far from the old sqrt(257) = 16
+        assert 0.25 < ratios[64][name] / mean[name] < 4.0, name
+
+
+def _seeded(cls, **kw):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    return cls(**kw)
