@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Protocol
 
 from probe.records import LayerStats, Problem, Stats, Verdict
@@ -66,6 +67,8 @@ class Check:
     below: bool  # the rule breaks when a value is below the threshold (else above)
     cell: str = ""  # the LayerStats field a broken value colors in the table
     fraction: bool = False  # a fraction in [0, 1] (its error margin is additive-like, not a factor)
+    # the value a scale is measured from: a margin multiplies the excess over it (1 for a loss ratio)
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
     if check.fraction:
         return min(1.0, threshold * FRACTION_ERROR)
     margin = SLOW_MARGIN.get(gate.optimizer, SLOW_MARGIN["any"]) if rule in SLOW_RULES else HAIR
-    return threshold / margin if check.below else threshold * margin
+    return threshold / margin if check.below else check.floor + (threshold - check.floor) * margin
 
 
 def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
@@ -216,6 +219,68 @@ def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
     return []  # unreachable: the sizes sum to 2 * half
 
 
+# above this logit spread the expected loss is the expected largest logit to within 2% (log-sum-exp
+# less the max averages under 0.2 nats), and the integral below would need a finer grid
+ASYMPTOTIC_SPREAD = 10.0
+
+
+@cache
+def expected_max(classes: int) -> float:
+    """E[max of ``classes`` independent N(0, 1) values]: the integral of
+    x * C * pdf(x) * cdf(x)^(C - 1), by the trapezoid rule on [-12, 12]."""
+    import numpy as np
+
+    x = np.linspace(-12.0, 12.0, 4801)
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * np.array([math.erfc(-v / math.sqrt(2)) for v in x])
+    y = x * classes * pdf * cdf ** (classes - 1)
+    return float((y[1:] + y[:-1]).sum() / 2 * (x[1] - x[0]))
+
+
+@cache
+def expected_log_sum_exp(spread: float, classes: int) -> float:
+    """E[log sum_k exp(z_k)] for ``classes`` independent N(0, spread^2) logits: the expected
+    cross-entropy of such logits against a uniformly random label. Exact up to quadrature error
+    (under 0.01 nats): log S = int_0^inf (e^-t - e^(-t S)) dt / t, and by independence
+    E[e^(-t S)] = E[exp(-t e^(spread Z))]^C, a one-dimensional Gaussian integral."""
+    import numpy as np
+
+    if spread <= 0.0:
+        return math.log(classes)
+    if spread > ASYMPTOTIC_SPREAD:
+        return spread * expected_max(classes)
+    z = np.linspace(-10.0, 10.0, 801)
+    weights = np.exp(-0.5 * z * z)
+    weights /= weights.sum()
+    step = 0.05  # in u = log t; the integrand is negligible below -(s^2/2 + log C + 30) and above 5
+    u = np.arange(-(spread * spread / 2 + math.log(classes) + 30.0), 5.0, step)
+    laplace = np.exp(-np.exp(u)[:, None] * np.exp(spread * z)[None, :]) @ weights
+    return float((np.exp(-np.exp(u)) - laplace**classes).sum() * step)
+
+
+def start_loss_ratio(spread: float, classes: int) -> float:
+    """The expected starting cross-entropy of ``classes`` logits with ``spread`` (their std
+    across one sample's classes, taken as independent Gaussians), against a uniformly random label,
+    over ``log(classes)``: the loss of the best constant guess. About 1 + spread^2 / (2 log C)
+    for a small spread, spread * E[max of C normals] / log C for a large one."""
+    key = float(f"{spread:.3g}")  # three digits: what the gate can tell apart, and a cache key
+    return expected_log_sum_exp(key, classes) / math.log(classes)
+
+
+def _loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
+    """The network output's ``start_loss_ratio``, where the output can be logits: two or more
+    units, made by a module with a weight (a linear map: a head, not a normalization, an
+    activation or a lookup table, whose outputs are features a head will rescale). The spread
+    across the units of a sample is ``unit_spread * std``."""
+    x = report.last
+    if x.units < 2 or x.unit_spread is None or not x.weight_size or x.role in ("norm", "activation", "embedding"):
+        return []
+    spread = x.unit_spread * x.std
+    if not math.isfinite(spread):
+        return []
+    return [(x, start_loss_ratio(spread, x.units))]
+
+
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 
 RULES: dict[str, Rule] = {
@@ -277,12 +342,18 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "collapse",
-            "every input maps to the same direction",
+            "what varies between inputs lies along one direction",
             (
-                Check("max_correlation", "cosine between samples", _hidden("correlation"), False, "correlation"),
                 Check(
                     "max_correlation",
-                    "cosine between a sequence's tokens",
+                    "centered squared cosine between samples",
+                    _hidden("correlation"),
+                    False,
+                    "correlation",
+                ),
+                Check(
+                    "max_correlation",
+                    "centered squared cosine between a sequence's tokens",
                     _hidden("token_correlation"),
                     False,
                     "token_correlation",
@@ -303,6 +374,19 @@ RULES: dict[str, Rule] = {
                     "normalized weight scale / He's (median over the weights)",
                     _normalized_scale,
                     below=False,
+                ),
+            ),
+        ),
+        Rule(
+            "logit_scale",
+            "the output's logits start far from a constant guess",
+            (
+                Check(
+                    "max_loss_ratio",
+                    "starting cross-entropy / log(classes)",
+                    _loss_ratio,
+                    below=False,
+                    floor=1.0,
                 ),
             ),
         ),
@@ -372,11 +456,13 @@ def _loosened(gate: GateSpec) -> GateSpec:
         min_unit_spread=gate.min_unit_spread * SCALE_MARGIN,
         min_grad_ratio=gate.min_grad_ratio * SCALE_MARGIN,
         max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
-        # a near miss: twice as far from 1 as the threshold (0.96 for 0.98)
-        max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
+        # a near miss: half the threshold (0.125 for 0.25: a third of what varies on one direction)
+        max_correlation=gate.max_correlation / 2,
         min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
         max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
         max_weight_scale=gate.max_weight_scale / 2,
+        # a near miss: half as far above a constant guess (2 for 3)
+        max_loss_ratio=1.0 + (gate.max_loss_ratio - 1.0) / 2,
     )
 
 
