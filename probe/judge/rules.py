@@ -37,8 +37,8 @@ FRACTION_ERROR = 1.5  # fraction thresholds: 1.5 x the threshold
 SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by gate.optimizer
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
-# 0.98 cosine, one-hot attention, nan)
-NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale")
+# one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale")
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
@@ -67,8 +67,6 @@ class Check:
     below: bool  # the rule breaks when a value is below the threshold (else above)
     cell: str = ""  # the LayerStats field a broken value colors in the table
     fraction: bool = False  # a fraction in [0, 1] (its error margin is additive-like, not a factor)
-    # the value a scale is measured from: a margin multiplies the excess over it (1 for a loss ratio)
-    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
     if check.fraction:
         return min(1.0, threshold * FRACTION_ERROR)
     margin = SLOW_MARGIN.get(gate.optimizer, SLOW_MARGIN["any"]) if rule in SLOW_RULES else HAIR
-    return threshold / margin if check.below else check.floor + (threshold - check.floor) * margin
+    return threshold / margin if check.below else threshold * margin
 
 
 def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
@@ -252,8 +250,10 @@ def expected_log_sum_exp(spread: float, classes: int) -> float:
     z = np.linspace(-10.0, 10.0, 801)
     weights = np.exp(-0.5 * z * z)
     weights /= weights.sum()
-    step = 0.05  # in u = log t; the integrand is negligible below -(s^2/2 + log C + 30) and above 5
-    u = np.arange(-(spread * spread / 2 + math.log(classes) + 30.0), 5.0, step)
+    # in u = log t the integrand is negligible below -(s^2/2 + log C + 30) (e^-t - E[e^(-tS)] ~
+    # t E[S]) and above 8 s + 5 (both terms vanish once t e^(s z) >> 1 for all but P(Z < -8))
+    step = 0.05
+    u = np.arange(-(spread * spread / 2 + math.log(classes) + 30.0), 8.0 * spread + 5.0, step)
     laplace = np.exp(-np.exp(u)[:, None] * np.exp(spread * z)[None, :]) @ weights
     return float((np.exp(-np.exp(u)) - laplace**classes).sum() * step)
 
@@ -386,7 +386,6 @@ RULES: dict[str, Rule] = {
                     "starting cross-entropy / log(classes)",
                     _loss_ratio,
                     below=False,
-                    floor=1.0,
                 ),
             ),
         ),
