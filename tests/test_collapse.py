@@ -31,19 +31,35 @@ def _measure(*batches: torch.Tensor, unit_dim: int = -1) -> Any:
     return collector.finish()[0]
 
 
-def _reference(rows: torch.Tensor) -> tuple[float, float]:
-    """Sum over ordered pairs of distinct rows of the excess squared cosine between their centered
-    rows, and the number of pairs; the plain n x n way. Rows that are 0 take no part (but enter the
-    mean: they are outputs)."""
-    rows = rows.double().reshape(rows.shape[0], -1)
-    width = rows.shape[1]
-    centered = rows - rows.mean(dim=0)
-    keep = rows.norm(dim=1) > 0
+def _excess(centered: torch.Tensor, rho: float) -> tuple[float, float]:
+    """Sum over ordered pairs of distinct nonzero rows of the excess squared cosine, and the
+    number of pairs; the plain n x n way."""
+    width = centered.shape[1]
+    keep = centered.norm(dim=1) > 0
     unit = centered[keep] / centered[keep].norm(dim=1, keepdim=True)
     cos2 = (unit @ unit.t()) ** 2
     n = unit.shape[0]
-    total = float(cos2.sum() - cos2.diagonal().sum())
-    return (total - n * (n - 1) / width) / (1 - 1 / width), n * (n - 1)
+    base = rho * rho + (1 - rho * rho) ** 2 / width
+    return (float(cos2.sum() - cos2.diagonal().sum()) - n * (n - 1) * base) / (1 - base), n * (n - 1)
+
+
+def _reference(rows: torch.Tensor) -> tuple[float, float]:
+    """The sample statistic's sums for one batch's rows: centered on their mean (rows that are 0
+    enter the mean, they are outputs, but take no part in the pairs)."""
+    rows = rows.double().reshape(rows.shape[0], -1)
+    centered = rows - rows.mean(dim=0)
+    centered[rows.norm(dim=1) == 0] = 0
+    return _excess(centered, 1 / (rows.shape[0] - 1))
+
+
+def _token_reference(batch: torch.Tensor, sequences: int) -> tuple[float, float]:
+    """The token statistic's sums: each token centered on the batch mean at its position."""
+    centered = batch.double() - batch.double().mean(dim=0)
+    total = pairs = 0.0
+    for seq in centered[:sequences]:
+        s, n = _excess(seq, 0.0)
+        total, pairs = total + s, pairs + n
+    return total, pairs
 
 
 def test_sample_statistic_matches_the_pairwise_reference() -> None:
@@ -91,31 +107,31 @@ def test_many_batches_fold_into_the_same_sums() -> None:
     for b in batches:
         s, n = _reference(b)
         total, pairs = total + s, pairs + n
-        for seq in b[:TOKEN_SEQUENCES]:
-            s, n = _reference(seq)
-            token_total, token_pairs = token_total + s, token_pairs + n
+        s, n = _token_reference(b, TOKEN_SEQUENCES)
+        token_total, token_pairs = token_total + s, token_pairs + n
     assert stats.correlation == pytest.approx(total / pairs, rel=1e-6)
     assert stats.token_correlation == pytest.approx(token_total / token_pairs, rel=1e-6)
 
 
 def test_token_statistic_is_measured_within_each_sequence() -> None:
-    """Rank collapse: a sequence whose tokens differ along one direction (a shared vector plus a
-    per-token multiple of a sequence's own direction) reads 1; samples stay independent."""
+    """Rank collapse: every token of a sequence carries the same sample-specific vector (on top of
+    a position pattern every sample shares, which cancels): 1. Independent tokens read 0."""
     from probe.measurement.correlation import TOKEN_SEQUENCES
 
     g = torch.Generator().manual_seed(1)
-    base = 3 * torch.randn(20, 1, 32, generator=g)
+    positions = 5 * torch.randn(1, 6, 32, generator=g)
     direction = torch.randn(20, 1, 32, generator=g)
-    x = base + torch.randn(20, 6, 1, generator=g) * direction
+    x = positions + direction
     stats = _measure(x)
     assert stats.token_correlation == pytest.approx(1.0, abs=1e-9)
+    mixed = x + 0.5 * torch.randn(20, 6, 32, generator=g)
+    total, pairs = _token_reference(mixed, TOKEN_SEQUENCES)
+    assert _measure(mixed).token_correlation == pytest.approx(total / pairs, rel=1e-6)
     assert stats.correlation is not None and stats.correlation < 0.2
     free = torch.randn(20, 6, 32, generator=g)
-    total = pairs = 0.0
-    for seq in free[:TOKEN_SEQUENCES]:
-        s, n = _reference(seq)
-        total, pairs = total + s, pairs + n
+    total, pairs = _token_reference(free, TOKEN_SEQUENCES)
     assert _measure(free).token_correlation == pytest.approx(total / pairs, rel=1e-6)
+    assert abs(total / pairs) < 0.05
 
 
 def test_one_sample_one_value_or_a_constant_output_has_no_statistic() -> None:

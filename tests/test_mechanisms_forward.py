@@ -146,6 +146,30 @@ def test_squeeze_excitation_and_sigmoid_stacks_do_not_collapse() -> None:
     assert max(row.correlation or 0.0 for row in report.stats.layers) < 0.125
 
 
+@pytest.mark.parametrize("channels", [8, 64])
+def test_a_global_pool_of_noise_images_is_not_collapse(channels: int) -> None:
+    """A bias-free-at-heart ReLU conv net scales with its input's norm, and averaging over every
+    position leaves noise images little else to differ by: after the pool, 8 channels read 0.5 to
+    1 (a bottleneck's width, not depth: such rows are not judged), 64 channels under 0.125."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(channels, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, channels),
+        nn.ReLU(),
+        nn.Linear(channels, 10),
+    )
+    report = _measure(model, torch.rand(64, 3, 16, 16))
+    assert "collapse" not in _rules(report)
+    judged = [row for row in report.stats.layers if row.units >= rules.COLLAPSE_MIN_UNITS]
+    assert max((row.correlation or 0.0 for row in judged), default=0.0) < 0.125
+
+
 @pytest.mark.parametrize("depth", [50, 100])
 def test_a_deep_he_relu_stack_still_collapses(depth: int) -> None:
     """He + ReLU at depth 50 and 100, width 256: every sample is pushed to one direction up to its
@@ -160,6 +184,23 @@ def test_a_shallow_he_relu_stack_does_not() -> None:
     torch.manual_seed(0)
     report = _measure(_mlp(8, 256, nn.ReLU, gain=math.sqrt(2.0)), torch.randn(256, 32))
     assert "collapse" not in _rules(report)
+
+
+class _TokenAverage(nn.Module):
+    """Every token replaced by its sequence's mean: attention at its rank-collapse limit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1, keepdim=True).expand_as(x)
+
+
+def test_tokens_that_are_all_alike_collapse_and_a_default_llama_does_not() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 12, 32)
+    report = _measure(nn.Sequential(nn.Linear(32, 64), _TokenAverage(), nn.Linear(64, 64)), x)
+    (problem,) = [p for p in report.verdict.problems if p.rule == "collapse"]
+    assert problem.gate_key == "max_token_correlation" and problem.value == pytest.approx(1.0, abs=1e-6)
+    # each token keeps its own part: well under the threshold
+    assert "collapse" not in _rules(_measure(nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64)), x))
 
 
 # ---- logit_scale ----------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
 NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale")
+# collapse judges rows of at least this many units: in a narrower row a few directions are the
+# row's width (a 4- or 8-channel global pool of noise images reads 0.4-1), not what depth did
+COLLAPSE_MIN_UNITS = 16
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
@@ -77,7 +80,7 @@ class Rule:
 
     @property
     def thresholds(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.key for c in self.checks))  # collapse checks two values against one key
+        return tuple(dict.fromkeys(c.key for c in self.checks))  # nonfinite checks two values against one key
 
 
 def _fmt(x: float) -> str:
@@ -161,11 +164,10 @@ def _attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
 
 
 def _hidden(name: str) -> Values:
-    """A field of the hidden rows that carry the signal. Not judged, only shown: a linear head's
-    output, which inherits the mean of its input features (positive ReLU features, pooled maps) as
-    a shared offset per unit that its bias absorbs on the first steps (the seed's CNN head reads
-    0.993 at init and trains); and embedding tables (role ``embedding``), whose rows depend on the
-    ids alone (BERT's token-type embedding is the same vector for every token of one segment)."""
+    """A field of the hidden rows that carry the signal. Not judged, only shown: a head's output
+    (``logit_scale`` judges the network's); embedding tables (role ``embedding``), whose rows
+    depend on the ids alone (BERT's token-type embedding is the same vector for every token of one
+    segment); and rows narrower than ``COLLAPSE_MIN_UNITS``."""
 
     def values(report: Stats) -> list[tuple[Row, float | None]]:
         # in a residual network, the stream: a branch's tokens all alike (attention averaging them
@@ -174,7 +176,10 @@ def _hidden(name: str) -> Values:
         return [
             (x, getattr(x, name))
             for x in report.layers
-            if x.kind != "output" and x.role not in ("embedding", "head") and (x.role == "stream" or not residual)
+            if x.kind != "output"
+            and x.role not in ("embedding", "head")
+            and (x.role == "stream" or not residual)
+            and x.units >= COLLAPSE_MIN_UNITS
         ]
 
     return values
@@ -352,7 +357,7 @@ RULES: dict[str, Rule] = {
                     "correlation",
                 ),
                 Check(
-                    "max_correlation",
+                    "max_token_correlation",
                     "centered squared cosine between a sequence's tokens",
                     _hidden("token_correlation"),
                     False,
@@ -457,6 +462,8 @@ def _loosened(gate: GateSpec) -> GateSpec:
         max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
         # a near miss: half the threshold (0.125 for 0.25: a third of what varies on one direction)
         max_correlation=gate.max_correlation / 2,
+        # tokens: twice as far from 1 (0.96 for 0.98)
+        max_token_correlation=1.0 - (1.0 - gate.max_token_correlation) * 2.0,
         min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
         max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
         max_weight_scale=gate.max_weight_scale / 2,

@@ -182,6 +182,7 @@ class GateSpec:
     min_attention_entropy: float = 0.2
     max_weight_scale: float = 4.0
     max_loss_ratio: float = 3.0
+    max_token_correlation: float = 0.98
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -285,7 +286,7 @@ GATE_PARAMS: dict[str, Param] = {
         0.25,
         minimum=0.0,
         maximum=1.0,
-        help="collapse: mean squared cosine between samples' centered outputs (or a sequence's tokens) above this",
+        help="collapse: squared cosine between samples' centered outputs above this",
     ),
     "min_attention_entropy": Param(
         "float",
@@ -306,7 +307,14 @@ GATE_PARAMS: dict[str, Param] = {
         3.0,
         minimum=1.0,
         allow_inf=True,
-        help="logit_scale: the output's starting cross-entropy / log(classes) (a constant guess's) above this",
+        help="logit_scale: the output's starting cross-entropy / log(classes) above this",
+    ),
+    "max_token_correlation": Param(
+        "float",
+        0.98,
+        minimum=0.0,
+        maximum=1.0,
+        help="collapse: squared cosine between a sequence's tokens (centered per position) above this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
