@@ -170,6 +170,17 @@ def test_a_global_pool_of_noise_images_is_not_collapse(channels: int) -> None:
     assert max((row.correlation or 0.0 for row in judged), default=0.0) < 0.125
 
 
+def test_a_small_bottleneck_is_not_collapse() -> None:
+    """8-16-8-16-32: a random map between small widths is anisotropic from the start (0.2 to 0.3 after
+    the bottleneck); rows under ``COLLAPSE_MIN_UNITS`` are not judged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8)),
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 32)),
+    )
+    assert "collapse" not in _rules(_measure(model, torch.randn(64, 32)))
+
+
 @pytest.mark.parametrize("depth", [50, 100])
 def test_a_deep_he_relu_stack_still_collapses(depth: int) -> None:
     """He + ReLU at depth 50 and 100, width 256: every sample is pushed to one direction up to its

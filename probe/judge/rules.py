@@ -40,8 +40,10 @@ SLOW_RULES = ("vanishing", "gradient_vanishing")
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
 NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale")
 # collapse judges rows of at least this many units: in a narrower row a few directions are the
-# row's width (a 4- or 8-channel global pool of noise images reads 0.4-1), not what depth did
-COLLAPSE_MIN_UNITS = 16
+# row's width, not what depth did. A random N x k map spreads the squared singular values over
+# (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
+# global average pool of 4 to 16 channels of noise images 0.14 to 1; 64 channels read under 0.12
+COLLAPSE_MIN_UNITS = 64
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
 
