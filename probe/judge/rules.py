@@ -8,7 +8,8 @@ value breaking a rule is ``fail``; one within a margin of its threshold is ``war
 Each check reads the rows whose role it judges (probe/model/roles.py): vanishing, exploding and
 the gradient rules the signal path (``stream`` rows and the network output); symmetry and
 dead_units layers of units (not lookup tables); saturation and nonfinite every row; weight_scale
-one value for the network, from the weights that feed a normalization.
+one value for the network, from the weights that feed a normalization; collapse the signal path's
+rows of 64 units or more; logit_scale the network output, when a linear map made it.
 
 Severity (docs/verdicts.md has the training evidence): a broken threshold is an ``error`` when
 the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
