@@ -75,7 +75,8 @@ def test_sample_statistic_matches_the_pairwise_reference() -> None:
     for batch in (a, b):
         s, n = _reference(batch[:_CORRELATION_SAMPLES])
         total, pairs = total + s, pairs + n
-    assert stats.correlation == pytest.approx(total / pairs, rel=1e-6)
+    # the record is computed in the activation's float32: squared cosines to a few epsilons
+    assert stats.correlation == pytest.approx(total / pairs, rel=1e-5, abs=1e-6)
     assert 0.05 < stats.correlation < 0.9
     assert stats.token_correlation is None  # channels first: no token axis
 
@@ -92,7 +93,7 @@ def test_a_shared_offset_does_not_move_it_and_a_line_reads_one() -> None:
     # 32 centered rows summing to zero (each cosine then averages -1/31: cos^2 gains 1/31^2)
     assert abs(plain) < 2 / (_CORRELATION_SAMPLES - 1) ** 2 + 4 / 256
     line = offset + torch.randn(64, 1, generator=g) * torch.randn(1, 256, generator=g)
-    assert _measure(line).correlation == pytest.approx(1.0, abs=1e-9)
+    assert _measure(line).correlation == pytest.approx(1.0, abs=1e-6)
 
 
 def test_many_batches_fold_into_the_same_sums() -> None:
@@ -109,8 +110,8 @@ def test_many_batches_fold_into_the_same_sums() -> None:
         total, pairs = total + s, pairs + n
         s, n = _token_reference(b, TOKEN_SEQUENCES)
         token_total, token_pairs = token_total + s, token_pairs + n
-    assert stats.correlation == pytest.approx(total / pairs, rel=1e-6)
-    assert stats.token_correlation == pytest.approx(token_total / token_pairs, rel=1e-6)
+    assert stats.correlation == pytest.approx(total / pairs, rel=1e-5, abs=1e-6)
+    assert stats.token_correlation == pytest.approx(token_total / token_pairs, rel=1e-5, abs=1e-6)
 
 
 def test_token_statistic_is_measured_within_each_sequence() -> None:
@@ -123,15 +124,23 @@ def test_token_statistic_is_measured_within_each_sequence() -> None:
     direction = torch.randn(20, 1, 32, generator=g)
     x = positions + direction
     stats = _measure(x)
-    assert stats.token_correlation == pytest.approx(1.0, abs=1e-9)
+    assert stats.token_correlation == pytest.approx(1.0, abs=1e-6)
     mixed = x + 0.5 * torch.randn(20, 6, 32, generator=g)
     total, pairs = _token_reference(mixed, TOKEN_SEQUENCES)
-    assert _measure(mixed).token_correlation == pytest.approx(total / pairs, rel=1e-6)
+    assert _measure(mixed).token_correlation == pytest.approx(total / pairs, rel=1e-5, abs=1e-6)
     assert stats.correlation is not None and stats.correlation < 0.2
     free = torch.randn(20, 6, 32, generator=g)
     total, pairs = _token_reference(free, TOKEN_SEQUENCES)
-    assert _measure(free).token_correlation == pytest.approx(total / pairs, rel=1e-6)
+    assert _measure(free).token_correlation == pytest.approx(total / pairs, rel=1e-5, abs=1e-6)
     assert abs(total / pairs) < 0.05
+
+
+def test_a_batch_with_a_non_finite_value_adds_nothing() -> None:
+    g = torch.Generator().manual_seed(7)
+    good = torch.randn(40, 64, generator=g) + torch.randn(40, 1, generator=g) * torch.randn(1, 64, generator=g)
+    bad = torch.randn(40, 64, generator=g)
+    bad[5, 3] = float("nan")
+    assert _measure(good, bad).correlation == pytest.approx(_measure(good).correlation, rel=1e-6)
 
 
 def test_one_sample_one_value_or_a_constant_output_has_no_statistic() -> None:

@@ -14,7 +14,7 @@ puts between any two of them (b = 1/D for many rows). It is 0 on average for row
 independently and 1 when every sample differs from the batch mean along one line: the input
 changes where on that line a sample lands and nothing else (a deep ReLU network at He's init maps
 inputs to one direction up to their norm: after centering, only the norm is left). Rows that are 0
-or not finite take no part, nor does a sample whose centered row is below ``RESOLUTION`` times the
+take no part, nor does a sample whose centered row is below ``RESOLUTION`` times the
 dtype's epsilon of its own norm: it is the batch mean to rounding, and its direction is
 rounding's. (An output that does not depend on the input at all has no pairs: the scale rules
 judge it, since no gradient reaches what is behind it.) A record is the sum over pairs and the
@@ -26,14 +26,16 @@ position embedding shared by every sample cancels, and a sequence's tokens are n
 each other: a recurrent state that drifts over time is not one direction). Rank collapse, the
 sample-specific part of every token of a sequence the same vector up to a scale, reads 1.
 
-The pairs' sum is the squared Frobenius norm of the rows' Gram matrix (or of the D x D matrix,
-whichever is smaller) less its diagonal: one matrix product per group, O(n^2 D). Everything stays
-on the device (no host read).
+Each record costs three passes over the first samples (their squared norms, their mean, the
+centered copy) and one Gram product, O(n^2 D), in the activation's own float type (float32: a
+squared cosine to a few epsilons); the Gram matrix's diagonal gives the centered norms, so no row
+is normalized. Tokens: a tokens x tokens Gram matrix per sequence, or the units x units one of the
+unit tokens when a sequence has more tokens than units (the same Frobenius norm). A batch with a
+non-finite value in those samples adds nothing. Everything stays on the device (no host read).
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -53,71 +55,67 @@ RESOLUTION = 8.0
 PENDING = 32
 
 
-def _pair_sum(centered: torch.Tensor, norms: torch.Tensor, eps: float, rho: torch.Tensor) -> torch.Tensor:
-    """[sum over ordered pairs of distinct rows of the excess squared cosine, pairs] for each group
-    of ``centered`` rows (groups, n, D), in the float type they come in. ``norms``: each row's
-    uncentered norm (non-finite: the row takes no part); ``rho``: per group, the correlation the
-    centering alone puts between two rows (-1/(m-1) for rows centered on the mean of m of them,
-    0 for rows centered on other rows' means), whose square independent rows read as well."""
+def _excess(gram: torch.Tensor, squares: torch.Tensor, eps: float, rho: float, width: int) -> torch.Tensor:
+    """[sum over ordered pairs of distinct rows of the excess squared cosine, pairs], summed over
+    the groups of ``gram`` (groups, n, n): the Gram matrices of centered rows. ``squares``: each
+    row's uncentered squared norm; ``rho``: the correlation the centering alone puts between two
+    rows (1/(m-1) for rows centered on the mean of m of them, 0 for rows centered on other rows'
+    means), whose square independent rows read as well; ``width``: values per row."""
     import torch
 
-    width = centered.shape[2]
-    spread = torch.linalg.vector_norm(centered, dim=2)
+    spread = gram.diagonal(dim1=1, dim2=2)  # squared norms of the centered rows
     # a zero row, or one that is the mean to rounding, has no direction of its own
-    live = torch.isfinite(norms) & (norms > 0) & (spread > RESOLUTION * eps * norms)
-    unit = centered * torch.where(live, spread.reciprocal(), torch.zeros_like(spread)).unsqueeze(2)
-    # the n x n Gram matrix, or the D x D one when smaller: the same Frobenius norm
-    gram = unit.transpose(1, 2) @ unit if width < centered.shape[1] else unit @ unit.transpose(1, 2)
-    m = live.sum(dim=1, dtype=centered.dtype)
+    live = (squares > 0) & (spread > (RESOLUTION * eps) ** 2 * squares)
+    inverse = torch.where(live, spread.reciprocal(), torch.zeros_like(spread))
+    m = live.sum(dim=1, dtype=gram.dtype)
     pairs = m * (m - 1)
-    squares = gram.square().sum(dim=(1, 2)) - m  # less the diagonal's m ones
+    cos2 = gram.square() * inverse.unsqueeze(2) * inverse.unsqueeze(1)
+    total = cos2.sum(dim=(1, 2)) - m  # less the diagonal's m ones
     # independent rows: E[cos^2] = rho^2 + (1 - rho^2)^2 / D (within 3% down to 4 rows of 8 values)
-    r2 = rho * rho
-    base = r2 + (1.0 - r2) ** 2 / width
-    excess = (squares - pairs * base) / (1.0 - base)
-    return torch.stack([excess, pairs], dim=1)
-
-
-def _finite_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``rows`` (samples, ...) in float64 (float32 on MPS), non-finite samples zeroed, each sample's
-    norm, and the mean over the finite samples (dim 0)."""
-    import torch
-
-    wide = torch.float32 if rows.device.type == "mps" else torch.float64
-    rows = rows.to(wide)
-    norms = torch.linalg.vector_norm(rows.reshape(rows.shape[0], -1), dim=1)
-    finite = torch.isfinite(norms)
-    shape = (-1,) + (1,) * (rows.dim() - 1)
-    clean = torch.where(finite.view(shape), rows, torch.zeros_like(rows))
-    mean = clean.sum(dim=0, keepdim=True) / finite.sum(dtype=wide).clamp_min(1)
-    return clean, norms, mean
+    base = rho * rho + (1.0 - rho * rho) ** 2 / width
+    excess = (total - pairs * base) / (1.0 - base)
+    return torch.stack([excess.sum(), pairs.sum()])
 
 
 def correlation_record(y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955078125e-07) -> torch.Tensor | None:
     """One output's raw record: [sum over sample pairs of the excess squared cosine of their
     centered rows, pairs] and, for a (samples, tokens, units) output, the same over the token
     pairs of each of the first ``TOKEN_SEQUENCES`` sequences, each token centered on the batch's
-    mean of its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``None``
-    with fewer than two samples or one value per sample."""
+    mean at its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``None``
+    with fewer than two samples or one value per sample. Three passes over the first samples
+    (their squared norms, their mean, the centered copy) and one Gram product; a batch with a
+    non-finite value in those samples adds nothing (the nonfinite rule reports it)."""
     import torch
 
     if y.dim() < 2 or y.shape[0] < 2 or y[0].numel() < 2:
         return None
-    clean, norms, mean = _finite_rows(y[:SAMPLES])
-    centered = clean - mean
-    m = torch.isfinite(norms).sum(dtype=clean.dtype)
-    rho = (1.0 / (m - 1).clamp_min(1)).view(1)
-    parts = [_pair_sum(centered.reshape(1, clean.shape[0], -1), norms.view(1, -1), eps, rho).sum(0)]
+    n = min(y.shape[0], SAMPLES)
+    rows = y[:n].reshape(n, -1)
+    squares = torch.einsum("nd,nd->n", rows, rows)
+    centered = rows - rows.mean(dim=0, keepdim=True)
+    gram = centered @ centered.t()
+    parts = [_excess(gram.unsqueeze(0), squares.unsqueeze(0), eps, 1.0 / (n - 1), rows.shape[1])]
     if y.dim() == 3 and unit_dim == 2 and y.shape[1] > 1 and y.shape[2] > 1:
-        seqs = centered[:TOKEN_SEQUENCES]
-        token_norms = torch.linalg.vector_norm(clean[:TOKEN_SEQUENCES], dim=2)
-        token_norms = torch.where(
-            torch.isfinite(norms[:TOKEN_SEQUENCES]).unsqueeze(1), token_norms, norms.new_tensor(math.nan)
-        )
-        parts.append(
-            _pair_sum(seqs, token_norms, eps, torch.zeros(seqs.shape[0], dtype=seqs.dtype, device=seqs.device)).sum(0)
-        )
-    return torch.cat(parts)
+        tokens, units = y.shape[1], y.shape[2]
+        seqs = centered[:TOKEN_SEQUENCES].view(-1, tokens, units)
+        token_squares = torch.einsum("ktu,ktu->kt", y[: seqs.shape[0]], y[: seqs.shape[0]])
+        if tokens <= units:
+            token_gram = seqs @ seqs.transpose(1, 2)
+        else:  # many short tokens: the units x units Gram of the unit tokens has the same Frobenius norm
+            spread = torch.einsum("ktu,ktu->kt", seqs, seqs)
+            live = (token_squares > 0) & (spread > (RESOLUTION * eps) ** 2 * token_squares)
+            unit = seqs * torch.where(live, spread.rsqrt(), torch.zeros_like(spread)).unsqueeze(2)
+            small = unit.transpose(1, 2) @ unit
+            m = live.sum(dim=1, dtype=small.dtype)
+            base = 1.0 / units
+            total = small.square().sum(dim=(1, 2)) - m
+            pairs = m * (m - 1)
+            parts.append(torch.stack([((total - pairs * base) / (1.0 - base)).sum(), pairs.sum()]))
+            token_gram = None
+        if token_gram is not None:
+            parts.append(_excess(token_gram, token_squares, eps, 0.0, units))
+    # a non-finite value makes the whole record nan: that batch adds nothing
+    return torch.cat(parts).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def fold(records: list[torch.Tensor], acc_dtype: torch.dtype) -> torch.Tensor:
