@@ -50,10 +50,12 @@ class LayerStats:
     normalized: bool = False
     # a residual block's rms(output - input) / rms(input): how much its branch adds to the stream
     branch_ratio: float | None = None
-    # mean pairwise cosine between samples' (flattened, uncentered) outputs: 1 = every input maps
-    # to the same direction (correlation collapse); None: fewer than two samples
+    # collapse: the mean over pairs of samples of the squared cosine between their centered
+    # (batch mean subtracted) flattened outputs, as an excess over independent directions (0) up to
+    # 1 = every sample differs from the others along one line; None: fewer than two varying samples
     correlation: float | None = None
-    # for (samples, tokens, units) outputs: mean pairwise cosine between the tokens of a sequence
+    # for (samples, tokens, units) outputs: the same between the tokens of a sequence (centered on
+    # the sequence's mean token)
     token_correlation: float | None = None
     # fraction of units whose output is 0 for every sample (dead_units also asks that they receive
     # no gradient: a zero-initialized layer's units output 0 and are not dead)

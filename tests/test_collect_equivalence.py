@@ -54,16 +54,22 @@ def _tie_spread(rows_per_batch: list[torch.Tensor]) -> float:
 
 
 def _mean_cosine(batches: list[torch.Tensor]) -> float | None:
-    """The mean cosine over every pair of distinct samples among each batch's first 64 (the
-    collector's sample), pooled over batches by pairs: the n x n Gram matrix, the slow way."""
-    total, pairs = 0.0, 0
+    """The collapse statistic, the slow way: over each batch's first 32 samples (the collector's
+    sample), each flattened and less their mean, the squared cosine of every pair of distinct
+    nonzero rows as an excess over independent rows, b = rho^2 + (1 - rho^2)^2 / D with
+    rho = 1/(n - 1) (correlation.py), pooled over batches by pairs, in float64."""
+    total, pairs = 0.0, 0.0
     for y in batches:
-        rows = y[:64].reshape(min(len(y), 64), -1)
-        rows = rows[rows.norm(dim=1) > 0]
-        unit = rows / rows.norm(dim=1, keepdim=True)
-        gram = unit @ unit.t()
-        total += float(gram.sum() - gram.diagonal().sum())
-        pairs += rows.shape[0] * (rows.shape[0] - 1)
+        rows = y[:32].double().reshape(min(len(y), 32), -1)
+        n, width = rows.shape
+        centered = (rows - rows.mean(dim=0))[rows.norm(dim=1) > 0]
+        unit = centered / centered.norm(dim=1, keepdim=True)
+        cos2 = (unit @ unit.t()) ** 2
+        m = unit.shape[0]
+        rho = 1 / (n - 1)
+        base = rho * rho + (1 - rho * rho) ** 2 / width
+        total += (float(cos2.sum() - cos2.diagonal().sum()) - m * (m - 1) * base) / (1 - base)
+        pairs += m * (m - 1)
     return total / pairs if pairs else None
 
 

@@ -231,7 +231,8 @@ def test_cell_flags_follow_the_gate_the_verdict_was_evaluated_with() -> None:
 def _healthy_gradients_report(nan_layer: bool = False) -> Stats:
     """Healthy under the default gate, with a little of everything a rule measures."""
     layers = [
-        _layer(i, saturation_ratio=0.01, dead_units=0.01, correlation=0.1, weight_scale=1.0, weight_size=100)
+        # 64 units: collapse judges no narrower row
+        _layer(i, units=64, saturation_ratio=0.01, dead_units=0.01, correlation=0.1, weight_scale=1.0, weight_size=100)
         for i in range(1, 5)
     ]
     layers[1:] = [replace(x, normalized=True) for x in layers[1:]]  # 3 of 4 weights: the median is 1

@@ -68,7 +68,7 @@ def depth_limit(spec: Spec, weight: Choice, max_depth: int) -> DepthLimit:
         init=replace(spec.init, weight=weight),
         run=replace(spec.run, backward=True),
     )
-    prediction = theory.predict(stretched)
+    prediction = theory.predict(stretched, collapse=False)  # the collapse map is not used here
     if not prediction.available:
         return DepthLimit(label, None, None, None, None, None, None, None, prediction.reason)
     layers = prediction.layers

@@ -8,7 +8,8 @@ value breaking a rule is ``fail``; one within a margin of its threshold is ``war
 Each check reads the rows whose role it judges (probe/model/roles.py): vanishing, exploding and
 the gradient rules the signal path (``stream`` rows and the network output); symmetry and
 dead_units layers of units (not lookup tables); saturation and nonfinite every row; weight_scale
-one value for the network, from the weights that feed a normalization.
+one value for the network, from the weights that feed a normalization; collapse the signal path's
+rows of 64 units or more; logit_scale the network output, when a linear map made it.
 
 Severity (docs/verdicts.md has the training evidence): a broken threshold is an ``error`` when
 the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
@@ -29,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Protocol
 
 from probe.records import LayerStats, Problem, Stats, Verdict
@@ -42,8 +44,13 @@ FRACTION_ERROR = 1.5  # fraction thresholds: 1.5 x the threshold
 SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by gate.optimizer
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
-# 0.98 cosine, one-hot attention, nan)
-NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale")
+# one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale")
+# collapse judges rows of at least this many units: in a narrower row a few directions are the
+# row's width, not what depth did. A random N x k map spreads the squared singular values over
+# (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
+# global average pool of 4 to 16 channels of noise images 0.14 to 1; 64 channels read under 0.12
+COLLAPSE_MIN_UNITS = 64
 # dead_units is an error from this fraction of a signal-path layer's units on: a layer with every
 # unit dead cuts the path (nothing below it ever receives gradient); with fewer dead it is a
 # narrower layer. Measured (benchmarks/backward_mechanisms.py, ReLU MLPs with a negative bias
@@ -89,7 +96,7 @@ class Rule:
 
     @property
     def thresholds(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.key for c in self.checks))  # collapse checks two values against one key
+        return tuple(dict.fromkeys(c.key for c in self.checks))  # nonfinite checks two values against one key
 
 
 def _fmt(x: float) -> str:
@@ -274,11 +281,10 @@ def _attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
 
 
 def _hidden(name: str) -> Values:
-    """A field of the hidden rows that carry the signal. Not judged, only shown: a linear head's
-    output, which inherits the mean of its input features (positive ReLU features, pooled maps) as
-    a shared offset per unit that its bias absorbs on the first steps (the seed's CNN head reads
-    0.993 at init and trains); and embedding tables (role ``embedding``), whose rows depend on the
-    ids alone (BERT's token-type embedding is the same vector for every token of one segment)."""
+    """A field of the hidden rows that carry the signal. Not judged, only shown: a head's output
+    (``logit_scale`` judges the network's); embedding tables (role ``embedding``), whose rows
+    depend on the ids alone (BERT's token-type embedding is the same vector for every token of one
+    segment); and rows narrower than ``COLLAPSE_MIN_UNITS``."""
 
     def values(report: Stats) -> list[tuple[Row, float | None]]:
         # in a residual network, the stream: a branch's tokens all alike (attention averaging them
@@ -287,7 +293,10 @@ def _hidden(name: str) -> Values:
         return [
             (x, getattr(x, name))
             for x in report.layers
-            if x.kind != "output" and x.role not in ("embedding", "head") and (x.role == "stream" or not residual)
+            if x.kind != "output"
+            and x.role not in ("embedding", "head")
+            and (x.role == "stream" or not residual)
+            and x.units >= COLLAPSE_MIN_UNITS
         ]
 
     return values
@@ -337,6 +346,70 @@ def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
         if seen >= half:
             return [(x, (x.weight_scale or 0.0) if x.normalized else 0.0)]
     return []  # unreachable: the sizes sum to 2 * half
+
+
+# above this logit spread the expected loss is the expected largest logit to within 2% (log-sum-exp
+# less the max averages under 0.2 nats), and the integral below would need a finer grid
+ASYMPTOTIC_SPREAD = 10.0
+
+
+@cache
+def expected_max(classes: int) -> float:
+    """E[max of ``classes`` independent N(0, 1) values]: the integral of
+    x * C * pdf(x) * cdf(x)^(C - 1), by the trapezoid rule on [-12, 12]."""
+    import numpy as np
+
+    x = np.linspace(-12.0, 12.0, 4801)
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * np.array([math.erfc(-v / math.sqrt(2)) for v in x])
+    y = x * classes * pdf * cdf ** (classes - 1)
+    return float((y[1:] + y[:-1]).sum() / 2 * (x[1] - x[0]))
+
+
+@cache
+def expected_log_sum_exp(spread: float, classes: int) -> float:
+    """E[log sum_k exp(z_k)] for ``classes`` independent N(0, spread^2) logits: the expected
+    cross-entropy of such logits against a uniformly random label. Exact up to quadrature error
+    (under 0.01 nats): log S = int_0^inf (e^-t - e^(-t S)) dt / t, and by independence
+    E[e^(-t S)] = E[exp(-t e^(spread Z))]^C, a one-dimensional Gaussian integral."""
+    import numpy as np
+
+    if spread <= 0.0:
+        return math.log(classes)
+    if spread > ASYMPTOTIC_SPREAD:
+        return spread * expected_max(classes)
+    z = np.linspace(-10.0, 10.0, 801)
+    weights = np.exp(-0.5 * z * z)
+    weights /= weights.sum()
+    # in u = log t the integrand is negligible below -(s^2/2 + log C + 30) (e^-t - E[e^(-tS)] ~
+    # t E[S]) and above 8 s + 5 (both terms vanish once t e^(s z) >> 1 for all but P(Z < -8))
+    step = 0.05
+    u = np.arange(-(spread * spread / 2 + math.log(classes) + 30.0), 8.0 * spread + 5.0, step)
+    laplace = np.exp(-np.exp(u)[:, None] * np.exp(spread * z)[None, :]) @ weights
+    return float((np.exp(-np.exp(u)) - laplace**classes).sum() * step)
+
+
+def start_loss_ratio(spread: float, classes: int) -> float:
+    """The expected starting cross-entropy of ``classes`` logits with ``spread`` (their std
+    across one sample's classes, taken as independent Gaussians), against a uniformly random label,
+    over ``log(classes)``: the loss of the best constant guess. About 1 + spread^2 / (2 log C)
+    for a small spread, spread * E[max of C normals] / log C for a large one."""
+    key = float(f"{spread:.3g}")  # three digits: what the gate can tell apart, and a cache key
+    return expected_log_sum_exp(key, classes) / math.log(classes)
+
+
+def _loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
+    """The network output's ``start_loss_ratio``, where the output can be logits: two or more
+    units, made by a module with a weight (a linear map: a head, not a normalization, an
+    activation or a lookup table, whose outputs are features a head will rescale). The spread
+    across the units of a sample is ``unit_spread * std``."""
+    x = report.last
+    if x.units < 2 or x.unit_spread is None or not x.weight_size or x.role in ("norm", "activation", "embedding"):
+        return []
+    spread = x.unit_spread * x.std
+    if not math.isfinite(spread):
+        return []
+    return [(x, start_loss_ratio(spread, x.units))]
 
 
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
@@ -400,12 +473,18 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "collapse",
-            "every input maps to the same direction",
+            "what varies between inputs lies along one direction",
             (
-                Check("max_correlation", "cosine between samples", _hidden("correlation"), False, "correlation"),
                 Check(
                     "max_correlation",
-                    "cosine between a sequence's tokens",
+                    "centered squared cosine between samples",
+                    _hidden("correlation"),
+                    False,
+                    "correlation",
+                ),
+                Check(
+                    "max_token_correlation",
+                    "centered squared cosine between a sequence's tokens",
                     _hidden("token_correlation"),
                     False,
                     "token_correlation",
@@ -425,6 +504,18 @@ RULES: dict[str, Rule] = {
                     "max_weight_scale",
                     "normalized weight scale / He's (median over the weights)",
                     _normalized_scale,
+                    below=False,
+                ),
+            ),
+        ),
+        Rule(
+            "logit_scale",
+            "the output's logits start far from a constant guess",
+            (
+                Check(
+                    "max_loss_ratio",
+                    "starting cross-entropy / log(classes)",
+                    _loss_ratio,
                     below=False,
                 ),
             ),
@@ -516,11 +607,15 @@ def _loosened(gate: GateSpec) -> GateSpec:
         min_unit_spread=gate.min_unit_spread * SCALE_MARGIN,
         min_grad_ratio=gate.min_grad_ratio * SCALE_MARGIN,
         max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
-        # a near miss: twice as far from 1 as the threshold (0.96 for 0.98)
-        max_correlation=1.0 - (1.0 - gate.max_correlation) * 2.0,
+        # a near miss: half the threshold (0.125 for 0.25: a third of what varies on one direction)
+        max_correlation=gate.max_correlation / 2,
+        # tokens: twice as far from 1 (0.96 for 0.98)
+        max_token_correlation=1.0 - (1.0 - gate.max_token_correlation) * 2.0,
         min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
         max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
         max_weight_scale=gate.max_weight_scale / 2,
+        # a near miss: half as far above a constant guess (2 for 3)
+        max_loss_ratio=1.0 + (gate.max_loss_ratio - 1.0) / 2,
     )
 
 

@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 QUADRATURE_NODES = 64  # Gauss-Legendre nodes on each side of 0
 SPAN_SD = 12.0  # the integral covers mean +- 12 standard deviations (the rest is below 1e-32)
 DEPARTURE_Z = 3.0  # a measurement departs from theory beyond this many standard errors
+# The collapse prediction: Gauss-Hermite nodes over each input's scale and over a pair's input
+# cosine, and Gauss-Legendre nodes on each side of 0 per axis of the pair integral (the
+# integrands are smooth off the activation's kinks, which the split puts on a node boundary).
+POPULATION_NODES = 4
+PAIR_NODES = 48
+# excess kurtosis of one unit-variance input value, E[x^4] - 1, by data.distribution
+INPUT_KURTOSIS = {"normal": 2.0, "uniform": 0.8}
+# below this fraction of a sample's second moment, its centered part is within the pair
+# quadrature's error (deep sigmoid stacks shrink it 16-fold per layer): no prediction
+CENTERED_RESOLUTION = 1e-6
 
 # Strategies whose weights are i.i.d. with a known variance rule (orthogonal: not i.i.d., but its
 # entries have variance gain^2 / max(fan_in, fan_out), which fixes the second moments exactly).
@@ -219,6 +229,99 @@ def pair_moment(act: Choice, mean: float, var: float, cov: float) -> float:
         return float((w1 * phi(z1) * inner).sum())
 
 
+def pair_moments(act: Choice, mean: float, var1: torch.Tensor, var2: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """E[phi(z1) phi(z2)] for each (var1, var2, cov): (z1, z2) jointly Gaussian, both of mean
+    ``mean``. ReLU at mean 0 has the arc-cosine closed form; otherwise z1 by the split Gauss-Legendre
+    rule (``PAIR_NODES`` a side) and z2 given z1 likewise, vectorized over the pairs."""
+    import torch
+
+    var1, var2 = var1.clamp_min(0.0), var2.clamp_min(0.0)
+    scale = torch.sqrt(var1 * var2)
+    rho = torch.where(scale > 0, cov / scale, torch.zeros_like(scale)).clamp(-1.0, 1.0)
+    if act.name == "relu" and mean == 0.0:
+        return scale / (2 * math.pi) * (torch.sqrt(1.0 - rho * rho) + (math.pi - torch.acos(rho)) * rho)
+    phi = activation_fn(act)
+    nodes, weights = _legendre(PAIR_NODES)
+
+    def split(centre: torch.Tensor, sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nodes (..., 2 n) and weights of E over N(centre, sd^2) per entry, split at 0."""
+        safe = sd.clamp_min(1e-300)
+        lo, hi = centre - SPAN_SD * sd, centre + SPAN_SD * sd
+        cut = torch.minimum(torch.maximum(torch.zeros_like(lo), lo), hi)
+        zs, ws = [], []
+        for a, b in ((lo, cut), (cut, hi)):
+            half = ((b - a) / 2).unsqueeze(-1)
+            z = half * nodes + ((a + b) / 2).unsqueeze(-1)
+            density = torch.exp(-0.5 * ((z - centre.unsqueeze(-1)) / safe.unsqueeze(-1)) ** 2) / (
+                safe.unsqueeze(-1) * math.sqrt(2 * math.pi)
+            )
+            zs.append(z)
+            ws.append(half * weights * density)
+        z, w = torch.cat(zs, dim=-1), torch.cat(ws, dim=-1)
+        point = (sd == 0).unsqueeze(-1)  # no spread: all the mass on the centre
+        z = torch.where(point, centre.unsqueeze(-1).expand_as(z), z)
+        w = torch.where(point, torch.full_like(w, 1.0 / w.shape[-1]), w)
+        return z, w
+
+    with torch.no_grad():
+        sd1 = torch.sqrt(var1)
+        z1, w1 = split(torch.full_like(var1, mean), sd1)
+        slope = torch.where(var1 > 0, cov / var1.clamp_min(1e-300), torch.zeros_like(var1))
+        centre = mean + slope.unsqueeze(-1) * (z1 - mean)
+        sd2 = torch.sqrt((var2 - slope * cov).clamp_min(0.0)).unsqueeze(-1).expand_as(centre)
+        z2, w2 = split(centre, sd2)
+        inner = (w2 * phi(z2)).sum(dim=-1)
+        return (w1 * phi(z1) * inner).sum(dim=-1)
+
+
+@dataclass(frozen=True)
+class Population:
+    """The inputs as the collapse prediction sees them: each sample's scale ``q = |x|^2 / d``
+    (``q_nodes`` with weights ``q_weights``) and a pair's input cosine (``rho_nodes``), both
+    Gaussian to first order in 1/d for i.i.d. unit-variance values in ``d`` dimensions."""
+
+    q_nodes: torch.Tensor
+    q_weights: torch.Tensor
+    rho_nodes: torch.Tensor
+    rho_weights: torch.Tensor
+
+
+def population(input_dim: int, distribution: str) -> Population:
+    """Gauss-Hermite nodes for the scale q ~ N(1, kurtosis / d) (clipped at 0) and the cosine
+    rho ~ N(0, 1 / d) of two independent inputs."""
+    import numpy as np
+    import torch
+
+    z, w = np.polynomial.hermite_e.hermegauss(POPULATION_NODES)
+    z_t = torch.tensor(z, dtype=torch.float64)
+    w_t = torch.tensor(w / w.sum(), dtype=torch.float64)
+    kurtosis = INPUT_KURTOSIS.get(distribution, 2.0)
+    q = (1.0 + z_t * math.sqrt(kurtosis / input_dim)).clamp_min(0.0)
+    rho = (z_t / math.sqrt(input_dim)).clamp(-1.0, 1.0)
+    return Population(q, w_t, rho, w_t)
+
+
+def centered_cosine2(diag: torch.Tensor, cross: torch.Tensor, pop: Population) -> float | None:
+    """The wide-network value of the measured collapse statistic: the mean over pairs of
+    independent samples of the squared cosine between their centered outputs. ``diag[i]``: a
+    sample's second moment per unit at scale node i; ``cross[i, j, k]``: two samples' shared
+    moment at scale nodes i, j and input-cosine node k. The batch mean is the population's:
+    m(i) = E_(j,k) cross, M = E_i m(i). ``None`` where the centered part is below
+    ``CENTERED_RESOLUTION`` of the second moment."""
+    import torch
+
+    wq, wr = pop.q_weights, pop.rho_weights
+    m = (cross * wq.view(1, -1, 1) * wr.view(1, 1, -1)).sum(dim=(1, 2))
+    big_m = float((m * wq).sum())
+    centered = cross - m.view(-1, 1, 1) - m.view(1, -1, 1) + big_m
+    own = diag - 2 * m + big_m
+    # what varies between samples must stand above the quadrature's error on what they share
+    if not bool(torch.all(own > CENTERED_RESOLUTION * diag)):
+        return None
+    cos2 = centered**2 / (own.view(-1, 1, 1) * own.view(1, -1, 1))
+    return float((cos2 * wq.view(-1, 1, 1) * wq.view(1, -1, 1) * wr.view(1, 1, -1)).sum())
+
+
 # ---- the prediction --------------------------------------------------------------------------
 
 
@@ -303,9 +406,11 @@ def unavailable_reason(spec: Spec) -> str | None:
     return _layer_moments(spec)[1]
 
 
-def predict(spec: Spec) -> Prediction:
+def predict(spec: Spec, collapse: bool = True) -> Prediction:
     """Mean-field predictions for every watched layer of ``spec``; never raises for a valid spec.
-    Each layer's weights and biases follow the strategy that filled them (``init.rules`` included)."""
+    Each layer's weights and biases follow the strategy that filled them (``init.rules`` included).
+    ``collapse=False`` skips the collapse statistic (``expected_correlation``: ``None``), the one
+    part that integrates over pairs of inputs (``probe depth`` stretches the map to 500 layers)."""
     reason = network_reason(spec)
     if reason is not None:
         return Prediction(reason=reason)
@@ -317,23 +422,17 @@ def predict(spec: Spec) -> Prediction:
     shapes = _layer_shapes(spec)
 
     forward: list[tuple[float, float, float, GaussianMoments | None, inits.Moments]] = []
-    correlations: list[float | None] = []
     input_second = 1.0  # E[x^2] of the unit-variance input
-    input_pair = 0.0  # E[x1 x2] of two independent inputs
     for (_, _, kind, fan_in, _), (w, b) in zip(shapes, per_layer, strict=True):
         sigma_w2 = fan_in * w.var
         q = sigma_w2 * input_second + b.var
-        q12 = sigma_w2 * input_pair + b.var  # the bias is shared by every sample
         if kind == "hidden":
             g = gaussian_moments(m.activation, b.mean, q)
             forward.append((sigma_w2, q, b.mean, g, w))
-            input_pair = pair_moment(m.activation, b.mean, q, q12)
             input_second = g.second
-            correlations.append(input_pair / g.second if g.second > 0 else None)
         else:
             forward.append((sigma_w2, q, b.mean, None, w))
-            second = q + b.mean * b.mean
-            correlations.append((q12 + b.mean * b.mean) / second if second > 0 else None)
+    correlations = collapse_map(spec, per_layer) if collapse else [None] * len(shapes)
 
     # backward: d loss / d (last output) is the probe's unit-variance random direction
     grad_var: list[float] = [0.0] * len(shapes)
@@ -372,6 +471,42 @@ def predict(spec: Spec) -> Prediction:
             )
         )
     return Prediction(layers=tuple(layers))
+
+
+def collapse_map(spec: Spec, per_layer: Sequence[tuple[inits.Moments, inits.Moments]]) -> list[float | None]:
+    """The collapse statistic each watched layer should read in the wide limit (see
+    ``centered_cosine2``). The kernel of two inputs at scale nodes i, j and input cosine node k is
+    followed layer by layer: pre-activations (z_a, z_b) are jointly Gaussian with variances
+    sigma_w^2 E[h_a^2] + s_b^2 and covariance sigma_w^2 E[h_a h_b] + s_b^2 (the bias is shared),
+    and a layer's moments are ``pair_moments`` of them. A layer whose variance underflows (below
+    1e-250) and every layer after it have no prediction."""
+    import torch
+
+    m = spec.model
+    pop = population(m.input_dim, spec.data.distribution)
+    q, rho = pop.q_nodes, pop.rho_nodes
+    diag = q.clone()  # E[x^2] per coordinate of a sample at each scale node
+    cross = torch.sqrt(q.view(-1, 1, 1) * q.view(1, -1, 1)) * rho.view(1, 1, -1)
+    out: list[float | None] = []
+    broken = False
+    for (_, _, kind, fan_in, _), (w, b) in zip(_layer_shapes(spec), per_layer, strict=True):
+        sigma_w2 = fan_in * w.var
+        var = sigma_w2 * diag + b.var
+        cov = sigma_w2 * cross + b.var
+        if broken or not bool(torch.all(torch.isfinite(var))) or float(var.max()) < 1e-250:
+            broken = True
+            out.append(None)
+            continue
+        if kind == "hidden":
+            n = len(q)
+            diag = pair_moments(m.activation, b.mean, var, var, var)
+            va = var.view(-1, 1, 1).expand(n, n, n).reshape(-1)
+            vb = var.view(1, -1, 1).expand(n, n, n).reshape(-1)
+            cross = pair_moments(m.activation, b.mean, va, vb, cov.reshape(-1)).view(n, n, n)
+        else:  # the linear head
+            diag, cross = var + b.mean**2, cov + b.mean**2
+        out.append(centered_cosine2(diag, cross, pop))
+    return out
 
 
 def std_error(std: float, kurtosis: float, n: int) -> float:

@@ -25,7 +25,8 @@ elementwise float ops. So each hook uses only the fast kind:
   merge (see ``_add_raw`` for the precision this keeps).
 - signal-path statistics (probe/measurement/signal_path.py) add in place into a per-layer device
   accumulator: per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2.
-- correlation between samples and between a sequence's tokens: ``correlation.py``.
+- collapse (the centered squared cosine between samples, and between a sequence's tokens):
+  ``correlation.py``.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -228,7 +229,7 @@ class Collector:
         else:
             layer.alive.add_(per_unit)
         saturated = self._saturated(layer, inputs, output, y, count_dtype)
-        self._correlation(layer, y, unit_dim)
+        self._correlation(layer, y, unit_dim, torch.finfo(output.dtype).eps)
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
@@ -269,8 +270,8 @@ class Collector:
             total = total + (source > sat.high).sum(dtype=count_dtype)
         return total
 
-    def _correlation(self, layer: Layer, y: torch.Tensor, unit_dim: int) -> None:
-        record = correlation_record(y, unit_dim)
+    def _correlation(self, layer: Layer, y: torch.Tensor, unit_dim: int, eps: float) -> None:
+        record = correlation_record(y, unit_dim, eps)
         if record is not None:
             layer.correlation_records.append(record)
             if len(layer.correlation_records) >= PENDING:

@@ -1,10 +1,37 @@
-"""Correlation collapse: how much samples' outputs (and a sequence's tokens) point the same way.
+"""Collapse: whether what varies between samples (and between a sequence's tokens) still spans
+more than one direction.
 
-With each sample's flattened output scaled to unit norm, the squared norm of their sum is n plus
-the sum over ordered pairs of their cosines, so one row-norm pass and one matrix-vector product
-give the mean pairwise cosine in O(n * values per sample), never the n x n Gram matrix. The same
-per sequence gives the cosine between the tokens of one sequence (rank collapse). Both use the
-first ``SAMPLES`` samples of a batch and stay on the device (no host read).
+Each record takes the first ``SAMPLES`` samples of a batch and subtracts their mean from each
+value (the batch mean of each feature). What is left is the part of the signal that depends on
+the input; a bias, the positive mean of ReLU features or pooled maps, a position embedding, are
+shared by every sample and cancel. For every ordered pair of distinct samples it adds the squared
+cosine between their centered, flattened rows, as an excess over what independent rows give:
+
+    (cos^2 - b) / (1 - b),    b = rho^2 + (1 - rho^2)^2 / D
+
+with D values per sample and rho = 1/(m-1) the correlation that centering on the mean of m rows
+puts between any two of them (b = 1/D for many rows). It is 0 on average for rows pointing
+independently and 1 when every sample differs from the batch mean along one line: the input
+changes where on that line a sample lands and nothing else (a deep ReLU network at He's init maps
+inputs to one direction up to their norm: after centering, only the norm is left). Rows that are 0
+take no part, nor does a sample whose centered row is below ``RESOLUTION`` times the
+dtype's epsilon of its own norm: it is the batch mean to rounding, and its direction is
+rounding's. (An output that does not depend on the input at all has no pairs: the scale rules
+judge it, since no gradient reaches what is behind it.) A record is the sum over pairs and the
+number of pairs, so records add across batches and ranks.
+
+Tokens, for ``(samples, tokens, units)`` outputs: the same over the token pairs of each of the
+first ``TOKEN_SEQUENCES`` sequences, each token centered on the batch's mean at its position (so a
+position embedding shared by every sample cancels, and a sequence's tokens are not centered on
+each other: a recurrent state that drifts over time is not one direction). Rank collapse, the
+sample-specific part of every token of a sequence the same vector up to a scale, reads 1.
+
+Each record costs three passes over the first samples (their squared norms, their mean, the
+centered copy) and one Gram product, O(n^2 D), in the activation's own float type (float32: a
+squared cosine to a few epsilons); the Gram matrix's diagonal gives the centered norms, so no row
+is normalized. Tokens: a tokens x tokens Gram matrix per sequence, or the units x units one of the
+unit tokens when a sequence has more tokens than units (the same Frobenius norm). A batch with a
+non-finite value in those samples adds nothing. Everything stays on the device (no host read).
 """
 
 from __future__ import annotations
@@ -14,66 +41,98 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-# Samples of each batch the correlation is measured on: 64 give 2016 pairs, a standard error of
-# the mean cosine well under 0.01 for independent inputs, at an eighth of a 512 batch's cost.
-SAMPLES = 64
-
+# Samples of each batch the sample statistic is measured on: 32 give 992 ordered pairs per batch;
+# the Gram matrix costs 32^2 multiply-adds per value of a sample (a BLAS product).
+SAMPLES = 32
+# Sequences of each batch the token statistic is measured on: each gives tokens^2 pairs.
+TOKEN_SEQUENCES = 4
+# A centered row shorter than this many epsilons of the output's dtype times its uncentered norm
+# is the batch mean up to rounding (the values, their mean and the difference each round).
+RESOLUTION = 8.0
 
 # Records a layer keeps before folding them into its sums (memory stays O(layers) however many
 # batches run; a fold is a handful of device ops).
 PENDING = 32
 
 
-def correlation_record(y: torch.Tensor, unit_dim: int) -> torch.Tensor | None:
-    """One output's raw record: [|sum of unit-norm sample rows|^2, nonzero rows] and, for a
-    (samples, tokens, units) output, [sum over sequences of (|sum of unit-norm tokens|^2 - tokens),
-    sum over sequences of tokens * (tokens - 1)]. Dim 0 indexes samples; each sample is flattened,
-    uncentered; rows of norm 0 (or not finite) take no part. ``None`` with fewer than two samples
-    or one value per sample. Five device ops for the samples: this runs in every forward hook."""
+def _excess(gram: torch.Tensor, squares: torch.Tensor, eps: float, rho: float, width: int) -> torch.Tensor:
+    """[sum over ordered pairs of distinct rows of the excess squared cosine, pairs], summed over
+    the groups of ``gram`` (groups, n, n): the Gram matrices of centered rows. ``squares``: each
+    row's uncentered squared norm; ``rho``: the correlation the centering alone puts between two
+    rows (1/(m-1) for rows centered on the mean of m of them, 0 for rows centered on other rows'
+    means), whose square independent rows read as well; ``width``: values per row."""
     import torch
 
-    if y.dim() < 2 or y.shape[0] < 2:
+    spread = gram.diagonal(dim1=1, dim2=2)  # squared norms of the centered rows
+    # a zero row, or one that is the mean to rounding, has no direction of its own
+    live = (squares > 0) & (spread > (RESOLUTION * eps) ** 2 * squares)
+    inverse = torch.where(live, spread.reciprocal(), torch.zeros_like(spread))
+    m = live.sum(dim=1, dtype=gram.dtype)
+    pairs = m * (m - 1)
+    cos2 = gram.square() * inverse.unsqueeze(2) * inverse.unsqueeze(1)
+    total = cos2.sum(dim=(1, 2)) - m  # less the diagonal's m ones
+    # independent rows: E[cos^2] = rho^2 + (1 - rho^2)^2 / D (within 3% down to 4 rows of 8 values)
+    base = rho * rho + (1.0 - rho * rho) ** 2 / width
+    excess = (total - pairs * base) / (1.0 - base)
+    return torch.stack([excess.sum(), pairs.sum()])
+
+
+def correlation_record(y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955078125e-07) -> torch.Tensor | None:
+    """One output's raw record: [sum over sample pairs of the excess squared cosine of their
+    centered rows, pairs] and, for a (samples, tokens, units) output, the same over the token
+    pairs of each of the first ``TOKEN_SEQUENCES`` sequences, each token centered on the batch's
+    mean at its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``None``
+    with fewer than two samples or one value per sample. Three passes over the first samples
+    (their squared norms, their mean, the centered copy) and one Gram product; a batch with a
+    non-finite value in those samples adds nothing (the nonfinite rule reports it)."""
+    import torch
+
+    if y.dim() < 2 or y.shape[0] < 2 or y[0].numel() < 2:
         return None
-    rows = y[:SAMPLES]
-    flat = rows.reshape(rows.shape[0], -1)
-    inverse = torch.linalg.vector_norm(flat, dim=1).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    total = torch.mv(flat.t(), inverse)  # the sum of the unit-norm rows
-    parts = [torch.dot(total, total).view(1), inverse.count_nonzero().view(1)]
-    if y.dim() == 3 and unit_dim == 2 and y.shape[1] > 1:
-        token_inverse = torch.linalg.vector_norm(rows, dim=2).reciprocal_()
-        token_inverse.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        sums = torch.bmm(token_inverse.unsqueeze(1), rows).squeeze(1)  # per sequence, (samples, units)
-        tokens = (token_inverse > 0).sum(dim=1, dtype=sums.dtype)
-        squares = torch.linalg.vector_norm(sums, dim=1).square()
-        parts += [(squares - tokens).sum().view(1), (tokens * (tokens - 1)).sum().view(1)]
-    return torch.cat(parts)  # promotes the count to the activation's float dtype (exact: n <= 64)
+    n = min(y.shape[0], SAMPLES)
+    rows = y[:n].reshape(n, -1)
+    squares = torch.einsum("nd,nd->n", rows, rows)
+    centered = rows - rows.mean(dim=0, keepdim=True)
+    gram = centered @ centered.t()
+    parts = [_excess(gram.unsqueeze(0), squares.unsqueeze(0), eps, 1.0 / (n - 1), rows.shape[1])]
+    if y.dim() == 3 and unit_dim == 2 and y.shape[1] > 1 and y.shape[2] > 1:
+        tokens, units = y.shape[1], y.shape[2]
+        seqs = centered[:TOKEN_SEQUENCES].view(-1, tokens, units)
+        token_squares = torch.einsum("ktu,ktu->kt", y[: seqs.shape[0]], y[: seqs.shape[0]])
+        if tokens <= units:
+            token_gram = seqs @ seqs.transpose(1, 2)
+        else:  # many short tokens: the units x units Gram of the unit tokens has the same Frobenius norm
+            spread = torch.einsum("ktu,ktu->kt", seqs, seqs)
+            live = (token_squares > 0) & (spread > (RESOLUTION * eps) ** 2 * token_squares)
+            unit = seqs * torch.where(live, spread.rsqrt(), torch.zeros_like(spread)).unsqueeze(2)
+            small = unit.transpose(1, 2) @ unit
+            m = live.sum(dim=1, dtype=small.dtype)
+            base = 1.0 / units
+            total = small.square().sum(dim=(1, 2)) - m
+            pairs = m * (m - 1)
+            parts.append(torch.stack([((total - pairs * base) / (1.0 - base)).sum(), pairs.sum()]))
+            token_gram = None
+        if token_gram is not None:
+            parts.append(_excess(token_gram, token_squares, eps, 0.0, units))
+    # a non-finite value makes the whole record nan: that batch adds nothing
+    return torch.cat(parts).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def fold(records: list[torch.Tensor], acc_dtype: torch.dtype) -> torch.Tensor:
-    """Records of one layer -> [sum of pairwise sample cosines, sample pairs, sum of pairwise token
-    cosines, token pairs] (ordered pairs of distinct rows: |sum|^2 = n + the sum of their cosines)."""
+    """Records of one layer -> [excess squared cosine summed over sample pairs, sample pairs, the
+    same over token pairs, token pairs]."""
     import torch
 
     out = torch.zeros(4, dtype=acc_dtype, device=records[0].device)
     for width in (2, 4):
         same = [r for r in records if r.numel() == width]
-        if not same:
-            continue
-        stacked = torch.stack(same).to(acc_dtype)
-        square, n = stacked[:, 0], stacked[:, 1]
-        out[0] += (square - n).sum()
-        out[1] += (n * (n - 1)).sum()
-        if width == 4:
-            out[2:] += stacked[:, 2:].sum(0)
+        if same:
+            out[:width] += torch.stack(same).to(acc_dtype).sum(0)
     return out
 
 
 def host_fold(record: list[float], sums: list[float]) -> None:
     """``fold`` for one record read to the host: add it into ``sums`` in place (at the end of a
     short run, cheaper than device ops per layer)."""
-    square, n = record[0], record[1]
-    sums[0] += square - n
-    sums[1] += n * (n - 1)
-    if len(record) == 4:
-        sums[2] += record[2]
-        sums[3] += record[3]
+    for k, value in enumerate(record):
+        sums[k] += value

@@ -25,7 +25,7 @@ class Layer:
         self.weight_grad_batches = 0
         self.spread_values = 0  # values of calls with more than one unit (the spread's denominator)
         self.alive: torch.Tensor | None = None  # per unit: nonzero values seen (0 = dead so far)
-        # sums of [pairwise sample cosines, sample pairs, pairwise token cosines, token pairs], and
+        # sums of [excess squared centered cosines, sample pairs, the same over tokens, token pairs], and
         # the raw records not folded into them yet (correlation.py)
         self.correlation: torch.Tensor | None = None
         self.correlation_records: list[torch.Tensor] = []

@@ -27,6 +27,7 @@ RULE_NAMES = (
     "collapse",
     "attention_saturation",
     "weight_scale",
+    "logit_scale",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -178,9 +179,11 @@ class GateSpec:
     min_grad_ratio: float
     max_grad_ratio: float
     max_branch_ratio: float = 10.0
-    max_correlation: float = 0.98
+    max_correlation: float = 0.25
     min_attention_entropy: float = 0.2
     max_weight_scale: float = 4.0
+    max_loss_ratio: float = 3.0
+    max_token_correlation: float = 0.98
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -287,10 +290,10 @@ GATE_PARAMS: dict[str, Param] = {
     ),
     "max_correlation": Param(
         "float",
-        0.98,
+        0.25,
         minimum=0.0,
         maximum=1.0,
-        help="collapse: mean cosine between samples' outputs (or between a sequence's tokens) above this",
+        help="collapse: squared cosine between samples' centered outputs above this",
     ),
     "min_attention_entropy": Param(
         "float",
@@ -305,6 +308,20 @@ GATE_PARAMS: dict[str, Param] = {
         minimum=0.0,
         allow_inf=True,
         help="weight_scale: most weights feed a normalization and sit above this many times He's scale",
+    ),
+    "max_loss_ratio": Param(
+        "float",
+        3.0,
+        minimum=1.0,
+        allow_inf=True,
+        help="logit_scale: the output's starting cross-entropy / log(classes) above this",
+    ),
+    "max_token_correlation": Param(
+        "float",
+        0.98,
+        minimum=0.0,
+        maximum=1.0,
+        help="collapse: squared cosine between a sequence's tokens (centered per position) above this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")

@@ -1,0 +1,317 @@
+"""Issue 18's forward-side mechanisms: collapse on what varies between samples (a shared offset
+cannot move it), and the output's starting loss against a constant guess (``logit_scale``).
+
+Each case is a network whose training outcome is known (docs/verdicts.md has the runs): the
+statistic must read the mechanism, not the confound the old one read."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import probe
+from probe.judge import rules
+from probe.measurement.correlation import SAMPLES
+
+RULES = ("collapse", "logit_scale")
+
+
+def _stock_cnn(classes: int = 10) -> nn.Module:
+    """Conv-ReLU x 3 with two max pools, then Flatten, Linear-ReLU-Linear: the tutorial CNN."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 64),
+        nn.ReLU(),
+        nn.Linear(64, classes),
+    )
+
+
+class _SqueezeExcite(nn.Module):
+    """Global average pool -> Linear -> ReLU -> Linear -> sigmoid, scaling the channels."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, reduced)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(reduced, channels)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return x * self.gate(self.fc2(self.act(self.fc1(pooled))))[:, :, None, None]
+
+
+class _SEBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU()
+        self.se = _SqueezeExcite(channels, channels // 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.se(self.act(self.bn(self.conv(x))))
+
+
+def _se_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Sequential(*[_SEBlock(16) for _ in range(3)]),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+def _mlp(depth: int, width: int, act: type[nn.Module], gain: float, classes: int = 10) -> nn.Module:
+    """Linear-act x depth (weights N(0, gain^2 / fan_in), zero biases) and a default Linear head."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        linear = nn.Linear(32 if i == 0 else width, width)
+        nn.init.normal_(linear.weight, std=gain / math.sqrt(linear.in_features))
+        nn.init.zeros_(linear.bias)
+        layers += [linear, act()]
+    return nn.Sequential(*layers, nn.Linear(width, classes))
+
+
+def _normed_classifier(std: float, features: int = 256, classes: int = 10) -> nn.Module:
+    """Features -> LayerNorm -> a classifier with N(0, std^2) weights: the ConvNeXt/ResMLP head.
+    LayerNorm fixes the features' scale, so the logits' spread is std * sqrt(features)."""
+    head = nn.Linear(features, classes)
+    nn.init.normal_(head.weight, std=std)
+    return nn.Sequential(nn.Linear(32, features), nn.GELU(), nn.LayerNorm(features), head)
+
+
+def _measure(model: nn.Module, x: torch.Tensor, **options: Any) -> probe.Report:
+    torch.manual_seed(0)
+    return probe.measure(model, x, device="cpu", seed=0, **options)
+
+
+def _rules(report: probe.Report, severity: str | None = None) -> set[str]:
+    found = [*report.verdict.problems, *report.verdict.warnings]
+    return {p.rule for p in found if p.rule in RULES and (severity is None or p.severity == severity)}
+
+
+def _uncentered(rows: torch.Tensor) -> float:
+    """The old statistic: mean pairwise cosine of the flattened, uncentered rows."""
+    unit = rows.double().flatten(1)
+    unit = unit / unit.norm(dim=1, keepdim=True)
+    n = unit.shape[0]
+    return float(((unit @ unit.t()).sum() - n) / (n * (n - 1)))
+
+
+# ---- collapse -------------------------------------------------------------------------------------
+
+
+def test_the_stock_cnn_at_default_init_is_healthy_where_the_uncentered_cosine_was_not() -> None:
+    torch.manual_seed(0)
+    model = _stock_cnn()
+    x = torch.rand(64, 3, 32, 32)  # images in [0, 1]: every sample shares a positive mean
+    with torch.no_grad():
+        logits = model(x)
+    assert _uncentered(logits[:SAMPLES]) > 0.9  # what failed `collapse` before: the shared offset
+    report = _measure(model, x)
+    assert not _rules(report)
+    # no row near the threshold (half of it is a near miss)
+    assert max(row.correlation or 0.0 for row in report.stats.layers) < 0.125
+
+
+def test_squeeze_excitation_and_sigmoid_stacks_do_not_collapse() -> None:
+    """Pooled positive features (SE paths) and sigmoid outputs share a large mean: the uncentered
+    cosine read 0.98-0.999; what varies between samples is spread over many directions."""
+    torch.manual_seed(0)
+    se = _measure(_se_cnn(), torch.randn(64, 3, 16, 16))
+    assert not _rules(se)
+    torch.manual_seed(0)
+    sigmoid = _mlp(3, 256, nn.Sigmoid, gain=1.0)
+    x = torch.randn(64, 32)
+    with torch.no_grad():
+        hidden = sigmoid[:6](x)
+    assert _uncentered(hidden) > 0.98
+    report = _measure(sigmoid, x)
+    assert not _rules(report)
+    assert max(row.correlation or 0.0 for row in report.stats.layers) < 0.125
+
+
+@pytest.mark.parametrize("channels", [8, 64])
+def test_a_global_pool_of_noise_images_is_not_collapse(channels: int) -> None:
+    """A bias-free-at-heart ReLU conv net scales with its input's norm, and averaging over every
+    position leaves noise images little else to differ by: after the pool, 8 channels read 0.5 to
+    1 (a bottleneck's width, not depth: such rows are not judged), 64 channels under 0.125."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(channels, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, channels),
+        nn.ReLU(),
+        nn.Linear(channels, 10),
+    )
+    report = _measure(model, torch.rand(64, 3, 16, 16))
+    assert "collapse" not in _rules(report)
+    judged = [row for row in report.stats.layers if row.units >= rules.COLLAPSE_MIN_UNITS]
+    assert max((row.correlation or 0.0 for row in judged), default=0.0) < 0.125
+
+
+def test_a_small_bottleneck_is_not_collapse() -> None:
+    """8-16-8-16-32: a random map between small widths is anisotropic from the start (0.2 to 0.3 after
+    the bottleneck); rows under ``COLLAPSE_MIN_UNITS`` are not judged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8)),
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 32)),
+    )
+    assert "collapse" not in _rules(_measure(model, torch.randn(64, 32)))
+
+
+@pytest.mark.parametrize("depth", [50, 100])
+def test_a_deep_he_relu_stack_still_collapses(depth: int) -> None:
+    """He + ReLU at depth 50 and 100, width 256: every sample is pushed to one direction up to its
+    norm, and 400 Adam steps gained 0.22 and 0.004 nats of the 1.98 the 8-deep one gained."""
+    torch.manual_seed(0)
+    report = _measure(_mlp(depth, 256, nn.ReLU, gain=math.sqrt(2.0)), torch.randn(256, 32))
+    (problem,) = [p for p in report.verdict.problems if p.rule == "collapse"]
+    assert problem.severity == "error" and problem.value > 0.25
+
+
+def test_a_shallow_he_relu_stack_does_not() -> None:
+    torch.manual_seed(0)
+    report = _measure(_mlp(8, 256, nn.ReLU, gain=math.sqrt(2.0)), torch.randn(256, 32))
+    assert "collapse" not in _rules(report)
+
+
+class _TokenAverage(nn.Module):
+    """Every token replaced by its sequence's mean: attention at its rank-collapse limit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1, keepdim=True).expand_as(x)
+
+
+def test_tokens_that_are_all_alike_collapse_and_a_default_llama_does_not() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 12, 32)
+    report = _measure(nn.Sequential(nn.Linear(32, 64), _TokenAverage(), nn.Linear(64, 64)), x)
+    (problem,) = [p for p in report.verdict.problems if p.rule == "collapse"]
+    assert problem.gate_key == "max_token_correlation" and problem.value == pytest.approx(1.0, abs=1e-6)
+    # each token keeps its own part: well under the threshold
+    assert "collapse" not in _rules(_measure(nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64)), x))
+
+
+# ---- logit_scale ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes", [2, 10, 1000])
+@pytest.mark.parametrize("spread", [0.5, 2.0, 8.0])
+def test_the_starting_loss_matches_a_monte_carlo_estimate(classes: int, spread: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    draws = 200_000 // classes
+    z = spread * torch.randn(draws, classes, generator=g, dtype=torch.float64)
+    loss = torch.logsumexp(z, dim=1) - z.mean(dim=1)  # against a uniformly random label
+    standard_error = float(loss.std()) / math.sqrt(draws)
+    mc = float(loss.mean()) / math.log(classes)
+    # the quadrature's own error is under 0.01 nats; the key rounds the spread to 3 digits
+    # (a relative 5e-4 of the spread, so of the loss's excess at most 1e-3)
+    tolerance = (4 * standard_error + 0.01) / math.log(classes) + 2e-3 * mc
+    assert rules.start_loss_ratio(spread, classes) == pytest.approx(mc, abs=tolerance)
+
+
+def test_small_logits_lose_a_constant_guess_plus_half_their_variance() -> None:
+    for classes in (2, 10, 50257):
+        s = 0.1
+        second_order = 1 + s * s / 2 * (1 - 1 / classes) / math.log(classes)
+        assert rules.start_loss_ratio(s, classes) == pytest.approx(second_order, abs=1e-4)
+
+
+def test_default_init_classifiers_are_silent_and_n01_ones_fire() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 32)
+    default = _measure(_normed_classifier(std=1 / math.sqrt(3 * 256)), x)  # torch's own Linear scale
+    assert "logit_scale" not in _rules(default)
+    n01 = _measure(_normed_classifier(std=1.0), x)  # logits' spread ~16: loss ~ 25 nats on 10 classes
+    (problem,) = [p for p in n01.verdict.problems if p.rule == "logit_scale"]
+    assert problem.severity == "error" and problem.gate_key == "max_loss_ratio" and problem.value > 5
+    near = _measure(_normed_classifier(std=0.2), x)  # spread ~3.2: a start ~2.2 times log 10
+    assert "logit_scale" in {p.rule for p in near.verdict.warnings}
+    assert "logit_scale" not in {p.rule for p in near.verdict.problems}
+
+
+def test_the_stock_cnn_with_n01_weights_fails_logit_scale() -> None:
+    torch.manual_seed(0)
+    model = _stock_cnn()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 1.0)
+    report = _measure(model, torch.rand(32, 3, 32, 32))
+    assert "logit_scale" in _rules(report, "error")
+
+
+def test_outputs_that_are_not_logits_are_not_judged() -> None:
+    """A LayerNorm's output (a transformer's last hidden state) is features a head rescales; a
+    single unit has no classes; an activation has no weight of its own."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 32)
+    big = nn.Linear(32, 64)
+    nn.init.normal_(big.weight, std=1.0)
+    for model in (nn.Sequential(big, nn.LayerNorm(64)), nn.Sequential(nn.Linear(32, 1)), nn.Sequential(big, nn.Tanh())):
+        assert "logit_scale" not in _rules(_measure(model, x))
+
+
+# ---- library models ---------------------------------------------------------------------------------
+
+
+def test_corpus_default_inits_are_silent() -> None:
+    """Every default-init case of the corpus: neither rule fires, not even as a near miss."""
+    from tests import corpus
+
+    for case in corpus.CASES.values():
+        torch.manual_seed(0)
+        model = case.factory(init="default")
+        torch.manual_seed(0)
+        report = probe.measure(model, case.inputs(16), device="cpu", seed=0)
+        assert not _rules(report), (case.name, report.verdict)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bert", "llama"])
+def test_transformer_last_hidden_states_are_features(kind: str) -> None:
+    pytest.importorskip("transformers")
+    from tests.hf_models import hidden
+
+    torch.manual_seed(0)
+    report = probe.measure(hidden(kind), {"input_ids": torch.randint(0, 64, (16, 12))}, device="cpu", seed=0)
+    assert "logit_scale" not in _rules(report)
+
+
+def test_a_convnext_classifier_with_an_n01_head_fails_and_its_default_does_not() -> None:
+    """transformers' ConvNeXt with a classification head: its N(0, 1) classifier on LayerNorm'd
+    features starts 7 times above a constant guess and did not train in 200 AdamW steps."""
+    pytest.importorskip("transformers")
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.for_model(
+        "convnext", depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], num_labels=10, image_size=32
+    )
+    torch.manual_seed(0)
+    model = AutoModelForImageClassification.from_config(config)
+    x = {"pixel_values": torch.randn(16, 3, 32, 32)}
+    assert not _rules(_measure(model, x))
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 1.0)
+    assert "logit_scale" in _rules(_measure(model, x), "error")
