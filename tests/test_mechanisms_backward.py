@@ -158,12 +158,14 @@ def test_zero_initialized_branch_ends_are_healthy(label: str, build) -> None:  #
 
 @pytest.mark.parametrize("init", [1e-5, 1e-4])
 def test_small_layerscale_is_at_most_a_gradient_vanishing_warning(init: float) -> None:
-    # blocks not found: the branch rows behind the LayerScale are judged, and their gradient is
-    # init times the stream's; the LayerScale's own relative gradient is 1/init times the head's
+    # blocks held as attributes: found from the residual adds (model/trace.py), so the branch rows
+    # behind the LayerScale are branch rows, whose gradient is init times the stream's and which the
+    # gradient rules do not read; the LayerScale's own relative gradient is 1/init times the head's.
+    # Judged as stream rows (a network whose blocks are not found) it would be a warning at most.
     torch.manual_seed(0)
     report = _measure(mm.ResMLP(init=init, listed=False), torch.randn(64, 16))
     assert report.healthy, report.verdict.problems
-    assert "gradient_vanishing" in _rules(report, "warning")
+    assert "gradient_vanishing" not in _rules(report)
     assert any(x.name.endswith(".ls") for x in rules.movers(report.stats))
 
 

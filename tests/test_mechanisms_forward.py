@@ -207,7 +207,10 @@ class _TokenAverage(nn.Module):
 def test_tokens_that_are_all_alike_collapse_and_a_default_llama_does_not() -> None:
     torch.manual_seed(0)
     x = torch.randn(32, 12, 32)
-    report = _measure(nn.Sequential(nn.Linear(32, 64), _TokenAverage(), nn.Linear(64, 64)), x)
+    # the averaged tokens go through a stream layer before the head (the last layer is the head,
+    # which collapse does not judge)
+    model = nn.Sequential(nn.Linear(32, 64), _TokenAverage(), nn.Linear(64, 64), nn.Linear(64, 64))
+    report = _measure(model, x)
     (problem,) = [p for p in report.verdict.problems if p.rule == "collapse"]
     assert problem.gate_key == "max_token_correlation" and problem.value == pytest.approx(1.0, abs=1e-6)
     # each token keeps its own part: well under the threshold

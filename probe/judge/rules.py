@@ -33,6 +33,8 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Protocol
 
+from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, zero_layers
+from probe.judge.mechanisms import fmt as _fmt
 from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
 
@@ -51,15 +53,7 @@ NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "l
 # (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
 # global average pool of 4 to 16 channels of noise images 0.14 to 1; 64 channels read under 0.12
 COLLAPSE_MIN_UNITS = 64
-# dead_units is an error from this fraction of a signal-path layer's units on: a layer with every
-# unit dead cuts the path (nothing below it ever receives gradient); with fewer dead it is a
-# narrower layer. Measured (benchmarks/backward_mechanisms.py, ReLU MLPs with a negative bias
-# shift): 0.85 dead trains (0.72 of the default's gain), 0.97-1.0 does not learn at all. As a
-# multiple of gate.max_dead_units (0.25 -> 0.9), so a stricter gate is stricter on errors too
-DEAD_CUT = 0.9
 DEAD_ERROR = DEAD_CUT / 0.25
-# a residual block whose branch adds less than this fraction of the stream is an identity block
-IDENTITY_FRACTION = 0.01
 
 
 class Row(Protocol):
@@ -97,10 +91,6 @@ class Rule:
     @property
     def thresholds(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(c.key for c in self.checks))  # nonfinite checks two values against one key
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.3g}"
 
 
 def _breaking(check: Check, report: Stats, gate: GateSpec) -> list[tuple[Row, float]]:
@@ -154,90 +144,6 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
     if severity == "error" and rule not in NO_MARGIN and all(layer.name in capped for layer, _ in bad):
         severity, msg = "warning", f"{msg}; {why}"
     return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
-
-
-# ---- what a mechanism explains: zero-initialized layers that move, branches the skip bypasses -----
-
-
-def movers(report: Stats, gate: GateSpec | None = None) -> tuple[LayerStats, ...]:
-    """Layers small by design that the first steps move: a parameter exactly 0 whose gradient is
-    not (a zero-initialized classifier, projection, LayerScale, last BatchNorm scale, scalar
-    gain), or a row whose relative gradient ``step_ratio`` (||d loss / d p|| / ||p||) is
-    1 / ``min_grad_ratio`` times the head's (the last row with one: where the loss injects its
-    gradient, healthy by construction). A layer k times smaller than its peers, whose own gradient
-    is not small, has a relative gradient k times theirs and divides the gradient behind it by k:
-    the gradient rule breaks behind it exactly when k > 1 / min_grad_ratio. A chain of uniformly
-    small layers (tiny init) has no such layer: its head's relative gradient is as small as the
-    rest (docs/verdicts.md)."""
-    gate = gate or report.spec.gate
-    ref = next((x.step_ratio for x in reversed(report.layers) if x.step_ratio), None)
-    factor = 1.0 / gate.min_grad_ratio if gate.min_grad_ratio > 0 else math.inf
-    return tuple(
-        x
-        for x in report.layers
-        if x.zero_moving or (ref is not None and x.step_ratio is not None and x.step_ratio >= factor * ref)
-    )
-
-
-def _inside_blocks(report: Stats) -> set[str]:
-    """Rows inside a residual block (its qualified name below a block's whose branch was
-    measured) that are not on the signal path: the skip carries the gradient around them. None
-    when the branches are cut: ``DEAD_CUT`` of the blocks with weights have every weight's
-    gradient exactly 0 (dead units at the branch's start, so nothing in it learns: the network is
-    its stem and head alone; a squeeze-and-excitation gate whose units are all dead leaves the
-    branch's convolutions learning)."""
-    blocks = {x.name + ".": x for x in report.layers if x.branch_ratio is not None}
-    inside = {b: [x for x in report.layers if x.name.startswith(b)] for b in blocks}
-    weighted = [rows for rows in inside.values() if any(x.weight_grad_norm is not None for x in rows)]
-    # (a zero-initialized layer in the block, or the block's own zero gain, opens it on the first step)
-    opens = {b for b, rows in inside.items() if blocks[b].zero_moving or any(x.zero_moving for x in rows)}
-    frozen = [
-        rows
-        for b, rows in inside.items()
-        if rows in weighted and b not in opens and all(not x.weight_grad_norm for x in rows)
-    ]
-    if weighted and len(frozen) >= DEAD_CUT * len(weighted):
-        return set()
-    return {x.name for rows in inside.values() for x in rows if x.role not in ("stream", "head")}
-
-
-def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[set[str], set[str], str]:
-    """For ``rule``: the rows not judged, the rows whose problem is at most a warning, and why.
-
-    - vanishing: a mover's (``movers``) own output is small by design: at most a warning, not
-      judged when exactly 0.
-    - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
-      weight) is not judged, small is slower, not stuck. (Not gradient_exploding: exploding
-      gradients make every relative gradient large, which is that problem, not a small layer.)
-    - symmetry: a weight behind a zero-initialized layer has gradient rows all 0 at step 0 (alike
-      until that layer moves): not judged.
-    - dead_units: a unit inside a residual block's branch or gate cuts that branch only; the skip
-      carries the gradient on (squeeze-and-excitation's ReLU on pooled features).
-    """
-    if rule in ("vanishing", "gradient_vanishing"):
-        moving = movers(report, gate)
-        if not moving:
-            return set(), set(), ""
-        last = max(x.index for x in moving)
-        names = ", ".join(x.name for x in moving[:3]) + (f" and {len(moving) - 3} more" if len(moving) > 3 else "")
-        why = f"small by design behind a layer the first steps move ({names})"
-        if rule == "vanishing":
-            # the mover's own output only: what follows it is the stream (a skip adds the mover's
-            # output to it); a signal that fades after a zero layer that does not move (an all-zero
-            # block is a saddle) is vanishing
-            return {x.name for x in moving if x.zero_moving}, {x.name for x in moving}, why
-        blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
-        # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
-        blocked |= {x.name for x in moving if x.zero_moving}
-        return blocked, {x.name for x in report.layers if x.index < last}, why
-    if rule == "symmetry":
-        front = max((x.index for x in movers(report, gate) if x.zero_moving), default=0)
-        # no gradient reached these weights at step 0: their gradient rows are all 0 (alike) until
-        # the zero layer in front of them moves
-        return {x.name for x in report.layers if x.index < front and not x.weight_grad_norm}, set(), ""
-    if rule == "dead_units":
-        return set(), _inside_blocks(report), "in a residual block's branch or gate: the skip carries the gradient on"
-    return set(), set(), ""
 
 
 # ---- the values each check reads ---------------------------------------------------------------
@@ -555,42 +461,6 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
         warnings=tuple(warnings),
         notes=identity_blocks(report) + zero_layers(report),
         flags=_cell_flags(report, gate),
-    )
-
-
-def zero_layers(report: Stats) -> tuple[Problem, ...]:
-    """A note for zero-initialized layers whose weight gradient is not 0 (the first step moves
-    them), and the rows whose gradient they block exactly at step 0."""
-    zero = [x for x in movers(report) if x.zero_moving]
-    if not zero:
-        return ()
-    last = max(x.index for x in zero)
-    blocked = [x for x in report.layers if x.gradient_blocked and x.index < last]
-    msg = f"{len(zero)} zero-initialized layer(s) ({zero[0].name}{', ...' if len(zero) > 1 else ''}): their weight gradient is not 0, so the first step moves them"
-    if blocked:
-        msg += (
-            f"; gradient blocked by a zero-initialized layer that will move: {len(blocked)} row(s) behind them "
-            f"receive exactly 0 gradient at step 0 (first {blocked[0].name})"
-        )
-    return (Problem("zero_layer", zero[0].name, 0.0, 0.0, msg + "; by design, not a failure", "", "note"),)
-
-
-def identity_blocks(report: Stats) -> tuple[Problem, ...]:
-    """A note for residual blocks whose branch adds less than ``IDENTITY_FRACTION`` of the stream
-    at init (ReZero, Fixup, LayerScale, depth-scaled projections): small by design, not vanishing."""
-    quiet = [x for x in report.layers if x.branch_ratio is not None and x.branch_ratio < IDENTITY_FRACTION]
-    if not quiet:
-        return ()
-    first = quiet[0]
-    worst = min(quiet, key=lambda x: x.branch_ratio or 0.0)
-    msg = (
-        f"{len(quiet)} identity block(s) at init: the branch adds {_fmt(first.branch_ratio or 0.0)} of the stream "
-        f"at {first.name}"
-        + (f" (least {_fmt(worst.branch_ratio or 0.0)} at {worst.name})" if worst is not first else "")
-        + "; by design (ReZero, Fixup, LayerScale), not a failure"
-    )
-    return (
-        Problem("identity_block", first.name, float(first.branch_ratio or 0.0), IDENTITY_FRACTION, msg, "", "note"),
     )
 
 
