@@ -149,14 +149,31 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# types the generic rule does not shrink into a working model, with the few settings that do
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "swin": {"patch_size": 2, "embed_dim": 16, "depths": [1, 1, 2], "num_heads": [1, 2, 4], "window_size": 4},
+    "donut-swin": {"patch_size": 2, "embed_dim": 16, "depths": [1, 1, 2], "num_heads": [1, 2, 4], "window_size": 4},
+    "efficientnet": {"width_coefficient": 0.25, "depth_coefficient": 0.5, "hidden_dim": 320},
+    "bit": {
+        "embedding_size": 16,
+        "hidden_sizes": [16, 32, 64, 128],
+        "depths": [1, 1, 1, 1],
+        "num_groups": 8,
+        "layer_type": "bottleneck",
+    },
+    "mobilenet_v1": {"depth_multiplier": 0.25, "min_depth": 8},
+}
+
+
 def small_config(model_type: str, **overrides: Any) -> Any:
-    """``AutoConfig.for_model(model_type, **small)``: the type's default config, shrunk."""
+    """``AutoConfig.for_model(model_type, **small)``: the type's default config, shrunk (then ``OVERRIDES``)."""
     from transformers import AutoConfig
 
     default = AutoConfig.for_model(model_type).to_dict()
     skip = {"model_type", "transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"}
     small = {k: v for k, v in shrink(default).items() if k not in skip and v != default.get(k)}
     small["use_cache"] = False
+    small.update(OVERRIDES.get(model_type, {}))
     small.update(overrides)
     return AutoConfig.for_model(model_type, **small)
 

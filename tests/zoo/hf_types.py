@@ -7,7 +7,7 @@ under 0.4 s. The family is read from the built model: vision models without atte
 ``hf hierarchical vision``; token models with an encoder and a decoder ``hf seq2seq``, without
 attention ``hf ssm and recurrent``, with experts ``hf moe decoders``, whose first position reads
 the last token ``hf bert-like encoders``, else ``hf llama-like decoders`` (RMSNorm) or
-``hf gpt-like decoders`` (LayerNorm).
+``hf gpt-like decoders`` (LayerNorm). The last five need ``hf.OVERRIDES``.
 """
 
 TYPES: dict[str, tuple[str, str]] = {
@@ -312,4 +312,10 @@ TYPES: dict[str, tuple[str, str]] = {
     "xlstm": ("hf ssm and recurrent", "token"),
     "yoso": ("hf bert-like encoders", "token"),
     "mlcd": ("hf vit-like", "image"),
+    # shrunk by hf.OVERRIDES
+    "swin": ("hf hierarchical vision", "image"),
+    "donut-swin": ("hf hierarchical vision", "image"),
+    "efficientnet": ("hf convnets", "image"),
+    "bit": ("hf convnets", "image"),
+    "mobilenet_v1": ("hf convnets", "image"),
 }
