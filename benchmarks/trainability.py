@@ -394,9 +394,12 @@ def to_json(runs: list[Run], steps: dict[str, int], seed: int, total_s: float, t
 #
 # - token: the skip chain above over the zoo's 64 ids, sequences of ``ZOO_SEQ_LEN``: a model with its
 #   own vocabulary head is trained on its logits, others get a linear head on each position. A
-#   bidirectional encoder (BERT-like, the encoder-decoders' encoders) sees the next token in its
-#   input: for it the task is to move that token to the previous position, which still needs the
-#   blocks (an all-zero or dead body cannot do it). A model whose own head has 10 classes (a
+#   bidirectional encoder (BERT-like) sees the next token in its input: for it the task is to move
+#   that token to the previous position, which still needs the blocks (an all-zero or dead body
+#   cannot do it). An encoder-decoder reads the ids in its encoder and the ids shifted right in its
+#   decoder, and predicts the token at each position (predicting the next one would make the skip
+#   chain a bigram of the decoder's own input: an all-zero BART learned it through its embeddings
+#   alone, gain 0.59 of its default's). A model whose own head has 10 classes (a
 #   sequence classifier) gets a bag-of-words teacher: label = argmax of the sum of fixed random
 #   10-way token scores, centred over the data set.
 # - image: the corpus' teacher images (10 classes, 32x32); a model with its own 10-way head is
@@ -442,6 +445,18 @@ ZOO_CASES: dict[str, tuple[str, ...]] = {
     "hf/mamba": ("default", "zeros"),
     "hf/regnet": ("default", "zeros"),
     "hf/squeezebert": ("default", "zeros"),
+    # more of today's default-init alarms: do they train?
+    "hw/highway": ("default", "zeros"),  # M4: sigmoid gate
+    "hw/densenet": ("default", "zeros"),  # M4: head on pooled ReLU features
+    "hw/stdconv_gn": ("default", "normal1"),  # M7: weight standardization
+    "hw/mha_encoder": ("default", "zeros"),  # attention_saturation
+    "hf/marian": ("default", "zeros"),  # collapse: sinusoidal positions
+    "hf/xlnet": ("default", "zeros"),  # first-block branch ratio
+    "hf/mobilenet_v1": ("default", "zeros"),  # M3: conv stem
+    "hf/efficientnet": ("default", "zeros"),  # vanishing in the first MBConv
+    "hf/focalnet": ("default", "zeros"),  # vanishing in the focal modulation
+    "hf/convnext": ("default", "normal1"),  # N(0, 1) ConvNeXt (library)
+    "hf/gemma3": ("default", "normal1", "tiny"),  # N(0, 1) and tiny called healthy
 }
 
 
@@ -467,6 +482,11 @@ class ZooTokenTask:
     def _make(self, seq: torch.Tensor) -> Batch:
         if self.bag is not None:
             targets = (self.bag[seq].sum(1) - self.bag_mean).argmax(1)
+        elif "decoder_input_ids" in self.entry.inputs(1):
+            # an encoder-decoder: the decoder reads the ids shifted right, so the target at t is the
+            # token at t (that token itself sits in the encoder's input; the decoder's own input at t
+            # is token t - 1, which says nothing about token t: the blocks must carry it)
+            targets = seq
         else:
             targets = torch.cat([seq[:, 1:], torch.full_like(seq[:, :1], -100)], dim=1)
         return Batch(self.entry_inputs(seq), targets)
@@ -671,7 +691,7 @@ def zoo_main(args: argparse.Namespace) -> int:
         fields = {f for f in Run.__dataclass_fields__}
         for r in json.loads(out.read_text())["runs"]:
             kept = {k: (float("nan") if v is None and k != "trains" else v) for k, v in r.items() if k in fields}
-            kept["curve"] = [tuple(c) for c in kept["curve"]]
+            kept["curve"] = [(step, float("nan") if v is None else v) for step, v in kept["curve"]]
             runs.append(Run(**kept))
     done = {(r.model, r.init) for r in runs}
     start, cpu_start = time.perf_counter(), time.process_time()

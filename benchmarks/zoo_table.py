@@ -64,7 +64,7 @@ def markdown(rows: list[dict[str, Any]], sweep: dict[str, Any] | None) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        frac = f"{r['gain_fraction']:.2f}" if r.get("gain_fraction") is not None else "-"
+        frac = f"{r['gain_fraction']:.3g}" if r.get("gain_fraction") is not None else "-"
         trains = "yes" if r["trains"] else "**no**"
         probe = {True: "healthy", False: "unhealthy", None: "error"}[r["healthy"]]
         mark = "" if r["healthy"] == r["trains"] else (" **false alarm**" if r["trains"] else " **MISS**")
