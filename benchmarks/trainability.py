@@ -457,6 +457,18 @@ ZOO_CASES: dict[str, tuple[str, ...]] = {
     "hf/focalnet": ("default", "zeros"),  # vanishing in the focal modulation
     "hf/convnext": ("default", "normal1"),  # N(0, 1) ConvNeXt (library)
     "hf/gemma3": ("default", "normal1", "tiny"),  # N(0, 1) and tiny called healthy
+    # N(0, 1) variants called healthy, and families not covered above
+    "hw/preact_resnet": ("default", "normal1"),
+    "hw/efficientnet": ("default", "zeros", "normal1"),
+    "hw/mlp_attr_blocks": ("default", "normal1"),
+    "hw/seq2seq_gru": ("default", "normal1"),
+    "hw/nanogpt": ("default", "zeros", "normal1"),
+    "torch/rnn_tanh": ("default", "normal1"),
+    "hf/olmo2": ("default", "normal1"),
+    "hf/mixtral": ("default", "zeros", "normal1"),
+    "hf/gpt2": ("default", "zeros", "normal1"),
+    "hf/vit": ("default", "normal1", "tiny"),
+    "hf/resnet": ("default", "normal1"),
 }
 
 
