@@ -134,8 +134,11 @@ def _check(entry_id: str, init: str, want_healthy: bool, known: dict[str, str]) 
 
 
 def test_known_ids_are_in_the_zoo() -> None:
-    assert set(KNOWN_FALSE_ALARMS) <= set(ZOO)
-    assert set(KNOWN_ZEROS_MISSES) <= set(ZOO)
+    # the diffusers models join the zoo only where diffusers is installed (the dev extras)
+    optional = {i for i in (*KNOWN_FALSE_ALARMS, *KNOWN_ZEROS_MISSES) if i.startswith("diffusers/")}
+    assert set(KNOWN_FALSE_ALARMS) - optional <= set(ZOO)
+    assert set(KNOWN_ZEROS_MISSES) - optional <= set(ZOO)
+    assert not optional - set(ZOO) or not any(i.startswith("diffusers/") for i in ZOO)
 
 
 @pytest.mark.parametrize("entry_id", list(ZOO))
