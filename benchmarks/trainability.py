@@ -384,6 +384,370 @@ def to_json(runs: list[Run], steps: dict[str, int], seed: int, total_s: float, t
     }
 
 
+# ---- the zoo (tests/zoo) -------------------------------------------------------------------------
+#
+# ``--zoo`` trains a stratified subset of the zoo's architectures (``ZOO_CASES``: defaults, zeros,
+# N(0, 1) and tiny weights across the families, and the mechanism cases of issue 18) with the same
+# method: AdamW (lr 1e-3, weight decay 0.01), batch 32, fixed seeds, one thread, gain = baseline -
+# final loss, "trains" when finite and gain >= 0.5 x the same architecture's default-init gain.
+# Fewer steps than the corpus (``ZOO_STEPS``) to keep each case near 10 s of CPU. Tasks by kind:
+#
+# - token: the skip chain above over the zoo's 64 ids, sequences of ``ZOO_SEQ_LEN``: a model with its
+#   own vocabulary head is trained on its logits, others get a linear head on each position. A
+#   bidirectional encoder (BERT-like) sees the next token in its input: for it the task is to move
+#   that token to the previous position, which still needs the blocks (an all-zero or dead body
+#   cannot do it). An encoder-decoder reads the ids in its encoder and the ids shifted right in its
+#   decoder, and predicts the token at each position (predicting the next one would make the skip
+#   chain a bigram of the decoder's own input: an all-zero BART learned it through its embeddings
+#   alone, gain 0.59 of its default's). A model whose own head has 10 classes (a
+#   sequence classifier) gets a bag-of-words teacher: label = argmax of the sum of fixed random
+#   10-way token scores, centred over the data set.
+# - image: the corpus' teacher images (10 classes, 32x32); a model with its own 10-way head is
+#   trained on its logits (a zero-init or N(0, 1) classifier is part of what is judged), others get a
+#   linear head on their features averaged over positions.
+# - vector: 2048 fixed N(0, 1) vectors of 32, labelled by a fixed random tanh teacher (argmax of 10
+#   centred logits).
+# - audio: 4000-sample waveforms, a sine of one of 10 frequencies (class) at a random phase plus
+#   N(0, 0.5) noise; mean of the last hidden state over frames, linear head.
+
+ZOO_JSON_PATH = REPO / "benchmarks" / "zoo_trainability.json"
+ZOO_STEPS = {"token": 200, "image": 150, "vector": 200, "audio": 150}
+ZOO_SEQ_LEN = 16
+VECTOR_SAMPLES = 2048
+
+# id -> inits: the stratified subset (mechanism cases first, then the families)
+ZOO_CASES: dict[str, tuple[str, ...]] = {
+    "hw/stock_cnn": ("default", "zeros", "normal1", "tiny"),  # M4: collapse at the logits
+    "hw/mlp_mixer": ("default", "zeros", "normal1"),  # M2: zero-init classifier
+    "hw/resmlp": ("default", "zeros", "normal1"),  # M2, and N(0, 1) ResMLP-like
+    "hw/resnet_zero_gamma": ("default", "zeros", "normal1"),  # M1: zero-init last BN gamma
+    "hw/nf_resnet": ("default", "zeros", "normal1"),  # M1: NF-ResNet zero gain
+    "hw/vit": ("default", "zeros", "normal1", "tiny"),  # M3: class token
+    "hw/vit_layerscale": ("default", "zeros"),  # M5: LayerScale 1e-5
+    "hw/cait": ("default", "zeros"),  # M5, M6: class attention on (x, x_cls)
+    "hw/se_cnn": ("default", "zeros", "normal1"),  # M4: squeeze-excitation
+    "hw/convnext": ("default", "zeros", "normal1"),  # N(0, 1) ConvNeXt-like
+    "hw/fused_bn_act": ("default", "zeros", "normal1"),  # M7: fused BN+act
+    "hw/mlp_relu": ("default", "zeros", "normal1", "tiny"),  # M8: MLP head
+    "hw/mlp_sigmoid": ("default", "zeros", "tiny"),  # M4: sigmoid stack
+    "hw/char_lstm": ("default", "zeros", "normal1"),
+    "torch/encoder_preln": ("default", "zeros"),
+    "torch/gru_classifier": ("default", "zeros"),
+    "hf/deit": ("default", "zeros", "normal1"),  # M3
+    "hf/mobilenet_v2": ("default", "zeros"),  # M3: conv stem
+    "hf/bart": ("default", "zeros"),  # collapse on the position table
+    "hf/openai-gpt": ("default", "zeros"),  # first-block branch ratio over a N(0, 0.02) embedding
+    "hf/glm4": ("default", "tiny"),
+    "hf/llama": ("default", "zeros", "normal1", "tiny"),
+    "hf/bert": ("default", "zeros"),
+    "hf/wav2vec2": ("default", "zeros"),
+    "hf/swinv2": ("default", "zeros"),
+    "hf/mamba": ("default", "zeros"),
+    "hf/regnet": ("default", "zeros"),
+    "hf/squeezebert": ("default", "zeros"),
+    # more of today's default-init alarms: do they train?
+    "hw/highway": ("default", "zeros"),  # M4: sigmoid gate
+    "hw/densenet": ("default", "zeros"),  # M4: head on pooled ReLU features
+    "hw/stdconv_gn": ("default", "normal1"),  # M7: weight standardization
+    "hw/mha_encoder": ("default", "zeros"),  # attention_saturation
+    "hf/marian": ("default", "zeros"),  # collapse: sinusoidal positions
+    "hf/xlnet": ("default", "zeros"),  # first-block branch ratio
+    "hf/mobilenet_v1": ("default", "zeros"),  # M3: conv stem
+    "hf/efficientnet": ("default", "zeros"),  # vanishing in the first MBConv
+    "hf/focalnet": ("default", "zeros"),  # vanishing in the focal modulation
+    "hf/convnext": ("default", "normal1"),  # N(0, 1) ConvNeXt (library)
+    "hf/gemma3": ("default", "normal1", "tiny"),  # N(0, 1) and tiny called healthy
+    # N(0, 1) variants called healthy, and families not covered above
+    "hw/preact_resnet": ("default", "normal1"),
+    "hw/efficientnet": ("default", "zeros", "normal1"),
+    "hw/mlp_attr_blocks": ("default", "normal1"),
+    "hw/seq2seq_gru": ("default", "normal1"),
+    "hw/nanogpt": ("default", "zeros", "normal1"),
+    "torch/rnn_tanh": ("default", "normal1"),
+    "hf/olmo2": ("default", "normal1"),
+    "hf/mixtral": ("default", "zeros", "normal1"),
+    "hf/gpt2": ("default", "zeros", "normal1"),
+    "hf/vit": ("default", "normal1", "tiny"),
+    "hf/resnet": ("default", "normal1"),
+}
+
+
+class ZooTokenTask:
+    """The skip chain over ``ZOO_SEQ_LEN`` tokens; targets: the next token (or a bag-of-words class)."""
+
+    def __init__(self, entry: Any, seed: int = 0, classes: int | None = None) -> None:
+        from tests import zoo
+
+        self.gen = torch.Generator().manual_seed(DATA_SEED + SEED_STRIDE * seed)
+        self.chain = SkipChain(self.gen)
+        self.entry = entry
+        self.n_classes = classes or zoo.hw.VOCAB
+        self.bag = torch.randn(zoo.hw.VOCAB, 10, generator=self.gen) if classes == 10 else None
+        if self.bag is not None:
+            seq = self._sample(4096)
+            self.bag_mean = self.bag[seq].sum(1).mean(0)
+        self.eval_batch = self._make(self._sample(EVAL_SEQUENCES))
+
+    def _sample(self, n: int) -> torch.Tensor:
+        return self.chain.sample(n, self.gen)[:, :ZOO_SEQ_LEN]
+
+    def _make(self, seq: torch.Tensor) -> Batch:
+        if self.bag is not None:
+            targets = (self.bag[seq].sum(1) - self.bag_mean).argmax(1)
+        elif "decoder_input_ids" in self.entry.inputs(1):
+            # an encoder-decoder: the decoder reads the ids shifted right, so the target at t is the
+            # token at t (that token itself sits in the encoder's input; the decoder's own input at t
+            # is token t - 1, which says nothing about token t: the blocks must carry it)
+            targets = seq
+        else:
+            targets = torch.cat([seq[:, 1:], torch.full_like(seq[:, :1], -100)], dim=1)
+        return Batch(self.entry_inputs(seq), targets)
+
+    def entry_inputs(self, seq: torch.Tensor) -> dict[str, torch.Tensor]:
+        template = self.entry.inputs(seq.shape[0])
+        out = {"input_ids": seq}
+        if "attention_mask" in template:
+            out["attention_mask"] = torch.ones_like(seq)
+        if "decoder_input_ids" in template:  # teacher forcing: the decoder reads the ids shifted right
+            out["decoder_input_ids"] = F.pad(seq[:, :-1], (1, 0), value=1)
+        return out
+
+    def train_batch(self) -> Batch:
+        return self._make(self._sample(BATCH))
+
+    def eval_batches(self) -> list[Batch]:
+        return [self.eval_batch]
+
+    @property
+    def classes(self) -> int:
+        return self.n_classes
+
+
+class VectorTask:
+    """2048 fixed N(0, 1) vectors labelled by a fixed random tanh teacher (10 centred classes)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        from tests import zoo
+
+        self.gen = torch.Generator().manual_seed(DATA_SEED + SEED_STRIDE * seed)
+        d = zoo.hw.VECTOR
+        self.x = torch.randn(VECTOR_SAMPLES, d, generator=self.gen)
+        w1 = torch.randn(d, 32, generator=self.gen) / math.sqrt(d)
+        w2 = torch.randn(32, CLASSES, generator=self.gen)
+        logits = torch.tanh(self.x @ w1) @ w2
+        self.labels = (logits - logits.mean(0)).argmax(1)
+
+    def train_batch(self) -> Batch:
+        idx = torch.randint(0, VECTOR_SAMPLES, (BATCH,), generator=self.gen)
+        return Batch({"x": self.x[idx]}, self.labels[idx])
+
+    def eval_batches(self) -> list[Batch]:
+        return [Batch({"x": self.x[:512]}, self.labels[:512])]
+
+    @property
+    def classes(self) -> int:
+        return CLASSES
+
+
+class AudioTask:
+    """Waveforms: a sine of one of 10 frequencies (the class), random phase, N(0, 0.5) noise."""
+
+    SAMPLES = 4000
+
+    def __init__(self, seed: int = 0) -> None:
+        self.gen = torch.Generator().manual_seed(DATA_SEED + SEED_STRIDE * seed)
+        self.freqs = torch.linspace(0.01, 0.2, CLASSES)  # cycles per sample
+        self.eval_batch = self._make(512)
+
+    def _make(self, n: int) -> Batch:
+        labels = torch.randint(0, CLASSES, (n,), generator=self.gen)
+        phase = torch.rand(n, 1, generator=self.gen) * 2 * math.pi
+        t = torch.arange(self.SAMPLES).float()
+        wave = torch.sin(2 * math.pi * self.freqs[labels][:, None] * t + phase)
+        wave = wave + 0.5 * torch.randn(n, self.SAMPLES, generator=self.gen)
+        return Batch({"input_values": wave}, labels)
+
+    def train_batch(self) -> Batch:
+        return self._make(BATCH)
+
+    def eval_batches(self) -> list[Batch]:
+        return [self.eval_batch]
+
+    @property
+    def classes(self) -> int:
+        return CLASSES
+
+
+class ZooClassifier(nn.Module):
+    """A zoo model and, unless it has its own head, a linear head on its features.
+
+    Image, audio and vector features are averaged over every dimension after the channels (or the
+    tokens) first; token features stay per position.
+    """
+
+    def __init__(
+        self, body: nn.Module, kind: str, own_head: bool, positional: bool, features: int, classes: int, seed: int
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.kind = kind
+        self.positional = positional  # the body takes its inputs positionally (an nn.Sequential)
+        self.head: nn.Module | None = None
+        if not own_head:
+            with torch.random.fork_rng():
+                torch.manual_seed(HEAD_SEED + SEED_STRIDE * seed)
+                self.head = nn.Linear(features, classes)
+
+    def features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        y = self.body(*inputs.values()) if self.positional else self.body(**inputs)
+        if isinstance(y, dict):
+            y = next(iter(y.values()))
+        return y
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        y = self.features(inputs)
+        if self.head is None:
+            return y
+        return self.head(pool(y, self.kind))
+
+
+def pool(y: torch.Tensor, kind: str) -> torch.Tensor:
+    """Features for a linear head: (B, C, H, W) and (B, T, D) pooled for image/audio/vector, kept per token for tokens."""
+    if kind == "token" and y.dim() == 3:
+        return y
+    if y.dim() == 4:
+        return y.mean(dim=(2, 3))
+    if y.dim() == 3:
+        return y.mean(dim=1)
+    return y
+
+
+def zoo_task(entry: Any, own_head_classes: int | None, seed: int) -> Any:
+    if entry.kind == "token":
+        return ZooTokenTask(entry, seed, own_head_classes)
+    if entry.kind == "image":
+        return ImageTask(seed)
+    if entry.kind == "vector":
+        return VectorTask(seed)
+    if entry.kind == "audio":
+        return AudioTask(seed)
+    raise ValueError(f"no task for kind {entry.kind!r}")
+
+
+def train_zoo_case(entry_id: str, init: str, steps: int | None = None, seed: int = 0) -> Run:
+    """Build zoo entry ``entry_id`` at ``init``, train it, and return its losses (``model`` = the id)."""
+    from tests import zoo
+
+    entry = zoo.ZOO[entry_id]
+    steps = steps or ZOO_STEPS[entry.kind]
+    torch.manual_seed(MODEL_SEED + SEED_STRIDE * seed)
+    body, inputs_fn, kind = entry.build(init)
+    positional = not isinstance(inputs_fn(2), dict)
+    probe_inputs = entry.inputs(2)
+    with torch.no_grad():
+        y = body(*probe_inputs.values()) if positional else body(**probe_inputs)
+        if isinstance(y, dict):
+            y = next(iter(y.values()))
+    own_classes = int(y.shape[-1]) if entry.head else None
+    task = zoo_task(entry, own_classes, seed)
+    features = int(pool(y, kind).shape[-1])
+    model = ZooClassifier(body, kind, entry.head, positional, features, task.classes, seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    weights = [p for p in body.parameters() if p.dim() >= 2]
+    at_start = [p.detach().clone() for p in weights]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    initial = eval_loss(model, task)
+    curve = [(0, initial)]
+    for step in range(1, steps + 1):
+        loss = loss_of(model, task.train_batch())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % EVAL_EVERY == 0 or step == steps:
+            curve.append((step, eval_loss(model, task)))
+            if not math.isfinite(curve[-1][1]):
+                break
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    names = {
+        "token": "next-token skip chain",
+        "image": "teacher images",
+        "vector": "teacher vectors",
+        "audio": "sine frequency",
+    }
+    name = "bag-of-words classes" if own_classes == 10 and kind == "token" else names[kind]
+    run = Run(entry_id, init, kind, name, baseline_loss(task), initial, curve[-1][1], curve, elapsed, cpu)
+    ratios = [
+        float((p.detach() - w0).norm() / w0.norm()) for p, w0 in zip(weights, at_start, strict=True) if w0.norm() > 0
+    ]
+    run.moved = float(torch.tensor(ratios).median()) if ratios else float("nan")
+    return run
+
+
+def zoo_main(args: argparse.Namespace) -> int:
+    """``--zoo``: train the stratified subset (or ``--only`` ids at ``--inits``) and write the zoo ground truth."""
+    from tests import zoo
+
+    cases = [(i, inits) for i, inits in ZOO_CASES.items()]
+    if args.only:
+        wanted = [n for n in args.only.split(",") if n]
+        unknown = [n for n in wanted if n not in zoo.ZOO]
+        if unknown:
+            raise SystemExit(f"--only: unknown zoo ids {', '.join(unknown)}")
+        inits = tuple(i for i in args.inits.split(",") if i) if args.inits else zoo.INITS
+        cases = [(n, inits) for n in wanted]
+    complete = not args.only and args.seed == 0 and args.steps is None
+    out = args.json or (ZOO_JSON_PATH if complete else None)
+    runs: list[Run] = []
+    if args.resume and out is not None and out.exists():  # keep the runs already measured
+        fields = {f for f in Run.__dataclass_fields__}
+        for r in json.loads(out.read_text())["runs"]:
+            kept = {k: (float("nan") if v is None and k != "trains" else v) for k, v in r.items() if k in fields}
+            kept["curve"] = [(step, float("nan") if v is None else v) for step, v in kept["curve"]]
+            runs.append(Run(**kept))
+    done = {(r.model, r.init) for r in runs}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for entry_id, inits in cases:
+        for init in inits:
+            if (entry_id, init) in done:
+                continue
+            try:
+                run = train_zoo_case(entry_id, init, args.steps, args.seed)
+            except Exception as e:
+                print(f"  {entry_id} {init}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                continue
+            print(
+                f"  {entry_id:22s} {init:8s} loss {run.initial_loss:9.3g} -> {run.final_loss:.3f}"
+                f"  (baseline {run.baseline:.3f}, {run.cpu_s:.1f} s CPU)",
+                file=sys.stderr,
+                flush=True,
+            )
+            runs.append(run)
+            if out is not None:  # after every run: a long sweep on a shared machine keeps what it measured
+                _write_zoo_json(out, runs, args, time.perf_counter() - start, time.process_time() - cpu_start)
+    judge(runs)
+    total, total_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    print(table(runs))
+    print(f"\ntotal {total:.0f} s wall, {total_cpu:.0f} s CPU")
+    if out is not None:
+        _write_zoo_json(out, runs, args, total, total_cpu)
+        print(f"wrote {out}")
+    return 0
+
+
+def _write_zoo_json(out: Path, runs: list[Run], args: argparse.Namespace, total: float, total_cpu: float) -> None:
+    judge(runs)
+    steps = {k: args.steps or v for k, v in ZOO_STEPS.items()}
+    doc = to_json(runs, steps, args.seed, total, total_cpu)
+    doc["format"] = "probe.zoo_trainability/1"
+    doc["settings"]["zoo"] = {
+        "seq_len": ZOO_SEQ_LEN,
+        "tasks": "token: skip chain (or bag-of-words classes for a 10-way head); image: teacher images; "
+        "vector: tanh teacher; audio: sine frequency",
+    }
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -393,8 +757,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="another replicate: shifts every seed (default 0)")
     parser.add_argument("--inits", default=",".join(corpus.INITS), help="comma-separated inits (default: all)")
     parser.add_argument("--json", type=Path, default=None, help=f"where to write the JSON (default {JSON_PATH})")
+    parser.add_argument("--resume", action="store_true", help="--zoo: keep the runs already in the JSON")
+    parser.add_argument(
+        "--zoo", action="store_true", help=f"train zoo cases (tests/zoo) instead; writes {ZOO_JSON_PATH.name}"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the machine is shared; and one thread gives the same numbers everywhere
+    if args.zoo:
+        if args.inits == ",".join(corpus.INITS):
+            args.inits = ""
+        return zoo_main(args)
     names = [n for n in args.only.split(",") if n] or list(corpus.CASES)
     inits = [i for i in args.inits.split(",") if i]
     unknown = [n for n in names if n not in corpus.CASES] + [i for i in inits if i not in corpus.INITS]
