@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import probe
-from probe.judge import rules
+from probe.judge import mechanisms, rules
 from tests import mechanism_models as mm
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -98,7 +98,7 @@ def test_a_partly_dead_layer_on_the_signal_path_is_a_warning() -> None:
     torch.manual_seed(0)
     report = _measure(mm.mlp([48] + [128] * 6 + [10]), torch.randn(64, 48))
     worst = max(x.dead_units for x in report.layers)
-    assert 0.25 < worst < rules.DEAD_CUT
+    assert 0.25 < worst < mechanisms.DEAD_CUT
     assert "dead_units" not in _rules(report) and "dead_units" in _rules(report, "warning")
 
 
@@ -166,14 +166,14 @@ def test_small_layerscale_is_at_most_a_gradient_vanishing_warning(init: float) -
     report = _measure(mm.ResMLP(init=init, listed=False), torch.randn(64, 16))
     assert report.healthy, report.verdict.problems
     assert "gradient_vanishing" not in _rules(report)
-    assert any(x.name.endswith(".ls") for x in rules.movers(report.stats))
+    assert any(x.name.endswith(".ls") for x in mechanisms.movers(report.stats))
 
 
 def test_tiny_deep_relu_mlp_stays_vanishing_errors() -> None:
     # the seed lab: std 0.01 weights in an 8-layer ReLU MLP; every layer is alike (no mover)
     report = probe.measure("configs/lab1_tiny_relu.yaml")
     assert {"vanishing", "gradient_vanishing"} <= _rules(report)
-    assert rules.movers(report.stats) == ()
+    assert mechanisms.movers(report.stats) == ()
     torch.manual_seed(0)
     user = _measure(mm.mlp([16] + [128] * 8 + [10], std=0.01), torch.randn(64, 16))
     assert "vanishing" in _rules(user)

@@ -52,7 +52,7 @@ BREAKS: list[tuple[str, dict[str, Any]]] = [
     ("vanishing", {"std": 1e-5}),
     ("exploding", {"std": 1e3}),
     ("saturation", {"saturation_ratio": 0.8}),
-    ("dead_units", {"dead_units": 0.95}),  # an error from rules.DEAD_CUT (0.9) on: the path is cut
+    ("dead_units", {"dead_units": 0.95}),  # an error from mechanisms.DEAD_CUT (0.9) on: the path is cut
     ("symmetry", {"unit_spread": 0.0}),
     ("nonfinite", {"nonfinite": 3}),
     ("gradient_vanishing", {"grad_scale": 1e-5}),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from probe.errors import SpecError
-from probe.judge import theory
+from probe.judge import gaussian, theory
 from probe.spec import Choice, GateSpec, Spec, inits
 
 EDGE_ACTIVATIONS = ("tanh", "sigmoid")  # bounded: the variance map has a finite fixed point
@@ -114,7 +114,7 @@ def fixed_point(act: Choice, sigma_w2: float, sigma_b2: float, iterations: int =
     """The stable fixed point q* of q -> sigma_w^2 E[phi(z)^2] + sigma_b^2 for a bounded phi (bisection)."""
 
     def excess(q: float) -> float:
-        return sigma_w2 * theory.gaussian_moments(act, 0.0, q).second + sigma_b2 - q
+        return sigma_w2 * gaussian.gaussian_moments(act, 0.0, q).second + sigma_b2 - q
 
     lo, hi = 1e-10, sigma_w2 + sigma_b2 + 1.0  # |phi| <= 1 bounds q* above
     if excess(lo) <= 0:
@@ -130,7 +130,7 @@ def edge_of_chaos(act: Choice, sigma_b2: float, iterations: int = 30) -> EdgePoi
 
     def chi_minus_one(sw: float) -> float:
         q = fixed_point(act, sw, sigma_b2)
-        return sw * theory.gaussian_moments(act, 0.0, q).grad2 - 1.0
+        return sw * gaussian.gaussian_moments(act, 0.0, q).grad2 - 1.0
 
     lo, hi = math.log(1e-2), math.log(1e4)
     if chi_minus_one(math.exp(lo)) > 0 or chi_minus_one(math.exp(hi)) < 0:

@@ -167,7 +167,7 @@ def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
     weight-gradient rows and of the weight's rows (a weight of two or more dimensions: units that
     read the same inputs); and ``own`` = [sum of ||grad|| over the multiplying parameters besides
     the watched weight exactly 0, the largest ||grad|| / ||parameter|| over the others]
-    (``rules.movers``; ``unit_fields`` adds the watched weight's). A call that finds
+    (``mechanisms.movers``; ``unit_fields`` adds the watched weight's). A call that finds
     no gradient (a layer-by-layer run's block not in memory) leaves it for a later one."""
     import torch
 
