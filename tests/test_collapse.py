@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from probe.judge import theory
+from probe.judge import gaussian, theory
 from probe.judge.rules import evaluate
 from probe.measurement.collect import Collector
 from probe.measurement.correlation import SAMPLES as _CORRELATION_SAMPLES
@@ -161,9 +161,9 @@ def _arccos(c: float) -> float:
 
 @pytest.mark.parametrize("rho", [-0.9, -0.3, 0.0, 0.5, 0.9, 0.999])
 def test_relu_closed_form_matches_quadrature(rho: float) -> None:
-    closed = theory.pair_moment(Choice("relu", {"inplace": False}), 0.0, 2.0, 2.0 * rho)
+    closed = gaussian.pair_moment(Choice("relu", {"inplace": False}), 0.0, 2.0, 2.0 * rho)
     # leaky_relu with slope 0 is ReLU, but takes the quadrature path
-    quad = theory.pair_moment(Choice("leaky_relu", {"negative_slope": 0.0, "inplace": False}), 0.0, 2.0, 2.0 * rho)
+    quad = gaussian.pair_moment(Choice("leaky_relu", {"negative_slope": 0.0, "inplace": False}), 0.0, 2.0, 2.0 * rho)
     assert quad == pytest.approx(closed, rel=1e-8, abs=1e-12)
     assert closed == pytest.approx(2.0 / 2 * _arccos(rho), rel=1e-12)  # var/2 * k(rho) for var = 2
 
@@ -175,12 +175,12 @@ def test_pair_moments_with_unequal_variances(rho: float) -> None:
     scalar quadrature where the variances agree."""
     v1, v2 = torch.tensor([0.5, 2.0], dtype=torch.float64), torch.tensor([2.0, 2.0], dtype=torch.float64)
     cov = rho * torch.sqrt(v1 * v2)
-    closed = theory.pair_moments(Choice("relu", {"inplace": False}), 0.0, v1, v2, cov)
-    quad = theory.pair_moments(Choice("leaky_relu", {"negative_slope": 0.0, "inplace": False}), 0.0, v1, v2, cov)
+    closed = gaussian.pair_moments(Choice("relu", {"inplace": False}), 0.0, v1, v2, cov)
+    quad = gaussian.pair_moments(Choice("leaky_relu", {"negative_slope": 0.0, "inplace": False}), 0.0, v1, v2, cov)
     assert quad.tolist() == pytest.approx(closed.tolist(), rel=1e-6, abs=1e-12)
     assert closed.tolist() == pytest.approx((torch.sqrt(v1 * v2) / 2 * _arccos(rho)).tolist(), rel=1e-12)
-    tanh = theory.pair_moments(Choice("tanh", {}), 0.1, v2, v2, cov)
-    assert float(tanh[1]) == pytest.approx(theory.pair_moment(Choice("tanh", {}), 0.1, 2.0, float(cov[1])), rel=1e-6)
+    tanh = gaussian.pair_moments(Choice("tanh", {}), 0.1, v2, v2, cov)
+    assert float(tanh[1]) == pytest.approx(gaussian.pair_moment(Choice("tanh", {}), 0.1, 2.0, float(cov[1])), rel=1e-6)
 
 
 def test_odd_activations_keep_the_inputs_own_statistic() -> None:

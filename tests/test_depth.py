@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from probe.cli import app
-from probe.judge import depth, theory
+from probe.judge import depth, gaussian
 from probe.spec import Choice, parse
 
 
@@ -69,7 +69,7 @@ def test_tanh_edge_of_chaos_without_bias_is_sigma_w2_one() -> None:
 def test_edge_point_is_a_fixed_point_with_chi_one(act: str, sigma_b2: float) -> None:
     point = depth.edge_of_chaos(Choice(act), sigma_b2)
     assert point.sigma_w2 is not None and point.q_star is not None
-    g = theory.gaussian_moments(Choice(act), 0.0, point.q_star)
+    g = gaussian.gaussian_moments(Choice(act), 0.0, point.q_star)
     assert point.sigma_w2 * g.second + sigma_b2 == pytest.approx(point.q_star, rel=1e-6)
     assert point.sigma_w2 * g.grad2 == pytest.approx(1.0, rel=1e-6)
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from probe.cli import app
-from probe.judge import theory
+from probe.judge import gaussian, theory
 from probe.measurement.run import run_probe
 from probe.spec import Choice, activations, inits, parse
 
@@ -34,19 +34,19 @@ def test_relu_moments_match_the_closed_form(mean: float, var: float) -> None:
     s = math.sqrt(var)
     a = mean / s
     cdf, pdf = 0.5 * (1 + math.erf(a / math.sqrt(2))), math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
-    g = theory.gaussian_moments(Choice("relu", {"inplace": False}), mean, var)
+    g = gaussian.gaussian_moments(Choice("relu", {"inplace": False}), mean, var)
     assert g.mean == pytest.approx(mean * cdf + s * pdf, rel=1e-10, abs=1e-14)
     assert g.second == pytest.approx((mean * mean + var) * cdf + mean * s * pdf, rel=1e-10, abs=1e-14)
     assert g.grad2 == pytest.approx(cdf, rel=1e-10, abs=1e-14)
 
 
 def test_tanh_and_sigmoid_symmetries() -> None:
-    t = theory.gaussian_moments(Choice("tanh"), 0.0, 2.0)
+    t = gaussian.gaussian_moments(Choice("tanh"), 0.0, 2.0)
     assert t.mean == pytest.approx(0.0, abs=1e-14)
-    s = theory.gaussian_moments(Choice("sigmoid"), 0.0, 2.0)
+    s = gaussian.gaussian_moments(Choice("sigmoid"), 0.0, 2.0)
     assert s.mean == pytest.approx(0.5, abs=1e-14)  # sigmoid(z) - 1/2 is odd
     # sigmoid(z) = (1 + tanh(z/2)) / 2: its second moment follows from tanh's at a quarter of the variance
-    t4 = theory.gaussian_moments(Choice("tanh"), 0.0, 0.5)
+    t4 = gaussian.gaussian_moments(Choice("tanh"), 0.0, 0.5)
     assert s.second == pytest.approx(0.25 * (1 + t4.second), rel=1e-12)
 
 
