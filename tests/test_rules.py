@@ -275,3 +275,13 @@ def test_warnings_cite_the_real_threshold() -> None:
     (warning,) = [w for w in warnings if "min_std threshold" in w.message]
     assert warning.threshold == 0.01
     assert "min_std threshold 0.01" in warning.message
+
+
+def test_a_branch_that_overwrites_its_stream_is_a_warning_not_an_error() -> None:
+    """A block over a N(0, 0.02) embedding adds 30-3000 times its input and trains (GLM-4, XLNet):
+    the branch ratio is said, as a warning; only what stops training is an error."""
+    layers = [_layer(1), _layer(2, branch_ratio=66.6), _layer(3)]
+    verdict = rules.evaluate(_report(layers))
+    assert verdict.healthy
+    (said,) = [w for w in verdict.warnings if w.gate_key == "max_branch_ratio"]
+    assert said.rule == "exploding" and said.severity == "warning" and said.layer == "layer2"

@@ -116,11 +116,15 @@ def test_library_default_is_healthy_and_all_zero_weights_are_symmetry(kind: str)
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_normal_1_weights_on_a_pre_ln_transformer_fail_where_they_start(kind: str) -> None:
+    """The first block's branch overwrites its stream (said there, as a warning: a block over a small
+    embedding does it too and trains); what fails training is judged as an error where it happens,
+    the one-hot attention of the first block."""
     report, verdict = _probe(kind, "large")  # N(0, 1) on every weight, Conv1D and embeddings too
     assert not verdict.healthy
+    assert "attention_saturation" in {p.rule for p in verdict.problems if p.severity == "error"}
     first_block = next(x.name for x in report.layers if x.role == "stream")
-    exploding = [p for p in verdict.problems if p.rule == "exploding"]
-    assert exploding and exploding[0].layer == first_block and exploding[0].severity == "error"
+    said = [p for p in (*verdict.problems, *verdict.warnings) if p.rule == "exploding" and p.layer == first_block]
+    assert said, verdict
 
 
 def test_identity_blocks_are_a_note_not_vanishing() -> None:
