@@ -495,3 +495,13 @@ def test_a_forward_that_fails_under_the_trace_is_discovered_without_it() -> None
     rows = discover(TraceShy(), InputSpec("shape", (D,)))
     # the container rule decides: the repeated blocks that keep their input's shape
     assert roles(rows, "blocks.0", "blocks.1", "blocks.0.up") == ["stream", "stream", "branch"]
+
+
+def test_a_batchnorm_on_a_1x1_map_is_a_norm() -> None:
+    """A ResNet's last stage sees a 1x1 map: the discovery's 2 samples give BatchNorm 2 values per
+    channel, where eps rules a channel whose two are close. The behaviour test draws 16 samples, so
+    the conv before it is still `normalized` (weight_scale reads it: HF ResNet's N(0, 1) stage 3)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 256, 1), nn.BatchNorm2d(256), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+    report = probe.measure(model, (3, 1, 1), batch_size=32)
+    assert report.layer("0").normalized
