@@ -16,26 +16,9 @@ from torch import nn
 import probe
 from probe.judge import rules
 from probe.measurement.correlation import SAMPLES
+from tests.zoo.handwritten import stock_cnn  # Conv-ReLU x 3, two max pools, Flatten, Linear-ReLU-Linear
 
 RULES = ("collapse", "logit_scale")
-
-
-def _stock_cnn(classes: int = 10) -> nn.Module:
-    """Conv-ReLU x 3 with two max pools, then Flatten, Linear-ReLU-Linear: the tutorial CNN."""
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * 8 * 8, 64),
-        nn.ReLU(),
-        nn.Linear(64, classes),
-    )
 
 
 class _SqueezeExcite(nn.Module):
@@ -118,7 +101,7 @@ def _uncentered(rows: torch.Tensor) -> float:
 
 def test_the_stock_cnn_at_default_init_is_healthy_where_the_uncentered_cosine_was_not() -> None:
     torch.manual_seed(0)
-    model = _stock_cnn()
+    model = stock_cnn()
     x = torch.rand(64, 3, 32, 32)  # images in [0, 1]: every sample shares a positive mean
     with torch.no_grad():
         logits = model(x)
@@ -257,7 +240,7 @@ def test_default_init_classifiers_are_silent_and_n01_ones_fire() -> None:
 
 def test_the_stock_cnn_with_n01_weights_fails_logit_scale() -> None:
     torch.manual_seed(0)
-    model = _stock_cnn()
+    model = stock_cnn()
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
