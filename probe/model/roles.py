@@ -164,10 +164,7 @@ def acts_as_norm(module: nn.Module, shape: tuple[int, ...], dtype: Any, device: 
     saved_b = [b.detach().clone() for b in module.buffers()]
     modes = [(m, m.training) for m in module.modules()]
     gen = torch.Generator(device="cpu").manual_seed(0)
-    # 16 samples at least: a BatchNorm over a 1x1 map of the discovery's 2 samples sees 2 values per
-    # channel, and a channel whose two are close is ruled by eps, not by its input (a ResNet's last stage)
-    test_shape = (max(shape[0], 16), *shape[1:]) if len(shape) >= 2 else shape
-    z = torch.randn(test_shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+    z = _test_input(shape, dtype, device, gen)
     devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
@@ -205,10 +202,7 @@ def hides_weight_scale(module: nn.Module, weight: Any, shape: tuple[int, ...], d
         return False
     saved = weight.detach().clone()
     gen = torch.Generator(device="cpu").manual_seed(0)
-    # 16 samples at least: a BatchNorm over a 1x1 map of the discovery's 2 samples sees 2 values per
-    # channel, and a channel whose two are close is ruled by eps, not by its input (a ResNet's last stage)
-    test_shape = (max(shape[0], 16), *shape[1:]) if len(shape) >= 2 else shape
-    z = torch.randn(test_shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+    z = _test_input(shape, dtype, device, gen)
     devices = [device] if getattr(device, "type", "cpu") == "cuda" else []
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
@@ -223,6 +217,16 @@ def hides_weight_scale(module: nn.Module, weight: Any, shape: tuple[int, ...], d
     finally:
         with torch.no_grad():
             weight.copy_(saved)
+
+
+def _test_input(shape: tuple[int, ...], dtype: Any, device: Any, gen: Any) -> Any:
+    """A standard normal input of the module's input shape, with 16 samples at least: a BatchNorm
+    over a 1x1 map of the discovery's 2 samples sees 2 values per channel, and a channel whose two
+    are close is ruled by eps, not by its input (a ResNet's last stage)."""
+    import torch
+
+    test_shape = (max(shape[0], 16), *shape[1:]) if len(shape) >= 2 else shape
+    return torch.randn(test_shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
 def _first(output: Any) -> Any:
