@@ -115,3 +115,18 @@ def test_one_spec_that_fails_to_run_is_named_and_the_others_are_kept(cli: Any, t
     )
     (error,) = suite.iter("error")
     assert "cannot build a model of size 3" in (error.text or "")
+
+
+def test_strict_gate_reads_a_piped_spec_once() -> None:
+    """`... | probe check /dev/stdin --strict-gate`: the spec is read once (a second read of the
+    pipe is empty and would probe the default spec instead: a broken network passing the gate)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    broken = "model: {depth: 6, width: 8}\ninit: {weight: tiny}\n"
+    argv = [sys.executable, "-m", "probe", "check", "/dev/stdin", "--strict-gate"]
+    done = subprocess.run(argv, input=broken, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "/dev/stdin: vanishing" in done.stdout

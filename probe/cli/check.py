@@ -3,7 +3,7 @@
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -72,9 +72,9 @@ def check(
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
+        specs = [spec_mod.load(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
         if strict_gate:
-            _refuse_gate_changes(spec_paths)
-        specs = [spec_mod.load(p, overrides) for p in spec_paths]
+            _refuse_gate_changes(specs, spec_paths, overrides)
         check_outputs(output, junit=junit)
         memory_guard(specs, max_memory, jobs)
         load_torch()
@@ -126,10 +126,17 @@ def check(
     guard(body)
 
 
-def _refuse_gate_changes(spec_paths: list[Path]) -> None:
+def _refuse_gate_changes(specs: list[Any], spec_paths: list[Path], overrides: dict[str, Any]) -> None:
+    """A SpecError naming each spec whose own gate section changes the gate (what the command
+    line set is allowed)."""
     from probe import spec as spec_mod
     from probe.errors import SpecError
 
-    changed = [f"{p}: {'; '.join(c)}" for p in spec_paths if (c := spec_mod.gate_changes(spec_mod.load(p).gate))]
+    cli = {key.removeprefix("gate.") for key in overrides if key.startswith("gate.")}
+    changed = [
+        f"{p}: {'; '.join(c)}"
+        for s, p in zip(specs, spec_paths, strict=True)
+        if (c := spec_mod.gate_changes(s.gate, cli))
+    ]
     if changed:
         raise SpecError("--strict-gate: a spec changes its own gate:\n" + "\n".join(changed))

@@ -56,16 +56,17 @@ def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
     )
 
 
-def gate_changes(gate: GateSpec) -> list[str]:
+def gate_changes(gate: GateSpec, except_keys: Collection[str] = ()) -> list[str]:
     """Each gate value that differs from its default (``max_nonfinite 2147483647 (default 0)``)
     and each disabled rule (``disabled: saturation``): what a verdict was judged under, said
-    wherever the verdict is, so a gate switched off by its own spec is never silent."""
+    wherever the verdict is, so a gate switched off by its own spec is never silent. Keys in
+    ``except_keys`` are left out (those the command line set)."""
     out = []
     for key, param in GATE_PARAMS.items():
         value = getattr(gate, key)
-        if value != param.default:
+        if value != param.default and key not in except_keys:
             out.append(f"{key} {_number(value)} (default {_number(param.default)})")
-    if gate.disable:
+    if gate.disable and "disable" not in except_keys:
         out.append("disabled: " + ", ".join(gate.disable))
     return out
 
