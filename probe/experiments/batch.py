@@ -99,25 +99,25 @@ def check_each(
     results = run_each(_probe_or_failure, list(specs), list(labels), step, jobs)
     runs, failures = [], []
     for label, spec, result in zip(labels, specs, results, strict=True):
-        if isinstance(result[0], int):
-            failures.append(Failure(label, result[0], str(result[1])))
+        if isinstance(result, Failure):
+            failures.append(replace(result, label=label))
         else:
-            runs.append(Run(label, result[0], result[1], spec.init.weight.name, spec.model.activation.name))
+            runs.append(Run(label, *result, spec.init.weight.name, spec.model.activation.name))
     return runs, failures
 
 
-def _probe_or_failure(spec: Spec) -> tuple[Any, Any]:
-    """(report, verdict), or (exit code, message) when the probe raised (module-level: workers run it).
-    The exit code is 2 or 3, never one an exception carries otherwise (user code could raise a
-    probe error whose ``exit_code`` is 0)."""
+def _probe_or_failure(spec: Spec) -> tuple[Stats, Verdict] | Failure:
+    """(report, verdict), or a ``Failure`` (its label filled in by the caller) when the probe
+    raised; module-level, so workers run it. The exit code is 2 or 3, never one an exception
+    carries otherwise (user code could raise a probe error whose ``exit_code`` is 0)."""
     from probe.errors import ProbeError, first_line
 
     try:
         return probe_and_evaluate(spec)
     except ProbeError as exc:
-        return (exc.exit_code if exc.exit_code in (2, 3) else 3), str(exc)
+        return Failure("", exc.exit_code if exc.exit_code in (2, 3) else 3, str(exc))
     except Exception as exc:
-        return 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}"
+        return Failure("", 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
 
 
 def probe_and_evaluate(spec: Spec) -> tuple[Stats, Verdict]:
