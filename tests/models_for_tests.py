@@ -314,3 +314,56 @@ class Stacked(nn.Module):
 
 def stacked(width: int = 32, depth: int = 6) -> nn.Module:
     return Stacked(width, depth)
+
+
+class EveryContainer(nn.Module):
+    """A weight in each container ``init.weight`` must reach (issue 22): nn.MultiheadAttention's packed
+    ``in_proj_weight``, an LSTM's ``weight_ih_l0``/``weight_hh_l0``, a layer storing its weight (in, out)
+    as transformers' Conv1D does, a depthwise convolution, a custom layer's raw ``weight`` used through
+    ``F.linear``; and what it must leave and name: an embedding table, a class token, a raw ``w``."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, width)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.attn = nn.MultiheadAttention(width, 4, batch_first=True)
+        self.rnn = nn.LSTM(width, width, batch_first=True)
+        self.conv1d = Conv1DLike(width, 2 * width)
+        self.depthwise = nn.Conv1d(2 * width, 2 * width, 3, padding=1, groups=2 * width)
+        self.custom = CustomLinear(2 * width, width)
+        self.w = nn.Parameter(torch.randn(width, width))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.attn(x, x, x, need_weights=False)[0]
+        x = self.rnn(x)[0]
+        x = self.conv1d(x)
+        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        x = self.custom(x)
+        return torch.nn.functional.linear(x, self.w)
+
+
+class Conv1DLike(nn.Module):
+    """transformers' Conv1D: the weight stored (in, out), the bias of the output's length."""
+
+    def __init__(self, fan_in: int, fan_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_in, fan_out) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(fan_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight + self.bias
+
+
+class CustomLinear(nn.Module):
+    def __init__(self, fan_in: int, fan_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_out, fan_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight)
+
+
+def every_container(width: int = 64) -> nn.Module:
+    return EveryContainer(width)

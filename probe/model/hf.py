@@ -167,14 +167,17 @@ def plan(spec: Spec) -> Plan:
     ctx = inits.InitContext(spec.model.activation.name, spec.model.activation.params)
     steps: list[init_rules.InitStep] = []
     if spec.init.explicit:
-        steps = init_rules.flat_steps(model, spec.init, ctx, log)
+        steps = init_rules.flat_steps(model, spec.init, ctx, log, every_weight=True)
+        if not steps and spec.init.weight.name != "default":
+            raise BuildError(f"init.weight: '{spec.init.weight.name}' fills nothing in {type(model).__name__}")
     steps += init_rules.rule_fills(model, spec.init.rules, ctx, None, log)
 
     def finish() -> Built:
         watched, found = discovery.discover(model, inputs, spec.data.distribution)
         for w in watched:
             w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
-        return Built(model, watched, inputs, notes + found, init_log=log)
+        left = init_rules.unreached(model, log) if steps else None
+        return Built(model, watched, inputs, notes + found + ([left] if left else []), init_log=log)
 
     return Plan(model, steps, finish)
 

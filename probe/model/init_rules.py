@@ -65,34 +65,74 @@ def flat_steps(
     model: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog, every_weight: bool = False
 ) -> list[InitStep]:
     """``init.weight``/``init.bias`` on every Linear and ConvNd (what a spec network has always
-    done); with ``every_weight`` (a user model), on every module whose ``weight`` has two or more
-    dimensions: ``transformers``' Conv1D (on its transposed layout), embeddings, any custom layer.
-    One step per module filled, in ``named_modules`` order."""
+    done); with ``every_weight`` (a user or transformers model), on every weight matrix a module
+    holds itself, whatever the module: ``reachable`` says which. One step per module filled, in
+    ``named_modules`` order."""
     from torch import nn
 
     steps = []
     for qual, module in model.named_modules():
         if every_weight:
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, nn.Parameter) or weight.dim() < 2:
-                continue
-        elif not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            continue
-        steps.append(InitStep(module, partial(_flat_fill, qual, module, init, ctx, log)))
+            names = reachable(module)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            names = ["weight"]
+        else:
+            names = []
+        if names:
+            steps.append(InitStep(module, partial(_flat_fill, qual, module, names, init, ctx, log)))
     return steps
 
 
-def _flat_fill(qual: str, module: nn.Module, init: InitSpec, ctx: inits.InitContext, log: InitLog) -> None:
+def reachable(module: nn.Module) -> list[str]:
+    """The parameters of ``module`` (its own) that ``init.weight`` fills in a user model: every
+    parameter named like a weight with two or more dimensions (``weight``, ``nn.MultiheadAttention``'s
+    packed ``in_proj_weight`` and ``q_proj_weight``, a recurrent layer's ``weight_ih_l0``/``weight_hh_l0``,
+    ``transformers``' Conv1D, grouped and depthwise convolutions, a custom layer's ``weight``),
+    except an embedding's table: a lookup, not a fan-in map (``init.rules`` fills one on request)."""
     from torch import nn
 
-    inits.apply(oriented(module, module.weight), init.weight.name, init.weight.params, ctx)  # type: ignore[arg-type]
-    log.by_param[_join(qual, "weight")] = f"init.weight {init.weight.name}"
-    log.strategies[_join(qual, "weight")] = (init.weight, 1.0)
-    bias = getattr(module, "bias", None)
-    if isinstance(bias, nn.Parameter):
-        inits.apply(bias, init.bias.name, init.bias.params, ctx)
-        log.by_param[_join(qual, "bias")] = f"init.bias {init.bias.name}"
-        log.strategies[_join(qual, "bias")] = (init.bias, 1.0)
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return []
+    return [n for n, p in module.named_parameters(recurse=False) if "weight" in n and p.dim() >= 2]
+
+
+def _flat_fill(
+    qual: str, module: nn.Module, names: list[str], init: InitSpec, ctx: inits.InitContext, log: InitLog
+) -> None:
+    from torch import nn
+
+    params = dict(module.named_parameters(recurse=False))
+    for name in names:
+        weight = params[name]
+        inits.apply(oriented(module, weight) if name == "weight" else weight, init.weight.name, init.weight.params, ctx)
+        log.by_param[_join(qual, name)] = f"init.weight {init.weight.name}"
+        log.strategies[_join(qual, name)] = (init.weight, 1.0)
+    biases = ["bias"] if isinstance(params.get("bias"), nn.Parameter) else []
+    if len(names) > 1 or names != ["weight"]:  # in_proj_bias, bias_ih_l0, ...: the biases beside those weights
+        biases = [n for n, p in params.items() if "bias" in n and p.dim() == 1]
+    for name in biases:
+        inits.apply(params[name], init.bias.name, init.bias.params, ctx)
+        log.by_param[_join(qual, name)] = f"init.bias {init.bias.name}"
+        log.strategies[_join(qual, name)] = (init.bias, 1.0)
+
+
+def unreached(model: nn.Module, log: InitLog, limit: int = 4) -> str | None:
+    """One line naming the parameters of two or more dimensions that neither ``init.weight`` nor
+    ``init.rules`` filled (embedding tables, a class token, a position table, a raw parameter not
+    named like a weight), or None when every one was filled. One-dimensional parameters (norm
+    scales, biases) are not listed: no fan-in strategy applies to them."""
+    filled = {id(p) for name, p in model.named_parameters(remove_duplicate=False) if name in log.by_param}
+    missed = [
+        f"{name} {tuple(p.shape)}" for name, p in model.named_parameters() if p.dim() >= 2 and id(p) not in filled
+    ]
+    if not missed:
+        return None
+    more = f" and {len(missed) - limit} more" if len(missed) > limit else ""
+    return (
+        f"init left {len(missed)} parameter(s) of 2+ dimensions as the model made them: "
+        f"{', '.join(missed[:limit])}{more}; to set one, add an init.rules entry matching its module "
+        f"(match: {{name: ...}}) and, for a parameter not named like a weight, its name (match: {{param: ...}})"
+    )
 
 
 def apply_flat(
@@ -178,12 +218,18 @@ def apply_rule(step: RuleStep, ctx: inits.InitContext, depth: int | None, log: I
 def _matches(rule: InitRule, qual: str, module: nn.Module) -> bool:
     if rule.match_type is not None and rule.match_type not in type_names(module):
         return False
+    if rule.match_param is not None and not any(
+        fnmatch.fnmatchcase(n, rule.match_param) for n, _ in module.named_parameters(recurse=False)
+    ):
+        return False
     return rule.match_name is None or fnmatch.fnmatchcase(qual, rule.match_name)
 
 
-def _selected(target: str, pname: str) -> bool:
-    if target in ("weight", "bias"):
-        return target in pname
+def _selected(rule: InitRule, target: str, pname: str) -> bool:
+    if rule.match_param is not None and not fnmatch.fnmatchcase(pname, rule.match_param):
+        return False
+    if target in ("weight", "bias"):  # match.param names the parameters itself: a raw 'w' is a weight too
+        return rule.match_param is not None or target in pname
     return pname.startswith(target)
 
 
@@ -192,7 +238,7 @@ def _fill(
 ) -> None:
     import torch
 
-    params = [(n, p) for n, p in module.named_parameters(recurse=False) if _selected(target.target, n)]
+    params = [(n, p) for n, p in module.named_parameters(recurse=False) if _selected(rule, target.target, n)]
     if not params:
         have = ", ".join(n for n, _ in module.named_parameters(recurse=False))
         raise BuildError(

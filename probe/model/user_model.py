@@ -167,7 +167,8 @@ def plan(spec: Spec) -> Plan:
         if not steps and spec.init.weight.name != "default":
             raise BuildError(
                 f"init.weight: '{spec.init.weight.name}' fills nothing in {spec.model.factory} "
-                f"({type(model).__name__}): no module has a weight with two or more dimensions"
+                f"({type(model).__name__}): no module holds a weight of two or more dimensions "
+                "(embedding tables are filled only by init.rules)"
             )
     steps += init_rules.rule_fills(model, spec.init.rules, ctx, None, log)
 
@@ -179,7 +180,8 @@ def plan(spec: Spec) -> Plan:
         for w in watched:
             w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
         restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
-        return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
+        left = init_rules.unreached(model, log) if steps else None
+        return Built(model, watched, inputs, notes + ([left] if left else []), keep_mode=True, init_log=log)
 
     return Plan(model, steps, finish)
 

@@ -124,10 +124,11 @@ def strategy_schema(bias: bool, depth_scale: bool = False) -> dict[str, Any]:
 def _rules_schema() -> dict[str, Any]:
     match = {
         "type": "object",
-        "properties": {k: {"type": "string", "minLength": 1} for k in ("type", "name")},
+        "properties": {k: {"type": "string", "minLength": 1} for k in ("type", "name", "param")},
         "additionalProperties": False,
         "minProperties": 1,
-        "description": "modules matched by class name (type) and/or qualified-name pattern (name)",
+        "description": "modules matched by class name (type) and/or qualified-name pattern (name); "
+        "param: a pattern on the parameter's own name, filling exactly the parameters it matches",
     }
     props: dict[str, Any] = {"match": match}
     for target in RULE_TARGETS:

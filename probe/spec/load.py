@@ -213,8 +213,8 @@ def _rules(raw: Any) -> tuple[InitRule, ...]:
         if not isinstance(match, Mapping) or not match:
             raise SpecError("needs 'match: {type: Conv2d}' and/or 'match: {name: \"*.out_proj\"}'", f"{path}.match")
         for key, value in match.items():
-            if key not in ("type", "name"):
-                raise unknown("key", key, ("type", "name"), f"{path}.match.{key}", "match")
+            if key not in ("type", "name", "param"):
+                raise unknown("key", key, ("type", "name", "param"), f"{path}.match.{key}", "match")
             if not isinstance(value, str) or not value:
                 raise SpecError(f"expected a non-empty string, got {type_name(value)}", f"{path}.match.{key}")
         targets = []
@@ -235,7 +235,9 @@ def _rules(raw: Any) -> tuple[InitRule, ...]:
             forget_bias = Param("float").check(forget_bias, f"{path}.forget_bias")
         if not targets and forget_bias is None:
             raise SpecError(f"a rule needs at least one of {', '.join(RULE_TARGETS)} or forget_bias", path)
-        rules.append(InitRule(path, match.get("type"), match.get("name"), tuple(targets), forget_bias))
+        rules.append(
+            InitRule(path, match.get("type"), match.get("name"), tuple(targets), forget_bias, match.get("param"))
+        )
     return tuple(rules)
 
 
@@ -349,7 +351,11 @@ _MLP_KEYS = ("kind", "input_dim", "width", "depth", "output_dim", "activation", 
 
 
 def _rule_dict(rule: InitRule) -> dict[str, Any]:
-    match = {k: v for k, v in (("type", rule.match_type), ("name", rule.match_name)) if v is not None}
+    match = {
+        k: v
+        for k, v in (("type", rule.match_type), ("name", rule.match_name), ("param", rule.match_param))
+        if v is not None
+    }
     out: dict[str, Any] = {"match": match}
     for t in rule.targets:
         entry: dict[str, Any] = {"name": t.strategy.name, **t.strategy.params}

@@ -136,6 +136,7 @@ class InitRule:
     match_name: str | None
     targets: tuple[RuleTarget, ...]
     forget_bias: float | None = None  # LSTM: the forget-gate quarter of bias_ih
+    match_param: str | None = None  # fnmatch on the parameter's own name: fills exactly those
 
 
 @dataclass(frozen=True)
