@@ -367,3 +367,45 @@ class CustomLinear(nn.Module):
 
 def every_container(width: int = 64) -> nn.Module:
     return EveryContainer(width)
+
+
+def stock_cnn(init: str = "default") -> nn.Module:
+    """The stock CNN of docs/examples/my_cnn.py, its weights drawn in its own code as a newcomer
+    breaks them: ``normal1`` (every weight matrix N(0, 1)), ``zeros``, ``small`` (x 1e-3)."""
+    from docs.examples.my_cnn import build
+
+    model = build()
+    with torch.no_grad():
+        for p in model.parameters():
+            if init == "zeros":
+                p.zero_()
+            elif init == "small":
+                p.mul_(1e-3)
+            elif init == "normal1" and p.dim() > 1:
+                p.normal_()
+    return model
+
+
+class PositionalEncoder(nn.Module):
+    """An nn.TransformerEncoder over token embeddings plus a learned position table, as tutorials write it."""
+
+    def __init__(self, vocab: int = 100, width: int = 64, seq_len: int = 16) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.pos = nn.Parameter(torch.randn(1, seq_len, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, 4, 2 * width, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(self.emb(tokens) + self.pos[:, : tokens.shape[1]]))
+
+
+def positional_encoder(init: str = "default") -> nn.Module:
+    model = PositionalEncoder()
+    if init == "normal1":
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() > 1:
+                    p.normal_()
+    return model

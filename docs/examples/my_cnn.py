@@ -23,3 +23,13 @@ def build(num_classes: int = 10) -> nn.Module:
         nn.ReLU(),
         nn.Linear(128, num_classes),
     )
+
+
+def build_normal(num_classes: int = 10) -> nn.Module:
+    """The same CNN with every weight matrix drawn N(0, 1) in its own code, as a newcomer might
+    "initialize" it: probe it with `probe advise docs/examples/my_cnn_normal.yaml --apply`."""
+    model = build(num_classes)
+    for p in model.parameters():
+        if p.dim() > 1:
+            nn.init.normal_(p)
+    return model

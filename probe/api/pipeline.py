@@ -85,4 +85,4 @@ def judge(stats: Stats, spec: Spec, *, theory: bool = False, layers: str | None 
         from probe.render.report import select_layers
 
         stats = select_layers(stats, str(layers))
-    return Report(stats, verdict, advise(spec, verdict), prediction, comparisons)
+    return Report(stats, verdict, advise(spec, verdict, stats), prediction, comparisons)

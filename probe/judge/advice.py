@@ -8,10 +8,10 @@ Gains are ``torch.nn.init.calculate_gain``'s. Advice is plain data (``Advice``),
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from probe.records import Verdict
+from probe.records import Stats, Verdict
 from probe.spec import Spec, activations
 
 # families of weight strategies (fan-based ones; the rest have a fixed scale)
@@ -53,6 +53,7 @@ class Advice:
     recommendation: Recommendation
     mismatch: str | None  # the note when the init does not fit the activation
     suggestion: str | None  # one line when the run failed (None without a verdict or when healthy)
+    change: dict[str, Any] = field(default_factory=dict)  # the spec keys the suggestion sets ({}: none)
 
     def lines(self) -> list[str]:
         out = []
@@ -72,6 +73,7 @@ class Advice:
             "recommended": {"strategy": r.strategy, "gain": r.gain, "gain_name": r.gain_name, "reason": r.reason},
             "mismatch": self.mismatch,
             "suggestion": self.suggestion,
+            "change": self.change,
         }
 
 
@@ -216,72 +218,158 @@ def _structure_hint(spec: Spec) -> str:
     return "the init already fits: " + " or ".join(options)
 
 
-def suggestion(spec: Spec, verdict: Verdict) -> str | None:
-    """One line of what to try when the verdict is unhealthy, else ``None``."""
+# a weight whose rms sits outside [LOW, HIGH] x He's sqrt(2 / fan_in) is far from every fan-in rule:
+# PyTorch's default (1/sqrt(3 fan_in), 0.41 x He), LeCun (0.71 x) and He (1 x), by a factor of 4
+OFF_RULE_LOW = 0.1
+OFF_RULE_HIGH = 4.0
+# a user model's advice: Xavier (gain 1) keeps the variance of linear-like layers, the safe choice
+# when the activations are the model's own modules (a deep plain ReLU stack wants he_normal)
+OWN_MODEL_INIT = "xavier_normal"
+OWN_MODEL_REASON = "a user model's activations are its own modules: Xavier (gain 1) suits most of them"
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A suggestion and the spec change that applies it (``{}`` where the change is to the model's code)."""
+
+    text: str
+    change: dict[str, Any]
+
+
+def off_rule(stats: Stats) -> list[tuple[str, float]]:
+    """Rows whose weight sits far from every fan-in rule: (name, rms in units of He's scale)."""
+    return [
+        (x.name, x.weight_scale)
+        for x in stats.layers
+        if x.weight_scale is not None and x.role != "embedding" and not OFF_RULE_LOW <= x.weight_scale <= OFF_RULE_HIGH
+    ]
+
+
+def _setting(change: dict[str, Any]) -> str:
+    """``init.weight: xavier_normal (--set init.weight=xavier_normal)``: the change as spec keys and as options."""
+    keys = ", ".join(f"{k}: {_yaml(v)}" for k, v in change.items())
+    if not all(isinstance(v, str) for v in change.values()):
+        return keys
+    return f"{keys} ({' '.join(f'--set {k}={v}' for k, v in change.items())})"
+
+
+def _yaml(value: Any) -> str:
+    return value if isinstance(value, str) else "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+
+
+def _init_change(spec: Spec, rec: Recommendation) -> dict[str, Any]:
+    if spec.model.factory is not None:  # init.weight set over a user model: its own init was presumably sound
+        if spec.init.explicit:
+            return {"init.weight": "default", "init.bias": "default"}
+        return {"init.weight": OWN_MODEL_INIT}
+    if rec.strategy in XAVIER and rec.gain != 1.0:
+        return {"init.weight": {"name": rec.strategy, "gain": "auto"}}
+    return {"init.weight": rec.strategy}
+
+
+def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
+    """What to try when the verdict is unhealthy, and the spec change that applies it; ``None`` when
+    healthy. ``stats`` lets a user model's own init be judged weight by weight."""
     if verdict.healthy:
         return None
     broken = [p.rule for p in verdict.problems]
     act, act_params = network_activation(spec)
     rec = recommend(act, act_params)
     name = spec.init.weight.name
-    better = rec.describe()
-    if spec.model.factory is not None:
-        # its activations are its own modules: model.activation says nothing about them
-        better = "the model's own init (no init.weight) or a fan-scaled one such as xavier_normal"
+    init = _init_change(spec, rec)
+    better = _setting(init)
+    if init.get("init.weight") == "default":
+        better = f"the model's own init, {better} (or no init keys), or init.weight: {OWN_MODEL_INIT}"
+    if spec.model.factory is not None and not spec.init.explicit and stats is not None:
+        off = off_rule(stats)
+        if off:
+            shown = ", ".join(f"{n} at {v:.3g}x" for n, v in off[:3]) + (", ..." if len(off) > 3 else "")
+            weighed = sum(1 for x in stats.layers if x.weight_scale is not None and x.role != "embedding")
+            return Fix(
+                f"{better}: the model's own code draws {len(off)} of {weighed} weights far from every fan-in "
+                f"rule ({shown} He's scale sqrt(2 / fan_in)); init.weight fills every weight matrix it holds",
+                init,
+            )
     if "nonfinite" in broken:
-        return f"values overflowed: use a variance-scaled init such as {better}, or a wider dtype"
+        return Fix(f"values overflowed: use a variance-scaled init, {better}, or a wider dtype", init)
     if "symmetry" in broken and name in CONSTANT:
-        return f"a constant init makes every unit identical: use a random init such as {better}"
-    note = mismatch(spec)
-    if note is not None:
-        return f"use {better}: the init does not fit {act}"
+        return Fix(f"a constant init makes every unit identical: use a random init, {better}", init)
+    if mismatch(spec) is not None:
+        return Fix(f"use {better}: the init does not fit {act}", init)
     if broken == ["weight_scale"] or (name not in FIXED_SCALE and "weight_scale" in broken):
         if spec.model.own_model and not spec.init.explicit:  # the model's own init is the problem
-            better = "a fan-scaled init such as he_normal (init.weight: he_normal)"
-        return (
+            init = {"init.weight": "he_normal"}
+            better = _setting(init)
+        return Fix(
             "the weights that feed a normalization are far above a variance-rule scale: the forward pass "
-            f"cannot see it, but each optimizer step barely turns them: use {better}"
+            f"cannot see it, but each optimizer step barely turns them: use {better}",
+            init,
         )
     if name in FIXED_SCALE or name in CONSTANT:
-        too_large = ("exploding", "saturation", "gradient_exploding", "weight_scale")
-        direction = "too large" if any(r in broken for r in too_large) else ""
-        direction = direction or "too small"
-        return f"{name}'s fixed scale is {direction} for this network: use {better}"
+        too_large = (
+            "exploding",
+            "saturation",
+            "gradient_exploding",
+            "weight_scale",
+            "attention_saturation",
+            "logit_scale",
+        )
+        direction = "too large" if any(r in broken for r in too_large) else "too small"
+        return Fix(f"{name}'s fixed scale is {direction} for this network: use {better}", init)
     if spec.model.kind in ("lstm", "gru") and "gradient_vanishing" in broken:
         # the rows are time steps: the gradient fades back through time, not through depth
         if spec.model.kind == "gru":
-            return (
+            return Fix(
                 "the gradient fades back through time: shorten model.seq_len, or try model.kind: lstm with "
-                "forget_bias: 1.0 in its init rule (seed 003's recipe)"
+                "forget_bias: 1.0 in its init rule (seed 003's recipe)",
+                {},
             )
         if any(rule.forget_bias for rule in spec.init.rules):
-            return "the gradient fades back through time even with a forget bias: shorten model.seq_len"
-        return (
+            return Fix("the gradient fades back through time even with a forget bias: shorten model.seq_len", {})
+        return Fix(
             "the gradient fades back through time: give the LSTM's init rule forget_bias: 1.0 (seed 003), "
-            "or shorten model.seq_len"
+            "or shorten model.seq_len",
+            {},
         )
-    if any(r in broken for r in ("vanishing", "gradient_vanishing", "exploding", "gradient_exploding")):
-        return _structure_hint(spec)
     norm = _has_norm_key(spec)
+    if any(r in broken for r in ("vanishing", "gradient_vanishing", "exploding", "gradient_exploding")):
+        return Fix(_structure_hint(spec), {"model.norm": "layernorm"} if norm else {})
     if "dead_units" in broken:
         if act == "relu" and spec.model.factory is None:
-            return "many ReLU units are dead at this depth: try leaky_relu (with he_normal)" + (
-                " or model.norm: batchnorm" if norm else ""
+            return Fix(
+                "many ReLU units are dead at this depth: model.activation: leaky_relu (with he_normal)"
+                + (" or model.norm: batchnorm" if norm else ""),
+                {"model.activation": "leaky_relu"},
             )
-        return "many units output 0: try a smaller init scale" + (" or model.norm: batchnorm" if norm else "")
+        return Fix("many units output 0: try a smaller init scale" + (" or model.norm: batchnorm" if norm else ""), {})
     if "saturation" in broken:
-        return f"{act} saturates: use a smaller scale such as {better}" + (", or model.norm: layernorm" if norm else "")
-    return f"try {better}"
+        return Fix(
+            f"{act} saturates: use a smaller scale, {better}" + (", or model.norm: layernorm" if norm else ""), init
+        )
+    return Fix(f"use {better}", init)
 
 
-def advise(spec: Spec, verdict: Verdict | None = None) -> Advice:
-    """The mismatch note and, given a failing verdict, the one-line suggestion."""
+def suggestion(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> str | None:
+    """One line of what to try when the verdict is unhealthy, else ``None``."""
+    found = fix(spec, verdict, stats)
+    return found.text if found else None
+
+
+def advise(spec: Spec, verdict: Verdict | None = None, stats: Stats | None = None) -> Advice:
+    """The mismatch note and, given a failing verdict, the one-line suggestion and its spec change."""
     act, act_params = network_activation(spec)
+    found = fix(spec, verdict, stats) if verdict is not None else None
+    rec = recommend(act, act_params)
+    if spec.model.factory is not None:  # its activations are its own modules: model.activation says nothing
+        rec = Recommendation(
+            "the model's own", OWN_MODEL_INIT, "linear", 1.0, (*XAVIER, *HE, *LECUN, "default"), OWN_MODEL_REASON
+        )
     return Advice(
         spec_name=spec.name,
-        recommendation=recommend(act, act_params),
+        recommendation=rec,
         mismatch=mismatch(spec),
-        suggestion=suggestion(spec, verdict) if verdict is not None else None,
+        suggestion=found.text if found else None,
+        change=found.change if found else {},
     )
 
 

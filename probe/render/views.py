@@ -6,7 +6,11 @@ and the table, JSON, CSV and Markdown layouts are built from those rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from probe.judge.advice import Advice
+from probe.records import Verdict
 from probe.render.doc import Cell, Column, Doc, Line, doc, table
 from probe.render.report import dumps
 
@@ -35,8 +39,44 @@ def advise_doc(advice: Advice) -> Doc:
     return doc(table(columns, rows, key="advice"), title=f"probe advise: {advice.spec_name}")
 
 
-def advise_json(advice: Advice) -> str:
-    return dumps({"format": ADVICE_FORMAT, "spec": advice.spec_name, **advice.to_dict(), "lines": advice.lines()})
+def advise_json(advice: Advice, applied: Applied | None = None) -> str:
+    extra = {"applied": applied.to_dict()} if applied is not None else {}
+    return dumps(
+        {"format": ADVICE_FORMAT, "spec": advice.spec_name, **advice.to_dict(), "lines": advice.lines(), **extra}
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """``probe advise --apply``: the change written to ``path``, and the verdicts before and after it."""
+
+    path: str
+    change: dict[str, Any]
+    before: Verdict
+    after: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        def verdict(v: Verdict) -> dict[str, Any]:
+            return {"healthy": v.healthy, "failing": sorted({p.rule for p in v.problems})}
+
+        return {"path": self.path, "change": self.change, "before": verdict(self.before), "after": verdict(self.after)}
+
+
+def _verdict_line(label: str, v: Verdict) -> Line:
+    failing = ", ".join(sorted({p.rule for p in v.problems}))
+    return Line(f"{label}: healthy" if v.healthy else f"{label}: UNHEALTHY: {failing}", "green" if v.healthy else "red")
+
+
+def applied_doc(applied: Applied) -> Doc:
+    """The lines ``--apply`` adds: what was written, and the verdict before and after."""
+    change = ", ".join(f"{k}: {v}" for k, v in applied.change.items())
+    return doc(
+        [
+            Line(f"applied: {change} -> {applied.path}", "yellow"),
+            _verdict_line("before", applied.before),
+            _verdict_line("after", applied.after),
+        ]
+    )
 
 
 # ---- rules -----------------------------------------------------------------------------------
