@@ -139,6 +139,22 @@ def test_cli_inspect_user_model_has_no_expectation(cli) -> None:  # type: ignore
     assert result.exit_code == 0, result.output
     params = json.loads(result.stdout)["parameters"]
     assert {p["name"] for p in params} >= {"stem.weight", "head.weight"}
-    assert all(p["rule"] == "own" and p["expected_std"] is None and not p["mismatch"] for p in params)
+    # the model's own init: biases and norms have no rule to hold them to; weight matrices are held to
+    # the band of the fan-in rules, He's std shown as the reference, and PyTorch's default is within it
+    assert all(p["rule"] == "own" and not p["mismatch"] for p in params)
+    assert all((p["expected_std"] is None) == (len(p["shape"]) < 2) for p in params)
     bad = cli("inspect")
     assert bad.exit_code == 2 and "give a SPEC.yaml, --model MODULE:FACTORY or --hf" in " ".join(bad.output.split())
+
+
+def test_a_user_models_own_weights_are_held_to_the_fan_in_rules(cli: Any) -> None:
+    # N(0, 1) drawn in the model's own code: the conv weights (fan_in 144, 288), the 4096-wide Linear and
+    # the head sit 8-45 times He's sqrt(2 / fan_in), flagged; the first conv (fan_in 27: 3.7 times) is within
+    args = ("inspect", "--model", "tests.models_for_tests:stock_cnn", "--input-shape", "3,32,32", "-f", "json")
+    broken = json.loads(cli(*args, "--model-arg", "init=normal1").stdout)
+    flagged = {p["name"] for p in broken["parameters"] if p["mismatch"]}
+    assert flagged == {"3.weight", "6.weight", "9.weight", "11.weight"}
+    head = next(p for p in broken["parameters"] if p["name"] == "11.weight")
+    assert head["expected_std"] == pytest.approx(math.sqrt(2 / 128)) and head["rule"] == "own: off-rule"
+    default = json.loads(cli(*args).stdout)
+    assert not any(p["mismatch"] for p in default["parameters"])  # PyTorch's default init is 0.41 x He: within

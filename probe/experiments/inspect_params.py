@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from probe.judge.advice import OFF_RULE_HIGH, OFF_RULE_LOW
 from probe.model.build import build
+from probe.model.init_rules import reachable
 from probe.records import LayerStats
 from probe.spec import Choice, Spec, inits
 
@@ -102,8 +104,20 @@ def inspect_module(model: torch.nn.Module, spec: Spec, log: InitLog | None = Non
             full = f"{module_name}.{param_name}" if module_name else param_name
             shape = tuple(param.shape)
             rule, expected = _rule(module, param_name, full, param, spec, log)
-            rows.append(_row(full, param.detach(), shape, rule, expected))
+            row = _row(full, param.detach(), shape, rule, expected)
+            if rule == "own" and param_name in reachable(module):
+                row = _own(row)
+            rows.append(row)
     return tuple(rows)
+
+
+def _own(row: ParamRow) -> ParamRow:
+    """A weight matrix of the model's own init, held to the band of the standard fan-in rules
+    (PyTorch's default, LeCun, Xavier, He; ``judge.advice.OFF_RULE_LOW``..``HIGH`` times He's
+    sqrt(2 / fan_in)): outside it, it is flagged, with He's std shown as the reference."""
+    he = math.sqrt(2.0 / max(row.fan_in, 1))
+    off = not OFF_RULE_LOW <= row.std / he <= OFF_RULE_HIGH
+    return replace(row, rule="own: off-rule" if off else "own", expected_std=he, mismatch=off)
 
 
 def _rule(

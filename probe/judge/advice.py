@@ -225,6 +225,7 @@ OFF_RULE_HIGH = 4.0
 # a user model's advice: Xavier (gain 1) keeps the variance of linear-like layers, the safe choice
 # when the activations are the model's own modules (a deep plain ReLU stack wants he_normal)
 OWN_MODEL_INIT = "xavier_normal"
+EMBEDDING_RULE = {"match": {"type": "Embedding"}, "weight": {"name": "normal", "std": 1.0}}
 OWN_MODEL_REASON = "a user model's activations are its own modules: Xavier (gain 1) suits most of them"
 
 
@@ -254,7 +255,12 @@ def _setting(change: dict[str, Any]) -> str:
 
 
 def _yaml(value: Any) -> str:
-    return value if isinstance(value, str) else "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    """A value in YAML's flow style, as a spec would write it."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    return str(value)
 
 
 def _init_change(spec: Spec, rec: Recommendation) -> dict[str, Any]:
@@ -282,6 +288,10 @@ def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
         better = f"the model's own init, {better} (or no init keys), or init.weight: {OWN_MODEL_INIT}"
     if spec.model.factory is not None and not spec.init.explicit and stats is not None:
         off = off_rule(stats)
+        if off and not spec.init.rules and any(x.role == "embedding" and x.weight_scale == 0 for x in stats.layers):
+            # an all-zero table gives every token the same vector; init.weight leaves tables alone
+            init = {**init, "init.rules": [EMBEDDING_RULE]}
+            better = f"{_setting(init)} (PyTorch's own N(0, 1) for the zero embedding tables)"
         if off:
             shown = ", ".join(f"{n} at {v:.3g}x" for n, v in off[:3]) + (", ..." if len(off) > 3 else "")
             weighed = sum(1 for x in stats.layers if x.weight_scale is not None and x.role != "embedding")

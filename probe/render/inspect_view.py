@@ -104,7 +104,10 @@ def inspect_doc(ins: Inspection, title: str) -> Doc:
     bad = len(ins.mismatches)
     parts.append(
         Line(
-            f"{bad} parameter(s) differ from their init rule" if bad else "every parameter matches its init rule",
+            f"{bad} parameter(s) differ from their init rule (or, for the model's own init, sit far from every "
+            "fan-in rule: the expected std shown is He's)"
+            if bad
+            else "every parameter matches its init rule",
             "bold red" if bad else "bold green",
             "verdict",
         )
