@@ -94,10 +94,11 @@ def main() -> None:
             failed_before = {p.rule for p in before.verdict.problems}
             failed_after = {p.rule for p in after.verdict.problems}
             counts["healthy"] += after.verdict.healthy
-            if failed_after - failed_before:
-                counts["worse"] += 1
+            new = failed_after - failed_before
+            counts["worse"] += bool(new)
             if not after.verdict.healthy:
-                left.append(f"{entry_id} {init}: {change} -> still {', '.join(sorted(failed_after))}")
+                worse = f" (worse: {', '.join(sorted(new))} newly fails)" if new else ""
+                left.append(f"{entry_id} {init}: {change} -> still {', '.join(sorted(failed_after))}{worse}")
             print(f"{entry_id:40s} {init:8s} {'healthy' if after.verdict.healthy else 'UNHEALTHY'}", flush=True)
     b = max(counts["broken"], 1)
     print(f"\n{len(ids)} architectures x {len(BROKEN)} broken inits, {time.perf_counter() - start:.0f} s")

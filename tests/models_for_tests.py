@@ -403,9 +403,13 @@ class PositionalEncoder(nn.Module):
 
 def positional_encoder(init: str = "default") -> nn.Module:
     model = PositionalEncoder()
-    if init == "normal1":
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() > 1:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                continue  # the norms keep their scales, as the zoo's zeros variant does
+            for p in module.parameters(recurse=False):
+                if init == "normal1" and p.dim() > 1:
                     p.normal_()
+                elif init == "zeros":
+                    p.zero_()  # every weight matrix, table and bias
     return model

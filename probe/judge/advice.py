@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.records import Stats, Verdict
+from probe.records import LayerStats, Stats, Verdict
 from probe.spec import Spec, activations
 
 # families of weight strategies (fan-based ones; the rest have a fixed scale)
@@ -225,7 +225,9 @@ OFF_RULE_HIGH = 4.0
 # a user model's advice: Xavier (gain 1) keeps the variance of linear-like layers, the safe choice
 # when the activations are the model's own modules (a deep plain ReLU stack wants he_normal)
 OWN_MODEL_INIT = "xavier_normal"
-EMBEDDING_RULE = {"match": {"type": "Embedding"}, "weight": {"name": "normal", "std": 1.0}}
+# an all-zero embedding table: LeCun's 1 / sqrt(width), whose rows have unit norm (a tied head's logits
+# then start near unit scale, and a norm-free reader sees inputs of the scale Xavier weights expect)
+EMBEDDING_RULE = {"match": {"type": "Embedding"}, "weight": "lecun_normal"}
 OWN_MODEL_REASON = "a user model's activations are its own modules: Xavier (gain 1) suits most of them"
 
 
@@ -244,6 +246,12 @@ def off_rule(stats: Stats) -> list[tuple[str, float]]:
         for x in stats.layers
         if x.weight_scale is not None and x.role != "embedding" and not OFF_RULE_LOW <= x.weight_scale <= OFF_RULE_HIGH
     ]
+
+
+def _zero_table(row: LayerStats) -> bool:
+    """An all-zero lookup table that ``EMBEDDING_RULE`` reaches (an ``nn.Embedding`` by its class name:
+    the rule matches the class and its subclasses, which keep the name's ending)."""
+    return row.role == "embedding" and row.weight_scale == 0 and (row.module_type or "").endswith("Embedding")
 
 
 def _setting(change: dict[str, Any]) -> str:
@@ -288,10 +296,10 @@ def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
         better = f"the model's own init, {better} (or no init keys), or init.weight: {OWN_MODEL_INIT}"
     if spec.model.factory is not None and not spec.init.explicit and stats is not None:
         off = off_rule(stats)
-        if off and not spec.init.rules and any(x.role == "embedding" and x.weight_scale == 0 for x in stats.layers):
+        if off and not spec.init.rules and any(_zero_table(x) for x in stats.layers):
             # an all-zero table gives every token the same vector; init.weight leaves tables alone
             init = {**init, "init.rules": [EMBEDDING_RULE]}
-            better = f"{_setting(init)} (PyTorch's own N(0, 1) for the zero embedding tables)"
+            better = f"{_setting(init)} (LeCun's 1 / sqrt(width) for the all-zero embedding tables)"
         if off:
             shown = ", ".join(f"{n} at {v:.3g}x" for n, v in off[:3]) + (", ..." if len(off) > 3 else "")
             weighed = sum(1 for x in stats.layers if x.weight_scale is not None and x.role != "embedding")
