@@ -36,8 +36,6 @@ CASES = {
     "encoder_normal1": ("positional_encoder", "normal1", {"vocab_size": 100, "seq_len": 16}),
     "encoder_zeros": ("positional_encoder", "zeros", {"vocab_size": 100, "seq_len": 16}),
 }
-# an all-zero embedding table: init.weight leaves tables alone, so the change adds a rule for them
-TABLES = {"init.rules": [{"match": {"type": "Embedding"}, "weight": "lecun_normal"}]}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -51,10 +49,9 @@ def test_a_user_model_broken_in_its_own_code_is_fixed_by_applying_the_advice(
     assert report.advice is not None and report.advice.suggestion is not None
     text = report.advice.suggestion
     assert not text.startswith("try"), text  # printed after "try: "
-    assert "far from every fan-in rule" in text and "init.weight: xavier_normal" in text
-    tables = TABLES if case == "encoder_zeros" else {}
-    assert report.advice.change == {"init.weight": "xavier_normal", **tables}
-    assert report.advice.recommendation.strategy == "xavier_normal"  # the same init as the suggestion
+    assert "far from every fan-in rule" in text and "init.weight: reset (--set init.weight=reset)" in text
+    assert report.advice.change == {"init.weight": "reset"}  # every module's own init, embedding tables included
+    assert report.advice.recommendation.strategy == "reset"  # the same init as the suggestion
 
     result = cli("advise", str(path), "--apply", "--format", "json")
     assert result.exit_code == 0, result.output
@@ -63,9 +60,7 @@ def test_a_user_model_broken_in_its_own_code_is_fixed_by_applying_the_advice(
     written = Path(applied["path"])
     assert written == tmp_path / f"{case}.advised.yaml"
     # the copy is the original with the printed --set: what a user following the text by hand runs
-    assert spec_mod.to_dict(spec_mod.load(written)) == spec_mod.to_dict(
-        spec_mod.load(path, {"init.weight": "xavier_normal", **tables})
-    )
+    assert spec_mod.to_dict(spec_mod.load(written)) == spec_mod.to_dict(spec_mod.load(path, {"init.weight": "reset"}))
 
 
 def test_apply_on_a_spec_network_prints_both_verdicts_and_exits_by_the_new_one(tmp_path: Path, cli: Any) -> None:

@@ -127,7 +127,7 @@ def _apply(spec_path: Path, spec: "Spec", change: dict[str, Any], before: "Verdi
         target = spec_path.with_name(f"{spec_path.stem}.advised.yaml")
     else:  # a pipe (/dev/stdin): the working directory
         target = Path(f"{spec.name}.advised.yaml")
-    keys = ", ".join(f"{k}: {json.dumps(v)}" for k, v in change.items())
+    keys = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in change.items())
     text = f"# {spec_path.name} with probe advise's change: {keys}\n" + yaml.safe_dump(
         spec_mod.to_dict(changed), sort_keys=False
     )

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.records import LayerStats, Stats, Verdict
+from probe.records import Stats, Verdict
 from probe.spec import Spec, activations
 
 # families of weight strategies (fan-based ones; the rest have a fixed scale)
@@ -222,13 +222,12 @@ def _structure_hint(spec: Spec) -> str:
 # PyTorch's default (1/sqrt(3 fan_in), 0.41 x He), LeCun (0.71 x) and He (1 x), by a factor of 4
 OFF_RULE_LOW = 0.1
 OFF_RULE_HIGH = 4.0
-# a user model's advice: Xavier (gain 1) keeps the variance of linear-like layers, the safe choice
-# when the activations are the model's own modules (a deep plain ReLU stack wants he_normal)
-OWN_MODEL_INIT = "xavier_normal"
-# an all-zero embedding table: LeCun's 1 / sqrt(width), whose rows have unit norm (a tied head's logits
-# then start near unit scale, and a norm-free reader sees inputs of the scale Xavier weights expect)
-EMBEDDING_RULE = {"match": {"type": "Embedding"}, "weight": "lecun_normal"}
-OWN_MODEL_REASON = "a user model's activations are its own modules: Xavier (gain 1) suits most of them"
+# a user model's advice when its own code broke its weights: each module's own init drawn again
+# (the library's for a transformers model, PyTorch's default elsewhere), the init its authors chose
+OWN_MODEL_INIT = "reset"
+OWN_MODEL_REASON = (
+    "a user model's activations are its own modules: its modules' own init (reset) is the one its authors chose"
+)
 
 
 @dataclass(frozen=True)
@@ -246,12 +245,6 @@ def off_rule(stats: Stats) -> list[tuple[str, float]]:
         for x in stats.layers
         if x.weight_scale is not None and x.role != "embedding" and not OFF_RULE_LOW <= x.weight_scale <= OFF_RULE_HIGH
     ]
-
-
-def _zero_table(row: LayerStats) -> bool:
-    """An all-zero lookup table that ``EMBEDDING_RULE`` reaches (an ``nn.Embedding`` by its class name:
-    the rule matches the class and its subclasses, which keep the name's ending)."""
-    return row.role == "embedding" and row.weight_scale == 0 and (row.module_type or "").endswith("Embedding")
 
 
 def _setting(change: dict[str, Any]) -> str:
@@ -293,19 +286,16 @@ def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
     init = _init_change(spec, rec)
     better = _setting(init)
     if init.get("init.weight") == "default":
-        better = f"the model's own init, {better} (or no init keys), or init.weight: {OWN_MODEL_INIT}"
+        better = f"the model's own init, {better} (or no init keys)"
     if spec.model.factory is not None and not spec.init.explicit and stats is not None:
         off = off_rule(stats)
-        if off and not spec.init.rules and any(_zero_table(x) for x in stats.layers):
-            # an all-zero table gives every token the same vector; init.weight leaves tables alone
-            init = {**init, "init.rules": [EMBEDDING_RULE]}
-            better = f"{_setting(init)} (LeCun's 1 / sqrt(width) for the all-zero embedding tables)"
         if off:
             shown = ", ".join(f"{n} at {v:.3g}x" for n, v in off[:3]) + (", ..." if len(off) > 3 else "")
             weighed = sum(1 for x in stats.layers if x.weight_scale is not None and x.role != "embedding")
             return Fix(
                 f"{better}: the model's own code draws {len(off)} of {weighed} weights far from every fan-in "
-                f"rule ({shown} He's scale sqrt(2 / fan_in)); init.weight fills every weight matrix it holds",
+                f"rule ({shown} He's scale sqrt(2 / fan_in)); reset draws each module's own init again "
+                "(PyTorch's default, or the library's for a transformers model)",
                 init,
             )
     if "nonfinite" in broken:

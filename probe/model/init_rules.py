@@ -70,6 +70,8 @@ def flat_steps(
     ``named_modules`` order."""
     from torch import nn
 
+    if init.weight.name == "reset":
+        return reset_steps(model, log)
     steps = []
     for qual, module in model.named_modules():
         if every_weight:
@@ -81,6 +83,56 @@ def flat_steps(
         if names:
             steps.append(InitStep(module, partial(_flat_fill, qual, module, names, init, ctx, log)))
     return steps
+
+
+def reset_steps(model: nn.Module, log: InitLog) -> list[InitStep]:
+    """``init.weight: reset``: every module's own init drawn again: a ``transformers`` model's
+    ``_init_weights`` on each of its modules (the library's init), else the module's own
+    ``reset_parameters`` (PyTorch's default; ``nn.MultiheadAttention``'s ``_reset_parameters``).
+    Biases come back with their modules (``init.bias`` is not applied)."""
+    steps: list[InitStep] = []
+    covered: set[int] = set()
+    for qual, module in model.named_modules():
+        if id(module) in covered:
+            continue
+        if _library_init(module) is not None:  # a transformers PreTrainedModel: its init reaches its modules
+            subs = list(module.named_modules(prefix=qual))
+            covered.update(id(m) for _, m in subs)
+            steps.append(InitStep(module, partial(_reset_library, module, subs, log)))
+            continue
+        reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+        if callable(reset) and any(True for _ in module.parameters(recurse=False)):
+            steps.append(InitStep(module, partial(_reset_module, qual, module, log)))
+    return steps
+
+
+def _library_init(module: nn.Module) -> Callable[[nn.Module], None] | None:
+    """A ``transformers`` model's per-module init, told by its base class (no import of the library)."""
+    if any(c.__name__ == "PreTrainedModel" for c in type(module).__mro__):
+        init = getattr(module, "_init_weights", None)
+        return init if callable(init) else None
+    return None
+
+
+def _reset_library(root: nn.Module, subs: list[tuple[str, nn.Module]], log: InitLog) -> None:
+    init = _library_init(root)
+    assert init is not None
+    for qual, module in subs:
+        init(module)
+        _log_reset(qual, module, log, "the library's _init_weights")
+
+
+def _reset_module(qual: str, module: nn.Module, log: InitLog) -> None:
+    reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+    assert callable(reset)
+    reset()
+    _log_reset(qual, module, log, "reset_parameters")
+
+
+def _log_reset(qual: str, module: nn.Module, log: InitLog, how: str) -> None:
+    for pname, _ in module.named_parameters(recurse=False):
+        log.by_param[_join(qual, pname)] = f"init.weight reset ({how})"
+        log.strategies[_join(qual, pname)] = None  # the module's own law: no single strategy
 
 
 def reachable(module: nn.Module) -> list[str]:

@@ -70,7 +70,7 @@ def _verdict_line(label: str, v: Verdict) -> Line:
 
 def applied_doc(applied: Applied) -> Doc:
     """The lines ``--apply`` adds: what was written, and the verdict before and after."""
-    change = ", ".join(f"{k}: {json.dumps(v)}" for k, v in applied.change.items())
+    change = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in applied.change.items())
     return doc(
         [
             Line(f"applied: {change} -> {applied.path}", "yellow"),

@@ -243,6 +243,10 @@ STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in [
         Strategy("default", {}, _keep, False, "what the torch layer already did", _default_rule),
+        # the module-level work is init_rules.flat_steps': a fill sees one tensor, not its module
+        Strategy(
+            "reset", {}, _keep, False, "each module's own init again (reset_parameters; transformers' _init_weights)"
+        ),
         Strategy("zeros", {}, _fill_with("zeros_"), False, "all zeros (breaks symmetry: bad)", _fixed(0.0, 0.0)),
         Strategy("ones", {}, _fill_with("ones_"), False, "all ones", _fixed(1.0, 0.0)),
         Strategy(
