@@ -23,11 +23,8 @@ import probe
 from tests.zoo import ZOO
 
 # id -> why today's rules call its default init unhealthy (first rule @ row = value, from
-# benchmarks/zoo_check.py); 12 of 359, down from 61 plus 5 probe errors before issue 18's rules
+# benchmarks/zoo_check.py); 9 of 359, down from 61 plus 5 probe errors before issue 18's rules
 KNOWN_FALSE_ALARMS: dict[str, str] = {
-    "hw/resmlp": "zero-init classifier read at the whole-model row, whose output is the zero head's (vanishing @ ResMLP = 0)",
-    "hw/vit_layerscale": "M5 LayerScale 1e-5: the patch embedding's gradient (gradient_vanishing @ patch = 4.89e-05)",
-    "hw/cait": "M5 LayerScale 1e-5: the patch embedding's gradient (gradient_vanishing @ patch = 3.52e-05)",
     "hw/mha_encoder": "attention_saturation of a post-LN encoder with embeddings x sqrt(64) (0.0506); it trains",
     "hf/cpmant": "the stream's std past max_std at the first block (exploding @ encoder.layers.0 = 2.23e+03)",
     "hf/embedding_gemma2_text": "attention_saturation (attention_saturation @ layers.1.self_attn = 0.0489)",

@@ -42,6 +42,9 @@ class Watched:
     # which floating-point tensor of its output the row measures (``output_tensor``): a block
     # returning a dict or tuple is measured on its stream
     output_index: int = 0
+    # the row whose output tensor this row returns as its own (a model returning its head's
+    # logits): the same values, judged at that row; "" for its own output
+    output_of: str = ""
     # ``weight``'s fan-in (torch.nn.init's, on Conv1D's transposed layout) and element count, read
     # once here: a layer-by-layer run swaps the weight for its norm before the report is made
     fan_in: int | None = field(default=None, init=False)
