@@ -31,8 +31,7 @@ KNOWN_FALSE_ALARMS: dict[str, str] = {
     "hf/gemma4_unified_text": "attention_saturation (attention_saturation @ layers.1.self_attn = 0.0622)",
     "hf/mobilevit": "vanishing in the first block (4.37e-04): HF's BatchNorm gammas N(0, 0.02) on N(0, 0.02) convs put "
     "the BatchNorms' input variance below eps (no renormalizing), a true small signal; it trains (AdamW gain 0.45 in "
-    "150 steps, zeros -0.01); collapse @ layer.4.transformer.layer.0 = 1: dim 0 holds batch x 16 patch pixels "
-    "(one upsampled pixel: 16 copies per sample), not samples",
+    "150 steps, zeros -0.01)",
     "hf/sam3_vit_model": "weight_scale at the embeddings (weight_scale @ embeddings = 6.73)",
     "hf/sam_hq_vision_model": "as hf/sam_vision_model (vanishing @ vision_encoder.patch_embed.projection = 6.74e-10)",
     "hf/sam_vision_model": "vanishing at the patch embedding (6.74e-10), a true small signal: SamVisionConfig's "

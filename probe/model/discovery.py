@@ -59,6 +59,9 @@ class _Seen:
     # the candidate that made the very tensor it returns, on every call (a model returning its
     # head's logits); None: not yet called; "": its own output
     output_of: str | None = None
+    # its output's first dimension holds the batch's samples, one row each (not batch x patches
+    # folded together, not a sequence-first output): what per-sample statistics compare
+    samples_first: bool = True
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
@@ -132,6 +135,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 role=role_of[entry.qual],
                 # batch size 1 out of a batch of DISCOVERY_BATCH: one table row shared by every sample
                 broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
+                samples_first=entry.samples_first,
                 residual=entry.block == trace.RESIDUAL,
                 # read by a normalization only once (a module called again may feed something
                 # else), or blind to its own weight's scale (a weight-standardized convolution)
@@ -244,8 +248,11 @@ def _discovery_pass(
             for h in handles:
                 h.remove()
             model.train(was_training)
+    first = roles.first_tensor(batch.args, batch.kwargs)
+    rows = first.shape[0] if first is not None and first.dim() >= 1 else None
     for entry in seen.values():
         entry.consumers = consumers.of.get(entry.qual, [])
+        entry.samples_first = rows is None or entry.shape is None or entry.shape[:1] == (rows,)
     for entry in seen.values():
         weight = _weight(entry.module) if entry.candidate else None
         entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct

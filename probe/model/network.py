@@ -31,6 +31,7 @@ class Watched:
     init_rule: str | None = None  # what initialized ``weight`` (set by ``build``)
     role: str = "stream"  # stream, branch, activation, norm, embedding, head (probe/model/roles.py)
     broadcast: bool = False  # its output has batch size 1 while the batch is larger (a shared table)
+    samples_first: bool = True  # its output's first dimension holds one row per sample (collapse compares them)
     residual: bool = False  # a block whose output has its input's shape: measure what its branch adds
     # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
     # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
