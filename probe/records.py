@@ -77,6 +77,10 @@ class LayerStats:
     # on the last row: the same for the network output with the least of it (a model returning a
     # sequence and a pooled vector): below it a row's gradient cannot be said to vanish
     least_output_grad_scale: float | None = None
+    # the row whose output tensor this row returns unchanged (a model or wrapper returning its
+    # head's logits): the same values, so the rules judge them at that row only; "" for its own.
+    # Its own parameters (a class token, a final affine) act elsewhere in the network
+    output_of: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,9 @@ class Stats:
 
     def signal(self) -> tuple[LayerStats, ...]:
         """The rows on the signal path (``stream``) and the head: what vanishing and exploding
-        judge. A report without such rows (no role detected) judges every row."""
-        rows = tuple(x for x in self.layers if x.role in ("stream", "head"))
+        judge (a row returning another's output, ``output_of``, is judged at that row). A report
+        without such rows (no role detected) judges every row."""
+        rows = tuple(x for x in self.layers if x.role in ("stream", "head") and not x.output_of)
         return rows or self.layers
 
 

@@ -146,17 +146,43 @@ class ResNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class ScaledBlock(nn.Module):
+    """A pre-norm attention + MLP block whose two branches end in a LayerScale of ``init`` (CaiT,
+    DeiT-III), held by the block itself."""
+
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.ls1 = nn.Parameter(torch.full((dim,), float(init)))
+        self.ls2 = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.ls1 * self.attn(h, h, h, need_weights=False)[0]
+        return x + self.ls2 * self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
 class Encoder(nn.Module):
     """A patch-embedding pre-norm transformer encoder read out by a class token (``cls``) or by
-    the mean of its tokens (``mean``): the same weights for both readouts."""
+    the mean of its tokens (``mean``): the same weights for both readouts. ``layer_scale``: blocks
+    whose branches end in a LayerScale of that value (``ScaledBlock``). The class token is the
+    model's own parameter, so the model is a row too, whose output is its head's."""
 
-    def __init__(self, dim: int = 32, depth: int = 2, patch: int = 4, readout: str = "cls") -> None:
+    def __init__(
+        self, dim: int = 32, depth: int = 2, patch: int = 4, readout: str = "cls", layer_scale: float | None = None
+    ) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.blocks = nn.ModuleList(
             [
                 nn.TransformerEncoderLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+                if layer_scale is None
+                else ScaledBlock(dim, layer_scale)
                 for _ in range(depth)
             ]
         )

@@ -284,3 +284,36 @@ def test_run_theory_puts_the_predicted_statistic_beside_the_measured(cli: Any) -
     assert expected == pytest.approx(0.0169, abs=5e-4)
     table = cli("run", config, "--theory")
     assert table.exit_code == 0 and "0.017" in table.stdout
+
+
+class _FoldedPatches(nn.Module):
+    """MobileViT's unfolding: a feature map upsampled to a 4 x 4 patch, its 16 pixels folded into
+    the batch dimension ((batch x 16, 1 patch, 64)) for two transformer blocks, folded back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 8, stride=8)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(64, 2, 128, dropout=0.0, batch_first=True, norm_first=True) for _ in range(2)
+        )
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = nn.functional.interpolate(self.stem(x).mean((2, 3), keepdim=True), size=(4, 4), mode="bilinear")
+        t = f.flatten(2).transpose(1, 2).reshape(-1, 1, 64)  # 16 copies of each sample's pixel
+        for b in self.blocks:
+            t = b(t)
+        return self.head(t.reshape(x.shape[0], 16, 64).mean(1))
+
+
+def test_rows_holding_batch_times_patches_are_not_compared_as_samples() -> None:
+    # dim 0 of the blocks' rows holds 16 rows per sample (alike here): centered over the first 32
+    # rows (two samples' copies) they lie on one line (1.0), which says nothing about the samples
+    import probe
+
+    torch.manual_seed(0)
+    report = probe.measure(_FoldedPatches(), torch.randn(32, 3, 16, 16), seed=0)
+    rows = {x.name: x for x in report.stats.layers}
+    assert rows["blocks.0"].role == "stream" and rows["blocks.0"].correlation is None
+    assert rows["stem"].correlation is not None and rows["head"].correlation is not None
+    assert "collapse" not in {p.rule for p in report.verdict.problems}

@@ -169,6 +169,39 @@ def test_small_layerscale_is_at_most_a_gradient_vanishing_warning(init: float) -
     assert any(x.name.endswith(".ls") for x in mechanisms.movers(report.stats))
 
 
+def test_small_layerscale_behind_a_class_token_readout_is_a_warning() -> None:
+    # a class-token readout: the patch rows receive gradient only through the attention of branches
+    # scaled by 1e-6 (7.5e-5 of the output's). The LayerScales' relative gradient is ~2e5 times the
+    # head's: they are movers, and the patch row's gradient is a warning. The class token is the
+    # model's own parameter, so the model is a row too; its output is its head's (``output_of``),
+    # and the movers' reference is the head's relative gradient, not that of the class token
+    torch.manual_seed(0)
+    report = _measure(mm.Encoder(depth=4, layer_scale=1e-6), torch.randn(32, 3, 16, 16))
+    assert report.healthy, report.verdict.problems
+    assert "gradient_vanishing" in _rules(report, "warning")
+    rows = {x.name: x for x in report.stats.layers}
+    assert rows["Encoder"].output_of == "head" and not rows["head"].output_of
+    assert {f"blocks.{i}" for i in range(4)} <= {x.name for x in mechanisms.movers(report.stats)}
+
+
+def test_a_zero_classifier_is_judged_at_its_own_row_not_at_the_model_returning_it() -> None:
+    # mechanism 2 where the model holds a parameter (a class token) and so is a row too: its row
+    # reads the zero logits and its own parameter's gradient is 0 behind the zero head. It returns
+    # the head's tensor, so it is judged there: a zero layer that moves (a note), not a vanishing
+    # or dead output. N(0, 1) head weights are still read at the head (logit_scale)
+    torch.manual_seed(0)
+    model = mm.Encoder()
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    x = torch.randn(32, 3, 16, 16)
+    report = _measure(model, x)
+    assert report.healthy, report.verdict.problems
+    assert report.stats.last.output_of == "head" and report.stats.last.std == 0.0
+    assert any(n.rule == "zero_layer" for n in report.verdict.notes)
+    torch.nn.init.normal_(model.head.weight, std=3.0)
+    assert "logit_scale" in _rules(_measure(model, x))
+
+
 def test_tiny_deep_relu_mlp_stays_vanishing_errors() -> None:
     # the seed lab: std 0.01 weights in an 8-layer ReLU MLP; every layer is alike (no mover)
     report = probe.measure("configs/lab1_tiny_relu.yaml")

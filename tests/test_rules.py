@@ -285,3 +285,23 @@ def test_a_branch_that_overwrites_its_stream_is_a_warning_not_an_error() -> None
     assert verdict.healthy
     (said,) = [w for w in verdict.warnings if w.gate_key == "max_branch_ratio"]
     assert said.rule == "exploding" and said.severity == "warning" and said.layer == "layer2"
+
+
+def test_a_row_returning_another_rows_output_is_judged_at_that_row() -> None:
+    # a model holding a class token is a row whose output is its head's tensor (output_of): its
+    # zero std (a zero classifier, exactly 0 and moving) and its dead own parameter are the head's,
+    # not judged twice; its own relative gradient (the class token's) is not the movers' reference
+    from probe.judge import mechanisms
+
+    stream = [_layer(1, grad_scale=5e-5, step_ratio=1e-5), _layer(2, step_ratio=1.4e4)]
+    head = _layer(3, name="head", role="head", std=0.0, zero_moving=True, step_ratio=None)
+    root = _layer(4, name="Model", role="head", std=0.0, dead_units=1.0, step_ratio=None, output_of="head")
+    verdict = rules.evaluate(_report([*stream, head, root]))
+    assert verdict.healthy, verdict.problems
+    assert not rules.evaluate(_report([*stream, head, replace(root, output_of="")])).healthy
+    # the LayerScale (1.4e4) against the head's 135: a mover; against the class token's 246 it was not
+    rows = [*stream, replace(head, std=1.0, zero_moving=False, step_ratio=135.0)]
+    with_root = [*rows, replace(root, std=1.0, dead_units=0.0, step_ratio=246.0)]
+    assert "layer2" in {x.name for x in mechanisms.movers(_report(with_root))}
+    as_own = replace(with_root[-1], output_of="")  # read as a row of its own: the class token is the reference
+    assert "layer2" not in {x.name for x in mechanisms.movers(_report([*rows, as_own]))}

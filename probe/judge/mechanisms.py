@@ -24,6 +24,11 @@ def fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def made_by(report: Stats, row: LayerStats) -> LayerStats:
+    """The row that made ``row``'s output: itself, or the row whose output it returns (``output_of``)."""
+    return next((x for x in report.layers if x.name == row.output_of), row) if row.output_of else row
+
+
 # ---- what a mechanism explains: zero-initialized layers that move, branches the skip bypasses -----
 
 
@@ -38,7 +43,9 @@ def movers(report: Stats, gate: GateSpec | None = None) -> tuple[LayerStats, ...
     small layers (tiny init) has no such layer: its head's relative gradient is as small as the
     rest (docs/verdicts.md)."""
     gate = gate or report.spec.gate
-    ref = next((x.step_ratio for x in reversed(report.layers) if x.step_ratio), None)
+    # (not a row returning another's output: a model's own parameters, a class token or a final
+    # affine, act elsewhere, and its row's output is its head's)
+    ref = next((x.step_ratio for x in reversed(report.layers) if x.step_ratio and not x.output_of), None)
     factor = 1.0 / gate.min_grad_ratio if gate.min_grad_ratio > 0 else math.inf
     return tuple(
         x

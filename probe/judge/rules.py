@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Protocol
 
-from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, zero_layers
+from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, made_by, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
@@ -157,12 +157,13 @@ Rows = Callable[[Stats], "tuple[LayerStats, ...]"]
 
 
 def _all(report: Stats) -> tuple[LayerStats, ...]:
-    return report.layers
+    """Every row but one returning another row's output (``output_of``), judged at that row."""
+    return tuple(x for x in report.layers if not x.output_of)
 
 
 def _units(report: Stats) -> tuple[LayerStats, ...]:
     """Layers of units: not lookup or parameter tables (an embedding's rows are not units)."""
-    return tuple(x for x in report.layers if x.role != "embedding")
+    return tuple(x for x in _all(report) if x.role != "embedding")
 
 
 def _signal(report: Stats) -> tuple[LayerStats, ...]:
@@ -202,7 +203,7 @@ def _hidden(name: str) -> Values:
         residual = any(x.role == "branch" for x in report.layers)
         return [
             (x, getattr(x, name))
-            for x in report.layers
+            for x in _all(report)
             if x.kind != "output"
             and x.role not in ("embedding", "head")
             and (x.role == "stream" or not residual)
@@ -313,7 +314,7 @@ def _loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     units, made by a module with a weight (a linear map: a head, not a normalization, an
     activation or a lookup table, whose outputs are features a head will rescale). The spread
     across the units of a sample is ``unit_spread * std``."""
-    x = report.last
+    x = made_by(report, report.last)
     if x.units < 2 or x.unit_spread is None or not x.weight_size or x.role in ("norm", "activation", "embedding"):
         return []
     spread = x.unit_spread * x.std

@@ -229,7 +229,8 @@ class Collector:
         else:
             layer.alive.add_(per_unit)
         saturated = self._saturated(layer, inputs, output, y, count_dtype)
-        self._correlation(layer, y, unit_dim, torch.finfo(output.dtype).eps)
+        if layer.watched.samples_first:  # (rows of batch x patches are not samples: no collapse between them)
+            self._correlation(layer, y, unit_dim, torch.finfo(output.dtype).eps)
         layer.values += numel
         if units > 1:
             layer.spread_values += numel

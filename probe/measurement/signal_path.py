@@ -47,6 +47,7 @@ def extra_fields(
         "weight_grad_ratio": ratio,
         "branch_ratio": branch,
         "weight_scale": weight_scale,
+        "output_of": watched.output_of,
     }
 
 

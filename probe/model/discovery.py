@@ -56,6 +56,12 @@ class _Seen:
     independent: bool = False  # its output was computed from nothing the model was fed (a position table)
     output_index: int = 0  # which floating-point tensor of its output its row measures
     other_shapes: set[tuple[int, ...]] = field(default_factory=set)  # later calls' output shapes, where not ``shape``
+    # the candidate that made the very tensor it returns, on every call (a model returning its
+    # head's logits); None: not yet called; "": its own output
+    output_of: str | None = None
+    # its output's first dimension holds the batch's samples, one row each (not batch x patches
+    # folded together, not a sequence-first output): what per-sample statistics compare
+    samples_first: bool = True
 
 
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
@@ -129,6 +135,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 role=role_of[entry.qual],
                 # batch size 1 out of a batch of DISCOVERY_BATCH: one table row shared by every sample
                 broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
+                samples_first=entry.samples_first,
                 residual=entry.block == trace.RESIDUAL,
                 # read by a normalization only once (a module called again may feed something
                 # else), or blind to its own weight's scale (a weight-standardized convolution)
@@ -137,8 +144,17 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 branch_end=entry.branch_end,
                 stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
                 output_index=entry.output_index,
+                output_of="" if entry.block else entry.output_of or "",
             )
         )
+    # a row returning another row's output, in the same role (a model returning its head's logits),
+    # measures that row's values: one row judges them, the one that made them. Not a block (the
+    # stream row whose output its last activation made) nor where one row measures another tensor
+    rows_by_name = {w.name: w for w in watched}
+    for w in watched:
+        maker_row = rows_by_name.get(w.output_of)
+        if maker_row is None or maker_row.role != w.role or w.output_index or maker_row.output_index:
+            w.output_of = ""
     never = [q for key, (q, _) in candidates.items() if key not in seen]
     if never:
         shown = ", ".join(never[:8]) + (f", ... ({len(never)} in all)" if len(never) > 8 else "")
@@ -163,12 +179,16 @@ def _discovery_pass(
     and whether its output is blind to its weight's scale (``roles.acts_as_norm``,
     ``roles.hides_weight_scale``). ``retry``: a forward that fails under the trace runs again
     without it (the short passes' failures send discovery to the full length instead)."""
+    import weakref
+
     import torch
 
     from probe.model import roles, trace
 
     seen: dict[int, _Seen] = {}
     consumers = roles.Consumers()
+    # id(output tensor) -> (the candidate that made it, a weak reference, its version then)
+    made: dict[int, tuple[str, Any, int]] = {}
     names = {id(m): q for q, m in model.named_modules() if q}
     names.update({key: q for key, (q, _) in candidates.items()})
 
@@ -185,6 +205,10 @@ def _discovery_pass(
                 entry.single = tuple(tensors[0].shape)
         entry.calls += 1
         tensor = first_float_tensor(output)
+        maker = _maker(made, tensor, entry.qual)
+        entry.output_of = maker if entry.output_of in (None, maker) else ""
+        if tensor is not None and entry.candidate and not maker:
+            made[id(tensor)] = (entry.qual, weakref.ref(tensor), tensor._version)
         consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor, claim=entry.candidate)
         if tensor is None:
             entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
@@ -198,6 +222,7 @@ def _discovery_pass(
     device, dtype = placement(model)
     for traced in (True, False):  # a forward that fails only under the trace runs again without it
         seen.clear()
+        made.clear()
         consumers = roles.Consumers()
         tracer = trace.tracer(model, set(candidates))
         handles = trace.hooks(model, tracer) if traced else []  # first: the trace sees a call end before ours
@@ -223,8 +248,11 @@ def _discovery_pass(
             for h in handles:
                 h.remove()
             model.train(was_training)
+    first = roles.first_tensor(batch.args, batch.kwargs)
+    rows = first.shape[0] if first is not None and first.dim() >= 1 else None
     for entry in seen.values():
         entry.consumers = consumers.of.get(entry.qual, [])
+        entry.samples_first = rows is None or entry.shape is None or entry.shape[:1] == (rows,)
     for entry in seen.values():
         weight = _weight(entry.module) if entry.candidate else None
         entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct
@@ -236,6 +264,16 @@ def _discovery_pass(
             model.train(was_training)
     _structure(model, seen, tracer)
     return seen
+
+
+def _maker(made: dict[int, tuple[str, Any, int]], tensor: torch.Tensor | None, qual: str) -> str:
+    """The candidate other than ``qual`` that made ``tensor`` (``made``: id -> (qual, weak
+    reference, version)), where nothing changed it in place since (an in-place ReLU returns its
+    input tensor, with other values); "" for none."""
+    found = made.get(id(tensor)) if tensor is not None else None
+    if found is None or tensor is None or found[1]() is not tensor or found[2] != tensor._version:
+        return ""
+    return found[0] if found[0] != qual else ""
 
 
 def _structure(model: nn.Module, seen: dict[int, _Seen], tracer: Any) -> None:

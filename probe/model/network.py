@@ -31,6 +31,7 @@ class Watched:
     init_rule: str | None = None  # what initialized ``weight`` (set by ``build``)
     role: str = "stream"  # stream, branch, activation, norm, embedding, head (probe/model/roles.py)
     broadcast: bool = False  # its output has batch size 1 while the batch is larger (a shared table)
+    samples_first: bool = True  # its output's first dimension holds one row per sample (collapse compares them)
     residual: bool = False  # a block whose output has its input's shape: measure what its branch adds
     # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
     # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
@@ -42,6 +43,9 @@ class Watched:
     # which floating-point tensor of its output the row measures (``output_tensor``): a block
     # returning a dict or tuple is measured on its stream
     output_index: int = 0
+    # the row whose output tensor this row returns as its own (a model returning its head's
+    # logits): the same values, judged at that row; "" for its own output
+    output_of: str = ""
     # ``weight``'s fan-in (torch.nn.init's, on Conv1D's transposed layout) and element count, read
     # once here: a layer-by-layer run swaps the weight for its norm before the report is made
     fan_in: int | None = field(default=None, init=False)
