@@ -24,6 +24,7 @@ from probe.cli.common import (
     guard,
     memory_guard,
     pairs,
+    read_spec,
     render,
     run_overrides,
 )
@@ -52,13 +53,12 @@ def advise(
     """
 
     def body() -> int:
-        from probe import spec as spec_mod
         from probe.judge.advice import advise as advise_spec
         from probe.render import views
         from probe.render.writers import csv_text
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
-        spec = spec_mod.load(spec_path, overrides)
+        spec = read_spec(spec_path, overrides)
         check_output_path(output, "--output")
         verdict = None
         if probe_run:

@@ -28,6 +28,7 @@ from probe.cli.common import (
     load_torch,
     memory_guard,
     pairs,
+    read_spec,
     render,
     run_overrides,
     write_output,
@@ -67,12 +68,11 @@ def check(
     """
 
     def body() -> int:
-        from probe import spec as spec_mod
         from probe.experiments import batch
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
-        specs = [spec_mod.load(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
+        specs = [read_spec(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)
         check_outputs(output, junit=junit)

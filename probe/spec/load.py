@@ -56,7 +56,10 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
         raise SpecError(f"spec path is a directory, not a YAML file: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {p}: {exc}") from None
-    return loads(text, source=str(p), overrides=overrides, default_name=p.stem)
+    spec = loads(text, source=str(p), overrides=overrides, default_name=p.stem)
+    if p.is_file():  # the spec's own folder holds code of its project (not /dev for a pipe)
+        spec = replace(spec, trust=replace(spec.trust, folders=(str(p.resolve().parent),)))
+    return spec
 
 
 def loads(

@@ -190,6 +190,16 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """What the user, not the spec's text, lets ``model.import``/``model.inputs`` name
+    (``probe.model.imports``): the folder the spec was read from and the modules allowed on the
+    command line (``probe --allow-import PKG``). No spec key or ``--set`` reaches it."""
+
+    folders: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     model: ModelSpec
     init: InitSpec
@@ -197,6 +207,7 @@ class Spec:
     run: RunSpec
     gate: GateSpec
     name: str = "probe"
+    trust: Trust = field(default=Trust(), compare=False)  # not part of the spec's text or equality
 
 
 # ---- the schema: every key, its type, default and bounds -------------------------------------
