@@ -314,3 +314,11 @@ class Stacked(nn.Module):
 
 def stacked(width: int = 32, depth: int = 6) -> nn.Module:
     return Stacked(width, depth)
+
+
+def computes_nan(width: int = 8) -> nn.Module:
+    """Every output and gradient is nan: the second Linear's weight is."""
+    net = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+    with torch.no_grad():
+        net[2].weight.fill_(float("nan"))
+    return net

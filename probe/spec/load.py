@@ -109,6 +109,8 @@ def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, de
         run = _run(_section(data, "run"))
     with errors.catch():
         gate = _gate(_section(data, "gate"))
+        if "nonfinite" in gate.disable and "gate.disable" in (overrides or {}):
+            gate = replace(gate, nan_accepted=True)  # the caller's choice, not the spec's text
     errors.check()
     return Spec(model=model, init=init, data=data_spec, run=run, gate=gate, name=name)
 
@@ -320,6 +322,8 @@ def to_dict(spec: Spec) -> dict[str, Any]:
     def plain(obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(obj):
+            if not f.compare:
+                continue  # what the caller decided (GateSpec.nan_accepted), not a key of the spec
             v = getattr(obj, f.name)
             out[f.name] = choice(v) if isinstance(v, Choice) else (list(v) if isinstance(v, tuple) else v)
         return out

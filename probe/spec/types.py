@@ -187,6 +187,9 @@ class GateSpec:
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
+    # the nonfinite rule was disabled by the caller (the command line, probe.measure's gate=), not by
+    # the spec's text: only then may a network whose statistics are nan pass (rules.py)
+    nan_accepted: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
