@@ -275,8 +275,8 @@ def _count_outputs(sizes: list[int]) -> Iterator[None]:
 def estimate_any(spec: Spec) -> MemoryEstimate | None:
     """The estimate of ``spec``'s run: arithmetic for an MLP spec (no torch), the meta-device
     measure for every other model; ``None`` when a user model cannot run on the meta device."""
-    if spec.model.hf is not None:
-        return None  # transformers models do not run on the meta device (their masks read values)
+    if spec.model.hf is not None:  # their masks read values: not run on the meta device, but built there
+        return estimate_hf_memory(spec)
     if spec.model.factory is None and spec.model.kind == "mlp":
         return estimate_memory(spec)
     try:
@@ -325,6 +325,38 @@ def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
     one_block = rows * tokens * (12 * hidden + 4 * inner) * size + rows * heads * tokens * tokens * size * 2
     activations = (len(meta.blocks) + 2) * boundary + max(one_block, 4 * boundary)
     statistics = len(meta.steps) * RNG_STATE_BYTES + sum(1 for _ in meta.model.modules()) * META_MODULE_BYTES
+    return MemoryEstimate(weights, activations, statistics)
+
+
+def estimate_hf_memory(spec: Spec) -> MemoryEstimate:
+    """A transformers model's run from its config, without running it: the parameters counted on
+    a meta-device build (float32, plus the cast copy; with backward, plus their gradients), and
+    the activations of ``estimate_blockwise_memory``'s block (hidden states, feed-forward and
+    attention scores from batch, tokens, hidden size and heads) kept for every block with
+    backward, one block's without."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from probe.model import hf
+    from probe.model.blocks import partition
+
+    config, _ = hf.load_config(spec)
+    with torch.device("meta"):
+        model = hf.make_model(config)
+    size = _BYTES[spec.run.dtype]
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    weights = params * 4 + (params * size if size != 4 else 0) + (params * size if spec.run.backward else 0)
+    shape = SimpleNamespace(model=model, inputs=hf.input_spec(config, spec))
+    hidden, inner, heads, tokens = _hidden_sizes(shape, spec)
+    rows = spec.data.batch_size
+    boundary = rows * tokens * hidden * size
+    one_block = max(
+        rows * tokens * (12 * hidden + 4 * inner) * size + rows * heads * tokens**2 * size * 2, 4 * boundary
+    )
+    blocks = max(len(partition(model)[0]), 1)
+    activations = 2 * boundary + (blocks * one_block if spec.run.backward else one_block)
+    statistics = 2 * rows * tokens * max(hidden, inner) * 4 + sum(1 for _ in model.modules()) * 4096
     return MemoryEstimate(weights, activations, statistics)
 
 
@@ -379,7 +411,8 @@ def check_memory(
     else:
         limit, what = max_memory_gib * 2**30, f"--max-memory {max_memory_gib:g} GiB"
     if est.total > limit:
-        advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
+        sizes = "the config's sizes (--model-arg num_hidden_layers=N)" if spec.model.hf else "model.width/depth"
+        advice = f"lower data.batch_size or {sizes}, set run.backward: false, or raise --max-memory"
         if layerwise:  # with backward, the boundaries grow with depth
             backward = "set run.backward: false, " if spec.run.backward else ""
             advice = f"lower data.batch_size or model.width, {backward}or raise --max-memory"
