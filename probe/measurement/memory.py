@@ -276,7 +276,12 @@ def estimate_any(spec: Spec) -> MemoryEstimate | None:
     """The estimate of ``spec``'s run: arithmetic for an MLP spec (no torch), the meta-device
     measure for every other model; ``None`` when a user model cannot run on the meta device."""
     if spec.model.hf is not None:  # their masks read values: not run on the meta device, but built there
-        return estimate_hf_memory(spec)
+        try:
+            return estimate_hf_memory(spec)
+        except ProbeError:  # the user's (an unknown type or field): as the real build would say it
+            raise
+        except Exception:  # a config this arithmetic does not know: no estimate, the real run decides
+            return None
     if spec.model.factory is None and spec.model.kind == "mlp":
         return estimate_memory(spec)
     try:
