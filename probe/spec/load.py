@@ -48,7 +48,7 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
         with open(p, "rb") as fh:  # bounded: a device such as /dev/zero never ends
             data = fh.read(MAX_BYTES + 1)
         if len(data) > MAX_BYTES:
-            raise SpecError(f"spec file {p} is larger than {MAX_BYTES // 2**20} MiB; a spec is a few hundred bytes")
+            raise SpecError(f"spec file {p} is larger than {MAX_BYTES // 2**10} KiB; a spec is a few hundred bytes")
         text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {p}") from None
