@@ -54,7 +54,7 @@ def estimate_memory(spec: Spec) -> MemoryEstimate:
     """
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
-    params = sum(i * o + (o if m.bias else 0) for i, o in linear_shapes(spec))
+    params = sum(n * (i * o + (o if m.bias else 0)) for i, o, n in linear_shapes(spec))
     weights = params * 4 + (params * size if size != 4 else 0)
     if spec.run.backward:
         weights += params * size  # gradients
@@ -88,12 +88,12 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
-    block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o in linear_shapes(spec))
+    block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o, _ in linear_shapes(spec))
     weights = block * 4 + (block * size if size != 4 else 0)
     rows = d.batch_size
     per_layer = rows * m.width * size
     inputs = rows * m.input_dim * size
-    blocks = len(linear_shapes(spec))
+    blocks = sum(n for _, _, n in linear_shapes(spec))
     if spec.run.backward:
         weights += block * size  # the block's gradients
         kept = 2 + (1 if m.norm != "none" else 0)  # what autograd keeps of a block (as estimate_memory)
@@ -121,7 +121,7 @@ def _conv_layerwise_memory(spec: Spec) -> MemoryEstimate:
     m = spec.model
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
-    fans = [m.in_channels] + [m.width] * (m.depth - 1)
+    fans = (m.in_channels, m.width) if m.depth > 1 else (m.in_channels,)  # the first layer's, the others'
     block = max(c * m.width * m.kernel_size**2 + (m.width if m.bias else 0) + norm for c in fans)
     if m.output_dim is not None:
         block = max(block, m.width * m.output_dim + (m.output_dim if m.bias else 0))
