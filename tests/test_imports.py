@@ -69,18 +69,20 @@ def test_a_spec_alone_cannot_run_a_shell(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_the_attacks_in_a_real_process(tmp_path: Path) -> None:
-    """``probe check`` as CI runs it: every attack exit 2, nothing created."""
+    """``probe check`` as CI runs it, all attacks in one command: each fails to run, exit 2, nothing created."""
     (tmp_path / "mine.py").write_text("import yaml\nfrom yaml import unsafe_load\n")
     paths = []
     for name, text in _attacks(tmp_path).items():
         (tmp_path / f"{name}.yaml").write_text(text)
         paths.append(f"{name}.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for path in paths:
-        done = subprocess.run(
-            [sys.executable, "-m", "probe", "check", path], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 2, (path, done.stderr)
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "check", *paths], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"0 healthy, 0 unhealthy, {len(paths)} failed to run" in " ".join(done.stdout.split()), done.stdout
+    assert said.count("refusing to import") + said.count("reaches module") >= len(paths)
     assert not list(tmp_path.glob("PWNED*"))
 
 
