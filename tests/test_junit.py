@@ -167,3 +167,20 @@ def test_a_threshold_that_never_breaks_is_said(cli: Any, tmp_path: Path) -> None
     junit = tmp_path / "probe.xml"
     assert f"{spec}: {said}" in " ".join(cli("check", str(spec), "--junit", str(junit)).stdout.split())
     assert "max_std inf (default 100; never breaks)" in junit.read_text()
+
+
+def test_a_run_without_backward_says_what_was_not_judged(cli: Any, tmp_path: Path) -> None:
+    """run.backward: false hides nan gradients: said in run, check and JUnit; --strict-gate refuses
+    it from a spec and allows it from the command line."""
+    spec = tmp_path / "forward.yaml"
+    spec.write_text("model: {depth: 3, width: 8}\nrun: {backward: false}\n")
+    said = "run.backward false: gradients not measured (gradient rules and nan gradients not judged)"
+    assert said in " ".join(cli("run", str(spec)).stdout.split())
+    junit = tmp_path / "probe.xml"
+    assert said in " ".join(cli("check", str(spec), "--junit", str(junit)).stdout.split())
+    assert said in junit.read_text()
+    assert cli("check", str(spec), "--strict-gate").exit_code == 2
+    from tests.conftest import CONFIGS
+
+    allowed = cli("check", str(CONFIGS / "lab1_he_relu.yaml"), "--strict-gate", "--set", "run.backward=false")
+    assert allowed.exit_code == 0, allowed.output

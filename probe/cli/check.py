@@ -57,8 +57,8 @@ def check(
         bool,
         typer.Option(
             "--strict-gate",
-            help="Refuse (exit 2) a spec whose own gate section changes a threshold or disables a rule: "
-            "in CI the gate comes from the command line alone.",
+            help="Refuse (exit 2) a spec whose own gate section changes a threshold or disables a rule, or "
+            "that sets run.backward: false: in CI the gate comes from the command line alone.",
         ),
     ] = False,
 ) -> None:
@@ -132,11 +132,11 @@ def _refuse_gate_changes(specs: list[Any], spec_paths: list[Path], overrides: di
     from probe import spec as spec_mod
     from probe.errors import SpecError
 
-    cli = {key.removeprefix("gate.") for key in overrides if key.startswith("gate.")}
+    cli = {key.removeprefix("gate.") for key in overrides if key.startswith(("gate.", "run.backward"))}
     changed = [
         f"{p}: {'; '.join(c)}"
         for s, p in zip(specs, spec_paths, strict=True)
-        if (c := spec_mod.gate_changes(s.gate, cli))
+        if (c := spec_mod.gate_changes(s.gate, cli, backward=s.run.backward))
     ]
     if changed:
         raise SpecError("--strict-gate: a spec changes its own gate:\n" + "\n".join(changed))

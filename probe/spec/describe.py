@@ -58,11 +58,12 @@ def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
     )
 
 
-def gate_changes(gate: GateSpec, except_keys: Collection[str] = ()) -> list[str]:
+def gate_changes(gate: GateSpec, except_keys: Collection[str] = (), backward: bool = True) -> list[str]:
     """Each gate value that differs from its default (``max_nonfinite 2147483647 (default 0)``)
     and each disabled rule (``disabled: saturation``): what a verdict was judged under, said
-    wherever the verdict is, so a gate switched off by its own spec is never silent. Keys in
-    ``except_keys`` are left out (those the command line set)."""
+    wherever the verdict is, so a gate switched off by its own spec is never silent; and, for a run
+    without ``backward``, that the gradient rules had nothing to judge. Keys in ``except_keys``
+    are left out (those the command line set; ``run.backward`` among them)."""
     out = []
     for key, param in GATE_PARAMS.items():
         value = getattr(gate, key)
@@ -71,6 +72,8 @@ def gate_changes(gate: GateSpec, except_keys: Collection[str] = ()) -> list[str]
             out.append(f"{key} {_number(value)} (default {_number(param.default)}{never})")
     if gate.disable and "disable" not in except_keys:
         out.append("disabled: " + ", ".join(gate.disable))
+    if not backward and "run.backward" not in except_keys:  # the gradient rules have nothing to read
+        out.append("run.backward false: gradients not measured (gradient rules and nan gradients not judged)")
     return out
 
 
