@@ -62,7 +62,8 @@ def usage_hint(option: str, command: str | None) -> str:
         fmt = _FORMAT_FLAGS[option]
         return f"write {fmt} with -f {fmt} (to a file: -f {fmt} -o FILE)"
     if option in ("--allow-import", "--threads", "--debug"):
-        return f"{option} is an option of probe itself: give it before the command, probe {option} ... {command or ''}"
+        value = "" if option == "--debug" else " " + {"--threads": "N"}.get(option, "MODULE")
+        return f"{option} is an option of probe itself: give it before the command, probe {option}{value} {command or 'COMMAND'} ..."
     if option in ("--model", "--hf") and command not in _OWN_MODEL_COMMANDS:
         return (
             f"{command or 'this command'} works on specs; probe a model of your own with "
