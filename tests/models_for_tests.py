@@ -413,3 +413,11 @@ def positional_encoder(init: str = "default") -> nn.Module:
                 elif init == "zeros":
                     p.zero_()  # every weight matrix, table and bias
     return model
+
+
+def computes_nan(width: int = 8) -> nn.Module:
+    """Every output and gradient is nan: the second Linear's weight is."""
+    net = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
+    with torch.no_grad():
+        net[2].weight.fill_(float("nan"))
+    return net

@@ -511,6 +511,10 @@ def test_one_invocation_leaves_nothing_to_the_next(cli: Any) -> None:
             ["compare", "he", "--model", "m:f"],
             "Hint: compare works on specs; probe a model of your own with probe run --model",
         ),
+        (
+            ["check", "configs/lab1_he_relu.yaml", "--threads", "2"],
+            "give it before the command, probe --threads N check ...",
+        ),
     ],
 )
 def test_a_mistyped_option_gets_a_hint(cli: Any, args: list[str], hint: str) -> None:

@@ -367,3 +367,47 @@ def test_the_json_schema_takes_model_hf() -> None:
     jsonschema.validate(spec_mod.to_dict(_hf("llama")), spec_schema())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"model": {"hf": ""}}, spec_schema())
+
+
+def test_the_memory_guard_applies_to_hf_before_anything_is_allocated(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--hf is estimated from its config (parameters counted on the meta device, activations from
+    batch, tokens, hidden size and layers) and refused before the real model is built (issue 23, item 5)."""
+    from probe.model import hf
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the real model was built")
+
+    monkeypatch.setattr(hf, "plan", never)
+    result = cli("run", "--hf", "llama", *LLAMA_ARGS, *SMALL_RUN, "--max-memory", "0.1")
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.output.split())
+    assert "exceeds --max-memory 0.1 GiB" in said and "--model-arg num_hidden_layers=N" in said
+    big = cli("run", "--hf", "llama", "--set", "data.batch_size=2", "--max-memory", "8")  # the 7B default
+    assert big.exit_code == 3, big.output
+    assert "weights 49." in big.output  # 6.7e9 parameters, float32, and their gradients
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("seq_len", [6, 64])
+def test_the_hf_estimate_bounds_a_real_run(kind: str, seq_len: int) -> None:
+    """Weights: the parameters exactly (float32, and their gradients). Activations: at least the
+    bytes of every tensor a real forward pass creates (what autograd may keep for the backward pass,
+    the bound ``estimate_shapes_memory`` uses for the models that run on the meta device)."""
+    import torch
+
+    from probe.measurement.memory import _count_outputs, estimate_hf_memory
+    from probe.model.build import build
+    from probe.model.inputs import draw
+
+    spec = spec_mod.parse(
+        {"model": {"hf": kind, "kwargs": CONFIGS[kind], "seq_len": seq_len}, "data": {"batch_size": 16}}
+    )
+    est = estimate_hf_memory(spec)
+    built = build(spec)
+    params = sum(p.numel() for p in built.model.parameters()) + sum(b.numel() for b in built.model.buffers())
+    assert est.weights == params * 4 * 2
+    batch = draw(built.inputs, 16, "normal", torch.Generator(), torch.device("cpu"), torch.float32)
+    created: list[int] = []
+    with _count_outputs(created):
+        built.model(*batch.args, **batch.kwargs)
+    assert sum(created) <= est.activations

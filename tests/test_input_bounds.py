@@ -179,3 +179,26 @@ def test_threads_are_bounded_by_the_machine(cli: Any) -> None:
 
     result = cli("--threads", "65536", "run", "configs/lab1_he_relu.yaml")
     assert result.exit_code == 2 and f"at most {os.cpu_count()}" in result.output
+
+
+def test_a_large_document_without_aliases_stops_while_it_is_read() -> None:
+    """20,000 values and a syntax error at the very end: the count stops the reading first, and the
+    message does not blame aliases (issue 23, item 9)."""
+    from probe.spec.yaml_text import MAX_WRITTEN
+
+    text = "model: {kwargs: {a: [" + ", ".join(["1"] * (2 * MAX_WRITTEN)) + "]}}\n" + "bad: [\n"
+    with pytest.raises(SpecError, match=f"more than {MAX_WRITTEN:,} values; a spec needs a few hundred") as err:
+        loads(text)
+    assert "alias" not in str(err.value)
+
+
+def test_a_file_over_the_byte_bound_is_not_read(cli: Callable[..., Any], tmp_path: Path) -> None:
+    from probe.spec.yaml_text import MAX_BYTES
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(TINY + "#" * MAX_BYTES + "\n")
+    result = cli("check", str(spec))
+    assert result.exit_code == 2
+    assert f"larger than {MAX_BYTES // 1024} KiB" in result.output
+    with pytest.raises(SpecError, match="longer than"):
+        loads(spec.read_text())

@@ -130,3 +130,57 @@ def test_strict_gate_reads_a_piped_spec_once() -> None:
     done = subprocess.run(argv, input=broken, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "/dev/stdin: vanishing" in done.stdout
+
+
+def test_a_threshold_cannot_switch_off_nan(cli: Any, tmp_path: Path) -> None:
+    """An all-nan network fails whatever max_nonfinite says, and a spec that disables nonfinite
+    still fails on nan; only the command line accepts it (issue 23, item 3)."""
+    base = (
+        "model: {import: 'tests.models_for_tests:computes_nan', input_shape: [8]}\n"
+        "data: {batch_size: 8}\nrun: {device: cpu}\n"
+    )
+    high = tmp_path / "high.yaml"
+    high.write_text(base + "gate: {max_nonfinite: 2147483647}\n")
+    checked = cli("check", str(high))
+    assert checked.exit_code == 1, checked.output
+    assert "nonfinite: statistics not finite at 3 layers" in checked.stdout
+    assert "verdict: UNHEALTHY: nonfinite" in cli("run", str(high)).stdout
+    off = tmp_path / "off.yaml"
+    off.write_text(base + "gate: {disable: [nonfinite]}\n")
+    checked = cli("check", str(off))
+    assert checked.exit_code == 1
+    assert "only the command line can do for nan (--gate disable=nonfinite)" in " ".join(checked.stdout.split())
+    accepted = cli("check", str(off), "--gate", "disable=nonfinite")
+    assert accepted.exit_code == 0 and "gate changed: disabled: nonfinite" in accepted.stdout
+
+
+def test_a_threshold_that_never_breaks_is_said(cli: Any, tmp_path: Path) -> None:
+    spec = tmp_path / "never.yaml"
+    spec.write_text(
+        "model: {depth: 3, width: 8}\ngate: {max_std: .inf, min_std: 0, max_saturation: 1.0, min_std_ratio: 0.001}\n"
+    )
+    said = (
+        "gate changed: min_std 0 (default 0.01; never breaks); min_std_ratio 0.001 (default 0.01); "
+        "max_std inf (default 100; never breaks); max_saturation 1 (default 0.25; never breaks)"
+    )
+    assert said in " ".join(cli("run", str(spec)).stdout.split())
+    junit = tmp_path / "probe.xml"
+    assert f"{spec}: {said}" in " ".join(cli("check", str(spec), "--junit", str(junit)).stdout.split())
+    assert "max_std inf (default 100; never breaks)" in junit.read_text()
+
+
+def test_a_run_without_backward_says_what_was_not_judged(cli: Any, tmp_path: Path) -> None:
+    """run.backward: false hides nan gradients: said in run, check and JUnit; --strict-gate refuses
+    it from a spec and allows it from the command line."""
+    spec = tmp_path / "forward.yaml"
+    spec.write_text("model: {depth: 3, width: 8}\nrun: {backward: false}\n")
+    said = "run.backward false: gradients not measured (gradient rules and nan gradients not judged)"
+    assert said in " ".join(cli("run", str(spec)).stdout.split())
+    junit = tmp_path / "probe.xml"
+    assert said in " ".join(cli("check", str(spec), "--junit", str(junit)).stdout.split())
+    assert said in junit.read_text()
+    assert cli("check", str(spec), "--strict-gate").exit_code == 2
+    from tests.conftest import CONFIGS
+
+    allowed = cli("check", str(CONFIGS / "lab1_he_relu.yaml"), "--strict-gate", "--set", "run.backward=false")
+    assert allowed.exit_code == 0, allowed.output

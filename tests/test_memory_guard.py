@@ -137,3 +137,26 @@ def test_a_model_the_meta_device_cannot_run_still_runs(cli: Callable[..., Any]) 
     result = cli("run", "--model", "tests.models_for_tests:reads_values", "--input-shape", "4", "-f", "json")
     assert result.exit_code == 0, result.output
     assert "no memory estimate" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_the_estimate_costs_the_same_at_any_depth(kind: str) -> None:
+    """Closed form in depth (issue 23, item 6): at depth 2^31 - 1 the estimate allocates no
+    per-layer list (depth 10^8 took 57 s and 1.6 GB), and at small depths it is the per-layer sum."""
+    import tracemalloc
+
+    deep = parse({"model": {"kind": kind, "depth": 2**31 - 1, "width": 2, "image_size": 4}, "data": {"batch_size": 2}})
+    memory.estimate_any(deep)  # imports torch (conv) outside the measured part
+    tracemalloc.start()
+    try:
+        memory.estimate_any(deep)
+        memory.estimate_layerwise_memory(deep)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, peak  # a list of 2^31 layers would be 17 GB
+    for depth in (1, 2, 7):
+        spec = parse({"model": {"depth": depth, "width": 6, "input_dim": 5, "output_dim": 3}})
+        layers = [(5, 6)] + [(6, 6)] * (depth - 1) + [(6, 3)]
+        params = sum(i * o + o for i, o in layers)
+        assert memory.estimate_memory(spec).weights == params * 4 * 2  # float32 and the gradients

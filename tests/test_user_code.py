@@ -87,10 +87,11 @@ def test_standard_library_factories_are_refused(path: str) -> None:
 
 def test_a_reexported_stdlib_callable_is_refused_by_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "innocent_pkg.py").write_text("from os import system as build\nimport subprocess\n")
+    monkeypatch.chdir(tmp_path)  # the module is the project's own: its re-exports are not
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(BuildError, match=r"standard library \(posix\)"):
+    with pytest.raises(BuildError, match=r"defined in 'posix', part of the Python standard library"):
         load_object("innocent_pkg:build", "model.import")
-    with pytest.raises(BuildError, match=r"standard library \(subprocess\)"):
+    with pytest.raises(BuildError, match=r"reaches module 'subprocess' through an attribute"):
         load_object("innocent_pkg:subprocess.check_call", "model.import")
 
 

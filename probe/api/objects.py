@@ -106,7 +106,7 @@ def _spec_of(source: Spec | str | Path, options: dict[str, Any]) -> Spec:
     if isinstance(source, Spec):
         spec = parse_spec(to_dict(source), overrides) if overrides else source
         if overrides:
-            spec = replace(spec, init=replace(spec.init, explicit=source.init.explicit))
+            spec = replace(spec, init=replace(spec.init, explicit=source.init.explicit), trust=source.trust)
     else:
         spec = load_spec(source, overrides)
     return spec

@@ -32,6 +32,7 @@ from probe.cli.common import (
     guard,
     memory_guard,
     pairs,
+    read_spec,
     render,
     run_overrides,
 )
@@ -71,14 +72,13 @@ def advise(
     """
 
     def body() -> int:
-        from probe import spec as spec_mod
         from probe.api.pipeline import probe_spec
         from probe.judge.advice import advise as advise_spec
         from probe.render import views
         from probe.render.writers import csv_text
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
-        spec = spec_mod.load(spec_path, overrides)
+        spec = read_spec(spec_path, overrides)
         check_output_path(output, "--output")
         if apply and not probe_run:
             raise SpecError("--apply probes the network before and after the change: drop --no-run")
@@ -110,6 +110,7 @@ def _apply(spec_path: Path, spec: "Spec", change: dict[str, Any], before: "Verdi
     """Write ``change`` over the spec (with the command line's overrides) to NAME.advised.yaml beside
     it, probe that spec, and return both verdicts."""
     import json
+    from dataclasses import replace
 
     import yaml
 
@@ -122,7 +123,7 @@ def _apply(spec_path: Path, spec: "Spec", change: dict[str, Any], before: "Verdi
         raise SpecError("--apply: the network is healthy, there is nothing to apply")
     if not change:
         raise SpecError("--apply: the suggestion is a change to the model's code, not to a spec key")
-    changed = spec_mod.parse(spec_mod.to_dict(spec), dict(change))
+    changed = replace(spec_mod.parse(spec_mod.to_dict(spec), dict(change)), trust=spec.trust)
     if spec_path.is_file():
         target = spec_path.with_name(f"{spec_path.stem}.advised.yaml")
     else:  # a pipe (/dev/stdin): the working directory

@@ -28,6 +28,7 @@ from probe.cli.common import (
     load_torch,
     memory_guard,
     pairs,
+    read_spec,
     render,
     run_overrides,
     write_output,
@@ -56,8 +57,8 @@ def check(
         bool,
         typer.Option(
             "--strict-gate",
-            help="Refuse (exit 2) a spec whose own gate section changes a threshold or disables a rule: "
-            "in CI the gate comes from the command line alone.",
+            help="Refuse (exit 2) a spec whose own gate section changes a threshold or disables a rule, or "
+            "that sets run.backward: false: in CI the gate comes from the command line alone.",
         ),
     ] = False,
 ) -> None:
@@ -67,12 +68,11 @@ def check(
     """
 
     def body() -> int:
-        from probe import spec as spec_mod
         from probe.experiments import batch
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
-        specs = [spec_mod.load(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
+        specs = [read_spec(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)
         check_outputs(output, junit=junit)
@@ -132,11 +132,11 @@ def _refuse_gate_changes(specs: list[Any], spec_paths: list[Path], overrides: di
     from probe import spec as spec_mod
     from probe.errors import SpecError
 
-    cli = {key.removeprefix("gate.") for key in overrides if key.startswith("gate.")}
+    cli = {key.removeprefix("gate.") for key in overrides if key.startswith(("gate.", "run.backward"))}
     changed = [
         f"{p}: {'; '.join(c)}"
         for s, p in zip(specs, spec_paths, strict=True)
-        if (c := spec_mod.gate_changes(s.gate, cli))
+        if (c := spec_mod.gate_changes(s.gate, cli, backward=s.run.backward))
     ]
     if changed:
         raise SpecError("--strict-gate: a spec changes its own gate:\n" + "\n".join(changed))

@@ -61,6 +61,9 @@ def usage_hint(option: str, command: str | None) -> str:
     if option in _FORMAT_FLAGS:
         fmt = _FORMAT_FLAGS[option]
         return f"write {fmt} with -f {fmt} (to a file: -f {fmt} -o FILE)"
+    if option in ("--allow-import", "--threads", "--debug"):
+        value = "" if option == "--debug" else " " + {"--threads": "N"}.get(option, "MODULE")
+        return f"{option} is an option of probe itself: give it before the command, probe {option}{value} {command or 'COMMAND'} ..."
     if option in ("--model", "--hf") and command not in _OWN_MODEL_COMMANDS:
         return (
             f"{command or 'this command'} works on specs; probe a model of your own with "
@@ -154,13 +157,24 @@ def main(
             "honours OMP_NUM_THREADS). Give it before the command: probe --threads 2 run ...",
         ),
     ] = None,
+    allow_import: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--allow-import",
+            metavar="MODULE",
+            help="Let model.import/model.inputs name this installed module and its submodules (repeatable; "
+            "also PROBE_ALLOW_IMPORT=A,B). Without it a spec may name only your project's code and model "
+            "classes of torch.nn/transformers/diffusers. Give it before the command.",
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Probe the forward signal and backward gradient of a network at initialization."""
     # a fresh session for this invocation; only the process's own fact (entry's) carries over
-    begin(Session(debug=debug or Session().debug, own_process=current().own_process))
+    allowed = tuple(a.strip() for a in allow_import or () if a.strip())
+    begin(Session(debug=debug or Session().debug, own_process=current().own_process, allow_import=allowed))
     if threads is not None:
         from probe.measurement.threads import set_threads
 
@@ -380,5 +394,20 @@ def load_spec(
             return spec_mod.parse({}, overrides, Path(hf).stem if hf.endswith(".json") else hf)
         if model is None:
             raise SpecError("give a SPEC.yaml, --model MODULE:FACTORY or --hf TYPE_OR_PATH")
-        return spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model")
-    return spec_mod.load(spec_path, overrides)
+        return trusted(spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model"))
+    return read_spec(spec_path, overrides)
+
+
+def read_spec(path: Path, overrides: dict[str, Any]) -> Any:
+    """``spec.load`` with what the command line allows the spec's imports (``--allow-import``)."""
+    from probe import spec as spec_mod
+
+    return trusted(spec_mod.load(path, overrides))
+
+
+def trusted(spec: Any) -> Any:
+    """``spec`` with the modules ``--allow-import`` allows; the spec's own text cannot set them."""
+    from dataclasses import replace
+
+    allowed = current().allow_import
+    return replace(spec, trust=replace(spec.trust, modules=allowed)) if allowed else spec

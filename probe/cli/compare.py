@@ -30,6 +30,7 @@ from probe.cli.common import (
     load_torch,
     memory_guard,
     pairs,
+    read_spec,
     render,
     run_overrides,
     writes_files,
@@ -96,7 +97,7 @@ def compare(
         overrides.update(run_overrides(seed, device, dtype))
         overrides.update(pairs(gate, "gate", "--gate"))
         overrides.update(optimizer_override(optimizer))
-        base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
+        base = read_spec(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
         check_outputs(output, plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
         load_torch()

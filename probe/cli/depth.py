@@ -20,6 +20,7 @@ from probe.cli.common import (
     check_outputs,
     guard,
     pairs,
+    read_spec,
     render,
 )
 
@@ -55,7 +56,7 @@ def depth_cmd(
         from probe.render import theory as rt
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate")}
-        spec = spec_mod.load(spec_path, overrides)
+        spec = read_spec(spec_path, overrides)
         check_outputs(output)
         for name in strategy or []:
             spec_mod.parse({"init": {"weight": name}})  # unknown names fail before the analysis

@@ -22,6 +22,7 @@ class Session:
     debug: bool = field(default_factory=lambda: bool(os.environ.get("PROBE_DEBUG")))
     own_process: bool = False  # the console script's process: it may freeze the GC and end at once on Ctrl-C
     writer: bool = True  # prints and writes files: a single process, or rank 0 under torchrun
+    allow_import: tuple[str, ...] = ()  # --allow-import: installed modules model.import may name
 
 
 _CURRENT: ContextVar[Session | None] = ContextVar("probe_cli_session", default=None)

@@ -31,6 +31,7 @@ from probe.cli.common import (
     load_torch,
     memory_guard,
     pairs,
+    read_spec,
     render,
     run_overrides,
     wrote,
@@ -85,7 +86,7 @@ def sweep(
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         if activation is not None:
             overrides["model.activation"] = activation
-        base = spec_mod.load(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
+        base = read_spec(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
         check_outputs(output, plot)
         memory_guard(sw.grid(base, entries, depths, widths), max_memory, jobs)
         load_torch()

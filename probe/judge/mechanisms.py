@@ -29,6 +29,37 @@ def made_by(report: Stats, row: LayerStats) -> LayerStats:
     return next((x for x in report.layers if x.name == row.output_of), row) if row.output_of else row
 
 
+def nan_statistics(report: Stats, gate: GateSpec) -> Problem | None:
+    """The nonfinite rule's floor, which no threshold moves and only the caller (not the spec's
+    text) can disable (``gate.nan_accepted``): a row whose std or gradient std is not finite (nan
+    or inf values in it) leaves every other rule nothing to judge, and a network that computes nan
+    does not train. ``max_nonfinite`` tolerates a count of such values only while the statistics
+    stay finite. None when every statistic is finite."""
+    if gate.nan_accepted:
+        return None
+    bad = [x for x in report.layers if _not_finite(x)]
+    if not bad:
+        return None
+    x = bad[0]
+    count = x.nonfinite + (x.grad_nonfinite or 0)
+    grad = f", gradient std {fmt(x.grad_std)}" if x.grad_std is not None else ""
+    msg = (
+        f"statistics not finite at {len(bad)} layers, first at {x.name} (std {fmt(x.std)}{grad}; {count} "
+        "non-finite values): no rule can judge them and no threshold tolerates them"
+    )
+    if "nonfinite" in gate.disable:
+        msg += "; the spec disables nonfinite, which only the command line can do for nan (--gate disable=nonfinite)"
+    return Problem("nonfinite", x.name, float(count), float(gate.max_nonfinite), msg, "max_nonfinite", "error")
+
+
+def _not_finite(x: LayerStats) -> bool:
+    """A statistic is nan, or inf from non-finite values (an inf std of finite values, whose squares
+    overflow, is the exploding rule's)."""
+    stats = [v for v in (x.std, x.grad_std) if v is not None]
+    counted = x.nonfinite + (x.grad_nonfinite or 0) > 0
+    return any(math.isnan(v) or (counted and math.isinf(v)) for v in stats)
+
+
 # ---- what a mechanism explains: zero-initialized layers that move, branches the skip bypasses -----
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Protocol
 
-from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, made_by, zero_layers
+from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, made_by, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
@@ -452,6 +452,8 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     ``notes``: identity blocks. Healthy when nothing fails."""
     gate = gate or report.spec.gate
     broken = [p for r in _enabled(gate) for c in r.checks if (p := _problem(r.name, c, report, gate))]
+    if all(p.rule != "nonfinite" for p in broken) and (floor := nan_statistics(report, gate)) is not None:
+        broken.append(floor)  # nan statistics fail whatever max_nonfinite says
     fails = ("error", "warning") if gate.fail_on == "warning" else ("error",)
     problems = [p for p in broken if p.severity in fails]
     warnings = [p for p in broken if p.severity not in fails]

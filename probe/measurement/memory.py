@@ -54,7 +54,7 @@ def estimate_memory(spec: Spec) -> MemoryEstimate:
     """
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
-    params = sum(i * o + (o if m.bias else 0) for i, o in linear_shapes(spec))
+    params = sum(n * (i * o + (o if m.bias else 0)) for i, o, n in linear_shapes(spec))
     weights = params * 4 + (params * size if size != 4 else 0)
     if spec.run.backward:
         weights += params * size  # gradients
@@ -88,12 +88,12 @@ def estimate_layerwise_memory(spec: Spec) -> MemoryEstimate:
     m, d = spec.model, spec.data
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
-    block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o in linear_shapes(spec))
+    block = max(i * o + (o if m.bias else 0) + (norm if o == m.width else 0) for i, o, _ in linear_shapes(spec))
     weights = block * 4 + (block * size if size != 4 else 0)
     rows = d.batch_size
     per_layer = rows * m.width * size
     inputs = rows * m.input_dim * size
-    blocks = len(linear_shapes(spec))
+    blocks = sum(n for _, _, n in linear_shapes(spec))
     if spec.run.backward:
         weights += block * size  # the block's gradients
         kept = 2 + (1 if m.norm != "none" else 0)  # what autograd keeps of a block (as estimate_memory)
@@ -121,7 +121,7 @@ def _conv_layerwise_memory(spec: Spec) -> MemoryEstimate:
     m = spec.model
     size = _BYTES[spec.run.dtype]
     norm = 2 * m.width if m.norm != "none" else 0
-    fans = [m.in_channels] + [m.width] * (m.depth - 1)
+    fans = (m.in_channels, m.width) if m.depth > 1 else (m.in_channels,)  # the first layer's, the others'
     block = max(c * m.width * m.kernel_size**2 + (m.width if m.bias else 0) + norm for c in fans)
     if m.output_dim is not None:
         block = max(block, m.width * m.output_dim + (m.output_dim if m.bias else 0))
@@ -275,8 +275,13 @@ def _count_outputs(sizes: list[int]) -> Iterator[None]:
 def estimate_any(spec: Spec) -> MemoryEstimate | None:
     """The estimate of ``spec``'s run: arithmetic for an MLP spec (no torch), the meta-device
     measure for every other model; ``None`` when a user model cannot run on the meta device."""
-    if spec.model.hf is not None:
-        return None  # transformers models do not run on the meta device (their masks read values)
+    if spec.model.hf is not None:  # their masks read values: not run on the meta device, but built there
+        try:
+            return estimate_hf_memory(spec)
+        except ProbeError:  # the user's (an unknown type or field): as the real build would say it
+            raise
+        except Exception:  # a config this arithmetic does not know: no estimate, the real run decides
+            return None
     if spec.model.factory is None and spec.model.kind == "mlp":
         return estimate_memory(spec)
     try:
@@ -325,6 +330,38 @@ def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
     one_block = rows * tokens * (12 * hidden + 4 * inner) * size + rows * heads * tokens * tokens * size * 2
     activations = (len(meta.blocks) + 2) * boundary + max(one_block, 4 * boundary)
     statistics = len(meta.steps) * RNG_STATE_BYTES + sum(1 for _ in meta.model.modules()) * META_MODULE_BYTES
+    return MemoryEstimate(weights, activations, statistics)
+
+
+def estimate_hf_memory(spec: Spec) -> MemoryEstimate:
+    """A transformers model's run from its config, without running it: the parameters counted on
+    a meta-device build (float32, plus the cast copy; with backward, plus their gradients), and
+    the activations of ``estimate_blockwise_memory``'s block (hidden states, feed-forward and
+    attention scores from batch, tokens, hidden size and heads) kept for every block with
+    backward, one block's without."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from probe.model import hf
+    from probe.model.blocks import partition
+
+    config, _ = hf.load_config(spec)
+    with torch.device("meta"):
+        model = hf.make_model(config)
+    size = _BYTES[spec.run.dtype]
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    weights = params * 4 + (params * size if size != 4 else 0) + (params * size if spec.run.backward else 0)
+    shape = SimpleNamespace(model=model, inputs=hf.input_spec(config, spec))
+    hidden, inner, heads, tokens = _hidden_sizes(shape, spec)
+    rows = spec.data.batch_size
+    boundary = rows * tokens * hidden * size
+    one_block = max(
+        rows * tokens * (12 * hidden + 4 * inner) * size + rows * heads * tokens**2 * size * 2, 4 * boundary
+    )
+    blocks = max(len(partition(model)[0]), 1)
+    activations = 2 * boundary + (blocks * one_block if spec.run.backward else one_block)
+    statistics = 2 * rows * tokens * max(hidden, inner) * 4 + sum(1 for _ in model.modules()) * 4096
     return MemoryEstimate(weights, activations, statistics)
 
 
@@ -379,7 +416,8 @@ def check_memory(
     else:
         limit, what = max_memory_gib * 2**30, f"--max-memory {max_memory_gib:g} GiB"
     if est.total > limit:
-        advice = "lower data.batch_size or model.width/depth, set run.backward: false, or raise --max-memory"
+        sizes = "the config's sizes (--model-arg num_hidden_layers=N)" if spec.model.hf else "model.width/depth"
+        advice = f"lower data.batch_size or {sizes}, set run.backward: false, or raise --max-memory"
         if layerwise:  # with backward, the boundaries grow with depth
             backward = "set run.backward: false, " if spec.run.backward else ""
             advice = f"lower data.batch_size or model.width, {backward}or raise --max-memory"

@@ -16,18 +16,20 @@ from probe.spec import Spec
 SINGLE_THREAD_MACS = 2**28
 
 
-def linear_shapes(spec: Spec) -> list[tuple[int, int]]:
-    """(fan_in, fan_out) of every Linear layer of an MLP spec."""
+def linear_shapes(spec: Spec) -> list[tuple[int, int, int]]:
+    """(fan_in, fan_out, how many) of the Linear layers of an MLP spec: at most three kinds (the
+    first, the depth - 1 hidden ones, the head), so what is summed over them costs the same at any
+    depth."""
     m = spec.model
-    shapes = [(m.input_dim, m.width)] + [(m.width, m.width)] * (m.depth - 1)
+    shapes = [(m.input_dim, m.width, 1), (m.width, m.width, m.depth - 1)]
     if m.output_dim is not None:
-        shapes.append((m.width, m.output_dim))
-    return shapes
+        shapes.append((m.width, m.output_dim, 1))
+    return [s for s in shapes if s[2] > 0]
 
 
 def forward_macs(spec: Spec) -> int:
     """Multiply-adds of one forward pass over one batch."""
-    return spec.data.batch_size * sum(i * o for i, o in linear_shapes(spec))
+    return spec.data.batch_size * sum(n * i * o for i, o, n in linear_shapes(spec))
 
 
 def work_macs(spec: Spec) -> int | None:

@@ -13,7 +13,6 @@ probe.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +22,17 @@ from probe.errors import BuildError, RunError, UserCodeError, echo, first_line, 
 from probe.model.discovery import discover, module_modes, restore_modes
 from probe.model.inputs import InputSpec
 from probe.model.network import Built, Plan
-from probe.spec import Spec, inits
+from probe.spec import Spec, Trust, inits
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def load_object(path: str, key: str) -> Any:
-    """``package.module:attr`` -> the object; a clear ``BuildError`` for every way it can fail."""
+def load_object(path: str, key: str, trust: Trust | None = None) -> Any:
+    """``package.module:attr`` -> the object, if ``probe.model.imports`` allows it (checked before
+    the module is imported); a clear ``BuildError`` for every way it can fail."""
+    from probe.model import imports
+
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise BuildError(f"{key}: expected 'package.module:name', got {echo(path)}")
@@ -38,75 +40,12 @@ def load_object(path: str, key: str) -> Any:
     cwd = str(Path.cwd())
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BuildError(f"{key}: cannot import '{module_name}': {exc}") from None
-    except Exception as exc:
-        raise BuildError(f"{key}: importing '{module_name}' raised {type(exc).__name__}: {first_line(exc)}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            names = [n for n in dir(module) if not n.startswith("_")]
-            from probe.spec.schema import did_you_mean
-
-            hint = did_you_mean(part, names)
-            raise BuildError(
-                f"{key}: '{module_name}' has no attribute '{part}'" + (f"; {hint.strip()}" if hint else "")
-            )
-        obj = getattr(obj, part)
-    origin = standard_library_origin(obj, module_name)
-    if origin is not None:
-        raise BuildError(
-            f"{key}: '{path}' comes from the Python standard library ({origin}); a factory must be a class or "
-            "function of your own package or a model library (see the security page of the docs)"
-        )
+    trust = trust or Trust()
+    rule = imports.policy(trust.folders, trust.modules)
+    module = imports.import_named(module_name, path, key, rule)
+    obj = imports.attribute(module, attr, path, key)
+    imports.check_object(obj, module_name, path, key, rule)
     return obj
-
-
-def standard_library_origin(obj: Any, module_name: str) -> str | None:
-    """The standard-library module ``obj`` comes from, or ``None`` for any other code.
-
-    Decided by where the object is defined, not by its name: the module it was reached through
-    and the module that defines it (``mypkg:system`` re-exporting ``os.system`` is ``posix``) are
-    each checked for being built into the interpreter or a file under the standard library's
-    folders (site-packages excluded). A spec names a factory to call; ``os:system``,
-    ``subprocess:run`` or ``builtins:exec`` would run whatever its kwargs say."""
-    import inspect
-
-    names = [module_name]
-    defined_in = getattr(obj, "__module__", None)
-    if not isinstance(defined_in, str):
-        module = inspect.getmodule(obj)
-        defined_in = module.__name__ if module is not None else None
-    if isinstance(defined_in, str):
-        names.append(defined_in)
-    if inspect.isbuiltin(obj) and getattr(obj, "__self__", None) is not None and not isinstance(defined_in, str):
-        return "a builtin"
-    for name in names:
-        if _is_standard_module(name):
-            return name
-    return None
-
-
-def _is_standard_module(name: str) -> bool:
-    import sysconfig
-
-    top = name.split(".")[0]
-    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
-        return True
-    module = sys.modules.get(name)
-    file = getattr(module, "__file__", None)
-    if module is not None and file is None and top != "__main__":
-        return not hasattr(module, "__path__")  # a namespace package is user code; a builtin has neither
-    if file is None:
-        return False
-    paths = sysconfig.get_paths()
-    where = Path(file).resolve()
-    stdlib = [Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if k in paths]
-    site = [Path(paths[k]).resolve() for k in ("purelib", "platlib") if k in paths]
-    in_site = any(where.is_relative_to(p) for p in site) or "site-packages" in where.parts
-    return not in_site and any(where.is_relative_to(p) for p in stdlib)
 
 
 def make_model(spec: Spec) -> nn.Module:
@@ -116,7 +55,7 @@ def make_model(spec: Spec) -> nn.Module:
 
     m = spec.model
     assert m.factory is not None
-    factory = load_object(m.factory, "model.import")
+    factory = load_object(m.factory, "model.import", spec.trust)
     if not callable(factory):
         raise BuildError(f"model.import: '{m.factory}' is a {type(factory).__name__}, not a callable")
     try:
@@ -137,7 +76,7 @@ def make_model(spec: Spec) -> nn.Module:
 def input_spec(spec: Spec) -> InputSpec:
     m = spec.model
     if m.inputs is not None:
-        fn = load_object(m.inputs, "model.inputs")
+        fn = load_object(m.inputs, "model.inputs", spec.trust)
         if not callable(fn):
             raise BuildError(f"model.inputs: '{m.inputs}' is not a callable")
         return InputSpec("function", function=_guarded(fn, m.inputs))

@@ -368,7 +368,11 @@ def compare_markdown(runs: Sequence[Run]) -> str:
 def check_lines(runs: Sequence[Run], failed: int = 0) -> list[str]:
     """A line per spec judged under a changed gate, one per problem (``SPEC: rule at layer:
     message``), then one summary line."""
-    lines = [f"{r.label}: gate changed: {'; '.join(c)}" for r in runs if (c := gate_changes(r.report.spec.gate))]
+    lines = [
+        f"{r.label}: gate changed: {'; '.join(c)}"
+        for r in runs
+        if (c := gate_changes(r.report.spec.gate, backward=r.report.spec.run.backward))
+    ]
     lines += [f"{r.label}: {p.rule}: {p.message}" for r in runs for p in r.verdict.problems]
     bad = sum(not r.verdict.healthy for r in runs)
     lines.append(f"{len(runs) - bad} healthy, {bad} unhealthy" + (f", {failed} failed to run" if failed else ""))
@@ -396,7 +400,7 @@ def junit_xml(runs: Sequence[Run], failed: Sequence[tuple[str, str]] = ()) -> st
     for r in runs:
         attrs = {"classname": "probe.check", "name": _xml_safe(r.label), "time": f"{r.report.elapsed_s:.3f}"}
         case = ET.SubElement(suite, "testcase", attrs)
-        changes = gate_changes(r.report.spec.gate)
+        changes = gate_changes(r.report.spec.gate, backward=r.report.spec.run.backward)
         if changes:  # the gate this case was judged under, when it is not the default one
             properties = ET.SubElement(case, "properties")
             ET.SubElement(properties, "property", {"name": "gate_changed", "value": _xml_safe("; ".join(changes))})

@@ -112,7 +112,7 @@ def _attention_table(report: Stats, verdict: Verdict) -> Table:
 def gate_line(report: Stats) -> list[Line]:
     """``gate changed: ...`` (JSON key ``gate``) when the run was judged under a gate that is not the
     default one: a gate a spec loosened or switched off is never silent."""
-    changes = gate_changes(report.spec.gate)
+    changes = gate_changes(report.spec.gate, backward=report.spec.run.backward)
     return [Line("gate changed: " + "; ".join(changes), "yellow", "gate")] if changes else []
 
 

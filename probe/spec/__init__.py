@@ -29,6 +29,7 @@ from probe.spec.types import (
     RuleTarget,
     RunSpec,
     Spec,
+    Trust,
 )
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "RuleTarget",
     "RunSpec",
     "Spec",
+    "Trust",
     "activations",
     "gate_changes",
     "inits",

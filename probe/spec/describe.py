@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from probe.spec import activations, inits
+from probe.spec.schema import Param
 from probe.spec.types import GATE_PARAMS, GateSpec, Spec
 
 
@@ -56,19 +58,33 @@ def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
     )
 
 
-def gate_changes(gate: GateSpec, except_keys: Collection[str] = ()) -> list[str]:
+def gate_changes(gate: GateSpec, except_keys: Collection[str] = (), backward: bool = True) -> list[str]:
     """Each gate value that differs from its default (``max_nonfinite 2147483647 (default 0)``)
     and each disabled rule (``disabled: saturation``): what a verdict was judged under, said
-    wherever the verdict is, so a gate switched off by its own spec is never silent. Keys in
-    ``except_keys`` are left out (those the command line set)."""
+    wherever the verdict is, so a gate switched off by its own spec is never silent; and, for a run
+    without ``backward``, that the gradient rules had nothing to judge. Keys in ``except_keys``
+    are left out (those the command line set; ``run.backward`` among them)."""
     out = []
     for key, param in GATE_PARAMS.items():
         value = getattr(gate, key)
         if value != param.default and key not in except_keys:
-            out.append(f"{key} {_number(value)} (default {_number(param.default)})")
+            never = "; never breaks" if _never_breaks(key, value, param) else ""
+            out.append(f"{key} {_number(value)} (default {_number(param.default)}{never})")
     if gate.disable and "disable" not in except_keys:
         out.append("disabled: " + ", ".join(gate.disable))
+    if not backward and "run.backward" not in except_keys:  # the gradient rules have nothing to read
+        out.append("run.backward false: gradients not measured (gradient rules and nan gradients not judged)")
     return out
+
+
+def _never_breaks(key: str, value: Any, param: Param) -> bool:
+    """A threshold no value can cross: a lower bound at its minimum (a std, ratio, spread or
+    entropy is never below 0), an upper bound at infinity or at the top of a fraction's range."""
+    if key.startswith("min_"):
+        return param.minimum is not None and value <= param.minimum
+    if key.startswith("max_") and isinstance(value, float):
+        return value == float("inf") or (param.maximum is not None and value >= param.maximum)
+    return False
 
 
 def _number(value: object) -> str:

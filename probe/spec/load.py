@@ -48,7 +48,7 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
         with open(p, "rb") as fh:  # bounded: a device such as /dev/zero never ends
             data = fh.read(MAX_BYTES + 1)
         if len(data) > MAX_BYTES:
-            raise SpecError(f"spec file {p} is larger than {MAX_BYTES // 2**20} MiB; a spec is a few hundred bytes")
+            raise SpecError(f"spec file {p} is larger than {MAX_BYTES // 2**10} KiB; a spec is a few hundred bytes")
         text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {p}") from None
@@ -56,7 +56,10 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
         raise SpecError(f"spec path is a directory, not a YAML file: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {p}: {exc}") from None
-    return loads(text, source=str(p), overrides=overrides, default_name=p.stem)
+    spec = loads(text, source=str(p), overrides=overrides, default_name=p.stem)
+    if p.is_file():  # the spec's own folder holds code of its project (not /dev for a pipe)
+        spec = replace(spec, trust=replace(spec.trust, folders=(str(p.resolve().parent),)))
+    return spec
 
 
 def loads(
@@ -106,6 +109,8 @@ def parse(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, de
         run = _run(_section(data, "run"))
     with errors.catch():
         gate = _gate(_section(data, "gate"))
+        if "nonfinite" in gate.disable and "gate.disable" in (overrides or {}):
+            gate = replace(gate, nan_accepted=True)  # the caller's choice, not the spec's text
     errors.check()
     return Spec(model=model, init=init, data=data_spec, run=run, gate=gate, name=name)
 
@@ -319,6 +324,8 @@ def to_dict(spec: Spec) -> dict[str, Any]:
     def plain(obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(obj):
+            if not f.compare:
+                continue  # what the caller decided (GateSpec.nan_accepted), not a key of the spec
             v = getattr(obj, f.name)
             out[f.name] = choice(v) if isinstance(v, Choice) else (list(v) if isinstance(v, tuple) else v)
         return out

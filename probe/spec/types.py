@@ -188,6 +188,19 @@ class GateSpec:
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
+    # the nonfinite rule was disabled by the caller (the command line, probe.measure's gate=), not by
+    # the spec's text: only then may a network whose statistics are nan pass (rules.py)
+    nan_accepted: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the user, not the spec's text, lets ``model.import``/``model.inputs`` name
+    (``probe.model.imports``): the folder the spec was read from and the modules allowed on the
+    command line (``probe --allow-import PKG``). No spec key or ``--set`` reaches it."""
+
+    folders: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,7 @@ class Spec:
     run: RunSpec
     gate: GateSpec
     name: str = "probe"
+    trust: Trust = field(default=Trust(), compare=False)  # not part of the spec's text or equality
 
 
 # ---- the schema: every key, its type, default and bounds -------------------------------------

@@ -3,9 +3,10 @@
 ``yaml.safe_load`` constructs no Python objects but the plain ones, yet a few hundred bytes can
 still describe an enormous document: aliases fan out (the "billion laughs": ten aliases of ten
 aliases of ... is 10^9 values, which any later walk over the data expands), and nesting thousands
-of levels deep exhausts the recursion limit. The loader here composes the node graph first and
-refuses, before constructing anything, a document whose expanded size or depth passes a bound
-far above any real spec. It also refuses duplicate keys in a mapping (YAML says keys are unique;
+of levels deep exhausts the recursion limit; a large document without aliases costs time and
+memory in proportion. The loader here reads at most ``MAX_BYTES``, counts nodes as it composes
+them (stopping at ``MAX_WRITTEN``), and refuses, before constructing anything, a node graph whose
+expanded size or depth passes a bound far above any real spec. It also refuses duplicate keys in a mapping (YAML says keys are unique;
 PyYAML silently keeps the last one) and remembers where each key was written, so that validation
 errors can point at a line and column.
 """
@@ -18,8 +19,13 @@ from typing import Any
 from probe.errors import SpecError, shown
 
 MAX_NODES = 100_000  # scalars, lists and mappings after expanding every alias; a real spec has < 1,000
+MAX_WRITTEN = 10_000  # nodes as written (an alias once), counted while composing: ~1 s of PyYAML
 MAX_DEPTH = 64  # nesting levels; a real spec has < 8
-MAX_BYTES = 4 * 2**20  # a spec file larger than this is not a spec (and /dev/zero never ends)
+MAX_BYTES = 256 * 2**10  # a spec file larger than this is not a spec (and /dev/zero never ends): read no further
+
+
+class TooManyValues(Exception):
+    """The composer read more than ``MAX_NODES`` nodes."""
 
 
 @dataclass
@@ -44,6 +50,8 @@ def parse_yaml(text: str, source: str) -> Parsed:
     """Parse ``text`` (one YAML document) within the bounds above; ``SpecError`` otherwise."""
     import yaml
 
+    if len(text) > MAX_BYTES:  # text given directly (Python, a pipe read elsewhere): the file's bound
+        raise SpecError(f"{source}: the YAML is longer than {MAX_BYTES // 2**10} KiB; a spec is a few hundred bytes")
     try:
         loader = _loader_class()(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters at once
@@ -53,6 +61,10 @@ def parse_yaml(text: str, source: str) -> Parsed:
             node = loader.get_single_node()
         except RecursionError:
             raise SpecError(f"{source}: the YAML nests deeper than {MAX_DEPTH} levels") from None
+        except TooManyValues:
+            raise SpecError(
+                f"{source}: the YAML has more than {MAX_WRITTEN:,} values; a spec needs a few hundred"
+            ) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -81,11 +93,16 @@ def _loader_class() -> type:
     import yaml
 
     class BoundedLoader(yaml.SafeLoader):
-        """SafeLoader whose composer stops at ``MAX_DEPTH`` levels, before Python's recursion limit."""
+        """SafeLoader whose composer stops at ``MAX_DEPTH`` levels, before Python's recursion limit,
+        and at ``MAX_WRITTEN`` nodes read (an alias counts once here; ``_check_size`` expands them)."""
 
         _depth = 0
+        _nodes = 0
 
         def compose_node(self, parent: Any, index: Any) -> Any:
+            self._nodes += 1
+            if self._nodes > MAX_WRITTEN:  # counted as they are read: a huge document stops here, early
+                raise TooManyValues
             self._depth += 1
             try:
                 if self._depth > MAX_DEPTH:
