@@ -184,6 +184,12 @@ def worker() -> None:
             else:
                 results.append(run_fresh(command, folder))
         sys.path.remove(str(folder))
+        # modules imported from this scratch folder (tests.models_for_tests, ...) leave with it: the next
+        # document imports its own copy, as its own process would (probe refuses code outside the project)
+        for name in [
+            n for n, m in sys.modules.items() if str(getattr(m, "__file__", None) or "").startswith(str(folder))
+        ]:
+            del sys.modules[name]
         answers.append(results)
     os.chdir(REPO)
     real_stdout.write(json.dumps(answers))

@@ -49,12 +49,15 @@ class Policy:
         return _under_name(module, self.allowed)
 
     def is_local_file(self, file: str | os.PathLike[str]) -> bool:
-        where = Path(file).resolve()
-        if "site-packages" in where.parts or "dist-packages" in where.parts:
-            return False
-        if any(where.is_relative_to(p) for p in self.excluded):
-            return False
-        return any(where.is_relative_to(p) for p in self.roots)
+        """Under one of the roots as the path reads or as its links resolve (a folder of the project
+        that links to code elsewhere is the project's), and in no installed place either way."""
+        places = (Path(os.path.abspath(file)), Path(file).resolve())
+        for where in places:
+            if "site-packages" in where.parts or "dist-packages" in where.parts:
+                return False
+            if any(where.is_relative_to(p) for p in self.excluded):
+                return False
+        return any(where.is_relative_to(p) for where in places for p in self.roots)
 
 
 def policy(folders: Iterable[str] = (), allowed: Iterable[str] = ()) -> Policy:
