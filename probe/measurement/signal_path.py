@@ -43,6 +43,7 @@ def extra_fields(
         "role": watched.role,
         "weight_size": size,
         "normalized": watched.normalized,
+        "norm_reader": watched.norm_reader,
         "grad_scale": scale,
         "weight_grad_ratio": ratio,
         "branch_ratio": branch,

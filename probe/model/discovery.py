@@ -134,6 +134,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 # else), or blind to its own weight's scale (a weight-standardized convolution)
                 normalized=(entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers))
                 or entry.hides_weight,
+                norm_reader=_norm_reader(entry, role_of, set(block_quals)),
                 branch_end=entry.branch_end,
                 stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
                 output_index=entry.output_index,
@@ -146,6 +147,16 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     if not watched:
         raise BuildError("the model has no module with parameters or activation module that ran; nothing to watch")
     return watched, notes
+
+
+def _norm_reader(entry: _Seen, role_of: dict[str, str], blocks: set[str]) -> str | None:
+    """The normalization reading ``entry``'s output, where every module reading it is one or is a
+    residual block (whose own norm reads it): a pre-norm stream, which no module reads at its own
+    scale. None where a module reads it as it is, or where it runs more than once."""
+    norms = [c for c in entry.consumers if role_of.get(c) == "norm"]
+    if entry.calls != 1 or not norms or any(c not in blocks and role_of.get(c) != "norm" for c in entry.consumers):
+        return None
+    return norms[0]
 
 
 def _discovery_pass(

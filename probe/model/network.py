@@ -35,6 +35,9 @@ class Watched:
     # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
     # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
     normalized: bool = False
+    # the normalization that reads this row's output, where every module reading it is a
+    # normalization or a residual block (a pre-norm stream): its scale is divided out forward
+    norm_reader: str | None = None
     # a residual add added its output to the stream: the last layer of a residual branch
     branch_end: bool = False
     # a residual block's input that its output continues (a position or a keyword; None: the first)
