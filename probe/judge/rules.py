@@ -304,7 +304,7 @@ RULES: dict[str, Rule] = {
             "vanishing",
             "the forward signal fades with depth",
             (
-                Check("min_std", "activation std as read", _read_std, below=True, cell="std"),
+                Check("min_std", "activation std", _read_std, below=True, cell="std"),
                 Check("min_std_ratio", "last/first activation std", _std_ratio, below=True),
             ),
         ),
