@@ -23,7 +23,7 @@ import probe
 from tests.zoo import ZOO
 
 # id -> why today's rules call its default init unhealthy (first rule @ row = value, from
-# benchmarks/zoo_check.py); 9 of 359, down from 61 plus 5 probe errors before issue 18's rules
+# benchmarks/zoo_check.py); 8 of 359, down from 61 plus 5 probe errors before issue 18's rules
 KNOWN_FALSE_ALARMS: dict[str, str] = {
     "hw/resmlp": "zero-init classifier read at the whole-model row, whose output is the zero head's (vanishing @ ResMLP = 0)",
     "hw/vit_layerscale": "M5 LayerScale 1e-5: the patch embedding's gradient (gradient_vanishing @ patch = 4.89e-05)",
@@ -32,7 +32,6 @@ KNOWN_FALSE_ALARMS: dict[str, str] = {
     "sqrt(fan_in) in its forward, the port does not); its default did not learn the token task in 200 steps (gain "
     "0.003); exploding @ encoder.layers.0 = 2.23e+03, every attention module one-hot",
     "hf/mobilevit": "vanishing in the first block (4.37e-04); batch x patches on dim 0 of its transformer rows",
-    "hf/sam3_vit_model": "weight_scale at the embeddings (weight_scale @ embeddings = 6.73)",
     "hf/sam_hq_vision_model": "vanishing at the patch embedding (vanishing @ vision_encoder.patch_embed.projection = 6.74e-10)",
     "hf/sam_vision_model": "vanishing at the patch embedding (vanishing @ vision_encoder.patch_embed.projection = 6.74e-10)",
     "hf/efficientnet": "possibly a true alarm: its default did not learn the image task in 150 steps (gain -0.01); "

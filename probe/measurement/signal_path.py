@@ -37,7 +37,7 @@ def extra_fields(
         ratio = weight_grad_norm / weight_norm
     weight_scale = None
     fan_in, size = watched.fan_in, watched.weight_size
-    if weight_norm is not None and fan_in and size:
+    if weight_norm is not None and fan_in and size and not watched.added_table:
         weight_scale = weight_norm / math.sqrt(size) / math.sqrt(2.0 / fan_in)
     return {
         "role": watched.role,

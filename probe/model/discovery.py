@@ -53,6 +53,7 @@ class _Seen:
     norm: bool | None = None  # roles.acts_as_norm (None: not asked or could not tell)
     hides_weight: bool = False  # roles.hides_weight_scale
     weight_direct: bool = True  # an op took its weight as it is, beside a computed operand
+    weight_added: bool = False  # its weight was only ever added to a computed operand (a table)
     independent: bool = False  # its output was computed from nothing the model was fed (a position table)
     output_index: int = 0  # which floating-point tensor of its output its row measures
     other_shapes: set[tuple[int, ...]] = field(default_factory=set)  # later calls' output shapes, where not ``shape``
@@ -135,6 +136,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 normalized=(entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers))
                 or entry.hides_weight,
                 norm_reader=_norm_reader(entry, role_of, set(block_quals)),
+                added_table=entry.weight_added,
                 branch_end=entry.branch_end,
                 stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
                 output_index=entry.output_index,
@@ -239,6 +241,7 @@ def _discovery_pass(
     for entry in seen.values():
         weight = _weight(entry.module) if entry.candidate else None
         entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct
+        entry.weight_added = weight is not None and id(weight) in tracer.added and id(weight) not in tracer.other
     if behaviour:
         model.eval()
         try:
