@@ -48,6 +48,9 @@ class LayerStats:
     weight_size: int | None = None  # elements in the weight (weighs layers in the weight_scale rule)
     # the layer's output goes straight into a normalization: its weight's scale is invisible forward
     normalized: bool = False
+    # the normalization reading this row's output where every module reading it normalizes it (a
+    # pre-norm stream): the scale the network sees is that row's (docs/verdicts.md)
+    norm_reader: str | None = None
     # a residual block's rms(output - input) / rms(input): how much its branch adds to the stream
     branch_ratio: float | None = None
     # collapse: the mean over pairs of samples of the squared cosine between their centered

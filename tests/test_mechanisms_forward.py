@@ -301,3 +301,65 @@ def test_a_convnext_classifier_with_an_n01_head_fails_and_its_default_does_not()
     with torch.no_grad():
         model.classifier.weight.normal_(0.0, 1.0)
     assert "logit_scale" in _rules(_measure(model, x), "error")
+
+
+class _PreNormStack(nn.Module):
+    """Embedding, two pre-LN residual MLP blocks, a final LayerNorm (``final_norm``) and a head: the
+    stream is read only by norms, and by the head where there is no final norm. ``scale``
+    multiplies the embedding's and the blocks' weights (the zoo's ``tiny`` init is x 1e-3)."""
+
+    def __init__(self, scale: float, final_norm: bool = True, dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(64, dim)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)) for _ in range(2))
+        with torch.no_grad():
+            for p in (self.embed.weight, *self.mlps.parameters()):
+                p.mul_(scale)
+        self.blocks = nn.ModuleList(_Residual(n, m) for n, m in zip(self.norms, self.mlps, strict=True))
+        self.final = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        self.head = nn.Linear(dim, 64)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final(x))
+
+
+class _Residual(nn.Module):
+    def __init__(self, norm: nn.Module, mlp: nn.Module) -> None:
+        super().__init__()
+        self.norm, self.mlp = norm, mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+def test_a_small_stream_that_every_reader_normalizes_is_read_at_its_norms() -> None:
+    """A pre-norm stream is read only by normalizations: they divide its scale out, all but their
+    eps (LayerNorm's 1e-5: a stream of std s comes out at s / sqrt(s^2 + 1e-5)). Llama and GLM-4
+    with weights x 1e-3 have such a stream at std 2e-5, their norms emit 0.02, and both train like
+    their defaults. So vanishing reads such a row at its norm's output: weights x 1e-3 (stream
+    1e-3, norms 0.3) are not vanishing; x 1e-8 (norms 3e-6) still are, and so is a x 1e-3 stream
+    that the head reads as it is."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 64, (16, 12))
+
+    def vanishing(model: nn.Module) -> tuple[list[str], probe.Report]:
+        report = probe.measure(model, ids, batch_size=16, seed=0)
+        return [p.severity for p in (*report.problems, *report.verdict.warnings) if p.rule == "vanishing"], report
+
+    said, small = vanishing(_PreNormStack(1e-3))
+    streams = [x for x in small.layers if x.role == "stream"]
+    assert streams and all(x.std < 2e-3 for x in streams)  # the stream itself is small
+    assert all(x.norm_reader is not None for x in streams)  # and read only by norms
+    read = {x.name: x.std for x in small.layers}
+    for x in streams:  # what the norm emits: s / sqrt(s^2 + eps), gain 1, within the batch's spread
+        assert read[str(x.norm_reader)] == pytest.approx(x.std / math.sqrt(x.std**2 + 1e-5), rel=0.1)
+    assert "error" not in said and small.healthy, small.verdict_lines()
+    said, _ = vanishing(_PreNormStack(1e-8))
+    assert "error" in said
+    said, raw = vanishing(_PreNormStack(1e-3, final_norm=False))
+    last = [x for x in raw.layers if x.role == "stream"][-1]
+    assert last.norm_reader is None and said  # the head reads it at its own scale

@@ -111,3 +111,49 @@ def test_advice_for_a_model_whose_own_init_is_too_large_names_a_fan_scaled_init(
     assert "init.weight: he_normal" in hint and "own init" not in hint
     fixed = spec_mod.parse({**spec_mod.to_dict(spec), "init": {"weight": "he_normal"}})
     assert evaluate(run_probe(fixed)).healthy
+
+
+class _PatchEmbed:
+    """Built lazily (torch is imported inside tests): a conv patch embedding plus a position table of
+    its own, (1, positions, dim) at N(0, 0.02^2) as ViT-like libraries hold it, cropped to the
+    patches and added (``add``) or, as a control, multiplied in (``add=False``); a LayerNorm after."""
+
+    @staticmethod
+    def model(add: bool) -> Any:
+        import torch
+        from torch import nn
+
+        class Embed(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.proj = nn.Conv2d(3, 32, 4, stride=4)
+                self.table = nn.Parameter(0.02 * torch.randn(1, 1024, 32))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                patches = self.proj(x).flatten(2).transpose(1, 2)
+                table = self.table[:, : patches.shape[1]]
+                return patches + table if add else patches * table
+
+        return nn.Sequential(Embed(), nn.LayerNorm(32), nn.Flatten(), nn.Linear(16 * 32, 10))
+
+
+@pytest.mark.parametrize("add", [True, False])
+def test_a_table_added_to_the_signal_has_no_fan_in_and_no_weight_scale(add: bool) -> None:
+    """A position table only ever added to what the module computes (from parameters alone: a crop
+    or an interpolation on the way) has no fan-in: torch's fan-in of a (1, 1024, 32) tensor is
+    1024 x 32, which made SAM 3's 7056-position table read 6.7 times He's scale and, as the largest
+    weight of the network, fail the median. A weight the module multiplies in keeps its scale."""
+    import torch
+
+    import probe
+
+    torch.manual_seed(0)
+    report = probe.measure(_PatchEmbed.model(add), torch.randn(16, 3, 16, 16), batch_size=16, seed=0)
+    embed = report.layer("0")
+    assert embed.normalized  # a LayerNorm reads it: weight_scale would judge it
+    if add:
+        assert embed.weight_scale is None
+        assert "weight_scale" not in {p.rule for p in report.problems}
+    else:
+        # torch's fan-in, 1024 x 32; the draw's rms within 1% of 0.02 (32768 values)
+        assert embed.weight_scale == pytest.approx(0.02 / math.sqrt(2 / (1024 * 32)), rel=0.02)

@@ -1,7 +1,8 @@
 """Gaussian expectations for the mean-field theory, by quadrature (never by sampling): one
 variable's moments under an activation (``gaussian_moments``), two correlated variables' joint
 moment (``pair_moment(s)``), and the input population's spread that the centered collapse map
-averages over. Gauss-Legendre on each side of 0 over +-12 standard deviations: plain Gauss-Hermite
+averages over; and the expected cross-entropy of Gaussian logits (``start_loss_ratio``, the
+``logit_scale`` rule's value). Gauss-Legendre on each side of 0 over +-12 standard deviations: plain Gauss-Hermite
 converges slowly on ReLU's kink at 0; splitting there gives machine precision for every activation.
 """
 
@@ -237,3 +238,53 @@ def centered_cosine2(diag: torch.Tensor, cross: torch.Tensor, pop: Population) -
         return None
     cos2 = centered**2 / (own.view(-1, 1, 1) * own.view(1, -1, 1))
     return float((cos2 * wq.view(-1, 1, 1) * wq.view(1, -1, 1) * wr.view(1, 1, -1)).sum())
+
+
+# above this logit spread the expected loss is the expected largest logit to within 2% (log-sum-exp
+# less the max averages under 0.2 nats), and the integral below would need a finer grid
+ASYMPTOTIC_SPREAD = 10.0
+
+
+@cache
+def expected_max(classes: int) -> float:
+    """E[max of ``classes`` independent N(0, 1) values]: the integral of
+    x * C * pdf(x) * cdf(x)^(C - 1), by the trapezoid rule on [-12, 12]."""
+    import numpy as np
+
+    x = np.linspace(-12.0, 12.0, 4801)
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * np.array([math.erfc(-v / math.sqrt(2)) for v in x])
+    y = x * classes * pdf * cdf ** (classes - 1)
+    return float((y[1:] + y[:-1]).sum() / 2 * (x[1] - x[0]))
+
+
+@cache
+def expected_log_sum_exp(spread: float, classes: int) -> float:
+    """E[log sum_k exp(z_k)] for ``classes`` independent N(0, spread^2) logits: the expected
+    cross-entropy of such logits against a uniformly random label. Exact up to quadrature error
+    (under 0.01 nats): log S = int_0^inf (e^-t - e^(-t S)) dt / t, and by independence
+    E[e^(-t S)] = E[exp(-t e^(spread Z))]^C, a one-dimensional Gaussian integral."""
+    import numpy as np
+
+    if spread <= 0.0:
+        return math.log(classes)
+    if spread > ASYMPTOTIC_SPREAD:
+        return spread * expected_max(classes)
+    z = np.linspace(-10.0, 10.0, 801)
+    weights = np.exp(-0.5 * z * z)
+    weights /= weights.sum()
+    # in u = log t the integrand is negligible below -(s^2/2 + log C + 30) (e^-t - E[e^(-tS)] ~
+    # t E[S]) and above 8 s + 5 (both terms vanish once t e^(s z) >> 1 for all but P(Z < -8))
+    step = 0.05
+    u = np.arange(-(spread * spread / 2 + math.log(classes) + 30.0), 8.0 * spread + 5.0, step)
+    laplace = np.exp(-np.exp(u)[:, None] * np.exp(spread * z)[None, :]) @ weights
+    return float((np.exp(-np.exp(u)) - laplace**classes).sum() * step)
+
+
+def start_loss_ratio(spread: float, classes: int) -> float:
+    """The expected starting cross-entropy of ``classes`` logits with ``spread`` (their std
+    across one sample's classes, taken as independent Gaussians), against a uniformly random label,
+    over ``log(classes)``: the loss of the best constant guess. About 1 + spread^2 / (2 log C)
+    for a small spread, spread * E[max of C normals] / log C for a large one."""
+    key = float(f"{spread:.3g}")  # three digits: what the gate can tell apart, and a cache key
+    return expected_log_sum_exp(key, classes) / math.log(classes)

@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache
 from typing import Protocol
 
+from probe.judge.gaussian import start_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, made_by, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.records import LayerStats, Problem, Stats, Verdict
@@ -191,6 +191,16 @@ def _attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
     return [(a, a.entropy) for a in report.attention]
 
 
+def _peaked(report: Stats) -> list[tuple[Row, float | None]]:
+    """The network's least peaked attention module. One-hot attention passes no gradient to its
+    queries and keys (the softmax's Jacobian diag(p) - p p^T is 0 at a one-hot p): training stalls
+    when every module is so, and goes on, slower, while one still learns where to look."""
+    if not report.attention:
+        return []
+    best = max(report.attention, key=lambda a: a.entropy)
+    return [(best, best.entropy)]
+
+
 def _hidden(name: str) -> Values:
     """A field of the hidden rows that carry the signal. Not judged, only shown: a head's output
     (``logit_scale`` judges the network's); embedding tables (role ``embedding``), whose rows
@@ -213,12 +223,25 @@ def _hidden(name: str) -> Values:
     return values
 
 
+def _read_std(report: Stats) -> list[tuple[Row, float | None]]:
+    """Each signal row's std as the network reads it: a row that only normalizations read
+    (``norm_reader``: a pre-norm stream) at its norm's output, which divides its scale out but for
+    the norm's eps; any other row at its own std."""
+    by_name = {x.name: x for x in report.layers}
+    out: list[tuple[Row, float | None]] = []
+    for x in report.signal():
+        reader = by_name.get(x.norm_reader) if x.norm_reader else None
+        out.append((x, reader.std if reader is not None else x.std))
+    return out
+
+
 def _std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
-    signal = report.signal()
-    first, last = signal[0], signal[-1]
-    if first.std is None or last.std is None or first.std == 0 or math.isnan(first.std) or math.isnan(last.std):
+    """The last signal row's std over the first's, each as the network reads it (``_read_std``)."""
+    signal = _read_std(report)
+    (_, first), (last, last_std) = signal[0], signal[-1]
+    if first is None or last_std is None or first == 0 or math.isnan(first) or math.isnan(last_std):
         return []
-    return [(last, last.std / first.std)]
+    return [(last, last_std / first)]
 
 
 def _grad_ratios(report: Stats, least: bool = False) -> list[tuple[Row, float | None]]:
@@ -259,56 +282,6 @@ def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
     return []  # unreachable: the sizes sum to 2 * half
 
 
-# above this logit spread the expected loss is the expected largest logit to within 2% (log-sum-exp
-# less the max averages under 0.2 nats), and the integral below would need a finer grid
-ASYMPTOTIC_SPREAD = 10.0
-
-
-@cache
-def expected_max(classes: int) -> float:
-    """E[max of ``classes`` independent N(0, 1) values]: the integral of
-    x * C * pdf(x) * cdf(x)^(C - 1), by the trapezoid rule on [-12, 12]."""
-    import numpy as np
-
-    x = np.linspace(-12.0, 12.0, 4801)
-    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-    cdf = 0.5 * np.array([math.erfc(-v / math.sqrt(2)) for v in x])
-    y = x * classes * pdf * cdf ** (classes - 1)
-    return float((y[1:] + y[:-1]).sum() / 2 * (x[1] - x[0]))
-
-
-@cache
-def expected_log_sum_exp(spread: float, classes: int) -> float:
-    """E[log sum_k exp(z_k)] for ``classes`` independent N(0, spread^2) logits: the expected
-    cross-entropy of such logits against a uniformly random label. Exact up to quadrature error
-    (under 0.01 nats): log S = int_0^inf (e^-t - e^(-t S)) dt / t, and by independence
-    E[e^(-t S)] = E[exp(-t e^(spread Z))]^C, a one-dimensional Gaussian integral."""
-    import numpy as np
-
-    if spread <= 0.0:
-        return math.log(classes)
-    if spread > ASYMPTOTIC_SPREAD:
-        return spread * expected_max(classes)
-    z = np.linspace(-10.0, 10.0, 801)
-    weights = np.exp(-0.5 * z * z)
-    weights /= weights.sum()
-    # in u = log t the integrand is negligible below -(s^2/2 + log C + 30) (e^-t - E[e^(-tS)] ~
-    # t E[S]) and above 8 s + 5 (both terms vanish once t e^(s z) >> 1 for all but P(Z < -8))
-    step = 0.05
-    u = np.arange(-(spread * spread / 2 + math.log(classes) + 30.0), 8.0 * spread + 5.0, step)
-    laplace = np.exp(-np.exp(u)[:, None] * np.exp(spread * z)[None, :]) @ weights
-    return float((np.exp(-np.exp(u)) - laplace**classes).sum() * step)
-
-
-def start_loss_ratio(spread: float, classes: int) -> float:
-    """The expected starting cross-entropy of ``classes`` logits with ``spread`` (their std
-    across one sample's classes, taken as independent Gaussians), against a uniformly random label,
-    over ``log(classes)``: the loss of the best constant guess. About 1 + spread^2 / (2 log C)
-    for a small spread, spread * E[max of C normals] / log C for a large one."""
-    key = float(f"{spread:.3g}")  # three digits: what the gate can tell apart, and a cache key
-    return expected_log_sum_exp(key, classes) / math.log(classes)
-
-
 def _loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     """The network output's ``start_loss_ratio``, where the output can be logits: two or more
     units, made by a module with a weight (a linear map: a head, not a normalization, an
@@ -332,7 +305,7 @@ RULES: dict[str, Rule] = {
             "vanishing",
             "the forward signal fades with depth",
             (
-                Check("min_std", "activation std", _field("std", _signal), below=True, cell="std"),
+                Check("min_std", "activation std", _read_std, below=True, cell="std"),
                 Check("min_std_ratio", "last/first activation std", _std_ratio, below=True),
             ),
         ),
@@ -411,7 +384,15 @@ RULES: dict[str, Rule] = {
         Rule(
             "attention_saturation",
             "attention is near one-hot at init",
-            (Check("min_attention_entropy", "attention entropy / log(keys)", _attention_entropy, below=True),),
+            (
+                Check(
+                    "min_attention_entropy", "attention entropy / log(keys) of the least peaked module", _peaked, True
+                ),
+                # one saturated module among others that learn: its routing stays near init, slower
+                Check(
+                    "min_attention_entropy", "attention entropy / log(keys)", _attention_entropy, True, "", False, True
+                ),
+            ),
         ),
         Rule(
             "weight_scale",

@@ -37,12 +37,13 @@ def extra_fields(
         ratio = weight_grad_norm / weight_norm
     weight_scale = None
     fan_in, size = watched.fan_in, watched.weight_size
-    if weight_norm is not None and fan_in and size:
+    if weight_norm is not None and fan_in and size and not watched.added_table:
         weight_scale = weight_norm / math.sqrt(size) / math.sqrt(2.0 / fan_in)
     return {
         "role": watched.role,
         "weight_size": size,
         "normalized": watched.normalized,
+        "norm_reader": watched.norm_reader,
         "grad_scale": scale,
         "weight_grad_ratio": ratio,
         "branch_ratio": branch,

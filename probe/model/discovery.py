@@ -53,6 +53,7 @@ class _Seen:
     norm: bool | None = None  # roles.acts_as_norm (None: not asked or could not tell)
     hides_weight: bool = False  # roles.hides_weight_scale
     weight_direct: bool = True  # an op took its weight as it is, beside a computed operand
+    weight_added: bool = False  # its weight was only ever added to a computed operand (a table)
     independent: bool = False  # its output was computed from nothing the model was fed (a position table)
     output_index: int = 0  # which floating-point tensor of its output its row measures
     other_shapes: set[tuple[int, ...]] = field(default_factory=set)  # later calls' output shapes, where not ``shape``
@@ -141,6 +142,8 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 # else), or blind to its own weight's scale (a weight-standardized convolution)
                 normalized=(entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers))
                 or entry.hides_weight,
+                norm_reader=_norm_reader(entry, role_of, set(block_quals)),
+                added_table=entry.weight_added,
                 branch_end=entry.branch_end,
                 stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
                 output_index=entry.output_index,
@@ -162,6 +165,16 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     if not watched:
         raise BuildError("the model has no module with parameters or activation module that ran; nothing to watch")
     return watched, notes
+
+
+def _norm_reader(entry: _Seen, role_of: dict[str, str], blocks: set[str]) -> str | None:
+    """The normalization reading ``entry``'s output, where every module reading it is one or is a
+    residual block (whose own norm reads it): a pre-norm stream, which no module reads at its own
+    scale. None where a module reads it as it is, or where it runs more than once."""
+    norms = [c for c in entry.consumers if role_of.get(c) == "norm"]
+    if entry.calls != 1 or not norms or any(c not in blocks and role_of.get(c) != "norm" for c in entry.consumers):
+        return None
+    return norms[0]
 
 
 def _discovery_pass(
@@ -256,6 +269,7 @@ def _discovery_pass(
     for entry in seen.values():
         weight = _weight(entry.module) if entry.candidate else None
         entry.weight_direct = weight is None or tracer.ops == 0 or id(weight) in tracer.direct
+        entry.weight_added = weight is not None and id(weight) in tracer.added and id(weight) not in tracer.other
     if behaviour:
         model.eval()
         try:

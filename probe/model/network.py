@@ -36,6 +36,12 @@ class Watched:
     # its output goes straight into a normalization (BatchNorm after a conv, LayerNorm after a
     # depthwise conv): the forward pass cannot see ``weight``'s scale, the optimizer's steps can
     normalized: bool = False
+    # the normalization that reads this row's output, where every module reading it is a
+    # normalization or a residual block (a pre-norm stream): its scale is divided out forward
+    norm_reader: str | None = None
+    # ``weight`` is only ever added to what the module computes (a position table, from parameters
+    # alone): it has no fan-in, and no weight scale
+    added_table: bool = False
     # a residual add added its output to the stream: the last layer of a residual branch
     branch_end: bool = False
     # a residual block's input that its output continues (a position or a keyword; None: the first)

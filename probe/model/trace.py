@@ -59,6 +59,7 @@ class _Info:
     paths: dict[int, _Path] = field(default_factory=dict)
     producer: nn.Module | None = None  # the outermost watched module whose output this is
     opaque: bool = False  # computed from a tensor the trace never saw made (a scripted module's output)
+    sources: frozenset[int] = frozenset()  # the parameters and buffers a tensor made from them came from
 
 
 @dataclass
@@ -132,6 +133,10 @@ def _tracer_class() -> type:
             self.failed: str | None = None
             # tensors an op took as they were beside a computed operand (a weight used as it is)
             self.direct: set[int] = set()
+            # the parameters and buffers (ids) such an op added to a computed operand (a position
+            # table), and those an op of another kind took (a linear map's weight)
+            self.added: set[int] = set()
+            self.other: set[int] = set()
             self.root: int | None = None  # the model's own call
             self.computed_adds = 0
             # residual adds written inline (``x = x + f(x)`` in a forward that is no block's): the
@@ -243,16 +248,22 @@ def _tracer_class() -> type:
                 for info, t in zip(before, ins, strict=True)
             )
             if not tags:
+                sources = frozenset(id(t) for t in ins if id(t) in self.known).union(
+                    *(info.sources for info in before if info is not None)
+                )
                 for t in outs:  # computed from nothing a running call received: nothing to carry
                     got = self._put(t)
                     got.tags, got.paths, got.producer, got.opaque = frozenset(), {}, None, opaque
+                    got.sources = sources
                 return
+            is_add = name in _ADDS and len(ins) == 2
             for info, t in zip(before, ins, strict=True):
                 if info is None or not info.tags:
                     self.direct.add(id(t))
+                    origin = {id(t)} | (info.sources if info is not None else set())
+                    (self.added if is_add else self.other).update(origin)
             paths: list[dict[int, _Path]] = [{} for _ in outs]
             ends: dict[int, nn.Module | None] = {}
-            is_add = name in _ADDS and len(ins) == 2
             if is_add:
                 self._inline(ins, before, active)
             if is_add and all(info is not None and any(tag[0] == self.root for tag in info.tags) for info in before):

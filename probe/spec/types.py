@@ -315,7 +315,7 @@ GATE_PARAMS: dict[str, Param] = {
         0.2,
         minimum=0.0,
         maximum=1.0,
-        help="attention_saturation: a module's attention entropy / log(keys) below this (1 = uniform)",
+        help="attention_saturation: every module's attention entropy / log(keys) below this (1 = uniform)",
     ),
     "max_weight_scale": Param(
         "float",
