@@ -43,7 +43,7 @@ def probe_case(zoo: Any, entry_id: str, init: str, steps: int) -> dict[str, Any]
 
     import probe
     from probe.judge.rules import evaluate
-    from probe.judge.stalled import step_progress
+    from probe.judge.stalled import step_progress, weights_turn
 
     entry = zoo.ZOO[entry_id]
     torch.manual_seed(SEED)
@@ -63,6 +63,7 @@ def probe_case(zoo: Any, entry_id: str, init: str, steps: int) -> dict[str, Any]
             stalled=any(p.rule == "stalled" for p in report.verdict.problems),
             value=value[0][1] if value else None,
             progress=stats.steps.progress if stats.steps else None,
+            turn=weights_turn(stats),
             problems=[zoo_check.problem_dict(p) for p in report.verdict.problems],
             seconds=stats.elapsed_s,
             step_seconds=stats.steps.elapsed_s if stats.steps else None,
@@ -105,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_truth:
         truth = json.loads(zoo_table.TRUTH.read_text())
         rows = []
-        print("| id | init | half | trains (gain) | progress | per step | step 0 | with steps |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| id | init | half | trains (gain) | progress | per step | weights turn/step | step 0 | with steps |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for run in truth["runs"]:
             if run["trains"] is None:
                 continue
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = {True: "healthy", False: "unhealthy", None: "error"}
             print(
                 f"| {r['id']} | {r['init']} | {r['split']} | {r['trains']} ({fmt(r['gain_fraction'])}) | "
-                f"{fmt(r.get('progress'))} | {fmt(r.get('value'))} | {verdict[r['healthy_step0']]} | "
+                f"{fmt(r.get('progress'))} | {fmt(r.get('value'))} | {fmt(r.get('turn'))} | {verdict[r['healthy_step0']]} | "
                 f"{verdict[r['healthy']]}{' (stalled)' if r.get('stalled') else ''} |",
                 flush=True,
             )

@@ -16,7 +16,7 @@ from torch import nn
 
 import probe
 from probe.errors import SpecError
-from probe.judge.stalled import MIN_STEP_PROGRESS, step_progress
+from probe.judge.stalled import MIN_STEP_PROGRESS, step_progress, weights_turn
 from probe.measurement.steps import restore, snapshot
 from probe.spec import parse
 
@@ -100,8 +100,10 @@ def test_an_n01_lstm_stalls_and_the_default_does_not() -> None:
     assert "stalled" not in {p.rule for p in default.verdict.problems}
     (problem,) = [p for p in n01.verdict.problems if p.rule == "stalled"]
     assert problem.severity == "error" and problem.value < MIN_STEP_PROGRESS
-    (value,) = step_progress(default.stats)
-    assert value[1] is not None and value[1] > 2 * MIN_STEP_PROGRESS  # not even a near miss
+    # the default's weights turn faster than 1/200 per step (not judged), the N(0, 1) ones do not
+    assert step_progress(default.stats) == []
+    turn = weights_turn(n01.stats)
+    assert turn is not None and turn < math.sqrt(2) * MIN_STEP_PROGRESS
 
 
 def test_a_layernorm_mlp_with_n01_weights_is_not_stalled_on_the_steps_objective() -> None:
@@ -174,3 +176,33 @@ def test_probe_run_and_check_with_steps_as_a_user_runs_them(tmp_path: Path) -> N
     assert out.returncode == 1 and "stalled" in out.stdout
     out = subprocess.run([*run, "--layer-by-layer"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 2 and "--layer-by-layer" in out.stderr and "--steps" in out.stderr
+
+
+def _judged(progress: float, turn: float, **changes: object) -> list[tuple[str, str]]:
+    """The stalled problems and warnings of a 4-row report whose 10 steps reached ``progress``
+    with every weight turning ``turn`` per step (rows changed by ``changes``)."""
+    from dataclasses import replace
+
+    from probe.judge import rules
+    from probe.records import StepRow, StepStats
+    from tests.test_rules import _layer, _report
+
+    layers = [replace(_layer(i, weight_size=100), **changes) for i in range(1, 5)]
+    rows = tuple(StepRow(x.name, 10 * turn, 0.1) for x in layers)
+    report = replace(_report(layers), steps=StepStats(10, 1e-3, progress, 0.1, (1.0, 1.0 - progress), rows, 0.0))
+    verdict = rules.evaluate(report)
+    return [(p.rule, p.severity) for p in (*verdict.problems, *verdict.warnings) if p.rule == "stalled"]
+
+
+def test_stalled_needs_a_slow_output_and_slow_weights() -> None:
+    # 10 steps closing 1 - sqrt(1 - 0.05) = 2.5% of the distance: 0.0025 per step, under 0.0035
+    assert _judged(0.05, 1e-4) == [("stalled", "error")]
+    # the same output pace with weights turning 1/100 per step: growing behind a fixed signal
+    assert _judged(0.05, 1e-2) == []
+    # 0.0051 per step: under twice the threshold, a near miss; 0.016 per step: silent
+    assert _judged(0.1, 1e-4) == [("stalled", "warning")]
+    assert _judged(0.3, 1e-4) == []
+    # an objective that rose: steps too large, not too small
+    assert _judged(-3.0, 1e-4) == []
+    # a zero-initialized layer whose output is 0 grows from 0: a slow start, at most a warning
+    assert _judged(0.05, 1e-4, zero_moving=True, zero_ratio=1.0) == [("stalled", "warning")]

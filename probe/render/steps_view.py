@@ -13,10 +13,13 @@ from probe.render.report import clean, fmt
 
 def steps_line(steps: StepStats) -> Line:
     """``after K AdamW steps (lr ...): progress ..., output change ...`` (JSON key ``steps``)."""
+    from probe.judge.stalled import closed_per_step
+
+    per_step = closed_per_step(steps) if steps.steps and steps.progress <= 1 else None
     text = (
-        f"after {steps.steps} AdamW steps (lr {fmt(steps.lr)}): the objective closed {fmt(steps.progress)} "
-        f"of its distance (progress); the output changed by {fmt(steps.output_change)} of its size "
-        f"({steps.elapsed_s:.2f} s)"
+        f"after {steps.steps} AdamW steps (lr {fmt(steps.lr)}) toward a random target: the objective fell by "
+        f"{fmt(steps.progress)} of its start (progress), {fmt(per_step)} of the distance per step; the output "
+        f"changed by {fmt(steps.output_change)} of its size ({steps.elapsed_s:.2f} s)"
     )
     return Line(text, "dim", "steps")
 

@@ -187,7 +187,7 @@ class GateSpec:
     max_weight_scale: float = 4.0
     max_loss_ratio: float = 3.0
     max_token_correlation: float = 0.98
-    min_step_progress: float = 0.0035355339059327377  # stalled: (1 / sqrt 2) / 200 (probe/judge/stalled.py)
+    min_step_progress: float = 0.0035  # stalled: (1 / sqrt 2) / 200, rounded (probe/judge/stalled.py)
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -333,10 +333,9 @@ GATE_PARAMS: dict[str, Param] = {
     ),
     "min_step_progress": Param(
         "float",
-        0.0035355339059327377,
+        0.0035,
         minimum=0.0,
-        help="stalled: with run.steps, the share of the distance to the steps' target closed per step below this "
-        "((1/sqrt 2)/200: the output moves by its own size in 200 steps)",
+        help="stalled (run.steps): share of the distance to the steps' target closed per step below this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
