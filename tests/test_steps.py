@@ -206,3 +206,16 @@ def test_stalled_needs_a_slow_output_and_slow_weights() -> None:
     assert _judged(-3.0, 1e-4) == []
     # a zero-initialized layer whose output is 0 grows from 0: a slow start, at most a warning
     assert _judged(0.05, 1e-4, zero_moving=True, zero_ratio=1.0) == [("stalled", "warning")]
+
+
+def test_a_torchrun_run_refuses_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun (a share of the batch per rank) the steps would not be synchronized: refused
+    before anything is built."""
+    from types import SimpleNamespace
+
+    from probe.measurement import distributed
+    from probe.measurement.run import run_probe
+
+    monkeypatch.setattr(distributed, "share_for", lambda *_: SimpleNamespace(device=torch.device("cpu")))
+    with pytest.raises(SpecError, match="torchrun"):
+        run_probe(parse({"run": {"steps": 2}}))

@@ -82,7 +82,13 @@ def take_steps(
     if not params:
         raise RunError("--steps: the model has no parameter that requires grad")
     saved = snapshot(model)
-    weights = {w.name: w.weight.detach().to("cpu", copy=True) for w in watched if w.weight is not None}
+    names = {id(t): name for name, t in _tensors(model)}
+    # each row's weight before the steps: the snapshot's copy (a weight the model does not hold, own)
+    weights = {
+        w.name: saved[names[id(w.weight)]] if id(w.weight) in names else w.weight.detach().to("cpu", copy=True)
+        for w in watched
+        if w.weight is not None
+    }
     outputs: dict[str, list[torch.Tensor]] = {}
     try:
         with _row_outputs(watched, outputs):
@@ -175,8 +181,8 @@ def _row_outputs(watched: list[Watched], into: dict[str, list[torch.Tensor]]) ->
     def hook(w: Watched) -> Callable[..., None]:
         def record(_module: Any, _inputs: Any, output: Any) -> None:
             y = output_tensor(output, w.output_index)
-            if y is not None:
-                into.setdefault(w.name, []).append(y.detach().clone())
+            if y is not None and w.name not in into:  # a module called again (shared) keeps its first call
+                into[w.name] = [y.detach().clone()]
 
         return record
 
