@@ -97,6 +97,28 @@ class AttentionStats:
 
 
 @dataclass(frozen=True)
+class StepRow:
+    """One row after the first optimizer steps (``run.steps``; probe/measurement/steps.py)."""
+
+    name: str
+    update_ratio: float | None  # ||W_K - W_0|| / ||W_0|| of the row's weight (None: no weight)
+    output_change: float | None  # ||y_K - y_0|| / ||y_0|| of its output on the steps' batch
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """K AdamW steps fitting a fixed random target of the output's own scale on one batch."""
+
+    steps: int
+    lr: float
+    progress: float  # 1 - loss_K / loss_0: the share of the distance to the target the steps closed
+    output_change: float | None  # ||out_K - out_0|| / ||out_0|| of the network's outputs
+    losses: tuple[float, ...]  # the objective before each step and after the last
+    rows: tuple[StepRow, ...]
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
 class Stats:
     spec: Spec
     layers: tuple[LayerStats, ...]
@@ -107,6 +129,7 @@ class Stats:
     notes: tuple[str, ...] = ()  # what could not be watched, and why
     world_size: int = 1  # torchrun ranks whose statistics were merged
     attention: tuple[AttentionStats, ...] = ()  # per module that computed attention (transformers)
+    steps: StepStats | None = None  # after run.steps optimizer steps (None: not asked)
 
     @property
     def first(self) -> LayerStats:

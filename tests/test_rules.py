@@ -238,9 +238,11 @@ def _healthy_gradients_report(nan_layer: bool = False) -> Stats:
     layers[1:] = [replace(x, normalized=True) for x in layers[1:]]  # 3 of 4 weights: the median is 1
     if nan_layer:
         layers[1] = replace(layers[1], nonfinite=3)
-    from probe.records import AttentionStats
+    from probe.records import AttentionStats, StepRow, StepStats
 
-    return replace(_report(layers), attention=(AttentionStats("attn", 1, 1.0, 0.5),))
+    # ten steps that closed half the distance (0.029 per step), weights turning 1e-4 per step
+    steps = StepStats(10, 1e-3, 0.75, 1.0, (1.0, 0.25), tuple(StepRow(x.name, 1e-3, 0.5) for x in layers), 0.0)
+    return replace(_report(layers), attention=(AttentionStats("attn", 1, 1.0, 0.5),), steps=steps)
 
 
 @pytest.mark.parametrize("name", spec_mod.RULE_NAMES)

@@ -55,7 +55,8 @@ def measure(model: Any, inputs: Any = None, **options: Any) -> Report:
     ``distribution``, ``seed``, ``backward``, ``device``, ``dtype`` (for a model object they
     default to its own device and dtype), ``gate={"min_std": 1e-3, "disable": [...]}``,
     ``theory`` (mean-field prediction beside each row; spec MLPs), ``layers`` (keep the rows whose
-    name matches, after judging), ``name``. Errors are ``ProbeError`` values with one-line messages.
+    name matches, after judging), ``name``, ``steps`` and ``lr`` (K AdamW steps after the step-0
+    measurement, the weights restored after; the ``stalled`` rule). Errors are ``ProbeError`` values with one-line messages.
 
     Calls from several threads take turns (one process-wide lock): a probe sets process-wide
     state for its run (torch's random state and thread count, a model's train/eval flags), so two

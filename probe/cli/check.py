@@ -35,6 +35,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import Steps
+from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -47,6 +48,8 @@ def check(
     output: OutputOpt = None,
     gate: GateOpt = None,
     optimizer: OptimizerOpt = None,
+    steps_: StepsOpt = None,
+    lr: LrOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -72,6 +75,7 @@ def check(
 
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
+        overrides.update(steps_overrides(steps_, lr))
         specs = [read_spec(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)

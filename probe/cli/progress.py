@@ -81,8 +81,9 @@ class Steps:
 
 
 @contextmanager
-def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr for runs of several batches (only on a terminal)."""
+def batch_progress(total: int, what: str = "probing batches") -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for runs of several batches, and then the ``--steps`` optimizer
+    steps (only on a terminal)."""
     console = _err_console()
     if total < 2 or not console.is_terminal:
         yield None
@@ -90,5 +91,5 @@ def batch_progress(total: int) -> Iterator[Callable[[int, int], None] | None]:
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("probing batches", total=total)
+        task = bar.add_task(what, total=total)
         yield lambda done, _total: bar.update(task, completed=done)

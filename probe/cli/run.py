@@ -42,6 +42,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import batch_progress, block_progress
+from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -54,6 +55,8 @@ def run(
     output: OutputOpt = None,
     gate: GateOpt = None,
     optimizer: OptimizerOpt = None,
+    steps_: StepsOpt = None,
+    lr: LrOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -104,6 +107,7 @@ def run(
     def body() -> int:
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
+        overrides.update(steps_overrides(steps_, lr))
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output, plot)
         from probe import api
@@ -120,7 +124,14 @@ def run(
             state = load_weights(weights)
         if layer_by_layer:
             api.return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
-        progress = block_progress() if layer_by_layer else batch_progress(spec.data.batches)
+        progress = (
+            block_progress()
+            if layer_by_layer
+            else batch_progress(
+                spec.data.batches + spec.run.steps,
+                "probing batches, then steps" if spec.run.steps else "probing batches",
+            )
+        )
         with progress as on_progress:
             report = api.probe_spec(
                 spec,

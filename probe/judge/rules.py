@@ -35,6 +35,7 @@ from typing import Protocol
 from probe.judge.gaussian import start_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, made_by, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
+from probe.judge.stalled import slow_start, step_progress
 from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
 
@@ -47,7 +48,7 @@ SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by 
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
-NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale")
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled")
 # collapse judges rows of at least this many units: in a narrower row a few directions are the
 # row's width, not what depth did. A random N x k map spreads the squared singular values over
 # (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
@@ -131,7 +132,7 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
     """One problem for the first layer that breaks ``check``; the message names the worst too.
     Rows ``explained`` sets aside (exactly 0 behind a zero-initialized layer that moves) are not
     judged; a problem whose every row it explains as slower, not stuck, is at most a warning."""
-    skip, capped, why = explained(rule, report, gate)
+    skip, capped, why = slow_start(report, gate) if rule == "stalled" else explained(rule, report, gate)
     bad = [(layer, v) for layer, v in _breaking(check, report, gate) if layer.name not in skip]
     if not bad:
         return None
@@ -145,7 +146,7 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
     elif len(bad) > 1:
         msg += f" ({len(bad)} layers)"
     severity = _severity(rule, check, gate, float(worst_value))
-    if severity == "error" and rule not in NO_MARGIN and all(layer.name in capped for layer, _ in bad):
+    if severity == "error" and (rule not in NO_MARGIN or rule == "stalled") and all(x.name in capped for x, _ in bad):
         severity, msg = "warning", f"{msg}; {why}"
     return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
 
@@ -418,6 +419,11 @@ RULES: dict[str, Rule] = {
                 ),
             ),
         ),
+        Rule(
+            "stalled",
+            "the first optimizer steps barely move the output",
+            (Check("min_step_progress", "share of the target distance closed per step", step_progress, below=True),),
+        ),
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
@@ -480,6 +486,7 @@ def _loosened(gate: GateSpec) -> GateSpec:
         max_weight_scale=gate.max_weight_scale / 2,
         # a near miss: half as far above a constant guess (2 for 3)
         max_loss_ratio=1.0 + (gate.max_loss_ratio - 1.0) / 2,
+        min_step_progress=gate.min_step_progress * 2,  # a near miss: under twice the pace
     )
 
 

@@ -56,6 +56,11 @@ def check_layerwise(spec: Spec, *, weights: bool = False) -> None:
         stack_blocks.check_stack(spec)
     if weights:
         raise SpecError("--layer-by-layer builds the model from its init; --weights loads a whole state dict at once")
+    if spec.run.steps:
+        raise SpecError(
+            "--layer-by-layer holds one block at a time; run.steps (--steps) steps every weight at once: drop one",
+            "run.steps",
+        )
 
 
 def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Stats:

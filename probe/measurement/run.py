@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import ProbeError, RunError, first_line, user_code_error
+from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.threads import intra_op_threads, threads_for
@@ -15,7 +15,7 @@ from probe.model.build import build_initialized
 from probe.model.discovery import module_modes, restore_modes
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.network import Built, placement
-from probe.records import AttentionStats, LayerStats, Stats
+from probe.records import AttentionStats, LayerStats, Stats, StepStats
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -76,6 +76,12 @@ def run_probe(
     share = distributed.share_for(device, spec.run.shard, spec.data.batch_size)  # None: one process
     if share is not None:
         device = share.device
+        if spec.run.steps:
+            raise SpecError(
+                "run.steps (--steps) runs in one process: its steps are not synchronized across torchrun "
+                "ranks; start it without torchrun",
+                "run.steps",
+            )
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         if share is not None:
             model, built = distributed.prepare(spec, share, device, dtype, state_dict)
@@ -86,7 +92,7 @@ def run_probe(
             if spec.run.shard != "none":
                 built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
-            layers, attention = _probe(model, built, spec, device, dtype, progress, share)
+            layers, attention, steps = _probe(model, built, spec, device, dtype, progress, share)
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -97,6 +103,7 @@ def run_probe(
         notes=tuple(built.notes),
         world_size=share.world_size if share is not None else 1,
         attention=attention,
+        steps=steps,
     )
 
 
@@ -108,7 +115,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Sta
     started = time.perf_counter()
     device, dtype = placement(built.model)
     with run_errors(spec, device):
-        layers, attention = _probe(built.model, built, spec, device, dtype, progress)
+        layers, attention, steps = _probe(built.model, built, spec, device, dtype, progress)
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -118,6 +125,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Sta
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
         attention=attention,
+        steps=steps,
     )
 
 
@@ -151,7 +159,7 @@ def _probe(
     dtype: torch.dtype,
     progress: Progress | None,
     share: Share | None = None,
-) -> tuple[list[LayerStats], tuple[AttentionStats, ...]]:
+) -> tuple[list[LayerStats], tuple[AttentionStats, ...], StepStats | None]:
     import torch
 
     from probe.measurement import distributed
@@ -207,9 +215,37 @@ def _probe(
                 if progress is not None:
                     progress(i + 1, total)
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
+        steps = _steps(model, built, spec, device, dtype, progress)
     finally:
         restore_modes(modes)
-    return layers, collector.attention_stats
+    return layers, collector.attention_stats, steps
+
+
+def _steps(
+    model: torch.nn.Module,
+    built: Built,
+    spec: Spec,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: Progress | None,
+) -> StepStats | None:
+    """``run.steps`` optimizer steps on the run's first batch (probe/measurement/steps.py); the
+    progress callback counts them after the batches."""
+    if spec.run.steps == 0 or not spec.run.backward:
+        return None
+    from probe.measurement.steps import take_steps
+
+    batch = next_batch(spec, built, data_stream(spec), device, dtype)
+
+    def forward() -> list[torch.Tensor]:
+        outs = float_outputs(_forward(model, batch, built))
+        if not outs:
+            raise RunError(_NO_GRADIENT)
+        return outs
+
+    total = spec.data.batches + spec.run.steps
+    tick = None if progress is None else (lambda k, _n: progress(spec.data.batches + k, total))
+    return take_steps(model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick)
 
 
 def may_attend(spec: Spec) -> bool:

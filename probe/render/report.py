@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, Verdict
+from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, StepStats, Verdict
 from probe.render.doc import printable
 from probe.render.writers import md_table
 from probe.spec import gate_changes, summary, to_dict
@@ -178,6 +178,25 @@ def report_dict(report: Stats, verdict: Verdict) -> dict[str, Any]:
         },
         **({"notes": list(report.notes)} if report.notes else {}),
         **({"attention": [attention_row(a) for a in report.attention]} if report.attention else {}),
+        **({"steps": steps_dict(report.steps)} if report.steps is not None else {}),
+    }
+
+
+def steps_dict(steps: StepStats) -> dict[str, Any]:
+    """The JSON ``steps`` object (docs/json.md)."""
+    return {
+        "steps": steps.steps,
+        "lr": steps.lr,
+        "optimizer": "AdamW",
+        "objective": "fixed random target of the output's scale",
+        "progress": clean(steps.progress),
+        "output_change": clean(steps.output_change),
+        "losses": [clean(v) for v in steps.losses],
+        "elapsed_s": round(steps.elapsed_s, 4),
+        "layers": [
+            {"name": r.name, "update_ratio": clean(r.update_ratio), "output_change": clean(r.output_change)}
+            for r in steps.rows
+        ],
     }
 
 

@@ -86,6 +86,11 @@ def run_doc(report: Stats, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS
         )
     if report.attention:
         parts.append(_attention_table(report, verdict))
+    if report.steps is not None:
+        from probe.render.steps_view import steps_line, steps_table
+
+        stalled = {p.layer for p in (*verdict.problems, *verdict.warnings) if p.rule == "stalled"}
+        parts += [steps_table(report.steps, shown, stalled), steps_line(report.steps)]
     parts += [Line(f"note: {note}", "yellow") for note in report.notes]
     parts += gate_line(report) + verdict_lines(verdict)
     return doc(parts, title=f"probe run: {report.spec.name}")

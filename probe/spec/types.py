@@ -28,6 +28,7 @@ RULE_NAMES = (
     "attention_saturation",
     "weight_scale",
     "logit_scale",
+    "stalled",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -163,6 +164,8 @@ class RunSpec:
     seed: int
     backward: bool
     shard: str = "none"  # under torchrun: "none" replicates the model (DDP), "fsdp" shards it (FSDP2)
+    steps: int = 0  # optimizer steps after the step-0 measurement (probe/measurement/steps.py)
+    lr: float = 1e-3  # the AdamW learning rate of those steps
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class GateSpec:
     max_weight_scale: float = 4.0
     max_loss_ratio: float = 3.0
     max_token_correlation: float = 0.98
+    min_step_progress: float = 0.0035  # stalled: (1 / sqrt 2) / 200, rounded (probe/judge/stalled.py)
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -256,6 +260,10 @@ RUN_PARAMS: dict[str, Param] = {
     "seed": Param("int", 0, minimum=0, help="same spec and seed -> identical numbers"),
     "backward": Param("bool", True, help="also measure gradients"),
     "shard": Param("str", "none", choices=SHARDS, help="under torchrun: none = replicate (DDP), fsdp = FSDP2"),
+    "steps": Param(
+        "int", 0, minimum=0, help="AdamW steps after the step-0 measurement, then weights restored (0: none)"
+    ),
+    "lr": Param("float", 1e-3, minimum=0.0, help="learning rate of the run.steps AdamW steps"),
 }
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
@@ -337,6 +345,12 @@ GATE_PARAMS: dict[str, Param] = {
         minimum=0.0,
         maximum=1.0,
         help="collapse: squared cosine between a sequence's tokens (centered per position) above this",
+    ),
+    "min_step_progress": Param(
+        "float",
+        0.0035,
+        minimum=0.0,
+        help="stalled (run.steps): share of the distance to the steps' target closed per step below this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")

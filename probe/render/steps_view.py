@@ -1,0 +1,48 @@
+"""What the ``--steps`` optimizer steps measured (``Stats.steps``) as ``Doc`` parts for the run
+view (the JSON: ``report.steps_dict``): one summary line, and a table of the shown rows' weight
+update and output change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from probe.records import LayerStats, StepStats
+from probe.render.doc import NAME_BREAKS, Cell, Column, Line, Table, table
+from probe.render.report import clean, fmt
+
+
+def steps_line(steps: StepStats) -> Line:
+    """``after K AdamW steps (lr ...): progress ..., output change ...`` (JSON key ``steps``)."""
+    from probe.judge.stalled import closed_per_step
+
+    per_step = closed_per_step(steps) if steps.steps and steps.progress <= 1 else None
+    text = (
+        f"after {steps.steps} AdamW steps (lr {fmt(steps.lr)}) toward a random target: the objective fell by "
+        f"{fmt(steps.progress)} of its start (progress), {fmt(per_step)} of the distance per step; the output "
+        f"changed by {fmt(steps.output_change)} of its size ({steps.elapsed_s:.2f} s)"
+    )
+    return Line(text, "dim", "steps")
+
+
+def steps_table(steps: StepStats, shown: Sequence[LayerStats], stalled: set[str]) -> Table:
+    """Per shown row: ||dW|| / ||W|| and ||dy|| / ||y|| after the steps (red: the ``stalled`` rows)."""
+    by_name = {r.name: r for r in steps.rows}
+    columns = [
+        Column("after steps", "name", align="left", wrap=NAME_BREAKS),
+        Column("|dW|/|W|", "update_ratio"),
+        Column("|dy|/|y|", "output_change"),
+    ]
+    rows = []
+    for x in shown:
+        r = by_name.get(x.name)
+        if r is None:
+            continue
+        style = "bold red" if x.name in stalled else None
+        rows.append(
+            [
+                Cell(x.name, style, x.name),
+                Cell(fmt(r.update_ratio), style, clean(r.update_ratio)),
+                Cell(fmt(r.output_change), style, clean(r.output_change)),
+            ]
+        )
+    return table(columns, rows, key="steps_layers")
