@@ -349,7 +349,7 @@ def apply(tensor: torch.Tensor, name: str, params: dict[str, Any], ctx: InitCont
 # ---- lsuv: a data-dependent strategy ---------------------------------------------------------
 # Its fill draws the starting init; model/build.py then rescales each layer on the probe's batches
 # (model/lsuv.py), since a fill function sees one tensor and no data.
-_LSUV_STARTS = tuple(STRATEGIES)
+_LSUV_STARTS = tuple(n for n in STRATEGIES if n != "reset")  # reset is module-level work, not a fill
 
 
 def _lsuv_start(t: torch.Tensor, p: dict[str, Any], ctx: InitContext) -> None:
