@@ -64,6 +64,9 @@ def test_documented_command_runs(
     for name in ("configs", "tests"):
         (tmp_path / name).symlink_to(REPO / name)
     monkeypatch.chdir(tmp_path)
+    # the repository's modules are importable here because pytest put it on sys.path: say so as a user
+    # would, or probe (rightly) refuses code from outside the working folder and PYTHONPATH
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
     result = cli(*shlex.split(command))
     assert result.exit_code == expected, f"{document}: probe {command}\n{result.output}"
 
