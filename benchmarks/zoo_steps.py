@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", default="", help="comma-separated ids to time without and with the steps")
     parser.add_argument("--no-truth", action="store_true", help="skip the judged cases")
     parser.add_argument("--json", type=Path, default=None, help="write every row here")
+    parser.add_argument("--output", type=Path, default=None, help="write the agreement lines (markdown) here too")
     args = parser.parse_args(argv)
 
     import torch
@@ -121,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{verdict[r['healthy']]}{' (stalled)' if r.get('stalled') else ''} |",
                 flush=True,
             )
-        print(f"\nstep 0 only:   {agreement(rows, 'healthy_step0')}")
-        print(f"with --steps {args.steps}: {agreement(rows, 'healthy')}")
+        summary = [
+            f"- step 0 only: {agreement(rows, 'healthy_step0')}",
+            f"- with `--steps {args.steps}`: {agreement(rows, 'healthy')}",
+        ]
+        print("\n" + "\n".join(summary))
+        if args.output is not None:
+            args.output.write_text("\n".join(summary) + "\n")
         doc["truth"] = rows
     if args.defaults:
         defaults = []
