@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -219,3 +220,11 @@ def test_a_torchrun_run_refuses_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distributed, "share_for", lambda *_: SimpleNamespace(device=torch.device("cpu")))
     with pytest.raises(SpecError, match="torchrun"):
         run_probe(parse({"run": {"steps": 2}}))
+
+
+def test_probe_compare_takes_the_steps_for_every_row(cli: Any) -> None:
+    result = cli("compare", "zeros:relu", "he:relu", "--steps", "3", "--set", "model.depth=3", "-f", "json")
+    assert result.exit_code in (0, 1), result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert [len(r["steps"]["losses"]) for r in runs] == [4, 4]  # the start and each of the 3 steps
+    assert all(r["spec"]["run"]["steps"] == 3 for r in runs)

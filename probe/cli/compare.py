@@ -38,6 +38,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import Steps
+from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
 
 # the entries set each row's init and activation: the header says so rather than the base spec's
 PER_ROW = ("init", "activation")
@@ -72,6 +73,8 @@ def compare(
     output: OutputOpt = None,
     gate: GateOpt = None,
     optimizer: OptimizerOpt = None,
+    steps_: StepsOpt = None,
+    lr: LrOpt = None,
     plot: PlotOpt = None,
     tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
@@ -97,6 +100,7 @@ def compare(
         overrides.update(run_overrides(seed, device, dtype))
         overrides.update(pairs(gate, "gate", "--gate"))
         overrides.update(optimizer_override(optimizer))
+        overrides.update(steps_overrides(steps_, lr))
         base = read_spec(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
         check_outputs(output, plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)
