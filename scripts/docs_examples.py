@@ -186,13 +186,20 @@ def worker() -> None:
         sys.path.remove(str(folder))
         # modules imported from this scratch folder (tests.models_for_tests, ...) leave with it: the next
         # document imports its own copy, as its own process would (probe refuses code outside the project)
-        for name in [
-            n for n, m in sys.modules.items() if str(getattr(m, "__file__", None) or "").startswith(str(folder))
-        ]:
+        for name in [n for n, m in sys.modules.items() if _imported_from(m, folder)]:
             del sys.modules[name]
         answers.append(results)
     os.chdir(REPO)
     real_stdout.write(json.dumps(answers))
+
+
+def _imported_from(module: object, folder: Path) -> bool:
+    """The module (or namespace package, which has a path and no file) lies in ``folder``."""
+    places = [getattr(module, "__file__", None) or ""]
+    path = getattr(module, "__path__", None)
+    if isinstance(path, (list, tuple)) or type(path).__name__ == "_NamespacePath":  # not torch's odd objects
+        places += [str(p) for p in path]
+    return any(str(place).startswith(str(folder)) for place in places)
 
 
 def _run_entry(entry: Callable[[], object], args: list[str]) -> tuple[str, int]:

@@ -228,3 +228,11 @@ def test_probe_compare_takes_the_steps_for_every_row(cli: Any) -> None:
     runs = json.loads(result.stdout)["runs"]
     assert [len(r["steps"]["losses"]) for r in runs] == [4, 4]  # the start and each of the 3 steps
     assert all(r["spec"]["run"]["steps"] == 3 for r in runs)
+
+
+def test_the_steps_reach_every_format_of_probe_run(cli: Any) -> None:
+    # markdown and HTML are written from the same document as the terminal table: the steps table is in each
+    args = ("run", "configs/lab1_he_relu.yaml", "--set", "model.depth=3", "--steps", "2")
+    for fmt, marker in (("table", "after steps"), ("markdown", "| after steps |"), ("html", "after steps")):
+        result = cli(*args, "-f", fmt)
+        assert result.exit_code == 0 and marker in result.stdout, (fmt, result.output)

@@ -180,7 +180,6 @@ def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bo
         document,
         json=lambda: rp.dumps({**rp.report_dict(result, verdict), "advice": advice.to_dict()}),
         csv=lambda: rp.layers_csv([rp.Run(report.spec.name, result, verdict)]),
-        markdown=lambda: rp.run_markdown(result, verdict),
         html=html,
     )
 
