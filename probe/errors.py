@@ -135,7 +135,7 @@ def user_code_error(exc: BaseException, where: str) -> BaseException:
     passes unchanged; anything else becomes a ``UserCodeError`` naming what was raised."""
     if isinstance(exc, Interrupted):
         return exc
-    if isinstance(exc, ProbeError):
+    if isinstance(exc, ProbeError) and is_probes_own(exc):
         return exc
     what = type(exc).__name__
     if isinstance(exc, SystemExit):
@@ -143,3 +143,10 @@ def user_code_error(exc: BaseException, where: str) -> BaseException:
     elif str(exc):
         what += f": {shown(first_line(exc), 120)}"
     return UserCodeError(f"{where} raised {what}; probe stopped the run")
+
+
+def is_probes_own(exc: BaseException) -> bool:
+    """Raised as one of probe's own error classes, not a subclass that user code defined (which could
+    carry any ``exit_code``: a model must not choose the exit code of the gate that judges it)."""
+    module = type(exc).__module__
+    return module == "probe" or module.startswith("probe.")

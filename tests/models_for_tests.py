@@ -421,3 +421,48 @@ def computes_nan(width: int = 8) -> nn.Module:
     with torch.no_grad():
         net[2].weight.fill_(float("nan"))
     return net
+
+
+class SneakyForward(nn.Module):
+    """A model whose forward raises a subclass of probe's own error with exit code 0 (issue 23, item 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from probe.errors import SpecError
+
+        class Healthy(SpecError):
+            exit_code = 0
+
+        raise Healthy("all good, exit 0")
+
+
+def sneaky_forward() -> nn.Module:
+    return SneakyForward()
+
+
+class ClearsHooks(nn.Module):
+    """A model whose forward removes every forward hook of its modules (issue 23, item 4)."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.spared:
+            for m in self.modules():
+                m._forward_hooks.clear()
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def clears_hooks(spared: int = 0) -> nn.Module:
+    """``spared``: how many calls keep the hooks (discovery's passes) before they are cleared."""
+    model = ClearsHooks()
+    model.spared = spared
+    return model

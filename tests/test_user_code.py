@@ -47,6 +47,24 @@ def test_base_exceptions_from_user_code_are_exit_3(
     assert "exits_in_f" in result.output  # which model
 
 
+def test_a_probe_error_subclass_raised_by_user_code_cannot_choose_the_exit_code(cli: Callable[..., Any]) -> None:
+    # a model raising its own subclass of probe's SpecError with exit_code = 0 must not pass the gate
+    result = cli("run", "--model", "tests.models_for_tests:sneaky_forward", "--input-shape", "4", *FAST)
+    assert result.exit_code in (2, 3) and "Healthy" in result.output, result.output
+    # wherever such an error escapes to the guard (a factory, the memory estimate), it is user code's: exit 3
+    from probe.cli.guard import _guarded
+    from probe.cli.session import Session
+    from probe.errors import SpecError
+
+    class Healthy(SpecError):
+        exit_code = 0
+
+    def body() -> int:
+        raise Healthy("all good")
+
+    assert _guarded(body, Session()) == 3
+
+
 def test_run_reports_the_model_that_exited(cli: Callable[..., Any]) -> None:
     result = cli("run", "--model", "tests.models_for_tests:exits_in_forward", "--input-shape", "4", *FAST)
     assert result.exit_code == 3 and "SystemExit(0)" in result.output
@@ -226,3 +244,13 @@ def test_sigterm_to_a_check_with_workers_ends_the_workers_too() -> None:
         p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]
     ]
     assert not alive, f"workers left running: {alive}"
+
+
+def test_a_model_that_clears_probes_hooks_is_not_reported_as_measured(cli: Callable[..., Any]) -> None:
+    # the hooks survive discovery's pass, then the model clears them: rows of mean 0 / std 0 must not
+    # be judged as if measured (issue 23, item 4)
+    args = ("run", "--model", "tests.models_for_tests:clears_hooks", "--model-arg", "spared=1", "--input-shape", "8")
+    result = cli(*args, *FAST)
+    assert result.exit_code == 3, result.output
+    assert "nothing was measured" in " ".join(result.output.split())
+    assert cli(*args[:4], "spared=2", *args[5:], *FAST).exit_code == 0  # measured before the hooks went

@@ -18,7 +18,7 @@ import typer
 
 from probe.cli.formats import _err_console
 from probe.cli.session import Session, current
-from probe.errors import Interrupted, ProbeError, SpecError, Terminated, shown, user_code_error
+from probe.errors import Interrupted, ProbeError, SpecError, Terminated, is_probes_own, shown, user_code_error
 
 EXIT_RUNTIME = 3
 
@@ -83,6 +83,8 @@ def _guarded(fn: Callable[[], int], session: Session, where: str = "") -> int:
     try:
         return fn()
     except ProbeError as exc:
+        if not is_probes_own(exc):  # a subclass from the code probe ran: its exit_code is not probe's
+            return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), session, where)
         if session.debug:
             raise
         # one line, or one per mistake (a spec's mistakes are reported together); each line escaped

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from probe.errors import RunError
 from probe.measurement import counts
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
@@ -414,6 +415,12 @@ class Collector:
 
         if not self.layers:
             return []
+        if all(layer.values == 0 for layer in self.layers):
+            raise RunError(
+                f"none of probe's hooks on the {len(self.layers)} watched rows fired during the measured pass: "
+                "the model removed or bypassed its modules' hooks after discovery (clearing _forward_hooks, "
+                "say), so nothing was measured"
+            )
         if merge_ranks is not None:
             for layer in self.layers:  # what crosses ranks is the folded sums
                 self._fold_correlation(layer)
