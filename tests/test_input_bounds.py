@@ -84,7 +84,8 @@ def test_nan_is_refused(key: str) -> None:
 
 @pytest.mark.parametrize("strategy", [{"name": "normal", "std": float("nan")}, {"name": "lsuv", "tolerance": "nan"}])
 def test_nan_strategy_parameters_are_refused(strategy: dict[str, Any]) -> None:
-    with pytest.raises(SpecError, match=r"init.weight\.\w+: expected a finite number"):
+    # a float nan is not finite; the string "nan" is not a number (YAML 1.2 writes NaN as .nan)
+    with pytest.raises(SpecError, match=r"init.weight\.\w+: expected a (finite )?number"):
         parse({"init": {"weight": strategy}})
 
 
@@ -98,6 +99,9 @@ def test_nan_gate_cannot_switch_the_check_off(cli: Callable[..., Any]) -> None:
     # lab1_tiny_relu vanishes: without the NaN guard these three NaNs made it pass with exit 0
     args = ["--gate", "min_std=nan", "--gate", "min_std_ratio=nan", "--gate", "min_grad_ratio=nan"]
     result = cli("check", "configs/lab1_tiny_relu.yaml", *args)
+    assert result.exit_code == 2 and "expected a number, got a string 'nan'" in result.output
+    dotted = [a.replace("=nan", "=.nan") for a in args]  # YAML's own NaN: a number, and not finite
+    result = cli("check", "configs/lab1_tiny_relu.yaml", *dotted)
     assert result.exit_code == 2 and "expected a finite number" in result.output
 
 
@@ -202,3 +206,25 @@ def test_a_file_over_the_byte_bound_is_not_read(cli: Callable[..., Any], tmp_pat
     assert f"larger than {MAX_BYTES // 1024} KiB" in result.output
     with pytest.raises(SpecError, match="longer than"):
         loads(spec.read_text())
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("depth: 017", 17), ("depth: 0x10", 16), ("depth: 1_0", "1_0"), ("depth: 1:30", "1:30"), ("depth: '12'", "12")],
+)
+def test_integers_read_as_yaml_1_2_reads_them(text: str, value: object) -> None:
+    # probe and a YAML 1.2 editor checking the JSON Schema must agree on what is a number (issue 23, item 20)
+    from probe.spec.yaml_text import parse_scalar
+
+    assert parse_scalar(text.split(": ", 1)[1]) == value
+
+
+def test_floats_read_as_yaml_1_2_reads_them_and_strings_are_not_numbers() -> None:
+    from probe.spec.yaml_text import parse_scalar
+
+    assert parse_scalar("1e-3") == 0.001 and parse_scalar("1E3") == 1000.0 and parse_scalar(".5") == 0.5
+    assert parse_scalar("1_000.5") == "1_000.5"
+    with pytest.raises(SpecError, match=r"gate\.min_std: expected a number, got a string '1e-3' \(write the number"):
+        parse({"gate": {"min_std": "1e-3"}})
+    with pytest.raises(SpecError, match=r"model\.depth: expected an integer, got a string '١٢'"):
+        parse({"model": {"depth": "١٢"}})

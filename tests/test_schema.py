@@ -14,6 +14,7 @@ from probe.errors import SpecError
 from probe.spec import GATE_PARAMS, inits
 from probe.spec.jsonschema import param_schema, spec_schema
 from probe.spec.schema import Param
+from probe.spec.yaml_text import parse_yaml
 from tests.conftest import CONFIGS, REPO
 from tests.test_spec import BAD_SPECS
 
@@ -31,7 +32,8 @@ GOOD = [
     "model: {import: 'pkg.mod:make', input_shape: [3, 8, 8]}",
     "model: {input_shape: 16}",
     "model:\ninit:\ndata:\nrun:\ngate:\n",
-    "gate: {min_std: 1e-3, disable: vanishing}",  # 1e-3 without a dot is a string to PyYAML
+    "gate: {min_std: 1e-3, disable: vanishing}",  # a number in YAML 1.2 (a string to YAML 1.1)
+    "model: {depth: 017}",  # 17, decimal (YAML 1.1 read octal 15)
     "gate: {disable: [saturation, dead_units]}",
     "data: {batch_size: 4.0}",  # an integral float is an integer to both
     "run: {device: 'cuda:1', dtype: bfloat16}",
@@ -69,6 +71,10 @@ MORE_BAD = [
     "gate: {disable: null}",
     "gate: {max_nonfinite: 0.5}",
     "gate: {min_grad_ratio: '1e-3x'}",
+    "gate: {min_std: '1e-3'}",  # quoted: a string, not a number, to both
+    "model: {depth: 1_0}",  # YAML 1.1 read 10; YAML 1.2 (and probe) a string
+    "model: {depth: '١٢'}",
+    "model: {hf: gpt2, import: 'pkg.mod:make'}",
 ]
 
 # checks that relate two keys: the validator makes them, a JSON Schema of keys cannot
@@ -79,7 +85,8 @@ VALIDATOR_ONLY = [
 
 
 def _raw(text: str) -> Any:
-    raw = yaml.safe_load(text)
+    # as a YAML 1.2 editor reads it (probe reads numbers the same way: 1e-3 is a number, 1_0 a string)
+    raw = parse_yaml(text, "test").data
     return {} if raw is None else raw  # an empty document is the empty spec, as loads() reads it
 
 

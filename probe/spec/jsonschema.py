@@ -29,7 +29,6 @@ SCHEMA_ID = "https://probe.invalid/spec.schema.json"  # a name, not a place: not
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 # YAML 1.1 (PyYAML) reads 1e-3 without a dot as a string; the validator converts numeric strings
-_NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 # "3,32,32": comma-separated positive integers (empty parts are skipped, as the validator does)
 _SHAPE_TEXT = r"^[\s,]*\+?0*[1-9]\d*\s*(,[\s,]*\+?0*[1-9]\d*\s*)*,?\s*$"
 
@@ -44,7 +43,7 @@ def param_schema(param: Param) -> dict[str, Any]:
         bounds["maximum"] = param.maximum
     options: list[dict[str, Any]]
     if kind in ("float", "float_or_auto"):
-        options = [{"type": "number", **bounds}, {"type": "string", "pattern": _NUMBER_TEXT}]
+        options = [{"type": "number", **bounds}]
         if kind == "float_or_auto":
             options.insert(0, {"const": "auto"})
     elif kind == "int":
@@ -165,6 +164,11 @@ def spec_schema() -> dict[str, Any]:
             },
         },
     )
+    # model.import and model.hf name two different builders: one or the other (the validator's rule)
+    model["not"] = {
+        "required": ["import", "hf"],
+        "properties": {"import": {"type": "string"}, "hf": {"type": "string"}},
+    }
     init = {
         "type": "object",
         "properties": {

@@ -112,17 +112,20 @@ class Param:
 
 
 def as_float(value: Any, path: str) -> float:
-    # YAML 1.1 reads "1e-3" (no dot) as a string; accept numeric strings for convenience.
-    if isinstance(value, bool):
-        raise SpecError(f"expected a number, got {type_name(value)} {echo(value)}", path)
-    if isinstance(value, (int, float)):
+    """A number, as the JSON Schema says: the spec's YAML reads ``1e-3`` as one (YAML 1.2's numbers,
+    ``yaml_text.NUMBERS``); a string is refused, quoted digits included, so probe and an editor agree."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise SpecError(f"expected a number, got {type_name(value)} {echo(value)}", path)
+    hint = " (write the number without quotes)" if isinstance(value, str) and _numeric(value) else ""
+    raise SpecError(f"expected a number, got {type_name(value)} {echo(value)}{hint}", path)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def as_shape(value: Any, path: str) -> tuple[int, ...]:

@@ -111,30 +111,53 @@ def _loader_class() -> type:
             finally:
                 self._depth -= 1
 
-    # YAML 1.1 reads `1:30` as 90 (base 60): in a spec that is a typo, kept as the string it looks like
-    BoundedLoader.yaml_implicit_resolvers = {
-        first: [(tag, _no_base_60(regexp) if tag.endswith((":int", ":float")) else regexp) for tag, regexp in rules]
+    # Numbers as YAML 1.2 reads them, so probe and a YAML 1.2 editor checking the JSON Schema agree:
+    # `1e-3` is a number (YAML 1.1: a string), `1_0`, `1:30` (base 60) and `0b101` are strings,
+    # `017` is 17 (YAML 1.1: octal 15). Everything else resolves as PyYAML's SafeLoader does.
+    resolvers = {
+        first: [(tag, regexp) for tag, regexp in rules if not tag.endswith((":int", ":float"))]
         for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+    for tag, regexp, firsts in NUMBERS:
+        for first in firsts:
+            resolvers.setdefault(first, []).append((tag, regexp))
+    BoundedLoader.yaml_implicit_resolvers = resolvers
     BoundedLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)
     return BoundedLoader
 
 
-def _no_base_60(regexp: Any) -> Any:
+def _numbers() -> list[tuple[str, Any, str]]:
+    """YAML 1.2 core schema's int and float patterns (decimal, 0o octal, 0x hex; .inf and .nan)."""
     import re
 
-    return re.compile(r"(?!.*:)" + regexp.pattern, regexp.flags)
+    return [
+        ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), "-+0123456789"),
+        (
+            "tag:yaml.org,2002:float",
+            re.compile(
+                r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+            ),
+            "-+0123456789.",
+        ),
+    ]
+
+
+NUMBERS = _numbers()
 
 
 def _bounded_int(loader: Any, node: Any) -> int:
-    """An integer as YAML reads it; one too long for Python to convert (over 4300 digits) is a YAML
-    error at its line (exit 2), not an unexpected error."""
+    """An integer as YAML 1.2 reads it (decimal, also with leading zeros; ``0o`` octal; ``0x`` hex);
+    one too long for Python to convert (over 4300 digits) is a YAML error at its line (exit 2), not
+    an unexpected error."""
     import yaml
 
+    text = str(node.value)
     try:
-        return int(loader.construct_yaml_int(node))
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)
     except ValueError:
-        problem = f"an integer of {len(str(node.value))} digits is too long for a spec"
+        problem = f"an integer of {len(text)} digits is too long for a spec"
         raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
