@@ -72,6 +72,8 @@ MORE_BAD = [
     "gate: {max_nonfinite: 0.5}",
     "gate: {min_grad_ratio: '1e-3x'}",
     "gate: {min_std: '1e-3'}",  # quoted: a string, not a number, to both
+    "init: {weight: {name: xavier_normal, gain: -1}}",
+    "init: {weight: {name: constant, value: 1e308}}",
     "model: {depth: 1_0}",  # YAML 1.1 read 10; YAML 1.2 (and probe) a string
     "model: {depth: '١٢'}",
     "model: {hf: gpt2, import: 'pkg.mod:make'}",
@@ -81,6 +83,7 @@ MORE_BAD = [
 VALIDATOR_ONLY = [
     "model: {kind: residual, zero_init: last_norm}",
     "model: {kind: transformer, width: 30, heads: 4}",
+    "init: {weight: {name: trunc_normal, a: 1, b: -1}}",
 ]
 
 

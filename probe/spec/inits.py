@@ -226,7 +226,9 @@ def _orthogonal_rule(p: dict[str, Any], ctx: InitContext, shape: tuple[int, ...]
     return Moments(0.0, _gain(p, ctx) ** 2 / max(rows, cols), iid=False)
 
 
-_GAIN = Param("float_or_auto", 1.0, help="multiplier; 'auto' = calculate_gain(activation)")
+_GAIN = Param("float_or_auto", 1.0, minimum=0.0, help="multiplier (>= 0); 'auto' = calculate_gain(activation)")
+# the largest magnitude a float32 holds: weights are drawn in float32 before the run's dtype
+FLOAT32_MAX = 3.4028234663852886e38
 _KAIMING = {
     "mode": Param("str", "fan_in", choices=("fan_in", "fan_out")),
     "nonlinearity": Param(
@@ -251,7 +253,7 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("ones", {}, _fill_with("ones_"), False, "all ones", _fixed(1.0, 0.0)),
         Strategy(
             "constant",
-            {"value": Param("float", 0.1)},
+            {"value": Param("float", 0.1, minimum=-FLOAT32_MAX, maximum=FLOAT32_MAX)},
             _fill_with("constant_", "value"),
             False,
             "every entry = value",

@@ -299,7 +299,7 @@ def _strategy(value: Any, path: str, bias: bool) -> Choice:
         )
     names = {n: s for n, s in inits.STRATEGIES.items() if not (bias and s.needs_fan)}
     try:
-        return _choice(value, names, "init strategy", path)
+        choice = _choice(value, names, "init strategy", path)
     except SpecError as exc:
         if bias and isinstance(raw_name, str) and inits.canonical(raw_name) in inits.STRATEGIES:
             raise SpecError(
@@ -310,6 +310,13 @@ def _strategy(value: Any, path: str, bias: bool) -> Choice:
         if not bias and isinstance(raw_name, str) and inits.canonical(raw_name) not in inits.STRATEGIES:
             raise unknown("init strategy", raw_name, inits.all_names(), path) from None
         raise exc
+    if choice.name == "trunc_normal":  # the cuts, given or by default mean -/+ 2 std, must leave a range
+        mean, std = float(choice.params["mean"]), float(choice.params["std"])
+        a = mean - 2 * std if choice.params["a"] is None else float(choice.params["a"])
+        b = mean + 2 * std if choice.params["b"] is None else float(choice.params["b"])
+        if not a < b:
+            raise SpecError(f"trunc_normal needs a < b, got a = {a:g} and b = {b:g}", path)
+    return choice
 
 
 # ---- writing ---------------------------------------------------------------------------------
