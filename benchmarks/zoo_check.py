@@ -39,6 +39,17 @@ BATCH_SIZE = 16
 SEED = 0
 
 
+def quiet_zoo() -> ModuleType:
+    """``load_zoo`` for a sweep: one thread (the machine is shared; the numbers do not depend on it)
+    and transformers' warnings off."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(1)
+    hf_logging.set_verbosity_error()
+    return load_zoo()
+
+
 def load_zoo() -> ModuleType:
     """``tests/zoo`` imported from this file's tree by path (as ``zoo``), whatever ``PYTHONPATH`` holds."""
     if "zoo" in sys.modules and getattr(sys.modules["zoo"], "__file__", "") == str(ZOO_DIR / "__init__.py"):
@@ -131,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import probe
 
-    torch.set_num_threads(1)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    zoo = load_zoo()
+    zoo = quiet_zoo()
     ids = select(zoo, args.only)
     inits = list(zoo.INITS) if args.inits == "all" else [i for i in args.inits.split(",") if i]
     print(f"probe from {Path(probe.__file__).parent}; {len(ids)} architectures x {len(inits)} inits", file=sys.stderr)

@@ -98,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    torch.set_num_threads(1)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    zoo = zoo_check.load_zoo()
+    zoo = zoo_check.quiet_zoo()
     doc: dict[str, Any] = {"steps": args.steps}
     if not args.no_truth:
         truth = json.loads(zoo_table.TRUTH.read_text())

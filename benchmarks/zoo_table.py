@@ -100,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="also write the markdown here")
     args = parser.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(1)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    zoo = zoo_check.load_zoo()
+    zoo = zoo_check.quiet_zoo()
     truth = json.loads(args.truth.read_text())
     rows: list[dict[str, Any]] = []
     for run in truth["runs"]:
