@@ -60,6 +60,9 @@ class LayerStats:
     # for (samples, tokens, units) outputs: the same between the tokens of a sequence (centered on
     # the sequence's mean token)
     token_correlation: float | None = None
+    # collapse was measured and no sample differed from the batch mean beyond rounding: every sample
+    # gives this row the same values (with std or mean not 0: a constant, input-independent output)
+    samples_identical: bool = False
     # fraction of units whose output is 0 for every sample (dead_units also asks that they receive
     # no gradient: a zero-initialized layer's units output 0 and are not dead)
     zero_units: float | None = None

@@ -224,6 +224,17 @@ def _hidden(name: str) -> Values:
     return values
 
 
+def _input_free(report: Stats) -> list[tuple[Row, float | None]]:
+    """1 at the first row when every row measured gives every sample the same nonzero values: the
+    input reaches no row (zero weight matrices behind nonzero biases), so the first steps' weight
+    gradients are input-independent rank-one updates; else nothing."""
+    # rows exactly 0 are the scale rules' (vanishing); every other row measured must be input-free
+    measured = [x for x in report.layers if (x.samples_identical or x.correlation is not None) and (x.std or x.mean)]
+    if measured and all(x.samples_identical for x in measured):
+        return [(measured[0], 1.0)]
+    return []
+
+
 def _read_std(report: Stats) -> list[tuple[Row, float | None]]:
     """Each signal row's std as the network reads it: a row that only normalizations read
     (``norm_reader``: a pre-norm stream) at its norm's output, which divides its scale out but for
@@ -379,6 +390,9 @@ RULES: dict[str, Rule] = {
                     _hidden("token_correlation"),
                     False,
                     "token_correlation",
+                ),
+                Check(
+                    "max_correlation", "every row the same for every sample (input reaches none)", _input_free, False
                 ),
             ),
         ),

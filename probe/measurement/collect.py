@@ -465,6 +465,7 @@ class Collector:
             lives.append((sum(per_unit), units - per_unit.count(0.0), units))
             alive_counts.append(per_unit)
         cosine_sums = [[0.0, 0.0, 0.0, 0.0] for _ in self.layers]
+        sampled = [layer.correlation is not None or bool(layer.correlation_records) for layer in self.layers]
         for layer, sums4 in zip(self.layers, cosine_sums, strict=True):
             if layer.correlation is not None:
                 sums4[:] = flat[at : at + 4]
@@ -476,6 +477,7 @@ class Collector:
                 at += width
             layer.correlation_records = []
         cosines = [(s[0] / s[1] if s[1] else None, s[2] / s[3] if s[3] else None) for s in cosine_sums]
+        identical = [was and not s[1] for was, s in zip(sampled, cosine_sums, strict=True)]
         if self.attention is not None:
             self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
             at += 4 * len(attention)
@@ -505,7 +507,7 @@ class Collector:
                     cos,
                     extra_i,
                     norms[i],
-                    unit,
+                    {**unit, "samples_identical": identical[i]},
                 )
             )
         return out

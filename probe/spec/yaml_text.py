@@ -166,6 +166,8 @@ def parse_scalar(text: str) -> Any:
     bounded integers); text that is not valid YAML is kept as a string."""
     import yaml
 
+    if text.strip().lower() in ("inf", "+inf", "-inf"):  # on a command line, `inf` (YAML writes .inf)
+        return float(text)
     loader = _loader_class()(text)
     try:
         return loader.get_single_data()
