@@ -259,9 +259,10 @@ def _tracer_class() -> type:
             is_add = name in _ADDS and len(ins) == 2
             for info, t in zip(before, ins, strict=True):
                 if info is None or not info.tags:
-                    self.direct.add(id(t))
                     # the model's own tensors only: an intermediate's id may be reused once it is freed
-                    origin = ({id(t)} & self.known) | (info.sources if info is not None else set())
+                    own = {id(t)} & self.known
+                    self.direct.update(own)
+                    origin = own | (info.sources if info is not None else set())
                     (self.added if is_add else self.other).update(origin)
             paths: list[dict[int, _Path]] = [{} for _ in outs]
             ends: dict[int, nn.Module | None] = {}
