@@ -109,13 +109,13 @@ def advise(
 def _apply(spec_path: Path, spec: "Spec", change: dict[str, Any], before: "Verdict") -> "Applied":
     """Write ``change`` over the spec (with the command line's overrides) to NAME.advised.yaml beside
     it, probe that spec, and return both verdicts."""
-    import json
     from dataclasses import replace
 
     import yaml
 
     from probe import spec as spec_mod
     from probe.api.pipeline import probe_spec
+    from probe.judge.advice import change_text
     from probe.render.output import write_text
     from probe.render.views import Applied
 
@@ -128,8 +128,7 @@ def _apply(spec_path: Path, spec: "Spec", change: dict[str, Any], before: "Verdi
         target = spec_path.with_name(f"{spec_path.stem}.advised.yaml")
     else:  # a pipe (/dev/stdin): the working directory
         target = Path(f"{spec.name}.advised.yaml")
-    keys = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in change.items())
-    text = f"# {spec_path.name} with probe advise's change: {keys}\n" + yaml.safe_dump(
+    text = f"# {spec_path.name} with probe advise's change: {change_text(change)}\n" + yaml.safe_dump(
         spec_mod.to_dict(changed), sort_keys=False
     )
     write_text(target, text, "--apply")

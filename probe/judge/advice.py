@@ -247,9 +247,14 @@ def off_rule(stats: Stats) -> list[tuple[str, float]]:
     ]
 
 
+def change_text(change: dict[str, Any]) -> str:
+    """``init.weight: reset``: a change's spec keys as a spec would write them (YAML's flow style)."""
+    return ", ".join(f"{k}: {_yaml(v)}" for k, v in change.items())
+
+
 def _setting(change: dict[str, Any]) -> str:
     """``init.weight: xavier_normal (--set init.weight=xavier_normal)``: the change as spec keys and as options."""
-    keys = ", ".join(f"{k}: {_yaml(v)}" for k, v in change.items())
+    keys = change_text(change)
     if not all(isinstance(v, str) for v in change.values()):
         return keys
     return f"{keys} ({' '.join(f'--set {k}={v}' for k, v in change.items())})"

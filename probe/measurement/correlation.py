@@ -16,8 +16,8 @@ changes where on that line a sample lands and nothing else (a deep ReLU network 
 inputs to one direction up to their norm: after centering, only the norm is left). Rows that are 0
 take no part, nor does a sample whose centered row is below ``RESOLUTION`` times the
 dtype's epsilon of its own norm: it is the batch mean to rounding, and its direction is
-rounding's. (An output that does not depend on the input at all has no pairs: the scale rules
-judge it, since no gradient reaches what is behind it.) A record is the sum over pairs and the
+rounding's. (An output that does not depend on the input at all has no pairs: the collector reports
+it as ``samples_identical``, and ``collapse`` fails a network whose every row is so.) A record is the sum over pairs and the
 number of pairs, so records add across batches and ranks.
 
 Tokens, for ``(samples, tokens, units)`` outputs: the same over the token pairs of each of the

@@ -17,7 +17,7 @@ Rules apply in order; a later rule overwrites what an earlier one filled. The re
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -95,14 +95,16 @@ def reset_steps(model: nn.Module, log: InitLog) -> list[InitStep]:
     for qual, module in model.named_modules():
         if id(module) in covered:
             continue
-        if _library_init(module) is not None:  # a transformers PreTrainedModel: its init reaches its modules
+        library = _library_init(module)
+        if library is not None:  # a transformers PreTrainedModel: its init reaches its modules
             subs = list(module.named_modules(prefix=qual))
             covered.update(id(m) for _, m in subs)
-            steps.append(InitStep(module, partial(_reset_library, module, subs, log)))
+            calls = [(q, m, partial(library, m)) for q, m in subs]
+            steps.append(InitStep(module, partial(_reset, calls, "the library's _init_weights", log)))
             continue
         reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
         if callable(reset) and any(True for _ in module.parameters(recurse=False)):
-            steps.append(InitStep(module, partial(_reset_module, qual, module, log)))
+            steps.append(InitStep(module, partial(_reset, [(qual, module, reset)], "reset_parameters", log)))
     return steps
 
 
@@ -114,19 +116,11 @@ def _library_init(module: nn.Module) -> Callable[[nn.Module], None] | None:
     return None
 
 
-def _reset_library(root: nn.Module, subs: list[tuple[str, nn.Module]], log: InitLog) -> None:
-    init = _library_init(root)
-    assert init is not None
-    for qual, module in subs:
-        init(module)
-        _log_reset(qual, module, log, "the library's _init_weights")
-
-
-def _reset_module(qual: str, module: nn.Module, log: InitLog) -> None:
-    reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
-    assert callable(reset)
-    reset()
-    _log_reset(qual, module, log, "reset_parameters")
+def _reset(calls: Sequence[tuple[str, nn.Module, Callable[[], object]]], how: str, log: InitLog) -> None:
+    """Run each module's own init and log what it filled."""
+    for qual, module, call in calls:
+        call()
+        _log_reset(qual, module, log, how)
 
 
 def _log_reset(qual: str, module: nn.Module, log: InitLog, how: str) -> None:
@@ -160,7 +154,7 @@ def _flat_fill(
         log.by_param[_join(qual, name)] = f"init.weight {init.weight.name}"
         log.strategies[_join(qual, name)] = (init.weight, 1.0)
     biases = ["bias"] if isinstance(params.get("bias"), nn.Parameter) else []
-    if len(names) > 1 or names != ["weight"]:  # in_proj_bias, bias_ih_l0, ...: the biases beside those weights
+    if names != ["weight"]:  # in_proj_bias, bias_ih_l0, ...: the biases beside those weights
         biases = [n for n, p in params.items() if "bias" in n and p.dim() == 1]
     for name in biases:
         inits.apply(params[name], init.bias.name, init.bias.params, ctx)

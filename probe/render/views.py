@@ -6,14 +6,13 @@ and the table, JSON, CSV and Markdown layouts are built from those rows.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from probe.judge.advice import Advice
+from probe.judge.advice import Advice, change_text
 from probe.records import Verdict
 from probe.render.doc import Cell, Column, Doc, Line, doc, table
-from probe.render.report import dumps
+from probe.render.report import dumps, verdict_text
 
 # ---- advice ----------------------------------------------------------------------------------
 
@@ -63,19 +62,15 @@ class Applied:
         return {"path": self.path, "change": self.change, "before": verdict(self.before), "after": verdict(self.after)}
 
 
-def _verdict_line(label: str, v: Verdict) -> Line:
-    failing = ", ".join(sorted({p.rule for p in v.problems}))
-    return Line(f"{label}: healthy" if v.healthy else f"{label}: UNHEALTHY: {failing}", "green" if v.healthy else "red")
-
-
 def applied_doc(applied: Applied) -> Doc:
     """The lines ``--apply`` adds: what was written, and the verdict before and after."""
-    change = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in applied.change.items())
     return doc(
         [
-            Line(f"applied: {change} -> {applied.path}", "yellow"),
-            _verdict_line("before", applied.before),
-            _verdict_line("after", applied.after),
+            Line(f"applied: {change_text(applied.change)} -> {applied.path}", "yellow"),
+            *(
+                Line(f"{label}: {verdict_text(v)}", "green" if v.healthy else "red")
+                for label, v in (("before", applied.before), ("after", applied.after))
+            ),
         ]
     )
 
