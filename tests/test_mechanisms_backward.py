@@ -244,3 +244,37 @@ def test_class_token_readout_is_not_multiplied_by_the_token_count() -> None:
 def _seeded(cls, **kw):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     return cls(**kw)
+
+
+def _bn_mlp(depth: int) -> torch.nn.Module:
+    """A plain BatchNorm stack (Linear-BN-ReLU x depth, no skip), PyTorch's default init."""
+    from torch import nn
+
+    layers: list[nn.Module] = [nn.Linear(64, 64)]
+    for _ in range(depth):
+        layers += [nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64)]
+    return nn.Sequential(*layers[:-1], nn.Linear(64, 10))
+
+
+def _gradient_exploding(report: probe.Report) -> list[probe.Problem]:
+    return [p for p in (*report.verdict.problems, *report.verdict.warnings) if p.rule == "gradient_exploding"]
+
+
+def test_a_batchnorm_resnets_growing_gradient_is_a_warning_a_plain_stacks_an_error() -> None:
+    """transformers' ResNet-50 layout at its default init: its gradient grows toward the stem
+    (BatchNorm does that at init) past max_grad_ratio's error line, and every weight it reaches
+    feeds a BatchNorm (scale-invariant) behind skips: a warning. 40 BatchNorm layers without a
+    skip grow it to thousands and do not train (gain -0.03 nats against 1.5 at depth 4, with
+    AdamW and with SGD): an error (docs/verdicts.md)."""
+    from transformers import AutoConfig, AutoModel
+
+    torch.manual_seed(0)
+    resnet = AutoModel.from_config(AutoConfig.for_model("resnet", hidden_sizes=[32, 64, 128, 256], embedding_size=16))
+    report = probe.measure(resnet, (3, 64, 64), batch_size=4, seed=0, device="cpu")
+    (problem,) = _gradient_exploding(report)
+    gate = report.spec.gate
+    assert problem.value > 2 * gate.max_grad_ratio  # past the error line, yet
+    assert problem.severity == "warning" and "scale-invariant" in problem.message
+    plain = probe.measure(_bn_mlp(40), (64,), batch_size=64, seed=0, device="cpu")
+    (problem,) = _gradient_exploding(plain)
+    assert problem.value > 2 * gate.max_grad_ratio and problem.severity == "error"
