@@ -106,6 +106,8 @@ class StepRow:
     name: str
     update_ratio: float | None  # ||W_K - W_0|| / ||W_0|| of the row's weight (None: no weight)
     output_change: float | None  # ||y_K - y_0|| / ||y_0|| of its output on the steps' batch
+    amax: float | None = None  # the largest magnitude of its output after the steps (run.precision's headroom)
+    weight_amax: float | None = None  # and of its weight
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,27 @@ def test_cli_precision_in_table_json_csv_and_markdown(cli: Any, tmp_path: Any) -
     compare = cli("compare", "he:relu", "--precision", "fp8", "--set", "model.depth=2", "-f", "json")
     assert compare.exit_code == 0, compare.stderr
     assert json.loads(compare.stdout)["runs"][0]["precision"]["format"] == "fp8_e4m3"
+
+
+def test_overflow_after_the_steps_is_an_error_as_at_init() -> None:
+    """With ``--steps``, each row's output and weight after the last step are judged too: a row
+    healthy at init whose amax the steps push past the overflow point fails."""
+    from dataclasses import replace
+
+    from probe.judge.rules import evaluate
+    from probe.records import StepRow
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    report = probe.measure(model, (8,), batch_size=16, precision="fp16", steps=2)
+    steps = report.stats.steps
+    assert steps is not None and all(r.amax is not None for r in steps.rows)
+    assert [r.name for r in steps.rows if r.weight_amax is not None] == ["0", "2"]  # the ReLU has no weight
+    assert report.verdict.healthy
+    pushed = tuple(replace(r, amax=65520.0) if r.name == "2" else r for r in steps.rows)
+    stats = replace(report.stats, steps=replace(steps, rows=pushed))
+    verdict = evaluate(stats)
+    assert [(p.rule, p.layer, p.severity) for p in verdict.problems] == [("headroom", "2", "error")]
+    assert "after the steps" in verdict.problems[0].message
+    rounded = tuple(replace(r, amax=65519.0) if r.name == "2" else r for r in steps.rows)  # rounds to 65504
+    assert evaluate(replace(report.stats, steps=replace(steps, rows=rounded))).healthy
+    assert StepRow("x", None, None).amax is None  # older step rows read as not measured

@@ -3,7 +3,7 @@ would lose (docs/verdicts.md, "headroom"; the measurement is probe/measurement/p
 
 Mechanisms:
 
-- overflow: a value at or above the format's overflow point casts to inf (FP16, BF16, FP8 E5M2;
+- overflow (at init, and with ``run.steps`` after the steps as well): a value at or above the format's overflow point casts to inf (FP16, BF16, FP8 E5M2;
   FP8 E4M3 has no inf: torch's cast saturates it to 448, hardware conversions give NaN). An inf
   activation gives inf - inf = NaN in the next normalization or softmax and in the loss, and NaN
   gradients in every weight behind it: training stops at the first step. An error. The value
@@ -33,14 +33,15 @@ from probe.records import HeadroomRow, LayerStats, Range, Stats
 from probe.spec.precision import Format, precision_format
 
 
-def cast_ratio(r: Range | None, fmt: Format) -> float | None:
+def cast_ratio(r: Range | float | None, fmt: Format) -> float | None:
     """``amax / max`` as the cast leaves it: at most 1 where every value rounds to a finite one
     (values in ``(max, overflow)`` round to ``max``), the raw ratio (above 1) where one overflows;
     None where not measured or not a number (the nonfinite rule's)."""
-    if r is None or math.isnan(r.amax):
+    amax = r.amax if isinstance(r, Range) else r
+    if amax is None or math.isnan(amax):
         return None
-    ratio = r.amax / fmt.max
-    return ratio if r.amax >= fmt.overflow else min(ratio, 1.0)
+    ratio = amax / fmt.max
+    return ratio if amax >= fmt.overflow else min(ratio, 1.0)
 
 
 def _judged(report: Stats) -> list[tuple[LayerStats, HeadroomRow]]:
@@ -67,6 +68,22 @@ def overflow(report: Stats) -> list[tuple[Row, float | None]]:
     return out
 
 
+def overflow_after_steps(report: Stats) -> list[tuple[Row, float | None]]:
+    """``overflow`` after the ``run.steps`` optimizer steps: each row's output and weight as the
+    last step left them (probe/measurement/steps.py); nothing without steps."""
+    fmt = _format(report)
+    if fmt is None or report.steps is None:
+        return []
+    after = {r.name: r for r in report.steps.rows}
+    out: list[tuple[Row, float | None]] = []
+    for layer, _ in _judged(report):
+        r = after.get(layer.name)
+        ratios = [] if r is None else [cast_ratio(r.amax, fmt), cast_ratio(r.weight_amax, fmt)]
+        known = [v for v in ratios if v is not None]
+        out.append((layer, max(known) if known else None))
+    return out
+
+
 def underflow(report: Stats) -> list[tuple[Row, float | None]]:
     """Per row, the larger of its activations' and its weight's share of nonzero values flushed to 0."""
     out: list[tuple[Row, float | None]] = []
@@ -81,6 +98,7 @@ HEADROOM = Rule(
     "a cast to run.precision's format overflows (inf) or flushes most values to 0",
     (
         Check("max_amax_ratio", "amax / the format's largest value (activations, weights)", overflow, below=False),
+        Check("max_amax_ratio", "amax / the format's largest value after the steps", overflow_after_steps, False),
         Check(
             "max_underflow",
             "share of nonzero values the cast flushes to 0 (activations, weights)",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from probe.records import HeadroomStats, Range
+from probe.records import HeadroomStats, Range, StepStats
 from probe.spec.precision import Format, precision_format
 
 KINDS = (("activation", "act"), ("gradient", "grad"), ("weight", "W"))
@@ -37,9 +37,18 @@ def range_dict(r: Range | None, f: Format) -> dict[str, Any] | None:
     }
 
 
-def headroom_dict(headroom: HeadroomStats) -> dict[str, Any]:
-    """The JSON ``precision`` object (docs/json.md)."""
+def headroom_dict(headroom: HeadroomStats, steps: StepStats | None = None) -> dict[str, Any]:
+    """The JSON ``precision`` object (docs/json.md); with ``steps``, each row's ``after_steps``."""
     f = headroom_format(headroom)
+    after = {r.name: r for r in steps.rows} if steps is not None else {}
+
+    def after_steps(name: str) -> dict[str, Any]:
+        r = after.get(name)
+        if r is None:
+            return {}
+        ratios = {"amax_ratio": r.amax, "weight_amax_ratio": r.weight_amax}
+        return {"after_steps": {k: None if v is None else clean(v / f.max) for k, v in ratios.items()}}
+
     return {
         "format": f.name,
         "max": f.max,
@@ -51,6 +60,7 @@ def headroom_dict(headroom: HeadroomStats) -> dict[str, Any]:
                 "name": h.name,
                 **{kind: range_dict(getattr(h, kind), f) for kind in ("activation", "gradient", "weight_gradient")},
                 "weight": range_dict(h.weight, f),
+                **after_steps(h.name),
             }
             for h in headroom.rows
         ],

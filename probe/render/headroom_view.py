@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from probe.records import HeadroomRow, HeadroomStats, LayerStats, Range, Stats, Verdict
+from probe.records import HeadroomRow, HeadroomStats, LayerStats, Range, Stats, StepStats, Verdict
 from probe.render.doc import NAME_BREAKS, Cell, Column, Line, Table, table
 from probe.render.headroom_data import KINDS as _KINDS
 from probe.render.headroom_data import headroom_format as _format
@@ -29,24 +29,34 @@ def flagged_rows(report: Stats, verdict: Verdict) -> set[str]:
     verdict has no headroom problem: the rule was disabled)."""
     if not any(p.rule == "headroom" for p in (*verdict.problems, *verdict.warnings)):
         return set()
-    from probe.judge.headroom import overflow, underflow
+    from probe.judge.headroom import overflow, overflow_after_steps, underflow
 
     gate = report.spec.gate
-    over = {x.name for x, v in overflow(report) if v is not None and v > gate.max_amax_ratio}
+    over = {
+        x.name
+        for x, v in [*overflow(report), *overflow_after_steps(report)]
+        if v is not None and v > gate.max_amax_ratio
+    }
     return over | {x.name for x, v in underflow(report) if v is not None and v > gate.max_underflow}
 
 
-def headroom_table(headroom: HeadroomStats, shown: Sequence[LayerStats], flagged: set[str]) -> Table:
-    """Per shown row: amax / max and the underflow share of its activations, gradients and weight
-    (red: the rows the ``headroom`` rule flags)."""
+def headroom_table(
+    headroom: HeadroomStats, shown: Sequence[LayerStats], flagged: set[str], steps: StepStats | None = None
+) -> Table:
+    """Per shown row: amax / max and the underflow share of its activations, gradients and weight,
+    and with ``steps`` the larger amax / max of its output and weight after them (red: the rows the
+    ``headroom`` rule flags)."""
     f = _format(headroom)
     by_name: dict[str, HeadroomRow] = {r.name: r for r in headroom.rows}
+    after = {r.name: r for r in steps.rows} if steps is not None else {}
     columns = [Column(f"headroom ({f.name})", "name", align="left", wrap=NAME_BREAKS)]
     for _, short in _KINDS:
         columns += [
             Column(f"{short} amax/max", f"{short.lower()}_amax_ratio"),
             Column(f"{short} flushed", f"{short.lower()}_underflow"),
         ]
+    if steps is not None:
+        columns.append(Column(f"amax/max after {steps.steps} steps", "amax_ratio_after_steps"))
     rows = []
     for x in shown:
         h = by_name.get(x.name)
@@ -57,11 +67,12 @@ def headroom_table(headroom: HeadroomStats, shown: Sequence[LayerStats], flagged
         for kind, _ in _KINDS:
             r: Range | None = getattr(h, kind)
             ratio = None if r is None else r.amax / f.max
-            cells += [
-                Cell(fmt(ratio), style, clean(ratio)),
-                Cell(
-                    fmt_fraction(None if r is None else r.underflow), style, None if r is None else clean(r.underflow)
-                ),
-            ]
+            share = None if r is None else r.underflow
+            cells += [Cell(fmt(ratio), style, clean(ratio)), Cell(fmt_fraction(share), style, clean(share))]
+        if steps is not None:
+            s = after.get(x.name)
+            known = [v for v in ((s.amax, s.weight_amax) if s is not None else ()) if v is not None]
+            late = max(known) / f.max if known else None
+            cells.append(Cell(fmt(late), style, clean(late)))
         rows.append(cells)
     return table(columns, rows, key="precision_layers")

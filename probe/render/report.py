@@ -186,7 +186,7 @@ def report_dict(report: Stats, verdict: Verdict) -> dict[str, Any]:
 def _headroom_dict(report: Stats) -> dict[str, Any]:
     from probe.render.headroom_data import headroom_dict
 
-    return headroom_dict(report.headroom) if report.headroom is not None else {}
+    return headroom_dict(report.headroom, report.steps) if report.headroom is not None else {}
 
 
 def steps_dict(steps: StepStats) -> dict[str, Any]:
