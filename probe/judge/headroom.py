@@ -12,7 +12,7 @@ Mechanisms:
   down to it: 1).
 - underflow: a nonzero value at or below half the smallest subnormal casts to 0. A value flushed
   to 0 passes no signal forward and, entering a linear map, no gradient to the weights it
-  multiplies (dW = x g^T). When at least half a row's nonzero values flush (``max_underflow``,
+  multiplies (dW = x g^T). When more than half a row's nonzero values flush (``max_underflow``,
   0.5: its median value is not representable), most of its units' values are silent; the larger
   half still carries most of the row's energy (for Gaussian values 93%: the flushed ones, below
   0.674 sigma, hold P(|Z| < c) - 2 c phi(c) = 7% of it), so training goes on, with less: a warning.
