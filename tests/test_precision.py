@@ -237,3 +237,22 @@ def test_the_docs_headroom_tables_command_runs_at_small_size(tmp_path: Any) -> N
     for part in ("### GPT-2 small", "### ResNet-50", "**fp16**", "**fp8_e4m3**", "| weight gradients |"):
         assert part in text
     assert text.count("| activations |") == 4  # 2 models x 2 formats
+
+
+def test_a_torchrun_run_refuses_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun the counts are not merged across ranks: refused before anything is built."""
+    from types import SimpleNamespace
+
+    from probe.errors import SpecError
+    from probe.measurement import distributed
+    from probe.measurement.run import run_probe
+    from probe.spec import parse
+
+    monkeypatch.setattr(distributed, "share_for", lambda *_: SimpleNamespace(device=torch.device("cpu")))
+    with pytest.raises(SpecError, match="torchrun"):
+        run_probe(parse({"run": {"precision": "fp16"}}))
+
+
+def test_html_carries_the_headroom_table(cli: Any) -> None:
+    result = cli("run", "configs/lab1_he_relu.yaml", "--set", "model.depth=2", "--precision", "bf16", "-f", "html")
+    assert result.exit_code == 0 and "headroom (bf16)" in result.stdout
