@@ -46,6 +46,7 @@ class LayerStats:
     # rms(weight) / sqrt(2 / fan_in): the weight's scale in units of He's variance rule (1 = He)
     weight_scale: float | None = None
     weight_size: int | None = None  # elements in the weight (weighs layers in the weight_scale rule)
+    weight_rms: float | None = None  # rms(weight): Adam's steps of about lr turn it by lr / weight_rms
     # the layer's output goes straight into a normalization: its weight's scale is invisible forward
     normalized: bool = False
     # the normalization reading this row's output where every module reading it normalizes it (a

@@ -85,6 +85,31 @@ def token_lstm(vocab: int = 50, width: int = 8) -> nn.Module:
     return TokenLSTM(vocab, width)
 
 
+class RecurrentLM(nn.Module):
+    """A newcomer's language model: embedding, a 2-layer LSTM/GRU/tanh RNN, a vocabulary head."""
+
+    def __init__(self, kind: str = "lstm", vocab: int = 50, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind](width, width, num_layers=2, batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(ids))
+        return self.head(out)
+
+
+def recurrent_lm(kind: str = "lstm", weights: str = "default") -> nn.Module:
+    """``weights: normal1`` draws the recurrent layer's weight matrices from N(0, 1), as
+    ``nn.init.normal_`` does when called without a std (the head keeps PyTorch's default)."""
+    model = RecurrentLM(kind)
+    if weights == "normal1":
+        for name, p in model.rnn.named_parameters():
+            if name.startswith("weight"):
+                nn.init.normal_(p)
+    return model
+
+
 class TwoInputs(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from probe.judge.checks import Check, Row, Rule, Values
-from probe.judge.gaussian import start_loss_ratio
 from probe.judge.headroom import HEADROOM
-from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, made_by, nan_statistics, zero_layers
+from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
+from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.stalled import slow_start, step_progress
 from probe.records import LayerStats, Problem, Stats, Verdict
@@ -256,20 +256,6 @@ def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
     return []  # unreachable: the sizes sum to 2 * half
 
 
-def _loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
-    """The network output's ``start_loss_ratio``, where the output can be logits: two or more
-    units, made by a module with a weight (a linear map: a head, not a normalization, an
-    activation or a lookup table, whose outputs are features a head will rescale). The spread
-    across the units of a sample is ``unit_spread * std``."""
-    x = made_by(report, report.last)
-    if x.units < 2 or x.unit_spread is None or not x.weight_size or x.role in ("norm", "activation", "embedding"):
-        return []
-    spread = x.unit_spread * x.std
-    if not math.isfinite(spread):
-        return []
-    return [(x, start_loss_ratio(spread, x.units))]
-
-
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 
 RULES: dict[str, Rule] = {
@@ -387,11 +373,14 @@ RULES: dict[str, Rule] = {
             "logit_scale",
             "the output's logits start far from a constant guess",
             (
+                Check("max_loss_ratio", "starting cross-entropy / log(classes)", slow_loss_ratio, below=False),
+                # logits the layers below can shrink within SHRINK_BUDGET steps: a slower start, not stuck
                 Check(
                     "max_loss_ratio",
-                    "starting cross-entropy / log(classes)",
-                    _loss_ratio,
+                    "starting cross-entropy / log(classes) (shrinking within 100 steps)",
+                    quick_loss_ratio,
                     below=False,
+                    warning_only=True,
                 ),
             ),
         ),

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
-from probe.measurement import counts
+from probe.measurement import counts, recurrent
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.correlation import PENDING, correlation_record, fold, host_fold
@@ -258,6 +258,10 @@ class Collector:
         if sat is None:
             return zero
         source = y
+        if sat.space == "recurrent":  # gates inside a fused kernel, replayed (recurrent.py)
+            share = recurrent.saturated_fraction(layer.watched.module, inputs)
+            layer.saturation_known = layer.saturation_known and share is not None
+            return zero + round((share or 0.0) * y.numel())
         if sat.space == "input":
             x = inputs[0] if inputs else None
             if not isinstance(x, torch.Tensor) or x is output:

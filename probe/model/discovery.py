@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, ForwardError, first_line, user_code_error
 from probe.model.inputs import InputSpec, draw
-from probe.model.network import Watched, placement
+from probe.model.network import Watched, is_recurrent, placement
 
 if TYPE_CHECKING:
     import torch
@@ -513,4 +513,6 @@ def _saturation(module: nn.Module) -> Any:
         return activations.saturation("tanh", {})
     if isinstance(module, nn.Sigmoid):
         return activations.saturation("sigmoid", {})
+    if is_recurrent(module):  # its gates, inside a fused kernel
+        return activations.Saturation("recurrent", None, None)
     return None

@@ -115,3 +115,14 @@ def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     return device, dtype
+
+
+def is_recurrent(module: nn.Module) -> bool:
+    """A torch recurrent layer or cell whose gates ``probe.measurement.recurrent`` replays."""
+    from torch import nn
+
+    if isinstance(module, nn.RNNBase):
+        return module.mode in ("LSTM", "GRU", "RNN_TANH")
+    if isinstance(module, nn.RNNCell):
+        return module.nonlinearity == "tanh"
+    return isinstance(module, (nn.LSTMCell, nn.GRUCell))

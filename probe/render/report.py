@@ -51,6 +51,7 @@ EXTRA_FIELDS = (
     "branch_ratio",
     "weight_scale",
     "weight_size",
+    "weight_rms",
     "normalized",
 )
 
