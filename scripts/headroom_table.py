@@ -105,7 +105,7 @@ def model_section(result: dict[str, Any]) -> list[str]:
             ratio = None if amax is None else amax / fmt.max
             where = where if share else "-"  # nothing flushed anywhere: no row to name
             lines.append(f"| {kind.replace('_', ' ')}s | {_fmt(ratio)} | `{at}` | {_fmt(share)} | `{where}` |")
-        lines += ["", f"({len(rows)} rows; {seconds:.1f} s)", ""]
+        lines += ["", f"({len(rows)} rows; probed in {seconds:.1f} s wall time)", ""]
     return lines
 
 
