@@ -107,6 +107,8 @@ class StepRow:
     name: str
     update_ratio: float | None  # ||W_K - W_0|| / ||W_0|| of the row's weight (None: no weight)
     output_change: float | None  # ||y_K - y_0|| / ||y_0|| of its output on the steps' batch
+    amax: float | None = None  # the largest magnitude of its output after the steps (run.precision's headroom)
+    weight_amax: float | None = None  # and of its weight
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,47 @@ class StepStats:
 
 
 @dataclass(frozen=True)
+class Range:
+    """One tensor's values against a low-precision format (``run.precision``; probe/spec/precision.py),
+    over every batch: what a round-to-nearest cast to the format would keep."""
+
+    amax: float  # the largest magnitude
+    values: int
+    nonzero: int
+    flushed: int  # nonzero values the cast turns into 0 (at or below half the smallest subnormal)
+    subnormal: int  # nonzero values below the smallest normal (the flushed ones included)
+
+    @property
+    def underflow(self) -> float | None:
+        """The share of the nonzero values the cast flushes to 0 (None: every value is 0)."""
+        return self.flushed / self.nonzero if self.nonzero else None
+
+    @property
+    def subnormal_share(self) -> float | None:
+        """The share of the nonzero values below the smallest normal (fewer significant bits)."""
+        return self.subnormal / self.nonzero if self.nonzero else None
+
+
+@dataclass(frozen=True)
+class HeadroomRow:
+    """One row's tensors against the format; None: not measured (no gradient, no weight)."""
+
+    name: str
+    activation: Range | None  # the row's output
+    gradient: Range | None  # d loss / d output (the probe's direction's scale: docs/precision.md)
+    weight_gradient: Range | None
+    weight: Range | None
+
+
+@dataclass(frozen=True)
+class HeadroomStats:
+    """Every row against ``run.precision``'s format (probe/measurement/precision.py)."""
+
+    format: str  # a key of probe.spec.precision.FORMATS
+    rows: tuple[HeadroomRow, ...]
+
+
+@dataclass(frozen=True)
 class Stats:
     spec: Spec
     layers: tuple[LayerStats, ...]
@@ -134,6 +177,7 @@ class Stats:
     world_size: int = 1  # torchrun ranks whose statistics were merged
     attention: tuple[AttentionStats, ...] = ()  # per module that computed attention (transformers)
     steps: StepStats | None = None  # after run.steps optimizer steps (None: not asked)
+    headroom: HeadroomStats | None = None  # against run.precision's format (None: not asked)
 
     @property
     def first(self) -> LayerStats:

@@ -238,11 +238,14 @@ def _healthy_gradients_report(nan_layer: bool = False) -> Stats:
     layers[1:] = [replace(x, normalized=True) for x in layers[1:]]  # 3 of 4 weights: the median is 1
     if nan_layer:
         layers[1] = replace(layers[1], nonfinite=3)
-    from probe.records import AttentionStats, StepRow, StepStats
+    from probe.records import AttentionStats, HeadroomRow, HeadroomStats, Range, StepRow, StepStats
 
     # ten steps that closed half the distance (0.029 per step), weights turning 1e-4 per step
     steps = StepStats(10, 1e-3, 0.75, 1.0, (1.0, 0.25), tuple(StepRow(x.name, 1e-3, 0.5) for x in layers), 0.0)
-    return replace(_report(layers), attention=(AttentionStats("attn", 1, 1.0, 0.5),), steps=steps)
+    # fp16 values of amax 4 with 1 of 100 flushed to 0
+    values = Range(amax=4.0, values=100, nonzero=100, flushed=1, subnormal=2)
+    headroom = HeadroomStats("fp16", tuple(HeadroomRow(x.name, values, values, values, values) for x in layers))
+    return replace(_report(layers), attention=(AttentionStats("attn", 1, 1.0, 0.5),), steps=steps, headroom=headroom)
 
 
 @pytest.mark.parametrize("name", spec_mod.RULE_NAMES)

@@ -56,7 +56,8 @@ def measure(model: Any, inputs: Any = None, **options: Any) -> Report:
     default to its own device and dtype), ``gate={"min_std": 1e-3, "disable": [...]}``,
     ``theory`` (mean-field prediction beside each row; spec MLPs), ``layers`` (keep the rows whose
     name matches, after judging), ``name``, ``steps`` and ``lr`` (K AdamW steps after the step-0
-    measurement, the weights restored after; the ``stalled`` rule). Errors are ``ProbeError`` values with one-line messages.
+    measurement, the weights restored after; the ``stalled`` rule), ``precision`` (``fp16``, ``bf16``,
+    ``fp8``: each row's amax and underflow against the format; the ``headroom`` rule). Errors are ``ProbeError`` values with one-line messages.
 
     Calls from several threads take turns (one process-wide lock): a probe sets process-wide
     state for its run (torch's random state and thread count, a model's train/eval flags), so two

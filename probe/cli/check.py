@@ -35,7 +35,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import Steps
-from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
+from probe.cli.step_options import LrOpt, PrecisionOpt, StepsOpt, precision_overrides, steps_overrides
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -50,6 +50,7 @@ def check(
     optimizer: OptimizerOpt = None,
     steps_: StepsOpt = None,
     lr: LrOpt = None,
+    precision: PrecisionOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -76,6 +77,7 @@ def check(
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
         overrides.update(steps_overrides(steps_, lr))
+        overrides.update(precision_overrides(precision))
         specs = [read_spec(p, overrides) for p in spec_paths]  # each read once: a pipe reads once
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)

@@ -38,7 +38,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import Steps
-from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
+from probe.cli.step_options import LrOpt, PrecisionOpt, StepsOpt, precision_overrides, steps_overrides
 
 # the entries set each row's init and activation: the header says so rather than the base spec's
 PER_ROW = ("init", "activation")
@@ -75,6 +75,7 @@ def compare(
     optimizer: OptimizerOpt = None,
     steps_: StepsOpt = None,
     lr: LrOpt = None,
+    precision: PrecisionOpt = None,
     plot: PlotOpt = None,
     tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
@@ -101,6 +102,7 @@ def compare(
         overrides.update(pairs(gate, "gate", "--gate"))
         overrides.update(optimizer_override(optimizer))
         overrides.update(steps_overrides(steps_, lr))
+        overrides.update(precision_overrides(precision))
         base = read_spec(config, overrides) if config else spec_mod.parse({}, overrides, "compare")
         check_outputs(output, plot)
         memory_guard([batch.entry_spec(base, e) for e in parsed], max_memory, jobs)

@@ -42,7 +42,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import batch_progress, block_progress
-from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
+from probe.cli.step_options import LrOpt, PrecisionOpt, StepsOpt, precision_overrides, steps_overrides
 
 
 @app.command(cls=Command, rich_help_panel=PANEL_PROBE)
@@ -57,6 +57,7 @@ def run(
     optimizer: OptimizerOpt = None,
     steps_: StepsOpt = None,
     lr: LrOpt = None,
+    precision: PrecisionOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -108,6 +109,7 @@ def run(
         overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
         overrides.update(optimizer_override(optimizer))
         overrides.update(steps_overrides(steps_, lr))
+        overrides.update(precision_overrides(precision))
         spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
         check_outputs(output, plot)
         from probe import api

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
+from probe.judge.checks import Check, Row, Rule, Values
+from probe.judge.headroom import HEADROOM
 from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
@@ -48,52 +49,13 @@ SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by 
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
-NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled")
+NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled", "headroom")
 # collapse judges rows of at least this many units: in a narrower row a few directions are the
 # row's width, not what depth did. A random N x k map spreads the squared singular values over
 # (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
 # global average pool of 4 to 16 channels of noise images 0.14 to 1; 64 channels read under 0.12
 COLLAPSE_MIN_UNITS = 64
 DEAD_ERROR = DEAD_CUT / 0.25
-
-
-class Row(Protocol):
-    """What a check judges: a layer's statistics, or a module's attention (``AttentionStats``)."""
-
-    @property
-    def name(self) -> str: ...
-
-
-Values = Callable[[Stats], "list[tuple[Row, float | None]]"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One threshold of a rule: the per-layer values it reads, the gate key, and the direction.
-
-    A check without ``cell`` judges one value for the whole network (the last/first std ratio,
-    reported at the last layer) and colors no table cell.
-    """
-
-    key: str  # GateSpec field holding the threshold
-    what: str  # how the value reads in a message
-    values: Values
-    below: bool  # the rule breaks when a value is below the threshold (else above)
-    cell: str = ""  # the LayerStats field a broken value colors in the table
-    fraction: bool = False  # a fraction in [0, 1] (its error margin is additive-like, not a factor)
-    # a check whose breaking is unusual rather than a mechanism that stops training: at most a warning
-    warning_only: bool = False
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    summary: str
-    checks: tuple[Check, ...]
-
-    @property
-    def thresholds(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.key for c in self.checks))  # nonfinite checks two values against one key
 
 
 def _breaking(check: Check, report: Stats, gate: GateSpec) -> list[tuple[Row, float]]:
@@ -427,6 +389,7 @@ RULES: dict[str, Rule] = {
             "the first optimizer steps barely move the output",
             (Check("min_step_progress", "share of the target distance closed per step", step_progress, below=True),),
         ),
+        HEADROOM,
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"

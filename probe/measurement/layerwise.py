@@ -61,6 +61,11 @@ def check_layerwise(spec: Spec, *, weights: bool = False) -> None:
             "--layer-by-layer holds one block at a time; run.steps (--steps) steps every weight at once: drop one",
             "run.steps",
         )
+    if spec.run.precision != "none":
+        raise SpecError(
+            "--layer-by-layer does not count run.precision (--precision) headroom yet: drop one",
+            "run.precision",
+        )
 
 
 def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Stats:

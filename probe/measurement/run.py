@@ -15,7 +15,7 @@ from probe.model.build import build_initialized
 from probe.model.discovery import module_modes, restore_modes
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.network import Built, placement
-from probe.records import AttentionStats, LayerStats, Stats, StepStats
+from probe.records import AttentionStats, HeadroomStats, LayerStats, Stats, StepStats
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -82,6 +82,12 @@ def run_probe(
                 "ranks; start it without torchrun",
                 "run.steps",
             )
+        if spec.run.precision != "none":
+            raise SpecError(
+                "run.precision (--precision) runs in one process: its counts are not merged across torchrun "
+                "ranks; start it without torchrun",
+                "run.precision",
+            )
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         if share is not None:
             model, built = distributed.prepare(spec, share, device, dtype, state_dict)
@@ -92,7 +98,7 @@ def run_probe(
             if spec.run.shard != "none":
                 built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
-            layers, attention, steps = _probe(model, built, spec, device, dtype, progress, share)
+            layers, attention, steps, headroom = _probe(model, built, spec, device, dtype, progress, share)
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -104,6 +110,7 @@ def run_probe(
         world_size=share.world_size if share is not None else 1,
         attention=attention,
         steps=steps,
+        headroom=headroom,
     )
 
 
@@ -115,7 +122,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Sta
     started = time.perf_counter()
     device, dtype = placement(built.model)
     with run_errors(spec, device):
-        layers, attention, steps = _probe(built.model, built, spec, device, dtype, progress)
+        layers, attention, steps, headroom = _probe(built.model, built, spec, device, dtype, progress)
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -126,6 +133,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Sta
         notes=tuple(built.notes),
         attention=attention,
         steps=steps,
+        headroom=headroom,
     )
 
 
@@ -159,12 +167,12 @@ def _probe(
     dtype: torch.dtype,
     progress: Progress | None,
     share: Share | None = None,
-) -> tuple[list[LayerStats], tuple[AttentionStats, ...], StepStats | None]:
+) -> tuple[list[LayerStats], tuple[AttentionStats, ...], StepStats | None, HeadroomStats | None]:
     import torch
 
     from probe.measurement import distributed
 
-    collector = Collector(built.watched, device)
+    collector = _collector(spec, built, device)
     if share is not None:
         collector.weight_grad_part = share.weight_grad_part
     if may_attend(spec):
@@ -218,7 +226,27 @@ def _probe(
         steps = _steps(model, built, spec, device, dtype, progress)
     finally:
         restore_modes(modes)
-    return layers, collector.attention_stats, steps
+    return layers, collector.attention_stats, steps, _headroom(collector)
+
+
+def _collector(spec: Spec, built: Built, device: torch.device) -> Collector:
+    """The collector; with ``run.precision``, one that also counts each tensor against the format."""
+    from probe.spec.precision import precision_format
+
+    fmt = precision_format(spec.run.precision)
+    if fmt is None:
+        return Collector(built.watched, device)
+    from probe.measurement.precision import HeadroomCollector
+
+    return HeadroomCollector(built.watched, device, fmt)
+
+
+def _headroom(collector: Collector) -> HeadroomStats | None:
+    if type(collector) is Collector:
+        return None
+    from probe.measurement.precision import HeadroomCollector
+
+    return collector.headroom() if isinstance(collector, HeadroomCollector) else None
 
 
 def _steps(

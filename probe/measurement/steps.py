@@ -125,6 +125,8 @@ def take_steps(
                     output_change=_change([ends[w.name]], [starts[w.name]])
                     if w.name in starts and w.name in ends
                     else None,
+                    amax=_amax(ends.get(w.name)),
+                    weight_amax=_amax(w.weight),
                 )
                 for w in watched
             )
@@ -161,6 +163,11 @@ def _change(now: list[torch.Tensor], then: list[torch.Tensor]) -> float | None:
     num = sum(float((a.float() - b.float()).pow(2).sum()) for a, b in zip(now, then, strict=True))
     den = sum(float(b.float().pow(2).sum()) for b in then)
     return math.sqrt(num / den) if den > 0 else None
+
+
+def _amax(t: torch.Tensor | None) -> float | None:
+    """The largest magnitude (None: no tensor, or one on the meta device)."""
+    return None if t is None or t.is_meta or t.numel() == 0 else float(t.detach().abs().max())
 
 
 def _update(w: Watched, weights: dict[str, torch.Tensor]) -> float | None:

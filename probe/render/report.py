@@ -180,7 +180,14 @@ def report_dict(report: Stats, verdict: Verdict) -> dict[str, Any]:
         **({"notes": list(report.notes)} if report.notes else {}),
         **({"attention": [attention_row(a) for a in report.attention]} if report.attention else {}),
         **({"steps": steps_dict(report.steps)} if report.steps is not None else {}),
+        **({"precision": _headroom_dict(report)} if report.headroom is not None else {}),
     }
+
+
+def _headroom_dict(report: Stats) -> dict[str, Any]:
+    from probe.render.headroom_data import headroom_dict
+
+    return headroom_dict(report.headroom, report.steps) if report.headroom is not None else {}
 
 
 def steps_dict(steps: StepStats) -> dict[str, Any]:
@@ -299,9 +306,17 @@ def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def layers_csv(runs: Sequence[Run]) -> str:
     """One row per layer per run; the first column names the run."""
-    rows = [{"run": r.label, **layer_row(x)} for r in runs for x in r.report.layers]
+    from probe.render.headroom_data import headroom_fields
+
+    rows = [
+        {"run": r.label, **layer_row(x), **headroom_fields(r.report.headroom, x.name)}
+        for r in runs
+        for x in r.report.layers
+    ]
     extra = [c for c in EXTRA_FIELDS if any(c in row for row in rows)]
-    return csv_text([{**dict.fromkeys(extra), **row} for row in rows], ("run", *LAYER_FIELDS, *extra))
+    precision = list(dict.fromkeys(k for row in rows for k in row if k.endswith(("_amax_ratio", "_underflow"))))
+    columns = ("run", *LAYER_FIELDS, *extra, *precision)
+    return csv_text([{**dict.fromkeys(extra + precision), **row} for row in rows], columns)
 
 
 def compare_csv(runs: Sequence[Run]) -> str:

@@ -91,6 +91,11 @@ def run_doc(report: Stats, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS
 
         stalled = {p.layer for p in (*verdict.problems, *verdict.warnings) if p.rule == "stalled"}
         parts += [steps_table(report.steps, shown, stalled), steps_line(report.steps)]
+    if report.headroom is not None:
+        from probe.render.headroom_view import flagged_rows, headroom_line, headroom_table
+
+        flagged = flagged_rows(report, verdict)
+        parts += [headroom_table(report.headroom, shown, flagged, report.steps), headroom_line(report.headroom)]
     parts += [Line(f"note: {note}", "yellow") for note in report.notes]
     parts += gate_line(report) + verdict_lines(verdict)
     return doc(parts, title=f"probe run: {report.spec.name}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.spec import inits
+from probe.spec.precision import PRECISIONS
 from probe.spec.schema import Param
 
 RULE_NAMES = (
@@ -29,6 +30,7 @@ RULE_NAMES = (
     "weight_scale",
     "logit_scale",
     "stalled",
+    "headroom",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -166,6 +168,7 @@ class RunSpec:
     shard: str = "none"  # under torchrun: "none" replicates the model (DDP), "fsdp" shards it (FSDP2)
     steps: int = 0  # optimizer steps after the step-0 measurement (probe/measurement/steps.py)
     lr: float = 1e-3  # the AdamW learning rate of those steps
+    precision: str = "none"  # a low-precision format whose headroom each row is measured against
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,8 @@ class GateSpec:
     max_loss_ratio: float = 3.0
     max_token_correlation: float = 0.98
     min_step_progress: float = 0.0035  # stalled: (1 / sqrt 2) / 200, rounded (probe/judge/stalled.py)
+    max_amax_ratio: float = 1.0  # headroom: a row's amax / the format's largest value (probe/judge/headroom.py)
+    max_underflow: float = 0.5  # headroom: share of a row's nonzero values the cast flushes to 0
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -264,6 +269,12 @@ RUN_PARAMS: dict[str, Param] = {
         "int", 0, minimum=0, help="AdamW steps after the step-0 measurement, then weights restored (0: none)"
     ),
     "lr": Param("float", 1e-3, minimum=0.0, help="learning rate of the run.steps AdamW steps"),
+    "precision": Param(
+        "str",
+        "none",
+        choices=PRECISIONS,
+        help="measure each row's amax and underflow against this format (fp8 = fp8_e4m3); the headroom rule",
+    ),
 }
 GATE_PARAMS: dict[str, Param] = {
     "min_std": Param("float", 1e-2, minimum=0.0, help="vanishing: any layer's activation std below this"),
@@ -351,6 +362,20 @@ GATE_PARAMS: dict[str, Param] = {
         0.0035,
         minimum=0.0,
         help="stalled (run.steps): share of the distance to the steps' target closed per step below this",
+    ),
+    "max_amax_ratio": Param(
+        "float",
+        1.0,
+        minimum=0.0,
+        allow_inf=True,
+        help="headroom (run.precision): a row's amax / the format's largest value above this (1: the cast overflows)",
+    ),
+    "max_underflow": Param(
+        "float",
+        0.5,
+        minimum=0.0,
+        maximum=1.0,
+        help="headroom (run.precision): share of a row's nonzero values the cast flushes to 0 above this (a warning)",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
