@@ -1,0 +1,103 @@
+"""model.parametrization: mup (probe/model/mup.py): muP's init, multipliers and Adam learning
+rates relative to model.base_width, checked against what muP prescribes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probe import spec as spec_mod
+from probe.errors import SpecError
+from probe.model import mup
+from probe.model.build import build_initialized
+
+
+def _spec(kind: str, width: int, parametrization: str, **model: object) -> spec_mod.Spec:
+    extra = {"vocab_size": 50, "seq_len": 6, "heads": 4} if kind == "transformer" else {}
+    return spec_mod.parse(
+        {
+            "model": {
+                "kind": kind,
+                "width": width,
+                "depth": 2,
+                "output_dim": 5,
+                "base_width": 32,
+                "parametrization": parametrization,
+                **extra,
+                **model,
+            },
+            "data": {"batch_size": 8},
+        }
+    )
+
+
+def _inputs(kind: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randint(0, 50, (8, 6), generator=gen) if kind == "transformer" else torch.randn(8, 32, generator=gen)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_mup_is_sp_at_the_base_width(kind: str) -> None:
+    sp = build_initialized(_spec(kind, 32, "sp")).model
+    mu = build_initialized(_spec(kind, 32, "mup"))
+    assert mu.lr_scale == {}
+    for (name, a), (_, b) in zip(sp.named_parameters(), mu.model.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    x = _inputs(kind)
+    # the transformer's query is then x * 1.0, projected on its own: equal up to float rounding
+    torch.testing.assert_close(sp(x), mu.model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_mup_at_four_times_the_base_width(kind: str) -> None:
+    sp = build_initialized(_spec(kind, 128, "sp")).model
+    built = build_initialized(_spec(kind, 128, "mup"))
+    params = dict(built.model.named_parameters())
+    # Adam's lr: 1/4 on tensors whose two dimensions grow with width (hidden matrices), 1 elsewhere
+    assert set(built.lr_scale.values()) == {0.25}
+    for name in built.lr_scale:
+        assert params[name].dim() == 2 and min(params[name].shape) >= 128, name
+    grows = {n for n, p in params.items() if p.dim() == 2 and min(p.shape) >= 128}
+    assert set(built.lr_scale) == grows
+    # the head: the same draws times sqrt(4) (mup's _rescale_parameters), input times 1/4
+    torch.testing.assert_close(params["head.weight"], 2 * dict(sp.named_parameters())["head.weight"])
+    assert mup.readout_multiplier(_spec(kind, 128, "mup").model) == 0.25
+    x = _inputs(kind)
+    with torch.no_grad():
+        ratio = float(built.model(x).std() / sp(x).std())
+    # effective head weight = 2 W / 4 = W / 2, and everything before the head is the same (the
+    # MLP) or differs only in attention's scale (the transformer): half the SP output's size
+    if kind == "mlp":
+        assert ratio == pytest.approx(0.5, rel=1e-5)
+    else:
+        assert 0.3 < ratio < 0.7
+
+
+def test_mup_param_groups_scale_adams_lr() -> None:
+    built = build_initialized(_spec("mlp", 128, "mup"))
+    groups = mup.param_groups(built.model, 1e-3, built.lr_scale)
+    by_lr = {g["lr"]: len(g["params"]) for g in groups}
+    # linear2 (128 x 128) at lr / 4; linear1, head and the biases at lr
+    assert sorted(by_lr.items()) == [(2.5e-4, 1), (1e-3, 5)]
+
+
+def test_mup_attention_logits_scale_like_one_over_d() -> None:
+    """The query input is multiplied by sqrt(base / width): logits q.k * sqrt(d_B) / d."""
+    built = build_initialized(_spec("transformer", 128, "mup"))
+    layer = built.model.layers[0]
+    assert layer.query_scale == pytest.approx(math.sqrt(32 / 128))
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        ({"kind": "conv", "parametrization": "mup"}, "mlp and transformer"),
+        ({"kind": "transformer", "parametrization": "mup", "ff_width": 64}, "ff_width"),
+        ({"parametrization": "ntk"}, "parametrization"),
+    ],
+)
+def test_mup_spec_validation(model: dict[str, object], match: str) -> None:
+    with pytest.raises(SpecError, match=match):
+        spec_mod.parse({"model": model})
