@@ -106,6 +106,7 @@ class StepRow:
     name: str
     update_ratio: float | None  # ||W_K - W_0|| / ||W_0|| of the row's weight (None: no weight)
     output_change: float | None  # ||y_K - y_0|| / ||y_0|| of its output on the steps' batch
+    change_rms: float | None = None  # rms of y_K - y_0 per coordinate (the coordinate check's size)
 
 
 @dataclass(frozen=True)

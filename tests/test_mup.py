@@ -101,3 +101,23 @@ def test_mup_attention_logits_scale_like_one_over_d() -> None:
 def test_mup_spec_validation(model: dict[str, object], match: str) -> None:
     with pytest.raises(SpecError, match=match):
         spec_mod.parse({"model": model})
+
+
+def test_mup_steps_use_adams_scaled_lr() -> None:
+    """One AdamW step moves every element by lr * sign(g) (m / sqrt(v) = g / |g| at step 1), so
+    ||dW|| = lr * sqrt(numel) whatever the gradient: muP's hidden matrix at 4x the base width
+    moves exactly 1/4 as far as SP's (up to AdamW's decay, lr * 0.01 * W, and eps: < 1e-3), the
+    input layer as far."""
+    from dataclasses import replace
+
+    from probe.measurement.run import run_probe
+
+    moved = {}
+    for parametrization in ("sp", "mup"):
+        spec = _spec("mlp", 128, parametrization)
+        spec = replace(spec, run=replace(spec.run, steps=1))
+        rows = {r.name: r for r in run_probe(spec).steps.rows}
+        assert all(r.change_rms is not None and r.change_rms > 0 for r in rows.values())
+        moved[parametrization] = {name: r.update_ratio for name, r in rows.items()}
+    assert moved["mup"]["layer2"] / moved["sp"]["layer2"] == pytest.approx(0.25, rel=1e-3)
+    assert moved["mup"]["layer1"] / moved["sp"]["layer1"] == pytest.approx(1.0, rel=1e-3)

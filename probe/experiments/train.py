@@ -186,7 +186,9 @@ def train_one(
             groups = param_groups(model, settings.lr, built.lr_scale)
             optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=settings.lr)
         elif spec.model.parametrization == "mup":
-            raise SpecError("muP's learning rates here are Adam's: train a muP spec with --optimizer adam", "--optimizer")
+            raise SpecError(
+                "muP's learning rates here are Adam's: train a muP spec with --optimizer adam", "--optimizer"
+            )
         else:
             optimizer = torch.optim.SGD(params, lr=settings.lr)
         loss_fn = nn.CrossEntropyLoss()
