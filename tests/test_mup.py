@@ -121,3 +121,17 @@ def test_mup_steps_use_adams_scaled_lr() -> None:
         moved[parametrization] = {name: r.update_ratio for name, r in rows.items()}
     assert moved["mup"]["layer2"] / moved["sp"]["layer2"] == pytest.approx(0.25, rel=1e-3)
     assert moved["mup"]["layer1"] / moved["sp"]["layer1"] == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_inspect_expects_the_mup_head(kind: str) -> None:
+    """probe inspect reads the muP head's std against its strategy times sqrt(width / base)."""
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+    from tests.conftest import REPO
+
+    args = ["--set", f"model.kind={kind}", "--set", "model.parametrization=mup", "--set", "model.width=512"]
+    result = CliRunner().invoke(app, ["inspect", str(REPO / "configs" / "coord_check_mlp.yaml"), *args])
+    assert result.exit_code == 0, result.output
+    assert "every parameter matches its init rule" in result.stdout

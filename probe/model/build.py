@@ -54,7 +54,7 @@ def plan(spec: Spec) -> Plan:
     steps += norm_steps(model)
     if m.zero_init == "last_norm":
         steps += arch.zero_last_norm_steps(model)
-    steps += mup.readout_steps(getattr(model, "head", None), m)
+    steps += mup.readout_steps(getattr(model, "head", None), m, (log, "head"))
     steps += init_rules.rule_fills(model, spec.init.rules, ctx, m.depth, log)
 
     def finish() -> Built:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from probe.model.init_rules import InitStep
+    from probe.model.init_rules import InitLog, InitStep
 
 
 def readout_multiplier(m: ModelSpec) -> float:
@@ -57,13 +57,24 @@ def query_multiplier(m: ModelSpec) -> float:
     return math.sqrt(m.base_width / m.width) if m.parametrization == "mup" else 1.0
 
 
-def readout_steps(head: nn.Module | None, m: ModelSpec) -> list[InitStep]:
-    """The head's weight and bias multiplied by ``readout_gain`` after the spec's init."""
+def readout_steps(head: nn.Module | None, m: ModelSpec, logged: tuple[InitLog, str] | None = None) -> list[InitStep]:
+    """The head's weight and bias multiplied by ``readout_gain`` after the spec's init (and, with
+    ``logged``, its init log entries, ``probe inspect``'s expected std, by the same factor)."""
     from probe.model.init_rules import InitStep
 
     if head is None or m.parametrization != "mup":
         return []
-    return [InitStep(head, lambda: rescale(head, readout_gain(m)))]
+
+    def fill() -> None:
+        rescale(head, readout_gain(m))
+        if logged is not None:
+            log, qual = logged
+            for name in (f"{qual}.weight", f"{qual}.bias"):
+                entry = log.strategies.get(name)
+                if entry is not None:
+                    log.strategies[name] = (entry[0], entry[1] * readout_gain(m))
+
+    return [InitStep(head, fill)]
 
 
 def rescale(module: nn.Module, gain: float) -> None:
