@@ -135,3 +135,21 @@ def test_inspect_expects_the_mup_head(kind: str) -> None:
     result = CliRunner().invoke(app, ["inspect", str(REPO / "configs" / "coord_check_mlp.yaml"), *args])
     assert result.exit_code == 0, result.output
     assert "every parameter matches its init rule" in result.stdout
+
+
+def test_layer_by_layer_replays_the_mup_head() -> None:
+    """--layer-by-layer rebuilds the MLP block by block: muP's head rescale is part of its program
+    (the same numbers as a whole-network run, the head's included)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+    from tests.conftest import REPO
+
+    args = ["run", str(REPO / "configs" / "coord_check_mlp.yaml"), "--set", "model.parametrization=mup"]
+    args += ["--set", "model.width=256", "-f", "json"]
+    runs = [CliRunner().invoke(app, args + extra) for extra in ([], ["--layer-by-layer"])]
+    assert all(r.exit_code == 0 for r in runs), runs[0].output + runs[1].output
+    whole, layered = ([v for x in json.loads(r.stdout)["layers"] for v in (x["std"], x["grad_std"])] for r in runs)
+    assert whole == pytest.approx(layered, rel=1e-6)
