@@ -153,3 +153,12 @@ def test_layer_by_layer_replays_the_mup_head() -> None:
     assert all(r.exit_code == 0 for r in runs), runs[0].output + runs[1].output
     whole, layered = ([v for x in json.loads(r.stdout)["layers"] for v in (x["std"], x["grad_std"])] for r in runs)
     assert whole == pytest.approx(layered, rel=1e-6)
+
+
+def test_no_mean_field_prediction_under_mup() -> None:
+    """The mean-field map (probe/judge/theory.py) has no output multiplier: it says so rather than
+    predict a muP head's std sqrt(width / base) times off."""
+    from probe.judge.theory import unavailable_reason
+
+    assert unavailable_reason(_spec("mlp", 128, "sp")) is None
+    assert "mup" in (unavailable_reason(_spec("mlp", 128, "mup")) or "")
