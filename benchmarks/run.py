@@ -21,6 +21,7 @@ import memory
 import overhead
 import real_model
 import startup
+import steps_cost
 import torch
 
 
@@ -47,6 +48,7 @@ def main() -> None:
         ("memory", memory.results),
         ("compare vs seed", lambda: compare_vs_seed.results(3 if args.quick else 9)),
         ("real model", lambda: real_model.results(args.quick)),
+        ("steps", lambda: steps_cost.results(args.quick)),
         ("cuda", cuda_sync.results),
     ]:
         print(f"{name}:", flush=True)

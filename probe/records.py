@@ -109,6 +109,7 @@ class StepRow:
     output_change: float | None  # ||y_K - y_0|| / ||y_0|| of its output on the steps' batch
     amax: float | None = None  # the largest magnitude of its output after the steps (run.precision's headroom)
     weight_amax: float | None = None  # and of its weight
+    change_rms: float | None = None  # rms of y_K - y_0 per coordinate (the coordinate check's size)
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,20 @@ def test_interleaved_ratio_measures_each_side(monkeypatch: pytest.MonkeyPatch) -
     ratio, a_s, b_s = common.interleaved_ratio(a, b, repeats=5, warmup=2)
     assert (ratio, a_s, b_s) == (3.0, 1.0, 3.0)
     assert calls == {"a": 7, "b": 7}
+
+
+def test_steps_cost_runs_both_sides_on_a_tiny_network() -> None:
+    """benchmarks/steps_cost.py: the reference (step-0 probe + K + 1 bare steps) and probe --steps K
+    both run and are timed; the bare steps train their copy (the built model is left alone)."""
+    import steps_cost
+
+    model = {"depth": 2, "width": 8, "input_dim": 8, "output_dim": 3}
+    spec = steps_cost.case_spec(model, 16, 2)
+    built = common.built_model(spec)
+    before = [p.detach().clone() for p in built.model.parameters()]
+    copy = common.built_model(spec).model
+    steps_cost.bare_training(copy, built, spec, 3)
+    assert all(torch.equal(a, b) for a, b in zip(before, built.model.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(before, copy.parameters(), strict=True))
+    ratio, ref_s, probe_s = steps_cost.measure(model, 16, repeats=1, k=2)
+    assert ref_s > 0 and probe_s > 0 and ratio > 0

@@ -8,6 +8,7 @@ import typer
 
 from probe.cli.common import (
     EXIT_OK,
+    EXIT_UNHEALTHY,
     PANEL_EXPERIMENTS,
     Command,
     ConfigOpt,
@@ -37,6 +38,7 @@ from probe.cli.common import (
     wrote,
 )
 from probe.cli.progress import Steps
+from probe.cli.step_options import LrOpt, steps_overrides
 from probe.errors import SpecError
 
 
@@ -64,12 +66,25 @@ def sweep(
     tensorboard: TensorboardOpt = None,
     jobs: JobsOpt = 1,
     max_memory: MaxMemoryOpt = None,
+    steps: Annotated[
+        Optional[int],
+        typer.Option(
+            "--steps",
+            metavar="K",
+            min=1,
+            help="The coordinate check: K AdamW steps in every cell (weights restored after), then per module "
+            "the slope of log(output change) against log(width); exit 1 unless every |slope| <= 0.25. Needs "
+            "--width with 2+ widths.",
+        ),
+    ] = None,
+    lr: LrOpt = None,
 ) -> None:
     """Probe a grid of depths and/or widths for each init strategy.
 
     A depth sweep names, per strategy, the first depth that breaks a health rule; a width sweep
-    reports each layer's log-log slope of activation std against width (a muP-style coordinate
-    check: near 0 means the scale does not drift with width).
+    reports each layer's log-log slope of activation std against width (near 0: the scale does
+    not drift with width). With --steps K, a width sweep is muP's coordinate check with a verdict:
+    the slope of each module's output change after K steps against width (exit 1 if one drifts).
 
     Example: probe sweep --depth 4,8,16,32,64 tiny xavier he
     """
@@ -83,7 +98,14 @@ def sweep(
         widths = sw.parse_ints(width, "--width") if width else None
         if depths is None and widths is None:
             raise SpecError("give --depth D1,D2,... and/or --width W1,W2,...")
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
+        if steps is not None and (widths is None or len(widths) < 2):
+            raise SpecError("the coordinate check compares widths: give --width W1,W2,... (2 or more)", "--steps")
+        overrides = {
+            **pairs(set_, "", "--set"),
+            **pairs(gate, "gate", "--gate"),
+            **run_overrides(seed, device, dtype),
+            **steps_overrides(steps, lr),
+        }
         if activation is not None:
             overrides["model.activation"] = activation
         base = read_spec(config, overrides) if config else spec_mod.parse({}, overrides, "sweep")
@@ -103,8 +125,10 @@ def sweep(
         def html() -> str:
             from probe.render.html import sweep_page
 
-            notes = (sweep_view.first_failing_lines(result) if len(result.depths) > 1 else []) + sweep_view.slope_lines(
-                result
+            notes = (
+                (sweep_view.first_failing_lines(result) if len(result.depths) > 1 else [])
+                + sweep_view.slope_lines(result)
+                + sweep_view.coord_lines(result)
             )
             return sweep_page(result, spec_mod.summary(base, per_row), notes)
 
@@ -126,6 +150,9 @@ def sweep(
 
             for folder in write_sweep(tensorboard, result):
                 wrote(folder)
-        return EXIT_OK
+        from probe.experiments.coord_check import coord_checks
+
+        # with steps (--steps or run.steps) over 2+ widths the sweep is a gate: the coordinate check
+        return EXIT_OK if all(c.passes for c in coord_checks(result)) else EXIT_UNHEALTHY
 
     guard(body)

@@ -41,6 +41,9 @@ class Cell:
     problems: tuple[str, ...]  # broken rule names
     layer_stds: tuple[float, ...]
     layer_grad_stds: tuple[float | None, ...]
+    # with run.steps (the coordinate check, coord_check.py): each row's name and rms output change
+    layer_names: tuple[str, ...] = ()
+    layer_changes: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,16 +98,16 @@ class SweepResult:
                 cells = sorted((c for c in self.cells if c.label == label and c.depth == depth), key=lambda c: c.width)
                 xs = [math.log(c.width) for c in cells]
                 n_layers = min(len(c.layer_stds) for c in cells)
-                slopes = tuple(_slope(xs, [_log(c.layer_stds[i]) for c in cells]) for i in range(n_layers))
+                slopes = tuple(slope(xs, [log_or_nan(c.layer_stds[i]) for c in cells]) for i in range(n_layers))
                 out.append(WidthSlope(label, depth, slopes))
         return out
 
 
-def _log(x: float) -> float:
+def log_or_nan(x: float) -> float:
     return math.log(x) if x > 0 and math.isfinite(x) else math.nan
 
 
-def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of ys on xs; nan if any point is not finite."""
     if any(not math.isfinite(y) for y in ys):
         return math.nan
@@ -149,6 +152,7 @@ def probe_cell(spec: Spec) -> Cell:
     report = run_probe(spec)
     # a sweep shows where each threshold is first crossed: warnings count, not only errors
     verdict = evaluate(report, replace(spec.gate, fail_on="warning"))
+    rows = report.steps.rows if report.steps is not None else ()
     return Cell(
         label=spec.name,  # entry_spec names the spec after its entry
         depth=spec.model.depth,
@@ -159,6 +163,8 @@ def probe_cell(spec: Spec) -> Cell:
         problems=tuple(dict.fromkeys(p.rule for p in verdict.problems)),
         layer_stds=tuple(x.std for x in report.layers),
         layer_grad_stds=tuple(x.grad_std for x in report.layers),
+        layer_names=tuple(r.name for r in rows),
+        layer_changes=tuple(r.change_rms for r in rows),
     )
 
 

@@ -158,6 +158,8 @@ def train_one(
     import torch
     from torch import nn
 
+    from probe.model.mup import param_groups
+
     settings.check()
     x, y = two_moons(settings.samples, settings.noise, settings.seed)
     train_idx, val_idx = stratified_split(y, settings.val_fraction, settings.seed)
@@ -180,8 +182,13 @@ def train_one(
             lsuv_built(built, spec)
         model = built.model.to(device=device, dtype=dtype)  # built on the CPU, like probe run
         params = list(model.parameters())
-        if settings.optimizer == "adam":
-            optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=settings.lr)
+        if settings.optimizer == "adam":  # muP's per-tensor Adam learning rates (probe/model/mup.py)
+            groups = param_groups(model, settings.lr, built.lr_scale)
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=settings.lr)
+        elif spec.model.parametrization == "mup":
+            raise SpecError(
+                "muP's learning rates here are Adam's: train a muP spec with --optimizer adam", "--optimizer"
+            )
         else:
             optimizer = torch.optim.SGD(params, lr=settings.lr)
         loss_fn = nn.CrossEntropyLoss()

@@ -121,6 +121,8 @@ def network_reason(spec: Spec) -> str | None:
         return f"no prediction for model.kind '{m.kind}': the mean-field theory here covers fully connected networks"
     if m.norm != "none":
         return f"no prediction with model.norm '{m.norm}': normalization makes the variance map data-dependent"
+    if m.parametrization != "sp":
+        return "no prediction under model.parametrization: mup (the variance map here has no output multiplier)"
     return None
 
 

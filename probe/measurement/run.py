@@ -273,7 +273,9 @@ def _steps(
 
     total = spec.data.batches + spec.run.steps
     tick = None if progress is None else (lambda k, _n: progress(spec.data.batches + k, total))
-    return take_steps(model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick)
+    return take_steps(
+        model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick, lr_scale=built.lr_scale
+    )
 
 
 def may_attend(spec: Spec) -> bool:

@@ -12,17 +12,21 @@ output's own per-element scale, ``mean((out - t)^2)``, on one fixed batch. Its p
 steps, ``1 - loss_K / loss_0``, reads the same on every model whatever the output's scale or
 size: the fraction of the distance to a target as far away as the output is large that K
 steps closed. Each row records ``||W_K - W_0|| / ||W_0||`` (its weight's relative update) and
-``||y_K - y_0|| / ||y_0||`` (its output's relative change on the batch).
+``||y_K - y_0|| / ||y_0||`` (its output's relative change on the batch) and the rms of ``y_K - y_0``
+per coordinate (the size the coordinate check compares across widths, ``probe sweep --steps``).
 
 Memory: the snapshot is one CPU copy of every parameter and buffer (no copy of the module), the
 optimizer's state lives for the steps only, and each row keeps its step-0 output on the batch.
+Cost: K + 1 forward passes, K backward passes and K optimizer steps, plus the snapshot and
+restore; the rows' outputs are cloned at step 0 and after the last step only
+(``benchmarks/steps_cost.py``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -72,10 +76,14 @@ def take_steps(
     lr: float,
     seed: int,
     progress: Progress | None = None,
+    lr_scale: Mapping[str, float] | None = None,
 ) -> StepStats:
-    """``steps`` AdamW steps (``lr``) on ``forward``'s outputs fitting a fixed random target;
-    the model comes back exactly as it was (parameters, buffers, ``.grad`` cleared)."""
+    """``steps`` AdamW steps (``lr``, times ``lr_scale``'s multiplier for the parameters it names:
+    muP's) on ``forward``'s outputs fitting a fixed random target; the model comes back exactly as
+    it was (parameters, buffers, ``.grad`` cleared)."""
     import torch
+
+    from probe.model.mup import param_groups
 
     started = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -98,9 +106,10 @@ def take_steps(
         targets = [
             (torch.randn(o.shape, generator=gen).to(o.device, o.dtype) * _scale(o.detach())).detach() for o in first
         ]
-        optimizer = torch.optim.AdamW(params, lr=lr)
+        optimizer = torch.optim.AdamW(param_groups(model, lr, lr_scale or {}), lr=lr)
         losses: list[float] = []
         out = first
+        recorded = False  # the rows' outputs are cloned twice only: at step 0 and after the last step
         for k in range(steps):
             loss = _objective(out, targets)
             losses.append(float(loss.detach()))
@@ -109,22 +118,31 @@ def take_steps(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            del loss
+            recorded = k == steps - 1
             outputs.clear()
-            with _row_outputs(watched, outputs):
+            with _row_outputs(watched if recorded else [], outputs):
                 out = forward()
             if progress is not None:
                 progress(k + 1, steps)
+        if not recorded:  # stopped early (a loss not finite) or no step: the rows' outputs now
+            outputs.clear()
+            with _row_outputs(watched, outputs):
+                out = forward()
         last_loss = float(_objective(out, targets).detach())
         ends = {name: ys[0] for name, ys in outputs.items() if ys}
+
+        def both(name: str) -> bool:
+            return name in starts and name in ends
+
         with torch.no_grad():
             out_change = _change([o.detach() for o in out], [o.detach() for o in first])
             rows = tuple(
                 StepRow(
                     name=w.name,
                     update_ratio=_update(w, weights),
-                    output_change=_change([ends[w.name]], [starts[w.name]])
-                    if w.name in starts and w.name in ends
-                    else None,
+                    output_change=_change([ends[w.name]], [starts[w.name]]) if both(w.name) else None,
+                    change_rms=_rms(ends[w.name], starts[w.name]) if both(w.name) else None,
                     amax=_amax(ends.get(w.name)),
                     weight_amax=_amax(w.weight),
                 )
@@ -168,6 +186,14 @@ def _change(now: list[torch.Tensor], then: list[torch.Tensor]) -> float | None:
 def _amax(t: torch.Tensor | None) -> float | None:
     """The largest magnitude (None: no tensor, or one on the meta device)."""
     return None if t is None or t.is_meta or t.numel() == 0 else float(t.detach().abs().max())
+
+
+def _rms(now: torch.Tensor, then: torch.Tensor) -> float | None:
+    """The root mean square of ``now - then`` per coordinate (the coordinate check's size of a
+    change, comparable across widths); None for an empty tensor."""
+    if then.numel() == 0:
+        return None
+    return float((now.float() - then.float()).pow(2).mean().sqrt())
 
 
 def _update(w: Watched, weights: dict[str, torch.Tensor]) -> float | None:

@@ -135,9 +135,11 @@ def transformer(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
     or continuous ``(seq_len, width)`` inputs; a final LayerNorm when pre-LN; optional head."""
     from torch import nn
 
-    from probe.model.nets import TransformerNet
+    from probe.model import mup
+    from probe.model.nets import QueryScaledEncoderLayer, TransformerNet
 
     act = m.activation
+    scaled = m.parametrization == "mup"
     watched: list[Watched] = []
     embed = None
     if m.vocab_size is not None:
@@ -147,7 +149,8 @@ def transformer(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
         )
     layers = []
     for i in range(1, m.depth + 1):
-        layer = nn.TransformerEncoderLayer(
+        layer_class = partial(QueryScaledEncoderLayer, query_scale=mup.query_multiplier(m)) if scaled else None
+        layer = (layer_class or nn.TransformerEncoderLayer)(
             m.width,
             m.heads,
             dim_feedforward=m.ff_width or 4 * m.width,
@@ -182,7 +185,7 @@ def transformer(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:
         if m.vocab_size is not None
         else InputSpec("shape", (m.seq_len, m.width))
     )
-    return TransformerNet(embed, layers, norm, head), watched, inputs
+    return TransformerNet(embed, layers, norm, head, mup.readout_multiplier(m)), watched, inputs
 
 
 def recurrent(m: ModelSpec) -> tuple[nn.Module, list[Watched], InputSpec]:

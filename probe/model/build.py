@@ -43,7 +43,7 @@ def plan(spec: Spec) -> Plan:
         return user_model.plan(spec)
     if spec.model.kind == "mlp":
         return _mlp(spec)
-    from probe.model import arch, init_rules
+    from probe.model import arch, init_rules, mup
 
     m = spec.model
     model, watched, inputs = arch.BUILDERS[m.kind](m)
@@ -54,12 +54,13 @@ def plan(spec: Spec) -> Plan:
     steps += norm_steps(model)
     if m.zero_init == "last_norm":
         steps += arch.zero_last_norm_steps(model)
+    steps += mup.readout_steps(getattr(model, "head", None), m, (log, "head"))
     steps += init_rules.rule_fills(model, spec.init.rules, ctx, m.depth, log)
 
     def finish() -> Built:
         for w in watched:
             w.init_rule = log.for_tensor(model, w.weight) or ("default" if w.weight is not None else None)
-        return Built(model, watched, inputs, init_log=log)
+        return Built(model, watched, inputs, init_log=log, lr_scale=_lr_scales(model, spec))
 
     return Plan(model, steps, finish)
 
@@ -67,7 +68,8 @@ def plan(spec: Spec) -> Plan:
 def _mlp(spec: Spec) -> Plan:
     from torch import nn
 
-    from probe.model import init_rules
+    from probe.model import init_rules, mup
+    from probe.model.nets import Scale
 
     m = spec.model
     act = m.activation
@@ -93,6 +95,8 @@ def _mlp(spec: Spec) -> Plan:
         )
         fan_in = m.width
     if m.output_dim is not None:
+        if m.parametrization == "mup":
+            layers["readout"] = Scale(mup.readout_multiplier(m))
         head = nn.Linear(fan_in, m.output_dim, bias=m.bias)
         linears.append(head)
         layers["head"] = head
@@ -101,21 +105,38 @@ def _mlp(spec: Spec) -> Plan:
     ctx = inits.InitContext(act.name, act.params)
     # probe/model/stack_blocks.py replays these draws one block at a time: keep meta_stack's program in this order
     steps = [init_rules.InitStep(linear, partial(_mlp_fill, linear, spec, ctx)) for linear in linears]
+    steps += mup.readout_steps(linears[-1] if m.output_dim is not None else None, m)
     steps += norm_steps(model)
     log = init_rules.InitLog()
     for qual, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            log.strategies[f"{qual}.weight"] = (spec.init.weight, 1.0)
+            gain = mup.readout_gain(m) if m.output_dim is not None and module is linears[-1] else 1.0
+            log.strategies[f"{qual}.weight"] = (spec.init.weight, gain)
             if module.bias is not None:
-                log.strategies[f"{qual}.bias"] = (spec.init.bias, 1.0)
+                log.strategies[f"{qual}.bias"] = (spec.init.bias, gain)
     steps += init_rules.rule_fills(model, spec.init.rules, ctx, m.depth, log)
-    return Plan(model, steps, lambda: Built(model, watched, init_log=log))
+    return Plan(model, steps, lambda: Built(model, watched, init_log=log, lr_scale=_lr_scales(model, spec)))
 
 
 def _mlp_fill(linear: nn.Linear, spec: Spec, ctx: inits.InitContext) -> None:
     inits.apply(linear.weight, spec.init.weight.name, spec.init.weight.params, ctx)
     if linear.bias is not None:
         inits.apply(linear.bias, spec.init.bias.name, spec.init.bias.params, ctx)
+
+
+def _lr_scales(model: nn.Module, spec: Spec) -> dict[str, float]:
+    """muP's Adam lr multipliers (probe/model/mup.py), from the network planned at the base width
+    on the meta device (no storage, no draws)."""
+    import torch
+
+    from probe.model import mup
+
+    base = mup.base_spec(spec)
+    if base is None:
+        return {}
+    with torch.device("meta"):
+        base_model = plan(base).model
+    return mup.lr_scales(model, base_model)
 
 
 def build_on_meta(spec: Spec) -> Built:

@@ -12,6 +12,48 @@ import torch  # noqa: TID253
 from torch import nn  # noqa: TID253
 
 
+class Scale(nn.Module):
+    """``x * factor``, a fixed multiplier (muP's output multiplier before the head)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
+class QueryScaledEncoderLayer(nn.TransformerEncoderLayer):
+    """An encoder layer whose attention query input is multiplied by ``query_scale``: logits
+    ``q.k * query_scale / sqrt(d)`` (muP's 1/d attention, probe/model/mup.py)."""
+
+    def __init__(self, *args: object, query_scale: float, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.query_scale = query_scale
+        self.activation_relu_or_gelu = 0  # the fused eval-mode fast path would bypass _sa_block
+
+    def _sa_block(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        key_padding_mask: torch.Tensor | None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        out = self.self_attn(
+            x * self.query_scale,
+            x,
+            x,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
+            is_causal=is_causal,
+        )[0]
+        return self.dropout1(out)  # type: ignore[no-any-return]
+
+
 class ResidualBlock(nn.Module):
     """``y = x + scale * alpha * branch(x)``; ``alpha`` is ReZero's learnable scalar (starts at 0)."""
 
@@ -53,12 +95,14 @@ class TransformerNet(nn.Module):
         layers: Sequence[nn.Module],
         norm: nn.Module | None,
         head: nn.Module | None,
+        readout_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         self.embed = embed
         self.layers = nn.ModuleList(layers)
         self.norm = norm
         self.head = head
+        self.readout_multiplier = readout_multiplier  # muP's output multiplier (1 under SP)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
@@ -67,7 +111,9 @@ class TransformerNet(nn.Module):
             x = layer(x)
         if self.norm is not None:
             x = self.norm(x)
-        return self.head(x) if self.head is not None else x
+        if self.head is None:
+            return x
+        return self.head(x * self.readout_multiplier if self.readout_multiplier != 1.0 else x)
 
 
 class RecurrentNet(nn.Module):

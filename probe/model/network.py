@@ -92,6 +92,7 @@ class Built:
     notes: list[str] = field(default_factory=list)  # what could not be hooked, and why
     keep_mode: bool = False  # a user model runs in the train/eval mode its factory left it in
     init_log: InitLog | None = None  # which init filled each parameter (``probe inspect``)
+    lr_scale: dict[str, float] = field(default_factory=dict)  # parameter -> lr multiplier (muP; probe/model/mup.py)
 
 
 @dataclass

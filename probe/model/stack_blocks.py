@@ -10,7 +10,8 @@ the watched rows and the init steps still point at them and the forward computes
 
 The init program is ``build``'s, in its order (``build._mlp``; ``arch.conv`` then ``build``'s flat
 init): each module's constructor (a Linear or Conv draws its default weight and bias; a norm sets
-ones and zeros), ``init.weight`` and ``init.bias`` on each Linear and Conv, the norms back to scale
+ones and zeros), ``init.weight`` and ``init.bias`` on each Linear and Conv, muP's head rescale
+(``model.parametrization: mup``), the norms back to scale
 1 and shift 0, then each ``init.rules`` fill over every module it matches. ``blocks.sweep`` records
 the generator's state before each step and drops the steps a later one overwrites, as for any
 model. Where it applies: any init strategy except ``lsuv`` (data-dependent: it rescales layers on
@@ -26,6 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from probe.errors import SpecError
+from probe.model import mup
 from probe.model.blocks import Block, MetaModel, Step
 from probe.model.build import build_on_meta, reset_norms
 from probe.model.init_rules import InitLog, RuleStep, apply_rule, rule_steps
@@ -77,6 +79,10 @@ def meta_stack(spec: Spec) -> MetaModel:
     for module in children:  # 2. init.weight and init.bias
         if isinstance(module, weighted):
             add(module, _flat_fill(module, init, ctx))
+    linears = [module for module in children if isinstance(module, nn.Linear)]
+    head = linears[-1] if m.output_dim is not None and m.kind == "mlp" else None
+    for step in mup.readout_steps(head, m):  # muP's head rescale (probe/model/mup.py; draws nothing)
+        add(step.module, step.fill)
     for module in children:  # 3. norms back to scale 1, shift 0
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
             add(module, partial(reset_norms, module))

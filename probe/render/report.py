@@ -202,7 +202,12 @@ def steps_dict(steps: StepStats) -> dict[str, Any]:
         "losses": [clean(v) for v in steps.losses],
         "elapsed_s": round(steps.elapsed_s, 4),
         "layers": [
-            {"name": r.name, "update_ratio": clean(r.update_ratio), "output_change": clean(r.output_change)}
+            {
+                "name": r.name,
+                "update_ratio": clean(r.update_ratio),
+                "output_change": clean(r.output_change),
+                "change_rms": clean(r.change_rms),
+            }
             for r in steps.rows
         ],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from probe.experiments.coord_check import MAX_CHANGE_SLOPE, CoordCheck, coord_checks
 from probe.experiments.sweep import SweepResult
 from probe.render import spark
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, doc, table
@@ -55,6 +56,38 @@ def slope_rows(result: SweepResult) -> list[dict[str, Any]]:
         }
         for s in result.width_slopes()
     ]
+
+
+def coord_rows(result: SweepResult) -> list[dict[str, Any]]:
+    """The coordinate check (``--steps``): per entry and depth, each module's ``slope`` of its
+    output change against width and the changes it was read from (docs/json.md)."""
+    return [
+        {
+            "run": c.label,
+            "depth": c.depth,
+            "widths": list(c.widths),
+            "modules": [
+                {"name": m.name, "slope": clean(m.slope), "changes": [clean(x) for x in m.changes], "passes": m.passes}
+                for m in c.modules
+            ],
+            "passes": c.passes,
+        }
+        for c in coord_checks(result)
+    ]
+
+
+def coord_lines(result: SweepResult) -> list[str]:
+    return [_coord_line(c) for c in coord_checks(result)]
+
+
+def _coord_line(c: CoordCheck) -> str:
+    slopes = ", ".join(f"{m.name} {m.slope:+.2f}" if math.isfinite(m.slope) else f"{m.name} nan" for m in c.modules)
+    if c.passes:
+        mark = f"passes (every |slope| <= {MAX_CHANGE_SLOPE:g})"
+    else:
+        worst = c.worst
+        mark = f"FAILS (|slope| > {MAX_CHANGE_SLOPE:g}: {worst.name if worst else '?'})"
+    return f"coordinate check {c.label} depth {c.depth}: d log |dy| / d log width: {slopes} -> {mark}"
 
 
 _SWEEP_COLUMNS = ("run", "depth", "width", "last std", "grad first/last", "per-layer std", "verdict")
@@ -130,6 +163,7 @@ def sweep_doc(result: SweepResult, title: str) -> Doc:
         parts += [Line(line, "bold") for line in first_failing_lines(result)]
     for s, line in zip(result.width_slopes(), slope_lines(result), strict=True):
         parts.append(Line(line, "red" if s.drifts else "green"))
+    parts += [Line(_coord_line(c), "green" if c.passes else "bold red") for c in coord_checks(result)]
     return doc(parts, title="probe sweep")
 
 
@@ -142,6 +176,7 @@ def sweep_json(result: SweepResult) -> str:
             "cells": sweep_rows(result),
             "first_failing_depth": first_failing_rows(result),
             "width_slopes": slope_rows(result),
+            **({"coord_check": coord_rows(result)} if coord_checks(result) else {}),
         }
     )
 
@@ -153,7 +188,7 @@ def sweep_csv(result: SweepResult) -> str:
 
 def sweep_markdown(result: SweepResult) -> str:
     out = md_table(_SWEEP_COLUMNS, _sweep_cells(result))
-    extra = (first_failing_lines(result) if len(result.depths) > 1 else []) + slope_lines(result)
+    extra = (first_failing_lines(result) if len(result.depths) > 1 else []) + slope_lines(result) + coord_lines(result)
     if extra:
         out += "\n" + "\n".join(f"- {line}" for line in extra) + "\n"
     return out

@@ -45,6 +45,8 @@ def summary(spec: Spec, per_row: Collection[str] = ()) -> str:
         width = "width per row" if "width" in per_row else str(m.width)
         depth = "depth per row" if "depth" in per_row else str(m.depth)
         shape = f"{m.kind} {m.input_dim} -> {width} x {depth}{head}"
+    if m.parametrization == "mup" and not m.own_model:
+        shape += f" muP (base width {m.base_width})"
     # recurrent cells have their own nonlinearities; a user model its own modules
     act = (
         ""

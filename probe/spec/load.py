@@ -194,6 +194,13 @@ def _model(raw: dict[str, Any]) -> ModelSpec:
             "and model.norm_position post",
             "model.zero_init",
         )
+    if model.parametrization == "mup" and (model.own_model or model.kind not in ("mlp", "transformer")):
+        raise SpecError("muP is built for model.kind mlp and transformer only", "model.parametrization")
+    if model.parametrization == "mup" and model.kind == "transformer" and model.ff_width is not None:
+        raise SpecError(
+            "muP scales the feed-forward width with the width: leave model.ff_width null (4 * width)",
+            "model.parametrization",
+        )
     if model.kind == "transformer" and model.width % model.heads:
         raise SpecError(f"width {model.width} is not divisible by heads {model.heads}", "model.heads")
     return model

@@ -39,6 +39,7 @@ BLOCKS = ("mlp", "conv")
 NORM_POSITIONS = ("post", "pre")
 ZERO_INITS = ("none", "rezero", "last_norm")
 POOLS = ("none", "max", "avg")
+PARAMETRIZATIONS = ("sp", "mup")  # standard; muP (Tensor Programs V, microsoft/mup's MuReadout + MuAdam)
 RULE_TARGETS = ("weight", "bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 SHARDS = ("none", "fsdp")  # run.shard: how torchrun ranks hold the model
@@ -107,6 +108,9 @@ class ModelSpec:
     inputs: str | None = None
     # a transformers model: a model type ("llama") or a local config.json; kwargs override its fields
     hf: str | None = None
+    # mlp and transformer: "mup" scales init, multipliers and Adam's learning rates with width / base_width
+    parametrization: str = "sp"
+    base_width: int = 128
 
     @property
     def own_model(self) -> bool:
@@ -252,6 +256,10 @@ MODEL_PARAMS: dict[str, Param] = {
     "kwargs": Param("mapping", {}, help="user model: keyword arguments of the factory; model.hf: config fields"),
     "input_shape": Param("shape", None, nullable=True, help="user model: one sample's shape, e.g. [3, 32, 32]"),
     "inputs": Param("str", None, nullable=True, help="user model: 'module:function' returning example inputs"),
+    "parametrization": Param(
+        "str", "sp", choices=PARAMETRIZATIONS, help="mlp/transformer: sp, or mup (muP's init, multipliers, Adam lr)"
+    ),
+    "base_width": Param("int", 128, minimum=1, help="mup: the width at which muP equals sp"),
 }
 MODEL_KEYS = (*MODEL_PARAMS, "activation", "branch_scale", "import", "hf")
 DATA_PARAMS: dict[str, Param] = {
