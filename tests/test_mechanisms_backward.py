@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import probe
-from probe.judge import mechanisms, rules
+from probe.judge import gradients, mechanisms, rules
 from tests import mechanism_models as mm
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -24,7 +24,7 @@ def _rules(report: probe.Report, severity: str = "error") -> set[str]:
 
 
 def _ratios(report: probe.Report) -> dict[str, float]:
-    return {row.name: v for row, v in rules._grad_ratios(report.stats) if v is not None}
+    return {row.name: v for row, v in gradients.grad_ratios(report.stats) if v is not None}
 
 
 # ---- dead units: no gradient from the unit itself ----------------------------------------------
@@ -244,3 +244,39 @@ def test_class_token_readout_is_not_multiplied_by_the_token_count() -> None:
 def _seeded(cls, **kw):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     return cls(**kw)
+
+
+# ---- side rows: a small gradient that is the row's own, not a fading one -------------------------
+
+
+def test_additive_attention_query_term_is_a_side_row_not_a_vanishing_gradient() -> None:
+    # W_dec's output is shifted out by the softmax over source positions: its gradient is far under
+    # min_grad_ratio, while the encoder that ran before it receives its gradient. It trains (a red-team
+    # seq2seq with this attention: loss 4.16 -> 1.25 in 200 AdamW steps): a warning, not an error
+    torch.manual_seed(0)
+    ids = torch.randint(0, 32, (32, 24))  # the shift's share of the gradient falls as 1 / positions
+    report = _measure(mm.AdditiveAttentionDecoder(emb=32, hid=48), ids)
+    ratios, gate = _ratios(report), report.spec.gate
+    # past the error threshold: without the side-row reading, an error
+    assert ratios["W_dec"] < rules.error_threshold(
+        "gradient_vanishing", rules.RULES["gradient_vanishing"].checks[0], gate
+    )
+    assert ratios["encoder"] >= gate.min_grad_ratio
+    assert "W_dec" in gradients.side_rows(report.stats, gate)
+    assert report.healthy, report.verdict.problems
+    assert "gradient_vanishing" in _rules(report, "warning")
+
+
+def test_a_gradient_fading_from_the_first_row_has_no_side_rows() -> None:
+    # the same decoder with every weight x 1e-3: the gradient is smallest at the rows the input
+    # enters first, so nothing before the breaking rows receives gradient: still an error
+    torch.manual_seed(0)
+    model = mm.AdditiveAttentionDecoder()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(1e-3)
+    report = _measure(model, torch.randint(0, 32, (32, 8)))
+    first = next(name for name, v in _ratios(report).items())
+    assert first not in gradients.side_rows(report.stats, report.spec.gate)
+    assert "gradient_vanishing" in _rules(report)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from probe.judge.gradients import side_rows
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -113,13 +114,24 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
     - vanishing: a mover's (``movers``) own output is small by design: at most a warning, not
       judged when exactly 0.
     - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
-      weight) is not judged, small is slower, not stuck. (Not gradient_exploding: exploding
+      weight) is not judged, small is slower, not stuck. Side rows (``gradients.side_rows``: under the threshold
+      after a row that is not) are at most a warning. (Not gradient_exploding: exploding
       gradients make every relative gradient large, which is that problem, not a small layer.)
     - symmetry: a weight behind a zero-initialized layer has gradient rows all 0 at step 0 (alike
       until that layer moves): not judged.
     - dead_units: a unit inside a residual block's branch or gate cuts that branch only; the skip
       carries the gradient on (squeeze-and-excitation's ReLU on pooled features).
     """
+    if rule == "gradient_vanishing":
+        side = side_rows(report, gate or report.spec.gate)
+        if side:  # at most a warning: a row that ran before them receives its gradient
+            skip, capped, why = _behind_movers(rule, report, gate)
+            own = "small where the row's own effect on the loss is small: a row that ran before it receives gradient"
+            return skip, capped | side, f"{why}; {own}" if why else own
+    return _behind_movers(rule, report, gate)
+
+
+def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set[str], set[str], str]:
     if rule in ("vanishing", "gradient_vanishing"):
         moving = movers(report, gate)
         if not moving:
