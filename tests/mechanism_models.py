@@ -250,3 +250,41 @@ class AdditiveAttentionDecoder(nn.Module):
             h = self.cell(torch.cat([prev[:, t], ctx], -1), h)
             outs.append(self.out(torch.cat([h, ctx], -1)))
         return torch.stack(outs, 1)
+
+
+class GNBlock(nn.Module):
+    """A pre-activation GroupNorm-SiLU residual block whose last convolution is zero-initialized
+    (diffusion models' ResBlocks)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        self.n2, self.c2 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c1(nn.functional.silu(self.n1(x)))
+        return x + self.c2(nn.functional.silu(self.n2(h)))
+
+
+class GNResNet(nn.Module):
+    """Stem, a zero-ended ``GNBlock``, a strided convolution, two more blocks, GroupNorm, a linear
+    head on the mean over positions. ``scale``: every weight multiplied by it after init."""
+
+    def __init__(self, c: int = 16, scale: float = 1.0) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.Sequential(
+            GNBlock(c), nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), GNBlock(2 * c), GNBlock(2 * c)
+        )
+        self.norm = nn.GroupNorm(8, 2 * c)
+        self.head = nn.Linear(2 * c, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() >= 2:
+                    p.mul_(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.silu(self.norm(self.blocks(self.stem(x))))
+        return self.head(h.mean((2, 3)))

@@ -280,3 +280,19 @@ def test_a_gradient_fading_from_the_first_row_has_no_side_rows() -> None:
     first = next(name for name, v in _ratios(report).items())
     assert first not in gradients.side_rows(report.stats, report.spec.gate)
     assert "gradient_vanishing" in _rules(report)
+
+
+def test_a_zero_layer_does_not_explain_a_small_gradient_that_is_not_zero() -> None:
+    # zero-ended GroupNorm blocks pass exactly 0 back into their branches (not judged), and the
+    # stream gets its gradient through the skips. With every weight x 1e-3 the stem's gradient is
+    # 4e-5 of the output's, small but not 0: the zero layers do not explain it (a red-team GN ResNet
+    # so scaled did not train: 150-step gain -0.015 against 0.89 at its default init)
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    default = _measure(mm.GNResNet(c=32), x)
+    assert default.healthy, default.verdict.problems
+    torch.manual_seed(0)
+    tiny = _measure(mm.GNResNet(c=32, scale=1e-3), x)
+    assert any(m.zero_moving for m in mechanisms.movers(tiny.stats))
+    assert 0 < _ratios(tiny)["stem"] < tiny.spec.gate.min_grad_ratio
+    assert "gradient_vanishing" in _rules(tiny)

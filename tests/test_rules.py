@@ -311,7 +311,8 @@ def test_a_row_returning_another_rows_output_is_judged_at_that_row() -> None:
     # not judged twice; its own relative gradient (the class token's) is not the movers' reference
     from probe.judge import mechanisms
 
-    stream = [_layer(1, grad_scale=5e-5, step_ratio=1e-5), _layer(2, step_ratio=1.4e4)]
+    # (behind the zero head every gradient is exactly 0: a zero weight passes none back)
+    stream = [_layer(1, grad_scale=0.0, gradient_blocked=True, step_ratio=1e-5), _layer(2, step_ratio=1.4e4)]
     head = _layer(3, name="head", role="head", std=0.0, zero_moving=True, step_ratio=None)
     root = _layer(4, name="Model", role="head", std=0.0, dead_units=1.0, step_ratio=None, output_of="head")
     verdict = rules.evaluate(_report([*stream, head, root]))

@@ -114,7 +114,7 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
     - vanishing: a mover's (``movers``) own output is small by design: at most a warning, not
       judged when exactly 0.
     - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
-      weight) is not judged, small is slower, not stuck. Side rows (``gradients.side_rows``: under the threshold
+      weight) is not judged, small behind a small mover (not 0) is slower, not stuck. Side rows (``gradients.side_rows``: under the threshold
       after a row that is not) are at most a warning. (Not gradient_exploding: exploding
       gradients make every relative gradient large, which is that problem, not a small layer.)
     - symmetry: a weight behind a zero-initialized layer has gradient rows all 0 at step 0 (alike
@@ -147,7 +147,11 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
         # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
         blocked |= {x.name for x in moving if x.zero_moving}
-        return blocked, {x.name for x in report.layers if x.index < last}, why
+        # a zero layer passes exactly 0 gradient back (those rows are ``blocked``): a row behind it
+        # whose gradient is small but not 0 gets it through another path (a skip), so the zero
+        # layer does not explain it; only a small layer that is not 0 divides what passes through
+        small = max((x.index for x in moving if not x.zero_moving), default=0)
+        return blocked, {x.name for x in report.layers if x.index < small}, why
     if rule == "symmetry":
         front = max((x.index for x in movers(report, gate) if x.zero_moving), default=0)
         # no gradient reached these weights at step 0: their gradient rows are all 0 (alike) until
