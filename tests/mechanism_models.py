@@ -219,3 +219,72 @@ def mlp(widths: list[int], bias_shift: float = 0.0, zero: bool = False, std: flo
                 lin.bias.add_(bias_shift)
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
+
+
+class AdditiveAttentionDecoder(nn.Module):
+    """A GRU encoder and a GRU-cell decoder with Bahdanau's additive attention, as tutorials write
+    it: score_j = v . tanh(W_enc e_j + W_dec h). ``W_dec h`` is the same for every source position
+    j, and the softmax over j ignores such a shift up to tanh's curvature: ``W_dec`` (and ``v``,
+    whose scores' gradient sums to 0 over j) have a small effect on the loss by construction, while
+    the encoder before them receives its gradient through the attended context."""
+
+    def __init__(self, vocab: int = 32, emb: int = 16, hid: int = 24) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, emb)
+        self.encoder = nn.GRU(emb, hid, batch_first=True)
+        self.W_enc = nn.Linear(hid, hid, bias=False)
+        self.W_dec = nn.Linear(hid, hid)
+        self.v = nn.Linear(hid, 1, bias=False)
+        self.cell = nn.GRUCell(emb + hid, hid)
+        self.out = nn.Linear(2 * hid, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        enc, last = self.encoder(self.emb(ids))
+        h = last[0]
+        keys = self.W_enc(enc)
+        prev = self.emb(nn.functional.pad(ids[:, :-1], (1, 0)))
+        outs = []
+        for t in range(ids.shape[1]):
+            a = torch.softmax(self.v(torch.tanh(keys + self.W_dec(h)[:, None])).squeeze(-1), dim=1)
+            ctx = torch.bmm(a[:, None], enc).squeeze(1)
+            h = self.cell(torch.cat([prev[:, t], ctx], -1), h)
+            outs.append(self.out(torch.cat([h, ctx], -1)))
+        return torch.stack(outs, 1)
+
+
+class GNBlock(nn.Module):
+    """A pre-activation GroupNorm-SiLU residual block whose last convolution is zero-initialized
+    (diffusion models' ResBlocks)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        self.n2, self.c2 = nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)
+        nn.init.zeros_(self.c2.weight)
+        nn.init.zeros_(self.c2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c1(nn.functional.silu(self.n1(x)))
+        return x + self.c2(nn.functional.silu(self.n2(h)))
+
+
+class GNResNet(nn.Module):
+    """Stem, a zero-ended ``GNBlock``, a strided convolution, two more blocks, GroupNorm, a linear
+    head on the mean over positions. ``scale``: every weight multiplied by it after init."""
+
+    def __init__(self, c: int = 16, scale: float = 1.0) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.Sequential(
+            GNBlock(c), nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), GNBlock(2 * c), GNBlock(2 * c)
+        )
+        self.norm = nn.GroupNorm(8, 2 * c)
+        self.head = nn.Linear(2 * c, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() >= 2:
+                    p.mul_(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.silu(self.norm(self.blocks(self.stem(x))))
+        return self.head(h.mean((2, 3)))

@@ -74,6 +74,8 @@ HAIRS: list[tuple[str, dict[str, Any]]] = [
 def test_each_rule_fires_at_the_breaking_layer(rule: str, change: dict[str, Any]) -> None:
     layers = list(HEALTHY)
     layers[2] = _layer(3, **change)
+    if rule == "gradient_vanishing":  # no row before it receives more (else it is a side row, below)
+        layers[:2] = [_layer(i, grad_scale=None) for i in (1, 2)]
     verdict = rules.evaluate(_report(layers))
     assert not verdict.healthy
     hits = [p for p in verdict.problems if p.rule == rule]
@@ -82,6 +84,20 @@ def test_each_rule_fires_at_the_breaking_layer(rule: str, change: dict[str, Any]
     assert hits[0].severity == "error"
     # gradient rules divide by the output layer's grad scale, which is 1.0 here
     assert hits[0].value == pytest.approx(float(next(iter(change.values()))))
+
+
+def test_a_small_gradient_after_a_row_that_receives_one_is_a_side_row_warning() -> None:
+    # layers 1-2 receive the output's gradient, layer 3 1e-5 of it: not a gradient fading toward
+    # the input (that reads smallest at the first rows) but layer 3's own small effect on the loss
+    layers = list(HEALTHY)
+    layers[2] = _layer(3, grad_scale=1e-5)
+    verdict = rules.evaluate(_report(layers))
+    assert verdict.healthy, verdict.problems
+    (hit,) = [w for w in verdict.warnings if w.rule == "gradient_vanishing"]
+    assert (hit.layer, hit.severity) == ("layer3", "warning")
+    # the first row breaking is never a side row: a fade from the input stays an error
+    layers[0] = _layer(1, grad_scale=1e-5)
+    assert "gradient_vanishing" in {p.rule for p in rules.evaluate(_report(layers)).problems}
 
 
 @pytest.mark.parametrize(("rule", "change"), HAIRS, ids=[h[0] for h in HAIRS])
@@ -298,7 +314,8 @@ def test_a_row_returning_another_rows_output_is_judged_at_that_row() -> None:
     # not judged twice; its own relative gradient (the class token's) is not the movers' reference
     from probe.judge import mechanisms
 
-    stream = [_layer(1, grad_scale=5e-5, step_ratio=1e-5), _layer(2, step_ratio=1.4e4)]
+    # (behind the zero head every gradient is exactly 0: a zero weight passes none back)
+    stream = [_layer(1, grad_scale=0.0, gradient_blocked=True, step_ratio=1e-5), _layer(2, step_ratio=1.4e4)]
     head = _layer(3, name="head", role="head", std=0.0, zero_moving=True, step_ratio=None)
     root = _layer(4, name="Model", role="head", std=0.0, dead_units=1.0, step_ratio=None, output_of="head")
     verdict = rules.evaluate(_report([*stream, head, root]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from probe.judge.gradients import side_rows
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -113,7 +114,8 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
     - vanishing: a mover's (``movers``) own output is small by design: at most a warning, not
       judged when exactly 0.
     - gradient_vanishing: a row before a mover gets its gradient through it: exactly 0 (a zero
-      weight) is not judged, small is slower, not stuck. (Not gradient_exploding: exploding
+      weight) is not judged, small behind a small mover (not 0) is slower, not stuck. Side rows (``gradients.side_rows``: under the threshold
+      after a row that is not) are at most a warning. (Not gradient_exploding: exploding
       gradients make every relative gradient large, which is that problem, not a small layer.)
     - symmetry: a weight behind a zero-initialized layer has gradient rows all 0 at step 0 (alike
       until that layer moves): not judged.
@@ -122,6 +124,16 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
     - gradient_exploding: in a residual network, a row whose gradient reaches only weights that
       feed a normalization (``_scale_invariant_behind``) is at most a warning.
     """
+    if rule == "gradient_vanishing":
+        side = side_rows(report, gate or report.spec.gate)
+        if side:  # at most a warning: a row that ran before them receives its gradient
+            skip, capped, why = _behind_movers(rule, report, gate)
+            own = "small where the row's own effect on the loss is small: a row that ran before it receives gradient"
+            return skip, capped | side, f"{why}; {own}" if why else own
+    return _behind_movers(rule, report, gate)
+
+
+def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set[str], set[str], str]:
     if rule in ("vanishing", "gradient_vanishing"):
         moving = movers(report, gate)
         if not moving:
@@ -137,7 +149,11 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
         # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
         blocked |= {x.name for x in moving if x.zero_moving}
-        return blocked, {x.name for x in report.layers if x.index < last}, why
+        # a zero layer passes exactly 0 gradient back (those rows are ``blocked``): a row behind it
+        # whose gradient is small but not 0 gets it through another path (a skip), so the zero
+        # layer does not explain it; only a small layer that is not 0 divides what passes through
+        small = max((x.index for x in moving if not x.zero_moving), default=0)
+        return blocked, {x.name for x in report.layers if x.index < small}, why
     if rule == "symmetry":
         front = max((x.index for x in movers(report, gate) if x.zero_moving), default=0)
         # no gradient reached these weights at step 0: their gradient rows are all 0 (alike) until

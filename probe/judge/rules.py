@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from probe.judge.checks import Check, Row, Rule, Values
+from probe.judge.gradients import grad_ratios
 from probe.judge.headroom import HEADROOM
 from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
@@ -218,24 +219,13 @@ def _std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     return [(last, last_std / first)]
 
 
-def _grad_ratios(report: Stats, least: bool = False) -> list[tuple[Row, float | None]]:
-    """Each signal row's grad scale (per sample, the sum over positions of ||output|| *
-    ||gradient||) relative to the network outputs' (all of them; ``least``: the output with the
-    least, which is what a row feeding only that output receives). Reports without the outputs'
-    scale use the last row's; without grad scales (older collectors), the per-value gradient std."""
-    name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
-    ref = getattr(report.last, name)
-    total, smallest = report.last.output_grad_scale, report.last.least_output_grad_scale
-    if name == "grad_scale" and total is not None:
-        ref = smallest if least and smallest is not None else total
-    if ref is None or not math.isfinite(ref) or ref == 0:
-        return []
-    rows = report.signal()
-    return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
+def _grads(least: bool) -> Values:
+    """Each signal row's gradient against the outputs' (``gradients.grad_ratios``)."""
 
+    def values(report: Stats) -> list[tuple[Row, float | None]]:
+        return [(x, v) for x, v in grad_ratios(report, least)]
 
-def _least_grad_ratios(report: Stats) -> list[tuple[Row, float | None]]:
-    return _grad_ratios(report, least=True)
+    return values
 
 
 def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
@@ -314,12 +304,12 @@ RULES: dict[str, Rule] = {
         Rule(
             "gradient_vanishing",
             "gradients fade toward the input",
-            (Check("min_grad_ratio", _GRAD, _least_grad_ratios, below=True, cell="grad_std"),),
+            (Check("min_grad_ratio", _GRAD, _grads(least=True), below=True, cell="grad_std"),),
         ),
         Rule(
             "gradient_exploding",
             "gradients grow toward the input",
-            (Check("max_grad_ratio", _GRAD, _grad_ratios, below=False, cell="grad_std"),),
+            (Check("max_grad_ratio", _GRAD, _grads(least=False), below=False, cell="grad_std"),),
         ),
         Rule(
             "collapse",

@@ -1,0 +1,48 @@
+"""The gradient rules' values: each signal row's backward signal against the outputs', and the
+side rows whose small gradient is their own rather than a vanishing one (docs/verdicts.md)."""
+
+from __future__ import annotations
+
+import math
+
+from probe.records import LayerStats, Stats
+from probe.spec import GateSpec
+
+
+def grad_ratios(report: Stats, least: bool = False) -> list[tuple[LayerStats, float | None]]:
+    """Each signal row's grad scale (per sample, the sum over positions of ||output|| *
+    ||gradient||) relative to the network outputs' (all of them; ``least``: the output with the
+    least, which is what a row feeding only that output receives). Reports without the outputs'
+    scale use the last row's; without grad scales (older collectors), the per-value gradient std."""
+    name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
+    ref = getattr(report.last, name)
+    total, smallest = report.last.output_grad_scale, report.last.least_output_grad_scale
+    if name == "grad_scale" and total is not None:
+        ref = smallest if least and smallest is not None else total
+    if ref is None or not math.isfinite(ref) or ref == 0:
+        return []
+    rows = report.signal()
+    return [(x, None if getattr(x, name) is None else getattr(x, name) / ref) for x in rows]
+
+
+def least_grad_ratios(report: Stats) -> list[tuple[LayerStats, float | None]]:
+    return grad_ratios(report, least=True)
+
+
+def side_rows(report: Stats, gate: GateSpec) -> set[str]:
+    """The rows that break ``gate.min_grad_ratio`` after a signal row that ran before them does
+    not: that row receives its gradient, so the gradient does not fade toward the input there; what
+    is small is these rows' own effect on the loss (an additive attention's query term and scores,
+    shifted out by the softmax over keys), not a gradient that starves the rows behind them. Their
+    weights learn slower. A gradient that fades with depth reads smallest at the first rows (the
+    input's side): the rows that break before any row that does not are never side rows."""
+    out: set[str] = set()
+    healthy_before = False
+    for row, value in least_grad_ratios(report):
+        if value is None or math.isnan(value):
+            continue
+        if value >= gate.min_grad_ratio:
+            healthy_before = True
+        elif healthy_before:
+            out.add(row.name)
+    return out
