@@ -22,6 +22,7 @@ import overhead
 import real_model
 import startup
 import torch
+import whole_probe
 
 
 def header() -> str:
@@ -47,6 +48,7 @@ def main() -> None:
         ("memory", memory.results),
         ("compare vs seed", lambda: compare_vs_seed.results(3 if args.quick else 9)),
         ("real model", lambda: real_model.results(args.quick)),
+        ("whole probe", lambda: whole_probe.results(args.quick)),
         ("cuda", cuda_sync.results),
     ]:
         print(f"{name}:", flush=True)

@@ -40,3 +40,15 @@ def test_interleaved_ratio_measures_each_side(monkeypatch: pytest.MonkeyPatch) -
     ratio, a_s, b_s = common.interleaved_ratio(a, b, repeats=5, warmup=2)
     assert (ratio, a_s, b_s) == (3.0, 1.0, 3.0)
     assert calls == {"a": 7, "b": 7}
+
+
+def test_the_whole_probe_benchmark_runs_its_passes() -> None:
+    """Both sides of ``whole_probe.py`` run on a tiny config: the bare build + forward + backward
+    and ``probe.run_probe``."""
+    pytest.importorskip("transformers")
+    import whole_probe
+
+    spec = whole_probe.spec_of("gpt2", {"n_layer": 1, "n_embd": 16, "n_head": 2, "vocab_size": 40})
+    bare, probed = whole_probe.passes(spec)
+    bare()
+    probed()

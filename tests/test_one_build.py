@@ -153,3 +153,27 @@ def test_hf_is_built_once_for_real(cli: Callable[..., Any], counts: Counter[str]
         assert _run(cli, counts, *HF, *extra) == plain, name
     layerwise = _run(cli, counts, *HF, "--layer-by-layer")
     assert layerwise["build"] == 0 and layerwise["meta build"] == 1  # one structure, estimated and probed
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"kind": "mlp", "depth": 3, "width": 16, "norm": "batchnorm"},
+        {"kind": "conv", "depth": 2, "width": 4},
+        {"kind": "transformer", "depth": 2, "width": 16},
+        {"import": "tests.models_for_tests:stacked", "kwargs": {"width": 8}, "input_shape": [8]},
+    ],
+    ids=lambda m: m.get("kind") or "model.import",
+)
+def test_the_measured_pass_bins_the_histograms_a_pass_of_their_own_would(model: dict[str, Any]) -> None:
+    """On the CPU in float32 the histograms binned in the measured pass (what --plot and
+    --tensorboard draw) are exactly those of a build and forward pass of their own."""
+    from probe import spec as spec_mod
+    from probe.measurement.histograms import histograms
+    from probe.measurement.run import run_probe
+
+    spec = spec_mod.parse({"model": model, "data": {"batch_size": 8, "batches": BATCHES}, "run": {"device": "cpu"}})
+    binned = run_probe(spec, histograms=True).histograms
+    assert binned is not None and binned.layers
+    assert binned == histograms(spec)
+    assert run_probe(spec).histograms is None  # not asked: nothing binned

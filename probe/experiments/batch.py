@@ -61,11 +61,14 @@ def entry_spec(base: Spec, entry: Entry) -> Spec:
     return replace(base, model=model, init=init, name=entry.text)
 
 
-def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1) -> list[Run]:
-    """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes)."""
+def compare(
+    base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1, histograms: bool = False
+) -> list[Run]:
+    """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes);
+    ``histograms``: each run's first-batch histograms, binned in its measured pass."""
     specs = [entry_spec(base, entry) for entry in entries]
     labels = [entry.text for entry in entries]
-    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs)
+    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs, histograms)
 
 
 def check(
@@ -120,12 +123,12 @@ def _probe_or_failure(spec: Spec) -> tuple[Stats, Verdict] | Failure:
         return Failure("", 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
 
 
-def probe_and_evaluate(spec: Spec) -> tuple[Stats, Verdict]:
+def probe_and_evaluate(spec: Spec, histograms: bool = False) -> tuple[Stats, Verdict]:
     """One spec's report and verdict (module-level, so worker processes can run it)."""
     from probe.judge.rules import evaluate
     from probe.measurement.run import run_probe
 
-    report = run_probe(spec)
+    report = run_probe(spec, histograms=histograms)
     return report, evaluate(report)
 
 
@@ -149,10 +152,14 @@ def run_each(
     return parallel_map(fn, specs, jobs, (lambda i: step(labels[i])) if step else None)
 
 
-def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+def _run_all(
+    specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int, histograms: bool = False
+) -> list[Run]:
+    from functools import partial
+
     from probe.records import Run
 
-    results = run_each(probe_and_evaluate, specs, labels, step, jobs)
+    results = run_each(partial(probe_and_evaluate, histograms=histograms), specs, labels, step, jobs)
     return [
         Run(label, report, verdict, strategy, spec.model.activation.name)
         for label, strategy, spec, (report, verdict) in zip(labels, strategies, specs, results, strict=True)

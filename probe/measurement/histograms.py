@@ -3,9 +3,10 @@
 Each watched layer's output values on the run's first batch are binned by log10 |value| on fixed
 edges, so layers and runs share one axis: a vanishing signal slides down the decades, a
 saturating tanh piles up just below 10^0. Exact zeros (dead ReLU outputs) are counted apart.
-``probe run`` bins them in its measured pass (``run_probe(..., histograms=True)``: ``hooks``, no
-pass of their own, in the run's device and dtype); ``histograms`` runs one forward pass of its own
-(``probe compare --plot``: the same weights and first batch, CPU, float32).
+``probe run`` and ``probe compare`` bin them in their measured pass (``run_probe(...,
+histograms=True)``: ``hooks``, no build or pass of their own, in the run's device and dtype);
+``histograms`` builds the spec's network and runs one forward pass of its own (from Python: the
+same weights and first batch, CPU, float32; equal to the measured pass's there).
 """
 
 from __future__ import annotations
