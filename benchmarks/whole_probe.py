@@ -127,6 +127,54 @@ def _vocab(spec: Spec) -> int:
     return int(hf.load_config(spec)[0].vocab_size)
 
 
+def factory_spec(kind: str) -> Spec:
+    """The config's model from a user factory (``Factory``), as ``probe run --model`` reads it."""
+    model: dict[str, Any] = {"import": "whole_probe:factory", "kwargs": {"kind": kind}}
+    if kind == "resnet":
+        model["input_shape"] = [3, IMAGE, IMAGE]
+    else:
+        model["vocab_size"] = _vocab(spec_of(kind, SMALL[kind]))
+        model["seq_len"] = SEQ
+    return spec_mod.parse({"model": model, "data": {"batch_size": BATCH}, "run": {"device": "cpu"}}, default_name=kind)
+
+
+def once_against_twice(kind: str, repeats: int) -> tuple[float, float, float]:
+    """A user factory's model probed with its memory estimate made from the model built once
+    (``run_probe(spec, check=...)``, what ``probe run --model`` does) and, as before issue 21, from
+    a meta-device call of the factory first (``estimate_any``, then ``run_probe``), each over the
+    same bare pass, all three interleaved in one process: (median once / bare, median twice /
+    bare, median bare seconds)."""
+    import statistics
+    import time
+
+    import probe
+    from probe.measurement.memory import estimate_any
+
+    spec = factory_spec(kind)
+    bare, _ = passes(spec_of(kind, SMALL[kind]))
+
+    def once() -> None:
+        probe.run_probe(spec, check=lambda est: None)
+
+    def twice() -> None:
+        estimate_any(spec)
+        probe.run_probe(spec)
+
+    fns = [bare, once, twice]
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[], [], []]
+    for i in range(repeats):
+        for j in range(3):
+            k = (i + j) % 3  # each takes every place in the order in turn
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    once_r = statistics.median(o / b for o, b in zip(times[1], times[0], strict=True))
+    twice_r = statistics.median(t / b for t, b in zip(times[2], times[0], strict=True))
+    return once_r, twice_r, statistics.median(times[0])
+
+
 def results(quick: bool = False, gpt2_small: bool = False, cli: bool = False) -> list[Result]:
     try:
         import transformers  # noqa: F401
@@ -142,7 +190,10 @@ def results(quick: bool = False, gpt2_small: bool = False, cli: bool = False) ->
         ratio, bare_s, probed_s = interleaved_ratio(bare, probed, repeats)
         note = f"bare {bare_s * 1e3:.0f} ms, probe {probed_s * 1e3:.0f} ms, median of {repeats}"
         out.append(Result(f"whole probe {label}: run_probe / bare", ratio, target, note=note))
-        if cli:
+        if cli and label in LABELS.values():  # the configs Factory builds
+            once_r, twice_r, bare_s = once_against_twice(str(spec.model.hf), repeats)
+            note = f"factory called twice (estimate on meta, then built): {twice_r:.3f}x; bare {bare_s * 1e3:.0f} ms"
+            out.append(Result(f"whole probe {label}: --model, factory once / bare", once_r, target, note=note))
             ratio, bare_s, cli_s = interleaved_ratio(bare, cli_pass(spec), repeats)
             note = f"bare {bare_s * 1e3:.0f} ms, probe run {cli_s * 1e3:.0f} ms, median of {repeats}"
             out.append(Result(f"whole probe {label}: probe run --model / bare", ratio, target, note=note))
