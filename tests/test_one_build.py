@@ -177,3 +177,25 @@ def test_the_measured_pass_bins_the_histograms_a_pass_of_their_own_would(model: 
     assert binned is not None and binned.layers
     assert binned == histograms(spec)
     assert run_probe(spec).histograms is None  # not asked: nothing binned
+
+
+def test_the_estimate_leaves_the_runs_draws_alone() -> None:
+    """An input function drawing from torch's global generator (as ``make_two_inputs`` does) is
+    called by the estimate too: the run's batches, hence its numbers, are those of a run without it."""
+    from probe import spec as spec_mod
+    from probe.measurement.run import run_probe
+
+    spec = spec_mod.parse(
+        {
+            "model": {
+                "import": "tests.models_for_tests:two_inputs",
+                "inputs": "tests.models_for_tests:make_two_inputs",
+            },
+            "data": {"batch_size": 8, "batches": BATCHES},
+            "run": {"device": "cpu"},
+        }
+    )
+    estimates: list[Any] = []
+    checked = run_probe(spec, check=estimates.append)
+    assert len(estimates) == 1 and estimates[0] is not None and estimates[0].weights > 0
+    assert checked.layers == run_probe(spec).layers

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from probe.measurement import memory
-from probe.model.build import build_initialized
+from probe.model.build import build, build_initialized, initialized
 from probe.model.network import Built
 from probe.spec import Spec
 
@@ -79,12 +79,17 @@ def build_checked(spec: Spec, check: MemoryCheck, state_dict: Mapping[str, torch
     """``build_initialized``, with ``check`` given the run's estimate before the measured pass:
     made from the model built (``built_once``), or before the build. Seeds torch's global
     generator: callers fork it first."""
+    import torch
+
     if not built_once(spec):
         check(memory.estimate_any(spec))
         return build_initialized(spec, state_dict)
-    built = build_initialized(spec, state_dict)
-    check(estimate_built(spec, built))
-    return built
+    torch.manual_seed(spec.run.seed)  # as build_initialized, with the estimate before lsuv's passes
+    built = build(spec)
+    with torch.random.fork_rng(devices=[]):  # an input function or a forward drawing: not the run's draws
+        estimate = estimate_built(spec, built)
+    check(estimate)
+    return initialized(built, spec, state_dict)
 
 
 def guarded(spec: Spec, est: memory.MemoryEstimate | None, max_memory_gib: float | None, layerwise: bool) -> str | None:
