@@ -199,3 +199,24 @@ def test_the_estimate_leaves_the_runs_draws_alone() -> None:
     checked = run_probe(spec, check=estimates.append)
     assert len(estimates) == 1 and estimates[0] is not None and estimates[0].weights > 0
     assert checked.layers == run_probe(spec).layers
+
+
+def test_check_calls_each_factory_once(cli: Callable[..., Any], counts: Counter[str], tmp_path: Path) -> None:
+    """``probe check`` (one process) estimates a factory's model from the model its run builds; a
+    refusal names the spec and the other specs still run."""
+    spec = tmp_path / "factory.yaml"
+    spec.write_text(
+        "model:\n  import: tests.models_for_tests:stacked\n  kwargs: {width: 8}\n  input_shape: [8]\n"
+        f"data: {{batch_size: 4, batches: {BATCHES}}}\nrun: {{device: cpu}}\n",
+        encoding="utf-8",
+    )
+    result = cli("check", str(spec), "configs/lab1_tiny_relu.yaml", "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    assert counts["factory"] == 1 and counts["forward"] == 1 + BATCHES
+    counts.clear()
+    spec.write_text(spec.read_text(encoding="utf-8").replace("batch_size: 4", "batch_size: 4000000"), encoding="utf-8")
+    refused = cli("check", str(spec), "configs/lab1_tiny_relu.yaml", "--max-memory", "1", "--format", "json")
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 3 and f"{spec}: " in said and "exceeds --max-memory 1 GiB" in said, said
+    assert '"label": "configs/lab1_tiny_relu.yaml"' in refused.stdout  # the other spec ran
+    assert counts == Counter(factory=1, forward=1)  # built once, discovered, refused before its measured pass

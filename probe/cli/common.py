@@ -278,14 +278,22 @@ ConfigOpt = Annotated[
 
 
 def memory_guard(
-    specs: list[Any], max_memory: float | None, jobs: int = 1, *, layerwise: bool = False, offer_layerwise: bool = False
+    specs: list[Any],
+    max_memory: float | None,
+    jobs: int = 1,
+    *,
+    layerwise: bool = False,
+    offer_layerwise: bool = False,
+    later: Any = None,
 ) -> None:
     """Print the estimate of large runs and refuse those over --max-memory (default: the memory
     available now), before any run."""
     _check_nan(max_memory)
     from probe.measurement.memory import guard_memory
 
-    for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
+    for line in guard_memory(
+        specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise, later=later
+    ):
         _err_console().print(line, style="dim", markup=False, soft_wrap=True)
 
 

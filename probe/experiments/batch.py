@@ -93,13 +93,22 @@ class Failure:
 
 
 def check_each(
-    specs: Sequence[Spec], labels: Sequence[str], step: Step | None = None, jobs: int = 1
+    specs: Sequence[Spec],
+    labels: Sequence[str],
+    step: Step | None = None,
+    jobs: int = 1,
+    check: Callable[[Spec], Any] | None = None,
 ) -> tuple[list[Run], list[Failure]]:
     """Probe every spec, going on past one that fails: the healthy/unhealthy runs, and a
-    ``Failure`` naming each spec that raised (so one broken model does not hide the others)."""
+    ``Failure`` naming each spec that raised (so one broken model does not hide the others).
+    ``check(spec)``: the memory check its run is given (``run_probe(check=...)``, in this process:
+    ``jobs`` 1), or None."""
     from probe.records import Run
 
-    results = run_each(_probe_or_failure, list(specs), list(labels), step, jobs)
+    fn: Callable[[Spec], tuple[Stats, Verdict] | Failure] = _probe_or_failure
+    if check is not None and jobs <= 1:
+        fn = lambda spec: _probe_or_failure(spec, check(spec))  # noqa: E731
+    results = run_each(fn, list(specs), list(labels), step, jobs)
     runs, failures = [], []
     for label, spec, result in zip(labels, specs, results, strict=True):
         if isinstance(result, Failure):
@@ -109,26 +118,26 @@ def check_each(
     return runs, failures
 
 
-def _probe_or_failure(spec: Spec) -> tuple[Stats, Verdict] | Failure:
+def _probe_or_failure(spec: Spec, check: Any = None) -> tuple[Stats, Verdict] | Failure:
     """(report, verdict), or a ``Failure`` (its label filled in by the caller) when the probe
     raised; module-level, so workers run it. The exit code is 2 or 3, never one an exception
     carries otherwise (user code could raise a probe error whose ``exit_code`` is 0)."""
     from probe.errors import ProbeError, first_line
 
     try:
-        return probe_and_evaluate(spec)
+        return probe_and_evaluate(spec, check=check)
     except ProbeError as exc:
         return Failure("", exc.exit_code if exc.exit_code in (2, 3) else 3, str(exc))
     except Exception as exc:
         return Failure("", 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
 
 
-def probe_and_evaluate(spec: Spec, histograms: bool = False) -> tuple[Stats, Verdict]:
+def probe_and_evaluate(spec: Spec, histograms: bool = False, check: Any = None) -> tuple[Stats, Verdict]:
     """One spec's report and verdict (module-level, so worker processes can run it)."""
     from probe.judge.rules import evaluate
     from probe.measurement.run import run_probe
 
-    report = run_probe(spec, histograms=histograms)
+    report = run_probe(spec, histograms=histograms, check=check)
     return report, evaluate(report)
 
 

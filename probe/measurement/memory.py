@@ -471,14 +471,18 @@ def guard_memory(
     *,
     layerwise: bool = False,
     offer_layerwise: bool = False,
+    later: Any = None,
 ) -> list[str]:
     """Lines worth printing before the runs (estimates of large runs); a RunError (exit 3) when a
     run, or the ``jobs`` largest runs side by side, would exceed ``max_memory_gib``. ``layerwise``
-    and ``offer_layerwise`` as for ``check_memory``."""
+    and ``offer_layerwise`` as for ``check_memory``; a spec for which ``later(spec)`` is true is
+    left to its run, which estimates the model it builds (``probe.measurement.once``)."""
     lines = []
     estimates = []
     for spec in specs:
         est = None
+        if later is not None and later(spec):
+            continue
         if len(specs) > 1 and not layerwise:  # several specs (check): one whose model fails to build
             try:  # is reported by name when it runs, and the others still run
                 est = estimate_any(spec)
