@@ -23,6 +23,7 @@ import real_model
 import startup
 import steps_cost
 import torch
+import whole_probe
 
 
 def header() -> str:
@@ -49,6 +50,7 @@ def main() -> None:
         ("compare vs seed", lambda: compare_vs_seed.results(3 if args.quick else 9)),
         ("real model", lambda: real_model.results(args.quick)),
         ("steps", lambda: steps_cost.results(args.quick)),
+        ("whole probe", lambda: whole_probe.results(args.quick)),
         ("cuda", cuda_sync.results),
     ]:
         print(f"{name}:", flush=True)

@@ -11,6 +11,28 @@ from probe.spec import Spec
 
 
 @dataclass(frozen=True)
+class LayerHistograms:
+    """Per-layer histograms of activation magnitudes on one batch (``probe.measurement.histograms``)."""
+
+    label: str
+    layers: tuple[str, ...]
+    edges: tuple[float, ...]  # bins + 1 edges in log10 |value|
+    fractions: tuple[tuple[float, ...], ...]  # per layer: fraction of its values in each bin
+    zero_fractions: tuple[float, ...]  # per layer: fraction of exact zeros
+
+    def only(self, names: set[str] | frozenset[str]) -> LayerHistograms:
+        """The layers whose name is in ``names`` (the rows a report shows), in order."""
+        keep = [i for i, n in enumerate(self.layers) if n in names]
+        return LayerHistograms(
+            self.label,
+            tuple(self.layers[i] for i in keep),
+            self.edges,
+            tuple(self.fractions[i] for i in keep),
+            tuple(self.zero_fractions[i] for i in keep),
+        )
+
+
+@dataclass(frozen=True)
 class LayerStats:
     """Statistics of one watched layer's output, accumulated over every batch of a run.
 
@@ -179,6 +201,7 @@ class Stats:
     attention: tuple[AttentionStats, ...] = ()  # per module that computed attention (transformers)
     steps: StepStats | None = None  # after run.steps optimizer steps (None: not asked)
     headroom: HeadroomStats | None = None  # against run.precision's format (None: not asked)
+    histograms: LayerHistograms | None = None  # the first batch's, where asked (``--plot``, ``--tensorboard``)
 
     @property
     def first(self) -> LayerStats:

@@ -57,3 +57,15 @@ def test_steps_cost_runs_both_sides_on_a_tiny_network() -> None:
     assert not all(torch.equal(a, b) for a, b in zip(before, copy.parameters(), strict=True))
     ratio, ref_s, probe_s = steps_cost.measure(model, 16, repeats=1, k=2)
     assert ref_s > 0 and probe_s > 0 and ratio > 0
+
+
+def test_the_whole_probe_benchmark_runs_its_passes() -> None:
+    """Both sides of ``whole_probe.py`` run on a tiny config: the bare build + forward + backward
+    and ``probe.run_probe``."""
+    pytest.importorskip("transformers")
+    import whole_probe
+
+    spec = whole_probe.spec_of("gpt2", {"n_layer": 1, "n_embd": 16, "n_head": 2, "vocab_size": 40})
+    bare, probed = whole_probe.passes(spec)
+    bare()
+    probed()

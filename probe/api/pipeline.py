@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
     from probe.judge.theory import Comparison, Prediction
+    from probe.measurement.once import MemoryCheck
 
 
 def probe_spec(
@@ -25,22 +26,27 @@ def probe_spec(
     progress: Callable[[int, int], None] | None = None,
     theory: bool = False,
     layers: str | None = None,
+    check: MemoryCheck | None = None,
+    histograms: bool = False,
 ) -> Report:
     """The one pipeline from a validated spec to a ``Report``: measure (whole, or ``layer_by_layer``
     with ``progress`` per block pass; else ``progress`` per batch), judge, advise, and with
     ``theory`` the mean-field prediction beside each row. ``state_dict``: weights loaded over the
     spec's init before the run (the prediction then says it does not apply). ``layers`` keeps the
     rows whose name matches, after judging (not with ``theory``: the prediction is per layer of
-    the whole network). ``probe run`` and ``probe.measure`` on a spec both come through here."""
+    the whole network). ``check``: given the run's memory estimate before the measured pass, from
+    the model the run builds (``probe.measurement.once``); ``histograms``: each row's histogram of
+    the first batch in ``report.stats.histograms`` (not ``layer_by_layer``). ``probe run`` and
+    ``probe.measure`` on a spec both come through here."""
     if layer_by_layer:
         from probe.measurement.layerwise import check_layerwise, run_layerwise
 
         check_layerwise(spec, weights=state_dict is not None)
-        stats = run_layerwise(spec, progress)
+        stats = run_layerwise(spec, progress, check=check)
     else:
         from probe.measurement.run import run_probe
 
-        stats = run_probe(spec, progress, state_dict=state_dict)
+        stats = run_probe(spec, progress, state_dict=state_dict, check=check, histograms=histograms)
     return judge(stats, spec, theory=theory, layers=layers, loaded=state_dict is not None)
 
 

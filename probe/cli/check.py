@@ -26,6 +26,7 @@ from probe.cli.common import (
     check_outputs,
     guard,
     load_torch,
+    memory_check,
     memory_guard,
     pairs,
     read_spec,
@@ -82,14 +83,20 @@ def check(
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)
         check_outputs(output, junit=junit)
-        memory_guard(specs, max_memory, jobs)
+        # in one process, a factory's model is estimated by its run, from the model it builds (the
+        # factory runs once); worker processes (--jobs) are estimated before, side by side
+        built_once = (lambda s: s.model.factory is not None) if jobs <= 1 else None
+        memory_guard(specs, max_memory, jobs, later=built_once)
         load_torch()
         from probe.render import report as rp  # after the specs: bad input fails without loading it
         from probe.render.run_view import check_doc
 
         steps = Steps(len(spec_paths), "checking")
         try:
-            runs, failures = batch.check_each(specs, [str(p) for p in spec_paths], steps, jobs)
+            check = None
+            if built_once is not None:
+                check = lambda s: memory_check(s, max_memory) if built_once(s) else None  # noqa: E731
+            runs, failures = batch.check_each(specs, [str(p) for p in spec_paths], steps, jobs, check)
         finally:
             steps.close()
         from probe.cli.guard import err_line

@@ -9,7 +9,7 @@ interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -278,16 +278,44 @@ ConfigOpt = Annotated[
 
 
 def memory_guard(
-    specs: list[Any], max_memory: float | None, jobs: int = 1, *, layerwise: bool = False, offer_layerwise: bool = False
+    specs: list[Any],
+    max_memory: float | None,
+    jobs: int = 1,
+    *,
+    layerwise: bool = False,
+    offer_layerwise: bool = False,
+    later: Any = None,
 ) -> None:
     """Print the estimate of large runs and refuse those over --max-memory (default: the memory
     available now), before any run."""
-    if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
-        raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
+    _check_nan(max_memory)
     from probe.measurement.memory import guard_memory
 
-    for line in guard_memory(specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise):
+    for line in guard_memory(
+        specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise, later=later
+    ):
         _err_console().print(line, style="dim", markup=False, soft_wrap=True)
+
+
+def _check_nan(max_memory: float | None) -> None:
+    if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
+        raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
+
+
+def memory_check(spec: Any, max_memory: float | None, *, layerwise: bool = False) -> Callable[[Any], None]:
+    """``memory_guard`` for a user or transformers model, made from the model the run builds (its
+    factory runs once, ``probe.measurement.once``): the callback refuses or prints the estimate
+    when the run has it, before its measured pass."""
+    _check_nan(max_memory)
+
+    def check(est: Any) -> None:
+        from probe.measurement.once import guarded
+
+        line = guarded(spec, est, max_memory, layerwise)
+        if line is not None:
+            _err_console().print(line, style="dim", markup=False, soft_wrap=True)
+
+    return check
 
 
 def load_torch() -> None:

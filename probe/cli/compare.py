@@ -114,7 +114,7 @@ def compare(
 
         steps = Steps(len(parsed), "probing")
         try:
-            runs = batch.compare(base, parsed, steps, jobs)
+            runs = batch.compare(base, parsed, steps, jobs, histograms=plot is not None or tensorboard is not None)
         finally:
             steps.close()
 
@@ -133,9 +133,7 @@ def compare(
             html=html,
         )
         if (plot is not None or tensorboard is not None) and writes_files():  # torchrun: rank 0 writes
-            from probe.measurement.histograms import histograms
-
-            hists = [histograms(batch.entry_spec(base, e), e.text) for e in parsed]
+            hists = [r.report.histograms for r in runs if r.report.histograms is not None]  # from the measured passes
             if plot is not None:
                 from probe.render.plot import runs_figure
 

@@ -33,6 +33,7 @@ from probe.cli.common import (
     guard,
     load_spec,
     load_torch,
+    memory_check,
     memory_guard,
     pairs,
     render,
@@ -115,7 +116,11 @@ def run(
         from probe import api
 
         api.check_mode(spec, layer_by_layer=layer_by_layer, weights=weights is not None, plot=plot is not None)
-        memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
+        check = None  # a user factory's model: estimated from the model the run builds (it runs once)
+        if spec.model.factory is not None or (layer_by_layer and spec.model.own_model):
+            check = memory_check(spec, max_memory, layerwise=layer_by_layer)
+        else:
+            memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
         load_torch()
         if tensorboard is not None:
             check_tensorboard(tensorboard, [spec.name])
@@ -142,14 +147,16 @@ def run(
                 progress=on_progress,
                 theory=theory,
                 layers=None if theory else layers,
+                check=check,
+                histograms=(plot is not None or tensorboard is not None) and not layer_by_layer,
             )
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             _render_theory(report, fmt, output)
         else:
             _render_run(report, fmt, output, all_layers)
         if tensorboard is not None and writes_files():  # torchrun: rank 0 writes; after -o, which it cannot cost
-            _tensorboard_run(spec, report, tensorboard, state, with_histograms=not layer_by_layer)
-        _plot_run(spec, report, plot, state)
+            _tensorboard_run(spec, report, tensorboard)
+        _plot_run(spec, report, plot)
         return EXIT_OK
 
     guard(body)
@@ -186,27 +193,26 @@ def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bo
     )
 
 
-def _plot_run(spec: Any, report: Any, plot: Optional[Path], state: Any = None) -> None:
+def _histograms(report: Any) -> list[Any]:
+    """The measured pass's histograms of the rows the report shows (none with --layer-by-layer)."""
+    hist = report.stats.histograms
+    return [] if hist is None else [hist.only({x.name for x in report.layers})]
+
+
+def _plot_run(spec: Any, report: Any, plot: Optional[Path]) -> None:
     if plot is None or not writes_files():  # torchrun: rank 0 draws
         return
-    from probe.measurement.histograms import histograms
     from probe.render import report as rp
     from probe.render.plot import runs_figure
 
-    hist = histograms(spec, state_dict=state, only={x.name for x in report.layers})
-    wrote(runs_figure([rp.Run(spec.name, report.stats, report.verdict)], plot, [hist]))
+    wrote(runs_figure([rp.Run(spec.name, report.stats, report.verdict)], plot, _histograms(report)))
 
 
-def _tensorboard_run(spec: Any, report: Any, directory: Path, state: Any, with_histograms: bool) -> None:
+def _tensorboard_run(spec: Any, report: Any, directory: Path) -> None:
     from probe.render import report as rp
     from probe.render.tensorboard import write_runs
 
-    hists = []
-    if with_histograms:  # the whole network at once: not with --layer-by-layer
-        from probe.measurement.histograms import histograms
-
-        hists = [histograms(spec, state_dict=state, only={x.name for x in report.layers})]
-    for folder in write_runs(directory, [rp.Run(spec.name, report.stats, report.verdict)], hists):
+    for folder in write_runs(directory, [rp.Run(spec.name, report.stats, report.verdict)], _histograms(report)):
         wrote(folder)
 
 

@@ -61,11 +61,14 @@ def entry_spec(base: Spec, entry: Entry) -> Spec:
     return replace(base, model=model, init=init, name=entry.text)
 
 
-def compare(base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1) -> list[Run]:
-    """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes)."""
+def compare(
+    base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1, histograms: bool = False
+) -> list[Run]:
+    """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes);
+    ``histograms``: each run's first-batch histograms, binned in its measured pass."""
     specs = [entry_spec(base, entry) for entry in entries]
     labels = [entry.text for entry in entries]
-    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs)
+    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs, histograms)
 
 
 def check(
@@ -90,13 +93,22 @@ class Failure:
 
 
 def check_each(
-    specs: Sequence[Spec], labels: Sequence[str], step: Step | None = None, jobs: int = 1
+    specs: Sequence[Spec],
+    labels: Sequence[str],
+    step: Step | None = None,
+    jobs: int = 1,
+    check: Callable[[Spec], Any] | None = None,
 ) -> tuple[list[Run], list[Failure]]:
     """Probe every spec, going on past one that fails: the healthy/unhealthy runs, and a
-    ``Failure`` naming each spec that raised (so one broken model does not hide the others)."""
+    ``Failure`` naming each spec that raised (so one broken model does not hide the others).
+    ``check(spec)``: the memory check its run is given (``run_probe(check=...)``, in this process:
+    ``jobs`` 1), or None."""
     from probe.records import Run
 
-    results = run_each(_probe_or_failure, list(specs), list(labels), step, jobs)
+    fn: Callable[[Spec], tuple[Stats, Verdict] | Failure] = _probe_or_failure
+    if check is not None and jobs <= 1:
+        fn = lambda spec: _probe_or_failure(spec, check(spec))  # noqa: E731
+    results = run_each(fn, list(specs), list(labels), step, jobs)
     runs, failures = [], []
     for label, spec, result in zip(labels, specs, results, strict=True):
         if isinstance(result, Failure):
@@ -106,26 +118,26 @@ def check_each(
     return runs, failures
 
 
-def _probe_or_failure(spec: Spec) -> tuple[Stats, Verdict] | Failure:
+def _probe_or_failure(spec: Spec, check: Any = None) -> tuple[Stats, Verdict] | Failure:
     """(report, verdict), or a ``Failure`` (its label filled in by the caller) when the probe
     raised; module-level, so workers run it. The exit code is 2 or 3, never one an exception
     carries otherwise (user code could raise a probe error whose ``exit_code`` is 0)."""
     from probe.errors import ProbeError, first_line
 
     try:
-        return probe_and_evaluate(spec)
+        return probe_and_evaluate(spec, check=check)
     except ProbeError as exc:
         return Failure("", exc.exit_code if exc.exit_code in (2, 3) else 3, str(exc))
     except Exception as exc:
         return Failure("", 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
 
 
-def probe_and_evaluate(spec: Spec) -> tuple[Stats, Verdict]:
+def probe_and_evaluate(spec: Spec, histograms: bool = False, check: Any = None) -> tuple[Stats, Verdict]:
     """One spec's report and verdict (module-level, so worker processes can run it)."""
     from probe.judge.rules import evaluate
     from probe.measurement.run import run_probe
 
-    report = run_probe(spec)
+    report = run_probe(spec, histograms=histograms, check=check)
     return report, evaluate(report)
 
 
@@ -149,10 +161,14 @@ def run_each(
     return parallel_map(fn, specs, jobs, (lambda i: step(labels[i])) if step else None)
 
 
-def _run_all(specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int) -> list[Run]:
+def _run_all(
+    specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int, histograms: bool = False
+) -> list[Run]:
+    from functools import partial
+
     from probe.records import Run
 
-    results = run_each(probe_and_evaluate, specs, labels, step, jobs)
+    results = run_each(partial(probe_and_evaluate, histograms=histograms), specs, labels, step, jobs)
     return [
         Run(label, report, verdict, strategy, spec.model.activation.name)
         for label, strategy, spec, (report, verdict) in zip(labels, strategies, specs, results, strict=True)

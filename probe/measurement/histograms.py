@@ -1,20 +1,23 @@
 """Per-layer histograms of activation magnitudes, for the heat map that ``--plot`` draws.
 
-One forward pass over the run's first batch (same weights and data as ``run_probe``: the build
-under ``run.seed`` and the same data stream). Each watched layer's output values are binned by
-log10 |value| on fixed edges, so layers and runs share one axis: a vanishing signal slides down
-the decades, a saturating tanh piles up just below 10^0. Exact zeros (dead ReLU outputs) are
-counted apart.
+Each watched layer's output values on the run's first batch are binned by log10 |value| on fixed
+edges, so layers and runs share one axis: a vanishing signal slides down the decades, a
+saturating tanh piles up just below 10^0. Exact zeros (dead ReLU outputs) are counted apart.
+``probe run`` and ``probe compare`` bin them in their measured pass (``run_probe(...,
+histograms=True)``: ``hooks``, no build or pass of their own, in the run's device and dtype);
+``histograms`` builds the spec's network and runs one forward pass of its own (from Python: the
+same weights and first batch, CPU, float32; equal to the measured pass's there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
-from probe.model.network import Built
+from probe.model.network import Built, Watched
+from probe.records import LayerHistograms
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -22,18 +25,11 @@ if TYPE_CHECKING:
 
     from probe.model.inputs import Batch
 
+__all__ = ["BINS", "LayerHistograms", "histograms", "hooks", "made"]
+
 LOG10_LOW = -12.0
 LOG10_HIGH = 4.0
 BINS = 64
-
-
-@dataclass(frozen=True)
-class LayerHistograms:
-    label: str
-    layers: tuple[str, ...]
-    edges: tuple[float, ...]  # BINS + 1 edges in log10 |value|
-    fractions: tuple[tuple[float, ...], ...]  # per layer: fraction of its values in each bin
-    zero_fractions: tuple[float, ...]  # per layer: fraction of exact zeros
 
 
 def histograms(
@@ -56,10 +52,20 @@ def histograms(
         built = build_initialized(spec, state_dict)
         batch = next_batch(spec, built, data_stream(spec), torch.device("cpu"), torch.float32)
         found = _binned(built, batch)
+    return made(label or spec.name, built.watched, found, only)
+
+
+def made(
+    label: str,
+    watched: list[Watched],
+    found: Mapping[str, tuple[list[float], float]],
+    only: Collection[str] | None = None,
+) -> LayerHistograms:
+    """The histograms of the rows ``hooks`` binned, in the order of ``watched``."""
     step = (LOG10_HIGH - LOG10_LOW) / BINS
-    names = tuple(w.name for w in built.watched if w.name in found and (only is None or w.name in only))
+    names = tuple(w.name for w in watched if w.name in found and (only is None or w.name in only))
     return LayerHistograms(
-        label=label or spec.name,
+        label=label,
         layers=names,
         edges=tuple(LOG10_LOW + i * step for i in range(BINS + 1)),
         fractions=tuple(tuple(found[n][0]) for n in names),
@@ -67,13 +73,14 @@ def histograms(
     )
 
 
-def _binned(built: Built, batch: Batch) -> dict[str, tuple[list[float], float]]:
-    """One forward pass with a histogram hook on every watched layer."""
+@contextmanager
+def hooks(watched: list[Watched], found: dict[str, tuple[list[float], float]]) -> Iterator[None]:
+    """While the body runs, each watched layer's output is binned into ``found`` (by row name;
+    a module called twice: its last call)."""
     import torch
 
-    found: dict[str, tuple[list[float], float]] = {}
     handles = []
-    for w in built.watched:
+    for w in watched:
 
         def hook(_module: Any, _inputs: Any, output: Any, name: str = w.name) -> None:
             if isinstance(output, (tuple, list)):  # LSTM, attention: the first tensor, as the collector
@@ -87,12 +94,24 @@ def _binned(built: Built, batch: Batch) -> dict[str, tuple[list[float], float]]:
             found[name] = ((counts / total).tolist(), float((values == 0).sum()) / total)
 
         handles.append(w.module.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _binned(built: Built, batch: Batch) -> dict[str, tuple[list[float], float]]:
+    """One forward pass with a histogram hook on every watched layer."""
+    import torch
+
+    found: dict[str, tuple[list[float], float]] = {}
     model = built.model
     was_training = model.training
     try:
         if not built.keep_mode:
             model.train()
-        with torch.no_grad():
+        with torch.no_grad(), hooks(built.watched, found):
             model(*batch.args, **batch.kwargs)
     except RuntimeError as exc:
         raise RunError(
@@ -100,6 +119,4 @@ def _binned(built: Built, batch: Batch) -> dict[str, tuple[list[float], float]]:
         ) from None
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
     return found

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError, SpecError
+from probe.measurement import memory
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
@@ -42,6 +43,8 @@ from probe.spec import Spec
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from probe.measurement.once import MemoryCheck
 
 # (block passes done, block passes in all): each block forward and backward, every batch; (0, n) before the sweep
 BlockProgress = Callable[[int, int], None]
@@ -68,8 +71,10 @@ def check_layerwise(spec: Spec, *, weights: bool = False) -> None:
         )
 
 
-def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Stats:
-    """Probe the spec's model one block at a time (see the module docstring)."""
+def run_layerwise(spec: Spec, progress: BlockProgress | None = None, *, check: MemoryCheck | None = None) -> Stats:
+    """Probe the spec's model one block at a time (see the module docstring). ``check``: given
+    the run's estimate (``probe.measurement.memory``) before any block is materialized, from the
+    structure the run builds (a user factory is called once)."""
     import torch
 
     from probe.measurement.distributed import launched_world_size
@@ -81,7 +86,11 @@ def run_layerwise(spec: Spec, progress: BlockProgress | None = None) -> Stats:
     dtype: torch.dtype = getattr(torch, spec.run.dtype)
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
+        if check is not None and not spec.model.own_model:
+            check(memory.estimate_layerwise_memory(spec))
         meta = bl.meta_model(spec) if spec.model.own_model else stack_blocks.meta_stack(spec)
+        if check is not None and spec.model.own_model:
+            check(memory.estimate_blockwise_memory(spec, meta))
         if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
             progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
         bl.sweep(meta)

@@ -138,9 +138,8 @@ def estimate_shapes_memory(spec: Spec) -> MemoryEstimate:
     is the bound; without, the three largest live at once. A spec model deeper than a few blocks
     is measured at depths 1 and 2 and extrapolated (its blocks repeat: pooling only shrinks later
     ones, so the line is an upper bound), which keeps a depth of 10^6 from building 10^6 modules.
-    The user's errors pass as the real build would raise them (a module that does not import, a
-    failing factory, ``sys.exit()``); a forward pass the meta device cannot run (it reads a value
-    with ``.item()``) raises ``ShapeEstimateError``, and the real run says what is wrong, if anything."""
+    The user's errors pass as the real build's; a forward the meta device cannot run (``.item()``)
+    raises ``ShapeEstimateError``. A run measures its own model with ``shapes_estimate`` instead."""
     m = spec.model
     if m.factory is None and m.depth > 2:
         one, two = (_by_sequence(replace(spec, model=replace(m, depth=d))) for d in (1, 2))
@@ -188,18 +187,50 @@ class ShapeEstimateError(Exception):
 
 
 def _shapes_estimate(spec: Spec) -> MemoryEstimate:
+    from probe.errors import ForwardError
+    from probe.model.build import build_on_meta
+
+    try:  # the user's errors (a missing module, a failing factory, sys.exit()) pass, as the real build's
+        built = build_on_meta(spec)  # a user model's discovery pass runs on the meta device too
+    except ForwardError as exc:
+        raise _not_on_meta(exc) from None
+    except ProbeError:
+        raise
+    except Exception as exc:
+        raise ShapeEstimateError(_said(exc)) from None
+    return shapes_estimate(spec, built)
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+
+
+def _not_on_meta(exc: ProbeError) -> ShapeEstimateError:
+    """A forward needing real values (.item()) cannot run on meta: no estimate, the real run decides;
+    any other failure (a wrong input shape) is the user's, as the real run's: raised now, once."""
+    if "meta" not in str(exc).lower() and "NotImplementedError" not in str(exc):
+        raise exc
+    return ShapeEstimateError(first_line(exc))
+
+
+def shapes_estimate(spec: Spec, built: Any, model: Any = None, watched_modules: Any = None) -> MemoryEstimate:
+    """``estimate_shapes_memory``'s measure of a network built once (``probe.model.network.Built``),
+    on the meta device: ``built.model`` itself, or ``model``, a meta copy of it in the run's dtype
+    whose ``watched_modules`` are the copies of the watched rows' (``probe.measurement.once``: a
+    factory's model, so that the factory is not called again). A ``ShapeEstimateError`` where the
+    forward cannot run on the meta device."""
     import torch
 
-    from probe.errors import ForwardError, ProbeError, first_line
-    from probe.model.build import build_on_meta
+    from probe.errors import ForwardError
     from probe.model.inputs import draw
 
     size = _BYTES[spec.run.dtype]
     dtype = getattr(torch, spec.run.dtype)
     outputs: list[int] = []
     try:
-        built = build_on_meta(spec)
-        model = built.model.to(device="meta", dtype=dtype)
+        if model is None:
+            model = built.model.to(device="meta", dtype=dtype)
+        modules = watched_modules if watched_modules is not None else [w.module for w in built.watched]
         meta = torch.device("meta")
         if built.inputs is None:
             batch_args: tuple = (torch.empty(spec.data.batch_size, spec.model.input_dim, device=meta, dtype=dtype),)
@@ -221,7 +252,7 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
             if first is not None:
                 watched.append(first.numel())
 
-        handles = [w.module.register_forward_hook(hook) for w in built.watched]
+        handles = [m.register_forward_hook(hook) for m in modules]
         try:
             with _count_outputs(outputs), torch.no_grad():
                 model(*batch_args, **batch_kwargs)
@@ -229,18 +260,11 @@ def _shapes_estimate(spec: Spec) -> MemoryEstimate:
             for h in handles:
                 h.remove()
     except ForwardError as exc:
-        # a forward that needs real values (.item(), data-dependent shapes) cannot run on meta: no
-        # estimate, the real run decides; any other failure (a wrong input shape) is the user's
-        # and the real run would fail the same way: said now, once
-        if "meta" not in str(exc).lower() and "NotImplementedError" not in str(exc):
-            raise
-        raise ShapeEstimateError(first_line(exc)) from None
-    except ProbeError:  # the user's errors (a missing module, a failing factory, sys.exit()): as the real build
+        raise _not_on_meta(exc) from None
+    except ProbeError:  # the user's errors (a failing input function, sys.exit()): as the real run
         raise
     except Exception as exc:
-        raise ShapeEstimateError(
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise ShapeEstimateError(_said(exc)) from None
     params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     weights = params * 4 + (params * size if size != 4 else 0)  # built in float32, then cast
     if spec.run.backward:
@@ -308,7 +332,7 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
+def estimate_blockwise_memory(spec: Spec, meta: Any = None) -> MemoryEstimate:
     """The peak of ``--layer-by-layer`` for a user or transformers model (``probe.measurement.layerwise``),
     from its structure on the meta device (torch and, for ``model.hf``, transformers are imported):
     the largest block's weights in float32 (plus the cast copy; with backward, plus their gradients)
@@ -317,7 +341,7 @@ def estimate_blockwise_memory(spec: Spec) -> MemoryEstimate:
     attention scores, for a transformers text model; four boundary-sized tensors otherwise)."""
     from probe.model.blocks import meta_model
 
-    meta = meta_model(spec)
+    meta = meta or meta_model(spec)  # the run's own MetaModel where it has one
     size = _BYTES[spec.run.dtype]
     block = max((b.numel() for b in meta.blocks), default=0)
     resident = sum(t.numel() for m in meta.resident for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
@@ -447,14 +471,18 @@ def guard_memory(
     *,
     layerwise: bool = False,
     offer_layerwise: bool = False,
+    later: Any = None,
 ) -> list[str]:
     """Lines worth printing before the runs (estimates of large runs); a RunError (exit 3) when a
     run, or the ``jobs`` largest runs side by side, would exceed ``max_memory_gib``. ``layerwise``
-    and ``offer_layerwise`` as for ``check_memory``."""
+    and ``offer_layerwise`` as for ``check_memory``; a spec for which ``later(spec)`` is true is
+    left to its run, which estimates the model it builds (``probe.measurement.once``)."""
     lines = []
     estimates = []
     for spec in specs:
         est = None
+        if later is not None and later(spec):
+            continue
         if len(specs) > 1 and not layerwise:  # several specs (check): one whose model fails to build
             try:  # is reported by name when it runs, and the others still run
                 est = estimate_any(spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from probe.measurement.distributed import Share
+    from probe.measurement.once import MemoryCheck
 
 Progress = Callable[[int, int], None]  # (batches done, batches total)
 
@@ -58,17 +59,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run_probe(
-    spec: Spec, progress: Progress | None = None, state_dict: Mapping[str, torch.Tensor] | None = None
+    spec: Spec,
+    progress: Progress | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    check: MemoryCheck | None = None,
+    histograms: bool = False,
 ) -> Stats:
     """Probe the spec's network and return its per-layer statistics.
 
     The caller's global random state is left untouched; the run's own randomness comes from
     ``spec.run.seed`` alone, so the same spec gives the same numbers. ``state_dict`` (e.g. saved
-    by ``probe fix``) replaces the initialized weights before probing.
+    by ``probe fix``) replaces the initialized weights before probing. ``check`` is given the
+    run's memory estimate before the measured pass (``probe.measurement.once``: a user or
+    transformers model is built once for both); ``histograms``: ``Stats.histograms`` holds each
+    row's histogram of the first batch (``probe.measurement.histograms``).
     """
     import torch
 
     from probe.measurement import distributed
+    from probe.measurement import histograms as hist
 
     started = time.perf_counter()
     device = resolve_device(spec.run.device)
@@ -89,16 +99,26 @@ def run_probe(
                 "run.precision",
             )
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
+        if check is not None and share is not None:  # before the build: torchrun's ranks build their own way
+            from probe.measurement.memory import estimate_any
+
+            check(estimate_any(spec))
         if share is not None:
             model, built = distributed.prepare(spec, share, device, dtype, state_dict)
             built.notes.extend(distributed.notes(built, share))
         else:
-            built = build_initialized(spec, state_dict)
+            if check is not None:
+                from probe.measurement.once import build_checked
+
+                built = build_checked(spec, check, state_dict)
+            else:
+                built = build_initialized(spec, state_dict)
             model = built.model.to(device=device, dtype=dtype)
             if spec.run.shard != "none":
                 built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
+        found: dict[str, tuple[list[float], float]] | None = {} if histograms else None
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
-            layers, attention, steps, headroom = _probe(model, built, spec, device, dtype, progress, share)
+            layers, attention, steps, headroom = _probe(model, built, spec, device, dtype, progress, share, found)
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -111,6 +131,7 @@ def run_probe(
         attention=attention,
         steps=steps,
         headroom=headroom,
+        histograms=None if found is None else hist.made(spec.name, built.watched, found),
     )
 
 
@@ -167,10 +188,13 @@ def _probe(
     dtype: torch.dtype,
     progress: Progress | None,
     share: Share | None = None,
+    found: dict[str, tuple[list[float], float]] | None = None,
 ) -> tuple[list[LayerStats], tuple[AttentionStats, ...], StepStats | None, HeadroomStats | None]:
+    """The measured pass; ``found``: each row's histogram of the first batch, binned in it."""
     import torch
 
     from probe.measurement import distributed
+    from probe.measurement import histograms as hist
 
     collector = _collector(spec, built, device)
     if share is not None:
@@ -192,34 +216,36 @@ def _probe(
                 batch = next_batch(spec, built, data_gen, device, dtype)
                 if share is not None:  # every rank draws the global batch and keeps its rows
                     batch = distributed.slice_batch(batch, share)
-                if spec.run.backward:
-                    out = _forward(model, batch, built)
-                    if isinstance(out, torch.Tensor):
-                        if not out.requires_grad:
-                            raise RunError(_NO_GRADIENT)
-                        if direction is None:
-                            # a fixed random direction: d loss / d output = r, unit variance
-                            direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
-                        (out * direction).sum().backward()
-                        collector.output_scale([out], [direction])
+                binning = hist.hooks(built.watched, found) if found is not None and i == 0 else nullcontext()
+                with binning:  # the first batch's histograms, where asked: from this very pass
+                    if spec.run.backward:
+                        out = _forward(model, batch, built)
+                        if isinstance(out, torch.Tensor):
+                            if not out.requires_grad:
+                                raise RunError(_NO_GRADIENT)
+                            if direction is None:
+                                # a fixed random direction: d loss / d output = r, unit variance
+                                direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
+                            (out * direction).sum().backward()
+                            collector.output_scale([out], [direction])
+                        else:
+                            # tuple/dict outputs: every floating-point output gets its own direction
+                            outs = float_outputs(out)
+                            if not outs:
+                                raise RunError(_NO_GRADIENT)
+                            if directions is None:
+                                directions = [
+                                    _direction(o.shape, dir_gen, share).to(device=device, dtype=o.dtype) for o in outs
+                                ]
+                            if [d.shape for d in directions] != [o.shape for o in outs]:
+                                raise RunError("the model's outputs changed shape between batches")
+                            sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
+                            collector.output_scale(outs, directions)  # type: ignore[arg-type]
+                        collector.after_backward()
+                        model.zero_grad(set_to_none=True)
                     else:
-                        # tuple/dict outputs: every floating-point output gets its own direction
-                        outs = float_outputs(out)
-                        if not outs:
-                            raise RunError(_NO_GRADIENT)
-                        if directions is None:
-                            directions = [
-                                _direction(o.shape, dir_gen, share).to(device=device, dtype=o.dtype) for o in outs
-                            ]
-                        if [d.shape for d in directions] != [o.shape for o in outs]:
-                            raise RunError("the model's outputs changed shape between batches")
-                        sum((o * d).sum() for o, d in zip(outs, directions, strict=True)).backward()  # type: ignore[union-attr]
-                        collector.output_scale(outs, directions)  # type: ignore[arg-type]
-                    collector.after_backward()
-                    model.zero_grad(set_to_none=True)
-                else:
-                    with torch.no_grad():
-                        _forward(model, batch, built)
+                        with torch.no_grad():
+                            _forward(model, batch, built)
                 if progress is not None:
                     progress(i + 1, total)
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))

@@ -181,7 +181,11 @@ def build_initialized(spec: Spec, state_dict: Mapping[str, torch.Tensor] | None 
     import torch
 
     torch.manual_seed(spec.run.seed)
-    built = build(spec)
+    return initialized(build(spec), spec, state_dict)
+
+
+def initialized(built: Built, spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:
+    """``build_initialized`` after the build: the saved weights loaded, or ``lsuv``'s rescaling."""
     if state_dict is not None:
         _load_state(built.model, state_dict)
         for w in built.watched:  # the report's "init" column: not the spec's init any more
