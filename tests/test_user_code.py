@@ -227,7 +227,10 @@ def test_sigterm_to_a_check_with_workers_ends_the_workers_too() -> None:
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        workers = [p for p in children() if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        # the children of the isolated gate (probe.experiments.isolated), one per spec
+        workers = [
+            p for p in children() if "experiments.child" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+        ]
         if len(workers) >= 2:
             break
         time.sleep(0.1)

@@ -25,6 +25,7 @@ from probe.cli.common import (
     app,
     check_outputs,
     guard,
+    isolates,
     load_torch,
     memory_guard,
     pairs,
@@ -80,18 +81,27 @@ def check(
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)
         check_outputs(output, junit=junit)
-        memory_guard(specs, max_memory, jobs)
-        load_torch()
-        from probe.render import report as rp  # after the specs: bad input fails without loading it
-        from probe.render.run_view import check_doc
-
+        labels = [str(p) for p in spec_paths]
         steps = Steps(len(spec_paths), "checking")
-        try:
-            runs, failures = batch.check_each(specs, [str(p) for p in spec_paths], steps, jobs)
-        finally:
-            steps.close()
+        if isolates():  # each spec in a child process; the rules run here (probe.experiments.isolated)
+            from probe.experiments.isolated import check_isolated, runs_user_code
+
+            memory_guard([s for s in specs if not runs_user_code(s)], max_memory, jobs)
+            try:
+                runs, failures = check_isolated(specs, labels, steps, jobs, max_memory)
+            finally:
+                steps.close()
+        else:
+            memory_guard(specs, max_memory, jobs)
+            load_torch()
+            try:
+                runs, failures = batch.check_each(specs, labels, steps, jobs)
+            finally:
+                steps.close()
         from probe.cli.guard import err_line
+        from probe.render import report as rp  # after the specs: bad input fails without loading it
         from probe.render.output import OutputError
+        from probe.render.run_view import check_doc
 
         for failure in failures:  # each spec that could not be probed, by name; the others are kept
             err_line(f"probe: error: {failure.label}: {failure.message}")

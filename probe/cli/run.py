@@ -31,6 +31,7 @@ from probe.cli.common import (
     check_outputs,
     check_tensorboard,
     guard,
+    isolates,
     load_spec,
     load_torch,
     memory_guard,
@@ -42,6 +43,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import batch_progress, block_progress
+from probe.cli.session import current
 from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
 
 
@@ -113,44 +115,90 @@ def run(
         from probe import api
 
         api.check_mode(spec, layer_by_layer=layer_by_layer, weights=weights is not None, plot=plot is not None)
-        memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
-        load_torch()
         if tensorboard is not None:
             check_tensorboard(tensorboard, [spec.name])
-        state = None
-        if weights is not None:
-            from probe.experiments.fix import load_weights
-
-            state = load_weights(weights)
-        if layer_by_layer:
-            api.return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
-        progress = (
-            block_progress()
-            if layer_by_layer
-            else batch_progress(
-                spec.data.batches + spec.run.steps,
-                "probing batches, then steps" if spec.run.steps else "probing batches",
-            )
-        )
-        with progress as on_progress:
-            report = api.probe_spec(
-                spec,
-                state_dict=state,
-                layer_by_layer=layer_by_layer,
-                progress=on_progress,
-                theory=theory,
-                layers=None if theory else layers,
-            )
+        options: dict[str, Any] = {"theory": theory, "layers": layers, "max_memory": max_memory}
+        if isolates():  # the run in a child process, judged here (probe.experiments.isolated)
+            report, hists = _probe_isolated(spec, weights, layer_by_layer, plot or tensorboard, **options)
+        else:
+            report, hists = _probe_here(spec, weights, layer_by_layer, **options), None
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             _render_theory(report, fmt, output)
         else:
             _render_run(report, fmt, output, all_layers)
         if tensorboard is not None and writes_files():  # torchrun: rank 0 writes; after -o, which it cannot cost
-            _tensorboard_run(spec, report, tensorboard, state, with_histograms=not layer_by_layer)
-        _plot_run(spec, report, plot, state)
+            _tensorboard_run(spec, report, tensorboard, weights, with_histograms=not layer_by_layer, hists=hists)
+        _plot_run(spec, report, plot, weights, hists)
         return EXIT_OK
 
     guard(body)
+
+
+def _probe_here(
+    spec: Any, weights: Optional[Path], layer_by_layer: bool, theory: bool, layers: Any, max_memory: Any
+) -> Any:
+    """The report, measured in this process (Python callers, torchrun)."""
+    from probe import api
+
+    memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
+    load_torch()
+    state = None
+    if weights is not None:
+        from probe.experiments.fix import load_weights
+
+        state = load_weights(weights)
+    if layer_by_layer:
+        api.return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
+    with _progress(spec, layer_by_layer) as on_progress:
+        return api.probe_spec(
+            spec,
+            state_dict=state,
+            layer_by_layer=layer_by_layer,
+            progress=on_progress,
+            theory=theory,
+            layers=None if theory else layers,
+        )
+
+
+def _probe_isolated(
+    spec: Any, weights: Optional[Path], layer_by_layer: bool, draws: Any, theory: bool, layers: Any, max_memory: Any
+) -> tuple[Any, Any]:
+    """The report of a run in a child process (the user's code runs there only), judged here, and
+    the rows' histograms when ``draws`` (--plot, --tensorboard) asks for them."""
+    from probe import api
+    from probe.errors import RunError, SpecError
+    from probe.experiments.isolated import job_for, run_children, runs_user_code
+
+    if not runs_user_code(spec):  # a user model's estimate calls its factory: the child makes it
+        memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
+    job = job_for(
+        spec,
+        spec.name,
+        max_memory,
+        layer_by_layer=layer_by_layer,
+        weights=None if weights is None else str(weights),
+        histograms=draws is not None and not layer_by_layer,
+        progress=True,
+        debug=current().debug,
+    )
+    with _progress(spec, layer_by_layer) as on_progress:
+        progress = (lambda _i, done, total: on_progress(done, total)) if on_progress else None
+        outcome = run_children([job], 1, progress)[0]
+    if outcome.failure is not None:
+        failure = outcome.failure
+        raise (RunError if failure.exit_code == 3 else SpecError)(f"{spec.name}: {failure.message}")
+    assert outcome.stats is not None
+    report = api.judge(
+        outcome.stats, spec, theory=theory, layers=None if theory else layers, loaded=weights is not None
+    )
+    return report, outcome.histograms
+
+
+def _progress(spec: Any, layer_by_layer: bool) -> Any:
+    if layer_by_layer:
+        return block_progress()
+    what = "probing batches, then steps" if spec.run.steps else "probing batches"
+    return batch_progress(spec.data.batches + spec.run.steps, what)
 
 
 def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bool) -> None:
@@ -184,27 +232,42 @@ def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bo
     )
 
 
-def _plot_run(spec: Any, report: Any, plot: Optional[Path], state: Any = None) -> None:
+def _plot_run(spec: Any, report: Any, plot: Optional[Path], weights: Optional[Path], hists: Any) -> None:
     if plot is None or not writes_files():  # torchrun: rank 0 draws
         return
-    from probe.measurement.histograms import histograms
     from probe.render import report as rp
     from probe.render.plot import runs_figure
 
-    hist = histograms(spec, state_dict=state, only={x.name for x in report.layers})
+    hist = _histograms(spec, report, weights, hists)
     wrote(runs_figure([rp.Run(spec.name, report.stats, report.verdict)], plot, [hist]))
 
 
-def _tensorboard_run(spec: Any, report: Any, directory: Path, state: Any, with_histograms: bool) -> None:
+def _histograms(spec: Any, report: Any, weights: Optional[Path], measured: Any) -> Any:
+    """The histograms of the rows the report shows: those the child measured, or measured here."""
+    shown = {x.name for x in report.layers}
+    if measured is not None:
+        from probe.measurement.histograms import only_rows
+
+        return only_rows(measured, shown)
+    from probe.measurement.histograms import histograms
+
+    state = None
+    if weights is not None:
+        from probe.experiments.fix import load_weights
+
+        state = load_weights(weights)
+    return histograms(spec, state_dict=state, only=shown)
+
+
+def _tensorboard_run(
+    spec: Any, report: Any, directory: Path, weights: Optional[Path], with_histograms: bool, hists: Any
+) -> None:
     from probe.render import report as rp
     from probe.render.tensorboard import write_runs
 
-    hists = []
-    if with_histograms:  # the whole network at once: not with --layer-by-layer
-        from probe.measurement.histograms import histograms
-
-        hists = [histograms(spec, state_dict=state, only={x.name for x in report.layers})]
-    for folder in write_runs(directory, [rp.Run(spec.name, report.stats, report.verdict)], hists):
+    # the whole network at once: not with --layer-by-layer
+    drawn = [_histograms(spec, report, weights, hists)] if with_histograms else []
+    for folder in write_runs(directory, [rp.Run(spec.name, report.stats, report.verdict)], drawn):
         wrote(folder)
 
 

@@ -67,6 +67,18 @@ def histograms(
     )
 
 
+def only_rows(hist: LayerHistograms, names: Collection[str]) -> LayerHistograms:
+    """``hist`` with the rows named in ``names`` only (the rows a report shows)."""
+    keep = [i for i, name in enumerate(hist.layers) if name in names]
+    return LayerHistograms(
+        label=hist.label,
+        layers=tuple(hist.layers[i] for i in keep),
+        edges=hist.edges,
+        fractions=tuple(hist.fractions[i] for i in keep),
+        zero_fractions=tuple(hist.zero_fractions[i] for i in keep),
+    )
+
+
 def _binned(built: Built, batch: Batch) -> dict[str, tuple[list[float], float]]:
     """One forward pass with a histogram hook on every watched layer."""
     import torch
