@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from probe.measurement.distributed import Share
 
-Progress = Callable[[int, int], None]  # (batches done, batches total)
+Progress = Callable[[int, int], None]  # (row passes done, in total): batches and steps of rows
 
 # Random streams derived from run.seed, so that changing one never shifts another.
 _DIRECTION_STREAM = 2
@@ -178,9 +178,12 @@ def _probe(
         model.train()  # as at the first training step: BatchNorm uses batch statistics
     model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
     total = spec.data.batches
+    rows = max(len(built.watched), 1) * (2 if spec.run.backward else 1)  # row passes per batch
+    units = (total + spec.run.steps) * rows  # progress counts row passes: a deep stack moves within a batch
     try:
         with collector.hooks():
             for i in range(total):
+                collector.tick = _ticker(progress, i * rows, rows, units)
                 batch = next_batch(spec, built, data_gen, device, dtype)
                 if share is not None:  # every rank draws the global batch and keeps its rows
                     batch = distributed.slice_batch(batch, share)
@@ -213,9 +216,9 @@ def _probe(
                     with torch.no_grad():
                         _forward(model, batch, built)
                 if progress is not None:
-                    progress(i + 1, total)
+                    progress((i + 1) * rows, units)
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
-        steps = _steps(model, built, spec, device, dtype, progress)
+        steps = _steps(model, built, spec, device, dtype, progress, rows)
     finally:
         restore_modes(modes)
     return layers, collector.attention_stats, steps
@@ -228,9 +231,10 @@ def _steps(
     device: torch.device,
     dtype: torch.dtype,
     progress: Progress | None,
+    rows: int = 1,
 ) -> StepStats | None:
     """``run.steps`` optimizer steps on the run's first batch (probe/measurement/steps.py); the
-    progress callback counts them after the batches."""
+    progress callback counts them after the batches (a step as a batch's ``rows`` row passes)."""
     if spec.run.steps == 0 or not spec.run.backward:
         return None
     from probe.measurement.steps import take_steps
@@ -243,9 +247,31 @@ def _steps(
             raise RunError(_NO_GRADIENT)
         return outs
 
-    total = spec.data.batches + spec.run.steps
-    tick = None if progress is None else (lambda k, _n: progress(spec.data.batches + k, total))
+    units = (spec.data.batches + spec.run.steps) * rows
+    tick = None if progress is None else (lambda k, _n: progress((spec.data.batches + k) * rows, units))
     return take_steps(model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick)
+
+
+# progress within a batch is reported at most this often (a stack of a million rows ticks 2M times)
+TICK_S = 0.2
+
+
+def _ticker(progress: Progress | None, before: int, rows: int, units: int) -> Callable[[], None] | None:
+    """Called per row pass of one batch: ``progress(before + passes, units)``, at most every
+    ``TICK_S`` seconds and short of the batch's end (which the batch loop reports)."""
+    if progress is None:
+        return None
+    passes, last = 0, time.monotonic()
+
+    def tick() -> None:
+        nonlocal passes, last
+        passes += 1
+        now = time.monotonic()
+        if now - last >= TICK_S:
+            last = now
+            progress(before + min(passes, rows - 1), units)
+
+    return tick
 
 
 def may_attend(spec: Spec) -> bool:
