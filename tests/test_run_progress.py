@@ -33,13 +33,23 @@ def test_a_deep_stack_reports_progress_within_its_one_batch(monkeypatch: pytest.
     assert all(t == total for _, t in seen)
 
 
-def test_steps_count_after_the_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_build_then_batches_then_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from probe.model.build import build_units
+
+    monkeypatch.setattr(run_mod, "TICK_S", 0.0)
+    spec = _deep(batches=2, steps=2)
     seen: list[tuple[int, int]] = []
-    run_mod.run_probe(_deep(batches=2, steps=2), lambda done, total: seen.append((done, total)))
-    total = seen[-1][1]
+    run_mod.run_probe(spec, lambda done, total: seen.append((done, total)))
+    built, total = build_units(spec), seen[-1][1]
+    assert built == 240  # 120 layers made, 120 filled: a deep stack's build moves too
+    during = [d for d, _ in seen if d < built]
+    assert len(during) > 100 and during == sorted(during)
     ends = [d for d, _ in seen]
-    assert ends[-1] == total and total % 4 == 0  # 2 batches and 2 steps of the same row passes
-    assert total // 4 in ends and total // 2 in ends  # the end of each batch
+    per_batch = (total - built) // 4  # 2 batches and 2 steps of the same row passes
+    assert ends[-1] == total and (total - built) % 4 == 0
+    assert [built + k * per_batch for k in (1, 2, 3)] == [
+        d for d in ends if d > built and (d - built) % per_batch == 0
+    ][:3]
 
 
 def test_the_bar_shows_once_a_run_has_taken_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,9 +73,13 @@ def test_the_bar_shows_once_a_run_has_taken_a_while(monkeypatch: pytest.MonkeyPa
 
 def test_a_run_in_a_child_process_reports_its_progress() -> None:
     from probe.experiments.isolated import job_for, run_children
+    from probe.model.build import build_units
 
+    spec = _deep(batches=3)
     seen: list[tuple[int, int, int]] = []
-    outcome = run_children([job_for(_deep(batches=3), "deep", progress=True)], 1, lambda *event: seen.append(event))
+    outcome = run_children([job_for(spec, "deep", progress=True)], 1, lambda *event: seen.append(event))
     assert outcome[0].stats is not None, outcome[0].failure
-    total = seen[-1][2]
-    assert [e[1] for e in seen if e[1] % (total // 3) == 0][-3:] == [total // 3, 2 * total // 3, total]
+    built, total = build_units(spec), seen[-1][2]
+    per_batch = (total - built) // 3
+    ends = [e[1] for e in seen if e[1] > built and (e[1] - built) % per_batch == 0]
+    assert ends == [built + per_batch, built + 2 * per_batch, total]  # each batch's end, as the child said

@@ -11,7 +11,7 @@ from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.threads import intra_op_threads, threads_for
-from probe.model.build import build_initialized
+from probe.model.build import build_initialized, build_units
 from probe.model.discovery import module_modes, restore_modes
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.network import Built, placement
@@ -82,17 +82,22 @@ def run_probe(
                 "ranks; start it without torchrun",
                 "run.steps",
             )
+    # progress while a deep MLP is built, then per row pass (``later``: the rows guessed from the spec)
+    built_units = build_units(spec) if share is None else 0
+    guess = spec.model.depth + (spec.model.output_dim is not None)  # an MLP's rows
+    later = guess * (2 if spec.run.backward else 1) * (spec.data.batches + spec.run.steps)
+    building = _ticker(progress, 0, built_units, built_units + later) if built_units else None
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         if share is not None:
             model, built = distributed.prepare(spec, share, device, dtype, state_dict)
             built.notes.extend(distributed.notes(built, share))
         else:
-            built = build_initialized(spec, state_dict)
+            built = build_initialized(spec, state_dict, building)
             model = built.model.to(device=device, dtype=dtype)
             if spec.run.shard != "none":
                 built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
-            layers, attention, steps = _probe(model, built, spec, device, dtype, progress, share)
+            layers, attention, steps = _probe(model, built, spec, device, dtype, progress, share, built_units)
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -159,7 +164,10 @@ def _probe(
     dtype: torch.dtype,
     progress: Progress | None,
     share: Share | None = None,
+    offset: int = 0,
 ) -> tuple[list[LayerStats], tuple[AttentionStats, ...], StepStats | None]:
+    """Measure ``spec.data.batches`` batches, then ``run.steps`` steps; ``progress`` in row passes
+    after ``offset`` units already reported (the build's)."""
     import torch
 
     from probe.measurement import distributed
@@ -179,11 +187,11 @@ def _probe(
     model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
     total = spec.data.batches
     rows = max(len(built.watched), 1) * (2 if spec.run.backward else 1)  # row passes per batch
-    units = (total + spec.run.steps) * rows  # progress counts row passes: a deep stack moves within a batch
+    units = offset + (total + spec.run.steps) * rows  # progress counts row passes: a deep stack moves within a batch
     try:
         with collector.hooks():
             for i in range(total):
-                collector.tick = _ticker(progress, i * rows, rows, units)
+                collector.tick = _ticker(progress, offset + i * rows, rows, units)
                 batch = next_batch(spec, built, data_gen, device, dtype)
                 if share is not None:  # every rank draws the global batch and keeps its rows
                     batch = distributed.slice_batch(batch, share)
@@ -216,9 +224,9 @@ def _probe(
                     with torch.no_grad():
                         _forward(model, batch, built)
                 if progress is not None:
-                    progress((i + 1) * rows, units)
+                    progress(offset + (i + 1) * rows, units)
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
-        steps = _steps(model, built, spec, device, dtype, progress, rows)
+        steps = _steps(model, built, spec, device, dtype, progress, rows, offset)
     finally:
         restore_modes(modes)
     return layers, collector.attention_stats, steps
@@ -232,6 +240,7 @@ def _steps(
     dtype: torch.dtype,
     progress: Progress | None,
     rows: int = 1,
+    offset: int = 0,
 ) -> StepStats | None:
     """``run.steps`` optimizer steps on the run's first batch (probe/measurement/steps.py); the
     progress callback counts them after the batches (a step as a batch's ``rows`` row passes)."""
@@ -247,8 +256,8 @@ def _steps(
             raise RunError(_NO_GRADIENT)
         return outs
 
-    units = (spec.data.batches + spec.run.steps) * rows
-    tick = None if progress is None else (lambda k, _n: progress((spec.data.batches + k) * rows, units))
+    units = offset + (spec.data.batches + spec.run.steps) * rows
+    tick = None if progress is None else (lambda k, _n: progress(offset + (spec.data.batches + k) * rows, units))
     return take_steps(model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick)
 
 
@@ -257,8 +266,8 @@ TICK_S = 0.2
 
 
 def _ticker(progress: Progress | None, before: int, rows: int, units: int) -> Callable[[], None] | None:
-    """Called per row pass of one batch: ``progress(before + passes, units)``, at most every
-    ``TICK_S`` seconds and short of the batch's end (which the batch loop reports)."""
+    """Called per row pass of one batch (or layer built): ``progress(before + passes, units)``, at
+    most every ``TICK_S`` seconds and short of the part's end (``rows``, which its caller reports)."""
     if progress is None:
         return None
     passes, last = 0, time.monotonic()
