@@ -36,6 +36,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import Steps
+from probe.cli.session import current
 from probe.cli.step_options import LrOpt, StepsOpt, steps_overrides
 
 
@@ -88,7 +89,7 @@ def check(
 
             memory_guard([s for s in specs if not runs_user_code(s)], max_memory, jobs)
             try:
-                runs, failures = check_isolated(specs, labels, steps, jobs, max_memory)
+                runs, failures = check_isolated(specs, labels, steps, jobs, max_memory, current().debug)
             finally:
                 steps.close()
         else:

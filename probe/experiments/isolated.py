@@ -74,9 +74,9 @@ def job_for(spec: Spec, label: str, max_memory: float | None = None, **options: 
     from probe.measurement.threads import _EXPLICIT_THREADS
 
     debug = bool(os.environ.get("PROBE_DEBUG")) or bool(options.pop("debug", False))
+    threads = _EXPLICIT_THREADS[0]
     guard = runs_user_code(spec)
-    return Job(spec, label, guard_memory=guard, max_memory=max_memory, debug=debug,
-               explicit_threads=_EXPLICIT_THREADS[0], **options)  # fmt: skip
+    return Job(spec, label, guard_memory=guard, max_memory=max_memory, debug=debug, explicit_threads=threads, **options)
 
 
 def check_isolated(
@@ -85,12 +85,14 @@ def check_isolated(
     step: Callable[[str], None] | None,
     jobs: int,
     max_memory: float | None,
+    debug: bool = False,
 ) -> tuple[list[Run], list[Failure]]:
-    """``batch.check_each`` with each spec in a child: the runs judged here, and the failures."""
+    """``batch.check_each`` with each spec in a child: the runs judged here, and the failures
+    (``debug``: a child prints the traceback of its failure)."""
     from probe.judge.rules import evaluate
     from probe.records import Run
 
-    work = [job_for(s, label, max_memory) for s, label in zip(specs, labels, strict=True)]
+    work = [job_for(s, label, max_memory, debug=debug) for s, label in zip(specs, labels, strict=True)]
     outcomes = run_children(work, jobs, done=(lambda i: step(labels[i])) if step else None)
     runs, failures = [], []
     for spec, label, outcome in zip(specs, labels, outcomes, strict=True):
@@ -116,11 +118,11 @@ def run_children(
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     children = _Children()
     with _terminate_as_interrupt(), ThreadPoolExecutor(workers, thread_name_prefix="probe-child") as pool:
-        futures = [
-            pool.submit(_one, replace(job, threads=threads), i, children, progress) for i, job in enumerate(work)
-        ]
+        futures: list[Any] = []
         results = []
         try:
+            for i, job in enumerate(work):
+                futures.append(pool.submit(_one, replace(job, threads=threads), i, children, progress))
             for i, future in enumerate(futures):
                 results.append(future.result())
                 if done:
