@@ -145,6 +145,14 @@ def user_code_error(exc: BaseException, where: str) -> BaseException:
     return UserCodeError(f"{where} raised {what}; probe stopped the run")
 
 
+def exit_code_of(exc: ProbeError) -> int:
+    """The exit code of one of probe's own errors, read from its class: an ``exit_code`` set on the
+    instance (by the code probe ran, which can reach probe's classes) is never read, and the code is
+    2 (bad input) or 3 (the run failed), never 0 or 1, whatever a class says."""
+    code = type(exc).exit_code
+    return code if code in (2, 3) else 3
+
+
 def is_probes_own(exc: BaseException) -> bool:
     """Raised as one of probe's own error classes, not a subclass that user code defined (which could
     carry any ``exit_code``: a model must not choose the exit code of the gate that judges it)."""

@@ -129,3 +129,49 @@ def test_the_docs_show_the_actions_commands_and_the_gitlab_job_runs_them(action:
     job = gitlab["init-probe"]
     assert job["script"] == shown
     assert job["artifacts"]["reports"]["junit"] == inputs["junit"] and job["artifacts"]["when"] == "always"
+
+
+def test_the_hook_fails_when_probe_check_leaves_no_report(
+    hook: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever ends `probe check` early with exit 0 (issue 23, item 2), the hook reads the JUnit
+    report it asked for: missing, short of a spec, or recording a failure, the commit fails."""
+    from probe.cli import hook as hook_mod
+
+    assert shlex.split(hook["entry"]) == ["python", "-m", "probe.cli.hook"]
+    spec = tmp_path / "net.yaml"
+    spec.write_text("model: {depth: 2}\n")
+    monkeypatch.setattr(hook_mod.subprocess, "call", lambda argv: 0)  # exit 0, no report written
+    assert hook_mod.run_hook([str(spec)]) == 3
+
+    def one_case(argv: list[str], failed: bool) -> int:
+        body = "<failure message='vanishing'/>" if failed else ""
+        junit = Path(argv[argv.index("--junit") + 1])
+        junit.write_text(f"<testsuites><testsuite><testcase name='x'>{body}</testcase></testsuite></testsuites>")
+        return 0
+
+    monkeypatch.setattr(hook_mod.subprocess, "call", lambda argv: one_case(argv, failed=True))
+    assert hook_mod.run_hook([str(spec)]) == 3  # a failure recorded under exit 0
+    assert hook_mod.run_hook([str(spec), str(spec)]) == 3  # two specs, one case
+    monkeypatch.setattr(hook_mod.subprocess, "call", lambda argv: one_case(argv, failed=False))
+    assert hook_mod.run_hook([str(spec)]) == 0
+
+
+def test_the_action_fails_when_the_junit_report_is_missing(action: dict[str, Any], tmp_path: Path) -> None:
+    step = _step(action, "Require the JUnit report")
+    assert step["if"] == "always()" and _step(action, "probe check")["id"] == "check"
+    names = [s.get("name") for s in action["runs"]["steps"]]
+    assert names.index("probe check") < names.index("Require the JUnit report") < len(names) - 1
+
+    def verify(junit: Path, outcome: str) -> int:
+        inputs = {**_defaults(action), "junit": str(junit)}
+        env = {**_env(), **{k: _resolve(v, inputs) for k, v in step["env"].items()}, "PROBE_OUTCOME": outcome}
+        done = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True)
+        return done.returncode
+
+    missing = tmp_path / "probe-junit.xml"
+    assert verify(missing, "success") == 3  # probe check "passed" but left no report
+    missing.write_text("<testsuites><testsuite><testcase name='a.yaml'/></testsuite></testsuites>")
+    assert verify(missing, "success") == 0
+    missing.write_text("<testsuites><testsuite><testcase name='a.yaml'><failure/></testcase></testsuite></testsuites>")
+    assert verify(missing, "success") == 3 and verify(missing, "failure") == 0

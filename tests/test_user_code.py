@@ -162,6 +162,20 @@ def test_a_factory_out_of_memory_is_exit_3(cli: Callable[..., Any]) -> None:
     assert result.exit_code == 3 and "ran out of memory" in result.output
 
 
+def _group_loads_torch(group: int) -> bool:
+    """Whether a process of the process group ``group`` has mapped libtorch."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) == group and "libtorch" in (entry / "maps").read_text():
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
 @pytest.mark.parametrize(
     ("args", "delay_s"),
     [
@@ -181,16 +195,11 @@ def test_ctrl_c_in_a_real_process(args: list[str], delay_s: float) -> None:
     command = "check" if args else "run"
     argv = [sys.executable, "-m", "probe", command, "configs/lab1_he_relu.yaml", *args, "--set", "data.batches=5000"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    # wait until torch is being loaded (probe's handler is in place by then), however slow the
-    # machine: a SIGINT while Python itself starts is Python's, not probe's
-    maps = Path(f"/proc/{proc.pid}/maps")
+    # wait until torch is being loaded in the group (probe's handler is in place by then; the
+    # parent of a check never loads it: its children do), however slow the machine: a SIGINT
+    # while Python itself starts is Python's, not probe's
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if "libtorch" in maps.read_text():
-                break
-        except OSError:
-            pass
+    while time.monotonic() < deadline and proc.poll() is None and not _group_loads_torch(proc.pid):
         time.sleep(0.02)
     time.sleep(delay_s)
     os.killpg(proc.pid, signal.SIGINT)
@@ -227,7 +236,10 @@ def test_sigterm_to_a_check_with_workers_ends_the_workers_too() -> None:
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        workers = [p for p in children() if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        # the children of the isolated gate (probe.experiments.isolated), one per spec
+        workers = [
+            p for p in children() if "experiments.child" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+        ]
         if len(workers) >= 2:
             break
         time.sleep(0.1)

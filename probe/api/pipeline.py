@@ -30,7 +30,7 @@ def probe_spec(
     histograms: bool = False,
 ) -> Report:
     """The one pipeline from a validated spec to a ``Report``: measure (whole, or ``layer_by_layer``
-    with ``progress`` per block pass; else ``progress`` per batch), judge, advise, and with
+    with ``progress`` per block pass; else ``progress`` in row passes of its batches and steps), judge, advise, and with
     ``theory`` the mean-field prediction beside each row. ``state_dict``: weights loaded over the
     spec's init before the run (the prediction then says it does not apply). ``layers`` keeps the
     rows whose name matches, after judging (not with ``theory``: the prediction is per layer of

@@ -25,6 +25,7 @@ from probe.cli.common import (
     app,
     check_outputs,
     guard,
+    isolates,
     load_torch,
     memory_check,
     memory_guard,
@@ -36,6 +37,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import Steps
+from probe.cli.session import current
 from probe.cli.step_options import LrOpt, PrecisionOpt, StepsOpt, precision_overrides, steps_overrides
 
 
@@ -83,24 +85,33 @@ def check(
         if strict_gate:
             _refuse_gate_changes(specs, spec_paths, overrides)
         check_outputs(output, junit=junit)
-        # in one process, a factory's model is estimated by its run, from the model it builds (the
-        # factory runs once); worker processes (--jobs) are estimated before, side by side
-        built_once = (lambda s: s.model.factory is not None) if jobs <= 1 else None
-        memory_guard(specs, max_memory, jobs, later=built_once)
-        load_torch()
-        from probe.render import report as rp  # after the specs: bad input fails without loading it
-        from probe.render.run_view import check_doc
-
+        labels = [str(p) for p in spec_paths]
         steps = Steps(len(spec_paths), "checking")
-        try:
-            check = None
-            if built_once is not None:
-                check = lambda s: memory_check(s, max_memory) if built_once(s) else None  # noqa: E731
-            runs, failures = batch.check_each(specs, [str(p) for p in spec_paths], steps, jobs, check)
-        finally:
-            steps.close()
+        if isolates():  # each spec in a child process; the rules run here (probe.experiments.isolated)
+            from probe.experiments.isolated import check_isolated, runs_user_code
+
+            memory_guard([s for s in specs if not runs_user_code(s)], max_memory, jobs)
+            try:
+                runs, failures = check_isolated(specs, labels, steps, jobs, max_memory, current().debug)
+            finally:
+                steps.close()
+        else:
+            # in one process, a factory's model is estimated by its run, from the model it builds (the
+            # factory runs once); worker processes (--jobs) are estimated before, side by side
+            built_once = (lambda s: s.model.factory is not None) if jobs <= 1 else None
+            memory_guard(specs, max_memory, jobs, later=built_once)
+            load_torch()
+            try:
+                check = None
+                if built_once is not None:
+                    check = lambda s: memory_check(s, max_memory) if built_once(s) else None  # noqa: E731
+                runs, failures = batch.check_each(specs, labels, steps, jobs, check)
+            finally:
+                steps.close()
         from probe.cli.guard import err_line
+        from probe.render import report as rp  # after the specs: bad input fails without loading it
         from probe.render.output import OutputError
+        from probe.render.run_view import check_doc
 
         for failure in failures:  # each spec that could not be probed, by name; the others are kept
             err_line(f"probe: error: {failure.label}: {failure.message}")

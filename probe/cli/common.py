@@ -318,6 +318,16 @@ def memory_check(spec: Any, max_memory: float | None, *, layerwise: bool = False
     return check
 
 
+def isolates() -> bool:
+    """Whether ``check`` and ``run`` probe in a child process (``probe.experiments.isolated``): in
+    the ``probe`` command's own process, whose exit code is the gate; not from Python (a test's
+    ``CliRunner``, a notebook: the user's code already shares that process) nor under torchrun
+    (the ranks already share each run). POSIX only (the child's report comes on an inherited pipe)."""
+    from probe.measurement.distributed import launched_world_size
+
+    return current().own_process and launched_world_size() == 1 and os.name == "posix"
+
+
 def load_torch() -> None:
     """Import torch now (input has been checked), then move every object alive to the garbage
     collector's permanent generation (``gc.freeze``). torch leaves ~165k long-lived objects, and

@@ -18,7 +18,16 @@ import typer
 
 from probe.cli.formats import _err_console
 from probe.cli.session import Session, current
-from probe.errors import Interrupted, ProbeError, SpecError, Terminated, is_probes_own, shown, user_code_error
+from probe.errors import (
+    Interrupted,
+    ProbeError,
+    SpecError,
+    Terminated,
+    exit_code_of,
+    is_probes_own,
+    shown,
+    user_code_error,
+)
 
 EXIT_RUNTIME = 3
 
@@ -90,7 +99,7 @@ def _guarded(fn: Callable[[], int], session: Session, where: str = "") -> int:
         # one line, or one per mistake (a spec's mistakes are reported together); each line escaped
         text = "\n".join(shown(line, 2000) for line in str(exc).splitlines()[:50])
         _err_console(always=True).print(f"probe: error{where}: {text}", style="red", markup=False, soft_wrap=True)
-        return exc.exit_code
+        return exit_code_of(exc)  # from probe's class: never an attribute the code probe ran set
     except KeyboardInterrupt as exc:
         if not isinstance(exc, Interrupted):  # raised by code probe ran, not by the user's Ctrl-C
             return _guarded(partial(_reraise, user_code_error(exc, "the code probe ran")), session, where)

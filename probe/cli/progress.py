@@ -1,5 +1,5 @@
 """Progress on stderr, on a terminal only: parts of long work (train, sweep, compare, check) with their
-count and time left, batches of a run, and the blocks of --layer-by-layer."""
+count and time left, the row passes of a run (its batches and steps), and the blocks of --layer-by-layer."""
 
 from __future__ import annotations
 
@@ -80,16 +80,36 @@ class Steps:
             self.bar.stop()
 
 
+# a run shorter than this shows no bar (it would only flicker); a longer one shows it from then on
+SHOW_AFTER_S = 1.0
+
+
 @contextmanager
 def batch_progress(total: int, what: str = "probing batches") -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr for runs of several batches, and then the ``--steps`` optimizer
-    steps (only on a terminal)."""
+    """A progress bar on stderr (only on a terminal) for a run: its batches, then the ``--steps``
+    optimizer steps, counted in row passes (``probe.measurement.run``: a deep stack moves within a
+    batch), with the time left. Shown once the run has taken ``SHOW_AFTER_S``."""
     console = _err_console()
-    if total < 2 or not console.is_terminal:
+    if not console.is_terminal:
         yield None
         return
+    import time
+
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda done, _total: bar.update(task, completed=done)
+    bar = Progress(console=console, transient=True)
+    task = bar.add_task(what, total=max(total, 1))
+    started, shown = time.monotonic(), False
+
+    def update(done: int, total_now: int) -> None:
+        nonlocal shown
+        bar.update(task, completed=done, total=total_now)
+        if not shown and time.monotonic() - started >= SHOW_AFTER_S:
+            bar.start()
+            shown = True
+
+    try:
+        yield update
+    finally:
+        if shown:
+            bar.stop()

@@ -31,6 +31,7 @@ from probe.cli.common import (
     check_outputs,
     check_tensorboard,
     guard,
+    isolates,
     load_spec,
     load_torch,
     memory_check,
@@ -43,6 +44,7 @@ from probe.cli.common import (
 )
 from probe.cli.gate_options import OptimizerOpt, optimizer_override
 from probe.cli.progress import batch_progress, block_progress
+from probe.cli.session import current
 from probe.cli.step_options import LrOpt, PrecisionOpt, StepsOpt, precision_overrides, steps_overrides
 
 
@@ -116,40 +118,14 @@ def run(
         from probe import api
 
         api.check_mode(spec, layer_by_layer=layer_by_layer, weights=weights is not None, plot=plot is not None)
-        check = None  # a user factory's model: estimated from the model the run builds (it runs once)
-        if spec.model.factory is not None or (layer_by_layer and spec.model.own_model):
-            check = memory_check(spec, max_memory, layerwise=layer_by_layer)
-        else:
-            memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
-        load_torch()
         if tensorboard is not None:
             check_tensorboard(tensorboard, [spec.name])
-        state = None
-        if weights is not None:
-            from probe.experiments.fix import load_weights
-
-            state = load_weights(weights)
-        if layer_by_layer:
-            api.return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
-        progress = (
-            block_progress()
-            if layer_by_layer
-            else batch_progress(
-                spec.data.batches + spec.run.steps,
-                "probing batches, then steps" if spec.run.steps else "probing batches",
-            )
-        )
-        with progress as on_progress:
-            report = api.probe_spec(
-                spec,
-                state_dict=state,
-                layer_by_layer=layer_by_layer,
-                progress=on_progress,
-                theory=theory,
-                layers=None if theory else layers,
-                check=check,
-                histograms=(plot is not None or tensorboard is not None) and not layer_by_layer,
-            )
+        draws = (plot is not None or tensorboard is not None) and not layer_by_layer  # histograms: this pass's
+        options: dict[str, Any] = {"theory": theory, "layers": layers, "max_memory": max_memory, "draws": draws}
+        if isolates():  # the run in a child process, judged here (probe.experiments.isolated)
+            report = _probe_isolated(spec, weights, layer_by_layer, **options)
+        else:
+            report = _probe_here(spec, weights, layer_by_layer, **options)
         if theory:  # the prediction is per layer of the whole network: --layers does not apply
             _render_theory(report, fmt, output)
         else:
@@ -160,6 +136,79 @@ def run(
         return EXIT_OK
 
     guard(body)
+
+
+def _probe_here(
+    spec: Any, weights: Optional[Path], layer_by_layer: bool, theory: bool, layers: Any, max_memory: Any, draws: bool
+) -> Any:
+    """The report, measured in this process (Python callers, torchrun)."""
+    from probe import api
+
+    check = None  # a user factory's model: estimated from the model the run builds (it runs once)
+    if spec.model.factory is not None or (layer_by_layer and spec.model.own_model):
+        check = memory_check(spec, max_memory, layerwise=layer_by_layer)
+    else:
+        memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
+    load_torch()
+    state = None
+    if weights is not None:
+        from probe.experiments.fix import load_weights
+
+        state = load_weights(weights)
+    if layer_by_layer:
+        api.return_large_allocations_to_the_os()  # this process is ours: freed blocks go back to the OS
+    with _progress(spec, layer_by_layer) as on_progress:
+        return api.probe_spec(
+            spec,
+            state_dict=state,
+            layer_by_layer=layer_by_layer,
+            progress=on_progress,
+            theory=theory,
+            layers=None if theory else layers,
+            check=check,
+            histograms=draws,
+        )
+
+
+def _probe_isolated(
+    spec: Any, weights: Optional[Path], layer_by_layer: bool, theory: bool, layers: Any, max_memory: Any, draws: bool
+) -> Any:
+    """The report of a run in a child process (the user's code runs there only), judged here; its
+    statistics carry the rows' histograms when ``draws`` (--plot, --tensorboard) asks for them."""
+    from probe import api
+    from probe.errors import RunError, SpecError
+    from probe.experiments.isolated import job_for, run_children, runs_user_code
+
+    if not runs_user_code(spec):  # a user model's estimate calls its factory: the child makes it
+        memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)
+    job = job_for(
+        spec,
+        spec.name,
+        max_memory,
+        layer_by_layer=layer_by_layer,
+        weights=None if weights is None else str(weights),
+        histograms=draws,
+        progress=True,
+        debug=current().debug,
+    )
+    with _progress(spec, layer_by_layer) as on_progress:
+        progress = (lambda _i, done, total: on_progress(done, total)) if on_progress else None
+        outcome = run_children([job], 1, progress)[0]
+    if outcome.failure is not None:
+        failure = outcome.failure
+        raise (RunError if failure.exit_code == 3 else SpecError)(f"{spec.name}: {failure.message}")
+    assert outcome.stats is not None
+    report = api.judge(
+        outcome.stats, spec, theory=theory, layers=None if theory else layers, loaded=weights is not None
+    )
+    return report
+
+
+def _progress(spec: Any, layer_by_layer: bool) -> Any:
+    if layer_by_layer:
+        return block_progress()
+    what = "probing batches, then steps" if spec.run.steps else "probing batches"
+    return batch_progress(spec.data.batches + spec.run.steps, what)
 
 
 def _render_run(report: Any, fmt: Format, output: Optional[Path], all_layers: bool) -> None:

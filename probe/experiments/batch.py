@@ -122,12 +122,12 @@ def _probe_or_failure(spec: Spec, check: Any = None) -> tuple[Stats, Verdict] | 
     """(report, verdict), or a ``Failure`` (its label filled in by the caller) when the probe
     raised; module-level, so workers run it. The exit code is 2 or 3, never one an exception
     carries otherwise (user code could raise a probe error whose ``exit_code`` is 0)."""
-    from probe.errors import ProbeError, first_line
+    from probe.errors import ProbeError, exit_code_of, first_line, is_probes_own
 
     try:
         return probe_and_evaluate(spec, check=check)
     except ProbeError as exc:
-        return Failure("", exc.exit_code if exc.exit_code in (2, 3) else 3, str(exc))
+        return Failure("", exit_code_of(exc) if is_probes_own(exc) else 3, str(exc))
     except Exception as exc:
         return Failure("", 3, f"unexpected error: {type(exc).__name__}: {first_line(exc)}")
 

@@ -131,6 +131,7 @@ class Collector:
         self.recomputing = False  # layer by layer: a block's forward again, in the backward pass
         # distributed runs: the part of a whole-batch weight gradient this rank measures
         self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.tick: Callable[[], None] | None = None  # called per row pass (forward, backward): progress
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
@@ -188,6 +189,8 @@ class Collector:
     def _forward_hook(self, i: int) -> Any:
         def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
             self._forward(i, inputs, output)
+            if self.tick is not None:
+                self.tick()
 
         return hook
 
@@ -301,6 +304,8 @@ class Collector:
             if position_norms is not None:
                 layer.scale_samples += sp.add_grad_scale(self.extra[i], position_norms, g, unit_dim)
             self._add_raw(len(self.layers) + i, g)
+            if self.tick is not None:
+                self.tick()
 
         return hook
 

@@ -77,17 +77,22 @@ def meta_copy(built: Built, dtype_name: str) -> tuple[torch.nn.Module, list[torc
     return model, [memo.get(id(w.module), w.module) for w in built.watched]  # type: ignore[misc]
 
 
-def build_checked(spec: Spec, check: MemoryCheck, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:
+def build_checked(
+    spec: Spec,
+    check: MemoryCheck,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> Built:
     """``build_initialized``, with ``check`` given the run's estimate before the measured pass:
     made from the model built (``built_once``), or before the build. Seeds torch's global
-    generator: callers fork it first."""
+    generator: callers fork it first. ``tick``: as for ``build``."""
     import torch
 
     if not built_once(spec):
         check(memory.estimate_any(spec))
-        return build_initialized(spec, state_dict)
+        return build_initialized(spec, state_dict, tick)
     torch.manual_seed(spec.run.seed)  # as build_initialized, with the estimate before lsuv's passes
-    built = build(spec)
+    built = build(spec, tick)
     with torch.random.fork_rng(devices=[]):  # an input function or a forward drawing: not the run's draws
         estimate = estimate_built(spec, built)
     check(estimate)

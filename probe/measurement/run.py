@@ -11,7 +11,7 @@ from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.threads import intra_op_threads, threads_for
-from probe.model.build import build_initialized
+from probe.model.build import build_initialized, build_units
 from probe.model.discovery import module_modes, restore_modes
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.network import Built, placement
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from probe.measurement.distributed import Share
     from probe.measurement.once import MemoryCheck
 
-Progress = Callable[[int, int], None]  # (batches done, batches total)
+Progress = Callable[[int, int], None]  # (row passes done, in total): batches and steps of rows
 
 # Random streams derived from run.seed, so that changing one never shifts another.
 _DIRECTION_STREAM = 2
@@ -98,6 +98,11 @@ def run_probe(
                 "ranks; start it without torchrun",
                 "run.precision",
             )
+    # progress while a deep MLP is built, then per row pass (``later``: the rows guessed from the spec)
+    built_units = build_units(spec) if share is None else 0
+    guess = spec.model.depth + (spec.model.output_dim is not None)  # an MLP's rows
+    later = guess * (2 if spec.run.backward else 1) * (spec.data.batches + spec.run.steps)
+    building = _ticker(progress, 0, built_units, built_units + later) if built_units else None
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         if check is not None and share is not None:  # before the build: torchrun's ranks build their own way
             from probe.measurement.memory import estimate_any
@@ -110,15 +115,17 @@ def run_probe(
             if check is not None:
                 from probe.measurement.once import build_checked
 
-                built = build_checked(spec, check, state_dict)
+                built = build_checked(spec, check, state_dict, building)
             else:
-                built = build_initialized(spec, state_dict)
+                built = build_initialized(spec, state_dict, building)
             model = built.model.to(device=device, dtype=dtype)
             if spec.run.shard != "none":
                 built.notes.append(f"run.shard: {spec.run.shard} applies under torchrun only; this run had one process")
         found: dict[str, tuple[list[float], float]] | None = {} if histograms else None
         with intra_op_threads(threads_for(spec, model) if device.type == "cpu" else None):
-            layers, attention, steps, headroom = _probe(model, built, spec, device, dtype, progress, share, found)
+            layers, attention, steps, headroom = _probe(
+                model, built, spec, device, dtype, progress, share, found, built_units
+            )
     return Stats(
         spec=spec,
         layers=tuple(layers),
@@ -189,8 +196,11 @@ def _probe(
     progress: Progress | None,
     share: Share | None = None,
     found: dict[str, tuple[list[float], float]] | None = None,
+    offset: int = 0,
 ) -> tuple[list[LayerStats], tuple[AttentionStats, ...], StepStats | None, HeadroomStats | None]:
-    """The measured pass; ``found``: each row's histogram of the first batch, binned in it."""
+    """Measure ``spec.data.batches`` batches, then ``run.steps`` steps; ``progress`` in row passes
+    after ``offset`` units already reported (the build's); ``found``: each row's histogram of the
+    first batch, binned in this pass."""
     import torch
 
     from probe.measurement import distributed
@@ -210,9 +220,12 @@ def _probe(
         model.train()  # as at the first training step: BatchNorm uses batch statistics
     model.zero_grad(set_to_none=True)  # gradients left on the model would add to ours
     total = spec.data.batches
+    rows = max(len(built.watched), 1) * (2 if spec.run.backward else 1)  # row passes per batch
+    units = offset + (total + spec.run.steps) * rows  # progress counts row passes: a deep stack moves within a batch
     try:
         with collector.hooks():
             for i in range(total):
+                collector.tick = _ticker(progress, offset + i * rows, rows, units)
                 batch = next_batch(spec, built, data_gen, device, dtype)
                 if share is not None:  # every rank draws the global batch and keeps its rows
                     batch = distributed.slice_batch(batch, share)
@@ -247,9 +260,9 @@ def _probe(
                         with torch.no_grad():
                             _forward(model, batch, built)
                 if progress is not None:
-                    progress(i + 1, total)
+                    progress(offset + (i + 1) * rows, units)
         layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
-        steps = _steps(model, built, spec, device, dtype, progress)
+        steps = _steps(model, built, spec, device, dtype, progress, rows, offset)
     finally:
         restore_modes(modes)
     return layers, collector.attention_stats, steps, _headroom(collector)
@@ -282,9 +295,11 @@ def _steps(
     device: torch.device,
     dtype: torch.dtype,
     progress: Progress | None,
+    rows: int = 1,
+    offset: int = 0,
 ) -> StepStats | None:
     """``run.steps`` optimizer steps on the run's first batch (probe/measurement/steps.py); the
-    progress callback counts them after the batches."""
+    progress callback counts them after the batches (a step as a batch's ``rows`` row passes)."""
     if spec.run.steps == 0 or not spec.run.backward:
         return None
     from probe.measurement.steps import take_steps
@@ -297,11 +312,33 @@ def _steps(
             raise RunError(_NO_GRADIENT)
         return outs
 
-    total = spec.data.batches + spec.run.steps
-    tick = None if progress is None else (lambda k, _n: progress(spec.data.batches + k, total))
+    units = offset + (spec.data.batches + spec.run.steps) * rows
+    tick = None if progress is None else (lambda k, _n: progress(offset + (spec.data.batches + k) * rows, units))
     return take_steps(
         model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick, lr_scale=built.lr_scale
     )
+
+
+# progress within a batch is reported at most this often (a stack of a million rows ticks 2M times)
+TICK_S = 0.2
+
+
+def _ticker(progress: Progress | None, before: int, rows: int, units: int) -> Callable[[], None] | None:
+    """Called per row pass of one batch (or layer built): ``progress(before + passes, units)``, at
+    most every ``TICK_S`` seconds and short of the part's end (``rows``, which its caller reports)."""
+    if progress is None:
+        return None
+    passes, last = 0, time.monotonic()
+
+    def tick() -> None:
+        nonlocal passes, last
+        passes += 1
+        now = time.monotonic()
+        if now - last >= TICK_S:
+            last = now
+            progress(before + min(passes, rows - 1), units)
+
+    return tick
 
 
 def may_attend(spec: Spec) -> bool:

@@ -7,7 +7,7 @@ the run's device and dtype, so the same spec and seed give the same weights on e
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -22,15 +22,23 @@ if TYPE_CHECKING:
     from probe.model.init_rules import InitStep
 
 
-def build(spec: Spec) -> Built:
-    """Build the spec's network on the CPU (float32) with its init applied."""
-    planned = plan(spec)
+def build(spec: Spec, tick: Callable[[], None] | None = None) -> Built:
+    """Build the spec's network on the CPU (float32) with its init applied; ``tick`` is called
+    per layer made and per init step (an MLP's: progress while a deep stack is built)."""
+    planned = plan(spec, tick)
     for step in planned.steps:
         step.fill()
+        if tick is not None:
+            tick()
     return planned.finish()
 
 
-def plan(spec: Spec) -> Plan:
+def build_units(spec: Spec) -> int:
+    """How many times ``build`` calls its ``tick`` at most: per layer of an MLP, made and filled."""
+    return 2 * spec.model.depth if spec.model.kind == "mlp" and not spec.model.own_model else 0
+
+
+def plan(spec: Spec, tick: Callable[[], None] | None = None) -> Plan:
     """``build`` up to its init program: the network as its constructors leave it, the init steps
     ``build`` runs next, and what makes the Built after them."""
     if spec.model.hf is not None:
@@ -42,7 +50,7 @@ def plan(spec: Spec) -> Plan:
 
         return user_model.plan(spec)
     if spec.model.kind == "mlp":
-        return _mlp(spec)
+        return _mlp(spec, tick)
     from probe.model import arch, init_rules, mup
 
     m = spec.model
@@ -65,7 +73,7 @@ def plan(spec: Spec) -> Plan:
     return Plan(model, steps, finish)
 
 
-def _mlp(spec: Spec) -> Plan:
+def _mlp(spec: Spec, tick: Callable[[], None] | None = None) -> Plan:
     from torch import nn
 
     from probe.model import init_rules, mup
@@ -94,6 +102,8 @@ def _mlp(spec: Spec) -> Plan:
             )
         )
         fan_in = m.width
+        if tick is not None:
+            tick()
     if m.output_dim is not None:
         if m.parametrization == "mup":
             layers["readout"] = Scale(mup.readout_multiplier(m))
@@ -174,14 +184,16 @@ def _reset_norm(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)  # type: ignore[arg-type]
 
 
-def build_initialized(spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:
+def build_initialized(
+    spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None, tick: Callable[[], None] | None = None
+) -> Built:
     """The spec's network as a run probes it: built under ``run.seed``, then given the saved
     weights or, for the data-dependent ``lsuv`` strategy, rescaled. Seeds torch's global
-    generator: callers fork it first."""
+    generator: callers fork it first. ``tick``: as for ``build``."""
     import torch
 
     torch.manual_seed(spec.run.seed)
-    return initialized(build(spec), spec, state_dict)
+    return initialized(build(spec, tick), spec, state_dict)
 
 
 def initialized(built: Built, spec: Spec, state_dict: Mapping[str, torch.Tensor] | None = None) -> Built:

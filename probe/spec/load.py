@@ -36,7 +36,7 @@ from probe.spec.types import (
     RunSpec,
     Spec,
 )
-from probe.spec.yaml_text import MAX_BYTES, parse_yaml
+from probe.spec.yaml_text import MAX_BYTES, parse_yaml, read_bounded
 
 # ---- parsing ---------------------------------------------------------------------------------
 
@@ -45,8 +45,7 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Spec:
     """Read and validate a spec file; ``overrides`` maps dotted keys to values (CLI flags)."""
     p = Path(path)
     try:
-        with open(p, "rb") as fh:  # bounded: a device such as /dev/zero never ends
-            data = fh.read(MAX_BYTES + 1)
+        data = read_bounded(p)  # bounded in size, and in time for a pipe
         if len(data) > MAX_BYTES:
             raise SpecError(f"spec file {p} is larger than {MAX_BYTES // 2**10} KiB; a spec is a few hundred bytes")
         text = data.decode("utf-8")

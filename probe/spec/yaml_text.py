@@ -13,6 +13,7 @@ errors can point at a line and column.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,3 +246,48 @@ def _collect_marks(node: Any, path: str, marks: dict[str, tuple[int, int]], sour
 
 def _short(text: str) -> str:
     return shown(text, 60)
+
+
+# A named pipe (mkfifo) is read only once something writes to it: with no writer, open() and read()
+# would wait forever. This long for its first bytes, then a SpecError (a pipe into /dev/stdin from
+# a program that writes its spec at once is read as it comes).
+PIPE_WAIT_S = 30.0
+
+
+def read_bounded(path: str | os.PathLike[str]) -> bytes:
+    """The first ``MAX_BYTES + 1`` bytes of a spec file (more is refused by the caller): a file
+    or device read at once; a pipe read without blocking, waiting at most ``PIPE_WAIT_S`` for data."""
+    import stat
+
+    if not stat.S_ISFIFO(os.stat(path).st_mode):
+        with open(path, "rb") as fh:  # bounded: a device such as /dev/zero never ends
+            return fh.read(MAX_BYTES + 1)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a pipe with no writer blocks otherwise
+    try:
+        return _read_pipe(fd, str(path))
+    finally:
+        os.close(fd)
+
+
+def _read_pipe(fd: int, path: str) -> bytes:
+    import select
+    import time
+
+    chunks: list[bytes] = []
+    size, deadline = 0, time.monotonic() + PIPE_WAIT_S
+    while size <= MAX_BYTES:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise SpecError(
+                f"spec file {path} is a pipe that nothing wrote to in {PIPE_WAIT_S:g} s (a named pipe with no "
+                "writer?); give a regular file, or pipe the spec in: ... | probe check /dev/stdin"
+            )
+        try:
+            chunk = os.read(fd, 2**16)
+        except BlockingIOError:
+            continue
+        if not chunk:  # the writer closed it: the whole spec is in
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
