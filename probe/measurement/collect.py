@@ -43,12 +43,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
-from probe.measurement import counts, recurrent
+from probe.measurement import counts
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.correlation import PENDING, correlation_record, fold, host_fold
 from probe.measurement.merge import SlotMoments, host_numbers, merge_host
 from probe.measurement.rows import Layer, to_stats
+from probe.measurement.saturation import saturated_count
 from probe.model.network import Watched, output_tensor
 from probe.records import AttentionStats, LayerStats
 
@@ -232,7 +233,7 @@ class Collector:
             layer.alive = per_unit.to(self.acc_dtype)
         else:
             layer.alive.add_(per_unit)
-        saturated = self._saturated(layer, inputs, output, y, count_dtype)
+        saturated = saturated_count(layer, inputs, output, y, count_dtype, self._zero)
         if layer.watched.samples_first:  # (rows of batch x patches are not samples: no collapse between them)
             self._correlation(layer, y, unit_dim, torch.finfo(output.dtype).eps)
         layer.values += numel
@@ -250,34 +251,6 @@ class Collector:
             if not self.backward_done:  # the first batch tells (signal_path.add_unit_gradients)
                 self._watch_input(layer, inputs, output, unit_dim, other_dims)
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
-
-    def _saturated(
-        self, layer: Layer, inputs: tuple[Any, ...], output: Any, y: torch.Tensor, count_dtype: torch.dtype
-    ) -> torch.Tensor:
-        import torch
-
-        zero = self._zero
-        sat = layer.watched.saturation
-        if sat is None:
-            return zero
-        source = y
-        if sat.space == "recurrent":  # gates inside a fused kernel, replayed (recurrent.py)
-            share = recurrent.saturated_fraction(layer.watched.module, inputs)
-            layer.saturation_known = layer.saturation_known and share is not None
-            return zero + round((share or 0.0) * y.numel())
-        if sat.space == "input":
-            x = inputs[0] if inputs else None
-            if not isinstance(x, torch.Tensor) or x is output:
-                # in-place module: its input is gone; the ratio cannot be measured
-                layer.saturation_known = False
-                return zero
-            source = _float(x.detach())
-        total = zero
-        if sat.low is not None:
-            total = total + (source < sat.low).sum(dtype=count_dtype)
-        if sat.high is not None:
-            total = total + (source > sat.high).sum(dtype=count_dtype)
-        return total
 
     def _correlation(self, layer: Layer, y: torch.Tensor, unit_dim: int, eps: float) -> None:
         record = correlation_record(y, unit_dim, eps)
