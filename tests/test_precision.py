@@ -171,7 +171,7 @@ def test_cli_precision_in_table_json_csv_and_markdown(cli: Any, tmp_path: Any) -
     args = ("run", "--model", "tests.test_precision:heads", "--input-shape", "4", "--precision", "fp16")
     table = cli(*args)
     assert table.exit_code == 0, table.stderr
-    assert "headroom (fp16)" in table.stdout and "headroom:" in table.stdout  # the table and the verdict
+    assert "layer (fp16)" in table.stdout and "headroom:" in table.stdout  # the table and the verdict
     data = json.loads(cli(*args, "-f", "json").stdout)
     precision = data["precision"]
     assert precision["format"] == "fp16" and precision["max"] == 65504.0
@@ -179,7 +179,7 @@ def test_cli_precision_in_table_json_csv_and_markdown(cli: Any, tmp_path: Any) -
     assert any(p["rule"] == "headroom" for p in data["verdict"]["problems"])
     csv = cli(*args, "-f", "csv").stdout
     assert "act_amax_ratio" in csv.splitlines()[0] and "w_underflow" in csv.splitlines()[0]
-    assert "headroom (fp16)" in cli(*args, "-f", "markdown").stdout
+    assert "layer (fp16)" in cli(*args, "-f", "markdown").stdout
     bad = cli(*args[:-1], "fp12")
     assert bad.exit_code == 2 and "fp8_e5m2" in bad.stderr
     layered = cli(*args, "--layer-by-layer")
@@ -255,4 +255,4 @@ def test_a_torchrun_run_refuses_precision(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_html_carries_the_headroom_table(cli: Any) -> None:
     result = cli("run", "configs/lab1_he_relu.yaml", "--set", "model.depth=2", "--precision", "bf16", "-f", "html")
-    assert result.exit_code == 0 and "headroom (bf16)" in result.stdout
+    assert result.exit_code == 0 and "layer (bf16)" in result.stdout

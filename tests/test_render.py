@@ -157,6 +157,7 @@ CASES = {
     "run": ["run", str(CONFIGS / "lab1_tiny_relu.yaml"), *SMALL],
     "run transformer": ["run", str(CONFIGS / "transformer_gpt.yaml"), *TRANSFORMER],
     "run lstm": ["run", str(CONFIGS / "lstm_forget_bias.yaml"), "--set", "model.width=16", *SMALL],
+    "run --precision": ["run", str(CONFIGS / "lab1_tiny_relu.yaml"), "--precision", "fp8", *SMALL],
     "run --model": ["run", "--model", "tests.models_for_tests:awkward", "--input-shape", "3,8,8", *SMALL],
     "compare": ["compare", "tiny:relu", "large:tanh", "xavier:tanh", "he:relu", "--width", "32", "--depth", "20"],
     "sweep": ["sweep", "he", "tiny", "large:tanh", "--depth", "2,12", "--set", "model.width=16", *SMALL],

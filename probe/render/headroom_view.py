@@ -18,8 +18,8 @@ def headroom_line(headroom: HeadroomStats) -> Line:
     top = "saturates from" if f.saturates else "overflows (inf) from"
     text = (
         f"headroom in {f.name} ({f.dtype}): largest {fmt(f.max)}, {top} {fmt(f.overflow)}; flushes to 0 at or below "
-        f"{fmt(f.flush)}; smallest normal {fmt(f.normal)}. amax/max and underflow (share of nonzero values flushed) "
-        "of activations and weights are judged (headroom rule); gradients are at the probe's own scale, shown only"
+        f"{fmt(f.flush)}; smallest normal {fmt(f.normal)}. amax: amax / largest; flush: share of nonzero values flushed. "
+        "Those of activations and weights are judged (headroom rule); gradients are at the probe's own scale, shown only"
     )
     return Line(text, "dim", "precision")
 
@@ -49,11 +49,12 @@ def headroom_table(
     f = _format(headroom)
     by_name: dict[str, HeadroomRow] = {r.name: r for r in headroom.rows}
     after = {r.name: r for r in steps.rows} if steps is not None else {}
-    columns = [Column(f"headroom ({f.name})", "name", align="left", wrap=NAME_BREAKS)]
+    # (the format and what amax and flush mean: the line under the table, headroom_line)
+    columns = [Column(f"layer ({f.name})", "name", align="left", wrap=NAME_BREAKS)]
     for _, short in _KINDS:
         columns += [
-            Column(f"{short} amax/max", f"{short.lower()}_amax_ratio"),
-            Column(f"{short} flushed", f"{short.lower()}_underflow"),
+            Column(f"{short} amax", f"{short.lower()}_amax_ratio"),
+            Column(f"{short} flush", f"{short.lower()}_underflow"),
         ]
     if steps is not None:
         columns.append(Column(f"amax/max after {steps.steps} steps", "amax_ratio_after_steps"))
