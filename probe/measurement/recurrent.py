@@ -13,9 +13,10 @@ This module recomputes the pre-activations from the module's own weights and the
 forward received, with the same equations as torch's documentation of each class, and counts
 the saturated ones. It runs under ``no_grad`` on a prefix of the sequence (at most
 ``MAX_STEPS`` steps per direction: the recurrence from the start is exact on that prefix), one
-small matrix product per step and layer. A packed sequence, a module with a projection on a
-bidirectional stack too long to replay, or an input of an unexpected form is "not measured"
-(``None``), never a guess.
+small matrix product per step and layer; the counts stay on the module's device until the end (no
+sync per step). A packed sequence, a stacked bidirectional module over more than ``MAX_STEPS``
+steps (its upper layers need the whole sequence), or an input of an unexpected form is "not
+measured" (``None``), never a guess. Dropout between stacked layers is not replayed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from probe.model.network import is_recurrent  # noqa: F401  (re-exported: what this module replays)
 from probe.spec.activations import SATURATION_FRACTION
 
 if TYPE_CHECKING:
@@ -60,16 +60,19 @@ def replay(module: nn.Module, x: torch.Tensor, hx: Any = None) -> tuple[float | 
 
 
 class _Count:
+    """Saturated and total pre-activations so far (the saturated count as a tensor on the
+    module's device: read once, at the end)."""
+
     def __init__(self) -> None:
-        self.saturated = 0
+        self.saturated: torch.Tensor | int = 0
         self.total = 0
 
     def add(self, z: torch.Tensor, edge: float) -> None:
-        self.saturated += int((z.abs() > edge).sum())
+        self.saturated = self.saturated + (z.abs() > edge).sum()
         self.total += z.numel()
 
     def fraction(self) -> float | None:
-        return self.saturated / self.total if self.total else None
+        return float(self.saturated) / self.total if self.total else None
 
 
 def _step(mode: str, count: _Count, gi: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None, w: Any) -> Any:
