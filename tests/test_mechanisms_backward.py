@@ -263,7 +263,8 @@ def _gradient_exploding(report: probe.Report) -> list[probe.Problem]:
 def test_a_batchnorm_resnets_growing_gradient_is_a_warning_a_plain_stacks_an_error() -> None:
     """transformers' ResNet-50 layout at its default init: its gradient grows toward the stem
     (BatchNorm does that at init) past max_grad_ratio's error line, and every weight it reaches
-    feeds a BatchNorm (scale-invariant) behind skips: a warning. 40 BatchNorm layers without a
+    feeds a BatchNorm (scale-invariant) behind skips: a warning; so is RegNet's (its
+    squeeze-excitation convolutions are inside the blocks' branches). 40 BatchNorm layers without a
     skip grow it to thousands and do not train (gain -0.03 nats against 1.5 at depth 4, with
     AdamW and with SGD): an error (docs/verdicts.md)."""
     from transformers import AutoConfig, AutoModel
@@ -275,6 +276,13 @@ def test_a_batchnorm_resnets_growing_gradient_is_a_warning_a_plain_stacks_an_err
     gate = report.spec.gate
     assert problem.value > 2 * gate.max_grad_ratio  # past the error line, yet
     assert problem.severity == "warning" and "scale-invariant" in problem.message
+    # RegNet (transformers' default config): the same growth, and squeeze-excitation convolutions
+    # inside each block's branch (they feed a sigmoid gate, behind the skip)
+    torch.manual_seed(0)
+    regnet = AutoModel.from_config(AutoConfig.for_model("regnet"))
+    report = probe.measure(regnet, (3, 64, 64), batch_size=4, seed=0, device="cpu")
+    (problem,) = _gradient_exploding(report)
+    assert problem.value > 2 * gate.max_grad_ratio and problem.severity == "warning"
     plain = probe.measure(_bn_mlp(40), (64,), batch_size=64, seed=0, device="cpu")
     (problem,) = _gradient_exploding(plain)
     assert problem.value > 2 * gate.max_grad_ratio and problem.severity == "error"

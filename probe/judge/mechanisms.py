@@ -172,7 +172,8 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
 
 def _scale_invariant_behind(report: Stats) -> set[str]:
     """In a residual network, the rows whose gradient reaches only weights that feed a
-    normalization: every row with a weight up to and including them is ``normalized``. A large
+    normalization: every row with a weight on the stream (not inside a residual branch) up to and
+    including them is ``normalized``. A large
     gradient there cannot blow the forward pass up (the norm divides any scale out), its step
     mostly grows the weight's norm, which shrinks every later step (the auto rate-tuning of
     scale-invariant weights), and the skips keep each block near the identity: a BatchNorm
@@ -184,7 +185,9 @@ def _scale_invariant_behind(report: Stats) -> set[str]:
         return set()
     rows: set[str] = set()
     for x in report.layers:
-        if x.weight_size and not x.normalized:
+        # (a weight inside a residual branch is the block's: the skip carries the stream's gradient
+        # around it; a squeeze-excitation's convolutions feed a bounded sigmoid gate, not the stream)
+        if x.weight_size and not x.normalized and x.role != "branch":
             break
         rows.add(x.name)
     return rows
