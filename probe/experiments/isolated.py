@@ -28,7 +28,6 @@ from probe.experiments.batch import Failure
 from probe.spec import Spec
 
 if TYPE_CHECKING:
-    from probe.measurement.histograms import LayerHistograms
     from probe.records import Run, Stats
 
 # the most a child may send (a report of 10,000 rows is a few MB): more is not a report
@@ -56,10 +55,10 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A child's answer: the statistics it measured (and histograms), or why there are none."""
+    """A child's answer: the statistics it measured (with the histograms its job asked for), or why
+    there are none."""
 
     stats: Stats | None = None
-    histograms: LayerHistograms | None = None
     failure: Failure | None = None
 
 
@@ -241,10 +240,9 @@ def _outcome(job: Job, answer: Any, status: int) -> Outcome:
     if answer is not None and "stats" in answer:
         try:
             stats = decode(Stats, answer["stats"], {"spec": job.spec})
-            hist = stats.histograms if job.histograms else None
         except WireError as exc:
             return Outcome(failure=Failure(job.label, 3, f"its probe process sent a malformed report: {exc}"))
-        return Outcome(stats, hist)
+        return Outcome(stats)
     failure = answer.get("failure") if answer is not None else None
     if isinstance(failure, dict) and isinstance(failure.get("message"), str):
         code = failure.get("exit_code")
