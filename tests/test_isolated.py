@@ -157,3 +157,28 @@ def test_statistics_cross_as_plain_data_and_come_back_equal() -> None:
             decode(Stats, {**data, "layers": [broken]}, {"spec": stats.spec})
     nan = decode(Stats, {**data, "layers": [{**layer, "std": math.nan}]}, {"spec": stats.spec})
     assert math.isnan(nan.layers[0].std)  # NaN is a measurement: it crosses (and fails its rule)
+
+
+COUNTED = """
+import os
+from torch import nn
+
+
+def made():
+    with open(os.environ["PROBE_TEST_CALLS"], "a") as calls:  # one line per call
+        calls.write("call\\n")
+    return nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.ReLU()) for _ in range(3)], nn.Linear(16, 4))
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["--layer-by-layer"]], ids=["whole", "layer-by-layer"])
+def test_the_child_calls_a_user_factory_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: list[str]) -> None:
+    """In its child process a run estimates the model it builds, as in one process: the factory
+    runs once, layer by layer too (it ran twice there: a meta build for the estimate first)."""
+    (tmp_path / "counted.py").write_text(COUNTED)
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("PROBE_TEST_CALLS", str(calls))
+    done = _probe(tmp_path, "run", "--model", "counted:made", "--input-shape", "16", *mode, "-f", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["verdict"]["healthy"]
+    assert calls.read_text().splitlines() == ["call"]

@@ -98,12 +98,14 @@ def check(
         else:
             # in one process, a factory's model is estimated by its run, from the model it builds (the
             # factory runs once); worker processes (--jobs) are estimated before, side by side
-            built_once = (lambda s: s.model.factory is not None) if jobs <= 1 else None
-            memory_guard(specs, max_memory, jobs, later=built_once)
+            from probe.measurement.once import built_once
+
+            later = built_once if jobs <= 1 else None
+            memory_guard(specs, max_memory, jobs, later=later)
             load_torch()
             try:
                 check = None
-                if built_once is not None:
+                if later is not None:
                     check = lambda s: memory_check(s, max_memory) if built_once(s) else None  # noqa: E731
                 runs, failures = batch.check_each(specs, labels, steps, jobs, check)
             finally:

@@ -143,9 +143,10 @@ def _probe_here(
 ) -> Any:
     """The report, measured in this process (Python callers, torchrun)."""
     from probe import api
+    from probe.measurement.once import built_once
 
     check = None  # a user factory's model: estimated from the model the run builds (it runs once)
-    if spec.model.factory is not None or (layer_by_layer and spec.model.own_model):
+    if built_once(spec, layer_by_layer):
         check = memory_check(spec, max_memory, layerwise=layer_by_layer)
     else:
         memory_guard([spec], max_memory, layerwise=layer_by_layer, offer_layerwise=not layer_by_layer)

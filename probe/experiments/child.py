@@ -44,8 +44,10 @@ def _run(job: Job, progress: Any) -> dict[str, Any]:
     from probe.experiments.wire import encode
 
     _threads(job)
+    from probe.measurement.once import built_once
+
     check = None
-    if job.guard_memory and job.spec.model.factory is not None and not job.layer_by_layer:
+    if job.guard_memory and built_once(job.spec, job.layer_by_layer):
         check = _check_built(job)  # estimated from the model the run builds: the factory runs once
     elif job.guard_memory:
         from probe.measurement.memory import LARGE_RUN_BYTES, check_memory
@@ -65,7 +67,7 @@ def _run(job: Job, progress: Any) -> dict[str, Any]:
 
         check_layerwise(job.spec)
         return_large_allocations_to_the_os()  # this process is ours
-        stats = run_layerwise(job.spec, progress if job.progress else None)
+        stats = run_layerwise(job.spec, progress if job.progress else None, check=check)
     else:
         from probe.measurement.run import run_probe
 
@@ -79,7 +81,7 @@ def _check_built(job: Job) -> Any:
     from probe.measurement.once import guarded
 
     def check(est: Any) -> None:
-        line = guarded(job.spec, est, job.max_memory, False)
+        line = guarded(job.spec, est, job.max_memory, job.layer_by_layer)
         if line is not None:
             print(line, file=sys.stderr)
 

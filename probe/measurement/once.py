@@ -38,10 +38,11 @@ if TYPE_CHECKING:
 MemoryCheck = Callable[[memory.MemoryEstimate | None], None]
 
 
-def built_once(spec: Spec) -> bool:
-    """Whether a run estimates the model it builds (``build_checked``) rather than a meta-device
-    build of its own before it (``memory.estimate_any``): a user factory's model."""
-    return spec.model.factory is not None
+def built_once(spec: Spec, layerwise: bool = False) -> bool:
+    """Whether a run estimates the model it builds (``build_checked``; ``layerwise``: the
+    structure ``run_layerwise`` builds) rather than a meta-device build of its own before it
+    (``memory.estimate_any``): a user factory's model, or any model of its own layer by layer."""
+    return spec.model.factory is not None or (layerwise and spec.model.own_model)
 
 
 def estimate_built(spec: Spec, built: Built) -> memory.MemoryEstimate | None:
