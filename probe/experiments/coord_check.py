@@ -72,7 +72,7 @@ def coord_checks(result: SweepResult) -> list[CoordCheck]:
     out = []
     for label in result.entries:
         for depth in result.depths:
-            cells = sorted((c for c in result.cells if c.label == label and c.depth == depth), key=lambda c: c.width)
+            cells = result.across_widths(label, depth)
             xs = [math.log(c.width) for c in cells]
             names = [n for n in cells[0].layer_names if all(n in c.layer_names for c in cells)]
             modules = []

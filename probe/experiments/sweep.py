@@ -88,6 +88,10 @@ class SweepResult:
         width = self.widths[0] if width is None else width
         return next((c.problems for c in self.cells if (c.label, c.depth, c.width) == (label, depth, width)), ())
 
+    def across_widths(self, label: str, depth: int) -> list[Cell]:
+        """``label``'s cells at ``depth``, narrowest first (what a width sweep compares)."""
+        return sorted((c for c in self.cells if c.label == label and c.depth == depth), key=lambda c: c.width)
+
     def width_slopes(self) -> list[WidthSlope]:
         """Per entry and depth, the log-log slope of each layer's std against width (needs 2+ widths)."""
         if len(self.widths) < 2:
@@ -95,7 +99,7 @@ class SweepResult:
         out = []
         for label in self.entries:
             for depth in self.depths:
-                cells = sorted((c for c in self.cells if c.label == label and c.depth == depth), key=lambda c: c.width)
+                cells = self.across_widths(label, depth)
                 xs = [math.log(c.width) for c in cells]
                 n_layers = min(len(c.layer_stds) for c in cells)
                 slopes = tuple(slope(xs, [log_or_nan(c.layer_stds[i]) for c in cells]) for i in range(n_layers))

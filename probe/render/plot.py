@@ -139,7 +139,7 @@ def sweep_figure(result: SweepResult, path: Path) -> Path:
         depth = result.depths[0]
         fig, ax = plt.subplots(figsize=(6, 4))
         for label in result.entries:
-            cells = sorted((c for c in result.cells if c.label == label and c.depth == depth), key=lambda c: c.width)
+            cells = result.across_widths(label, depth)
             ax.plot([c.width for c in cells], _positive([c.last_std for c in cells]), marker="o", label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
