@@ -47,6 +47,7 @@ from probe.measurement import counts
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.correlation import PENDING, correlation_record, fold, host_fold
+from probe.measurement.counts import widened
 from probe.measurement.merge import SlotMoments, host_numbers, merge_host
 from probe.measurement.rows import Layer, to_stats
 from probe.measurement.saturation import saturated_count
@@ -68,12 +69,6 @@ _SMALL = 4096
 _MAX_BUFFERS = 8
 # Cached host-integer vectors (one per distinct sequence of records between merges).
 _MAX_KEYS = 16
-
-
-def _float(t: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _count_dtype(t: torch.Tensor) -> torch.dtype:
@@ -204,13 +199,13 @@ class Collector:
             return
         if self.recomputing:  # the values were measured in the forward pass: the gradient's hook only
             if output.requires_grad:
-                y, scaled = _float(output.detach()), self.layers[i].scaled
+                y, scaled = widened(output.detach()), self.layers[i].scaled
                 unit = self.layers[i].unit_dims(y.dim())[0] if y.dim() else 0
                 norms = sp.position_norms(y, unit) if scaled and y.dim() else None
                 output.register_hook(self._backward_hook(i, norms, unit))
             return
         layer = self.layers[i]
-        y = _float(output.detach())
+        y = widened(output.detach())
         numel = y.numel()
         count_dtype = _count_dtype(y)
         unit_dim, other_dims = layer.unit_dims(y.dim())
@@ -269,7 +264,7 @@ class Collector:
     def _backward_hook(self, i: int, position_norms: torch.Tensor | None, unit_dim: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
 
-            g = _float(grad.detach())
+            g = widened(grad.detach())
             if g.numel() == 0:
                 return
             layer = self.layers[i]
@@ -324,8 +319,8 @@ class Collector:
             if y.dim() < 1 or y.shape != r.shape or not y.is_floating_point():
                 continue
             unit = 1 if y.dim() == 4 else -1
-            norms = sp.position_norms(_float(y.detach()), unit)
-            self.output_sums[k].add_((norms * sp.position_norms(_float(r.detach()), unit)).sum())
+            norms = sp.position_norms(widened(y.detach()), unit)
+            self.output_sums[k].add_((norms * sp.position_norms(widened(r.detach()), unit)).sum())
         if outputs and outputs[0].dim():
             self.output_samples += int(outputs[0].shape[0])
 
@@ -343,7 +338,7 @@ class Collector:
             if g.numel() == 0:
                 continue
             layer.weight_grad_batches += 1
-            self._add_raw(base + i, _float(g))
+            self._add_raw(base + i, widened(g))
 
     def _const(self, value: float) -> torch.Tensor:
         """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""

@@ -19,6 +19,14 @@ LARGE = 2**24  # from here on, count in chunks (float32 sums of 0/1 values are e
 CHUNK = 2**22  # values per chunk: exact in float32; a 4 MiB boolean temporary
 
 
+def widened(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the precision the collector counts and sums in: float16 and bfloat16 widened to
+    float32 (their sums lose counts and their squares overflow), any other dtype as it is."""
+    import torch
+
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def nonfinite(y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     """The number of nan and inf values in ``y``, exactly: 1 where ``y - y`` is nan, summed in
     chunks of fewer than 2**24 values (each chunk's float32 sum is exact) and the few chunk sums

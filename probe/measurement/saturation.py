@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from probe.measurement import recurrent
+from probe.measurement.counts import widened
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +41,7 @@ def saturated_count(
             # in-place module: its input is gone; the ratio cannot be measured
             layer.saturation_known = False
             return zero
-        source = x.detach()
-        source = source.float() if source.dtype in (torch.float16, torch.bfloat16) else source
+        source = widened(x.detach())
     total = zero
     if sat.low is not None:
         total = total + (source < sat.low).sum(dtype=count_dtype)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from probe.measurement.counts import widened
+
 if TYPE_CHECKING:
     import torch
 
@@ -83,7 +85,7 @@ def add_branch(row: torch.Tensor, x: Any, output: Any, y: torch.Tensor, scratch:
 
     if not isinstance(x, torch.Tensor) or x is output or x.shape != y.shape or not x.is_floating_point():
         return 0
-    x = x.detach().float() if x.dtype in (torch.float16, torch.bfloat16) else x.detach()
+    x = widened(x.detach())
     added = torch.sub(y, x, out=scratch).view(-1)
     flat = x.reshape(-1)
     row[0].add_(torch.dot(added, added))
