@@ -34,7 +34,7 @@ from dataclasses import replace
 from probe.judge.checks import Check, Row, Rule, Values
 from probe.judge.gradients import grad_ratios
 from probe.judge.headroom import HEADROOM
-from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
+from probe.judge.logits import SHRINK_BUDGET, quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.stalled import slow_start, step_progress
@@ -367,7 +367,7 @@ RULES: dict[str, Rule] = {
                 # logits the layers below can shrink within SHRINK_BUDGET steps: a slower start, not stuck
                 Check(
                     "max_loss_ratio",
-                    "starting cross-entropy / log(classes) (shrinking within 100 steps)",
+                    f"starting cross-entropy / log(classes) (shrinking within {SHRINK_BUDGET:g} steps)",
                     quick_loss_ratio,
                     below=False,
                     warning_only=True,
