@@ -118,6 +118,27 @@ def test_no_import_cycles() -> None:
             visit(m)
 
 
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("probe.cli")))
+def test_the_command_line_is_a_layer_over_the_api(module: str) -> None:
+    """A command parses, calls the API and renders: it reaches the stages only through ``probe.api``
+    (so a Python caller gets what a command gets) and ``probe.render``."""
+    allowed = ("probe.cli", "probe.api", "probe.render", "probe.errors")
+    reached = sorted(m for m in GRAPH[module] if m != "probe" and not m.startswith(allowed))
+    assert not reached, f"{module} imports {reached}: go through probe.api"
+
+
+def _functions(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text())
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef)
+    return [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree) if isinstance(n, kinds) and n.end_lineno]
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "cli").glob("*.py")), ids=lambda p: p.name)
+def test_every_command_line_function_fits_in_40_lines(path: Path) -> None:
+    long = [f"{name} ({lines} lines)" for name, lines in _functions(path) if lines > 40]
+    assert not long, f"{path.name}: {long}: options go in groups (cli/options.py), the work in the api"
+
+
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(REPO)))
 def test_modules_stay_short(path: Path) -> None:
     lines = len(path.read_text().splitlines())

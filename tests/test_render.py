@@ -220,20 +220,6 @@ def test_off_a_terminal_without_columns_a_table_keeps_its_natural_width() -> Non
     assert "std (log)" in text and "legend" not in text  # the pictures stay; nothing is abbreviated
 
 
-def test_a_command_not_yet_on_a_doc_still_renders_its_table(capsys: pytest.CaptureFixture[str]) -> None:
-    from rich.text import Text
-
-    from probe.cli.formats import Format, render
-    from probe.errors import SpecError
-
-    render(Format.table, None, table=lambda: Text("a rich renderable"))
-    assert "a rich renderable" in capsys.readouterr().out
-    render(Format.json, None, json=lambda: '{"format": "x"}\n', table=lambda: Text("unused"))
-    assert capsys.readouterr().out == '{"format": "x"}\n'
-    with pytest.raises(SpecError, match="--format csv is not available"):
-        render(Format.csv, None, table=lambda: Text("no csv"))
-
-
 @pytest.mark.parametrize("width", range(40, 161, 6))
 def test_a_cell_on_one_line_reads_exactly_as_given(width: int) -> None:
     # wrapping again after the compact step starts from the whole cells: no space lost on the way

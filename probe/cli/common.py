@@ -9,7 +9,6 @@ interrupted (Ctrl-C). The guard that maps errors to them lives in ``guard.py``.
 # every command on each start (~13 ms); evaluated once at import they cost ~1 ms.
 import os
 import sys
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,22 +16,8 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from probe import __version__
-from probe.cli.formats import (  # noqa: F401  (the command modules import these from here)
-    Format,
-    _emit,
-    _err_console,
-    check_output_path,
-    check_outputs,
-    render,
-    show,
-    write_atomic,
-    write_output,
-    writes_files,
-    wrote,
-)
-from probe.cli.guard import guard  # noqa: F401  (the command modules import guard from here)
+from probe.cli.formats import _err_console
 from probe.cli.session import Session, begin, current
-from probe.errors import SpecError
 
 EXIT_OK, EXIT_UNHEALTHY, EXIT_BAD_INPUT, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -176,7 +161,7 @@ def main(
     allowed = tuple(a.strip() for a in allow_import or () if a.strip())
     begin(Session(debug=debug or Session().debug, own_process=current().own_process, allow_import=allowed))
     if threads is not None:
-        from probe.measurement.threads import set_threads
+        from probe.api import set_threads
 
         cores = os.cpu_count() or 1
         if threads > cores:  # more threads than cores only contend; OpenMP fails to start tens of thousands
@@ -185,137 +170,9 @@ def main(
         set_threads(threads)
 
 
-# ---- shared options --------------------------------------------------------------------------
-
-FormatOpt = Annotated[
-    Format,
-    typer.Option("--format", "-f", metavar="FORMAT", help="table, json, csv, markdown or html.", case_sensitive=False),
-]
-OutputOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--output", "-o", metavar="FILE", help="Write the output to this file (atomically) instead of stdout."
-    ),
-]
-GateOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--gate", "-g", metavar="KEY=VALUE", help="Override a gate threshold, e.g. --gate min_std=1e-3 (repeatable)."
-    ),
-]
-PlotOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--plot", metavar="PATH", help="Also draw a picture to PATH (.png, .svg or .pdf; needs probe\\[plot])."
-    ),
-]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Override run.seed.")]
-DeviceOpt = Annotated[
-    Optional[str],
-    typer.Option("--device", metavar="DEVICE", help="Override run.device (auto, cpu, cuda, cuda:N, mps)."),
-]
-DtypeOpt = Annotated[
-    Optional[str],
-    typer.Option("--dtype", metavar="DTYPE", help="Override run.dtype (float32, float64, bfloat16, float16)."),
-]
-
-
-def run_overrides(seed: int | None, device: str | None, dtype: str | None) -> dict[str, Any]:
-    """``--seed``, ``--device`` and ``--dtype`` as spec overrides (only those given)."""
-    given = {"run.seed": seed, "run.device": device, "run.dtype": dtype}
-    return {k: v for k, v in given.items() if v is not None}
-
-
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--set", "-s", metavar="KEY=VALUE", help="Override any spec key, e.g. --set model.depth=20 (repeatable)."
-    ),
-]
-
-# -- issue 6: scale options (--jobs, --max-memory) --
-JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes running probes side by side.")]
-MaxMemoryOpt = Annotated[
-    Optional[float],
-    typer.Option(
-        "--max-memory",
-        metavar="GIB",
-        min=0.0,
-        help="Refuse (exit 3) any run whose estimated peak memory exceeds this many GiB.",
-    ),
-]
-
-# -- issue 13: TensorBoard export --
-TensorboardOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--tensorboard",
-        metavar="DIR",
-        help="Also write TensorBoard event files to DIR, one folder per run (needs probe\\[tensorboard]).",
-    ),
-]
-
-
-def check_tensorboard(path: Path, labels: Iterable[str] = ()) -> None:
-    """Fail on a bad --tensorboard folder (a file in its place or where a run's folder goes, no
-    write access) or a missing tensorboard before any work is done."""
-    from probe.render.tensorboard import check_dir
-
-    check_dir(path, labels)
-
-
-EntriesArg = Annotated[
-    list[str],
-    typer.Argument(
-        metavar="STRATEGY[:ACTIVATION]...",
-        help="Init strategies, each optionally with an activation, e.g. he xavier:tanh.",
-    ),
-]
-ConfigOpt = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", metavar="SPEC.yaml", help="Base spec (default: see the command's help)."),
-]
-
-
-def memory_guard(
-    specs: list[Any],
-    max_memory: float | None,
-    jobs: int = 1,
-    *,
-    layerwise: bool = False,
-    offer_layerwise: bool = False,
-    later: Any = None,
-) -> None:
-    """Print the estimate of large runs and refuse those over --max-memory (default: the memory
-    available now), before any run."""
-    _check_nan(max_memory)
-    from probe.measurement.memory import guard_memory
-
-    for line in guard_memory(
-        specs, max_memory, jobs, layerwise=layerwise, offer_layerwise=offer_layerwise, later=later
-    ):
-        _err_console().print(line, style="dim", markup=False, soft_wrap=True)
-
-
-def _check_nan(max_memory: float | None) -> None:
-    if max_memory is not None and max_memory != max_memory:  # NaN passes typer's min=0 check
-        raise SpecError("expected a number of GiB (inf: no limit), got nan", "--max-memory")
-
-
-def memory_check(spec: Any, max_memory: float | None, *, layerwise: bool = False) -> Callable[[Any], None]:
-    """``memory_guard`` for a user or transformers model, made from the model the run builds (its
-    factory runs once, ``probe.measurement.once``): the callback refuses or prints the estimate
-    when the run has it, before its measured pass."""
-    _check_nan(max_memory)
-
-    def check(est: Any) -> None:
-        from probe.measurement.once import guarded
-
-        line = guarded(spec, est, max_memory, layerwise)
-        if line is not None:
-            _err_console().print(line, style="dim", markup=False, soft_wrap=True)
-
-    return check
+def say(line: str) -> None:
+    """A line worth printing before a run (a large run's memory estimate), dim, on stderr."""
+    _err_console().print(line, style="dim", markup=False, soft_wrap=True)
 
 
 def isolates() -> bool:
@@ -323,9 +180,9 @@ def isolates() -> bool:
     the ``probe`` command's own process, whose exit code is the gate; not from Python (a test's
     ``CliRunner``, a notebook: the user's code already shares that process) nor under torchrun
     (the ranks already share each run). POSIX only (the child's report comes on an inherited pipe)."""
-    from probe.measurement.distributed import launched_world_size
+    from probe.api import world_size
 
-    return current().own_process and launched_world_size() == 1 and os.name == "posix"
+    return current().own_process and world_size() == 1 and os.name == "posix"
 
 
 def load_torch() -> None:
@@ -343,109 +200,45 @@ def load_torch() -> None:
         gc.freeze()
 
 
-def pairs(items: list[str] | None, prefix: str, option: str) -> dict[str, Any]:
-    """``["min_std=1e-3"]`` -> ``{"gate.min_std": 0.001}``; values are read as YAML scalars."""
-    if not items:
-        return {}  # without importing yaml
-    from probe.spec.yaml_text import parse_scalar
+def spec_from(path: Optional[Path], keys: dict[str, Any], own: Any = None) -> Any:
+    """The command's spec: SPEC.yaml and/or ``--model``/``--hf`` (``own``: an ``OwnModel``), with the
+    command line's overrides and the modules ``--allow-import`` allows."""
+    from probe import api
 
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SpecError(f"{option} expects KEY=VALUE, got '{item}'")
-        if prefix:
-            key = f"{prefix}.{key}"
-        elif "." not in key and key != "name":
-            raise SpecError(f"{option} expects SECTION.KEY=VALUE (e.g. model.depth=20), got '{item}'")
-        out[key] = parse_scalar(value) if value.strip() else None
-    return out
+    given = {} if own is None else api.model_overrides(own.model, own.model_arg, own.input_shape, own.inputs, own.hf)
+    return api.spec_for(path, keys, given, current().allow_import)
 
 
-def _model_overrides(
-    model: str | None, model_args: list[str] | None, input_shape: str | None, inputs: str | None, hf: str | None = None
-) -> dict[str, Any]:
-    """``--model`` and friends as spec overrides (``model.import``, ``model.kwargs``, ...)."""
-    out: dict[str, Any] = {}
-    if model is not None and hf is not None:
-        raise SpecError("give --model or --hf, not both")
-    if model is not None:
-        out["model.import"] = model
-    if hf is not None:
-        out["model.hf"] = hf
-    if model_args:
-        if model is None and hf is None:
-            raise SpecError("--model-arg needs --model or --hf")
-        out["model.kwargs"] = {k.partition(".")[2]: v for k, v in pairs(model_args, "kwargs", "--model-arg").items()}
-    if input_shape is not None:
-        out["model.input_shape"] = input_shape
-    if inputs is not None:
-        out["model.inputs"] = inputs
-    return out
+def base_from(path: Optional[Path], keys: dict[str, Any], name: str) -> Any:
+    """The base network of compare and sweep: SPEC.yaml's, or the built-in one called ``name``."""
+    from probe import api
+
+    return api.base_spec(path, keys, name, current().allow_import)
 
 
-ModelOpt = Annotated[
-    Optional[str],
-    typer.Option("--model", "-m", metavar="MODULE:FACTORY", help="Probe your own nn.Module factory."),
-]
-ModelArgOpt = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--model-arg", metavar="KEY=VALUE", help="A factory keyword argument or --hf config field (repeatable)."
-    ),
-]
-HfOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--hf",
-        metavar="TYPE_OR_PATH",
-        help="Probe a transformers model built from its config (offline): a model type (llama, gpt2, bert, vit, "
-        "resnet, ...) or a local config.json; needs probe\\[hf].",
-    ),
-]
-InputShapeOpt = Annotated[
-    Optional[str],
-    typer.Option("--input-shape", metavar="D,D,...", help="One sample's shape for --model, e.g. 3,32,32."),
-]
-InputsOpt = Annotated[
-    Optional[str],
-    typer.Option("--inputs", metavar="MODULE:FN", help="FN(batch_size) returns example inputs for --model."),
-]
+def check_tensorboard(path: Optional[Path], labels: Any = ()) -> None:
+    """Fail on a bad --tensorboard folder (a file in its place or where a run's folder goes, no
+    write access) or a missing tensorboard, before any work is done."""
+    if path is None:
+        return
+    from probe.render.tensorboard import check_dir
+
+    check_dir(path, labels)
 
 
-def load_spec(
-    spec_path: Path | None,
-    overrides: dict[str, Any],
-    model: str | None,
-    model_args: list[str] | None,
-    input_shape: str | None,
-    inputs: str | None,
-    hf: str | None = None,
-) -> Any:
-    """The spec from SPEC.yaml and/or ``--model`` (or ``--hf``) and friends, with ``overrides`` applied."""
-    from probe import spec as spec_mod
+def draw(pictures: Any, runs: list[Any], hists: list[Any]) -> None:
+    """--plot and --tensorboard of probed ``runs`` from their measured passes' histograms ``hists``;
+    torchrun: rank 0 writes."""
+    from probe.cli.formats import writes_files, wrote
 
-    overrides = {**overrides, **_model_overrides(model, model_args, input_shape, inputs, hf)}
-    if spec_path is None:
-        if hf is not None:
-            return spec_mod.parse({}, overrides, Path(hf).stem if hf.endswith(".json") else hf)
-        if model is None:
-            raise SpecError("give a SPEC.yaml, --model MODULE:FACTORY or --hf TYPE_OR_PATH")
-        return trusted(spec_mod.parse({}, overrides, model.rpartition(":")[2] or "model"))
-    return read_spec(spec_path, overrides)
+    if not pictures.wanted or not writes_files():
+        return
+    if pictures.plot is not None:
+        from probe.render.plot import runs_figure
 
+        wrote(runs_figure(runs, pictures.plot, hists))
+    if pictures.tensorboard is not None:
+        from probe.render.tensorboard import write_runs
 
-def read_spec(path: Path, overrides: dict[str, Any]) -> Any:
-    """``spec.load`` with what the command line allows the spec's imports (``--allow-import``)."""
-    from probe import spec as spec_mod
-
-    return trusted(spec_mod.load(path, overrides))
-
-
-def trusted(spec: Any) -> Any:
-    """``spec`` with the modules ``--allow-import`` allows; the spec's own text cannot set them."""
-    from dataclasses import replace
-
-    allowed = current().allow_import
-    return replace(spec, trust=replace(spec.trust, modules=allowed)) if allowed else spec
+        for folder in write_runs(pictures.tensorboard, runs, hists):
+            wrote(folder)

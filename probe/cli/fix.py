@@ -2,72 +2,51 @@
 
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from probe.cli.common import (
-    EXIT_OK,
-    EXIT_UNHEALTHY,
-    PANEL_THEORY,
-    Command,
-    DeviceOpt,
-    DtypeOpt,
-    Format,
-    FormatOpt,
-    GateOpt,
-    HfOpt,
-    InputShapeOpt,
-    InputsOpt,
-    ModelArgOpt,
-    ModelOpt,
-    OutputOpt,
-    SeedOpt,
-    SetOpt,
-    app,
-    check_output_path,
-    check_outputs,
-    guard,
-    load_spec,
-    load_torch,
-    memory_guard,
-    pairs,
-    render,
-    run_overrides,
-)
+from probe.cli.common import EXIT_OK, EXIT_UNHEALTHY, PANEL_THEORY, Command, app, load_torch, say, spec_from
+from probe.cli.formats import check_output_path, check_outputs, render
+from probe.cli.guard import guard
+from probe.cli.options import Gate, Keys, Output, OwnModel, SeedOpt, grouped
+
+
+@dataclass(frozen=True)
+class Lsuv:
+    """--start, --tolerance and --max-iter: where LSUV starts and when it stops."""
+
+    start: Annotated[
+        Optional[str],
+        typer.Option("--start", metavar="STRATEGY", help="Init drawn before rescaling (default: orthogonal)."),
+    ] = None
+    tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10
+
+
+SaveOpt = Annotated[
+    Optional[Path],
+    typer.Option("--save", metavar="FILE", help="Write the fixed state dict here (torch.save of model.state_dict())."),
+]
 
 
 @app.command("fix", cls=Command, rich_help_panel=PANEL_THEORY)
+@grouped
 def fix_cmd(
     spec_path: Annotated[
         Optional[Path],
         typer.Argument(metavar="[SPEC.yaml]", help="The spec whose init to fix; optional with --model."),
     ] = None,
-    save: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--save", metavar="FILE", help="Write the fixed state dict here (torch.save of model.state_dict())."
-        ),
-    ] = None,
-    start: Annotated[
-        Optional[str],
-        typer.Option("--start", metavar="STRATEGY", help="Init drawn before rescaling (default: orthogonal)."),
-    ] = None,
-    tolerance: Annotated[float, typer.Option(help="Accept a layer when |output variance - 1| is below this.")] = 0.1,
-    max_iter: Annotated[int, typer.Option("--max-iter", help="Rescaling passes per layer at most.")] = 10,
-    fmt: FormatOpt = Format.table,
-    output: OutputOpt = None,
-    gate: GateOpt = None,
-    set_: SetOpt = None,
+    *,
+    save: SaveOpt = None,
+    lsuv: Lsuv,
+    out: Output,
+    gate: Gate,
+    keys: Keys,
     seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    model: ModelOpt = None,
-    hf: HfOpt = None,
-    model_arg: ModelArgOpt = None,
-    input_shape: InputShapeOpt = None,
-    inputs: InputsOpt = None,
+    own: OwnModel,
 ) -> None:
     """LSUV: rescale each layer to unit output variance, then probe before and after side by side.
 
@@ -76,33 +55,30 @@ def fix_cmd(
     Examples: probe fix configs/lab1_tiny_relu.yaml --save fixed.pt;
     probe fix --model tests.models_for_tests:deep_tanh_mlp --input-shape 16
     """
+    guard(lambda: _fix(spec_from(spec_path, {**keys.overrides(seed), **gate.overrides()}, own), save, lsuv, out))
 
-    def body() -> int:
-        from probe.experiments import fix
-        from probe.render import report as rp
-        from probe.render import theory as rt
 
-        overrides = {**pairs(set_, "", "--set"), **pairs(gate, "gate", "--gate"), **run_overrides(seed, device, dtype)}
-        spec = load_spec(spec_path, overrides, model, model_arg, input_shape, inputs, hf)
-        check_outputs(output)
-        check_output_path(save, "--save")
-        memory_guard([spec], None)  # the default guard: refuse what does not fit the memory available
-        load_torch()
-        fixed = fix.fix(spec, start, tolerance, max_iter)
-        if save is not None:
-            from probe.render.output import write_bytes
+def _fix(spec: Any, save: Optional[Path], lsuv: Lsuv, out: Any) -> int:
+    from probe import api
+    from probe.render import report as rp
+    from probe.render import theory as rt
 
-            write_bytes(save, fix.weights_bytes(fixed.state_dict), "--save")
-        saved = str(save) if save is not None else None
-        scales = rt.scale_rows(fixed)
-        render(
-            fmt,
-            output,
-            lambda: rt.fix_doc(fixed, saved),
-            json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
-            csv=lambda: rp.csv_text(scales, list(scales[0])),
-            markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),
-        )
-        return EXIT_OK if fixed.after_verdict.healthy else EXIT_UNHEALTHY
+    check_outputs(out.output)
+    check_output_path(save, "--save")
+    load_torch()
+    fixed = api.fix(spec, lsuv.start, lsuv.tolerance, lsuv.max_iter, say)
+    if save is not None:
+        from probe.render.output import write_bytes
 
-    guard(body)
+        write_bytes(save, api.weights_bytes(fixed.state_dict), "--save")
+    saved = str(save) if save is not None else None
+    scales = rt.scale_rows(fixed)
+    render(
+        out.fmt,
+        out.output,
+        lambda: rt.fix_doc(fixed, saved),
+        json=lambda: rp.dumps(rt.fix_dict(fixed, saved)),
+        csv=lambda: rp.csv_text(scales, list(scales[0])),
+        markdown=lambda: rp.compare_markdown(rt.fix_runs(fixed)),
+    )
+    return EXIT_OK if fixed.after_verdict.healthy else EXIT_UNHEALTHY

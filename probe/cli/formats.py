@@ -8,8 +8,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from probe.errors import SpecError
-
 
 class Format(str, Enum):
     table = "table"
@@ -56,11 +54,6 @@ def write_output(path: Path, text: str, option: str = "--output") -> None:
     write_text(path, text, option)
 
 
-def write_atomic(path: Path, text: str, option: str = "--output") -> None:
-    """Kept for callers of the old name: ``write_output``."""
-    write_output(path, text, option)
-
-
 def check_output_path(path: Path | None, option: str) -> None:
     """Fail on an output file that cannot be written (a folder, a missing or read-only folder)
     before any probe runs (exit 2, naming the option); ``-`` is stdout."""
@@ -101,30 +94,17 @@ def show(document: Any, output: Path | None) -> None:
 def render(
     fmt: Format,
     output: Path | None,
-    document: Callable[[], Any] | None = None,
+    document: Callable[[], Any],
     *,
     json: Callable[[], str] | None = None,
     csv: Callable[[], str] | None = None,
     markdown: Callable[[], str] | None = None,
     html: Callable[[], str] | None = None,
-    table: Callable[[], Any] | None = None,
 ) -> None:
     """Write one result in the chosen format. ``document`` makes the command's ``Doc``, which
     the generic writers turn into every format; a command passes its own writer for a format
-    only where it keeps an established one (``probe.report/1`` JSON, the HTML pages, ...).
-    ``table`` (a rich renderable, not fitted to the terminal) serves a command not yet moved to
-    a ``Doc``; such a command offers only the formats it writes itself."""
+    only where it keeps an established one (``probe.report/1`` JSON, the HTML pages, ...)."""
     if fmt is Format.table:
-        if document is None and table is not None:
-            renderable = table()
-            if output is None:
-                from rich.console import Console
-
-                Console(highlight=False, width=terminal_width()).print(renderable)
-                return
-            _emit(_render_text(renderable), output)
-            return
-        assert document is not None, "render() needs a document"
         show(document(), output)
         return
     from probe.render import writers
@@ -136,23 +116,7 @@ def render(
         Format.markdown: writers.markdown,
         Format.html: writers.html_page,
     }[fmt]
-    if own is not None:
-        _emit(own(), output)
-    elif document is not None:
-        _emit(generic(document()), output)
-    else:
-        raise SpecError(f"--format {fmt.value} is not available for this command")
-
-
-def _render_text(renderable: Any) -> str:
-    """A rich renderable as plain text at its natural width (``render(table=...)`` with -o)."""
-    import io
-
-    from rich.console import Console
-
-    console = Console(record=True, width=10_000, file=io.StringIO(), color_system=None)
-    console.print(renderable)
-    return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
+    _emit(own() if own is not None else generic(document()), output)
 
 
 def check_outputs(output: Path | None = None, plot: Path | None = None, junit: Path | None = None) -> None:

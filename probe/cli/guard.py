@@ -67,15 +67,15 @@ def guard(fn: Callable[[], int]) -> None:
     torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
     import signal
 
-    from probe.measurement.distributed import launched_rank, output_rank
+    from probe.api import rank, writes_output
 
     session = current()
-    session.writer = output_rank()
+    session.writer = writes_output()
     try:
         previous = signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
-    where = "" if session.writer else f" (rank {launched_rank()})"
+    where = "" if session.writer else f" (rank {rank()})"
     try:
         if session.writer:
             code = _guarded(fn, session, where)

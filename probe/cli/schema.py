@@ -2,7 +2,10 @@
 
 # No `from __future__ import annotations`: typer reads the annotations at import (see common.py).
 
-from probe.cli.common import EXIT_OK, PANEL_REFERENCE, Command, OutputOpt, _emit, app, guard
+from probe.cli.common import EXIT_OK, PANEL_REFERENCE, Command, app
+from probe.cli.formats import _emit
+from probe.cli.guard import guard
+from probe.cli.options import OutputOpt
 
 
 @app.command("schema", cls=Command, rich_help_panel=PANEL_REFERENCE)
@@ -17,7 +20,7 @@ def schema_cmd(output: OutputOpt = None) -> None:
     def body() -> int:
         import json
 
-        from probe.spec.jsonschema import spec_schema
+        from probe.api import spec_schema
 
         _emit(json.dumps(spec_schema(), indent=2) + "\n", output)
         return EXIT_OK

@@ -116,6 +116,24 @@ def theory_doc(report: Stats, verdict: Verdict, prediction: Prediction, comparis
     )
 
 
+def theory_json(report: Stats, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
+    """``probe run --theory -f json``: the ``probe.report/1`` document with each row's prediction."""
+    from probe.judge.theory import annotate
+    from probe.render.report import dumps
+
+    return dumps(annotate(report_dict(report, verdict), prediction, comparisons))
+
+
+def theory_csv(report: Stats, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
+    """``probe run --theory -f csv``: one line per row, measurement and prediction."""
+    from probe.judge.theory import annotate
+    from probe.render.report import csv_text
+
+    rows = annotate(report_dict(report, verdict), prediction, comparisons)["layers"]
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # a row may lack init_rule (no weight)
+    return csv_text(rows, columns)
+
+
 def theory_markdown(report: Stats, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
     from probe.render.report import md_table, run_markdown, verdict_text
 
