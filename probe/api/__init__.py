@@ -23,7 +23,7 @@ inspect, advise, depth, schema), ``specs.py`` (a spec from a file and command-li
 from probe.api.objects import OPTIONS, as_found, measure
 from probe.api.pipeline import check_mode, judge, probe_spec, return_large_allocations_to_the_os
 from probe.api.probing import RunOptions, built_once, check, compare, entry_specs, guard_memory, memory_check, run
-from probe.api.process import rank, set_threads, world_size, writes_output
+from probe.api.process import rank, threads_fixed, world_size, writes_output
 from probe.api.report import Image, Report, problem_line
 from probe.api.specs import base_spec, model_overrides, overrides_from, read_spec, refuse_gate_changes, spec_for
 from probe.api.studies import (
@@ -75,13 +75,13 @@ __all__ = [
     "refuse_gate_changes",
     "return_large_allocations_to_the_os",
     "run",
-    "set_threads",
     "spec_for",
     "spec_schema",
     "summary",
     "sweep",
     "sweep_grid",
     "sweep_passes",
+    "threads_fixed",
     "train",
     "train_base",
     "train_network",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 
 def world_size() -> int:
     """How many processes torchrun launched (1 outside torchrun)."""
@@ -24,8 +26,8 @@ def writes_output() -> bool:
     return output_rank()
 
 
-def set_threads(n: int | None) -> None:
-    """Fix the intra-op thread count of every later run (``probe --threads``); ``None``: the policy."""
-    from probe.measurement.threads import set_threads as fix
+def threads_fixed(n: int | None) -> AbstractContextManager[None]:
+    """Inside the block every run uses ``n`` intra-op threads (``probe --threads``); None: the policy."""
+    from probe.measurement.threads import threads_fixed as fixed
 
-    fix(n)
+    return fixed(n)

@@ -159,15 +159,13 @@ def main(
     """Probe the forward signal and backward gradient of a network at initialization."""
     # a fresh session for this invocation; only the process's own fact (entry's) carries over
     allowed = tuple(a.strip() for a in allow_import or () if a.strip())
-    begin(Session(debug=debug or Session().debug, own_process=current().own_process, allow_import=allowed))
-    if threads is not None:
-        from probe.api import set_threads
-
-        cores = os.cpu_count() or 1
-        if threads > cores:  # more threads than cores only contend; OpenMP fails to start tens of thousands
-            raise typer.BadParameter(f"at most {cores} (this machine's cores), got {threads}", param_hint="'--threads'")
-
-        set_threads(threads)
+    cores = os.cpu_count() or 1
+    if (
+        threads is not None and threads > cores
+    ):  # more threads than cores only contend; OpenMP fails to start tens of thousands
+        raise typer.BadParameter(f"at most {cores} (this machine's cores), got {threads}", param_hint="'--threads'")
+    debug = debug or Session().debug
+    begin(Session(debug=debug, own_process=current().own_process, allow_import=allowed, threads=threads))
 
 
 def say(line: str) -> None:

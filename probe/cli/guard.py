@@ -67,7 +67,7 @@ def guard(fn: Callable[[], int]) -> None:
     torchrun, rank 0 alone prints and writes files; every rank reports its own errors."""
     import signal
 
-    from probe.api import rank, writes_output
+    from probe.api import rank, threads_fixed, writes_output
 
     session = current()
     session.writer = writes_output()
@@ -77,11 +77,12 @@ def guard(fn: Callable[[], int]) -> None:
         previous = None
     where = "" if session.writer else f" (rank {rank()})"
     try:
-        if session.writer:
-            code = _guarded(fn, session, where)
-        else:
-            with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+        with threads_fixed(session.threads):
+            if session.writer:
                 code = _guarded(fn, session, where)
+            else:
+                with open(os.devnull, "w") as devnull, redirect_stdout(devnull):
+                    code = _guarded(fn, session, where)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

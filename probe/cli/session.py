@@ -23,6 +23,7 @@ class Session:
     own_process: bool = False  # the console script's process: it may freeze the GC and end at once on Ctrl-C
     writer: bool = True  # prints and writes files: a single process, or rank 0 under torchrun
     allow_import: tuple[str, ...] = ()  # --allow-import: installed modules model.import may name
+    threads: int | None = None  # --threads: every run's intra-op threads (None: probe's policy)
 
 
 _CURRENT: ContextVar[Session | None] = ContextVar("probe_cli_session", default=None)

@@ -70,10 +70,10 @@ def runs_user_code(spec: Spec) -> bool:
 
 def job_for(spec: Spec, label: str, max_memory: float | None = None, **options: Any) -> Job:
     """A ``Job`` for ``spec`` with the thread and debug settings of this invocation."""
-    from probe.measurement.threads import _EXPLICIT_THREADS
+    from probe.measurement.threads import explicit_threads
 
     debug = bool(os.environ.get("PROBE_DEBUG")) or bool(options.pop("debug", False))
-    threads = _EXPLICIT_THREADS[0]
+    threads = explicit_threads()
     guard = runs_user_code(spec)
     return Job(spec, label, guard_memory=guard, max_memory=max_memory, debug=debug, explicit_threads=threads, **options)
 

@@ -56,11 +56,11 @@ def parallel_map(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from probe.measurement.threads import _EXPLICIT_THREADS
+    from probe.measurement.threads import explicit_threads
 
     workers = min(jobs, len(items))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    explicit = _EXPLICIT_THREADS[0]
+    explicit = explicit_threads()
     ctx = multiprocessing.get_context("spawn")
     with (
         ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(threads, explicit)) as pool,

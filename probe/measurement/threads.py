@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from probe.spec import Spec
@@ -55,13 +56,29 @@ def work_macs(spec: Spec) -> int | None:
     return b * m.seq_len * gates * m.depth * (max(m.input_dim, w) + w) * w
 
 
-# --threads N (set once by the CLI): every run uses exactly N intra-op threads
-_EXPLICIT_THREADS: list[int | None] = [None]
+# probe --threads N: every run of the invocation (its context) uses exactly N intra-op threads
+_EXPLICIT: ContextVar[int | None] = ContextVar("probe_explicit_threads", default=None)
+
+
+def explicit_threads() -> int | None:
+    """The thread count ``--threads`` fixed for the runs of this context (None: the policy)."""
+    return _EXPLICIT.get()
 
 
 def set_threads(n: int | None) -> None:
-    """Fix the intra-op thread count of every later run (``--threads``); ``None``: the policy."""
-    _EXPLICIT_THREADS[0] = n
+    """Fix the intra-op thread count of every later run in this context (a worker or child
+    process of probe's own, given its parent's ``--threads``); ``None``: the policy."""
+    _EXPLICIT.set(n)
+
+
+@contextmanager
+def threads_fixed(n: int | None) -> Iterator[None]:
+    """The runs inside the block use ``n`` intra-op threads (None: the policy); restored after."""
+    token = _EXPLICIT.set(n)
+    try:
+        yield
+    finally:
+        _EXPLICIT.reset(token)
 
 
 def threads_for(spec: Spec, model: Any = None) -> int | None:
@@ -72,8 +89,8 @@ def threads_for(spec: Spec, model: Any = None) -> int | None:
     model's work is counted as batch size x parameters when ``model`` is given."""
     import os
 
-    if _EXPLICIT_THREADS[0] is not None:
-        return _EXPLICIT_THREADS[0]
+    if _EXPLICIT.get() is not None:
+        return _EXPLICIT.get()
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     macs = work_macs(spec)
