@@ -163,7 +163,16 @@ CASES = {
     "sweep": ["sweep", "he", "tiny", "large:tanh", "--depth", "2,12", "--set", "model.width=16", *SMALL],
     "train": ["train", "he", "zeros", "--steps", "5", "--samples", "100"],
     "inspect": ["inspect", str(CONFIGS / "cnn_he.yaml"), "--set", "model.depth=3", *SMALL],
-}
+    "run --hf": [
+        "run", "--hf", "gpt2", *(f"--model-arg={k}={v}" for k, v in (("n_layer", 2), ("n_embd", 32), ("n_head", 4))),
+        "--model-arg=vocab_size=50", "--set", "data.batch_size=3", "--set", "model.seq_len=6",
+    ],
+    "check": ["check", str(CONFIGS / "lab1_tiny_relu.yaml"), str(CONFIGS / "lab1_he_relu.yaml"), *SMALL],
+    "fix": ["fix", str(CONFIGS / "lab1_tiny_relu.yaml"), "--set", "model.depth=6", *SMALL],
+    "depth": ["depth", str(CONFIGS / "lab1_xavier_tanh.yaml"), "--strategy", "he", "--max-depth", "60"],
+    "advise": ["advise", str(CONFIGS / "lab1_tiny_relu.yaml"), *SMALL],
+    "rules": ["rules"],
+}  # fmt: skip
 
 
 def _invoke(argv: list[str], columns: int | None) -> Any:
@@ -181,11 +190,14 @@ def _expected_words(case: str, argv: list[str]) -> list[str]:
         layers = report["layers"]
         if len(layers) > 40:
             pytest.skip("summarized table")
-        words = [x["name"] for x in layers]
+        prefix = "transformer." if "--hf" in argv else ""  # shared by every row: said once, in the legend
+        words = [x["name"].removeprefix(prefix) for x in layers]
         for key in ("mean", "std", "grad_std", "weight_grad_norm"):
             words += [fmt(x[key]) for x in layers if x[key] is not None]
         return words + [p["rule"] for p in report["verdict"]["problems"]]
     rows = list(csv.DictReader(io.StringIO(_invoke([*argv, "-f", "csv"], None).stdout)))
+    if case == "check":  # one line per problem, then the count
+        return ["healthy", "unhealthy"]
     if case == "compare":
         keys = ("first_std", "last_std", "std_ratio", "grad_ratio")
         return [r["run"] for r in rows] + [fmt(float(r[k])) for r in rows for k in keys] + _rules(rows, "problems")
@@ -198,8 +210,12 @@ def _expected_words(case: str, argv: list[str]) -> list[str]:
     if case == "train":
         keys = ("start_loss", "end_loss", "val_accuracy")
         return [r["run"] for r in rows] + [f"{float(r[k]):.3f}" for r in rows for k in keys] + _rules(rows, "flags")
-    keys = ("mean", "std", "expected_std")  # inspect
-    return [r["name"] for r in rows] + [fmt(float(r[k])) for r in rows for k in keys]
+    if case == "inspect":
+        keys = ("mean", "std", "expected_std")
+        return [r["name"] for r in rows] + [fmt(float(r[k])) for r in rows for k in keys]
+    if case == "advise":  # lines of prose: their words
+        return [w for r in rows for w in r["text"].split() if w.isalpha()]
+    return [next(iter(r.values())) for r in rows]  # fix's layers, depth's strategies, the rules
 
 
 def _rules(rows: list[dict[str, str]], key: str) -> list[str]:
