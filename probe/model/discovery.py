@@ -1,7 +1,7 @@
 """Discovery: the one forward pass (traced, ``probe.model.discovery_pass``) that finds a model's
 rows to watch, what each row is (``probe.model.roles``) and which module calls are blocks
-(``probe.model.trace``); token models take two short passes where they agree
-(``probe.model.short_passes``). What cannot be watched becomes a note.
+(``probe.model.trace``, ``probe.model.structure``); token models take two short passes where
+they agree (``probe.model.short_passes``). What cannot be watched becomes a note.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
     """One forward pass to learn which candidate modules run and the shape of their outputs
     (token ids: two passes on short sequences where they show the same, see ``short_passes``)."""
-    from probe.model import roles, trace
+    from probe.model import roles, structure
 
     candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
     if _is_candidate(model) and (not candidates or any(True for _ in model.parameters(recurse=False))):
@@ -101,7 +101,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 # batch size 1 out of a batch of DISCOVERY_BATCH: one table row shared by every sample
                 broadcast=len(entry.shape) >= 2 and entry.shape[0] == 1,
                 samples_first=entry.samples_first,
-                residual=entry.block == trace.RESIDUAL,
+                residual=entry.block == structure.RESIDUAL,
                 # read by a normalization only once (a module called again may feed something
                 # else), or blind to its own weight's scale (a weight-standardized convolution)
                 normalized=(entry.calls == 1 and any(role_of.get(c) == "norm" for c in entry.consumers))
@@ -109,7 +109,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
                 norm_reader=_norm_reader(entry, role_of, set(block_quals)),
                 added_table=entry.weight_added,
                 branch_end=entry.branch_end,
-                stream_input=entry.stream_key if entry.block == trace.RESIDUAL else None,
+                stream_input=entry.stream_key if entry.block == structure.RESIDUAL else None,
                 output_index=entry.output_index,
                 output_of="" if entry.block else entry.output_of or "",
             )

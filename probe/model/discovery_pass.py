@@ -36,7 +36,7 @@ class Seen:
     int_input: bool = False
     consumers: list[str] = field(default_factory=list)  # modules whose first input was its output
     candidate: bool = True  # a module that gets a row whatever the structure (False: only as a block)
-    block: int = 0  # trace.RESIDUAL or trace.PROJECTION where it is a block
+    block: int = 0  # structure.RESIDUAL or structure.PROJECTION where it is a block
     stream_key: Any = None  # a residual block's input that its output continues (a position, a keyword)
     inside: bool = False  # it ran inside a block's call
     branch_end: bool = False  # a residual add added its output to the stream
@@ -66,8 +66,8 @@ def discovery_pass(
 ) -> dict[int, Seen]:
     """One forward pass (eval mode, no gradients, DISCOVERY_BATCH samples) with a hook on every
     module: what ran, in which order, how often, on what input and with what output shape, and,
-    from ``trace``, which modules are blocks, which ran inside one and which end a branch.
-    ``behaviour``: then ask each candidate called on one tensor whether it normalizes its input
+    from ``trace`` and ``structure``, which modules are blocks, which ran inside one and which end
+    a branch. ``behaviour``: then ask each candidate called on one tensor whether it normalizes its input
     and whether its output is blind to its weight's scale (``roles.acts_as_norm``,
     ``roles.hides_weight_scale``). ``retry``: a forward that fails under the trace runs again
     without it (the short passes' failures send discovery to the full length instead)."""
@@ -170,20 +170,20 @@ def _maker(made: dict[int, tuple[str, Any, int]], tensor: torch.Tensor | None, q
 
 
 def _structure(model: nn.Module, seen: dict[int, Seen], tracer: Any) -> None:
-    """Mark the blocks, what ran inside them and the branch ends (``trace.structure``). Where the
+    """Mark the blocks, what ran inside them and the branch ends (``structure.structure``). Where the
     trace saw nothing (code that does not run through torch functions: a scripted model), or found
     no block in a network that adds computed tensors (residual adds written inline in a loop over
     sub-modules, a stream mixed by matrices), the repeated children of containers that keep their
     input's shape are the blocks (``roles.blocks``), and what ran between a module reading the
     stream and the inline add of its result is inside too."""
-    from probe.model import roles, trace
+    from probe.model import roles, structure
 
-    found = trace.structure(tracer, model) if tracer.failed is None and tracer.ops > 0 else None
+    found = structure.structure(tracer, model) if tracer.failed is None and tracer.ops > 0 else None
     if found is not None and (found.blocks or not tracer.computed_adds):
         for key, entry in seen.items():
             call = found.blocks.get(key)
             if call is not None:
-                entry.block, entry.stream_key = call.kind or trace.RESIDUAL, call.stream_key
+                entry.block, entry.stream_key = call.kind or structure.RESIDUAL, call.stream_key
                 entry.output_index = call.out_index  # a dict or tuple: the stream's tensor
                 entry.shape = call.out_shape or entry.shape
             entry.inside = key in found.inside or key in found.inline
@@ -199,7 +199,7 @@ def _structure(model: nn.Module, seen: dict[int, Seen], tracer: Any) -> None:
     groups = {k: [q for q in v if q not in norms] for k, v in roles.block_candidates(model).items()}
     quals = roles.blocks({k: v for k, v in groups.items() if len(v) >= 2}, ran)
     for q in quals:
-        by_qual[q].block = trace.RESIDUAL if roles.keeps_shape(ran[q]) else trace.PROJECTION
+        by_qual[q].block = structure.RESIDUAL if roles.keeps_shape(ran[q]) else structure.PROJECTION
         by_qual[q].stream_key = 0
     for key, e in seen.items():  # and what ran in the branch of an add written inline
         e.inside = any(e.qual.startswith(q + ".") for q in quals) or (found is not None and key in found.inline)
