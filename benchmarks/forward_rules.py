@@ -34,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import probe
 from probe.judge import rules
+from probe.judge.readings import COLLAPSE_MIN_UNITS
 
 
 def mlp(depth: int, width: int, act: type[nn.Module], gain: float | None, bias_std: float = 0.0) -> nn.Module:
@@ -80,7 +81,7 @@ def teacher_task() -> tuple[torch.Tensor, torch.Tensor, float]:
 
 
 def collapse_value(report: probe.Report) -> float:
-    judged = [r for r in report.stats.layers if r.units >= rules.COLLAPSE_MIN_UNITS and r.correlation is not None]
+    judged = [r for r in report.stats.layers if r.units >= COLLAPSE_MIN_UNITS and r.correlation is not None]
     return max((r.correlation or 0.0 for r in judged), default=0.0)
 
 

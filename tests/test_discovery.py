@@ -1,4 +1,4 @@
-"""Discovery of token models on two short sequences (``discovery._short_passes``): the rows are
+"""Discovery of token models on two short sequences (``probe.model.short_passes``): the rows are
 those a pass on the full sequence finds, or the full pass runs. Each model here is discovered
 both ways and the rows compared; the lengths its forward saw tell which way was taken."""
 
@@ -13,12 +13,13 @@ from torch import nn
 from probe.errors import ForwardError
 from probe.model import discovery
 from probe.model.inputs import InputSpec
+from probe.model.short_passes import SHORT_LENGTHS
 
 torch.set_num_threads(1)
 
 T, H, VOCAB = 32, 8, 50
 TOKENS = InputSpec("tokens", (T,), vocab_size=VOCAB)
-SHORT = list(discovery.SHORT_LENGTHS)
+SHORT = list(SHORT_LENGTHS)
 
 
 def rows(model: nn.Module, inputs: InputSpec = TOKENS) -> tuple[list[tuple[Any, ...]], list[str], list[int]]:
@@ -50,7 +51,7 @@ def rows(model: nn.Module, inputs: InputSpec = TOKENS) -> tuple[list[tuple[Any, 
 
 def full_rows(model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> tuple[list[tuple[Any, ...]], list[str]]:
     with monkeypatch.context() as m:
-        m.setattr(discovery, "_short_passes", lambda *args: None)
+        m.setattr(discovery, "short_passes", lambda *args: None)
         found, notes, lengths = rows(model)
     assert lengths == [T]
     return found, notes
@@ -264,7 +265,7 @@ def test_transformers_models_are_discovered_on_two_short_sequences(kind: str, mo
     )
     short = discovery.discover(model, inputs, "normal")
     with monkeypatch.context() as m:
-        m.setattr(discovery, "_short_passes", lambda *args: None)
+        m.setattr(discovery, "short_passes", lambda *args: None)
         full = discovery.discover(model, inputs, "normal")
     assert calls == [*SHORT, T]
     fields = [

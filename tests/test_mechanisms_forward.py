@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 import probe
-from probe.judge import logits, rules
+from probe.judge import logits
 from probe.judge.gaussian import start_loss_ratio
+from probe.judge.readings import COLLAPSE_MIN_UNITS
 from probe.measurement.correlation import SAMPLES
 from tests.zoo.handwritten import stock_cnn  # Conv-ReLU x 3, two max pools, Flatten, Linear-ReLU-Linear
 
@@ -150,7 +151,7 @@ def test_a_global_pool_of_noise_images_is_not_collapse(channels: int) -> None:
     )
     report = _measure(model, torch.rand(64, 3, 16, 16))
     assert "collapse" not in _rules(report)
-    judged = [row for row in report.stats.layers if row.units >= rules.COLLAPSE_MIN_UNITS]
+    judged = [row for row in report.stats.layers if row.units >= COLLAPSE_MIN_UNITS]
     assert max((row.correlation or 0.0 for row in judged), default=0.0) < 0.125
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from probe.render import writers
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Line, doc, table
-from probe.render.report import fmt
+from probe.render.numbers import fmt
 from tests.conftest import CONFIGS
 
 WIDTHS = [80, 100, 120]

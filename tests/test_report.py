@@ -14,6 +14,7 @@ import pytest
 from probe.judge import rules
 from probe.measurement.run import run_probe
 from probe.render import report as rp
+from probe.render.numbers import fmt
 
 
 @pytest.fixture
@@ -113,4 +114,4 @@ def test_check_lines_end_with_a_count(small: rp.Run, broken: rp.Run) -> None:
     [(None, "-"), (0.0, "0"), (0.123456, "0.1235"), (1.5e-9, "1.5e-09"), (float("inf"), "inf"), (3, "3")],
 )
 def test_number_format(value: Any, text: str) -> None:
-    assert rp.fmt(value) == text
+    assert fmt(value) == text

@@ -182,6 +182,6 @@ def _console(width: int, color: bool, record: bool = False) -> Any:
 
 def problem_line(p: Problem) -> str:
     """``vanishing at layer7: value 0.0031, threshold 0.01: <message>``."""
-    from probe.render.report import fmt
+    from probe.render.numbers import fmt
 
     return f"{p.rule} at {p.layer}: value {fmt(p.value)}, threshold {fmt(p.threshold)}: {p.message}"

@@ -1,5 +1,6 @@
 """A health rule's parts: the checks it makes (one threshold each) and what they read. The rules
-are in ``rules.py``, and each rule's values where its mechanism is (``stalled.py``, ``headroom.py``)."""
+are in ``rules.py``; the values they read in ``readings.py``, or where their mechanism is (``stalled.py``,
+``headroom.py``)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from probe.judge.mechanisms import made_by
 from probe.records import LayerStats, Stats
 
 if TYPE_CHECKING:
-    from probe.judge.rules import Row
+    from probe.judge.checks import Row
 
 # steps within which the logits must be able to shrink to a constant guess's scale for a start
 # far from it to count as slower rather than stuck: the measured recoveries needed under 40, the

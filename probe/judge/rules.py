@@ -5,11 +5,12 @@ in its message, the worst layer. The verdict's ``flags`` give the per-cell color
 value breaking a rule is ``fail``; one within a margin of its threshold is ``warn`` (a factor of
 10 for scale thresholds, half the threshold for fractions).
 
-Each check reads the rows whose role it judges (probe/model/roles.py): vanishing, exploding and
-the gradient rules the signal path (``stream`` rows and the network output); symmetry and
-dead_units layers of units (not lookup tables); saturation and nonfinite every row; weight_scale
-one value for the network, from the weights that feed a normalization; collapse the signal path's
-rows of 64 units or more; logit_scale the network output, when a linear map made it.
+Each check reads the rows whose role it judges (probe/model/roles.py; the values it reads:
+``probe.judge.readings``): vanishing, exploding and the gradient rules the signal path (``stream``
+rows and the network output); symmetry and dead_units layers of units (not lookup tables);
+saturation and nonfinite every row; weight_scale one value for the network, from the weights that
+feed a normalization; collapse the signal path's rows of 64 units or more; logit_scale the
+network output, when a linear map made it.
 
 Severity (docs/verdicts.md has the training evidence): a broken threshold is an ``error`` when
 the worst value is past it by more than the rule's margin, else a ``warning``. Margins are a
@@ -28,17 +29,29 @@ inside a residual block's branch or gate (dead_units). Issue 18; docs/verdicts.m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import replace
 
-from probe.judge.checks import Check, Row, Rule, Values
-from probe.judge.gradients import grad_ratios
+from probe.judge.checks import Check, Row, Rule
 from probe.judge.headroom import HEADROOM
 from probe.judge.logits import SHRINK_BUDGET, quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
+from probe.judge.readings import (
+    attention_entropy,
+    field,
+    grads,
+    hidden,
+    input_free,
+    normalized_scale,
+    peaked,
+    read_std,
+    signal_rows,
+    std_ratio,
+    tied,
+    unit_rows,
+)
 from probe.judge.stalled import slow_start, step_progress
-from probe.records import LayerStats, Problem, Stats, Verdict
+from probe.records import Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
 
 SCALE_MARGIN = 10.0
@@ -51,11 +64,6 @@ SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
 NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled", "headroom")
-# collapse judges rows of at least this many units: in a narrower row a few directions are the
-# row's width, not what depth did. A random N x k map spreads the squared singular values over
-# (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
-# global average pool of 4 to 16 channels of noise images 0.14 to 1; 64 channels read under 0.12
-COLLAPSE_MIN_UNITS = 64
 DEAD_ERROR = DEAD_CUT / 0.25
 
 
@@ -114,138 +122,6 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
     return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
 
 
-# ---- the values each check reads ---------------------------------------------------------------
-
-
-Rows = Callable[[Stats], "tuple[LayerStats, ...]"]
-
-
-def _all(report: Stats) -> tuple[LayerStats, ...]:
-    """Every row but one returning another row's output (``output_of``), judged at that row."""
-    return tuple(x for x in report.layers if not x.output_of)
-
-
-def _units(report: Stats) -> tuple[LayerStats, ...]:
-    """Layers of units: not lookup or parameter tables (an embedding's rows are not units)."""
-    return tuple(x for x in _all(report) if x.role != "embedding")
-
-
-def _signal(report: Stats) -> tuple[LayerStats, ...]:
-    return report.signal()
-
-
-def _field(name: str, rows: Rows = _all) -> Values:
-    def values(report: Stats) -> list[tuple[Row, float | None]]:
-        return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in rows(report)]
-
-    return values
-
-
-def _tied(report: Stats) -> list[tuple[Row, float | None]]:
-    """Each layer's ``tied_spread`` (units with the same weights and the same weight gradients: no
-    step can tell them apart); reports without it (no backward, older collectors) read the forward
-    ``unit_spread`` (units computing the same value)."""
-    rows = _units(report)
-    if all(x.tied_spread is None for x in rows):
-        return [(x, x.unit_spread) for x in rows]
-    return [(x, x.tied_spread) for x in rows]
-
-
-def _attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
-    return [(a, a.entropy) for a in report.attention]
-
-
-def _peaked(report: Stats) -> list[tuple[Row, float | None]]:
-    """The network's least peaked attention module. One-hot attention passes no gradient to its
-    queries and keys (the softmax's Jacobian diag(p) - p p^T is 0 at a one-hot p): training stalls
-    when every module is so, and goes on, slower, while one still learns where to look."""
-    if not report.attention:
-        return []
-    best = max(report.attention, key=lambda a: a.entropy)
-    return [(best, best.entropy)]
-
-
-def _hidden(name: str) -> Values:
-    """A field of the hidden rows that carry the signal. Not judged, only shown: a head's output
-    (``logit_scale`` judges the network's); embedding tables (role ``embedding``), whose rows
-    depend on the ids alone (BERT's token-type embedding is the same vector for every token of one
-    segment); and rows narrower than ``COLLAPSE_MIN_UNITS``."""
-
-    def values(report: Stats) -> list[tuple[Row, float | None]]:
-        # in a residual network, the stream: a branch's tokens all alike (attention averaging them
-        # at init) are added to a stream that keeps them apart
-        residual = any(x.role == "branch" for x in report.layers)
-        return [
-            (x, getattr(x, name))
-            for x in _all(report)
-            if x.kind != "output"
-            and x.role not in ("embedding", "head")
-            and (x.role == "stream" or not residual)
-            and x.units >= COLLAPSE_MIN_UNITS
-        ]
-
-    return values
-
-
-def _input_free(report: Stats) -> list[tuple[Row, float | None]]:
-    """1 at the first row when every row measured gives every sample the same nonzero values: the
-    input reaches no row (zero weight matrices behind nonzero biases), so the first steps' weight
-    gradients are input-independent rank-one updates; else nothing."""
-    # rows exactly 0 are the scale rules' (vanishing); every other row measured must be input-free
-    measured = [x for x in report.layers if (x.samples_identical or x.correlation is not None) and (x.std or x.mean)]
-    if measured and all(x.samples_identical for x in measured):
-        return [(measured[0], 1.0)]
-    return []
-
-
-def _read_std(report: Stats) -> list[tuple[Row, float | None]]:
-    """Each signal row's std as the network reads it: a row that only normalizations read
-    (``norm_reader``: a pre-norm stream) at its norm's output, which divides its scale out but for
-    the norm's eps; any other row at its own std."""
-    by_name = {x.name: x for x in report.layers}
-    out: list[tuple[Row, float | None]] = []
-    for x in report.signal():
-        reader = by_name.get(x.norm_reader) if x.norm_reader else None
-        out.append((x, reader.std if reader is not None else x.std))
-    return out
-
-
-def _std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
-    """The last signal row's std over the first's, each as the network reads it (``_read_std``)."""
-    signal = _read_std(report)
-    (_, first), (last, last_std) = signal[0], signal[-1]
-    if first is None or last_std is None or first == 0 or math.isnan(first) or math.isnan(last_std):
-        return []
-    return [(last, last_std / first)]
-
-
-def _grads(least: bool) -> Values:
-    """Each signal row's gradient against the outputs' (``gradients.grad_ratios``)."""
-
-    def values(report: Stats) -> list[tuple[Row, float | None]]:
-        return [(x, v) for x, v in grad_ratios(report, least)]
-
-    return values
-
-
-def _normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
-    """The weighted median, over the network's weight elements, of each weight's scale
-    (``weight_scale``: rms / sqrt(2 / fan_in)) where its layer feeds a normalization, and 0 where
-    it does not: above ``k`` exactly when most of the weights are normalized and over k times He's
-    scale. One value for the network, reported at the layer that holds the median. Embedding
-    tables are not counted (their scale is the vectors' size, not a fan-in's)."""
-    rows = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
-    if not rows:
-        return []
-    ranked = sorted(rows, key=lambda x: (x.weight_scale or 0.0) if x.normalized else 0.0)
-    half, seen = sum(x.weight_size or 0 for x in rows) / 2, 0
-    for x in ranked:
-        seen += x.weight_size or 0
-        if seen >= half:
-            return [(x, (x.weight_scale or 0.0) if x.normalized else 0.0)]
-    return []  # unreachable: the sizes sum to 2 * half
-
-
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 
 RULES: dict[str, Rule] = {
@@ -255,22 +131,22 @@ RULES: dict[str, Rule] = {
             "vanishing",
             "the forward signal fades with depth",
             (
-                Check("min_std", "activation std", _read_std, below=True, cell="std"),
-                Check("min_std_ratio", "last/first activation std", _std_ratio, below=True),
+                Check("min_std", "activation std", read_std, below=True, cell="std"),
+                Check("min_std_ratio", "last/first activation std", std_ratio, below=True),
             ),
         ),
         Rule(
             "exploding",
             "the forward signal grows with depth",
             (
-                Check("max_std", "activation std", _field("std", _signal), below=False, cell="std"),
-                Check("max_std_ratio", "last/first activation std", _std_ratio, below=False),
+                Check("max_std", "activation std", field("std", signal_rows), below=False, cell="std"),
+                Check("max_std_ratio", "last/first activation std", std_ratio, below=False),
                 # a branch that overwrites its stream at init is unusual, not a failure by itself: a
                 # pre- or post-norm block over a N(0, 0.02) embedding adds 30-3000 times its input
                 # and trains (GLM-4, XLNet, RWKV, OpenAI GPT); what makes N(0, 1) blocks fail is
                 # judged where it happens (the stream's std, saturated attention, the logits' scale)
                 Check(
-                    "max_branch_ratio", "branch / block input", _field("branch_ratio"), below=False, warning_only=True
+                    "max_branch_ratio", "branch / block input", field("branch_ratio"), below=False, warning_only=True
                 ),
             ),
         ),
@@ -279,37 +155,37 @@ RULES: dict[str, Rule] = {
             "activations sit on a flat tail",
             (
                 Check(
-                    "max_saturation", "saturated fraction", _field("saturation_ratio"), False, "saturation_ratio", True
+                    "max_saturation", "saturated fraction", field("saturation_ratio"), False, "saturation_ratio", True
                 ),
             ),
         ),
         Rule(
             "dead_units",
             "units output 0 and receive no gradient for every sample",
-            (Check("max_dead_units", "dead unit fraction", _field("dead_units", _units), False, "dead_units", True),),
+            (Check("max_dead_units", "dead unit fraction", field("dead_units", unit_rows), False, "dead_units", True),),
         ),
         Rule(
             "symmetry",
             "units with the same weights and gradients (no step can tell them apart)",
-            (Check("min_unit_spread", "spread across units", _tied, True, "unit_spread"),),
+            (Check("min_unit_spread", "spread across units", tied, True, "unit_spread"),),
         ),
         Rule(
             "nonfinite",
             "nan or inf values (forward or backward)",
             (
-                Check("max_nonfinite", "non-finite values", _field("nonfinite"), False, "nonfinite"),
-                Check("max_nonfinite", "non-finite gradient values", _field("grad_nonfinite"), False, "grad_std"),
+                Check("max_nonfinite", "non-finite values", field("nonfinite"), False, "nonfinite"),
+                Check("max_nonfinite", "non-finite gradient values", field("grad_nonfinite"), False, "grad_std"),
             ),
         ),
         Rule(
             "gradient_vanishing",
             "gradients fade toward the input",
-            (Check("min_grad_ratio", _GRAD, _grads(least=True), below=True, cell="grad_std"),),
+            (Check("min_grad_ratio", _GRAD, grads(least=True), below=True, cell="grad_std"),),
         ),
         Rule(
             "gradient_exploding",
             "gradients grow toward the input",
-            (Check("max_grad_ratio", _GRAD, _grads(least=False), below=False, cell="grad_std"),),
+            (Check("max_grad_ratio", _GRAD, grads(least=False), below=False, cell="grad_std"),),
         ),
         Rule(
             "collapse",
@@ -318,20 +194,18 @@ RULES: dict[str, Rule] = {
                 Check(
                     "max_correlation",
                     "centered squared cosine between samples",
-                    _hidden("correlation"),
+                    hidden("correlation"),
                     False,
                     "correlation",
                 ),
                 Check(
                     "max_token_correlation",
                     "centered squared cosine between a sequence's tokens",
-                    _hidden("token_correlation"),
+                    hidden("token_correlation"),
                     False,
                     "token_correlation",
                 ),
-                Check(
-                    "max_correlation", "every row the same for every sample (input reaches none)", _input_free, False
-                ),
+                Check("max_correlation", "every row the same for every sample (input reaches none)", input_free, False),
             ),
         ),
         Rule(
@@ -339,11 +213,11 @@ RULES: dict[str, Rule] = {
             "attention is near one-hot at init",
             (
                 Check(
-                    "min_attention_entropy", "attention entropy / log(keys) of the least peaked module", _peaked, True
+                    "min_attention_entropy", "attention entropy / log(keys) of the least peaked module", peaked, True
                 ),
                 # one saturated module among others that learn: its routing stays near init, slower
                 Check(
-                    "min_attention_entropy", "attention entropy / log(keys)", _attention_entropy, True, "", False, True
+                    "min_attention_entropy", "attention entropy / log(keys)", attention_entropy, True, "", False, True
                 ),
             ),
         ),
@@ -354,7 +228,7 @@ RULES: dict[str, Rule] = {
                 Check(
                     "max_weight_scale",
                     "normalized weight scale / He's (median over the weights)",
-                    _normalized_scale,
+                    normalized_scale,
                     below=False,
                 ),
             ),

@@ -33,7 +33,7 @@ from probe.records import Stats, StepStats
 from probe.spec import GateSpec
 
 if TYPE_CHECKING:
-    from probe.judge.rules import Row
+    from probe.judge.checks import Row
 
 HORIZON = 200  # steps in which training must move the output by its own size (the zoo's runs: 150-200)
 MIN_STEP_PROGRESS = (1 / math.sqrt(2)) / HORIZON  # 0.0035355: gate.min_step_progress's default, rounded

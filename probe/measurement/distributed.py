@@ -322,8 +322,7 @@ def _build_sharded(
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     from probe.errors import first_line
-    from probe.model import blocks as bl
-    from probe.model import unit_blocks
+    from probe.model import replay, storage, unit_blocks
     from probe.spec import inits
 
     if state_dict is not None:
@@ -335,8 +334,8 @@ def _build_sharded(
         if not any(p.requires_grad for p in meta.model.parameters()):
             return None, None
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
-        staging = bl.Staging()  # one block's worth of CPU memory, reused (see Staging)
-        bl.sweep(meta, staging)
+        staging = storage.Staging()  # one block's worth of CPU memory, reused (see Staging)
+        replay.sweep(meta, staging)
     except Exception as exc:  # the same build, whole, raises a genuine error again
         return None, f"the meta-device build failed ({type(exc).__name__}: {first_line(exc)})"
     # the rows after the init program, as in build (an inputs function may draw): found on the meta
@@ -352,10 +351,10 @@ def _build_sharded(
     names = {id(p): name for name, p in model.named_parameters()}
     mesh = _mesh(share)
     for block in meta.blocks:
-        bl.materialize(meta, block.module, block.steps, staging=staging)
+        replay.materialize(meta, block.module, block.steps, staging=staging)
         block.module.to(device=device, dtype=dtype)
         fully_shard(block.module, mesh=mesh)  # copies out this rank's shards: the staging is free again
-    bl.materialize_resident(meta, staging)
+    replay.materialize_resident(meta, staging)
 
     def convert(t: torch.Tensor) -> torch.Tensor:  # as Module.to
         return t.to(device, dtype if t.is_floating_point() or t.is_complex() else None)

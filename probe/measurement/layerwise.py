@@ -34,7 +34,7 @@ from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, ma
 from probe.measurement.signal_path import weight_norms
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model import blocks as bl
-from probe.model import stack_blocks
+from probe.model import replay, stack_blocks, storage
 from probe.model.inputs import data_stream, next_batch
 from probe.model.network import Built, Watched
 from probe.records import Stats
@@ -93,8 +93,8 @@ def run_layerwise(spec: Spec, progress: BlockProgress | None = None, *, check: M
             check(memory.estimate_blockwise_memory(spec, meta))
         if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
             progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
-        bl.sweep(meta)
-        with bl.resident_materialized(meta):
+        replay.sweep(meta)
+        with replay.resident_materialized(meta):
             for module in meta.resident:
                 module.to(device=device, dtype=dtype)
             runner = _Runner(meta, device, dtype)
@@ -192,14 +192,14 @@ class _Runner:
         import torch
 
         if self.zeros:
-            bl.take(block.module, recurse=True, fill=0.0)
+            storage.take(block.module, recurse=True, fill=0.0)
         else:
             with intra_op_threads(self.build_threads if torch.get_num_threads() != self.build_threads else None):
-                bl.materialize(self.meta, block.module, block.steps)
+                replay.materialize(self.meta, block.module, block.steps)
         block.module.to(device=self.device, dtype=self.dtype)
 
     def release(self, block: bl.Block) -> None:
-        bl.release(block.module, dtypes=self.meta.built_dtypes)  # as built: run.dtype is a cast
+        storage.release(block.module, dtypes=self.meta.built_dtypes)  # as built: run.dtype is a cast
 
     def tick(self) -> None:
         self.done += 1

@@ -12,7 +12,7 @@ The init program is ``build``'s, in its order (``build._mlp``; ``arch.conv`` the
 init): each module's constructor (a Linear or Conv draws its default weight and bias; a norm sets
 ones and zeros), ``init.weight`` and ``init.bias`` on each Linear and Conv, muP's head rescale
 (``model.parametrization: mup``), the norms back to scale
-1 and shift 0, then each ``init.rules`` fill over every module it matches. ``blocks.sweep`` records
+1 and shift 0, then each ``init.rules`` fill over every module it matches. ``replay.sweep`` records
 the generator's state before each step and drops the steps a later one overwrites, as for any
 model. Where it applies: any init strategy except ``lsuv`` (data-dependent: it rescales layers on
 the probe's batches), any norm, pooling and ``init.rules``; not ``residual``, ``transformer``,

@@ -15,14 +15,12 @@ A call whose output is on its residual path is a *residual call*: its output is 
 something computed from it, whatever the module's class, however it is held (a container, an
 attribute, a call in a loop), whichever of its inputs is the stream (a class-attention block
 ``blk(x, x_cls)`` returns ``x_cls`` plus a branch) and whether the add ran in place
-(``out += x``). ``structure`` then picks, within each outermost residual call, the finest module
-class whose calls together hold every residual add of it (a stage of blocks: the blocks; a
-BERT layer, which holds a residual attention sub-module but also a second add of its own: the
-layer). The operand a residual add adds is a branch; the module that made it is a *branch end*.
-An add ``a + b`` where ``b`` was computed by a finished call whose input is ``a`` is a residual
-add written inline (``x = x + block(x)`` in a forward that is no block's): what ran from that
-call's start to the add is its branch. A call whose output depends on none of the model's own
-inputs (a position table) is *independent*.
+(``out += x``); ``probe.model.structure`` picks the blocks among them. The operand a residual
+add adds is a branch; the module that made it is a *branch end*. An add ``a + b`` where ``b``
+was computed by a finished call whose input is ``a`` is a residual add written inline
+(``x = x + block(x)`` in a forward that is no block's): what ran from that call's start to the
+add is its branch. A call whose output depends on none of the model's own inputs (a position
+table) is *independent*.
 
 What the record cannot see: adds written as another op (``torch.sum`` of a stack, ``x - (-f)``),
 a residual whose stream goes through an op with a second computed operand, and code that does
@@ -35,55 +33,22 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from probe.model.structure import IDENTITY, PROJECTION, RESIDUAL, Call, StreamPath
+
 if TYPE_CHECKING:
     from torch import nn
 
 _ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
-IDENTITY, RESIDUAL, PROJECTION = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class _Path:
-    """A tensor as seen from one running call: computed from input ``src`` along the stream."""
-
-    src: Any  # the input's key: a position or a keyword
-    state: int  # IDENTITY: no residual add yet; RESIDUAL: one added a branch; PROJECTION: a sum of two paths
-    adds: frozenset[int]  # the residual adds on the way (op numbers)
-    transformed: bool  # an op with weights or a value-changing op ran on the way (not just views and adds)
 
 
 @dataclass
 class _Info:
     ref: Any
     tags: frozenset[tuple[int, Any]] = frozenset()
-    paths: dict[int, _Path] = field(default_factory=dict)
+    paths: dict[int, StreamPath] = field(default_factory=dict)
     producer: nn.Module | None = None  # the outermost watched module whose output this is
     opaque: bool = False  # computed from a tensor the trace never saw made (a scripted module's output)
     sources: frozenset[int] = frozenset()  # the parameters and buffers a tensor made from them came from
-
-
-@dataclass
-class Call:
-    """One module call of the forward pass."""
-
-    index: int
-    module: nn.Module
-    parent: int | None
-    inputs: dict[Any, tuple[int, ...]] = field(default_factory=dict)  # float inputs: key -> shape
-    kind: int | None = None  # RESIDUAL or PROJECTION when its output is one
-    stream_key: Any = None  # the input its output continues (a residual call)
-    adds: frozenset[int] = frozenset()
-    branch_ends: list[nn.Module] = field(default_factory=list)
-    independent: bool = False  # its output was computed from nothing the model was fed (a position table)
-    out_index: int = 0  # which floating-point tensor of its output continues the stream (a dict, a tuple)
-    out_shape: tuple[int, ...] | None = None
-    # a norm-like call (one tensor in, parameters all vectors): the paths its input was on, which
-    # its output continues (a LayerNorm written as mean, variance and division in its own forward)
-    carry: dict[int, _Path] | None = None
-    carry_shape: tuple[int, ...] | None = None
-    refs: dict[Any, Any] = field(default_factory=dict)  # its inputs, by key (weak references)
-    start: int = 0  # op counts when it began and ended
-    end: int = 0
 
 
 def _tensors(tree: Any, out: list[Any] | None = None) -> list[Any]:
@@ -179,7 +144,7 @@ def _tracer_class() -> type:
                 call.inputs.setdefault(key, tuple(t.shape))
                 info = self._put(t)
                 info.tags = info.tags | {(call.index, key)}
-                info.paths = {**info.paths, call.index: _Path(key, IDENTITY, frozenset(), False)}
+                info.paths = {**info.paths, call.index: StreamPath(key, IDENTITY, frozenset(), False)}
 
         def leave(self, module: nn.Module, output: Any) -> None:
             if not self.stack:
@@ -195,7 +160,7 @@ def _tracer_class() -> type:
                 for c in self.stack:
                     p = call.carry.get(c)
                     if p is not None and c not in made.paths:
-                        made.paths[c] = _Path(p.src, p.state, p.adds, True)
+                        made.paths[c] = StreamPath(p.src, p.state, p.adds, True)
             call.independent = (
                 made is not None and not made.opaque and not any(tag[0] == self.root for tag in made.tags)
             )
@@ -264,7 +229,7 @@ def _tracer_class() -> type:
                     self.direct.update(own)
                     origin = own | (info.sources if info is not None else set())
                     (self.added if is_add else self.other).update(origin)
-            paths: list[dict[int, _Path]] = [{} for _ in outs]
+            paths: list[dict[int, StreamPath]] = [{} for _ in outs]
             ends: dict[int, nn.Module | None] = {}
             if is_add:
                 self._inline(ins, before, active)
@@ -288,7 +253,7 @@ def _tracer_class() -> type:
                     view = len(ins) == 1 and all(_same_storage(t, source) for t in outs)
                     for t, each in zip(outs, paths, strict=True):
                         if t.shape == source.shape or (len(ins) == 1 and t.numel() == source.numel()):
-                            each[c] = _Path(p.src, p.state, p.adds, p.transformed or not view)
+                            each[c] = StreamPath(p.src, p.state, p.adds, p.transformed or not view)
             producer = None
             if not is_add and len(ins) >= 1:
                 made = [info.producer for info in before if info is not None and info.producer is not None]
@@ -317,14 +282,14 @@ def _tracer_class() -> type:
             if starts:
                 self.inline.append((min(starts), self.ops))
 
-        def _add(self, c: int, ins: list[Any], before: list[_Info | None], on: list[tuple[int, _Path]]) -> Any:
+        def _add(self, c: int, ins: list[Any], before: list[_Info | None], on: list[tuple[int, StreamPath]]) -> Any:
             """The path of ``a + b`` for call ``c``, and the module that made the added branch."""
             op = self.ops
             if len(on) == 1:
                 k, p = on[0]
                 other = before[1 - k]
                 if other is not None and (c, p.src) in other.tags:
-                    return _Path(p.src, max(p.state, RESIDUAL), p.adds | {op}, p.transformed), other.producer
+                    return StreamPath(p.src, max(p.state, RESIDUAL), p.adds | {op}, p.transformed), other.producer
                 return p, None
             if len(on) == 2:
                 (ka, a), (kb, b) = on
@@ -332,16 +297,16 @@ def _tracer_class() -> type:
                     stream, k = (a, kb) if not a.transformed else (b, ka)
                     other = before[k]
                     end = other.producer if other is not None else None
-                    return _Path(stream.src, max(stream.state, RESIDUAL), stream.adds | {op}, False), end
+                    return StreamPath(stream.src, max(stream.state, RESIDUAL), stream.adds | {op}, False), end
                 if a.src == b.src and a.transformed and b.transformed:
-                    return _Path(a.src, PROJECTION, a.adds | b.adds, True), None
-                return _Path(a.src, max(a.state, b.state), a.adds | b.adds, a.transformed and b.transformed), None
+                    return StreamPath(a.src, PROJECTION, a.adds | b.adds, True), None
+                return StreamPath(a.src, max(a.state, b.state), a.adds | b.adds, a.transformed and b.transformed), None
             x, y = before
             if x is None or y is None:
                 return None, None
             common = {k for cc, k in x.tags if cc == c} & {k for cc, k in y.tags if cc == c}
             if common and ins[0].shape == ins[1].shape:
-                return _Path(sorted(common, key=str)[0], PROJECTION, frozenset({op}), True), None
+                return StreamPath(sorted(common, key=str)[0], PROJECTION, frozenset({op}), True), None
             return None, None
 
     return Tracer
@@ -387,84 +352,3 @@ def hooks(model: nn.Module, trace: Any) -> list[Any]:
         handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
     return handles
-
-
-@dataclass
-class Structure:
-    """What one traced forward pass showed: the block modules and how each is one, the modules
-    inside a block, and the branch ends."""
-
-    blocks: dict[int, Call]  # id(module) -> its first block call
-    inside: set[int]  # ids of modules that ran inside a block call
-    branch_ends: set[int]  # ids of modules whose output a residual add added to a stream
-    seen_ops: int
-    independent: set[int]  # ids of modules whose every output was computed from nothing the model was fed
-    inline: set[int]  # ids of modules that ran in the branch of a residual add written inline
-
-
-def structure(trace: Any, root: nn.Module) -> Structure:
-    """The blocks of a traced pass (see the module docstring for the choice among nested ones)."""
-    calls: list[Call] = trace.calls
-
-    def ancestors(call: Call) -> list[int]:
-        out = []
-        p = call.parent
-        while p is not None:
-            out.append(p)
-            p = calls[p].parent
-        return out
-
-    chain = {c.index: ancestors(c) for c in calls}
-    residual = [c for c in calls if c.kind == RESIDUAL and c.module is not root and c.adds]
-    res_ids = {c.index for c in residual}
-    chosen: list[Call] = []
-    for top in residual:
-        if any(a in res_ids for a in chain[top.index]):
-            continue  # inside another residual call: reached from that one
-        inner = [d for d in residual if top.index in chain[d.index] and d.adds <= top.adds]
-        by_class: dict[type, list[Call]] = {}
-        for d in inner:
-            by_class.setdefault(type(d.module), []).append(d)
-        best: list[Call] | None = None
-        for members in by_class.values():
-            covered = frozenset().union(*(d.adds for d in members))
-            if covered != top.adds or any(a.index in chain[b.index] for a in members for b in members):
-                continue
-            if best is None or len(members) > len(best):
-                best = members
-        chosen.extend(best if best is not None else [top])
-    block_calls = {c.index for c in chosen}
-    # a sum of two computations of one input (a downsampling block), where no residual call or
-    # other sum runs inside it and it is not inside a block
-    projections = [c for c in calls if c.kind == PROJECTION and c.module is not root]
-    proj_ids = {c.index for c in projections}
-    for c in projections:
-        if any(a in block_calls for a in chain[c.index]):
-            continue
-        if any(c.index in chain[d.index] for d in calls if d.index in res_ids | proj_ids):
-            continue
-        chosen.append(c)
-        block_calls.add(c.index)
-    # the other calls of a block's class (a downsampling repeat whose shortcut is not a sum)
-    from torch import nn
-
-    classes = {type(c.module) for c in chosen if not isinstance(c.module, (nn.Sequential, nn.ModuleList))}
-    for c in calls:
-        if type(c.module) not in classes or c.index in block_calls or c.module is root:
-            continue
-        if not any(b in chain[c.index] or c.index in chain[b] for b in block_calls):
-            chosen.append(c)
-            block_calls.add(c.index)
-    blocks: dict[int, Call] = {}
-    for c in sorted(chosen, key=lambda c: c.index):
-        blocks.setdefault(id(c.module), c)
-    inside = {id(c.module) for c in calls if any(a in block_calls for a in chain[c.index])}
-    ends = {id(m) for c in chosen for m in c.branch_ends}
-    dependent = {id(c.module) for c in calls if not c.independent}
-    independent = {id(c.module) for c in calls if c.independent and c.module is not root} - dependent
-    inline = {
-        id(c.module)
-        for c in calls
-        if c.module is not root and any(start <= c.start and c.end <= end for start, end in trace.inline)
-    }
-    return Structure(blocks, inside, ends, trace.ops, independent, inline)

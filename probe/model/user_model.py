@@ -3,7 +3,7 @@
 The factory is called with ``model.kwargs``; the model keeps its own initialization unless the
 spec's ``init`` says otherwise (``init.weight``/``init.bias`` written explicitly, or
 ``init.rules``). The layers to watch are found by one discovery pass (eval mode, no gradients,
-two samples; token ids: two passes on 5 and 7 tokens where they agree, see ``_short_passes``):
+two samples; token ids: two passes on 5 and 7 tokens where they agree, see ``probe.model.short_passes``):
 every module with parameters of its own, every activation module and every block that ran,
 named by qualified name, in the order they first ran. The same pass, traced
 (``probe.model.trace``), shows which module calls are blocks and what each row is

@@ -13,7 +13,7 @@ KINDS = (("activation", "act"), ("gradient", "grad"), ("weight", "W"))
 
 
 def clean(value: Any) -> Any:
-    """JSON-safe: a non-finite float becomes None (as ``report.clean``)."""
+    """JSON-safe: a non-finite float becomes None (as ``numbers.clean``)."""
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 

@@ -9,7 +9,7 @@ from probe.records import HeadroomRow, HeadroomStats, LayerStats, Range, Stats, 
 from probe.render.doc import NAME_BREAKS, Cell, Column, Line, Table, table
 from probe.render.headroom_data import KINDS as _KINDS
 from probe.render.headroom_data import headroom_format as _format
-from probe.render.report import clean, fmt, fmt_fraction
+from probe.render.numbers import clean, fmt, fmt_fraction
 
 
 def headroom_line(headroom: HeadroomStats) -> Line:

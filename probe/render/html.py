@@ -13,7 +13,9 @@ from typing import Any
 
 from probe.records import Run, Stats, Verdict
 from probe.render import plot as plot_mod
-from probe.render.report import compare_row, fmt, layer_row, verdict_text
+from probe.render.numbers import fmt
+from probe.render.report import verdict_text
+from probe.render.rows import compare_row, layer_row
 from probe.render.writers import html_page, page
 
 

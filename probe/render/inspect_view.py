@@ -7,7 +7,9 @@ from typing import Any
 from probe.experiments.inspect_params import Inspection
 from probe.render import spark
 from probe.render.doc import NAME_BREAKS, Cell, Column, Doc, Line, doc, table
-from probe.render.report import clean, csv_text, dumps, fmt, md_table
+from probe.render.numbers import clean, fmt
+from probe.render.report import csv_text, dumps
+from probe.render.writers import md_table
 
 INSPECT_FORMAT = "probe.inspect/1"
 
@@ -116,7 +118,7 @@ def inspect_doc(ins: Inspection, title: str) -> Doc:
 
 
 def inspect_json(ins: Inspection) -> str:
-    from probe.render.report import layer_row
+    from probe.render.rows import layer_row
 
     return dumps(
         {

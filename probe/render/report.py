@@ -1,7 +1,7 @@
-"""Stats/Verdict -> rows and text: JSON, CSV, Markdown, JUnit (the terminal view: run_view.py). Never prints.
+"""Stats/Verdict -> text: JSON, CSV, Markdown, JUnit (the terminal view: run_view.py). Never prints.
 
-Rows are computed by plain functions (``layer_row``, ``compare_row``) so that tests check numbers
-without parsing output; the renderers only lay those rows out.
+Rows are computed by plain functions (``probe.render.rows``: ``layer_row``, ``compare_row``) so
+that tests check numbers without parsing output; the renderers only lay those rows out.
 """
 
 from __future__ import annotations
@@ -13,90 +13,23 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from probe.records import AttentionStats, LayerStats, Problem, Run, Stats, StepStats, Verdict
+from probe.records import AttentionStats, LayerStats, Run, Stats, Verdict
 from probe.render.doc import printable
+from probe.render.numbers import clean, fmt, fmt_cosine, fmt_fraction
+from probe.render.rows import (
+    EXTRA_FIELDS,
+    LAYER_FIELDS,
+    attention_row,
+    compare_row,
+    layer_row,
+    problem_dict,
+    steps_dict,
+)
 from probe.render.writers import md_table
 from probe.spec import gate_changes, summary, to_dict
 
 FORMAT = "probe.report/1"
 FORMATS = ("table", "json", "csv", "markdown")
-
-LAYER_FIELDS = (
-    "name",
-    "index",
-    "kind",
-    "units",
-    "mean",
-    "std",
-    "zero_ratio",
-    "dead_units",
-    "saturation_ratio",
-    "nonfinite",
-    "unit_spread",
-    "grad_std",
-    "weight_grad_norm",
-    "weight_grad_std",
-    "grad_nonfinite",
-    "correlation",
-    "token_correlation",
-)
-
-# row fields present where they apply: the role (always), what the row is and the verdicts' measures
-EXTRA_FIELDS = (
-    "role",
-    "module_type",
-    "init_rule",
-    "grad_scale",
-    "weight_grad_ratio",
-    "branch_ratio",
-    "weight_scale",
-    "weight_size",
-    "weight_rms",
-    "normalized",
-)
-
-# ---- numbers ---------------------------------------------------------------------------------
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe value: non-finite floats become ``None`` (strict JSON has no nan/inf)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def fmt(value: float | int | None) -> str:
-    """4 significant digits; '-' for a value that does not apply."""
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value == 0:
-        return "0"
-    return f"{value:.4g}"
-
-
-def fmt_fraction(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-# ---- rows ------------------------------------------------------------------------------------
-
-
-def layer_row(layer: LayerStats) -> dict[str, Any]:
-    row = {f: clean(getattr(layer, f)) for f in LAYER_FIELDS}
-    # architectures and user models also say what each row is and what initialized it
-    row["role"] = layer.role
-    for extra in EXTRA_FIELDS[1:]:
-        value = getattr(layer, extra)
-        if value is not None and value is not False:  # ``normalized`` only where it is true
-            row[extra] = clean(value)
-    return row
-
 
 SUMMARY_ROWS = 40  # the table summarizes reports with more rows than this
 EXTREME_ROWS = 5  # ... showing the first and last rows, every flagged row and this many extremes
@@ -147,11 +80,6 @@ def summary_layers(report: Stats, verdict: Verdict, limit: int = SUMMARY_ROWS) -
     return [layers[i] for i in sorted(keep)]
 
 
-def problem_dict(p: Problem) -> dict[str, Any]:
-    row = {k: getattr(p, k) for k in ("rule", "severity", "layer", "value", "threshold", "message")}
-    return {**row, "value": clean(p.value)}
-
-
 def report_dict(report: Stats, verdict: Verdict) -> dict[str, Any]:
     """The machine-readable report (``probe.report/1``)."""
     return {
@@ -190,58 +118,11 @@ def _headroom_dict(report: Stats) -> dict[str, Any]:
     return headroom_dict(report.headroom, report.steps) if report.headroom is not None else {}
 
 
-def steps_dict(steps: StepStats) -> dict[str, Any]:
-    """The JSON ``steps`` object (docs/json.md)."""
-    return {
-        "steps": steps.steps,
-        "lr": steps.lr,
-        "optimizer": "AdamW",
-        "objective": "fixed random target of the output's scale",
-        "progress": clean(steps.progress),
-        "output_change": clean(steps.output_change),
-        "losses": [clean(v) for v in steps.losses],
-        "elapsed_s": round(steps.elapsed_s, 4),
-        "layers": [
-            {
-                "name": r.name,
-                "update_ratio": clean(r.update_ratio),
-                "output_change": clean(r.output_change),
-                "change_rms": clean(r.change_rms),
-            }
-            for r in steps.rows
-        ],
-    }
-
-
-def attention_row(a: AttentionStats) -> dict[str, Any]:
-    return {"name": a.name, "calls": a.calls, "logit_std": clean(a.logit_std), "entropy": clean(a.entropy)}
-
-
 _ATTENTION_COLUMNS = ("attention", "calls", "logit std", "entropy")
 
 
 def _attention_cells(a: AttentionStats) -> list[str]:
     return [a.name, str(a.calls), fmt(a.logit_std), fmt_fraction(a.entropy)]
-
-
-def compare_row(run: Run) -> dict[str, Any]:
-    """The side-by-side summary ``compare`` prints for one strategy."""
-    r = run.report
-    sat = [x.saturation_ratio for x in r.layers if x.saturation_ratio is not None]
-    return {
-        "run": run.label,
-        "strategy": run.strategy,
-        "activation": run.activation,
-        "first_std": clean(r.first.std),
-        "last_std": clean(r.last.std),
-        "std_ratio": clean(r.std_ratio()),
-        "last_zero_ratio": clean(r.last.zero_ratio),
-        "dead_units": clean(max(x.dead_units for x in r.layers)),
-        "saturation_ratio": clean(max(sat)) if sat else None,
-        "grad_ratio": clean(r.grad_ratio()),
-        "healthy": run.verdict.healthy,
-        "problems": sorted({p.rule for p in run.verdict.problems}),
-    }
 
 
 def verdict_text(verdict: Verdict) -> str:
@@ -330,11 +211,6 @@ def compare_csv(runs: Sequence[Run]) -> str:
 
 
 _RUN_COLUMNS = ("layer", "mean", "std", "zero", "dead", "sat", "nonfinite", "cos", "grad std", "W grad norm")
-
-
-def fmt_cosine(value: float | None) -> str:
-    """A cosine near 1 needs its third digit (0.98 is the collapse threshold)."""
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _layer_cells(x: LayerStats) -> list[str]:

@@ -1,5 +1,5 @@
 """The views of ``run``, ``compare`` and ``check`` as ``Doc``s (render/writers.py lays them out
-in every format): the rows of report.py with their styles, pictures and verdict lines. Never prints.
+in every format): the rows of rows.py and report.py with their styles, pictures and verdict lines. Never prints.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 from probe.records import Run, Stats, Verdict
 from probe.render import spark
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, Table, doc, table
+from probe.render.numbers import clean
 from probe.render.report import (
     EXTREME_ROWS,
     SUMMARY_ROWS,
@@ -17,11 +18,10 @@ from probe.render.report import (
     _compare_cells,
     _layer_cells,
     check_lines,
-    clean,
-    compare_row,
     summary_layers,
     verdict_text,
 )
+from probe.render.rows import compare_row
 from probe.spec import gate_changes, summary
 
 # ---- the terminal view (a Doc; render/writers.py lays it out) ---------------------------------

@@ -1,5 +1,5 @@
 """What the ``--steps`` optimizer steps measured (``Stats.steps``) as ``Doc`` parts for the run
-view (the JSON: ``report.steps_dict``): one summary line, and a table of the shown rows' weight
+view (the JSON: ``rows.steps_dict``): one summary line, and a table of the shown rows' weight
 update and output change."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from probe.records import LayerStats, StepStats
 from probe.render.doc import NAME_BREAKS, Cell, Column, Line, Table, table
-from probe.render.report import clean, fmt
+from probe.render.numbers import clean, fmt
 
 
 def steps_line(steps: StepStats) -> Line:

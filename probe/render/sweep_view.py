@@ -9,7 +9,9 @@ from probe.experiments.coord_check import MAX_CHANGE_SLOPE, CoordCheck, coord_ch
 from probe.experiments.sweep import SweepResult
 from probe.render import spark
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, doc, table
-from probe.render.report import clean, csv_text, dumps, fmt, md_table
+from probe.render.numbers import clean, fmt
+from probe.render.report import csv_text, dumps
+from probe.render.writers import md_table
 
 SWEEP_FORMAT = "probe.sweep/1"
 

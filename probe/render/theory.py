@@ -14,7 +14,8 @@ from probe.judge.depth import DepthReport
 from probe.judge.theory import DEPARTURE_Z, Comparison, Prediction
 from probe.records import Run, Stats, Verdict
 from probe.render.doc import NAME_BREAKS, Cell, Column, Doc, Line, doc, table
-from probe.render.report import FORMAT, clean, fmt, fmt_cosine, report_dict
+from probe.render.numbers import clean, fmt, fmt_cosine
+from probe.render.report import FORMAT, report_dict
 from probe.render.run_view import compare_doc, run_doc, verdict_lines
 from probe.spec import summary, to_dict
 
@@ -135,7 +136,8 @@ def theory_csv(report: Stats, verdict: Verdict, prediction: Prediction, comparis
 
 
 def theory_markdown(report: Stats, verdict: Verdict, prediction: Prediction, comparisons: Sequence[Comparison]) -> str:
-    from probe.render.report import md_table, run_markdown, verdict_text
+    from probe.render.report import run_markdown, verdict_text
+    from probe.render.writers import md_table
 
     if not prediction.available:  # probe run's own table, the reason above the verdict
         text = run_markdown(report, verdict)

@@ -9,7 +9,9 @@ from typing import Any
 from probe.experiments.train import TrainResult, TrainSettings
 from probe.render import spark
 from probe.render.doc import LIST_BREAKS, NAME_BREAKS, Cell, Column, Doc, Line, doc, table
-from probe.render.report import clean, csv_text, dumps, md_table
+from probe.render.numbers import clean
+from probe.render.report import csv_text, dumps
+from probe.render.writers import md_table
 from probe.spec import Spec
 
 TRAIN_FORMAT = "probe.train/1"

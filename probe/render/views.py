@@ -1,6 +1,6 @@
 """Views (``Doc``s) for ``advise`` and ``rules``, and the advice lines other views end with. Never prints.
 
-As in ``report.py``: each command's rows come from a plain function (tests check numbers there),
+As in ``rows.py`` and ``report.py``: each command's rows come from a plain function (tests check numbers there),
 and the table, JSON, CSV and Markdown layouts are built from those rows.
 """
 

@@ -1,0 +1,150 @@
+"""The values each health check reads from a report (``probe.judge.rules``): which rows a rule
+judges (every row, layers of units, the signal path, the hidden rows that carry the signal) and
+the per-row or whole-network values it compares with its threshold (the std as the network reads
+it, the last/first std ratio, the gradient ratios, the tied units' spread, attention entropy, the
+normalized weights' scale).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from probe.judge.checks import Row, Values
+from probe.judge.gradients import grad_ratios
+from probe.records import LayerStats, Stats
+
+# collapse judges rows of at least this many units: in a narrower row a few directions are the
+# row's width, not what depth did. A random N x k map spreads the squared singular values over
+# (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
+# global average pool of 4 to 16 channels of noise images 0.14 to 1; 64 channels read under 0.12
+COLLAPSE_MIN_UNITS = 64
+
+
+Rows = Callable[[Stats], "tuple[LayerStats, ...]"]
+
+
+def all_rows(report: Stats) -> tuple[LayerStats, ...]:
+    """Every row but one returning another row's output (``output_of``), judged at that row."""
+    return tuple(x for x in report.layers if not x.output_of)
+
+
+def unit_rows(report: Stats) -> tuple[LayerStats, ...]:
+    """Layers of units: not lookup or parameter tables (an embedding's rows are not units)."""
+    return tuple(x for x in all_rows(report) if x.role != "embedding")
+
+
+def signal_rows(report: Stats) -> tuple[LayerStats, ...]:
+    return report.signal()
+
+
+def field(name: str, rows: Rows = all_rows) -> Values:
+    def values(report: Stats) -> list[tuple[Row, float | None]]:
+        return [(x, None if getattr(x, name) is None else float(getattr(x, name))) for x in rows(report)]
+
+    return values
+
+
+def tied(report: Stats) -> list[tuple[Row, float | None]]:
+    """Each layer's ``tied_spread`` (units with the same weights and the same weight gradients: no
+    step can tell them apart); reports without it (no backward, older collectors) read the forward
+    ``unit_spread`` (units computing the same value)."""
+    rows = unit_rows(report)
+    if all(x.tied_spread is None for x in rows):
+        return [(x, x.unit_spread) for x in rows]
+    return [(x, x.tied_spread) for x in rows]
+
+
+def attention_entropy(report: Stats) -> list[tuple[Row, float | None]]:
+    return [(a, a.entropy) for a in report.attention]
+
+
+def peaked(report: Stats) -> list[tuple[Row, float | None]]:
+    """The network's least peaked attention module. One-hot attention passes no gradient to its
+    queries and keys (the softmax's Jacobian diag(p) - p p^T is 0 at a one-hot p): training stalls
+    when every module is so, and goes on, slower, while one still learns where to look."""
+    if not report.attention:
+        return []
+    best = max(report.attention, key=lambda a: a.entropy)
+    return [(best, best.entropy)]
+
+
+def hidden(name: str) -> Values:
+    """A field of the hidden rows that carry the signal. Not judged, only shown: a head's output
+    (``logit_scale`` judges the network's); embedding tables (role ``embedding``), whose rows
+    depend on the ids alone (BERT's token-type embedding is the same vector for every token of one
+    segment); and rows narrower than ``COLLAPSE_MIN_UNITS``."""
+
+    def values(report: Stats) -> list[tuple[Row, float | None]]:
+        # in a residual network, the stream: a branch's tokens all alike (attention averaging them
+        # at init) are added to a stream that keeps them apart
+        residual = any(x.role == "branch" for x in report.layers)
+        return [
+            (x, getattr(x, name))
+            for x in all_rows(report)
+            if x.kind != "output"
+            and x.role not in ("embedding", "head")
+            and (x.role == "stream" or not residual)
+            and x.units >= COLLAPSE_MIN_UNITS
+        ]
+
+    return values
+
+
+def input_free(report: Stats) -> list[tuple[Row, float | None]]:
+    """1 at the first row when every row measured gives every sample the same nonzero values: the
+    input reaches no row (zero weight matrices behind nonzero biases), so the first steps' weight
+    gradients are input-independent rank-one updates; else nothing."""
+    # rows exactly 0 are the scale rules' (vanishing); every other row measured must be input-free
+    measured = [x for x in report.layers if (x.samples_identical or x.correlation is not None) and (x.std or x.mean)]
+    if measured and all(x.samples_identical for x in measured):
+        return [(measured[0], 1.0)]
+    return []
+
+
+def read_std(report: Stats) -> list[tuple[Row, float | None]]:
+    """Each signal row's std as the network reads it: a row that only normalizations read
+    (``norm_reader``: a pre-norm stream) at its norm's output, which divides its scale out but for
+    the norm's eps; any other row at its own std."""
+    by_name = {x.name: x for x in report.layers}
+    out: list[tuple[Row, float | None]] = []
+    for x in report.signal():
+        reader = by_name.get(x.norm_reader) if x.norm_reader else None
+        out.append((x, reader.std if reader is not None else x.std))
+    return out
+
+
+def std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
+    """The last signal row's std over the first's, each as the network reads it (``read_std``)."""
+    signal = read_std(report)
+    (_, first), (last, last_std) = signal[0], signal[-1]
+    if first is None or last_std is None or first == 0 or math.isnan(first) or math.isnan(last_std):
+        return []
+    return [(last, last_std / first)]
+
+
+def grads(least: bool) -> Values:
+    """Each signal row's gradient against the outputs' (``gradients.grad_ratios``)."""
+
+    def values(report: Stats) -> list[tuple[Row, float | None]]:
+        return [(x, v) for x, v in grad_ratios(report, least)]
+
+    return values
+
+
+def normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
+    """The weighted median, over the network's weight elements, of each weight's scale
+    (``weight_scale``: rms / sqrt(2 / fan_in)) where its layer feeds a normalization, and 0 where
+    it does not: above ``k`` exactly when most of the weights are normalized and over k times He's
+    scale. One value for the network, reported at the layer that holds the median. Embedding
+    tables are not counted (their scale is the vectors' size, not a fan-in's)."""
+    rows = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
+    if not rows:
+        return []
+    ranked = sorted(rows, key=lambda x: (x.weight_scale or 0.0) if x.normalized else 0.0)
+    half, seen = sum(x.weight_size or 0 for x in rows) / 2, 0
+    for x in ranked:
+        seen += x.weight_size or 0
+        if seen >= half:
+            return [(x, (x.weight_scale or 0.0) if x.normalized else 0.0)]
+    return []  # unreachable: the sizes sum to 2 * half
