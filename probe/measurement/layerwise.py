@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError, SpecError
-from probe.measurement import memory
+from probe.measurement import estimate_layerwise
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend, resolve_device, run_errors
@@ -73,7 +73,7 @@ def check_layerwise(spec: Spec, *, weights: bool = False) -> None:
 
 def run_layerwise(spec: Spec, progress: BlockProgress | None = None, *, check: MemoryCheck | None = None) -> Stats:
     """Probe the spec's model one block at a time (see the module docstring). ``check``: given
-    the run's estimate (``probe.measurement.memory``) before any block is materialized, from the
+    the run's estimate (``probe.measurement.estimate_layerwise``) before any block is materialized, from the
     structure the run builds (a user factory is called once)."""
     import torch
 
@@ -87,10 +87,10 @@ def run_layerwise(spec: Spec, progress: BlockProgress | None = None, *, check: M
     with run_errors(spec, device), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.run.seed)  # as build_initialized: the sweep draws what the build would
         if check is not None and not spec.model.own_model:
-            check(memory.estimate_layerwise_memory(spec))
+            check(estimate_layerwise.estimate_layerwise_memory(spec))
         meta = bl.meta_model(spec) if spec.model.own_model else stack_blocks.meta_stack(spec)
         if check is not None and spec.model.own_model:
-            check(memory.estimate_blockwise_memory(spec, meta))
+            check(estimate_layerwise.estimate_blockwise_memory(spec, meta))
         if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
             progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
         bl.sweep(meta)
