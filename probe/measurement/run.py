@@ -77,7 +77,7 @@ def run_probe(
     """
     import torch
 
-    from probe.measurement import distributed
+    from probe.measurement import distributed, distributed_engine
     from probe.measurement import histograms as hist
 
     started = time.perf_counter()
@@ -109,7 +109,7 @@ def run_probe(
 
             check(estimate_any(spec))
         if share is not None:
-            model, built = distributed.prepare(spec, share, device, dtype, state_dict)
+            model, built = distributed_engine.prepare(spec, share, device, dtype, state_dict)
             built.notes.extend(distributed.notes(built, share))
         else:
             if check is not None:
@@ -203,7 +203,7 @@ def _probe(
     first batch, binned in this pass."""
     import torch
 
-    from probe.measurement import distributed
+    from probe.measurement import distributed, distributed_merge
     from probe.measurement import histograms as hist
 
     collector = _collector(spec, built, device)
@@ -261,7 +261,9 @@ def _probe(
                             _forward(model, batch, built)
                 if progress is not None:
                     progress(offset + (i + 1) * rows, units)
-        layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
+        layers = (
+            collector.finish() if share is None else collector.finish(lambda c: distributed_merge.merge_ranks(c, share))
+        )
         steps = _steps(model, built, spec, device, dtype, progress, rows, offset)
     finally:
         restore_modes(modes)
