@@ -12,7 +12,7 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.errors import BuildError, RunError, SpecError
-from probe.measurement import estimate, estimate_layerwise, estimate_meta, layerwise, memory
+from probe.measurement import estimate, estimate_layerwise, estimate_meta, layerwise, layerwise_runner, memory
 from probe.measurement.run import run_probe
 from tests.conftest import CONFIGS
 
@@ -155,7 +155,7 @@ def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
 
 def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    meta_stack, materialize = layerwise.stack_blocks.meta_stack, layerwise._Runner.materialize
+    meta_stack, materialize = layerwise.stack_blocks.meta_stack, layerwise_runner.Runner.materialize
 
     def capture(spec: spec_mod.Spec) -> Any:
         seen["meta"] = meta = meta_stack(spec)
@@ -168,7 +168,7 @@ def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> N
         live.append(sum(p.numel() for p in seen["meta"].model.parameters() if not p.is_meta))
 
     monkeypatch.setattr(layerwise.stack_blocks, "meta_stack", capture)
-    monkeypatch.setattr(layerwise._Runner, "materialize", counting)
+    monkeypatch.setattr(layerwise_runner.Runner, "materialize", counting)
     spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}}, backward=True)
     layerwise.run_layerwise(spec)
     model = seen["meta"].model
