@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
-from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.layerwise_block import SLOT, BlockFunction, Call
 from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend
@@ -141,9 +140,7 @@ class Runner:
             owner, name = weight
             b = block_of.get(id(owner), -1)  # measured in the backward pass of the block that holds it
             (self.rows.setdefault(b, []) if b >= 0 else resident_rows).append((i, owner, name))
-        collector = self.collector = Collector(watched, self.device)
-        if may_attend(spec):
-            collector.attention = AttentionRecorder(model, collector.acc_dtype)
+        collector = self.collector = Collector(watched, self.device, attention_of=model if may_attend(spec) else None)
         built = Built(model, watched, self.meta.inputs)  # what next_batch reads
         data_gen = data_stream(spec)
         dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)

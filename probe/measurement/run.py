@@ -8,7 +8,6 @@ from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
-from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized, build_units
@@ -206,11 +205,7 @@ def _probe(
     from probe.measurement import distributed, distributed_merge
     from probe.measurement import histograms as hist
 
-    collector = _collector(spec, built, device)
-    if share is not None:
-        collector.weight_grad_part = share.weight_grad_part
-    if may_attend(spec):
-        collector.attention = AttentionRecorder(model, collector.acc_dtype)
+    collector = _collector(spec, built, device, model, share)
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -270,16 +265,21 @@ def _probe(
     return layers, collector.attention_stats, steps, _headroom(collector)
 
 
-def _collector(spec: Spec, built: Built, device: torch.device) -> Collector:
-    """The collector; with ``run.precision``, one that also counts each tensor against the format."""
+def _collector(
+    spec: Spec, built: Built, device: torch.device, model: torch.nn.Module, share: Share | None
+) -> Collector:
+    """The collector (recording a model's attention where it may attend; under torchrun, this rank's
+    part of each weight gradient); with ``run.precision``, one that also counts against the format."""
     from probe.spec.precision import precision_format
 
+    attention_of = model if may_attend(spec) else None
+    weight_grad_part = share.weight_grad_part if share is not None else None
     fmt = precision_format(spec.run.precision)
     if fmt is None:
-        return Collector(built.watched, device)
+        return Collector(built.watched, device, attention_of=attention_of, weight_grad_part=weight_grad_part)
     from probe.measurement.precision import HeadroomCollector
 
-    return HeadroomCollector(built.watched, device, fmt)
+    return HeadroomCollector(built.watched, device, fmt, attention_of=attention_of, weight_grad_part=weight_grad_part)
 
 
 def _headroom(collector: Collector) -> HeadroomStats | None:
