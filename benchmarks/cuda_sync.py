@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from common import Result, built_model, mlp_spec
 
-from probe.measurement.collect import _PENDING_PER_LAYER, Collector
+from probe.measurement.collect import Collector
+from probe.measurement.merge import PENDING_PER_LAYER
 
 
 def results() -> list[Result]:
@@ -22,7 +23,7 @@ def results() -> list[Result]:
     torch.cuda.synchronize()
     syncs = 0
     torch.cuda.set_sync_debug_mode("error")
-    batches = 3 * _PENDING_PER_LAYER  # several device merges run inside the checked region too
+    batches = 3 * PENDING_PER_LAYER  # several device merges run inside the checked region too
     try:
         with collector.hooks():
             for _ in range(batches):

@@ -7,7 +7,7 @@ rank's peak resident memory while the model is built and over the whole run, for
 The driver starts torchrun once per mode. Each rank reads its resident memory (VmRSS) just before
 the run (torch, probe, DDP and FSDP2 loaded, a tiny model built on the meta device once; nothing
 of this model built); right after the model is built and wrapped
-(``distributed.prepare``) the bytes of the parameters it holds (FSDP2: its local shards) and its
+(``distributed_engine.prepare``) the bytes of the parameters it holds (FSDP2: its local shards) and its
 peak resident memory so far (VmHWM: the build); after the run its peak again (the build, then the
 forward and backward passes). ``--pin-mmap`` starts the ranks with ``MALLOC_MMAP_THRESHOLD_=131072``
 (glibc then returns every freed allocation of 128 KiB or more to the OS; see
@@ -40,17 +40,19 @@ def rank_main(out: str, width: int, depth: int, shard: str) -> None:
     import torch.nn.parallel  # noqa: F401
 
     from probe import spec as spec_mod
-    from probe.measurement import distributed
+    from probe.measurement import distributed_engine
     from probe.measurement.run import run_probe
     from probe.model import unit_blocks
 
     # code before the start figure, not the model: FSDP2 and DDP, and what a first meta-device
     # build loads (26 MiB, once, whatever the model)
-    unit_blocks.meta_units(spec_mod.parse({"model": {"depth": 1, "width": 2, "input_dim": 2}}), distributed.blocks)
+    unit_blocks.meta_units(
+        spec_mod.parse({"model": {"depth": 1, "width": 2, "input_dim": 2}}), distributed_engine.blocks
+    )
 
     held: list[int] = []
     built_kib: list[int] = []
-    prepare = distributed.prepare
+    prepare = distributed_engine.prepare
 
     def measuring(*args, **kwargs):  # type: ignore[no-untyped-def]
         wrapped, built = prepare(*args, **kwargs)
@@ -59,7 +61,7 @@ def rank_main(out: str, width: int, depth: int, shard: str) -> None:
         held.append(sum(t.numel() * t.element_size() for t in local))
         return wrapped, built
 
-    distributed.prepare = measuring  # type: ignore[assignment]
+    distributed_engine.prepare = measuring  # type: ignore[assignment]
     raw = {
         "model": {"width": width, "depth": depth, "input_dim": width},
         "data": {"batch_size": 64},

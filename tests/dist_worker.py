@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.models_
 import torch.distributed as dist
 
 from probe import spec as spec_mod
-from probe.measurement import distributed
+from probe.measurement import distributed_engine, distributed_merge
 from probe.measurement.run import run_probe
 
 # every collective a probe could call from Python (DDP's gradient all-reduce runs in C++ and is
@@ -119,7 +119,7 @@ def whole_parameters() -> Iterator[list[int]]:
 def main() -> None:
     out = Path(sys.argv[1])
     memory: list[dict[str, int]] = []
-    prepare = distributed.prepare
+    prepare = distributed_engine.prepare
 
     def measured(spec: Any, share: Any, *args: Any, **kwargs: Any) -> Any:
         with whole_parameters() as peak:
@@ -128,7 +128,7 @@ def main() -> None:
         def size(module: Any) -> int:  # a DTensor's numel is the whole parameter's
             return sum(p.numel() * p.element_size() for p in module.parameters())
 
-        blocks = [size(b) for b in distributed.blocks(model)]
+        blocks = [size(b) for b in distributed_engine.blocks(model)]
         whole = size(model)
         memory.append(
             {"peak_whole": peak[0], "params": whole, "largest_block": max(blocks, default=0),
@@ -136,15 +136,15 @@ def main() -> None:
         )  # fmt: skip
         return model, built
 
-    distributed.prepare = measured  # type: ignore[assignment]
+    distributed_engine.prepare = measured  # type: ignore[assignment]
     local_dead: list[list[float]] = []
-    merge = distributed.merge_ranks
+    merge = distributed_merge.merge_ranks
 
     def spy(c: Any, share: Any) -> None:  # each rank's dead units before the merge
         local_dead.append([float((layer.alive == 0).float().mean()) for layer in c.layers if layer.alive is not None])
         merge(c, share)
 
-    distributed.merge_ranks = spy  # type: ignore[assignment]
+    distributed_merge.merge_ranks = spy  # type: ignore[assignment]
     results: dict[str, Any] = {}
     for name, raw in SPECS.items():
         for shard in ("none", "fsdp"):

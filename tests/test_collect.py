@@ -220,7 +220,7 @@ def test_hooks_and_merges_never_copy_host_data_to_the_device(monkeypatch: pytest
     """Issue 6: on an accelerator, building a tensor from host data (``torch.tensor(list)``) is a
     host-to-device copy that synchronizes. On the meta device (no data at all, so any host read
     raises too) the hooks, the periodic merges and after_backward must run without one."""
-    from probe.measurement import collect
+    from probe.measurement import merge
 
     model, watched = _net("tanh")
     meta = torch.device("meta")
@@ -231,7 +231,7 @@ def test_hooks_and_merges_never_copy_host_data_to_the_device(monkeypatch: pytest
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("host data copied to the device during the run")
 
-    batches = 3 * collect._PENDING_PER_LAYER  # enough for several merges inside the run
+    batches = 3 * merge.PENDING_PER_LAYER  # enough for several merges inside the run
     with collector.hooks(), monkeypatch.context() as m:
         for name in ("tensor", "as_tensor", "from_numpy"):
             m.setattr(torch, name, forbidden)
@@ -243,7 +243,7 @@ def test_hooks_and_merges_never_copy_host_data_to_the_device(monkeypatch: pytest
             else:
                 with torch.no_grad():
                     model(x)
-        assert collector._keyed, "no merge ran inside the checked region"
+        assert collector.pending._keyed, "no merge ran inside the checked region"
 
 
 def test_gradient_std_keeps_its_precision_when_the_gradient_has_a_mean() -> None:

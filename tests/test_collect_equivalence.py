@@ -76,7 +76,7 @@ def _mean_cosine(batches: list[torch.Tensor]) -> float | None:
 class ReferenceCollector:
     """Same interface as probe.collect.Collector; keeps everything and reduces at the end."""
 
-    def __init__(self, watched: list[Watched], device: torch.device) -> None:
+    def __init__(self, watched: list[Watched], device: torch.device, **options: Any) -> None:
         self.watched = watched
         self.outputs: list[list[torch.Tensor]] = [[] for _ in watched]
         self.sources: list[list[torch.Tensor]] = [[] for _ in watched]
@@ -84,7 +84,7 @@ class ReferenceCollector:
         self.weight_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.bias_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.backward_done = False
-        self.attention = None  # the runner sets a recorder on models that may attend
+        self.attention = None  # not compared here (options: attention_of, weight_grad_part)
         self.attention_stats = ()
 
     @contextmanager
@@ -239,18 +239,19 @@ def test_nonfinite_values_are_counted_exactly(monkeypatch: pytest.MonkeyPatch) -
 
 def test_memory_stays_bounded_over_many_batches() -> None:
     """Pending per-call records are merged at least every few batches: O(layers), not O(batches)."""
-    from probe.measurement.collect import _PENDING_PER_LAYER, Collector
+    from probe.measurement.collect import Collector
+    from probe.measurement.merge import PENDING_PER_LAYER
     from probe.model.build import build
 
     spec = _spec(run={"backward": False})
     built = build(spec)
-    bound = _PENDING_PER_LAYER * len(built.watched)
+    bound = PENDING_PER_LAYER * len(built.watched)
     collector = Collector(built.watched, torch.device("cpu"))
     with collector.hooks(), torch.no_grad():
         for _ in range(200):
             built.model(torch.randn(8, 10))
-            assert len(collector._keys) < bound
-            assert len(collector._stats) < bound * 5
+            assert len(collector.pending.keys) < bound
+            assert len(collector.pending.stats) < bound * 5
     assert collector.finish()[0].count == 200 * 8 * 24
     # with backward: three records per layer and batch (values, their gradient, the weight's)
     collector = Collector(built.watched, torch.device("cpu"))
@@ -258,7 +259,7 @@ def test_memory_stays_bounded_over_many_batches() -> None:
         for _ in range(200):
             (built.model(torch.randn(8, 10)) ** 2).sum().backward()
             collector.after_backward()
-            assert len(collector._keys) < bound
+            assert len(collector.pending.keys) < bound
     stats = collector.finish()
     assert stats[0].count == 200 * 8 * 24
     assert stats[0].grad_std is not None and stats[0].weight_grad_norm is not None

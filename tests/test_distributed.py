@@ -234,7 +234,7 @@ def test_no_output_with_a_batch_dimension_is_a_run_error() -> None:
     ids=["mlp-linears", "residual-blocks", "transformer-layers"],
 )
 def test_fsdp_shards_the_repeated_blocks(make_spec: Callable[..., Any], model: dict[str, Any], blocks: int) -> None:
-    from probe.measurement.distributed import blocks as find_blocks
+    from probe.measurement.distributed_engine import blocks as find_blocks
     from probe.model.build import build
 
     built = build(make_spec(model={**model, "width": 8, "heads": 2, "seq_len": 4, "input_dim": 4}))

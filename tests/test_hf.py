@@ -14,7 +14,7 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.errors import BuildError, SpecError
-from probe.measurement import memory
+from probe.measurement import estimate_layerwise
 from probe.measurement.layerwise import run_layerwise
 from probe.measurement.run import run_probe
 from probe.model import blocks
@@ -316,8 +316,8 @@ def test_cli_layer_by_layer_user_model(cli: Any) -> None:
 
 def test_max_memory_uses_the_one_block_estimate(cli: Any) -> None:
     """The one-block estimate grows with the widest block, not with depth."""
-    shallow = memory.estimate_blockwise_memory(_hf("llama"))
-    deep = memory.estimate_blockwise_memory(_hf("llama", num_hidden_layers=40))
+    shallow = estimate_layerwise.estimate_blockwise_memory(_hf("llama"))
+    deep = estimate_layerwise.estimate_blockwise_memory(_hf("llama", num_hidden_layers=40))
     assert deep.weights == shallow.weights
     head_dim = 32 // 4
     block = 2 * 32 * 32 + 2 * 32 * (2 * head_dim) + 3 * 32 * 64 + 2 * 32  # q, o; k, v (2 KV heads); mlp; 2 norms
@@ -395,7 +395,8 @@ def test_the_hf_estimate_bounds_a_real_run(kind: str, seq_len: int) -> None:
     the bound ``estimate_shapes_memory`` uses for the models that run on the meta device)."""
     import torch
 
-    from probe.measurement.memory import _count_outputs, estimate_hf_memory
+    from probe.measurement.estimate_hf import estimate_hf_memory
+    from probe.measurement.estimate_meta import _count_outputs
     from probe.model.build import build
     from probe.model.inputs import draw
 

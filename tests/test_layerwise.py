@@ -12,7 +12,7 @@ import pytest
 
 from probe import spec as spec_mod
 from probe.errors import BuildError, RunError, SpecError
-from probe.measurement import layerwise, memory
+from probe.measurement import estimate, estimate_layerwise, estimate_meta, layerwise, layerwise_runner, memory
 from probe.measurement.run import run_probe
 from tests.conftest import CONFIGS
 
@@ -155,7 +155,7 @@ def test_init_rules_reach_exactly_the_blocks_they_match() -> None:
 
 def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
-    meta_stack, materialize = layerwise.stack_blocks.meta_stack, layerwise._Runner.materialize
+    meta_stack, materialize = layerwise.stack_blocks.meta_stack, layerwise_runner.Runner.materialize
 
     def capture(spec: spec_mod.Spec) -> Any:
         seen["meta"] = meta = meta_stack(spec)
@@ -168,7 +168,7 @@ def test_only_one_block_ever_holds_storage(monkeypatch: pytest.MonkeyPatch) -> N
         live.append(sum(p.numel() for p in seen["meta"].model.parameters() if not p.is_meta))
 
     monkeypatch.setattr(layerwise.stack_blocks, "meta_stack", capture)
-    monkeypatch.setattr(layerwise._Runner, "materialize", counting)
+    monkeypatch.setattr(layerwise_runner.Runner, "materialize", counting)
     spec = _spec({"model": {"norm": "layernorm", "output_dim": 10}}, backward=True)
     layerwise.run_layerwise(spec)
     model = seen["meta"].model
@@ -277,8 +277,8 @@ def test_the_estimate_is_one_block_whatever_the_depth(backward: bool) -> None:
         spec_mod.parse({**DEEP_WIDE, "model": {"depth": d, "width": 8192}, "run": {"backward": backward}})
         for d in (64, 128)
     )
-    normal = memory.estimate_memory(deep)
-    one, two = memory.estimate_layerwise_memory(deep), memory.estimate_layerwise_memory(deeper)
+    normal = estimate.estimate_memory(deep)
+    one, two = estimate_layerwise.estimate_layerwise_memory(deep), estimate_layerwise.estimate_layerwise_memory(deeper)
     block = (8192 * 8192 + 8192) * 4
     assert one.weights == two.weights == (2 if backward else 1) * block  # with backward, the block's gradients
     assert normal.weights == pytest.approx((2 if backward else 1) * 64 * block, rel=0.02)  # 63 square layers
@@ -298,8 +298,10 @@ def test_max_memory_refuses_normal_mode_and_accepts_layer_by_layer() -> None:
         memory.check_memory(spec, 0.4, layerwise=True)
     # a batch whose boundaries do not fit: the forward signal alone (no boundaries kept) is offered
     spec = spec_mod.parse({**DEEP_WIDE, "model": {"depth": 64, "width": 4096}, "data": {"batch_size": 65536}})
-    forward = memory.estimate_layerwise_memory(spec_mod.parse({**spec_mod.to_dict(spec), "run": {"backward": False}}))
-    assert memory.estimate_layerwise_memory(spec).total > 8 * 2**30 > forward.total
+    forward = estimate_layerwise.estimate_layerwise_memory(
+        spec_mod.parse({**spec_mod.to_dict(spec), "run": {"backward": False}})
+    )
+    assert estimate_layerwise.estimate_layerwise_memory(spec).total > 8 * 2**30 > forward.total
     with pytest.raises(RunError) as refused:
         memory.check_memory(spec, 8, offer_layerwise=True)
     assert str(refused.value).endswith(
@@ -315,7 +317,7 @@ def test_a_conv_stack_estimate_is_one_block_and_a_normal_runs_activations() -> N
     # per block, which a normal run's meta-device measure bounds (not the MLP arithmetic of width x batch)
     overrides = {"model.image_size": 64, "model.width": 128, "model.pool": "none", "data.batch_size": 32}
     spec = spec_mod.load(CONFIGS / "cnn_he.yaml", overrides=overrides)
-    one, whole = memory.estimate_layerwise_memory(spec), memory.estimate_shapes_memory(spec)
+    one, whole = estimate_layerwise.estimate_layerwise_memory(spec), estimate_meta.estimate_shapes_memory(spec)
     block = 128 * 128 * 9 + 128  # a 3x3 Conv2d, 128 channels in and out, with bias
     assert one.weights == 2 * block * 4  # float32, and its gradients
     assert one.activations == whole.activations > 12 * 32 * 128 * 64 * 64 * 4  # the 12 boundaries at least
@@ -331,7 +333,7 @@ def test_cli_max_memory_per_mode(cli: Any) -> None:
     # the figures printed are the estimator's for this very spec: the whole run over the limit,
     # one block under it
     spec = spec_mod.load(CONFIGS / "lab1_he_relu.yaml", {"model.depth": 60, "model.width": 512, "data.batch_size": 64})
-    whole, one_block = memory.estimate_memory(spec).total, memory.estimate_layerwise_memory(spec).total
+    whole, one_block = estimate.estimate_memory(spec).total, estimate_layerwise.estimate_layerwise_memory(spec).total
     assert one_block <= 0.5 * 2**30 < whole
     text = " ".join(refused.output.split())
     assert f"estimated peak memory {whole / 2**30:.2f} GiB" in text

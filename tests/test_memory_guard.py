@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from probe.errors import RunError
-from probe.measurement import memory
+from probe.measurement import estimate, estimate_layerwise, estimate_meta, memory
 from probe.spec import parse
 
 KINDS = {
@@ -30,7 +30,7 @@ def test_meta_measure_agrees_with_the_mlp_arithmetic() -> None:
     activations autograd may keep (every op output) are within the arithmetic's per-layer count
     (input, pre-activation, activation) plus the final output."""
     spec = parse({"model": {"depth": 4, "width": 64, "input_dim": 32}, "data": {"batch_size": 16}})
-    shapes, arithmetic = memory.estimate_shapes_memory(spec), memory.estimate_memory(spec)
+    shapes, arithmetic = estimate_meta.estimate_shapes_memory(spec), estimate.estimate_memory(spec)
     assert shapes.weights == arithmetic.weights
     assert 0.5 * arithmetic.activations <= shapes.activations <= arithmetic.activations
 
@@ -38,8 +38,8 @@ def test_meta_measure_agrees_with_the_mlp_arithmetic() -> None:
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_depth_extrapolation_is_exact_for_repeating_blocks(kind: str) -> None:
     spec = _spec(kind, depth=5)
-    extrapolated = memory.estimate_shapes_memory(spec)
-    built = memory._shapes_estimate(spec)
+    extrapolated = estimate_meta.estimate_shapes_memory(spec)
+    built = estimate_meta._shapes_estimate(spec)
     # weights repeat exactly per block; activations too (no pooling in these specs)
     assert extrapolated.weights == built.weights
     assert extrapolated.activations == built.activations
@@ -47,8 +47,8 @@ def test_depth_extrapolation_is_exact_for_repeating_blocks(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_estimate_grows_with_the_batch(kind: str) -> None:
-    small = memory.estimate_shapes_memory(_spec(kind))
-    large = memory.estimate_shapes_memory(replace(_spec(kind), data=replace(_spec(kind).data, batch_size=64)))
+    small = estimate_meta.estimate_shapes_memory(_spec(kind))
+    large = estimate_meta.estimate_shapes_memory(replace(_spec(kind), data=replace(_spec(kind).data, batch_size=64)))
     assert large.weights == small.weights
     assert large.activations == pytest.approx(8 * small.activations, rel=0.2)
 
@@ -97,7 +97,7 @@ def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkey
     # one block fits (5.4 GiB at width 20000: its weights, their gradients and a scratch copy of them)
     assert "lower data.batch_size" in text and "--layer-by-layer (estimated" in text
     # the way out: an explicit limit replaces the default (the run itself is not wanted here)
-    monkeypatch.setattr(memory, "estimate_memory", lambda spec: memory.MemoryEstimate(0, 0, 0))
+    monkeypatch.setattr(memory, "estimate_memory", lambda spec: estimate.MemoryEstimate(0, 0, 0))
     assert cli(*args, "--set", "model.depth=1", "--set", "data.batch_size=2", "--max-memory", "inf").exit_code == 0
 
 
@@ -105,7 +105,7 @@ def test_default_guard_refuses_what_does_not_fit(cli: Callable[..., Any], monkey
 def test_sequence_extrapolation_is_exact(kind: str) -> None:
     """Linear (recurrent) or quadratic (attention) in seq_len: three points give the curve."""
     spec = _spec(kind, seq_len=40)
-    assert memory._by_sequence(spec) == memory._shapes_estimate(spec)
+    assert estimate_meta._by_sequence(spec) == estimate_meta._shapes_estimate(spec)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_the_estimate_costs_the_same_at_any_depth(kind: str) -> None:
     tracemalloc.start()
     try:
         memory.estimate_any(deep)
-        memory.estimate_layerwise_memory(deep)
+        estimate_layerwise.estimate_layerwise_memory(deep)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -159,4 +159,4 @@ def test_the_estimate_costs_the_same_at_any_depth(kind: str) -> None:
         spec = parse({"model": {"depth": depth, "width": 6, "input_dim": 5, "output_dim": 3}})
         layers = [(5, 6)] + [(6, 6)] * (depth - 1) + [(6, 3)]
         params = sum(i * o + o for i, o in layers)
-        assert memory.estimate_memory(spec).weights == params * 4 * 2  # float32 and the gradients
+        assert estimate.estimate_memory(spec).weights == params * 4 * 2  # float32 and the gradients

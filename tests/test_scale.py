@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from probe import spec as spec_mod
 from probe.cli import app
 from probe.errors import RunError
-from probe.measurement import memory, threads
+from probe.measurement import estimate, memory, threads
 from probe.measurement.run import run_probe
 
 
@@ -18,11 +18,11 @@ def _spec(**model: object) -> spec_mod.Spec:
 
 
 def test_estimate_grows_with_the_network_and_drops_without_backward() -> None:
-    small, wide = memory.estimate_memory(_spec()), memory.estimate_memory(_spec(width=512))
+    small, wide = estimate.estimate_memory(_spec()), estimate.estimate_memory(_spec(width=512))
     assert wide.weights > small.weights and wide.activations > small.activations
     forward_only = spec_mod.parse({"model": {"depth": 50, "width": 1024}, "run": {"backward": False}})
     with_backward = spec_mod.parse({"model": {"depth": 50, "width": 1024}})
-    assert memory.estimate_memory(forward_only).total < memory.estimate_memory(with_backward).total
+    assert estimate.estimate_memory(forward_only).total < estimate.estimate_memory(with_backward).total
 
 
 def test_guard_refuses_a_spec_over_the_limit_and_passes_one_under() -> None:

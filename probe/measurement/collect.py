@@ -31,9 +31,10 @@ elementwise float ops. So each hook uses only the fast kind:
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
 per-slot accumulators with a few vector ops (Chan et al.'s pairwise update, in float64); the
-host integers reach the device as cached tensors built by fill kernels, never by a copy.
-``finish`` reads the accumulators and the records still pending in one transfer and merges
-those on the host, which for a short run is cheaper than the dozen tiny device ops of a merge.
+host integers reach the device as cached tensors built by fill kernels, never by a copy
+(``merge.PendingRecords``). ``finish`` reads the accumulators and the records still pending in
+one transfer and merges those on the host, which for a short run is cheaper than the dozen tiny
+device ops of a merge (``collect_read``: the read's parts, named).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ from probe.errors import RunError
 from probe.measurement import counts
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
-from probe.measurement.correlation import PENDING, correlation_record, fold, host_fold
+from probe.measurement.collect_read import read_layers
+from probe.measurement.correlation import PENDING, correlation_record, fold
 from probe.measurement.counts import widened
-from probe.measurement.merge import SlotMoments, host_numbers, merge_host
-from probe.measurement.rows import Layer, to_stats
+from probe.measurement.merge import PENDING_PER_LAYER, PendingRecords, SlotMoments
+from probe.measurement.rows import Layer
 from probe.measurement.saturation import saturated_count
 from probe.model.network import Watched, output_tensor
 from probe.records import AttentionStats, LayerStats
@@ -57,18 +59,10 @@ from probe.records import AttentionStats, LayerStats
 if TYPE_CHECKING:
     import torch
 
-# A record's device values: c0, b, a (a mean and an M2, see merge.host_numbers), non-finite count,
-# saturated count. a of a forward record is the within-sample M2 (for the spread); the last three
-# are summed per slot.
-_WIDTH = 5
-# Merge once this many records per layer have piled up (bounds memory whatever the batch count).
-_PENDING_PER_LAYER = 12
 # Below this many values one var_mean call is cheaper than mean + subtract + dot.
 _SMALL = 4096
 # Scratch buffers kept at once (one per activation shape and dtype in use).
 _MAX_BUFFERS = 8
-# Cached host-integer vectors (one per distinct sequence of records between merges).
-_MAX_KEYS = 16
 
 
 def _count_dtype(t: torch.Tensor) -> torch.dtype:
@@ -95,9 +89,18 @@ class Collector:
     """Attach with ``hooks()``, call ``after_backward()`` after each backward, then ``finish()``.
 
     Statistics live in three slots per layer: its output values (slot ``i``), their gradient
-    (``L + i``) and its weight's gradient (``2L + i``)."""
+    (``L + i``) and its weight's gradient (``2L + i``). ``attention_of``: the model whose attention
+    is recorded (``attention.AttentionRecorder``; None: not recorded); ``weight_grad_part``
+    (distributed runs): the part of a whole-batch weight gradient this rank measures."""
 
-    def __init__(self, watched: list[Watched], device: torch.device) -> None:
+    def __init__(
+        self,
+        watched: list[Watched],
+        device: torch.device,
+        *,
+        attention_of: torch.nn.Module | None = None,
+        weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         import torch
 
         # float64 keeps many-batch sums exact enough; MPS has no float64.
@@ -117,17 +120,14 @@ class Collector:
             self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
-        self._consts: dict[float, torch.Tensor] = {}
-        self._keyed: dict[tuple[tuple[int, int, int], ...], torch.Tensor] = {}
-        self.attention: AttentionRecorder | None = None  # set by the runner for models that may attend
+        self.pending = PendingRecords(self.acc_dtype, device)
+        self.attention = AttentionRecorder(attention_of, self.acc_dtype) if attention_of is not None else None
         self.attention_stats: tuple[AttentionStats, ...] = ()  # filled by finish
-        self._stats: list[torch.Tensor] = []  # _WIDTH 0-d tensors per pending record
-        self._keys: list[tuple[int, int, int]] = []  # per pending record: slot, values, multiplier
         self.backward_done = False
         self.recomputing = False  # layer by layer: a block's forward again, in the backward pass
-        # distributed runs: the part of a whole-batch weight gradient this rank measures
-        self.weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.tick: Callable[[], None] | None = None  # called per row pass (forward, backward): progress
+        self.weight_grad_part = weight_grad_part
+        # called per row pass (forward, backward): progress; the runner sets it for each batch
+        self.tick: Callable[[], None] | None = None
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``like``: temporaries of every layer share the same memory
@@ -143,9 +143,7 @@ class Collector:
         return buf
 
     def _add(self, key: tuple[int, int, int], *stats: torch.Tensor) -> None:
-        self._keys.append(key)
-        self._stats += stats
-        if len(self._keys) >= _PENDING_PER_LAYER * len(self.layers):
+        if self.pending.add(key, *stats) >= PENDING_PER_LAYER * len(self.layers):
             self._merge()
 
     def _add_raw(self, slot: int, g: torch.Tensor) -> None:
@@ -340,56 +338,15 @@ class Collector:
             layer.weight_grad_batches += 1
             self._add_raw(base + i, widened(g))
 
-    def _const(self, value: float) -> torch.Tensor:
-        """A 0-d accumulator-dtype tensor on the device, made by a fill kernel (no host copy)."""
-        import torch
-
-        t = self._consts.get(value)
-        if t is None:
-            t = self._consts[value] = torch.full((), value, dtype=self.acc_dtype, device=self.device)
-        return t
-
-    def _key_columns(self) -> torch.Tensor:
-        """The pending records' host numbers (``merge.host_numbers``) as a device matrix, cached: the
-        same layers report in the same order every batch, so it is built once per run."""
-        import torch
-
-        key = tuple(self._keys)
-        columns = self._keyed.get(key)
-        if columns is None:
-            if len(self._keyed) >= _MAX_KEYS:
-                self._keyed.clear()
-            numbers = [host_numbers(k) for k in key]
-            if self.device.type == "cpu":  # host memory is device memory: nothing to copy
-                columns = torch.tensor(numbers, dtype=self.acc_dtype)
-            else:
-                columns = torch.stack([self._const(v) for row in numbers for v in row]).view(len(numbers), -1)
-            self._keyed[key] = columns
-        return columns
-
     def _merge(self) -> None:
-        """Fold every pending record into the per-slot accumulators on the device (a few vector
-        ops in all; runs every few batches to keep memory O(layers))."""
-        import torch
-
-        if not self._keys:
-            return
-        slot, n, mult, mean_scale, sq_scale = self._key_columns().unbind(1)
-        # stack promotes mixed float32/float64 records to the wider type
-        rows = torch.stack(self._stats).to(self.acc_dtype).view(-1, _WIDTH)
-        c0, b, a = rows[:, 0], rows[:, 1], rows[:, 2]
-        m2 = (a + b * mult - sq_scale * c0 * c0).clamp_min(0)
-        index = slot.long()
-        self.moments.merge(index, n, c0 * mean_scale, m2)
-        self.sums.index_add_(0, index, rows[:, 2:])  # a slice: a list index would be copied from the host
-        self._keys, self._stats = [], []
+        """Fold every pending record into the per-slot accumulators on the device (runs every few
+        batches to keep memory O(layers))."""
+        self.pending.merge(self.moments, self.sums)
 
     def finish(self, merge_ranks: Callable[[Collector], None] | None = None) -> list[LayerStats]:
-        """Read every statistic to the host at once and return one record per layer. Records
-        still pending are merged on the host, in float64 (cheaper than a dozen tiny device ops).
-        ``merge_ranks`` (distributed runs) folds the other ranks' statistics in first."""
-        import torch
-
+        """Read every statistic to the host at once and return one record per layer
+        (``collect_read``). ``merge_ranks`` (distributed runs) folds the other ranks' statistics in
+        first."""
         if not self.layers:
             return []
         if all(layer.values == 0 for layer in self.layers):
@@ -403,88 +360,5 @@ class Collector:
                 self._fold_correlation(layer)
             self._merge()  # pending records into the accumulators: what crosses ranks is O(layers)
             merge_ranks(self)
-        m = self.moments
-        alive = [layer.alive for layer in self.layers if layer.alive is not None]
-        # the per-unit nonzero counts travel whole (one number per unit, a few KiB): summing and
-        # counting them on the host is cheaper than two device reductions per layer
-        # the weights' norms (a layer-by-layer run's are on the meta device; an FSDP2 run's sharded)
-        weights = [sp.plain_weight(layer.watched.weight) for layer in self.layers]
-        weight_norms = sp.weight_norms(weights, self.acc_dtype)
-        # each layer's folded cosine sums, then its records not folded yet (raw: summed on the host)
-        correlations = [
-            t for layer in self.layers for t in ([layer.correlation] if layer.correlation is not None else [])
-        ] + [r for layer in self.layers for r in layer.correlation_records]
-        attention = self.attention.parts() if self.attention is not None else []
-        parts = [m.count, m.mean, m.m2, self.sums.view(-1), self.extra.view(-1), *weight_norms, *alive]
-        parts += [*correlations, *attention]
-        unit_parts = sp.unit_parts(self.layers)
-        parts += [*unit_parts, self.output_sums]
-        if self._stats:
-            parts.append(torch.stack(self._stats).to(self.acc_dtype))
-        flat = torch.cat(parts).cpu().tolist()
-        slots = len(self.layers) * 3
-        count, mean, m2 = flat[:slots], flat[slots : 2 * slots], flat[2 * slots : 3 * slots]
-        sums = flat[3 * slots : 6 * slots]
-        extra = flat[6 * slots : 6 * slots + sp.EXTRA * len(self.layers)]
-        at = 6 * slots + sp.EXTRA * len(self.layers)
-        norms, at = sp.read_weight_norms(weights, flat, at)
-        out = []
-        lives: list[tuple[float, float, int] | None] = []
-        alive_counts: list[list[float] | None] = []
-        for layer in self.layers:
-            if layer.alive is None:
-                lives.append(None)
-                alive_counts.append(None)
-                continue
-            units = layer.alive.numel()
-            per_unit = flat[at : at + units]
-            at += units
-            lives.append((sum(per_unit), units - per_unit.count(0.0), units))
-            alive_counts.append(per_unit)
-        cosine_sums = [[0.0, 0.0, 0.0, 0.0] for _ in self.layers]
-        sampled = [layer.correlation is not None or bool(layer.correlation_records) for layer in self.layers]
-        for layer, sums4 in zip(self.layers, cosine_sums, strict=True):
-            if layer.correlation is not None:
-                sums4[:] = flat[at : at + 4]
-                at += 4
-        for layer, sums4 in zip(self.layers, cosine_sums, strict=True):
-            for record in layer.correlation_records:
-                width = record.numel()
-                host_fold(flat[at : at + width], sums4)
-                at += width
-            layer.correlation_records = []
-        cosines = [(s[0] / s[1] if s[1] else None, s[2] / s[3] if s[3] else None) for s in cosine_sums]
-        identical = [was and not s[1] for was, s in zip(sampled, cosine_sums, strict=True)]
-        if self.attention is not None:
-            self.attention_stats = self.attention.results(flat[at : at + 4 * len(attention)])
-            at += 4 * len(attention)
-        units_read, at = sp.read_unit_parts(self.layers, flat, at)
-        per_output = [v / self.output_samples for v in flat[at : at + self.output_sums.numel()]]
-        at += self.output_sums.numel()
-        for r, key in enumerate(self._keys):
-            merge_host(key, flat[at + r * _WIDTH : at + (r + 1) * _WIDTH], count, mean, m2, sums)
-        self._keys, self._stats = [], []
-        for i, (layer, live, cos) in enumerate(zip(self.layers, lives, cosines, strict=True)):
-            extra_i = extra[sp.EXTRA * i : sp.EXTRA * (i + 1)]
-            unit = sp.unit_fields(alive_counts[i], units_read[i]) if self.backward_done else {}
-            if i == len(self.layers) - 1 and self.output_samples and per_output:
-                unit["output_grad_scale"] = sum(per_output)
-                unit["least_output_grad_scale"] = min(per_output)
-            out.append(
-                to_stats(
-                    layer,
-                    i,
-                    len(self.layers),
-                    count,
-                    mean,
-                    m2,
-                    sums,
-                    live,
-                    self.backward_done,
-                    cos,
-                    extra_i,
-                    norms[i],
-                    {**unit, "samples_identical": identical[i]},
-                )
-            )
-        return out
+        layers, self.attention_stats = read_layers(self)
+        return layers

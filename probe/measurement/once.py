@@ -2,7 +2,7 @@
 the run probes, so that its factory runs once.
 
 The factory is called once, for real, and the estimate measured on the model it returned
-(``memory.shapes_estimate``: the forward of a copy of it on meta tensors, after the discovery
+(``estimate_meta.shapes_estimate``: the forward of a copy of it on meta tensors, after the discovery
 pass and before the measured pass). Its weights are therefore allocated when the guard decides; the
 activations and statistics, what a larger batch or sequence grows, are refused before they
 exist. A factory is not called on the meta device first and its model materialized instead: its
@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from probe.measurement import memory
+from probe.measurement import estimate_meta, memory
+from probe.measurement.estimate import MemoryEstimate
 from probe.model.build import build, build_initialized, initialized
 from probe.model.network import Built
 from probe.spec import Spec
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 # what a command does with a run's estimate (None: the model does not run on the meta device):
 # refuse it (a RunError) or print it
-MemoryCheck = Callable[[memory.MemoryEstimate | None], None]
+MemoryCheck = Callable[[MemoryEstimate | None], None]
 
 
 def built_once(spec: Spec, layerwise: bool = False) -> bool:
@@ -45,13 +46,13 @@ def built_once(spec: Spec, layerwise: bool = False) -> bool:
     return spec.model.factory is not None or (layerwise and spec.model.own_model)
 
 
-def estimate_built(spec: Spec, built: Built) -> memory.MemoryEstimate | None:
+def estimate_built(spec: Spec, built: Built) -> MemoryEstimate | None:
     """The estimate of a run of ``built``, the model the run probes (see the module docstring),
     measured on a meta copy of it (``meta_copy``); None where its forward cannot run there."""
     try:
         model, modules = meta_copy(built, spec.run.dtype)
-        return memory.shapes_estimate(spec, built, model, modules)
-    except memory.ShapeEstimateError:
+        return estimate_meta.shapes_estimate(spec, built, model, modules)
+    except estimate_meta.ShapeEstimateError:
         return None
 
 
@@ -74,7 +75,7 @@ def meta_copy(built: Built, dtype_name: str) -> tuple[torch.nn.Module, list[torc
     try:
         model = copy.deepcopy(built.model, memo)
     except Exception as exc:  # an attribute that cannot be copied (a lock, an open file)
-        raise memory.ShapeEstimateError(f"the model cannot be copied: {type(exc).__name__}: {exc}") from None
+        raise estimate_meta.ShapeEstimateError(f"the model cannot be copied: {type(exc).__name__}: {exc}") from None
     return model, [memo.get(id(w.module), w.module) for w in built.watched]  # type: ignore[misc]
 
 
@@ -100,7 +101,7 @@ def build_checked(
     return initialized(built, spec, state_dict)
 
 
-def guarded(spec: Spec, est: memory.MemoryEstimate | None, max_memory_gib: float | None, layerwise: bool) -> str | None:
+def guarded(spec: Spec, est: MemoryEstimate | None, max_memory_gib: float | None, layerwise: bool) -> str | None:
     """What ``memory.guard_memory`` does with one spec's estimate, for a run's own: a RunError
     (exit 3) over the limit, else the line worth printing (a large run's estimate, or none made)."""
     if est is None:

@@ -66,10 +66,18 @@ def _sums(flat: torch.Tensor, fmt: Format, scratch: torch.Tensor) -> torch.Tenso
 class HeadroomCollector(Collector):
     """The collector, counting each tensor it sees against ``fmt`` too (``headroom()``)."""
 
-    def __init__(self, watched: list[Watched], device: torch.device, fmt: Format) -> None:
+    def __init__(
+        self,
+        watched: list[Watched],
+        device: torch.device,
+        fmt: Format,
+        *,
+        attention_of: torch.nn.Module | None = None,
+        weight_grad_part: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         import torch
 
-        super().__init__(watched, device)
+        super().__init__(watched, device, attention_of=attention_of, weight_grad_part=weight_grad_part)
         self.format = fmt
         n = len(self.layers)
         self.ranges = torch.zeros(3 * n, 4, dtype=self.acc_dtype, device=device)

@@ -8,7 +8,6 @@ from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
-from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect import Collector
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized, build_units
@@ -77,7 +76,7 @@ def run_probe(
     """
     import torch
 
-    from probe.measurement import distributed
+    from probe.measurement import distributed, distributed_engine
     from probe.measurement import histograms as hist
 
     started = time.perf_counter()
@@ -109,7 +108,7 @@ def run_probe(
 
             check(estimate_any(spec))
         if share is not None:
-            model, built = distributed.prepare(spec, share, device, dtype, state_dict)
+            model, built = distributed_engine.prepare(spec, share, device, dtype, state_dict)
             built.notes.extend(distributed.notes(built, share))
         else:
             if check is not None:
@@ -203,14 +202,10 @@ def _probe(
     first batch, binned in this pass."""
     import torch
 
-    from probe.measurement import distributed
+    from probe.measurement import distributed, distributed_merge
     from probe.measurement import histograms as hist
 
-    collector = _collector(spec, built, device)
-    if share is not None:
-        collector.weight_grad_part = share.weight_grad_part
-    if may_attend(spec):
-        collector.attention = AttentionRecorder(model, collector.acc_dtype)
+    collector = _collector(spec, built, device, model, share)
     data_gen = data_stream(spec)
     dir_gen = torch.Generator().manual_seed(spec.run.seed * 1000 + _DIRECTION_STREAM)
     direction: torch.Tensor | None = None
@@ -261,23 +256,30 @@ def _probe(
                             _forward(model, batch, built)
                 if progress is not None:
                     progress(offset + (i + 1) * rows, units)
-        layers = collector.finish() if share is None else collector.finish(lambda c: distributed.merge_ranks(c, share))
+        layers = (
+            collector.finish() if share is None else collector.finish(lambda c: distributed_merge.merge_ranks(c, share))
+        )
         steps = _steps(model, built, spec, device, dtype, progress, rows, offset)
     finally:
         restore_modes(modes)
     return layers, collector.attention_stats, steps, _headroom(collector)
 
 
-def _collector(spec: Spec, built: Built, device: torch.device) -> Collector:
-    """The collector; with ``run.precision``, one that also counts each tensor against the format."""
+def _collector(
+    spec: Spec, built: Built, device: torch.device, model: torch.nn.Module, share: Share | None
+) -> Collector:
+    """The collector (recording a model's attention where it may attend; under torchrun, this rank's
+    part of each weight gradient); with ``run.precision``, one that also counts against the format."""
     from probe.spec.precision import precision_format
 
+    attention_of = model if may_attend(spec) else None
+    weight_grad_part = share.weight_grad_part if share is not None else None
     fmt = precision_format(spec.run.precision)
     if fmt is None:
-        return Collector(built.watched, device)
+        return Collector(built.watched, device, attention_of=attention_of, weight_grad_part=weight_grad_part)
     from probe.measurement.precision import HeadroomCollector
 
-    return HeadroomCollector(built.watched, device, fmt)
+    return HeadroomCollector(built.watched, device, fmt, attention_of=attention_of, weight_grad_part=weight_grad_part)
 
 
 def _headroom(collector: Collector) -> HeadroomStats | None:

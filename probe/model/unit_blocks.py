@@ -1,7 +1,7 @@
 """Any spec's network (spec-built, ``model.import`` or ``model.hf``) on the meta device, cut into
-given units (the blocks FSDP2 shards, ``probe.measurement.distributed.blocks``), with the init program
+given units (the blocks FSDP2 shards, ``probe.measurement.distributed_engine.blocks``), with the init program
 a whole build runs: what ``run.shard: fsdp`` materializes, initializes and shards one unit at a
-time (``probe.measurement.distributed``), in the ``MetaModel`` form of ``probe.model.blocks``.
+time (``probe.measurement.distributed_engine``), in the ``MetaModel`` form of ``probe.model.blocks``.
 
 The network is ``build``'s own (``build.plan``), constructed under ``torch.device("meta")`` with
 its constructors recorded; the init program is their draws, a transformers model's own init, then
