@@ -160,3 +160,40 @@ def test_probe_measure_is_the_api_function_whatever_was_imported_first() -> None
     assert probe.measure is measure
     assert type(sys.modules["probe"]) is ModuleType
     assert not (PACKAGE / "measure").exists() and not (PACKAGE / "measure.py").exists()
+
+
+def test_probe_run_enters_each_stage_once_in_order() -> None:
+    """Followed from the command line, ``probe run`` reads the spec, measures, judges and renders:
+    each stage entered from the api or the cli once, in the pipeline's order. Left out: the process's
+    facts (torchrun's rank), the output paths checked before any work, and the plain objects passed
+    between stages (``records``)."""
+    import sys
+    from types import FrameType
+    from typing import Any
+
+    from typer.testing import CliRunner
+
+    from probe.cli import app
+
+    entered: list[str] = []
+    facts = ("probe.measurement.distributed", "probe.render.output")
+
+    def stage(frame: FrameType | None) -> str | None:
+        name = "" if frame is None else str(frame.f_globals.get("__name__", ""))
+        return name.split(".")[1] if name.startswith("probe.") and name not in facts else None
+
+    def watch(frame: FrameType, event: str, arg: Any) -> None:
+        callee = stage(frame)
+        passed_on = (None, "api", "cli", "records", "errors")  # the objects passed on, not stages of work
+        if event == "call" and stage(frame.f_back) in ("api", "cli") and callee not in passed_on:
+            if not entered or entered[-1] != callee:
+                entered.append(str(callee))
+
+    argv = ["run", str(REPO / "configs" / "lab1_he_relu.yaml"), "--set", "data.batch_size=8", "--set", "data.batches=1"]
+    sys.setprofile(watch)
+    try:
+        result = CliRunner().invoke(app, argv)
+    finally:
+        sys.setprofile(None)
+    assert result.exit_code == 0, result.output
+    assert entered == ["spec", "measurement", "judge", "render"]
