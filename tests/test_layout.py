@@ -185,9 +185,9 @@ def test_probe_run_enters_each_stage_once_in_order() -> None:
     def watch(frame: FrameType, event: str, arg: Any) -> None:
         callee = stage(frame)
         passed_on = (None, "api", "cli", "records", "errors")  # the objects passed on, not stages of work
-        if event == "call" and stage(frame.f_back) in ("api", "cli") and callee not in passed_on:
-            if not entered or entered[-1] != callee:
-                entered.append(str(callee))
+        from_api = event == "call" and stage(frame.f_back) in ("api", "cli")
+        if from_api and callee not in passed_on and (not entered or entered[-1] != callee):
+            entered.append(str(callee))
 
     argv = ["run", str(REPO / "configs" / "lab1_he_relu.yaml"), "--set", "data.batch_size=8", "--set", "data.batches=1"]
     sys.setprofile(watch)
