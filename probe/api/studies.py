@@ -103,12 +103,19 @@ def train(
     return train_many(base, entries, settings, step, on_step)
 
 
-def fix(spec: Spec, start: str | None, tolerance: float, max_iter: int, say: Say = _quiet) -> FixResult:
-    """``probe fix``: LSUV from ``start``, probed before and after."""
+def fix(
+    spec: Spec,
+    start: str | None,
+    tolerance: float,
+    max_iter: int,
+    step: Callable[[str], None] | None = None,
+    say: Say = _quiet,
+) -> FixResult:
+    """``probe fix``: LSUV from ``start``, probed before and after (``step(label)`` as each begins)."""
     from probe.experiments import fix as fx
 
     guard_memory([spec], None, say=say)
-    return fx.fix(spec, start, tolerance, max_iter)
+    return fx.fix(spec, start, tolerance, max_iter, step)
 
 
 def weights_bytes(state_dict: dict[str, Any]) -> bytes:

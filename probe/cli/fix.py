@@ -12,6 +12,7 @@ from probe.cli.common import EXIT_OK, EXIT_UNHEALTHY, PANEL_THEORY, Command, app
 from probe.cli.formats import check_output_path, check_outputs, render
 from probe.cli.guard import guard
 from probe.cli.options import Gate, Keys, Output, OwnModel, SeedOpt, grouped
+from probe.cli.progress import Steps
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,11 @@ def _fix(spec: Any, save: Optional[Path], lsuv: Lsuv, out: Any) -> int:
     check_outputs(out.output)
     check_output_path(save, "--save")
     load_torch()
-    fixed = api.fix(spec, lsuv.start, lsuv.tolerance, lsuv.max_iter, say)
+    progress = Steps(3, "fixing")
+    try:
+        fixed = api.fix(spec, lsuv.start, lsuv.tolerance, lsuv.max_iter, progress, say)
+    finally:
+        progress.close()
     if save is not None:
         from probe.render.output import write_bytes
 

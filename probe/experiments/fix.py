@@ -10,6 +10,7 @@ it is reported with that status and left as it is (never divided by zero).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,8 +49,15 @@ def lsuv_spec(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_
     return replace(spec, init=replace(spec.init, weight=weight, explicit=True))
 
 
-def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: int = 10) -> FixResult:
-    """Probe ``spec`` as written, then LSUV from ``start`` (default orthogonal), and probe the result."""
+def fix(
+    spec: Spec,
+    start: str | None = None,
+    tolerance: float = 0.1,
+    max_iter: int = 10,
+    step: Callable[[str], None] | None = None,
+) -> FixResult:
+    """Probe ``spec`` as written, then LSUV from ``start`` (default orthogonal), and probe the
+    result; ``step(label)`` as each of the three begins."""
     import torch
 
     from probe.judge.rules import evaluate
@@ -57,8 +65,11 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
     from probe.measurement.threads import intra_op_threads, threads_for
     from probe.model.build import build
 
+    say = step or (lambda _label: None)
+    say("probing as written")
     before = run_probe(spec)
     fixed = lsuv_spec(spec, start, tolerance, max_iter)
+    say("LSUV")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(fixed.run.seed)  # exactly as run_probe builds, so the weights are the same
@@ -69,6 +80,7 @@ def fix(spec: Spec, start: str | None = None, tolerance: float = 0.1, max_iter: 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"lsuv failed on this network: {first}") from None
     state = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
+    say("probing the result")
     after = run_probe(fixed, state_dict=state)
     return FixResult(before, evaluate(before), after, evaluate(after), result, fixed, state)
 
