@@ -37,6 +37,7 @@ from probe.judge.headroom import HEADROOM
 from probe.judge.logits import SHRINK_BUDGET, quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
+from probe.judge.rank_one import RANK_ONE
 from probe.judge.stalled import slow_start, step_progress
 from probe.records import LayerStats, Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
@@ -50,7 +51,9 @@ SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by 
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
+NO_MARGIN: tuple[str, ...]
 NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled", "headroom")
+NO_MARGIN = (*NO_MARGIN, RANK_ONE.name)  # its line: half the weight on one direction (rank_one.py)
 # collapse judges rows of at least this many units: in a narrower row a few directions are the
 # row's width, not what depth did. A random N x k map spreads the squared singular values over
 # (1 +- sqrt(k/N))^2, so an untrained 8-16-8-16-32 autoencoder reads 0.31 at its last layer, and a
@@ -380,6 +383,7 @@ RULES: dict[str, Rule] = {
             (Check("min_step_progress", "share of the target distance closed per step", step_progress, below=True),),
         ),
         HEADROOM,
+        RANK_ONE,
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
