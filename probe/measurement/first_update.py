@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-ITERATIONS = 30  # power iterations: enough for a dominant direction; a random sign matrix's top share is small anyway
+# power iterations: a dominant direction converges in a few; the Rayleigh quotient never exceeds
+# sigma_1^2, so fewer iterations only lower the share (toward silence). A 50257 x 768 LM head: 0.5 s
+# on one CPU thread
+ITERATIONS = 10
 
 
 def rank_one_share(grad_rows: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:

@@ -194,7 +194,8 @@ def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
             if weight_rows is not None:
                 layer.grad_ties = tie_sums(rows, acc_dtype)
                 layer.weight_ties = tie_sums(weight_rows, acc_dtype)
-            layer.update_share = first_update.rank_one_share(rows, acc_dtype)
+            if w.role == "head":  # rank_one_step reads the output layer only
+                layer.update_share = first_update.rank_one_share(rows, acc_dtype)
     # the watched weight's own figures are the row's weight_grad_norm and weight norm (rows.py)
     scales = [
         (p, p.grad) for p in own_parameters(w, scales=True) if p.grad is not None and not p.is_meta and p is not weight
