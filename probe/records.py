@@ -106,6 +106,10 @@ class LayerStats:
     # on the last row: the same for the network output with the least of it (a model returning a
     # sequence and a pooled vector): below it a row's gradient cannot be said to vanish
     least_output_grad_scale: float | None = None
+    # the first backward's weight gradient: the share of sign(dL/dW) (units x fan-in) on its top
+    # singular direction, sigma_1^2 / ||sign||^2: Adam's first update is lr * that sign matrix, and
+    # 1 means it is rank one (probe/measurement/first_update.py, rule rank_one_step)
+    update_rank_share: float | None = None
     # the row whose output tensor this row returns unchanged (a model or wrapper returning its
     # head's logits): the same values, so the rules judge them at that row only; "" for its own.
     # Its own parameters (a class token, a final affine) act elsewhere in the network

@@ -288,3 +288,31 @@ class GNResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = nn.functional.silu(self.norm(self.blocks(self.stem(x))))
         return self.head(h.mean((2, 3)))
+
+
+class EulerMLP(nn.Module):
+    """An input layer, ``depth`` residual tanh MLP blocks (``h + f(h)``), a linear head of
+    ``classes`` units. ``scale``: every weight multiplied by it after init; ``bias_scale``: every
+    bias (``rank_one_step``: x 1e-3 weights under PyTorch's default biases make every hidden
+    value a constant plus a trace of the input)."""
+
+    def __init__(
+        self, classes: int = 10, width: int = 64, depth: int = 2, scale: float = 1.0, bias_scale: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.inp = nn.Linear(32, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width)) for _ in range(depth)
+        )
+        self.head = nn.Linear(width, classes)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(scale)
+                    m.bias.mul_(bias_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b(h)
+        return self.head(h)

@@ -36,6 +36,7 @@ from probe.judge.headroom import HEADROOM
 from probe.judge.logits import SHRINK_BUDGET, quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
+from probe.judge.rank_one import RANK_ONE
 from probe.judge.readings import (
     attention_entropy,
     field,
@@ -63,7 +64,10 @@ SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by 
 SLOW_RULES = ("vanishing", "gradient_vanishing")
 # errors whenever broken: their thresholds already sit where training fails (the collapse rule's
 # one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
-NO_MARGIN = ("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled", "headroom")
+NO_MARGIN = (
+    *("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled", "headroom"),
+    RANK_ONE.name,  # its line: half the output weight on one direction after Adam's first step (rank_one.py)
+)
 DEAD_ERROR = DEAD_CUT / 0.25
 
 
@@ -254,6 +258,7 @@ RULES: dict[str, Rule] = {
             (Check("min_step_progress", "share of the target distance closed per step", step_progress, below=True),),
         ),
         HEADROOM,
+        RANK_ONE,
     ]
 }
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"

@@ -43,6 +43,7 @@ class Layer:
         self.grad_ties: torch.Tensor | None = None
         self.weight_ties: torch.Tensor | None = None
         self.own: torch.Tensor | None = None  # [||grad|| of parameters exactly 0, largest ||grad|| / ||p||]
+        self.update_share: torch.Tensor | None = None  # first_update.rank_one_share of the weight's gradient
         self.has_own = bool(sp.own_parameters(w))  # a row without parameters: its input's gradient decides
         self.units_done = False  # the first backward's unit statistics are in (add_unit_gradients)
 

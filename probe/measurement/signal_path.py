@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from probe.measurement import first_update
 from probe.measurement.counts import widened
 
 if TYPE_CHECKING:
@@ -193,6 +194,8 @@ def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
             if weight_rows is not None:
                 layer.grad_ties = tie_sums(rows, acc_dtype)
                 layer.weight_ties = tie_sums(weight_rows, acc_dtype)
+            if w.role == "head":  # rank_one_step reads the output layer only
+                layer.update_share = first_update.rank_one_share(rows, acc_dtype)
     # the watched weight's own figures are the row's weight_grad_norm and weight norm (rows.py)
     scales = [
         (p, p.grad) for p in own_parameters(w, scales=True) if p.grad is not None and not p.is_meta and p is not weight
@@ -214,7 +217,14 @@ def unit_parts(layers: list[Any]) -> list[torch.Tensor]:
     """The per-unit and tie accumulators of every layer, in ``read_unit_parts``' order."""
     parts = []
     for layer in layers:
-        for t in (layer.weight_units, layer.input_grad, layer.grad_ties, layer.weight_ties, layer.own):
+        for t in (
+            layer.weight_units,
+            layer.input_grad,
+            layer.grad_ties,
+            layer.weight_ties,
+            layer.own,
+            layer.update_share,
+        ):
             if t is not None:
                 parts.append(t.reshape(-1))
     return parts
@@ -225,7 +235,7 @@ def read_unit_parts(layers: list[Any], flat: list[float], at: int) -> tuple[list
     out = []
     for layer in layers:
         read: dict[str, Any] = {}
-        for name in ("weight_units", "input_grad", "grad_ties", "weight_ties", "own"):
+        for name in ("weight_units", "input_grad", "grad_ties", "weight_ties", "own", "update_share"):
             t = getattr(layer, name)
             if t is None:
                 read[name] = None
@@ -269,6 +279,8 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
         fields["tied_spread"] = max(spreads)
     own = read.get("own") or [0.0, 0.0]
     fields["own"] = (own[0] > 0, own[1])
+    if read.get("update_share") is not None:
+        fields["update_rank_share"] = read["update_share"][0]
     return fields
 
 

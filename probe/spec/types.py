@@ -31,6 +31,7 @@ RULE_NAMES = (
     "logit_scale",
     "stalled",
     "headroom",
+    "rank_one_step",
 )
 
 MODEL_KINDS = ("mlp", "conv", "residual", "transformer", "lstm", "gru")
@@ -198,6 +199,7 @@ class GateSpec:
     min_step_progress: float = 0.0035  # stalled: (1 / sqrt 2) / 200, rounded (probe/judge/stalled.py)
     max_amax_ratio: float = 1.0  # headroom: a row's amax / the format's largest value (probe/judge/headroom.py)
     max_underflow: float = 0.5  # headroom: share of a row's nonzero values the cast flushes to 0
+    max_rank_one_share: float = 0.5  # rank_one_step: a weight's share on one direction after Adam's first step
     disable: tuple[str, ...] = ()
     fail_on: str = "error"  # "warning": warnings fail the gate too
     optimizer: str = "any"  # sgd: moderate vanishing is an error; adam: only vanishing by many decades
@@ -384,6 +386,13 @@ GATE_PARAMS: dict[str, Param] = {
         minimum=0.0,
         maximum=1.0,
         help="headroom (run.precision): share of a row's nonzero values the cast flushes to 0 above this (a warning)",
+    ),
+    "max_rank_one_share": Param(
+        "float",
+        0.5,
+        minimum=0.0,
+        maximum=1.0,
+        help="rank_one_step: share of a signal-path weight on one direction after Adam's first step (run.lr) above this",
     ),
 }
 SECTIONS = ("name", "model", "init", "data", "run", "gate")
