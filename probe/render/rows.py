@@ -41,6 +41,7 @@ EXTRA_FIELDS = (
     "weight_scale",
     "weight_size",
     "weight_rms",
+    "update_rank_share",
     "normalized",
 )
 
