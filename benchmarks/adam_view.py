@@ -53,22 +53,8 @@ def input_share(y: torch.Tensor) -> float:
 
 
 def view(entry_id: str, init: str, steps: int, seed: int = 0) -> dict[str, Any]:
-    from tests import zoo
 
-    entry = zoo.ZOO[entry_id]
-    torch.manual_seed(tr.MODEL_SEED + tr.SEED_STRIDE * seed)
-    body, inputs_fn, kind = entry.build(init)
-    positional = not isinstance(inputs_fn(2), dict)
-    probe_inputs = entry.inputs(2)
-    with torch.no_grad():
-        y = body(*probe_inputs.values()) if positional else body(**probe_inputs)
-        if isinstance(y, dict):
-            y = next(iter(y.values()))
-    own_classes = int(y.shape[-1]) if entry.head else None
-    task = tr.zoo_task(entry, own_classes, seed)
-    features = int(tr.pool(y, kind).shape[-1])
-    model = tr.ZooClassifier(body, kind, entry.head, positional, features, task.classes, seed)
-    model.train()
+    body, _kind, _own, task, model = tr.zoo_classifier(entry_id, init, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tr.LR, weight_decay=tr.WEIGHT_DECAY)
     weights = [(n, p) for n, p in body.named_parameters() if p.dim() >= 2 and p.norm() > 0]
     start = [p.detach().clone() for _, p in weights]

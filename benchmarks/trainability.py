@@ -634,12 +634,12 @@ def zoo_task(entry: Any, own_head_classes: int | None, seed: int) -> Any:
     raise ValueError(f"no task for kind {entry.kind!r}")
 
 
-def train_zoo_case(entry_id: str, init: str, steps: int | None = None, seed: int = 0) -> Run:
-    """Build zoo entry ``entry_id`` at ``init``, train it, and return its losses (``model`` = the id)."""
+def zoo_classifier(entry_id: str, init: str, seed: int = 0) -> tuple[Any, str, int | None, Any, ZooClassifier]:
+    """Zoo entry ``entry_id`` at ``init`` with its task's head, in training mode: (body, kind, the
+    body's own class count or None, the task, the classifier)."""
     from tests import zoo
 
     entry = zoo.ZOO[entry_id]
-    steps = steps or ZOO_STEPS[entry.kind]
     torch.manual_seed(MODEL_SEED + SEED_STRIDE * seed)
     body, inputs_fn, kind = entry.build(init)
     positional = not isinstance(inputs_fn(2), dict)
@@ -653,6 +653,16 @@ def train_zoo_case(entry_id: str, init: str, steps: int | None = None, seed: int
     features = int(pool(y, kind).shape[-1])
     model = ZooClassifier(body, kind, entry.head, positional, features, task.classes, seed)
     model.train()
+    return body, kind, own_classes, task, model
+
+
+def train_zoo_case(entry_id: str, init: str, steps: int | None = None, seed: int = 0) -> Run:
+    """Build zoo entry ``entry_id`` at ``init``, train it, and return its losses (``model`` = the id)."""
+    from tests import zoo
+
+    entry = zoo.ZOO[entry_id]
+    steps = steps or ZOO_STEPS[entry.kind]
+    body, kind, own_classes, task, model = zoo_classifier(entry_id, init, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     weights = [p for p in body.parameters() if p.dim() >= 2]
     at_start = [p.detach().clone() for p in weights]

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from probe.cli.common import EXIT_OK, EXIT_UNHEALTHY, PANEL_PROBE, Command, app, isolates, load_torch, say
-from probe.cli.formats import check_outputs, render, write_output
+from probe.cli.common import EXIT_OK, EXIT_UNHEALTHY, PANEL_PROBE, Command, app, isolates, load_torch, render_runs, say
+from probe.cli.formats import check_outputs, write_output
 from probe.cli.guard import err_line, guard
 from probe.cli.options import FirstSteps, Gate, Keys, Output, Scale, SeedOpt, grouped, probe_overrides
 from probe.cli.progress import Steps
@@ -107,16 +107,6 @@ def _keeping_gate(code: int, write: Callable[[], None]) -> None:
 
 
 def _render_check(runs: list[Any], failed: list[tuple[str, str]], out: Any) -> None:
-    from probe.render import report as rp
-    from probe.render.html import runs_page
     from probe.render.run_view import check_doc
 
-    render(
-        out.fmt,
-        out.output,
-        lambda: check_doc(runs, failed),
-        json=lambda: rp.runs_json(runs),
-        csv=lambda: rp.compare_csv(runs),
-        markdown=lambda: rp.compare_markdown(runs),
-        html=lambda: runs_page(runs, "probe check"),
-    )
+    render_runs(runs, lambda: check_doc(runs, failed), "probe check", out)

@@ -240,3 +240,21 @@ def draw(pictures: Any, runs: list[Any], hists: list[Any]) -> None:
 
         for folder in write_runs(pictures.tensorboard, runs, hists):
             wrote(folder)
+
+
+def render_runs(runs: list[Any], document: Any, page_title: str, out: Any) -> None:
+    """Probed runs side by side (compare, check): ``document`` makes the terminal's Doc; the
+    machine formats and the page are the runs' own."""
+    from probe.cli.formats import render
+    from probe.render import report as rp
+    from probe.render.html import runs_page
+
+    render(
+        out.fmt,
+        out.output,
+        document,
+        json=lambda: rp.runs_json(runs),
+        csv=lambda: rp.compare_csv(runs),
+        markdown=lambda: rp.compare_markdown(runs),
+        html=lambda: runs_page(runs, page_title),
+    )

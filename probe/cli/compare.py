@@ -6,8 +6,19 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from probe.cli.common import EXIT_OK, PANEL_PROBE, Command, app, base_from, check_tensorboard, draw, load_torch, say
-from probe.cli.formats import check_outputs, render
+from probe.cli.common import (
+    EXIT_OK,
+    PANEL_PROBE,
+    Command,
+    app,
+    base_from,
+    check_tensorboard,
+    draw,
+    load_torch,
+    render_runs,
+    say,
+)
+from probe.cli.formats import check_outputs
 from probe.cli.guard import guard
 from probe.cli.options import (
     Base,
@@ -83,22 +94,9 @@ def _compare(entries: list[str], base: Base, overrides: dict[str, Any], out: Any
         )
     finally:
         progress.close()
-    _render_compare(runs, api.summary(spec, PER_ROW), out)
-    draw(pictures, runs, [r.report.histograms for r in runs if r.report.histograms is not None])
-    return EXIT_OK
-
-
-def _render_compare(runs: list[Any], header: str, out: Any) -> None:
-    from probe.render import report as rp
-    from probe.render.html import runs_page
     from probe.render.run_view import compare_doc
 
-    render(
-        out.fmt,
-        out.output,
-        lambda: compare_doc(runs, header),
-        json=lambda: rp.runs_json(runs),
-        csv=lambda: rp.compare_csv(runs),
-        markdown=lambda: rp.compare_markdown(runs),
-        html=lambda: runs_page(runs, header),
-    )
+    header = api.summary(spec, PER_ROW)
+    render_runs(runs, lambda: compare_doc(runs, header), header, out)
+    draw(pictures, runs, [r.report.histograms for r in runs if r.report.histograms is not None])
+    return EXIT_OK
