@@ -25,7 +25,8 @@ demo: install  ## probe the 8-layer MLP of the classic initialization lab four w
 	$(VENV)/bin/probe run configs/lab1_tiny_relu.yaml
 
 # the suite runs in this many pytest-xdist workers (each a process; worksteal keeps a file's tests and
-# its module fixtures together until a worker runs out of work)
+# its module fixtures together until a worker runs out of work); 0 runs it in this process, faster
+# where the cores are already busy (two workers then cost about 30% more CPU: measured)
 TEST_WORKERS ?= 2
 
 test: install  ## run the test suite (in TEST_WORKERS processes)
