@@ -444,7 +444,7 @@ def test_output_paths_are_checked_before_the_probe(
     assert option in result.stderr
 
 
-def test_errors_are_not_hard_wrapped(cli: Any) -> None:
+def test_errors_are_not_hard_wrapped(cli: Any, tmp_path: Path) -> None:
     from probe.cli import app
 
     long_name = "x" * 30 + "/" + "y" * 60 + ".yaml"
@@ -452,6 +452,14 @@ def test_errors_are_not_hard_wrapped(cli: Any) -> None:
     assert result.exit_code == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("probe: error")]
     assert len(error) == 1 and long_name in error[0]
+    # a spec that fails to run among others: its line too (check's err_line)
+    failing = tmp_path / ("z" * 60) / "failing.yaml"
+    failing.parent.mkdir()
+    failing.write_text("model:\n  import: tests.models_for_tests:failing\n  input_shape: [3]\n")
+    result = CliRunner().invoke(app, ["check", str(failing), "configs/lab1_he_relu.yaml"], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("probe: error")]
+    assert len(error) == 1 and error[0].endswith("raised ValueError: cannot build a model of size 3"), result.stderr
 
 
 def test_usage_errors_are_not_hard_wrapped() -> None:

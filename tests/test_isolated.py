@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -80,12 +81,17 @@ def _project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _probe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m probe ARGS`` in ``tmp_path`` (the command's own process, as CI runs it)."""
+def _probe(tmp_path: Path, *args: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``python FLAGS -m probe ARGS`` in ``tmp_path`` (the command's own process, as CI runs it)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PROBE_TEST_MARKS": str(tmp_path / "marks.txt"), "COLUMNS": "300"}
     env.pop("PROBE_DEBUG", None)
     return subprocess.run(
-        [sys.executable, "-m", "probe", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, *flags, "-m", "probe", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -114,9 +120,13 @@ def test_user_code_cannot_end_a_run_with_exit_0(tmp_path: Path) -> None:
     done = _probe(project, "run", "exits.yaml", "-f", "json")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "exits: its probe process ended without a report" in done.stderr, done.stderr
-    ran = _probe(project, "run", "patches.yaml", "-f", "json")
+    ran = _probe(project, "run", "patches.yaml", "-f", "json", flags=("-X", "importtime"))
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["verdict"]["healthy"] is False  # judged here, not by the patched rules
+    # the parent judges without torch (one torch import per spec, the child's): -X importtime lists the
+    # parent's imports only, the child is started without it
+    imported = re.findall(r"^import time:.*\| ( *)(\S+)$", ran.stderr, flags=re.M)
+    assert ("", "probe.judge.rules") in imported and all(name != "torch" for _, name in imported), ran.stderr
 
 
 def test_an_exit_code_set_on_a_probe_error_instance_is_not_read(cli: Callable[..., Any], tmp_path: Path) -> None:

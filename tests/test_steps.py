@@ -157,26 +157,27 @@ def test_the_spec_key_and_the_modes_that_refuse_steps() -> None:
         check_layerwise(parse({"run": {"steps": 3}}))
 
 
-def test_probe_run_and_check_with_steps_as_a_user_runs_them(tmp_path: Path) -> None:
-    """``probe run --steps K --format json`` reports the steps; ``probe check --steps`` gates on
-    ``stalled``; ``--layer-by-layer --steps`` is refused (exit 2) with a message naming both."""
+def test_probe_run_and_check_with_steps_as_a_user_runs_them(cli: Any, tmp_path: Path) -> None:
+    """``probe run --steps K --format json`` reports the steps (in its own process, as a user runs it);
+    ``probe check --steps`` gates on ``stalled``; ``--layer-by-layer --steps`` is refused (exit 2) with a
+    message naming both (those in this process: a spec of probe's own runs no code of the user's)."""
     spec = tmp_path / "ln.yaml"
     spec.write_text("model: {kind: mlp, depth: 3, width: 32}\ndata: {batches: 2}\n")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = [sys.executable, "-m", "probe", "run", str(spec), "--steps", "4", "--lr", "0.002"]
-    out = subprocess.run([*run, "--format", "json"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    run = ["run", str(spec), "--steps", "4", "--lr", "0.002"]
+    argv = [sys.executable, "-m", "probe", *run, "--format", "json"]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["spec"]["run"]["steps"] == 4 and doc["steps"]["lr"] == 0.002
     assert len(doc["steps"]["losses"]) == 5 and len(doc["steps"]["layers"]) == len(doc["layers"])
-    table = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env)
+    table = cli(*run)
     assert "after 4 AdamW steps (lr 0.002)" in table.stdout
     # the steps' gate: a threshold no network meets fails the check with the rule's name
-    check = [sys.executable, "-m", "probe", "check", str(spec), "--steps", "2", "--gate", "min_step_progress=1"]
-    out = subprocess.run(check, capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert out.returncode == 1 and "stalled" in out.stdout
-    out = subprocess.run([*run, "--layer-by-layer"], capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert out.returncode == 2 and "--layer-by-layer" in out.stderr and "--steps" in out.stderr
+    checked = cli("check", str(spec), "--steps", "2", "--gate", "min_step_progress=1")
+    assert checked.exit_code == 1 and "stalled" in checked.stdout
+    refused = cli(*run, "--layer-by-layer")
+    assert refused.exit_code == 2 and "--layer-by-layer" in refused.stderr and "--steps" in refused.stderr
 
 
 def _judged(progress: float, turn: float, **changes: object) -> list[tuple[str, str]]:

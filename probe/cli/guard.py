@@ -34,7 +34,7 @@ EXIT_RUNTIME = 3
 
 def err_line(text: str) -> None:
     """One red line on stderr, user text verbatim."""
-    _err_console(always=True).print(text, style="red", markup=False)
+    _err_console(always=True).print(text, style="red", markup=False, soft_wrap=True)
 
 
 def checked_path(option: str) -> Callable[[Optional[Path]], Optional[Path]]:

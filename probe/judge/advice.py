@@ -78,10 +78,14 @@ class Advice:
 
 
 def calculate_gain(name: str, param: float | None = None) -> float:
-    """``torch.nn.init.calculate_gain`` (imported lazily)."""
-    from torch.nn import init
-
-    return float(init.calculate_gain(name, param))  # type: ignore[arg-type]
+    """``torch.nn.init.calculate_gain``'s value, written out for the names advice uses: the parent of an
+    isolated run judges without importing torch (tests/test_advice.py holds each to torch's)."""
+    slope = 0.01 if param is None else param
+    gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4}
+    gains["leaky_relu"] = math.sqrt(2.0 / (1 + slope**2))
+    if name not in gains:
+        raise ValueError(f"calculate_gain: no gain for {name!r}")
+    return gains[name]
 
 
 def recommend(activation: str, params: dict[str, object] | None = None) -> Recommendation:
