@@ -45,6 +45,20 @@ def test_adams_first_update_rms_is_one_and_a_gradient_c_times_larger_reads_c_ove
     assert _adam_step(p, opt, c * g) == pytest.approx(expected, rel=1e-5)
 
 
+def test_the_largest_update_rms_t_steps_allow_is_sqrt_of_their_bias_corrected_count() -> None:
+    """A gradient 0 for t - 1 steps, then g: v_hat = (1 - beta2) g^2 / (1 - beta2^t), so the RMS is
+    sqrt((1 - beta2^t) / (1 - beta2)), at most sqrt(t): within K steps no tensor reads above sqrt(K)
+    (3.16 at K = 10), far from the sqrt(1 / (1 - beta2)) = 31.6 a long run can reach."""
+    p = nn.Parameter(torch.ones(8))
+    beta2, t = 0.999, 10
+    opt = torch.optim.Adam([p], lr=1e-3, betas=(0.9, beta2))
+    for _ in range(t - 1):
+        _adam_step(p, opt, torch.zeros(8))
+    rms = _adam_step(p, opt, torch.full((8,), 0.5))
+    assert rms == pytest.approx(math.sqrt((1 - beta2**t) / (1 - beta2)), rel=1e-6)
+    assert rms <= math.sqrt(t)
+
+
 def test_a_zero_gradient_element_reads_zero_and_an_unstepped_tensor_is_left_out() -> None:
     p, q = nn.Parameter(torch.ones(4)), nn.Parameter(torch.ones(4))
     opt = torch.optim.Adam([p, q], lr=1e-3)

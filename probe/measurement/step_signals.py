@@ -50,9 +50,12 @@ def adam_update_rms(optimizer: torch.optim.Optimizer, params: Iterable[torch.Ten
                 continue
             beta2, eps = group["betas"][1], group["eps"]
             step = float(state["step"])
-            v_hat = state["exp_avg_sq"].float() / (1.0 - beta2**step)
-            ratio = p.grad.float().pow(2) / (v_hat.sqrt() + eps).pow(2)
-            out[id(p)] = float(ratio.mean().sqrt()) if ratio.numel() else 0.0
+            if not p.numel():
+                continue
+            # one temporary, in place: g / (sqrt(v / (1 - beta2^t)) + eps), then its rms
+            ratio = state["exp_avg_sq"].float().sqrt().div_(math.sqrt(1.0 - beta2**step)).add_(eps)
+            torch.div(p.grad.float(), ratio, out=ratio)
+            out[id(p)] = float(torch.linalg.vector_norm(ratio)) / math.sqrt(ratio.numel())
     return out
 
 
