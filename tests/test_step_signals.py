@@ -104,6 +104,10 @@ def test_probe_run_writes_the_signals_in_json(tmp_path: Path) -> None:
     steps = json.loads(out.stdout)["steps"]
     assert len(steps["log_z"]) == 4 and len(steps["adam_rms"]) == 3 and steps["baseline"] > 0
     assert any(row["adam_rms"] is not None for row in steps["layers"])
+    table = subprocess.run(cmd[:-2], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert (
+        table.returncode == 0 and "Adam's update RMS up to" in table.stdout and "(measured, not judged)" in table.stdout
+    )
 
 
 class _Attend(nn.Module):
