@@ -67,10 +67,27 @@ def probe_case(zoo: Any, entry_id: str, init: str, steps: int) -> dict[str, Any]
             problems=[zoo_check.problem_dict(p) for p in report.verdict.problems],
             seconds=stats.elapsed_s,
             step_seconds=stats.steps.elapsed_s if stats.steps else None,
+            **signals(stats.steps),
         )
     except Exception as e:
         out.update(healthy=None, healthy_step0=None, error=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
     return out
+
+
+def signals(steps: Any) -> dict[str, Any]:
+    """The steps' other measurements (probe/measurement/step_signals.py): losses, the constant
+    prediction's, log Z, Adam's largest update RMS and the largest attention logit per step."""
+    if steps is None:
+        return {}
+    rows = [(r.adam_rms, r.name) for r in steps.rows if r.adam_rms is not None]
+    return {
+        "losses": list(steps.losses),
+        "baseline": steps.baseline,
+        "log_z": list(steps.log_z),
+        "adam_rms": list(steps.adam_rms),
+        "attention_max": list(steps.attention_max),
+        "adam_rms_row": max(rows)[1] if rows else None,
+    }
 
 
 def agreement(rows: list[dict[str, Any]], key: str) -> str:

@@ -136,6 +136,7 @@ class StepRow:
     amax: float | None = None  # the largest magnitude of its output after the steps (run.precision's headroom)
     weight_amax: float | None = None  # and of its weight
     change_rms: float | None = None  # rms of y_K - y_0 per coordinate (the coordinate check's size)
+    adam_rms: float | None = None  # Adam's update RMS of its weight, the largest over the steps (step_signals.py)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,10 @@ class StepStats:
     losses: tuple[float, ...]  # the objective before each step and after the last
     rows: tuple[StepRow, ...]
     elapsed_s: float
+    baseline: float | None = None  # the objective of the best constant prediction of the target
+    log_z: tuple[float | None, ...] = ()  # the output's mean log-partition before each step and after the last
+    adam_rms: tuple[float | None, ...] = ()  # per step, Adam's largest update RMS over the rows' weights
+    attention_max: tuple[float | None, ...] = ()  # the largest attention logit, as log_z (empty: no attention)
 
 
 @dataclass(frozen=True)

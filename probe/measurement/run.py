@@ -259,7 +259,8 @@ def _probe(
         layers = (
             collector.finish() if share is None else collector.finish(lambda c: distributed_merge.merge_ranks(c, share))
         )
-        steps = _steps(model, built, spec, device, dtype, progress, rows, offset)
+        attends = model if collector.attention_stats else None  # the logits read during the steps too
+        steps = _steps(model, built, spec, device, dtype, progress, rows, offset, attends)
     finally:
         restore_modes(modes)
     return layers, collector.attention_stats, steps, _headroom(collector)
@@ -299,6 +300,7 @@ def _steps(
     progress: Progress | None,
     rows: int = 1,
     offset: int = 0,
+    attention_of: torch.nn.Module | None = None,
 ) -> StepStats | None:
     """``run.steps`` optimizer steps on the run's first batch (probe/measurement/steps.py); the
     progress callback counts them after the batches (a step as a batch's ``rows`` row passes)."""
@@ -316,9 +318,8 @@ def _steps(
 
     units = offset + (spec.data.batches + spec.run.steps) * rows
     tick = None if progress is None else (lambda k, _n: progress(offset + (spec.data.batches + k) * rows, units))
-    return take_steps(
-        model, built.watched, forward, spec.run.steps, spec.run.lr, spec.run.seed, tick, lr_scale=built.lr_scale
-    )
+    run = spec.run
+    return take_steps(model, built.watched, forward, run.steps, run.lr, run.seed, tick, built.lr_scale, attention_of)
 
 
 # progress within a batch is reported at most this often (a stack of a million rows ticks 2M times)

@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
+from probe.measurement.step_signals import LogitMax, adam_update_rms, constant_loss, log_partition
 from probe.records import StepRow, StepStats
 
 if TYPE_CHECKING:
@@ -77,10 +78,12 @@ def take_steps(
     seed: int,
     progress: Progress | None = None,
     lr_scale: Mapping[str, float] | None = None,
+    attention_of: torch.nn.Module | None = None,
 ) -> StepStats:
     """``steps`` AdamW steps (``lr``, times ``lr_scale``'s multiplier for the parameters it names:
     muP's) on ``forward``'s outputs fitting a fixed random target; the model comes back exactly as
-    it was (parameters, buffers, ``.grad`` cleared)."""
+    it was (parameters, buffers, ``.grad`` cleared). ``attention_of``: the model whose attention
+    logits' largest value is read at each forward pass (None: not read)."""
     import torch
 
     from probe.model.mup import param_groups
@@ -98,9 +101,18 @@ def take_steps(
         if w.weight is not None
     }
     outputs: dict[str, list[torch.Tensor]] = {}
+    logits = LogitMax(attention_of) if attention_of is not None else None
+    attention: list[float | None] = []  # the largest attention logit before each step and after the last
+
+    def watched_forward(rows: list[Watched]) -> list[torch.Tensor]:
+        with _row_outputs(rows, outputs), logits.watching() if logits is not None else nullcontext():
+            out = forward()
+        if logits is not None:
+            attention.append(logits.take())
+        return out
+
     try:
-        with _row_outputs(watched, outputs):
-            first = forward()  # step 0: the rows' outputs and the target are drawn from it
+        first = watched_forward(watched)  # step 0: the rows' outputs and the target are drawn from it
         starts = {name: ys[0] for name, ys in outputs.items() if ys}
         gen = torch.Generator().manual_seed(seed * 1000 + _TARGET_STREAM)
         targets = [
@@ -108,28 +120,38 @@ def take_steps(
         ]
         optimizer = torch.optim.AdamW(param_groups(model, lr, lr_scale or {}), lr=lr)
         losses: list[float] = []
+        log_z: list[float | None] = []
+        row_params = [w.weight for w in watched if w.weight is not None]
+        rms_max: dict[int, float] = {}  # Adam's update RMS per row weight, the largest over the steps
+        rms_steps: list[float | None] = []  # per step, the largest over the rows' weights
         out = first
         recorded = False  # the rows' outputs are cloned twice only: at step 0 and after the last step
         for k in range(steps):
             loss = _objective(out, targets)
             losses.append(float(loss.detach()))
+            log_z.append(log_partition(out))
             if not math.isfinite(losses[-1]):
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             del loss
+            rms = adam_update_rms(optimizer, row_params)
+            for key, value in rms.items():
+                rms_max[key] = max(value, rms_max.get(key, value))
+            rms_steps.append(max(rms.values()) if rms else None)
             recorded = k == steps - 1
             outputs.clear()
-            with _row_outputs(watched if recorded else [], outputs):
-                out = forward()
+            out = watched_forward(watched if recorded else [])
             if progress is not None:
                 progress(k + 1, steps)
         if not recorded:  # stopped early (a loss not finite) or no step: the rows' outputs now
             outputs.clear()
-            with _row_outputs(watched, outputs):
-                out = forward()
+            if attention:
+                attention.pop()  # this forward pass reads the same weights again
+            out = watched_forward(watched)
         last_loss = float(_objective(out, targets).detach())
+        log_z.append(log_partition(out))
         ends = {name: ys[0] for name, ys in outputs.items() if ys}
 
         def both(name: str) -> bool:
@@ -145,6 +167,7 @@ def take_steps(
                     change_rms=_rms(ends[w.name], starts[w.name]) if both(w.name) else None,
                     amax=_amax(ends.get(w.name)),
                     weight_amax=_amax(w.weight),
+                    adam_rms=rms_max.get(id(w.weight)) if w.weight is not None else None,
                 )
                 for w in watched
             )
@@ -160,6 +183,10 @@ def take_steps(
         output_change=out_change,
         losses=(*losses, last_loss),
         rows=rows,
+        baseline=constant_loss(targets),
+        log_z=tuple(log_z),
+        adam_rms=tuple(rms_steps),
+        attention_max=tuple(attention),
         elapsed_s=time.perf_counter() - started,
     )
 

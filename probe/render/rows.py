@@ -72,6 +72,10 @@ def steps_dict(steps: StepStats) -> dict[str, Any]:
         "progress": clean(steps.progress),
         "output_change": clean(steps.output_change),
         "losses": [clean(v) for v in steps.losses],
+        "baseline": clean(steps.baseline),
+        "log_z": [clean(v) for v in steps.log_z],
+        "adam_rms": [clean(v) for v in steps.adam_rms],
+        "attention_max": [clean(v) for v in steps.attention_max],
         "elapsed_s": round(steps.elapsed_s, 4),
         "layers": [
             {
@@ -79,6 +83,7 @@ def steps_dict(steps: StepStats) -> dict[str, Any]:
                 "update_ratio": clean(r.update_ratio),
                 "output_change": clean(r.output_change),
                 "change_rms": clean(r.change_rms),
+                "adam_rms": clean(r.adam_rms),
             }
             for r in steps.rows
         ],

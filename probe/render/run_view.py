@@ -87,10 +87,10 @@ def run_doc(report: Stats, verdict: Verdict, max_rows: int | None = SUMMARY_ROWS
     if report.attention:
         parts.append(_attention_table(report, verdict))
     if report.steps is not None:
-        from probe.render.steps_view import steps_line, steps_table
+        from probe.render.steps_view import signals_line, steps_line, steps_table
 
         stalled = {p.layer for p in (*verdict.problems, *verdict.warnings) if p.rule == "stalled"}
-        parts += [steps_table(report.steps, shown, stalled), steps_line(report.steps)]
+        parts += [steps_table(report.steps, shown, stalled), steps_line(report.steps), signals_line(report.steps)]
     if report.headroom is not None:
         from probe.render.headroom_view import flagged_rows, headroom_line, headroom_table
 

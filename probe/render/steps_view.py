@@ -24,6 +24,25 @@ def steps_line(steps: StepStats) -> Line:
     return Line(text, "dim", "steps")
 
 
+def signals_line(steps: StepStats) -> Line:
+    """``Adam's update RMS up to ..., log Z a -> b, attention logits up to c -> d, loss against the
+    best constant ...`` (probe/measurement/step_signals.py; measured, not judged)."""
+
+    def ends(values: Sequence[float | None]) -> str:
+        known = [v for v in values if v is not None]
+        return f"{fmt(known[0])} -> {fmt(known[-1])}" if known else "-"
+
+    rms = [v for v in steps.adam_rms if v is not None]
+    parts = [f"Adam's update RMS up to {fmt(max(rms))}" if rms else "Adam's update RMS -", f"log Z {ends(steps.log_z)}"]
+    if steps.attention_max:
+        parts.append(f"largest attention logit {ends(steps.attention_max)}")
+    if steps.baseline:
+        parts.append(
+            f"loss / best constant's {fmt(steps.losses[0] / steps.baseline)} -> {fmt(steps.losses[-1] / steps.baseline)}"
+        )
+    return Line("; ".join(parts) + " (measured, not judged)", "dim", "steps_signals")
+
+
 def steps_table(steps: StepStats, shown: Sequence[LayerStats], stalled: set[str]) -> Table:
     """Per shown row: ||dW|| / ||W|| and ||dy|| / ||y|| after the steps (red: the ``stalled`` rows)."""
     by_name = {r.name: r for r in steps.rows}
