@@ -57,6 +57,7 @@ class AttentionRecorder:
         self.paused = False  # layer by layer's recomputation: the calls were recorded in the forward walk
         self._running: list[str] = []  # the probed model's modules whose forward is running, innermost last
         self._thread: int | None = None
+        self._mode: Any = None  # the function mode while ``watching``
 
     @contextmanager
     def watching(self) -> Iterator[None]:
@@ -77,10 +78,13 @@ class AttentionRecorder:
         class Functions(TorchFunctionMode):
             def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
                 kwargs = kwargs or {}
-                name = recorder._running[-1] if recorder._running and not recorder.paused else None
-                if name is None:
-                    pass
-                elif func is F.scaled_dot_product_attention:
+                kind = kinds.get(func)
+                if kind is None:
+                    kind = kinds[func] = _kind(func, softmaxes)
+                if kind == _OTHER or recorder.paused or not recorder._running:  # most calls: no attention
+                    return func(*args, **kwargs)
+                name = recorder._running[-1]
+                if kind == _SDPA:
                     named = {**dict(zip(SDPA_ARGS, args, strict=False)), **kwargs}
                     recorder._from_qk(
                         name,
@@ -90,28 +94,43 @@ class AttentionRecorder:
                         is_causal=bool(named.get("is_causal", False)),
                         scale=named.get("scale"),
                     )
-                elif func in softmaxes:
+                elif kind == _SOFTMAX:
                     dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
                     if _is_attention(args[0], dim):
                         recorder._record(name, args[0].detach()[:SAMPLES], None)
-                elif _attends_inside(func):
+                else:  # _INSIDE
                     with Operators():
                         return func(*args, **kwargs)
                 # the mode is off while a call it handled runs: F.softmax's Tensor.softmax is not seen twice
                 return func(*args, **kwargs)
 
+        kinds: dict[Any, int] = {}  # function -> what it is to the mode (a pure fact, cached per watch)
+        self._mode = Functions()
         self._thread, self._running = threading.get_ident(), []
         handles = []
         try:
             for name, module in self.model.named_modules():
                 handles.append(module.register_forward_pre_hook(self._enter(name)))
                 handles.append(module.register_forward_hook(self._leave, always_call=True))
-            with Functions():
+            with self._mode:
                 yield
         finally:
             for h in handles:
                 h.remove()
-            self._running, self._thread = [], None
+            self._running, self._thread, self._mode = [], None, None
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """The body runs without this recorder's function mode (the collector's own statistics:
+        their many small ops are no attention, and each would pass through the mode), where the
+        mode is the innermost on this thread; otherwise as it is."""
+        from torch.overrides import _get_current_function_mode, _pop_mode_temporarily
+
+        if self._mode is None or _get_current_function_mode() is not self._mode:
+            yield
+            return
+        with _pop_mode_temporarily():
+            yield
 
     def _enter(self, name: str) -> Any:
         def pre_hook(_module: Any, _args: Any) -> None:
@@ -221,6 +240,21 @@ class AttentionRecorder:
                 continue
             out.append(AttentionStats(name or "(model)", int(calls), math.sqrt(spread_sum / rows), entropy_sum / rows))
         return tuple(out)
+
+
+_OTHER, _SDPA, _SOFTMAX, _INSIDE = range(4)
+
+
+def _kind(func: Any, softmaxes: tuple[Any, ...]) -> int:
+    """What a torch function is to the attention mode: sdpa, a softmax, a Python function that
+    attends inside, or another."""
+    import torch.nn.functional as F
+
+    if func is F.scaled_dot_product_attention:
+        return _SDPA
+    if func in softmaxes:
+        return _SOFTMAX
+    return _INSIDE if _attends_inside(func) else _OTHER
 
 
 @functools.cache

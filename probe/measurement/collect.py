@@ -40,7 +40,7 @@ device ops of a merge (``collect_read``: the read's parts, named).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
@@ -180,9 +180,15 @@ class Collector:
             for h in handles:
                 h.remove()
 
+    def aside(self) -> AbstractContextManager[None]:
+        """Outside the attention recorder's function mode: the statistics' own ops (a few dozen per
+        row) are no attention, and each would pass through the mode."""
+        return self.attention.aside() if self.attention is not None else nullcontext()
+
     def _forward_hook(self, i: int) -> Any:
         def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
-            self._forward(i, inputs, output)
+            with self.aside():
+                self._forward(i, inputs, output)
             if self.tick is not None:
                 self.tick()
 
@@ -261,15 +267,15 @@ class Collector:
 
     def _backward_hook(self, i: int, position_norms: torch.Tensor | None, unit_dim: int) -> Any:
         def hook(grad: torch.Tensor) -> None:
-
             g = widened(grad.detach())
             if g.numel() == 0:
                 return
             layer = self.layers[i]
             layer.grads += g.numel()
-            if position_norms is not None:
-                layer.scale_samples += sp.add_grad_scale(self.extra[i], position_norms, g, unit_dim)
-            self._add_raw(len(self.layers) + i, g)
+            with self.aside():
+                if position_norms is not None:
+                    layer.scale_samples += sp.add_grad_scale(self.extra[i], position_norms, g, unit_dim)
+                self._add_raw(len(self.layers) + i, g)
             if self.tick is not None:
                 self.tick()
 
@@ -296,7 +302,10 @@ class Collector:
             return
 
         def hook(grad: torch.Tensor) -> None:
-            g = grad.detach()
+            with self.aside():
+                _count_passed(grad.detach())
+
+        def _count_passed(g: torch.Tensor) -> None:
             passed = torch.ne(g, 0).sum(dim=other_dims, dtype=self.acc_dtype) if other_dims else torch.ne(g, 0)
             passed = passed.to(self.acc_dtype)
             layer.input_grad = passed if layer.input_grad is None else layer.input_grad.add_(passed)
@@ -307,10 +316,14 @@ class Collector:
         """Add the network outputs' sum over samples and positions of ||y_bp|| * ||r_bp|| (``r``:
         the loss's direction, d loss / d output): the reference the gradient rules divide by. The
         units of an output are its last dimension (channels for a 4-D image-shaped output)."""
-        import torch
-
         if not self.layers or not self.layers[-1].scaled:
             return  # the gradient rules read the per-value gradient std (a spec MLP): no reference needed
+        with self.aside():
+            self._output_scale(outputs, directions)
+
+    def _output_scale(self, outputs: list[torch.Tensor], directions: list[torch.Tensor]) -> None:
+        import torch
+
         if self.output_sums.numel() != len(outputs):  # first batch: one sum per output
             self.output_sums = torch.zeros(len(outputs), dtype=self.acc_dtype, device=self.device)
         for k, (y, r) in enumerate(zip(outputs, directions, strict=True)):
@@ -324,6 +337,10 @@ class Collector:
 
     def after_backward(self) -> None:
         """Fold in the gradient of each watched weight after one backward pass."""
+        with self.aside():
+            self._weight_grads()
+
+    def _weight_grads(self) -> None:
         self.backward_done = True
         base = 2 * len(self.layers)
         for i, layer in enumerate(self.layers):

@@ -212,13 +212,14 @@ def _behaviour(seen: dict[int, Seen], device: Any, dtype: Any) -> None:
     only the others keeps the test's forwards off every plain linear and convolution)."""
     from probe.model import roles
 
+    drawn: dict[Any, Any] = {}  # the test inputs, one draw per shape
     for entry in seen.values():
         if not entry.candidate or entry.single is None or entry.int_input:
             continue
         module = entry.module
         params = list(module.parameters())
         if params and all(p.dim() <= 1 for p in params) and entry.shape == entry.single:
-            entry.norm = roles.acts_as_norm(module, entry.single, dtype, device)
+            entry.norm = roles.acts_as_norm(module, entry.single, dtype, device, drawn)
         weight = weight_of(module)
         if weight is not None and weight.dim() >= 2 and not entry.weight_direct:
             entry.hides_weight = roles.hides_weight_scale(module, weight, entry.single, dtype, device)
