@@ -98,8 +98,8 @@ class RunOptions:
 def run(
     spec: Spec, options: RunOptions, progress: Callable[[int, int], None] | None = None, say: Say = _quiet
 ) -> Report:
-    """``probe run``: one spec measured (here, or in a child process) and judged (``check_mode``
-    first refuses what layer by layer cannot do)."""
+    """``probe run``: one spec measured (here, or in a child process) and judged. ``check_mode``
+    (``api.pipeline``), called before, refuses what ``layer_by_layer`` cannot do."""
     if options.isolated:
         return _run_isolated(spec, options, progress, say)
     layerwise = options.layer_by_layer

@@ -1,4 +1,6 @@
-"""The command line: parse -> call the API -> render -> exit code. The only module using typer.
+"""The command line's app and what its commands share (the spec from the command line, the lines
+said before a run, the pictures, runs side by side). Each command parses (its options declared once,
+in ``options.py``), calls ``probe.api``, renders and returns an exit code.
 
 Exit codes: 0 a report was made (``check``: every spec healthy), 1 ``check`` found a broken rule,
 2 bad input, 3 runtime failure (device unavailable, out of memory, a failing forward pass), 130
