@@ -205,6 +205,6 @@ def compare(
     """``probe compare``: ``base`` probed once per entry, same seed, data and gate."""
     from probe.experiments import batch
 
-    guard_memory(entry_specs(base, entries), max_memory, jobs, say=say)
     parsed = [batch.parse_entry(e) for e in entries]
+    guard_memory([batch.entry_spec(base, e) for e in parsed], max_memory, jobs, say=say)
     return batch.compare(base, parsed, step, jobs, histograms=histograms)

@@ -199,11 +199,7 @@ class AttentionRecorder:
 
         with torch.no_grad():
             # per-element work in float32 (float64 cost GPT-2 small 4% of its pass); sums in acc_dtype
-            x = logits.float()
-            out = torch.isneginf(x) | (x <= torch.finfo(logits.dtype).min / 2)  # additive masks use -inf or min
-            if masked is not None:
-                out = out | masked
-            x = x.masked_fill(out, -math.inf)
+            x, out = masked_logits(logits, masked)
             keys = (~out).sum(-1, dtype=x.dtype)
             rows = keys >= 2
             log_p = torch.log_softmax(x, dim=-1)
@@ -243,6 +239,18 @@ class AttentionRecorder:
 
 
 _OTHER, _SDPA, _SOFTMAX, _INSIDE = range(4)
+
+
+def masked_logits(logits: torch.Tensor, masked: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``logits`` in float32 with every masked key at -inf, and the mask: the keys ``masked`` names
+    and those an additive mask pushed to -inf or to the dtype's minimum."""
+    import torch
+
+    x = logits.float()
+    out = torch.isneginf(x) | (x <= torch.finfo(logits.dtype).min / 2)  # additive masks use -inf or min
+    if masked is not None:
+        out = out | masked
+    return x.masked_fill(out, -math.inf), out
 
 
 def _kind(func: Any, softmaxes: tuple[Any, ...]) -> int:

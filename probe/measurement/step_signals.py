@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from probe.measurement.attention import AttentionRecorder
+from probe.measurement.attention import AttentionRecorder, masked_logits
 
 if TYPE_CHECKING:
     import torch
@@ -96,11 +96,7 @@ class LogitMax(AttentionRecorder):
         import torch
 
         with torch.no_grad():
-            x = logits.float()
-            out = torch.isneginf(x) | (x <= torch.finfo(logits.dtype).min / 2)  # additive masks use -inf or min
-            if masked is not None:
-                out = out | masked
-            top = x.masked_fill(out, -math.inf).amax()
+            top = masked_logits(logits, masked)[0].amax()
             self.maxima[name] = torch.maximum(self.maxima[name], top) if name in self.maxima else top
 
     def take(self) -> float | None:
