@@ -257,7 +257,9 @@ class FeedsNorm(nn.Module):
     """Four ways a layer's output can meet a normalization: straight into a BatchNorm (``direct``),
     through a ReLU module first (``after_relu``), added to the stream before a LayerNorm
     (``residual``), and permuted to channels-last before a LayerNorm (``channels_last``, as in a
-    ConvNeXt block). Only ``direct`` and ``channels_last`` make their weight scale-invariant."""
+    ConvNeXt block). The structure links ``direct`` and ``channels_last`` to their norm;
+    ``after_relu`` is scale-invariant too (a ReLU is positively homogeneous), which only its
+    gradient shows; ``residual`` is not (the skip keeps its input's scale)."""
 
     def __init__(self, channels: int = 4) -> None:
         super().__init__()
@@ -280,6 +282,30 @@ class FeedsNorm(nn.Module):
 
 def feeds_norm(channels: int = 4) -> nn.Module:
     return FeedsNorm(channels)
+
+
+class FunctionalNorms(nn.Module):
+    """Normalizations written as functions, as a newcomer writes them, which no module structure
+    shows: ``a`` feeds ``F.layer_norm``, ``b`` feeds a ReLU and a hand-written RMS norm (both
+    scale-invariant: the loss cannot see either weight's scale); ``c`` is added to the stream it
+    reads and ``head`` makes the output (their scale shows)."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.a = nn.Linear(width, width)
+        self.b = nn.Linear(width, width)
+        self.c = nn.Linear(width, width)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.layer_norm(self.a(x), x.shape[-1:])
+        h = F.relu(self.b(h))
+        h = h / h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+        return self.head(h + self.c(h))
+
+
+def functional_norms(width: int = 32) -> nn.Module:
+    return FunctionalNorms(width)
 
 
 def writes_through_data() -> nn.Module:

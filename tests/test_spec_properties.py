@@ -15,8 +15,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from probe.spec.gate_params import GATE_PARAMS
 from probe.spec.schema import Param
-from probe.spec.types import DATA_PARAMS, GATE_PARAMS, MODEL_PARAMS, RUN_PARAMS
+from probe.spec.types import DATA_PARAMS, MODEL_PARAMS, RUN_PARAMS
 
 SECTIONS: dict[str, dict[str, Param]] = {
     "model": MODEL_PARAMS,

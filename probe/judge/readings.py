@@ -132,19 +132,53 @@ def grads(least: bool) -> Values:
     return values
 
 
-def normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
-    """The weighted median, over the network's weight elements, of each weight's scale
-    (``weight_scale``: rms / sqrt(2 / fan_in)) where its layer feeds a normalization, and 0 where
-    it does not: above ``k`` exactly when most of the weights are normalized and over k times He's
-    scale. One value for the network, reported at the layer that holds the median. Embedding
-    tables are not counted (their scale is the vectors' size, not a fan-in's)."""
+# Adam's steps within which a weight must be able to move by its own size (``normalized_turn``):
+# the ground truth's training runs are 150-300 steps (docs/verdicts.md)
+TURN_STEPS = 200
+
+
+def _weighted_median(report: Stats, value: Callable[[LayerStats], float]) -> list[tuple[Row, float | None]]:
+    """The weighted median over the network's weight elements of ``value`` (0 for a row that is
+    not normalized), at the layer that holds it: above ``k`` exactly when most of the weights are
+    normalized and read over ``k``. Embedding tables are not counted (their scale is the vectors'
+    size, not a fan-in's)."""
     rows = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
     if not rows:
         return []
-    ranked = sorted(rows, key=lambda x: (x.weight_scale or 0.0) if x.normalized else 0.0)
+    ranked = sorted(rows, key=lambda x: value(x) if x.normalized else 0.0)
     half, seen = sum(x.weight_size or 0 for x in rows) / 2, 0
     for x in ranked:
         seen += x.weight_size or 0
         if seen >= half:
-            return [(x, (x.weight_scale or 0.0) if x.normalized else 0.0)]
+            return [(x, value(x) if x.normalized else 0.0)]
     return []  # unreachable: the sizes sum to 2 * half
+
+
+def normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
+    """The normalized weights' scale in He's units (``weight_scale``: rms / sqrt(2 / fan_in)),
+    weighted median: one value for the network. SGD's steps turn a weight k times He's scale k^2
+    times slower; not read with ``gate.optimizer: adam`` (``normalized_turn`` is Adam's)."""
+    if report.spec.gate.optimizer == "adam":
+        return []
+    return _weighted_median(report, lambda x: x.weight_scale or 0.0)
+
+
+def normalized_turn(report: Stats) -> list[tuple[Row, float | None]]:
+    """The normalized weights' rms in Adam's units, ``rms / (lr * TURN_STEPS)``: over 1, Adam's
+    steps of about ``lr`` cannot move the weight by its own size in ``TURN_STEPS`` steps. A weight
+    within ``gate.max_weight_scale / 2`` of He's scale counts 0: a variance rule's scale is one the
+    learning rate was chosen for, whatever the fan-in. Weighted median, one value for the network;
+    not read with ``gate.optimizer: sgd``, without a learning rate, or where ``normalized_scale``
+    already fails (``gate.optimizer: any``)."""
+    lr, gate = report.spec.run.lr, report.spec.gate
+    if gate.optimizer == "sgd" or lr <= 0:
+        return []
+    if gate.optimizer == "any" and any((v or 0.0) > gate.max_weight_scale for _, v in normalized_scale(report)):
+        return []  # the He reading fails already: one problem for the network
+    floor = gate.max_weight_scale / 2
+
+    def turn(x: LayerStats) -> float:
+        large = (x.weight_scale or 0.0) > floor
+        return (x.weight_rms or 0.0) / (lr * TURN_STEPS) if large else 0.0
+
+    return _weighted_median(report, turn)

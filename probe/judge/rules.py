@@ -38,12 +38,14 @@ from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_sta
 from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.rank_one import RANK_ONE
 from probe.judge.readings import (
+    TURN_STEPS,
     attention_entropy,
     field,
     grads,
     hidden,
     input_free,
     normalized_scale,
+    normalized_turn,
     peaked,
     read_std,
     signal_rows,
@@ -235,6 +237,12 @@ RULES: dict[str, Rule] = {
                     normalized_scale,
                     below=False,
                 ),
+                Check(
+                    "max_weight_turn",
+                    f"normalized weight rms / (lr x {TURN_STEPS} steps) (median over the weights)",
+                    normalized_turn,
+                    below=False,
+                ),
             ),
         ),
         Rule(
@@ -319,6 +327,7 @@ def _loosened(gate: GateSpec) -> GateSpec:
         min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
         max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
         max_weight_scale=gate.max_weight_scale / 2,
+        max_weight_turn=gate.max_weight_turn / 2,
         # a near miss: half as far above a constant guess (2 for 3)
         max_loss_ratio=1.0 + (gate.max_loss_ratio - 1.0) / 2,
         min_step_progress=gate.min_step_progress * 2,  # a near miss: under twice the pace

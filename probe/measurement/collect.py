@@ -354,6 +354,8 @@ class Collector:
                 continue
             layer.weight_grad_batches += 1
             self._add_raw(base + i, widened(g))
+            if self.weight_grad_part is None and not p.is_meta:  # (a shard's part has no whole-weight cosine)
+                layer.scale_cos = sp.scale_cosine(layer.scale_cos, g, p.detach(), self.acc_dtype)
 
     def _merge(self) -> None:
         """Fold every pending record into the per-slot accumulators on the device (runs every few

@@ -44,6 +44,9 @@ class Layer:
         self.weight_ties: torch.Tensor | None = None
         self.own: torch.Tensor | None = None  # [||grad|| of parameters exactly 0, largest ||grad|| / ||p||]
         self.update_share: torch.Tensor | None = None  # first_update.rank_one_share of the weight's gradient
+        # the largest |cos| between the watched weight and its gradient over the batches
+        # (signal_path.scale_cosine: 0 where the loss cannot see the weight's scale)
+        self.scale_cos: torch.Tensor | None = None
         self.has_own = bool(sp.own_parameters(w))  # a row without parameters: its input's gradient decides
         self.units_done = False  # the first backward's unit statistics are in (add_unit_gradients)
 
@@ -119,6 +122,14 @@ def to_stats(
         correlation=cosines[0],
         token_correlation=cosines[1],
         gradient_blocked=has_grads and g_sq == 0.0,
-        **sp.extra_fields(weight_grad_norm, w, layer.residual_values, layer.scale_samples, extra, weight_norm),
+        **sp.extra_fields(
+            weight_grad_norm,
+            w,
+            layer.residual_values,
+            layer.scale_samples,
+            extra,
+            weight_norm,
+            units_known.get("weight_grad_cos"),
+        ),
         **units_known,
     )

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 # Rows that get grad_scale: the ones the gradient rules judge (and the network output).
 SCALED_ROLES = ("stream", "head")
+# A weight whose gradient's |cos| with the weight stays under this on every batch is one whose scale
+# the loss cannot see (``scale_cosine``; docs/verdicts.md): ``normalized`` by what it does. Exactly
+# blind weights read 1e-10 to 1e-6 (a normalization's eps, float rounding), weights whose scale the
+# loss sees about cos(delta, y) / sqrt(fan_in), 1e-5 to 1e-1 on the zoo.
+SCALE_BLIND_COS = 1e-6
 # The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_bp|| ||g_bp||.
 EXTRA = 3
 
@@ -28,6 +33,7 @@ def extra_fields(
     scale_samples: int,
     extra: list[float],
     weight_norm: float | None,
+    weight_grad_cos: float | None = None,
 ) -> dict[str, Any]:
     """A row's role, its weight's scale and the statistics of its per-layer accumulator ``extra``, as LayerStats
     fields (built into the record at once: ``dataclasses.replace`` per row cost the seed's
@@ -45,7 +51,7 @@ def extra_fields(
     return {
         "role": watched.role,
         "weight_size": size,
-        "normalized": watched.normalized,
+        "normalized": watched.normalized or (weight_grad_cos is not None and weight_grad_cos < SCALE_BLIND_COS),
         "norm_reader": watched.norm_reader,
         "grad_scale": scale,
         "weight_grad_ratio": ratio,
@@ -150,6 +156,23 @@ def tie_sums(rows: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
     return torch.stack([torch.dot(across, across), total]).to(acc_dtype)
 
 
+def scale_cosine(
+    largest: torch.Tensor | None, grad: torch.Tensor, weight: torch.Tensor, acc_dtype: torch.dtype
+) -> torch.Tensor:
+    """The larger of ``largest`` and |cos| between ``grad`` and ``weight``, on the device: the
+    loss's derivative along the weight's own direction, <dL/dW, W> = dL/d(log scale), over
+    ||dL/dW|| ||W||. A weight whose output a normalization divides out (or whose every path ends in
+    one) gives 0 up to the norm's eps and rounding, whatever the architecture; 1 where either norm is
+    0 (nothing to tell). The products are float32 or wider, summed in ``acc_dtype``."""
+    import torch
+
+    g, w = widened(grad), widened(weight)
+    dot = (g * w).sum(dtype=acc_dtype).abs()
+    size = torch.linalg.vector_norm(g, dtype=acc_dtype) * torch.linalg.vector_norm(w, dtype=acc_dtype)
+    cos = torch.where(size > 0, dot / torch.where(size > 0, size, torch.ones_like(size)), torch.ones_like(size))
+    return cos.reshape(1) if largest is None else torch.maximum(largest, cos.reshape(1))
+
+
 def own_parameters(w: Watched, scales: bool = False) -> list[torch.Tensor]:
     """The parameters a row's units are made of: its watched weight and its module's own (not its
     children's) parameters: a bias, a LayerScale's gamma, a block's scalar gain. ``scales``: only
@@ -224,6 +247,7 @@ def unit_parts(layers: list[Any]) -> list[torch.Tensor]:
             layer.weight_ties,
             layer.own,
             layer.update_share,
+            layer.scale_cos,
         ):
             if t is not None:
                 parts.append(t.reshape(-1))
@@ -235,7 +259,7 @@ def read_unit_parts(layers: list[Any], flat: list[float], at: int) -> tuple[list
     out = []
     for layer in layers:
         read: dict[str, Any] = {}
-        for name in ("weight_units", "input_grad", "grad_ties", "weight_ties", "own", "update_share"):
+        for name in ("weight_units", "input_grad", "grad_ties", "weight_ties", "own", "update_share", "scale_cos"):
             t = getattr(layer, name)
             if t is None:
                 read[name] = None
@@ -256,8 +280,9 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
     gradient (the first step moves them): not dead. A ReLU negative for every sample passes no
     gradient to its input nor to the weight row feeding it: dead.
     """
+    cos = read.get("scale_cos")
     if alive is None:
-        return {}
+        return {"weight_grad_cos": cos[0]} if cos is not None else {}
     units = len(alive)
     zero = [c == 0.0 for c in alive]
     dead = list(zero)
@@ -281,6 +306,8 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
     fields["own"] = (own[0] > 0, own[1])
     if read.get("update_share") is not None:
         fields["update_rank_share"] = read["update_share"][0]
+    if cos is not None:
+        fields["weight_grad_cos"] = cos[0]
     return fields
 
 

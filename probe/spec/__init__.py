@@ -2,13 +2,13 @@
 
 from probe.spec import activations, inits, schema
 from probe.spec.describe import gate_changes, summary
+from probe.spec.gate_params import GATE_PARAMS
 from probe.spec.load import load, loads, parse, to_dict, with_changes
 from probe.spec.types import (
     BIAS_STRATEGIES,
     BLOCKS,
     DISTRIBUTIONS,
     DTYPES,
-    GATE_PARAMS,
     MODEL_KEYS,
     MODEL_KINDS,
     NORM_POSITIONS,

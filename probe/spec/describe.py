@@ -6,8 +6,9 @@ from collections.abc import Collection
 from typing import Any
 
 from probe.spec import activations, inits
+from probe.spec.gate_params import GATE_PARAMS
 from probe.spec.schema import Param
-from probe.spec.types import GATE_PARAMS, GateSpec, Spec
+from probe.spec.types import GateSpec, Spec
 
 
 def summary(spec: Spec, per_row: Collection[str] = ()) -> str:

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from probe.spec import activations, inits
+from probe.spec.gate_params import GATE_PARAMS
 from probe.spec.schema import INT_LIMIT, Param
 from probe.spec.types import (
     DATA_PARAMS,
     DEVICE_PATTERN,
-    GATE_PARAMS,
     MODEL_PARAMS,
     RULE_NAMES,
     RULE_TARGETS,

@@ -14,11 +14,11 @@ from typing import Any
 
 from probe.errors import SpecError, SpecErrors, echo
 from probe.spec import activations, inits
+from probe.spec.gate_params import GATE_PARAMS
 from probe.spec.schema import check_params, type_name, unknown
 from probe.spec.types import (
     DATA_PARAMS,
     DEVICE_PATTERN,
-    GATE_PARAMS,
     MODEL_KEYS,
     MODEL_PARAMS,
     RULE_NAMES,
