@@ -119,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"steps": args.steps}
     if not args.no_truth:
         truth = json.loads(zoo_table.TRUTH.read_text())
+        replicates = json.loads(zoo_table.REPLICATES.read_text())["runs"] if zoo_table.REPLICATES.exists() else []
         rows = []
         print("| id | init | half | trains (gain) | progress | per step | weights turn/step | step 0 | with steps |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for run in truth["runs"]:
+        for run in zoo_table.with_replicates(truth["runs"], replicates):
             if run["trains"] is None:
                 continue
             r = probe_case(zoo, run["model"], run["init"], args.steps)

@@ -88,3 +88,44 @@ def test_after_first_step_is_the_update_share_of_the_weight_energy() -> None:
     assert after_first_step(1.0, lr, lr) == pytest.approx(0.5)  # a weight as large as the update: half
     assert after_first_step(1.0, 0.07, lr) == pytest.approx(lr**2 / (0.07**2 + lr**2))
     assert math.isclose(after_first_step(0.6, 1e-5, lr), 0.6 * lr**2 / (1e-10 + lr**2))
+
+
+def _far_below_lr(std: float) -> torch.nn.Module:
+    # a LayerNorm MLP drawn at N(0, std^2), biases 0: at 1e-10 each LayerNorm's input variance
+    # (~1e-19) is far under its eps (1e-5), so nothing renormalizes and the signal stays ~1e-7
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(32, 64),
+        torch.nn.LayerNorm(64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.LayerNorm(64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 10),
+    )
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, std=std)
+            torch.nn.init.zeros_(m.bias)
+    return model
+
+
+def test_weights_far_below_lr_are_redrawn_by_adams_first_step() -> None:
+    from probe.judge.mechanisms import REDRAW
+
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(1))
+    # 1e-10 is 7 decades under lr 1e-3: Adam's first step (about lr per element) replaces every
+    # weight by lr * sign(gradient), whose signs vary with the samples: the step-0 signal says
+    # nothing about training (SAM's initializer_range 1e-10 trains, AdamW gain 0.91)
+    report = probe.measure(_far_below_lr(1e-10), x, seed=0)
+    assert all((r.weight_rms or 0) < report.stats.spec.run.lr / REDRAW for r in report.layers if r.weight_size)
+    assert report.verdict.healthy, report.verdict.problems
+    vanishing = [p for p in report.verdict.warnings if p.rule == "vanishing"]
+    assert vanishing and all("redraws" in p.message for p in vanishing)
+    # SGD's steps are as small as the vanishing gradient: an error there
+    sgd = probe.measure(_far_below_lr(1e-10), x, seed=0, gate={"optimizer": "sgd"})
+    assert "vanishing" in {p.rule for p in sgd.verdict.problems}
+    # exactly 0 is not redrawn into anything new (tied rows stay tied)
+    assert not probe.measure(_far_below_lr(0.0), x, seed=0).verdict.healthy
+    # x 1e-3 of a default keeps its step-0 verdict: 1e-5 is over lr / REDRAW
+    assert "vanishing" in {p.rule for p in probe.measure(_far_below_lr(1e-5), x, seed=0).verdict.problems}

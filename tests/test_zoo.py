@@ -24,16 +24,12 @@ import probe
 from tests.zoo import ZOO
 
 # id -> why today's rules call its default init unhealthy (first rule @ row = value, from
-# benchmarks/zoo_check.py); 3 of 359, down from 61 plus 5 probe errors before issue 18's rules. Each trains
+# benchmarks/zoo_check.py); 1 of 359, down from 61 plus 5 probe errors before issue 18's rules. Each trains
 # (benchmarks/trainability.py --zoo), so the verdict is wrong there.
 KNOWN_FALSE_ALARMS: dict[str, str] = {
     "hf/mobilevit": "vanishing in the first block (4.37e-04): HF's BatchNorm gammas N(0, 0.02) on N(0, 0.02) convs put "
     "the BatchNorms' input variance below eps (no renormalizing), a true small signal; it trains (AdamW gain 0.45 in "
     "150 steps, zeros -0.01)",
-    "hf/sam_hq_vision_model": "as hf/sam_vision_model (vanishing @ vision_encoder.patch_embed.projection = 6.74e-10)",
-    "hf/sam_vision_model": "vanishing at the patch embedding (6.74e-10), a true small signal: SamVisionConfig's "
-    "initializer_range is 1e-10 (every weight N(0, 1e-10); 2e-22 at the output); yet it trains under AdamW (gain 0.91 "
-    "in 150 steps, zeros -0.01): a tiny init that training recovers, as hf/llama and hf/glm4 at x 1e-3",
 }
 
 # id -> why a library's own default init does not train (measured): probe must call these unhealthy

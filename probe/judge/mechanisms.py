@@ -19,6 +19,11 @@ from probe.spec import GateSpec
 DEAD_CUT = 0.9
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
+# Adam's first step moves each weight element by about lr: where most of the weights are under
+# lr / REDRAW, it replaces the init by lr * sign(gradient) (``redrawn``). SAM's
+# initializer_range 1e-10 sits 7 decades under lr 1e-3 and trains; a x 1e-3 default, 1.3e-5 to
+# 7e-5 on the zoo, keeps its step-0 verdict
+REDRAW = 1e3
 
 
 def fmt(x: float) -> str:
@@ -124,6 +129,8 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
     - gradient_exploding: in a residual network, a row whose gradient reaches only weights that
       feed a normalization (``_scale_invariant_behind``) is at most a warning.
     """
+    if rule in ("vanishing", "gradient_vanishing") and (redraw := redrawn(report, gate)):
+        return set(), {x.name for x in report.layers}, redraw
     if rule == "gradient_vanishing":
         side = side_rows(report, gate or report.spec.gate)
         if side:  # at most a warning: a row that ran before them receives its gradient
@@ -131,6 +138,32 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
             own = "small where the row's own effect on the loss is small: a row that ran before it receives gradient"
             return skip, capped | side, f"{why}; {own}" if why else own
     return _behind_movers(rule, report, gate)
+
+
+def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
+    """Why the step-0 signal's size says nothing about training, or "": most of the weight
+    elements (weighted median of each weighted row's rms) are under ``run.lr / REDRAW``, so
+    Adam's first step, about ``lr`` per element, replaces them by ``lr * sign(gradient)``: a
+    network that exists for one step. Exactly-0 weights are not redrawn (a tied zero weight stays
+    tied: ``symmetry`` judges it); whether the redraw is one outer product is ``rank_one_step``'s.
+    Not with ``gate.optimizer: sgd``, whose steps scale with the vanishing gradient."""
+    gate = gate or report.spec.gate
+    lr = report.spec.run.lr
+    if gate.optimizer == "sgd" or lr <= 0:
+        return ""
+    rows = sorted(
+        (x.weight_rms or math.inf, x.weight_size or 0)
+        for x in report.layers
+        if x.weight_size and x.weight_rms is not None
+    )
+    half, seen = sum(size for _, size in rows) / 2, 0
+    for rms, size in rows:
+        seen += size
+        if seen >= half:
+            if rms < lr / REDRAW:
+                return f"most weights (rms {fmt(rms)}) are under lr / {REDRAW:g}: Adam's first step redraws them"
+            return ""
+    return ""
 
 
 def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set[str], set[str], str]:
