@@ -220,3 +220,27 @@ def test_check_calls_each_factory_once(cli: Callable[..., Any], counts: Counter[
     assert refused.exit_code == 3 and f"{spec}: " in said and "exceeds --max-memory 1 GiB" in said, said
     assert '"label": "configs/lab1_tiny_relu.yaml"' in refused.stdout  # the other spec ran
     assert counts == Counter(factory=1, forward=1)  # built once, discovered, refused before its measured pass
+
+
+def test_compare_inspect_and_advise_call_a_factory_once_per_probe(
+    cli: Callable[..., Any], counts: Counter[str], tmp_path: Path
+) -> None:
+    """The other commands that probe a factory's model estimate it from the model their run builds
+    too: ``compare`` once per entry, ``inspect`` once (its parameters and its forward pass on the
+    same build), ``advise`` once."""
+    spec = tmp_path / "factory.yaml"
+    spec.write_text(
+        "model:\n  import: tests.models_for_tests:stacked\n  kwargs: {width: 8}\n  input_shape: [8]\n"
+        f"data: {{batch_size: 4, batches: {BATCHES}}}\nrun: {{device: cpu}}\n",
+        encoding="utf-8",
+    )
+    for command, args, probes in (
+        ("compare", ["he", "xavier", "--config", str(spec)], 2),
+        ("inspect", [str(spec)], 1),
+        ("advise", [str(spec)], 1),
+    ):
+        counts.clear()
+        result = cli(command, *args)
+        assert result.exit_code in (0, 1), (command, result.output)
+        assert counts["factory"] == probes, (command, counts)
+        assert counts["forward"] == probes * (1 + BATCHES), (command, counts)  # discovery + measured batches

@@ -206,5 +206,12 @@ def compare(
     from probe.experiments import batch
 
     parsed = [batch.parse_entry(e) for e in entries]
-    guard_memory([batch.entry_spec(base, e) for e in parsed], max_memory, jobs, say=say)
-    return batch.compare(base, parsed, step, jobs, histograms=histograms)
+    # in one process, a factory's model is estimated by each run from the model it builds (the
+    # factory runs once per entry); worker processes (--jobs) are estimated before, side by side
+    later = built_once if jobs <= 1 else None
+    guard_memory([batch.entry_spec(base, e) for e in parsed], max_memory, jobs, say=say, later=later)
+
+    def each(s: Spec) -> Any:
+        return memory_check(s, max_memory, say=say) if later is not None and built_once(s) else None
+
+    return batch.compare(base, parsed, step, jobs, histograms=histograms, check=each)

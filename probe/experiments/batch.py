@@ -62,13 +62,19 @@ def entry_spec(base: Spec, entry: Entry) -> Spec:
 
 
 def compare(
-    base: Spec, entries: Sequence[Entry], step: Step | None = None, jobs: int = 1, histograms: bool = False
+    base: Spec,
+    entries: Sequence[Entry],
+    step: Step | None = None,
+    jobs: int = 1,
+    histograms: bool = False,
+    check: Callable[[Spec], Any] | None = None,
 ) -> list[Run]:
     """Probe ``base`` once per entry with the same seed, data and gate (``jobs`` worker processes);
-    ``histograms``: each run's first-batch histograms, binned in its measured pass."""
+    ``histograms``: each run's first-batch histograms, binned in its measured pass; ``check(spec)``:
+    the memory check each run is given (in this process: ``jobs`` 1), or None."""
     specs = [entry_spec(base, entry) for entry in entries]
     labels = [entry.text for entry in entries]
-    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs, histograms)
+    return _run_all(specs, labels, [entry.strategy for entry in entries], step, jobs, histograms, check)
 
 
 def check(
@@ -162,13 +168,22 @@ def run_each(
 
 
 def _run_all(
-    specs: list[Spec], labels: list[str], strategies: list[str], step: Step | None, jobs: int, histograms: bool = False
+    specs: list[Spec],
+    labels: list[str],
+    strategies: list[str],
+    step: Step | None,
+    jobs: int,
+    histograms: bool = False,
+    check: Callable[[Spec], Any] | None = None,
 ) -> list[Run]:
     from functools import partial
 
     from probe.records import Run
 
-    results = run_each(partial(probe_and_evaluate, histograms=histograms), specs, labels, step, jobs)
+    fn: Callable[[Spec], tuple[Stats, Verdict]] = partial(probe_and_evaluate, histograms=histograms)
+    if check is not None and jobs <= 1:
+        fn = lambda spec: probe_and_evaluate(spec, histograms, check(spec))  # noqa: E731
+    results = run_each(fn, specs, labels, step, jobs)
     return [
         Run(label, report, verdict, strategy, spec.model.activation.name)
         for label, strategy, spec, (report, verdict) in zip(labels, strategies, specs, results, strict=True)

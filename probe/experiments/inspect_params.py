@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from probe.judge.advice import OFF_RULE_HIGH, OFF_RULE_LOW
-from probe.model.build import build
+from probe.model.build import build_initialized
 from probe.model.init_rules import reachable
 from probe.records import LayerStats
 from probe.spec import Choice, Spec, inits
@@ -22,6 +22,7 @@ from probe.spec import Choice, Spec, inits
 if TYPE_CHECKING:
     import torch
 
+    from probe.measurement.once import MemoryCheck
     from probe.model.init_rules import InitLog
 
 SIGMA_TOLERANCE = 6.0
@@ -72,24 +73,24 @@ def _mismatch(std: float, expected: float | None, count: int) -> bool:
     return abs(std - expected) > SIGMA_TOLERANCE * noise + RELATIVE_TOLERANCE * expected
 
 
-def inspect(spec: Spec, activations_pass: bool = True) -> Inspection:
-    """Build the spec's network (same seed as ``probe run``) and inspect every parameter."""
+def inspect(spec: Spec, activations_pass: bool = True, check: MemoryCheck | None = None) -> Inspection:
+    """Build the spec's network once, as ``probe run`` does (same seed; lsuv's rescaling), inspect
+    every parameter, and, with ``activations_pass``, probe that model's forward pass where the
+    spec puts it (``run.device``, ``run.dtype``). ``check``: given the run's memory estimate before
+    the pass (``probe.measurement.once``; a user factory then runs once)."""
     import torch
 
-    from probe.measurement.run import run_probe
+    from probe.measurement.once import build_checked
+    from probe.measurement.run import resolve_device, run_model
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.run.seed)
-        built = build(spec)
-        if spec.init.weight.name == "lsuv":  # data-dependent init: the post-build step, as in run_probe
-            from probe.model.lsuv import lsuv_built
-
-            lsuv_built(built, spec)
     layers: tuple[LayerStats, ...] = ()
-    if activations_pass:
-        forward_only = replace(spec, run=replace(spec.run, backward=False))
-        layers = run_probe(forward_only).layers
-    return Inspection(spec, inspect_module(built.model, spec, built.init_log), layers)
+    with torch.random.fork_rng(devices=[]):
+        built = build_checked(spec, check) if check is not None else build_initialized(spec)
+        rows = inspect_module(built.model, spec, built.init_log)
+        if activations_pass:
+            built.model.to(device=resolve_device(spec.run.device), dtype=getattr(torch, spec.run.dtype))
+            layers = run_model(replace(spec, run=replace(spec.run, backward=False)), built).layers
+    return Inspection(spec, rows, layers)
 
 
 def inspect_module(model: torch.nn.Module, spec: Spec, log: InitLog | None = None) -> tuple[ParamRow, ...]:
