@@ -227,7 +227,7 @@ def test_compare_inspect_and_advise_call_a_factory_once_per_probe(
 ) -> None:
     """The other commands that probe a factory's model estimate it from the model their run builds
     too: ``compare`` once per entry, ``inspect`` once (its parameters and its forward pass on the
-    same build), ``advise`` once."""
+    same build), ``advise`` once, ``fix`` once per build."""
     spec = tmp_path / "factory.yaml"
     spec.write_text(
         "model:\n  import: tests.models_for_tests:stacked\n  kwargs: {width: 8}\n  input_shape: [8]\n"
@@ -244,3 +244,7 @@ def test_compare_inspect_and_advise_call_a_factory_once_per_probe(
         assert result.exit_code in (0, 1), (command, result.output)
         assert counts["factory"] == probes, (command, counts)
         assert counts["forward"] == probes * (1 + BATCHES), (command, counts)  # discovery + measured batches
+    # fix builds three models (the probe as written, LSUV's, the probe of LSUV's weights) and no meta one
+    counts.clear()
+    assert cli("fix", str(spec)).exit_code in (0, 1)
+    assert counts["factory"] == 3, counts

@@ -125,8 +125,7 @@ def fix(
     """``probe fix``: LSUV from ``start``, probed before and after (``step(label)`` as each begins)."""
     from probe.experiments import fix as fx
 
-    guard_memory([spec], None, say=say)
-    return fx.fix(spec, start, tolerance, max_iter, step)
+    return fx.fix(spec, start, tolerance, max_iter, step, check=_once(spec, say))
 
 
 def weights_bytes(state_dict: dict[str, Any]) -> bytes:

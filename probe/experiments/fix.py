@@ -21,6 +21,8 @@ from probe.records import Stats, Verdict
 from probe.spec import Spec
 
 if TYPE_CHECKING:
+    from probe.measurement.once import MemoryCheck
+
     pass
 
 
@@ -55,9 +57,11 @@ def fix(
     tolerance: float = 0.1,
     max_iter: int = 10,
     step: Callable[[str], None] | None = None,
+    check: MemoryCheck | None = None,
 ) -> FixResult:
     """Probe ``spec`` as written, then LSUV from ``start`` (default orthogonal), and probe the
-    result; ``step(label)`` as each of the three begins."""
+    result; ``step(label)`` as each of the three begins. ``check``: given the first probe's memory
+    estimate (``probe.measurement.once``), which the later two share."""
     import torch
 
     from probe.judge.rules import evaluate
@@ -67,7 +71,7 @@ def fix(
 
     say = step or (lambda _label: None)
     say("probing as written")
-    before = run_probe(spec)
+    before = run_probe(spec, check=check)
     fixed = lsuv_spec(spec, start, tolerance, max_iter)
     say("LSUV")
     try:

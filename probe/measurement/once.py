@@ -16,8 +16,8 @@ storage, no draws), then built for real: replaying the library's init on the met
 zoo's 306 types differ, sub-models initialized by their own constructors among them), so the
 meta build is not materialized. ``--layer-by-layer`` builds a user or transformers model once,
 on the meta device, and estimates that same structure (``probe.measurement.layerwise``). Under
-torchrun, in ``probe fix``, and with ``--jobs N`` (worker processes), a factory's model is still
-estimated on a meta-device call of the factory before the build.
+torchrun and with ``--jobs N`` (worker processes), a factory's model is still estimated on a
+meta-device call of the factory before the build.
 """
 
 from __future__ import annotations
