@@ -70,10 +70,10 @@ class LayerStats:
     weight_size: int | None = None  # elements in the weight (weighs layers in the weight_scale rule)
     weight_rms: float | None = None  # rms(weight): Adam's steps of about lr turn it by lr / weight_rms
     # the loss cannot see its weight's scale: its output goes straight into a normalization, or its
-    # gradient is orthogonal to the weight on every batch (weight_grad_cos)
+    # gradient is orthogonal to the weight (weight_grad_cos)
     normalized: bool = False
-    # the largest |cos| over the batches between d loss / d weight and the weight: 0 (to about 1e-7)
-    # where no scale of the weight changes the loss (docs/verdicts.md)
+    # |cos| between the first batch's d loss / d weight and the weight: 0 (to about 1e-7) where no
+    # scale of the weight changes the loss (docs/verdicts.md); None for tables (role embedding)
     weight_grad_cos: float | None = None
     # the normalization reading this row's output where every module reading it normalizes it (a
     # pre-norm stream): the scale the network sees is that row's (docs/verdicts.md)

@@ -237,3 +237,23 @@ def test_a_decoder_whose_branches_end_in_norms_fails_weight_scale_at_n01() -> No
     assert verdicts["default"].healthy
     # (its median weight sits on the He rule's line, 4.0 at width 32; Adam's reading is 5)
     assert [p.rule for p in verdicts["normal1"].problems] == ["weight_scale"]
+
+
+def test_the_scale_cosine_is_exact_across_chunks() -> None:
+    import torch
+
+    from probe.measurement.counts import CHUNK
+    from probe.measurement.signal_path import scale_cosine
+
+    # a weight over three chunks and its gradient made orthogonal to it exactly (in float64, then
+    # rounded to float32: |cos| of the rounding, about 6e-8 / sqrt(n) per element's relative error)
+    n = 3 * CHUNK + 5
+    gen = torch.Generator().manual_seed(0)
+    w64, g64 = torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
+    g64 -= (g64 @ w64) / (w64 @ w64) * w64
+    w, g = w64.float(), g64.float()
+    assert float(scale_cosine(g, w, torch.float64)) < 1e-6
+    # the float32 norms of 12.6 million values are good to about 1e-3 (a cosine of 1e-6 by 1e-9)
+    assert float(scale_cosine(w, w, torch.float64)) == pytest.approx(1.0, rel=1e-2)
+    # 1 where a norm is 0 (nothing to tell)
+    assert float(scale_cosine(torch.zeros(4), torch.ones(4), torch.float64)) == 1.0

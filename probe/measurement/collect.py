@@ -354,8 +354,11 @@ class Collector:
                 continue
             layer.weight_grad_batches += 1
             self._add_raw(base + i, widened(g))
-            if self.weight_grad_part is None and not p.is_meta:  # (a shard's part has no whole-weight cosine)
-                layer.scale_cos = sp.scale_cosine(layer.scale_cos, g, p.detach(), self.acc_dtype)
+            if layer.scale_cos is None and self.weight_grad_part is None and layer.watched.role != "embedding":
+                # once, on the first backward (a shard's part has no whole-weight cosine; a table's
+                # scale is no fan-in's, weight_scale does not read it): about 6% of a bare forward and
+                # backward of GPT-2 small, so not every batch
+                layer.scale_cos = sp.scale_cosine(g, p.detach(), self.acc_dtype)
 
     def _merge(self) -> None:
         """Fold every pending record into the per-slot accumulators on the device (runs every few

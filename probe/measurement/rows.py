@@ -44,8 +44,8 @@ class Layer:
         self.weight_ties: torch.Tensor | None = None
         self.own: torch.Tensor | None = None  # [||grad|| of parameters exactly 0, largest ||grad|| / ||p||]
         self.update_share: torch.Tensor | None = None  # first_update.rank_one_share of the weight's gradient
-        # the largest |cos| between the watched weight and its gradient over the batches
-        # (signal_path.scale_cosine: 0 where the loss cannot see the weight's scale)
+        # |cos| between the watched weight and its first batch's gradient (signal_path.scale_cosine:
+        # 0 where the loss cannot see the weight's scale)
         self.scale_cos: torch.Tensor | None = None
         self.has_own = bool(sp.own_parameters(w))  # a row without parameters: its input's gradient decides
         self.units_done = False  # the first backward's unit statistics are in (add_unit_gradients)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # Rows that get grad_scale: the ones the gradient rules judge (and the network output).
 SCALED_ROLES = ("stream", "head")
-# A weight whose gradient's |cos| with the weight stays under this on every batch is one whose scale
+# A weight whose first batch's gradient has |cos| with the weight under this is one whose scale
 # the loss cannot see (``scale_cosine``; docs/verdicts.md): ``normalized`` by what it does. Exactly
 # blind weights read 1e-10 to 1e-6 (a normalization's eps, float rounding), weights whose scale the
 # loss sees about cos(delta, y) / sqrt(fan_in), 1e-5 to 1e-1 on the zoo.
@@ -156,21 +156,26 @@ def tie_sums(rows: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
     return torch.stack([torch.dot(across, across), total]).to(acc_dtype)
 
 
-def scale_cosine(
-    largest: torch.Tensor | None, grad: torch.Tensor, weight: torch.Tensor, acc_dtype: torch.dtype
-) -> torch.Tensor:
-    """The larger of ``largest`` and |cos| between ``grad`` and ``weight``, on the device: the
-    loss's derivative along the weight's own direction, <dL/dW, W> = dL/d(log scale), over
+def scale_cosine(grad: torch.Tensor, weight: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
+    """|cos| between ``grad`` and ``weight``, as a 1-element tensor on their device: the loss's
+    derivative along the weight's own direction, <dL/dW, W> = dL/d(log scale), over
     ||dL/dW|| ||W||. A weight whose output a normalization divides out (or whose every path ends in
-    one) gives 0 up to the norm's eps and rounding, whatever the architecture; 1 where either norm is
-    0 (nothing to tell). The products are float32 or wider, summed in ``acc_dtype``."""
+    one) gives 0 up to the norm's eps and rounding, whatever the architecture; 1 where either norm
+    is 0 (nothing to tell). The products are float32 or wider, summed in ``acc_dtype`` chunk by
+    chunk (``counts.CHUNK`` values: no temporary of the weight's size, which for a 70B model's
+    embedding would be 4.2 GB); the norms in the tensors' own precision, as ``weight_norms`` (a
+    float32 norm of 12 million values is off by about 1e-3, which moves a cosine of 1e-6 by 1e-9)."""
     import torch
 
-    g, w = widened(grad), widened(weight)
-    dot = (g * w).sum(dtype=acc_dtype).abs()
-    size = torch.linalg.vector_norm(g, dtype=acc_dtype) * torch.linalg.vector_norm(w, dtype=acc_dtype)
-    cos = torch.where(size > 0, dot / torch.where(size > 0, size, torch.ones_like(size)), torch.ones_like(size))
-    return cos.reshape(1) if largest is None else torch.maximum(largest, cos.reshape(1))
+    from probe.measurement.counts import CHUNK
+
+    g, w = widened(grad).reshape(-1), widened(weight).reshape(-1)
+    dot = torch.zeros((), dtype=acc_dtype, device=g.device)
+    for gc, wc in zip(g.split(CHUNK), w.split(CHUNK), strict=True):
+        dot += (gc * wc).sum(dtype=acc_dtype)
+    size = torch.linalg.vector_norm(g).to(acc_dtype) * torch.linalg.vector_norm(w).to(acc_dtype)
+    one = torch.ones_like(size)
+    return torch.where(size > 0, dot.abs() / torch.where(size > 0, size, one), one).reshape(1)
 
 
 def own_parameters(w: Watched, scales: bool = False) -> list[torch.Tensor]:
