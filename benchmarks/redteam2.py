@@ -59,6 +59,8 @@ TRAIN_INITS = ("default", "normal1", "tiny", "tiny2")
 TWICE = "tiny2"
 LINE_BAND = (0.3, 0.7)
 SEEDS = (1, 2)
+# the table is generated; what follows this line in redteam2.md (the mechanisms, by hand) is kept
+NOTES = "<!-- notes: written by hand, kept when the table is regenerated -->"
 
 
 def register(zoo: Any) -> None:
@@ -67,7 +69,7 @@ def register(zoo: Any) -> None:
     zoo.split = lambda family: "held-out" if family == "redteam2" else split(family)
     for id_, (kind, factory, head) in redteam2_models.MODELS.items():
         zoo.ZOO[id_] = zoo.Entry(id_, "redteam2", "handwritten", kind, head, factory, zoo.INPUTS[kind])
-        variants = {TWICE: lambda m: zoo.apply_init(m, "tiny"), **redteam2_models.VARIANTS.get(id_, {})}
+        variants = {TWICE: lambda m: zoo.apply_init(m, "tiny"), **_variants(id_)}
         for name, transform in variants.items():
             built = _then(factory, transform)
             zoo.ZOO[f"{id_}#{name}"] = zoo.Entry(id_, "redteam2", "handwritten", kind, head, built, zoo.INPUTS[kind])
@@ -80,17 +82,21 @@ def _then(factory: Any, transform: Any) -> Any:
     return build
 
 
+def _variants(id_: str) -> dict[str, Any]:
+    return {**redteam2_models.VARIANTS.get(id_, {}), **redteam2_models.ISOLATIONS.get(id_, {})}
+
+
 def inits_of(id_: str) -> tuple[str, ...]:
-    """The trained inits of a model: ``TRAIN_INITS`` and its ``redteam2_models.VARIANTS``."""
-    return TRAIN_INITS + tuple(redteam2_models.VARIANTS.get(id_, {}))
+    """The trained inits of a model: ``TRAIN_INITS``, its ``redteam2_models.VARIANTS`` and ``ISOLATIONS``."""
+    return TRAIN_INITS + tuple(_variants(id_))
 
 
 def _entry(id_: str, init: str) -> tuple[str, str]:
     """The registry id and zoo init of a case: ``tiny2`` is the ``#tiny2`` entry (already x 1e-3) at
-    ``tiny``; a variant of ``redteam2_models.VARIANTS`` is its entry at ``default``."""
+    ``tiny``; a variant (``VARIANTS``, ``ISOLATIONS``) is its entry at ``default``."""
     if init == TWICE:
         return f"{id_}#{TWICE}", "tiny"
-    if init in redteam2_models.VARIANTS.get(id_, {}):
+    if init in _variants(id_):
         return f"{id_}#{init}", "default"
     return id_, init
 
@@ -107,7 +113,7 @@ def _rows(report: Any) -> list[dict[str, Any]]:
     ]
 
 
-def probe_case(zoo: Any, entry_id: str, init: str) -> dict[str, Any]:
+def probe_case(zoo: Any, entry_id: str, init: str, rows: bool = True) -> dict[str, Any]:
     import torch
 
     import probe
@@ -126,7 +132,8 @@ def probe_case(zoo: Any, entry_id: str, init: str) -> dict[str, Any]:
         out["healthy"] = bool(v.healthy)
         out["problems"] = [{**zoo_check.problem_dict(p), "gate_key": p.gate_key} for p in v.problems]
         out["warnings"] = [{**zoo_check.problem_dict(p), "gate_key": p.gate_key} for p in v.warnings]
-        out["rows"] = _rows(report)
+        if rows:
+            out["rows"] = _rows(report)
         try:  # today's readings (absent before the change)
             from probe.judge import mechanisms, readings
 
@@ -142,7 +149,7 @@ def probe_case(zoo: Any, entry_id: str, init: str) -> dict[str, Any]:
     return out
 
 
-def probe_all(out: Path, only: list[str]) -> None:
+def probe_all(out: Path, only: list[str], rows: bool = True) -> None:
     import probe
 
     zoo = zoo_check.quiet_zoo()
@@ -151,13 +158,14 @@ def probe_all(out: Path, only: list[str]) -> None:
     print(f"probe from {Path(probe.__file__).parent}", file=sys.stderr)
     results = []
     for i in ids:
-        for init in PROBE_INITS + tuple(redteam2_models.VARIANTS.get(i, {})):
-            r = probe_case(zoo, i, init)
+        for init in PROBE_INITS + tuple(_variants(i)):
+            r = probe_case(zoo, i, init, rows)
             results.append(r)
             state = {True: "healthy", False: "UNHEALTHY", None: "ERROR"}[r["healthy"]]
             detail = r.get("error") or zoo_check.fmt_problems(r.get("problems", []), 3)
             print(f"  {i:22s} {init:8s} {state:9s} {detail}", file=sys.stderr, flush=True)
-    out.write_text(json.dumps({"probe": str(Path(probe.__file__).parent), "results": results}, indent=1) + "\n")
+    doc = {"probe": str(Path(probe.__file__).parent), "results": results}
+    out.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
 
 
 def probe_before(out: Path, only: list[str]) -> None:
@@ -171,7 +179,7 @@ def probe_before(out: Path, only: list[str]) -> None:
         with tarfile.open(tar_path) as tar:
             tar.extractall(tmp, filter="data")
         env = {**os.environ, "PYTHONPATH": tmp}
-        cmd = [sys.executable, __file__, "probe", "--json", str(out)]
+        cmd = [sys.executable, __file__, "probe", "--json", str(out), "--no-rows"]
         if only:
             cmd += ["--only", ",".join(only)]
         subprocess.run(cmd, check=True, env=env)
@@ -288,6 +296,10 @@ def _decided(after: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
     return why
 
 
+def _bold(outcome: str) -> str:
+    return f"**{outcome}**" if outcome in ("false alarm", "miss") else outcome
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "-"
@@ -320,6 +332,7 @@ def table(after_path: Path, before_path: Path, command: str) -> str:
             b = before.get((id_, init))
             t = truth(runs, id_, init)
             decided = _decided(a, b)
+            isolation = init in redteam2_models.ISOLATIONS.get(id_, {})
             outcome = ""
             if t["trains"] is not None:
                 if a["healthy"] is None:
@@ -328,6 +341,10 @@ def table(after_path: Path, before_path: Path, command: str) -> str:
                     outcome = "agree"
                 else:
                     outcome = "false alarm" if t["trains"] else "miss"
+                if isolation:
+                    outcome = f"({outcome}: isolation, not counted)"
+                    decided = []
+            if t["trains"] is not None and not isolation:
                 counts["a" if decided else "b"][outcome] += 1
                 if decided and decided[0].startswith("flipped"):
                     counts["flipped"][outcome] += 1
@@ -335,7 +352,7 @@ def table(after_path: Path, before_path: Path, command: str) -> str:
             frac = f"{_fmt(t.get('fraction'))} ({t.get('seeds', 1)})" if "fraction" in t else "-"
             lines.append(
                 f"| {id_} | {init} | {_fmt(t.get('gain'))} | {_fmt(t.get('default_gain'))} | {frac} | {trains} | "
-                f"{_verdict(a)} | {_verdict(b)} | {', '.join(decided)} | {'**' + outcome + '**' if outcome not in ('', 'agree') else outcome} |"
+                f"{_verdict(a)} | {_verdict(b)} | {', '.join(decided)} | {_bold(outcome)} |"
             )
     head = [
         "# Red team 2: probe's verdict beside training on 24 models nobody had probed",
@@ -368,17 +385,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("step", choices=("all", "probe", "before", "train", "table"))
     parser.add_argument("--only", default="", help="comma-separated ids (default: all)")
     parser.add_argument("--json", type=Path, default=PROBE_AFTER)
+    parser.add_argument("--no-rows", action="store_true", help="probe: keep only the verdicts")
     args = parser.parse_args(argv)
     only = [i for i in args.only.split(",") if i]
     if args.step in ("probe", "all"):
-        probe_all(args.json, only)
+        probe_all(args.json, only, rows=not args.no_rows)
     if args.step in ("before", "all"):
         probe_before(PROBE_BEFORE, only)
     if args.step in ("train", "all"):
         train_all(only)
     if args.step in ("table", "all"):
         command = "PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/redteam2.py all"
-        TABLE.write_text(table(PROBE_AFTER, PROBE_BEFORE, command))
+        notes = TABLE.read_text().partition(NOTES)[2] if TABLE.exists() else "\n"
+        TABLE.write_text(table(PROBE_AFTER, PROBE_BEFORE, command) + "\n" + NOTES + notes)
         print(TABLE.read_text())
     return 0
 

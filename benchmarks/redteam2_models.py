@@ -577,3 +577,43 @@ VARIANTS = {
     "rt2/weight_norm_mlp": {"v_normal1": directions_normal1},
     "rt2/gn_ws_resnet": {"ws_normal1": standardized_normal1},
 }
+
+
+def scaled(parameter: str, factor: float):
+    """A transform multiplying weight_norm's ``original0`` (g) or ``original1`` (v) by ``factor``."""
+
+    @torch.no_grad()
+    def transform(model: nn.Module) -> nn.Module:
+        for m in model.modules():
+            if parametrize.is_parametrized(m, "weight"):
+                getattr(m.parametrizations.weight, parameter).mul_(factor)
+        return model
+
+    return transform
+
+
+def tiny_except(prefixes: tuple[str, ...]):
+    """A transform: every parameter of two or more dimensions x 1e-3 (the zoo's ``tiny``) except
+    those whose name starts with one of ``prefixes`` (kept at their default)."""
+
+    @torch.no_grad()
+    def transform(model: nn.Module) -> nn.Module:
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and not name.startswith(prefixes):
+                p.mul_(1e-3)
+        return model
+
+    return transform
+
+
+_ATTENTION = tuple(f"blocks.{i}.{w}." for i in range(3) for w in "qkvo")
+
+# isolations: one part at a time, to find which part stops training (shown, not counted)
+ISOLATIONS = {
+    "rt2/weight_norm_mlp": {"g_x1e-6": scaled("original0", 1e-6), "v_x1e-6": scaled("original1", 1e-6)},
+    "rt2/qknorm_lm": {
+        "tiny_but_head": tiny_except(("head.",)),
+        "tiny_but_attention": tiny_except(_ATTENTION),
+        "tiny_but_emb": tiny_except(("emb.",)),
+    },
+}
