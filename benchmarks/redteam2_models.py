@@ -579,6 +579,15 @@ VARIANTS = {
 }
 
 
+@torch.no_grad()
+def gains_normal1(model: nn.Module) -> nn.Module:
+    """weight_norm's gains g (``original0``) drawn from N(0, 1), the directions v kept."""
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight") and hasattr(m.parametrizations.weight, "original0"):
+            m.parametrizations.weight.original0.normal_()
+    return model
+
+
 def scaled(parameter: str, factor: float):
     """A transform multiplying weight_norm's ``original0`` (g) or ``original1`` (v) by ``factor``."""
 
@@ -610,7 +619,11 @@ _ATTENTION = tuple(f"blocks.{i}.{w}." for i in range(3) for w in "qkvo")
 
 # isolations: one part at a time, to find which part stops training (shown, not counted)
 ISOLATIONS = {
-    "rt2/weight_norm_mlp": {"g_x1e-6": scaled("original0", 1e-6), "v_x1e-6": scaled("original1", 1e-6)},
+    "rt2/weight_norm_mlp": {
+        "g_x1e-6": scaled("original0", 1e-6),
+        "v_x1e-6": scaled("original1", 1e-6),
+        "g_normal1": gains_normal1,
+    },
     "rt2/qknorm_lm": {
         "tiny_but_head": tiny_except(("head.",)),
         "tiny_but_attention": tiny_except(_ATTENTION),
