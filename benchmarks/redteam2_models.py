@@ -615,6 +615,24 @@ def tiny_except(prefixes: tuple[str, ...]):
     return transform
 
 
+def normal1_except(prefixes: tuple[str, ...], rescale: bool = False):
+    """A transform: every parameter of two or more dimensions from N(0, 1) (the zoo's ``normal1``)
+    except those under ``prefixes``; ``rescale``: then back to each one's default rms (the N(0, 1)
+    directions at the default scale)."""
+
+    @torch.no_grad()
+    def transform(model: nn.Module) -> nn.Module:
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and not name.startswith(prefixes):
+                rms = p.pow(2).mean().sqrt()
+                p.normal_()
+                if rescale:
+                    p.mul_(rms / p.pow(2).mean().sqrt())
+        return model
+
+    return transform
+
+
 _ATTENTION = tuple(f"blocks.{i}.{w}." for i in range(3) for w in "qkvo")
 
 # isolations: one part at a time, to find which part stops training (shown, not counted)
@@ -629,4 +647,6 @@ ISOLATIONS = {
         "tiny_but_attention": tiny_except(_ATTENTION),
         "tiny_but_emb": tiny_except(("emb.",)),
     },
+    "rt2/fn_mixer": {"normal1_but_head": normal1_except(("fc.",)), "normal1_rescaled": normal1_except((), True)},
+    "rt2/conv_mixer": {"normal1_rescaled": normal1_except((), True)},
 }
