@@ -51,7 +51,8 @@ def test_weight_norm_at_its_default_is_healthy() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="weight_norm's direction v is the scale-blind tensor (weight = g v / ||v||), but probe reads "
-    "the computed weight (rms 0.09, He 0.7) and the parametrization row reads g: v alone at "
+    "the computed weight (rms 0.05, He 0.41: its default's, g unchanged) and the parametrization "
+    "row reads g (cos 0.17-0.5, not blind): v alone at "
     "N(0, 1) (rms 1 = 5 x lr x 200, 20x its default) turns 20x slower and the net gains 0.10 nats of its "
     "default's 1.47 (benchmarks/redteam2.md, rt2/weight_norm_mlp v_normal1), yet it reads healthy",
 )
