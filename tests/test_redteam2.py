@@ -1,5 +1,7 @@
 """Rule gaps found by the second red team (benchmarks/redteam2.md): each a minimal reproduction,
-xfail (strict) until a rule covers it; a fixed one must lose its mark."""
+xfail (strict) until a rule covers it; a fixed one loses its mark (the two weight_norm gaps are
+fixed: the row watches the parameter a computed weight is made of, and the redraw counts only
+matrices whose scale the signal carries)."""
 
 from __future__ import annotations
 
@@ -48,29 +50,20 @@ def test_weight_norm_at_its_default_is_healthy() -> None:
     assert probe.measure(_weight_norm_mlp(None), _inputs, batch_size=16, seed=0).healthy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="weight_norm's direction v is the scale-blind tensor (weight = g v / ||v||), but probe reads "
-    "the computed weight (rms 0.05, He 0.41: its default's, g unchanged) and the parametrization "
-    "row reads g (cos 0.17-0.5, not blind): v alone at "
-    "N(0, 1) (rms 1 = 5 x lr x 200, 20x its default) turns 20x slower and the net gains 0.10 nats of its "
-    "default's 1.47 (benchmarks/redteam2.md, rt2/weight_norm_mlp v_normal1), yet it reads healthy",
-)
 def test_weight_norm_directions_far_over_adams_steps_fail_weight_scale() -> None:
+    # weight_norm's direction v (weight = g v / ||v||) is scale-blind: the row watches v, the
+    # parameter Adam moves (discovery_pass.weight_of), not the computed weight, whose rms stays its
+    # default's while g is. v alone at N(0, 1) (rms 1 = 5 x lr x 200) turns 20x slower than at its
+    # default and the net gains 0.10 nats of its default's 1.47 (benchmarks/redteam2.md)
     report = probe.measure(_weight_norm_mlp(1.0), _inputs, batch_size=16, seed=0)
     assert "weight_scale" in {p.rule for p in report.problems}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mechanisms.redrawn reads the computed weights' rms (x 1e-6: under lr / 1000) and caps the "
-    "vanishing rules, but Adam moves g and v: its first step makes each row's norm g about lr, a "
-    "weight of rms lr / sqrt(fan_in) (1e-4), and the tiny direction v (scale-blind, exactly) stays "
-    "at Adam's step size, turned anew by every step: the net gains 0.10 nats of its default's 1.47 "
-    "(x 1e-6 g only: 0.06, v only: 0.03; benchmarks/redteam2.md, rt2/weight_norm_mlp tiny2); the "
-    "rules before the redraw called it unhealthy (gradient_vanishing)",
-)
 def test_weight_norm_far_under_lr_is_not_redrawn_into_a_network() -> None:
+    # x 1e-6 on g and v: Adam's first step makes each row's norm g about lr (a weight of rms
+    # lr / sqrt(fan_in)) and turns the blind v anew each step; the net gains 0.10 nats of its
+    # default's 1.47. mechanisms.redrawn counts matrices Adam moves element by element whose scale
+    # the signal carries: not the blind v, nor the parametrization's g (an "embedding" row)
     report = probe.measure(_weight_norm_mlp(scale=1e-6), _inputs, batch_size=16, seed=0)
     assert not report.healthy
 

@@ -151,10 +151,18 @@ def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
     lr = report.spec.run.lr
     if gate.optimizer == "sgd" or lr <= 0:
         return ""
+    # the weights Adam moves element by element and whose scale the signal carries: matrices with a
+    # fan-in and a gradient (not tables, nor a parametrization's gains), not scale-blind ones (a normalized weight's size sets no signal's: the
+    # first step turns it, and what sets the scale, a gain or weight_norm's g, moves by lr per row)
     rows = sorted(
         (x.weight_rms or math.inf, x.weight_size or 0)
         for x in report.layers
-        if x.weight_size and x.weight_rms is not None
+        if x.weight_size
+        and x.weight_rms is not None
+        and x.weight_scale is not None
+        and x.role != "embedding"
+        and x.weight_grad_norm is not None
+        and not x.normalized
     )
     half, seen = sum(size for _, size in rows) / 2, 0
     for rms, size in rows:

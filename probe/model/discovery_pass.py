@@ -243,11 +243,18 @@ def first_float_tensor(output: Any) -> torch.Tensor | None:
 
 def weight_of(module: nn.Module) -> torch.Tensor | None:
     """The weight a module's row watches: its trainable ``weight``, else its first trainable
-    parameter of two or more dimensions; None where it has neither."""
+    parameter of two or more dimensions; None where it has neither. A ``weight`` computed from
+    parameters (a parametrization such as ``weight_norm``'s ``g v / ||v||`` or spectral norm's, or
+    the old ``weight_norm``'s pre-hook) is not what the optimizer moves: the row watches the
+    parameter of the weight's shape it is made from (weight_norm's direction ``v``), whose
+    gradient, scale and blindness to its scale are the ones training sees."""
     import torch
 
     weight = getattr(module, "weight", None)
     if isinstance(weight, torch.Tensor) and weight.requires_grad:
+        if weight.grad_fn is not None:  # computed: the parameter of its shape it is made from
+            made_of = [p for p in module.parameters() if p.requires_grad and p.shape == weight.shape]
+            return made_of[0] if made_of else weight
         return weight
     for _, p in module.named_parameters(recurse=False):
         if p.dim() >= 2 and p.requires_grad:
