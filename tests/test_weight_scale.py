@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -257,3 +258,27 @@ def test_the_scale_cosine_is_exact_across_chunks() -> None:
     assert float(scale_cosine(w, w, torch.float64)) == pytest.approx(1.0, rel=1e-2)
     # 1 where a norm is 0 (nothing to tell)
     assert float(scale_cosine(torch.zeros(4), torch.ones(4), torch.float64)) == 1.0
+
+
+def test_a_computed_weight_is_watched_through_the_parameter_it_is_made_of() -> None:
+    import torch
+    from torch import nn
+
+    from probe.model.discovery_pass import weight_of
+
+    # what the optimizer moves: weight_norm's direction v (both APIs), spectral norm's original;
+    # a plain Linear's own weight; the same with gradients off (discovery may look under no_grad)
+    with warnings.catch_warnings():  # deprecated in favour of the parametrization (a FutureWarning in 2.x)
+        warnings.simplefilter("ignore")
+        old_style = nn.utils.weight_norm(nn.Linear(4, 3))
+    cases = {
+        "parametrizations.weight.original1": nn.utils.parametrizations.weight_norm(nn.Linear(4, 3)),
+        "weight_v": old_style,
+        "parametrizations.weight.original": nn.utils.parametrizations.spectral_norm(nn.Linear(4, 3)),
+        "weight": nn.Linear(4, 3),
+    }
+    for expected, module in cases.items():
+        names = {id(p): n for n, p in module.named_parameters()}
+        with torch.no_grad():
+            assert names.get(id(weight_of(module))) == expected
+        assert names.get(id(weight_of(module))) == expected

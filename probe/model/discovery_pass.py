@@ -251,10 +251,12 @@ def weight_of(module: nn.Module) -> torch.Tensor | None:
     import torch
 
     weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and not isinstance(weight, torch.nn.Parameter):
+        # computed (under no_grad too): the parameter of its shape it is made from
+        made_of = [p for p in module.parameters() if p.requires_grad and p.shape == weight.shape]
+        if made_of:
+            return made_of[0]
     if isinstance(weight, torch.Tensor) and weight.requires_grad:
-        if weight.grad_fn is not None:  # computed: the parameter of its shape it is made from
-            made_of = [p for p in module.parameters() if p.requires_grad and p.shape == weight.shape]
-            return made_of[0] if made_of else weight
         return weight
     for _, p in module.named_parameters(recurse=False):
         if p.dim() >= 2 and p.requires_grad:
