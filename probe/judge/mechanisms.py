@@ -142,7 +142,7 @@ def explained(rule: str, report: Stats, gate: GateSpec | None = None) -> tuple[s
 
 def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
     """Why the step-0 signal's size says nothing about training, or "": most of the weight
-    elements (weighted median of each weighted row's rms) are under ``run.lr / REDRAW``, so
+    elements (weighted median of the rms of the rows below) are under ``run.lr / REDRAW``, so
     Adam's first step, about ``lr`` per element, replaces them by ``lr * sign(gradient)``: a
     network that exists for one step. Exactly-0 weights are not redrawn (a tied zero weight stays
     tied: ``symmetry`` judges it); whether the redraw is one outer product is ``rank_one_step``'s.
@@ -151,9 +151,10 @@ def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
     lr = report.spec.run.lr
     if gate.optimizer == "sgd" or lr <= 0:
         return ""
-    # the weights Adam moves element by element and whose scale the signal carries: matrices with a
-    # fan-in and a gradient (not tables, nor a parametrization's gains), not scale-blind ones (a normalized weight's size sets no signal's: the
-    # first step turns it, and what sets the scale, a gain or weight_norm's g, moves by lr per row)
+    # the weights Adam moves element by element and whose size the signal carries: matrices with a
+    # fan-in and a gradient; not tables, nor a parametrization's gains (weight_norm's g: one number
+    # per row, moved by lr per step), nor scale-blind weights (the first step turns them, their size
+    # sets no signal's)
     rows = sorted(
         (x.weight_rms or math.inf, x.weight_size or 0)
         for x in report.layers
