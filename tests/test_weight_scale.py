@@ -243,12 +243,11 @@ def test_a_decoder_whose_branches_end_in_norms_fails_weight_scale_at_n01() -> No
 def test_the_scale_cosine_is_exact_across_chunks() -> None:
     import torch
 
-    from probe.measurement.counts import CHUNK
-    from probe.measurement.signal_path import scale_cosine
+    from probe.measurement.signal_path import DOT_CHUNK, scale_cosine
 
-    # a weight over three chunks and its gradient made orthogonal to it exactly (in float64, then
+    # a weight over 48 chunks and its gradient made orthogonal to it exactly (in float64, then
     # rounded to float32: |cos| of the rounding, about 6e-8 / sqrt(n) per element's relative error)
-    n = 3 * CHUNK + 5
+    n = 48 * DOT_CHUNK + 5
     gen = torch.Generator().manual_seed(0)
     w64, g64 = torch.randn(n, generator=gen, dtype=torch.float64), torch.randn(n, generator=gen, dtype=torch.float64)
     g64 -= (g64 @ w64) / (w64 @ w64) * w64
