@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from probe.api.pipeline import judge, probe_spec
 from probe.api.report import Report
@@ -72,6 +72,33 @@ def memory_check(
     return check
 
 
+def guard_run(
+    spec: Spec, max_memory: float | None, *, say: Say = _quiet, layerwise: bool = False, offer_layerwise: bool = False
+) -> Callable[[MemoryEstimate | None], None] | None:
+    """The memory guard of one run: the check to give the run where it estimates the model it
+    builds (``built_once``: a user factory then runs once), else None after guarding the spec here,
+    before anything is built (``offer_layerwise``: a refusal names ``--layer-by-layer``)."""
+    if built_once(spec, layerwise):
+        return memory_check(spec, max_memory, say=say, layerwise=layerwise)
+    guard_memory([spec], max_memory, say=say, layerwise=layerwise, offer_layerwise=offer_layerwise)
+    return None
+
+
+def guard_each(
+    specs: Sequence[Spec], max_memory: float | None, jobs: int, *, say: Say = _quiet
+) -> Callable[[Spec], Callable[[MemoryEstimate | None], None] | None]:
+    """``guard_run`` for specs run one after another: in one process a factory's model is estimated
+    by its own run, from the model it builds (the factory runs once; the function returned gives
+    each run its check); worker processes (``jobs`` > 1) are estimated here, side by side."""
+    later = built_once if jobs <= 1 else None
+    guard_memory(specs, max_memory, jobs, say=say, later=later)
+
+    def each(s: Spec) -> Callable[[MemoryEstimate | None], None] | None:
+        return memory_check(s, max_memory, say=say) if later is not None and built_once(s) else None
+
+    return each
+
+
 def built_once(spec: Spec, layerwise: bool = False) -> bool:
     """Whether a run of ``spec`` estimates the model it builds (its factory then runs once)."""
     from probe.measurement.once import built_once as once
@@ -103,11 +130,7 @@ def run(
     if options.isolated:
         return _run_isolated(spec, options, progress, say)
     layerwise = options.layer_by_layer
-    check = None  # a user factory's model: estimated from the model the run builds (it runs once)
-    if built_once(spec, layerwise):
-        check = memory_check(spec, options.max_memory, say=say, layerwise=layerwise)
-    else:
-        guard_memory([spec], options.max_memory, say=say, layerwise=layerwise, offer_layerwise=not layerwise)
+    check = guard_run(spec, options.max_memory, say=say, layerwise=layerwise, offer_layerwise=not layerwise)
     state = None
     if options.weights is not None:
         from probe.experiments.fix import load_weights
@@ -174,15 +197,7 @@ def check(
         from_here = [s for s in specs if not runs_user_code(s)]
         guard_memory(from_here, max_memory, jobs, say=say)
         return check_isolated(specs, labels, step, jobs, max_memory, debug)
-    # in one process, a factory's model is estimated by its run, from the model it builds (the factory
-    # runs once); worker processes (--jobs) are estimated before, side by side
-    later = built_once if jobs <= 1 else None
-    guard_memory(specs, max_memory, jobs, say=say, later=later)
-
-    def each(s: Spec) -> Any:
-        return memory_check(s, max_memory, say=say) if later is not None and built_once(s) else None
-
-    return batch.check_each(specs, labels, step, jobs, each)
+    return batch.check_each(specs, labels, step, jobs, guard_each(specs, max_memory, jobs, say=say))
 
 
 def entry_specs(base: Spec, entries: Sequence[str]) -> list[Spec]:
@@ -206,12 +221,5 @@ def compare(
     from probe.experiments import batch
 
     parsed = [batch.parse_entry(e) for e in entries]
-    # in one process, a factory's model is estimated by each run from the model it builds (the
-    # factory runs once per entry); worker processes (--jobs) are estimated before, side by side
-    later = built_once if jobs <= 1 else None
-    guard_memory([batch.entry_spec(base, e) for e in parsed], max_memory, jobs, say=say, later=later)
-
-    def each(s: Spec) -> Any:
-        return memory_check(s, max_memory, say=say) if later is not None and built_once(s) else None
-
+    each = guard_each([batch.entry_spec(base, e) for e in parsed], max_memory, jobs, say=say)
     return batch.compare(base, parsed, step, jobs, histograms=histograms, check=each)

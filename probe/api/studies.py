@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from probe.api.pipeline import probe_spec
-from probe.api.probing import Say, _quiet, built_once, guard_memory, memory_check
+from probe.api.probing import Say, _quiet, guard_memory, guard_run
 from probe.errors import SpecError
 from probe.spec import Spec
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from probe.experiments.train import TrainResult, TrainSettings
     from probe.judge.advice import Advice
     from probe.judge.depth import DepthReport
-    from probe.measurement.once import MemoryCheck
     from probe.records import Verdict
 
 
@@ -104,16 +103,6 @@ def train(
     return train_many(base, entries, settings, step, on_step)
 
 
-def _once(spec: Spec, say: Say) -> MemoryCheck | None:
-    """The memory guard of one run with the default limit (the memory available now): a user
-    factory's model is estimated by its run, from the model it builds (the factory runs once), so
-    the check goes to the run; any other spec is guarded here, before anything is built."""
-    if built_once(spec):
-        return memory_check(spec, None, say=say)
-    guard_memory([spec], None, say=say)
-    return None
-
-
 def fix(
     spec: Spec,
     start: str | None,
@@ -125,7 +114,7 @@ def fix(
     """``probe fix``: LSUV from ``start``, probed before and after (``step(label)`` as each begins)."""
     from probe.experiments import fix as fx
 
-    return fx.fix(spec, start, tolerance, max_iter, step, check=_once(spec, say))
+    return fx.fix(spec, start, tolerance, max_iter, step, check=guard_run(spec, None, say=say))
 
 
 def weights_bytes(state_dict: dict[str, Any]) -> bytes:
@@ -139,7 +128,7 @@ def inspect(spec: Spec, say: Say = _quiet) -> Inspection:
     """``probe inspect``: each parameter against its init rule, and a forward pass of scales."""
     from probe.experiments.inspect_params import inspect as inspect_spec
 
-    return inspect_spec(spec, check=_once(spec, say))
+    return inspect_spec(spec, check=guard_run(spec, None, say=say))
 
 
 def advise(spec: Spec, probe_run: bool = True, say: Say = _quiet) -> tuple[Advice, Verdict | None]:
@@ -148,7 +137,7 @@ def advise(spec: Spec, probe_run: bool = True, say: Say = _quiet) -> tuple[Advic
 
     if not probe_run:
         return advise_spec(spec), None
-    report = probe_spec(spec, check=_once(spec, say))
+    report = probe_spec(spec, check=guard_run(spec, None, say=say))
     return report.advice or advise_spec(spec, report.verdict), report.verdict
 
 
@@ -171,7 +160,7 @@ def advised(spec: Spec, change: dict[str, Any], before: Verdict, source: str) ->
 
 def verdict_of(spec: Spec, say: Say = _quiet) -> Verdict:
     """The probe's verdict on ``spec`` (memory guarded)."""
-    return probe_spec(spec, check=_once(spec, say)).verdict
+    return probe_spec(spec, check=guard_run(spec, None, say=say)).verdict
 
 
 def depth(spec: Spec, strategies: Sequence[str] | None, max_depth: int) -> DepthReport:
