@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from probe.judge.gradients import side_rows
+from probe.judge.readings import weighted_median
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -155,8 +156,8 @@ def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
     # fan-in and a gradient; not tables, nor a parametrization's gains (weight_norm's g: one number
     # per row, moved by lr per step), nor scale-blind weights (the first step turns them, their size
     # sets no signal's)
-    rows = sorted(
-        (x.weight_rms or math.inf, x.weight_size or 0)
+    found = weighted_median(
+        (x.weight_rms or math.inf, x.weight_size or 0, x)
         for x in report.layers
         if x.weight_size
         and x.weight_rms is not None
@@ -165,14 +166,9 @@ def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
         and x.weight_grad_norm is not None
         and not x.normalized
     )
-    half, seen = sum(size for _, size in rows) / 2, 0
-    for rms, size in rows:
-        seen += size
-        if seen >= half:
-            if rms < lr / REDRAW:
-                return f"most weights (rms {fmt(rms)}) are under lr / {REDRAW:g}: Adam's first step redraws them"
-            return ""
-    return ""
+    if found is None or not found[0] < lr / REDRAW:  # (nan: no redraw)
+        return ""
+    return f"most weights (rms {fmt(found[0])}) are under lr / {REDRAW:g}: Adam's first step redraws them"
 
 
 def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set[str], set[str], str]:

@@ -8,7 +8,8 @@ normalized weights' scale).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from probe.judge.checks import Row, Values
 from probe.judge.gradients import grad_ratios
@@ -22,6 +23,7 @@ COLLAPSE_MIN_UNITS = 64
 
 
 Rows = Callable[[Stats], "tuple[LayerStats, ...]"]
+T = TypeVar("T")
 
 
 def all_rows(report: Stats) -> tuple[LayerStats, ...]:
@@ -137,21 +139,27 @@ def grads(least: bool) -> Values:
 TURN_STEPS = 200
 
 
+def weighted_median(items: Iterable[tuple[float, int, T]]) -> tuple[float, T] | None:
+    """The value at the median of ``items`` (value, count, what holds it) weighted by their counts,
+    with what holds it: above ``k`` exactly when more than half of the count reads over ``k``
+    (ties keep the items' order). None for no items."""
+    ranked = sorted(items, key=lambda item: item[0])
+    half, seen = sum(count for _, count, _ in ranked) / 2, 0
+    for value, count, holder in ranked:
+        seen += count
+        if seen >= half:
+            return value, holder
+    return None
+
+
 def _weighted_median(report: Stats, value: Callable[[LayerStats], float]) -> list[tuple[Row, float | None]]:
-    """The weighted median over the network's weight elements of ``value`` (0 for a row that is
-    not normalized), at the layer that holds it: above ``k`` exactly when most of the weights are
+    """``weighted_median`` over the network's weight elements of ``value`` (0 for a row that is not
+    normalized), at the layer that holds it: above ``k`` exactly when most of the weights are
     normalized and read over ``k``. Embedding tables are not counted (their scale is the vectors'
     size, not a fan-in's)."""
     rows = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
-    if not rows:
-        return []
-    ranked = sorted(rows, key=lambda x: value(x) if x.normalized else 0.0)
-    half, seen = sum(x.weight_size or 0 for x in rows) / 2, 0
-    for x in ranked:
-        seen += x.weight_size or 0
-        if seen >= half:
-            return [(x, value(x) if x.normalized else 0.0)]
-    return []  # unreachable: the sizes sum to 2 * half
+    found = weighted_median((value(x) if x.normalized else 0.0, x.weight_size or 0, x) for x in rows)
+    return [] if found is None else [(found[1], found[0])]
 
 
 def normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:

@@ -29,6 +29,7 @@ import math
 from typing import TYPE_CHECKING
 
 from probe.judge.mechanisms import IDENTITY_FRACTION
+from probe.judge.readings import weighted_median
 from probe.records import Stats, StepStats
 from probe.spec import GateSpec
 
@@ -70,13 +71,10 @@ def weights_turn(report: Stats) -> float | None:
     if steps is None or steps.steps == 0:
         return None
     sizes = {x.name: x.weight_size for x in report.layers if x.weight_size}
-    rows = sorted((r.update_ratio, sizes[r.name]) for r in steps.rows if r.name in sizes and r.update_ratio is not None)
-    half, seen = sum(n for _, n in rows) / 2, 0
-    for ratio, n in rows:
-        seen += n
-        if seen >= half:
-            return ratio / steps.steps
-    return None
+    found = weighted_median(
+        (r.update_ratio, sizes[r.name], r) for r in steps.rows if r.name in sizes and r.update_ratio is not None
+    )
+    return None if found is None else found[0] / steps.steps
 
 
 def slow_start(report: Stats, gate: GateSpec | None = None) -> tuple[set[str], set[str], str]:
