@@ -29,7 +29,7 @@ from tests.zoo import ZOO
 KNOWN_FALSE_ALARMS: dict[str, str] = {
     "hf/mobilevit": "vanishing in the first block (4.37e-04): HF's BatchNorm gammas N(0, 0.02) on N(0, 0.02) convs put "
     "the BatchNorms' input variance below eps (no renormalizing), a true small signal; it trains (AdamW gain 0.45 in "
-    "150 steps, zeros -0.01)",
+    "150 steps, zeros -0.01), not under SGD (-0.02: right for SGD, but `any` is judged by AdamW's runs; docs/corpus.md)",
 }
 
 # id -> why a library's own default init does not train (measured): probe must call these unhealthy
