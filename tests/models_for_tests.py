@@ -367,6 +367,36 @@ def stacked(width: int = 32, depth: int = 6) -> nn.Module:
     return Stacked(width, depth)
 
 
+class PassesItsWeight(nn.Module):
+    """A block that returns a view of its own weight beside its output: the next block reads it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, carried: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tanh(self.linear(x) + carried), self.linear.weight[0]
+
+
+class PassesWeights(nn.Module):
+    def __init__(self, width: int = 16, depth: int = 4) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, width)
+        self.blocks = nn.ModuleList(PassesItsWeight(width) for _ in range(depth))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        carried = torch.zeros_like(x[0])
+        for block in self.blocks:
+            x, carried = block(x, carried)
+        return self.head(x + carried)
+
+
+def passes_weights(width: int = 16, depth: int = 4) -> nn.Module:
+    return PassesWeights(width, depth)
+
+
 class EveryContainer(nn.Module):
     """A weight in each container ``init.weight`` must reach (issue 22): nn.MultiheadAttention's packed
     ``in_proj_weight``, an LSTM's ``weight_ih_l0``/``weight_hh_l0``, a layer storing its weight (in, out)

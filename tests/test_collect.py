@@ -164,6 +164,24 @@ def test_nonfinite_values_are_counted() -> None:
     assert stats.grad_std is None  # no backward pass ran
 
 
+def test_finite_values_whose_sums_overflow_are_not_counted_nonfinite() -> None:
+    """On the CPU a finite sum of squares spares the count (``counts.finite_on_cpu``); values near
+    float32's maximum overflow it to inf without being inf themselves: then they are counted, as 0."""
+    lin = nn.Linear(4, 3)
+    watched = [Watched("layer1", 1, "hidden", lin, lin.weight, 3, -1, None)]
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        lin.weight.fill_(3e37)  # outputs about 1e38: finite, their squares are not
+    collector = Collector(watched, torch.device("cpu"))
+    with collector.hooks():
+        out = lin(x)
+        out.sum().backward()
+        collector.after_backward()
+    (stats,) = collector.finish()
+    assert torch.isfinite(out).all() and stats.nonfinite == 0
+    assert stats.grad_nonfinite == 0
+
+
 def test_nonfinite_values_of_a_tensor_past_float32s_exact_range_are_counted_exactly() -> None:
     """A weight gradient of 2**24 values or more (GPT-2's embedding: 38.6M) is counted in chunks
     whose float32 sums are exact, not by a float64 copy of it: nan, inf and -inf in every
@@ -207,6 +225,9 @@ def test_hooks_never_read_a_value_to_the_host(monkeypatch: pytest.MonkeyPatch) -
     with collector.hooks(), monkeypatch.context() as m:
         for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
             m.setattr(torch.Tensor, name, forbidden)
+        # on the CPU a finite sum spares the nan/inf count (counts.finite_on_cpu reads it: no sync
+        # there); here the CPU stands in for an accelerator, where nothing is read
+        m.setattr("probe.measurement.counts.finite_on_cpu", lambda total: False)
         out = model(x)
         loss = (out * torch.ones_like(out)).sum()
         loss.backward()

@@ -235,6 +235,13 @@ def test_layer_by_layer_user_model_equals_a_normal_run() -> None:
     _assert_same(run_probe(spec), run_layerwise(spec))
 
 
+def test_a_block_output_that_is_a_view_of_its_weight_survives_the_next_block() -> None:
+    """Layer by layer, one reused buffer holds the block in memory (``Runner.staging``): an output
+    that views the block's weight is copied out before the next block's weights overwrite it."""
+    spec = _spec({"import": "tests.models_for_tests:passes_weights", "input_shape": [8]})
+    _assert_same(run_probe(spec), run_layerwise(spec))
+
+
 @pytest.mark.parametrize(("kind", "dtype"), [("user", "float64"), ("llama", "bfloat16")])
 def test_layer_by_layer_in_another_dtype_equals_a_normal_run(kind: str, dtype: str) -> None:
     """Blocks are built in float32 and cast to run.dtype: each goes back to the meta device as

@@ -159,11 +159,14 @@ class Collector:
         # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
         # float16 must be reported as such, not as a nan std
         # (a huge gradient, an embedding's 1.05 billion values, in chunks: no scratch copy of it)
-        big = n >= counts.LARGE
-        nonfinite = (
-            counts.nonfinite_in_chunks(flat, self.acc_dtype) if big else counts.nonfinite(flat, self._scratch(flat))
-        )
-        self._add((slot, n, -1), flat.sum(), zero, torch.dot(flat, flat), nonfinite, zero)
+        total = flat.sum()
+        if counts.finite_on_cpu(total):
+            nonfinite = zero
+        elif n >= counts.LARGE:
+            nonfinite = counts.nonfinite_in_chunks(flat, self.acc_dtype)
+        else:
+            nonfinite = counts.nonfinite(flat, self._scratch(flat))
+        self._add((slot, n, -1), total, zero, torch.dot(flat, flat), nonfinite, zero)
 
     @contextmanager
     def hooks(self) -> Iterator[None]:
@@ -222,7 +225,8 @@ class Collector:
         key = (i, numel, numel)  # between-sample M2 = variance of the row means * rows * units
         # One scratch buffer serves every temporary in turn: with a second, the activation and two
         # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
-        nonfinite = counts.nonfinite(y, within)
+        # a nan or inf in y makes its row's mean so, and within_m2 nan
+        nonfinite = self._zero if counts.finite_on_cpu(within_m2) else counts.nonfinite(y, within)
         # 1 where y is nonzero (nan and inf included), 0 where it is 0
         nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
         # a 1-D output has no dims to sum over: copy, for .to() of the same dtype (float64 output, or

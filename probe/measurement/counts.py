@@ -10,6 +10,7 @@ from 8 GiB to 21 GiB. Above ``LARGE`` values the count goes chunk by chunk: a bo
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,14 @@ def widened(t: torch.Tensor) -> torch.Tensor:
     import torch
 
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def finite_on_cpu(total: torch.Tensor) -> bool:
+    """Whether a sum (or sum of products) over a tensor's values proves none of them nan or inf:
+    a nan makes it nan and an inf inf or nan, so a finite one does (a sum that overflows from
+    finite values is not finite: the caller counts). Read on the CPU only, where reading a value
+    costs no device sync; the count it spares is two or three passes over the tensor."""
+    return total.device.type == "cpu" and math.isfinite(float(total))
 
 
 def nonfinite(y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:

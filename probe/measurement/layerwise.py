@@ -29,7 +29,7 @@ from probe.measurement.layerwise_runner import BlockProgress, Runner
 from probe.measurement.run import resolve_device, run_errors
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model import blocks as bl
-from probe.model import replay, stack_blocks
+from probe.model import replay, stack_blocks, storage
 from probe.model.network import Watched
 from probe.records import Stats
 from probe.spec import Spec
@@ -83,7 +83,7 @@ def run_layerwise(spec: Spec, progress: BlockProgress | None = None, *, check: M
             check(estimate_layerwise.estimate_blockwise_memory(spec, meta))
         if progress is not None:  # 0 done: the sweep (one pass over every block's init) comes first
             progress(0, (2 if spec.run.backward else 1) * len(meta.blocks) * spec.data.batches)
-        replay.sweep(meta)
+        replay.sweep(meta, storage.Staging())  # each init step's tensors in one reused buffer
         with replay.resident_materialized(meta):
             for module in meta.resident:
                 module.to(device=device, dtype=dtype)

@@ -44,6 +44,7 @@ def _block_function() -> type:
             finally:
                 runner.release(block)
             leaves, call.out_spec = pytree.tree_flatten(out)
+            leaves = [runner.own_memory(x) for x in leaves]
             call.out_leaves = [SLOT if isinstance(x, torch.Tensor) else x for x in leaves]
             outs = tuple(x for x in leaves if isinstance(x, torch.Tensor))
             ctx.runner, ctx.index, ctx.own, ctx.call = runner, index, own, call

@@ -48,20 +48,42 @@ class Runner:
         self.zeros = False  # discovery: blocks hold zeros, not their init
         self.weight_norms: dict[int, torch.Tensor] = {}  # row -> its weight's norm
         self.build_threads = torch.get_num_threads()  # a normal build's (some fills round by it: QR)
+        # one block's parameters at a time live in this reused buffer: a block allocated anew each
+        # time (twice per block and batch) page-faults its whole size in again (storage.Staging)
+        self.staging = storage.Staging()
+        self.live = 0  # blocks materialized now: a block called from another's forward gets its own memory
 
     # -- blocks in and out of memory --
     def materialize(self, block: bl.Block) -> None:
         import torch
 
+        staging = self.staging if self.live == 0 else None
         if self.zeros:
-            storage.take(block.module, recurse=True, fill=0.0)
+            storage.take(block.module, recurse=True, fill=0.0, staging=staging)
         else:
             with intra_op_threads(self.build_threads if torch.get_num_threads() != self.build_threads else None):
-                replay.materialize(self.meta, block.module, block.steps)
+                replay.materialize(self.meta, block.module, block.steps, staging=staging)
+        self.live += 1
         block.module.to(device=self.device, dtype=self.dtype)
 
     def release(self, block: bl.Block) -> None:
         storage.release(block.module, dtypes=self.meta.built_dtypes)  # as built: run.dtype is a cast
+        self.live -= 1
+
+    def own_memory(self, x: Any) -> Any:
+        """``x``, copied if it is a tensor in the staging buffer (a block that returns a view of its
+        own weight): the next block's weights overwrite that memory."""
+        import torch
+
+        buffer = self.staging.buffer
+        if (
+            buffer is not None
+            and isinstance(x, torch.Tensor)
+            and x.device.type == "cpu"
+            and x.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+        ):
+            return x.clone()
+        return x
 
     def tick(self) -> None:
         self.done += 1
