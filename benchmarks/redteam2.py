@@ -138,7 +138,7 @@ def probe_case(zoo: Any, entry_id: str, init: str, rows: bool = True) -> dict[st
             from probe.judge import mechanisms, readings
 
             out["redrawn"] = mechanisms.redrawn(report.stats)
-            out["turn"] = [v for _, v in readings.normalized_turn(report.stats)]
+            out["turn"] = [v for _, v in readings.adam_turn(report.stats)]
         except (ImportError, AttributeError):
             out["redrawn"], out["turn"] = None, None
     except Exception as e:

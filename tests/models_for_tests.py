@@ -308,6 +308,34 @@ def functional_norms(width: int = 32) -> nn.Module:
     return FunctionalNorms(width)
 
 
+class GatedBehindNorm(nn.Module):
+    """A gated MLP behind a LayerNorm, ``head(norm(down(gelu(gate x) * gelu(up x))))``: ``down``
+    feeds the norm directly (blind to its own scale); ``gate`` and ``up`` are not blind singly, but
+    gelu is nearly homogeneous on large inputs, so the norm hides their scale jointly (as a MoE
+    block's router, gates and experts behind a sandwich norm). ``large`` draws ``gate`` and ``up``
+    from N(0, 1), ten times their default scale, and leaves the rest at PyTorch's default."""
+
+    def __init__(self, large: bool = False, width: int = 32, hidden: int = 256) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, width)
+        self.gate = nn.Linear(width, hidden)
+        self.up = nn.Linear(width, hidden)
+        self.down = nn.Linear(hidden, width)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 4)
+        if large:
+            nn.init.normal_(self.gate.weight)
+            nn.init.normal_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        return self.head(self.norm(self.down(F.gelu(self.gate(x)) * F.gelu(self.up(x)))))
+
+
+def gated_behind_norm(large: bool = False) -> nn.Module:
+    return GatedBehindNorm(large)
+
+
 def writes_through_data() -> nn.Module:
     """A constructor write through ``.data`` into a row of a weight its Linear drew: no init step replays it."""
     model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))

@@ -100,7 +100,7 @@ def test_a_recurrent_lm_with_n01_weights_fails_saturation_from_the_cli(kind: str
     assert rnn["saturation_ratio"] is not None and rnn["saturation_ratio"] < 0.01
     broken = probe_json(*args, "--model-arg", "weights=normal1")
     assert not broken["verdict"]["healthy"]
-    assert [(p["rule"], p["layer"], p["severity"]) for p in broken["verdict"]["problems"]] == [
-        ("saturation", "rnn", "error")
-    ]
+    # saturation first; the N(0, 1) weights are also 5 times what Adam's steps move in 200 steps
+    found = [(p["rule"], p["layer"], p["severity"]) for p in broken["verdict"]["problems"]]
+    assert found[0] == ("saturation", "rnn", "error") and {r for r, _, _ in found} <= {"saturation", "weight_scale"}
     assert "UNHEALTHY: saturation" in probe(*args, "--model-arg", "weights=normal1").stdout

@@ -12,6 +12,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -76,11 +77,10 @@ def test_n01_weights_under_batchnorm_are_invisible_forward_and_fail_weight_scale
     assert healthy.healthy and not any(p.rule == "weight_scale" for p in (*healthy.problems, *healthy.warnings))
 
 
-def test_a_minority_of_oversized_normalized_weights_is_not_a_failure() -> None:
+def test_a_minority_of_oversized_normalized_weights_is_not_sgds_failure() -> None:
     pytest.importorskip("transformers")
     # ConvNeXt with N(0, 1) weights: its depthwise convs feed a LayerNorm and sit ~5x above He's
-    # scale, but they hold 6% of the weights; the pointwise convs and LayerScale learn (it trained
-    # as well as its default: benchmarks/trainability.json)
+    # scale, but they hold 6% of the weights: He's reading (SGD's) is the median's, below its line
     report = run_probe(spec_mod.load("tests/corpus_specs/convnext_normal1.yaml"))
     oversized = [x for x in report.layers if x.normalized and (x.weight_scale or 0) > 4]
     weighed = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
@@ -88,8 +88,16 @@ def test_a_minority_of_oversized_normalized_weights_is_not_a_failure() -> None:
     # through the stream's next LayerNorm, which only their gradient shows)
     assert oversized and all("dwconv" in x.name or "patch" in x.name or "downsampl" in x.name for x in oversized)
     assert sum(x.weight_size or 0 for x in oversized) < sum(x.weight_size or 0 for x in weighed) / 2
-    verdict = evaluate(report)
-    assert verdict.healthy and not any(p.rule == "weight_scale" for p in (*verdict.problems, *verdict.warnings))
+    sgd_gate = replace(report.spec.gate, optimizer="sgd")
+    sgd = evaluate(replace(report, spec=replace(report.spec, gate=sgd_gate)))
+    assert sgd.healthy and not any(p.rule == "weight_scale" for p in (*sgd.problems, *sgd.warnings))
+    # Adam's reading counts every weight: the pointwise convs, N(0, 1) too, are the rest, and
+    # Adam's steps move them about 1/5 of their size in 200 steps. It trained on the teacher
+    # task all the same, on its LayerNorms, LayerScales and head (benchmarks/trainability.json:
+    # weights moved 0.035 of their norm, gain 1.04 of its default's): a known false alarm,
+    # docs/corpus.md
+    (problem,) = [p for p in evaluate(report).problems if p.rule == "weight_scale"]
+    assert problem.gate_key == "max_weight_turn" and "pwconv" in problem.layer
 
 
 def test_check_fails_a_normalized_mlp_with_large_weights(cli: Callable[..., Any], tmp_path: Any) -> None:
@@ -221,6 +229,51 @@ def test_adam_cannot_turn_n01_weights_that_a_normalization_hides(cli: Callable[.
     assert failed.exit_code == 1 and "lr x 200 steps" in failed.output
     # SGD's steps scale with the gradient, which shrinks as 1 / ||W||: the He rule decides there
     assert cli("check", str(spec), "--optimizer", "sgd").exit_code == 0
+
+
+def test_weights_a_norm_hides_only_jointly_count_for_adam() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    import probe
+    from probe.judge.readings import TURN_STEPS
+    from tests.models_for_tests import gated_behind_norm
+
+    def measure(large: bool) -> probe.Report:
+        torch.manual_seed(0)
+        return probe.measure(gated_behind_norm(large), torch.randn(64, 8), batch_size=64, seed=0)
+
+    large, default = measure(True), measure(False)
+    rows = {x.name: x for x in large.layers}
+    # neither gate nor up is blind to its own scale, and the one normalized weight (down) is at
+    # its default: a reading over the normalized weights alone would see nothing
+    assert rows["down"].normalized and not rows["gate"].normalized and not rows["up"].normalized
+    assert (rows["down"].weight_scale or 0.0) < 1.0
+    (problem,) = [p for p in large.verdict.problems if p.rule == "weight_scale"]
+    assert problem.gate_key == "max_weight_turn"
+    n = rows["gate"].weight_size or 1
+    assert problem.value == pytest.approx(1 / (1e-3 * TURN_STEPS), rel=4 / math.sqrt(2 * n))
+    assert default.verdict.healthy
+
+    # the mechanism: Adam's steps of about lr per element move an rms-1 weight by at most
+    # lr x steps / rms = 1 / problem.value of its norm in TURN_STEPS steps, ten times less than
+    # they move the same weight at its default scale (rms 0.1)
+    def moved(large: bool) -> float:
+        torch.manual_seed(0)
+        model = gated_behind_norm(large)
+        teacher = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+        start = model.gate.weight.detach().clone()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        for _ in range(TURN_STEPS):
+            x = torch.randn(64, 8)
+            loss = F.mse_loss(model(x), teacher(x).detach())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float((model.gate.weight.detach() - start).norm() / start.norm())
+
+    stuck, free = moved(True), moved(False)
+    assert stuck < 1 / problem.value and stuck < free / 3
 
 
 def test_a_decoder_whose_branches_end_in_norms_fails_weight_scale_at_n01() -> None:

@@ -134,7 +134,7 @@ def grads(least: bool) -> Values:
     return values
 
 
-# Adam's steps within which a weight must be able to move by its own size (``normalized_turn``):
+# Adam's steps within which a weight must be able to move by its own size (``adam_turn``):
 # the ground truth's training runs are 150-300 steps (docs/verdicts.md)
 TURN_STEPS = 200
 
@@ -165,28 +165,37 @@ def _weighted_median(report: Stats, value: Callable[[LayerStats], float]) -> lis
 def normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
     """The normalized weights' scale in He's units (``weight_scale``: rms / sqrt(2 / fan_in)),
     weighted median: one value for the network. SGD's steps turn a weight k times He's scale k^2
-    times slower; not read with ``gate.optimizer: adam`` (``normalized_turn`` is Adam's)."""
+    times slower; not read with ``gate.optimizer: adam`` (``adam_turn`` is Adam's)."""
     if report.spec.gate.optimizer == "adam":
         return []
     return _weighted_median(report, lambda x: x.weight_scale or 0.0)
 
 
-def normalized_turn(report: Stats) -> list[tuple[Row, float | None]]:
-    """The normalized weights' rms in Adam's units, ``rms / (lr * TURN_STEPS)``: over 1, Adam's
-    steps of about ``lr`` cannot move the weight by its own size in ``TURN_STEPS`` steps. A weight
-    within ``gate.max_weight_scale / 2`` of He's scale counts 0: a variance rule's scale is one the
-    learning rate was chosen for, whatever the fan-in. Weighted median, one value for the network;
-    not read with ``gate.optimizer: sgd``, without a learning rate, or where ``normalized_scale``
-    already fails (``gate.optimizer: any``)."""
+def adam_turn(report: Stats) -> list[tuple[Row, float | None]]:
+    """The weights' rms in Adam's units, ``rms / (lr * TURN_STEPS)``: over 1, Adam's steps of about
+    ``lr`` per element cannot move the weight by its own size in ``TURN_STEPS`` steps, so it stays
+    at its random draw for a training run. Every weight the optimizer moves counts, normalized or
+    not (the norms that keep such a network's signal healthy hide its weights' scale singly, as
+    the cosine sees, or only jointly: the gates, router and experts of a MoE block behind a
+    sandwich norm; a large weight no norm hides breaks the forward rules first). A weight within
+    ``gate.max_weight_scale / 2`` of He's scale counts 0: a variance rule's scale is one the
+    learning rate was chosen for, whatever the fan-in. Weighted median over the weight elements
+    with a gradient (embedding tables aside), one value for the network; not read with
+    ``gate.optimizer: sgd``, without a learning rate, or where ``normalized_scale`` already fails
+    (``gate.optimizer: any``)."""
     lr, gate = report.spec.run.lr, report.spec.gate
     if gate.optimizer == "sgd" or lr <= 0:
         return []
     if gate.optimizer == "any" and any((v or 0.0) > gate.max_weight_scale for _, v in normalized_scale(report)):
         return []  # the He reading fails already: one problem for the network
     floor = gate.max_weight_scale / 2
-
-    def turn(x: LayerStats) -> float:
-        large = (x.weight_scale or 0.0) > floor
-        return (x.weight_rms or 0.0) / (lr * TURN_STEPS) if large else 0.0
-
-    return _weighted_median(report, turn)
+    rows = [
+        x
+        for x in report.layers
+        if x.weight_size and x.weight_scale is not None and x.role != "embedding" and x.weight_grad_norm is not None
+    ]
+    found = weighted_median(
+        ((x.weight_rms or 0.0) / (lr * TURN_STEPS) if (x.weight_scale or 0.0) > floor else 0.0, x.weight_size or 0, x)
+        for x in rows
+    )
+    return [] if found is None else [(found[1], found[0])]

@@ -39,13 +39,13 @@ from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.rank_one import RANK_ONE
 from probe.judge.readings import (
     TURN_STEPS,
+    adam_turn,
     attention_entropy,
     field,
     grads,
     hidden,
     input_free,
     normalized_scale,
-    normalized_turn,
     peaked,
     read_std,
     signal_rows,
@@ -229,7 +229,7 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "weight_scale",
-            "normalized weights too large for the optimizer's steps to move",
+            "weights too large for the optimizer's steps to move",
             (
                 Check(
                     "max_weight_scale",
@@ -239,8 +239,8 @@ RULES: dict[str, Rule] = {
                 ),
                 Check(
                     "max_weight_turn",
-                    f"normalized weight rms / (lr x {TURN_STEPS} steps) (median over the weights)",
-                    normalized_turn,
+                    f"weight rms / (lr x {TURN_STEPS} steps) (median over the weights)",
+                    adam_turn,
                     below=False,
                 ),
             ),

@@ -78,7 +78,7 @@ GATE_PARAMS: dict[str, Param] = {
         1.0,
         minimum=0.0,
         allow_inf=True,
-        help="weight_scale under Adam: most normalized weights' rms / (lr x 200 steps) above this",
+        help="weight_scale under Adam: most weights' rms / (lr x 200 steps) above this",
     ),
     "max_loss_ratio": Param(
         "float",
