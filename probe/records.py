@@ -63,6 +63,10 @@ class LayerStats:
     # per sample, ||output|| * ||d loss / d output||, averaged over samples: the backward signal in
     # a form that pooling and broadcasting do not change (docs/verdicts.md derives it)
     grad_scale: float | None = None
+    # per sample, ||sum_p x_p g_p^T|| over positions p: the weight gradient a position-wise map
+    # reading this row receives, positions summed as it sums them (at most grad_scale, the
+    # triangle inequality's bound; equal with one position); gradient_exploding reads it
+    coherent_grad_scale: float | None = None
     # ||d loss / d weight|| / ||weight||: how fast this layer's weight moves relative to its size
     weight_grad_ratio: float | None = None
     # rms(weight) / sqrt(2 / fan_in): the weight's scale in units of He's variance rule (1 = He)
@@ -110,6 +114,8 @@ class LayerStats:
     # on the last row: the same for the network output with the least of it (a model returning a
     # sequence and a pooled vector): below it a row's gradient cannot be said to vanish
     least_output_grad_scale: float | None = None
+    # on the last row: the outputs' sum of coherent_grad_scale's measure with the loss's direction
+    output_coherent_grad_scale: float | None = None
     # the first backward's weight gradient: the share of sign(dL/dW) (units x fan-in) on its top
     # singular direction, sigma_1^2 / ||sign||^2: Adam's first update is lr * that sign matrix, and
     # 1 means it is rank one (probe/measurement/first_update.py, rule rank_one_step)

@@ -260,32 +260,60 @@ def _gradient_exploding(report: probe.Report) -> list[probe.Problem]:
     return [p for p in (*report.verdict.problems, *report.verdict.warnings) if p.rule == "gradient_exploding"]
 
 
+class _DeepBranch(torch.nn.Module):
+    """A residual block whose branch is ``depth`` Linear-BatchNorm layers (ReLU between)."""
+
+    def __init__(self, width: int, depth: int) -> None:
+        from torch import nn
+
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU()]
+        self.f = nn.Sequential(*layers[:-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.f(x))
+
+
 def test_a_batchnorm_resnets_growing_gradient_is_a_warning_a_plain_stacks_an_error() -> None:
-    """transformers' ResNet-50 layout at its default init: its gradient grows toward the stem
-    (BatchNorm does that at init) past max_grad_ratio's error line, and every weight it reaches
-    feeds a BatchNorm (scale-invariant) behind skips: a warning; so is RegNet's (its
-    squeeze-excitation convolutions are inside the blocks' branches). 40 BatchNorm layers without a
-    skip grow it to thousands and do not train (gain -0.03 nats against 1.5 at depth 4, with
-    AdamW and with SGD): an error (docs/verdicts.md)."""
+    """transformers' ResNet-50 layout at its default init: summed per position, its gradient grows
+    toward the stem past max_grad_ratio's error line (BatchNorm does that at init), but the
+    positions' gradients point different ways: the weight gradient a convolution reading the stem
+    receives (``coherent_grad_scale``, what ``gradient_exploding`` reads) is a tenth of that. So is
+    RegNet's. Where the weight gradient itself grows past the line in a residual network whose every
+    weight it reaches feeds a BatchNorm (scale-invariant), it is a warning; 40 BatchNorm layers
+    without a skip grow it to thousands and do not train (gain -0.03 nats against 1.5 at depth 4,
+    with AdamW and with SGD): an error (docs/verdicts.md)."""
+    from torch import nn
     from transformers import AutoConfig, AutoModel
 
+    gate = probe.measure(_bn_mlp(2), (64,), batch_size=8, seed=0, device="cpu").spec.gate
+    error_line = 2 * gate.max_grad_ratio
     torch.manual_seed(0)
     resnet = AutoModel.from_config(AutoConfig.for_model("resnet", hidden_sizes=[32, 64, 128, 256], embedding_size=16))
-    report = probe.measure(resnet, (3, 64, 64), batch_size=4, seed=0, device="cpu")
-    (problem,) = _gradient_exploding(report)
-    gate = report.spec.gate
-    assert problem.value > 2 * gate.max_grad_ratio  # past the error line, yet
-    assert problem.severity == "warning" and "scale-invariant" in problem.message
-    # RegNet (transformers' default config): the same growth, and squeeze-excitation convolutions
-    # inside each block's branch (they feed a sigmoid gate, behind the skip)
     torch.manual_seed(0)
     regnet = AutoModel.from_config(AutoConfig.for_model("regnet"))
-    report = probe.measure(regnet, (3, 64, 64), batch_size=4, seed=0, device="cpu")
+    for model in (resnet, regnet):
+        report = probe.measure(model, (3, 64, 64), batch_size=4, seed=0, device="cpu")
+        last, stem = report.stats.last, report.stats.signal()[0]
+        per_position = (stem.grad_scale or 0.0) / (last.output_grad_scale or 1.0)
+        coherent = (stem.coherent_grad_scale or 0.0) / (last.output_coherent_grad_scale or 1.0)
+        # 282 and 522 per position, 21 and 33 coherent: between the two bounds of 32 x 32 = 1024
+        # stem positions, 1 (every position's gradient alike) and 1 / sqrt(1024) (independent)
+        assert per_position > error_line and per_position / 32 < coherent < per_position / 5
+        assert coherent < gate.max_grad_ratio
+        assert all(p.severity == "warning" for p in _gradient_exploding(report))
+    torch.manual_seed(0)
+    branches = nn.Sequential(
+        nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), *[_DeepBranch(64, 8) for _ in range(4)], nn.Linear(64, 10)
+    )
+    report = probe.measure(branches, (64,), batch_size=64, seed=0, device="cpu")
     (problem,) = _gradient_exploding(report)
-    assert problem.value > 2 * gate.max_grad_ratio and problem.severity == "warning"
+    assert problem.value > error_line and problem.severity == "warning" and "scale-invariant" in problem.message
     plain = probe.measure(_bn_mlp(40), (64,), batch_size=64, seed=0, device="cpu")
     (problem,) = _gradient_exploding(plain)
-    assert problem.value > 2 * gate.max_grad_ratio and problem.severity == "error"
+    assert problem.value > error_line and problem.severity == "error"
 
 
 # ---- side rows: a small gradient that is the row's own, not a fading one -------------------------

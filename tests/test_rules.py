@@ -330,3 +330,20 @@ def test_a_row_returning_another_rows_output_is_judged_at_that_row() -> None:
     assert "layer2" in {x.name for x in mechanisms.movers(_report(with_root))}
     as_own = replace(with_root[-1], output_of="")  # read as a row of its own: the class token is the reference
     assert "layer2" not in {x.name for x in mechanisms.movers(_report([*rows, as_own]))}
+
+
+def test_a_row_read_only_by_a_zero_initialized_norm_is_read_at_its_own_std() -> None:
+    # A branch's last convolution whose only reader is its BatchNorm with gamma 0 (zero-init of the
+    # last BN; timm's BoTNet downsampling block, whose branch was not found as one, read 0 there):
+    # the norm outputs 0 by design and moves on the first step, so the row is read at its own std
+    def layers(moving: bool) -> list[LayerStats]:
+        rows = list(HEALTHY)
+        rows[1] = _layer(2, norm_reader="layer3")
+        rows[2] = _layer(3, role="norm", std=0.0, mean=0.0, zero_ratio=1.0, zero_moving=moving)
+        return rows
+
+    verdict = rules.evaluate(_report(layers(moving=True)))
+    assert verdict.healthy and not any(p.rule == "vanishing" for p in (*verdict.problems, *verdict.warnings))
+    # a norm that outputs 0 and does not move (its scale's gradient is 0 too) hides the row for good
+    stuck = rules.evaluate(_report(layers(moving=False)))
+    assert any(p.rule == "vanishing" and p.layer == "layer2" for p in stuck.problems)

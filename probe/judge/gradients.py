@@ -9,11 +9,20 @@ from probe.records import LayerStats, Stats
 from probe.spec import GateSpec
 
 
-def grad_ratios(report: Stats, least: bool = False) -> list[tuple[LayerStats, float | None]]:
+def grad_ratios(report: Stats, least: bool = False, coherent: bool = False) -> list[tuple[LayerStats, float | None]]:
     """Each signal row's grad scale (per sample, the sum over positions of ||output|| *
     ||gradient||) relative to the network outputs' (all of them; ``least``: the output with the
-    least, which is what a row feeding only that output receives). Reports without the outputs'
-    scale use the last row's; without grad scales (older collectors), the per-value gradient std."""
+    least, which is what a row feeding only that output receives). ``coherent``: the same with
+    ``coherent_grad_scale`` (the positions' rank-one gradients summed as a position-wise map sums
+    them, not their norms: what ``gradient_exploding`` reads) where the report has it. Reports
+    without the outputs' scale use the last row's; without grad scales (older collectors), the
+    per-value gradient std."""
+    if coherent and report.last.output_coherent_grad_scale is not None:
+        ref_c = report.last.output_coherent_grad_scale
+        if not math.isfinite(ref_c) or ref_c == 0:
+            return []
+        scaled = [(x, x.coherent_grad_scale) for x in report.signal()]
+        return [(x, None if v is None else v / ref_c) for x, v in scaled]
     name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
     ref = getattr(report.last, name)
     total, smallest = report.last.output_grad_scale, report.last.least_output_grad_scale

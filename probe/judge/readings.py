@@ -107,12 +107,14 @@ def input_free(report: Stats) -> list[tuple[Row, float | None]]:
 def read_std(report: Stats) -> list[tuple[Row, float | None]]:
     """Each signal row's std as the network reads it: a row that only normalizations read
     (``norm_reader``: a pre-norm stream) at its norm's output, which divides its scale out but for
-    the norm's eps; any other row at its own std."""
+    the norm's eps; any other row at its own std. A norm whose scale is exactly 0 and moves on the
+    first step (``zero_moving``: the zero-initialized last BatchNorm of a residual branch) outputs 0
+    by design, whatever it reads: the row it reads is read at its own std."""
     by_name = {x.name: x for x in report.layers}
     out: list[tuple[Row, float | None]] = []
     for x in report.signal():
         reader = by_name.get(x.norm_reader) if x.norm_reader else None
-        out.append((x, reader.std if reader is not None else x.std))
+        out.append((x, reader.std if reader is not None and not reader.zero_moving else x.std))
     return out
 
 
@@ -125,11 +127,11 @@ def std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     return [(last, last_std / first)]
 
 
-def grads(least: bool) -> Values:
+def grads(least: bool, coherent: bool = False) -> Values:
     """Each signal row's gradient against the outputs' (``gradients.grad_ratios``)."""
 
     def values(report: Stats) -> list[tuple[Row, float | None]]:
-        return [(x, v) for x, v in grad_ratios(report, least)]
+        return [(x, v) for x, v in grad_ratios(report, least, coherent)]
 
     return values
 

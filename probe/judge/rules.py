@@ -191,7 +191,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "gradient_exploding",
             "gradients grow toward the input",
-            (Check("max_grad_ratio", _GRAD, grads(least=False), below=False, cell="grad_std"),),
+            (Check("max_grad_ratio", _GRAD, grads(least=False, coherent=True), below=False, cell="grad_std"),),
         ),
         Rule(
             "collapse",

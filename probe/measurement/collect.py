@@ -120,6 +120,7 @@ class Collector:
             self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._projections: dict[tuple[Any, ...], torch.Tensor] = {}  # signal_path.kept_for_coherence's sketches
         self.pending = PendingRecords(self.acc_dtype, device)
         self.attention = AttentionRecorder(attention_of, self.acc_dtype) if attention_of is not None else None
         self.attention_stats: tuple[AttentionStats, ...] = ()  # filled by finish
@@ -209,7 +210,8 @@ class Collector:
                 y, scaled = widened(output.detach()), self.layers[i].scaled
                 unit = self.layers[i].unit_dims(y.dim())[0] if y.dim() else 0
                 norms = sp.position_norms(y, unit) if scaled and y.dim() else None
-                output.register_hook(self._backward_hook(i, norms, unit))
+                kept = sp.kept_for_coherence(y, unit, self._projections) if norms is not None else None
+                output.register_hook(self._backward_hook(i, norms, unit, kept))
             return
         layer = self.layers[i]
         y = widened(output.detach())
@@ -242,15 +244,16 @@ class Collector:
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
-        position_norms = None
+        position_norms, kept = None, None
         if output.requires_grad and layer.scaled and y.dim() >= 1:
             position_norms = sp.position_norms(y, unit_dim)
+            kept = sp.kept_for_coherence(y, unit_dim, self._projections)
         if layer.watched.residual:  # the input its output continues (a class-attention block's second)
             k = 0 if layer.watched.stream_input is None else layer.watched.stream_input  # spec blocks: 0
             x = inputs[k] if isinstance(k, int) and k < len(inputs) else None
             layer.residual_values += sp.add_branch(self.extra[i], x, output, y, self._scratch(y))
         if output.requires_grad:
-            output.register_hook(self._backward_hook(i, position_norms, unit_dim))
+            output.register_hook(self._backward_hook(i, position_norms, unit_dim, kept))
             if not self.backward_done:  # the first batch tells (signal_path.add_unit_gradients)
                 self._watch_input(layer, inputs, output, unit_dim, other_dims)
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
@@ -269,7 +272,9 @@ class Collector:
         layer.correlation = folded if layer.correlation is None else layer.correlation.add_(folded)
         layer.correlation_records = []
 
-    def _backward_hook(self, i: int, position_norms: torch.Tensor | None, unit_dim: int) -> Any:
+    def _backward_hook(
+        self, i: int, position_norms: torch.Tensor | None, unit_dim: int, kept: sp.Kept | None = None
+    ) -> Any:
         def hook(grad: torch.Tensor) -> None:
             g = widened(grad.detach())
             if g.numel() == 0:
@@ -278,7 +283,7 @@ class Collector:
             layer.grads += g.numel()
             with self.aside():
                 if position_norms is not None:
-                    layer.scale_samples += sp.add_grad_scale(self.extra[i], position_norms, g, unit_dim)
+                    layer.scale_samples += sp.add_grad_scale(self.extra[i], position_norms, g, unit_dim, kept)
                 self._add_raw(len(self.layers) + i, g)
             if self.tick is not None:
                 self.tick()
@@ -328,14 +333,18 @@ class Collector:
     def _output_scale(self, outputs: list[torch.Tensor], directions: list[torch.Tensor]) -> None:
         import torch
 
-        if self.output_sums.numel() != len(outputs):  # first batch: one sum per output
-            self.output_sums = torch.zeros(len(outputs), dtype=self.acc_dtype, device=self.device)
+        n = len(outputs)
+        if self.output_sums.numel() != 2 * n:  # first batch: per output, the two sums (grad_scale's, coherent)
+            self.output_sums = torch.zeros(2 * n, dtype=self.acc_dtype, device=self.device)
         for k, (y, r) in enumerate(zip(outputs, directions, strict=True)):
             if y.dim() < 1 or y.shape != r.shape or not y.is_floating_point():
                 continue
             unit = 1 if y.dim() == 4 else -1
-            norms = sp.position_norms(widened(y.detach()), unit)
-            self.output_sums[k].add_((norms * sp.position_norms(widened(r.detach()), unit)).sum())
+            y, r, unit = widened(y.detach()), widened(r.detach()), unit % y.dim()
+            per_position = (sp.position_norms(y, unit) * sp.position_norms(r, unit)).sum()
+            kept = sp.kept_for_coherence(y, unit, self._projections)
+            self.output_sums[k].add_(per_position)
+            self.output_sums[n + k].add_(per_position if kept is None else sp.coherent_norms(kept, r, unit).sum())
         if outputs and outputs[0].dim():
             self.output_samples += int(outputs[0].shape[0])
 

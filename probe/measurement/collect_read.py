@@ -131,7 +131,9 @@ def read_layers(c: Collector) -> tuple[list[LayerStats], tuple[AttentionStats, .
     identical = [was and not s[1] for was, s in zip(sampled, cosine_sums, strict=True)]
     attention = c.attention.results(read.joined("attention")) if c.attention is not None else ()
     units_read, _ = sp.read_unit_parts(layers, read.joined("units"), 0)
-    per_output = [v / c.output_samples for v in read.joined("output_sums")]
+    sums_read = read.joined("output_sums")
+    per_output = [v / c.output_samples for v in sums_read[: len(sums_read) // 2]]
+    coherent_output = [v / c.output_samples for v in sums_read[len(sums_read) // 2 :]]
     c.pending.merge_host(read.joined("pending"), count, mean, m2, sums)
     out = []
     for i, (layer, live, cos) in enumerate(zip(layers, lives, cosines, strict=True)):
@@ -140,6 +142,7 @@ def read_layers(c: Collector) -> tuple[list[LayerStats], tuple[AttentionStats, .
         if i == len(layers) - 1 and c.output_samples and per_output:
             unit["output_grad_scale"] = sum(per_output)
             unit["least_output_grad_scale"] = min(per_output)
+            unit["output_coherent_grad_scale"] = sum(coherent_output)
         out.append(
             to_stats(
                 layer,

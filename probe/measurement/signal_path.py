@@ -5,7 +5,7 @@ weight gradient. docs/verdicts.md derives them."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from probe.measurement import first_update
 from probe.measurement.counts import widened
@@ -23,8 +23,15 @@ SCALED_ROLES = ("stream", "head")
 # loss sees about cos(delta, y) / sqrt(fan_in), 1e-5 to 1e-1 on the zoo.
 SCALE_BLIND_COS = 1e-6
 DOT_CHUNK = 2**18  # scale_cosine's values per float32 dot product (its rounding: 3e-10 of the norms)
-# The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_bp|| ||g_bp||.
-EXTRA = 3
+# The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_bp|| ||g_bp||,
+# sum of ||sum_p x_bp g_bp^T|| (``coherent_norms``).
+EXTRA = 4
+# ``kept_for_coherence``: a row whose exact record (min(units, positions) x positions values per
+# sample) would take more than this many bytes keeps a sketch of COHERENT_SKETCH random
+# directions of its units instead (relative error about sqrt(2 / COHERENT_SKETCH) on the square).
+COHERENT_BYTES = 8 * 2**20
+COHERENT_SKETCH = 64
+COHERENT_SEED = 20181
 
 
 def extra_fields(
@@ -39,9 +46,10 @@ def extra_fields(
     """A row's role, its weight's scale and the statistics of its per-layer accumulator ``extra``, as LayerStats
     fields (built into the record at once: ``dataclasses.replace`` per row cost the seed's
     network 2% of its pass)."""
-    added, base, scale_sum = extra
+    added, base, scale_sum, coherent_sum = extra
     branch = math.sqrt(added / base) if residual_values and base > 0 else None
     scale = scale_sum / scale_samples if scale_samples else None
+    coherent = coherent_sum / scale_samples if scale_samples else None
     ratio = None
     if weight_grad_norm is not None and weight_norm is not None and weight_norm > 0:
         ratio = weight_grad_norm / weight_norm
@@ -55,6 +63,7 @@ def extra_fields(
         "normalized": watched.normalized or (weight_grad_cos is not None and weight_grad_cos < SCALE_BLIND_COS),
         "norm_reader": watched.norm_reader,
         "grad_scale": scale,
+        "coherent_grad_scale": coherent,
         "weight_grad_ratio": ratio,
         "branch_ratio": branch,
         "weight_scale": weight_scale,
@@ -73,17 +82,79 @@ def position_norms(y: torch.Tensor, unit_dim: int) -> torch.Tensor:
     return torch.linalg.vector_norm(y, dim=unit_dim).reshape(y.shape[0], -1)
 
 
-def add_grad_scale(row: torch.Tensor, norms: torch.Tensor, grad: torch.Tensor, unit_dim: int) -> int:
-    """Add sum_b sum_p ||x_bp|| * ||g_bp|| into ``row[2]`` in place (``norms``: the output's
-    ``position_norms``); the samples counted (0: shapes differ). A position that receives no
-    gradient adds nothing, so a class token's gradient is not multiplied by every token's norm."""
+def add_grad_scale(
+    row: torch.Tensor, norms: torch.Tensor, grad: torch.Tensor, unit_dim: int, kept: Kept | None = None
+) -> int:
+    """Add sum_b sum_p ||x_bp|| * ||g_bp|| into ``row[2]`` and sum_b ||sum_p x_bp g_bp^T|| into
+    ``row[3]`` in place (``norms``: the output's ``position_norms``; ``kept``: its
+    ``kept_for_coherence``, None where one position per sample makes the two the same); the samples
+    counted (0: shapes differ). A position that receives no gradient adds nothing, so a class
+    token's gradient is not multiplied by every token's norm."""
     if grad.dim() == 0 or grad.shape[0] != norms.shape[0]:
         return 0
     grad_norms = position_norms(grad, unit_dim)
     if grad_norms.shape != norms.shape:
         return 0
-    row[2].add_((norms.to(grad_norms.dtype) * grad_norms).sum())
+    per_position = norms.to(grad_norms.dtype) * grad_norms
+    row[2].add_(per_position.sum())
+    if kept is None:
+        row[3].add_(per_position.sum())
+    else:
+        row[3].add_(coherent_norms(kept, grad, unit_dim).sum())
     return int(grad.shape[0])
+
+
+class Kept(NamedTuple):
+    """What a row's forward keeps for ``coherent_norms``: its output as (samples, units, positions)
+    (``exact``), its Gram matrix over positions (``gram``), or a sketch of its units (``sketch``:
+    ``R @ x`` for a fixed random ``R`` of COHERENT_SKETCH rows)."""
+
+    how: str
+    value: torch.Tensor
+
+
+def _by_positions(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """``t`` as (samples, units, positions)."""
+    if t.dim() == 1:
+        return t.reshape(-1, 1, 1)
+    return t.movedim(unit_dim, 1).reshape(t.shape[0], t.shape[unit_dim], -1)
+
+
+def kept_for_coherence(y: torch.Tensor, unit_dim: int, projections: dict[tuple[Any, ...], torch.Tensor]) -> Kept | None:
+    """The forward's record of ``y`` (widened, detached) for ``coherent_norms``; None when every
+    sample has one position. The cheaper exact form, or a sketch past COHERENT_BYTES
+    (``projections``: the collector's random matrices, one per width, device and dtype)."""
+    import torch
+
+    x = _by_positions(y, unit_dim)
+    samples, units, positions = x.shape
+    if positions == 1:
+        return None
+    if samples * min(units, positions) * positions * x.element_size() <= COHERENT_BYTES:
+        if units <= positions:
+            return Kept("exact", x.clone())
+        return Kept("gram", torch.bmm(x.transpose(1, 2), x))
+    key = (units, x.device, x.dtype)
+    r = projections.get(key)
+    if r is None:
+        gen = torch.Generator(device=x.device).manual_seed(COHERENT_SEED)
+        r = torch.randn(COHERENT_SKETCH, units, generator=gen, device=x.device, dtype=x.dtype)
+        r = projections[key] = r / math.sqrt(COHERENT_SKETCH)
+    return Kept("sketch", torch.matmul(r, x))
+
+
+def coherent_norms(kept: Kept, grad: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """Per sample, ||sum_p x_p g_p^T||_F: the weight gradient a position-wise linear map reading
+    this row receives from the sample, its positions summed as that map sums them (where the
+    gradient at different positions points different ways, less than sum_p ||x_p|| ||g_p||, the
+    triangle inequality's bound ``grad_scale`` takes). The Gram form uses ||X G^T||^2 = <X^T X, G^T G>."""
+    import torch
+
+    g = _by_positions(grad, unit_dim).to(kept.value.dtype)
+    if kept.how == "gram":
+        gram = torch.bmm(g.transpose(1, 2), g)
+        return (kept.value * gram).flatten(1).sum(1).clamp_min(0).sqrt()
+    return torch.linalg.vector_norm(torch.bmm(kept.value, g.transpose(1, 2)).flatten(1), dim=1)
 
 
 def add_branch(row: torch.Tensor, x: Any, output: Any, y: torch.Tensor, scratch: torch.Tensor) -> int:

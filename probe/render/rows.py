@@ -36,6 +36,7 @@ EXTRA_FIELDS = (
     "module_type",
     "init_rule",
     "grad_scale",
+    "coherent_grad_scale",
     "weight_grad_ratio",
     "branch_ratio",
     "weight_scale",

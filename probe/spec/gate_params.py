@@ -39,7 +39,7 @@ GATE_PARAMS: dict[str, Param] = {
         1e2,
         minimum=0.0,
         allow_inf=True,
-        help="gradient_exploding: a layer's grad scale / output grad scale above this",
+        help="gradient_exploding: a layer's weight-gradient scale (positions summed) / the outputs' above this",
     ),
     "max_branch_ratio": Param(
         "float",
