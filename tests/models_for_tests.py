@@ -575,3 +575,41 @@ def clears_hooks(spared: int = 0) -> nn.Module:
     model = ClearsHooks()
     model.spared = spared
     return model
+
+
+class _ZeroLastSE(nn.Module):
+    """A residual block whose branch ends in a zero-initialized convolution and a squeeze-excitation
+    gate on it (NFNet's layout); ``stride`` 2 makes it a downsampling block with a 1 x 1 shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+        self.conv3 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv3.weight)
+        nn.init.zeros_(self.conv3.bias)
+        self.fc1 = nn.Conv2d(cout, cout // 4, 1)
+        nn.init.zeros_(self.fc1.bias)  # (NFNet's init: every bias 0)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Conv2d(cout // 4, cout, 1)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride=stride) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv3(F.relu(self.conv1(x)))
+        gate = torch.sigmoid(self.fc2(self.act(self.fc1(h.mean((2, 3), keepdim=True)))))
+        return F.relu(self.shortcut(x) + h * gate)
+
+
+def zero_last_se_net() -> nn.Module:
+    """Stem, then downsampling and plain blocks whose branches end in a zero convolution and a
+    squeeze-excitation (an NF-ResNet-like net at init), mean pool, classifier."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        _ZeroLastSE(8, 16, stride=2),
+        _ZeroLastSE(16, 16),
+        _ZeroLastSE(16, 32, stride=2),
+        _ZeroLastSE(32, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )

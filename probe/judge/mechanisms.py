@@ -111,6 +111,16 @@ def _inside_blocks(report: Stats) -> set[str]:
     ]
     if weighted and len(frozen) >= DEAD_CUT * len(weighted):
         return set()
+    # (and the rows of blocks whose branch was not measured: a downsampling block, whose shortcut
+    # is a projection, carries the gradient around its branch too; such a block is a stream row
+    # with branch rows under its name)
+    streams = {x.name for x in report.layers if x.role == "stream"}
+    for x in report.layers:
+        if x.role == "branch":
+            parts = x.name.split(".")
+            owner = next((p for k in range(len(parts) - 1, 0, -1) if (p := ".".join(parts[:k])) in streams), None)
+            if owner is not None and owner + "." not in inside:
+                inside[owner + "."] = [y for y in report.layers if y.name.startswith(owner + ".")]
     return {x.name for rows in inside.values() for x in rows if x.role not in ("stream", "head")}
 
 

@@ -108,7 +108,8 @@ def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
 def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem | None:
     """One problem for the first layer that breaks ``check``; the message names the worst too.
     Rows ``explained`` sets aside (exactly 0 behind a zero-initialized layer that moves) are not
-    judged; a problem whose every row it explains as slower, not stuck, is at most a warning."""
+    judged; the rows it explains as slower, not stuck, are at most a warning, so the others decide
+    whether the problem is an error."""
     skip, capped, why = slow_start(report, gate) if rule == "stalled" else explained(rule, report, gate)
     bad = [(layer, v) for layer, v in _breaking(check, report, gate) if layer.name not in skip]
     if not bad:
@@ -123,8 +124,11 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
     elif len(bad) > 1:
         msg += f" ({len(bad)} layers)"
     severity = _severity(rule, check, gate, float(worst_value))
-    if severity == "error" and (rule not in NO_MARGIN or rule == "stalled") and all(x.name in capped for x, _ in bad):
-        severity, msg = "warning", f"{msg}; {why}"
+    if severity == "error" and (rule not in NO_MARGIN or rule == "stalled") and capped:
+        # the rows it explains are at most a warning: the rest decide (none left: a warning)
+        rest = [v for x, v in bad if x.name not in capped]
+        if not rest or _severity(rule, check, gate, float((min if check.below else max)(rest))) != "error":
+            severity, msg = "warning", f"{msg}; {why}"
     return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
 
 
