@@ -287,33 +287,38 @@ def test_gradient_std_keeps_its_precision_when_the_gradient_has_a_mean() -> None
         assert got[name].weight_grad_norm == pytest.approx(expected["weight_grad_norm"], rel=1e-5)
 
 
-@pytest.mark.parametrize(("units", "positions", "how"), [(4, 9, "exact"), (12, 5, "gram"), (6, 7, "sketch")])
+@pytest.mark.parametrize(
+    ("units", "positions", "how"), [(4, 9, "exact"), (12, 5, "gram"), (96, 80, "sketch"), (4, 9, "first samples")]
+)
 def test_the_coherent_gradient_scale_sums_the_positions_rank_one_gradients(
     units: int, positions: int, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
-    from probe.measurement import signal_path as sp
+    from probe.measurement import coherence
 
-    if how == "sketch":
-        monkeypatch.setattr(sp, "COHERENT_BYTES", 0)
     gen = torch.Generator().manual_seed(0)
     # (samples, units, positions) laid out as a row's output with its units on dim 1 (an image row)
     x = torch.randn(32, units, positions, 1, generator=gen, dtype=torch.float64)
     g = torch.randn(32, units, positions, 1, generator=gen, dtype=torch.float64)
-    kept = sp.kept_for_coherence(x, 1, {})
-    assert kept is not None and kept.how == how
-    got = sp.coherent_norms(kept, g, 1)
+    per_sample = min(units, positions, coherence.COHERENT_SKETCH) * positions * x.element_size()
+    if how == "sketch":  # room for every sample's sketch, not for its exact record
+        monkeypatch.setattr(coherence, "COHERENT_BYTES", 32 * per_sample)
+    if how == "first samples":  # room for 4 samples' exact record
+        monkeypatch.setattr(coherence, "COHERENT_BYTES", 4 * per_sample)
+    kept = coherence.kept_for_coherence(x, 1, {})
+    assert kept is not None and kept.how == {"first samples": "exact"}.get(how, how)
+    got = coherence.coherent_norms(kept, g, 1)
     brute = torch.stack([torch.linalg.matrix_norm(xb[..., 0] @ gb[..., 0].T) for xb, gb in zip(x, g, strict=True)])
     bound = (x.norm(dim=1) * g.norm(dim=1)).flatten(1).sum(1)  # grad_scale's: the triangle inequality
     assert bool((brute <= bound + 1e-9).all())
     if how == "sketch":
         # a Gaussian sketch of k = 64 directions: E ||R M||^2 = ||M||^2, relative std sqrt(2 / k) on
         # each square, the mean over 32 samples within 4 standard errors
-        k = sp.COHERENT_SKETCH
+        k = coherence.COHERENT_SKETCH
         ratio = float((got**2 / brute**2).mean())
         assert abs(ratio - 1) < 4 * math.sqrt(2 / k) / math.sqrt(32) + 0.05
     else:
-        assert torch.allclose(got, brute, rtol=1e-9)
+        assert torch.allclose(got, brute[: len(got)], rtol=1e-9) and len(got) == (4 if how == "first samples" else 32)
     # one position per sample: nothing is kept, the per-position value is the coherent one
-    assert sp.kept_for_coherence(x[:, :, :1, 0], 1, {}) is None
+    assert coherence.kept_for_coherence(x[:, :, :1, 0], 1, {}) is None

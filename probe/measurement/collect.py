@@ -44,7 +44,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from probe.errors import RunError
-from probe.measurement import counts
+from probe.measurement import coherence, counts
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect_read import read_layers
@@ -210,7 +210,7 @@ class Collector:
                 y, scaled = widened(output.detach()), self.layers[i].scaled
                 unit = self.layers[i].unit_dims(y.dim())[0] if y.dim() else 0
                 norms = sp.position_norms(y, unit) if scaled and y.dim() else None
-                kept = sp.kept_for_coherence(y, unit, self._projections) if norms is not None else None
+                kept = coherence.kept_for_coherence(y, unit, self._projections) if norms is not None else None
                 output.register_hook(self._backward_hook(i, norms, unit, kept))
             return
         layer = self.layers[i]
@@ -247,7 +247,7 @@ class Collector:
         position_norms, kept = None, None
         if output.requires_grad and layer.scaled and y.dim() >= 1:
             position_norms = sp.position_norms(y, unit_dim)
-            kept = sp.kept_for_coherence(y, unit_dim, self._projections)
+            kept = coherence.kept_for_coherence(y, unit_dim, self._projections)
         if layer.watched.residual:  # the input its output continues (a class-attention block's second)
             k = 0 if layer.watched.stream_input is None else layer.watched.stream_input  # spec blocks: 0
             x = inputs[k] if isinstance(k, int) and k < len(inputs) else None
@@ -273,7 +273,7 @@ class Collector:
         layer.correlation_records = []
 
     def _backward_hook(
-        self, i: int, position_norms: torch.Tensor | None, unit_dim: int, kept: sp.Kept | None = None
+        self, i: int, position_norms: torch.Tensor | None, unit_dim: int, kept: coherence.Kept | None = None
     ) -> Any:
         def hook(grad: torch.Tensor) -> None:
             g = widened(grad.detach())
@@ -342,9 +342,10 @@ class Collector:
             unit = 1 if y.dim() == 4 else -1
             y, r, unit = widened(y.detach()), widened(r.detach()), unit % y.dim()
             per_position = (sp.position_norms(y, unit) * sp.position_norms(r, unit)).sum()
-            kept = sp.kept_for_coherence(y, unit, self._projections)
+            kept = coherence.kept_for_coherence(y, unit, self._projections)
             self.output_sums[k].add_(per_position)
-            self.output_sums[n + k].add_(per_position if kept is None else sp.coherent_norms(kept, r, unit).sum())
+            coherent = per_position if kept is None else coherence.coherent_norms(kept, r, unit).mean() * r.shape[0]
+            self.output_sums[n + k].add_(coherent)
         if outputs and outputs[0].dim():
             self.output_samples += int(outputs[0].shape[0])
 

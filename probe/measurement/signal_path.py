@@ -5,9 +5,10 @@ weight gradient. docs/verdicts.md derives them."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from probe.measurement import first_update
+from probe.measurement.coherence import Kept, coherent_norms
 from probe.measurement.counts import widened
 
 if TYPE_CHECKING:
@@ -26,12 +27,6 @@ DOT_CHUNK = 2**18  # scale_cosine's values per float32 dot product (its rounding
 # The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_bp|| ||g_bp||,
 # sum of ||sum_p x_bp g_bp^T|| (``coherent_norms``).
 EXTRA = 4
-# ``kept_for_coherence``: a row whose exact record (min(units, positions) x positions values per
-# sample) would take more than this many bytes keeps a sketch of COHERENT_SKETCH random
-# directions of its units instead (relative error about sqrt(2 / COHERENT_SKETCH) on the square).
-COHERENT_BYTES = 8 * 2**20
-COHERENT_SKETCH = 64
-COHERENT_SEED = 20181
 
 
 def extra_fields(
@@ -99,62 +94,9 @@ def add_grad_scale(
     row[2].add_(per_position.sum())
     if kept is None:
         row[3].add_(per_position.sum())
-    else:
-        row[3].add_(coherent_norms(kept, grad, unit_dim).sum())
+    else:  # (a record of the first samples only stands for the batch: its mean times the batch)
+        row[3].add_(coherent_norms(kept, grad, unit_dim).mean() * grad.shape[0])
     return int(grad.shape[0])
-
-
-class Kept(NamedTuple):
-    """What a row's forward keeps for ``coherent_norms``: its output as (samples, units, positions)
-    (``exact``), its Gram matrix over positions (``gram``), or a sketch of its units (``sketch``:
-    ``R @ x`` for a fixed random ``R`` of COHERENT_SKETCH rows)."""
-
-    how: str
-    value: torch.Tensor
-
-
-def _by_positions(t: torch.Tensor, unit_dim: int) -> torch.Tensor:
-    """``t`` as (samples, units, positions)."""
-    if t.dim() == 1:
-        return t.reshape(-1, 1, 1)
-    return t.movedim(unit_dim, 1).reshape(t.shape[0], t.shape[unit_dim], -1)
-
-
-def kept_for_coherence(y: torch.Tensor, unit_dim: int, projections: dict[tuple[Any, ...], torch.Tensor]) -> Kept | None:
-    """The forward's record of ``y`` (widened, detached) for ``coherent_norms``; None when every
-    sample has one position. The cheaper exact form, or a sketch past COHERENT_BYTES
-    (``projections``: the collector's random matrices, one per width, device and dtype)."""
-    import torch
-
-    x = _by_positions(y, unit_dim)
-    samples, units, positions = x.shape
-    if positions == 1:
-        return None
-    if samples * min(units, positions) * positions * x.element_size() <= COHERENT_BYTES:
-        if units <= positions:
-            return Kept("exact", x.clone())
-        return Kept("gram", torch.bmm(x.transpose(1, 2), x))
-    key = (units, x.device, x.dtype)
-    r = projections.get(key)
-    if r is None:
-        gen = torch.Generator(device=x.device).manual_seed(COHERENT_SEED)
-        r = torch.randn(COHERENT_SKETCH, units, generator=gen, device=x.device, dtype=x.dtype)
-        r = projections[key] = r / math.sqrt(COHERENT_SKETCH)
-    return Kept("sketch", torch.matmul(r, x))
-
-
-def coherent_norms(kept: Kept, grad: torch.Tensor, unit_dim: int) -> torch.Tensor:
-    """Per sample, ||sum_p x_p g_p^T||_F: the weight gradient a position-wise linear map reading
-    this row receives from the sample, its positions summed as that map sums them (where the
-    gradient at different positions points different ways, less than sum_p ||x_p|| ||g_p||, the
-    triangle inequality's bound ``grad_scale`` takes). The Gram form uses ||X G^T||^2 = <X^T X, G^T G>."""
-    import torch
-
-    g = _by_positions(grad, unit_dim).to(kept.value.dtype)
-    if kept.how == "gram":
-        gram = torch.bmm(g.transpose(1, 2), g)
-        return (kept.value * gram).flatten(1).sum(1).clamp_min(0).sqrt()
-    return torch.linalg.vector_norm(torch.bmm(kept.value, g.transpose(1, 2)).flatten(1), dim=1)
 
 
 def add_branch(row: torch.Tensor, x: Any, output: Any, y: torch.Tensor, scratch: torch.Tensor) -> int:
