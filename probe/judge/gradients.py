@@ -17,16 +17,12 @@ def grad_ratios(report: Stats, least: bool = False, coherent: bool = False) -> l
     them, not their norms: what ``gradient_exploding`` reads) where the report has it. Reports
     without the outputs' scale use the last row's; without grad scales (older collectors), the
     per-value gradient std."""
-    if coherent and report.last.output_coherent_grad_scale is not None:
-        ref_c = report.last.output_coherent_grad_scale
-        if not math.isfinite(ref_c) or ref_c == 0:
-            return []
-        scaled = [(x, x.coherent_grad_scale) for x in report.signal()]
-        return [(x, None if v is None else v / ref_c) for x, v in scaled]
     name = "grad_scale" if report.last.grad_scale is not None else "grad_std"
     ref = getattr(report.last, name)
     total, smallest = report.last.output_grad_scale, report.last.least_output_grad_scale
-    if name == "grad_scale" and total is not None:
+    if coherent and report.last.output_coherent_grad_scale is not None:
+        name, ref = "coherent_grad_scale", report.last.output_coherent_grad_scale
+    elif name == "grad_scale" and total is not None:
         ref = smallest if least and smallest is not None else total
     if ref is None or not math.isfinite(ref) or ref == 0:
         return []

@@ -154,13 +154,22 @@ def weighted_median(items: Iterable[tuple[float, int, T]]) -> tuple[float, T] | 
     return None
 
 
-def _weighted_median(report: Stats, value: Callable[[LayerStats], float]) -> list[tuple[Row, float | None]]:
-    """``weighted_median`` over the network's weight elements of ``value`` (0 for a row that is not
-    normalized), at the layer that holds it: above ``k`` exactly when most of the weights are
-    normalized and read over ``k``. Embedding tables are not counted (their scale is the vectors'
-    size, not a fan-in's)."""
-    rows = [x for x in report.layers if x.weight_size and x.weight_scale is not None and x.role != "embedding"]
-    found = weighted_median((value(x) if x.normalized else 0.0, x.weight_size or 0, x) for x in rows)
+def _weighted_median(
+    report: Stats, value: Callable[[LayerStats], float], moved: bool = False
+) -> list[tuple[Row, float | None]]:
+    """``weighted_median`` over the network's weight elements of ``value``, at the layer that holds
+    it: above ``k`` exactly when most of the weights read over ``k``. Embedding tables are not
+    counted (their scale is the vectors' size, not a fan-in's); with ``moved``, only weights with a
+    gradient (what the optimizer moves)."""
+    rows = [
+        x
+        for x in report.layers
+        if x.weight_size
+        and x.weight_scale is not None
+        and x.role != "embedding"
+        and (not moved or x.weight_grad_norm is not None)
+    ]
+    found = weighted_median((value(x), x.weight_size or 0, x) for x in rows)
     return [] if found is None else [(found[1], found[0])]
 
 
@@ -170,7 +179,7 @@ def normalized_scale(report: Stats) -> list[tuple[Row, float | None]]:
     times slower; not read with ``gate.optimizer: adam`` (``adam_turn`` is Adam's)."""
     if report.spec.gate.optimizer == "adam":
         return []
-    return _weighted_median(report, lambda x: x.weight_scale or 0.0)
+    return _weighted_median(report, lambda x: (x.weight_scale or 0.0) if x.normalized else 0.0)
 
 
 def adam_turn(report: Stats) -> list[tuple[Row, float | None]]:
@@ -191,13 +200,9 @@ def adam_turn(report: Stats) -> list[tuple[Row, float | None]]:
     if gate.optimizer == "any" and any((v or 0.0) > gate.max_weight_scale for _, v in normalized_scale(report)):
         return []  # the He reading fails already: one problem for the network
     floor = gate.max_weight_scale / 2
-    rows = [
-        x
-        for x in report.layers
-        if x.weight_size and x.weight_scale is not None and x.role != "embedding" and x.weight_grad_norm is not None
-    ]
-    found = weighted_median(
-        ((x.weight_rms or 0.0) / (lr * TURN_STEPS) if (x.weight_scale or 0.0) > floor else 0.0, x.weight_size or 0, x)
-        for x in rows
-    )
-    return [] if found is None else [(found[1], found[0])]
+
+    def turn(x: LayerStats) -> float:
+        large = (x.weight_scale or 0.0) > floor
+        return (x.weight_rms or 0.0) / (lr * TURN_STEPS) if large else 0.0
+
+    return _weighted_median(report, turn, moved=True)

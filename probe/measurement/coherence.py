@@ -73,3 +73,9 @@ def coherent_norms(kept: Kept, grad: torch.Tensor, unit_dim: int) -> torch.Tenso
         gram = torch.bmm(g.transpose(1, 2), g)
         return (kept.value * gram).flatten(1).sum(1).clamp_min(0).sqrt()
     return torch.linalg.vector_norm(torch.bmm(kept.value, g.transpose(1, 2)).flatten(1), dim=1)
+
+
+def coherent_sum(kept: Kept, grad: torch.Tensor, unit_dim: int) -> torch.Tensor:
+    """``coherent_norms`` summed over the batch; a record of the first samples only stands for the
+    batch (its mean times the batch)."""
+    return coherent_norms(kept, grad, unit_dim).mean() * grad.shape[0]

@@ -120,7 +120,7 @@ class Collector:
             self.layers[-1].scaled = not last.broadcast and bool(last.module_type)
         self._zero = torch.zeros((), device=device)
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}
-        self._projections: dict[tuple[Any, ...], torch.Tensor] = {}  # signal_path.kept_for_coherence's sketches
+        self._projections: dict[tuple[Any, ...], torch.Tensor] = {}  # coherence.kept_for_coherence's sketches
         self.pending = PendingRecords(self.acc_dtype, device)
         self.attention = AttentionRecorder(attention_of, self.acc_dtype) if attention_of is not None else None
         self.attention_stats: tuple[AttentionStats, ...] = ()  # filled by finish
@@ -344,8 +344,7 @@ class Collector:
             per_position = (sp.position_norms(y, unit) * sp.position_norms(r, unit)).sum()
             kept = coherence.kept_for_coherence(y, unit, self._projections)
             self.output_sums[k].add_(per_position)
-            coherent = per_position if kept is None else coherence.coherent_norms(kept, r, unit).mean() * r.shape[0]
-            self.output_sums[n + k].add_(coherent)
+            self.output_sums[n + k].add_(per_position if kept is None else coherence.coherent_sum(kept, r, unit))
         if outputs and outputs[0].dim():
             self.output_samples += int(outputs[0].shape[0])
 

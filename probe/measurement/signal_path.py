@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from probe.measurement import first_update
-from probe.measurement.coherence import Kept, coherent_norms
+from probe.measurement.coherence import Kept, coherent_sum
 from probe.measurement.counts import widened
 
 if TYPE_CHECKING:
@@ -90,12 +90,9 @@ def add_grad_scale(
     grad_norms = position_norms(grad, unit_dim)
     if grad_norms.shape != norms.shape:
         return 0
-    per_position = norms.to(grad_norms.dtype) * grad_norms
-    row[2].add_(per_position.sum())
-    if kept is None:
-        row[3].add_(per_position.sum())
-    else:  # (a record of the first samples only stands for the batch: its mean times the batch)
-        row[3].add_(coherent_norms(kept, grad, unit_dim).mean() * grad.shape[0])
+    per_position = (norms.to(grad_norms.dtype) * grad_norms).sum()
+    row[2].add_(per_position)
+    row[3].add_(per_position if kept is None else coherent_sum(kept, grad, unit_dim))
     return int(grad.shape[0])
 
 
