@@ -613,3 +613,23 @@ def zero_last_se_net() -> nn.Module:
         nn.Flatten(),
         nn.Linear(32, 10),
     )
+
+
+class _VmappedMixer(nn.Module):
+    """A model that maps a module over an axis with ``torch.vmap`` (as S5 implementations and model
+    ensembles do): ``mix`` runs on one sample's (channels, length) at a time, inside the transform."""
+
+    def __init__(self, channels: int = 4, length: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Linear(length, length)
+        self.mix = nn.Sequential(nn.Linear(length, length), nn.Tanh())
+        self.head = nn.Linear(channels * length, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.embed(x)
+        y = torch.vmap(self.mix)(y)  # batched wrappers inside: the hooks of mix and its children see them
+        return self.head(y.flatten(1))
+
+
+def vmapped_mixer() -> nn.Module:
+    return _VmappedMixer()

@@ -125,6 +125,18 @@ def test_inputs_function_with_keyword_arguments() -> None:
     assert set(rows(report)) == {"a", "b"}
 
 
+def test_modules_run_under_torch_vmap_are_noted_not_measured() -> None:
+    # their outputs are vmap's batched wrappers (in-place and out= ops have no batching rule there,
+    # and their values are one sample's): the probe runs, the rows outside the transform are
+    # measured and the note says why the others are not
+    report = probe_json("--model", f"{M}:vmapped_mixer", "--input-shape", "4,8")
+    by_name = rows(report)
+    assert set(by_name) == {"embed", "head"}
+    assert by_name["embed"]["grad_std"] > 0 and by_name["head"]["std"] > 0
+    notes = " ".join(report["notes"])
+    assert "mix.0 (Linear) not watched: it runs under a function transform (torch.vmap" in notes
+
+
 def test_spec_file_with_model_import(tmp_path: Path) -> None:
     spec = tmp_path / "user.yaml"
     spec.write_text(

@@ -53,7 +53,7 @@ from probe.measurement.counts import widened
 from probe.measurement.merge import PENDING_PER_LAYER, PendingRecords, SlotMoments
 from probe.measurement.rows import Layer
 from probe.measurement.saturation import saturated_count
-from probe.model.network import Watched, output_tensor
+from probe.model.network import Watched, measurable, output_tensor
 from probe.records import AttentionStats, LayerStats
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class Collector:
 
         if not isinstance(output, torch.Tensor):  # LSTM, MultiheadAttention, a dict: the row's tensor
             output = output_tensor(output, self.layers[i].watched.output_index)
-        if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
+        if not isinstance(output, torch.Tensor) or not measurable(output):  # (a call under torch.vmap)
             return
         if self.recomputing:  # the values were measured in the forward pass: the gradient's hook only
             if output.requires_grad:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError
 from probe.model.inputs import InputSpec, draw
-from probe.model.network import placement
+from probe.model.network import placement, under_transform
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +54,7 @@ class Seen:
     # its output's first dimension holds the batch's samples, one row each (not batch x patches
     # folded together, not a sequence-first output): what per-sample statistics compare
     samples_first: bool = True
+    transformed: bool = False  # called under a function transform (torch.vmap): not watched
 
 
 def discovery_pass(
@@ -97,6 +98,13 @@ def discovery_pass(
                 entry.single = tuple(tensors[0].shape)
         entry.calls += 1
         tensor = first_float_tensor(output)
+        if (tensor is not None and under_transform(tensor)) or entry.transformed:
+            # called inside torch.vmap (an S5 or ensemble model maps a module over an axis): no row
+            entry.transformed, entry.shape, entry.other_shapes = True, None, set()
+            entry.why_not = (
+                "it runs under a function transform (torch.vmap, torch.func): its values are batched wrappers"
+            )
+            return
         maker = _maker(made, tensor, entry.qual)
         entry.output_of = maker if entry.output_of in (None, maker) else ""
         if tensor is not None and entry.candidate and not maker:

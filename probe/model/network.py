@@ -84,6 +84,22 @@ def output_tensor(output: Any, index: int = 0) -> torch.Tensor | None:
     return found[index] if walk(output) else None
 
 
+def measurable(tensor: torch.Tensor) -> bool:
+    """Whether a row can measure ``tensor``: floating point, not empty, and not a function
+    transform's wrapper (``under_transform``)."""
+    return tensor.is_floating_point() and tensor.numel() > 0 and not under_transform(tensor)
+
+
+def under_transform(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a function transform's wrapper (a module called inside ``torch.vmap``
+    or ``torch.func.grad``: a batched or level-tracking tensor): its values are not the batch's and
+    its in-place and ``out=`` ops have no batching rule, so no row measures it."""
+    import torch
+
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(wrapped is not None and wrapped(tensor))
+
+
 @dataclass
 class Built:
     model: nn.Module
