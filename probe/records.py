@@ -134,6 +134,10 @@ class AttentionStats:
     calls: int
     logit_std: float  # root mean square over rows of the logits' std across keys
     entropy: float  # mean over rows of entropy / log(keys): 1 uniform, 0 one-hot
+    # mean over rows of how much the routing depends on the sample: (entropy of the weights averaged
+    # over the samples - the samples' mean entropy) / log(samples); 0 every sample attends the same
+    # way (a position bias), 1 each its own (probe/measurement/attention.py); None: one sample
+    routing: float | None = None
 
 
 @dataclass(frozen=True)

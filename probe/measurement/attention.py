@@ -16,7 +16,11 @@ each other's calls. A softmax over the last axis of a tensor of 3 or more dimens
 For each call, on its first ``SAMPLES`` samples (no gradient, no host read): per query row, over
 the keys that take part (masked keys excluded), the std of the logits (softmax is unchanged by a
 shift, so this is what sets how peaked it is) and the entropy of the weights divided by log(keys),
-which is 1 for uniform attention and 0 for one-hot. Rows with fewer than 2 keys are skipped.
+which is 1 for uniform attention and 0 for one-hot. Rows with fewer than 2 keys are skipped. And
+how much the routing depends on the sample: per query row, the entropy of the weights averaged over
+the samples less the samples' mean entropy (the information the row's routing carries about which
+sample it is), over log(samples): 0 where every sample attends the same way (a position bias), 1
+where each routes its own way (a content match).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
     import torch
 
 SAMPLES = 4  # samples of a batch each attention call is measured on
+# per module on the device: normalized entropy, rows, squared logit std, calls, routing by sample, its rows
+RECORD = 6
 SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 # the operators a Python-level attention function reaches: a softmax (eager, or sdpa's math path)
 # or a fused attention kernel
@@ -48,7 +54,8 @@ FUSED_OPS = (
 
 
 class AttentionRecorder:
-    """Accumulates per-module sums on the device: [normalized entropy, rows, squared logit std, calls]."""
+    """Accumulates per-module sums on the device (``RECORD``: normalized entropy, rows, squared logit
+    std, calls, routing by sample, its rows)."""
 
     def __init__(self, model: torch.nn.Module, acc_dtype: torch.dtype) -> None:
         self.model = model
@@ -203,8 +210,10 @@ class AttentionRecorder:
             keys = (~out).sum(-1, dtype=x.dtype)
             rows = keys >= 2
             log_p = torch.log_softmax(x, dim=-1)
-            entropy = -(log_p.exp() * log_p).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)
+            p = log_p.exp()
+            entropy = -(p * log_p).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)
             normalized = entropy / keys.clamp_min(2).log()
+            routing, routed = _routing(p, entropy, rows, zero_rows=x.shape[0] < 2)
             finite = x.masked_fill(out, 0.0)
             mean = finite.sum(-1, keepdim=True) / keys.clamp_min(1).unsqueeze(-1)
             spread = ((finite - mean).masked_fill(out, 0.0) ** 2).sum(-1) / keys.clamp_min(1)
@@ -215,6 +224,8 @@ class AttentionRecorder:
                     rows.sum(dtype=self.acc_dtype),
                     torch.where(rows, spread, zero).sum(dtype=self.acc_dtype),
                     torch.ones((), dtype=self.acc_dtype, device=x.device),
+                    routing.sum(dtype=self.acc_dtype),
+                    routed.sum(dtype=self.acc_dtype),
                 ]
             )
         if name in self.sums:
@@ -231,11 +242,31 @@ class AttentionRecorder:
     def results(self, flat: list[float]) -> tuple[AttentionStats, ...]:
         out = []
         for i, name in enumerate(self.sums):
-            entropy_sum, rows, spread_sum, calls = flat[4 * i : 4 * i + 4]
+            entropy_sum, rows, spread_sum, calls, routing_sum, routed = flat[RECORD * i : RECORD * i + RECORD]
             if rows == 0:
                 continue
-            out.append(AttentionStats(name or "(model)", int(calls), math.sqrt(spread_sum / rows), entropy_sum / rows))
+            routing = routing_sum / routed if routed else None
+            out.append(
+                AttentionStats(name or "(model)", int(calls), math.sqrt(spread_sum / rows), entropy_sum / rows, routing)
+            )
         return tuple(out)
+
+
+def _routing(
+    p: torch.Tensor, entropy: torch.Tensor, rows: torch.Tensor, zero_rows: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query row (over the samples, the first dimension of ``p``): the entropy of the weights
+    averaged over the samples less their mean entropy (``entropy``, nats), over log(samples), where
+    every sample's row has 2 keys or more (``rows``): ``(values, rows counted)``, 0 where every
+    sample attends the same way. A model that folds heads into the first dimension compares heads
+    there, which reads as routing by sample: the conservative side for ``attention_saturation``."""
+    import torch
+
+    both = rows.all(0) & ~torch.tensor(zero_rows, device=p.device)
+    mean = p.mean(0)
+    pooled = -(mean * mean.clamp_min(1e-30).log()).sum(-1)
+    value = (pooled - entropy.mean(0)).clamp_min(0.0) / math.log(max(p.shape[0], 2))
+    return torch.where(both, value, torch.zeros((), dtype=value.dtype, device=value.device)), both
 
 
 _OTHER, _SDPA, _SOFTMAX, _INSIDE = range(4)

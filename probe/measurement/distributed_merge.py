@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from probe.errors import RunError
+from probe.measurement.attention import RECORD
 
 if TYPE_CHECKING:
     from probe.measurement.collect import Collector
@@ -73,8 +74,8 @@ def merge_ranks(c: Collector, share: Share) -> None:
         at += 4
     if c.attention is not None:
         for name in c.attention.sums:
-            c.attention.sums[name] = summed[at : at + 4]
-            at += 4
+            c.attention.sums[name] = summed[at : at + RECORD]
+            at += RECORD
     totals = summed[at:].cpu().tolist()
     for i, layer in enumerate(c.layers):
         layer.values, layer.grads, layer.spread_values = (int(v) for v in totals[3 * i : 3 * i + 3])

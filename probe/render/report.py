@@ -118,11 +118,17 @@ def _headroom_dict(report: Stats) -> dict[str, Any]:
     return headroom_dict(report.headroom, report.steps) if report.headroom is not None else {}
 
 
-_ATTENTION_COLUMNS = ("attention", "calls", "logit std", "entropy")
+_ATTENTION_COLUMNS = ("attention", "calls", "logit std", "entropy", "routing")
 
 
 def _attention_cells(a: AttentionStats) -> list[str]:
-    return [a.name, str(a.calls), fmt(a.logit_std), fmt_fraction(a.entropy)]
+    return [
+        a.name,
+        str(a.calls),
+        fmt(a.logit_std),
+        fmt_fraction(a.entropy),
+        fmt_fraction(a.routing),
+    ]
 
 
 def verdict_text(verdict: Verdict) -> str:

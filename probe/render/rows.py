@@ -92,7 +92,13 @@ def steps_dict(steps: StepStats) -> dict[str, Any]:
 
 
 def attention_row(a: AttentionStats) -> dict[str, Any]:
-    return {"name": a.name, "calls": a.calls, "logit_std": clean(a.logit_std), "entropy": clean(a.entropy)}
+    return {
+        "name": a.name,
+        "calls": a.calls,
+        "logit_std": clean(a.logit_std),
+        "entropy": clean(a.entropy),
+        "routing": clean(a.routing),
+    }
 
 
 def compare_row(run: Run) -> dict[str, Any]:

@@ -110,11 +110,12 @@ def _attention_table(report: Stats, verdict: Verdict) -> Table:
         Column("calls"),
         Column("logit std", "logit_std"),
         Column("entropy"),
+        Column("routing"),
     ]
     rows = []
     for a in report.attention:
         style = "bold red" if a.entropy < threshold else ("yellow" if a.name in saturated else None)
-        values = (a.name, a.calls, clean(a.logit_std), clean(a.entropy))
+        values = (a.name, a.calls, clean(a.logit_std), clean(a.entropy), clean(a.routing))
         rows.append([Cell(t, style, v) for t, v in zip(_attention_cells(a), values, strict=True)])
     return table(columns, rows, key="attention")
 
