@@ -34,7 +34,10 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     (token ids: two passes on short sequences where they show the same, see ``short_passes``)."""
     from probe.model import roles, structure
 
-    candidates = {id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m)}
+    computing_weights = _computing_weights(model)
+    candidates = {
+        id(m): (q, m) for q, m in model.named_modules() if q and _is_candidate(m) and id(m) not in computing_weights
+    }
     if _is_candidate(model) and (not candidates or any(True for _ in model.parameters(recurse=False))):
         # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
         candidates[id(model)] = (type(model).__name__, model)
@@ -141,10 +144,21 @@ def _norm_reader(entry: Seen, role_of: dict[str, str], blocks: set[str]) -> str 
     return norms[0]
 
 
+def _computing_weights(model: nn.Module) -> set[int]:
+    """The modules of ``torch.nn.utils.parametrize`` that compute a parametrized weight (each
+    ``parametrizations.<name>`` list and what it holds): their output is a weight, not a signal."""
+    from torch.nn.utils.parametrize import ParametrizationList
+
+    return {id(m) for p in model.modules() if isinstance(p, ParametrizationList) for m in p.modules()}
+
+
 def _is_candidate(module: nn.Module) -> bool:
     from torch import nn
+    from torch.nn.utils import parametrize
 
     if isinstance(module, nn.MultiheadAttention) or any(True for _ in module.parameters(recurse=False)):
+        return True
+    if parametrize.is_parametrized(module):  # its weight is computed from parameters it holds (nGPT's norm)
         return True
     return type(module).__module__ == "torch.nn.modules.activation" and not list(module.children())
 
