@@ -633,3 +633,18 @@ class _VmappedMixer(nn.Module):
 
 def vmapped_mixer() -> nn.Module:
     return _VmappedMixer()
+
+
+class _AllVmapped(nn.Module):
+    """Every module runs inside ``torch.vmap``: nothing a row can measure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.vmap(self.net)(x)
+
+
+def all_vmapped() -> nn.Module:
+    return _AllVmapped()

@@ -186,6 +186,11 @@ def test_large_models_get_a_summarized_table() -> None:
         (["--model", f"{M}:two_inputs", "--inputs", f"{M}:nothing"], "model.inputs: 'tests.models_for_tests' has no"),
         (["--model", f"{M}:awkward", "--input-shape", "3,8,8", "--layers", "zzz"], "--layers 'zzz' matches no layer"),
         ([], "give a SPEC.yaml, --model MODULE:FACTORY or --hf"),
+        (["--model", f"{M}:all_vmapped", "--input-shape", "4,8"], "outside torch.vmap (3 ran only inside a function"),
+        (
+            ["--model", f"{M}:vmapped_mixer", "--input-shape", "4,8", "--layer-by-layer"],
+            "--layer-by-layer: the model calls block mix.0 inside torch.vmap",
+        ),
     ],
     ids=[
         "no-module",
@@ -199,6 +204,8 @@ def test_large_models_get_a_summarized_table() -> None:
         "inputs-missing",
         "layers-none",
         "nothing",
+        "all-under-vmap",
+        "layer-by-layer-vmap",
     ],
 )
 def test_user_errors_exit_2_with_one_clear_line(args: list[str], message: str) -> None:

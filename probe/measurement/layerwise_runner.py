@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import RunError
+from probe.errors import BuildError, RunError
 from probe.measurement.collect import Collector
 from probe.measurement.layerwise_block import SLOT, BlockFunction, Call
 from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend
@@ -20,7 +20,7 @@ from probe.measurement.threads import intra_op_threads
 from probe.model import blocks as bl
 from probe.model import replay, storage
 from probe.model.inputs import data_stream, next_batch
-from probe.model.network import Built, Watched
+from probe.model.network import Built, Watched, under_transform
 from probe.spec import Spec
 
 if TYPE_CHECKING:
@@ -111,6 +111,11 @@ class Runner:
         def forward(*args: Any, **kwargs: Any) -> Any:
             leaves, args_spec = pytree.tree_flatten((args, kwargs))
             tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+            if any(under_transform(t) for t in tensors):
+                raise BuildError(
+                    f"--layer-by-layer: the model calls block {block.name} inside torch.vmap (or another "
+                    "torch.func transform), where a block cannot be built and freed; run without --layer-by-layer"
+                )
             call = Call(args_spec, [SLOT if isinstance(x, torch.Tensor) else x for x in leaves])
             anchor = runner.anchor if torch.is_grad_enabled() else runner.no_anchor
             outs = BlockFunction.apply(runner, index, own, call, anchor, *tensors)

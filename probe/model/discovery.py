@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from probe.errors import BuildError, ForwardError, first_line, user_code_error
+from probe.errors import BuildError, ForwardError, RunError, first_line, user_code_error
 from probe.model.discovery_pass import Seen, discovery_pass, weight_of
 from probe.model.inputs import InputSpec
 from probe.model.network import Watched, is_recurrent
@@ -45,7 +45,7 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         seen = short_passes(model, candidates, inputs, distribution)
         if seen is None:
             seen = discovery_pass(model, candidates, inputs, distribution)
-    except BuildError:
+    except (BuildError, RunError):  # probe's own (a layer-by-layer block it cannot run), as they are
         raise
     except Exception as exc:
         raise ForwardError(
@@ -130,7 +130,11 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         shown = ", ".join(never[:8]) + (f", ... ({len(never)} in all)" if len(never) > 8 else "")
         notes.append(f"not called in the forward pass, so not watched: {shown}")
     if not watched:
-        raise BuildError("the model has no module with parameters or activation module that ran; nothing to watch")
+        inside = sum("function transform" in n for n in notes)
+        why = f" outside torch.vmap ({inside} ran only inside a function transform)" if inside else ""
+        raise BuildError(
+            f"the model has no module with parameters or activation module that ran{why}; nothing to watch"
+        )
     return watched, notes
 
 
