@@ -162,6 +162,17 @@ def test_cli_hf_runs_with_model_args(cli: Any) -> None:
     assert report["layers"][0]["name"] == "model.embed_tokens"
 
 
+def test_cli_hf_runs_an_encoder_decoder_whose_decoder_needs_its_ids(cli: Any) -> None:
+    # T5 refuses a call without decoder ids (BART derives them): the decoder reads the same ids
+    t5 = ["d_model=32", "d_ff=64", "num_layers=2", "num_heads=2", "d_kv=16", "vocab_size=100"]
+    args = [x for kv in t5 for x in ("--model-arg", kv)]
+    result = cli("run", "--hf", "t5", *args, *SMALL_RUN, "--format", "json")
+    assert result.exit_code == 0, result.output
+    names = [row["name"] for row in json.loads(result.stdout)["layers"]]
+    assert any(n.startswith("transformer.encoder.") for n in names)
+    assert any(n.startswith("transformer.decoder.") for n in names)
+
+
 @pytest.mark.parametrize("command", ["run", "fix", "inspect"])
 def test_every_command_with_model_takes_hf(cli: Any, command: str) -> None:
     result = cli(command, "--hf", "lama", *SMALL_RUN)

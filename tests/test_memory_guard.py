@@ -160,3 +160,18 @@ def test_the_estimate_costs_the_same_at_any_depth(kind: str) -> None:
         layers = [(5, 6)] + [(6, 6)] * (depth - 1) + [(6, 3)]
         params = sum(i * o + o for i, o in layers)
         assert estimate.estimate_memory(spec).weights == params * 4 * 2  # float32 and the gradients
+
+
+def test_a_transformers_vision_model_is_measured_on_the_meta_device() -> None:
+    # the config's arithmetic takes MobileViT's unfolding patch (2 x 2) for a patch embedding: 128 x
+    # 128 tokens of full attention at 256 x 256, tens of GiB, and the default guard refused a model
+    # that runs in about 1.5 GiB. A vision model (pixel values, no mask to read) runs forward on the
+    # meta device instead, which counts the tensors its attention really makes
+    pytest.importorskip("transformers")
+    from probe.measurement.estimate_hf import estimate_hf_memory
+
+    widths = {"hidden_sizes": [16, 24, 32], "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64]}
+    spec = parse({"model": {"hf": "mobilevit", "kwargs": widths}, "data": {"batch_size": 2}, "run": {"device": "cpu"}})
+    measured = memory.estimate_any(spec)
+    assert measured is not None and measured.activations < 2**30
+    assert estimate_hf_memory(spec).activations > 10 * 2**30

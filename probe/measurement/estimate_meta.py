@@ -128,8 +128,9 @@ def shapes_estimate(spec: Spec, built: Any, model: Any = None, watched_modules: 
         else:  # made on the meta device directly: a CPU draw of 10^7 tokens would allocate them
             shape = (spec.data.batch_size, *built.inputs.shape)
             tokens = built.inputs.kind == "tokens"
-            batch_args = (torch.zeros(shape, device=meta, dtype=torch.long if tokens else dtype),)
-            batch_kwargs = {}
+            first = torch.zeros(shape, device=meta, dtype=torch.long if tokens else dtype)
+            keyword = built.inputs.keyword  # a transformers model's pixel_values
+            batch_args, batch_kwargs = ((), {keyword: first}) if keyword else ((first,), {})
         watched: list[int] = []  # the collector's scratch buffer is as large as the largest watched output
 
         def hook(_module: Any, _inputs: Any, out: Any) -> None:

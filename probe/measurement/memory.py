@@ -24,6 +24,11 @@ def estimate_any(spec: Spec) -> MemoryEstimate | None:
     measure for every other model; ``None`` when a user model cannot run on the meta device."""
     if spec.model.hf is not None:  # their masks read values: not run on the meta device, but built there
         try:
+            if _pixels(spec):  # no mask: measured on the meta device, where the config's arithmetic
+                return estimate_shapes_memory(spec)  # misreads hierarchical models (MobileViT's patches)
+        except ShapeEstimateError:
+            pass
+        try:
             return estimate_hf_memory(spec)
         except ProbeError:  # the user's (an unknown type or field): as the real build would say it
             raise
@@ -35,6 +40,14 @@ def estimate_any(spec: Spec) -> MemoryEstimate | None:
         return estimate_shapes_memory(spec)
     except ShapeEstimateError:
         return None
+
+
+def _pixels(spec: Spec) -> bool:
+    """Whether a transformers model reads pixel values (a vision config), not token ids."""
+    from probe.model import hf
+
+    config, _ = hf.load_config(spec)
+    return hf.input_spec(config, spec).kind == "shape"
 
 
 def available_memory_bytes() -> int | None:

@@ -200,6 +200,11 @@ def _hidden_state_class() -> type:
             return getattr(self, self.prefix)  # type: ignore[no-any-return]
 
         def forward(self, **inputs: Any) -> Any:
+            config = getattr(self.inner, "config", None)
+            decoder_given = "decoder_input_ids" in inputs or "decoder_inputs_embeds" in inputs
+            if getattr(config, "is_encoder_decoder", False) and "input_ids" in inputs and not decoder_given:
+                # T5, mT5, Pegasus, ...: the decoder reads the same ids (BART would shift them itself)
+                inputs = {**inputs, "decoder_input_ids": inputs["input_ids"]}
             out = self.inner(**inputs)
             hidden = getattr(out, "last_hidden_state", None)
             return hidden if hidden is not None else out[0]
