@@ -173,6 +173,38 @@ def test_cli_hf_runs_an_encoder_decoder_whose_decoder_needs_its_ids(cli: Any) ->
     assert any(n.startswith("transformer.decoder.") for n in names)
 
 
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "first"),
+    [
+        # a waveform of 16,000 samples (its model's main input, input_values)
+        (
+            "wav2vec2",
+            ["hidden_size=32", "num_hidden_layers=2", "num_attention_heads=2", "intermediate_size=64"],
+            "wav2vec2.feature_extractor.conv_layers.0.conv",
+        ),
+        # log-mel features of 2 x max_source_positions frames, the decoder from its start token
+        (
+            "whisper",
+            [
+                "d_model=32",
+                "encoder_layers=1",
+                "decoder_layers=1",
+                "encoder_attention_heads=2",
+                "decoder_attention_heads=2",
+                "num_mel_bins=8",
+                "max_source_positions=16",
+            ],
+            "model.encoder.conv1",
+        ),
+    ],
+)
+def test_cli_hf_runs_audio_models_on_their_own_inputs(cli: Any, kind: str, kwargs: list[str], first: str) -> None:
+    args = [x for kv in kwargs for x in ("--model-arg", kv)]
+    result = cli("run", "--hf", kind, *args, *SMALL_RUN, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["layers"][0]["name"] == first
+
+
 @pytest.mark.parametrize("command", ["run", "fix", "inspect"])
 def test_every_command_with_model_takes_hf(cli: Any, command: str) -> None:
     result = cli(command, "--hf", "lama", *SMALL_RUN)

@@ -4,6 +4,8 @@ read from a model's structure."""
 
 from __future__ import annotations
 
+import math
+
 from probe.measurement.estimate import DTYPE_BYTES, MemoryEstimate
 from probe.spec import Spec
 
@@ -53,6 +55,12 @@ def hidden_sizes(meta: object, spec: Spec) -> tuple[int, int, int, int]:
         heads = int(getattr(config, "num_attention_heads", 0) or 0)
         if inputs.kind == "tokens":
             tokens = spec.model.seq_len
+        elif len(inputs.shape) < 3:  # audio: a waveform (samples) or features (mels, frames)
+            strides = getattr(config, "conv_stride", None)  # wav2vec2's feature encoder
+            if isinstance(strides, (list, tuple)) and strides:
+                tokens = max(inputs.shape[-1] // math.prod(int(x) for x in strides), 1)
+            else:  # Whisper's encoder positions
+                tokens = int(getattr(config, "max_source_positions", 0) or inputs.shape[-1])
         else:
             patch = getattr(config, "patch_size", None)
             side = inputs.shape[-1] if inputs.shape else 1

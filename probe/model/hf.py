@@ -124,8 +124,18 @@ def _is_dropout(key: str) -> bool:
     return "dropout" in key or key.endswith("pdrop")
 
 
+WAVE_SAMPLES = 16000  # an audio model's raw waveform (wav2vec2, HuBERT): one second at 16 kHz
+
+
 def input_spec(config: Any, spec: Spec) -> InputSpec:
-    """Token ids with an attention mask, or pixel values, as the config describes them."""
+    """Token ids with an attention mask, pixel values, a waveform or log-mel features, as the
+    config and its model's ``main_input_name`` describe them."""
+    main = _main_input(config)
+    if main == "input_values":
+        return InputSpec("shape", (WAVE_SAMPLES,), keyword="input_values")
+    if main == "input_features" and getattr(config, "num_mel_bins", None):
+        frames = 2 * int(getattr(config, "max_source_positions", 1500))  # Whisper's encoder takes exactly these
+        return InputSpec("shape", (int(config.num_mel_bins), frames), keyword="input_features")
     if getattr(config, "vocab_size", None) and not hasattr(config, "num_channels"):
         return InputSpec(
             "tokens", (spec.model.seq_len,), vocab_size=int(config.vocab_size), keyword="input_ids", attention_mask=True
@@ -139,8 +149,21 @@ def input_spec(config: Any, spec: Spec) -> InputSpec:
         return InputSpec("shape", shape, keyword="pixel_values")
     raise BuildError(
         f"model.hf: cannot tell the inputs of a {type(config).__name__} (no vocab_size, no num_channels); "
-        "probe supports text models (token ids) and vision models (pixel values)"
+        "probe supports text models (token ids), vision models (pixel values) and audio models (waveforms, log-mel features)"
     )
+
+
+def _main_input(config: Any) -> str | None:
+    """The keyword of the base model's main input (its class's ``main_input_name``), without building it."""
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        found = MODEL_MAPPING[type(config)]
+    except Exception:  # a type the auto mapping does not hold: the config decides
+        return None
+    cls = found[0] if isinstance(found, tuple) else found
+    name = getattr(cls, "main_input_name", None)
+    return str(name) if name else None
 
 
 def make_model(config: Any) -> nn.Module:
@@ -183,6 +206,7 @@ def plan(spec: Spec) -> Plan:
 
 
 def _hidden_state_class() -> type:
+    import torch
     from torch import nn
 
     class HiddenState(nn.Module):
@@ -202,9 +226,14 @@ def _hidden_state_class() -> type:
         def forward(self, **inputs: Any) -> Any:
             config = getattr(self.inner, "config", None)
             decoder_given = "decoder_input_ids" in inputs or "decoder_inputs_embeds" in inputs
-            if getattr(config, "is_encoder_decoder", False) and "input_ids" in inputs and not decoder_given:
-                # T5, mT5, Pegasus, ...: the decoder reads the same ids (BART would shift them itself)
-                inputs = {**inputs, "decoder_input_ids": inputs["input_ids"]}
+            if getattr(config, "is_encoder_decoder", False) and not decoder_given:
+                if "input_ids" in inputs:  # T5, mT5, Pegasus, ...: the decoder reads the same ids
+                    inputs = {**inputs, "decoder_input_ids": inputs["input_ids"]}  # (BART shifts them itself)
+                else:  # Whisper: its decoder starts from the start token, 8 positions
+                    first = next(iter(inputs.values()))
+                    start = int(getattr(config, "decoder_start_token_id", 0) or 0)
+                    ids = first.new_full((first.shape[0], 8), start, dtype=torch.long)
+                    inputs = {**inputs, "decoder_input_ids": ids}
             out = self.inner(**inputs)
             hidden = getattr(out, "last_hidden_state", None)
             return hidden if hidden is not None else out[0]
