@@ -19,16 +19,11 @@ from typing import TYPE_CHECKING
 
 from probe.judge.gaussian import start_loss_ratio
 from probe.judge.mechanisms import made_by
+from probe.judge.shrink import NORM_GAIN_RMS, SHRINK_BUDGET
 from probe.records import LayerStats, Stats
 
 if TYPE_CHECKING:
     from probe.judge.checks import Row
-
-# steps within which the logits must be able to shrink to a constant guess's scale for a start
-# far from it to count as slower rather than stuck: the measured recoveries needed under 40, the
-# failures over 500 (docs/verdicts.md)
-SHRINK_BUDGET = 100.0
-NORM_GAIN_RMS = 1.0  # a normalization's gain at init (its own weight is not measured: not a fan-in map)
 
 
 def shrink_rate(report: Stats, head: LayerStats) -> float | None:

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from probe.judge.checks import Row, Values
 from probe.judge.gradients import grad_ratios
+from probe.judge.shrink import SHRINK_BUDGET, attention_shrink_steps
 from probe.records import AttentionStats, LayerStats, Stats
 
 # collapse judges rows of at least this many units: in a narrower row a few directions are the
@@ -78,8 +79,16 @@ def peaked(report: Stats) -> list[tuple[Row, float | None]]:
     queries and keys (the softmax's Jacobian diag(p) - p p^T is 0 at a one-hot p): training stalls
     when every module is so, and goes on, slower, while one still learns where to look. A module
     that attends the same way for every sample (``routing`` under ``SHARED_ROUTING``: a position
-    bias) is a fixed token mixing the values learn through, like a convolution's: then nothing to judge."""
+    bias) is a fixed token mixing the values learn through, like a convolution's: then nothing to judge.
+    Nor where Adam's steps bring a module's logits back within ``SHRINK_BUDGET`` steps (its query
+    and key weights small against the learning rate: wide unscaled attention, GPT-Neo's), as
+    ``logit_scale`` reads a classifier's (not with ``gate.optimizer: sgd``, whose steps scale with
+    the saturated softmax's small gradient)."""
     if not report.attention or any(shared_routing(a) for a in report.attention):
+        return []
+    if report.spec.gate.optimizer != "sgd" and any(
+        attention_shrink_steps(report, a) <= SHRINK_BUDGET for a in report.attention
+    ):
         return []
     best = max(report.attention, key=lambda a: a.entropy)
     return [(best, best.entropy)]

@@ -33,7 +33,7 @@ from dataclasses import replace
 
 from probe.judge.checks import Check, Row, Rule
 from probe.judge.headroom import HEADROOM
-from probe.judge.logits import SHRINK_BUDGET, quick_loss_ratio, slow_loss_ratio
+from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.rank_one import RANK_ONE
@@ -53,6 +53,7 @@ from probe.judge.readings import (
     tied,
     unit_rows,
 )
+from probe.judge.shrink import SHRINK_BUDGET
 from probe.judge.stalled import slow_start, step_progress
 from probe.records import Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
