@@ -196,6 +196,35 @@ def test_cli_hf_runs_an_encoder_decoder_whose_decoder_needs_its_ids(cli: Any) ->
             ],
             "model.encoder.conv1",
         ),
+        # a spectrogram of max_length frames x num_mel_bins
+        (
+            "audio-spectrogram-transformer",
+            [
+                "hidden_size=32",
+                "num_hidden_layers=1",
+                "num_attention_heads=2",
+                "intermediate_size=64",
+                "max_length=64",
+                "num_mel_bins=16",
+            ],
+            "audio_spectrogram_transformer.embeddings.patch_embeddings.projection",
+        ),
+        # frames x features, the decoder from its start token
+        (
+            "speech_to_text",
+            [
+                "d_model=32",
+                "encoder_layers=1",
+                "decoder_layers=1",
+                "encoder_attention_heads=2",
+                "decoder_attention_heads=2",
+                "encoder_ffn_dim=64",
+                "decoder_ffn_dim=64",
+                "input_feat_per_channel=8",
+                "conv_channels=16",
+            ],
+            "model.encoder.conv.conv_layers.0",
+        ),
     ],
 )
 def test_cli_hf_runs_audio_models_on_their_own_inputs(cli: Any, kind: str, kwargs: list[str], first: str) -> None:

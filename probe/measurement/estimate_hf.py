@@ -59,8 +59,11 @@ def hidden_sizes(meta: object, spec: Spec) -> tuple[int, int, int, int]:
             strides = getattr(config, "conv_stride", None)  # wav2vec2's feature encoder
             if isinstance(strides, (list, tuple)) and strides:
                 tokens = max(inputs.shape[-1] // math.prod(int(x) for x in strides), 1)
-            else:  # Whisper's encoder positions
-                tokens = int(getattr(config, "max_source_positions", 0) or inputs.shape[-1])
+            elif len(inputs.shape) == 2 and getattr(config, "time_stride", None):  # AST's spectrogram patches
+                strides = int(config.time_stride) * int(getattr(config, "frequency_stride", 1) or 1)
+                tokens = max(inputs.shape[0] * inputs.shape[1] // strides, 1)
+            else:  # Whisper's encoder positions, or every frame
+                tokens = int(getattr(config, "max_source_positions", 0) or max(inputs.shape))
         else:
             patch = getattr(config, "patch_size", None)
             side = inputs.shape[-1] if inputs.shape else 1

@@ -125,17 +125,26 @@ def _is_dropout(key: str) -> bool:
 
 
 WAVE_SAMPLES = 16000  # an audio model's raw waveform (wav2vec2, HuBERT): one second at 16 kHz
+AUDIO_FRAMES = 256  # feature frames where a model takes any number (Speech2Text): 2.56 s at 10 ms
 
 
 def input_spec(config: Any, spec: Spec) -> InputSpec:
     """Token ids with an attention mask, pixel values, a waveform or log-mel features, as the
     config and its model's ``main_input_name`` describe them."""
     main = _main_input(config)
+    mels = getattr(config, "num_mel_bins", None)
     if main == "input_values":
+        if mels and getattr(config, "max_length", None):  # a spectrogram, frames x mel bins (AST)
+            return InputSpec("shape", (int(config.max_length), int(mels)), keyword="input_values")
         return InputSpec("shape", (WAVE_SAMPLES,), keyword="input_values")
-    if main == "input_features" and getattr(config, "num_mel_bins", None):
+    if main == "input_features" and mels:
         frames = 2 * int(getattr(config, "max_source_positions", 1500))  # Whisper's encoder takes exactly these
-        return InputSpec("shape", (int(config.num_mel_bins), frames), keyword="input_features")
+        return InputSpec("shape", (int(mels), frames), keyword="input_features")
+    if main == "input_features" and getattr(config, "input_feat_per_channel", None):
+        # Speech2Text: frames x features, subsampled 4-fold by its convolutions
+        features = int(config.input_feat_per_channel) * int(getattr(config, "input_channels", 1) or 1)
+        frames = min(4 * int(getattr(config, "max_source_positions", 64)), AUDIO_FRAMES)
+        return InputSpec("shape", (frames, features), keyword="input_features")
     if getattr(config, "vocab_size", None) and not hasattr(config, "num_channels"):
         return InputSpec(
             "tokens", (spec.model.seq_len,), vocab_size=int(config.vocab_size), keyword="input_ids", attention_mask=True
