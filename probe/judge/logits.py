@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from probe.judge.gaussian import start_loss_ratio
 from probe.judge.mechanisms import made_by
-from probe.judge.shrink import NORM_GAIN_RMS, SHRINK_BUDGET
+from probe.judge.shrink import SHRINK_BUDGET, rate_before
 from probe.records import LayerStats, Stats
 
 if TYPE_CHECKING:
@@ -34,17 +34,7 @@ def shrink_rate(report: Stats, head: LayerStats) -> float | None:
     only makes the estimate faster (never a false error)."""
     if not head.weight_rms:
         return None
-    rate = 1.0 / head.weight_rms
-    names = [x.name for x in report.layers]
-    start = names.index(head.name) if head.name in names else len(names)
-    for x in reversed(report.layers[:start]):
-        if x.role == "norm":
-            return rate + 1.0 / NORM_GAIN_RMS
-        if x.weight_rms:
-            rate += 1.0 / x.weight_rms
-        if x.role == "embedding":
-            break
-    return rate
+    return 1.0 / head.weight_rms + rate_before(report, head.name)
 
 
 def shrink_steps(report: Stats, head: LayerStats, spread: float) -> float:

@@ -35,17 +35,25 @@ def attention_shrink_steps(report: Stats, a: AttentionStats) -> float:
         rate = 2.0 / NORM_GAIN_RMS
     else:
         factors = weighted[:-1] if len(weighted) > 1 else weighted
-        rate = sum(1.0 / (x.weight_rms or math.inf) for x in factors)
-        start = [x.name for x in report.layers].index(factors[0].name)
-        for x in reversed(report.layers[:start]):
-            if x.role == "norm":
-                rate += 1.0 / NORM_GAIN_RMS
-                break
-            if x.weight_rms:
-                rate += 1.0 / x.weight_rms
-            if x.role == "embedding":
-                break
+        rate = sum(1.0 / (x.weight_rms or math.inf) for x in factors) + rate_before(report, factors[0].name)
     return math.log(max(a.logit_std, 1.0)) / (lr * rate)
+
+
+def rate_before(report: Stats, name: str) -> float:
+    """``sum(1 / rms)`` over the rows with a weight that run before row ``name`` (all of them where
+    it is not a row), down to the first normalization (its gain, ``NORM_GAIN_RMS``), lookup table
+    (its rows) or the start: how fast Adam's steps rescale what that row reads."""
+    names = [x.name for x in report.layers]
+    start = names.index(name) if name in names else len(names)
+    rate = 0.0
+    for x in reversed(report.layers[:start]):
+        if x.role == "norm":
+            return rate + 1.0 / NORM_GAIN_RMS
+        if x.weight_rms:
+            rate += 1.0 / x.weight_rms
+        if x.role == "embedding":
+            break
+    return rate
 
 
 def _inside(report: Stats, name: str) -> list[LayerStats]:

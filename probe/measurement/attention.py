@@ -213,7 +213,7 @@ class AttentionRecorder:
             p = log_p.exp()
             entropy = -(p * log_p).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)
             normalized = entropy / keys.clamp_min(2).log()
-            routing, routed = _routing(p, entropy, rows, zero_rows=x.shape[0] < 2)
+            routing, routed = _routing(p, entropy, rows)
             finite = x.masked_fill(out, 0.0)
             mean = finite.sum(-1, keepdim=True) / keys.clamp_min(1).unsqueeze(-1)
             spread = ((finite - mean).masked_fill(out, 0.0) ** 2).sum(-1) / keys.clamp_min(1)
@@ -252,17 +252,15 @@ class AttentionRecorder:
         return tuple(out)
 
 
-def _routing(
-    p: torch.Tensor, entropy: torch.Tensor, rows: torch.Tensor, zero_rows: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _routing(p: torch.Tensor, entropy: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per query row (over the samples, the first dimension of ``p``): the entropy of the weights
     averaged over the samples less their mean entropy (``entropy``, nats), over log(samples), where
     every sample's row has 2 keys or more (``rows``): ``(values, rows counted)``, 0 where every
-    sample attends the same way. A model that folds heads into the first dimension compares heads
+    sample attends the same way; none counted with one sample. A model that folds heads into the first dimension compares heads
     there, which reads as routing by sample: the conservative side for ``attention_saturation``."""
     import torch
 
-    both = rows.all(0) & ~torch.tensor(zero_rows, device=p.device)
+    both = rows.all(0) & (p.shape[0] >= 2)
     mean = p.mean(0)
     pooled = -(mean * mean.clamp_min(1e-30).log()).sum(-1)
     value = (pooled - entropy.mean(0)).clamp_min(0.0) / math.log(max(p.shape[0], 2))

@@ -129,7 +129,7 @@ def shapes_estimate(spec: Spec, built: Any, model: Any = None, watched_modules: 
             shape = (spec.data.batch_size, *built.inputs.shape)
             tokens = built.inputs.kind == "tokens"
             first = torch.zeros(shape, device=meta, dtype=torch.long if tokens else dtype)
-            keyword = built.inputs.keyword  # a transformers model's pixel_values
+            keyword = built.inputs.keyword  # a transformers model's (pixel_values, input_values, ...)
             batch_args, batch_kwargs = ((), {keyword: first}) if keyword else ((first,), {})
         watched: list[int] = []  # the collector's scratch buffer is as large as the largest watched output
 

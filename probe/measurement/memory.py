@@ -24,7 +24,7 @@ def estimate_any(spec: Spec) -> MemoryEstimate | None:
     measure for every other model; ``None`` when a user model cannot run on the meta device."""
     if spec.model.hf is not None:  # their masks read values: not run on the meta device, but built there
         try:
-            if _pixels(spec):  # no mask: measured on the meta device, where the config's arithmetic
+            if _reads_shapes(spec):  # no mask: measured on the meta device, where the config's arithmetic
                 return estimate_shapes_memory(spec)  # misreads hierarchical models (MobileViT's patches)
         except ShapeEstimateError:
             pass
@@ -42,8 +42,9 @@ def estimate_any(spec: Spec) -> MemoryEstimate | None:
         return None
 
 
-def _pixels(spec: Spec) -> bool:
-    """Whether a transformers model reads pixel values (a vision config), not token ids."""
+def _reads_shapes(spec: Spec) -> bool:
+    """Whether a transformers model reads values of a shape (pixels, a waveform, audio features),
+    not token ids with a mask."""
     from probe.model import hf
 
     config, _ = hf.load_config(spec)
