@@ -648,3 +648,22 @@ class _AllVmapped(nn.Module):
 
 def all_vmapped() -> nn.Module:
     return _AllVmapped()
+
+
+class _CompiledParts(nn.Module):
+    """A model as users compile parts of it: a child under ``torch.compile`` and a child compiled
+    in place (``Module.compile()``); the factory ``compiled`` compiles the whole model too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, 32)
+        self.body = torch.compile(nn.Sequential(nn.ReLU(), nn.Linear(32, 32), nn.ReLU()))
+        self.head = nn.Linear(32, 4)
+        self.head.compile()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(x)))
+
+
+def compiled() -> nn.Module:
+    return torch.compile(_CompiledParts())

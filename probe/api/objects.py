@@ -117,11 +117,21 @@ def _spec_of(source: Spec | str | Path, options: dict[str, Any]) -> Spec:
 def _measure_object(model: Any, inputs: Any, options: dict[str, Any]) -> tuple[Stats, Spec]:
     import torch
 
-    from probe.measurement.run import resolve_device, run_model
-    from probe.model.user_model import from_object
+    from probe.model.compiled import eager
 
     if not isinstance(model, torch.nn.Module):
         raise SpecError(f"model: expected an nn.Module, a Spec or a spec path, got {type(model).__name__}")
+    with eager(model) as (module, notes):  # under torch.compile: its eager modules, put back after
+        stats, spec = _measure_module(module, inputs, options)
+    return (replace(stats, notes=(*notes, *stats.notes)) if notes else stats), spec
+
+
+def _measure_module(model: nn.Module, inputs: Any, options: dict[str, Any]) -> tuple[Stats, Spec]:
+    import torch
+
+    from probe.measurement.run import resolve_device, run_model
+    from probe.model.user_model import from_object
+
     here = _placement(model)
     spec = _object_spec(model, inputs, options, here)
     device = resolve_device(spec.run.device)

@@ -129,7 +129,7 @@ def meta_model(spec: Spec) -> MetaModel:
         from probe.model import user_model
 
         with torch.device("meta"), recorder() as recorded:
-            model = user_model.make_model(spec)
+            model, notes = user_model.make_model(spec)
         inputs = user_model.input_spec(spec)
     blocks, resident = partition(model)
     _check_unshared(blocks)

@@ -48,10 +48,13 @@ def load_object(path: str, key: str, trust: Trust | None = None) -> Any:
     return obj
 
 
-def make_model(spec: Spec) -> nn.Module:
-    """Import the factory and call it with ``model.kwargs``."""
+def make_model(spec: Spec) -> tuple[nn.Module, list[str]]:
+    """Import the factory and call it with ``model.kwargs``: its model (under ``torch.compile``, the
+    eager modules: ``probe.model.compiled``) and the notes that say so."""
     import torch
     from torch import nn
+
+    from probe.model import compiled
 
     m = spec.model
     assert m.factory is not None
@@ -70,7 +73,8 @@ def make_model(spec: Spec) -> nn.Module:
         raise user_code_error(exc, f"model.import: {m.factory}(...)") from None
     if not isinstance(model, nn.Module):
         raise BuildError(f"model.import: {m.factory}(...) returned a {type(model).__name__}, not an nn.Module")
-    return model
+    eager, notes, _ = compiled.unwrap(model)  # probe's own model: nothing to put back
+    return eager, notes
 
 
 def input_spec(spec: Spec) -> InputSpec:
@@ -95,7 +99,7 @@ def plan(spec: Spec) -> Plan:
     given) and ``init.rules``, then discovery of its rows."""
     from probe.model import init_rules
 
-    model = make_model(spec)
+    model, compile_notes = make_model(spec)
     modes = module_modes(model)
     inputs = input_spec(spec)
     log = init_rules.InitLog()
@@ -120,7 +124,8 @@ def plan(spec: Spec) -> Plan:
             w.init_rule = log.for_tensor(model, w.weight) or ("own" if w.weight is not None else None)
         restore_modes(modes)  # discovery ends with model.train(flag): the factory's modes, module by module
         left = init_rules.unreached(model, log) if steps else None
-        return Built(model, watched, inputs, notes + ([left] if left else []), keep_mode=True, init_log=log)
+        notes = compile_notes + notes + ([left] if left else [])
+        return Built(model, watched, inputs, notes, keep_mode=True, init_log=log)
 
     return Plan(model, steps, finish)
 
