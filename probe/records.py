@@ -103,11 +103,17 @@ class LayerStats:
     # every value of d loss / d (this output) is exactly 0 (blocked downstream, e.g. by a
     # zero-initialized layer)
     gradient_blocked: bool = False
+    # its own parameters require a gradient, yet no gradient reached them nor its output (cut by
+    # torch.no_grad, .detach(), a reentrant checkpoint on inputs without one): they do not train
+    detached: bool = False
     # a parameter of this row (its weight, a bias, a LayerScale's gamma, a block's scalar gain) is
     # exactly 0 while its gradient is not: a zero-initialized layer the first step moves
     zero_moving: bool = False
     # the largest ||d loss / d p|| / ||p|| over the row's own nonzero parameters (first batch)
     step_ratio: float | None = None
+    # two or more multiplying parameters of this row, every one exactly 0 with a gradient exactly
+    # 0 (each gradient a product with another of them: LoRA's A and B both 0): no step moves them
+    zero_product: bool = False
     # on the last row: the network outputs' per-sample sum over positions of ||y_p|| * ||r_p||, the
     # gradient rules' reference (docs/verdicts.md)
     output_grad_scale: float | None = None

@@ -667,3 +667,34 @@ class _CompiledParts(nn.Module):
 
 def compiled() -> nn.Module:
     return torch.compile(_CompiledParts())
+
+
+class _BodyAndHead(nn.Module):
+    """A conv body and a linear head; ``cut``: how the body is cut from the loss. ``"frozen"``:
+    ``requires_grad_(False)`` (meant: nothing to say); ``"no_grad"``: run under ``torch.no_grad()``
+    with its parameters still requiring a gradient; ``"reentrant"``: wrapped in a reentrant
+    checkpoint on the pixels (no input requires a gradient, so its output does not either)."""
+
+    def __init__(self, cut: str = "none") -> None:
+        super().__init__()
+        self.cut = cut
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+        if cut == "frozen":
+            self.body.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cut == "no_grad":
+            with torch.no_grad():
+                h = self.body(x)
+        elif self.cut == "reentrant":
+            from torch.utils.checkpoint import checkpoint
+
+            h = checkpoint(self.body, x, use_reentrant=True)
+        else:
+            h = self.body(x)
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def body_and_head(cut: str = "none") -> nn.Module:
+    return _BodyAndHead(cut)

@@ -276,6 +276,48 @@ def test_logits_the_layers_below_can_shrink_quickly_are_a_warning() -> None:
     assert logits.shrink_steps(normed.stats, last, (last.unit_spread or 0) * last.std) > 10 * logits.SHRINK_BUDGET
 
 
+class _OwnParameter(nn.Module):
+    """A classifier whose model holds a parameter of its own, as a learned temperature (CLIP's
+    logit scale) or a position table (``self.pos = nn.Parameter(...)``, nanoGPT-style): the model's
+    own call is then a row, and it finishes last."""
+
+    def __init__(self, head_std: float, tied_lm: bool = False) -> None:
+        super().__init__()
+        self.tied_lm = tied_lm
+        if tied_lm:  # an embedding tied to the head, at nn.Embedding's default N(0, 1)
+            self.emb = nn.Embedding(64, 64)
+            self.pos = nn.Parameter(torch.zeros(16, 64))
+            self.norm = nn.LayerNorm(64)
+            self.head = nn.Linear(64, 64, bias=False)
+            self.head.weight = self.emb.weight
+        else:
+            self.net = _normed_classifier(std=head_std)
+            self.temperature = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tied_lm:
+            return self.head(self.norm(self.emb(x) + self.pos))
+        return self.net(x) * self.temperature
+
+
+def test_a_models_own_parameter_does_not_hide_its_logits() -> None:
+    """The model's own row (a temperature that scales the head's logits, a position table beside a
+    head whose logits it returns) made the logits no more than a model without it: ``logit_scale``
+    reads them at the head. Red team 4's 32-64-10 MLP with an N(0, 1) head over a LayerNorm starts
+    at loss 13.8 on 10 classes with the temperature or without and gains 0.72 and 0.64 nats in 200
+    AdamW steps (1.47 with PyTorch's head); its tied language model at nn.Embedding's N(0, 1) gains
+    -0.02 nats (2.03 at N(0, 0.02)). Before, the model's own row hid both (healthy)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 32)
+    for model in (_OwnParameter(head_std=1.0), _OwnParameter(head_std=1.0, tied_lm=True)):
+        inputs = torch.randint(0, 64, (64, 16)) if model.tied_lm else x
+        report = _measure(model, inputs)
+        assert report.layers[-1].name == "_OwnParameter"  # the model's own row is the last
+        (problem,) = [p for p in report.verdict.problems if p.rule == "logit_scale"]
+        assert problem.layer == ("head" if model.tied_lm else "net.3")
+    assert "logit_scale" not in _rules(_measure(_OwnParameter(head_std=1 / math.sqrt(3 * 256)), x))
+
+
 def test_outputs_that_are_not_logits_are_not_judged() -> None:
     """A LayerNorm's output (a transformer's last hidden state) is features a head rescales; a
     single unit has no classes; an activation has no weight of its own."""

@@ -505,3 +505,21 @@ def test_a_batchnorm_on_a_1x1_map_is_a_norm() -> None:
     model = nn.Sequential(nn.Conv2d(3, 256, 1), nn.BatchNorm2d(256), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
     report = probe.measure(model, (3, 1, 1), batch_size=32)
     assert report.layer("0").normalized
+
+
+def test_a_batchnorm_kept_in_eval_mode_is_an_affine_not_a_norm() -> None:
+    """Norms are found by what they do in the mode they run. A user's model that keeps its
+    BatchNorms in eval mode (``model.eval()`` on them, kept through ``train()``) runs them as an
+    affine of their running statistics (fresh ones: the identity), so the stream before them is read
+    at its own size and the conv before them is not ``normalized``; a LayerNorm normalizes in either
+    mode. Red team 4's 6-conv CNN so built reads std 0.57 -> 0.0047 and trains at 0.34 of the same
+    CNN with working BatchNorms."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LayerNorm(8 * 6 * 6))
+    model[1].eval()
+    report = probe.measure(model, (3, 8, 8), batch_size=16)
+    assert report.layer("1").role != "norm" and not report.layer("0").normalized
+    assert report.layer("4").role == "norm"
+    model[1].train()
+    assert probe.measure(model, (3, 8, 8), batch_size=16).layer("1").role == "norm"
+    assert not model.training or model[1].training  # modes as the caller left them

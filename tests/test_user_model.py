@@ -318,3 +318,21 @@ def _eager_copy(model: torch.nn.Module) -> torch.nn.Module:
     )
     twin[2]._compiled_call_impl = None
     return torch.nn.Sequential(OrderedDict(stem=twin[0], body=twin[1], head=twin[2]))
+
+
+@pytest.mark.parametrize(
+    ("cut", "warned"), [("none", False), ("frozen", False), ("no_grad", True), ("reentrant", True)]
+)
+def test_parameters_cut_from_the_loss_are_a_warning(cut: str, warned: bool) -> None:
+    # a body whose parameters require a gradient that never reaches them (torch.no_grad around it,
+    # a reentrant checkpoint on the pixels: red team 4's CNN so wrapped gains 0.02 nats against 1.02)
+    # never trains; a frozen one is meant. The head still trains, so it is a warning, not an error
+    result = probe(
+        "--model", f"{M}:body_and_head", "--model-arg", f"cut={cut}", "--input-shape", "3,16,16", *SMALL, "-f", "json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    said = [w for w in report["verdict"]["warnings"] if "detached from the loss" in w["message"]]
+    assert bool(said) == warned, report["verdict"]
+    if warned:
+        assert said[0]["layer"] == "body.0" and said[0]["rule"] == "gradient_vanishing"

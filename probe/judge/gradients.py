@@ -4,9 +4,13 @@ side rows whose small gradient is their own rather than a vanishing one (docs/ve
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from probe.records import LayerStats, Stats
 from probe.spec import GateSpec
+
+if TYPE_CHECKING:
+    from probe.judge.checks import Row
 
 
 def grad_ratios(report: Stats, least: bool = False, coherent: bool = False) -> list[tuple[LayerStats, float | None]]:
@@ -51,3 +55,10 @@ def side_rows(report: Stats, gate: GateSpec) -> set[str]:
         elif healthy_before:
             out.add(row.name)
     return out
+
+
+def detached_rows(report: Stats) -> list[tuple[Row, float | None]]:
+    """Rows whose own parameters require a gradient and receive none, nor does their output
+    (``detached``): the gradient is not small there, it is absent, so read as 0. Their weights never
+    move; the rest of the network trains without them (a warning: a frozen backbone is often meant)."""
+    return [(x, 0.0) for x in report.layers if x.detached]

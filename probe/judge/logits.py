@@ -18,7 +18,7 @@ import math
 from typing import TYPE_CHECKING
 
 from probe.judge.gaussian import start_loss_ratio
-from probe.judge.mechanisms import made_by
+from probe.judge.mechanisms import made_by, output_layer
 from probe.judge.shrink import SHRINK_BUDGET, rate_before
 from probe.records import LayerStats, Stats
 
@@ -52,10 +52,12 @@ def loss_ratios(report: Stats, slow: bool) -> list[tuple[Row, float | None]]:
     table, whose outputs are features a head will rescale) and shrinking them takes more
     (``slow``) or fewer than ``SHRINK_BUDGET`` steps. The spread across a sample's units is
     ``unit_spread * std``."""
-    x = made_by(report, report.last)
+    x = output_layer(report)
     if x.units < 2 or x.unit_spread is None or not x.weight_size or x.role in ("norm", "activation", "embedding"):
         return []
-    spread = x.unit_spread * x.std
+    # the logits as the network outputs them (a model's own temperature may scale its head's)
+    out = made_by(report, report.last)
+    spread = (out.unit_spread if out.unit_spread is not None else x.unit_spread) * out.std
     if not math.isfinite(spread) or (shrink_steps(report, x, spread) > SHRINK_BUDGET) != slow:
         return []
     return [(x, start_loss_ratio(spread, x.units))]

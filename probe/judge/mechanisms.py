@@ -36,6 +36,23 @@ def made_by(report: Stats, row: LayerStats) -> LayerStats:
     return next((x for x in report.layers if x.name == row.output_of), row) if row.output_of else row
 
 
+def output_layer(report: Stats) -> LayerStats:
+    """The row whose weight made the network's output (``made_by`` the last row). Where that row has
+    no weight of its own or is a table's (the model's own row, holding a position table, a class
+    token or a temperature, that scales or returns its head's logits), the last row before it with a
+    weight and as many units, a map to the output (``head``, or ``stream`` in a network whose last
+    row is the model's own), made them."""
+    x = made_by(report, report.last)
+    if (x.weight_size and x.role != "embedding") or x.role in ("norm", "activation"):
+        return x  # (a norm's or an activation's output is features, or probabilities: no head's logits)
+    before = [
+        h
+        for h in report.layers
+        if h.index < x.index and h.units == x.units and h.weight_size and h.role in ("head", "stream")
+    ]
+    return before[-1] if before else x
+
+
 def nan_statistics(report: Stats, gate: GateSpec) -> Problem | None:
     """The nonfinite rule's floor, which no threshold moves and only the caller (not the spec's
     text) can disable (``gate.nan_accepted``): a row whose std or gradient std is not finite (nan
@@ -192,8 +209,10 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
         if rule == "vanishing":
             # the mover's own output only: what follows it is the stream (a skip adds the mover's
             # output to it); a signal that fades after a zero layer that does not move (an all-zero
-            # block is a saddle) is vanishing
-            return {x.name for x in moving if x.zero_moving}, {x.name for x in moving}, why
+            # block is a saddle) is vanishing. A zero layer behind a zero mover moves once the mover
+            # has (``_waiting``): its 0 is by design too
+            zero = {x.name for x in moving if x.zero_moving} | {x.name for x in _waiting(report, gate) if x.std == 0}
+            return zero, {x.name for x in moving}, why
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
         # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
         blocked |= {x.name for x in moving if x.zero_moving}
@@ -208,7 +227,11 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
         # the zero layer in front of them moves
         return {x.name for x in report.layers if x.index < front and not x.weight_grad_norm}, set(), ""
     if rule == "dead_units":
-        return set(), _inside_blocks(report), "in a residual block's branch or gate: the skip carries the gradient on"
+        # no gradient at step 0 because a zero layer in front of them passes none: it moves on the
+        # first step, and they receive gradient from the second (adaLN-Zero's modulations behind
+        # DiT's zero final layer)
+        waiting = {x.name for x in _waiting(report, gate)}
+        return waiting, _inside_blocks(report), "in a residual block's branch or gate: the skip carries the gradient on"
     if rule == "gradient_exploding":
         return (
             set(),
@@ -216,6 +239,14 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             "a residual network whose every weight it reaches feeds a normalization (scale-invariant)",
         )
     return set(), set(), ""
+
+
+def _waiting(report: Stats, gate: GateSpec | None) -> list[LayerStats]:
+    """Rows whose gradient is exactly 0 at step 0 (``gradient_blocked``) behind a zero-initialized
+    layer the first step moves (a zero mover): the rows before the last one that is not a table
+    (a model's own position table or class token acts at its input, whatever its row's place)."""
+    front = max((x.index for x in movers(report, gate) if x.zero_moving and x.role != "embedding"), default=0)
+    return [x for x in report.layers if x.index < front and x.gradient_blocked]
 
 
 def _scale_invariant_behind(report: Stats) -> set[str]:

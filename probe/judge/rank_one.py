@@ -32,8 +32,8 @@ import math
 from typing import TYPE_CHECKING
 
 from probe.judge.checks import Check, Rule
-from probe.judge.mechanisms import made_by
-from probe.records import LayerStats, Stats
+from probe.judge.mechanisms import output_layer
+from probe.records import Stats
 
 if TYPE_CHECKING:
     from probe.judge.checks import Row
@@ -58,20 +58,6 @@ def after_first_step(share: float, rms: float, lr: float) -> float:
     """The share of a weight's energy on one direction after Adam's first step:
     ``lr^2 * share / (rms^2 + lr^2)``."""
     return lr * lr * share / (rms * rms + lr * lr)
-
-
-def output_layer(report: Stats) -> LayerStats:
-    """The row that made the network's output (``made_by`` the last row). A model that holds a
-    parameter of its own (a position table) is a row that returns its head's logits; where the
-    discovery did not tie the two (their roles differ: ``output_of`` is empty) and the last row
-    has no weight gradient of its own, the last ``head`` row with as many units made them."""
-    x = made_by(report, report.last)
-    if x.update_rank_share is None and x.role == "embedding":
-        heads = [
-            h for h in report.layers if h.role == "head" and h.units == x.units and h.update_rank_share is not None
-        ]
-        return heads[-1] if heads else x
-    return x
 
 
 def rank_one_rows(report: Stats) -> list[tuple[Row, float | None]]:

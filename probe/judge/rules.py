@@ -32,6 +32,7 @@ import math
 from dataclasses import replace
 
 from probe.judge.checks import Check, Row, Rule
+from probe.judge.gradients import detached_rows
 from probe.judge.headroom import HEADROOM
 from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
@@ -52,6 +53,7 @@ from probe.judge.readings import (
     std_ratio,
     tied,
     unit_rows,
+    zero_products,
 )
 from probe.judge.shrink import SHRINK_BUDGET
 from probe.judge.stalled import slow_start, step_progress
@@ -173,7 +175,20 @@ RULES: dict[str, Rule] = {
         Rule(
             "dead_units",
             "units output 0 and receive no gradient for every sample",
-            (Check("max_dead_units", "dead unit fraction", field("dead_units", unit_rows), False, "dead_units", True),),
+            (
+                Check(
+                    "max_dead_units", "dead unit fraction", field("dead_units", unit_rows), False, "dead_units", True
+                ),
+                # the units inside a row's own factors (LoRA's A and B, both 0): no gradient reaches them
+                Check(
+                    "max_dead_units",
+                    "parameters all exactly 0 with gradients exactly 0 (each a product with another)",
+                    zero_products,
+                    False,
+                    "dead_units",
+                    True,
+                ),
+            ),
         ),
         Rule(
             "symmetry",
@@ -191,7 +206,18 @@ RULES: dict[str, Rule] = {
         Rule(
             "gradient_vanishing",
             "gradients fade toward the input",
-            (Check("min_grad_ratio", _GRAD, grads(least=True), below=True, cell="grad_std"),),
+            (
+                Check("min_grad_ratio", _GRAD, grads(least=True), below=True, cell="grad_std"),
+                # parameters that want a gradient and get none (torch.no_grad, .detach(), a reentrant
+                # checkpoint on inputs without one): they never move, the rest trains without them
+                Check(
+                    "min_grad_ratio",
+                    "gradient reaching parameters that require one (none: detached from the loss)",
+                    detached_rows,
+                    below=True,
+                    warning_only=True,
+                ),
+            ),
         ),
         Rule(
             "gradient_exploding",

@@ -42,7 +42,9 @@ class Layer:
         self.input_grad: torch.Tensor | None = None
         self.grad_ties: torch.Tensor | None = None
         self.weight_ties: torch.Tensor | None = None
-        self.own: torch.Tensor | None = None  # [||grad|| of parameters exactly 0, largest ||grad|| / ||p||]
+        # [sum of ||grad|| of parameters exactly 0, largest ||grad|| / ||p||, how many exactly 0 with a gradient
+        # exactly 0, how many not] over the multiplying parameters besides the watched weight
+        self.own: torch.Tensor | None = None
         self.update_share: torch.Tensor | None = None  # first_update.rank_one_share of the weight's gradient
         # |cos| between the watched weight and its first batch's gradient (signal_path.scale_cosine:
         # 0 where the loss cannot see the weight's scale)

@@ -242,6 +242,7 @@ def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
     if scales:
         zero_moving = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)
         step = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)
+        still = torch.zeros((), dtype=acc_dtype, device=scales[0][0].device)  # exactly 0, gradient exactly 0
         for p, g in scales:
             norm = torch.linalg.vector_norm(p.detach().float()).to(acc_dtype)
             size = torch.linalg.vector_norm(g.detach().float()).to(acc_dtype)
@@ -249,7 +250,8 @@ def add_unit_gradients(layer: Any, acc_dtype: torch.dtype) -> None:
             zero_moving = zero_moving + torch.where(zero, size, torch.zeros_like(size))
             ratio = size / torch.where(zero, torch.ones_like(norm), norm)
             step = torch.maximum(step, torch.where(zero, torch.zeros_like(ratio), ratio))
-        layer.own = torch.stack([zero_moving, step])
+            still = still + (zero & (size == 0)).to(acc_dtype)
+        layer.own = torch.stack([zero_moving, step, still, torch.full_like(still, len(scales)) - still])
 
 
 def unit_parts(layers: list[Any]) -> list[torch.Tensor]:
@@ -318,8 +320,8 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
             spreads.append(math.sqrt(across / total) if total > 0 else 0.0)
     if spreads and units > 1:
         fields["tied_spread"] = max(spreads)
-    own = read.get("own") or [0.0, 0.0]
-    fields["own"] = (own[0] > 0, own[1])
+    own = read.get("own") or [0.0, 0.0, 0.0, 0.0]
+    fields["own"] = (own[0] > 0, own[1], own[2], own[3])
     if read.get("update_share") is not None:
         fields["update_rank_share"] = read["update_share"][0]
     if cos is not None:
@@ -327,13 +329,18 @@ def unit_fields(alive: list[float] | None, read: dict[str, Any]) -> dict[str, An
     return fields
 
 
-def moving_fields(own: tuple[bool, float], weight_grad_norm: float | None, weight_norm: float | None) -> dict[str, Any]:
-    """zero_moving and step_ratio: the row's other multiplying parameters (``own``: any exactly 0
-    with a gradient, the largest relative gradient) with its watched weight's."""
-    moving, step = own
+def moving_fields(
+    own: tuple[bool, float, float, float], weight_grad_norm: float | None, weight_norm: float | None
+) -> dict[str, Any]:
+    """zero_moving, step_ratio and zero_product: the row's other multiplying parameters (``own``: any
+    exactly 0 with a gradient, the largest relative gradient, how many are exactly 0 with a gradient
+    exactly 0 and how many are not) with its watched weight's."""
+    moving, step, still, other = own
     if weight_grad_norm is not None and weight_norm is not None:
         if weight_norm == 0.0:
             moving = moving or weight_grad_norm > 0
+            still, other = (still + 1, other) if weight_grad_norm == 0.0 else (still, other + 1)
         else:
             step = max(step, weight_grad_norm / weight_norm)
-    return {"zero_moving": moving, "step_ratio": step if step > 0 else None}
+            other += 1
+    return {"zero_moving": moving, "step_ratio": step if step > 0 else None, "zero_product": still >= 2 and not other}

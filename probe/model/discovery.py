@@ -29,9 +29,13 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
-def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[list[Watched], list[str]]:
+def discover(
+    model: nn.Module, inputs: InputSpec, distribution: str, own_modes: bool = False
+) -> tuple[list[Watched], list[str]]:
     """One forward pass to learn which candidate modules run and the shape of their outputs
-    (token ids: two passes on short sequences where they show the same, see ``short_passes``)."""
+    (token ids: two passes on short sequences where they show the same, see ``short_passes``).
+    ``own_modes``: the measured pass keeps each module's train/eval flag as found (a user's model);
+    else it trains them all."""
     from probe.model import roles, structure
 
     computing_weights = _computing_weights(model)
@@ -42,9 +46,10 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         # a model that is one module (torch.nn:Linear), or whose own parameters act: watch it too
         candidates[id(model)] = (type(model).__name__, model)
     try:
-        seen = short_passes(model, candidates, inputs, distribution)
+        kept = {id(m): m.training for m in model.modules()} if own_modes else None
+        seen = short_passes(model, candidates, inputs, distribution, kept)
         if seen is None:
-            seen = discovery_pass(model, candidates, inputs, distribution)
+            seen = discovery_pass(model, candidates, inputs, distribution, kept=kept)
     except (BuildError, RunError):  # probe's own (a layer-by-layer block it cannot run), as they are
         raise
     except Exception as exc:
@@ -57,7 +62,11 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
     rows = [e for e in sorted(seen.values(), key=lambda e: e.order) if e.candidate or e.block]
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in rows}
     block_quals = [e.qual for e in rows if e.block]
-    head = roles.heads([(e.qual, ran[e.qual]) for e in rows if e.shape is not None], block_quals)
+    # the model's own call is a row where it holds parameters of its own (a position table, a class
+    # token, a temperature): it finishes last, but the maps to the output are the rows inside it
+    root = next((e.qual for e in rows if e.module is model), None)
+    shaped = [(e.qual, ran[e.qual]) for e in rows if e.shape is not None]
+    head = roles.heads([r for r in shaped if r[0] != root] or shaped, block_quals)
     role_of = {
         e.qual: roles.role(
             e.qual,
@@ -119,11 +128,17 @@ def discover(model: nn.Module, inputs: InputSpec, distribution: str) -> tuple[li
         )
     # a row returning another row's output, in the same role (a model returning its head's logits),
     # measures that row's values: one row judges them, the one that made them. Not a block (the
-    # stream row whose output its last activation made) nor where one row measures another tensor
+    # stream row whose output its last activation made) nor where one row measures another tensor;
+    # the model's own row in any role (its parameters' role, a position table's, is not its output's)
     rows_by_name = {w.name: w for w in watched}
     for w in watched:
         maker_row = rows_by_name.get(w.output_of)
-        if maker_row is None or maker_row.role != w.role or w.output_index or maker_row.output_index:
+        if (
+            maker_row is None
+            or (maker_row.role != w.role and w.name != root)
+            or w.output_index
+            or maker_row.output_index
+        ):
             w.output_of = ""
     never = [q for key, (q, _) in candidates.items() if key not in seen]
     if never:

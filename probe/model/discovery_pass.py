@@ -64,6 +64,7 @@ def discovery_pass(
     distribution: str,
     behaviour: bool = True,
     retry: bool = True,
+    kept: dict[int, bool] | None = None,
 ) -> dict[int, Seen]:
     """One forward pass (eval mode, no gradients, DISCOVERY_BATCH samples) with a hook on every
     module: what ran, in which order, how often, on what input and with what output shape, and,
@@ -71,7 +72,9 @@ def discovery_pass(
     a branch. ``behaviour``: then ask each candidate called on one tensor whether it normalizes its input
     and whether its output is blind to its weight's scale (``roles.acts_as_norm``,
     ``roles.hides_weight_scale``). ``retry``: a forward that fails under the trace runs again
-    without it (the short passes' failures send discovery to the full length instead)."""
+    without it (the short passes' failures send discovery to the full length instead). ``kept``:
+    the train/eval flag of each module (by id) that the measured pass keeps (a user's model); None:
+    it runs every module in train mode (as at the first training step)."""
     import weakref
 
     import torch
@@ -160,7 +163,7 @@ def discovery_pass(
     if behaviour:
         model.eval()
         try:
-            _behaviour(seen, device, dtype)
+            _behaviour(seen, device, dtype, kept)
         finally:
             model.train(was_training)
     _structure(model, seen, tracer)
@@ -213,11 +216,13 @@ def _structure(model: nn.Module, seen: dict[int, Seen], tracer: Any) -> None:
         e.inside = any(e.qual.startswith(q + ".") for q in quals) or (found is not None and key in found.inline)
 
 
-def _behaviour(seen: dict[int, Seen], device: Any, dtype: Any) -> None:
+def _behaviour(seen: dict[int, Seen], device: Any, dtype: Any, kept: dict[int, bool] | None = None) -> None:
     """``roles.acts_as_norm`` for the candidates whose parameters are all vectors and whose
-    output has their input's shape; ``roles.hides_weight_scale`` for those whose weight no op
-    took as it is (a weight used as it is beside the input shows its scale in the output; asking
-    only the others keeps the test's forwards off every plain linear and convolution)."""
+    output has their input's shape, in the mode the measured pass runs them (``kept``: a BatchNorm
+    a user's model keeps in eval mode is an affine of its running statistics, no normalization);
+    ``roles.hides_weight_scale`` for those whose weight no op took as it is (a weight used as it is
+    beside the input shows its scale in the output; asking only the others keeps the test's
+    forwards off every plain linear and convolution)."""
     from probe.model import roles
 
     drawn: dict[Any, Any] = {}  # the test inputs, one draw per shape
@@ -227,7 +232,8 @@ def _behaviour(seen: dict[int, Seen], device: Any, dtype: Any) -> None:
         module = entry.module
         params = list(module.parameters())
         if params and all(p.dim() <= 1 for p in params) and entry.shape == entry.single:
-            entry.norm = roles.acts_as_norm(module, entry.single, dtype, device, drawn)
+            training = True if kept is None else kept.get(id(module), True)
+            entry.norm = roles.acts_as_norm(module, entry.single, dtype, device, drawn, training=training)
         weight = weight_of(module)
         if weight is not None and weight.dim() >= 2 and not entry.weight_direct:
             entry.hides_weight = roles.hides_weight_scale(module, weight, entry.single, dtype, device)

@@ -148,12 +148,19 @@ INVARIANT = 1e-2
 
 
 def acts_as_norm(
-    module: nn.Module, shape: tuple[int, ...], dtype: Any, device: Any, drawn: dict[Any, Any] | None = None
+    module: nn.Module,
+    shape: tuple[int, ...],
+    dtype: Any,
+    device: Any,
+    drawn: dict[Any, Any] | None = None,
+    training: bool = True,
 ) -> bool | None:
     """Whether ``module`` normalizes what it is fed: its output on 3 z equals its output on z (z
     standard normal of its input's shape), with every parameter set to 1 for the test (so an
     affine that is zero at init, or a zero LayerScale, does not decide it), in train mode (BatchNorm
-    in eval is an affine of its running statistics) or else in eval mode (a dropout inside). Only asked of
+    in eval is an affine of its running statistics) or else in eval mode (a dropout inside); a
+    module that runs in eval mode (``training`` False: a user's model keeps it so) in eval mode
+    only. Only asked of
     modules whose parameters are all vectors (or none) and whose output has the input's shape.
     Parameters, buffers, train flags and the random state are restored. None: it could not
     run (meta tensors, an error). ``drawn``: the inputs drawn so far, reused for modules of the
@@ -172,7 +179,7 @@ def acts_as_norm(
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             for p in params:
                 p.fill_(1.0)
-            for train in (True, False):
+            for train in (True, False) if training else (False,):
                 for m, _ in modes:
                     m.training = train
                 one, three = _first(module(z)), _first(module(3 * z))

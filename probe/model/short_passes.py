@@ -21,7 +21,11 @@ SHORT_LENGTHS = (5, 7)
 
 
 def short_passes(
-    model: nn.Module, candidates: dict[int, tuple[str, Any]], inputs: InputSpec, distribution: str
+    model: nn.Module,
+    candidates: dict[int, tuple[str, Any]],
+    inputs: InputSpec,
+    distribution: str,
+    kept: dict[int, bool] | None = None,
 ) -> dict[int, Seen] | None:
     """What a pass on the full sequence would see, from two passes on sequences of 5 and 7 tokens
     (GPT-2 small: together a quarter of one on 128 tokens, reading the weights dominates), or
@@ -52,6 +56,7 @@ def short_passes(
                         distribution,
                         behaviour=not runs,  # the behaviour tests once, on the shorter sequence
                         retry=False,
+                        kept=kept,
                     )
                 )
             except Exception:

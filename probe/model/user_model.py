@@ -117,7 +117,7 @@ def plan(spec: Spec) -> Plan:
 
     def finish() -> Built:
         try:
-            watched, notes = discover(model, inputs, spec.data.distribution)
+            watched, notes = discover(model, inputs, spec.data.distribution, own_modes=True)
         except UserCodeError as exc:  # say which spec and factory: check runs many
             raise UserCodeError(f"{spec.name} (model {spec.model.factory}): {exc}") from None
         for w in watched:
@@ -134,7 +134,7 @@ def from_object(model: nn.Module, inputs: InputSpec, distribution: str) -> Built
     """A model the caller already holds (``probe.measure``): its rows, its own init and modes."""
     modes = module_modes(model)
     try:
-        watched, notes = discover(model, inputs, distribution)
+        watched, notes = discover(model, inputs, distribution, own_modes=True)
     finally:
         restore_modes(modes)  # discovery ends with model.train(flag), which flattens mixed modes
     for w in watched:
