@@ -130,6 +130,9 @@ class LayerStats:
     # head's logits): the same values, so the rules judge them at that row only; "" for its own.
     # Its own parameters (a class token, a final affine) act elsewhere in the network
     output_of: str = ""
+    # the row whose output tensor this row returns, a block's included (``output_of`` without the
+    # roles' and blocks' exclusions): the vanishing rule's excuse for a mover covers it
+    made_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,68 @@ def test_lora_factors_both_zero_are_dead_the_recipes_b_zero_moves() -> None:
     assert problem.layer == "0" and problem.severity == "error"
 
 
+class _InvertedResidual(torch.nn.Module):
+    """timm's UniversalInvertedResidual, cut down: 1x1 expand, BatchNorm, ReLU, 1x1 project,
+    BatchNorm, a LayerScale of ``scale``; the skip only where the shape is kept and ``skip``."""
+
+    def __init__(self, c_in: int, c_out: int, skip: bool, scale: float = 1e-5) -> None:
+        super().__init__()
+        self.expand = torch.nn.Sequential(
+            torch.nn.Conv2d(c_in, 4 * c_in, 1), torch.nn.BatchNorm2d(4 * c_in), torch.nn.ReLU()
+        )
+        self.project = torch.nn.Sequential(torch.nn.Conv2d(4 * c_in, c_out, 1), torch.nn.BatchNorm2d(c_out))
+        self.layer_scale = _LayerScale2d(c_out, scale)
+        self.skip = skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer_scale(self.project(self.expand(x)))
+        return x + y if self.skip else y
+
+
+class _LayerScale2d(torch.nn.Module):
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.full((channels,), scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma[:, None, None]
+
+
+def test_a_stage_whose_first_block_ends_in_a_small_layerscale_without_a_skip_is_slower_not_stuck() -> None:
+    # timm's MobileNetV4 hybrid at its default: each stage's first block changes the width, so it
+    # has no skip, and ends in a LayerScale of 1e-5; the blocks after it carry that 1e-5 stream on
+    # their skips. It trains (0.70 nats on the zoo's image task at 64 x 64): the LayerScales' relative
+    # gradient is 1e5 times the head's, the first steps grow them (movers). A warning, not an error;
+    # the same network with every weight x 1e-3 has no mover and keeps the error
+    torch.manual_seed(0)
+    stage = [
+        _InvertedResidual(16, 32, skip=False),
+        _InvertedResidual(32, 32, skip=True),
+        _InvertedResidual(32, 32, skip=True),
+    ]
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        *stage,
+        torch.nn.Conv2d(32, 64, 1),
+        torch.nn.BatchNorm2d(64),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),
+    )
+    x = torch.randn(16, 3, 8, 8)
+    report = _measure(model, x)
+    assert report.layer("3").made_by == "3.layer_scale" and report.layer("3").std < 1e-4
+    assert report.healthy, report.verdict.problems
+    assert "vanishing" in _rules(report, "warning")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e-3)
+    assert "vanishing" in _rules(_measure(model, x))
+
+
 def test_tiny_deep_relu_mlp_stays_vanishing_errors() -> None:
     # the seed lab: std 0.01 weights in an 8-layer ReLU MLP; every layer is alike (no mover)
     report = probe.measure("configs/lab1_tiny_relu.yaml")

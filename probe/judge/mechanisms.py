@@ -212,7 +212,11 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             # block is a saddle) is vanishing. A zero layer behind a zero mover moves once the mover
             # has (``_waiting``): its 0 is by design too
             zero = {x.name for x in moving if x.zero_moving} | {x.name for x in _waiting(report, gate) if x.std == 0}
-            return zero, {x.name for x in moving}, why
+            # a row returning a mover's output as its own (a block without a skip whose last layer
+            # is a LayerScale of 1e-5: timm's MobileNetV4 hybrid) is that output
+            zero |= {x.name for x in report.layers if x.made_by in zero}
+            nonzero = {x.name for x in moving if not x.zero_moving}
+            return zero, {x.name for x in moving} | _carried(report, nonzero), why
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
         # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
         blocked |= {x.name for x in moving if x.zero_moving}
@@ -239,6 +243,23 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             "a residual network whose every weight it reaches feeds a normalization (scale-invariant)",
         )
     return set(), set(), ""
+
+
+def _carried(report: Stats, small: set[str]) -> set[str]:
+    """The rows whose output is a mover's (``made_by``: a block without a skip ending in a
+    LayerScale of 1e-5, timm's MobileNetV4 hybrid), and the residual blocks after one that carry its
+    output on (their skips add their small branches to it), up to the next stream row that is no
+    residual block: their smallness is the mover's, which the first steps grow."""
+    carried: set[str] = set()
+    on = False
+    for x in report.layers:
+        if x.made_by in small:
+            on = True
+        elif x.role == "stream" and x.branch_ratio is None:
+            on = False
+        if on and x.role in ("stream", "head"):
+            carried.add(x.name)
+    return carried
 
 
 def _waiting(report: Stats, gate: GateSpec | None) -> list[LayerStats]:
