@@ -523,3 +523,21 @@ def test_a_batchnorm_kept_in_eval_mode_is_an_affine_not_a_norm() -> None:
     model[1].train()
     assert probe.measure(model, (3, 8, 8), batch_size=16).layer("1").role == "norm"
     assert not model.training or model[1].training  # modes as the caller left them
+
+
+def test_the_norm_test_reads_float32_norms_and_float64_where_they_overflow() -> None:
+    """``roles._invariant`` compares the output on 3 z with the output on z in their own precision
+    first (a float64 copy of a ResNet's BatchNorm inputs cost twice its two forwards) and in
+    float64 where a float32 norm overflows or meets a non-finite value: the same answers."""
+    from probe.model.roles import INVARIANT, _invariant
+
+    g = torch.Generator().manual_seed(0)
+    one = torch.randn(16, 64, 8, 8, generator=g)
+    for rel in (0.5 * INVARIANT, 2 * INVARIANT):  # either side of the line
+        noise = torch.randn(one.shape, generator=g)
+        three = one + noise * (rel * float((one - one.mean()).norm()) / float(noise.norm()))
+        assert _invariant(one, three) == (rel < INVARIANT)
+    huge = one * 1e30  # float32 sums of squares overflow; float64 ones do not
+    assert _invariant(huge, huge.clone()) and not _invariant(huge, huge * 3)
+    assert not _invariant(torch.full((4, 4), float("nan")), torch.zeros(4, 4))
+    assert not _invariant(one, torch.full_like(one, float("inf")))

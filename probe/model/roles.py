@@ -264,6 +264,13 @@ def _first(output: Any) -> Any:
 def _invariant(one: Any, three: Any) -> bool:
     import torch
 
+    if one.dtype in (torch.float32, torch.float64):
+        # in their own precision first (the float64 copies cost twice the module's two forwards on
+        # a ResNet's BatchNorm inputs): 1e-7 relative against a line at 1e-2. Norms that overflow
+        # or see a non-finite value are taken again below
+        difference, scale = torch.linalg.vector_norm(three - one), torch.linalg.vector_norm(one - one.mean())
+        if bool(torch.isfinite(difference)) and bool(torch.isfinite(scale)):
+            return bool(scale > 0) and bool(difference <= INVARIANT * scale)
     # A non-finite value needs no test of its own: in ``one`` it makes ``scale`` nan (the mean is
     # not finite, and inf - inf is nan), in ``three`` alone the difference's norm inf or nan, and
     # either comparison is then False (float32 values cannot overflow these float64 norms)
