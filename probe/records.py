@@ -132,7 +132,7 @@ class LayerStats:
     output_of: str = ""
     # the row whose output tensor this row returns, a block's included (``output_of`` without the
     # roles' and blocks' exclusions): the vanishing rule's excuse for a mover covers it
-    made_by: str = ""
+    returns: str = ""
 
 
 @dataclass(frozen=True)

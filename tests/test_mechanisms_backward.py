@@ -328,7 +328,7 @@ def test_a_stage_whose_first_block_ends_in_a_small_layerscale_without_a_skip_is_
     )
     x = torch.randn(16, 3, 8, 8)
     report = _measure(model, x)
-    assert report.layer("3").made_by == "3.layer_scale" and report.layer("3").std < 1e-4
+    assert report.layer("3").returns == "3.layer_scale" and report.layer("3").std < 1e-4
     assert report.healthy, report.verdict.problems
     assert "vanishing" in _rules(report, "warning")
     with torch.no_grad():

@@ -214,7 +214,7 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             zero = {x.name for x in moving if x.zero_moving} | {x.name for x in _waiting(report, gate) if x.std == 0}
             # a row returning a mover's output as its own (a block without a skip whose last layer
             # is a LayerScale of 1e-5: timm's MobileNetV4 hybrid) is that output
-            zero |= {x.name for x in report.layers if x.made_by in zero}
+            zero |= {x.name for x in report.layers if x.returns in zero}
             nonzero = {x.name for x in moving if not x.zero_moving}
             return zero, {x.name for x in moving} | _carried(report, nonzero), why
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
@@ -246,14 +246,14 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
 
 
 def _carried(report: Stats, small: set[str]) -> set[str]:
-    """The rows whose output is a mover's (``made_by``: a block without a skip ending in a
+    """The rows whose output is a mover's (``returns``: a block without a skip ending in a
     LayerScale of 1e-5, timm's MobileNetV4 hybrid), and the residual blocks after one that carry its
     output on (their skips add their small branches to it), up to the next stream row that is no
     residual block: their smallness is the mover's, which the first steps grow."""
     carried: set[str] = set()
     on = False
     for x in report.layers:
-        if x.made_by in small:
+        if x.returns in small:
             on = True
         elif x.role == "stream" and x.branch_ratio is None:
             on = False

@@ -52,7 +52,7 @@ def zero_products(report: Stats) -> list[tuple[Row, float | None]]:
     """Rows whose multiplying parameters are all exactly 0 with gradients exactly 0 while the row's
     output receives gradient (``zero_product``): the parameters' own units (LoRA's rank) output 0
     and receive nothing, dead for every sample, read as a dead fraction of 1."""
-    return [(x, 1.0) for x in unit_rows(report) if x.zero_product and x.grad_std and not x.gradient_blocked]
+    return [(x, 1.0) for x in unit_rows(report) if x.zero_product and x.grad_std]  # (0: blocked downstream)
 
 
 def tied(report: Stats) -> list[tuple[Row, float | None]]:

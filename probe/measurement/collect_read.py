@@ -141,8 +141,13 @@ def read_layers(c: Collector) -> tuple[list[LayerStats], tuple[AttentionStats, .
         unit = sp.unit_fields(alive_counts[i], units_read[i]) if c.backward_done else {}
         # parameters that want a gradient where no backward reached them or the row's output
         # (a sharded run measures no unit gradients: not said there)
-        unit["detached"] = c.backward_done and c.weight_grad_part is None and layer.has_own
-        unit["detached"] &= not layer.units_done and layer.grads == 0
+        unit["detached"] = bool(
+            c.backward_done
+            and c.weight_grad_part is None
+            and layer.has_own
+            and not layer.units_done
+            and not layer.grads
+        )
         if i == len(layers) - 1 and c.output_samples and per_output:
             unit["output_grad_scale"] = sum(per_output)
             unit["least_output_grad_scale"] = min(per_output)

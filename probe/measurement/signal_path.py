@@ -64,7 +64,7 @@ def extra_fields(
         "weight_scale": weight_scale,
         "weight_rms": weight_norm / math.sqrt(size) if weight_norm is not None and size else None,
         "output_of": watched.output_of,
-        "made_by": watched.made_by,
+        "returns": watched.returns,
     }
 
 

@@ -124,7 +124,7 @@ def discover(
                 stream_input=entry.stream_key if entry.block == structure.RESIDUAL else None,
                 output_index=entry.output_index,
                 output_of="" if entry.block else entry.output_of or "",
-                made_by=entry.output_of or "",
+                returns=entry.output_of or "",
             )
         )
     # a row returning another row's output, in the same role (a model returning its head's logits),

@@ -54,7 +54,7 @@ class Watched:
     output_of: str = ""
     # the row whose output tensor this row returns, a block's included (a block without a skip
     # whose last layer is a LayerScale returns that layer's output): what made its values
-    made_by: str = ""
+    returns: str = ""
     # ``weight``'s fan-in (torch.nn.init's, on Conv1D's transposed layout) and element count, read
     # once here: a layer-by-layer run swaps the weight for its norm before the report is made
     fan_in: int | None = field(default=None, init=False)
