@@ -234,6 +234,9 @@ class Stats:
     steps: StepStats | None = None  # after run.steps optimizer steps (None: not asked)
     headroom: HeadroomStats | None = None  # against run.precision's format (None: not asked)
     histograms: LayerHistograms | None = None  # the first batch's, where asked (``--plot``, ``--tensorboard``)
+    # tensors the forward pass used with a gradient that model.parameters() does not hold (probe/model/registration.py)
+    unregistered: tuple[str, ...] = ()
+    unregistered_share: float = 0.0  # their share of the elements of every weight the forward used
 
     @property
     def first(self) -> LayerStats:

@@ -698,3 +698,36 @@ class _BodyAndHead(nn.Module):
 
 def body_and_head(cut: str = "none") -> nn.Module:
     return _BodyAndHead(cut)
+
+
+class _HeldOutside(nn.Module):
+    """An MLP whose hidden layers are held the ways a newcomer holds them. ``how``: ``"list"``, a
+    plain Python list; ``"tensor"``, the layers registered but one more weight and bias kept as
+    plain tensors with ``requires_grad``;
+    ``"dict"``, every layer in a plain dict (nothing registered at all); ``"modulelist"``, the
+    right way (``nn.ModuleList``)."""
+
+    def __init__(self, how: str = "list", width: int = 32, depth: int = 3) -> None:
+        super().__init__()
+        self.how = how
+        layers = [nn.Linear(16 if i == 0 else width, width) for i in range(depth)]
+        if how == "dict":
+            self.parts = {"hidden": layers, "head": nn.Linear(width, 10)}
+            return
+        self.layers = layers if how == "list" else nn.ModuleList(layers)
+        if how == "tensor":
+            self.scale = torch.randn(width, width, requires_grad=True)
+            self.shift = torch.zeros(width, requires_grad=True)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self.parts if self.how == "dict" else {"hidden": self.layers, "head": self.head}
+        for layer in parts["hidden"]:
+            x = torch.relu(layer(x))
+        if self.how == "tensor":
+            x = torch.relu(x @ self.scale / self.scale.shape[0] ** 0.5 + self.shift)
+        return parts["head"](x)
+
+
+def held_outside(how: str = "list") -> nn.Module:
+    return _HeldOutside(how)

@@ -289,6 +289,11 @@ def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
     if verdict.healthy:
         return None
     broken = [p.rule for p in verdict.problems]
+    if stats is not None and any(p.layer in stats.unregistered for p in verdict.problems):
+        held = "layers in nn.ModuleList or nn.ModuleDict, tensors as nn.Parameter"
+        return Fix(
+            f"register the weights the forward uses ({held}): no optimizer over model.parameters() moves them", {}
+        )
     act, act_params = network_activation(spec)
     rec = recommend(act, act_params)
     name = spec.init.weight.name

@@ -4,6 +4,7 @@ side rows whose small gradient is their own rather than a vanishing one (docs/ve
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from probe.records import LayerStats, Stats
@@ -62,3 +63,31 @@ def detached_rows(report: Stats) -> list[tuple[Row, float | None]]:
     (``detached``): the gradient is not small there, it is absent, so read as 0. Their weights never
     move; the rest of the network trains without them (a warning: a frozen backbone is often meant)."""
     return [(x, 0.0) for x in report.layers if x.detached]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A tensor the forward pass used with a gradient that ``model.parameters()`` does not hold
+    (``Stats.unregistered``): a check's row without statistics of its own."""
+
+    name: str
+
+
+# Weights held outside model.parameters() never move and load_state_dict never sets them: they stay
+# at their random init. Where they are most of the weights the forward uses, what trains is a
+# remainder reading random features (docs/verdicts.md)
+HELD_MAJORITY = 0.5
+
+
+def unregistered_rows(report: Stats, majority: bool = False) -> list[tuple[Row, float | None]]:
+    """0 for each tensor the forward used outside ``model.parameters()`` (layers in a plain list or
+    dict, a tensor attribute with ``requires_grad``): an optimizer built from the parameters never
+    applies their gradient (probe/model/registration.py). ``majority``: only where they hold at
+    least ``HELD_MAJORITY`` of the elements of the weights the forward used; else only where less."""
+    if (report.unregistered_share >= HELD_MAJORITY) != majority:
+        return []
+    return [(Held(name), 0.0) for name in report.unregistered]
+
+
+def unregistered_majority(report: Stats) -> list[tuple[Row, float | None]]:
+    return unregistered_rows(report, majority=True)

@@ -32,7 +32,7 @@ import math
 from dataclasses import replace
 
 from probe.judge.checks import Check, Row, Rule
-from probe.judge.gradients import detached_rows
+from probe.judge.gradients import detached_rows, unregistered_majority, unregistered_rows
 from probe.judge.headroom import HEADROOM
 from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
@@ -136,6 +136,9 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
 
 
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
+_HELD = (
+    "gradient the optimizer applies to weights held outside model.parameters() (a plain list, dict or tensor attribute)"
+)
 
 RULES: dict[str, Rule] = {
     r.name: r
@@ -217,6 +220,11 @@ RULES: dict[str, Rule] = {
                     below=True,
                     warning_only=True,
                 ),
+                # weights the forward uses that model.parameters() does not hold (a plain list or dict of
+                # layers, a tensor attribute): an optimizer over the parameters never moves them; an
+                # error where they are most of the weights (what trains reads random features)
+                Check("min_grad_ratio", _HELD + ", most of the weights", unregistered_majority, below=True),
+                Check("min_grad_ratio", _HELD, unregistered_rows, below=True, warning_only=True),
             ),
         ),
         Rule(

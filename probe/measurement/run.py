@@ -14,6 +14,7 @@ from probe.model.build import build_initialized, build_units
 from probe.model.discovery import module_modes, restore_modes
 from probe.model.inputs import Batch, data_stream, next_batch
 from probe.model.network import Built, placement
+from probe.model.registration import unregistered
 from probe.records import AttentionStats, HeadroomStats, LayerStats, Stats, StepStats
 from probe.spec import Spec
 
@@ -133,6 +134,8 @@ def run_probe(
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
+        unregistered=built.unregistered[0],
+        unregistered_share=built.unregistered[1],
         world_size=share.world_size if share is not None else 1,
         attention=attention,
         steps=steps,
@@ -158,6 +161,8 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Sta
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
+        unregistered=built.unregistered[0],
+        unregistered_share=built.unregistered[1],
         attention=attention,
         steps=steps,
         headroom=headroom,
@@ -228,6 +233,8 @@ def _probe(
                 with binning:  # the first batch's histograms, where asked: from this very pass
                     if spec.run.backward:
                         out = _forward(model, batch, built)
+                        if i == 0 and share is None:  # weights the pass used that the model does not register
+                            built.unregistered = unregistered(model, float_outputs(out), (batch.args, batch.kwargs))
                         if isinstance(out, torch.Tensor):
                             if not out.requires_grad:
                                 raise RunError(_NO_GRADIENT)

@@ -12,6 +12,7 @@ from probe.errors import BuildError, ForwardError, RunError, first_line, user_co
 from probe.model.discovery_pass import Seen, discovery_pass, weight_of
 from probe.model.inputs import InputSpec
 from probe.model.network import Watched, is_recurrent
+from probe.model.registration import held_modules
 from probe.model.short_passes import short_passes
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ def discover(
     if not watched:
         inside = sum("function transform" in n for n in notes)
         why = f" outside torch.vmap ({inside} ran only inside a function transform)" if inside else ""
+        if held := held_modules(model):
+            why += f" (it keeps {', '.join(held[:4])} in a plain list or dict: use nn.ModuleList or nn.ModuleDict)"
         raise BuildError(
             f"the model has no module with parameters or activation module that ran{why}; nothing to watch"
         )

@@ -112,6 +112,8 @@ class Built:
     keep_mode: bool = False  # a user model runs in the train/eval mode its factory left it in
     init_log: InitLog | None = None  # which init filled each parameter (``probe inspect``)
     lr_scale: dict[str, float] = field(default_factory=dict)  # parameter -> lr multiplier (muP; probe/model/mup.py)
+    # weights the forward used outside model.parameters(), their share of the weights it used
+    unregistered: tuple[tuple[str, ...], float] = ((), 0.0)
 
 
 @dataclass
