@@ -91,6 +91,9 @@ class LayerStats:
     # for (samples, tokens, units) outputs: the same between the tokens of a sequence (centered on
     # the sequence's mean token)
     token_correlation: float | None = None
+    # the std of what varies between samples: each value's spread across the batch's first samples
+    # (correlation.py), without what every sample shares (biases, a position's mean)
+    sample_std: float | None = None
     # collapse was measured and no sample differed from the batch mean beyond rounding: every sample
     # gives this row the same values (with std or mean not 0: a constant, input-independent output)
     samples_identical: bool = False

@@ -731,3 +731,22 @@ class _HeldOutside(nn.Module):
 
 def held_outside(how: str = "list") -> nn.Module:
     return _HeldOutside(how)
+
+
+def plain_vgg(init: str = "default", bn: bool = False, depth: int = 16) -> nn.Module:
+    """VGG's layout at a quarter of its width for 32 x 32 images, as a newcomer writes it (Conv-ReLU
+    stacks and max pools, no normalization unless ``bn``, Flatten, one Linear): ``depth`` 11, 16 or 19
+    weight layers. ``init``: ``"default"`` (PyTorch's: each conv passes 1/6 of its input's second
+    moment, the default biases stay) or ``"he"`` (kaiming normal, fan-out, as torchvision's VGG)."""
+    stages = {11: (1, 1, 2, 2, 2), 16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}[depth]
+    layers: list[nn.Module] = []
+    channels = 3
+    for width, convs in zip((16, 32, 64, 128, 128), stages, strict=True):
+        for _ in range(convs):
+            conv = nn.Conv2d(channels, width, 3, padding=1)
+            if init == "he":
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            layers += [conv, *([nn.BatchNorm2d(width)] if bn else []), nn.ReLU()]
+            channels = width
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels, 10))

@@ -37,6 +37,9 @@ class Check:
     fraction: bool = False  # a fraction in [0, 1] (its error margin is additive-like, not a factor)
     # a check whose breaking is unusual rather than a mechanism that stops training: at most a warning
     warning_only: bool = False
+    # whether a value within the margin of its threshold is said as a near miss (a second reading of
+    # what another check of its rule reads need not be: what every sample shares is often large)
+    near: bool = True
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from probe.judge.gradients import side_rows
-from probe.judge.readings import weighted_median
+from probe.judge.readings import carried_weight_rms
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -179,20 +179,7 @@ def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
     lr = report.spec.run.lr
     if gate.optimizer == "sgd" or lr <= 0:
         return ""
-    # the weights Adam moves element by element and whose size the signal carries: matrices with a
-    # fan-in and a gradient; not tables, nor a parametrization's gains (weight_norm's g: one number
-    # per row, moved by lr per step), nor scale-blind weights (the first step turns them, their size
-    # sets no signal's)
-    found = weighted_median(
-        (x.weight_rms or math.inf, x.weight_size or 0, x)
-        for x in report.layers
-        if x.weight_size
-        and x.weight_rms is not None
-        and x.weight_scale is not None
-        and x.role != "embedding"
-        and x.weight_grad_norm is not None
-        and not x.normalized
-    )
+    found = carried_weight_rms(report)
     if found is None or not found[0] < lr / REDRAW:  # (nan: no redraw)
         return ""
     return f"most weights (rms {fmt(found[0])}) are under lr / {REDRAW:g}: Adam's first step redraws them"
@@ -216,7 +203,7 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             # is a LayerScale of 1e-5: timm's MobileNetV4 hybrid) is that output
             zero |= {x.name for x in report.layers if x.returns in zero}
             nonzero = {x.name for x in moving if not x.zero_moving}
-            return zero, {x.name for x in moving} | _carried(report, nonzero), why
+            return zero, {x.name for x in moving} | _carried(report, nonzero) | _mixed_in(report, gate, moving), why
         blocked = {x.name for x in report.layers if x.index < last and x.gradient_blocked}
         # a zero layer's own output is 0, so its ||output|| * ||gradient|| is too
         blocked |= {x.name for x in moving if x.zero_moving}
@@ -260,6 +247,20 @@ def _carried(report: Stats, small: set[str]) -> set[str]:
         if on and x.role in ("stream", "head"):
             carried.add(x.name)
     return carried
+
+
+def _mixed_in(report: Stats, gate: GateSpec | None, moving: tuple[LayerStats, ...]) -> set[str]:
+    """The rows after a mover whose own std is not small and whose part that varies between
+    samples (``sample_std``, what ``vanishing`` reads) is: the input reaches them only through the
+    mover (a class token that the attention of blocks with a LayerScale of 1e-5 barely changes),
+    and grows as the first steps grow it."""
+    gate = gate or report.spec.gate
+    first = min(x.index for x in moving)
+    return {
+        x.name
+        for x in report.layers
+        if x.index > first and x.sample_std is not None and x.std is not None and x.std >= gate.min_std
+    }
 
 
 def _waiting(report: Stats, gate: GateSpec | None) -> list[LayerStats]:

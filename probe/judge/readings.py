@@ -148,6 +148,29 @@ def read_std(report: Stats) -> list[tuple[Row, float | None]]:
     return out
 
 
+def read_sample_std(report: Stats) -> list[tuple[Row, float | None]]:
+    """Each signal row's ``sample_std``, the std of what varies between samples (what carries the
+    input: a bias or a position's mean, the same for every sample, carries nothing), as the network
+    reads it (``read_std``'s norm readers); not rows every sample gives the same values (a position
+    table), nor rows where that part is over half the std (the std's own check reads them). None
+    where Adam's first step outgrows most weights (their median rms under ``run.lr``,
+    ``gate.optimizer`` not ``sgd``): it draws the signal anew, about ``lr`` per element."""
+    gate = report.spec.gate
+    found = carried_weight_rms(report)
+    if gate.optimizer != "sgd" and found is not None and found[0] < report.spec.run.lr:
+        return []
+    by_name = {x.name: x for x in report.layers}
+    out: list[tuple[Row, float | None]] = []
+    for x in report.signal():
+        reader = by_name.get(x.norm_reader) if x.norm_reader else None
+        read = reader if reader is not None and not reader.zero_moving else x
+        # where what every sample shares is less than 3/4 of the variance, the std reads the same
+        # within a factor 2: its own check judges it
+        if read.sample_std is not None and not read.samples_identical and read.sample_std < read.std / 2:
+            out.append((x, read.sample_std))
+    return out
+
+
 def std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     """The last signal row's std over the first's, each as the network reads it (``read_std``)."""
     signal = read_std(report)
@@ -169,6 +192,23 @@ def grads(least: bool, coherent: bool = False) -> Values:
 # Adam's steps within which a weight must be able to move by its own size (``adam_turn``):
 # the ground truth's training runs are 150-300 steps (docs/verdicts.md)
 TURN_STEPS = 200
+
+
+def carried_weight_rms(report: Stats) -> tuple[float, LayerStats] | None:
+    """The median rms, weighted by size, of the weights Adam moves element by element and whose
+    size the signal carries, with the row holding it: matrices with a fan-in and a gradient; not
+    tables, nor a parametrization's gains (weight_norm's g: one number per row, moved by lr per
+    step), nor scale-blind weights (the first step turns them, their size sets no signal's)."""
+    return weighted_median(
+        (x.weight_rms or math.inf, x.weight_size or 0, x)
+        for x in report.layers
+        if x.weight_size
+        and x.weight_rms is not None
+        and x.weight_scale is not None
+        and x.role != "embedding"
+        and x.weight_grad_norm is not None
+        and not x.normalized
+    )
 
 
 def weighted_median(items: Iterable[tuple[float, int, T]]) -> tuple[float, T] | None:

@@ -48,6 +48,7 @@ from probe.judge.readings import (
     input_free,
     normalized_scale,
     peaked,
+    read_sample_std,
     read_std,
     signal_rows,
     std_ratio,
@@ -136,6 +137,7 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
 
 
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
+_SAMPLE = "std of what varies between samples"  # vanishing's second reading (readings.read_sample_std)
 _HELD = (
     "gradient the optimizer applies to weights held outside model.parameters() (a plain list, dict or tensor attribute)"
 )
@@ -148,6 +150,8 @@ RULES: dict[str, Rule] = {
             "the forward signal fades with depth",
             (
                 Check("min_std", "activation std", read_std, below=True, cell="std"),
+                # the part that carries the input: biases the same for every sample hide its fading
+                Check("min_std", _SAMPLE, read_sample_std, below=True, near=False),
                 Check("min_std_ratio", "last/first activation std", std_ratio, below=True),
             ),
         ),
@@ -220,9 +224,8 @@ RULES: dict[str, Rule] = {
                     below=True,
                     warning_only=True,
                 ),
-                # weights the forward uses that model.parameters() does not hold (a plain list or dict of
-                # layers, a tensor attribute): an optimizer over the parameters never moves them; an
-                # error where they are most of the weights (what trains reads random features)
+                # weights held outside model.parameters() (a plain list of layers): no optimizer over
+                # it moves them; an error where they are most of the weights (the rest reads random features)
                 Check("min_grad_ratio", _HELD + ", most of the weights", unregistered_majority, below=True),
                 Check("min_grad_ratio", _HELD, unregistered_rows, below=True, warning_only=True),
             ),
@@ -311,6 +314,14 @@ RULES: dict[str, Rule] = {
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
 
 
+def _one_vanishing(broken: list[Problem]) -> list[Problem]:
+    """``vanishing``'s reading of what varies between samples only where it is graver than the
+    std's readings (a stack whose biases hold its std up while the input fades)."""
+    rank, ours = {"warning": 1, "error": 2}, [p for p in broken if p.rule == "vanishing" and _SAMPLE in p.message]
+    plain = max((rank[p.severity] for p in broken if p.rule == "vanishing" and p not in ours), default=0)
+    return [p for p in broken if p not in ours or rank[p.severity] > plain]
+
+
 def _enabled(gate: GateSpec) -> list[Rule]:
     return [r for r in RULES.values() if r.name not in gate.disable]
 
@@ -323,6 +334,7 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     broken = [p for r in _enabled(gate) for c in r.checks if (p := _problem(r.name, c, report, gate))]
     if all(p.rule != "nonfinite" for p in broken) and (floor := nan_statistics(report, gate)) is not None:
         broken.append(floor)  # nan statistics fail whatever max_nonfinite says
+    broken = _one_vanishing(broken)
     fails = ("error", "warning") if gate.fail_on == "warning" else ("error",)
     problems = [p for p in broken if p.severity in fails]
     warnings = [p for p in broken if p.severity not in fails]
@@ -332,6 +344,8 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
         if rule.name in failed or rule.name == "nonfinite":
             continue
         for check in rule.checks:
+            if not check.near:
+                continue
             near = _problem(rule.name, check, report, loose)
             if near is not None:
                 real = float(getattr(gate, check.key))

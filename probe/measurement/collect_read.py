@@ -6,11 +6,12 @@ merged on the host, in float64 (for a short run cheaper than the dozen tiny devi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from probe.measurement import signal_path as sp
-from probe.measurement.correlation import host_fold
+from probe.measurement.correlation import WIDTH, host_fold
 from probe.measurement.rows import to_stats
 from probe.records import AttentionStats, LayerStats
 
@@ -116,7 +117,7 @@ def read_layers(c: Collector) -> tuple[list[LayerStats], tuple[AttentionStats, .
         units = len(per_unit)
         lives.append((sum(per_unit), units - per_unit.count(0.0), units))
         alive_counts.append(per_unit)
-    cosine_sums = [[0.0, 0.0, 0.0, 0.0] for _ in layers]
+    cosine_sums = [[0.0] * WIDTH for _ in layers]
     sampled = [layer.correlation is not None or bool(layer.correlation_records) for layer in layers]
     folded = iter(read.each("correlation"))
     for layer, sums4 in zip(layers, cosine_sums, strict=True):
@@ -127,7 +128,10 @@ def read_layers(c: Collector) -> tuple[list[LayerStats], tuple[AttentionStats, .
         for _ in layer.correlation_records:
             host_fold(next(records), sums4)
         layer.correlation_records = []
-    cosines = [(s[0] / s[1] if s[1] else None, s[2] / s[3] if s[3] else None) for s in cosine_sums]
+    cosines = [
+        (s[0] / s[1] if s[1] else None, s[2] / s[3] if s[3] else None, math.sqrt(s[4] / s[5]) if s[5] else None)
+        for s in cosine_sums
+    ]
     identical = [was and not s[1] for was, s in zip(sampled, cosine_sums, strict=True)]
     attention = c.attention.results(read.joined("attention")) if c.attention is not None else ()
     units_read, _ = sp.read_unit_parts(layers, read.joined("units"), 0)

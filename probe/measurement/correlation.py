@@ -50,6 +50,10 @@ TOKEN_SEQUENCES = 4
 # is the batch mean up to rounding (the values, their mean and the difference each round).
 RESOLUTION = 8.0
 
+# A record's values: [excess squared cosine over sample pairs, pairs, the same over token pairs,
+# token pairs, the batch's sample variance (below), 1 where that variance is finite]
+WIDTH = 6
+
 # Records a layer keeps before folding them into its sums (memory stays O(layers) however many
 # batches run; a fold is a handful of device ops).
 PENDING = 32
@@ -95,6 +99,9 @@ def correlation_record(y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955
     centered = rows - rows.mean(dim=0, keepdim=True)
     gram = centered @ centered.t()
     parts = [_excess(gram.unsqueeze(0), squares.unsqueeze(0), eps, 1.0 / (n - 1), rows.shape[1])]
+    # what varies between samples: each value's variance across the samples, averaged over the values
+    variance = gram.diagonal().sum() / ((n - 1) * rows.shape[1])
+    tokens_part = torch.zeros(2, dtype=gram.dtype, device=gram.device)
     if y.dim() == 3 and unit_dim == 2 and y.shape[1] > 1 and y.shape[2] > 1:
         tokens, units = y.shape[1], y.shape[2]
         seqs = centered[:TOKEN_SEQUENCES].view(-1, tokens, units)
@@ -110,25 +117,22 @@ def correlation_record(y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955
             base = 1.0 / units
             total = small.square().sum(dim=(1, 2)) - m
             pairs = m * (m - 1)
-            parts.append(torch.stack([((total - pairs * base) / (1.0 - base)).sum(), pairs.sum()]))
+            tokens_part = torch.stack([((total - pairs * base) / (1.0 - base)).sum(), pairs.sum()])
             token_gram = None
         if token_gram is not None:
-            parts.append(_excess(token_gram, token_squares, eps, 0.0, units))
+            tokens_part = _excess(token_gram, token_squares, eps, 0.0, units)
+    finite = variance.isfinite().to(gram.dtype)
     # a non-finite value makes the whole record nan: that batch adds nothing
-    return torch.cat(parts).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.cat([*parts, tokens_part, variance.reshape(1), finite.reshape(1)]).nan_to_num_(
+        nan=0.0, posinf=0.0, neginf=0.0
+    )
 
 
 def fold(records: list[torch.Tensor], acc_dtype: torch.dtype) -> torch.Tensor:
-    """Records of one layer -> [excess squared cosine summed over sample pairs, sample pairs, the
-    same over token pairs, token pairs]."""
+    """Records of one layer -> their sums (``WIDTH`` values, as a record's)."""
     import torch
 
-    out = torch.zeros(4, dtype=acc_dtype, device=records[0].device)
-    for width in (2, 4):
-        same = [r for r in records if r.numel() == width]
-        if same:
-            out[:width] += torch.stack(same).to(acc_dtype).sum(0)
-    return out
+    return torch.stack(records).to(acc_dtype).sum(0)
 
 
 def host_fold(record: list[float], sums: list[float]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from probe.errors import RunError
 from probe.measurement.attention import RECORD
+from probe.measurement.correlation import WIDTH
 
 if TYPE_CHECKING:
     from probe.measurement.collect import Collector
@@ -55,7 +56,7 @@ def merge_ranks(c: Collector, share: Share) -> None:
 
     # the cosine sums (pairs within each rank's slice) and attention sums add up like the rest; a
     # layer without a record on this rank sends zeros, so every rank sends the same length
-    no_pairs = torch.zeros(4, dtype=dtype, device=device)
+    no_pairs = torch.zeros(WIDTH, dtype=dtype, device=device)
     correlations = [layer.correlation if layer.correlation is not None else no_pairs for layer in c.layers]
     attention = c.attention.parts() if c.attention is not None else []
     summed = torch.cat(
@@ -70,8 +71,8 @@ def merge_ranks(c: Collector, share: Share) -> None:
             layer.alive = summed[at : at + size]
             at += size
     for layer in c.layers:
-        layer.correlation = summed[at : at + 4]
-        at += 4
+        layer.correlation = summed[at : at + WIDTH]
+        at += WIDTH
     if c.attention is not None:
         for name in c.attention.sums:
             c.attention.sums[name] = summed[at : at + RECORD]

@@ -75,7 +75,7 @@ def to_stats(
     sums: list[float],
     live: tuple[float, float, int] | None,
     backward: bool,
-    cosines: tuple[float | None, float | None],
+    cosines: tuple[float | None, float | None, float | None],
     extra: list[float],
     weight_norm: float | None,
     unit_fields: dict[str, Any] | None = None,
@@ -123,6 +123,7 @@ def to_stats(
         grad_nonfinite=int(sums[3 * g + 1] + sums[3 * wg + 1]) if has_grads or has_wgrad else None,
         correlation=cosines[0],
         token_correlation=cosines[1],
+        sample_std=cosines[2],
         gradient_blocked=has_grads and g_sq == 0.0,
         **sp.extra_fields(
             weight_grad_norm,

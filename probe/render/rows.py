@@ -43,6 +43,7 @@ EXTRA_FIELDS = (
     "weight_size",
     "weight_rms",
     "update_rank_share",
+    "sample_std",
     "normalized",
 )
 
