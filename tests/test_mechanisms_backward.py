@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import probe
-from probe.judge import gradients, mechanisms, rules
+from probe.judge import gradients, mechanisms, rules, severity
 from tests import mechanism_models as mm
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -61,7 +61,7 @@ def test_squeeze_excitation_dead_units_are_a_warning_not_an_error() -> None:
     torch.manual_seed(0)
     report = _measure(mm.ResNet(se=True), torch.randn(32, 3, 32, 32))
     se = [x for x in report.layers if x.name.endswith("se.act")]
-    assert max(x.dead_units for x in se) > 0.25 * rules.FRACTION_ERROR
+    assert max(x.dead_units for x in se) > 0.25 * severity.FRACTION_ERROR
     assert report.healthy, report.verdict.problems
     assert "dead_units" in _rules(report, "warning")
     model = mm.ResNet(se=True)
@@ -463,7 +463,7 @@ def test_additive_attention_query_term_is_a_side_row_not_a_vanishing_gradient() 
     report = _measure(mm.AdditiveAttentionDecoder(emb=32, hid=48), ids)
     ratios, gate = _ratios(report), report.spec.gate
     # past the error threshold: without the side-row reading, an error
-    assert ratios["W_dec"] < rules.error_threshold(
+    assert ratios["W_dec"] < severity.error_threshold(
         "gradient_vanishing", rules.RULES["gradient_vanishing"].checks[0], gate
     )
     assert ratios["encoder"] >= gate.min_grad_ratio

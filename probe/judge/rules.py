@@ -29,13 +29,12 @@ inside a residual block's branch or gate (dead_units). Issue 18; docs/verdicts.m
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from probe.judge.checks import Check, Row, Rule
 from probe.judge.gradients import detached_rows, unregistered_majority, unregistered_rows
 from probe.judge.headroom import HEADROOM
 from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
-from probe.judge.mechanisms import DEAD_CUT, explained, identity_blocks, nan_statistics, zero_layers
+from probe.judge.mechanisms import explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.rank_one import RANK_ONE
 from probe.judge.readings import (
@@ -56,25 +55,11 @@ from probe.judge.readings import (
     unit_rows,
     zero_products,
 )
+from probe.judge.severity import NO_MARGIN, loosened, severity
 from probe.judge.shrink import SHRINK_BUDGET
 from probe.judge.stalled import slow_start, step_progress
 from probe.records import Problem, Stats, Verdict
 from probe.spec import RULE_NAMES, GateSpec
-
-SCALE_MARGIN = 10.0
-FRACTION_MARGIN = 0.5
-# error margins: how far past its threshold a value must be to be an error, not a warning
-HAIR = 2.0  # scale thresholds: a factor of 2
-FRACTION_ERROR = 1.5  # fraction thresholds: 1.5 x the threshold
-SLOW_MARGIN = {"sgd": 2.0, "any": 1e2, "adam": 1e4}  # vanishing-type rules, by gate.optimizer
-SLOW_RULES = ("vanishing", "gradient_vanishing")
-# errors whenever broken: their thresholds already sit where training fails (the collapse rule's
-# one direction, one-hot attention, nan, a start 3 times a constant guess's loss)
-NO_MARGIN = (
-    *("nonfinite", "collapse", "attention_saturation", "weight_scale", "logit_scale", "stalled", "headroom"),
-    RANK_ONE.name,  # its line: half the output weight on one direction after Adam's first step (rank_one.py)
-)
-DEAD_ERROR = DEAD_CUT / 0.25
 
 
 def _breaking(check: Check, report: Stats, gate: GateSpec) -> list[tuple[Row, float]]:
@@ -86,27 +71,6 @@ def _breaking(check: Check, report: Stats, gate: GateSpec) -> list[tuple[Row, fl
         # nan says nothing (the nonfinite rule reports it); inf is a real overflow: std > max_std
         if v is not None and not math.isnan(v) and (v < threshold if check.below else v > threshold)
     ]
-
-
-def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
-    """The value past which a broken ``check`` is an error rather than a warning."""
-    threshold = float(getattr(gate, check.key))
-    if rule in NO_MARGIN:
-        return threshold
-    if rule == "dead_units":
-        return min(1.0, threshold * DEAD_ERROR)
-    if check.fraction:
-        return min(1.0, threshold * FRACTION_ERROR)
-    margin = SLOW_MARGIN.get(gate.optimizer, SLOW_MARGIN["any"]) if rule in SLOW_RULES else HAIR
-    return threshold / margin if check.below else threshold * margin
-
-
-def _severity(rule: str, check: Check, gate: GateSpec, worst: float) -> str:
-    limit = error_threshold(rule, check, gate)
-    past = worst < limit if check.below else worst > limit
-    if check.warning_only:
-        return "warning"
-    return "error" if past or rule in NO_MARGIN else "warning"
 
 
 def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem | None:
@@ -127,13 +91,13 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
         msg += f" ({len(bad)} layers; worst {_fmt(worst_value)} at {worst_layer.name})"
     elif len(bad) > 1:
         msg += f" ({len(bad)} layers)"
-    severity = _severity(rule, check, gate, float(worst_value))
-    if severity == "error" and (rule not in NO_MARGIN or rule == "stalled") and capped:
+    level = severity(rule, check, gate, float(worst_value))
+    if level == "error" and (rule not in NO_MARGIN or rule == "stalled") and capped:
         # the rows it explains are at most a warning: the rest decide (none left: a warning)
         rest = [v for x, v in bad if x.name not in capped]
-        if not rest or _severity(rule, check, gate, float((min if check.below else max)(rest))) != "error":
-            severity, msg = "warning", f"{msg}; {why}"
-    return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, severity)
+        if not rest or severity(rule, check, gate, float((min if check.below else max)(rest))) != "error":
+            level, msg = "warning", f"{msg}; {why}"
+    return Problem(rule, first_layer.name, float(first_value), threshold, msg, check.key, level)
 
 
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
@@ -339,7 +303,7 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     problems = [p for p in broken if p.severity in fails]
     warnings = [p for p in broken if p.severity not in fails]
     failed = {p.rule for p in broken}
-    loose = _loosened(gate)
+    loose = loosened(gate)
     for rule in _enabled(gate):
         if rule.name in failed or rule.name == "nonfinite":
             continue
@@ -360,38 +324,11 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     )
 
 
-def _loosened(gate: GateSpec) -> GateSpec:
-    """The gate moved toward the healthy side by the warning margins."""
-    return replace(
-        gate,
-        min_std=gate.min_std * SCALE_MARGIN,
-        min_std_ratio=gate.min_std_ratio * SCALE_MARGIN,
-        max_std=gate.max_std / SCALE_MARGIN,
-        max_std_ratio=gate.max_std_ratio / SCALE_MARGIN,
-        max_saturation=gate.max_saturation * FRACTION_MARGIN,
-        max_dead_units=gate.max_dead_units * FRACTION_MARGIN,
-        min_unit_spread=gate.min_unit_spread * SCALE_MARGIN,
-        min_grad_ratio=gate.min_grad_ratio * SCALE_MARGIN,
-        max_grad_ratio=gate.max_grad_ratio / SCALE_MARGIN,
-        # a near miss: half the threshold (0.125 for 0.25: a third of what varies on one direction)
-        max_correlation=gate.max_correlation / 2,
-        # tokens: twice as far from 1 (0.96 for 0.98)
-        max_token_correlation=1.0 - (1.0 - gate.max_token_correlation) * 2.0,
-        min_attention_entropy=gate.min_attention_entropy / FRACTION_MARGIN,
-        max_branch_ratio=gate.max_branch_ratio / 3,  # near: above 3.3 (a plain block adds ~1.4x its input)
-        max_weight_scale=gate.max_weight_scale / 2,
-        max_weight_turn=gate.max_weight_turn / 2,
-        # a near miss: half as far above a constant guess (2 for 3)
-        max_loss_ratio=1.0 + (gate.max_loss_ratio - 1.0) / 2,
-        min_step_progress=gate.min_step_progress * 2,  # a near miss: under twice the pace
-    )
-
-
 def _cell_flags(report: Stats, gate: GateSpec) -> tuple[tuple[str, str, str], ...]:
     """(layer, field, "fail" | "warn") for every table cell a rule (nearly) breaks under ``gate``
     (a cell failing and near-missing is "fail")."""
     flags: dict[tuple[str, str], str] = {}
-    for level, g in (("warn", _loosened(gate)), ("fail", gate)):
+    for level, g in (("warn", loosened(gate)), ("fail", gate)):
         for rule in _enabled(gate):
             for check in rule.checks:
                 if check.cell:
