@@ -750,3 +750,45 @@ def plain_vgg(init: str = "default", bn: bool = False, depth: int = 16) -> nn.Mo
             channels = width
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels, 10))
+
+
+class _ReluLogits(nn.Module):
+    """An MLP classifier with a ReLU on its logits, as SqueezeNet's classifier and some newcomers
+    write it. ``dead`` of its 10 classes get a bias of -10, so their logits are 0 for every sample
+    and pass no gradient back; ``relu=False``: the same network without the last ReLU."""
+
+    def __init__(self, dead: int = 3, relu: bool = True) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(16, 64), nn.ReLU())
+        self.classifier = nn.Linear(64, 10)
+        self.out = nn.ReLU() if relu else nn.Identity()
+        with torch.no_grad():
+            self.classifier.bias[:dead] = -10.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.classifier(self.body(x)))
+
+
+def relu_logits(dead: int = 3, relu: bool = True) -> nn.Module:
+    return _ReluLogits(dead, relu)
+
+
+class _TestTimePool(nn.Module):
+    """A network whose eval-mode forward differs (a test-time pool, as Cadene's DPN: a 7 x 7 window
+    that a full-size image's final map fits) and fails on small inputs; train mode runs anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, stride=4, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.fc = nn.Conv2d(16, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        if not self.training:
+            h = torch.nn.functional.avg_pool2d(h, kernel_size=7, stride=1)
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1)).flatten(1)
+
+
+def test_time_pool() -> nn.Module:
+    return _TestTimePool()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import probe
 from probe.judge import gradients, mechanisms, rules, severity
@@ -526,3 +527,24 @@ def test_units_at_their_kink_behind_a_zero_last_layer_in_a_downsampling_block_ar
     opt.step()
     after = probe.measure(model, x, batch_size=16, seed=0)
     assert all(row.dead_units < 1.0 for row in after.layers if row.name.endswith(".fc1"))
+
+
+def _image_bn_mlp(depth: int, width: int = 128) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(3 * 32 * 32, width), nn.BatchNorm1d(width), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+@pytest.mark.parametrize(("depth", "severity"), [(20, "warning"), (40, "error")])
+def test_a_batchnorm_stack_without_skips_is_an_error_only_past_the_chaos_line(depth: int, severity: str) -> None:
+    # without a residual add, a gradient growing through weights that all feed a BatchNorm is a
+    # warning up to STACK_CHAOS x max_grad_ratio (concatenating networks train at 136-961:
+    # GoogLeNet, Inception-v3, BN-Inception, SelecSLS; a 20-layer BatchNorm MLP gains 0.35) and an
+    # error past it (the 40-layer stacks read 5,500 and more and learn nothing)
+    torch.manual_seed(0)
+    report = probe.measure(_image_bn_mlp(depth), torch.randn(32, 3, 32, 32), seed=0)
+    (said,) = [p for p in (*report.verdict.problems, *report.verdict.warnings) if p.rule == "gradient_exploding"]
+    line = mechanisms.STACK_CHAOS * report.stats.spec.gate.max_grad_ratio
+    assert said.severity == severity, said
+    assert (said.value < line) == (severity == "warning") and said.value > 2 * report.stats.spec.gate.max_grad_ratio

@@ -373,3 +373,41 @@ def test_the_advice_for_weights_held_outside_is_to_register_them() -> None:
     result = probe("--model", f"{M}:held_outside", "--model-arg", "how=list", "--input-shape", "16", *SMALL)
     assert result.exit_code == 0, result.output  # run reports; check is the gate
     assert "try: register the weights the forward uses" in result.output
+
+
+@pytest.mark.parametrize(("dead", "relu", "error"), [(3, True, True), (2, True, False), (3, False, False)])
+def test_dead_output_units_are_an_error_without_the_narrower_layer_margin(dead: int, relu: bool, error: bool) -> None:
+    # a dead hidden unit narrows its layer (an error only from 0.9 dead); a dead output unit is a
+    # class whose logit is 0 for every sample and never moves: torchvision's SqueezeNet 1.0 at its
+    # default init has 4 of 10 (gain -0.08 nats on the zoo's image task). 3 of 10 break the 0.25
+    # threshold, 2 do not; without the ReLU nothing is dead
+    report = probe_json(
+        "--model",
+        f"{M}:relu_logits",
+        "--model-arg",
+        f"dead={dead}",
+        "--model-arg",
+        f"relu={relu}",
+        "--input-shape",
+        "16",
+    )
+    said = [p for p in report["verdict"]["problems"] if p["rule"] == "dead_units" and "output" in p["message"]]
+    assert bool(said) == error, report["verdict"]
+    if error:
+        assert said[0]["layer"] == "out" and said[0]["value"] == pytest.approx(0.3)
+
+
+def test_a_model_whose_eval_forward_fails_is_discovered_in_its_own_mode() -> None:
+    # discovery runs in eval mode (no running-stat updates, no dropout); a test-time pool that
+    # needs a full-size map fails there at 16 x 16 (Cadene's DPN-68 was refused at every init).
+    # The measured pass is train mode's, so discovery runs again in the model's own mode, and the
+    # running statistics that pass moved are put back
+    report = probe_json("--model", f"{M}:test_time_pool", "--input-shape", "3,16,16")
+    assert [r["name"] for r in report["layers"]] == ["conv", "bn", "fc"]
+    from tests.models_for_tests import test_time_pool
+
+    model = test_time_pool()
+    import probe as api
+
+    api.measure(model, torch.randn(8, 3, 16, 16), seed=0)
+    assert int(model.bn.num_batches_tracked) == 0 and torch.equal(model.bn.running_mean, torch.zeros(16))

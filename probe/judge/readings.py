@@ -37,6 +37,29 @@ def unit_rows(report: Stats) -> tuple[LayerStats, ...]:
     return tuple(x for x in all_rows(report) if x.role != "embedding")
 
 
+def output_row(report: Stats) -> LayerStats:
+    """The row that made the network's output: the last row, or the row whose output it returns
+    (``output_of``: a model's own row returning its head's logits)."""
+    last = report.last
+    return next((x for x in report.layers if x.name == last.output_of), last) if last.output_of else last
+
+
+def hidden_unit_rows(report: Stats) -> tuple[LayerStats, ...]:
+    """``unit_rows`` but the output's (``output_dead_units`` judges it)."""
+    out = output_row(report)
+    return tuple(x for x in unit_rows(report) if x is not out)
+
+
+def output_dead_units(report: Stats) -> list[tuple[Row, float | None]]:
+    """The dead fraction of the row that made the output (``output_row``): no module with weights
+    runs after it, so its units are the network's outputs (up to pooling and reshaping). A dead
+    output unit (a ReLU on the logits whose input is negative for every sample: SqueezeNet's
+    classifier) is an output that never changes, a class never predicted: no narrower layer takes
+    its place."""
+    out = output_row(report)
+    return [] if out.role == "embedding" or out.dead_units is None else [(out, out.dead_units)]
+
+
 def signal_rows(report: Stats) -> tuple[LayerStats, ...]:
     return report.signal()
 

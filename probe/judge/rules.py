@@ -44,15 +44,16 @@ from probe.judge.readings import (
     field,
     grads,
     hidden,
+    hidden_unit_rows,
     input_free,
     normalized_scale,
+    output_dead_units,
     peaked,
     read_sample_std,
     read_std,
     signal_rows,
     std_ratio,
     tied,
-    unit_rows,
     zero_products,
 )
 from probe.judge.severity import NO_MARGIN, loosened, severity
@@ -102,6 +103,8 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
 
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 _SAMPLE = "std of what varies between samples"  # vanishing's second reading (readings.read_sample_std)
+_DEAD_OUT = "dead output units (outputs that never change)"
+_SECOND = {"vanishing": _SAMPLE, "dead_units": _DEAD_OUT}
 _HELD = (
     "gradient the optimizer applies to weights held outside model.parameters() (a plain list, dict or tensor attribute)"
 )
@@ -148,7 +151,21 @@ RULES: dict[str, Rule] = {
             "units output 0 and receive no gradient for every sample",
             (
                 Check(
-                    "max_dead_units", "dead unit fraction", field("dead_units", unit_rows), False, "dead_units", True
+                    "max_dead_units",
+                    "dead unit fraction",
+                    field("dead_units", hidden_unit_rows),
+                    False,
+                    "dead_units",
+                    True,
+                ),
+                Check(
+                    "max_dead_units",
+                    _DEAD_OUT,
+                    output_dead_units,
+                    False,
+                    "dead_units",
+                    True,
+                    no_margin=True,
                 ),
                 # the units inside a row's own factors (LoRA's A and B, both 0): no gradient reaches them
                 Check(
@@ -278,12 +295,13 @@ RULES: dict[str, Rule] = {
 assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
 
 
-def _one_vanishing(broken: list[Problem]) -> list[Problem]:
-    """``vanishing``'s reading of what varies between samples only where it is graver than the
-    std's readings (a stack whose biases hold its std up while the input fades)."""
-    rank, ours = {"warning": 1, "error": 2}, [p for p in broken if p.rule == "vanishing" and _SAMPLE in p.message]
-    plain = max((rank[p.severity] for p in broken if p.rule == "vanishing" and p not in ours), default=0)
-    return [p for p in broken if p not in ours or rank[p.severity] > plain]
+def _graver(broken: list[Problem]) -> list[Problem]:
+    """A rule's second reading of one mechanism (``_SECOND``: what varies between samples under the
+    std; the output row's dead units beside every row's) only where graver than its first's."""
+    rank = {"warning": 1, "error": 2}
+    second = [p for p in broken if p.rule in _SECOND and _SECOND[p.rule] in p.message]
+    first = {r: max((rank[p.severity] for p in broken if p.rule == r and p not in second), default=0) for r in _SECOND}
+    return [p for p in broken if p not in second or rank[p.severity] > first[p.rule]]
 
 
 def _enabled(gate: GateSpec) -> list[Rule]:
@@ -298,7 +316,7 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     broken = [p for r in _enabled(gate) for c in r.checks if (p := _problem(r.name, c, report, gate))]
     if all(p.rule != "nonfinite" for p in broken) and (floor := nan_statistics(report, gate)) is not None:
         broken.append(floor)  # nan statistics fail whatever max_nonfinite says
-    broken = _one_vanishing(broken)
+    broken = _graver(broken)
     fails = ("error", "warning") if gate.fail_on == "warning" else ("error",)
     problems = [p for p in broken if p.severity in fails]
     warnings = [p for p in broken if p.severity not in fails]

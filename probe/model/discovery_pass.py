@@ -123,7 +123,11 @@ def discovery_pass(
     was_training = model.training
     # a factory may return a model already on a GPU or in float64: feed it there
     device, dtype = placement(model)
-    for traced in (True, False):  # a forward that fails only under the trace runs again without it
+    # a forward that fails only under the trace runs again without it; one that fails in eval mode
+    # runs in the model's own (a test-time pool needing a full-size map: the pass measured is train mode's)
+    attempts = ((True, True), (False, True), (True, False), (False, False)) if retry else ((True, True),)
+    failure: Exception | None = None
+    for traced, eval_mode in attempts:
         seen.clear()
         made.clear()
         consumers = roles.Consumers()
@@ -134,7 +138,11 @@ def discovery_pass(
             for m in model.modules()
             if not isinstance(m, torch.jit.ScriptModule)  # takes no hooks: not watched ("not called")
         ]
-        model.eval()  # no BatchNorm running-stat updates, no dropout: only shapes are wanted here
+        # eval mode: no BatchNorm running-stat updates, no dropout (only shapes are wanted here);
+        # in the model's own mode its buffers (running statistics) are put back after
+        saved = [] if eval_mode else [(b, b.detach().clone()) for b in model.buffers()]
+        if eval_mode:
+            model.eval()
         try:
             batch = draw(inputs, DISCOVERY_BATCH, distribution, torch.Generator().manual_seed(0), device, dtype)
             with torch.no_grad(), tracer if traced else contextlib.nullcontext():
@@ -144,13 +152,19 @@ def discovery_pass(
             break
         except BuildError:
             raise
-        except Exception:
-            if not traced or not retry:
-                raise
+        except Exception as exc:
+            failure = failure or exc
+            if (traced, eval_mode) == attempts[-1]:
+                if failure is exc:
+                    raise
+                raise failure from None  # the first attempt's error says most (eval mode, traced)
         finally:
             for h in handles:
                 h.remove()
             model.train(was_training)
+            with torch.no_grad():
+                for buffer, value in saved:
+                    buffer.copy_(value)
     first = roles.first_tensor(batch.args, batch.kwargs)
     rows = first.shape[0] if first is not None and first.dim() >= 1 else None
     for entry in seen.values():
