@@ -375,12 +375,13 @@ def test_the_advice_for_weights_held_outside_is_to_register_them() -> None:
     assert "try: register the weights the forward uses" in result.output
 
 
-@pytest.mark.parametrize(("dead", "relu", "error"), [(3, True, True), (2, True, False), (3, False, False)])
-def test_dead_output_units_are_an_error_without_the_narrower_layer_margin(dead: int, relu: bool, error: bool) -> None:
-    # a dead hidden unit narrows its layer (an error only from 0.9 dead); a dead output unit is a
-    # class whose logit is 0 for every sample and never moves: torchvision's SqueezeNet 1.0 at its
-    # default init has 4 of 10 (gain -0.08 nats on the zoo's image task). 3 of 10 break the 0.25
-    # threshold, 2 do not; without the ReLU nothing is dead
+@pytest.mark.parametrize(("dead", "relu", "said"), [(3, True, True), (2, True, False), (3, False, False)])
+def test_dead_output_units_are_said_as_outputs_that_never_change(dead: int, relu: bool, said: bool) -> None:
+    # a dead output unit is a class whose logit is 0 for every sample and never moves (torchvision's
+    # SqueezeNet 1.0 has 4 of 10 at its default init and does not learn, -0.08 nats; red team 4's
+    # ReLU-on-logits MLP has 6 of 10 and learns 0.60 of its twin's gain): a warning past 0.25, named
+    # as outputs, with the hidden layers' error line. 3 of 10 break it, 2 do not; without the ReLU
+    # nothing is dead
     report = probe_json(
         "--model",
         f"{M}:relu_logits",
@@ -391,10 +392,11 @@ def test_dead_output_units_are_an_error_without_the_narrower_layer_margin(dead: 
         "--input-shape",
         "16",
     )
-    said = [p for p in report["verdict"]["problems"] if p["rule"] == "dead_units" and "output" in p["message"]]
-    assert bool(said) == error, report["verdict"]
-    if error:
-        assert said[0]["layer"] == "out" and said[0]["value"] == pytest.approx(0.3)
+    verdict = report["verdict"]
+    found = [p for p in verdict["warnings"] if p["rule"] == "dead_units" and "output" in p["message"]]
+    assert bool(found) == said and verdict["healthy"], verdict
+    if said:
+        assert found[0]["layer"] == "out" and found[0]["value"] == pytest.approx(0.3)
 
 
 def test_a_model_whose_eval_forward_fails_is_discovered_in_its_own_mode() -> None:

@@ -40,8 +40,6 @@ class Check:
     # whether a value within the margin of its threshold is said as a near miss (a second reading of
     # what another check of its rule reads need not be: what every sample shares is often large)
     near: bool = True
-    # an error wherever broken, without the rule's margin (dead output units: no narrower layer takes their place)
-    no_margin: bool = False
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ def output_dead_units(report: Stats) -> list[tuple[Row, float | None]]:
     """The dead fraction of the row that made the output (``output_row``): no module with weights
     runs after it, so its units are the network's outputs (up to pooling and reshaping). A dead
     output unit (a ReLU on the logits whose input is negative for every sample: SqueezeNet's
-    classifier) is an output that never changes, a class never predicted: no narrower layer takes
-    its place."""
+    classifier) is an output that never changes, a class never predicted; said as such, with the
+    hidden layers' severity (docs/verdicts.md: some such networks learn, some do not)."""
     out = output_row(report)
     return [] if out.role == "embedding" or out.dead_units is None else [(out, out.dead_units)]
 

@@ -104,7 +104,7 @@ def _problem(rule: str, check: Check, report: Stats, gate: GateSpec) -> Problem 
 _GRAD = "gradient / output gradient"  # grad_scale ratio (a spec MLP: grad std ratio)
 _SAMPLE = "std of what varies between samples"  # vanishing's second reading (readings.read_sample_std)
 _DEAD_OUT = "dead output units (outputs that never change)"
-_SECOND = {"vanishing": _SAMPLE, "dead_units": _DEAD_OUT}
+_SECOND = {"vanishing": _SAMPLE}
 _HELD = (
     "gradient the optimizer applies to weights held outside model.parameters() (a plain list, dict or tensor attribute)"
 )
@@ -165,7 +165,6 @@ RULES: dict[str, Rule] = {
                     False,
                     "dead_units",
                     True,
-                    no_margin=True,
                 ),
                 # the units inside a row's own factors (LoRA's A and B, both 0): no gradient reaches them
                 Check(
@@ -297,7 +296,7 @@ assert tuple(RULES) == RULE_NAMES, "spec.RULE_NAMES and rules.RULES must agree"
 
 def _graver(broken: list[Problem]) -> list[Problem]:
     """A rule's second reading of one mechanism (``_SECOND``: what varies between samples under the
-    std; the output row's dead units beside every row's) only where graver than its first's."""
+    std) only where graver than its first's."""
     rank = {"warning": 1, "error": 2}
     second = [p for p in broken if p.rule in _SECOND and _SECOND[p.rule] in p.message]
     first = {r: max((rank[p.severity] for p in broken if p.rule == r and p not in second), default=0) for r in _SECOND}

@@ -30,7 +30,7 @@ DEAD_ERROR = DEAD_CUT / 0.25
 def error_threshold(rule: str, check: Check, gate: GateSpec) -> float:
     """The value past which a broken ``check`` is an error rather than a warning."""
     threshold = float(getattr(gate, check.key))
-    if rule in NO_MARGIN or check.no_margin:
+    if rule in NO_MARGIN:
         return threshold
     if rule == "dead_units":
         return min(1.0, threshold * DEAD_ERROR)
