@@ -18,11 +18,11 @@ from probe.spec import GateSpec
 # shift): 0.85 dead trains (0.72 of the default's gain), 0.97-1.0 does not learn at all. As a
 # multiple of gate.max_dead_units (0.25 -> 0.9), so a stricter gate is stricter on errors too
 DEAD_CUT = 0.9
-# A network without skips whose gradient grows toward its input through weights that all feed a
-# normalization: a warning up to this many times max_grad_ratio, an error past it. Measured, not
-# derived: GoogLeNet, Inception-v3, BN-Inception, SelecSLS and a 20-layer BatchNorm MLP train at
-# 136-961; the 40-layer BatchNorm MLPs (5,500-76,200) and Inception-v4 (9,403) do not; the line is
-# near the two groups' geometric middle (docs/verdicts.md)
+# A convolutional network without skips whose gradient grows toward its input through weights that
+# all feed a normalization: a warning up to this many times max_grad_ratio, an error past it.
+# Measured, not derived: GoogLeNet, Inception-v3, BN-Inception and SelecSLS train at 136-961,
+# Inception-v4 (9,403) does not; the line is near the geometric middle. BatchNorm MLPs keep the
+# usual line: at width 64, 20 and 30 layers read 195 and 1,500 and do not learn (docs/verdicts.md)
 STACK_CHAOS = 20.0
 # a residual block whose branch adds less than this fraction of the stream is an identity block
 IDENTITY_FRACTION = 0.01
@@ -235,8 +235,12 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             return set(), _scale_invariant_behind(report), why
         gate = gate or report.spec.gate
         line = STACK_CHAOS * gate.max_grad_ratio
-        calm = {x.name for x, v in grad_ratios(report, coherent=True) if v is not None and v <= line}
-        why = f"every weight it reaches feeds a normalization (scale-invariant), under {fmt(line)} without skips"
+        calm = {
+            x.name
+            for x, v in grad_ratios(report, coherent=True)
+            if v is not None and v <= line and _positions(report, x) > 1
+        }
+        why = f"every weight it reaches feeds a normalization (scale-invariant), under {fmt(line)} in a convnet"
         return set(), _normalized_behind(report) & calm, why
     return set(), set(), ""
 
@@ -288,12 +292,19 @@ def _scale_invariant_behind(report: Stats) -> set[str]:
     mostly grows the weight's norm, which shrinks every later step (the auto rate-tuning of
     scale-invariant weights), and the skips keep each block near the identity: a BatchNorm
     ResNet's gradient grows toward its input at init (transformers' ResNet-50 reads 400-8,000 at
-    its stem) and it trains. A BatchNorm stack without skips (a plain or a concatenating one) is
-    judged by ``explained`` against ``STACK_CHAOS``: past it, its gradient explosion is the chaos
-    that makes it untrainable (Yang et al. 2019; 40 layers read 5,500 and learn nothing here)."""
+    its stem) and it trains. A BatchNorm convnet without skips (a plain or a concatenating one) is
+    judged by ``explained`` against ``STACK_CHAOS``, an MLP against the usual line: past it, its
+    gradient explosion is the chaos that makes it untrainable (Yang et al. 2019; 40 layers read
+    5,500 and learn nothing here)."""
     if not any(x.branch_ratio is not None for x in report.layers):
         return set()
     return _normalized_behind(report)
+
+
+def _positions(report: Stats, x: LayerStats) -> float:
+    """Positions per sample of a row's output (1: an MLP's; a feature map's pixels, a sequence's tokens)."""
+    samples = report.spec.data.batch_size * report.spec.data.batches
+    return x.count / (x.units * samples) if x.units and samples else 1.0
 
 
 def _normalized_behind(report: Stats) -> set[str]:
