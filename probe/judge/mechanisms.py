@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from probe.judge.gradients import grad_ratios, side_rows
-from probe.judge.readings import carried_weight_rms
+from probe.judge.readings import carried_weight_rms, weighted_median
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -235,6 +235,8 @@ def _behind_movers(rule: str, report: Stats, gate: GateSpec | None) -> tuple[set
             return set(), _scale_invariant_behind(report), why
         gate = gate or report.spec.gate
         line = STACK_CHAOS * gate.max_grad_ratio
+        if _normalized_rms(report) < report.spec.run.lr:  # each Adam step outgrows them: no calm
+            return set(), set(), ""
         calm = {
             x.name
             for x, v in grad_ratios(report, coherent=True)
@@ -299,6 +301,14 @@ def _scale_invariant_behind(report: Stats) -> set[str]:
     if not any(x.branch_ratio is not None for x in report.layers):
         return set()
     return _normalized_behind(report)
+
+
+def _normalized_rms(report: Stats) -> float:
+    """The median rms, weighted by size, of the weights that feed a normalization (inf: none)."""
+    found = weighted_median(
+        (x.weight_rms, x.weight_size or 0, x) for x in report.layers if x.normalized and x.weight_rms
+    )
+    return found[0] if found is not None else math.inf
 
 
 def _positions(report: Stats, x: LayerStats) -> float:
