@@ -74,3 +74,13 @@ def test_weights_adam_outgrows_at_its_first_step_are_not_judged_on_it() -> None:
     said = [p for p in (*report.verdict.problems, *report.verdict.warnings) if SAMPLE_CHECK in p.message]
     assert not said, report.verdict
     assert report.stats.layers[-1].sample_std < 1e-4 * report.stats.layers[-1].std
+
+
+def test_the_advice_for_a_fading_user_model_at_its_own_init_is_a_variance_preserving_one() -> None:
+    # the advice names the change, and the change makes the verdict healthy
+    runner, args = CliRunner(), ["run", "--model", "tests.models_for_tests:plain_vgg", "--input-shape", "3,32,32"]
+    said = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert said.exit_code == 0 and "try: the model's own init shrinks the signal with depth" in said.output
+    assert "--set init.weight=he_normal" in said.output
+    fixed = runner.invoke(app, [*args, "--set", "init.weight=he_normal", "-f", "json"], env={"COLUMNS": "200"})
+    assert fixed.exit_code == 0 and json.loads(fixed.stdout)["verdict"]["healthy"]

@@ -229,6 +229,8 @@ OFF_RULE_HIGH = 4.0
 # a user model's advice when its own code broke its weights: each module's own init drawn again
 # (the library's for a transformers model, PyTorch's default elsewhere), the init its authors chose
 OWN_MODEL_INIT = "reset"
+HE_CHANGE = {"init.weight": "he_normal"}  # a fading user model at its own init (xavier_normal for tanh)
+HELD = "layers in nn.ModuleList or nn.ModuleDict, tensors as nn.Parameter"
 OWN_MODEL_REASON = (
     "a user model's activations are its own modules: its modules' own init (reset) is the one its authors chose"
 )
@@ -290,10 +292,7 @@ def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
         return None
     broken = [p.rule for p in verdict.problems]
     if stats is not None and any(p.layer in stats.unregistered for p in verdict.problems):
-        held = "layers in nn.ModuleList or nn.ModuleDict, tensors as nn.Parameter"
-        return Fix(
-            f"register the weights the forward uses ({held}): no optimizer over model.parameters() moves them", {}
-        )
+        return Fix(f"register the weights the forward uses ({HELD}): no optimizer over the parameters moves them", {})
     act, act_params = network_activation(spec)
     rec = recommend(act, act_params)
     name = spec.init.weight.name
@@ -312,6 +311,8 @@ def fix(spec: Spec, verdict: Verdict, stats: Stats | None = None) -> Fix | None:
                 "(PyTorch's default, or the library's for a transformers model)",
                 init,
             )
+        if "vanishing" in broken:  # PyTorch's default passes 1/3 of the variance per layer (1/6 with ReLU)
+            return Fix(f"the model's own init shrinks the signal with depth: use {_setting(HE_CHANGE)}", HE_CHANGE)
     if "nonfinite" in broken:
         return Fix(f"values overflowed: use a variance-scaled init, {better}, or a wider dtype", init)
     if "symmetry" in broken and name in CONSTANT:
