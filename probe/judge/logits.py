@@ -18,7 +18,8 @@ import math
 from typing import TYPE_CHECKING
 
 from probe.judge.gaussian import start_loss_ratio
-from probe.judge.mechanisms import made_by, output_layer
+from probe.judge.mechanisms import output_layer
+from probe.judge.readings import made_by
 from probe.judge.shrink import SHRINK_BUDGET, rate_before
 from probe.records import LayerStats, Stats
 

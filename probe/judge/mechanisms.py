@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from probe.judge.gradients import grad_ratios, side_rows
-from probe.judge.readings import carried_weight_rms, weighted_median
+from probe.judge.readings import made_by, outgrown, weighted_median
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -35,11 +35,6 @@ REDRAW = 1e3
 
 def fmt(x: float) -> str:
     return f"{x:.3g}"
-
-
-def made_by(report: Stats, row: LayerStats) -> LayerStats:
-    """The row that made ``row``'s output: itself, or the row whose output it returns (``output_of``)."""
-    return next((x for x in report.layers if x.name == row.output_of), row) if row.output_of else row
 
 
 def output_layer(report: Stats) -> LayerStats:
@@ -181,12 +176,8 @@ def redrawn(report: Stats, gate: GateSpec | None = None) -> str:
     network that exists for one step. Exactly-0 weights are not redrawn (a tied zero weight stays
     tied: ``symmetry`` judges it); whether the redraw is one outer product is ``rank_one_step``'s.
     Not with ``gate.optimizer: sgd``, whose steps scale with the vanishing gradient."""
-    gate = gate or report.spec.gate
-    lr = report.spec.run.lr
-    if gate.optimizer == "sgd" or lr <= 0:
-        return ""
-    found = carried_weight_rms(report)
-    if found is None or not found[0] < lr / REDRAW:  # (nan: no redraw)
+    found = outgrown(report, gate or report.spec.gate, REDRAW)
+    if found is None:
         return ""
     return f"most weights (rms {fmt(found[0])}) are under lr / {REDRAW:g}: Adam's first step redraws them"
 

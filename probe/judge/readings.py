@@ -15,6 +15,7 @@ from probe.judge.checks import Row, Values
 from probe.judge.gradients import grad_ratios
 from probe.judge.shrink import SHRINK_BUDGET, attention_shrink_steps
 from probe.records import AttentionStats, LayerStats, Stats
+from probe.spec import GateSpec
 
 # collapse judges rows of at least this many units: in a narrower row a few directions are the
 # row's width, not what depth did. A random N x k map spreads the squared singular values over
@@ -37,26 +38,24 @@ def unit_rows(report: Stats) -> tuple[LayerStats, ...]:
     return tuple(x for x in all_rows(report) if x.role != "embedding")
 
 
-def output_row(report: Stats) -> LayerStats:
-    """The row that made the network's output: the last row, or the row whose output it returns
-    (``output_of``: a model's own row returning its head's logits)."""
-    last = report.last
-    return next((x for x in report.layers if x.name == last.output_of), last) if last.output_of else last
+def made_by(report: Stats, row: LayerStats) -> LayerStats:
+    """The row that made ``row``'s output: itself, or the row whose output it returns (``output_of``)."""
+    return next((x for x in report.layers if x.name == row.output_of), row) if row.output_of else row
 
 
 def hidden_unit_rows(report: Stats) -> tuple[LayerStats, ...]:
     """``unit_rows`` but the output's (``output_dead_units`` judges it)."""
-    out = output_row(report)
+    out = made_by(report, report.last)
     return tuple(x for x in unit_rows(report) if x is not out)
 
 
 def output_dead_units(report: Stats) -> list[tuple[Row, float | None]]:
-    """The dead fraction of the row that made the output (``output_row``): no module with weights
+    """The dead fraction of the row that made the output (``made_by`` the last): no module with weights
     runs after it, so its units are the network's outputs (up to pooling and reshaping). A dead
     output unit (a ReLU on the logits whose input is negative for every sample: SqueezeNet's
     classifier) is an output that never changes, a class never predicted; said as such, with the
     hidden layers' severity (docs/verdicts.md: some such networks learn, some do not)."""
-    out = output_row(report)
+    out = made_by(report, report.last)
     return [] if out.role == "embedding" or out.dead_units is None else [(out, out.dead_units)]
 
 
@@ -163,11 +162,16 @@ def read_std(report: Stats) -> list[tuple[Row, float | None]]:
     the norm's eps; any other row at its own std. A norm whose scale is exactly 0 and moves on the
     first step (``zero_moving``: the zero-initialized last BatchNorm of a residual branch) outputs 0
     by design, whatever it reads: the row it reads is read at its own std."""
+    return [(x, read.std) for x, read in _as_read(report)]
+
+
+def _as_read(report: Stats) -> list[tuple[LayerStats, LayerStats]]:
+    """Each signal row with the row the network reads it at (``read_std``): its norm reader, or itself."""
     by_name = {x.name: x for x in report.layers}
-    out: list[tuple[Row, float | None]] = []
+    out = []
     for x in report.signal():
         reader = by_name.get(x.norm_reader) if x.norm_reader else None
-        out.append((x, reader.std if reader is not None and not reader.zero_moving else x.std))
+        out.append((x, reader if reader is not None and not reader.zero_moving else x))
     return out
 
 
@@ -178,15 +182,10 @@ def read_sample_std(report: Stats) -> list[tuple[Row, float | None]]:
     table), nor rows where that part is over half the std (the std's own check reads them). None
     where Adam's first step outgrows most weights (their median rms under ``run.lr``,
     ``gate.optimizer`` not ``sgd``): it draws the signal anew, about ``lr`` per element."""
-    gate = report.spec.gate
-    found = carried_weight_rms(report)
-    if gate.optimizer != "sgd" and found is not None and found[0] < report.spec.run.lr:
+    if outgrown(report, report.spec.gate) is not None:
         return []
-    by_name = {x.name: x for x in report.layers}
     out: list[tuple[Row, float | None]] = []
-    for x in report.signal():
-        reader = by_name.get(x.norm_reader) if x.norm_reader else None
-        read = reader if reader is not None and not reader.zero_moving else x
+    for x, read in _as_read(report):
         # where what every sample shares is less than 3/4 of the variance, the std reads the same
         # within a factor 2: its own check judges it
         if read.sample_std is not None and not read.samples_identical and read.sample_std < read.std / 2:
@@ -232,6 +231,15 @@ def carried_weight_rms(report: Stats) -> tuple[float, LayerStats] | None:
         and x.weight_grad_norm is not None
         and not x.normalized
     )
+
+
+def outgrown(report: Stats, gate: GateSpec, divisor: float = 1.0) -> tuple[float, LayerStats] | None:
+    """``carried_weight_rms`` where it is under ``run.lr / divisor`` (Adam's first step, about
+    ``lr`` per element, outgrows those weights); None otherwise, and under ``gate.optimizer: sgd``
+    (its steps scale with the gradient) or without a learning rate."""
+    lr = report.spec.run.lr
+    found = carried_weight_rms(report) if gate.optimizer != "sgd" and lr > 0 else None
+    return found if found is not None and found[0] < lr / divisor else None  # (nan: not under)
 
 
 def weighted_median(items: Iterable[tuple[float, int, T]]) -> tuple[float, T] | None:

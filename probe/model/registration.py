@@ -87,18 +87,26 @@ def _held(model: nn.Module) -> dict[int, str]:
     from torch import nn
 
     names: dict[int, str] = {}
+    for path, item, _ in _attributes(model):
+        if isinstance(item, torch.Tensor) and item.requires_grad:
+            names.setdefault(id(item), path)
+        elif isinstance(item, nn.Module):
+            for name, p in item.named_parameters():
+                names.setdefault(id(p), f"{path}.{name}")
+    return names
+
+
+def _attributes(model: nn.Module) -> Iterator[tuple[str, Any, bool]]:
+    """(qualified path, value, whether a plain list, tuple or dict holds it) for every attribute of
+    every module of ``model`` but its registered parameters, buffers and submodules, and for the
+    items of those containers (``_items``)."""
     for prefix, module in model.named_modules():
         dotted = f"{prefix}." if prefix else ""
         for attr, value in vars(module).items():
             if attr in ("_parameters", "_buffers", "_modules"):
                 continue
             for path, item in _items(value, attr):
-                if isinstance(item, torch.Tensor) and item.requires_grad:
-                    names.setdefault(id(item), dotted + path)
-                elif isinstance(item, nn.Module):
-                    for name, p in item.named_parameters():
-                        names.setdefault(id(p), f"{dotted}{path}.{name}")
-    return names
+                yield dotted + path, item, path != attr
 
 
 def _items(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
@@ -133,13 +141,8 @@ def held_modules(model: nn.Module) -> list[str]:
     or dicts (not registered): what a model that registers nothing watchable may hold instead."""
     from torch import nn
 
-    out = []
-    for prefix, module in model.named_modules():
-        dotted = f"{prefix}." if prefix else ""
-        for attr, value in vars(module).items():
-            if attr in ("_parameters", "_buffers", "_modules") or not isinstance(value, (list, tuple, Mapping)):
-                continue
-            for path, item in _items(value, attr):
-                if isinstance(item, nn.Module) and any(True for _ in item.parameters()):
-                    out.append(dotted + path)
-    return out
+    return [
+        path
+        for path, item, contained in _attributes(model)
+        if contained and isinstance(item, nn.Module) and any(True for _ in item.parameters())
+    ]
