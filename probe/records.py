@@ -94,6 +94,9 @@ class LayerStats:
     # the std of what varies between samples: each value's spread across the batch's first samples
     # (correlation.py), without what every sample shares (biases, a position's mean)
     sample_std: float | None = None
+    # the mean of the row's input, all values of all batches (the network's output row only: the
+    # rate at which Adam's head weights remove a logit offset every sample shares, logit_scale)
+    input_mean: float | None = None
     # collapse was measured and no sample differed from the batch mean beyond rounding: every sample
     # gives this row the same values (with std or mean not 0: a constant, input-independent output)
     samples_identical: bool = False

@@ -792,3 +792,40 @@ class _TestTimePool(nn.Module):
 
 def test_time_pool() -> nn.Module:
     return _TestTimePool()
+
+
+class _Residual(nn.Module):
+    def __init__(self, branch: nn.Module) -> None:
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def residual_stack(blocks: int = 24, head_bias_std: float = 0.0) -> nn.Module:
+    """A newcomer's residual CNN at PyTorch's default init: a stem conv, ``blocks`` x (x + ReLU(BN(
+    conv(x)))), global average pool, one Linear. Each branch adds a positive mean to the stream, so
+    its mean grows with depth (16 after 30 blocks) and the head maps it to a per-class offset every
+    sample shares: 24 blocks start near 5 times a constant guess's loss and train. With
+    ``head_bias_std``, the pooled features are centered (BatchNorm1d without affine) and the head's
+    bias is drawn N(0, std^2): an offset as large that only the bias can remove."""
+    width = 16
+    layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1)]
+    for _ in range(blocks):
+        layers.append(_Residual(nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    head = nn.Linear(width, 10)
+    if head_bias_std:
+        layers.append(nn.BatchNorm1d(width, affine=False))
+        nn.init.normal_(head.bias, std=head_bias_std)
+    return nn.Sequential(*layers, head)
+
+
+def softmax_classifier(last: str = "softmax", classes: int = 10) -> nn.Module:
+    """A newcomer's MLP classifier for 3 x 32 x 32 images ending in ``last``: ``"softmax"``
+    (``nn.Softmax(dim=1)``, the mistake before ``nn.CrossEntropyLoss``), ``"sigmoid"``,
+    ``"log_softmax"`` or ``"none"`` (logits)."""
+    ends = {"softmax": nn.Softmax(dim=1), "sigmoid": nn.Sigmoid(), "log_softmax": nn.LogSoftmax(dim=1)}
+    tail = [ends[last]] if last in ends else []
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 128), nn.ReLU(), nn.Linear(128, classes), *tail)

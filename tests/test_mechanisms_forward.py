@@ -18,6 +18,7 @@ from probe.judge import logits
 from probe.judge.gaussian import start_loss_ratio
 from probe.judge.readings import COLLAPSE_MIN_UNITS
 from probe.measurement.correlation import SAMPLES
+from tests import models_for_tests as models
 from tests.zoo.handwritten import stock_cnn  # Conv-ReLU x 3, two max pools, Flatten, Linear-ReLU-Linear
 
 RULES = ("collapse", "logit_scale")
@@ -274,6 +275,53 @@ def test_logits_the_layers_below_can_shrink_quickly_are_a_warning() -> None:
     normed = _measure(_normed_classifier(std=1.0), torch.randn(64, 32))
     last = normed.layers[-1]
     assert logits.shrink_steps(normed.stats, last, (last.unit_spread or 0) * last.std) > 10 * logits.SHRINK_BUDGET
+
+
+def test_an_offset_every_sample_shares_is_removed_by_the_heads_weights() -> None:
+    """A residual CNN at PyTorch's default init whose stream mean grows with depth (each branch adds
+    ReLU(BN(.))) gives its logits a per-class offset every sample shares: 24 blocks start near 5
+    times a constant guess's loss (32 blocks: 4.2). Its gradient has one sign on every sample and step, so Adam moves
+    all of the head's weights against it at once, lr * fan_in * |mean input| a step: a warning (such
+    networks reach under the constant guess's loss within 20-50 AdamW steps, docs/verdicts.md). The
+    same offset on centered features, drawn into the head's bias, moves at lr a step: an error (it
+    is still above a constant guess after 200 steps). Seeds 0-3 start 3.5 to 6.9 times log 10."""
+    torch.manual_seed(0)
+    model = models.residual_stack(blocks=32)
+    x = torch.randn(32, 3, 32, 32)
+    stream = _measure(model, x)
+    (problem,) = [p for p in stream.verdict.warnings if p.rule == "logit_scale"]
+    assert problem.value > stream.spec.gate.max_loss_ratio  # past the threshold: shown, not failed
+    head = stream.layers[-1]
+    assert head.input_mean is not None and head.input_mean > 1  # the pooled stream's positive mean
+    assert head.sample_std is not None and head.sample_std < head.std / 3  # mostly shared
+    spread = (head.unit_spread or 0) * head.std
+    assert logits.shrink_steps(stream.stats, head, spread) > logits.SHRINK_BUDGET  # the scales alone: slow
+    assert logits.start_steps(stream.stats, head, head, spread) < logits.SHRINK_BUDGET
+    torch.manual_seed(0)
+    bias = _measure(models.residual_stack(blocks=16, head_bias_std=8.0), x)
+    (problem,) = [p for p in bias.verdict.problems if p.rule == "logit_scale"]
+    assert problem.value > bias.spec.gate.max_loss_ratio
+    assert abs(bias.layers[-1].input_mean or 0.0) < 1e-3  # centered features: only the bias moves it
+
+
+def test_an_output_of_probabilities_is_noted_and_judged_by_nothing() -> None:
+    """A softmax as the model's last module (before nn.CrossEntropyLoss: the newcomer's mistake; this
+    MLP goes from 2.30 to 1.69 on the zoo's image task, 2.32 to 0.25 without it) gives outputs
+    that sum to 1 in every sample: a note naming the loss that would see them as logits, with the
+    best loss it could reach, log(1 + 9/e) = 1.46 of log 10 = 2.30. A sigmoid (right before a binary
+    cross-entropy on probabilities: sample means differ), a log-softmax and plain logits get none;
+    nor does a two-unit sigmoid, whose mean can be near 1/2."""
+    x = torch.randn(32, 3, 32, 32)
+    for classes in (10, 2):
+        torch.manual_seed(0)
+        report = _measure(models.softmax_classifier("softmax", classes), x)
+        (note,) = [n for n in report.verdict.notes if n.rule == "probability_output"]
+        assert "nn.CrossEntropyLoss" in note.message and f"{math.log(1 + (classes - 1) / math.e):.2f}" in note.message
+        assert report.healthy and note.value == pytest.approx(1.0, abs=logits.SUM_TOLERANCE)
+    for last, classes in (("sigmoid", 10), ("sigmoid", 2), ("log_softmax", 10), ("none", 10)):
+        torch.manual_seed(0)
+        report = _measure(models.softmax_classifier(last, classes), x)
+        assert all(n.rule != "probability_output" for n in report.verdict.notes), (last, classes)
 
 
 class _OwnParameter(nn.Module):

@@ -413,3 +413,33 @@ def test_a_model_whose_eval_forward_fails_is_discovered_in_its_own_mode() -> Non
 
     api.measure(model, torch.randn(8, 3, 16, 16), seed=0)
     assert int(model.bn.num_batches_tracked) == 0 and torch.equal(model.bn.running_mean, torch.zeros(16))
+
+
+def test_a_deep_residual_cnns_shared_logit_offset_is_a_warning_through_the_cli() -> None:
+    """A newcomer's 32-block residual CNN at PyTorch's default init starts over 3 times a constant
+    guess's loss, nearly all of it an offset every sample shares (its stream's growing mean through a
+    random head), which Adam's head weights remove within tens of steps: the run passes the gate with
+    a logit_scale warning, and the JSON carries the head's input mean it was judged from."""
+    args = ["--model", f"{M}:residual_stack", "--model-arg", "blocks=32", "--input-shape", "3,32,32"]
+    result = probe(*args, "--set", "data.batch_size=32", "--set", "run.device=cpu", "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verdict"]["healthy"]
+    (warning,) = [w for w in doc["verdict"]["warnings"] if w["rule"] == "logit_scale"]
+    assert warning["value"] > warning["threshold"]
+    assert doc["layers"][-1]["input_mean"] > 1
+    # the same start made by the head's bias on centered features is an error
+    biased = probe(
+        "--model", f"{M}:residual_stack", "--model-arg", "blocks=16", "--model-arg", "head_bias_std=8.0",
+        "--input-shape", "3,32,32", "--set", "data.batch_size=32", "--set", "run.device=cpu",
+    )  # fmt: skip
+    assert biased.exit_code == 0, biased.output  # `probe run` reports; `probe check` gates
+    assert "UNHEALTHY: logit_scale" in biased.output and "error logit_scale" in biased.output
+
+
+def test_a_softmax_at_the_end_is_noted_through_the_cli() -> None:
+    result = probe("--model", f"{M}:softmax_classifier", "--input-shape", "3,32,32", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "note: the output (4) is probabilities" in " ".join(result.output.split())
+    doc = probe_json("--model", f"{M}:softmax_classifier", "--input-shape", "3,32,32")
+    assert [n["rule"] for n in doc["verdict"]["notes"]] == ["probability_output"]

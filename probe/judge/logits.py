@@ -10,6 +10,12 @@ lookup table or the raw input. Shrinking a spread ``s`` to a constant guess's (1
 ``ln(s) / (lr * sum(1 / r))`` steps: thousands for an N(0, 1) classifier on normalized features
 (only its own weights and the norm's gain can shrink it), tens for an oversized classifier over
 PyTorch-default layers (each of rms about 1/sqrt(3 fan_in) turns 5-10% per step).
+
+The part of the logits every sample shares (a per-class offset: a deep residual stream's growing
+mean read by a random head) needs no shrinking: its gradient has the same sign on every sample and
+step, so Adam moves each of the head's weights by ``lr`` in concert against it, and the offset falls
+by ``lr * ||mean input||_1`` per step, at least ``lr * fan_in * |mean of the input|`` (and ``lr``
+through the bias). Only the part that varies between samples has to shrink through the scales.
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ from probe.judge.gaussian import start_loss_ratio
 from probe.judge.mechanisms import output_layer
 from probe.judge.readings import made_by
 from probe.judge.shrink import SHRINK_BUDGET, rate_before
-from probe.records import LayerStats, Stats
+from probe.records import LayerStats, Problem, Stats
 
 if TYPE_CHECKING:
     from probe.judge.checks import Row
+
+# how exactly each sample's outputs must average to 1 / units to be read as probabilities (float
+# rounding of a softmax is 1e-7; a sigmoid's or a linear map's sample means differ by far more)
+SUM_TOLERANCE = 1e-4
 
 
 def shrink_rate(report: Stats, head: LayerStats) -> float | None:
@@ -47,6 +57,32 @@ def shrink_steps(report: Stats, head: LayerStats, spread: float) -> float:
     return math.log(max(spread, 1.0)) / (lr * rate)
 
 
+def offset_steps(report: Stats, head: LayerStats, shared: float, varying: float) -> float:
+    """Adam steps to bring logits whose spread across the classes is ``shared`` (the same for every
+    sample) plus ``varying`` (what differs between samples) to a constant guess's: the shared part
+    removed by the head's weights moving in concert, ``shared / (lr * (fan_in * |mean input| + 1))``
+    (``input_mean``, measured on the network's output row; elsewhere only the bias counts, ``lr``
+    per step), while the varying part shrinks through the scales (``shrink_steps``)."""
+    lr = report.spec.run.lr
+    if lr <= 0 or not head.weight_size or not head.units:
+        return math.inf
+    fan_in = head.weight_size // head.units
+    mean = abs(head.input_mean) if head.input_mean is not None and math.isfinite(head.input_mean) else 0.0
+    return max(shared / (lr * (fan_in * mean + 1.0)), shrink_steps(report, head, varying))
+
+
+def start_steps(report: Stats, head: LayerStats, out: LayerStats, spread: float) -> float:
+    """Adam steps to bring logits of ``spread`` to a constant guess's: the faster of shrinking all of
+    it through the scales and removing the part every sample shares (``offset_steps``; ``out``'s
+    ``sample_std`` is the part that varies, each logit's spread across the batch)."""
+    steps = shrink_steps(report, head, spread)
+    if out.sample_std is None or not math.isfinite(out.sample_std):
+        return steps
+    varying = min(out.sample_std, spread)
+    shared = math.sqrt(max(spread**2 - varying**2, 0.0))
+    return min(steps, offset_steps(report, head, shared, varying))
+
+
 def loss_ratios(report: Stats, slow: bool) -> list[tuple[Row, float | None]]:
     """The network output's ``start_loss_ratio`` where the output can be logits (two or more
     units, made by a module with a weight: a head, not a normalization, an activation or a lookup
@@ -59,7 +95,7 @@ def loss_ratios(report: Stats, slow: bool) -> list[tuple[Row, float | None]]:
     # the logits as the network outputs them (a model's own temperature may scale its head's)
     out = made_by(report, report.last)
     spread = (out.unit_spread if out.unit_spread is not None else x.unit_spread) * out.std
-    if not math.isfinite(spread) or (shrink_steps(report, x, spread) > SHRINK_BUDGET) != slow:
+    if not math.isfinite(spread) or (start_steps(report, x, out, spread) > SHRINK_BUDGET) != slow:
         return []
     return [(x, start_loss_ratio(spread, x.units))]
 
@@ -70,3 +106,27 @@ def slow_loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
 
 def quick_loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
     return loss_ratios(report, slow=False)
+
+
+def probability_output(report: Stats) -> tuple[Problem, ...]:
+    """A note where the network's output is probabilities: the row that made it has no weight (an
+    activation: a softmax) and every sample's values average to exactly ``1 / units`` (each sums to
+    1: the output's mean is ``1 / units`` and ``unit_spread`` is 1, no sample's mean differs from
+    the others'). Right for a loss on probabilities (NLLLoss on their log, a KL divergence); a
+    cross-entropy (``nn.CrossEntropyLoss``) takes logits and applies its own softmax, and on values
+    confined to [0, 1] it can fall from ``log C`` to ``log(1 + (C - 1) / e)`` at best
+    (docs/verdicts.md). probe does not know the loss, so it says so and judges nothing."""
+    out = made_by(report, report.last)
+    c = out.units
+    if c < 2 or out.weight_size or out.unit_spread is None or not math.isfinite(out.mean):
+        return ()
+    if abs(out.mean * c - 1.0) > SUM_TOLERANCE or abs(out.unit_spread - 1.0) > SUM_TOLERANCE:
+        return ()
+    floor = math.log(1.0 + (c - 1) / math.e)
+    msg = (
+        f"the output ({out.name}) is probabilities: each sample's {c} values sum to 1. A cross-entropy "
+        f"(nn.CrossEntropyLoss, F.cross_entropy) takes logits and applies its own softmax: on these it can "
+        f"fall from {math.log(c):.2f} to {floor:.2f} nats at best, and its gradient is squeezed twice; "
+        "give the loss the logits before the softmax (or use NLLLoss on their log)"
+    )
+    return (Problem("probability_output", out.name, out.mean * c, 1.0, msg, "", "note"),)

@@ -33,7 +33,7 @@ import math
 from probe.judge.checks import Check, Row, Rule
 from probe.judge.gradients import detached_rows, unregistered_majority, unregistered_rows
 from probe.judge.headroom import HEADROOM
-from probe.judge.logits import quick_loss_ratio, slow_loss_ratio
+from probe.judge.logits import probability_output, quick_loss_ratio, slow_loss_ratio
 from probe.judge.mechanisms import explained, identity_blocks, nan_statistics, zero_layers
 from probe.judge.mechanisms import fmt as _fmt
 from probe.judge.rank_one import RANK_ONE
@@ -275,7 +275,7 @@ RULES: dict[str, Rule] = {
                 # logits the layers below can shrink within SHRINK_BUDGET steps: a slower start, not stuck
                 Check(
                     "max_loss_ratio",
-                    f"starting cross-entropy / log(classes) (shrinking within {SHRINK_BUDGET:g} steps)",
+                    f"starting cross-entropy / log(classes) (shrinking, or a shared offset removed, within {SHRINK_BUDGET:g} steps)",
                     quick_loss_ratio,
                     below=False,
                     warning_only=True,
@@ -310,7 +310,8 @@ def _enabled(gate: GateSpec) -> list[Rule]:
 def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
     """Apply every enabled rule. ``problems``: what fails the gate (errors, and warnings under
     ``gate.fail_on: warning``); ``warnings``: the other broken thresholds and the near misses;
-    ``notes``: identity blocks. Healthy when nothing fails."""
+    ``notes``: identity blocks, zero layers that move, an output of probabilities. Healthy when
+    nothing fails."""
     gate = gate or report.spec.gate
     broken = [p for r in _enabled(gate) for c in r.checks if (p := _problem(r.name, c, report, gate))]
     if all(p.rule != "nonfinite" for p in broken) and (floor := nan_statistics(report, gate)) is not None:
@@ -336,7 +337,7 @@ def evaluate(report: Stats, gate: GateSpec | None = None) -> Verdict:
         healthy=not problems,
         problems=tuple(problems),
         warnings=tuple(warnings),
-        notes=identity_blocks(report) + zero_layers(report),
+        notes=identity_blocks(report) + zero_layers(report) + probability_output(report),
         flags=_cell_flags(report, gate),
     )
 

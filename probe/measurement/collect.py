@@ -248,6 +248,7 @@ class Collector:
         if output.requires_grad and layer.scaled and y.dim() >= 1:
             position_norms = sp.position_norms(y, unit_dim)
             kept = coherence.kept_for_coherence(y, unit_dim, self._projections)
+        sp.add_input_mean(self.extra[i], inputs, output, layer.watched, last=i == len(self.layers) - 1)
         if layer.watched.residual:  # the input its output continues (a class-attention block's second)
             k = 0 if layer.watched.stream_input is None else layer.watched.stream_input  # spec blocks: 0
             x = inputs[k] if isinstance(k, int) and k < len(inputs) else None

@@ -25,8 +25,9 @@ SCALED_ROLES = ("stream", "head")
 SCALE_BLIND_COS = 1e-6
 DOT_CHUNK = 2**18  # scale_cosine's values per float32 dot product (its rounding: 3e-10 of the norms)
 # The per-layer accumulator's columns: ||output - input||^2, ||input||^2, sum of ||x_bp|| ||g_bp||,
-# sum of ||sum_p x_bp g_bp^T|| (``coherent_norms``).
-EXTRA = 4
+# sum of ||sum_p x_bp g_bp^T|| (``coherent_norms``), and for the network's output row the sum and
+# count of its input's values (``input_mean``: logit_scale's rate for an offset every sample shares).
+EXTRA = 6
 
 
 def extra_fields(
@@ -41,7 +42,7 @@ def extra_fields(
     """A row's role, its weight's scale and the statistics of its per-layer accumulator ``extra``, as LayerStats
     fields (built into the record at once: ``dataclasses.replace`` per row cost the seed's
     network 2% of its pass)."""
-    added, base, scale_sum, coherent_sum = extra
+    added, base, scale_sum, coherent_sum, input_sum, input_values = extra
     branch = math.sqrt(added / base) if residual_values and base > 0 else None
     scale = scale_sum / scale_samples if scale_samples else None
     coherent = coherent_sum / scale_samples if scale_samples else None
@@ -65,6 +66,7 @@ def extra_fields(
         "weight_rms": weight_norm / math.sqrt(size) if weight_norm is not None and size else None,
         "output_of": watched.output_of,
         "returns": watched.returns,
+        "input_mean": input_sum / input_values if input_values else None,
     }
 
 
@@ -95,6 +97,22 @@ def add_grad_scale(
     row[2].add_(per_position)
     row[3].add_(per_position if kept is None else coherent_sum(kept, grad, unit_dim))
     return int(grad.shape[0])
+
+
+def add_input_mean(row: torch.Tensor, inputs: tuple[Any, ...], output: Any, watched: Watched, last: bool) -> None:
+    """On the network's output row (``last``) where its module holds its weight as ``weight`` (a
+    head: what logit_scale reads; not a spec MLP's activation row, whose input is its Linear's
+    output), add the sum and the count of the first input's values into ``row[4:6]`` in place
+    (nothing where the input is not a float tensor, or the module ran in place and its input is now
+    its output)."""
+    x = inputs[0] if inputs and last else None
+    own = getattr(watched.module, "weight", None)  # (a layer-by-layer run draws it per block: shapes match)
+    if x is None or x is output or own is None or watched.weight is None or own.shape != watched.weight.shape:
+        return
+    if not hasattr(x, "is_floating_point") or not x.is_floating_point() or x.numel() == 0:
+        return
+    row[4].add_(x.detach().sum(dtype=row.dtype))
+    row[5].add_(x.numel())
 
 
 def add_branch(row: torch.Tensor, x: Any, output: Any, y: torch.Tensor, scratch: torch.Tensor) -> int:

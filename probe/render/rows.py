@@ -44,6 +44,7 @@ EXTRA_FIELDS = (
     "weight_rms",
     "update_rank_share",
     "sample_std",
+    "input_mean",
     "normalized",
 )
 
