@@ -243,6 +243,9 @@ class Stats:
     # tensors the forward pass used with a gradient that model.parameters() does not hold (probe/model/registration.py)
     unregistered: tuple[str, ...] = ()
     unregistered_share: float = 0.0  # their share of the elements of every weight the forward used
+    # the model's output holds probabilities along a dimension of this size (one process, not layer
+    # by layer; 0: it does not, or not measured): a cross-entropy would read them as logits
+    probability_classes: int = 0
 
     @property
     def first(self) -> LayerStats:

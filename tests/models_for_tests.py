@@ -822,10 +822,24 @@ def residual_stack(blocks: int = 24, head_bias_std: float = 0.0) -> nn.Module:
     return nn.Sequential(*layers, head)
 
 
+class _SoftmaxInForward(nn.Module):
+    """The same classifier written as a class, the softmax called in ``forward``."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3 * 32 * 32, 128)
+        self.fc2 = nn.Linear(128, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softmax(self.fc2(torch.relu(self.fc1(x.flatten(1)))), dim=1)
+
+
 def softmax_classifier(last: str = "softmax", classes: int = 10) -> nn.Module:
     """A newcomer's MLP classifier for 3 x 32 x 32 images ending in ``last``: ``"softmax"``
-    (``nn.Softmax(dim=1)``, the mistake before ``nn.CrossEntropyLoss``), ``"sigmoid"``,
-    ``"log_softmax"`` or ``"none"`` (logits)."""
+    (``nn.Softmax(dim=1)``, the mistake before ``nn.CrossEntropyLoss``), ``"functional"``
+    (``F.softmax`` in the model's forward), ``"sigmoid"``, ``"log_softmax"`` or ``"none"`` (logits)."""
+    if last == "functional":
+        return _SoftmaxInForward(classes)
     ends = {"softmax": nn.Softmax(dim=1), "sigmoid": nn.Sigmoid(), "log_softmax": nn.LogSoftmax(dim=1)}
     tail = [ends[last]] if last in ends else []
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 128), nn.ReLU(), nn.Linear(128, classes), *tail)

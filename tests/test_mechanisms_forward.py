@@ -18,6 +18,7 @@ from probe.judge import logits
 from probe.judge.gaussian import start_loss_ratio
 from probe.judge.readings import COLLAPSE_MIN_UNITS
 from probe.measurement.correlation import SAMPLES
+from probe.measurement.outputs import SUM_TOLERANCE, probability_classes
 from tests import models_for_tests as models
 from tests.zoo.handwritten import stock_cnn  # Conv-ReLU x 3, two max pools, Flatten, Linear-ReLU-Linear
 
@@ -305,23 +306,43 @@ def test_an_offset_every_sample_shares_is_removed_by_the_heads_weights() -> None
 
 
 def test_an_output_of_probabilities_is_noted_and_judged_by_nothing() -> None:
-    """A softmax as the model's last module (before nn.CrossEntropyLoss: the newcomer's mistake; this
-    MLP goes from 2.30 to 1.69 on the zoo's image task, 2.32 to 0.25 without it) gives outputs
-    that sum to 1 in every sample: a note naming the loss that would see them as logits, with the
-    best loss it could reach, log(1 + 9/e) = 1.46 of log 10 = 2.30. A sigmoid (right before a binary
-    cross-entropy on probabilities: sample means differ), a log-softmax and plain logits get none;
-    nor does a two-unit sigmoid, whose mean can be near 1/2."""
+    """A softmax as the model's last step (before nn.CrossEntropyLoss: the newcomer's mistake; this
+    MLP goes from 2.30 to 1.69 on the zoo's image task, 2.32 to 0.25 without it), as a module or
+    called in the forward, gives outputs that sum to 1 in every sample: a note naming the loss that
+    would see them as logits, with the best loss it could reach, log(1 + 9/e) = 1.46 of log 10 =
+    2.30. A sigmoid (right before a binary cross-entropy on probabilities), a log-softmax and plain
+    logits get none, two-unit ones included."""
     x = torch.randn(32, 3, 32, 32)
-    for classes in (10, 2):
-        torch.manual_seed(0)
-        report = _measure(models.softmax_classifier("softmax", classes), x)
-        (note,) = [n for n in report.verdict.notes if n.rule == "probability_output"]
-        assert "nn.CrossEntropyLoss" in note.message and f"{math.log(1 + (classes - 1) / math.e):.2f}" in note.message
-        assert report.healthy and note.value == pytest.approx(1.0, abs=logits.SUM_TOLERANCE)
-    for last, classes in (("sigmoid", 10), ("sigmoid", 2), ("log_softmax", 10), ("none", 10)):
+    for last, classes in (("softmax", 10), ("softmax", 2), ("functional", 10)):
         torch.manual_seed(0)
         report = _measure(models.softmax_classifier(last, classes), x)
+        assert report.stats.probability_classes == classes
+        (note,) = [n for n in report.verdict.notes if n.rule == "probability_output"]
+        assert "nn.CrossEntropyLoss" in note.message and f"{math.log(1 + (classes - 1) / math.e):.2f}" in note.message
+        assert report.healthy
+    for last, classes in (("sigmoid", 10), ("sigmoid", 2), ("log_softmax", 10), ("none", 10), ("none", 2)):
+        torch.manual_seed(0)
+        report = _measure(models.softmax_classifier(last, classes), x)
+        assert report.stats.probability_classes == 0, (last, classes)
         assert all(n.rule != "probability_output" for n in report.verdict.notes), (last, classes)
+
+
+def test_probabilities_are_read_along_the_last_or_the_second_dimension() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits_ = torch.randn(4, 5, 6, 7, generator=g)
+    assert probability_classes(logits_.softmax(dim=1)) == 5  # a segmentation map's channels
+    assert probability_classes(logits_.softmax(dim=-1)) == 7  # a sequence's vocabulary
+    assert probability_classes(logits_.softmax(dim=2)) == 0  # neither
+    assert probability_classes(logits_.softmax(dim=-1).to(torch.bfloat16)) == 7  # within bf16's rounding
+    assert probability_classes(torch.sigmoid(logits_)) == 0
+    # nonnegative values that sum to within a wide slice's rounding of 1 are not probabilities
+    wide = torch.full((2, 4096), 1.0 / 4096 + 0.002).to(torch.bfloat16)  # sums near 9.2
+    assert probability_classes(wide) == 0
+    bent = logits_.softmax(dim=-1)
+    bent[0, 0, 0] += 2 * SUM_TOLERANCE  # one slice off by more than the tolerance
+    assert probability_classes(bent) == 0
+    assert probability_classes(torch.full((3, 1), 1.0)) == 0  # one class: nothing to choose
+    assert probability_classes((logits_.softmax(dim=-1), logits_)) == 0  # not one tensor
 
 
 class _OwnParameter(nn.Module):

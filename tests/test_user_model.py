@@ -440,6 +440,6 @@ def test_a_deep_residual_cnns_shared_logit_offset_is_a_warning_through_the_cli()
 def test_a_softmax_at_the_end_is_noted_through_the_cli() -> None:
     result = probe("--model", f"{M}:softmax_classifier", "--input-shape", "3,32,32", *SMALL)
     assert result.exit_code == 0, result.output
-    assert "note: the output (4) is probabilities" in " ".join(result.output.split())
+    assert "note: the model's output is probabilities" in " ".join(result.output.split())
     doc = probe_json("--model", f"{M}:softmax_classifier", "--input-shape", "3,32,32")
     assert [n["rule"] for n in doc["verdict"]["notes"]] == ["probability_output"]

@@ -32,10 +32,6 @@ from probe.records import LayerStats, Problem, Stats
 if TYPE_CHECKING:
     from probe.judge.checks import Row
 
-# how exactly each sample's outputs must average to 1 / units to be read as probabilities (float
-# rounding of a softmax is 1e-7; a sigmoid's or a linear map's sample means differ by far more)
-SUM_TOLERANCE = 1e-4
-
 
 def shrink_rate(report: Stats, head: LayerStats) -> float | None:
     """``sum(1 / rms)`` over ``head`` and the rows with a weight that run before it, down to the
@@ -109,24 +105,22 @@ def quick_loss_ratio(report: Stats) -> list[tuple[Row, float | None]]:
 
 
 def probability_output(report: Stats) -> tuple[Problem, ...]:
-    """A note where the network's output is probabilities: the row that made it has no weight (an
-    activation: a softmax) and every sample's values average to exactly ``1 / units`` (each sums to
-    1: the output's mean is ``1 / units`` and ``unit_spread`` is 1, no sample's mean differs from
-    the others'). Right for a loss on probabilities (NLLLoss on their log, a KL divergence); a
-    cross-entropy (``nn.CrossEntropyLoss``) takes logits and applies its own softmax, and on values
-    confined to [0, 1] it can fall from ``log C`` to ``log(1 + (C - 1) / e)`` at best
-    (docs/verdicts.md). probe does not know the loss, so it says so and judges nothing."""
+    """A note where the model's output is probabilities (``probability_classes``: its values along
+    one dimension sum to 1 for every sample, none negative; a softmax's, as a module or called in
+    the model's forward). Right for a loss on probabilities (NLLLoss on their log, a KL
+    divergence); a cross-entropy (``nn.CrossEntropyLoss``) takes logits and applies its own softmax,
+    and on values confined to [0, 1] it can fall from ``log C`` to ``log(1 + (C - 1) / e)`` at best
+    (docs/verdicts.md). probe does not know the loss, so it says so and judges nothing. Said at the
+    row that made the output."""
+    c = report.probability_classes
+    if c < 2:
+        return ()
     out = made_by(report, report.last)
-    c = out.units
-    if c < 2 or out.weight_size or out.unit_spread is None or not math.isfinite(out.mean):
-        return ()
-    if abs(out.mean * c - 1.0) > SUM_TOLERANCE or abs(out.unit_spread - 1.0) > SUM_TOLERANCE:
-        return ()
     floor = math.log(1.0 + (c - 1) / math.e)
     msg = (
-        f"the output ({out.name}) is probabilities: each sample's {c} values sum to 1. A cross-entropy "
+        f"the model's output is probabilities: each sample's {c} values sum to 1. A cross-entropy "
         f"(nn.CrossEntropyLoss, F.cross_entropy) takes logits and applies its own softmax: on these it can "
         f"fall from {math.log(c):.2f} to {floor:.2f} nats at best, and its gradient is squeezed twice; "
         "give the loss the logits before the softmax (or use NLLLoss on their log)"
     )
-    return (Problem("probability_output", out.name, out.mean * c, 1.0, msg, "", "note"),)
+    return (Problem("probability_output", out.name, float(c), 2.0, msg, "", "note"),)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
 from probe.measurement.collect import Collector
+from probe.measurement.outputs import probability_classes
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized, build_units
 from probe.model.discovery import module_modes, restore_modes
@@ -134,8 +135,7 @@ def run_probe(
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
-        unregistered=built.unregistered[0],
-        unregistered_share=built.unregistered[1],
+        **built.first_batch(),
         world_size=share.world_size if share is not None else 1,
         attention=attention,
         steps=steps,
@@ -161,8 +161,7 @@ def run_model(spec: Spec, built: Built, progress: Progress | None = None) -> Sta
         torch_version=torch.__version__,
         elapsed_s=time.perf_counter() - started,
         notes=tuple(built.notes),
-        unregistered=built.unregistered[0],
-        unregistered_share=built.unregistered[1],
+        **built.first_batch(),
         attention=attention,
         steps=steps,
         headroom=headroom,
@@ -235,6 +234,7 @@ def _probe(
                         out = _forward(model, batch, built)
                         if i == 0 and share is None:  # weights the pass used that the model does not register
                             built.unregistered = unregistered(model, float_outputs(out), (batch.args, batch.kwargs))
+                            built.probability_classes = probability_classes(out)
                         if isinstance(out, torch.Tensor):
                             if not out.requires_grad:
                                 raise RunError(_NO_GRADIENT)

@@ -114,6 +114,16 @@ class Built:
     lr_scale: dict[str, float] = field(default_factory=dict)  # parameter -> lr multiplier (muP; probe/model/mup.py)
     # weights the forward used outside model.parameters(), their share of the weights it used
     unregistered: tuple[tuple[str, ...], float] = ((), 0.0)
+    # the first batch's output holds probabilities along a dimension of this size (0: it does not)
+    probability_classes: int = 0
+
+    def first_batch(self) -> dict[str, Any]:
+        """What the first batch's pass found about the model as a whole, as ``Stats`` fields."""
+        return {
+            "unregistered": self.unregistered[0],
+            "unregistered_share": self.unregistered[1],
+            "probability_classes": self.probability_classes,
+        }
 
 
 @dataclass
