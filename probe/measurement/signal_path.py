@@ -105,11 +105,14 @@ def add_input_mean(row: torch.Tensor, inputs: tuple[Any, ...], output: Any, watc
     output), add the sum and the count of the first input's values into ``row[4:6]`` in place
     (nothing where the input is not a float tensor, or the module ran in place and its input is now
     its output)."""
-    x = inputs[0] if inputs and last else None
-    own = getattr(watched.module, "weight", None)  # (a layer-by-layer run draws it per block: shapes match)
-    if x is None or x is output or own is None or watched.weight is None or own.shape != watched.weight.shape:
+    import torch
+
+    if not last or not inputs or watched.weight is None:  # every other row returns here, each batch
         return
-    if not hasattr(x, "is_floating_point") or not x.is_floating_point() or x.numel() == 0:
+    x, own = inputs[0], getattr(watched.module, "weight", None)  # (layer by layer: drawn per block)
+    if x is output or not isinstance(own, torch.Tensor) or own.shape != watched.weight.shape:
+        return
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
         return
     row[4].add_(x.detach().sum(dtype=row.dtype))
     row[5].add_(x.numel())
