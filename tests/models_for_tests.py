@@ -5,6 +5,8 @@ Each factory is importable as ``tests.models_for_tests:NAME`` from the repositor
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -175,6 +177,57 @@ def exits_in_factory(code: int = 0) -> nn.Module:
 
 def out_of_memory() -> nn.Module:
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+
+@dataclasses.dataclass
+class Prediction:
+    """A model's own output record (a plain dataclass, not a dict or a transformers ModelOutput)."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    temperature: float = 1.0
+
+
+class OutputKinds(nn.Module):
+    """A 3-layer MLP (width 32) whose forward returns ``output``: ``"dataclass"`` (a ``Prediction``),
+    ``"scalar"`` (the logits' mean logsumexp: a forward that returns its own loss-like value),
+    ``"ints"`` (the predicted classes only: nothing a gradient can start from); ``init="zeros"``
+    zeroes every weight."""
+
+    def __init__(self, output: str = "dataclass", init: str = "default", width: int = 32) -> None:
+        super().__init__()
+        self.output = output
+        self.body = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        self.head = nn.Linear(width, 10)
+        if init == "zeros":
+            for p in self.parameters():
+                nn.init.zeros_(p)
+
+    def forward(self, x: torch.Tensor) -> object:
+        features = self.body(x)
+        logits = self.head(features)
+        if self.output == "scalar":
+            return logits.logsumexp(-1).mean()
+        if self.output == "ints":
+            return logits.argmax(-1)
+        return Prediction(logits, features)
+
+
+class PartlyScripted(nn.Module):
+    """An MLP whose first layer and ReLU are a ``torch.jit.script``-ed Sequential (takes no hooks)."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.first = torch.jit.script(nn.Sequential(nn.Linear(width, width), nn.ReLU()))
+        self.rest = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first(x))
+
+
+def scripted(width: int = 32) -> nn.Module:
+    """A whole ``torch.jit.script``-ed MLP: nothing in it takes a hook."""
+    return torch.jit.script(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)))
 
 
 def frozen(width: int = 4) -> nn.Module:

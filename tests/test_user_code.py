@@ -157,6 +157,54 @@ def test_an_output_without_gradient_gets_a_sentence(cli: Callable[..., Any]) -> 
     assert "element 0" not in result.output
 
 
+@pytest.mark.parametrize("output", ["dataclass", "scalar"])
+def test_an_output_in_a_dataclass_or_a_scalar_is_probed(cli: Callable[..., Any], output: str) -> None:
+    """A forward returning its own dataclass, or one scalar (a loss it computes), is measured and
+    judged as a tensor output is: the backward starts from the dataclass's float tensors, or from
+    the scalar itself; zero weights are caught behind either."""
+    import json
+
+    import torch
+
+    import probe
+    from tests.models_for_tests import OutputKinds
+
+    args = ("--model", "tests.models_for_tests:OutputKinds", "--model-arg", f"output={output}")
+    result = cli("run", *args, "--input-shape", "32", "-f", "json", *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["verdict"]["healthy"], report["verdict"]
+    assert [r["name"] for r in report["layers"]][-1] == "head"
+    torch.manual_seed(0)
+    broken = probe.measure(OutputKinds(output, init="zeros"), (32,), batch_size=16)
+    assert {p.rule for p in broken.problems} & {"vanishing", "symmetry", "dead_units"}
+
+
+def test_an_output_with_no_float_tensor_says_what_it_holds(cli: Callable[..., Any]) -> None:
+    result = cli(
+        "run",
+        "--model",
+        "tests.models_for_tests:OutputKinds",
+        "--model-arg",
+        "output=ints",
+        "--input-shape",
+        "32",
+        *FAST,
+    )
+    assert result.exit_code == 3
+    assert "no floating-point tensor (found: Tensor)" in result.output and "return the logits" in result.output
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_torchscript_parts_are_noted_and_a_scripted_model_is_refused_with_why(cli: Callable[..., Any]) -> None:
+    result = cli("run", "--model", "tests.models_for_tests:PartlyScripted", "--input-shape", "32", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "inside a TorchScript module" in result.output and "first.0" in result.output
+    refused = cli("run", "--model", "tests.models_for_tests:scripted", "--input-shape", "32", *FAST)
+    assert refused.exit_code == 2, refused.output
+    assert "TorchScript" in refused.output and "before torch.jit.script" in refused.output
+
+
 def test_a_factory_out_of_memory_is_exit_3(cli: Callable[..., Any]) -> None:
     result = cli("run", "--model", "tests.models_for_tests:out_of_memory", "--input-shape", "4", *FAST)
     assert result.exit_code == 3 and "ran out of memory" in result.output

@@ -117,6 +117,8 @@ class AttentionRecorder:
         handles = []
         try:
             for name, module in self.model.named_modules():
+                if isinstance(module, torch.jit.ScriptModule):
+                    continue  # takes no hooks (a scripted part's ops are not seen either)
                 handles.append(module.register_forward_pre_hook(self._enter(name)))
                 handles.append(module.register_forward_hook(self._leave, always_call=True))
             with self._mode:

@@ -136,8 +136,9 @@ def read_layers(c: Collector) -> tuple[list[LayerStats], tuple[AttentionStats, .
     attention = c.attention.results(read.joined("attention")) if c.attention is not None else ()
     units_read, _ = sp.read_unit_parts(layers, read.joined("units"), 0)
     sums_read = read.joined("output_sums")
-    per_output = [v / c.output_samples for v in sums_read[: len(sums_read) // 2]]
-    coherent_output = [v / c.output_samples for v in sums_read[len(sums_read) // 2 :]]
+    samples = c.output_samples or 1  # 0: every output is a scalar (no sum was added)
+    per_output = [v / samples for v in sums_read[: len(sums_read) // 2]]
+    coherent_output = [v / samples for v in sums_read[len(sums_read) // 2 :]]
     c.pending.merge_host(read.joined("pending"), count, mean, m2, sums)
     out = []
     for i, (layer, live, cos) in enumerate(zip(layers, lives, cosines, strict=True)):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from probe.errors import BuildError, RunError
 from probe.measurement.collect import Collector
 from probe.measurement.layerwise_block import SLOT, BlockFunction, Call
-from probe.measurement.run import _DIRECTION_STREAM, _forward, float_outputs, may_attend
+from probe.measurement.outputs import float_outputs, no_gradient
+from probe.measurement.run import _DIRECTION_STREAM, _forward, may_attend
 from probe.measurement.signal_path import weight_norms
 from probe.measurement.threads import intra_op_threads
 from probe.model import blocks as bl
@@ -188,7 +189,7 @@ class Runner:
                 out = _forward(model, batch, built)
                 outs = float_outputs(out)
                 if not outs:
-                    raise RunError("the model's output holds no floating-point tensor with a gradient")
+                    raise RunError(no_gradient(out))
                 if directions is None:
                     directions = [
                         torch.randn(o.shape, generator=dir_gen).to(device=self.device, dtype=o.dtype) for o in outs

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
 from probe.measurement.collect import Collector
-from probe.measurement.outputs import probability_classes
+from probe.measurement.outputs import float_outputs, no_gradient, probability_classes
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized, build_units
 from probe.model.discovery import module_modes, restore_modes
@@ -237,7 +237,7 @@ def _probe(
                             built.probability_classes = probability_classes(out)
                         if isinstance(out, torch.Tensor):
                             if not out.requires_grad:
-                                raise RunError(_NO_GRADIENT)
+                                raise RunError(no_gradient(out))
                             if direction is None:
                                 # a fixed random direction: d loss / d output = r, unit variance
                                 direction = _direction(out.shape, dir_gen, share).to(device=device, dtype=out.dtype)
@@ -247,7 +247,7 @@ def _probe(
                             # tuple/dict outputs: every floating-point output gets its own direction
                             outs = float_outputs(out)
                             if not outs:
-                                raise RunError(_NO_GRADIENT)
+                                raise RunError(no_gradient(out))
                             if directions is None:
                                 directions = [
                                     _direction(o.shape, dir_gen, share).to(device=device, dtype=o.dtype) for o in outs
@@ -318,9 +318,10 @@ def _steps(
     batch = next_batch(spec, built, data_stream(spec), device, dtype)
 
     def forward() -> list[torch.Tensor]:
-        outs = float_outputs(_forward(model, batch, built))
+        out = _forward(model, batch, built)
+        outs = float_outputs(out)
         if not outs:
-            raise RunError(_NO_GRADIENT)
+            raise RunError(no_gradient(out))
         return outs
 
     units = offset + (spec.data.batches + spec.run.steps) * rows
@@ -369,13 +370,6 @@ def _direction(shape: torch.Size, generator: torch.Generator, share: Share | Non
     return direction(tuple(shape), generator, share)
 
 
-_NO_GRADIENT = (
-    "the model's output has no gradient (no floating-point output depends on a parameter that requires "
-    "grad: frozen parameters, torch.no_grad or detach in forward); set run.backward: false to measure "
-    "the forward pass only"
-)
-
-
 def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
     try:
         return model(*batch.args, **batch.kwargs)
@@ -385,16 +379,3 @@ def _forward(model: torch.nn.Module, batch: Batch, built: Built) -> Any:
         if built.inputs is None:
             raise
         raise RunError(f"the model's forward pass raised {type(exc).__name__}: {first_line(exc)}") from None
-
-
-def float_outputs(out: Any) -> list[torch.Tensor]:
-    """Every floating-point tensor with a gradient in a model output (tensor, tuple/list, dict)."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out] if out.is_floating_point() and out.requires_grad else []
-    if isinstance(out, Mapping):
-        out = list(out.values())
-    if isinstance(out, (tuple, list)):
-        return [t for item in out for t in float_outputs(item)]
-    return []

@@ -37,6 +37,8 @@ def discover(
     (token ids: two passes on short sequences where they show the same, see ``short_passes``).
     ``own_modes``: the measured pass keeps each module's train/eval flag as found (a user's model);
     else it trains them all."""
+    import torch
+
     from probe.model import roles, structure
 
     computing_weights = _computing_weights(model)
@@ -143,13 +145,23 @@ def discover(
         ):
             w.output_of = ""
     never = [q for key, (q, _) in candidates.items() if key not in seen]
-    if never:
-        shown = ", ".join(never[:8]) + (f", ... ({len(never)} in all)" if len(never) > 8 else "")
-        notes.append(f"not called in the forward pass, so not watched: {shown}")
+    scripted = {n for n, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)}
+    in_script = [q for q in never if any(q == n or q.startswith(n + ".") or not n for n in scripted)]
+    for what, names in (
+        ("inside a TorchScript module (torch.jit), which takes no hooks, so not watched", in_script),
+        ("not called in the forward pass, so not watched", [q for q in never if q not in in_script]),
+    ):
+        if names:
+            shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+            notes.append(f"{what}: {shown}")
     if not watched:
         inside = sum("function transform" in n for n in notes)
         why = f" outside torch.vmap ({inside} ran only inside a function transform)" if inside else ""
-        if held := held_modules(model):
+        if "" in scripted:
+            why += (
+                " (it is a TorchScript module, which takes no hooks: probe the module before torch.jit.script or trace)"
+            )
+        elif held := held_modules(model):
             why += f" (it keeps {', '.join(held[:4])} in a plain list or dict: use nn.ModuleList or nn.ModuleDict)"
         raise BuildError(
             f"the model has no module with parameters or activation module that ran{why}; nothing to watch"
