@@ -6,6 +6,7 @@ Each factory is importable as ``tests.models_for_tests:NAME`` from the repositor
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -228,6 +229,69 @@ class PartlyScripted(nn.Module):
 def scripted(width: int = 32) -> nn.Module:
     """A whole ``torch.jit.script``-ed MLP: nothing in it takes a hook."""
     return torch.jit.script(nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)))
+
+
+class DetachedSideHead(nn.Module):
+    """RT-DETR's pattern: a side head of three small Linears (N(0, 0.01^2), as its encoder box head)
+    computes reference offsets from the features; their sigmoid, ``.detach()``-ed (``detach=True``)
+    or not, scales the features. An MLP of width 64 otherwise at PyTorch's default init."""
+
+    def __init__(self, detach: bool = True, width: int = 64) -> None:
+        super().__init__()
+        self.detach = detach
+        self.body = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        self.side = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.Linear(width, width))
+        for m in self.side:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.body(x)
+        offsets = self.side(features)
+        reference = torch.sigmoid(offsets.detach() if self.detach else offsets)
+        return self.head(features * reference)
+
+
+def few_features_mlp(features: int = 2, width: int = 128, depth: int = 3, he: bool = False) -> nn.Module:
+    """A classifier of a few input features (two moons, XOR, a 2-D spiral): ``depth`` Linear layers
+    of ``width`` with ReLUs at PyTorch's default init (``he``: He normal weights, zero biases), two
+    classes out."""
+    sizes = [features] + [width] * (depth - 1)
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(sizes[-1], 2))
+    if he:
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+    return model
+
+
+class FiLMConditioned(nn.Module):
+    """A CNN whose second and third convolutions are FiLM-modulated (``gamma * h + beta``) by Linears
+    reading a 3-value condition (the image's mean colour), at PyTorch's default init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.c3 = (
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.Conv2d(64, 64, 3, 2, 1),
+        )
+        self.film2, self.film3 = nn.Linear(3, 128), nn.Linear(3, 128)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        condition = x.mean((2, 3))
+        h = F.relu(self.c1(x))
+        for conv, film in ((self.c2, self.film2), (self.c3, self.film3)):
+            gamma, beta = film(condition).chunk(2, 1)
+            h = F.relu(gamma[:, :, None, None] * conv(h) + beta[:, :, None, None])
+        return self.head(h.mean((2, 3)))
 
 
 def frozen(width: int = 4) -> nn.Module:

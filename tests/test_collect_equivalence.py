@@ -53,15 +53,18 @@ def _tie_spread(rows_per_batch: list[torch.Tensor]) -> float:
     return math.sqrt(across / (2 * total)) if total > 0 else 0.0
 
 
-def _mean_cosine(batches: list[torch.Tensor]) -> float | None:
+def _mean_cosine(batches: list[torch.Tensor], bounds: list[int | None]) -> float | None:
     """The collapse statistic, the slow way: over each batch's first 32 samples (the collector's
     sample), each flattened and less their mean, the squared cosine of every pair of distinct
     nonzero rows as an excess over independent rows, b = rho^2 + (1 - rho^2)^2 / D with
-    rho = 1/(n - 1) (correlation.py), pooled over batches by pairs, in float64."""
+    rho = 1/(n - 1) and D the values per sample or the batch's bound, the fewer (the values per
+    sample of the model's input or the row's own: correlation.py), pooled over batches by pairs,
+    in float64."""
     total, pairs = 0.0, 0.0
-    for y in batches:
+    for y, bound in zip(batches, bounds, strict=True):
         rows = y[:32].double().reshape(min(len(y), 32), -1)
         n, width = rows.shape
+        width = min(width, bound) if bound is not None else width
         centered = (rows - rows.mean(dim=0))[rows.norm(dim=1) > 0]
         unit = centered / centered.norm(dim=1, keepdim=True)
         cos2 = (unit @ unit.t()) ** 2
@@ -80,6 +83,8 @@ class ReferenceCollector:
         self.watched = watched
         self.outputs: list[list[torch.Tensor]] = [[] for _ in watched]
         self.sources: list[list[torch.Tensor]] = [[] for _ in watched]
+        self.bounds: list[list[int | None]] = [[] for _ in watched]
+        self.input_values: int | None = None  # the runner sets it (correlation.model_input_values)
         self.grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.weight_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.bias_grads: list[list[torch.Tensor]] = [[] for _ in watched]
@@ -94,6 +99,10 @@ class ReferenceCollector:
 
             def hook(module: Any, inputs: Any, output: torch.Tensor, i: int = i) -> None:
                 self.outputs[i].append(output.detach().double().clone())
+                # the directions the samples can differ in: the model's input's values, the row's input's
+                own = inputs[0][0].numel() if inputs[0].is_floating_point() else None
+                known = [b for b in (self.input_values, own) if b is not None]
+                self.bounds[i].append(min(known) if known else None)
                 src = (
                     inputs[0] if self.watched[i].saturation and self.watched[i].saturation.space == "input" else output
                 )
@@ -156,7 +165,7 @@ class ReferenceCollector:
                     grad_std=grads.std().item() if grads is not None else None,
                     weight_grad_norm=math.sqrt(sum(float(g.pow(2).sum()) for g in wg) / len(wg)) if wg else None,
                     weight_grad_std=torch.cat([g.reshape(-1) for g in wg]).std().item() if wg else None,
-                    correlation=_mean_cosine(self.outputs[i]),
+                    correlation=_mean_cosine(self.outputs[i], self.bounds[i]),
                     # units tied when their weight rows and their (first batch's) weight-gradient rows are alike
                     tied_spread=max(_tie_spread([w.weight.detach().double()]), _tie_spread(wg[:1]))
                     if wg and w.weight is not None and w.units > 1

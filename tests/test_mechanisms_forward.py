@@ -504,3 +504,21 @@ def test_a_small_stream_that_every_reader_normalizes_is_read_at_its_norms() -> N
     said, raw = vanishing(_PreNormStack(1e-3, final_norm=False))
     last = [x for x in raw.layers if x.role == "stream"][-1]
     assert last.norm_reader is None and said  # the head reads it at its own scale
+
+
+def test_a_small_signal_cut_from_the_loss_is_not_vanishing() -> None:
+    """RT-DETR's encoder box head (N(0, 0.01) Linears) makes reference points its decoder reads
+    detached: no gradient reaches those rows, so nothing trains through them and their fading is
+    not what stops training (transformers' RT-DETR trains: 0.76 nats on the zoo's image task). The
+    rows are left out of `vanishing` (gradient_vanishing's warning says they are cut); the same side
+    head with its gradient is judged as before."""
+    import probe
+    from tests.models_for_tests import DetachedSideHead
+
+    torch.manual_seed(0)
+    cut = probe.measure(DetachedSideHead(detach=True), (64,))
+    assert cut.verdict.healthy, cut.verdict.problems
+    assert "gradient_vanishing" in {w.rule for w in cut.verdict.warnings}
+    torch.manual_seed(0)
+    joined = probe.measure(DetachedSideHead(detach=False), (64,))
+    assert "vanishing" in {p.rule for p in joined.problems}

@@ -165,11 +165,16 @@ def read_std(report: Stats) -> list[tuple[Row, float | None]]:
     return [(x, read.std) for x, read in _as_read(report)]
 
 
-def _as_read(report: Stats) -> list[tuple[LayerStats, LayerStats]]:
-    """Each signal row with the row the network reads it at (``read_std``): its norm reader, or itself."""
+def _as_read(report: Stats, cut: bool = False) -> list[tuple[LayerStats, LayerStats]]:
+    """Each signal row with the row the network reads it at (``read_std``): its norm reader, or itself.
+    Not a row cut from the loss (``detached``: no gradient reaches it or its parameters; RT-DETR's
+    encoder box head, whose N(0, 0.01) layers make reference points it detaches) unless ``cut`` or
+    every row is: what it computes is not trained through the output, and gradient_vanishing's
+    warning says so. (The last/first ratio keeps them: ``std_ratio``.)"""
     by_name = {x.name: x for x in report.layers}
     out = []
-    for x in report.signal():
+    signal = report.signal()
+    for x in signal if cut or all(x.detached for x in signal) else [x for x in signal if not x.detached]:
         reader = by_name.get(x.norm_reader) if x.norm_reader else None
         out.append((x, reader if reader is not None and not reader.zero_moving else x))
     return out
@@ -194,8 +199,9 @@ def read_sample_std(report: Stats) -> list[tuple[Row, float | None]]:
 
 
 def std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
-    """The last signal row's std over the first's, each as the network reads it (``read_std``)."""
-    signal = read_std(report)
+    """The last signal row's std over the first's, each as the network reads it (``read_std``), rows
+    cut from the loss included (the ends of the path do not move with what is cut)."""
+    signal = [(x, read.std) for x, read in _as_read(report, cut=True)]
     (_, first), (last, last_std) = signal[0], signal[-1]
     if first is None or last_std is None or first == 0 or math.isnan(first) or math.isnan(last_std):
         return []

@@ -262,7 +262,8 @@ def predict(spec: Spec, collapse: bool = True) -> Prediction:
 
 def collapse_map(spec: Spec, per_layer: Sequence[tuple[inits.Moments, inits.Moments]]) -> list[float | None]:
     """The collapse statistic each watched layer should read in the wide limit (see
-    ``centered_cosine2``). The kernel of two inputs at scale nodes i, j and input cosine node k is
+    ``centered_cosine2``), as an excess over the ``1 / input_dim`` that independent directions in
+    the input's ``input_dim`` give (the measured statistic's base, ``measurement/correlation.py``). The kernel of two inputs at scale nodes i, j and input cosine node k is
     followed layer by layer: pre-activations (z_a, z_b) are jointly Gaussian with variances
     sigma_w^2 E[h_a^2] + s_b^2 and covariance sigma_w^2 E[h_a h_b] + s_b^2 (the bias is shared),
     and a layer's moments are ``pair_moments`` of them. A layer whose variance underflows (below
@@ -292,7 +293,10 @@ def collapse_map(spec: Spec, per_layer: Sequence[tuple[inits.Moments, inits.Mome
             cross = pair_moments(m.activation, b.mean, va, vb, cov.reshape(-1)).view(n, n, n)
         else:  # the linear head
             diag, cross = var + b.mean**2, cov + b.mean**2
-        out.append(centered_cosine2(diag, cross, pop))
+        cos2 = centered_cosine2(diag, cross, pop)
+        # as measured: an excess over independent directions, of which the input has input_dim
+        base = 1.0 / m.input_dim
+        out.append(None if cos2 is None else (cos2 - base) / (1.0 - base) if base < 1.0 else cos2)
     return out
 
 

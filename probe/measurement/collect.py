@@ -23,10 +23,9 @@ elementwise float ops. So each hook uses only the fast kind:
   stays 0 over every batch is dead, and the counts' total is the number of nonzero values.
 - gradients: a sum and a dot product (two reads, nothing written), centred in float64 at the
   merge (see ``_add_raw`` for the precision this keeps).
-- signal-path statistics (probe/measurement/signal_path.py) add in place into a per-layer device
-  accumulator: per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2.
-- collapse (the centered squared cosine between samples, and between a sequence's tokens):
-  ``correlation.py``.
+- signal-path statistics (``signal_path.py``) add in place into a per-layer device accumulator:
+  per-sample ||output|| . ||gradient|| (one dot), a block's ||output - input||^2; collapse (the
+  centered squared cosine between samples, between a sequence's tokens): ``correlation.py``.
 
 Each record is five 0-d tensors plus three host integers (slot, number of values, a
 multiplier). Records pile up to a bound (a few batches' worth) and are then merged into
@@ -48,7 +47,7 @@ from probe.measurement import coherence, counts
 from probe.measurement import signal_path as sp
 from probe.measurement.attention import AttentionRecorder
 from probe.measurement.collect_read import read_layers
-from probe.measurement.correlation import PENDING, correlation_record, fold
+from probe.measurement.correlation import PENDING, correlation_record, fold, input_values
 from probe.measurement.counts import widened
 from probe.measurement.merge import PENDING_PER_LAYER, PendingRecords, SlotMoments
 from probe.measurement.rows import Layer
@@ -127,6 +126,7 @@ class Collector:
         self.backward_done = False
         self.recomputing = False  # layer by layer: a block's forward again, in the backward pass
         self.weight_grad_part = weight_grad_part
+        self.input_values: int | None = None  # the model input's values per sample (correlation.py)
         # called per row pass (forward, backward): progress; the runner sets it for each batch
         self.tick: Callable[[], None] | None = None
 
@@ -157,9 +157,8 @@ class Collector:
         flat = g.reshape(-1)
         n = flat.numel()
         zero = self._zero
-        # 1 where the gradient is nan or inf (as the forward counts): a gradient overflowing in
-        # float16 must be reported as such, not as a nan std
-        # (a huge gradient, an embedding's 1.05 billion values, in chunks: no scratch copy of it)
+        # 1 where the gradient is nan or inf (as the forward counts: a float16 overflow is reported as
+        # such, not as a nan std); a huge gradient (1.05 billion values) in chunks, no scratch copy
         total = flat.sum()
         if counts.finite_on_cpu(total):
             nonfinite = zero
@@ -225,9 +224,8 @@ class Collector:
         within_m2 = torch.dot(within.view(-1), within.view(-1))
         mean, between_var = _mean_var(row_mean)
         key = (i, numel, numel)  # between-sample M2 = variance of the row means * rows * units
-        # One scratch buffer serves every temporary in turn: with a second, the activation and two
-        # temporaries of the seed's small network (256 KiB each) overflow a 512 KiB L2 cache.
-        # a nan or inf in y makes its row's mean so, and within_m2 nan
+        # One scratch buffer serves every temporary (with a second, the seed network's activation and
+        # two temporaries, 256 KiB each, overflow a 512 KiB L2 cache); a nan or inf makes within_m2 nan
         nonfinite = self._zero if counts.finite_on_cpu(within_m2) else counts.nonfinite(y, within)
         # 1 where y is nonzero (nan and inf included), 0 where it is 0
         nonzero = torch.ne(y, 0, out=within)  # a float output: one pass, where a bool one is slow
@@ -240,7 +238,7 @@ class Collector:
             layer.alive.add_(per_unit)
         saturated = saturated_count(layer, inputs, output, y, count_dtype, self._zero)
         if layer.watched.samples_first:  # (rows of batch x patches are not samples: no collapse between them)
-            self._correlation(layer, y, unit_dim, torch.finfo(output.dtype).eps)
+            self._correlation(layer, y, inputs, unit_dim, torch.finfo(output.dtype).eps)
         layer.values += numel
         if units > 1:
             layer.spread_values += numel
@@ -259,8 +257,9 @@ class Collector:
                 self._watch_input(layer, inputs, output, unit_dim, other_dims)
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
-    def _correlation(self, layer: Layer, y: torch.Tensor, unit_dim: int, eps: float) -> None:
-        record = correlation_record(y, unit_dim, eps)
+    def _correlation(self, layer: Layer, y: torch.Tensor, inputs: tuple[Any, ...], unit_dim: int, eps: float) -> None:
+        bounds = [b for b in (self.input_values, input_values(inputs, y.shape[0])) if b is not None]
+        record = correlation_record(y, unit_dim, eps, min(bounds) if bounds else None)
         if record is not None:
             layer.correlation_records.append(record)
             if len(layer.correlation_records) >= PENDING:

@@ -9,7 +9,8 @@ cosine between their centered, flattened rows, as an excess over what independen
 
     (cos^2 - b) / (1 - b),    b = rho^2 + (1 - rho^2)^2 / D
 
-with D values per sample and rho = 1/(m-1) the correlation that centering on the mean of m rows
+with D values per sample (or the fewer values of the module's input, or of the model's: no more
+directions to differ in) and rho = 1/(m-1) the correlation that centering on the mean of m rows
 puts between any two of them (b = 1/D for many rows). It is 0 on average for rows pointing
 independently and 1 when every sample differs from the batch mean along one line: the input
 changes where on that line a sample lands and nothing else (a deep ReLU network at He's init maps
@@ -36,7 +37,7 @@ non-finite value in those samples adds nothing. Everything stays on the device (
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -81,14 +82,41 @@ def _excess(gram: torch.Tensor, squares: torch.Tensor, eps: float, rho: float, w
     return torch.stack([excess.sum(), pairs.sum()])
 
 
-def correlation_record(y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955078125e-07) -> torch.Tensor | None:
+def input_values(inputs: tuple[Any, ...], batch: int) -> int | None:
+    """Values per sample of a module's first input, where it is a floating-point tensor with the
+    batch first (``batch`` rows): an affine map of it varies in no more directions than that."""
+    import torch
+
+    x = inputs[0] if inputs else None
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1 or x.shape[0] != batch:
+        return None
+    return x[0].numel() if x.shape[0] else None
+
+
+def model_input_values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """Values per sample of the model's continuous inputs (every floating-point tensor argument with
+    the batch first, summed; ``None`` where there is none: token ids differ by category)."""
+    import torch
+
+    floats = [x for x in (*args, *kwargs.values()) if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    batch = floats[0].shape[0] if floats and floats[0].dim() else None
+    values = [x[0].numel() for x in floats if x.dim() and x.shape[0] == batch and batch]
+    return sum(values) if values else None
+
+
+def correlation_record(
+    y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955078125e-07, bound: int | None = None
+) -> torch.Tensor | None:
     """One output's raw record: [sum over sample pairs of the excess squared cosine of their
     centered rows, pairs] and, for a (samples, tokens, units) output, the same over the token
     pairs of each of the first ``TOKEN_SEQUENCES`` sequences, each token centered on the batch's
-    mean at its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``None``
-    with fewer than two samples or one value per sample. Three passes over the first samples
-    (their squared norms, their mean, the centered copy) and one Gram product; a batch with a
-    non-finite value in those samples adds nothing (the nonfinite rule reports it)."""
+    mean at its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``bound``:
+    the directions the samples can differ in at most, where fewer than a sample's values (the
+    values of the module's input or the model's: ``input_values``): independent rows of a
+    2-feature input's 128-unit layer read 1/2, not 1/128. ``None`` with fewer than two samples or
+    one value per sample. Three passes over the first samples (their squared norms, their mean,
+    the centered copy) and one Gram product; a batch with a non-finite value in those samples adds
+    nothing (the nonfinite rule reports it)."""
     import torch
 
     if y.dim() < 2 or y.shape[0] < 2 or y[0].numel() < 2:
@@ -98,7 +126,8 @@ def correlation_record(y: torch.Tensor, unit_dim: int, eps: float = 1.1920928955
     squares = torch.einsum("nd,nd->n", rows, rows)
     centered = rows - rows.mean(dim=0, keepdim=True)
     gram = centered @ centered.t()
-    parts = [_excess(gram.unsqueeze(0), squares.unsqueeze(0), eps, 1.0 / (n - 1), rows.shape[1])]
+    directions = rows.shape[1] if bound is None else max(1, min(rows.shape[1], bound))
+    parts = [_excess(gram.unsqueeze(0), squares.unsqueeze(0), eps, 1.0 / (n - 1), directions)]
     # what varies between samples: each value's variance across the samples, averaged over the values
     variance = gram.diagonal().sum() / ((n - 1) * rows.shape[1])
     tokens_part = torch.zeros(2, dtype=gram.dtype, device=gram.device)
