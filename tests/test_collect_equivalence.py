@@ -71,7 +71,8 @@ def _mean_cosine(batches: list[torch.Tensor], bounds: list[int | None]) -> float
         m = unit.shape[0]
         rho = 1 / (n - 1)
         base = rho * rho + (1 - rho * rho) ** 2 / width
-        total += (float(cos2.sum() - cos2.diagonal().sum()) - m * (m - 1) * base) / (1 - base)
+        if width >= 2:  # one direction: 0 by construction
+            total += (float(cos2.sum() - cos2.diagonal().sum()) - m * (m - 1) * base) / (1 - base)
         pairs += m * (m - 1)
     return total / pairs if pairs else None
 

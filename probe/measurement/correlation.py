@@ -74,6 +74,8 @@ def _excess(gram: torch.Tensor, squares: torch.Tensor, eps: float, rho: float, w
     inverse = torch.where(live, spread.reciprocal(), torch.zeros_like(spread))
     m = live.sum(dim=1, dtype=gram.dtype)
     pairs = m * (m - 1)
+    if width < 2:  # samples of one input feature differ along one line by construction: excess 0
+        return torch.stack([torch.zeros_like(pairs.sum()), pairs.sum()])
     cos2 = gram.square() * inverse.unsqueeze(2) * inverse.unsqueeze(1)
     total = cos2.sum(dim=(1, 2)) - m  # less the diagonal's m ones
     # independent rows: E[cos^2] = rho^2 + (1 - rho^2)^2 / D (within 3% down to 4 rows of 8 values)
@@ -113,8 +115,8 @@ def correlation_record(
     mean at its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``bound``:
     the directions the samples can differ in at most, where fewer than a sample's values (the
     values of the module's input or the model's: ``input_values``): independent rows of a
-    2-feature input's 128-unit layer read 1/2, not 1/128. ``None`` with fewer than two samples or
-    one value per sample. Three passes over the first samples (their squared norms, their mean,
+    2-feature input's 128-unit layer read 1/2, not 1/128; with one feature, 0. ``None`` with fewer
+    than two samples or one value per sample. Three passes over the first samples (their squared norms, their mean,
     the centered copy) and one Gram product; a batch with a non-finite value in those samples adds
     nothing (the nonfinite rule reports it)."""
     import torch
@@ -126,7 +128,7 @@ def correlation_record(
     squares = torch.einsum("nd,nd->n", rows, rows)
     centered = rows - rows.mean(dim=0, keepdim=True)
     gram = centered @ centered.t()
-    directions = rows.shape[1] if bound is None else max(1, min(rows.shape[1], bound))
+    directions = rows.shape[1] if bound is None else min(rows.shape[1], bound)
     parts = [_excess(gram.unsqueeze(0), squares.unsqueeze(0), eps, 1.0 / (n - 1), directions)]
     # what varies between samples: each value's variance across the samples, averaged over the values
     variance = gram.diagonal().sum() / ((n - 1) * rows.shape[1])
