@@ -294,6 +294,37 @@ class FiLMConditioned(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
+class TimeConditioned(nn.Module):
+    """A diffusion-style denoiser: a conv net on ``x`` whose features get a time embedding added, an
+    MLP (Linear, SiLU, Linear, PyTorch's default init) on the sinusoidal features of one timestep
+    per sample, ``t`` (integers, as schedulers pass them). Its output: the mean feature -> 10 values."""
+
+    def __init__(self, channels: int = 32, frequencies: int = 32) -> None:
+        super().__init__()
+        self.frequencies = frequencies
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
+        self.time_mlp = nn.Sequential(nn.Linear(2 * frequencies, 128), nn.SiLU(), nn.Linear(128, channels))
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.head = nn.Linear(channels, 10)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        k = torch.arange(self.frequencies, device=x.device, dtype=torch.float32)
+        angles = t.float()[:, None] * torch.exp(-9.21 * k / self.frequencies)[None]
+        time = self.time_mlp(torch.cat([angles.sin(), angles.cos()], dim=1))
+        h = F.silu(self.conv_in(x) + time[:, :, None, None])
+        return self.head(F.silu(self.conv(h)).mean((2, 3)))
+
+
+def timesteps(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``TimeConditioned``'s inputs: noise images and one integer timestep in [0, 1000) per sample."""
+    return torch.randn(batch_size, 3, 16, 16), torch.randint(0, 1000, (batch_size,))
+
+
+def flow_times(batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same with one continuous time in [0, 1) per sample (flow matching, score SDEs)."""
+    return torch.randn(batch_size, 3, 16, 16), torch.rand(batch_size)
+
+
 def frozen(width: int = 4) -> nn.Module:
     model = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
     model.requires_grad_(False)

@@ -285,6 +285,24 @@ def test_a_few_input_features_are_not_collapse(cli: Any) -> None:
     assert "collapse" in {p.rule for p in deep.problems}
 
 
+def test_a_time_embedding_varies_with_one_number() -> None:
+    """A denoiser's time MLP reads the sinusoidal features of one timestep per sample: its rows can
+    differ between samples in one direction, whatever their width. With continuous times in [0, 1)
+    (flow matching) the features are nearly linear in t and the rows read 0.76, an error, at
+    PyTorch's default init, as diffusers' UNet with Fourier time features (0.69) and I2VGenXL's
+    (0.28) did. The traced pass says which of the model's inputs each row is computed from; the
+    rows computed from the time alone read 0, the rows on the image keep their reading."""
+    from tests.models_for_tests import TimeConditioned, flow_times, timesteps
+
+    for inputs in (flow_times, timesteps):
+        torch.manual_seed(0)
+        report = probe.measure(TimeConditioned(), inputs)
+        assert "collapse" not in {p.rule for p in report.problems}, report.problems
+        rows = {x.name: x.correlation for x in report.layers}
+        assert all(rows[f"time_mlp.{i}"] == 0 for i in range(3)), rows
+        assert rows["conv"] is not None
+
+
 def test_gate_key_moves_the_threshold(cli: Any) -> None:
     config = str(CONFIGS / "lab1_he_relu.yaml")
     loose = cli("check", config)

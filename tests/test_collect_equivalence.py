@@ -15,6 +15,7 @@ import torch
 
 from probe import spec as spec_mod
 from probe.measurement import run as run_mod
+from probe.measurement.rows import Layer
 from probe.model.network import Watched
 from probe.records import LayerStats
 from probe.spec import activations
@@ -85,7 +86,7 @@ class ReferenceCollector:
         self.outputs: list[list[torch.Tensor]] = [[] for _ in watched]
         self.sources: list[list[torch.Tensor]] = [[] for _ in watched]
         self.bounds: list[list[int | None]] = [[] for _ in watched]
-        self.input_values: int | None = None  # the runner sets it (correlation.model_input_values)
+        self.layers = [Layer(w) for w in watched]  # the runner sets each one's bound (correlation.row_bounds)
         self.grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.weight_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.bias_grads: list[list[torch.Tensor]] = [[] for _ in watched]
@@ -102,7 +103,7 @@ class ReferenceCollector:
                 self.outputs[i].append(output.detach().double().clone())
                 # the directions the samples can differ in: the model's input's values, the row's input's
                 own = inputs[0][0].numel() if inputs[0].is_floating_point() else None
-                known = [b for b in (self.input_values, own) if b is not None]
+                known = [b for b in (self.layers[i].bound, own) if b is not None]
                 self.bounds[i].append(min(known) if known else None)
                 src = (
                     inputs[0] if self.watched[i].saturation and self.watched[i].saturation.space == "input" else output

@@ -126,7 +126,6 @@ class Collector:
         self.backward_done = False
         self.recomputing = False  # layer by layer: a block's forward again, in the backward pass
         self.weight_grad_part = weight_grad_part
-        self.input_values: int | None = None  # the model input's values per sample (correlation.py)
         # called per row pass (forward, backward): progress; the runner sets it for each batch
         self.tick: Callable[[], None] | None = None
 
@@ -258,7 +257,7 @@ class Collector:
         self._add(key, mean, between_var, within_m2, nonfinite, saturated)
 
     def _correlation(self, layer: Layer, y: torch.Tensor, inputs: tuple[Any, ...], unit_dim: int, eps: float) -> None:
-        bounds = [b for b in (self.input_values, input_values(inputs, y.shape[0])) if b is not None]
+        bounds = [b for b in (layer.bound, input_values(inputs, y.shape[0])) if b is not None]
         record = correlation_record(y, unit_dim, eps, min(bounds) if bounds else None)
         if record is not None:
             layer.correlation_records.append(record)

@@ -95,15 +95,40 @@ def input_values(inputs: tuple[Any, ...], batch: int) -> int | None:
     return x[0].numel() if x.shape[0] else None
 
 
-def model_input_values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
-    """Values per sample of the model's continuous inputs (every floating-point tensor argument with
-    the batch first, summed; ``None`` where there is none: token ids differ by category)."""
+def row_bounds(
+    inputs_of: list[frozenset[Any] | None], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[int | None]:
+    """Per row, the directions its samples can differ in at most: the values per sample of the
+    model's inputs it is computed from (``inputs_of``: positions and keywords, from the traced
+    pass), summed (``_directions``); where that is not known, of all the model's inputs. ``None``
+    where one has no such count (token ids differ by category) or none is known: no bound. A
+    UNet's time embedding, computed from one timestep per sample, gets 1."""
     import torch
 
-    floats = [x for x in (*args, *kwargs.values()) if isinstance(x, torch.Tensor) and x.is_floating_point()]
-    batch = floats[0].shape[0] if floats and floats[0].dim() else None
-    values = [x[0].numel() for x in floats if x.dim() and x.shape[0] == batch and batch]
-    return sum(values) if values else None
+    keyed = [(k, x) for k, x in (*enumerate(args), *kwargs.items()) if isinstance(x, torch.Tensor)]
+    floats = [x for _, x in keyed if x.is_floating_point() and x.dim()]
+    batch = floats[0].shape[0] if floats else next((x.shape[0] for _, x in keyed if x.dim()), None)
+    values = {k: _directions(x, batch) for k, x in keyed}
+    known = [v for v in values.values() if v is not None]
+    whole = sum(known) if known and len(known) == len(values) else None
+    out: list[int | None] = []
+    for keys in inputs_of:
+        sizes = [values.get(k) for k in keys] if keys else [None]
+        out.append(whole if keys is None else None if None in sizes else sum(v for v in sizes if v is not None))
+    return out
+
+
+def _directions(x: torch.Tensor, batch: int | None) -> int | None:
+    """How many directions the samples of one model input can differ in: a continuous tensor's
+    values per sample; one integer per sample (a timestep, a label) 1; a 0-d tensor 0 (shared);
+    ``None`` (no bound) for token ids and anything whose first dimension is not the batch."""
+    if x.dim() == 0:
+        return 0
+    if x.shape[0] != batch:
+        return None
+    if x.is_floating_point():
+        return x[0].numel()
+    return 1 if x[0].numel() == 1 else None
 
 
 def correlation_record(

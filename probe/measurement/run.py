@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
 from probe.measurement.collect import Collector
-from probe.measurement.correlation import model_input_values
+from probe.measurement.correlation import row_bounds
 from probe.measurement.outputs import float_outputs, no_gradient, probability_classes
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized, build_units
@@ -229,8 +229,10 @@ def _probe(
                 batch = next_batch(spec, built, data_gen, device, dtype)
                 if share is not None:  # every rank draws the global batch and keeps its rows
                     batch = distributed.slice_batch(batch, share)
-                if i == 0:  # the directions its samples can differ in (collapse's base)
-                    collector.input_values = model_input_values(batch.args, batch.kwargs)
+                if i == 0:  # the directions each row's samples can differ in (collapse's base)
+                    bounds = row_bounds([w.inputs_of for w in built.watched], batch.args, batch.kwargs)
+                    for layer, bound in zip(collector.layers, bounds, strict=True):
+                        layer.bound = bound
                 binning = hist.hooks(built.watched, found) if found is not None and i == 0 else nullcontext()
                 with binning:  # the first batch's histograms, where asked: from this very pass
                     if spec.run.backward:

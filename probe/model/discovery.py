@@ -123,6 +123,7 @@ def discover(
                 or entry.hides_weight,
                 norm_reader=_norm_reader(entry, role_of, set(block_quals)),
                 added_table=entry.weight_added,
+                inputs_of=entry.inputs_of,
                 branch_end=entry.branch_end,
                 stream_input=entry.stream_key if entry.block == structure.RESIDUAL else None,
                 output_index=entry.output_index,

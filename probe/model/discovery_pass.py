@@ -46,6 +46,7 @@ class Seen:
     weight_direct: bool = True  # an op took its weight as it is, beside a computed operand
     weight_added: bool = False  # its weight was only ever added to a computed operand (a table)
     independent: bool = False  # its output was computed from nothing the model was fed (a position table)
+    inputs_of: frozenset[Any] | None = None  # the model's inputs its outputs were computed from (None: unknown)
     output_index: int = 0  # which floating-point tensor of its output its row measures
     other_shapes: set[tuple[int, ...]] = field(default_factory=set)  # later calls' output shapes, where not ``shape``
     # the candidate that made the very tensor it returns, on every call (a model returning its
@@ -214,9 +215,11 @@ def _structure(model: nn.Module, seen: dict[int, Seen], tracer: Any) -> None:
             entry.inside = key in found.inside or key in found.inline
             entry.branch_end = key in found.branch_ends
             entry.independent = key in found.independent
+            entry.inputs_of = found.inputs_of.get(key)
         return
     for key, entry in seen.items():
         entry.independent = found is not None and key in found.independent
+        entry.inputs_of = found.inputs_of.get(key) if found is not None else None
     by_qual = {e.qual: e for e in seen.values()}
     ran = {e.qual: roles.Ran(e.order, e.in_shape, e.shape, e.int_input) for e in seen.values()}
     # a module that normalizes (a fused BatchNorm + activation holding its activation) is no block

@@ -42,6 +42,9 @@ class Watched:
     # ``weight`` is only ever added to what the module computes (a position table, from parameters
     # alone): it has no fan-in, and no weight scale
     added_table: bool = False
+    # the model's inputs (positions, keywords) its output is computed from (None: not known): the
+    # directions its samples can differ in are at most theirs (measurement/correlation.py)
+    inputs_of: frozenset[Any] | None = None
     # a residual add added its output to the stream: the last layer of a residual branch
     branch_end: bool = False
     # a residual block's input that its output continues (a position or a keyword; None: the first)

@@ -53,6 +53,8 @@ class Call:
     refs: dict[Any, Any] = field(default_factory=dict)  # its inputs, by key (weak references)
     start: int = 0  # op counts when it began and ended
     end: int = 0
+    # the model's inputs (by position or keyword) its output was computed from; None: not known
+    root_keys: frozenset[Any] | None = None
 
 
 @dataclass
@@ -66,6 +68,9 @@ class Structure:
     seen_ops: int
     independent: set[int]  # ids of modules whose every output was computed from nothing the model was fed
     inline: set[int]  # ids of modules that ran in the branch of a residual add written inline
+    # id(module) -> the model's inputs its outputs were computed from, over all its calls (None:
+    # not known for some call): what its values can vary with (collapse's base)
+    inputs_of: dict[int, frozenset[Any] | None] = field(default_factory=dict)
 
 
 def structure(trace: Any, root: nn.Module) -> Structure:
@@ -133,4 +138,8 @@ def structure(trace: Any, root: nn.Module) -> Structure:
         for c in calls
         if c.module is not root and any(start <= c.start and c.end <= end for start, end in trace.inline)
     }
-    return Structure(blocks, inside, ends, trace.ops, independent, inline)
+    inputs_of: dict[int, frozenset[Any] | None] = {}
+    for c in calls:
+        known = inputs_of.get(id(c.module), frozenset())
+        inputs_of[id(c.module)] = None if known is None or c.root_keys is None else known | c.root_keys
+    return Structure(blocks, inside, ends, trace.ops, independent, inline, inputs_of)

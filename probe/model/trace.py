@@ -176,6 +176,8 @@ def _tracer_class() -> type:
             call.independent = (
                 made is not None and not made.opaque and not any(tag[0] == self.root for tag in made.tags)
             )
+            if made is not None and not made.opaque:
+                call.root_keys = frozenset(tag[1] for tag in made.tags if tag[0] == self.root)
             floats = [t for t in _tensors(output) if t.is_floating_point()]
             for index, t in enumerate(floats):
                 info = self._get(t)
