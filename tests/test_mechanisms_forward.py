@@ -522,3 +522,36 @@ def test_a_small_signal_cut_from_the_loss_is_not_vanishing() -> None:
     torch.manual_seed(0)
     joined = probe.measure(DetachedSideHead(detach=False), (64,))
     assert "vanishing" in {p.rule for p in joined.problems}
+
+
+def test_units_cut_from_the_loss_are_not_dead() -> None:
+    """ControlNet wrapped to return one of its residuals: the zero convolutions of the others output
+    0 and no gradient reaches them, because nothing they make is used (diffusers' ControlNet, SD3's
+    and Flux's failed `dead_units` so; with their whole output they are healthy). A row cut from the
+    loss is gradient_vanishing's warning, not dead units; the same zero layer on the output's path
+    is a zero-initialized layer that moves (a note)."""
+    import probe
+
+    class TwoResiduals(torch.nn.Module):
+        def __init__(self, keep_both: bool) -> None:
+            super().__init__()
+            self.keep_both = keep_both
+            self.body = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
+            self.zero_a, self.zero_b = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+            for m in (self.zero_a, self.zero_b):
+                torch.nn.init.zeros_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+
+        def forward(self, x: torch.Tensor) -> Any:
+            h = self.body(x)
+            a, b = self.zero_a(h), self.zero_b(h)
+            return (a, b) if self.keep_both else a
+
+    for keep_both in (False, True):
+        torch.manual_seed(0)
+        report = probe.measure(TwoResiduals(keep_both), (32,))
+        assert report.verdict.healthy, report.verdict.problems
+    cut = {w.rule for w in report.verdict.warnings}
+    torch.manual_seed(0)
+    one = probe.measure(TwoResiduals(False), (32,))
+    assert "gradient_vanishing" in {w.rule for w in one.verdict.warnings}, cut

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from probe.judge.gaussian import start_loss_ratio
 from probe.judge.mechanisms import output_layer
-from probe.judge.readings import made_by
+from probe.judge.readings import output_row
 from probe.judge.shrink import SHRINK_BUDGET, rate_before
 from probe.records import LayerStats, Problem, Stats
 
@@ -89,7 +89,7 @@ def loss_ratios(report: Stats, slow: bool) -> list[tuple[Row, float | None]]:
     if x.units < 2 or x.unit_spread is None or not x.weight_size or x.role in ("norm", "activation", "embedding"):
         return []
     # the logits as the network outputs them (a model's own temperature may scale its head's)
-    out = made_by(report, report.last)
+    out = output_row(report)
     spread = (out.unit_spread if out.unit_spread is not None else x.unit_spread) * out.std
     if not math.isfinite(spread) or (start_steps(report, x, out, spread) > SHRINK_BUDGET) != slow:
         return []
@@ -115,7 +115,7 @@ def probability_output(report: Stats) -> tuple[Problem, ...]:
     c = report.probability_classes
     if c < 2:
         return ()
-    out = made_by(report, report.last)
+    out = output_row(report)
     floor = math.log(1.0 + (c - 1) / math.e)
     msg = (
         f"the model's output is probabilities: each sample's {c} values sum to 1. A cross-entropy "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from probe.judge.gradients import grad_ratios, side_rows
-from probe.judge.readings import made_by, outgrown, weighted_median
+from probe.judge.readings import outgrown, output_row, weighted_median
 from probe.records import LayerStats, Problem, Stats
 from probe.spec import GateSpec
 
@@ -38,12 +38,12 @@ def fmt(x: float) -> str:
 
 
 def output_layer(report: Stats) -> LayerStats:
-    """The row whose weight made the network's output (``made_by`` the last row). Where that row has
+    """The row whose weight made the network's output (``readings.output_row``). Where that row has
     no weight of its own or is a table's (the model's own row, holding a position table, a class
     token or a temperature, that scales or returns its head's logits), the last row before it with a
     weight and as many units, a map to the output (``head``, or ``stream`` in a network whose last
     row is the model's own), made them."""
-    x = made_by(report, report.last)
+    x = output_row(report)
     if (x.weight_size and x.role != "embedding") or x.role in ("norm", "activation"):
         return x  # (a norm's or an activation's output is features, or probabilities: no head's logits)
     before = [

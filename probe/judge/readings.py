@@ -43,19 +43,29 @@ def made_by(report: Stats, row: LayerStats) -> LayerStats:
     return next((x for x in report.layers if x.name == row.output_of), row) if row.output_of else row
 
 
+def output_row(report: Stats) -> LayerStats:
+    """The row that made the network's output: ``made_by`` the last row that is not cut from the
+    loss (``detached``: a row that runs last but whose output nothing uses, as the residuals a
+    ControlNet wrapped to return one of them drops), or the last row where every row is cut."""
+    kept = [x for x in report.layers if not x.detached]
+    return made_by(report, kept[-1] if kept else report.last)
+
+
 def hidden_unit_rows(report: Stats) -> tuple[LayerStats, ...]:
-    """``unit_rows`` but the output's (``output_dead_units`` judges it)."""
-    out = made_by(report, report.last)
-    return tuple(x for x in unit_rows(report) if x is not out)
+    """``unit_rows`` but the output's (``output_dead_units`` judges it), and not a row cut from the
+    loss (``detached``): no gradient reaches it because nothing it makes is used, which
+    gradient_vanishing's warning says; its units are not dead for a reason of their own."""
+    out = output_row(report)
+    return tuple(x for x in unit_rows(report) if x is not out and not x.detached)
 
 
 def output_dead_units(report: Stats) -> list[tuple[Row, float | None]]:
-    """The dead fraction of the row that made the output (``made_by`` the last): no module with weights
+    """The dead fraction of the row that made the output (``output_row``): no module with weights
     runs after it, so its units are the network's outputs (up to pooling and reshaping). A dead
     output unit (a ReLU on the logits whose input is negative for every sample: SqueezeNet's
     classifier) is an output that never changes, a class never predicted; said as such, with the
     hidden layers' severity (docs/verdicts.md: some such networks learn, some do not)."""
-    out = made_by(report, report.last)
+    out = output_row(report)
     return [] if out.role == "embedding" or out.dead_units is None else [(out, out.dead_units)]
 
 
@@ -165,16 +175,16 @@ def read_std(report: Stats) -> list[tuple[Row, float | None]]:
     return [(x, read.std) for x, read in _as_read(report)]
 
 
-def _as_read(report: Stats, cut: bool = False) -> list[tuple[LayerStats, LayerStats]]:
+def _as_read(report: Stats) -> list[tuple[LayerStats, LayerStats]]:
     """Each signal row with the row the network reads it at (``read_std``): its norm reader, or itself.
     Not a row cut from the loss (``detached``: no gradient reaches it or its parameters; RT-DETR's
-    encoder box head, whose N(0, 0.01) layers make reference points it detaches) unless ``cut`` or
-    every row is: what it computes is not trained through the output, and gradient_vanishing's
-    warning says so. (The last/first ratio keeps them: ``std_ratio``.)"""
+    encoder box head, whose N(0, 0.01) layers make reference points it detaches) unless every row
+    is: what it computes is not trained through the output, and gradient_vanishing's warning says
+    so."""
     by_name = {x.name: x for x in report.layers}
     out = []
     signal = report.signal()
-    for x in signal if cut or all(x.detached for x in signal) else [x for x in signal if not x.detached]:
+    for x in signal if all(x.detached for x in signal) else [x for x in signal if not x.detached]:
         reader = by_name.get(x.norm_reader) if x.norm_reader else None
         out.append((x, reader if reader is not None and not reader.zero_moving else x))
     return out
@@ -199,9 +209,9 @@ def read_sample_std(report: Stats) -> list[tuple[Row, float | None]]:
 
 
 def std_ratio(report: Stats) -> list[tuple[Row, float | None]]:
-    """The last signal row's std over the first's, each as the network reads it (``read_std``), rows
-    cut from the loss included (the ends of the path do not move with what is cut)."""
-    signal = [(x, read.std) for x, read in _as_read(report, cut=True)]
+    """The last signal row's std over the first's, each as the network reads it (``read_std``; rows
+    cut from the loss are not the path's ends)."""
+    signal = read_std(report)
     (_, first), (last, last_std) = signal[0], signal[-1]
     if first is None or last_std is None or first == 0 or math.isnan(first) or math.isnan(last_std):
         return []
