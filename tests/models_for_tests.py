@@ -193,11 +193,15 @@ class OutputKinds(nn.Module):
     """A 3-layer MLP (width 32) whose forward returns ``output``: ``"dataclass"`` (a ``Prediction``),
     ``"scalar"`` (the logits' mean logsumexp: a forward that returns its own loss-like value),
     ``"ints"`` (the predicted classes only: nothing a gradient can start from); ``init="zeros"``
-    zeroes every weight."""
+    zeroes every weight. ``own_scale``: the model holds a 0-d parameter that scales its scalar output
+    (so the model itself is a row whose output is one number for the whole batch)."""
 
-    def __init__(self, output: str = "dataclass", init: str = "default", width: int = 32) -> None:
+    def __init__(
+        self, output: str = "dataclass", init: str = "default", width: int = 32, own_scale: bool = False
+    ) -> None:
         super().__init__()
         self.output = output
+        self.scale = nn.Parameter(torch.ones(())) if own_scale else None
         self.body = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
         self.head = nn.Linear(width, 10)
         if init == "zeros":
@@ -208,7 +212,8 @@ class OutputKinds(nn.Module):
         features = self.body(x)
         logits = self.head(features)
         if self.output == "scalar":
-            return logits.logsumexp(-1).mean()
+            loss = logits.logsumexp(-1).mean()
+            return loss * self.scale if self.scale is not None else loss
         if self.output == "ints":
             return logits.argmax(-1)
         return Prediction(logits, features)

@@ -180,6 +180,16 @@ def test_an_output_in_a_dataclass_or_a_scalar_is_probed(cli: Callable[..., Any],
     assert {p.rule for p in broken.problems} & {"vanishing", "symmetry", "dead_units"}
 
 
+def test_a_row_whose_output_is_one_number_is_noted_not_measured(cli: Callable[..., Any]) -> None:
+    """A module (here the model itself, holding a 0-d scale) whose output is one number for the whole
+    batch has no values per sample: it was watched and every hook failed (integer modulo by zero,
+    exit 3); it is now a note, and the rows before it are measured."""
+    args = ("--model", "tests.models_for_tests:OutputKinds", "--model-arg", "output=scalar")
+    result = cli("run", *args, "--model-arg", "own_scale=true", "--input-shape", "32", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "one number for the whole batch" in result.output and "verdict: healthy" in result.output
+
+
 def test_an_output_with_no_float_tensor_says_what_it_holds(cli: Callable[..., Any]) -> None:
     result = cli(
         "run",

@@ -116,6 +116,8 @@ def discovery_pass(
         consumers.saw(entry.qual, roles.first_tensor(args, kwargs), tensor, claim=entry.candidate)
         if tensor is None:
             entry.why_not = f"its output ({type(output).__name__}) holds no floating-point tensor"
+        elif tensor.dim() == 0:  # (a row's statistics are per sample and unit)
+            entry.why_not = "its output is one number for the whole batch (a loss, a mean): no values per sample"
         elif entry.shape is None:
             entry.shape = tuple(tensor.shape)
         elif tuple(tensor.shape) != entry.shape:

@@ -91,9 +91,9 @@ def output_tensor(output: Any, index: int = 0) -> torch.Tensor | None:
 
 
 def measurable(tensor: torch.Tensor) -> bool:
-    """Whether a row can measure ``tensor``: floating point, not empty, and not a function
-    transform's wrapper (``under_transform``)."""
-    return tensor.is_floating_point() and tensor.numel() > 0 and not under_transform(tensor)
+    """Whether a row can measure ``tensor``: floating point, not empty, not one number for the whole
+    batch (0-d: no samples), and not a function transform's wrapper (``under_transform``)."""
+    return tensor.is_floating_point() and tensor.dim() > 0 and tensor.numel() > 0 and not under_transform(tensor)
 
 
 def under_transform(tensor: torch.Tensor) -> bool:
