@@ -86,7 +86,7 @@ class ReferenceCollector:
         self.outputs: list[list[torch.Tensor]] = [[] for _ in watched]
         self.sources: list[list[torch.Tensor]] = [[] for _ in watched]
         self.bounds: list[list[int | None]] = [[] for _ in watched]
-        self.layers = [Layer(w) for w in watched]  # the runner sets each one's bound (correlation.row_bounds)
+        self.layers = [Layer(w) for w in watched]  # the runner sets each one's bound (correlation.bound_rows)
         self.grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.weight_grads: list[list[torch.Tensor]] = [[] for _ in watched]
         self.bias_grads: list[list[torch.Tensor]] = [[] for _ in watched]

@@ -263,10 +263,11 @@ def predict(spec: Spec, collapse: bool = True) -> Prediction:
 def collapse_map(spec: Spec, per_layer: Sequence[tuple[inits.Moments, inits.Moments]]) -> list[float | None]:
     """The collapse statistic each watched layer should read in the wide limit (see
     ``centered_cosine2``), as an excess over the ``1 / input_dim`` that independent directions in
-    the input's ``input_dim`` give (the measured statistic's base, ``measurement/correlation.py``). The kernel of two inputs at scale nodes i, j and input cosine node k is
-    followed layer by layer: pre-activations (z_a, z_b) are jointly Gaussian with variances
-    sigma_w^2 E[h_a^2] + s_b^2 and covariance sigma_w^2 E[h_a h_b] + s_b^2 (the bias is shared),
-    and a layer's moments are ``pair_moments`` of them. A layer whose variance underflows (below
+    the input's ``input_dim`` give (the measured statistic's base, ``measurement/correlation.py``).
+    The kernel of two inputs at scale nodes i, j and input cosine node k is followed layer by layer:
+    pre-activations (z_a, z_b) are jointly Gaussian with variances sigma_w^2 E[h_a^2] + s_b^2 and
+    covariance sigma_w^2 E[h_a h_b] + s_b^2 (the bias is shared), and a layer's moments are
+    ``pair_moments`` of them. A layer whose variance underflows (below
     1e-250) and every layer after it have no prediction."""
     import torch
 

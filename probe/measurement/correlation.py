@@ -37,10 +37,13 @@ non-finite value in those samples adds nothing. Everything stays on the device (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+    from probe.measurement.rows import Layer
 
 # Samples of each batch the sample statistic is measured on: 32 give 992 ordered pairs per batch;
 # the Gram matrix costs 32^2 multiply-adds per value of a sample (a BLAS product).
@@ -90,19 +93,18 @@ def input_values(inputs: tuple[Any, ...], batch: int) -> int | None:
     import torch
 
     x = inputs[0] if inputs else None
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1 or x.shape[0] != batch:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() == 0:
         return None
-    return x[0].numel() if x.shape[0] else None
+    return _directions(x, batch)
 
 
-def row_bounds(
-    inputs_of: list[frozenset[Any] | None], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> list[int | None]:
-    """Per row, the directions its samples can differ in at most: the values per sample of the
-    model's inputs it is computed from (``inputs_of``: positions and keywords, from the traced
-    pass), summed (``_directions``); where that is not known, of all the model's inputs. ``None``
-    where one has no such count (token ids differ by category) or none is known: no bound. A
-    UNet's time embedding, computed from one timestep per sample, gets 1."""
+def bound_rows(layers: Sequence[Layer], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Set each row's ``bound`` from one batch of the model's inputs: the directions its samples can
+    differ in at most, the values per sample of the model's inputs it is computed from
+    (``Watched.inputs_of``: positions and keywords, from the traced pass), summed (``_directions``);
+    where that is not known, of all the model's inputs. ``None`` where one has no such count (token
+    ids differ by category) or none is known: no bound. A UNet's time embedding, computed from one
+    timestep per sample, gets 1."""
     import torch
 
     keyed = [(k, x) for k, x in (*enumerate(args), *kwargs.items()) if isinstance(x, torch.Tensor)]
@@ -111,11 +113,10 @@ def row_bounds(
     values = {k: _directions(x, batch) for k, x in keyed}
     known = [v for v in values.values() if v is not None]
     whole = sum(known) if known and len(known) == len(values) else None
-    out: list[int | None] = []
-    for keys in inputs_of:
+    for layer in layers:
+        keys = layer.watched.inputs_of
         sizes = [values.get(k) for k in keys] if keys else [None]
-        out.append(whole if keys is None else None if None in sizes else sum(v for v in sizes if v is not None))
-    return out
+        layer.bound = whole if keys is None else None if None in sizes else sum(v for v in sizes if v is not None)
 
 
 def _directions(x: torch.Tensor, batch: int | None) -> int | None:
@@ -139,11 +140,11 @@ def correlation_record(
     pairs of each of the first ``TOKEN_SEQUENCES`` sequences, each token centered on the batch's
     mean at its position. ``eps``: the output dtype's epsilon (what rounding can blur). ``bound``:
     the directions the samples can differ in at most, where fewer than a sample's values (the
-    values of the module's input or the model's: ``input_values``): independent rows of a
+    values of the module's input or the model's: ``input_values``, ``bound_rows``): independent rows of a
     2-feature input's 128-unit layer read 1/2, not 1/128; with one feature, 0. ``None`` with fewer
-    than two samples or one value per sample. Three passes over the first samples (their squared norms, their mean,
-    the centered copy) and one Gram product; a batch with a non-finite value in those samples adds
-    nothing (the nonfinite rule reports it)."""
+    than two samples or one value per sample. Three passes over the first samples (their squared
+    norms, their mean, the centered copy) and one Gram product; a batch with a non-finite value in
+    those samples adds nothing (the nonfinite rule reports it)."""
     import torch
 
     if y.dim() < 2 or y.shape[0] < 2 or y[0].numel() < 2:

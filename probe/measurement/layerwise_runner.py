@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import BuildError, RunError
 from probe.measurement.collect import Collector
-from probe.measurement.correlation import row_bounds
+from probe.measurement.correlation import bound_rows
 from probe.measurement.layerwise_block import SLOT, BlockFunction, Call
 from probe.measurement.outputs import float_outputs, no_gradient
 from probe.measurement.run import _DIRECTION_STREAM, _forward, may_attend
@@ -184,9 +184,7 @@ class Runner:
             for b in range(spec.data.batches):
                 batch = next_batch(spec, built, data_gen, self.device, self.dtype)
                 if b == 0:  # the directions each row's samples can differ in (collapse's base)
-                    bounds = row_bounds([w.inputs_of for w in watched], batch.args, batch.kwargs)
-                    for layer, bound in zip(collector.layers, bounds, strict=True):
-                        layer.bound = bound
+                    bound_rows(collector.layers, batch.args, batch.kwargs)
                 if not spec.run.backward:
                     with torch.no_grad():
                         _forward(model, batch, built)

@@ -29,7 +29,7 @@ class Layer:
         # the raw records not folded into them yet (correlation.py)
         self.correlation: torch.Tensor | None = None
         self.correlation_records: list[torch.Tensor] = []
-        self.bound: int | None = None  # directions its samples can differ in (correlation.row_bounds)
+        self.bound: int | None = None  # directions its samples can differ in (correlation.bound_rows)
         self.dims: dict[int, tuple[int, list[int]]] = {}  # ndim -> (unit dim, the other dims)
         # rows the gradient rules read get the per-sample grad_scale (not a shared table's rows)
         # (a spec MLP's rows keep the per-value gradient std: no pool or broadcast to correct for)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError, RunError, SpecError, first_line, user_code_error
 from probe.measurement.collect import Collector
-from probe.measurement.correlation import row_bounds
+from probe.measurement.correlation import bound_rows
 from probe.measurement.outputs import float_outputs, no_gradient, probability_classes
 from probe.measurement.threads import intra_op_threads, threads_for
 from probe.model.build import build_initialized, build_units
@@ -230,9 +230,7 @@ def _probe(
                 if share is not None:  # every rank draws the global batch and keeps its rows
                     batch = distributed.slice_batch(batch, share)
                 if i == 0:  # the directions each row's samples can differ in (collapse's base)
-                    bounds = row_bounds([w.inputs_of for w in built.watched], batch.args, batch.kwargs)
-                    for layer, bound in zip(collector.layers, bounds, strict=True):
-                        layer.bound = bound
+                    bound_rows(collector.layers, batch.args, batch.kwargs)
                 binning = hist.hooks(built.watched, found) if found is not None and i == 0 else nullcontext()
                 with binning:  # the first batch's histograms, where asked: from this very pass
                     if spec.run.backward:
@@ -289,14 +287,10 @@ def _collector(
     weight_grad_part = share.weight_grad_part if share is not None else None
     fmt = precision_format(spec.run.precision)
     if fmt is None:
-        collector = Collector(built.watched, device, attention_of=attention_of, weight_grad_part=weight_grad_part)
-    else:
-        from probe.measurement.precision import HeadroomCollector
+        return Collector(built.watched, device, attention_of=attention_of, weight_grad_part=weight_grad_part)
+    from probe.measurement.precision import HeadroomCollector
 
-        collector = HeadroomCollector(
-            built.watched, device, fmt, attention_of=attention_of, weight_grad_part=weight_grad_part
-        )
-    return collector
+    return HeadroomCollector(built.watched, device, fmt, attention_of=attention_of, weight_grad_part=weight_grad_part)
 
 
 def _headroom(collector: Collector) -> HeadroomStats | None:

@@ -53,9 +53,9 @@ class _Info:
 
 
 def _tensors(tree: Any) -> list[Any]:
-    """The tensors in nested tuples, lists and dicts (and a dataclass instance at the top), in order (a hand-written walk: pytree's costs a
-    GPT-2 small discovery a tenth of a second over its ten thousand ops; leaves are tested in the
-    loop, without a call each)."""
+    """The tensors in nested tuples, lists and dicts (and a dataclass instance at the top), in order
+    (a hand-written walk: pytree's costs a GPT-2 small discovery a tenth of a second over its ten
+    thousand ops; leaves are tested in the loop, without a call each)."""
     import torch
 
     out: list[Any] = []
